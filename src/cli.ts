@@ -1,0 +1,52 @@
+// The `captioner` command line: wires subcommands and turns errors into exit codes.
+// Only this file decides how the process ends; stages throw typed errors (see errors.ts).
+import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import { CaptionerError, ExitCode } from './errors.js';
+import { log } from './log.js';
+import * as configCmd from './commands/config.js';
+
+const require = createRequire(import.meta.url);
+const pkg = require('../package.json') as { version: string };
+
+/** Each subcommand module exports `register(program)`. Add a module here only when it really works. */
+const commands: { register(program: Command): void }[] = [configCmd];
+
+export function buildProgram(): Command {
+  const program = new Command('captioner')
+    .description('Train and run image-captioning models: prep, features, train, eval, caption, serve.')
+    .version(pkg.version)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  for (const c of commands) c.register(program);
+  for (const sub of program.commands) sub.exitOverride();
+  return program;
+}
+
+/** Run the CLI and return the exit code (never calls process.exit while work may be pending). */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
+  } catch (e) {
+    return exitCodeFor(e);
+  }
+}
+
+export function exitCodeFor(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // help and version "errors" are successes; everything else commander raises is a usage error
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return ExitCode.ok;
+    return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+  }
+  if (e instanceof CaptionerError) {
+    log.error(e.message);
+    return e.exitCode;
+  }
+  const err = e as Error;
+  log.error(`internal error: ${err?.message ?? String(e)}`);
+  if (err?.stack) process.stderr.write(err.stack + '\n');
+  return ExitCode.internal;
+}

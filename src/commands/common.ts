@@ -1,0 +1,45 @@
+// Shared command-line plumbing: the --config/--set options every stage takes, and config resolution.
+import { InvalidArgumentError, type Command } from 'commander';
+import { loadConfig, type LoadedConfig } from '../config/load.js';
+
+export interface ConfigFlags {
+  config?: string;
+  set?: string[];
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** Add `--config FILE` and repeatable `--set key=value` to a command. */
+export function withConfig(cmd: Command): Command {
+  return cmd
+    .option('-c, --config <file>', 'YAML config file')
+    .option('--set <key=value>', 'override a config value (repeatable), e.g. --set train.epochs=5', collect, []);
+}
+
+/** Resolve the config from the common flags plus this command's dedicated flag values. */
+export function resolveConfig(flags: ConfigFlags, overrides: Record<string, unknown> = {}): Promise<LoadedConfig> {
+  return loadConfig({ file: flags.config, sets: flags.set ?? [], overrides: prune(overrides) });
+}
+
+/** Drop undefined leaves so unset flags do not override the file. */
+function prune(o: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (v === undefined) continue;
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      const inner = prune(v as Record<string, unknown>);
+      if (Object.keys(inner).length) out[k] = inner;
+    } else out[k] = v;
+  }
+  return out;
+}
+
+/** Parse an integer flag value, for commander's argParser. */
+export function intArg(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer, got "${value}"`);
+    return n;
+  };
+}
+
