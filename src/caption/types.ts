@@ -1,0 +1,27 @@
+// The contract between a loaded model and its users (caption command, serve): bytes in, captions out.
+
+export interface ImageInput {
+  /** Caller's identifier (a path, a request id); echoed back, never interpreted. */
+  id: string;
+  bytes: Buffer;
+}
+
+/** Why an image could not be captioned: maps to exit codes and HTTP statuses. */
+export type ImageErrorKind = 'unsupported' | 'corrupt' | 'too_large';
+
+export type CaptionOutcome =
+  | { ok: true; caption: string; tokens: string[]; logprob: number }
+  | { ok: false; error: string; kind: ImageErrorKind };
+
+export interface CaptionOptions {
+  /** Beam size; the model's configured default when absent. */
+  beam?: number;
+}
+
+export interface Captioner {
+  /** The model's name and how it runs, for health checks and logs. */
+  readonly info: { name: string; encoder: string; backend: string };
+  /** Caption a batch of encoded image files (JPEG, PNG, ...). One outcome per input, in order. */
+  captionBatch(inputs: ImageInput[], options?: CaptionOptions): Promise<CaptionOutcome[]>;
+  dispose(): Promise<void>;
+}
