@@ -23,16 +23,16 @@ export const DatasetSchema = z
     format: DatasetFormat.default('flickr8k').describe(
       'Captions format: flickr8k (image.jpg#N<TAB>caption; also Flickr30k results_20130124.token), flickr30k-csv (image_name|comment_number|comment), karpathy (dataset_*.json with split field), coco (official captions JSON, one file per split), csv (image,caption with header).',
     ),
-    captions: str().optional().describe('Captions file (all formats except coco).'),
+    captions: str().optional().describe('Captions file. For coco: one official captions JSON to split by ratios (use cocoFiles for per-split files).'),
     cocoFiles: z
       .object({ train: str().optional(), val: str().optional(), test: str().optional() })
       .strict()
       .optional()
       .describe('coco format: one official captions JSON per split.'),
-    images: str().optional().describe('Folder holding the image files. When set, captions whose image is missing are reported and excluded.'),
+    images: str().optional().describe('Folder holding the image files. When set, captions whose image is missing are reported and excluded (or fail with prep.strict). Splits are decided before this check, so they do not depend on which files are present.'),
     split: z
       .object({
-        method: z.enum(['auto', 'files', 'field', 'ratio']).default('auto').describe('auto: field for karpathy, files when split files are given, per-file for coco, else ratio.'),
+        method: z.enum(['auto', 'files', 'field', 'ratio']).default('auto').describe('files: the split lists below (images in none are left out); field: Karpathy\'s split field (restval = train) or the coco file per split; ratio: seeded random split by image. auto: field for karpathy and coco with cocoFiles, files when a split file is given, else ratio.'),
         trainFile: str().optional().describe('Text file listing training images, one name a line (Flickr_8k.trainImages.txt).'),
         valFile: str().optional().describe('Validation image list (Flickr_8k.devImages.txt).'),
         testFile: str().optional().describe('Test image list (Flickr_8k.testImages.txt).'),
@@ -40,7 +40,7 @@ export const DatasetSchema = z
           .object({ train: fraction().default(0.8), val: fraction().default(0.1), test: fraction().default(0.1) })
           .strict()
           .default({ train: 0.8, val: 0.1, test: 0.1 })
-          .describe('Ratios for the seeded random split.'),
+          .describe('Ratios for the seeded random split (normalised by their sum).'),
         seed: nonNegInt().default(42).describe('Seed for the ratio split: same seed, same split.'),
       })
       .strict()
@@ -59,8 +59,8 @@ export const PrepSchema = z
     endToken: str().default('endseq').describe('Token put at the end of every caption.'),
     unkToken: str().default('<unk>').describe('Token that replaces words below minCount.'),
     minCount: posInt().default(5).describe('Minimum count (in training captions) for a word to enter the vocabulary.'),
-    maxLength: posInt().default(34).describe('Maximum caption length in tokens, start and end tokens included.'),
-    overLength: z.enum(['truncate', 'drop']).default('truncate').describe('What to do with captions longer than maxLength.'),
+    maxLength: posInt('an integer of at least 3').min(3, { error: (i) => expected('an integer of at least 3', i.input) }).default(34).describe('Maximum caption length in tokens, start and end tokens included (at least 3).'),
+    overLength: z.enum(['truncate', 'drop']).default('truncate').describe('What to do with captions longer than maxLength: truncate (keep the first words, then the end token) or drop.'),
     strict: bool().default(false).describe('Fail (instead of warn and exclude) when captions name missing images.'),
   })
   .strict();
@@ -73,17 +73,17 @@ export const EncoderSchema = z
     runtime: z.enum(['auto', 'tfjs', 'onnx']).default('auto').describe('How VGG16 runs: auto (onnx when onnxruntime-node loads, else tfjs), tfjs, onnx.'),
     weights: str().default('auto').describe('auto (the cached Keras file, see `captioner weights vgg16`), random (untrained; demo only), or a path to a Keras .h5 file or a TF.js model.json.'),
     layer: z.enum(['fc2', 'block5_conv3', 'block5_pool']).default('fc2').describe('Which activation to cache: fc2 (4096-d vector) or a 14x14 / 7x7 x 512 spatial grid.'),
-    interpolation: z.enum(['nearest', 'bilinear', 'bicubic', 'lanczos3']).default('nearest').describe('Resize to 224x224 with this kernel. Keras load_img defaults to nearest.'),
+    interpolation: z.enum(['nearest', 'bilinear', 'bicubic', 'lanczos3']).default('nearest').describe('Resize to 224x224 (aspect ratio ignored, like Keras load_img(target_size)) with this kernel. Keras load_img defaults to nearest; sharp\'s nearest picks slightly different pixels than PIL\'s. Alpha is flattened onto white.'),
     seed: nonNegInt().default(1234).describe('Seed for random weights.'),
     onnx: z
       .object({
         path: str().describe('ONNX model file.'),
         inputSize: posInt().default(224).describe('Square input side in pixels.'),
         layout: z.enum(['nchw', 'nhwc']).default('nchw').describe('Input tensor layout.'),
-        channelOrder: z.enum(['rgb', 'bgr']).default('rgb'),
+        channelOrder: z.enum(['rgb', 'bgr']).default('rgb').describe('Channel order the model expects.'),
         scale: num().default(1 / 255).describe('Pixels (0..255) are multiplied by this, then normalised with mean/std.'),
-        mean: z.array(num()).length(3).default([0.485, 0.456, 0.406]),
-        std: z.array(num()).length(3).default([0.229, 0.224, 0.225]),
+        mean: z.array(num()).length(3).default([0.485, 0.456, 0.406]).describe('Per-channel mean subtracted after scaling, in the model\'s channel order.'),
+        std: z.array(num()).length(3).default([0.229, 0.224, 0.225]).describe('Per-channel divisor applied after the mean, in the model\'s channel order.'),
         inputName: str().optional().describe('Input name (default: the model\'s first input).'),
         outputName: str().optional().describe('Output name (default: the model\'s first output).'),
       })
@@ -94,10 +94,11 @@ export const EncoderSchema = z
 
 export const FeaturesSchema = z
   .object({
-    out: str().optional().describe('Feature cache folder (default: <workdir>/features).'),
-    dtype: z.enum(['float32', 'float16']).default('float32').describe('Storage type of cached vectors.'),
+    out: str().optional().describe('Feature cache folder (default: <workdir>/features). A folder holding features of other settings is refused.'),
+    dtype: z.enum(['float32', 'float16']).default('float32').describe('Storage type of cached vectors (float16 halves the size; values are read back as float32).'),
     batchSize: posInt().default(8).describe('Images per encoder batch.'),
-    shardSize: posInt().default(1024).describe('Vectors per shard file.'),
+    shardSize: posInt().default(1024).describe('Vectors per shard file (at most; a checkpoint may write a smaller one).'),
+    checkpointSeconds: posInt().default(60).describe('Write what is computed at least this often, so an interrupted run loses at most this much work.'),
   })
   .strict();
 
@@ -163,11 +164,14 @@ export const CaptionSchema = z
 
 export const ServeSchema = z
   .object({
-    host: str().default('127.0.0.1').describe('Listen address; loopback unless you mean it.'),
-    port: nonNegInt().max(65535).default(8080),
-    maxUploadBytes: posInt().default(10 * 1024 * 1024),
+    host: str().default('127.0.0.1').describe('Listen address; loopback unless you mean it (0.0.0.0 exposes the server to the network).'),
+    port: nonNegInt().max(65535).default(8080).describe('Listen port (0: any free port).'),
+    maxUploadBytes: posInt().default(10 * 1024 * 1024).describe('Larger uploads get 413; the body is not read past this.'),
     queueSize: posInt().default(64).describe('Requests waiting beyond this get 503.'),
     maxBatch: posInt().default(8).describe('Requests captioned together.'),
+    batchWindowMs: nonNegInt().default(5).describe('How long an idle server waits for more requests to join a batch, in milliseconds.'),
+    maxBeam: posInt().default(10).describe('Largest beam size a request may ask for (?beam=K); larger gets 400.'),
+    requestTimeoutMs: posInt().default(60_000).describe('A request (upload included) that takes longer is cut off.'),
   })
   .strict();
 

@@ -1,0 +1,33 @@
+// `captioner prep`: read a captions dataset and write the prepared folder (vocab, splits, manifest).
+import type { Command } from 'commander';
+import { log } from '../log.js';
+import { runPrep, summary } from '../prep/run.js';
+import { resolveConfig, withConfig, type ConfigFlags } from './common.js';
+
+interface PrepFlags extends ConfigFlags {
+  format?: string;
+  captions?: string;
+  images?: string;
+  out?: string;
+  strict?: boolean;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  withConfig(program.command('prep').description('read a captions dataset and write a prepared dataset folder (vocabulary, train/val/test splits, manifest)'))
+    .option('--format <format>', 'captions format: flickr8k, flickr30k-csv, karpathy, coco, csv (dataset.format)')
+    .option('--captions <file>', 'captions file (dataset.captions)')
+    .option('--images <dir>', 'images folder; captions of missing images are reported and excluded (dataset.images)')
+    .option('--out <dir>', 'output folder (prep.out; default <workdir>/prepared)')
+    .option('--strict', 'fail when captions name missing images (prep.strict)')
+    .option('--json', 'print the manifest as JSON on stdout')
+    .action(async (opts: PrepFlags) => {
+      const { config } = await resolveConfig(opts, {
+        dataset: { format: opts.format, captions: opts.captions, images: opts.images },
+        prep: { out: opts.out, strict: opts.strict ? true : undefined },
+      });
+      const { dir, manifest } = await runPrep(config);
+      for (const line of summary(dir, manifest)) log.info(line);
+      if (opts.json) process.stdout.write(JSON.stringify(manifest, null, 2) + '\n');
+    });
+}
