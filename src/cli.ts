@@ -5,13 +5,14 @@ import { createRequire } from 'node:module';
 import { CaptionerError, ExitCode } from './errors.js';
 import { log } from './log.js';
 import * as configCmd from './commands/config.js';
+import * as demoDataCmd from './commands/demo-data.js';
 import * as prepCmd from './commands/prep.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../package.json') as { version: string };
 
 /** Each subcommand module exports `register(program)`. Add a module here only when it really works. */
-const commands: { register(program: Command): void }[] = [configCmd, prepCmd];
+const commands: { register(program: Command): void }[] = [configCmd, demoDataCmd, prepCmd];
 
 export function buildProgram(): Command {
   const program = new Command('captioner')

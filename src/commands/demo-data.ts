@@ -1,0 +1,29 @@
+// `captioner demo-data`: render the built-in synthetic captioning dataset (Flickr8k format) to a folder.
+import type { Command } from 'commander';
+import { DEMO_DEFAULTS, writeDemoDataset } from '../prep/demo.js';
+import { intArg } from './common.js';
+
+interface Flags {
+  out: string;
+  images: number;
+  seed: number;
+  size: number;
+  force?: boolean;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('demo-data')
+    .description('render the built-in demo dataset: coloured shapes with 5 captions each, in Flickr8k format')
+    .option('-o, --out <dir>', 'output folder', 'data/demo')
+    .option('-n, --images <n>', 'number of images', intArg('--images'), DEMO_DEFAULTS.images)
+    .option('--seed <s>', 'seed: same seed, same dataset', intArg('--seed'), DEMO_DEFAULTS.seed)
+    .option('--size <px>', 'image side in pixels', intArg('--size'), DEMO_DEFAULTS.size)
+    .option('--force', 'overwrite a folder holding a captions.txt that demo-data did not write')
+    .option('--json', 'print a JSON summary on stdout')
+    .action(async (opts: Flags) => {
+      const result = await writeDemoDataset({ out: opts.out, images: opts.images, seed: opts.seed, size: opts.size, force: opts.force });
+      if (opts.json) process.stdout.write(JSON.stringify({ ...result.manifest, out: result.out, captionsFile: result.captionsFile, imagesDir: result.imagesDir, rendered: result.rendered }) + '\n');
+    });
+}

@@ -1,0 +1,323 @@
+// The built-in demo dataset's pure core (no I/O): seeded scenes of one or two coloured shapes, five
+// different captions per scene that describe what is drawn (colour, shape, size, position), the SVG
+// that draws it, the train/val/test split and the Flickr8k-format text files. Rendering lives in demo.ts.
+import { pick, rng, shuffleInPlace, type Rng } from '../util/random.js';
+
+/** Bump when scenes, captions or drawing change, so cached datasets are re-rendered. */
+export const DEMO_VERSION = 1;
+
+export type Rgb = readonly [number, number, number];
+
+/** Saturated, clearly distinct colours (random VGG16 features carry colour best). */
+export const DEMO_COLOURS = {
+  red: [215, 35, 35],
+  green: [30, 150, 45],
+  blue: [35, 70, 215],
+  yellow: [240, 205, 25],
+  purple: [135, 45, 185],
+  orange: [245, 125, 20],
+} as const satisfies Record<string, Rgb>;
+export type ColourName = keyof typeof DEMO_COLOURS;
+export const COLOUR_NAMES = Object.keys(DEMO_COLOURS) as ColourName[];
+
+export const SHAPE_NAMES = ['circle', 'square', 'triangle', 'star', 'diamond'] as const;
+export type ShapeName = (typeof SHAPE_NAMES)[number];
+
+export type SizeName = 'small' | 'large';
+export type Position = 'left' | 'right' | 'top' | 'bottom' | 'center';
+export const POSITIONS: readonly Position[] = ['left', 'right', 'top', 'bottom', 'center'];
+
+/** Light background colours: far from every shape colour. */
+export const BACKGROUND_COLOURS: readonly Rgb[] = [
+  [245, 245, 242],
+  [236, 240, 246],
+  [246, 239, 228],
+  [233, 243, 233],
+  [243, 236, 243],
+  [226, 226, 226],
+];
+
+export interface DemoShape {
+  shape: ShapeName;
+  colour: ColourName;
+  size: SizeName;
+  /** Centre and radius (half extent) as fractions of the image side. */
+  cx: number;
+  cy: number;
+  r: number;
+  /** Degrees; small tilts only (a square never turns into a diamond). */
+  rotation: number;
+  /** The drawn colour: the named colour with a little jitter. */
+  fill: Rgb;
+}
+
+export type Background =
+  | { kind: 'plain'; colour: Rgb }
+  | { kind: 'gradient'; from: Rgb; to: Rgb; angle: number }
+  | { kind: 'noise'; colour: Rgb; frequency: number; seed: number; opacity: number };
+
+export type Layout = { kind: 'single'; position: Position } | { kind: 'pair'; axis: 'horizontal' | 'vertical' };
+
+export interface DemoScene {
+  index: number;
+  layout: Layout;
+  /** One shape, or two: the first is the left (horizontal) or top (vertical) one. */
+  shapes: DemoShape[];
+  background: Background;
+}
+
+/** A 32-bit seed for image `index` of dataset `seed`: scene i does not depend on how many images are made. */
+export function sceneSeed(seed: number, index: number): number {
+  let h = Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(index + 1, 0xc2b2ae35);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x7feb352d);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x846ca68b);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+const between = (r: Rng, lo: number, hi: number) => lo + (hi - lo) * r();
+const clamp255 = (v: number) => Math.max(0, Math.min(255, Math.round(v)));
+const jitter = (r: Rng, c: Rgb, amount: number): Rgb => [clamp255(c[0] + between(r, -amount, amount)), clamp255(c[1] + between(r, -amount, amount)), clamp255(c[2] + between(r, -amount, amount))];
+
+function makeShape(r: Rng, colour: ColourName, cx: number, cy: number, big: { small: [number, number]; large: [number, number] }): DemoShape {
+  const shape = pick(r, SHAPE_NAMES);
+  const size: SizeName = r() < 0.5 ? 'small' : 'large';
+  const radius = between(r, ...big[size]);
+  const rotation = shape === 'circle' || shape === 'diamond' ? 0 : Math.round(between(r, -12, 12));
+  return { shape, colour, size, cx, cy, r: radius, rotation, fill: jitter(r, DEMO_COLOURS[colour], 12) };
+}
+
+function makeBackground(r: Rng): Background {
+  const u = r();
+  const base = jitter(r, pick(r, BACKGROUND_COLOURS), 5);
+  if (u < 0.4) return { kind: 'plain', colour: base };
+  if (u < 0.7) return { kind: 'gradient', from: base, to: jitter(r, pick(r, BACKGROUND_COLOURS), 5), angle: Math.round(between(r, 0, 360)) };
+  return { kind: 'noise', colour: base, frequency: Number(between(r, 0.04, 0.12).toFixed(3)), seed: Math.floor(r() * 1000), opacity: Number(between(r, 0.15, 0.3).toFixed(2)) };
+}
+
+/** The scene for image `index` of the dataset made with `seed`. */
+export function makeScene(seed: number, index: number): DemoScene {
+  const r = rng(sceneSeed(seed, index));
+  const background = makeBackground(r);
+  if (r() < 0.5) {
+    // one shape, placed in one of five regions (centre jittered a little)
+    const position = pick(r, POSITIONS);
+    const off = 0.28;
+    const [bx, by] = { left: [off, 0.5], right: [1 - off, 0.5], top: [0.5, off], bottom: [0.5, 1 - off], center: [0.5, 0.5] }[position];
+    const cx = bx + between(r, -0.03, 0.03);
+    const cy = by + between(r, -0.03, 0.03);
+    const shape = makeShape(r, pick(r, COLOUR_NAMES), cx, cy, { small: [0.12, 0.14], large: [0.2, 0.23] });
+    return { index, layout: { kind: 'single', position }, shapes: [shape], background };
+  }
+  // two shapes of different colours, side by side or one above the other; they never overlap
+  const axis = r() < 0.5 ? 'horizontal' : 'vertical';
+  const c1 = pick(r, COLOUR_NAMES);
+  const c2 = pick(r, COLOUR_NAMES.filter((c) => c !== c1));
+  const along = [0.27 + between(r, -0.02, 0.02), 0.73 + between(r, -0.02, 0.02)];
+  const across = [0.5 + between(r, -0.12, 0.12), 0.5 + between(r, -0.12, 0.12)];
+  const sizes = { small: [0.11, 0.13] as [number, number], large: [0.17, 0.19] as [number, number] };
+  const shapes = [c1, c2].map((c, i) => (axis === 'horizontal' ? makeShape(r, c, along[i], across[i], sizes) : makeShape(r, c, across[i], along[i], sizes)));
+  return { index, layout: { kind: 'pair', axis }, shapes, background };
+}
+
+// ---------------------------------------------------------------- captions
+
+const article = (word: string) => (/^[aeiou]/.test(word) ? 'an' : 'a');
+
+/** "a red circle" / "a large red circle" / "an orange star". */
+export function nounPhrase(s: Pick<DemoShape, 'shape' | 'colour' | 'size'>, withSize: boolean, sizeWord: string = s.size): string {
+  const words = withSize ? [sizeWord, s.colour, s.shape] : [s.colour, s.shape];
+  return `${article(words[0])} ${words.join(' ')}`;
+}
+
+const POSITION_PHRASES: Record<Position, string[]> = {
+  left: ['on the left'],
+  right: ['on the right'],
+  top: ['at the top'],
+  bottom: ['at the bottom'],
+  center: ['in the center', 'in the middle'],
+};
+
+const SIZE_SYNONYMS: Record<SizeName, string[]> = { small: ['small', 'small', 'little'], large: ['large', 'large', 'big'] };
+
+/** Every caption template for a scene (one wording each, synonyms drawn from `r`). */
+export function captionCandidates(scene: DemoScene, r: Rng): string[] {
+  const sz = (s: DemoShape) => pick(r, SIZE_SYNONYMS[s.size]);
+  const np = (s: DemoShape, withSize: boolean) => nounPhrase(s, withSize, sz(s));
+  if (scene.layout.kind === 'single') {
+    const s = scene.shapes[0];
+    const pos = () => pick(r, POSITION_PHRASES[(scene.layout as { position: Position }).position]);
+    return [
+      `${np(s, true)} ${pos()}`,
+      `${np(s, false)}`,
+      `there is ${np(s, true)} ${pos()}`,
+      `a picture of ${np(s, false)} ${pos()}`,
+      `${article(s.size)} ${s.size} ${s.shape} that is ${s.colour}`,
+      `${pos()} there is ${np(s, false)}`,
+      `an image with one ${sz(s)} ${s.colour} ${s.shape}`,
+      `${np(s, false)} ${pos()} of the picture`,
+    ];
+  }
+  const [a, b] = scene.shapes; // a is left of / above b
+  const horizontal = scene.layout.axis === 'horizontal';
+  const ab = () => (horizontal ? pick(r, ['to the left of', 'on the left of']) : 'above');
+  const ba = () => (horizontal ? pick(r, ['to the right of', 'on the right of']) : 'below');
+  return [
+    `${np(a, false)} and ${np(b, false)}`,
+    `${np(a, true)} ${ab()} ${np(b, true)}`,
+    `${np(b, false)} ${ba()} ${np(a, false)}`,
+    `two shapes ${np(a, false)} and ${np(b, false)}`,
+    `a picture of ${np(a, false)} ${ab()} ${np(b, false)}`,
+    horizontal ? `${np(a, true)} next to ${np(b, true)}` : `${np(b, true)} under ${np(a, true)}`,
+    horizontal ? `${np(a, false)} on the left and ${np(b, false)} on the right` : `${np(a, false)} at the top and ${np(b, false)} at the bottom`,
+    `there is ${np(a, true)} and ${np(b, true)}`,
+  ];
+}
+
+export const CAPTIONS_PER_IMAGE = 5;
+
+/** Five different captions for a scene, in a seeded order. */
+export function captionsFor(scene: DemoScene, seed: number): string[] {
+  const r = rng(sceneSeed(seed ^ 0x5bd1e995, scene.index));
+  const unique = [...new Set(captionCandidates(scene, r))];
+  return shuffleInPlace(unique, r).slice(0, CAPTIONS_PER_IMAGE);
+}
+
+/** Every word a demo caption can use. */
+export function demoVocabulary(): string[] {
+  const words = new Set<string>();
+  const add = (s: string) => s.split(' ').forEach((w) => words.add(w));
+  for (const t of ['a an one two shapes there is that of the picture image with and next to under above below on in at']) add(t);
+  for (const p of Object.values(POSITION_PHRASES).flat()) add(p);
+  for (const p of Object.values(SIZE_SYNONYMS).flat()) add(p);
+  for (const p of ['to the left of', 'on the left of', 'to the right of', 'on the right of']) add(p);
+  COLOUR_NAMES.forEach(add);
+  SHAPE_NAMES.forEach(add);
+  return [...words].sort();
+}
+
+// ---------------------------------------------------------------- drawing
+
+const hex = (c: Rgb) => '#' + c.map((v) => v.toString(16).padStart(2, '0')).join('');
+const f = (v: number) => Number(v.toFixed(2));
+
+function polygon(cx: number, cy: number, points: [number, number][]): string {
+  return points.map(([x, y]) => `${f(cx + x)},${f(cy + y)}`).join(' ');
+}
+
+function shapeSvg(s: DemoShape, side: number): string {
+  const cx = s.cx * side;
+  const cy = s.cy * side;
+  const r = s.r * side;
+  const fill = hex(s.fill);
+  const rot = s.rotation ? ` transform="rotate(${s.rotation} ${f(cx)} ${f(cy)})"` : '';
+  switch (s.shape) {
+    case 'circle':
+      return `<circle cx="${f(cx)}" cy="${f(cy)}" r="${f(r)}" fill="${fill}"/>`;
+    case 'square': {
+      const h = r * 0.85;
+      return `<rect x="${f(cx - h)}" y="${f(cy - h)}" width="${f(2 * h)}" height="${f(2 * h)}" fill="${fill}"${rot}/>`;
+    }
+    case 'triangle': {
+      // equilateral, pointing up, centroid at the centre
+      const pts: [number, number][] = [0, 1, 2].map((k) => {
+        const a = -Math.PI / 2 + (k * 2 * Math.PI) / 3;
+        return [r * Math.cos(a), r * Math.sin(a)];
+      });
+      return `<polygon points="${polygon(cx, cy, pts)}" fill="${fill}"${rot}/>`;
+    }
+    case 'star': {
+      const pts: [number, number][] = [];
+      for (let k = 0; k < 10; k++) {
+        const a = -Math.PI / 2 + (k * Math.PI) / 5;
+        const rr = k % 2 === 0 ? r * 1.05 : r * 0.45;
+        pts.push([rr * Math.cos(a), rr * Math.sin(a)]);
+      }
+      return `<polygon points="${polygon(cx, cy, pts)}" fill="${fill}"${rot}/>`;
+    }
+    case 'diamond':
+      return `<polygon points="${polygon(cx, cy, [[0, -r], [r * 0.72, 0], [0, r], [-r * 0.72, 0]])}" fill="${fill}"/>`;
+  }
+}
+
+function backgroundSvg(b: Background, side: number): string {
+  switch (b.kind) {
+    case 'plain':
+      return `<rect width="${side}" height="${side}" fill="${hex(b.colour)}"/>`;
+    case 'gradient': {
+      const a = (b.angle * Math.PI) / 180;
+      const [x1, y1, x2, y2] = [0.5 - Math.cos(a) / 2, 0.5 - Math.sin(a) / 2, 0.5 + Math.cos(a) / 2, 0.5 + Math.sin(a) / 2].map(f);
+      return (
+        `<defs><linearGradient id="g" x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}">` +
+        `<stop offset="0" stop-color="${hex(b.from)}"/><stop offset="1" stop-color="${hex(b.to)}"/></linearGradient></defs>` +
+        `<rect width="${side}" height="${side}" fill="url(#g)"/>`
+      );
+    }
+    case 'noise':
+      return (
+        `<rect width="${side}" height="${side}" fill="${hex(b.colour)}"/>` +
+        `<filter id="n" x="0" y="0" width="100%" height="100%"><feTurbulence type="fractalNoise" baseFrequency="${Number(((b.frequency * 224) / side).toFixed(4))}" numOctaves="2" seed="${b.seed}"/>` +
+        `<feColorMatrix type="saturate" values="0"/></filter>` +
+        `<rect width="${side}" height="${side}" filter="url(#n)" opacity="${b.opacity}"/>`
+      );
+  }
+}
+
+/** The SVG document for a scene, `side` pixels square. */
+export function sceneSvg(scene: DemoScene, side: number): string {
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${side}" height="${side}" viewBox="0 0 ${side} ${side}">` +
+    backgroundSvg(scene.background, side) +
+    scene.shapes.map((s) => shapeSvg(s, side)).join('') +
+    `</svg>`
+  );
+}
+
+// ---------------------------------------------------------------- dataset files
+
+export const imageName = (index: number) => `demo_${String(index).padStart(5, '0')}.jpg`;
+
+export interface DemoSplit {
+  train: string[];
+  val: string[];
+  test: string[];
+}
+
+/** Seeded 80/10/10 split of the image names (each list sorted; val and test never empty from 3 images on). */
+export function splitNames(names: readonly string[], seed: number): DemoSplit {
+  const shuffled = shuffleInPlace([...names], rng(sceneSeed(seed ^ 0x27d4eb2f, 0)));
+  // at least one validation and one test image once there are three images
+  const nHeld = names.length >= 3 ? Math.max(1, Math.round(names.length * 0.1)) : 0;
+  const [nVal, nTest] = [nHeld, nHeld];
+  const sort = (a: string[]) => a.sort();
+  return {
+    val: sort(shuffled.slice(0, nVal)),
+    test: sort(shuffled.slice(nVal, nVal + nTest)),
+    train: sort(shuffled.slice(nVal + nTest)),
+  };
+}
+
+export interface DemoTexts {
+  /** captions.txt: `name.jpg#N<TAB>caption`, N = 0..4. */
+  captions: string;
+  trainImages: string;
+  valImages: string;
+  testImages: string;
+  split: DemoSplit;
+}
+
+/** Everything but the pixels, for images 0..count-1. */
+export function demoTexts(seed: number, count: number): DemoTexts {
+  const lines: string[] = [];
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = imageName(i);
+    names.push(name);
+    captionsFor(makeScene(seed, i), seed).forEach((c, n) => lines.push(`${name}#${n}\t${c}`));
+  }
+  const split = splitNames(names, seed);
+  const list = (a: string[]) => (a.length ? a.join('\n') + '\n' : '');
+  return { captions: lines.join('\n') + '\n', trainImages: list(split.train), valImages: list(split.val), testImages: list(split.test), split };
+}
