@@ -1,0 +1,147 @@
+// Benchmark group 'serve': N caption requests at concurrency C over loopback HTTP against startServer
+// with a given Captioner (default: the fake colour captioner, which really decodes each image).
+// Reports answered count, p50/p95 latency and requests/s; the peer is the same server with batching
+// off (serve.maxBatch 1), measured in the same run, against a fake with a fixed per-batch cost like
+// a model's forward pass, so the ratio shows what batching buys.
+import { performance } from 'node:perf_hooks';
+import sharp from 'sharp';
+import type { Captioner } from '../caption/types.js';
+import { ServeSchema, type ServeConfig } from '../config/schema.js';
+import { createFakeCaptioner } from '../serve/fake.js';
+import { startServer } from '../serve/server.js';
+import type { BenchModule, BenchRow } from './types.js';
+
+export interface ServeLoadOptions {
+  requests?: number;
+  concurrency?: number;
+  /** Server settings over the defaults (host/port are always loopback/any). */
+  serve?: Partial<ServeConfig>;
+  /** Images sent round-robin (default: four 320x240 JPEGs). */
+  images?: Buffer[];
+}
+
+export interface ServeLoadResult {
+  requests: number;
+  answered: number;
+  failed: number;
+  p50Ms: number;
+  p95Ms: number;
+  reqPerSec: number;
+  /** Mean images per captionBatch call. */
+  meanBatch: number;
+}
+
+export async function benchImages(): Promise<Buffer[]> {
+  const colours = ['#c0392b', '#2980b9', '#27ae60', '#f1c40f'];
+  return Promise.all(colours.map((c) => sharp({ create: { width: 320, height: 240, channels: 3, background: c } }).jpeg().toBuffer()));
+}
+
+/** Fire `requests` POST /api/caption at `concurrency` against a fresh server wrapping `captioner`. */
+export async function loadTest(captioner: Captioner, opts: ServeLoadOptions = {}): Promise<ServeLoadResult> {
+  const requests = opts.requests ?? 200;
+  const concurrency = opts.concurrency ?? 8;
+  const images = opts.images ?? (await benchImages());
+  const cfg: ServeConfig = { ...ServeSchema.parse({}), ...opts.serve, host: '127.0.0.1', port: 0 };
+  const server = await startServer(captioner, cfg);
+  const url = `${server.url}/api/caption`;
+  const bodies = images.map((b) => Uint8Array.from(b)); // fetch wants ArrayBuffer-backed views
+  const latencies: number[] = [];
+  let failed = 0;
+  let next = 0;
+  try {
+    // one warm-up request (JIT, sharp's first decode)
+    await (await fetch(url, { method: 'POST', body: bodies[0], headers: { 'content-type': 'image/jpeg' } })).arrayBuffer();
+    const batchesBefore = server.stats().batchSizes.length;
+    const start = performance.now();
+    const worker = async () => {
+      while (next < requests) {
+        const i = next++;
+        const t0 = performance.now();
+        try {
+          const res = await fetch(url, { method: 'POST', body: bodies[i % bodies.length], headers: { 'content-type': 'image/jpeg' } });
+          const body = (await res.json()) as { caption?: string };
+          if (res.status === 200 && typeof body.caption === 'string') latencies.push(performance.now() - t0);
+          else failed++;
+        } catch {
+          failed++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    const seconds = (performance.now() - start) / 1000;
+    const sizes = server.stats().batchSizes.slice(batchesBefore);
+    latencies.sort((a, b) => a - b);
+    return {
+      requests,
+      answered: latencies.length,
+      failed,
+      p50Ms: quantile(latencies, 0.5),
+      p95Ms: quantile(latencies, 0.95),
+      reqPerSec: latencies.length / seconds,
+      meanBatch: sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length),
+    };
+  } finally {
+    await server.close();
+  }
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (!sorted.length) return NaN;
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+/** Rows for one server measurement, with an optional peer for the throughput ratio. */
+export function rowsFor(label: string, r: ServeLoadResult, concurrency: number, peer?: { name: string; result: ServeLoadResult }): BenchRow[] {
+  const notes = `${r.requests} requests, concurrency ${concurrency}, ${r.answered} answered, ${r.failed} failed, mean batch ${r.meanBatch.toFixed(1)}`;
+  return [
+    { bench: 'serve', name: `${label}: answered`, value: r.answered, unit: 'requests', notes },
+    { bench: 'serve', name: `${label}: p50 latency`, value: r.p50Ms, unit: 'ms' },
+    { bench: 'serve', name: `${label}: p95 latency`, value: r.p95Ms, unit: 'ms' },
+    {
+      bench: 'serve',
+      name: `${label}: throughput`,
+      value: r.reqPerSec,
+      unit: 'req/s',
+      ...(peer ? { peer: peer.name, peerValue: peer.result.reqPerSec, ratio: r.reqPerSec / peer.result.reqPerSec } : {}),
+    },
+  ];
+}
+
+/** The benchmark: `captioner` (default: the fake) at maxBatch 8, plus the batching comparison. */
+export async function runServeBench(options: { quick: boolean; captioner?: Captioner }): Promise<BenchRow[]> {
+  const requests = options.quick ? 50 : 200;
+  const concurrency = 8;
+  const images = await benchImages();
+  const rows: BenchRow[] = [];
+  const main = options.captioner ?? createFakeCaptioner();
+  const r = await loadTest(main, { requests, concurrency, images });
+  rows.push(...rowsFor(`${main.info.name} maxBatch 8`, r, concurrency));
+  // The server's own cost (HTTP, body, magic bytes, queue): a captioner that does no work.
+  const noop = await loadTest(noopCaptioner(), { requests, concurrency, images });
+  rows.push(...rowsFor('no-op captioner maxBatch 8', noop, concurrency));
+  // Batching on vs off against a model-like fixed cost per captionBatch call (20 ms).
+  const batched = await loadTest(createFakeCaptioner({ delayMs: 20 }), { requests, concurrency, images, serve: { maxBatch: 8 } });
+  const single = await loadTest(createFakeCaptioner({ delayMs: 20 }), { requests, concurrency, images, serve: { maxBatch: 1 } });
+  rows.push(...rowsFor('fake+20ms/batch maxBatch 8', batched, concurrency, { name: 'maxBatch 1', result: single }));
+  rows.push(...rowsFor('fake+20ms/batch maxBatch 1', single, concurrency));
+  const failures = [r, noop, batched, single].reduce((n, x) => n + x.failed + (x.requests - x.answered - x.failed), 0);
+  if (failures) throw new Error(`serve bench: ${failures} request(s) not answered with a caption`);
+  return rows;
+}
+
+/** Answers at once without looking at the image: measures the server alone. */
+function noopCaptioner(): Captioner {
+  return {
+    info: { name: 'noop', encoder: 'none', backend: 'none' },
+    captionBatch: async (inputs) => inputs.map(() => ({ ok: true, caption: 'a thing', tokens: ['a', 'thing'], logprob: -1 })),
+    dispose: async () => {},
+  };
+}
+
+export const bench: BenchModule = {
+  group: 'serve',
+  run: (options) => runServeBench(options),
+};
