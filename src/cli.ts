@@ -7,12 +7,13 @@ import { log } from './log.js';
 import * as configCmd from './commands/config.js';
 import * as demoDataCmd from './commands/demo-data.js';
 import * as prepCmd from './commands/prep.js';
+import * as scoreCmd from './commands/score.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../package.json') as { version: string };
 
 /** Each subcommand module exports `register(program)`. Add a module here only when it really works. */
-const commands: { register(program: Command): void }[] = [configCmd, demoDataCmd, prepCmd];
+const commands: { register(program: Command): void }[] = [configCmd, demoDataCmd, prepCmd, scoreCmd];
 
 export function buildProgram(): Command {
   const program = new Command('captioner')

@@ -136,11 +136,14 @@ export const TrainSchema = z
 
 export const DecodeSchema = z
   .object({
-    beam: posInt().default(3).describe('Beam size (1 = greedy).'),
-    maxLength: posInt().default(34).describe('Maximum generated tokens.'),
-    lengthPenalty: z.enum(['none', 'average', 'wu']).default('none').describe('none: sum of log-probs; average: divided by length; wu: Wu et al. 2016 ((5+len)/6)^alpha.'),
-    alpha: num().nonnegative().default(0.7).describe('Exponent of the wu length penalty.'),
-    batchSize: posInt().default(32).describe('Images decoded together.'),
+    beam: posInt().default(3).describe('Beam width: hypotheses kept per image at each step (1 = greedy decoding). A search ends when this many hypotheses have ended.'),
+    maxLength: posInt().default(34).describe('Maximum generated tokens per caption, the end token included (a finished caption has at most maxLength - 1 words); a caption still unfinished then is returned cut.'),
+    lengthPenalty: z
+      .enum(['none', 'average', 'wu'])
+      .default('none')
+      .describe('How finished captions of different lengths are compared: none: sum of token log-probs (favours short captions); average: divided by the length; wu: divided by ((5 + length) / 6)^alpha (Wu et al. 2016). Length counts the end token.'),
+    alpha: num().nonnegative().default(0.7).describe('Exponent of the wu length penalty (0: same as none).'),
+    batchSize: posInt().default(32).describe('Images decoded together (all their hypotheses go through the model in one batch per step).'),
   })
   .strict();
 
