@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Training-speed peer for `captioner train`: the same merge captioning model in PyTorch on the CPU.
+
+image 4096 -> Dropout -> Dense(256, relu); tokens -> Embedding(vocab, 256, padding_idx 0) ->
+Dropout -> LSTM(256) over the whole caption (teacher forcing, length 34); add-merge ->
+Dense(256, relu) -> Dense(vocab) -> masked cross-entropy; Adam (clip norm 5); batch 64.
+Synthetic data: caption lengths (real target tokens) uniform in [min-len, max-len].
+Prints one JSON object on stdout: tokensPerSec counts real (unpadded) target tokens per second
+over --steps steps after --warmup steps. Run with /usr/bin/python3 (Debian python3-torch).
+"""
+import argparse
+import json
+import sys
+import time
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--length", type=int, default=34)
+    p.add_argument("--feature-dim", type=int, default=4096)
+    p.add_argument("--units", type=int, default=256)
+    p.add_argument("--min-len", type=int, default=8)
+    p.add_argument("--max-len", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--packed", action="store_true",
+                   help="run the LSTM only up to the batch's longest caption and the output layer only on real tokens")
+    a = p.parse_args()
+
+    try:
+        import torch
+        from torch import nn
+    except Exception as e:  # noqa: BLE001
+        print(json.dumps({"error": f"PyTorch not available: {e}"}))
+        return 2
+
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    V, L, B, U, F = a.vocab, a.length, a.batch, a.units, a.feature_dim
+
+    class Merge(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.img_drop = nn.Dropout(0.5)
+            self.img = nn.Linear(F, U)
+            self.emb = nn.Embedding(V, U, padding_idx=0)
+            self.emb_drop = nn.Dropout(0.5)
+            self.lstm = nn.LSTM(U, U, batch_first=True)
+            self.hidden = nn.Linear(U, U)
+            self.out = nn.Linear(U, V)
+
+        def forward(self, feats, tokens, mask=None):  # feats [B, F], tokens [B, L], mask [B, L] bool
+            i = torch.relu(self.img(self.img_drop(feats)))  # [B, U]
+            s, _ = self.lstm(self.emb_drop(self.emb(tokens)))  # [B, L, U]
+            m = s + i[:, None, :]  # [B, L, U]
+            if mask is not None:
+                m = m[mask]  # [real, U]
+            h = torch.relu(self.hidden(m))
+            return self.out(h)  # [B, L, V] or [real, V]
+
+    model = Merge()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=0)
+
+    g = torch.Generator().manual_seed(a.seed)
+
+    def batch():
+        lens = torch.randint(a.min_len, a.max_len + 1, (B,), generator=g)  # real target tokens
+        words = torch.randint(1, V, (B, L + 1), generator=g)
+        pos = torch.arange(L + 1)[None, :]
+        seq = torch.where(pos <= lens[:, None], words, torch.zeros_like(words))  # start + lens tokens
+        feats = torch.randn(B, F, generator=g)
+        return feats, seq[:, :L], seq[:, 1:], int(lens.sum())
+
+    batches = [batch() for _ in range(min(8, a.steps + a.warmup))]
+    model.train()
+    losses = []
+
+    def step(k: int):
+        feats, inp, tgt, n = batches[k % len(batches)]
+        opt.zero_grad(set_to_none=True)
+        if a.packed:
+            width = int((tgt != 0).sum(1).max())
+            inp, tgt = inp[:, :width], tgt[:, :width]
+            mask = tgt != 0
+            loss = loss_fn(model(feats, inp, mask), tgt[mask])
+        else:
+            logits = model(feats, inp)
+            loss = loss_fn(logits.reshape(-1, V), tgt.reshape(-1))
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        losses.append(float(loss))
+        return n
+
+    for k in range(a.warmup):
+        step(k)
+    real = 0
+    t0 = time.perf_counter()
+    for k in range(a.steps):
+        real += step(a.warmup + k)
+    secs = time.perf_counter() - t0
+    print(json.dumps({
+        "peer": "pytorch-cpu" + ("-packed" if a.packed else ""),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch": B, "length": L, "vocab": V, "units": U,
+        "steps": a.steps, "warmup": a.warmup,
+        "realTokens": real,
+        "seconds": round(secs, 3),
+        "msPerStep": round(1000 * secs / a.steps, 1),
+        "tokensPerSec": round(real / secs, 1),
+        "paddedTokensPerSec": round(B * L * a.steps / secs, 1),
+        "lossFirst": round(losses[0], 4), "lossLast": round(losses[-1], 4),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

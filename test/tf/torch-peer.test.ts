@@ -1,0 +1,47 @@
+// The PyTorch training peer (src/bench/train-peer.py via src/bench/torch.ts) runs and reports
+// tokens/s; a tiny configuration keeps it to a few seconds. Skipped loudly without PyTorch.
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { runTorchPeer, runTrainPeer } from '../../src/bench/torch.js';
+
+function hasTorch(): boolean {
+  try {
+    execFileSync('/usr/bin/python3', ['-c', 'import torch'], { stdio: 'ignore', timeout: 60_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const torchOk = hasTorch();
+if (!torchOk) console.warn('SKIP test/tf/torch-peer.test.ts: /usr/bin/python3 cannot import torch');
+
+describe('PyTorch train peer', () => {
+  it.skipIf(!torchOk)('trains a tiny merge model and reports real tokens per second', async () => {
+    const r = await runTorchPeer({ steps: 2, warmup: 1, batch: 4, vocab: 50, length: 10, units: 8, featureDim: 16, minLen: 3, maxLen: 5, threads: 1 });
+    if ('error' in r) throw new Error(r.error);
+    expect(r.peer).toBe('pytorch-cpu');
+    expect(r.realTokens).toBeGreaterThanOrEqual(2 * 4 * 3);
+    expect(r.realTokens).toBeLessThanOrEqual(2 * 4 * 5);
+    expect(r.tokensPerSec).toBeGreaterThan(0);
+    expect(r.threads).toBe(1);
+  });
+
+  it.skipIf(!torchOk)('the packed variant trains on real tokens only', async () => {
+    const r = await runTorchPeer({ steps: 2, warmup: 1, batch: 4, vocab: 50, length: 10, units: 8, featureDim: 16, minLen: 3, maxLen: 5, threads: 1, packed: true });
+    if ('error' in r) throw new Error(r.error);
+    expect(r.peer).toBe('pytorch-cpu-packed');
+    expect(Number.isFinite(r.lossLast)).toBe(true);
+  });
+
+  it.skipIf(!torchOk)('runTrainPeer gives tokensPerSecond for the train benchmark', async () => {
+    const r = await runTrainPeer({ steps: 1, warmup: 1, batch: 2, vocab: 20, length: 6, units: 4, featureDim: 8, minLen: 2, maxLen: 3, threads: 1 });
+    expect(r?.tokensPerSecond).toBeGreaterThan(0);
+    expect(r?.detail).toMatch(/^pytorch-cpu \(torch /);
+  });
+
+  it('reports an error when python is missing', async () => {
+    const r = await runTorchPeer({ python: '/nonexistent/python3' });
+    expect(r).toEqual({ error: '/nonexistent/python3 not found' });
+  });
+});
