@@ -1,0 +1,31 @@
+// `captioner weights vgg16`: download (or import) Keras's VGG16 ImageNet weights into the cache that
+// encoder.weights=auto reads. Prints the cached file's path on stdout; progress and notes on stderr.
+import type { Command } from 'commander';
+import { fetchVgg16Weights } from '../features/weights/vgg16.js';
+import { weightsCacheDir } from '../features/weights/cache.js';
+
+interface Flags {
+  from?: string;
+  top: boolean;
+  cacheDir?: string;
+  url?: string;
+  force?: boolean;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  const weights = program.command('weights').description('download or import pretrained weights into the cache');
+  weights
+    .command('vgg16')
+    .description(`fetch Keras's VGG16 ImageNet weights (528 MB; 56 MB with --no-top), md5 checked, resumable`)
+    .option('--from <file>', 'import a local copy (e.g. ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5) instead of downloading')
+    .option('--no-top', 'the _notop file (no fc1/fc2/predictions: enough for block5_conv3 / block5_pool features)')
+    .option('--cache-dir <dir>', `cache folder (default ${weightsCacheDir()}; $CAPTIONER_CACHE/weights when set)`)
+    .option('--url <base>', 'download base URL (default: $CAPTIONER_WEIGHTS_URL, else Keras\'s storage.googleapis.com location)')
+    .option('--force', 'download again even when a verified copy is cached')
+    .option('--json', 'print a JSON summary instead of the path')
+    .action(async (flags: Flags) => {
+      const r = await fetchVgg16Weights({ includeTop: flags.top, cacheDir: flags.cacheDir, from: flags.from, urlBase: flags.url, force: flags.force });
+      process.stdout.write(flags.json ? JSON.stringify(r) + '\n' : r.file + '\n');
+    });
+}
