@@ -1,0 +1,118 @@
+// Image decoding for the encoders: any file sharp reads (JPEG, PNG, WebP, GIF, TIFF, AVIF, ...) becomes
+// exactly size x size x 3 RGB bytes, or a typed ImageError saying why not (unsupported / corrupt / too_large).
+//
+// What happens to awkward inputs, in order:
+//  - EXIF orientation is applied (`.rotate()` with no angle), so a phone portrait is upright;
+//  - only the first frame of an animation (GIF, WebP) or the first page of a TIFF is read;
+//  - images with an alpha channel are flattened onto WHITE (a transparent PNG logo becomes a logo on
+//    white, as most viewers show it; Keras load_img would instead drop alpha and keep whatever colour the
+//    transparent pixels carry);
+//  - CMYK, greyscale, 16-bit and palette images are converted to 8-bit sRGB;
+//  - truncated or otherwise damaged files are refused (sharp's failOn 'warning'), never half-decoded;
+//  - images with more than `maxPixels` pixels are refused before decoding (decompression bombs).
+// The resize ignores the aspect ratio (fit 'fill'), which is what Keras `load_img(path, target_size=(224,
+// 224))` does; Keras's default interpolation is 'nearest', hence our default. sharp's nearest neighbour
+// picks slightly different source pixels than PIL's, so features differ a little from a Python pipeline.
+import { promises as fs } from 'node:fs';
+import sharp from 'sharp';
+import type { ImageErrorKind } from '../caption/types.js';
+import { DataError } from '../errors.js';
+
+export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
+
+export interface DecodeOptions {
+  /** Output side in pixels (square). */
+  size: number;
+  /** Resize kernel; Keras load_img uses nearest. */
+  interpolation?: Interpolation;
+  /** Refuse images with more pixels than this (width x height of the first frame). */
+  maxPixels?: number;
+}
+
+/** An image that cannot be used, with a kind (for exit codes / HTTP statuses) and a human reason. */
+export class ImageError extends DataError {
+  readonly kind: ImageErrorKind;
+  readonly reason: string;
+  constructor(kind: ImageErrorKind, reason: string, where?: string) {
+    super(where ? `${where}: ${reason}` : reason);
+    this.kind = kind;
+    this.reason = reason;
+  }
+}
+
+const KERNELS: Record<Interpolation, 'nearest' | 'linear' | 'cubic' | 'lanczos3'> = {
+  nearest: 'nearest',
+  bilinear: 'linear',
+  bicubic: 'cubic',
+  lanczos3: 'lanczos3',
+};
+
+/** Default pixel limit, matching caption.maxPixels's default. */
+export const DEFAULT_MAX_PIXELS = 100_000_000;
+
+/**
+ * Decode an encoded image (bytes, or a file path) into size*size*3 RGB bytes, row-major, channels last.
+ * Throws ImageError for anything that is not a usable image.
+ */
+export async function decodeImage(input: Uint8Array | string, opts: DecodeOptions): Promise<Uint8Array> {
+  const where = typeof input === 'string' ? input : undefined;
+  if (typeof input !== 'string' && input.length === 0) throw new ImageError('corrupt', 'empty file (0 bytes)', where);
+  const { size } = opts;
+  const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
+  try {
+    // No await before toBuffer(): the whole decode (file read included, for paths) is queued to libuv's
+    // thread pool at once, so it proceeds while the main thread is busy running the encoder.
+    const { data, info } = await sharp(input, { limitInputPixels: maxPixels, failOn: 'warning', pages: 1, page: 0 })
+      .rotate() // EXIF orientation
+      .flatten({ background: '#ffffff' })
+      .toColourspace('srgb')
+      .resize(size, size, { fit: 'fill', kernel: KERNELS[opts.interpolation ?? 'nearest'] })
+      .removeAlpha()
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.width !== size || info.height !== size) throw new ImageError('corrupt', `decoder returned ${info.width}x${info.height}, expected ${size}x${size}`, where);
+    const out = new Uint8Array(size * size * 3);
+    if (info.channels === 3) out.set(data);
+    else if (info.channels === 1) for (let i = 0; i < size * size; i++) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = data[i];
+    else throw new ImageError('unsupported', `decoder returned ${info.channels} channels`, where);
+    return out;
+  } catch (e) {
+    if (e instanceof ImageError) throw e;
+    if (typeof input === 'string') await explainFileProblem(input);
+    throw classifySharpError(e as Error, maxPixels, where);
+  }
+}
+
+/** When sharp could not use a path: say plainly if it is missing, unreadable, a folder or empty. */
+async function explainFileProblem(file: string): Promise<void> {
+  let st;
+  try {
+    st = await fs.stat(file);
+    const h = await fs.open(file, 'r');
+    await h.close();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ImageError('corrupt', code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? (e as Error).message})`, file);
+  }
+  if (st.isDirectory()) throw new ImageError('unsupported', 'is a folder, not an image', file);
+  if (st.size === 0) throw new ImageError('corrupt', 'empty file (0 bytes)', file);
+}
+
+/** Map a sharp/libvips error to an ImageError with a one-line human reason. */
+export function classifySharpError(e: Error, maxPixels: number, where?: string): ImageError {
+  const lines = String(e?.message ?? e)
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const first = lines[0] ?? 'unknown decoder error';
+  const detail = [...new Set(lines)].slice(0, 2).join('; ');
+  if (/pixel limit/i.test(first)) return new ImageError('too_large', `image has more than ${maxPixels} pixels (the configured limit; see caption.maxPixels)`, where);
+  if (/unsupported image format/i.test(first)) return new ImageError('unsupported', 'not an image format this program can read', where);
+  if (/corrupt header/i.test(first)) return new ImageError('corrupt', `corrupt image header (${shorten(detail.replace(/^Input (buffer|file) has corrupt header:\s*/i, ''))})`, where);
+  if (/premature end|truncated|corrupt|invalid|bad|not a|damaged|error/i.test(detail)) return new ImageError('corrupt', `damaged or truncated image (${shorten(detail)})`, where);
+  return new ImageError('unsupported', `cannot decode image (${shorten(detail)})`, where);
+}
+
+function shorten(s: string): string {
+  return s.length > 160 ? s.slice(0, 157) + '...' : s;
+}

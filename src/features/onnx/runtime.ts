@@ -1,0 +1,57 @@
+// Loads onnxruntime-node on demand (it is a native addon that may be missing on some platforms) and
+// creates CPU inference sessions with our defaults. Nothing here knows about VGG16.
+import type * as Ort from 'onnxruntime-node';
+import { ModelError } from '../../errors.js';
+
+export type OrtModule = typeof Ort;
+export type OrtSession = Ort.InferenceSession;
+
+let cached: Promise<OrtModule | null> | undefined;
+let loadError = '';
+
+/** onnxruntime-node, or null when it cannot be loaded here (then `ortLoadError()` says why). */
+export function loadOrt(): Promise<OrtModule | null> {
+  cached ??= import('onnxruntime-node')
+    .then((m) => ((m as unknown as { default?: OrtModule }).default?.InferenceSession ? (m as unknown as { default: OrtModule }).default : (m as OrtModule)))
+    .catch((e: Error) => {
+      loadError = e.message.split('\n')[0];
+      return null;
+    });
+  return cached;
+}
+
+export function ortLoadError(): string {
+  return loadError;
+}
+
+export interface SessionOptions {
+  /** Intra-op threads; 0 lets onnxruntime pick (all physical cores). */
+  threads: number;
+}
+
+/** An onnxruntime CPU session from ONNX bytes or a file path. Throws ModelError with a readable reason. */
+export async function createSession(model: Uint8Array | string, opts: SessionOptions): Promise<OrtSession> {
+  const ort = await loadOrt();
+  if (!ort) throw new ModelError(`onnxruntime-node is not available: ${ortLoadError()} (use encoder.runtime=tfjs)`);
+  const options: Ort.InferenceSession.SessionOptions = {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    interOpNumThreads: 1,
+    intraOpNumThreads: Math.max(0, opts.threads | 0),
+    logSeverityLevel: 3,
+  };
+  try {
+    return typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+  } catch (e) {
+    const where = typeof model === 'string' ? `${model}: ` : '';
+    throw new ModelError(`${where}onnxruntime cannot load the model: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+/** A float32 tensor for feeding a session. */
+export async function floatTensor(data: Float32Array, dims: number[]): Promise<Ort.Tensor> {
+  const ort = await loadOrt();
+  if (!ort) throw new ModelError(`onnxruntime-node is not available: ${ortLoadError()}`);
+  return new ort.Tensor('float32', data, dims);
+}

@@ -1,0 +1,192 @@
+// The feature cache: round trips (float32 / float16), fingerprint refusals, resumable appends, failure
+// lists, crash leftovers, concurrent writers.
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cacheFingerprint, fromHalf, openCacheWriter, openFeatureCache, toHalf, type CacheSpec } from '../../src/features/cache.js';
+import { DataError } from '../../src/errors.js';
+import { rng } from '../../src/util/random.js';
+
+let work: string;
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'cap-cache-'));
+});
+afterAll(async () => {
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+const spec = (over: Partial<CacheSpec['encoder']> = {}, dtype: CacheSpec['dtype'] = 'float32'): CacheSpec => ({
+  encoder: {
+    name: 'vgg16',
+    fingerprint: 'sha256:enc',
+    runtime: 'onnx',
+    detail: 'test',
+    weights: 'random',
+    weightsFingerprint: 'random:seed=1',
+    layer: 'fc2',
+    shape: [5],
+    preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [1, 2, 3], channelOrder: 'bgr', layout: 'nhwc' },
+    ...over,
+  },
+  dtype,
+});
+const vec = (seed: number, n = 5) => {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => r() * 10 - 5);
+};
+
+describe('float16', () => {
+  it('round-trips exactly representable values and rounds to nearest', () => {
+    for (const v of [0, 1, -1, 0.5, 65504, -65504, 2 ** -14, 2 ** -24, 1.5, 1024 + 1]) expect(fromHalf(toHalf(v))).toBe(v);
+    expect(fromHalf(toHalf(1e6))).toBe(Infinity);
+    expect(Number.isNaN(fromHalf(toHalf(NaN)))).toBe(true);
+    expect(fromHalf(toHalf(2 ** -26))).toBe(0);
+    const r = rng(9);
+    for (let i = 0; i < 2000; i++) {
+      const v = (r() * 2 - 1) * 100;
+      expect(Math.abs(fromHalf(toHalf(v)) - v)).toBeLessThanOrEqual(Math.abs(v) * 2 ** -11 + 1e-7);
+    }
+    expect(toHalf(1 + 2 ** -11)).toBe(0x3c00); // tie -> even
+    expect(toHalf(1 + 3 * 2 ** -11)).toBe(0x3c02);
+  });
+});
+
+describe('feature cache', () => {
+  it('writes shards and reads every vector back (float32, exact)', async () => {
+    const dir = path.join(work, 'f32');
+    const w = await openCacheWriter(dir, spec(), { shardSize: 3 });
+    for (let i = 0; i < 7; i++) await w.add(`img${i}.jpg`, vec(i));
+    const m = await w.close();
+    expect(m.shards.map((s) => s.rows)).toEqual([3, 3, 1]);
+    expect(m).toMatchObject({ kind: 'captioner.features', count: 7, layer: 'fc2', dtype: 'float32', shape: [5], weights: 'random', failed: [] });
+    expect(m.fingerprint).toBe(cacheFingerprint(spec()));
+    const c = await openFeatureCache(dir, { fingerprint: cacheFingerprint(spec()) });
+    expect(c.keys()).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => `img${i}.jpg`));
+    for (let i = 0; i < 7; i++) expect(c.get(`img${i}.jpg`)).toEqual(vec(i));
+    expect(c.has('nope')).toBe(false);
+    expect(() => c.get('nope')).toThrow(/no cached features for image "nope"/);
+    c.close();
+  });
+
+  it('stores float16 at half the size, read back as float32', async () => {
+    const dir = path.join(work, 'f16');
+    const w = await openCacheWriter(dir, spec({}, 'float16'), { shardSize: 100 });
+    await w.add('a', vec(1));
+    const m = await w.close();
+    expect((await fs.stat(path.join(dir, m.shards[0].file))).size).toBe(10);
+    const c = await openFeatureCache(dir);
+    const got = c.get('a');
+    vec(1).forEach((v, i) => expect(Math.abs(got[i] - v)).toBeLessThan(0.01));
+    c.close();
+  });
+
+  it('has a fingerprint that changes with weights, layer, preprocessing and dtype but not the runtime', () => {
+    const base = cacheFingerprint(spec());
+    expect(cacheFingerprint(spec({ runtime: 'tfjs', detail: 'other' }))).toBe(base);
+    expect(cacheFingerprint(spec({ fingerprint: 'sha256:other' }))).not.toBe(base);
+    expect(cacheFingerprint(spec({ layer: 'block5_pool' }))).not.toBe(base);
+    expect(cacheFingerprint(spec({ preprocessing: { ...spec().encoder.preprocessing, interpolation: 'bilinear' } }))).not.toBe(base);
+    expect(cacheFingerprint(spec({}, 'float16'))).not.toBe(base);
+  });
+
+  it('refuses a cache of other settings, for readers and writers', async () => {
+    const dir = path.join(work, 'f32');
+    const other = spec({ layer: 'block5_pool', shape: [5] });
+    await expect(openFeatureCache(dir, { fingerprint: cacheFingerprint(other) })).rejects.toThrow(/computed with different settings/);
+    await expect(openFeatureCache(dir, { fingerprint: cacheFingerprint(other) })).rejects.toBeInstanceOf(DataError);
+    await expect(openFeatureCache(dir, { layer: 'block5_pool' })).rejects.toThrow(/from layer fc2, expected block5_pool/);
+    await expect(openCacheWriter(dir, other, { shardSize: 3 })).rejects.toThrow(/different settings .*delete the folder or choose another --out/);
+    await expect(openFeatureCache(path.join(work, 'none'))).rejects.toThrow(/no feature cache here.*captioner features/);
+  });
+
+  it('resumes: a second writer sees what is cached and never stores a key twice', async () => {
+    const dir = path.join(work, 'resume');
+    const w1 = await openCacheWriter(dir, spec(), { shardSize: 2 });
+    await w1.add('a', vec(1));
+    await w1.add('b', vec(2));
+    await w1.add('c', vec(3)); // pending, not flushed: lost as by a crash
+    const w2 = await openCacheWriter(dir, spec(), { shardSize: 2 });
+    expect(w2.has('a') && w2.has('b')).toBe(true);
+    expect(w2.has('c')).toBe(false);
+    await w2.add('a', vec(99)); // ignored
+    await w2.add('c', vec(3));
+    const m = await w2.close();
+    expect(m.shards.flatMap((s) => s.keys).sort()).toEqual(['a', 'b', 'c']);
+    const c = await openFeatureCache(dir);
+    expect(c.get('a')).toEqual(vec(1));
+    c.close();
+  });
+
+  it('lists failures, replaces them on retry, and drops them once the image is cached', async () => {
+    const dir = path.join(work, 'failed');
+    const w = await openCacheWriter(dir, spec(), { shardSize: 10 });
+    await w.add('good', vec(1));
+    w.fail({ image: 'bad', file: '/x/bad.jpg', reason: 'damaged or truncated image', kind: 'corrupt' });
+    w.fail({ image: 'later', file: '/x/later.jpg', reason: 'file not found', kind: 'corrupt' });
+    let m = await w.close();
+    expect(m.failed.map((f) => f.image)).toEqual(['bad', 'later']);
+    expect(m.count).toBe(1);
+    const c = await openFeatureCache(dir);
+    expect(() => c.get('bad')).toThrow(/failed to decode/);
+    c.close();
+    const w2 = await openCacheWriter(dir, spec(), { shardSize: 10 });
+    w2.fail({ image: 'bad', file: '/x/bad.jpg', reason: 'still bad', kind: 'corrupt' });
+    await w2.add('later', vec(2));
+    m = await w2.close();
+    expect(m.failed).toEqual([{ image: 'bad', file: '/x/bad.jpg', reason: 'still bad', kind: 'corrupt' }]);
+    expect(m.count).toBe(2);
+  });
+
+  it('refuses non-finite vectors and wrong lengths', async () => {
+    const w = await openCacheWriter(path.join(work, 'nan'), spec(), { shardSize: 10 });
+    await expect(w.add('x', new Float32Array([1, 2, NaN, 4, 5]))).rejects.toThrow(/non-finite/);
+    await expect(w.add('x', new Float32Array(4))).rejects.toThrow(/4 values, expected 5/);
+    await w.close();
+  });
+
+  it('survives crash leftovers: orphan shards and temp files of dead writers are removed, stale locks broken', async () => {
+    const dir = path.join(work, 'crash');
+    const w = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    await w.add('a', vec(1));
+    await w.close();
+    const deadPid = 2 ** 22 + 12345; // above pid_max on Linux defaults: never alive
+    await fs.writeFile(path.join(dir, `shard-${deadPid}-abc-0.bin`), new Uint8Array(20));
+    await fs.writeFile(path.join(dir, `manifest.json.${deadPid}.3.tmp`), '{');
+    await fs.writeFile(path.join(dir, 'manifest.lock'), String(deadPid));
+    const w2 = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    await w2.add('b', vec(2));
+    await w2.close();
+    const names = (await fs.readdir(dir)).sort();
+    expect(names.filter((n) => n.includes(String(deadPid)))).toEqual([]);
+    expect(names).not.toContain('manifest.lock');
+    const c = await openFeatureCache(dir);
+    expect(c.keys()).toEqual(['a', 'b']);
+    c.close();
+  });
+
+  it('reports a damaged cache (missing or short shard) clearly', async () => {
+    const dir = path.join(work, 'damaged');
+    const w = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    await w.add('a', vec(1));
+    await w.add('b', vec(2));
+    const m = await w.close();
+    await fs.truncate(path.join(dir, m.shards[1].file), 7);
+    await expect(openFeatureCache(dir)).rejects.toThrow(/7 bytes, expected 1 rows of 20 bytes/);
+    await fs.rm(path.join(dir, m.shards[0].file));
+    await expect(openFeatureCache(dir)).rejects.toThrow(/shard .* is missing/);
+  });
+
+  it('merges concurrent writers into one manifest', async () => {
+    const dir = path.join(work, 'concurrent');
+    const writers = await Promise.all([0, 1, 2].map(() => openCacheWriter(dir, spec(), { shardSize: 1 })));
+    await Promise.all(writers.map(async (w, i) => {
+      for (let k = 0; k < 4; k++) await w.add(`w${i}-${k}`, vec(i * 10 + k));
+      await w.close();
+    }));
+    const c = await openFeatureCache(dir);
+    expect(c.keys().length).toBe(12);
+    expect(c.get('w2-3')).toEqual(vec(23));
+    c.close();
+  });
+});

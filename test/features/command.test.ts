@@ -1,0 +1,190 @@
+// `captioner features` end to end through the built CLI: a prepared dataset of generated images (plus
+// a damaged and a missing one), a tiny ONNX encoder written by our writer, resume, shards, refusals,
+// kill -9 mid-run, and one run of the real VGG16 graph with random weights.
+import { spawn } from 'node:child_process';
+import { promises as fs, existsSync, readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openFeatureCache } from '../../src/features/cache.js';
+import { bin, repoRoot, runCli } from '../helpers/cli.js';
+import { encodeImage, syntheticRgb, tinyEncoderOnnx, writeTinyPrepared } from './helpers.js';
+
+let work: string;
+let model: string;
+let slowModel: string;
+
+async function makeDataset(dir: string, n: number, opts: { bad?: boolean } = {}): Promise<string[]> {
+  const images = path.join(dir, 'images');
+  await fs.mkdir(images, { recursive: true });
+  const keys: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const key = `img${String(i).padStart(3, '0')}.${i % 2 ? 'jpg' : 'png'}`;
+    await fs.writeFile(path.join(images, key), await encodeImage(syntheticRgb(i, 40), 40, 40, 3, i % 2 ? 'jpeg' : 'png'));
+    keys.push(key);
+  }
+  if (opts.bad) {
+    const jpg = await encodeImage(syntheticRgb(99, 64), 64, 64, 3, 'jpeg');
+    await fs.writeFile(path.join(images, 'zz_truncated.jpg'), jpg.subarray(0, jpg.length >> 1));
+    keys.push('zz_truncated.jpg', 'zz_missing.jpg'); // the second one is not on disk
+  }
+  await writeTinyPrepared(path.join(dir, 'prepared'), images, keys);
+  return keys;
+}
+
+const tinyArgs = (dir: string, m = model, ...more: string[]) => [
+  'features', '--set', `workdir=${dir}`, '--set', 'encoder.name=onnx', '--set', `encoder.onnx={path: ${JSON.stringify(m)}, inputSize: 32}`,
+  '--set', 'features.batchSize=3', '--set', 'features.shardSize=4', '--set', 'threads=1', ...more,
+];
+
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'cap-featcli-'));
+  model = path.join(work, 'tiny.onnx');
+  await fs.writeFile(model, tinyEncoderOnnx({ size: 32 }));
+  slowModel = path.join(work, 'slow.onnx');
+  await fs.writeFile(slowModel, tinyEncoderOnnx({ size: 32, channels: 48, extra: 6 }));
+  if (!existsSync(bin) || !existsSync(path.join(repoRoot, 'dist', 'commands', 'features.js'))) throw new Error('build first: npx tsc -p .');
+});
+afterAll(async () => {
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+describe('captioner features', () => {
+  it('caches every readable image, lists the bad ones, exits 3; a rerun skips what is cached', async () => {
+    const dir = path.join(work, 'basic');
+    const keys = await makeDataset(dir, 10, { bad: true });
+    const r = await runCli([...tinyArgs(dir), '--json']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/zz_truncated\.jpg: skipped: damaged or truncated image/);
+    expect(r.stderr).toMatch(/zz_missing\.jpg: skipped: file not found/);
+    expect(r.stderr).toMatch(/2 of 12 images could not be read \(listed under "failed"/);
+    const summary = JSON.parse(r.stdout);
+    expect(summary).toMatchObject({ images: 12, alreadyCached: 0, encoded: 10, cached: 10 });
+    const c = await openFeatureCache(path.join(dir, 'features'));
+    expect(c.keys()).toEqual(keys.slice(0, 10));
+    expect(c.manifest.failed.map((f) => [f.image, f.kind])).toEqual([['zz_missing.jpg', 'corrupt'], ['zz_truncated.jpg', 'corrupt']]);
+    expect(c.manifest.failed[0].file).toBe(path.join(dir, 'images', 'zz_missing.jpg'));
+    expect(c.manifest).toMatchObject({ layer: 'features', shape: [8], dtype: 'float32', encoder: { name: 'onnx:tiny.onnx', runtime: 'onnx' } });
+    expect(c.manifest.shards.every((s) => s.rows <= 4)).toBe(true);
+    const first = c.get('img003.jpg');
+    c.close();
+
+    const again = await runCli([...tinyArgs(dir), '--json']);
+    expect(again.code).toBe(3);
+    expect(JSON.parse(again.stdout)).toMatchObject({ images: 12, alreadyCached: 10, encoded: 0, cached: 10 });
+    const c2 = await openFeatureCache(path.join(dir, 'features'));
+    expect(c2.manifest.shards.flatMap((s) => s.keys).length).toBe(10);
+    expect(c2.get('img003.jpg')).toEqual(first);
+    c2.close();
+
+    const other = await runCli([...tinyArgs(dir), '--set', 'encoder.interpolation=bilinear']);
+    expect(other.code).toBe(3);
+    expect(other.stderr).toMatch(/features computed with different settings .*delete the folder or choose another --out/);
+  }, 60_000);
+
+  it('--shard i/n processes (run at the same time into one folder) together cover everything once; --limit', async () => {
+    const dir = path.join(work, 'shards');
+    const keys = await makeDataset(dir, 11);
+    const runs = await Promise.all([1, 2, 3].map((i) => runCli([...tinyArgs(dir), '--shard', `${i}/3`, '--json'])));
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    expect(runs.map((r) => JSON.parse(r.stdout).images)).toEqual([4, 4, 3]);
+    const c = await openFeatureCache(path.join(dir, 'features'));
+    expect(c.keys()).toEqual(keys);
+    expect(c.manifest.shards.flatMap((s) => s.keys).length).toBe(11);
+    c.close();
+
+    const lim = await runCli([...tinyArgs(dir), '--out', path.join(dir, 'lim'), '--limit', '4', '--json']);
+    expect(lim.code).toBe(0);
+    expect(JSON.parse(lim.stdout)).toMatchObject({ images: 4, encoded: 4 });
+
+    const bad = await runCli([...tinyArgs(dir), '--shard', '4/3']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--shard: the shard index must be between 1 and 3/);
+    const auto = await runCli([...tinyArgs(dir), '--out', path.join(dir, 'auto'), '--shard', 'auto', '--json'], { env: { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_MIN: '1', SLURM_ARRAY_TASK_COUNT: '3' } });
+    expect(auto.code, auto.stderr).toBe(0);
+    expect(JSON.parse(auto.stdout)).toMatchObject({ images: 4, encoded: 4 });
+    const badRt = await runCli([...tinyArgs(dir), '--runtime', 'gpu']);
+    expect(badRt.code).toBe(2);
+  }, 60_000);
+
+  it('kill -9 mid-run leaves a readable cache; the rerun completes it without duplicates', async () => {
+    const dir = path.join(work, 'kill');
+    const keys = await makeDataset(dir, 40);
+    const args = tinyArgs(dir, slowModel, '--set', 'features.batchSize=2', '--set', 'features.shardSize=2');
+    const child = spawn(process.execPath, [bin, ...args], { cwd: repoRoot, env: { ...process.env, CAPTIONER_QUIET: '1' }, stdio: 'ignore' });
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    const manifest = path.join(dir, 'features', 'manifest.json');
+    let killedAt = -1;
+    for (let t = 0; t < 2000; t++) {
+      await new Promise((r) => setTimeout(r, 10));
+      try {
+        const m = JSON.parse(readFileSync(manifest, 'utf8'));
+        if (m.count >= 2) {
+          child.kill('SIGKILL');
+          killedAt = m.count;
+          break;
+        }
+      } catch {
+        /* not there yet */
+      }
+    }
+    await exited;
+    expect(killedAt).toBeGreaterThan(0);
+    const partial = await openFeatureCache(path.join(dir, 'features'));
+    const have = partial.keys();
+    expect(have.length).toBeLessThan(40); // really interrupted
+    for (const k of have) expect(partial.get(k).length).toBe(48);
+    partial.close();
+
+    const r = await runCli([...args, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).alreadyCached).toBe(have.length);
+    const full = await openFeatureCache(path.join(dir, 'features'));
+    expect(full.keys()).toEqual(keys);
+    const all = full.manifest.shards.flatMap((s) => s.keys);
+    expect(all.length).toBe(40);
+    expect(new Set(all).size).toBe(40);
+    const files = (await fs.readdir(path.join(dir, 'features'))).filter((f) => f.endsWith('.bin') || f.endsWith('.tmp') || f.endsWith('.lock'));
+    expect(files.sort()).toEqual(full.manifest.shards.map((s) => s.file).sort()); // crash leftovers cleaned up
+    full.close();
+  }, 90_000);
+
+  it('Ctrl-C (SIGINT) stops after the current batch, keeps what is done, exits 130', async () => {
+    const dir = path.join(work, 'sigint');
+    await makeDataset(dir, 40);
+    const args = tinyArgs(dir, slowModel, '--set', 'features.batchSize=2', '--set', 'features.shardSize=1000', '--set', 'features.checkpointSeconds=1000');
+    const child = spawn(process.execPath, [bin, ...args, '--json'], { cwd: repoRoot, env: { ...process.env, CAPTIONER_QUIET: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      if (/to encode/.test(stderr) && !child.killed) child.kill('SIGINT'); // the first batch is under way: it completes
+    });
+    const code = await new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
+    expect(code, stderr).toBe(130);
+    expect(stderr).toMatch(/interrupt: finishing the current batch/);
+    const summary = JSON.parse(stdout);
+    expect(summary.encoded).toBeGreaterThan(0);
+    expect(summary.encoded).toBeLessThan(40);
+    const c = await openFeatureCache(path.join(dir, 'features'));
+    expect(c.keys().length).toBe(summary.encoded); // flushed although neither shardSize nor the checkpoint was reached
+    c.close();
+  }, 60_000);
+
+  it('runs the real VGG16 graph (random weights, block5_pool) and records weights: random', async () => {
+    const dir = path.join(work, 'vgg');
+    await makeDataset(dir, 2);
+    const r = await runCli(['features', '--set', `workdir=${dir}`, '--set', 'encoder.weights=random', '--set', 'encoder.layer=block5_pool', '--runtime', 'onnx', '--set', 'features.dtype=float16'], { env: { CAPTIONER_QUIET: '0' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/warning: encoder\.weights is random/);
+    expect(r.stderr).toMatch(/2 images, 0 already cached, 2 to encode/);
+    const c = await openFeatureCache(path.join(dir, 'features'));
+    expect(c.manifest).toMatchObject({ weights: 'random', weightsFingerprint: 'random:seed=1234', layer: 'block5_pool', shape: [7, 7, 512], dtype: 'float16', count: 2 });
+    expect(c.manifest.preprocessing).toMatchObject({ size: 224, interpolation: 'nearest', mode: 'caffe' });
+    const v = c.get('img000.png');
+    expect(v.length).toBe(7 * 7 * 512);
+    expect(v.every((x) => Number.isFinite(x) && x >= 0)).toBe(true);
+    c.close();
+  }, 120_000);
+});
