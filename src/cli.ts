@@ -11,12 +11,13 @@ import * as scoreCmd from './commands/score.js';
 import * as doctorCmd from './commands/doctor.js';
 import * as weightsCmd from './commands/weights.js';
 import * as featuresCmd from './commands/features.js';
+import * as trainCmd from './commands/train.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../package.json') as { version: string };
 
 /** Each subcommand module exports `register(program)`. Add a module here only when it really works. */
-const commands: { register(program: Command): void }[] = [configCmd, demoDataCmd, prepCmd, scoreCmd, doctorCmd, weightsCmd, featuresCmd];
+const commands: { register(program: Command): void }[] = [configCmd, demoDataCmd, prepCmd, scoreCmd, doctorCmd, weightsCmd, featuresCmd, trainCmd];
 
 export function buildProgram(): Command {
   const program = new Command('captioner')

@@ -1,0 +1,162 @@
+// Benchmark group 'train': training throughput (target tokens per second) of the caption decoder at
+// Flickr8k-like sizes (vocabulary 8,000, captions of 34 tokens, batch 64, 256 units, 4096-d features),
+// on wasm (and briefly cpu), against the same model trained in PyTorch on the CPU in the same run (when
+// src/bench/torch.ts can run it), plus the classic prefix-expansion formulation on tfjs for contrast.
+import { tf } from '../tf/tf.js';
+import { initBackend } from '../tf/backend.js';
+import { CaptionDecoder, makeBatch, type CaptionBatch } from '../model/decoder.js';
+import type { DecoderSpec } from '../model/spec.js';
+import { Adam, byWeightName } from '../train/adam.js';
+import { rng } from '../util/random.js';
+import type { BenchModule, BenchOptions, BenchRow } from './types.js';
+
+export interface TrainBenchSizes {
+  vocab: number;
+  length: number;
+  batch: number;
+  units: number;
+  featureDim: number;
+}
+
+export const FULL: TrainBenchSizes = { vocab: 8000, length: 34, batch: 64, units: 256, featureDim: 4096 };
+
+function specOf(s: TrainBenchSizes): DecoderSpec {
+  return { vocabSize: s.vocab, featureDim: s.featureDim, embedDim: s.units, units: s.units, imageUnits: s.units, hiddenUnits: s.units, merge: 'add', dropout: 0.5 };
+}
+
+/** B full-length captions (every position has a real target). */
+function syntheticBatch(s: TrainBenchSizes, seed = 1): CaptionBatch {
+  const r = rng(seed);
+  const items = Array.from({ length: s.batch }, () => ({
+    features: Float32Array.from({ length: s.featureDim }, () => r()),
+    tokens: [2, ...Array.from({ length: s.length - 2 }, () => 4 + Math.floor(r() * (s.vocab - 4))), 3],
+  }));
+  return makeBatch(items, s.featureDim);
+}
+
+/** Whole-caption teacher forcing: seconds per optimizer step (Adam + clipping included). */
+export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
+  const model = CaptionDecoder.create(specOf(s), 1);
+  const adam = new Adam(model.weights, { learningRate: 1e-3, clipNorm: 5 });
+  const batch = syntheticBatch(s);
+  const one = async (i: number) => {
+    const { value, grads } = tf.variableGrads(() => model.loss(batch, { training: true, seed: i }), model.variables);
+    adam.apply(byWeightName(model.weights, grads)).dispose();
+    await value.data();
+    tf.dispose([value, ...Object.values(grads)]);
+  };
+  try {
+    await one(0); // warm-up
+    const t0 = performance.now();
+    for (let i = 1; i <= steps; i++) await one(i);
+    return { secondsPerStep: (performance.now() - t0) / 1000 / steps, tokensPerStep: batch.targets.length };
+  } finally {
+    adam.dispose();
+    model.dispose();
+  }
+}
+
+/**
+ * The classic prefix-expansion method (one training sample per (caption prefix, next word), prefixes
+ * left-padded to length-1, the LSTM's last output predicts the word), plain autodiff, on the same
+ * weights: seconds per step of `samples` samples.
+ */
+export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
+  const model = CaptionDecoder.create(specOf(s), 1);
+  const w = model.weights;
+  const adam = new Adam(w, { learningRate: 1e-3, clipNorm: 5 });
+  const r = rng(2);
+  const T = s.length - 1;
+  const images = Float32Array.from({ length: samples * s.featureDim }, () => r());
+  const seqs = new Int32Array(samples * T);
+  const targets = new Int32Array(samples);
+  for (let i = 0; i < samples; i++) {
+    const len = 1 + (i % T); // prefix lengths 1..T, left-padded with 0
+    for (let t = T - len; t < T; t++) seqs[i * T + t] = t === T - len ? 2 : 4 + Math.floor(r() * (s.vocab - 4));
+    targets[i] = 4 + Math.floor(r() * (s.vocab - 4));
+  }
+  const U = s.units;
+  const lossFn = () => {
+    const x = tf.tensor2d(images, [samples, s.featureDim]);
+    const img = tf.relu(tf.add(tf.matMul(tf.dropout(x, 0.5), w['image/kernel']), w['image/bias']));
+    const emb = tf.dropout(tf.gather(w['embedding'], tf.tensor1d(seqs, 'int32')), 0.5); // [S*T, E]
+    const zx = tf.reshape(tf.add(tf.matMul(emb as tf.Tensor2D, w['lstm/kernel']), w['lstm/bias']), [samples, T, 4 * U]);
+    const zs = tf.unstack(zx, 1);
+    const mask = tf.reshape(tf.cast(tf.notEqual(tf.tensor2d(seqs, [samples, T], 'int32'), 0), 'float32'), [samples, T, 1]);
+    const ms = tf.unstack(mask, 1);
+    let h: tf.Tensor = tf.zeros([samples, U]);
+    let c: tf.Tensor = tf.zeros([samples, U]);
+    for (let t = 0; t < T; t++) {
+      const z = tf.add(zs[t], tf.matMul(h as tf.Tensor2D, w['lstm/recurrent']));
+      const [zi, zf, zg, zo] = tf.split(z, 4, 1);
+      const c2 = tf.add(tf.mul(tf.sigmoid(zf), c), tf.mul(tf.sigmoid(zi), tf.tanh(zg)));
+      const h2 = tf.mul(tf.sigmoid(zo), tf.tanh(c2));
+      // masked steps (padding) keep the previous state, as Keras does with mask_zero
+      c = tf.add(tf.mul(ms[t], c2), tf.mul(tf.sub(1, ms[t]), c));
+      h = tf.add(tf.mul(ms[t], h2), tf.mul(tf.sub(1, ms[t]), h));
+    }
+    const hid = tf.relu(tf.add(tf.matMul(tf.add(h, img) as tf.Tensor2D, w['hidden/kernel']), w['hidden/bias']));
+    const logits = tf.add(tf.matMul(hid as tf.Tensor2D, w['output/kernel']), w['output/bias']);
+    return tf.losses.softmaxCrossEntropy(tf.oneHot(tf.tensor1d(targets, 'int32'), s.vocab), logits) as tf.Scalar;
+  };
+  const one = async () => {
+    const { value, grads } = tf.variableGrads(lossFn, model.variables);
+    adam.apply(byWeightName(w, grads)).dispose();
+    await value.data();
+    tf.dispose([value, ...Object.values(grads)]);
+  };
+  try {
+    await one();
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) await one();
+    return { secondsPerStep: (performance.now() - t0) / 1000 / steps, tokensPerStep: samples };
+  } finally {
+    adam.dispose();
+    model.dispose();
+  }
+}
+
+/** The PyTorch peer, when src/bench/torch.ts (written alongside) can run it; null otherwise. */
+async function torchPeer(s: TrainBenchSizes, steps: number): Promise<{ tokensPerSecond: number; detail: string } | null> {
+  try {
+    const modPath = './torch.js';
+    const mod = (await import(modPath)) as { runTrainPeer?: (o: Record<string, number>) => Promise<{ tokensPerSecond: number; detail?: string } | null> };
+    if (typeof mod.runTrainPeer !== 'function') return null;
+    const r = await mod.runTrainPeer({ vocab: s.vocab, length: s.length, batch: s.batch, units: s.units, featureDim: s.featureDim, steps });
+    return r ? { tokensPerSecond: r.tokensPerSecond, detail: r.detail ?? 'pytorch-cpu' } : null;
+  } catch {
+    return null;
+  }
+}
+
+export const bench: BenchModule = {
+  group: 'train',
+  async run(options: BenchOptions): Promise<BenchRow[]> {
+    const s = FULL;
+    const steps = options.quick ? 2 : 5;
+    const rows: BenchRow[] = [];
+    const sizes = `V ${s.vocab}, L ${s.length}, B ${s.batch}, U ${s.units}, D ${s.featureDim}`;
+    const peer = await torchPeer(s, steps);
+    const prev = tf.getBackend();
+    try {
+      await initBackend('wasm', { quiet: true });
+      const whole = await timeWholeCaption(s, steps);
+      const tps = whole.tokensPerStep / whole.secondsPerStep;
+      rows.push({
+        bench: 'train', name: 'whole-caption wasm', value: tps, unit: 'tokens/s',
+        ...(peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: tps / peer.tokensPerSecond } : {}),
+        notes: `${sizes}; ${whole.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}; shared busy machine`,
+      });
+      const prefix = await timePrefixExpansion(s, s.batch, options.quick ? 1 : 3);
+      const ptps = prefix.tokensPerStep / prefix.secondsPerStep;
+      rows.push({ bench: 'train', name: 'prefix-expansion wasm', value: ptps, unit: 'tokens/s', peer: 'whole-caption wasm', peerValue: tps, ratio: ptps / tps, notes: `${sizes}; ${s.batch} prefixes per step` });
+      await initBackend('cpu', { quiet: true });
+      const cpu = await timeWholeCaption(s, 1);
+      const ctps = cpu.tokensPerStep / cpu.secondsPerStep;
+      rows.push({ bench: 'train', name: 'whole-caption cpu', value: ctps, unit: 'tokens/s', ...(peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: ctps / peer.tokensPerSecond } : {}), notes: `${sizes}; 1 step` });
+    } finally {
+      if (prev) await tf.setBackend(prev);
+    }
+    return rows;
+  },
+};

@@ -1,0 +1,32 @@
+// Greedy decoding with the one-step decoder: the simplest use of initState/step (beam search lives in
+// src/decode). Returns token ids without the start token, stopping at the end token.
+import { tf } from '../tf/tf.js';
+import type { CaptionDecoder } from './decoder.js';
+
+export async function greedyDecode(model: CaptionDecoder, images: Float32Array[], opts: { start: number; end: number; maxLength: number }): Promise<number[][]> {
+  const n = images.length;
+  const out: number[][] = images.map(() => []);
+  const done = new Array<boolean>(n).fill(false);
+  let state = model.initState(images);
+  let tokens = new Array<number>(n).fill(opts.start);
+  try {
+    for (let t = 0; t < opts.maxLength && done.some((d) => !d); t++) {
+      const r = model.step(state, tokens);
+      model.disposeState(state);
+      state = r.state;
+      const best = tf.tidy(() => tf.argMax(r.logProbs, 1));
+      r.logProbs.dispose();
+      const ids = Array.from(await best.data());
+      best.dispose();
+      tokens = ids;
+      ids.forEach((id, i) => {
+        if (done[i]) return;
+        if (id === opts.end) done[i] = true;
+        else out[i].push(id);
+      });
+    }
+  } finally {
+    model.disposeState(state);
+  }
+  return out;
+}

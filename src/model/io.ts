@@ -1,0 +1,135 @@
+// Saving and loading weights: a folder with <name>.json (index: shapes, byte offsets, metadata) and
+// <name>.bin (little-endian float32, concatenated). Folders are written whole under a temporary name and
+// swapped in by rename, so a reader never sees a half-written checkpoint.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { ModelError } from '../errors.js';
+import { exists } from '../util/fsx.js';
+import { CaptionDecoder, type FeatureNorm } from './decoder.js';
+import { validateSpec, type DecoderSpec } from './spec.js';
+
+export interface NamedArray {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+interface TensorIndex {
+  format: string;
+  version: 1;
+  meta: Record<string, unknown>;
+  tensors: { name: string; shape: number[]; offset: number; length: number }[];
+  bytes: number;
+}
+
+let tmpCounter = 0;
+
+/** Write `files` (name -> content) as folder `dir`, replacing any previous folder in one rename. */
+export async function writeDirAtomic(dir: string, files: Record<string, string | Uint8Array>): Promise<void> {
+  const parent = path.dirname(dir);
+  await fs.mkdir(parent, { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}-${tmpCounter++}`;
+  await fs.rm(tmp, { recursive: true, force: true });
+  await fs.mkdir(tmp);
+  for (const [name, data] of Object.entries(files)) {
+    const h = await fs.open(path.join(tmp, name), 'w');
+    try {
+      await h.writeFile(data);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+  }
+  const old = `${dir}.old-${process.pid}-${tmpCounter++}`;
+  const had = await exists(dir);
+  if (had) await fs.rename(dir, old);
+  await fs.rename(tmp, dir);
+  if (had) await fs.rm(old, { recursive: true, force: true });
+}
+
+/** Encode named arrays as an index JSON and one binary blob. */
+export function encodeTensors(format: string, meta: Record<string, unknown>, arrays: NamedArray[]): { index: string; bin: Uint8Array } {
+  let bytes = 0;
+  const tensors = arrays.map((a) => {
+    const size = a.shape.reduce((x, y) => x * y, 1);
+    if (size !== a.data.length) throw new ModelError(`${a.name}: ${a.data.length} values for shape [${a.shape.join(', ')}]`);
+    const e = { name: a.name, shape: a.shape, offset: bytes, length: a.data.length };
+    bytes += a.data.length * 4;
+    return e;
+  });
+  const bin = new Uint8Array(bytes);
+  const view = new DataView(bin.buffer);
+  arrays.forEach((a, i) => {
+    let o = tensors[i].offset;
+    for (let k = 0; k < a.data.length; k++, o += 4) view.setFloat32(o, a.data[k], true);
+  });
+  const index: TensorIndex = { format, version: 1, meta, tensors, bytes };
+  return { index: JSON.stringify(index, null, 1) + '\n', bin };
+}
+
+/** Read `<dir>/<base>.json` + `<dir>/<base>.bin`; checks format, sizes and bounds. */
+export async function readTensors(dir: string, base: string, format: string): Promise<{ meta: Record<string, unknown>; arrays: Map<string, NamedArray> }> {
+  const indexFile = path.join(dir, `${base}.json`);
+  const binFile = path.join(dir, `${base}.bin`);
+  let index: TensorIndex;
+  try {
+    index = JSON.parse(await fs.readFile(indexFile, 'utf8')) as TensorIndex;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ModelError(`${indexFile}: cannot read ${code === 'ENOENT' ? '(no such file)' : (code ?? (e as Error).message)}`);
+  }
+  if (index?.format !== format || index.version !== 1 || !Array.isArray(index.tensors)) {
+    throw new ModelError(`${indexFile}: not a ${format} index (format ${JSON.stringify(index?.format)}, version ${JSON.stringify(index?.version)})`);
+  }
+  let buf: Buffer;
+  try {
+    buf = await fs.readFile(binFile);
+  } catch (e) {
+    throw new ModelError(`${binFile}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (buf.length !== index.bytes) throw new ModelError(`${binFile}: ${buf.length} bytes, the index says ${index.bytes} (truncated or mismatched)`);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const arrays = new Map<string, NamedArray>();
+  for (const t of index.tensors) {
+    const size = t.shape.reduce((x, y) => x * y, 1);
+    if (size !== t.length || t.offset < 0 || t.offset + t.length * 4 > buf.length) throw new ModelError(`${indexFile}: tensor "${t.name}" is out of bounds or inconsistent`);
+    const data = new Float32Array(t.length);
+    for (let k = 0, o = t.offset; k < t.length; k++, o += 4) data[k] = view.getFloat32(o, true);
+    arrays.set(t.name, { name: t.name, shape: t.shape, data });
+  }
+  return { meta: index.meta ?? {}, arrays };
+}
+
+export const WEIGHTS_FORMAT = 'captioner.weights';
+
+/** Save the decoder's weights, spec and feature normalisation into folder `dir` (weights.json + weights.bin). */
+export async function saveDecoder(dir: string, model: CaptionDecoder, extraFiles: Record<string, string | Uint8Array> = {}): Promise<void> {
+  const values = await model.readWeights();
+  const arrays: NamedArray[] = Object.entries(values).map(([name, data]) => ({ name, shape: model.weights[name].shape, data }));
+  arrays.push({ name: 'norm/mean', shape: [model.spec.featureDim], data: model.norm.mean });
+  arrays.push({ name: 'norm/std', shape: [model.spec.featureDim], data: model.norm.std });
+  const { index, bin } = encodeTensors(WEIGHTS_FORMAT, { spec: model.spec, norm: ['norm/mean', 'norm/std'] }, arrays);
+  await writeDirAtomic(dir, { 'weights.json': index, 'weights.bin': bin, ...extraFiles });
+}
+
+/** Load a decoder saved by saveDecoder. Throws ModelError on a missing or corrupt folder. */
+export async function loadDecoder(dir: string): Promise<CaptionDecoder> {
+  const { meta, arrays } = await readTensors(dir, 'weights', WEIGHTS_FORMAT);
+  const spec = meta.spec as DecoderSpec;
+  try {
+    validateSpec(spec);
+  } catch (e) {
+    throw new ModelError(`${path.join(dir, 'weights.json')}: ${(e as Error).message}`);
+  }
+  const values: Record<string, Float32Array> = {};
+  for (const [name, a] of arrays) values[name] = a.data;
+  const mean = arrays.get('norm/mean')?.data;
+  const std = arrays.get('norm/std')?.data;
+  if (!mean || !std) throw new ModelError(`${path.join(dir, 'weights.json')}: feature normalisation (norm/mean, norm/std) is missing`);
+  const norm: FeatureNorm = { mean, std };
+  try {
+    return new CaptionDecoder(spec, values, norm);
+  } catch (e) {
+    throw new ModelError(`${path.join(dir, 'weights.json')}: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,111 @@
+// The decoder: whole-caption teacher forcing agrees with the one-step (prefix) decoder, the fused loss
+// gradient matches plain autodiff, and memory stays flat.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { tf } from '../../src/tf/tf.js';
+import { CaptionDecoder, makeBatch, computeFeatureNorm } from '../../src/model/decoder.js';
+import { softmaxCrossEntropy } from '../../src/model/ops.js';
+import { rng } from '../../src/util/random.js';
+import type { DecoderSpec } from '../../src/model/spec.js';
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
+
+function spec(merge: 'add' | 'concat'): DecoderSpec {
+  return { vocabSize: 13, featureDim: 6, embedDim: 5, units: 7, imageUnits: merge === 'add' ? 7 : 4, hiddenUnits: 9, merge, dropout: 0.3 };
+}
+
+function randomItems(n: number, s: DecoderSpec, seed: number) {
+  const r = rng(seed);
+  return Array.from({ length: n }, () => {
+    const len = 3 + Math.floor(r() * 5);
+    const tokens = [2, ...Array.from({ length: len - 2 }, () => 4 + Math.floor(r() * (s.vocabSize - 4))), 3];
+    const features = Float32Array.from({ length: s.featureDim }, () => r() * 0.01);
+    return { features, tokens };
+  });
+}
+
+describe('CaptionDecoder', () => {
+  for (const merge of ['add', 'concat'] as const) {
+    it(`teacher-forced distributions equal the one-step decoder over each prefix (${merge})`, () => {
+      const s = spec(merge);
+      const items = randomItems(4, s, 7);
+      const norm = computeFeatureNorm(items.map((i) => i.features), s.featureDim);
+      const m = CaptionDecoder.create(s, 3, norm);
+      try {
+        const batch = makeBatch(items, s.featureDim);
+        const all = m.logProbsAll(batch);
+        const allV = all.arraySync();
+        all.dispose();
+        let state = m.initState(items.map((i) => i.features));
+        for (let t = 0; t < batch.steps; t++) {
+          const toks = items.map((it) => (t < it.tokens.length ? it.tokens[t] : 0));
+          const out = m.step(state, toks);
+          m.disposeState(state);
+          state = out.state;
+          const lp = out.logProbs.arraySync();
+          out.logProbs.dispose();
+          items.forEach((it, b) => {
+            if (t >= it.tokens.length - 1) return; // past this caption's end
+            for (let v = 0; v < s.vocabSize; v++) expect(lp[b][v]).toBeCloseTo(allV[b][t][v], 5);
+          });
+        }
+        m.disposeState(state);
+      } finally {
+        m.dispose();
+      }
+    });
+  }
+
+  it('fused loss gradient equals autodiff of the plain cross-entropy', () => {
+    const r = rng(5);
+    const N = 11, H = 6, V = 9;
+    const h = tf.tensor2d(Float32Array.from({ length: N * H }, () => r() - 0.5), [N, H]);
+    const w = tf.variable(tf.tensor2d(Float32Array.from({ length: H * V }, () => r() - 0.5), [H, V]));
+    const b = tf.variable(tf.tensor1d(Float32Array.from({ length: V }, () => r() - 0.5)));
+    const targets = Int32Array.from({ length: N }, () => Math.floor(r() * V));
+    const fused = tf.grads((hh: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) => softmaxCrossEntropy(hh as tf.Tensor2D, ww as tf.Tensor2D, bb as tf.Tensor1D, targets, true, 4 * V));
+    const plain = tf.grads((hh: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+      tf.losses.softmaxCrossEntropy(tf.oneHot(tf.tensor1d(targets, 'int32'), V), tf.add(tf.matMul(hh as tf.Tensor2D, ww as tf.Tensor2D), bb)));
+    const g1 = fused([h, w, b]);
+    const g2 = plain([h, w, b]);
+    for (let i = 0; i < 3; i++) {
+      const a = g1[i].dataSync();
+      const c = g2[i].dataSync();
+      for (let k = 0; k < a.length; k++) expect(a[k]).toBeCloseTo(c[k], 5);
+    }
+    const l1 = softmaxCrossEntropy(h, w, b, targets, false, 3 * V);
+    const l2 = tf.losses.softmaxCrossEntropy(tf.oneHot(tf.tensor1d(targets, 'int32'), V), tf.add(tf.matMul(h, w), b));
+    expect(l1.dataSync()[0]).toBeCloseTo(l2.dataSync()[0], 5);
+    tf.dispose([h, w, b, l1, l2, ...g1, ...g2]);
+  });
+
+  it('a training step leaves the tensor count unchanged', () => {
+    const s = spec('add');
+    const items = randomItems(5, s, 9);
+    const m = CaptionDecoder.create(s, 1);
+    try {
+      const batch = makeBatch(items, s.featureDim);
+      const step = () => {
+        const { value, grads } = tf.variableGrads(() => m.loss(batch, { training: true, seed: 3 }), m.variables);
+        expect(Object.keys(grads)).toHaveLength(m.variables.length);
+        tf.dispose([value, ...Object.values(grads)]);
+      };
+      step();
+      const before = tf.memory().numTensors;
+      for (let i = 0; i < 3; i++) step();
+      expect(tf.memory().numTensors).toBe(before);
+      const st = m.initState(items.map((i) => i.features));
+      const out = m.step(st, [2, 2, 2, 2, 2]);
+      const g = m.gatherState(out.state, [4, 0, 0]);
+      expect(g.h.shape).toEqual([3, s.units]);
+      m.disposeState(st);
+      m.disposeState(out.state);
+      m.disposeState(g);
+      out.logProbs.dispose();
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      m.dispose();
+    }
+  });
+});

@@ -1,0 +1,67 @@
+// `captioner train` end to end through the built CLI: a prepared folder and a feature cache written
+// with the real writers, a short run, --resume, and the refusals.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { runCli } from '../helpers/cli.js';
+import { writePrepared, type PreparedManifest } from '../../src/prep/prepared.js';
+import { openCacheWriter, type CacheSpec } from '../../src/features/cache.js';
+import { synthetic } from './synthetic.js';
+
+let work: string;
+
+async function writeFixture(dir: string, dropKey?: string): Promise<void> {
+  const s = synthetic({ train: 16, val: 8 });
+  await writePrepared(path.join(dir, 'prepared'), {
+    vocab: s.prepared.vocab,
+    splits: s.prepared.splits,
+    manifest: { kind: 'captioner.prepared', version: 1, name: 't', createdAt: new Date().toISOString() } as unknown as Omit<PreparedManifest, 'fingerprint' | 'files'>,
+  });
+  const spec = {
+    encoder: { name: 'synthetic', fingerprint: 'syn', runtime: 'none', detail: 'test', weights: 'random', weightsFingerprint: 'w', layer: 'fc2', preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [1, 2, 3] }, shape: [s.features.dim] },
+    dtype: 'float32',
+  } as unknown as CacheSpec;
+  const w = await openCacheWriter(path.join(dir, 'features'), spec, { shardSize: 64 });
+  for (const [k, v] of s.features.map) if (k !== dropKey) await w.add(k, v);
+  await w.close();
+}
+
+const args = (dir: string, ...more: string[]) => [
+  'train', '--set', `workdir=${dir}`, '--backend', 'cpu',
+  '--set', 'model={embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12}',
+  '--set', 'train.batchSize=8', '--set', 'train.learningRate=0.01', ...more,
+];
+
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-traincli-'));
+});
+
+describe('captioner train', () => {
+  it('trains, writes the run folder, resumes to more epochs', async () => {
+    const dir = path.join(work, 'ok');
+    await writeFixture(dir);
+    const r1 = await runCli(args(dir, '--epochs', '2'));
+    expect(r1.stderr).toBe('');
+    expect(r1.code).toBe(0);
+    expect(r1.stdout).toBe('');
+    const m = JSON.parse(await fs.readFile(path.join(dir, 'model', 'manifest.json'), 'utf8'));
+    expect(m).toMatchObject({ kind: 'captioner.model', status: 'completed', metrics: { epochs: 2 } });
+    expect(m.features.encoder).toMatchObject({ name: 'synthetic', layer: 'fc2', weights: 'random' });
+    expect(m.backend).toMatch(/^cpu/);
+    const again = await runCli(args(dir, '--epochs', '3'));
+    expect(again.code).toBe(2);
+    const r2 = await runCli(args(dir, '--epochs', '3', '--resume'));
+    expect(r2.code).toBe(0);
+    const hist = (await fs.readFile(path.join(dir, 'model', 'history.jsonl'), 'utf8')).trim().split('\n');
+    expect(hist.map((l) => JSON.parse(l).epoch)).toEqual([1, 2, 3]);
+  }, 60_000);
+
+  it('refuses a feature cache without every image (exit 3)', async () => {
+    const dir = path.join(work, 'missing');
+    await writeFixture(dir, 'train_0003.jpg');
+    const r = await runCli(args(dir, '--epochs', '1'));
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/no vectors for 1 of 16 train images \(e\.g\. train_0003\.jpg\)/);
+  }, 30_000);
+});

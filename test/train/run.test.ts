@@ -1,0 +1,97 @@
+// Training runs on tiny synthetic data: loss falls, greedy decoding names the class, checkpoints resume
+// exactly, mismatches are refused.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { tf } from '../../src/tf/tf.js';
+import { ConfigSchema, type Config } from '../../src/config/schema.js';
+import { train, type FeatureInfo } from '../../src/train/run.js';
+import { loadTrainedModel } from '../../src/model/load.js';
+import { greedyDecode } from '../../src/model/greedy.js';
+import { DataError, UsageError } from '../../src/errors.js';
+import { synthetic, CLASSES } from './synthetic.js';
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  process.env.CAPTIONER_QUIET = '1';
+});
+
+function cfg(over: Record<string, unknown> = {}): Config {
+  return ConfigSchema.parse({
+    model: { embedDim: 16, units: 24, imageUnits: 24, hiddenUnits: 24, dropout: 0.1 },
+    train: { epochs: 12, batchSize: 16, learningRate: 0.01, patience: 0, seed: 7, ...over },
+  });
+}
+
+const info = (fp = 'c'.repeat(64)): FeatureInfo => ({ dir: '/synthetic/features', fingerprint: fp, encoder: { name: 'vgg16', layer: 'fc2' }, shape: [12], dtype: 'float32' });
+
+async function tmp(): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), 'captioner-train-'));
+}
+
+describe('train', () => {
+  it('cuts validation loss and learns to name the class', async () => {
+    const s = synthetic();
+    const out = await tmp();
+    const before = tf.memory().numTensors;
+    const res = await train({ config: cfg(), prepared: s.prepared, features: s.features, featureInfo: info(), out, backend: 'cpu' });
+    expect(tf.memory().numTensors).toBe(before);
+    expect(res.status).toBe('completed');
+    const first = res.history[0].valLoss;
+    const best = res.bestValLoss;
+    expect(best).toBeLessThan(first * 0.5);
+    // files
+    for (const f of ['best/weights.json', 'best/weights.bin', 'last/state.json', 'last/optimizer.bin', 'vocab.json', 'config.yaml', 'manifest.json', 'history.jsonl', 'loss.svg']) {
+      await fs.access(path.join(out, f));
+    }
+    const manifest = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8'));
+    expect(manifest.kind).toBe('captioner.model');
+    expect(manifest.features.encoder).toEqual({ name: 'vgg16', layer: 'fc2' });
+    expect(manifest.metrics.bestEpoch).toBe(res.bestEpoch);
+    const hist = (await fs.readFile(path.join(out, 'history.jsonl'), 'utf8')).trim().split('\n');
+    expect(hist).toHaveLength(12);
+    expect(await fs.readFile(path.join(out, 'loss.svg'), 'utf8')).toContain('<polyline');
+    // greedy decoding with the saved best model names the class
+    const m = await loadTrainedModel(out);
+    try {
+      const val = s.prepared.splits.val;
+      const seqs = await greedyDecode(m.decoder, val.map((v) => s.features.get(v.image)), { start: 2, end: 3, maxLength: 10 });
+      const right = seqs.filter((seq, i) => seq.map((id) => m.vocab.tokens[id]).includes(CLASSES[s.classOf.get(val[i].image)!])).length;
+      // chance: the most frequent class among validation images
+      const counts = CLASSES.map((_, c) => val.filter((v) => s.classOf.get(v.image) === c).length);
+      const chance = Math.max(...counts) / val.length;
+      expect(right / val.length).toBeGreaterThanOrEqual(chance + 0.5 * (1 - chance));
+    } finally {
+      m.decoder.dispose();
+    }
+    expect(tf.memory().numTensors).toBe(before);
+  }, 60_000);
+
+  it('resumes an interrupted run to exactly the same weights as an uninterrupted one', async () => {
+    const s = synthetic({ train: 24, val: 8 });
+    const c = cfg({ epochs: 3 });
+    const a = await tmp();
+    const b = await tmp();
+    await train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: a, backend: 'cpu' });
+    const part = await train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: b, backend: 'cpu', stopAfterSteps: 4 });
+    expect(part.status).toBe('interrupted');
+    await expect(train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: b, backend: 'cpu' })).rejects.toBeInstanceOf(UsageError);
+    await expect(train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info('d'.repeat(64)), out: b, backend: 'cpu', resume: true })).rejects.toThrow(/feature cache changed/);
+    const done = await train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: b, backend: 'cpu', resume: true });
+    expect(done.status).toBe('completed');
+    expect(done.history).toHaveLength(3);
+    const wa = await fs.readFile(path.join(a, 'last', 'weights.bin'));
+    const wb = await fs.readFile(path.join(b, 'last', 'weights.bin'));
+    expect(Buffer.compare(wa, wb)).toBe(0);
+  }, 60_000);
+
+  it('refuses a feature cache that lacks images', async () => {
+    const s = synthetic({ train: 8, val: 4 });
+    s.features.map.delete('val_0001.jpg');
+    await expect(train({ config: cfg({ epochs: 1 }), prepared: s.prepared, features: s.features, featureInfo: info(), out: await tmp(), backend: 'cpu' }))
+      .rejects.toThrow(DataError);
+    await expect(train({ config: cfg({ epochs: 1 }), prepared: s.prepared, features: s.features, featureInfo: info(), out: await tmp(), backend: 'cpu' }))
+      .rejects.toThrow(/1 of 4 val images \(e\.g\. val_0001\.jpg\)/);
+  });
+});
