@@ -12,12 +12,14 @@ import * as doctorCmd from './commands/doctor.js';
 import * as weightsCmd from './commands/weights.js';
 import * as featuresCmd from './commands/features.js';
 import * as trainCmd from './commands/train.js';
+import * as captionCmd from './commands/caption.js';
+import * as serveCmd from './commands/serve.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../package.json') as { version: string };
 
 /** Each subcommand module exports `register(program)`. Add a module here only when it really works. */
-const commands: { register(program: Command): void }[] = [configCmd, demoDataCmd, prepCmd, scoreCmd, doctorCmd, weightsCmd, featuresCmd, trainCmd];
+const commands: { register(program: Command): void }[] = [configCmd, demoDataCmd, prepCmd, scoreCmd, doctorCmd, weightsCmd, featuresCmd, trainCmd, captionCmd, serveCmd];
 
 export function buildProgram(): Command {
   const program = new Command('captioner')

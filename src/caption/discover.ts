@@ -99,6 +99,8 @@ export async function discoverImages(inputs: string[], opts: DiscoverOptions): P
       if (out.length === before) throw new UsageError(`${input}: no images found (extensions: ${opts.extensions.join(', ')}${opts.recursive ? '' : '; not recursive'})`);
     } else if (st?.isFile()) {
       out.push({ path: input }); // named explicitly: taken whatever its extension; content decides
+    } else if (st) {
+      out.push({ path: input, error: 'not a regular file (a device, FIFO or socket)' }); // never read: it could block
     } else if (fg.isDynamicPattern(input)) {
       const matches = await fg(input, { dot: false, onlyFiles: true, followSymbolicLinks: true, unique: true });
       const images = matches.filter((m) => hasImageExtension(m, opts.extensions));

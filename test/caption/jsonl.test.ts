@@ -27,3 +27,18 @@ describe('parseResume', () => {
     expect(parseResume('')).toEqual({ done: new Set(), validBytes: 0 });
   });
 });
+
+describe('parseResume on raw bytes', () => {
+  it('counts bytes, not characters, and ignores a last line cut inside a multi-byte character', () => {
+    const good = Buffer.from('{"image":"日本.jpg","caption":"x"}\n{"image":"b c.png","error":"empty file (0 bytes)"}\n');
+    const partial = Buffer.from('{"image":"日本2.jpg"').subarray(0, 12); // ends mid-character
+    const r = parseResume(Buffer.concat([good, partial]));
+    expect([...r.done]).toEqual(['日本.jpg', 'b c.png']);
+    expect(r.validBytes).toBe(good.length);
+  });
+
+  it('skips blank lines', () => {
+    const text = '{"image":"a.jpg","caption":"x"}\n\n{"image":"b.jpg","caption":"y"}\n';
+    expect(parseResume(Buffer.from(text))).toEqual({ done: new Set(['a.jpg', 'b.jpg']), validBytes: Buffer.byteLength(text) });
+  });
+});

@@ -1,0 +1,248 @@
+// Loading a trained run folder as a Captioner: the decoder weights and vocabulary (src/model/load.ts) plus
+// the SAME image encoder the training features were computed with, rebuilt from what the run records:
+// manifest.json `features.encoder` (name, layer, weights file and fingerprint, preprocessing) and
+// config.yaml (encoder runtime choice, user ONNX input name, decode defaults). The rebuilt encoder must
+// have the recorded fingerprint, weights fingerprint, layer, preprocessing and feature shape; anything
+// else (weights file replaced, other layer) is a ModelError, since the decoder would read features it was
+// never trained on.
+//
+// Besides the Captioner contract (captionBatch on encoded image bytes, used by serve), the result exposes
+// the three stages separately (prepare, encode, captionFeatures) so the caption command can overlap them.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import { DecodeSchema, EncoderSchema, type Config, type DecodeConfig, type EncoderConfig } from '../config/schema.js';
+import { ModelError } from '../errors.js';
+import { log } from '../log.js';
+import { createEncoder, type EncoderInfo, type ImageEncoder, type Preprocessing } from '../features/encoder.js';
+import { decodeImage, ImageError, DEFAULT_MAX_PIXELS } from '../features/image.js';
+import type { LoadedVgg16Weights } from '../features/vgg16/weights.js';
+import { loadTrainedModel, type TrainedModel } from '../model/load.js';
+import { ACCEPTED_FORMATS, sniffImage } from '../serve/sniff.js';
+import { initBackend, type BackendInfo, type BackendRequest } from '../tf/backend.js';
+import { decodeFeatures, type DecodedCaption } from '../decode/decode.js';
+import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from './types.js';
+
+export interface LoadCaptionerOptions {
+  /** The resolved config of this invocation: backend, threads, decode.*, caption.maxPixels/batchSize. */
+  config?: Config;
+  /** tfjs backend (overrides config.backend; default auto). */
+  backend?: BackendRequest;
+  /** Threads for onnxruntime / wasm (overrides config.threads; default 0 = all cores). */
+  threads?: number;
+  /** Default beam size (overrides decode.beam). */
+  beam?: number;
+  /** Encoder runtime override (default: the run's encoder.runtime choice, usually auto). */
+  runtime?: 'auto' | 'onnx' | 'tfjs';
+  /** Which checkpoint: best (default) or last. */
+  which?: 'best' | 'last';
+  /** VGG16 weights already in memory (benchmarks, tests); still checked against the recorded fingerprint. */
+  vgg16Weights?: LoadedVgg16Weights;
+  /** Where encoder.weights auto looks (default: the `captioner weights` cache). */
+  weightsCacheDir?: string;
+}
+
+/** The encoder as recorded in the model manifest (copied from the feature cache manifest). */
+export interface RecordedEncoder {
+  name: string;
+  fingerprint: string;
+  runtime?: string;
+  detail?: string;
+  weights: string;
+  weightsFingerprint: string;
+  layer: string;
+  preprocessing: Preprocessing;
+}
+
+export interface LoadedCaptioner extends Captioner {
+  readonly runDir: string;
+  readonly model: TrainedModel;
+  readonly encoder: ImageEncoder;
+  readonly backend: BackendInfo;
+  /** Effective decode settings (beam is the default for calls that give none). */
+  readonly decode: DecodeConfig;
+  readonly maxPixels: number;
+  /** Encoded image bytes -> the encoder's input pixels. Throws ImageError (kinds: unsupported, corrupt, too_large). */
+  prepare(bytes: Uint8Array): Promise<Uint8Array>;
+  encode(images: Uint8Array[]): Promise<Float32Array[]>;
+  captionFeatures(features: Float32Array[], options?: CaptionOptions): Promise<DecodedCaption[]>;
+}
+
+function sortKeys(o: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+async function readRunConfig(runDir: string): Promise<Record<string, unknown>> {
+  const file = path.join(runDir, 'config.yaml');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    return {}; // older or hand-made runs: the manifest alone must do
+  }
+  try {
+    const v = YAML.parse(text) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  } catch (e) {
+    throw new ModelError(`${file}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+function recordedEncoder(model: TrainedModel): RecordedEncoder {
+  const where = path.join(model.dir, 'manifest.json');
+  const e = model.manifest.features?.encoder as Partial<RecordedEncoder> | undefined;
+  if (!e || typeof e !== 'object' || typeof e.name !== 'string' || typeof e.fingerprint !== 'string' || typeof e.layer !== 'string' || !e.preprocessing || typeof e.weightsFingerprint !== 'string') {
+    throw new ModelError(`${where}: features.encoder does not say which image encoder the model was trained with (name, fingerprint, layer, weights, preprocessing); retrain with this version of captioner`);
+  }
+  return e as RecordedEncoder;
+}
+
+async function fileExists(p: string): Promise<boolean> {
+  try {
+    await fs.access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The encoder config that rebuilds the recorded encoder (pure apart from checking that files exist). */
+export async function encoderConfigFor(rec: RecordedEncoder, runEncoder: Partial<EncoderConfig>, runtime?: 'auto' | 'onnx' | 'tfjs'): Promise<EncoderConfig> {
+  const pp = rec.preprocessing;
+  if (rec.name === 'vgg16') {
+    const seed = /^random:seed=(\d+)$/.exec(rec.weightsFingerprint)?.[1];
+    let weights: string;
+    if (rec.weights === 'random') weights = 'random';
+    else if (await fileExists(rec.weights)) weights = rec.weights;
+    else if (runEncoder.weights === 'auto') weights = 'auto'; // another machine: look in this one's weights cache
+    else weights = rec.weights; // reported as missing by the loader
+    return EncoderSchema.parse({
+      name: 'vgg16',
+      runtime: runtime ?? runEncoder.runtime ?? 'auto',
+      weights,
+      layer: rec.layer,
+      interpolation: pp.interpolation,
+      seed: seed !== undefined ? Number(seed) : (runEncoder.seed ?? 1234),
+    });
+  }
+  if (rec.name.startsWith('onnx:')) {
+    const file = (await fileExists(rec.weights)) ? rec.weights : (runEncoder.onnx?.path ?? rec.weights);
+    return EncoderSchema.parse({
+      name: 'onnx',
+      runtime: 'auto',
+      interpolation: pp.interpolation,
+      onnx: {
+        path: file,
+        inputSize: pp.size,
+        layout: pp.layout,
+        channelOrder: pp.channelOrder,
+        scale: pp.scale,
+        mean: pp.mean,
+        std: pp.std,
+        ...(runEncoder.onnx?.inputName ? { inputName: runEncoder.onnx.inputName } : {}),
+        outputName: rec.layer,
+      },
+    });
+  }
+  throw new ModelError(`the model was trained on features of an unknown encoder "${rec.name}"`);
+}
+
+/** Why the encoder built now cannot stand in for the recorded one, or null when it is the same. */
+export function encoderMismatch(rec: RecordedEncoder, now: EncoderInfo, shape?: number[]): string | null {
+  const diffs: string[] = [];
+  if (rec.name !== now.name) diffs.push(`encoder ${now.name}, trained with ${rec.name}`);
+  if (rec.weightsFingerprint !== now.weightsFingerprint) {
+    diffs.push(`weights ${now.weights} have fingerprint ${now.weightsFingerprint.slice(0, 19)}…, the model was trained on features of ${rec.weights} with ${rec.weightsFingerprint.slice(0, 19)}…`);
+  }
+  if (rec.layer !== now.layer) diffs.push(`layer ${now.layer}, trained with ${rec.layer}`);
+  if (!sameJson(sortKeys(rec.preprocessing), sortKeys(now.preprocessing))) diffs.push(`preprocessing ${JSON.stringify(now.preprocessing)}, trained with ${JSON.stringify(rec.preprocessing)}`);
+  if (shape && shape.join('x') !== now.shape.join('x')) diffs.push(`features of shape [${now.shape}], trained with [${shape}]`);
+  if (!diffs.length && rec.fingerprint !== now.fingerprint) diffs.push(`encoder fingerprint ${now.fingerprint.slice(0, 19)}…, trained with ${rec.fingerprint.slice(0, 19)}…`);
+  return diffs.length ? diffs.join('; ') : null;
+}
+
+/** Bytes -> pixels for `encoder`, sniffing the content first so non-images get a clear reason. */
+export async function preparePixels(bytes: Uint8Array, encoder: ImageEncoder, maxPixels: number): Promise<Uint8Array> {
+  if (bytes.length === 0) throw new ImageError('corrupt', 'empty file (0 bytes)');
+  if (!sniffImage(bytes)) throw new ImageError('unsupported', `not an image: the content is not ${ACCEPTED_FORMATS}`);
+  return decodeImage(bytes, { size: encoder.inputSize, interpolation: encoder.info.preprocessing.interpolation, maxPixels });
+}
+
+export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions = {}): Promise<LoadedCaptioner> {
+  const cfg = opts.config;
+  const runConfig = await readRunConfig(runDir);
+  const backend = await initBackend(opts.backend ?? cfg?.backend ?? 'auto', { threads: opts.threads ?? cfg?.threads ?? 0, quiet: true });
+  const model = await loadTrainedModel(runDir, opts.which ?? 'best');
+  let encoder: ImageEncoder | null = null;
+  try {
+    const rec = recordedEncoder(model);
+    const runEncoder = (EncoderSchema.partial().safeParse(runConfig.encoder ?? {}).data ?? {}) as Partial<EncoderConfig>;
+    const encCfg = await encoderConfigFor(rec, runEncoder, opts.runtime);
+    encoder = await createEncoder(encCfg, { threads: opts.threads ?? cfg?.threads ?? 0, backend: opts.backend ?? cfg?.backend ?? 'auto', weights: opts.vgg16Weights, weightsCacheDir: opts.weightsCacheDir });
+    const shape = Array.isArray(model.manifest.features?.shape) ? model.manifest.features.shape : undefined;
+    const why = encoderMismatch(rec, encoder.info, shape);
+    if (why) throw new ModelError(`${runDir}: the image encoder available now is not the one this model was trained with: ${why}. Restore the original weights (or retrain on features of these).`);
+    const dim = encoder.info.shape.reduce((a, b) => a * b, 1);
+    if (dim !== model.decoder.spec.featureDim) throw new ModelError(`${runDir}: the encoder gives ${dim} values per image, the decoder expects ${model.decoder.spec.featureDim}`);
+  } catch (e) {
+    await encoder?.dispose();
+    model.decoder.dispose();
+    throw e;
+  }
+  const enc = encoder;
+  const runDecode = DecodeSchema.safeParse(runConfig.decode ?? {}).data ?? DecodeSchema.parse({});
+  const decode: DecodeConfig = { ...(cfg?.decode ?? runDecode), ...(opts.beam !== undefined ? { beam: opts.beam } : {}) };
+  const maxPixels = cfg?.caption.maxPixels ?? DEFAULT_MAX_PIXELS;
+  const encodeBatch = cfg?.caption.batchSize ?? 8;
+  if (enc.info.weights === 'random') log.warn(`${runDir}: this model was trained on features of an UNTRAINED (random-weight) VGG16; its captions are for demos and tests only`);
+
+  const encode = async (images: Uint8Array[]): Promise<Float32Array[]> => {
+    const out: Float32Array[] = [];
+    for (let i = 0; i < images.length; i += encodeBatch) out.push(...(await enc.encode(images.slice(i, i + encodeBatch))));
+    return out;
+  };
+  const captionFeatures = (features: Float32Array[], options: CaptionOptions = {}) => decodeFeatures(model, features, { ...decode, beam: options.beam ?? decode.beam });
+  let disposed = false;
+
+  return {
+    runDir,
+    model,
+    encoder: enc,
+    backend,
+    decode,
+    maxPixels,
+    info: { name: model.manifest.name ?? path.basename(runDir), encoder: `${enc.info.name} ${enc.info.layer}, ${enc.info.detail}`, backend: backend.detail },
+    prepare: (bytes) => preparePixels(bytes, enc, maxPixels),
+    encode,
+    captionFeatures,
+    async captionBatch(inputs: ImageInput[], options: CaptionOptions = {}): Promise<CaptionOutcome[]> {
+      const pixels = await Promise.all(
+        inputs.map((inp) =>
+          preparePixels(inp.bytes, enc, maxPixels).then(
+            (p) => ({ ok: true as const, p }),
+            (e: unknown) => {
+              if (e instanceof ImageError) return { ok: false as const, error: e.reason, kind: e.kind };
+              throw e;
+            },
+          ),
+        ),
+      );
+      const good = pixels.flatMap((p) => (p.ok ? [p.p] : []));
+      const captions = good.length ? await captionFeatures(await encode(good), options) : [];
+      let k = 0;
+      return pixels.map((p): CaptionOutcome => {
+        if (!p.ok) return { ok: false, error: p.error, kind: p.kind };
+        const c = captions[k++];
+        return { ok: true, caption: c.caption, tokens: c.words, logprob: c.logprob };
+      });
+    },
+    async dispose() {
+      if (disposed) return;
+      disposed = true;
+      await enc.dispose();
+      model.decoder.dispose();
+    },
+  };
+}

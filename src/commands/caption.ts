@@ -1,0 +1,55 @@
+// `captioner caption PATH...`: caption image files with a trained run; JSON lines on stdout or --output.
+// Thin: flags -> config, shard resolution, then src/caption/run.ts does the work.
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import { stagePaths } from '../config/load.js';
+import { runCaption } from '../caption/run.js';
+import { resolveShard } from '../caption/shard.js';
+import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
+
+interface CaptionFlags extends ConfigFlags {
+  model?: string;
+  beam?: number;
+  output?: string;
+  batchSize?: number;
+  resume?: boolean;
+  shard?: string;
+  shardCount?: number;
+  recursive?: boolean;
+}
+
+export function register(program: Command): void {
+  withConfig(
+    program
+      .command('caption')
+      .description('caption image files, folders (recursive), globs or - (paths on stdin): one JSON line per image')
+      .argument('<path...>', 'image files, folders, globs, or - to read paths from stdin')
+      .addHelpText(
+        'after',
+        '\nOutput: {"image": path, "caption": text, "logprob": n} per image, or {"image": path, "error": reason} for a file\n' +
+          'that cannot be captioned (the run goes on; exit 3 at the end). Images are taken in sorted path order.\n' +
+          '--resume continues an --output file, skipping the images it already has (same PATH arguments).\n' +
+          '--shard i/n takes the i-th of n parts of the sorted list; --shard auto reads SLURM_ARRAY_TASK_ID/COUNT\n' +
+          '(Slurm job arrays) or JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs, with --shard-count N).',
+      ),
+  )
+    .option('-m, --model <run>', 'trained run folder (default <workdir>/model)')
+    .option('-k, --beam <k>', 'beam size (decode.beam; 1 = greedy)', intArg('--beam'))
+    .option('-o, --output <file>', 'append JSON lines to this file instead of stdout')
+    .option('--batch-size <n>', 'images per encoder batch (caption.batchSize)', intArg('--batch-size'))
+    .option('--resume', 'continue --output: skip images it already has, cut a half-written last line')
+    .option('--shard <i/n|auto>', 'caption only the i-th of n parts of the sorted input (1-based), or auto (Slurm / Kubernetes)')
+    .option('--shard-count <n>', 'number of shards for --shard auto (needed for Kubernetes Indexed Jobs)', intArg('--shard-count'))
+    .option('--no-recursive', 'do not descend into sub-folders (caption.recursive)')
+    .action(async (paths: string[], opts: CaptionFlags) => {
+      if (opts.beam !== undefined && opts.beam < 1) throw new UsageError(`--beam must be at least 1, got ${opts.beam}`);
+      if (opts.batchSize !== undefined && opts.batchSize < 1) throw new UsageError(`--batch-size must be at least 1, got ${opts.batchSize}`);
+      if (opts.resume && !opts.output) throw new UsageError('--resume needs --output FILE (the file to continue)');
+      const shard = resolveShard(opts.shard, opts.shardCount);
+      const { config } = await resolveConfig(opts, {
+        decode: { beam: opts.beam },
+        caption: { batchSize: opts.batchSize, recursive: opts.recursive === false ? false : undefined },
+      });
+      await runCaption(config, { inputs: paths, model: opts.model ?? stagePaths(config).model, output: opts.output, resume: opts.resume, shard });
+    });
+}

@@ -1,0 +1,27 @@
+// `captioner serve --model RUN`: the web page and JSON API for a trained model (see src/serve/).
+// Thin: resolves the config, starts loading the model, hands both to runServer, which returns after
+// SIGTERM/SIGINT has drained the requests in flight (cli.ts then ends the process).
+import type { Command } from 'commander';
+import { loadCaptioner } from '../caption/load.js';
+import { runServer } from '../serve/run.js';
+import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
+
+interface ServeFlags extends ConfigFlags {
+  model: string;
+  port?: number;
+  host?: string;
+  beam?: number;
+}
+
+export function register(program: Command): void {
+  withConfig(program.command('serve').description('serve a web page and JSON API that caption uploaded images'))
+    .requiredOption('-m, --model <run>', 'trained run folder (the output of `captioner train`)')
+    .option('-p, --port <n>', 'listen port (serve.port, default 8080; 0: any free port)', intArg('--port'))
+    .option('--host <addr>', 'listen address (serve.host, default 127.0.0.1: this machine only)')
+    .option('-k, --beam <k>', 'default beam size for requests that do not ask (decode.beam)', intArg('--beam'))
+    .action(async (opts: ServeFlags) => {
+      const { config } = await resolveConfig(opts, { serve: { port: opts.port, host: opts.host }, decode: { beam: opts.beam } });
+      const loading = loadCaptioner(opts.model, { config });
+      await runServer(loading, config.serve, { title: config.name, defaultBeam: opts.beam });
+    });
+}

@@ -1,0 +1,90 @@
+// Test fixtures for the caption tests: a tiny ONNX image encoder (written with our protobuf writer), a
+// run folder around it with a small random decoder, and generated image files (sharp), including bad ones.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import sharp from 'sharp';
+import { EncoderSchema } from '../../src/config/schema.js';
+import { createEncoder } from '../../src/features/encoder.js';
+import { DataType, floatTensor, model, node, valueInfo } from '../../src/features/onnx/proto.js';
+import { CaptionDecoder } from '../../src/model/decoder.js';
+import { writeRunFolder } from '../../src/caption/runfolder.js';
+import { rng } from '../../src/util/random.js';
+
+export const WORDS = ['a', 'dog', 'cat', 'runs', 'on', 'the', 'grass', 'red', 'ball', 'man'];
+export const TOKENS = ['<pad>', '<unk>', 'startseq', 'endseq', ...WORDS];
+
+/** NCHW [N, 3, S, S] -> Conv(3 -> C, 3x3) -> Relu -> GlobalAveragePool -> [N, C]. */
+export function tinyOnnx(opts: { channels?: number; size?: number; seed?: number } = {}): Uint8Array {
+  const C = opts.channels ?? 16;
+  const S = opts.size ?? 32;
+  const r = rng(opts.seed ?? 3);
+  const w = (n: number, lim: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * lim);
+  return model({
+    name: 'tiny',
+    nodes: [
+      node('Conv', ['x', 'w0', 'b0'], ['c0'], 'conv0', { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }),
+      node('Relu', ['c0'], ['r0'], 'relu0'),
+      node('GlobalAveragePool', ['r0'], ['g'], 'gap'),
+      node('Flatten', ['g'], ['features'], 'flat', { axis: 1 }),
+    ],
+    initializers: [floatTensor('w0', [C, 3, 3, 3], w(C * 27, 0.5)), floatTensor('b0', [C], w(C, 0.1))],
+    inputs: [valueInfo('x', DataType.FLOAT, ['N', 3, S, S])],
+    outputs: [valueInfo('features', DataType.FLOAT, ['N', C])],
+  }).encode();
+}
+
+/** A run folder in `dir`: tiny ONNX encoder (written to dir/../encoder.onnx) + small random decoder. */
+export async function makeRun(dir: string, opts: { seed?: number; onnxSeed?: number } = {}): Promise<{ run: string; onnx: string }> {
+  await fs.mkdir(dir, { recursive: true });
+  const onnx = path.join(dir, 'encoder.onnx');
+  await fs.writeFile(onnx, tinyOnnx({ seed: opts.onnxSeed }));
+  const encCfg = EncoderSchema.parse({ name: 'onnx', onnx: { path: onnx, inputSize: 32 } });
+  const enc = await createEncoder(encCfg, { threads: 1 });
+  const info = enc.info;
+  await enc.dispose();
+  const decoder = CaptionDecoder.create({ vocabSize: TOKENS.length, featureDim: info.shape[0], embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 }, opts.seed ?? 7);
+  const run = path.join(dir, 'run');
+  try {
+    await writeRunFolder(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-test' });
+  } finally {
+    decoder.dispose();
+  }
+  return { run, onnx };
+}
+
+/** A small PNG/JPEG with seeded noise. */
+export async function imageFile(file: string, seed: number, format: 'png' | 'jpeg' | 'webp' = 'jpeg', size = 40): Promise<void> {
+  const r = rng(seed);
+  const raw = Buffer.from(Array.from({ length: size * size * 3 }, () => Math.floor(r() * 256)));
+  const s = sharp(raw, { raw: { width: size, height: size, channels: 3 } });
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await fs.writeFile(file, await (format === 'png' ? s.png() : format === 'webp' ? s.webp() : s.jpeg()).toBuffer());
+}
+
+function crc32(buf: Uint8Array): number {
+  let c = ~0;
+  for (const b of buf) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return ~c >>> 0;
+}
+
+function chunk(type: string, data: Uint8Array): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  const td = Buffer.concat([Buffer.from(type, 'ascii'), Buffer.from(data)]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(td));
+  return Buffer.concat([len, td, crc]);
+}
+
+/** A PNG that declares width x height (a decompression bomb's header) with almost no pixel data. */
+export function bombPng(width = 20000, height = 20000): Buffer {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // RGB
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', new Uint8Array([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])), chunk('IEND', new Uint8Array())]);
+}

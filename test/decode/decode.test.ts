@@ -1,0 +1,111 @@
+// decodeFeatures on a tiny random decoder: beam 1 is the model's greedy decode, logprobs agree with
+// teacher forcing, banned tokens never come out, batching does not change results, no tensor leaks.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tf } from '../../src/tf/tf.js';
+import { CaptionDecoder, makeBatch } from '../../src/model/decoder.js';
+import { greedyDecode } from '../../src/model/greedy.js';
+import { initialWeights, type DecoderSpec } from '../../src/model/spec.js';
+import { Vocab } from '../../src/text/vocab.js';
+import { rng } from '../../src/util/random.js';
+import { decodeFeatures, type DecodeSettings } from '../../src/decode/decode.js';
+
+const TOKENS = ['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'dog', 'cat', 'runs', 'on', 'the', 'grass', 'red', 'ball', 'man', 'jumps', 'over'];
+const vocab = new Vocab(TOKENS);
+const spec: DecoderSpec = { vocabSize: TOKENS.length, featureDim: 12, embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 };
+const norm = { mean: new Float32Array(spec.featureDim), std: new Float32Array(spec.featureDim).fill(1) };
+
+/** A random decoder; `bias` adds to the output bias of chosen tokens (to steer what greedy picks). */
+function model(seed: number, bias: Record<number, number> = {}): CaptionDecoder {
+  const w = initialWeights(spec, seed);
+  // larger output weights make the choices depend on the image and the step
+  w['output/kernel'] = w['output/kernel'].map((x) => x * 6);
+  for (const [id, b] of Object.entries(bias)) w['output/bias'][Number(id)] += b;
+  return new CaptionDecoder(spec, w, norm);
+}
+
+function features(n: number, seed: number): Float32Array[] {
+  const r = rng(seed);
+  return Array.from({ length: n }, () => Float32Array.from({ length: spec.featureDim }, () => r() * 6 - 3));
+}
+
+const cfg = (beam: number, extra: Partial<DecodeSettings> = {}): DecodeSettings => ({ beam, maxLength: 12, lengthPenalty: 'none', alpha: 0.7, batchSize: 3, ...extra });
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
+
+describe('decodeFeatures', () => {
+  const dec = model(1, { 0: -50, 1: -50, 2: -50, 3: 1.5 });
+  afterAll(() => dec.dispose());
+
+  it('with beam 1 equals the greedy decode, across batch boundaries', async () => {
+    const feats = features(7, 2);
+    const before = tf.memory().numTensors;
+    const got = await decodeFeatures({ decoder: dec, vocab }, feats, cfg(1));
+    const greedy = await greedyDecode(dec, feats, { start: vocab.start, end: vocab.end, maxLength: 12 });
+    expect(tf.memory().numTensors).toBe(before);
+    expect(got.map((g) => g.tokens)).toEqual(greedy);
+    for (const g of got) {
+      expect(g.words).toEqual(g.tokens.map((t) => TOKENS[t]));
+      expect(g.caption).toBe(g.words.join(' '));
+      expect(g.finished).toBe(g.tokens.length < 12);
+    }
+    // a mix of lengths, so images finish at different steps
+    expect(new Set(got.map((g) => g.tokens.length)).size).toBeGreaterThan(1);
+  });
+
+  it('reports the log-probability teacher forcing gives the same tokens', async () => {
+    const feats = features(4, 3);
+    for (const beam of [1, 3]) {
+      const got = await decodeFeatures({ decoder: dec, vocab }, feats, cfg(beam));
+      for (let i = 0; i < feats.length; i++) {
+        const g = got[i];
+        const seq = [vocab.start, ...g.tokens, ...(g.finished ? [vocab.end] : [])];
+        const batch = makeBatch([{ features: feats[i], tokens: seq }], spec.featureDim);
+        const lp = dec.logProbsAll(batch);
+        const data = (await lp.data()) as Float32Array;
+        lp.dispose();
+        let sum = 0;
+        for (let t = 0; t < seq.length - 1; t++) sum += data[t * spec.vocabSize + seq[t + 1]];
+        expect(g.logprob).toBeCloseTo(sum, 3);
+      }
+    }
+  });
+
+  it('never generates pad, unknown or start tokens, even when the model prefers them', async () => {
+    const fond = model(4, { 0: 8, 1: 10, 2: 9 });
+    try {
+      const before = tf.memory().numTensors;
+      for (const beam of [1, 3]) {
+        const got = await decodeFeatures({ decoder: fond, vocab }, features(5, 5), cfg(beam));
+        for (const g of got) for (const t of g.tokens) expect(t).toBeGreaterThan(3);
+      }
+      // greedy (nothing banned) picks them
+      const greedy = await greedyDecode(fond, features(1, 5), { start: vocab.start, end: vocab.end, maxLength: 3 });
+      expect(greedy[0].some((t) => t <= vocab.start)).toBe(true);
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      fond.dispose();
+    }
+  });
+
+  it('gives the same captions whatever the batch size, beam 3, with length penalties', async () => {
+    const feats = features(6, 6);
+    for (const lengthPenalty of ['none', 'average', 'wu'] as const) {
+      const one = await decodeFeatures({ decoder: dec, vocab }, feats, cfg(3, { batchSize: 1, lengthPenalty }));
+      const all = await decodeFeatures({ decoder: dec, vocab }, feats, cfg(3, { batchSize: 32, lengthPenalty }));
+      expect(all.map((g) => g.tokens)).toEqual(one.map((g) => g.tokens));
+      for (let i = 0; i < feats.length; i++) expect(all[i].logprob).toBeCloseTo(one[i].logprob, 4);
+    }
+  });
+
+  it('frees every tensor, also when decoding fails', async () => {
+    const before = tf.memory().numTensors;
+    await decodeFeatures({ decoder: dec, vocab }, features(5, 7), cfg(4, { maxLength: 20 }));
+    expect(tf.memory().numTensors).toBe(before);
+    await expect(decodeFeatures({ decoder: dec, vocab }, [new Float32Array(3)], cfg(2))).rejects.toThrow(/dimensions/);
+    await expect(decodeFeatures({ decoder: dec, vocab }, features(2, 1), cfg(0))).rejects.toThrow(/beam/);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(await decodeFeatures({ decoder: dec, vocab }, [], cfg(3))).toEqual([]);
+  });
+});
