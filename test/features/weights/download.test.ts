@@ -55,7 +55,13 @@ describe('downloadFile', () => {
     server.cutNext(150_000);
     const r = await downloadFile({ url: server.base + 'big.bin', dest: d, md5: md5(BIG), retryDelayMs: 0 });
     expect(r.attempts).toBe(2);
-    expect(server.requests.map((q) => q.range)).toEqual([undefined, 'bytes=150000-']);
+    // The retry asks for what is on disk: up to the 150,000 bytes sent before the cut (the kernel may
+    // not hand the client every byte of a cut connection, so the exact figure can be lower).
+    const ranges = server.requests.map((q) => q.range);
+    expect(ranges[0]).toBeUndefined();
+    const from = Number(/^bytes=(\d+)-$/.exec(ranges[1] ?? '')?.[1]);
+    expect(from).toBeGreaterThan(0);
+    expect(from).toBeLessThanOrEqual(150_000);
     expect((await fs.readFile(d)).equals(BIG)).toBe(true);
   });
 
@@ -64,7 +70,8 @@ describe('downloadFile', () => {
     server.cutNext(100_000);
     await expect(downloadFile({ url: server.base + 'big.bin', dest: d, md5: md5(BIG), attempts: 1 })).rejects.toThrow(/kept in .*big\.bin\.part, run the command again to resume/);
     const kept = (await fs.stat(`${d}.part`)).size;
-    expect(kept).toBe(100_000);
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThanOrEqual(100_000);
     server.requests.length = 0;
     const r = await downloadFile({ url: server.base + 'big.bin', dest: d, md5: md5(BIG), attempts: 1 });
     expect(r.resumedFrom).toBe(kept);
