@@ -3,7 +3,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { stagePaths } from '../config/load.js';
-import { runCaption } from '../caption/run.js';
 import { resolveShard } from '../caption/shard.js';
 import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
 
@@ -50,6 +49,7 @@ export function register(program: Command): void {
         decode: { beam: opts.beam },
         caption: { batchSize: opts.batchSize, recursive: opts.recursive === false ? false : undefined },
       });
+      const { runCaption } = await import('../caption/run.js'); // loaded on use: keeps --help fast
       await runCaption(config, { inputs: paths, model: opts.model ?? stagePaths(config).model, output: opts.output, resume: opts.resume, shard });
     });
 }

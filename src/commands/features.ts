@@ -3,7 +3,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { log } from '../log.js';
-import { runFeatures } from '../features/run.js';
 import { resolveShard } from '../caption/shard.js';
 import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
 
@@ -56,6 +55,7 @@ export function register(program: Command): void {
       };
       process.on('SIGINT', onSigint);
       try {
+        const { runFeatures } = await import('../features/run.js'); // loaded on use: keeps --help fast
         const result = await runFeatures(config, { shard, limit: opts.limit, signal: controller.signal });
         print(result);
         if (result.interrupted) process.exitCode = 130;

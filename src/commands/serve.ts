@@ -2,8 +2,6 @@
 // Thin: resolves the config, starts loading the model, hands both to runServer, which returns after
 // SIGTERM/SIGINT has drained the requests in flight (cli.ts then ends the process).
 import type { Command } from 'commander';
-import { loadCaptioner } from '../caption/load.js';
-import { runServer } from '../serve/run.js';
 import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
 
 interface ServeFlags extends ConfigFlags {
@@ -21,6 +19,8 @@ export function register(program: Command): void {
     .option('-k, --beam <k>', 'default beam size for requests that do not ask (decode.beam)', intArg('--beam'))
     .action(async (opts: ServeFlags) => {
       const { config } = await resolveConfig(opts, { serve: { port: opts.port, host: opts.host }, decode: { beam: opts.beam } });
+      // stages are loaded on use: keeps --help fast
+      const [{ loadCaptioner }, { runServer }] = await Promise.all([import('../caption/load.js'), import('../serve/run.js')]);
       const loading = loadCaptioner(opts.model, { config });
       await runServer(loading, config.serve, { title: config.name, defaultBeam: opts.beam });
     });

@@ -2,10 +2,8 @@
 import type { Command } from 'commander';
 import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
 import { stagePaths } from '../config/load.js';
-import { initBackend, type BackendRequest } from '../tf/backend.js';
-import { loadPrepared } from '../prep/prepared.js';
-import { openFeatureCache, type FeatureCache } from '../features/cache.js';
-import { train } from '../train/run.js';
+import type { BackendRequest } from '../tf/backend.js';
+import type { FeatureCache } from '../features/cache.js';
 import type { FeatureSource } from '../train/data.js';
 import { log } from '../log.js';
 
@@ -42,6 +40,13 @@ export function register(program: Command): void {
     .action(async (opts: TrainFlags) => {
       const { config } = await resolveConfig(opts, { backend: opts.backend, train: { epochs: opts.epochs, out: opts.out } });
       const paths = stagePaths(config);
+      // stages are loaded on use: keeps --help fast
+      const [{ initBackend }, { loadPrepared }, { openFeatureCache }, { train }] = await Promise.all([
+        import('../tf/backend.js'),
+        import('../prep/prepared.js'),
+        import('../features/cache.js'),
+        import('../train/run.js'),
+      ]);
       const prepared = await loadPrepared(paths.prepared);
       const cache = await openFeatureCache(paths.features);
       const controller = new AbortController();
