@@ -4,22 +4,27 @@ import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { CaptionerError, ExitCode } from './errors.js';
 import { log } from './log.js';
-import * as configCmd from './commands/config.js';
+import * as demoCmd from './commands/demo.js';
 import * as demoDataCmd from './commands/demo-data.js';
 import * as prepCmd from './commands/prep.js';
-import * as scoreCmd from './commands/score.js';
-import * as doctorCmd from './commands/doctor.js';
-import * as weightsCmd from './commands/weights.js';
 import * as featuresCmd from './commands/features.js';
 import * as trainCmd from './commands/train.js';
+import * as evalCmd from './commands/eval.js';
 import * as captionCmd from './commands/caption.js';
 import * as serveCmd from './commands/serve.js';
+import * as scoreCmd from './commands/score.js';
+import * as weightsCmd from './commands/weights.js';
+import * as doctorCmd from './commands/doctor.js';
+import * as configCmd from './commands/config.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../package.json') as { version: string };
 
-/** Each subcommand module exports `register(program)`. Add a module here only when it really works. */
-const commands: { register(program: Command): void }[] = [configCmd, demoDataCmd, prepCmd, scoreCmd, doctorCmd, weightsCmd, featuresCmd, trainCmd, captionCmd, serveCmd];
+/** Each subcommand module exports `register(program)`, listed in pipeline order (as --help shows them).
+ * Add a module here only when it really works. */
+const commands: { register(program: Command): void }[] = [
+  demoCmd, demoDataCmd, prepCmd, featuresCmd, trainCmd, evalCmd, captionCmd, serveCmd, scoreCmd, weightsCmd, doctorCmd, configCmd,
+];
 
 export function buildProgram(): Command {
   const program = new Command('captioner')

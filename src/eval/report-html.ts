@@ -1,0 +1,141 @@
+// report.html: one self-contained page for an eval report. The summary (metrics beside the image-blind
+// baseline, settings) on top, then one row per image: a thumbnail (a small JPEG data URI made with sharp,
+// or a grey placeholder when the image cannot be read), the predicted caption, the references and the
+// per-image scores. Rows start sorted by CIDEr-D (best first); clicking a column header re-sorts.
+// No external resources: the page works offline and can be mailed around.
+import * as path from 'node:path';
+import sharp from 'sharp';
+import { metricKeys } from './score.js';
+import { metricLabel, type EvalReport, type PerImage } from './report.js';
+
+export interface HtmlOptions {
+  /** Folder the images' `file` paths are under (null: no thumbnails). */
+  imagesDir: string | null;
+  /** Make thumbnails (default true). */
+  thumbnails?: boolean;
+  /** Thumbnail side in pixels (default 96). */
+  size?: number;
+  /** Thumbnails made at once (default 4). */
+  concurrency?: number;
+}
+
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+/** A JPEG data URI of the image scaled to fit `size` x `size`, or null when it cannot be read. */
+export async function thumbnail(file: string, size = 96): Promise<string | null> {
+  try {
+    const buf = await sharp(file, { failOn: 'none', pages: 1, limitInputPixels: 100_000_000 })
+      .rotate()
+      .flatten({ background: '#ffffff' })
+      .resize(size, size, { fit: 'inside' })
+      .jpeg({ quality: 70 })
+      .toBuffer();
+    return `data:image/jpeg;base64,${buf.toString('base64')}`;
+  } catch {
+    return null;
+  }
+}
+
+async function thumbnails(rows: readonly PerImage[], o: HtmlOptions): Promise<(string | null)[]> {
+  const out: (string | null)[] = new Array(rows.length).fill(null);
+  if (!o.imagesDir || o.thumbnails === false) return out;
+  let next = 0;
+  const worker = async () => {
+    while (next < rows.length) {
+      const i = next++;
+      out[i] = await thumbnail(path.resolve(o.imagesDir!, rows[i].file), o.size ?? 96);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(o.concurrency ?? 4, rows.length) }, worker));
+  return out;
+}
+
+const f4 = (v: number) => v.toFixed(4);
+
+const STYLE = `
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.4em;margin:0 0 .3em}
+table{border-collapse:collapse}
+.summary td,.summary th{padding:.2em .8em;text-align:right;border-bottom:1px solid #ddd}
+.summary td:first-child,.summary th:first-child{text-align:left}
+.meta{color:#555;font-size:.9em;margin:.8em 0 1.2em}
+.images th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;padding:.4em;border-bottom:2px solid #ccc;text-align:left;user-select:none}
+.images th.num{text-align:right}
+.images td{padding:.4em;border-bottom:1px solid #eee;vertical-align:top}
+.images td.num{text-align:right;font-variant-numeric:tabular-nums}
+.thumb{width:96px;height:96px;object-fit:contain;background:#eee}
+.ph{width:96px;height:96px;background:#ddd;color:#777;display:flex;align-items:center;justify-content:center;font-size:11px;text-align:center}
+.pred{font-weight:600}
+.refs{margin:.2em 0 0;padding-left:1.2em;color:#555}
+.name{color:#777;font-size:.85em;word-break:break-all}
+`;
+
+const SCRIPT = `
+(function(){
+  var table=document.getElementById('images'), body=table.tBodies[0], dir={};
+  table.tHead.addEventListener('click',function(e){
+    var th=e.target.closest('th'); if(!th||!th.dataset.key) return;
+    var k=th.dataset.key, num=th.classList.contains('num');
+    dir[k]=dir[k]===undefined?(num?-1:1):-dir[k];
+    var rows=Array.prototype.slice.call(body.rows);
+    rows.sort(function(a,b){var x=a.dataset[k],y=b.dataset[k]; if(num){x=+x;y=+y;} return (x<y?-1:x>y?1:0)*dir[k];});
+    rows.forEach(function(r){body.appendChild(r);});
+  });
+})();
+`;
+
+/** Render the report as a standalone HTML page (thumbnails read from `o.imagesDir`). */
+export async function renderReportHtml(r: EvalReport, o: HtmlOptions): Promise<string> {
+  const order = r.perImage.map((_, i) => i).sort((a, b) => r.perImage[b].CIDEr - r.perImage[a].CIDEr || a - b);
+  const rows = order.map((i) => r.perImage[i]);
+  const thumbs = await thumbnails(rows, o);
+  const b = r.baseline;
+  const summary = [
+    `<tr><th>metric</th><th>model</th>${b ? '<th>image-blind baseline</th>' : ''}</tr>`,
+    `<tr><td>images</td><td>${r.metrics.images}</td>${b ? `<td>${b.metrics.images}</td>` : ''}</tr>`,
+    ...metricKeys.map((k) => `<tr><td>${metricLabel(k)}</td><td>${f4(r.metrics[k])}</td>${b ? `<td>${f4(b.metrics[k])}</td>` : ''}</tr>`),
+  ].join('\n');
+  const baselineNote = b ? `<p class="meta">Image-blind baseline: ${escapeHtml(b.explanation)}.</p>` : '';
+  const meta = [
+    `model <code>${escapeHtml(r.model.dir)}</code> (${r.model.which})`,
+    `split ${escapeHtml(r.split)} of <code>${escapeHtml(r.dataset.dir)}</code>`,
+    `features ${escapeHtml(r.features.layer)}, weights ${escapeHtml(r.features.weights === 'random' ? 'RANDOM (untrained VGG16)' : path.basename(r.features.weights))}`,
+    `beam ${r.decode.beam}, length penalty ${r.decode.lengthPenalty}, max ${r.decode.maxLength} words`,
+    `metric tokenization ${escapeHtml(r.tokenize)}; per-image BLEU-4 is sentence BLEU without smoothing (often 0 for short captions)`,
+    `${escapeHtml(r.createdAt)}`,
+  ].join(' &middot; ');
+  const body = rows
+    .map((p, i) => {
+      const img = thumbs[i]
+        ? `<img class="thumb" alt="${escapeHtml(p.image)}" src="${thumbs[i]}">`
+        : `<div class="ph">${o.imagesDir ? 'image not found' : 'no images folder'}</div>`;
+      const refs = p.references.map((c) => `<li>${escapeHtml(c)}</li>`).join('');
+      return (
+        `<tr data-image="${escapeHtml(p.image)}" data-caption="${escapeHtml(p.caption)}" data-bleu4="${p.Bleu_4}" data-cider="${p.CIDEr}" data-rouge="${p.ROUGE_L}" data-logprob="${p.logprob}">` +
+        `<td>${img}</td><td><div class="pred">${escapeHtml(p.caption) || '<em>(empty)</em>'}</div><ul class="refs">${refs}</ul><div class="name">${escapeHtml(p.image)}</div></td>` +
+        `<td class="num">${f4(p.Bleu_4)}</td><td class="num">${f4(p.CIDEr)}</td><td class="num">${f4(p.ROUGE_L)}</td><td class="num">${p.logprob.toFixed(3)}</td></tr>`
+      );
+    })
+    .join('\n');
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>captioner eval: ${escapeHtml(r.model.name)} (${escapeHtml(r.split)})</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>${STYLE}</style></head>
+<body>
+<h1>captioner eval: ${escapeHtml(r.model.name)}, ${escapeHtml(r.split)} split</h1>
+<table class="summary">
+${summary}
+</table>
+${baselineNote}
+<p class="meta">${meta}</p>
+<table class="images" id="images">
+<thead><tr><th>image</th><th data-key="caption">predicted caption / references (click a header to sort)</th><th class="num" data-key="bleu4">BLEU-4</th><th class="num" data-key="cider">CIDEr-D</th><th class="num" data-key="rouge">ROUGE-L</th><th class="num" data-key="logprob">log-prob</th></tr></thead>
+<tbody>
+${body}
+</tbody>
+</table>
+<script>${SCRIPT}</script>
+</body></html>
+`;
+}

@@ -1,0 +1,165 @@
+// The eval stage: caption one split of the prepared dataset a run was trained on, from that run's
+// feature cache, and score the captions against the raw reference captions. Writes to the report
+// folder (default <run>/eval-<split>):
+//   predictions.jsonl  {"image", "caption", "logprob"} one image a line (the `caption` command's format)
+//   results.json       COCO results [{"image_id", "caption"}] (for coco-caption / `captioner score`)
+//   report.json        metrics, the image-blind baseline, settings and per-image scores (report.ts)
+//   report.html        the same as a page with thumbnails (report-html.ts)
+// The dataset and the cache are the ones the run's manifest records (unless prep.out / features.out
+// name others); a dataset or cache whose fingerprint differs from what the model was trained on is refused.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { stagePaths } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { decodeFeatures } from '../decode/decode.js';
+import { DataError } from '../errors.js';
+import { openFeatureCache, type FeatureCache } from '../features/cache.js';
+import { log, progress } from '../log.js';
+import { loadTrainedModel, type TrainedModel } from '../model/load.js';
+import { loadPrepared, type Prepared, type PreparedImage, type SplitName } from '../prep/prepared.js';
+import { initBackend, type BackendRequest } from '../tf/backend.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { imageBlindBaseline } from './report-baseline.js';
+import { renderReportHtml } from './report-html.js';
+import { buildReport, type EvalReport, type Prediction } from './report.js';
+import { scoreCaptions } from './score.js';
+
+export interface EvalOptions {
+  /** Run folder written by `captioner train` (default: stagePaths(config).model). */
+  model?: string;
+  /** Checkpoint to evaluate (default best). */
+  which?: 'best' | 'last';
+  /** Skip the image-blind baseline (it costs a few scorings of the training split). */
+  noBaseline?: boolean;
+  /** Skip thumbnails in report.html (placeholders instead). */
+  noThumbnails?: boolean;
+}
+
+export interface EvalFiles {
+  dir: string;
+  predictions: string;
+  results: string;
+  report: string;
+  html: string;
+}
+
+export interface EvalResult {
+  report: EvalReport;
+  files: EvalFiles;
+}
+
+const exists = (p: string) => fs.stat(p).then(() => true, () => false);
+
+/** Where the prepared dataset / feature cache of a run are: the config's explicit choice, else what the run recorded, else the default. */
+async function pick(explicit: string | undefined, recorded: string | undefined, fallback: string): Promise<string> {
+  if (explicit) return explicit;
+  if (recorded && (await exists(recorded))) return recorded;
+  return fallback;
+}
+
+/** Open the run's prepared dataset, refusing one that is not what the model was trained on. */
+export async function preparedForRun(config: Config, model: TrainedModel): Promise<Prepared> {
+  const dir = await pick(config.prep.out, model.manifest.dataset?.dir, stagePaths(config).prepared);
+  const prepared = await loadPrepared(dir);
+  const want = model.manifest.dataset?.fingerprint;
+  if (want && prepared.manifest.fingerprint !== want) {
+    throw new DataError(
+      `${dir}: this prepared dataset is not the one ${model.dir} was trained on (fingerprint ${prepared.manifest.fingerprint.slice(0, 12)}, the model records ${want.slice(0, 12)}); ` +
+        `evaluate with the dataset of the run${model.manifest.dataset?.dir ? ` (${model.manifest.dataset.dir})` : ''} or train again`,
+    );
+  }
+  return prepared;
+}
+
+/** Open the run's feature cache, refusing one whose fingerprint differs from the model's training features. */
+export async function featuresForRun(config: Config, model: TrainedModel): Promise<FeatureCache> {
+  const rec = model.manifest.features;
+  const dir = await pick(config.features.out, rec?.dir, stagePaths(config).features);
+  return openFeatureCache(dir, { fingerprint: rec?.fingerprint, shape: Array.isArray(rec?.shape) ? rec.shape : undefined });
+}
+
+/** The images of `split` to evaluate (first `limit` by key; 0 = all), each with at least one reference. */
+export function evalImages(prepared: Prepared, split: SplitName, limit: number): PreparedImage[] {
+  const all = prepared.splits[split].filter((im) => im.captions.some((c) => c.trim() !== ''));
+  if (!all.length) throw new DataError(`${prepared.dir}: the ${split} split has no images with captions to evaluate${split === 'test' ? ' (try --split val)' : ''}`);
+  return limit > 0 ? all.slice(0, limit) : all;
+}
+
+export async function runEval(config: Config, opts: EvalOptions = {}): Promise<EvalResult> {
+  const started = Date.now();
+  const runDir = opts.model ?? stagePaths(config).model;
+  const split = config.eval.split;
+  const decodeCfg = config.decode;
+  const backend = await initBackend(config.backend as BackendRequest, { threads: config.threads, quiet: true });
+  const model = await loadTrainedModel(runDir, opts.which ?? 'best');
+  let cache: FeatureCache | undefined;
+  try {
+    const prepared = await preparedForRun(config, model);
+    cache = await featuresForRun(config, model);
+    const images = evalImages(prepared, split, config.eval.limit);
+    const missing = images.filter((im) => !cache!.has(im.image));
+    if (missing.length) {
+      throw new DataError(
+        `${cache.dir}: the feature cache has no vectors for ${missing.length} of ${images.length} ${split} images (e.g. ${missing.slice(0, 5).map((m) => m.image).join(', ')}); ` +
+          'run `captioner features` for this prepared dataset',
+      );
+    }
+    if (cache.manifest.weights === 'random') log.warn(`eval: ${runDir} was trained on features of an UNTRAINED (random-weight) VGG16; expect low scores`);
+    log.info(`eval: ${images.length} ${split} images of ${prepared.dir}, model ${runDir} (${opts.which ?? 'best'}), beam ${decodeCfg.beam}, ${backend.detail.split(' (')[0]}`);
+
+    // decode
+    const predictions: Prediction[] = [];
+    const bar = progress('eval', images.length);
+    try {
+      for (let i = 0; i < images.length; i += decodeCfg.batchSize) {
+        const batch = images.slice(i, i + decodeCfg.batchSize);
+        const decoded = await decodeFeatures(model, batch.map((im) => cache!.get(im.image)), decodeCfg);
+        batch.forEach((im, k) => predictions.push({ image: im.image, file: im.file, caption: decoded[k].caption, logprob: decoded[k].logprob, references: im.captions }));
+        bar.tick(batch.length);
+      }
+    } finally {
+      bar.stop();
+    }
+
+    // score
+    const tokenize = config.eval.tokenize;
+    const scores = scoreCaptions(
+      predictions.map((p) => ({ id: p.image, candidate: p.caption, references: p.references })),
+      tokenize,
+    );
+    const baseline = opts.noBaseline ? undefined : imageBlindBaseline(prepared.splits.train, predictions.map((p) => p.references), tokenize);
+    const decodeSeconds = (Date.now() - started) / 1000;
+    const report = buildReport({
+      createdAt: new Date().toISOString(),
+      model: { dir: path.resolve(runDir), name: model.manifest.name, which: opts.which ?? 'best' },
+      dataset: { dir: path.resolve(prepared.dir), fingerprint: prepared.manifest.fingerprint, imagesDir: prepared.manifest.imagesDir },
+      features: { dir: path.resolve(cache.dir), fingerprint: cache.manifest.fingerprint, weights: cache.manifest.weights, layer: cache.manifest.layer },
+      split,
+      decode: decodeCfg,
+      tokenize,
+      scores,
+      predictions,
+      baseline,
+      seconds: decodeSeconds,
+    });
+
+    // write
+    const dir = config.eval.out ?? path.join(runDir, `eval-${split}`);
+    const files: EvalFiles = {
+      dir,
+      predictions: path.join(dir, 'predictions.jsonl'),
+      results: path.join(dir, 'results.json'),
+      report: path.join(dir, 'report.json'),
+      html: path.join(dir, 'report.html'),
+    };
+    await writeFileAtomic(files.predictions, predictions.map((p) => JSON.stringify({ image: p.image, caption: p.caption, logprob: Number(p.logprob.toFixed(6)) }) + '\n').join(''));
+    await writeFileAtomic(files.results, JSON.stringify(predictions.map((p) => ({ image_id: p.image, caption: p.caption }))) + '\n');
+    await writeJsonAtomic(files.report, report);
+    await writeFileAtomic(files.html, await renderReportHtml(report, { imagesDir: prepared.manifest.imagesDir, thumbnails: !opts.noThumbnails }));
+    log.info(`eval: wrote ${files.predictions}, ${files.results}, ${files.report}, ${files.html} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
+    return { report, files };
+  } finally {
+    cache?.close();
+    model.decoder.dispose();
+  }
+}

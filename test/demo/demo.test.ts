@@ -1,0 +1,86 @@
+// `captioner demo` end to end through the built CLI, with the real random-weight VGG16 on onnxruntime:
+// a tiny run that must produce every artifact it prints, then the product promise at --quick size (300
+// images): the model's test BLEU-4 beats the image-blind baseline. Both runs share one --out, so the
+// second reuses the first one's cached features (same seed, same images).
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { runCli } from '../helpers/cli.js';
+import { runDemo } from '../../src/demo/run.js';
+import { UsageError } from '../../src/errors.js';
+
+let work: string;
+let out: string;
+
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-demo-'));
+  out = path.join(work, 'demo');
+});
+
+afterAll(async () => {
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+/** The paths listed under "artifacts:" in the closing summary. */
+function artifactPaths(stdout: string): string[] {
+  const lines = stdout.split('\n');
+  const start = lines.indexOf('artifacts:');
+  expect(start).toBeGreaterThan(0);
+  const paths: string[] = [];
+  for (const l of lines.slice(start + 1)) {
+    if (!l.startsWith('  ')) break;
+    paths.push(l.trim().split(/\s{2,}/).pop()!);
+  }
+  return paths;
+}
+
+describe('captioner demo', () => {
+  it('a tiny run (--images 40 --epochs 1 --quick) completes and produces every artifact it prints', async () => {
+    const r = await runCli(['demo', '--out', out, '--images', '40', '--epochs', '1', '--quick']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/VGG16 runs with RANDOM, UNTRAINED weights/);
+    expect(r.stderr).not.toMatch(/^error/m);
+    const rows = r.stdout.split('\n');
+    const table = rows.slice(rows.findIndex((l) => l.startsWith('metric')));
+    expect(table.slice(0, 8).map((l) => l.split(/\s+/)[0])).toEqual(['metric', 'images', 'BLEU-1', 'BLEU-2', 'BLEU-3', 'BLEU-4', 'CIDEr-D', 'ROUGE_L']);
+    expect(r.stdout).toMatch(/test BLEU-4: model \d\.\d{4} vs image-blind baseline \d\.\d{4}/);
+    expect(r.stdout).toContain('next, try:');
+    const paths = artifactPaths(r.stdout);
+    expect(paths).toHaveLength(11);
+    for (const p of paths) expect(await fs.stat(p).then(() => true, () => false), p).toBe(true);
+    // the captions of the sample folder, through the caption pipeline
+    const caps = (await fs.readFile(path.join(out, 'captions.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const samples = await fs.readdir(path.join(out, 'samples'));
+    expect(caps.map((c) => path.basename(c.image)).sort()).toEqual(samples.sort());
+    for (const c of caps) expect(typeof c.caption).toBe('string');
+    // and they are the captions eval gave the same images from the cached features
+    const preds = new Map(
+      (await fs.readFile(path.join(out, 'model', 'eval-test', 'predictions.jsonl'), 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+        .map((p) => [p.image, p.caption]),
+    );
+    for (const c of caps) expect(c.caption).toBe(preds.get(path.basename(c.image)));
+  }, 120_000);
+
+  it('the model beats the image-blind baseline on test BLEU-4 (--quick: 300 images)', async () => {
+    const r = await runCli(['demo', '--out', out, '--quick', '--json']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j).toMatchObject({ weights: 'random', images: 300, metrics: { images: 30 }, baseline: { metrics: { images: 30 } } });
+    process.stderr.write(`demo --quick: test BLEU-4 ${j.metrics.Bleu_4.toFixed(4)} vs image-blind ${j.baseline.metrics.Bleu_4.toFixed(4)} ("${j.baseline.caption}")\n`);
+    expect(j.metrics.Bleu_4).toBeGreaterThan(j.baseline.metrics.Bleu_4);
+    expect(j.metrics.CIDEr).toBeGreaterThan(j.baseline.metrics.CIDEr);
+  }, 300_000);
+
+  it('refuses an --out holding other files, and too few images', async () => {
+    const foreign = path.join(work, 'foreign');
+    await fs.mkdir(foreign, { recursive: true });
+    await fs.writeFile(path.join(foreign, 'thesis.tex'), 'x');
+    await expect(runDemo({ out: foreign })).rejects.toThrow(UsageError);
+    await expect(runDemo({ out: path.join(work, 'few'), images: 10 })).rejects.toThrow(/at least 20/);
+    expect(await fs.readdir(foreign)).toEqual(['thesis.tex']);
+  });
+});

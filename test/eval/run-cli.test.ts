@@ -1,0 +1,67 @@
+// `captioner eval` through the built CLI on a tiny trained run: the metrics table on stdout, --json,
+// the report files, and the exit codes of the refusals.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { runCli } from '../helpers/cli.js';
+import { openCacheWriter } from '../../src/features/cache.js';
+import { buildTrainedRun, fakeSpec, imageName, vectorOf, type EvalFixture } from './run-fixture.js';
+
+let work: string;
+let fx: EvalFixture;
+
+beforeAll(async () => {
+  process.env.CAPTIONER_QUIET = '1';
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-evalcli-'));
+  fx = await buildTrainedRun(path.join(work, 'run'));
+}, 60_000);
+
+afterAll(async () => {
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+const base = () => ['eval', '--bleu', '--model', fx.model, '--set', 'backend=cpu'];
+
+describe('captioner eval', () => {
+  it('prints the metrics table and writes the report', async () => {
+    const out = path.join(work, 'report');
+    const r = await runCli([...base(), '--beam', '2', '--out', out]);
+    expect(r.stderr).toMatch(/^warning: eval: .* UNTRAINED \(random-weight\) VGG16; expect low scores\n$/); // the only stderr line when quiet
+    expect(r.code).toBe(0);
+    const rows = r.stdout.trim().split('\n');
+    expect(rows[0]).toMatch(/^metric\s+model\s+image-blind$/);
+    expect(rows.map((l) => l.split(/\s+/)[0])).toEqual(['metric', 'images', 'BLEU-1', 'BLEU-2', 'BLEU-3', 'BLEU-4', 'CIDEr-D', 'ROUGE_L']);
+    expect(rows[1]).toMatch(/^images\s+4\s+4$/);
+    for (const f of ['predictions.jsonl', 'results.json', 'report.json', 'report.html']) expect((await fs.stat(path.join(out, f))).size).toBeGreaterThan(0);
+    const rep = JSON.parse(await fs.readFile(path.join(out, 'report.json'), 'utf8'));
+    expect(rep.decode.beam).toBe(2);
+  }, 60_000);
+
+  it('--json prints the metrics as one object; --split/--limit select images', async () => {
+    const out = path.join(work, 'json');
+    const r = await runCli([...base(), '--json', '--split', 'train', '--limit', '3', '--out', out, '--no-thumbnails']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j).toMatchObject({ split: 'train', metrics: { images: 3 }, baseline: { metrics: { images: 3 } }, files: { dir: out } });
+    expect(Object.keys(j.metrics).sort()).toEqual(['Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'CIDEr', 'ROUGE_L', 'images']);
+    const html = await fs.readFile(path.join(out, 'report.html'), 'utf8');
+    expect(html).not.toContain('data:image/jpeg');
+  }, 60_000);
+
+  it('exit 3 for a feature cache of other settings; exit 4 for a folder that is not a run; exit 2 for bad flags', async () => {
+    const other = path.join(work, 'other-features');
+    const w = await openCacheWriter(other, fakeSpec('another-encoder'), { shardSize: 64 });
+    for (let i = 0; i < 16; i++) await w.add(imageName(i), vectorOf(i));
+    await w.close();
+    const bad = await runCli([...base(), '--set', `features.out=${other}`]);
+    expect(bad.code).toBe(3);
+    expect(bad.stderr).toMatch(/^error: .*different settings/);
+    expect(bad.stdout).toBe('');
+    const notRun = await runCli(['eval', '--model', work]);
+    expect(notRun.code).toBe(4);
+    expect(notRun.stderr).toMatch(/manifest\.json: cannot read the model manifest/);
+    expect((await runCli([...base(), '--split', 'dev'])).code).toBe(2);
+    expect((await runCli([...base(), '--beam', '0'])).code).toBe(2);
+  }, 60_000);
+});
