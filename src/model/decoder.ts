@@ -38,7 +38,12 @@ export interface CaptionBatch {
 
 let instance = 0;
 
-/** Computes std, with 1 for (near-)constant dimensions so they map to 0 rather than blowing up. */
+/**
+ * Per-dimension mean and std over the training features. Each std is floored at the mean std over all
+ * dimensions: sparse features (random-VGG16 fc2 units that are almost always 0) otherwise get a tiny std,
+ * and an unseen image that activates such a unit gets a z-score in the thousands, which wrecks
+ * validation and captioning. Constant dimensions therefore also map to 0 without dividing by 0.
+ */
 export function computeFeatureNorm(vectors: Iterable<Float32Array>, dim: number): FeatureNorm {
   const sum = new Float64Array(dim);
   const sq = new Float64Array(dim);
@@ -52,14 +57,18 @@ export function computeFeatureNorm(vectors: Iterable<Float32Array>, dim: number)
     n++;
   }
   const mean = new Float32Array(dim);
-  const std = new Float32Array(dim);
+  const raw = new Float64Array(dim);
+  let stdSum = 0;
   for (let i = 0; i < dim; i++) {
     const m = n ? sum[i] / n : 0;
     const variance = n ? Math.max(0, sq[i] / n - m * m) : 0;
-    const s = Math.sqrt(variance);
     mean[i] = m;
-    std[i] = s > 1e-12 * Math.max(1, Math.abs(m)) && s > 0 ? s : 1;
+    raw[i] = Math.sqrt(variance);
+    stdSum += raw[i];
   }
+  const floor = stdSum > 0 ? stdSum / dim : 1;
+  const std = new Float32Array(dim);
+  for (let i = 0; i < dim; i++) std[i] = Math.max(raw[i], floor);
   return { mean, std };
 }
 

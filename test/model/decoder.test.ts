@@ -109,3 +109,31 @@ describe('CaptionDecoder', () => {
     }
   });
 });
+
+describe('computeFeatureNorm', () => {
+  it('gives the mean and std of each dimension', () => {
+    const norm = computeFeatureNorm([new Float32Array([0, 1]), new Float32Array([2, 3])], 2);
+    expect([...norm.mean]).toEqual([1, 2]);
+    expect([...norm.std]).toEqual([1, 1]);
+  });
+
+  it('floors the std of sparse and constant dimensions at the mean std, so unseen activations stay sane', () => {
+    // dim 0: dense, std 1e-3; dim 1: active in 1 of 100 training images; dim 2: always 0
+    const vectors = Array.from({ length: 100 }, (_, i) => new Float32Array([(i % 2) * 2e-3, i === 0 ? 1e-4 : 0, 0]));
+    const norm = computeFeatureNorm(vectors, 3);
+    const floor = (1e-3 + Math.sqrt(1e-8 / 100 - (1e-6 / 100) ** 2)) / 3;
+    expect(norm.std[0]).toBeCloseTo(1e-3, 8);
+    // inputs are float32, so compare relatively
+    expect(Math.abs(norm.std[1] / floor - 1)).toBeLessThan(1e-4);
+    expect(Math.abs(norm.std[2] / floor - 1)).toBeLessThan(1e-4);
+    // an unseen image activating the sparse unit as much as the dense one varies: z stays moderate
+    const z = (2e-3 - norm.mean[1]) / norm.std[1];
+    expect(z).toBeLessThan(10);
+    expect(Number.isFinite(1 / norm.std[2])).toBe(true);
+  });
+
+  it('uses 1 when every dimension is constant', () => {
+    const norm = computeFeatureNorm([new Float32Array([5, 5]), new Float32Array([5, 5])], 2);
+    expect([...norm.std]).toEqual([1, 1]);
+  });
+});
