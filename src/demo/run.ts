@@ -15,7 +15,6 @@ import { loadConfig, stagePaths } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { UsageError } from '../errors.js';
 import { runCaption, type CaptionSummary } from '../caption/run.js';
-import { openFeatureCache, type FeatureCache } from '../features/cache.js';
 import { runFeatures } from '../features/run.js';
 import { KERAS_VGG16_FILES, weightsCacheDir } from '../features/weights/cache.js';
 import { runEval, type EvalResult } from '../eval/run.js';
@@ -23,9 +22,8 @@ import { log } from '../log.js';
 import { writeDemoDataset } from '../prep/demo.js';
 import { loadPrepared } from '../prep/prepared.js';
 import { runPrep } from '../prep/run.js';
-import { initBackend, type BackendRequest } from '../tf/backend.js';
-import type { FeatureSource } from '../train/data.js';
-import { train, type TrainResult } from '../train/run.js';
+import type { TrainResult } from '../train/run.js';
+import { runTrain } from '../train/stage.js';
 
 /** The demo config shipped with the package (configs/demo.yaml, two folders above this file in src/ and dist/). */
 export const DEMO_CONFIG = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs', 'demo.yaml');
@@ -97,47 +95,6 @@ export async function demoConfig(out: string, o: { epochs?: number; quick?: bool
   return config;
 }
 
-/** Vectors read from the cache once, then served from memory (training reads each one every epoch). */
-function memoized(cache: FeatureCache): FeatureSource {
-  const mem = new Map<string, Float32Array>();
-  return {
-    dim: cache.dim,
-    has: (k) => cache.has(k),
-    get(k) {
-      let v = mem.get(k);
-      if (!v) mem.set(k, (v = cache.get(k)));
-      return v;
-    },
-  };
-}
-
-/** The training stage on stagePaths(config): prepared dataset + feature cache -> run folder. */
-export async function trainStage(config: Config): Promise<TrainResult> {
-  const paths = stagePaths(config);
-  const prepared = await loadPrepared(paths.prepared);
-  const cache = await openFeatureCache(paths.features);
-  try {
-    const backend = await initBackend(config.backend as BackendRequest, { threads: config.threads });
-    const m = cache.manifest;
-    return await train({
-      config,
-      prepared,
-      features: memoized(cache),
-      featureInfo: {
-        dir: paths.features,
-        fingerprint: m.fingerprint,
-        encoder: { ...m.encoder, weights: m.weights, weightsFingerprint: m.weightsFingerprint, layer: m.layer, preprocessing: m.preprocessing },
-        shape: m.shape,
-        dtype: m.dtype,
-      },
-      out: paths.model,
-      backend: backend.detail,
-    });
-  } finally {
-    cache.close();
-  }
-}
-
 /** Remove what a previous demo left in `dir` (a training run refuses to start over an old one). */
 async function clearDemoOutput(p: string): Promise<void> {
   await fs.rm(p, { recursive: true, force: true });
@@ -206,7 +163,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
 
   step(4, TOTAL, `training the caption model (${config.train.epochs} epochs at most) -> ${paths.model}`);
   await clearDemoOutput(paths.model);
-  const trained = await timed('train', () => trainStage(config));
+  const trained = await timed('train', () => runTrain(config));
 
   step(5, TOTAL, `evaluating on the ${c.test.images} test images (beam ${config.decode.beam})`);
   const evaluated = await timed('eval', () => runEval(config, { model: paths.model, noThumbnails: opts.quick }));

@@ -89,7 +89,7 @@ export async function createEncoder(cfg: EncoderConfig, opts: EncoderOptions): P
   const loaded = opts.weights ?? (await loadVgg16Weights(cfg.weights, { seed: cfg.seed, requireTop: layer === 'fc2', includeTop: layer === 'fc2', cacheDir: opts.weightsCacheDir }));
   if (loaded.source === 'random') {
     log.warn(
-      `encoder.weights is random (seed ${cfg.seed}): these VGG16 weights are UNTRAINED, so the features carry no meaning and captions will be nonsense. ` +
+      `encoder.weights is random (seed ${cfg.seed}): these VGG16 weights are UNTRAINED (not ImageNet): their features keep colour and layout, enough for the synthetic demo, but captions of real photos will be poor. ` +
         'Use this for demos and tests only; run `captioner weights vgg16` and set encoder.weights auto for real features.',
     );
   }

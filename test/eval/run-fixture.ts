@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { openCacheWriter, type CacheSpec } from '../../src/features/cache.js';
 import { runPrep } from '../../src/prep/run.js';
-import { trainStage } from '../../src/demo/run.js';
+import { runTrain } from '../../src/train/stage.js';
 
 export const COLOURS = [
   { name: 'red', rgb: { r: 220, g: 30, b: 30 } },
@@ -88,6 +88,6 @@ export async function buildTrainedRun(dir: string, opts: { epochs?: number; skip
   const w = await openCacheWriter(features, fakeSpec(), { shardSize: 64 });
   for (let i = 0; i < n; i++) if (imageName(i) !== opts.skipFeature) await w.add(imageName(i), vectorOf(i));
   await w.close();
-  await trainStage(config);
+  await runTrain(config);
   return { dir, config, model: path.join(dir, 'model'), images, features, prepared: path.join(dir, 'prepared') };
 }
