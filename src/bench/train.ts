@@ -120,9 +120,11 @@ export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, s
 async function torchPeer(s: TrainBenchSizes, steps: number): Promise<{ tokensPerSecond: number; detail: string } | null> {
   try {
     const modPath = './torch.js';
-    const mod = (await import(modPath)) as { runTrainPeer?: (o: Record<string, number>) => Promise<{ tokensPerSecond: number; detail?: string } | null> };
+    const mod = (await import(modPath)) as { runTrainPeer?: (o: Record<string, number | boolean>) => Promise<{ tokensPerSecond: number; detail?: string } | null> };
     if (typeof mod.runTrainPeer !== 'function') return null;
-    const r = await mod.runTrainPeer({ vocab: s.vocab, length: s.length, batch: s.batch, units: s.units, featureDim: s.featureDim, steps });
+    // Same work as ours: every caption full length (length - 1 real targets), so padding plays no part.
+    const full = s.length - 1;
+    const r = await mod.runTrainPeer({ vocab: s.vocab, length: s.length, batch: s.batch, units: s.units, featureDim: s.featureDim, steps, minLen: full, maxLen: full, packed: true });
     return r ? { tokensPerSecond: r.tokensPerSecond, detail: r.detail ?? 'pytorch-cpu' } : null;
   } catch {
     return null;

@@ -13,7 +13,7 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 export function withConfig(cmd: Command): Command {
   return cmd
     .option('-c, --config <file>', 'YAML config file')
-    .option('--set <key=value>', 'override a config value (repeatable), e.g. --set train.epochs=5', collect, []);
+    .option('--set <key=value>', 'override a config value (repeatable), e.g. --set train.epochs=5', collect);
 }
 
 /** Resolve the config from the common flags plus this command's dedicated flag values. */

@@ -31,7 +31,7 @@ export function register(program: Command): void {
     .option('-n, --images <n>', `demo images to render (default ${DEMO_RUN_DEFAULTS.images}; --quick ${DEMO_RUN_DEFAULTS.quickImages})`, intArg('--images'))
     .option('--epochs <n>', "training epochs at most (default: configs/demo.yaml's; early stopping may end sooner)", intArg('--epochs'))
     .option('--quick', 'a smaller, faster run: half the images, greedy decoding, no thumbnails, fewer sample captions')
-    .option('--set <key=value>', 'override a demo config value (repeatable), e.g. --set model.units=64', collect, [])
+    .option('--set <key=value>', 'override a demo config value (repeatable), e.g. --set model.units=64', collect)
     .option('--json', 'print a JSON summary instead of the table and the summary text')
     .action(async (opts: DemoFlags) => {
       const r = await runDemo({ out: opts.out, images: opts.images, epochs: opts.epochs, quick: opts.quick, sets: opts.set });
