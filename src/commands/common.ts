@@ -1,6 +1,7 @@
 // Shared command-line plumbing: the --config/--set options every stage takes, and config resolution.
 import { InvalidArgumentError, type Command } from 'commander';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
+import { log } from '../log.js';
 
 export interface ConfigFlags {
   config?: string;
@@ -43,3 +44,18 @@ export function intArg(name: string) {
   };
 }
 
+
+/**
+ * First Ctrl-C aborts the returned signal (the stage finishes its step and saves); the handler then
+ * removes itself, so a second Ctrl-C ends the process at once. Call `release` when the stage is done.
+ */
+export function onInterrupt(message: string): { signal: AbortSignal; release(): void } {
+  const controller = new AbortController();
+  const handler = () => {
+    log.warn(message);
+    controller.abort();
+    process.removeListener('SIGINT', handler);
+  };
+  process.on('SIGINT', handler);
+  return { signal: controller.signal, release: () => process.removeListener('SIGINT', handler) };
+}

@@ -2,9 +2,8 @@
 // default) into the feature cache. Resumable; --shard i/n splits the work between processes.
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
-import { log } from '../log.js';
 import { resolveShard } from '../caption/shard.js';
-import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { intArg, onInterrupt, resolveConfig, withConfig, type ConfigFlags } from './common.js';
 
 interface FeaturesFlags extends ConfigFlags {
   out?: string;
@@ -47,16 +46,10 @@ export function register(program: Command): void {
       const print = (r: { dir: string; total: number; alreadyCached: number; encoded: number; failed: unknown[]; manifest: { count: number }; interrupted: boolean }) => {
         if (opts.json) process.stdout.write(JSON.stringify({ dir: r.dir, images: r.total, alreadyCached: r.alreadyCached, encoded: r.encoded, failed: r.failed, cached: r.manifest.count, interrupted: r.interrupted }) + '\n');
       };
-      const controller = new AbortController();
-      const onSigint = () => {
-        log.warn('interrupt: finishing the current batch and saving what is done (press Ctrl-C again to quit at once)');
-        controller.abort();
-        process.removeListener('SIGINT', onSigint);
-      };
-      process.on('SIGINT', onSigint);
+      const interrupt = onInterrupt('interrupt: finishing the current batch and saving what is done (press Ctrl-C again to quit at once)');
       try {
         const { runFeatures } = await import('../features/run.js'); // loaded on use: keeps --help fast
-        const result = await runFeatures(config, { shard, limit: opts.limit, signal: controller.signal });
+        const result = await runFeatures(config, { shard, limit: opts.limit, signal: interrupt.signal });
         print(result);
         if (result.interrupted) process.exitCode = 130;
       } catch (e) {
@@ -64,7 +57,7 @@ export function register(program: Command): void {
         if (r) print(r);
         throw e;
       } finally {
-        process.removeListener('SIGINT', onSigint);
+        interrupt.release();
       }
     });
 }

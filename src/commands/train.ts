@@ -1,6 +1,6 @@
 // `captioner train`: train the caption decoder on a prepared dataset and its feature cache.
 import type { Command } from 'commander';
-import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { intArg, onInterrupt, resolveConfig, withConfig, type ConfigFlags } from './common.js';
 import { stagePaths } from '../config/load.js';
 import { log } from '../log.js';
 
@@ -21,19 +21,13 @@ export function register(program: Command): void {
       const { config } = await resolveConfig(opts, { backend: opts.backend, train: { epochs: opts.epochs, out: opts.out } });
       const paths = stagePaths(config);
       const { runTrain } = await import('../train/stage.js'); // loaded on use: keeps --help fast
-      const controller = new AbortController();
-      const onSigint = () => {
-        log.warn('interrupt: finishing the current step and saving a checkpoint (press Ctrl-C again to quit at once)');
-        controller.abort();
-        process.removeListener('SIGINT', onSigint);
-      };
-      process.on('SIGINT', onSigint);
+      const interrupt = onInterrupt('interrupt: finishing the current step and saving a checkpoint (press Ctrl-C again to quit at once)');
       try {
-        const result = await runTrain(config, { resume: opts.resume, signal: controller.signal });
+        const result = await runTrain(config, { resume: opts.resume, signal: interrupt.signal });
         if (result.status === 'interrupted') process.exitCode = 130;
         else log.info(`train: ${result.status} after ${result.epochs} epochs; best validation loss ${result.bestValLoss.toFixed(4)} (epoch ${result.bestEpoch}); model in ${paths.model}`);
       } finally {
-        process.removeListener('SIGINT', onSigint);
+        interrupt.release();
       }
     });
 }
