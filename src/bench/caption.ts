@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { ConfigSchema, EncoderSchema } from '../config/schema.js';
+import { ConfigSchema, EncoderSchema, type Config } from '../config/schema.js';
 import { loadCaptioner } from '../caption/load.js';
 import { captionFiles, type CaptionStages } from '../caption/pipeline.js';
 import { stagesOf } from '../caption/run.js';
@@ -23,7 +23,7 @@ import type { BenchModule, BenchRow } from './types.js';
 
 const THREADS = 2;
 const ENCODE_BATCH = 8;
-const VOCAB = 2000;
+export const VOCAB = 2000;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SHARED = process.env.CAPTIONER_SHARED_DATA ?? path.resolve(here, '..', '..', '..', 'shared', 'data');
 
@@ -66,6 +66,27 @@ async function serial(stages: CaptionStages, files: string[]): Promise<number> {
   return files.length / ((performance.now() - t0) / 1000);
 }
 
+/**
+ * A run folder with VGG16 fc2 (random weights `loaded`) and a random decoder (vocabulary VOCAB, 256
+ * units): what the caption and serve benchmarks load with loadCaptioner. The encoder fingerprint does
+ * not depend on the runtime, so one folder serves both.
+ */
+export async function benchRunFolder(tmp: string, loaded: LoadedVgg16Weights): Promise<{ run: string; config: Config }> {
+  const probe = await createEncoder(EncoderSchema.parse({ name: 'vgg16', runtime: 'onnx', weights: 'random', seed: 1, layer: 'fc2' }), { threads: THREADS, weights: loaded });
+  const info = probe.info;
+  await probe.dispose();
+  const decoder = CaptionDecoder.create({ vocabSize: VOCAB, featureDim: 4096, embedDim: 128, units: 256, imageUnits: 256, hiddenUnits: 256, merge: 'add', dropout: 0 }, 3);
+  const tokens = ['<pad>', '<unk>', 'startseq', 'endseq', ...Array.from({ length: VOCAB - 4 }, (_, i) => `w${i}`)];
+  const run = path.join(tmp, 'run');
+  const config = ConfigSchema.parse({ threads: THREADS, decode: { beam: 3, maxLength: 20 }, caption: { batchSize: ENCODE_BATCH } });
+  try {
+    await writeRunFolder(run, { decoder, tokens, encoder: info, config });
+  } finally {
+    decoder.dispose();
+  }
+  return { run, config };
+}
+
 export const bench: BenchModule = {
   group: 'caption',
   async run({ quick }) {
@@ -76,19 +97,7 @@ export const bench: BenchModule = {
     try {
       const { files: photos, source } = await inputImages(tmp);
       const files = [...photos, ...photos].slice(0, quick ? 16 : 60);
-      // one run folder: the encoder fingerprint does not depend on the runtime
-      const probe = await createEncoder(EncoderSchema.parse({ name: 'vgg16', runtime: 'onnx', weights: 'random', seed: 1, layer: 'fc2' }), { threads: THREADS, weights: loaded });
-      const info = probe.info;
-      await probe.dispose();
-      const decoder = CaptionDecoder.create({ vocabSize: VOCAB, featureDim: 4096, embedDim: 128, units: 256, imageUnits: 256, hiddenUnits: 256, merge: 'add', dropout: 0 }, 3);
-      const tokens = ['<pad>', '<unk>', 'startseq', 'endseq', ...Array.from({ length: VOCAB - 4 }, (_, i) => `w${i}`)];
-      const run = path.join(tmp, 'run');
-      const config = ConfigSchema.parse({ threads: THREADS, decode: { beam: 3, maxLength: 20 }, caption: { batchSize: ENCODE_BATCH } });
-      try {
-        await writeRunFolder(run, { decoder, tokens, encoder: info, config });
-      } finally {
-        decoder.dispose();
-      }
+      const { run, config } = await benchRunFolder(tmp, loaded);
       const rows: BenchRow[] = [];
       for (const runtime of ['onnx', 'tfjs'] as const) {
         const c = await loadCaptioner(run, { config, runtime, threads: THREADS, vgg16Weights: loaded });

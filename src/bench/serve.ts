@@ -1,11 +1,18 @@
 // Benchmark group 'serve': N caption requests at concurrency C over loopback HTTP against startServer
-// with a given Captioner (default: the fake colour captioner, which really decodes each image).
+// with a given Captioner: a real model (random-weight VGG16 fc2 on onnxruntime + a random decoder,
+// loaded with loadCaptioner), and the fake colour captioner, which decodes each image but runs no model.
 // Reports answered count, p50/p95 latency and requests/s; the peer is the same server with batching
 // off (serve.maxBatch 1), measured in the same run, against a fake with a fixed per-batch cost like
 // a model's forward pass, so the ratio shows what batching buys.
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
+import { loadCaptioner } from '../caption/load.js';
 import type { Captioner } from '../caption/types.js';
+import { randomVgg16Weights, type LoadedVgg16Weights } from '../features/vgg16/weights.js';
+import { benchRunFolder } from './caption.js';
 import { ServeSchema, type ServeConfig } from '../config/schema.js';
 import { createFakeCaptioner } from '../serve/fake.js';
 import { startServer } from '../serve/server.js';
@@ -116,9 +123,19 @@ export async function runServeBench(options: { quick: boolean; captioner?: Capti
   const concurrency = 8;
   const images = await benchImages();
   const rows: BenchRow[] = [];
-  const main = options.captioner ?? createFakeCaptioner();
-  const r = await loadTest(main, { requests, concurrency, images });
-  rows.push(...rowsFor(`${main.info.name} maxBatch 8`, r, concurrency));
+  const results: ServeLoadResult[] = [];
+  if (options.captioner) {
+    const r = await loadTest(options.captioner, { requests, concurrency, images });
+    rows.push(...rowsFor(`${options.captioner.info.name} maxBatch 8`, r, concurrency));
+    results.push(r);
+  } else {
+    const real = await realModelLoad(requests, concurrency, images);
+    rows.push(...rowsFor('real model (VGG16 onnx + decoder, beam 3) maxBatch 8', real, concurrency));
+    const fake = createFakeCaptioner();
+    const r = await loadTest(fake, { requests, concurrency, images });
+    rows.push(...rowsFor(`${fake.info.name} maxBatch 8`, r, concurrency));
+    results.push(real, r);
+  }
   // The server's own cost (HTTP, body, magic bytes, queue): a captioner that does no work.
   const noop = await loadTest(noopCaptioner(), { requests, concurrency, images });
   rows.push(...rowsFor('no-op captioner maxBatch 8', noop, concurrency));
@@ -127,9 +144,31 @@ export async function runServeBench(options: { quick: boolean; captioner?: Capti
   const single = await loadTest(createFakeCaptioner({ delayMs: 20 }), { requests, concurrency, images, serve: { maxBatch: 1 } });
   rows.push(...rowsFor('fake+20ms/batch maxBatch 8', batched, concurrency, { name: 'maxBatch 1', result: single }));
   rows.push(...rowsFor('fake+20ms/batch maxBatch 1', single, concurrency));
-  const failures = [r, noop, batched, single].reduce((n, x) => n + x.failed + (x.requests - x.answered - x.failed), 0);
+  const failures = [...results, noop, batched, single].reduce((n, x) => n + x.failed + (x.requests - x.answered - x.failed), 0);
   if (failures) throw new Error(`serve bench: ${failures} request(s) not answered with a caption`);
   return rows;
+}
+
+/** The load test against a real run folder (see benchRunFolder), loaded as `captioner serve` does. */
+async function realModelLoad(requests: number, concurrency: number, images: Buffer[]): Promise<ServeLoadResult> {
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-bench-serve-'));
+  const loaded: LoadedVgg16Weights = { weights: randomVgg16Weights(1), fingerprint: 'random:seed=1', source: 'random', includeTop: true };
+  const quiet = process.env.CAPTIONER_QUIET;
+  process.env.CAPTIONER_QUIET = '1';
+  try {
+    const { run, config } = await benchRunFolder(tmp, loaded);
+    const c = await loadCaptioner(run, { config, runtime: 'onnx', threads: 2, vgg16Weights: loaded });
+    try {
+      return await loadTest(c, { requests, concurrency, images });
+    } finally {
+      await c.dispose();
+    }
+  } finally {
+    if (quiet === undefined) delete process.env.CAPTIONER_QUIET;
+    else process.env.CAPTIONER_QUIET = quiet;
+    loaded.weights.clear();
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
 }
 
 /** Answers at once without looking at the image: measures the server alone. */
