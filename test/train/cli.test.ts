@@ -4,7 +4,8 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runCli } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { bin, repoRoot, runCli } from '../helpers/cli.js';
 import { writePrepared, type PreparedManifest } from '../../src/prep/prepared.js';
 import { openCacheWriter, type CacheSpec } from '../../src/features/cache.js';
 import { synthetic } from './synthetic.js';
@@ -64,4 +65,34 @@ describe('captioner train', () => {
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/no vectors for 1 of 16 train images \(e\.g\. train_0003\.jpg\)/);
   }, 30_000);
+
+  it('Ctrl-C saves a checkpoint and exits 130; --resume continues from it', async () => {
+    const dir = path.join(work, 'sigint');
+    await writeFixture(dir);
+    const child = spawn(process.execPath, [bin, ...args(dir, '--epochs', '100000', '--set', 'train.patience=0')], {
+      cwd: repoRoot,
+      env: { ...process.env, CAPTIONER_QUIET: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const history = path.join(dir, 'model', 'history.jsonl');
+    // wait until at least one epoch is recorded, then interrupt as a terminal's Ctrl-C would
+    for (let i = 0; i < 600; i++) {
+      const text = await fs.readFile(history, 'utf8').catch(() => '');
+      if (text.trim()) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(stderr).toMatch(/interrupt: finishing the current step and saving a checkpoint/);
+    const state = JSON.parse(await fs.readFile(path.join(dir, 'model', 'last', 'state.json'), 'utf8'));
+    expect(state).toBeTypeOf('object');
+    const done = (await fs.readFile(history, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).epoch as number);
+    const r = await runCli(args(dir, '--epochs', String(Math.max(...done) + 1), '--resume'));
+    expect(r.code).toBe(0);
+    const after = (await fs.readFile(history, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).epoch as number);
+    expect(Math.max(...after)).toBe(Math.max(...done) + 1);
+  }, 90_000);
 });
