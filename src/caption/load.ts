@@ -18,7 +18,7 @@ import { createEncoder, type EncoderInfo, type ImageEncoder, type Preprocessing 
 import { decodeImage, ImageError, DEFAULT_MAX_PIXELS } from '../features/image.js';
 import type { LoadedVgg16Weights } from '../features/vgg16/weights.js';
 import { loadTrainedModel, type TrainedModel } from '../model/load.js';
-import { ACCEPTED_FORMATS, sniffImage } from '../serve/sniff.js';
+import { ACCEPTED_FORMATS, sniffImage } from '../util/imagetype.js';
 import { initBackend, type BackendInfo, type BackendRequest } from '../tf/backend.js';
 import { decodeFeatures, type DecodedCaption } from '../decode/decode.js';
 import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from './types.js';

@@ -18,7 +18,7 @@ import { log } from '../log.js';
 import { MultipartError, multipartBoundary, parseMultipart } from './multipart.js';
 import { renderPage } from './page.js';
 import { BatchQueue, CancelledError, QueueFullError } from './queue.js';
-import { ACCEPTED_FORMATS, sniffImage } from './sniff.js';
+import { ACCEPTED_FORMATS, sniffImage } from '../util/imagetype.js';
 
 export interface ServerOptions {
   /** Beam size for requests that do not ask for one (undefined: the model's default). */

@@ -1,5 +1,6 @@
 // Image type detection by magic bytes (never by file name or the client's Content-Type).
-// Pure: bytes in, a format name (or null) out. Used by the server to answer 415 for non-images.
+// Pure: bytes in, a format name (or null) out. The server answers 415 for non-images with it, and caption
+// recognises image files by content with it.
 
 export type ImageFormat = 'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'avif' | 'heif' | 'bmp';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { sniffImage } from '../../src/serve/sniff.js';
-import { BLUE, bmp, solid } from './fixtures.js';
+import { sniffImage } from '../../src/util/imagetype.js';
+import { BLUE, bmp, solid } from '../serve/fixtures.js';
 
 describe('sniffImage', () => {
   for (const format of ['png', 'jpeg', 'webp', 'gif', 'tiff', 'avif'] as const) {
