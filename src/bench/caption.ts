@@ -6,7 +6,6 @@
 // Peer, same run and same stages: a serial loop (read and decode a batch, encode it, caption it, one
 // after the other, no overlap); ratio = pipeline / serial shows what overlapping the stages buys.
 import { promises as fs, existsSync } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -19,6 +18,7 @@ import { createEncoder } from '../features/encoder.js';
 import { randomVgg16Weights, type LoadedVgg16Weights } from '../features/vgg16/weights.js';
 import { CaptionDecoder } from '../model/decoder.js';
 import { rng } from '../util/random.js';
+import { inScratch } from './scratch.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 const THREADS = 2;
@@ -90,42 +90,38 @@ export async function benchRunFolder(tmp: string, loaded: LoadedVgg16Weights): P
 export const bench: BenchModule = {
   group: 'caption',
   async run({ quick }) {
-    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-bench-caption-'));
     const loaded: LoadedVgg16Weights = { weights: randomVgg16Weights(1), fingerprint: 'random:seed=1', source: 'random', includeTop: true };
-    const quiet = process.env.CAPTIONER_QUIET;
-    process.env.CAPTIONER_QUIET = '1';
-    try {
-      const { files: photos, source } = await inputImages(tmp);
-      const files = [...photos, ...photos].slice(0, quick ? 16 : 60);
-      const { run, config } = await benchRunFolder(tmp, loaded);
-      const rows: BenchRow[] = [];
-      for (const runtime of ['onnx', 'tfjs'] as const) {
-        const c = await loadCaptioner(run, { config, runtime, threads: THREADS, vgg16Weights: loaded });
-        try {
-          const stages = stagesOf(c);
-          await serial(stages, files.slice(0, ENCODE_BATCH)); // warm-up
-          const value = await pipelined(stages, files);
-          const peer = await serial(stages, files);
-          rows.push({
-            bench: 'caption',
-            name: `end to end, vgg16 fc2 on ${runtime === 'onnx' ? 'onnxruntime' : 'tfjs'}, beam 3`,
-            value,
-            unit: 'img/s',
-            peer: 'serial stages',
-            peerValue: peer,
-            ratio: value / peer,
-            notes: `${files.length} images (${source}); encoder ${c.encoder.info.detail}; decoder vocab ${VOCAB}, 256 units, maxLength 20, random weights; tfjs backend ${c.backend.detail}`,
-          });
-        } finally {
-          await c.dispose();
+    return inScratch('caption', async (tmp) => {
+      try {
+        const { files: photos, source } = await inputImages(tmp);
+        const files = [...photos, ...photos].slice(0, quick ? 16 : 60);
+        const { run, config } = await benchRunFolder(tmp, loaded);
+        const rows: BenchRow[] = [];
+        for (const runtime of ['onnx', 'tfjs'] as const) {
+          const c = await loadCaptioner(run, { config, runtime, threads: THREADS, vgg16Weights: loaded });
+          try {
+            const stages = stagesOf(c);
+            await serial(stages, files.slice(0, ENCODE_BATCH)); // warm-up
+            const value = await pipelined(stages, files);
+            const peer = await serial(stages, files);
+            rows.push({
+              bench: 'caption',
+              name: `end to end, vgg16 fc2 on ${runtime === 'onnx' ? 'onnxruntime' : 'tfjs'}, beam 3`,
+              value,
+              unit: 'img/s',
+              peer: 'serial stages',
+              peerValue: peer,
+              ratio: value / peer,
+              notes: `${files.length} images (${source}); encoder ${c.encoder.info.detail}; decoder vocab ${VOCAB}, 256 units, maxLength 20, random weights; tfjs backend ${c.backend.detail}`,
+            });
+          } finally {
+            await c.dispose();
+          }
         }
+        return rows;
+      } finally {
+        loaded.weights.clear();
       }
-      return rows;
-    } finally {
-      if (quiet === undefined) delete process.env.CAPTIONER_QUIET;
-      else process.env.CAPTIONER_QUIET = quiet;
-      loaded.weights.clear();
-      await fs.rm(tmp, { recursive: true, force: true });
-    }
+    });
   },
 };

@@ -3,19 +3,16 @@
 // folder, in this process; `--quick` times `captioner demo --quick` instead. One row for the total and
 // one per stage; the notes carry the test BLEU-4 against the image-blind baseline. No peer: this is the
 // "under 5 minutes on 2 cores" promise, read it with the machine's load in mind.
-import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { runDemo } from '../demo/run.js';
+import { inScratch } from './scratch.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 
 export const bench: BenchModule = {
   group: 'demo',
   async run(o: BenchOptions): Promise<BenchRow[]> {
-    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-bench-demo-'));
-    const quiet = process.env.CAPTIONER_QUIET;
-    process.env.CAPTIONER_QUIET = '1';
-    try {
+    return inScratch('demo', async (tmp) => {
       const load = os.loadavg()[0];
       const r = await runDemo({ out: path.join(tmp, 'demo'), quick: o.quick });
       const m = r.eval.report.metrics;
@@ -32,10 +29,6 @@ export const bench: BenchModule = {
       ];
       for (const [k, v] of Object.entries(r.seconds)) if (k !== 'total') rows.push({ bench: 'demo', name: `${what}: ${k}`, value: v, unit: 's' });
       return rows;
-    } finally {
-      if (quiet === undefined) delete process.env.CAPTIONER_QUIET;
-      else process.env.CAPTIONER_QUIET = quiet;
-      await fs.rm(tmp, { recursive: true, force: true });
-    }
+    });
   },
 };

@@ -7,12 +7,12 @@
 // inside the Python process; ratio = ours / peer (higher is better).
 import { spawnSync } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../config/load.js';
 import { demoTexts } from '../prep/demo-scene.js';
 import { runPrep } from '../prep/run.js';
+import { inScratch } from './scratch.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -85,10 +85,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 export const bench: BenchModule = {
   group: 'prep',
   async run(o: BenchOptions): Promise<BenchRow[]> {
-    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-bench-prep-'));
-    const quiet = process.env.CAPTIONER_QUIET;
-    process.env.CAPTIONER_QUIET = '1';
-    try {
+    return inScratch('prep', async (tmp) => {
       const src = await source(tmp);
       const { config } = await loadConfig({
         overrides: {
@@ -125,10 +122,6 @@ export const bench: BenchModule = {
         row.ratio = value / row.peerValue;
       } else if (peerError) row.notes += `; peer failed: ${peerError}`;
       return [row];
-    } finally {
-      if (quiet === undefined) delete process.env.CAPTIONER_QUIET;
-      else process.env.CAPTIONER_QUIET = quiet;
-      await fs.rm(tmp, { recursive: true, force: true });
-    }
+    });
   },
 };

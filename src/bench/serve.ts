@@ -4,9 +4,6 @@
 // Reports answered count, p50/p95 latency and requests/s; the peer is the same server with batching
 // off (serve.maxBatch 1), measured in the same run, against a fake with a fixed per-batch cost like
 // a model's forward pass, so the ratio shows what batching buys.
-import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { loadCaptioner } from '../caption/load.js';
@@ -16,6 +13,7 @@ import { benchRunFolder } from './caption.js';
 import { ServeSchema, type ServeConfig } from '../config/schema.js';
 import { createFakeCaptioner } from '../serve/fake.js';
 import { startServer } from '../serve/server.js';
+import { inScratch } from './scratch.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 export interface ServeLoadOptions {
@@ -151,24 +149,20 @@ export async function runServeBench(options: { quick: boolean; captioner?: Capti
 
 /** The load test against a real run folder (see benchRunFolder), loaded as `captioner serve` does. */
 async function realModelLoad(requests: number, concurrency: number, images: Buffer[]): Promise<ServeLoadResult> {
-  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-bench-serve-'));
   const loaded: LoadedVgg16Weights = { weights: randomVgg16Weights(1), fingerprint: 'random:seed=1', source: 'random', includeTop: true };
-  const quiet = process.env.CAPTIONER_QUIET;
-  process.env.CAPTIONER_QUIET = '1';
-  try {
-    const { run, config } = await benchRunFolder(tmp, loaded);
-    const c = await loadCaptioner(run, { config, runtime: 'onnx', threads: 2, vgg16Weights: loaded });
+  return inScratch('serve', async (tmp) => {
     try {
-      return await loadTest(c, { requests, concurrency, images });
+      const { run, config } = await benchRunFolder(tmp, loaded);
+      const c = await loadCaptioner(run, { config, runtime: 'onnx', threads: 2, vgg16Weights: loaded });
+      try {
+        return await loadTest(c, { requests, concurrency, images });
+      } finally {
+        await c.dispose();
+      }
     } finally {
-      await c.dispose();
+      loaded.weights.clear();
     }
-  } finally {
-    if (quiet === undefined) delete process.env.CAPTIONER_QUIET;
-    else process.env.CAPTIONER_QUIET = quiet;
-    loaded.weights.clear();
-    await fs.rm(tmp, { recursive: true, force: true });
-  }
+  });
 }
 
 /** Answers at once without looking at the image: measures the server alone. */
