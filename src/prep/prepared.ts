@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DataError } from '../errors.js';
+import type { BuildOptions } from './build.js';
 import { Vocab } from '../text/vocab.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 
@@ -54,19 +55,8 @@ export interface PreparedManifest {
   /** Absolute path of the images folder, or null when it was not given. */
   imagesDir: string | null;
   options: {
-    prep: {
-      lowercase: boolean;
-      stripPunctuation: boolean;
-      dropDigitTokens: boolean;
-      minWordLength: number;
-      startToken: string;
-      endToken: string;
-      unkToken: string;
-      minCount: number;
-      maxLength: number;
-      overLength: 'truncate' | 'drop';
-      strict: boolean;
-    };
+    /** The cleaning, vocabulary and length settings used (prep config, less its output folder). */
+    prep: BuildOptions & { strict: boolean };
     split: { method: 'files' | 'field' | 'ratio'; ratios?: Record<SplitName, number>; seed?: number };
   };
   counts: Record<SplitName, { images: number; captions: number }>;
