@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import {
   CAPTIONS_PER_IMAGE,
   COLOUR_NAMES,
-  DEMO_COLOURS,
   SHAPE_NAMES,
   captionsFor,
   demoTexts,
@@ -15,6 +14,7 @@ import {
   splitNames,
   type DemoScene,
 } from '../../src/prep/demo-scene.js';
+import { nearestColour } from './demo-colours.js';
 
 const SEEDS = [0, 1, 7, 12345];
 const scenes: DemoScene[] = [];
@@ -79,15 +79,6 @@ describe('makeScene', () => {
   });
 });
 
-function nearestColour(c: readonly number[]): string {
-  let best = '';
-  let bestD = Infinity;
-  for (const [name, rgb] of Object.entries(DEMO_COLOURS)) {
-    const d = Math.hypot(c[0] - rgb[0], c[1] - rgb[1], c[2] - rgb[2]);
-    if (d < bestD) [best, bestD] = [name, d];
-  }
-  return best;
-}
 
 describe('captionsFor', () => {
   it('gives five different captions, deterministically', () => {

@@ -4,24 +4,16 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
-import { DEMO_COLOURS, imageName, makeScene } from '../../src/prep/demo-scene.js';
+import { imageName, makeScene } from '../../src/prep/demo-scene.js';
 import { writeDemoDataset } from '../../src/prep/demo.js';
 import { runCli } from '../helpers/cli.js';
+import { nearestColour } from './demo-colours.js';
 
 process.env.CAPTIONER_QUIET = '1';
 const root = mkdtempSync(path.join(tmpdir(), 'demo-'));
 const SEED = 11;
 const N = 12;
 
-function nearestColour(c: ArrayLike<number>): string {
-  let best = '';
-  let bestD = Infinity;
-  for (const [name, rgb] of Object.entries(DEMO_COLOURS)) {
-    const d = Math.hypot(c[0] - rgb[0], c[1] - rgb[1], c[2] - rgb[2]);
-    if (d < bestD) [best, bestD] = [name, d];
-  }
-  return best;
-}
 
 describe('writeDemoDataset', () => {
   const out = path.join(root, 'a');

@@ -8,21 +8,13 @@ import { parseCaptionCsv, parseCoco, parseFlickr30kCsv, parseFlickr8k, parseKarp
 import { loadPrepared } from '../../src/prep/prepared.js';
 import { runPrep } from '../../src/prep/run.js';
 import { announceSkip, hasShared, sharedData } from '../helpers/shared.js';
+import { quietly } from '../helpers/quiet.js';
 
 announceSkip('prep real-data tests');
 process.env.CAPTIONER_QUIET = '1';
 const data = (...p: string[]) => path.join(sharedData, ...p);
 const text = (...p: string[]) => readFileSync(data(...p), 'utf8');
 const out = mkdtempSync(path.join(tmpdir(), 'prep-real-'));
-const quietly = async <T>(fn: () => Promise<T>): Promise<T> => {
-  const orig = process.stderr.write.bind(process.stderr);
-  process.stderr.write = (() => true) as typeof process.stderr.write;
-  try {
-    return await fn();
-  } finally {
-    process.stderr.write = orig;
-  }
-};
 
 describe.skipIf(!hasShared)('real caption files', () => {
   it('Flickr8k token file: 8,092 keys, 40,460 captions', () => {

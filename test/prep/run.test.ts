@@ -6,6 +6,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { ConfigError, DataError } from '../../src/errors.js';
 import { fingerprintOf, loadPrepared } from '../../src/prep/prepared.js';
 import { runPrep } from '../../src/prep/run.js';
+import { quietly } from '../helpers/quiet.js';
 
 process.env.CAPTIONER_QUIET = '1';
 const root = mkdtempSync(path.join(tmpdir(), 'prep-run-'));
@@ -22,15 +23,6 @@ const write = (dir: string, name: string, text: string) => {
   return f;
 };
 const prep = async (overrides: Record<string, unknown>) => runPrep((await loadConfig({ overrides })).config);
-const silenced = async <T>(fn: () => Promise<T>): Promise<T> => {
-  const orig = process.stderr.write.bind(process.stderr);
-  process.stderr.write = (() => true) as typeof process.stderr.write;
-  try {
-    return await fn();
-  } finally {
-    process.stderr.write = orig;
-  }
-};
 
 /** A small Flickr8k-style dataset: 6 images x 2 captions, split lists, one quirk key in no list. */
 function flickr(dir: string) {
@@ -52,7 +44,7 @@ describe('runPrep', () => {
     const dir = fresh();
     const f = flickr(dir);
     const out = path.join(dir, 'out');
-    const { manifest } = await silenced(() =>
+    const { manifest } = await quietly(() =>
       prep({ dataset: { format: 'flickr8k', captions: f.captions, split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile } }, prep: { out, minCount: 4 } }),
     );
     const vocab = JSON.parse(readFileSync(path.join(out, 'vocab.json'), 'utf8'));
@@ -103,13 +95,13 @@ describe('runPrep', () => {
     for (const im of ['i1.jpg', 'i2.jpg', 'i5.jpg']) write(images, im, 'x');
     const ds = { format: 'flickr8k', captions: f.captions, images, split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile } };
     const out = path.join(dir, 'out');
-    const { manifest } = await silenced(() => prep({ dataset: ds, prep: { out, minCount: 1 } }));
+    const { manifest } = await quietly(() => prep({ dataset: ds, prep: { out, minCount: 1 } }));
     expect(manifest.missingImages).toEqual({ count: 3, first: ['i6.jpg', 'i4.jpg', 'i3.jpg'] });
     expect(manifest.dropped).toMatchObject({ missingImages: 3, missingImageCaptions: 6 });
     expect(manifest.counts.train).toEqual({ images: 2, captions: 4 });
     expect(manifest.counts.test).toEqual({ images: 0, captions: 0 });
     expect(manifest.imagesDir).toBe(path.resolve(images));
-    const err = await silenced(() => prep({ dataset: ds, prep: { out: path.join(dir, 'strict'), strict: true } })).catch((e) => e);
+    const err = await quietly(() => prep({ dataset: ds, prep: { out: path.join(dir, 'strict'), strict: true } })).catch((e) => e);
     expect(err).toBeInstanceOf(DataError);
     expect(err.exitCode).toBe(3);
     expect(err.message).toMatch(/3 images named by the captions are missing from .*: i6\.jpg, i4\.jpg, i3\.jpg/);
@@ -144,7 +136,7 @@ describe('runPrep', () => {
     write(images, 'train2017/1.jpg', 'x');
     write(images, 'train2017/2.jpg', 'x');
     write(images, '4.jpg', 'x');
-    const { manifest, dir: out } = await silenced(() => prep({ dataset: { format: 'coco', cocoFiles: { train, val }, images }, prep: { out: path.join(dir, 'out'), minCount: 1 } }));
+    const { manifest, dir: out } = await quietly(() => prep({ dataset: { format: 'coco', cocoFiles: { train, val }, images }, prep: { out: path.join(dir, 'out'), minCount: 1 } }));
     expect(manifest.options.split.method).toBe('field');
     expect(manifest.counts.train.images).toBe(2);
     expect(manifest.missingImages).toEqual({ count: 1, first: ['3.jpg'] });
@@ -189,7 +181,7 @@ describe('loadPrepared', () => {
 
     const f = flickr(dir);
     const out = path.join(dir, 'out');
-    await silenced(() => prep({ dataset: { format: 'flickr8k', captions: f.captions }, prep: { out } }));
+    await quietly(() => prep({ dataset: { format: 'flickr8k', captions: f.captions }, prep: { out } }));
     await loadPrepared(out);
     const train = path.join(out, 'train.jsonl');
     writeFileSync(train, readFileSync(train, 'utf8').replace('A dog', 'A cat'));
