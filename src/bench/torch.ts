@@ -1,7 +1,11 @@
 // Runs the PyTorch training peer (src/bench/train-peer.py) with /usr/bin/python3 and returns its
 // JSON: the same merge caption model trained on the CPU, for `npm run bench` to compare against.
+// A peer is timed at its best: peerEnv() drops OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the peer's
+// process only (they slow a current OpenBLAS) and pins torch and BLAS threads, and runTrainPeer sweeps
+// torch intra-op threads x BLAS threads and keeps the fastest configuration.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 export interface TorchPeerOptions {
@@ -15,7 +19,10 @@ export interface TorchPeerOptions {
   /** Real target tokens per caption, uniform in [minLen, maxLen]. */
   minLen?: number;
   maxLen?: number;
+  /** torch intra-op threads (torch.set_num_threads). */
   threads?: number;
+  /** OpenBLAS threads (OPENBLAS_NUM_THREADS); default: the same as `threads`. */
+  blasThreads?: number;
   seed?: number;
   /** LSTM only up to the longest caption, output layer only on real tokens (a stronger peer). */
   packed?: boolean;
@@ -27,6 +34,7 @@ export interface TorchPeerResult {
   peer: 'pytorch-cpu' | 'pytorch-cpu-packed';
   torch: string;
   threads: number;
+  blasThreads: number;
   batch: number;
   length: number;
   vocab: number;
@@ -46,6 +54,28 @@ export interface TorchPeerResult {
 /** Path of train-peer.py (works from src/bench and dist/bench). */
 export const TRAIN_PEER = fileURLToPath(new URL('../../src/bench/train-peer.py', import.meta.url));
 
+/**
+ * The environment of a peer process: the machine's OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed (set
+ * here for older OpenBLAS builds, they slow a current one; tests and CI keep them), and the thread
+ * counts pinned so that torch and OpenBLAS do not oversubscribe the cores between them.
+ */
+export function peerEnv(torchThreads: number, blasThreads: number, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...base };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  env.OMP_NUM_THREADS = String(torchThreads);
+  env.OPENBLAS_NUM_THREADS = String(blasThreads);
+  env.MKL_NUM_THREADS = String(blasThreads);
+  return env;
+}
+
+/** The thread configurations a peer is swept over: torch {1, 2, cores} x BLAS {1, cores}, deduplicated. */
+export function threadSweep(cores = os.availableParallelism()): { threads: number; blasThreads: number }[] {
+  const torch = [...new Set([1, Math.min(2, cores), cores])];
+  const blas = [...new Set([1, cores])];
+  return torch.flatMap((threads) => blas.map((blasThreads) => ({ threads, blasThreads })));
+}
+
 /** Run the peer; resolves to its result, or to { error } when Python/PyTorch is unavailable. */
 export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResult | { error: string }> {
   const python = opts.python ?? '/usr/bin/python3';
@@ -53,11 +83,11 @@ export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResu
   const flags: [string, number | undefined][] = [
     ['--steps', opts.steps], ['--warmup', opts.warmup], ['--batch', opts.batch], ['--vocab', opts.vocab],
     ['--length', opts.length], ['--units', opts.units], ['--feature-dim', opts.featureDim], ['--min-len', opts.minLen], ['--max-len', opts.maxLen],
-    ['--threads', opts.threads ?? 2], ['--seed', opts.seed],
+    ['--threads', opts.threads ?? 2], ['--blas-threads', opts.blasThreads ?? opts.threads ?? 2], ['--seed', opts.seed],
   ];
   const args = [TRAIN_PEER, ...flags.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [k, String(v)]), ...(opts.packed ? ['--packed'] : [])];
   return new Promise((resolve) => {
-    const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: String(opts.threads ?? 2) } });
+    const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'], env: peerEnv(opts.threads ?? 2, opts.blasThreads ?? opts.threads ?? 2) });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 600_000);
@@ -81,15 +111,36 @@ export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResu
 }
 
 /**
- * Adapter for src/bench/train.ts: the peer's real tokens per second plus a one-line description,
- * or null (with a warning on stderr) when PyTorch cannot run. Token counts are real (unpadded)
- * targets; caption lengths are uniform in [minLen, maxLen] (default 8..20, about Flickr8k's).
+ * Adapter for src/bench/train.ts: the peer at its best. With `threads` given it runs that one
+ * configuration; otherwise it sweeps threadSweep() (torch x BLAS threads, a short run each), then
+ * times the fastest configuration with the full step count. Returns the peer's real tokens per second
+ * and a description naming the configuration and the sweep, or null (with a warning on stderr) when
+ * PyTorch cannot run. Token counts are real (unpadded) targets; caption lengths are uniform in
+ * [minLen, maxLen] (default 8..20, about Flickr8k's).
  */
-export async function runTrainPeer(opts: TorchPeerOptions = {}): Promise<(TorchPeerResult & { tokensPerSecond: number; detail: string }) | null> {
-  const r = await runTorchPeer(opts);
-  if ('error' in r) {
-    process.stderr.write(`warning: PyTorch train peer unavailable: ${r.error}\n`);
+export async function runTrainPeer(
+  opts: TorchPeerOptions = {},
+): Promise<(TorchPeerResult & { tokensPerSecond: number; detail: string; sweep: { threads: number; blasThreads: number; tokensPerSec: number }[] }) | null> {
+  const fail = (error: string) => {
+    process.stderr.write(`warning: PyTorch train peer unavailable: ${error}\n`);
     return null;
+  };
+  let best = { threads: opts.threads ?? 2, blasThreads: opts.blasThreads ?? opts.threads ?? 2 };
+  const sweep: { threads: number; blasThreads: number; tokensPerSec: number }[] = [];
+  if (opts.threads === undefined) {
+    let bestRate = -1;
+    for (const c of threadSweep()) {
+      const r = await runTorchPeer({ ...opts, ...c, steps: Math.min(opts.steps ?? 20, 3), warmup: 1 });
+      if ('error' in r) return fail(r.error);
+      sweep.push({ ...c, tokensPerSec: r.tokensPerSec });
+      if (r.tokensPerSec > bestRate) {
+        bestRate = r.tokensPerSec;
+        best = c;
+      }
+    }
   }
-  return { ...r, tokensPerSecond: r.tokensPerSec, detail: `${r.peer} (torch ${r.torch}, ${r.threads} threads)` };
+  const r = await runTorchPeer({ ...opts, ...best });
+  if ('error' in r) return fail(r.error);
+  const swept = sweep.length ? `; best of ${sweep.map((c) => `${c.threads}x${c.blasThreads}: ${Math.round(c.tokensPerSec)}`).join(', ')} (torch x BLAS threads, tokens/s)` : '';
+  return { ...r, sweep, tokensPerSecond: r.tokensPerSec, detail: `${r.peer} (torch ${r.torch}, ${r.threads} torch / ${r.blasThreads} BLAS threads${swept})` };
 }

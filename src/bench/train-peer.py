@@ -25,7 +25,9 @@ def main() -> int:
     p.add_argument("--units", type=int, default=256)
     p.add_argument("--min-len", type=int, default=8)
     p.add_argument("--max-len", type=int, default=20)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="OpenBLAS threads, reported; the caller sets OPENBLAS_NUM_THREADS before start-up")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--packed", action="store_true",
                    help="run the LSTM only up to the batch's longest caption and the output layer only on real tokens")
@@ -108,6 +110,7 @@ def main() -> int:
         "peer": "pytorch-cpu" + ("-packed" if a.packed else ""),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "blasThreads": a.blas_threads if a.blas_threads is not None else a.threads,
         "batch": B, "length": L, "vocab": V, "units": U,
         "steps": a.steps, "warmup": a.warmup,
         "realTokens": real,
