@@ -1,5 +1,8 @@
 // Loads onnxruntime-node on demand (it is a native addon that may be missing on some platforms) and
 // creates CPU inference sessions with our defaults. Nothing here knows about VGG16.
+// onnxruntime records telemetry unless told not to (a /tmp/mat-debug-<pid>.log per process and a device
+// id and event queue under ~/.cache/Microsoft/DeveloperTools): loadOrt turns it off before the native
+// library starts, unless the user set ORT_DISABLE_TELEMETRY themselves.
 import type * as Ort from 'onnxruntime-node';
 import { ModelError } from '../../errors.js';
 
@@ -9,8 +12,15 @@ export type OrtSession = Ort.InferenceSession;
 let cached: Promise<OrtModule | null> | undefined;
 let loadError = '';
 
+/** Whether onnxruntime's telemetry is off for this process (ORT_DISABLE_TELEMETRY=1, our default). */
+export function ortTelemetryDisabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return (env.ORT_DISABLE_TELEMETRY ?? '1') === '1';
+}
+
 /** onnxruntime-node, or null when it cannot be loaded here (then `ortLoadError()` says why). */
 export function loadOrt(): Promise<OrtModule | null> {
+  // read by the native library when it initialises, so it must be set before the import
+  process.env.ORT_DISABLE_TELEMETRY ??= '1';
   cached ??= import('onnxruntime-node')
     .then((m) => ((m as unknown as { default?: OrtModule }).default?.InferenceSession ? (m as unknown as { default: OrtModule }).default : (m as OrtModule)))
     .catch((e: Error) => {
