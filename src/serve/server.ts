@@ -76,6 +76,12 @@ class HttpError extends Error {
 /** The client went away mid-request: nobody to answer. */
 class ClientGone extends Error {}
 
+/** An upload being received: when it last got data, and how to cut it short. */
+interface Upload {
+  lastData: number;
+  evict(): void;
+}
+
 /** After refusing a body, how much more of it we read (and drop) so the client sees the answer. */
 const LINGER_BYTES = 4 * 1024 * 1024;
 
@@ -110,7 +116,7 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     windowMs: cfg.batchWindowMs,
   });
   const page = renderPage({ title: opts.title ?? 'captioner', maxUploadBytes: cfg.maxUploadBytes, maxBeam: cfg.maxBeam, defaultBeam: opts.defaultBeam });
-  let uploading = 0;
+  const uploads = new Set<Upload>();
   let admitted = 0;
   let draining = false;
   let nextId = 0;
@@ -231,7 +237,7 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     };
     if (loadError) body.error = loadError;
     // How full the server is, so a monitor can tell "ok but refusing everything" from "ok".
-    body.load = { uploading, maxUploads: cfg.maxUploads, waiting: queue.waiting, queueSize: cfg.queueSize };
+    body.load = { uploading: uploads.size, maxUploads: cfg.maxUploads, waiting: queue.waiting, queueSize: cfg.queueSize };
     const code = status === 'ok' ? 200 : 503;
     sendJson(res, code, body, { 'Cache-Control': 'no-store' });
     return code;
@@ -241,7 +247,9 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     if (!model) throw new HttpError(503, loadError ? `the model failed to load: ${loadError}` : 'the model is still loading; try again in a moment', { 'Retry-After': '2' });
     // Refuse before reading the body when the queue is full now; only received images count against it.
     if (queue.waiting >= cfg.queueSize) throw busy();
-    if (uploading >= cfg.maxUploads) throw new HttpError(503, 'the server is receiving too many uploads at once; try again in a moment', { 'Retry-After': '1' });
+    if (uploads.size >= cfg.maxUploads && !evictStalledUpload()) {
+      throw new HttpError(503, 'the server is receiving too many uploads at once; try again in a moment', { 'Retry-After': '1' });
+    }
     // The client is gone when the connection closes. Listen on the socket, not only on the response: a
     // pipelined request's response has no socket yet, and would never hear of it.
     const abort = new AbortController();
@@ -252,15 +260,16 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     res.on('close', onClose);
     socket.on('close', onClose);
     let body: Buffer;
-    uploading++;
+    const upload: Upload = { lastData: performance.now(), evict: () => {} };
+    uploads.add(upload);
     try {
-      body = await readBody(req, cfg.maxUploadBytes);
+      body = await readBody(req, cfg.maxUploadBytes, upload);
     } catch (e) {
       res.off('close', onClose);
       socket.off('close', onClose);
       throw e;
     } finally {
-      uploading--;
+      uploads.delete(upload);
     }
     admitted++;
     try {
@@ -321,8 +330,22 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     return new HttpError(413, `the upload is larger than ${mib(cfg.maxUploadBytes)} (serve.maxUploadBytes)`, { Connection: 'close' });
   }
 
-  /** Read the whole body, refusing (413) as soon as it passes `limit` bytes. */
-  function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+  /**
+   * All upload slots are taken: free the one that has received nothing for longest, if that is at least
+   * serve.uploadStallMs (its client gets 408). A slow but moving upload keeps its slot; one that trickles a
+   * byte now and then (slowloris) loses it to a new client instead of holding it until requestTimeoutMs.
+   */
+  function evictStalledUpload(): boolean {
+    let stalest: Upload | undefined;
+    for (const u of uploads) if (!stalest || u.lastData < stalest.lastData) stalest = u;
+    if (!stalest || performance.now() - stalest.lastData < cfg.uploadStallMs) return false;
+    uploads.delete(stalest);
+    stalest.evict();
+    return true;
+  }
+
+  /** Read the whole body, refusing (413) as soon as it passes `limit` bytes; `upload` hears of progress. */
+  function readBody(req: http.IncomingMessage, limit: number, upload: Upload): Promise<Buffer> {
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge());
     return new Promise<Buffer>((resolve, reject) => {
@@ -334,7 +357,13 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
         req.off('error', onGone);
         req.off('close', onClose);
       };
+      upload.evict = () => {
+        cleanup();
+        req.pause();
+        reject(new HttpError(408, `the upload stalled (nothing for ${cfg.uploadStallMs / 1000} s or more) while other clients were waiting`, { Connection: 'close' }));
+      };
       const onData = (chunk: Buffer) => {
+        upload.lastData = performance.now();
         size += chunk.length;
         if (size > limit) {
           cleanup();
@@ -387,7 +416,7 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     url,
     networkUrls,
     port: addr.port,
-    stats: () => ({ uploading, admitted, waiting: queue.waiting, batchSizes: queue.batchSizes, draining }),
+    stats: () => ({ uploading: uploads.size, admitted, waiting: queue.waiting, batchSizes: queue.batchSizes, draining }),
     destroy() {
       draining = true;
       server.close();

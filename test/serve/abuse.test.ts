@@ -17,18 +17,16 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.close({ timeoutMs: 200 });
 });
 
-/** A raw client: connects to 127.0.0.1, writes `data`, collects what comes back until the server closes. */
-function rawClient(port: number, data: Buffer | string): { socket: net.Socket; reply: Promise<string> } {
+/** A raw client: connects to 127.0.0.1, writes `data`, collects what comes back (`received()` so far, `reply` once the server closes). */
+function rawClient(port: number, data: Buffer | string): { socket: net.Socket; received: () => string; reply: Promise<string> } {
   const socket = net.connect(port, '127.0.0.1');
   sockets.push(socket);
   socket.on('error', () => {});
   socket.write(data);
-  const reply = new Promise<string>((resolve) => {
-    let text = '';
-    socket.on('data', (d) => (text += d));
-    socket.on('close', () => resolve(text));
-  });
-  return { socket, reply };
+  let text = '';
+  socket.on('data', (d) => (text += d));
+  const reply = new Promise<string>((resolve) => socket.on('close', () => resolve(text)));
+  return { socket, received: () => text, reply };
 }
 
 /** Headers announcing a 100 KB upload, and the first 10 bytes of it: then nothing more (a stalled upload). */
@@ -53,7 +51,8 @@ async function start(...args: Parameters<typeof serveConfig>) {
 describe('stalled uploads (slowloris)', () => {
   it('do not count against the queue; concurrent uploads are bounded apart, and captioning goes on', async () => {
     // 3 upload slots, a queue of 1: before the fix, 2 stalled uploads (queue + batch) refused everyone
-    const { server } = await start({ maxUploads: 3, queueSize: 1, maxBatch: 1 });
+    // (uploadStallMs: never, here: a stalled upload keeps its slot until it times out)
+    const { server } = await start({ maxUploads: 3, queueSize: 1, maxBatch: 1, uploadStallMs: 600_000 });
     const img = await solid(RED, 'png');
     const api = `${server.url}/api/caption`;
     const stalled = [stalledUpload(server.port), stalledUpload(server.port)];
@@ -76,6 +75,27 @@ describe('stalled uploads (slowloris)', () => {
     stalled[0].socket.destroy();
     await until(() => server.stats().uploading === 2);
     expect((await fetch(api, { method: 'POST', body: img })).status).toBe(200);
+  });
+
+  it('give their slot to a new upload when all slots are taken (serve.uploadStallMs)', async () => {
+    const { server } = await start({ maxUploads: 2, uploadStallMs: 50 });
+    const img = await solid(RED, 'png');
+    const stalled = [stalledUpload(server.port), stalledUpload(server.port)];
+    await until(() => server.stats().uploading === 2);
+    // once a stalled upload has had nothing for 50 ms, a new upload takes its slot (bounded retries)
+    let status = 0;
+    for (let i = 0; i < 500 && status !== 200; i++) {
+      status = (await fetch(`${server.url}/api/caption`, { method: 'POST', body: img })).status;
+      if (status !== 200) {
+        expect(status).toBe(503);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    expect(status).toBe(200);
+    // one stalled client was told why (and will be hung up on); the other still holds its slot
+    await until(() => stalled.some((s) => s.received().includes('upload stalled')));
+    expect(stalled.filter((s) => /^HTTP\/1\.1 408 /.test(s.received()))).toHaveLength(1);
+    expect(server.stats().uploading).toBe(1);
   });
 
   it('are answered 408 and cut when serve.requestTimeoutMs passes, without waiting for node\'s 30 s check', async () => {
