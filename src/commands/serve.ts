@@ -1,6 +1,7 @@
 // `captioner serve --model RUN`: the web page and JSON API for a trained model (see src/serve/).
-// Thin: resolves the config, starts loading the model, hands both to runServer, which returns after
-// SIGTERM/SIGINT has drained the requests in flight (cli.ts then ends the process).
+// Thin: resolves the config and hands runServer a loader for the model (called once the port is bound,
+// so a taken port fails at once); runServer returns after SIGTERM/SIGINT has drained the requests in
+// flight (cli.ts then ends the process).
 import type { Command } from 'commander';
 import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
 
@@ -19,9 +20,9 @@ export function register(program: Command): void {
     .option('-k, --beam <k>', 'default beam size for requests that do not ask (decode.beam)', intArg('--beam'))
     .action(async (opts: ServeFlags) => {
       const { config } = await resolveConfig(opts, { serve: { port: opts.port, host: opts.host }, decode: { beam: opts.beam } });
-      // stages are loaded on use: keeps --help fast
-      const [{ loadCaptioner }, { runServer }] = await Promise.all([import('../caption/load.js'), import('../serve/run.js')]);
-      const loading = loadCaptioner(opts.model, { config });
-      await runServer(loading, config.serve, { title: config.name, defaultBeam: opts.beam });
+      // stages are loaded on use: keeps --help fast, and the model code (TensorFlow.js) only after the port is bound
+      const { runServer } = await import('../serve/run.js');
+      const load = async () => (await import('../caption/load.js')).loadCaptioner(opts.model, { config });
+      await runServer(load, config.serve, { title: config.name, defaultBeam: opts.beam });
     });
 }

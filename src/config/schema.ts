@@ -174,7 +174,11 @@ export const ServeSchema = z
     maxBatch: posInt().default(8).describe('Requests captioned together.'),
     batchWindowMs: nonNegInt().default(5).describe('How long an idle server waits for more requests to join a batch, in milliseconds.'),
     maxBeam: posInt().default(10).describe('Largest beam size a request may ask for (?beam=K); larger gets 400.'),
-    requestTimeoutMs: posInt().default(60_000).describe('A request (upload included) that takes longer is cut off.'),
+    requestTimeoutMs: posInt().default(60_000).describe('A request that has not fully arrived (headers and upload) after this many milliseconds gets 408 and is cut off.'),
+    maxUploads: posInt().default(16).describe('Uploads being received at once; more get 503 until one ends or times out. Counted apart from queueSize, which holds only fully received images.'),
+    uploadStallMs: posInt().default(2_000).describe('When all maxUploads slots are taken, a new upload takes the slot of the one that has received nothing for longest, if that is at least this many milliseconds (its client gets 408); otherwise the new one gets 503.'),
+    drainTimeoutMs: posInt().default(8_000).describe('On SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are cut (and the exit status is 1). Keep it under the container stop grace period.'),
+    allowedHosts: z.array(str()).default([]).describe('Host header names accepted besides the listen address, localhost and loopback addresses (on 0.0.0.0 / ::, this machine\'s addresses and host name); other Host values get 403, which blocks DNS rebinding. "*" accepts any.'),
   })
   .strict();
 

@@ -1,6 +1,8 @@
 // A stand-in Captioner for tests, benchmarks and page development: it really decodes each image (sharp)
-// and "captions" it by its dominant colour, reports undecodable bytes as kind 'corrupt', logs every
-// captionBatch call, and can be slowed down or held shut (a gate) to exercise queueing and draining.
+// and "captions" it by its dominant colour, reports undecodable bytes as kind 'corrupt' (and images over
+// `maxPixels` as 'too_large', as the real loader does), logs every captionBatch call, and can be slowed
+// down or held shut (a gate) to exercise queueing and draining. It stays in src/ because the serve
+// benchmark (src/bench/serve.ts) measures the server against it.
 import sharp from 'sharp';
 import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from '../caption/types.js';
 
@@ -13,6 +15,10 @@ export interface FakeOptions {
   gate?: Promise<void>;
   /** Throw instead of answering (simulates a broken model). */
   fail?: boolean;
+  /** Images with more pixels are refused as kind 'too_large' (default: sharp's own limit). */
+  maxPixels?: number;
+  /** Override the reported model name, encoder or backend (e.g. long strings, to test the page layout). */
+  info?: Partial<Captioner['info']>;
 }
 
 export interface FakeCaptioner extends Captioner {
@@ -51,7 +57,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function createFakeCaptioner(opts: FakeOptions = {}): FakeCaptioner {
   const calls: FakeCaptioner['calls'] = [];
   const fake: FakeCaptioner = {
-    info: { name: 'fake-colours', encoder: 'sharp-stats', backend: 'cpu' },
+    info: { name: 'fake-colours', encoder: 'sharp-stats', backend: 'cpu', ...opts.info },
     calls,
     disposed: false,
     async captionBatch(inputs: ImageInput[], options: CaptionOptions = {}): Promise<CaptionOutcome[]> {
@@ -63,12 +69,14 @@ export function createFakeCaptioner(opts: FakeOptions = {}): FakeCaptioner {
       for (const input of inputs) {
         if (opts.perImageMs) await sleep(opts.perImageMs);
         try {
-          const { dominant } = await sharp(input.bytes, { failOn: 'error' }).stats();
+          const { dominant } = await sharp(input.bytes, { failOn: 'error', ...(opts.maxPixels ? { limitInputPixels: opts.maxPixels } : {}) }).stats();
           const colour = colourName([dominant.r, dominant.g, dominant.b]);
           const tokens = ['a', colour, 'image'];
           out.push({ ok: true, caption: tokens.join(' '), tokens, logprob: -1.5 - (options.beam ?? 3) / 10 });
         } catch (e) {
-          out.push({ ok: false, kind: 'corrupt', error: `cannot decode image: ${(e as Error).message}` });
+          const message = (e as Error).message;
+          if (/pixel limit/i.test(message)) out.push({ ok: false, kind: 'too_large', error: `image has more than ${opts.maxPixels} pixels` });
+          else out.push({ ok: false, kind: 'corrupt', error: `cannot decode image: ${message}` });
         }
       }
       return out;

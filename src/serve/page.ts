@@ -1,6 +1,9 @@
 // The web page served at `/`: one self-contained HTML document (inline CSS and JS, no CDN, no build
 // step). Drop or pick an image, see it at once, then its caption and log-probability. Works at phone
-// width. The server's limits are injected so the page can refuse oversized files before uploading.
+// width (nothing in it is wider than a 390 px screen: the status badge is cut short with an ellipsis,
+// its full text is in its tooltip). The server's limits are injected so the page can refuse oversized
+// and empty files before uploading. The status badge polls /api/health for as long as the page is open
+// (every 2 s until the model is ready, then every 10 s) and says "disconnected" when the server is gone.
 
 export interface PageOptions {
   title: string;
@@ -53,12 +56,15 @@ body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica N
   background: var(--bg); color: var(--text); min-height: 100vh; display: flex; flex-direction: column; }
 header, main, footer { width: 100%; max-width: 720px; margin: 0 auto; padding: 0 20px; }
 header { padding-top: 32px; padding-bottom: 8px; display: flex; align-items: center; gap: 12px; }
-header img { width: 36px; height: 36px; }
-h1 { font-size: 1.35rem; margin: 0; letter-spacing: -.01em; }
+header img { width: 36px; height: 36px; flex: none; }
+header > div { min-width: 0; flex: 1 1 auto; }
+h1 { font-size: 1.35rem; margin: 0; letter-spacing: -.01em; overflow-wrap: anywhere; }
 .sub { margin: 0; color: var(--muted); font-size: .92rem; }
-.badge { margin-left: auto; font-size: .78rem; padding: 4px 10px; border-radius: 999px; background: var(--accent-soft);
-  color: var(--accent); white-space: nowrap; }
+.badge { margin-left: auto; flex: 0 1 auto; min-width: 0; max-width: 45%; overflow: hidden; text-overflow: ellipsis;
+  font-size: .78rem; padding: 4px 10px; border-radius: 999px; background: var(--accent-soft); color: var(--accent); white-space: nowrap; }
 .badge.loading { background: #fff4e5; color: #9a5b00; }
+.badge.offline { background: var(--error-soft); color: var(--error); }
+@media (prefers-color-scheme: dark) { .badge.loading { background: #3a2e14; color: #f5c26b; } }
 main { flex: 1; padding-top: 16px; padding-bottom: 24px; }
 .card { background: var(--card); border-radius: var(--radius); box-shadow: var(--shadow); border: 1px solid var(--line); overflow: hidden; }
 .drop { position: relative; display: flex; flex-direction: column; align-items: center; justify-content: center; gap: 8px;
@@ -152,13 +158,17 @@ function show(node) { result.replaceChildren(node); }
 function text(tag, cls, s) { const e = document.createElement(tag); e.className = cls; e.textContent = s; return e; }
 function showError(msg) { show(text("p", "error", msg)); }
 
-function friendly(status, body) {
+function friendly(status, file) {
   switch (status) {
-    case 413: return "That image is too big. Please pick one under " + mb(SETTINGS.maxUploadBytes) + ".";
+    case 413:
+      // the server also answers 413 for an image with too many pixels, whatever its size in bytes
+      return file && file.size <= SETTINGS.maxUploadBytes
+        ? "That image has too many pixels for this server to read. Please scale it down or pick another one."
+        : "That image is too big. Please pick one under " + mb(SETTINGS.maxUploadBytes) + ".";
     case 415: return "That file isn't an image we can read. Try a JPEG, PNG, GIF, WebP, TIFF, AVIF or BMP.";
     case 422: return "That image seems to be damaged, so we couldn't read it. Try another one.";
     case 503: return "The captioner is busy or still warming up. Please try again in a moment.";
-    case 400: return "Something about that upload didn't look right" + (body && body.error ? ": " + body.error : ".");
+    case 400: return "Something about that upload didn't look right. Please try another image.";
     default: return "Sorry, something went wrong on our side (error " + status + "). Please try again.";
   }
 }
@@ -173,7 +183,8 @@ async function caption(file) {
   drop.classList.add("has-image");
   preview.src = objectUrl;
   again.hidden = false;
-  if (file.size > SETTINGS.maxUploadBytes) { drop.classList.remove("busy"); showError(friendly(413)); return; }
+  if (file.size > SETTINGS.maxUploadBytes) { drop.classList.remove("busy"); showError(friendly(413, file)); return; }
+  if (file.size === 0) { drop.classList.remove("busy"); showError("That file is empty. Please pick another image."); return; }
   drop.classList.add("busy");
   show(text("p", "placeholder", "Looking at your image…"));
   const form = new FormData();
@@ -184,7 +195,12 @@ async function caption(file) {
     let body = null;
     try { body = await res.json(); } catch (e) { body = null; }
     if (mine !== seq) return;
-    if (!res.ok || !body) { showError(friendly(res.status, body)); return; }
+    if (!res.ok || !body) {
+      const err = text("p", "error", friendly(res.status, file));
+      if (body && body.error) err.title = body.error; // the server's own words, for whoever looks
+      show(err);
+      return;
+    }
     const frag = document.createDocumentFragment();
     frag.append(text("p", "caption", body.caption));
     frag.append(text("div", "meta", "log-probability " + Number(body.logprob).toFixed(2) + " · " + Math.round(body.ms) + " ms"));
@@ -214,19 +230,26 @@ document.addEventListener("paste", (e) => {
   if (item) pick(item.getAsFile());
 });
 
+// Poll for as long as the page is open: the server may stop (or come back) at any time.
+function badge(cls, label, title) { statusEl.className = "badge" + (cls ? " " + cls : ""); statusEl.textContent = label; statusEl.title = title; }
 async function health() {
+  let next = 2000;
   try {
     const h = await (await fetch("/api/health", { cache: "no-store" })).json();
     if (h.status === "ok") {
-      statusEl.className = "badge"; statusEl.textContent = h.model + " · " + h.backend;
-      statusEl.title = "model " + h.model + ", encoder " + h.encoder + ", backend " + h.backend;
-      return;
+      badge("", h.model + " · " + String(h.backend).split(" (")[0], "model " + h.model + ", encoder " + h.encoder + ", backend " + h.backend);
+      next = 10000;
+    } else if (h.status === "loading") {
+      badge("loading", "loading model…", "the server is loading the model");
+    } else if (h.status === "error") {
+      badge("offline", "model failed", h.error || "the model failed to load");
+    } else {
+      badge("offline", "disconnected", h.error || "the server is not answering normally");
     }
-    statusEl.className = "badge loading"; statusEl.textContent = "loading model…";
   } catch (e) {
-    statusEl.className = "badge loading"; statusEl.textContent = "offline";
+    badge("offline", "disconnected", "the server does not answer; is it still running?");
   }
-  setTimeout(health, 2000);
+  setTimeout(health, next);
 }
 health();
 </script>

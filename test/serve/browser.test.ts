@@ -28,6 +28,21 @@ function scene(): Promise<Buffer> {
   return sharp(Buffer.from(svg)).jpeg({ quality: 85 }).toBuffer();
 }
 
+const LONG_INFO = {
+  name: 'flickr8k-vgg16-lstm-512-2026-11-30',
+  encoder: 'onnx fc2, onnxruntime-node 1.30.0 (cpu, 2 threads)',
+  backend: 'wasm (tfjs-backend-wasm 4.22.0, SIMD, multi-threaded, 2 threads)',
+};
+
+/** Widths that must fit: the document, and the header's content within the header. */
+function widths(page: Page) {
+  return page.evaluate(() => {
+    const header = document.querySelector('header')!;
+    const badge = document.getElementById('status')!.getBoundingClientRect();
+    return { doc: document.documentElement.scrollWidth, header: header.scrollWidth - header.clientWidth, badgeRight: badge.right, headerRight: header.getBoundingClientRect().right };
+  });
+}
+
 describe.skipIf(skip)('serve page in chromium', () => {
   let browser: Browser;
   let server: RunningServer;
@@ -39,8 +54,9 @@ describe.skipIf(skip)('serve page in chromium', () => {
     }
     mkdirSync(artifacts, { recursive: true });
     photo = await scene();
-    // slow enough that the spinner is seen
-    server = await startServer(createFakeCaptioner({ delayMs: 400 }), serveConfig({ maxUploadBytes: 2 * 1024 * 1024 }), { title: 'flickr8k-demo' });
+    // slow enough that the spinner is seen; real-world long names and backend, which once made the page
+    // 843 px wide on a 390 px phone; a pixel limit, to see the page explain a pixel bomb
+    server = await startServer(createFakeCaptioner({ delayMs: 400, info: LONG_INFO, maxPixels: 1000 * 1000 }), serveConfig({ maxUploadBytes: 2 * 1024 * 1024 }), { title: 'flickr8k-demo' });
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
   });
   afterAll(async () => {
@@ -57,12 +73,18 @@ describe.skipIf(skip)('serve page in chromium', () => {
     page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
     (page as Page & { jsErrors: string[] }).jsErrors = errors;
     await page.goto(server.url + '/');
-    await expect.poll(() => page.textContent('#status')).toContain('fake-colours');
+    await expect.poll(() => page.textContent('#status')).toContain(LONG_INFO.name.slice(0, 10));
     return page;
   }
 
   it('uploads through the file picker: preview, spinner, caption (desktop)', async () => {
     const page = await openPage({ width: 1280, height: 900 });
+    // the header holds its content: the badge is cut short (ellipsis), its full text in the tooltip
+    const w = await widths(page);
+    expect(w.doc).toBeLessThanOrEqual(1280);
+    expect(w.header).toBe(0);
+    expect(w.badgeRight).toBeLessThanOrEqual(w.headerRight);
+    expect(await page.getAttribute('#status', 'title')).toContain(LONG_INFO.backend);
     await page.setInputFiles('#file', { name: 'sunset.jpg', mimeType: 'image/jpeg', buffer: photo });
     // the preview is shown at once, from an object URL, while the caption is still coming
     const src = await page.getAttribute('#preview', 'src');
@@ -88,6 +110,11 @@ describe.skipIf(skip)('serve page in chromium', () => {
   it('works at phone width, with drag and drop', async () => {
     const page = await openPage({ width: 390, height: 844 });
     await page.screenshot({ path: path.join(artifacts, 'serve-page-phone-empty.png') });
+    // nothing wider than the screen, with the status badge showing (it was 843 px wide)
+    const w = await widths(page);
+    expect(w.doc).toBeLessThanOrEqual(390);
+    expect(w.header).toBe(0);
+    expect(w.badgeRight).toBeLessThanOrEqual(390);
     // drop a file on the drop zone, as a drag from the desktop would
     await page.evaluate(async (b64) => {
       const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -115,5 +142,40 @@ describe.skipIf(skip)('serve page in chromium', () => {
     await page.waitForSelector('.error');
     expect(await page.textContent('.error')).toMatch(/too big.*2 MB/);
     await page.context().close();
+  });
+
+  it('explains a pixel bomb and an empty file in plain words (phone width)', async () => {
+    const page = await openPage({ width: 390, height: 844 });
+    // 3000 x 3000 of one colour: a few KB of PNG, 9 million pixels (over the server's limit)
+    const bomb = await sharp({ create: { width: 3000, height: 3000, channels: 3, background: '#336699' } }).png().toBuffer();
+    expect(bomb.length).toBeLessThan(2 * 1024 * 1024);
+    await page.setInputFiles('#file', { name: 'bomb.png', mimeType: 'image/png', buffer: bomb });
+    await page.waitForSelector('.error');
+    const said = await page.textContent('.error');
+    expect(said).toMatch(/too many pixels/);
+    expect(said).not.toMatch(/MB/); // not "under 2 MB" for a file far under it
+    await page.screenshot({ path: path.join(artifacts, 'serve-page-phone-pixels.png') });
+    await page.setInputFiles('#file', { name: 'empty.jpg', mimeType: 'image/jpeg', buffer: Buffer.alloc(0) });
+    await expect.poll(() => page.textContent('.error')).toBe('That file is empty. Please pick another image.');
+    await page.context().close();
+  });
+
+  it('keeps polling health, and says "disconnected" once the server stops', async () => {
+    const own = await startServer(createFakeCaptioner(), serveConfig(), { title: 'goes-away' });
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    try {
+      const page = await context.newPage();
+      await page.clock.install(); // the page's timers run when the test says so
+      await page.goto(own.url + '/');
+      await expect.poll(() => page.textContent('#status')).toContain('fake-colours');
+      await own.close();
+      await page.clock.runFor(11_000); // past the slow (10 s) poll
+      await expect.poll(() => page.textContent('#status')).toBe('disconnected');
+      expect(await page.getAttribute('#status', 'class')).toContain('offline');
+      await page.screenshot({ path: path.join(artifacts, 'serve-page-phone-disconnected.png') });
+    } finally {
+      await context.close();
+      await own.close();
+    }
   });
 });

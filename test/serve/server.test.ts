@@ -171,6 +171,20 @@ describe('serve API', () => {
     }
   });
 
+  it('400 for a form with two "image" files, or an empty one, saying so', async () => {
+    const form = new FormData();
+    form.append('image', pngBlob(red), 'a.png');
+    form.append('image', pngBlob(red), 'b.png');
+    fake.calls.length = 0;
+    const two = await answer(await fetch(api, { method: 'POST', body: form }));
+    expect(two.status).toBe(400);
+    expect(two.body.error).toMatch(/2 "image" fields; send one image per request/);
+    const empty = await postForm(api, { image: new Blob([], { type: 'image/png' }) });
+    expect(empty.status).toBe(400);
+    expect(empty.body.error).toMatch(/the image file is empty/);
+    expect(fake.calls).toHaveLength(0);
+  });
+
   it('404 for unknown routes, 405 for wrong methods', async () => {
     const a = await answer(await fetch(server.url + '/nope'));
     expect(a.status).toBe(404);
