@@ -13,6 +13,11 @@ const write = (name: string, text: string) => {
   return f;
 };
 
+// "billion laughs": 9 levels of 9 aliases would expand to 9^9 strings
+const bomb = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+  .concat('bcdefghi'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill('*' + 'abcdefghi'[i]).join(', ')}]`))
+  .join('\n');
+
 describe('parseSet', () => {
   it('parses dotted keys with YAML-typed values', () => {
     expect(parseSet('train.epochs=5')).toEqual({ train: { epochs: 5 } });
@@ -70,6 +75,21 @@ describe('loadConfig', () => {
     await expect(loadConfig({ file: write('syntax.yaml', 'train: [1, 2\n') })).rejects.toThrow(/invalid YAML/);
     await expect(loadConfig({ file: write('list.yaml', '- 1\n- 2\n') })).rejects.toThrow(/top level must be a mapping/);
   });
+
+  it('refuses a YAML alias bomb as a ConfigError naming the file', async () => {
+    const f = write('bomb.yaml', bomb + '\n');
+    const err = await loadConfig({ file: f }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toContain(`${f}: invalid YAML:`);
+    expect(err.message).toMatch(/more than 100 alias expansions/);
+  });
+
+  it('still expands a few aliases', async () => {
+    const f = write('alias.yaml', 'x: &n 7\ntrain:\n  epochs: *n\n');
+    await expect(loadConfig({ file: f })).rejects.toThrow(/x: unknown key/);
+    const ok = await loadConfig({ file: write('alias2.yaml', 'train: &t\n  epochs: 3\n') });
+    expect(ok.config.train.epochs).toBe(3);
+  });
 });
 
 describe('captioner config (CLI)', () => {
@@ -88,6 +108,13 @@ describe('captioner config (CLI)', () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toContain('train.epochs: expected a positive integer, got -1');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('exits 2 on a YAML alias bomb, with no stack trace', async () => {
+    const r = await runCli(['config', '--config', write('bomb2.yaml', bomb + '\n')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/bomb2\.yaml: invalid YAML: .*alias/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
