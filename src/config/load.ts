@@ -122,7 +122,10 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<LoadedCon
   }
   for (const s of sources.sets ?? []) raw = deepMerge(raw, parseSet(s));
   if (sources.sets?.length) origin.push('--set');
-  if (sources.overrides) raw = deepMerge(raw, sources.overrides);
+  if (sources.overrides) {
+    raw = deepMerge(raw, sources.overrides);
+    if (Object.keys(sources.overrides).length) origin.push('command-line flags');
+  }
   const source = origin.length ? origin.join(' + ') : 'defaults';
   return { config: validateConfig(raw, source), source };
 }

@@ -60,9 +60,40 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect(err.exitCode).toBe(2);
     expect(err.message).toContain(f);
-    expect(err.message).toContain('train.epochs: expected a positive integer, got "ten"');
+    expect(err.message).toContain('train.epochs: expected an integer from 1 to 10000, got "ten"');
     expect(err.message).toContain('train.bogus: unknown key');
     expect(err.message).toContain('prep.overLength: expected one of "truncate", "drop"');
+  });
+
+  it('bounds numeric settings whose huge values crash or hang a stage', async () => {
+    const bad = {
+      'decode.beam': 1_000_000,
+      'decode.maxLength': 1e9,
+      'decode.batchSize': 100_000,
+      'prep.maxLength': 10_000,
+      'features.batchSize': 4096,
+      'features.shardSize': 1e7,
+      'model.units': 1e6,
+      'train.batchSize': 1e6,
+      'train.epochs': 1e7,
+      'caption.batchSize': 1e4,
+      'serve.maxBeam': 1000,
+      'serve.requestTimeoutMs': 2 ** 31,
+      threads: 100_000,
+    };
+    const err = await loadConfig({ sets: Object.entries(bad).map(([k, v]) => `${k}=${v}`) }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toMatch(/^--set: invalid config:/);
+    expect(err.message).toContain('decode.beam: expected an integer from 1 to 50, got 1000000');
+    expect(err.message).toContain('decode.maxLength: expected an integer from 1 to 200, got 1000000000');
+    for (const k of Object.keys(bad)) expect(err.message).toContain(`${k}: expected an integer from `);
+    // the bounds themselves are allowed
+    const ok = await loadConfig({ sets: ['decode.beam=50', 'decode.maxLength=200', 'serve.maxBeam=50'] });
+    expect(ok.config.decode.beam).toBe(50);
+  });
+
+  it('names command-line flags as the source of a bad flag value', async () => {
+    await expect(loadConfig({ overrides: { decode: { beam: 1_000_000 } } })).rejects.toThrow(/^command-line flags: invalid config:\n {2}decode\.beam: expected an integer from 1 to 50, got 1000000/);
   });
 
   it('names a missing file', async () => {
@@ -107,7 +138,14 @@ describe('captioner config (CLI)', () => {
     const r = await runCli(['config', '--config', f]);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toContain('train.epochs: expected a positive integer, got -1');
+    expect(r.stderr).toContain('train.epochs: expected an integer from 1 to 10000, got -1');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('caption --beam 1000000 is a config error (exit 2), not a wasm crash', async () => {
+    const r = await runCli(['caption', '--model', path.join(dir, 'no-model'), '--beam', '1000000', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('decode.beam: expected an integer from 1 to 50, got 1000000');
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 

@@ -167,7 +167,7 @@ describe('runPrep', () => {
     await expect(prep({ dataset: { format: 'csv', captions: 'x', split: { method: 'field' } } })).rejects.toThrow(/"field" needs/);
     await expect(prep({ dataset: { format: 'csv', captions: 'x', split: { method: 'files' } } })).rejects.toThrow(/"files" needs/);
     await expect(prep({ dataset: { format: 'csv', captions: path.join(dir, 'none.csv') } })).rejects.toThrow(/none\.csv: cannot read captions file: no such file/);
-    await expect(loadConfig({ overrides: { prep: { maxLength: 2 } } })).rejects.toThrow(/at least 3/);
+    await expect(loadConfig({ overrides: { prep: { maxLength: 2 } } })).rejects.toThrow(/prep.maxLength: expected an integer from 3 to 200, got 2/);
   });
 });
 
