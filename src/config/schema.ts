@@ -73,7 +73,7 @@ export const PrepSchema = z
     minCount: posInt().default(5).describe('Minimum count (in training captions) for a word to enter the vocabulary.'),
     maxLength: intIn(3, 200).default(34).describe('Maximum caption length in tokens, start and end tokens included (3 to 200; real captions rarely pass 40).'),
     overLength: z.enum(['truncate', 'drop']).default('truncate').describe('What to do with captions longer than maxLength: truncate (keep the first words, then the end token) or drop.'),
-    strict: bool().default(false).describe('Fail (instead of warn and exclude) when captions name missing images.'),
+    strict: bool().default(false).describe('Fail (instead of warn and go on) when captions name missing images, or the captions or split files hold inconsistent lines: a repeated caption number or COCO image id, a non-numeric #x, invalid UTF-8.'),
   })
   .strict();
 
