@@ -165,7 +165,7 @@ export const EvalSchema = z
   .object({
     split: z.enum(['train', 'val', 'test']).default('test'),
     limit: nonNegInt().default(0).describe('Evaluate at most this many images (0: all).'),
-    tokenize: z.enum(['basic', 'none']).default('basic').describe('basic: lowercase and strip punctuation; none: split on whitespace.'),
+    tokenize: z.enum(['basic', 'none']).default('basic').describe('basic: lowercase and delete punctuation, as prep does ("t-shirt" -> "tshirt"); none: split on whitespace.'),
     out: str().optional().describe('Report folder (default: <run>/eval-<split>).'),
   })
   .strict();
