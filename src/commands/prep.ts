@@ -19,7 +19,7 @@ export function register(program: Command): void {
     .option('--captions <file>', 'captions file (dataset.captions)')
     .option('--images <dir>', 'images folder; captions of missing images are reported and excluded (dataset.images)')
     .option('--out <dir>', 'output folder (prep.out; default <workdir>/prepared)')
-    .option('--strict', 'fail when captions name missing images (prep.strict)')
+    .option('--strict', 'fail when captions name missing images or the files hold inconsistent lines (prep.strict)')
     .option('--json', 'print the manifest as JSON on stdout')
     .action(async (opts: PrepFlags) => {
       const { config } = await resolveConfig(opts, {

@@ -20,7 +20,7 @@ export function register(program: Command): void {
   )
     .requiredOption('--candidates <file>', 'candidate captions: COCO results JSON [{"image_id", "caption"}] or JSONL from caption/eval')
     .requiredOption('--references <path>', 'reference captions: COCO captions JSON, Flickr8k token file, Karpathy JSON, or a prepared dataset folder')
-    .addOption(new Option('--tokenize <mode>', 'basic (lowercase, strip punctuation) or none (split on whitespace); default eval.tokenize').choices(['basic', 'none']))
+    .addOption(new Option('--tokenize <mode>', 'basic (lowercase, delete punctuation, as prep does) or none (split on whitespace); default eval.tokenize').choices(['basic', 'none']))
     .option('--json', 'print one JSON object instead of a table')
     .action(async (opts: ScoreFlags) => {
       const { config } = await resolveConfig(opts, { eval: { tokenize: opts.tokenize } });

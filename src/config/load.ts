@@ -75,6 +75,9 @@ export function formatIssues(issues: z.core.$ZodIssue[]): string[] {
   });
 }
 
+/** The most alias expansions a config file may use (the yaml package's default, stated here on purpose). */
+export const MAX_YAML_ALIASES = 100;
+
 export async function readYamlFile(file: string): Promise<Obj> {
   let text: string;
   try {
@@ -87,7 +90,14 @@ export async function readYamlFile(file: string): Promise<Obj> {
   if (doc.errors.length) {
     throw new ConfigError(`${file}: invalid YAML:\n${doc.errors.map((e) => '  ' + e.message.split('\n')[0]).join('\n')}`);
   }
-  const value = doc.toJS() as unknown;
+  let value: unknown;
+  try {
+    // maxAliasCount bounds how far aliases may expand: a "billion laughs" file is refused, not expanded.
+    value = doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    throw new ConfigError(`${file}: invalid YAML: ${msg}${/alias/i.test(msg) ? ` (more than ${MAX_YAML_ALIASES} alias expansions)` : ''}`);
+  }
   if (value === null || value === undefined) return {};
   if (!isObj(value)) throw new ConfigError(`${file}: the top level must be a mapping of settings`);
   return value;
@@ -112,7 +122,10 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<LoadedCon
   }
   for (const s of sources.sets ?? []) raw = deepMerge(raw, parseSet(s));
   if (sources.sets?.length) origin.push('--set');
-  if (sources.overrides) raw = deepMerge(raw, sources.overrides);
+  if (sources.overrides) {
+    raw = deepMerge(raw, sources.overrides);
+    if (Object.keys(sources.overrides).length) origin.push('command-line flags');
+  }
   const source = origin.length ? origin.join(' + ') : 'defaults';
   return { config: validateConfig(raw, source), source };
 }

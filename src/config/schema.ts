@@ -8,6 +8,18 @@ const nonNegInt = (what = 'a non-negative integer') => z.number({ error: (i) => 
 const num = (what = 'a number') => z.number({ error: (i) => expected(what, i.input) });
 const str = (what = 'a string') => z.string({ error: (i) => expected(what, i.input) });
 const bool = () => z.boolean({ error: (i) => expected('true or false', i.input) });
+/**
+ * An integer in min..max. Upper bounds keep a typo or a hostile config from crashing (out of memory,
+ * wasm "memory access out of bounds") or hanging a stage; each bound is well past any useful value.
+ */
+const intIn = (min: number, max: number) => {
+  const what = `an integer from ${min} to ${max}`;
+  return z
+    .number({ error: (i) => expected(what, i.input) })
+    .int({ error: (i) => expected(what, i.input) })
+    .min(min, { error: (i) => expected(what, i.input) })
+    .max(max, { error: (i) => expected(what, i.input) });
+};
 const fraction = (what = 'a number between 0 and 1') => num(what).min(0, { error: (i) => expected(what, i.input) }).max(1, { error: (i) => expected(what, i.input) });
 
 /** "expected X, got Y" with Y shown as the user wrote it. */
@@ -59,9 +71,9 @@ export const PrepSchema = z
     endToken: str().default('endseq').describe('Token put at the end of every caption.'),
     unkToken: str().default('<unk>').describe('Token that replaces words below minCount.'),
     minCount: posInt().default(5).describe('Minimum count (in training captions) for a word to enter the vocabulary.'),
-    maxLength: posInt('an integer of at least 3').min(3, { error: (i) => expected('an integer of at least 3', i.input) }).default(34).describe('Maximum caption length in tokens, start and end tokens included (at least 3).'),
+    maxLength: intIn(3, 200).default(34).describe('Maximum caption length in tokens, start and end tokens included (3 to 200; real captions rarely pass 40).'),
     overLength: z.enum(['truncate', 'drop']).default('truncate').describe('What to do with captions longer than maxLength: truncate (keep the first words, then the end token) or drop.'),
-    strict: bool().default(false).describe('Fail (instead of warn and exclude) when captions name missing images.'),
+    strict: bool().default(false).describe('Fail (instead of warn and go on) when captions name missing images, or the captions or split files hold inconsistent lines: a repeated caption number or COCO image id, a non-numeric #x, invalid UTF-8.'),
   })
   .strict();
 
@@ -78,7 +90,7 @@ export const EncoderSchema = z
     onnx: z
       .object({
         path: str().describe('ONNX model file.'),
-        inputSize: posInt().default(224).describe('Square input side in pixels.'),
+        inputSize: intIn(1, 4096).default(224).describe('Square input side in pixels (at most 4096).'),
         layout: z.enum(['nchw', 'nhwc']).default('nchw').describe('Input tensor layout.'),
         channelOrder: z.enum(['rgb', 'bgr']).default('rgb').describe('Channel order the model expects.'),
         scale: num().default(1 / 255).describe('Pixels (0..255) are multiplied by this, then normalised with mean/std.'),
@@ -96,18 +108,18 @@ export const FeaturesSchema = z
   .object({
     out: str().optional().describe('Feature cache folder (default: <workdir>/features). A folder holding features of other settings is refused.'),
     dtype: z.enum(['float32', 'float16']).default('float32').describe('Storage type of cached vectors (float16 halves the size; values are read back as float32).'),
-    batchSize: posInt().default(8).describe('Images per encoder batch.'),
-    shardSize: posInt().default(1024).describe('Vectors per shard file (at most; a checkpoint may write a smaller one).'),
-    checkpointSeconds: posInt().default(60).describe('Write what is computed at least this often, so an interrupted run loses at most this much work.'),
+    batchSize: intIn(1, 128).default(8).describe('Images per encoder batch (at most 128: VGG16 needs about 60 MB of activations per image, and larger batches are no faster).'),
+    shardSize: intIn(1, 8192).default(1024).describe('Vectors per shard file (at most; a checkpoint may write a smaller one). At most 8192: a shard is held in memory (8192 fc2 vectors are 128 MB; a 14x14x512 grid is 400 KB a vector).'),
+    checkpointSeconds: intIn(1, 86_400).default(60).describe('Write what is computed at least this often, so an interrupted run loses at most this much work (at most a day).'),
   })
   .strict();
 
 export const ModelSchema = z
   .object({
-    embedDim: posInt().default(256).describe('Word embedding size.'),
-    units: posInt().default(256).describe('LSTM units.'),
-    imageUnits: posInt().default(256).describe('Dense units applied to the image vector.'),
-    hiddenUnits: posInt().default(256).describe('Dense units after the merge.'),
+    embedDim: intIn(1, 4096).default(256).describe('Word embedding size (at most 4096, as for every layer size: larger layers exhaust memory).'),
+    units: intIn(1, 4096).default(256).describe('LSTM units.'),
+    imageUnits: intIn(1, 4096).default(256).describe('Dense units applied to the image vector.'),
+    hiddenUnits: intIn(1, 4096).default(256).describe('Dense units after the merge.'),
     merge: z.enum(['add', 'concat']).default('add').describe('How image and caption branches are merged.'),
     dropout: fraction().default(0.5).describe('Dropout rate on the image vector and the embeddings.'),
   })
@@ -116,8 +128,8 @@ export const ModelSchema = z
 export const TrainSchema = z
   .object({
     out: str().optional().describe('Run folder (default: <workdir>/model).'),
-    epochs: posInt().default(20),
-    batchSize: posInt().default(64).describe('Captions per step.'),
+    epochs: intIn(1, 10_000).default(20).describe('Passes over the training captions (at most 10000).'),
+    batchSize: intIn(1, 4096).default(64).describe('Captions per step (at most 4096).'),
     learningRate: num().positive().default(0.001),
     clipNorm: num().positive().default(5).describe('Global gradient norm clip.'),
     seed: nonNegInt().default(42).describe('Seed for initialisation and shuffling.'),
@@ -136,14 +148,16 @@ export const TrainSchema = z
 
 export const DecodeSchema = z
   .object({
-    beam: posInt().default(3).describe('Beam width: hypotheses kept per image at each step (1 = greedy decoding). A search ends when this many hypotheses have ended.'),
-    maxLength: posInt().default(34).describe('Maximum generated tokens per caption, the end token included (a finished caption has at most maxLength - 1 words); a caption still unfinished then is returned cut.'),
+    beam: intIn(1, 50)
+      .default(3)
+      .describe('Beam width: hypotheses kept per image at each step (1 = greedy decoding). A search ends when this many hypotheses have ended. At most 50: captions stop improving past about 10 (serve caps requests at serve.maxBeam), and each image costs beam x batchSize model rows a step.'),
+    maxLength: intIn(1, 200).default(34).describe('Maximum generated tokens per caption, the end token included (a finished caption has at most maxLength - 1 words); a caption still unfinished then is returned cut. At most 200: real captions rarely pass 40, and each step costs a model call.'),
     lengthPenalty: z
       .enum(['none', 'average', 'wu'])
       .default('none')
       .describe('How finished captions of different lengths are compared: none: sum of token log-probs (favours short captions); average: divided by the length; wu: divided by ((5 + length) / 6)^alpha (Wu et al. 2016). Length counts the end token.'),
     alpha: num().nonnegative().default(0.7).describe('Exponent of the wu length penalty (0: same as none).'),
-    batchSize: posInt().default(32).describe('Images decoded together (all their hypotheses go through the model in one batch per step).'),
+    batchSize: intIn(1, 256).default(32).describe('Images decoded together (all their hypotheses go through the model in one batch per step; at most 256).'),
   })
   .strict();
 
@@ -151,7 +165,7 @@ export const EvalSchema = z
   .object({
     split: z.enum(['train', 'val', 'test']).default('test'),
     limit: nonNegInt().default(0).describe('Evaluate at most this many images (0: all).'),
-    tokenize: z.enum(['basic', 'none']).default('basic').describe('basic: lowercase and strip punctuation; none: split on whitespace.'),
+    tokenize: z.enum(['basic', 'none']).default('basic').describe('basic: lowercase and delete punctuation, as prep does ("t-shirt" -> "tshirt"); none: split on whitespace.'),
     out: str().optional().describe('Report folder (default: <run>/eval-<split>).'),
   })
   .strict();
@@ -160,8 +174,8 @@ export const CaptionSchema = z
   .object({
     extensions: z.array(str()).default(['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif', 'bmp']).describe('File extensions taken as images.'),
     recursive: bool().default(true),
-    batchSize: posInt().default(8),
-    maxPixels: posInt().default(100_000_000).describe('Images with more pixels are refused (decompression bombs).'),
+    batchSize: intIn(1, 128).default(8).describe('Images encoded together (at most 128, as features.batchSize).'),
+    maxPixels: intIn(1, 268_402_689).default(100_000_000).describe('Images with more pixels are refused (decompression bombs). At most 16383 x 16383, sharp\'s own limit.'),
   })
   .strict();
 
@@ -169,15 +183,15 @@ export const ServeSchema = z
   .object({
     host: str().default('127.0.0.1').describe('Listen address; loopback unless you mean it (0.0.0.0 exposes the server to the network).'),
     port: nonNegInt().max(65535).default(8080).describe('Listen port (0: any free port).'),
-    maxUploadBytes: posInt().default(10 * 1024 * 1024).describe('Larger uploads get 413; the body is not read past this.'),
-    queueSize: posInt().default(64).describe('Requests waiting beyond this get 503.'),
-    maxBatch: posInt().default(8).describe('Requests captioned together.'),
-    batchWindowMs: nonNegInt().default(5).describe('How long an idle server waits for more requests to join a batch, in milliseconds.'),
-    maxBeam: posInt().default(10).describe('Largest beam size a request may ask for (?beam=K); larger gets 400.'),
-    requestTimeoutMs: posInt().default(60_000).describe('A request that has not fully arrived (headers and upload) after this many milliseconds gets 408 and is cut off.'),
-    maxUploads: posInt().default(16).describe('Uploads being received at once; more get 503 until one ends or times out. Counted apart from queueSize, which holds only fully received images.'),
-    uploadStallMs: posInt().default(2_000).describe('When all maxUploads slots are taken, a new upload takes the slot of the one that has received nothing for longest, if that is at least this many milliseconds (its client gets 408); otherwise the new one gets 503.'),
-    drainTimeoutMs: posInt().default(8_000).describe('On SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are cut (and the exit status is 1). Keep it under the container stop grace period.'),
+    maxUploadBytes: intIn(1, 1024 ** 3).default(10 * 1024 * 1024).describe('Larger uploads get 413; the body is not read past this (at most 1 GiB).'),
+    queueSize: intIn(1, 10_000).default(64).describe('Requests waiting beyond this get 503 (at most 10000).'),
+    maxBatch: intIn(1, 128).default(8).describe('Requests captioned together (at most 128, as caption.batchSize).'),
+    batchWindowMs: intIn(0, 60_000).default(5).describe('How long an idle server waits for more requests to join a batch, in milliseconds (at most a minute).'),
+    maxBeam: intIn(1, 50).default(10).describe('Largest beam size a request may ask for (?beam=K); larger gets 400. At most 50, as decode.beam.'),
+    requestTimeoutMs: intIn(1, 3_600_000).default(60_000).describe('A request that has not fully arrived (headers and upload) after this many milliseconds gets 408 and is cut off (at most an hour).'),
+    maxUploads: intIn(1, 10_000).default(16).describe('Uploads being received at once; more get 503 until one ends or times out. Counted apart from queueSize, which holds only fully received images (at most 10000).'),
+    uploadStallMs: intIn(1, 3_600_000).default(2_000).describe('When all maxUploads slots are taken, a new upload takes the slot of the one that has received nothing for longest, if that is at least this many milliseconds (its client gets 408); otherwise the new one gets 503.'),
+    drainTimeoutMs: intIn(1, 3_600_000).default(8_000).describe('On SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are cut (and the exit status is 1). Keep it under the container stop grace period.'),
     allowedHosts: z.array(str()).default([]).describe('Host header names accepted besides the listen address, localhost and loopback addresses (on 0.0.0.0 / ::, this machine\'s addresses and host name); other Host values get 403, which blocks DNS rebinding. "*" accepts any.'),
   })
   .strict();
@@ -188,7 +202,7 @@ export const ConfigSchema = z
     name: str().default('captioner').describe('A name for this experiment (shown in manifests and the web page).'),
     workdir: str().default('work').describe('Folder under which stages write their outputs by default.'),
     backend: BackendName.default('auto').describe('TensorFlow.js backend: auto tries gpu (tfjs-node-gpu), node (tfjs-node), wasm, cpu.'),
-    threads: nonNegInt().default(0).describe('Threads for the wasm backend and onnxruntime (0: all cores).'),
+    threads: intIn(0, 256).default(0).describe('Threads for the wasm backend and onnxruntime (0: all cores; at most 256).'),
     dataset: DatasetSchema.default(DatasetSchema.parse({})),
     prep: PrepSchema.default(PrepSchema.parse({})),
     encoder: EncoderSchema.default(EncoderSchema.parse({})),

@@ -24,6 +24,7 @@ import { loadPrepared } from '../prep/prepared.js';
 import { runPrep } from '../prep/run.js';
 import type { TrainResult } from '../train/run.js';
 import { runTrain } from '../train/stage.js';
+import { ensureDir } from '../util/fsx.js';
 
 /** The demo config shipped with the package (configs/demo.yaml, two folders above this file in src/ and dist/). */
 export const DEMO_CONFIG = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs', 'demo.yaml');
@@ -175,7 +176,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   step(6, TOTAL, `captioning a folder of ${pick.length} test images (the caption pipeline: image files -> VGG16 -> decoder) -> ${captions}`);
   await clearDemoOutput(samples);
   await fs.rm(captions, { force: true });
-  await fs.mkdir(samples, { recursive: true });
+  await ensureDir(samples);
   for (const im of pick) await fs.copyFile(path.join(data.imagesDir, im.file), path.join(samples, path.basename(im.file)));
   const captioned = await timed('caption', () => runCaption(config, { inputs: [samples], model: paths.model, output: captions }));
 

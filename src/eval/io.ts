@@ -14,6 +14,8 @@ export interface ReferenceSet {
   byId: Map<string, string[]>;
   /** Other names of an image (file name, numeric id, basename) -> canonical id. Ambiguous names are left out. */
   aliases: Map<string, string>;
+  /** Canonical ids the file lists (COCO `images`) without any caption: they cannot be scored. */
+  uncaptioned: Set<string>;
   source: string;
 }
 
@@ -150,9 +152,14 @@ class RefBuilder {
   }
   build(format: ReferenceFormat, source: string): ReferenceSet {
     // an alias equal to some canonical id would shadow nothing: canonical ids win in matching anyway
-    for (const [id, caps] of this.byId) if (caps.length === 0) this.byId.delete(id);
+    const uncaptioned = new Set<string>();
+    for (const [id, caps] of this.byId) {
+      if (caps.length > 0) continue;
+      this.byId.delete(id);
+      uncaptioned.add(id);
+    }
     if (this.byId.size === 0) throw new DataError(`${source}: no reference captions found`);
-    return { format, byId: this.byId, aliases: this.alias, source };
+    return { format, byId: this.byId, aliases: this.alias, uncaptioned, source };
   }
 }
 
@@ -168,6 +175,7 @@ function readCoco(d: Obj, file: string): ReferenceSet {
     for (const im of d.images) {
       if (!isObj(im) || !isId(im.id) || typeof im.file_name !== 'string') continue;
       const id = String(im.id);
+      b.ensure(id);
       b.addAlias(im.file_name, id);
       b.addAlias(path.posix.basename(im.file_name), id);
     }
@@ -245,14 +253,17 @@ async function readPrepared(dir: string): Promise<ReferenceSet> {
 
 // ---------------------------------------------------------------------------------------------- matching
 
-/** Find the reference image of a candidate id: exact id, alias, then (for paths) the basename. */
+/**
+ * Find the reference image of a candidate id: exact id, alias, then (for paths) the basename. The result may
+ * be an image listed without captions (`refs.uncaptioned`); matchCandidates reports those.
+ */
 export function resolveId(id: string, refs: ReferenceSet): string | undefined {
-  if (refs.byId.has(id)) return id;
+  if (refs.byId.has(id) || refs.uncaptioned.has(id)) return id;
   const a = refs.aliases.get(id);
   if (a !== undefined) return a;
   if (/[/\\]/.test(id)) {
     const base = id.slice(Math.max(id.lastIndexOf('/'), id.lastIndexOf('\\')) + 1);
-    if (refs.byId.has(base)) return base;
+    if (refs.byId.has(base) || refs.uncaptioned.has(base)) return base;
     return refs.aliases.get(base);
   }
   return undefined;
@@ -260,7 +271,11 @@ export function resolveId(id: string, refs: ReferenceSet): string | undefined {
 
 const sample = (xs: string[], n = 5) => xs.slice(0, n).join(', ') + (xs.length > n ? ', ...' : '');
 
-/** Pair every candidate with its references. Throws a DataError for duplicates or unmatched candidates. */
+/**
+ * Pair every candidate with its references. Throws a DataError for duplicates or unmatched candidates, and
+ * for candidates whose image the references list without any caption (nothing to score against: refusing
+ * is safer than quietly scoring a subset, as for candidates with no reference image at all).
+ */
 export function matchCandidates(cands: readonly Candidate[], refs: ReferenceSet, candidatesFile = 'candidates'): ScorePair[] {
   const firstById = new Map<string, Candidate>();
   const dupes: string[] = [];
@@ -272,6 +287,7 @@ export function matchCandidates(cands: readonly Candidate[], refs: ReferenceSet,
   if (dupes.length) throw new DataError(`${candidatesFile}: ${dupes.length} duplicate candidate id(s): ${sample(dupes, 3)}`);
 
   const missing: string[] = [];
+  const uncaptioned: string[] = [];
   const byRef = new Map<string, Candidate>();
   const clashes: string[] = [];
   const pairs: ScorePair[] = [];
@@ -281,18 +297,29 @@ export function matchCandidates(cands: readonly Candidate[], refs: ReferenceSet,
       missing.push(c.id);
       continue;
     }
+    const references = refs.byId.get(refId);
+    if (references === undefined) {
+      uncaptioned.push(refId === c.id ? c.id : `${c.id} (image ${refId})`);
+      continue;
+    }
     const prev = byRef.get(refId);
     if (prev) {
       clashes.push(`${prev.id} and ${c.id} -> ${refId}`);
       continue;
     }
     byRef.set(refId, c);
-    pairs.push({ id: c.id, candidate: c.caption, references: refs.byId.get(refId)! });
+    pairs.push({ id: c.id, candidate: c.caption, references });
   }
   if (missing.length) {
     throw new DataError(
       `${candidatesFile}: ${missing.length} of ${cands.length} candidate(s) have no references in ${refs.source}: ${sample(missing)}` +
         (pairs.length === 0 ? ` (reference ids look like: ${sample([...refs.byId.keys()], 3)})` : ''),
+    );
+  }
+  if (uncaptioned.length) {
+    throw new DataError(
+      `${candidatesFile}: ${uncaptioned.length} of ${cands.length} candidate(s) name images that ${refs.source} lists without any reference caption, ` +
+        `so they cannot be scored: ${sample(uncaptioned)} (leave these candidates out, or use references that caption them)`,
     );
   }
   if (clashes.length) throw new DataError(`${candidatesFile}: ${clashes.length} pair(s) of candidates name the same reference image: ${sample(clashes, 3)}`);

@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { ModelError } from '../errors.js';
-import { exists } from '../util/fsx.js';
+import { ensureDir, exists } from '../util/fsx.js';
 import { CaptionDecoder, type FeatureNorm } from './decoder.js';
 import { validateSpec, type DecoderSpec } from './spec.js';
 
@@ -27,7 +27,7 @@ let tmpCounter = 0;
 /** Write `files` (name -> content) as folder `dir`, replacing any previous folder in one rename. */
 export async function writeDirAtomic(dir: string, files: Record<string, string | Uint8Array>): Promise<void> {
   const parent = path.dirname(dir);
-  await fs.mkdir(parent, { recursive: true });
+  await ensureDir(parent);
   const tmp = `${dir}.tmp-${process.pid}-${tmpCounter++}`;
   await fs.rm(tmp, { recursive: true, force: true });
   await fs.mkdir(tmp);

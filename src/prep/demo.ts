@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { UsageError } from '../errors.js';
 import { log, progress } from '../log.js';
-import { exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { CAPTIONS_PER_IMAGE, DEMO_VERSION, demoTexts, imageName, makeScene, sceneSvg } from './demo-scene.js';
 
 export interface DemoDataOptions {
@@ -114,7 +114,7 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
   const manifest: DemoManifest = { ...want, split: { train: texts.split.train.length, val: texts.split.val.length, test: texts.split.test.length } };
   // the old manifest goes first: an interrupted run must not look complete
   await fs.rm(manifestFile, { force: true });
-  await fs.mkdir(imagesDir, { recursive: true });
+  await ensureDir(imagesDir);
 
   const started = Date.now();
   const bar = progress('demo-data', images);

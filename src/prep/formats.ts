@@ -1,5 +1,7 @@
 // Caption file parsers (pure: text in, images with their raw captions out), one per dataset format.
 // Malformed input is a DataError naming `file:line:` (text formats) or `file: json.path:` (JSON).
+// Inconsistent but readable input (a repeated caption number or COCO image id, a non-numeric `#x`) is
+// a warning in the same form, collected in Parsed.warnings: the caller logs them, or fails (--strict).
 // Blank lines are ignored; captions are trimmed but otherwise kept as written.
 import * as path from 'node:path';
 import { DataError } from '../errors.js';
@@ -23,13 +25,40 @@ export interface Parsed {
   images: ImageEntry[];
   /** Number of captions read. */
   captions: number;
+  /** `file:line: what is odd` for inconsistent input that was read anyway (see the header). */
+  warnings: string[];
 }
 
 /** Groups captions by image key. */
 export class Collector {
   private readonly byKey = new Map<string, ImageEntry>();
   private readonly origin = new Map<string, string>();
+  private readonly numbered = new Map<string, { where: string; caption: string }>();
+  readonly warnings: string[] = [];
   captions = 0;
+
+  warn(where: string, message: string): void {
+    this.warnings.push(`${where}: ${message}`);
+  }
+
+  /**
+   * Record that `image` has caption number `num` here. A number seen before for the same image is a
+   * warning; returns false when the caption is the same too (a repeated line: the caller skips it).
+   */
+  numberedOnce(image: string, num: string, caption: string, where: string): boolean {
+    const id = `${image}#${num}`;
+    const prev = this.numbered.get(id);
+    if (!prev) {
+      this.numbered.set(id, { where, caption: caption.trim() });
+      return true;
+    }
+    if (prev.caption === caption.trim()) {
+      this.warn(where, `${show(id)} repeats ${prev.where} with the same caption; the repeat is left out`);
+      return false;
+    }
+    this.warn(where, `caption number ${show(id)} is used again (first at ${prev.where}); both captions are kept`);
+    return true;
+  }
 
   add(image: string, caption: string, where: string, extra: { file?: string; alt?: string[]; split?: SplitName } = {}): void {
     let e = this.byKey.get(image);
@@ -51,7 +80,7 @@ export class Collector {
   }
 
   result(): Parsed {
-    return { images: [...this.byKey.values()], captions: this.captions };
+    return { images: [...this.byKey.values()], captions: this.captions, warnings: [...this.warnings] };
   }
 }
 
@@ -63,6 +92,9 @@ export function show(s: string, max = 80): string {
   return JSON.stringify(s.length > max ? s.slice(0, max) + '...' : s);
 }
 
+/** A file name with an extension, such as "x.jpg" (to tell `x.jpg#junk` from a `#` inside a name). */
+const IMAGE_NAME = /\.[A-Za-z][A-Za-z0-9]{1,4}$/;
+
 /** Split text into lines (LF, CRLF or CR) with 1-based numbers. */
 function lines(text: string): string[] {
   return stripBom(text).split(/\r\n|\n|\r/);
@@ -71,6 +103,8 @@ function lines(text: string): string[] {
 /**
  * flickr8k: `image.jpg#N<TAB>caption` per line (Flickr8k.token.txt, Flickr30k results_20130124.token).
  * The key is everything before the last `#`; a missing `#N` is tolerated (the key is the whole field).
+ * `image.jpg#x` with a non-numeric x after a file extension is taken as `image.jpg`, with a warning
+ * (a `#` inside a name, `a#b.jpg`, stays). A repeated `image.jpg#N` is a warning; a repeated line is left out.
  */
 export function parseFlickr8k(text: string, file: string, c = new Collector()): Parsed {
   const ls = lines(text);
@@ -80,10 +114,19 @@ export function parseFlickr8k(text: string, file: string, c = new Collector()): 
     const tab = line.indexOf('\t');
     if (tab < 0) throw new DataError(`${file}:${i + 1}: expected "image.jpg#N<TAB>caption" (no tab found): ${show(line)}`);
     const left = line.slice(0, tab).trim();
+    const where = `${file}:${i + 1}`;
     const hash = left.lastIndexOf('#');
-    const key = hash >= 0 && /^\d+$/.test(left.slice(hash + 1)) ? left.slice(0, hash) : left;
-    if (key === '') throw new DataError(`${file}:${i + 1}: empty image name before the tab: ${show(line)}`);
-    c.add(key, line.slice(tab + 1), `${file}:${i + 1}`);
+    const suffix = hash >= 0 ? left.slice(hash + 1) : '';
+    let key = left;
+    if (hash >= 0 && /^\d+$/.test(suffix)) key = left.slice(0, hash);
+    else if (hash > 0 && IMAGE_NAME.test(left.slice(0, hash))) {
+      key = left.slice(0, hash);
+      c.warn(where, `${show('#' + suffix)} after the image name is not a caption number; read as image ${show(key)}`);
+    }
+    if (key === '') throw new DataError(`${where}: empty image name before the tab: ${show(line)}`);
+    const caption = line.slice(tab + 1);
+    if (hash >= 0 && key !== left && !c.numberedOnce(key, suffix, caption, where)) continue;
+    c.add(key, caption, where);
   }
   return c.result();
 }
@@ -120,6 +163,7 @@ export function parseFlickr30kCsv(text: string, file: string, c = new Collector(
     }
     if (key === '') throw new DataError(`${where}: empty image_name: ${show(line)}`);
     if (!/^\d+$/.test(num)) throw new DataError(`${where}: comment_number must be a number, got ${show(num)}`);
+    if (!c.numberedOnce(key, num, comment, where)) continue;
     c.add(key, comment, where);
   }
   return c.result();
@@ -207,7 +251,7 @@ export function parseCoco(text: string, file: string, split?: SplitName, c = new
   if (!isObj(doc) || !Array.isArray(doc.images) || !Array.isArray(doc.annotations)) {
     throw new DataError(`${file}: not a COCO captions file: expected {"images": [...], "annotations": [...]}`);
   }
-  const byId = new Map<unknown, { name: string; alt?: string[] }>();
+  const byId = new Map<unknown, { name: string; alt?: string[]; at: string }>();
   doc.images.forEach((img, i) => {
     const at = `${file}: images[${i}]`;
     if (!isObj(img)) throw new DataError(`${at}: expected an object`);
@@ -218,7 +262,13 @@ export function parseCoco(text: string, file: string, split?: SplitName, c = new
       const folder = urlFolder(img.coco_url);
       if (folder) alt = [`${folder}/${img.file_name}`];
     }
-    byId.set(img.id, { name: img.file_name, alt });
+    const prev = byId.get(img.id);
+    if (prev) {
+      // the first entry wins: a later one must not take over the captions of another file
+      if (prev.name !== img.file_name) c.warn(at, `image id ${JSON.stringify(img.id)} is used again (first at ${prev.at}, ${show(prev.name)}); this entry, ${show(img.file_name)}, is ignored and gets no captions`);
+      return;
+    }
+    byId.set(img.id, { name: img.file_name, alt, at });
   });
   doc.annotations.forEach((ann, i) => {
     const at = `${file}: annotations[${i}]`;

@@ -10,10 +10,10 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { DataError } from '../errors.js';
+import { CaptionerError, DataError } from '../errors.js';
 import type { BuildOptions } from './build.js';
 import { Vocab } from '../text/vocab.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 
 export type SplitName = 'train' | 'val' | 'test';
 export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
@@ -122,11 +122,13 @@ export async function writePrepared(
   };
   const manifest: PreparedManifest = { ...data.manifest, files: PREPARED_FILES, fingerprint: fingerprintOf(contents) };
   try {
+    await ensureDir(dir);
     // a stale manifest must not vouch for half-written files
     await fs.rm(path.join(dir, PREPARED_FILES.manifest), { force: true });
     for (const k of DATA_FILES) await writeFileAtomic(path.join(dir, PREPARED_FILES[k]), contents[k]);
     await writeJsonAtomic(path.join(dir, PREPARED_FILES.manifest), manifest);
   } catch (e) {
+    if (e instanceof CaptionerError) throw e;
     const err = e as NodeJS.ErrnoException;
     throw new DataError(`${dir}: cannot write the prepared dataset: ${err.code ?? err.message}${err.path ? ` (${err.path})` : ''}`);
   }

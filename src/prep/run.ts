@@ -9,7 +9,7 @@ import type { Config } from '../config/schema.js';
 import { ConfigError, DataError } from '../errors.js';
 import { log } from '../log.js';
 import { buildPrepared, checkBuildOptions, type SplitImage } from './build.js';
-import { Collector, parseCaptionCsv, parseCoco, parseFlickr30kCsv, parseFlickr8k, parseKarpathy, type ImageEntry } from './formats.js';
+import { Collector, show, parseCaptionCsv, parseCoco, parseFlickr30kCsv, parseFlickr8k, parseKarpathy, type ImageEntry } from './formats.js';
 import { SPLITS, writePrepared, type PreparedManifest, type SplitName } from './prepared.js';
 import { assignByRatio, assignFromLists, parseSplitList, type SplitList } from './split.js';
 
@@ -21,14 +21,39 @@ export interface PrepResult {
   manifest: PreparedManifest;
 }
 
-async function readText(file: string, what: string): Promise<string> {
+/**
+ * Read a text file as UTF-8. Bytes that are not valid UTF-8 become U+FFFD, and each line holding
+ * some gets a `file:line` warning pushed to `warnings` (the caller logs them or fails with --strict).
+ */
+async function readText(file: string, what: string, warnings: string[]): Promise<string> {
+  let bytes: Buffer;
   try {
-    return await fs.readFile(file, 'utf8');
+    bytes = await fs.readFile(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder' : code ?? (e as Error).message;
     throw new DataError(`${file}: cannot read ${what}: ${why}`);
   }
+  const text = new TextDecoder('utf-8', { ignoreBOM: true }).decode(bytes);
+  if (text.includes('\uFFFD')) {
+    try {
+      new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch {
+      text.split(/\r\n|\n|\r/).forEach((line, i) => {
+        if (line.includes('\uFFFD')) warnings.push(`${file}:${i + 1}: invalid UTF-8 (read as U+FFFD): ${show(line)}`);
+      });
+    }
+  }
+  return text;
+}
+
+/** Log prep's data warnings, or fail with all of them under --strict. */
+function reportWarnings(warnings: readonly string[], strict: boolean): void {
+  if (warnings.length === 0) return;
+  const shown = warnings.slice(0, FIRST).map((w) => '  ' + w);
+  if (warnings.length > FIRST) shown.push(`  ... and ${warnings.length - FIRST} more`);
+  if (strict) throw new DataError(`${plural(warnings.length, 'problem')} in the captions or split files (prep.strict is on; fix the data or drop --strict to read it anyway):\n${shown.join('\n')}`);
+  log.warn(`${plural(warnings.length, 'problem')} in the captions or split files (read anyway; --strict makes them errors):\n${shown.join('\n')}`);
 }
 
 type Source = { file: string; split?: SplitName };
@@ -47,11 +72,12 @@ export function captionSources(ds: Config['dataset']): Source[] {
   return [{ file: ds.captions }];
 }
 
-/** Parse every caption source into one collection (keys unique across files). */
-export async function readCaptions(format: Config['dataset']['format'], sources: Source[]): Promise<ImageEntry[]> {
+/** Parse every caption source into one collection (keys unique across files), with `file:line` warnings. */
+export async function readCaptions(format: Config['dataset']['format'], sources: Source[]): Promise<{ images: ImageEntry[]; warnings: string[] }> {
   const c = new Collector();
+  const encoding: string[] = [];
   for (const { file, split } of sources) {
-    const text = await readText(file, 'captions file');
+    const text = await readText(file, 'captions file', encoding);
     switch (format) {
       case 'flickr8k':
         parseFlickr8k(text, file, c);
@@ -70,7 +96,8 @@ export async function readCaptions(format: Config['dataset']['format'], sources:
         break;
     }
   }
-  return c.result().images;
+  const r = c.result();
+  return { images: r.images, warnings: [...encoding, ...r.warnings] };
 }
 
 export type SplitMethod = PreparedManifest['options']['split']['method'];
@@ -118,7 +145,7 @@ export async function runPrep(config: Config): Promise<PrepResult> {
   const listFiles = { train: ds.split.trainFile, val: ds.split.valFile, test: ds.split.testFile };
   if (method !== 'files' && Object.values(listFiles).some(Boolean)) log.warn(`split files are ignored: dataset.split.method is ${method}`);
 
-  const entries = await readCaptions(ds.format, sources);
+  const { images: entries, warnings } = await readCaptions(ds.format, sources);
   if (entries.length === 0) throw new DataError(`${sources.map((s) => s.file).join(', ')}: no captions found`);
 
   // splits
@@ -133,7 +160,7 @@ export async function runPrep(config: Config): Promise<PrepResult> {
       const f = listFiles[s];
       if (!f) continue;
       splitFiles[s] = path.resolve(f);
-      lists.push(parseSplitList(await readText(f, `${s} split file`), f, s));
+      lists.push(parseSplitList(await readText(f, `${s} split file`, warnings), f, s));
     }
     const a = assignFromLists(
       entries.map((e) => e.image),
@@ -151,6 +178,7 @@ export async function runPrep(config: Config): Promise<PrepResult> {
       ds.split.seed,
     );
   }
+  reportWarnings(warnings, p.strict);
   const noSplit = entries.filter((e) => !assigned.has(e.image));
   dropped.noSplitImages = noSplit.length;
   dropped.noSplitCaptions = noSplit.reduce((n, e) => n + e.captions.length, 0);
@@ -172,6 +200,12 @@ export async function runPrep(config: Config): Promise<PrepResult> {
       const hit = [e.file, ...(e.alt ?? [])].find((f) => found.has(f));
       if (hit) present.push(hit === e.file ? e : { ...e, file: hit });
       else missing.push(e);
+    }
+    if (missing.length && present.length === 0) {
+      throw new DataError(
+        `${ds.images}: none of the ${plural(missing.length, 'image')} named by the captions ${missing.length === 1 ? 'is' : 'are'} in this folder ` +
+          `(looked for ${preview(missing.map((e) => e.file))}); is dataset.images (--images) the right folder?`,
+      );
     }
     if (missing.length) {
       const names = missing.map((e) => e.file);

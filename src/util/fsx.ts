@@ -1,14 +1,58 @@
 // Filesystem helpers: atomic writes (temp file + fsync + rename) and JSON/JSONL I/O with clear errors.
-import { promises as fs, createReadStream } from 'node:fs';
+import { promises as fs, constants as fsc, createReadStream } from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { DataError } from '../errors.js';
 
 let counter = 0;
 
+/**
+ * Create folder `dir` and its missing parents, with a clear DataError when that cannot work. Walks up to
+ * the nearest existing ancestor, checks it is a writable folder, then creates each missing level on its
+ * own. (Node's `mkdir(..., { recursive: true })` spins at 100% CPU forever on some paths, e.g. /proc/x.)
+ */
+export async function ensureDir(dir: string): Promise<void> {
+  const fail = (why: string) => new DataError(`${dir}: cannot create folder: ${why}`);
+  const missing: string[] = [];
+  let cur = path.resolve(dir);
+  for (;;) {
+    let st;
+    try {
+      st = await fs.stat(cur);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // ENOTDIR: some ancestor is a file; walking up finds and names it
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw fail(`${cur}: ${code ?? (e as Error).message}`);
+    }
+    if (st) {
+      if (!st.isDirectory()) throw fail(`${cur} is a file, not a folder`);
+      break;
+    }
+    missing.push(cur);
+    const up = path.dirname(cur);
+    if (up === cur) throw fail(`${cur} does not exist`);
+    cur = up;
+  }
+  if (missing.length === 0) return;
+  try {
+    await fs.access(cur, fsc.W_OK | fsc.X_OK);
+  } catch {
+    throw fail(`${cur} is not writable`);
+  }
+  for (const d of missing.reverse()) {
+    try {
+      await fs.mkdir(d);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' && (await fs.stat(d).catch(() => null))?.isDirectory()) continue; // made meanwhile
+      throw fail(`${d}: ${code === 'ENOENT' ? `${path.dirname(d)} does not accept new folders` : (code ?? (e as Error).message)}`);
+    }
+  }
+}
+
 /** Write `data` to `file` atomically: readers see the old content or the new one, never a mix. */
 export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
+  await ensureDir(path.dirname(file));
   const tmp = `${file}.${process.pid}.${counter++}.tmp`;
   const handle = await fs.open(tmp, 'w');
   try {

@@ -13,6 +13,11 @@ const write = (name: string, text: string) => {
   return f;
 };
 
+// "billion laughs": 9 levels of 9 aliases would expand to 9^9 strings
+const bomb = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+  .concat('bcdefghi'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill('*' + 'abcdefghi'[i]).join(', ')}]`))
+  .join('\n');
+
 describe('parseSet', () => {
   it('parses dotted keys with YAML-typed values', () => {
     expect(parseSet('train.epochs=5')).toEqual({ train: { epochs: 5 } });
@@ -55,9 +60,40 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect(err.exitCode).toBe(2);
     expect(err.message).toContain(f);
-    expect(err.message).toContain('train.epochs: expected a positive integer, got "ten"');
+    expect(err.message).toContain('train.epochs: expected an integer from 1 to 10000, got "ten"');
     expect(err.message).toContain('train.bogus: unknown key');
     expect(err.message).toContain('prep.overLength: expected one of "truncate", "drop"');
+  });
+
+  it('bounds numeric settings whose huge values crash or hang a stage', async () => {
+    const bad = {
+      'decode.beam': 1_000_000,
+      'decode.maxLength': 1e9,
+      'decode.batchSize': 100_000,
+      'prep.maxLength': 10_000,
+      'features.batchSize': 4096,
+      'features.shardSize': 1e7,
+      'model.units': 1e6,
+      'train.batchSize': 1e6,
+      'train.epochs': 1e7,
+      'caption.batchSize': 1e4,
+      'serve.maxBeam': 1000,
+      'serve.requestTimeoutMs': 2 ** 31,
+      threads: 100_000,
+    };
+    const err = await loadConfig({ sets: Object.entries(bad).map(([k, v]) => `${k}=${v}`) }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toMatch(/^--set: invalid config:/);
+    expect(err.message).toContain('decode.beam: expected an integer from 1 to 50, got 1000000');
+    expect(err.message).toContain('decode.maxLength: expected an integer from 1 to 200, got 1000000000');
+    for (const k of Object.keys(bad)) expect(err.message).toContain(`${k}: expected an integer from `);
+    // the bounds themselves are allowed
+    const ok = await loadConfig({ sets: ['decode.beam=50', 'decode.maxLength=200', 'serve.maxBeam=50'] });
+    expect(ok.config.decode.beam).toBe(50);
+  });
+
+  it('names command-line flags as the source of a bad flag value', async () => {
+    await expect(loadConfig({ overrides: { decode: { beam: 1_000_000 } } })).rejects.toThrow(/^command-line flags: invalid config:\n {2}decode\.beam: expected an integer from 1 to 50, got 1000000/);
   });
 
   it('names a missing file', async () => {
@@ -69,6 +105,21 @@ describe('loadConfig', () => {
   it('rejects invalid YAML and non-mapping documents', async () => {
     await expect(loadConfig({ file: write('syntax.yaml', 'train: [1, 2\n') })).rejects.toThrow(/invalid YAML/);
     await expect(loadConfig({ file: write('list.yaml', '- 1\n- 2\n') })).rejects.toThrow(/top level must be a mapping/);
+  });
+
+  it('refuses a YAML alias bomb as a ConfigError naming the file', async () => {
+    const f = write('bomb.yaml', bomb + '\n');
+    const err = await loadConfig({ file: f }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toContain(`${f}: invalid YAML:`);
+    expect(err.message).toMatch(/more than 100 alias expansions/);
+  });
+
+  it('still expands a few aliases', async () => {
+    const f = write('alias.yaml', 'x: &n 7\ntrain:\n  epochs: *n\n');
+    await expect(loadConfig({ file: f })).rejects.toThrow(/x: unknown key/);
+    const ok = await loadConfig({ file: write('alias2.yaml', 'train: &t\n  epochs: 3\n') });
+    expect(ok.config.train.epochs).toBe(3);
   });
 });
 
@@ -87,7 +138,21 @@ describe('captioner config (CLI)', () => {
     const r = await runCli(['config', '--config', f]);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toContain('train.epochs: expected a positive integer, got -1');
+    expect(r.stderr).toContain('train.epochs: expected an integer from 1 to 10000, got -1');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('caption --beam 1000000 is a config error (exit 2), not a wasm crash', async () => {
+    const r = await runCli(['caption', '--model', path.join(dir, 'no-model'), '--beam', '1000000', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('decode.beam: expected an integer from 1 to 50, got 1000000');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('exits 2 on a YAML alias bomb, with no stack trace', async () => {
+    const r = await runCli(['config', '--config', write('bomb2.yaml', bomb + '\n')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/bomb2\.yaml: invalid YAML: .*alias/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 

@@ -127,6 +127,28 @@ describe('matchCandidates', () => {
     expect(() => matchCandidates(cands, refs, 'c.jsonl')).toThrow(/c\.jsonl: 6 of 7 candidate\(s\) have no references in .*coco\.json: x1, x2, x3, x4, x5, \.\.\./);
   });
 
+  it('refuses candidates whose image the references list without any caption (no TypeError)', async () => {
+    const listed = { ...coco, images: [...coco.images, { id: 3, file_name: '000000000003.jpg' }] };
+    const refs = await readReferences(write('coco3.json', JSON.stringify(listed)));
+    expect(refs.byId.has('3')).toBe(false);
+    expect(refs.uncaptioned).toEqual(new Set(['3']));
+    for (const id of ['3', '000000000003.jpg', 'photos/000000000003.jpg']) {
+      const cands = [
+        { id: '1', caption: 'a dog', where: 'c:1' },
+        { id, caption: 'a bird', where: 'c:2' },
+      ];
+      let err: unknown;
+      try {
+        matchCandidates(cands, refs, 'c.jsonl');
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(DataError);
+      expect((err as Error).message).toMatch(/c\.jsonl: 1 of 2 candidate\(s\) name images that .*coco3\.json lists without any reference caption, so they cannot be scored: /);
+      expect((err as Error).message).toContain(id === '3' ? ': 3 (' : `${id} (image 3)`);
+    }
+  });
+
   it('rejects duplicate ids, and two candidates naming the same image', async () => {
     const refs = await readReferences(write('coco.json', JSON.stringify(coco)));
     expect(() =>

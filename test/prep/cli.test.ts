@@ -1,5 +1,5 @@
 // `captioner prep` through the built CLI (run `npx tsc -p .` first): exit codes and messages.
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -42,6 +42,18 @@ describe('captioner prep (CLI)', () => {
     const s = await runCli(['prep', '--captions', good, '--images', images, '--out', path.join(dir, 'o5'), '--strict']);
     expect(s.code).toBe(3);
     expect(s.stderr).toMatch(/error: 1 image named by the captions is missing .*b\.jpg/);
+  });
+
+  it('an --out that cannot be created exits 3 at once with a clear message (no 100% CPU spin)', async () => {
+    const blocker = write('blocker', 'x');
+    const r = await runCli(['prep', '--captions', good, '--out', path.join(blocker, 'out')]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain(`error: ${path.join(blocker, 'out')}: cannot create folder: ${blocker} is a file, not a folder`);
+    if (existsSync('/proc/self')) {
+      const p = await runCli(['prep', '--captions', good, '--out', '/proc/nope']);
+      expect(p.code).toBe(3);
+      expect(p.stderr).toContain('error: /proc/nope: cannot create folder: /proc/nope: /proc does not accept new folders');
+    } else console.warn('skipping prep --out /proc/nope: this system has no /proc');
   });
 
   it('usage and config problems exit 2', async () => {

@@ -45,6 +45,29 @@ describe('flickr8k', () => {
   });
 });
 
+describe('flickr8k: inconsistent lines are warnings with file:line', () => {
+  it('a repeated line is left out; a repeated #N with another caption is kept; both warn', () => {
+    const p = parseFlickr8k('a.jpg#0\tA dog .\na.jpg#1\tA cat .\na.jpg#0\tA dog .\na.jpg#1\tA bird .\n', 'tok.txt');
+    expect(captionsOf(p)).toEqual({ 'a.jpg': ['A dog .', 'A cat .', 'A bird .'] });
+    expect(p.captions).toBe(3);
+    expect(p.warnings).toEqual([
+      'tok.txt:3: "a.jpg#0" repeats tok.txt:1 with the same caption; the repeat is left out',
+      'tok.txt:4: caption number "a.jpg#1" is used again (first at tok.txt:2); both captions are kept',
+    ]);
+  });
+  it('a non-numeric #x after the file extension is dropped from the name, with a warning', () => {
+    const p = parseFlickr8k('a.jpg#x\tA dog .\na.jpg#1\tA cat .\nb.jpg#\tA bird .\nx#y.jpg\tkept\n', 'tok.txt');
+    expect(captionsOf(p)).toEqual({ 'a.jpg': ['A dog .', 'A cat .'], 'b.jpg': ['A bird .'], 'x#y.jpg': ['kept'] });
+    expect(p.warnings).toEqual([
+      'tok.txt:1: "#x" after the image name is not a caption number; read as image "a.jpg"',
+      'tok.txt:3: "#" after the image name is not a caption number; read as image "b.jpg"',
+    ]);
+  });
+  it('clean files give no warnings', () => {
+    expect(parseFlickr8k('a.jpg#0\tA\na.jpg#1\tB\n', 't').warnings).toEqual([]);
+  });
+});
+
 describe('flickr30k-csv', () => {
   it('parses with a header, spaces after |, CRLF and a | inside the comment', () => {
     const text = 'image_name| comment_number| comment\r\n1.jpg| 0| A man .\r\n1.jpg| 1| A b|c\r\n2.jpg|0|No spaces\r\n';
@@ -104,6 +127,27 @@ describe('karpathy', () => {
     expect(() => parseKarpathy('{', 'k.json')).toThrow(/^k\.json: not valid JSON/);
     expect(() => parseKarpathy('{"images": [{"filename": "a", "split": "dev", "sentences": []}]}', 'k.json')).toThrow(/^k\.json: images\[0\]: "split" must be one of/);
     expect(() => parseKarpathy('[]', 'k.json')).toThrow(/not a Karpathy split file/);
+  });
+});
+
+describe('coco: a repeated image id', () => {
+  it('keeps the first image entry and warns, instead of moving its captions to the other file', () => {
+    const doc = {
+      images: [
+        { id: 1, file_name: 'one.jpg' },
+        { id: 2, file_name: 'two.jpg' },
+        { id: 1, file_name: 'other.jpg' },
+        { id: 2, file_name: 'two.jpg' },
+      ],
+      annotations: [
+        { image_id: 1, caption: 'A dog .' },
+        { image_id: 2, caption: 'A cat .' },
+      ],
+    };
+    const p = parseCoco(JSON.stringify(doc), 'c.json');
+    expect(captionsOf(p)).toEqual({ 'one.jpg': ['A dog .'], 'two.jpg': ['A cat .'] });
+    // an exact repeat of an entry is harmless and not reported
+    expect(p.warnings).toEqual(['c.json: images[2]: image id 1 is used again (first at c.json: images[0], "one.jpg"); this entry, "other.jpg", is ignored and gets no captions']);
   });
 });
 

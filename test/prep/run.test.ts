@@ -22,6 +22,20 @@ const write = (dir: string, name: string, text: string) => {
   writeFileSync(f, text);
   return f;
 };
+async function captureStderr(fn: () => Promise<unknown>): Promise<string> {
+  const orig = process.stderr.write.bind(process.stderr);
+  let text = '';
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    text += String(chunk);
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    await fn();
+  } finally {
+    process.stderr.write = orig;
+  }
+  return text;
+}
 const prep = async (overrides: Record<string, unknown>) => runPrep((await loadConfig({ overrides })).config);
 
 /** A small Flickr8k-style dataset: 6 images x 2 captions, split lists, one quirk key in no list. */
@@ -108,6 +122,39 @@ describe('runPrep', () => {
     await expect(prep({ dataset: { ...ds, images: path.join(dir, 'nope') }, prep: { out } })).rejects.toThrow(/images folder not found/);
   });
 
+  it('the wrong images folder (none of the images in it) is a DataError naming the folder', async () => {
+    const dir = fresh();
+    const f = flickr(dir);
+    const images = path.join(dir, 'elsewhere');
+    write(images, 'unrelated.jpg', 'x');
+    const ds = { format: 'flickr8k', captions: f.captions, images, split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile } };
+    const err = await quietly(() => prep({ dataset: ds, prep: { out: path.join(dir, 'out') } })).catch((e) => e);
+    expect(err).toBeInstanceOf(DataError);
+    expect(err.message).toMatch(/elsewhere: none of the 6 images named by the captions are in this folder \(looked for i6\.jpg, .*\); is dataset\.images \(--images\) the right folder\?/);
+    expect(err.message).not.toMatch(/no captions left/);
+  });
+
+  it('warns with file:line about repeated or odd caption numbers and invalid UTF-8; --strict fails', async () => {
+    const dir = fresh();
+    const bytes = Buffer.concat([
+      Buffer.from('a.jpg#0\tA dog runs .\na.jpg#0\tA dog runs .\nb.jpg#x\tA cat .\nc.jpg#0\tA caf'),
+      Buffer.from([0xe9, 0x20]), // Latin-1 "é": not UTF-8
+      Buffer.from('dog .\n'),
+    ]);
+    const captions = path.join(dir, 'tok.txt');
+    writeFileSync(captions, bytes);
+    const ds = { format: 'flickr8k', captions };
+    const stderr = await captureStderr(() => prep({ dataset: ds, prep: { out: path.join(dir, 'out'), minCount: 1 } }));
+    expect(stderr).toContain('warning: 3 problems in the captions or split files (read anyway; --strict makes them errors):');
+    expect(stderr).toContain(`${captions}:4: invalid UTF-8 (read as U+FFFD): "c.jpg#0\\tA caf\uFFFD dog ."`);
+    expect(stderr).toContain(`${captions}:2: "a.jpg#0" repeats ${captions}:1 with the same caption; the repeat is left out`);
+    expect(stderr).toContain(`${captions}:3: "#x" after the image name is not a caption number; read as image "b.jpg"`);
+    const err = await quietly(() => prep({ dataset: ds, prep: { out: path.join(dir, 'strict'), strict: true } })).catch((e) => e);
+    expect(err).toBeInstanceOf(DataError);
+    expect(err.message).toMatch(/^3 problems in the captions or split files \(prep\.strict is on/);
+    expect(err.message).toContain(`${captions}:4: invalid UTF-8`);
+  });
+
   it('ratio split: same output for any input order, ratios respected', async () => {
     const dir = fresh();
     const lines = Array.from({ length: 50 }, (_, i) => `img${i}.jpg,A thing number ${i} .`);
@@ -167,7 +214,7 @@ describe('runPrep', () => {
     await expect(prep({ dataset: { format: 'csv', captions: 'x', split: { method: 'field' } } })).rejects.toThrow(/"field" needs/);
     await expect(prep({ dataset: { format: 'csv', captions: 'x', split: { method: 'files' } } })).rejects.toThrow(/"files" needs/);
     await expect(prep({ dataset: { format: 'csv', captions: path.join(dir, 'none.csv') } })).rejects.toThrow(/none\.csv: cannot read captions file: no such file/);
-    await expect(loadConfig({ overrides: { prep: { maxLength: 2 } } })).rejects.toThrow(/at least 3/);
+    await expect(loadConfig({ overrides: { prep: { maxLength: 2 } } })).rejects.toThrow(/prep.maxLength: expected an integer from 3 to 200, got 2/);
   });
 });
 

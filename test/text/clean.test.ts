@@ -15,8 +15,9 @@ describe('cleanTokens', () => {
     expect(cleanTokens(s, { ...classic, minWordLength: 2 })).toEqual(['dog', 'runs']);
     expect(cleanTokens(s, { lowercase: false, stripPunctuation: false, dropDigitTokens: false, minWordLength: 1 })).toEqual(['A', 'Dog', 'runs', '3x.']);
   });
-  it('removes apostrophes and hyphens inside words and handles unicode', () => {
-    expect(cleanTokens("Don't stop the well-known CAFÉ!", classic)).toEqual(['don', 't', 'stop', 'the', 'well', 'known', 'café']);
+  it('deletes apostrophes and hyphens inside words (the recipe joins them) and handles unicode', () => {
+    expect(cleanTokens("Don't stop the well-known CAFÉ!", classic)).toEqual(['dont', 'stop', 'the', 'wellknown', 'café']);
+    expect(cleanTokens('A boy in a t-shirt - running', basicClean)).toEqual(['a', 'boy', 'in', 'a', 'tshirt', 'running']);
   });
   it('gives no tokens for punctuation-only captions', () => {
     expect(cleanTokens(' . , ! ', classic)).toEqual([]);

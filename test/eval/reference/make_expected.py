@@ -11,7 +11,8 @@ Usage:
   make_expected.py coco N TOKENIZE       first N images of coco/captions_val2017.json (`images` order, 0 = all);
                                          candidate = the image's first annotation, references = the others
   make_expected.py FILE.json - TOKENIZE  a pairs file: {"pairs": [{"id", "candidate", "references": [...]}]}
-TOKENIZE: none (split on whitespace) or basic (NFC, lowercase, every Unicode P*/S* character -> space, split).
+TOKENIZE: none (split on whitespace) or basic (NFC, lowercase, every Unicode P*/S* character deleted, split),
+as the classic recipe's str.translate deletes punctuation ("t-shirt" -> "tshirt").
 Prints one JSON object: images, Bleu_1..4, CIDEr, ROUGE_L.
 """
 import json
@@ -30,7 +31,7 @@ def tok(s, mode):
     if mode == "none":
         return s.split()
     s = unicodedata.normalize("NFC", s).lower()
-    s = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in s)
+    s = "".join("" if unicodedata.category(c)[0] in "PS" else c for c in s)
     return s.split()
 
 
