@@ -58,14 +58,66 @@ export function parseSet(expr: string): Obj {
   return root;
 }
 
-/** Turn zod issues into `path: message` lines. */
+/** Edit distance (insertions, deletions, substitutions, swaps of neighbours), for "did you mean". */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** The known key closest to `key` (same letters in another case, or a small typo), if any is close. */
+export function closestKey(key: string, known: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  const exact = known.find((k) => k.toLowerCase() === lower);
+  if (exact) return exact;
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const k of known) {
+    const d = editDistance(lower, k.toLowerCase());
+    if (d < bestD) [best, bestD] = [k, d];
+  }
+  return best !== undefined && bestD <= Math.max(1, Math.floor(key.length / 4)) ? best : undefined;
+}
+
+/** The keys the config schema allows at a dotted path ([] where there is no object). */
+export function schemaKeysAt(pathParts: readonly PropertyKey[]): string[] {
+  // walk through default/optional wrappers down the object shapes
+  const unwrap = (s: unknown): { _zod: { def: Record<string, unknown> } } => {
+    let cur = s as { _zod: { def: Record<string, unknown> } };
+    while (['default', 'optional', 'nullable', 'prefault'].includes(cur._zod.def.type as string) && cur._zod.def.innerType) {
+      cur = cur._zod.def.innerType as typeof cur;
+    }
+    return cur;
+  };
+  let node = unwrap(ConfigSchema);
+  for (const part of pathParts) {
+    const shape = node._zod.def.shape as Record<string, unknown> | undefined;
+    if (!shape || !(String(part) in shape)) return [];
+    node = unwrap(shape[String(part)]);
+  }
+  const shape = node._zod.def.shape as Record<string, unknown> | undefined;
+  return shape ? Object.keys(shape) : [];
+}
+
+/** Turn zod issues into `path: message` lines; an unknown key gets a "did you mean" where one is close. */
 export function formatIssues(issues: z.core.$ZodIssue[]): string[] {
   return issues.map((iss) => {
     const p = iss.path.length ? iss.path.map(String).join('.') : '(root)';
     let msg = iss.message;
     if (iss.code === 'unrecognized_keys') {
       const keys = (iss as { keys: string[] }).keys;
-      return keys.map((k) => `${iss.path.length ? p + '.' : ''}${k}: unknown key`).join('\n');
+      const known = schemaKeysAt(iss.path);
+      return keys
+        .map((k) => {
+          const near = closestKey(k, known);
+          return `${iss.path.length ? p + '.' : ''}${k}: unknown key${near ? ` (did you mean ${near}?)` : ''}`;
+        })
+        .join('\n');
     }
     if (iss.code === 'invalid_value' && 'values' in iss) {
       const values = (iss as { values: unknown[] }).values;

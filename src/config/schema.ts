@@ -37,7 +37,11 @@ export const DatasetSchema = z
     ),
     captions: str().optional().describe('Captions file. For coco: one official captions JSON to split by ratios (use cocoFiles for per-split files).'),
     cocoFiles: z
-      .object({ train: str().optional(), val: str().optional(), test: str().optional() })
+      .object({
+        train: str().optional().describe('Official COCO captions JSON of the training split (captions_train2014.json).'),
+        val: str().optional().describe('Captions JSON of the validation split.'),
+        test: str().optional().describe('Captions JSON of the test split.'),
+      })
       .strict()
       .optional()
       .describe('coco format: one official captions JSON per split.'),
@@ -49,14 +53,19 @@ export const DatasetSchema = z
         valFile: str().optional().describe('Validation image list (Flickr_8k.devImages.txt).'),
         testFile: str().optional().describe('Test image list (Flickr_8k.testImages.txt).'),
         ratios: z
-          .object({ train: fraction().default(0.8), val: fraction().default(0.1), test: fraction().default(0.1) })
+          .object({
+            train: fraction().default(0.8).describe('Share of images for training.'),
+            val: fraction().default(0.1).describe('Share of images for validation (early stopping, best checkpoint).'),
+            test: fraction().default(0.1).describe('Share of images for the test split that eval scores.'),
+          })
           .strict()
           .default({ train: 0.8, val: 0.1, test: 0.1 })
           .describe('Ratios for the seeded random split (normalised by their sum).'),
         seed: nonNegInt().default(42).describe('Seed for the ratio split: same seed, same split.'),
       })
       .strict()
-      .default({ method: 'auto', ratios: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42 }),
+      .default({ method: 'auto', ratios: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42 })
+      .describe('How images are divided into train, val and test.'),
   })
   .strict();
 
@@ -100,7 +109,8 @@ export const EncoderSchema = z
         outputName: str().optional().describe('Output name (default: the model\'s first output).'),
       })
       .strict()
-      .optional(),
+      .optional()
+      .describe('encoder.name onnx: your own ONNX image model (a ResNet, a CLIP image tower...) and how to feed it.'),
   })
   .strict();
 
@@ -130,18 +140,19 @@ export const TrainSchema = z
     out: str().optional().describe('Run folder (default: <workdir>/model).'),
     epochs: intIn(1, 10_000).default(20).describe('Passes over the training captions (at most 10000).'),
     batchSize: intIn(1, 4096).default(64).describe('Captions per step (at most 4096).'),
-    learningRate: num().positive().default(0.001),
+    learningRate: num().positive().default(0.001).describe('Adam learning rate at the start (lrDecay lowers it on plateaus).'),
     clipNorm: num().positive().default(5).describe('Global gradient norm clip.'),
     seed: nonNegInt().default(42).describe('Seed for initialisation and shuffling.'),
     patience: nonNegInt().default(3).describe('Early stopping: epochs without validation improvement (0 disables).'),
     lrDecay: z
       .object({
-        factor: fraction().default(0.5),
+        factor: fraction().default(0.5).describe('Multiplier applied to the learning rate on a plateau (1: never decay).'),
         patience: nonNegInt().default(1).describe('Epochs without improvement before the learning rate is multiplied by factor.'),
-        min: num().nonnegative().default(1e-5),
+        min: num().nonnegative().default(1e-5).describe('The learning rate never goes below this.'),
       })
       .strict()
-      .default({ factor: 0.5, patience: 1, min: 1e-5 }),
+      .default({ factor: 0.5, patience: 1, min: 1e-5 })
+      .describe('Learning-rate decay when the validation loss stops improving.'),
     limit: nonNegInt().default(0).describe('Use at most this many training captions (0: all). For quick experiments.'),
   })
   .strict();
@@ -163,7 +174,7 @@ export const DecodeSchema = z
 
 export const EvalSchema = z
   .object({
-    split: z.enum(['train', 'val', 'test']).default('test'),
+    split: z.enum(['train', 'val', 'test']).default('test').describe('Which split to caption and score.'),
     limit: nonNegInt().default(0).describe('Evaluate at most this many images (0: all).'),
     tokenize: z.enum(['basic', 'none']).default('basic').describe('basic: lowercase and delete punctuation, as prep does ("t-shirt" -> "tshirt"); none: split on whitespace.'),
     out: str().optional().describe('Report folder (default: <run>/eval-<split>).'),
@@ -173,7 +184,7 @@ export const EvalSchema = z
 export const CaptionSchema = z
   .object({
     extensions: z.array(str()).default(['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif', 'bmp']).describe('File extensions taken as images.'),
-    recursive: bool().default(true),
+    recursive: bool().default(true).describe('Look into subfolders of the folders given (symlinks followed, loops skipped).'),
     batchSize: intIn(1, 128).default(8).describe('Images encoded together (at most 128, as features.batchSize).'),
     maxPixels: intIn(1, 268_402_689).default(100_000_000).describe('Images with more pixels are refused (decompression bombs). At most 16383 x 16383, sharp\'s own limit.'),
   })
@@ -203,16 +214,16 @@ export const ConfigSchema = z
     workdir: str().default('work').describe('Folder under which stages write their outputs by default.'),
     backend: BackendName.default('auto').describe('TensorFlow.js backend: auto tries gpu (tfjs-node-gpu), node (tfjs-node), wasm, cpu.'),
     threads: intIn(0, 256).default(0).describe('Threads for the wasm backend and onnxruntime (0: all cores; at most 256).'),
-    dataset: DatasetSchema.default(DatasetSchema.parse({})),
-    prep: PrepSchema.default(PrepSchema.parse({})),
-    encoder: EncoderSchema.default(EncoderSchema.parse({})),
-    features: FeaturesSchema.default(FeaturesSchema.parse({})),
-    model: ModelSchema.default(ModelSchema.parse({})),
-    train: TrainSchema.default(TrainSchema.parse({})),
-    decode: DecodeSchema.default(DecodeSchema.parse({})),
-    eval: EvalSchema.default(EvalSchema.parse({})),
-    caption: CaptionSchema.default(CaptionSchema.parse({})),
-    serve: ServeSchema.default(ServeSchema.parse({})),
+    dataset: DatasetSchema.default(DatasetSchema.parse({})).describe('Where the captions and images are, in which format, and how to split them (captioner prep).'),
+    prep: PrepSchema.default(PrepSchema.parse({})).describe('Caption cleaning, vocabulary and lengths (captioner prep).'),
+    encoder: EncoderSchema.default(EncoderSchema.parse({})).describe('The image encoder (VGG16 or your ONNX model), its weights, layer and preprocessing.'),
+    features: FeaturesSchema.default(FeaturesSchema.parse({})).describe('The feature cache (captioner features).'),
+    model: ModelSchema.default(ModelSchema.parse({})).describe('The caption decoder\'s shape.'),
+    train: TrainSchema.default(TrainSchema.parse({})).describe('Training: epochs, batch, optimiser, early stopping (captioner train).'),
+    decode: DecodeSchema.default(DecodeSchema.parse({})).describe('Beam search, used by eval, caption and serve.'),
+    eval: EvalSchema.default(EvalSchema.parse({})).describe('Scoring a split (captioner eval).'),
+    caption: CaptionSchema.default(CaptionSchema.parse({})).describe('Captioning files and folders (captioner caption).'),
+    serve: ServeSchema.default(ServeSchema.parse({})).describe('The web page and JSON API (captioner serve): address, limits and timeouts.'),
   })
   .strict();
 

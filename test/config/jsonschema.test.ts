@@ -61,3 +61,19 @@ describe('configs/captioner.schema.json', () => {
     walk(schema, '(root)');
   });
 });
+
+describe('editor help', () => {
+  it('every field of the JSON Schema has a description (hover text)', () => {
+    const missing: string[] = [];
+    const walk = (n: Json, at: string) => {
+      for (const [k, v] of Object.entries((n.properties ?? {}) as Record<string, Json>)) {
+        const p = at ? `${at}.${k}` : k;
+        if (!v.description) missing.push(p);
+        walk(v, p);
+        for (const alt of [...(v.anyOf ?? []), ...(v.oneOf ?? [])]) walk(alt, p);
+      }
+    };
+    walk(configJsonSchema(), '');
+    expect(missing).toEqual([]);
+  });
+});

@@ -1,8 +1,11 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { deepMerge, loadConfig, parseSet } from '../../src/config/load.js';
+import { closestKey, deepMerge, editDistance, loadConfig, parseSet, schemaKeysAt } from '../../src/config/load.js';
+import { ConfigSchema } from '../../src/config/schema.js';
+import { configTemplate, installedSchemaPath, schemaRefFor } from '../../src/config/template.js';
+import YAML from 'yaml';
 import { ConfigError } from '../../src/errors.js';
 import { runCli } from '../helpers/cli.js';
 
@@ -62,6 +65,7 @@ describe('loadConfig', () => {
     expect(err.message).toContain(f);
     expect(err.message).toContain('train.epochs: expected an integer from 1 to 10000, got "ten"');
     expect(err.message).toContain('train.bogus: unknown key');
+    expect(err.message).not.toContain('train.bogus: unknown key (did you mean');
     expect(err.message).toContain('prep.overLength: expected one of "truncate", "drop"');
   });
 
@@ -123,7 +127,68 @@ describe('loadConfig', () => {
   });
 });
 
+describe('did you mean', () => {
+  it('suggests the known key for a wrong case or a small typo, and nothing for a stranger', async () => {
+    const f = write('typo.yaml', 'train:\n  batchsize: 3\n  epochz: 2\n  wibble: 1\nmodle: {}\n');
+    const err = await loadConfig({ file: f }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toContain('train.batchsize: unknown key (did you mean batchSize?)');
+    expect(err.message).toContain('train.epochz: unknown key (did you mean epochs?)');
+    expect(err.message).toMatch(/train\.wibble: unknown key$/m);
+    expect(err.message).toContain('modle: unknown key (did you mean model?)');
+  });
+
+  it('knows the keys at every level of the schema', () => {
+    expect(schemaKeysAt([])).toContain('decode');
+    expect(schemaKeysAt(['dataset', 'split', 'ratios'])).toEqual(['train', 'val', 'test']);
+    expect(schemaKeysAt(['nope'])).toEqual([]);
+  });
+
+  it('edit distance counts a swap of neighbours as one edit', () => {
+    expect(editDistance('modle', 'model')).toBe(1);
+    expect(editDistance('', 'abc')).toBe(3);
+    expect(editDistance('kitten', 'sitting')).toBe(3);
+    expect(closestKey('BEAM', ['beam', 'maxLength'])).toBe('beam');
+    expect(closestKey('xyz', ['beam', 'maxLength'])).toBeUndefined();
+  });
+});
+
+describe('config --init template', () => {
+  it('parses back to exactly the defaults, and every field is in it with its description', () => {
+    const text = configTemplate('./captioner.schema.json');
+    expect(text.split('\n')[0]).toBe('# yaml-language-server: $schema=./captioner.schema.json');
+    expect(YAML.parse(text)).toEqual(JSON.parse(JSON.stringify(ConfigSchema.parse({}))));
+    for (const line of text.split('\n')) expect(line.length).toBeLessThanOrEqual(140);
+    expect(text).toContain('# Adam learning rate at the start');
+    expect(text).toMatch(/^ {2}# onnx:$/m); // optional section without default: commented out
+  });
+
+  it('points at the installed JSON Schema, relatively when close and absolutely when far', () => {
+    const schema = installedSchemaPath();
+    expect(readFileSync(schema, 'utf8')).toContain('"$schema"');
+    expect(schemaRefFor(path.join(path.dirname(schema), 'x.yaml'))).toBe('captioner.schema.json');
+    expect(schemaRefFor('/elsewhere/a/b/c/x.yaml', '/opt/lib/captioner/configs/captioner.schema.json')).toBe('/opt/lib/captioner/configs/captioner.schema.json');
+    expect(schemaRefFor('/opt/lib/my.yaml', '/opt/lib/captioner/configs/captioner.schema.json')).toBe('captioner/configs/captioner.schema.json');
+  });
+});
+
 describe('captioner config (CLI)', () => {
+  it('config --init writes a commented config that loads, and refuses to overwrite without --force', async () => {
+    const f = path.join(dir, 'init.yaml');
+    const r = await runCli(['config', '--init', f]);
+    expect(r.code).toBe(0);
+    const text = readFileSync(f, 'utf8');
+    expect(text).toMatch(/^# yaml-language-server: \$schema=\S+captioner\.schema\.json$/m);
+    const loaded = await loadConfig({ file: f });
+    expect(loaded.config).toEqual(ConfigSchema.parse({}));
+    writeFileSync(f, 'name: mine\n');
+    const again = await runCli(['config', '--init', f]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('already exists');
+    expect(readFileSync(f, 'utf8')).toBe('name: mine\n');
+    expect((await runCli(['config', '--init', f, '--force'])).code).toBe(0);
+  });
+
   it('prints the resolved config as JSON', async () => {
     const f = write('ok.yaml', 'train:\n  epochs: 7\n');
     const r = await runCli(['config', '--config', f, '--set', 'decode.beam=5', '--json']);
