@@ -440,7 +440,8 @@ async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdentity): P
   const referenced = new Set([...snap.base.shards, ...[...snap.parts.values()].flatMap((p) => p.shards)].map((s) => s.file));
   const owners = new Map<string, { name: string; part: ManifestPart }>();
   for (const [name, part] of snap.parts) owners.set(PART_RE.exec(name)![1], { name, part });
-  const verdicts = new Map<string, boolean>();
+  // verdict per writer, from its fragment as it is now (it may have changed since `snap` was read)
+  const verdicts = new Map<string, { gone: boolean; refs: Set<string>; empty: boolean }>();
   const gone = async (owner: string, name: string): Promise<boolean> => {
     const o = owners.get(owner);
     if (!o) {
@@ -448,10 +449,14 @@ async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdentity): P
       return t !== null && now - t > STALE_MS;
     }
     if (!verdicts.has(owner)) {
-      const t = await mtimeOf(path.join(dir, o.name));
-      verdicts.set(owner, t !== null && writerGone(o.part, t, me, now));
+      const file = path.join(dir, o.name);
+      const t = await mtimeOf(file);
+      const part = await readPart(file, snap.base.fingerprint).catch(() => null);
+      const empty = part !== null && !part.shards.length && !part.failed.length;
+      verdicts.set(owner, { gone: t !== null && part !== null && writerGone(part, t, me, now), refs: new Set(part?.shards.map((s) => s.file)), empty });
     }
-    return verdicts.get(owner)!;
+    const v = verdicts.get(owner)!;
+    return v.gone && !v.refs.has(name);
   };
   // fragments last, so that the verdict on their writer is reached while they still exist
   const names = (await fs.readdir(dir)).sort((a, b) => Number(PART_RE.test(a)) - Number(PART_RE.test(b)));
@@ -463,8 +468,8 @@ async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdentity): P
       const tmp = m[5] !== undefined || m[1] === '.';
       if (owner === me.id) continue;
       if (m[3] && !tmp) {
-        const p = snap.parts.get(name); // a fragment is data: only an empty one of a finished writer goes
-        remove = !!p && !p.shards.length && !p.failed.length && (await gone(owner, name));
+        // a fragment is data: only an empty one of a finished writer goes
+        remove = snap.parts.has(name) && (await gone(owner, name)) && verdicts.get(owner)!.empty;
       } else if (m[2] && !tmp && referenced.has(name)) remove = false;
       else remove = await gone(owner, name);
     } else if ((V1_SHARD_RE.test(name) && !referenced.has(name)) || V1_TMP_RE.test(name) || name === V1_LOCK) {
