@@ -9,7 +9,7 @@ import { DataError, PartialFailure } from '../errors.js';
 import { log, progress } from '../log.js';
 import { loadPrepared, SPLITS } from '../prep/prepared.js';
 import { shardOf } from '../util/shard.js';
-import { openCacheWriter, MANIFEST, type FailedImage, type FeaturesManifest } from './cache.js';
+import { openCacheWriter, type FailedImage, type FeaturesManifest } from './cache.js';
 import { createEncoder, decodeFor, type ImageEncoder } from './encoder.js';
 import { ImageError } from './image.js';
 
@@ -126,12 +126,12 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
     const manifest = await writer.close();
     const interrupted = Boolean(opts.signal?.aborted) && alreadyCached + encoded + failed.length < items.length;
     log.info(
-      `features: ${interrupted ? 'interrupted; ' : ''}encoded ${encoded}, skipped ${alreadyCached} cached, ${failed.length} failed; the cache holds ${manifest.count} images (${path.join(dir, MANIFEST)})` +
+      `features: ${interrupted ? 'interrupted; ' : ''}encoded ${encoded}, skipped ${alreadyCached} cached, ${failed.length} failed; the cache holds ${manifest.count} images (${dir})` +
         (interrupted ? '; run the same command again to continue' : ''),
     );
     const result: FeaturesResult = { dir, total: items.length, alreadyCached, encoded, failed, manifest, interrupted };
     if (failed.length && !interrupted) {
-      throw Object.assign(new PartialFailure(`${failed.length} of ${items.length} images could not be read (listed under "failed" in ${path.join(dir, MANIFEST)}); the others were cached`), { result });
+      throw Object.assign(new PartialFailure(`${failed.length} of ${items.length} images could not be read (listed under "failed" in the feature cache manifest, ${dir}); the others were cached`), { result });
     }
     return result;
   } finally {

@@ -1,10 +1,10 @@
 // The feature cache: round trips (float32 / float16), fingerprint refusals, resumable appends, failure
-// lists, crash leftovers, concurrent writers.
+// lists, crash leftovers, concurrent and overlapping writers, version 1 caches.
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheFingerprint, fromHalf, openCacheWriter, openFeatureCache, toHalf, type CacheSpec } from '../../src/features/cache.js';
+import { cacheFingerprint, encodeRows, fromHalf, openCacheWriter, openFeatureCache, toHalf, type CacheSpec } from '../../src/features/cache.js';
 import { DataError } from '../../src/errors.js';
 import { rng } from '../../src/util/random.js';
 
@@ -145,24 +145,106 @@ describe('feature cache', () => {
     await w.close();
   });
 
-  it('survives crash leftovers: orphan shards and temp files of dead writers are removed, stale locks broken', async () => {
+  it('cleans up only provable garbage: files of finished or dead writers, never a live writer elsewhere', async () => {
     const dir = path.join(work, 'crash');
     const w = await openCacheWriter(dir, spec(), { shardSize: 1 });
     await w.add('a', vec(1));
     await w.close();
-    const deadPid = 2 ** 22 + 12345; // above pid_max on Linux defaults: never alive
-    await fs.writeFile(path.join(dir, `shard-${deadPid}-abc-0.bin`), new Uint8Array(20));
-    await fs.writeFile(path.join(dir, `manifest.json.${deadPid}.3.tmp`), '{');
-    await fs.writeFile(path.join(dir, 'manifest.lock'), String(deadPid));
+    const mine = JSON.parse(await fs.readFile(path.join(dir, `part-${w.id}.json`), 'utf8'));
+    expect(mine).toMatchObject({ kind: 'captioner.features.part', version: 2, closed: true, shards: [{ keys: ['a'] }] });
+    const put = (name: string, data: string | Uint8Array) => fs.writeFile(path.join(dir, name), data);
+    const part = (id: string, writer: object, shards: { file: string; keys: string[] }[]) =>
+      put(`part-${id}.json`, JSON.stringify({ ...mine, writer: { ...mine.writer, id, ...writer }, closed: false, shards: shards.map((s) => ({ ...s, rows: s.keys.length })), failed: [] }));
+    const hourAgo = new Date(Date.now() - 3600_000);
+    const age = (name: string) => fs.utimes(path.join(dir, name), hourAgo, hourAgo);
+    // a killed writer on this host, in this PID namespace: its pid is gone
+    const dead = `${mine.writer.host}_4206649_deadbeef`;
+    await part(dead, { pid: 4206649 }, [{ file: `shard-${dead}-0.bin`, keys: ['d'] }]);
+    await put(`shard-${dead}-0.bin`, encodeRows([vec(4)], 'float32'));
+    await put(`shard-${dead}-1.bin`, new Uint8Array(20)); // written, never named by its fragment
+    await put(`shard-${dead}-2.bin.4206649.7.tmp`, new Uint8Array(3));
+    // a writer on another host (or PID namespace) whose pid means nothing here, with a fresh heartbeat
+    const remote = 'node_b_77_cafebabe';
+    await part(remote, { host: 'node_b', pid: 77, pidns: 'pid:[1]' }, []);
+    await put(`shard-${remote}-0.bin`, new Uint8Array(20)); // in flight: its fragment is updated next
+    await put(`shard-${remote}-1.bin.77.0.tmp`, new Uint8Array(3));
+    const early = 'node_c_5_00000000';
+    await put(`shard-${early}-0.bin`, new Uint8Array(20)); // before its first fragment: judged by its own age
+    // leftovers of a version 1 writer, long ago
+    for (const n of ['shard-4206649-abc-0.bin', 'manifest.json.4206649.3.tmp', 'manifest.lock']) {
+      await put(n, '{');
+      await age(n);
+    }
     const w2 = await openCacheWriter(dir, spec(), { shardSize: 1 });
     await w2.add('b', vec(2));
     await w2.close();
-    const names = (await fs.readdir(dir)).sort();
-    expect(names.filter((n) => n.includes(String(deadPid)))).toEqual([]);
-    expect(names).not.toContain('manifest.lock');
-    const c = await openFeatureCache(dir);
-    expect(c.keys()).toEqual(['a', 'b']);
+    let names = (await fs.readdir(dir)).sort();
+    expect(names.filter((n) => n.includes(dead))).toEqual([`part-${dead}.json`, `shard-${dead}-0.bin`]);
+    expect(names.filter((n) => n.includes(remote) || n.includes(early))).toEqual([`part-${remote}.json`, `shard-${remote}-0.bin`, `shard-${remote}-1.bin.77.0.tmp`, `shard-${early}-0.bin`]);
+    expect(names.filter((n) => n.includes('4206649-abc') || n.startsWith('manifest.json.') || n === 'manifest.lock')).toEqual([]);
+    let c = await openFeatureCache(dir);
+    expect(c.keys()).toEqual(['a', 'b', 'd']);
+    expect(c.get('d')).toEqual(vec(4));
     c.close();
+
+    // the remote writer's heartbeat stops (and the early one never wrote a fragment): gone after STALE_MS
+    await age(`part-${remote}.json`);
+    await age(`shard-${early}-0.bin`);
+    const w3 = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    await w3.close();
+    names = (await fs.readdir(dir)).sort();
+    expect(names.filter((n) => n.includes(remote) || n.includes(early))).toEqual([]); // its fragment was empty: removed too
+    c = await openFeatureCache(dir);
+    expect(c.keys()).toEqual(['a', 'b', 'd']);
+    c.close();
+  });
+
+  it('two writers of the same images (overlap): no corruption, the first fragment by name wins', async () => {
+    const dir = path.join(work, 'overlap');
+    const [w1, w2] = await Promise.all([0, 1].map(() => openCacheWriter(dir, spec(), { shardSize: 2 })));
+    await Promise.all([w1, w2].map(async (w, i) => {
+      for (let k = 0; k < 5; k++) await w.add(`k${k}`, vec(100 * i + k));
+      await w.close();
+    }));
+    const first = w1.id < w2.id ? 0 : 1;
+    const c = await openFeatureCache(dir);
+    expect(c.keys()).toEqual(['k0', 'k1', 'k2', 'k3', 'k4']);
+    expect(c.manifest.count).toBe(5);
+    for (let k = 0; k < 5; k++) expect(c.get(`k${k}`)).toEqual(vec(100 * first + k));
+    c.close();
+    const w3 = await openCacheWriter(dir, spec(), { shardSize: 2 });
+    expect(w3.has('k4')).toBe(true);
+    await w3.close();
+  });
+
+  it('reads a version 1 cache and upgrades it in place on the next write', async () => {
+    const dir = path.join(work, 'v1');
+    await fs.mkdir(dir, { recursive: true });
+    const fp = cacheFingerprint(spec());
+    const v1 = {
+      kind: 'captioner.features', version: 1, fingerprint: fp,
+      encoder: { name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test' }, weights: 'random', weightsFingerprint: 'random:seed=1',
+      layer: 'fc2', preprocessing: spec().encoder.preprocessing, dtype: 'float32', shape: [5], count: 2,
+      shards: [{ file: 'shard-123-abc-0.bin', rows: 2, keys: ['a', 'b'] }],
+      failed: [{ image: 'x', file: '/x', reason: 'bad' }], created: 't', updated: 't',
+    };
+    await fs.writeFile(path.join(dir, 'manifest.json'), JSON.stringify(v1));
+    await fs.writeFile(path.join(dir, 'shard-123-abc-0.bin'), encodeRows([vec(1), vec(2)], 'float32'));
+    let c = await openFeatureCache(dir, { fingerprint: fp });
+    expect(c.keys()).toEqual(['a', 'b']);
+    expect(c.get('b')).toEqual(vec(2));
+    c.close();
+    const w = await openCacheWriter(dir, spec(), { shardSize: 2 });
+    expect(w.has('a')).toBe(true);
+    await w.add('x', vec(3));
+    const m = await w.close();
+    expect(JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')).version).toBe(2);
+    expect(m).toMatchObject({ version: 2, count: 3, failed: [] });
+    c = await openFeatureCache(dir);
+    expect(c.keys()).toEqual(['a', 'b', 'x']);
+    c.close();
+    await fs.writeFile(path.join(dir, 'manifest.json'), JSON.stringify({ ...v1, version: 3 }));
+    await expect(openFeatureCache(dir)).rejects.toThrow(/feature cache version 3 is not supported \(this captioner reads versions 1 and 2\)/);
   });
 
   it('reports a damaged cache (missing or short shard) clearly', async () => {
@@ -174,7 +256,16 @@ describe('feature cache', () => {
     await fs.truncate(path.join(dir, m.shards[1].file), 7);
     await expect(openFeatureCache(dir)).rejects.toThrow(/7 bytes, expected 1 rows of 20 bytes/);
     await fs.rm(path.join(dir, m.shards[0].file));
-    await expect(openFeatureCache(dir)).rejects.toThrow(/shard .* is missing/);
+    await expect(openFeatureCache(dir)).rejects.toThrow(/shard .* is missing; the cache is damaged, run `captioner features` again/);
+    // a rerun of the writer recomputes what the damaged shards held, which repairs the cache
+    const w2 = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    expect(w2.has('a') || w2.has('b')).toBe(false);
+    await w2.add('a', vec(1));
+    await w2.add('b', vec(2));
+    await w2.close();
+    const c = await openFeatureCache(dir);
+    expect(c.get('b')).toEqual(vec(2));
+    c.close();
   });
 
   it('merges concurrent writers into one manifest', async () => {
