@@ -326,6 +326,36 @@ describe('AttentionDecoder', () => {
   });
 });
 
+describe('AttentionDecoder across backends', () => {
+  it('gives the cpu backend\'s loss and gradients on wasm', async () => {
+    const s = tinySpec({ dropout: 0 });
+    const items = randomItems(4, s, 19);
+    const batch = makeBatch(items, s.positions * s.channels);
+    const run = async (backend: 'cpu' | 'wasm') => {
+      await initBackend(backend, { quiet: true });
+      const m = AttentionDecoder.create(s, 2, randomNorm(s, 5));
+      try {
+        const { value, grads } = tf.variableGrads(() => m.loss(batch, { training: true }), m.variables);
+        const named = byWeightName(m.weights, grads);
+        const g = Object.fromEntries(Object.entries(named).map(([k, t]) => [k, Float32Array.from(t.dataSync())]));
+        const loss = value.dataSync()[0];
+        tf.dispose([value, ...Object.values(grads)]);
+        return { loss, g };
+      } finally {
+        m.dispose();
+      }
+    };
+    const c = await run('cpu');
+    const w = await run('wasm');
+    expect(w.loss).toBeCloseTo(c.loss, 5);
+    for (const k of Object.keys(c.g)) {
+      let maxDiff = 0;
+      c.g[k].forEach((v, i) => (maxDiff = Math.max(maxDiff, Math.abs(v - w.g[k][i]))));
+      expect(maxDiff, k).toBeLessThan(1e-5);
+    }
+  });
+});
+
 describe('attentionKind', () => {
   it('builds a spec from grid features and rejects vector features', () => {
     const s = attentionKind.specFromConfig({ embedDim: 8, units: 16, dropout: 0.5 }, 20, [196, 512]);
