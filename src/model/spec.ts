@@ -60,7 +60,8 @@ export function specFromConfig(m: ModelConfig, vocabSize: number, featureDim: nu
   return s;
 }
 
-function glorot(r: Rng, fanIn: number, fanOut: number, n: number): Float32Array {
+/** Glorot-uniform values for a [fanIn, fanOut] kernel (n values). */
+export function glorot(r: Rng, fanIn: number, fanOut: number, n: number): Float32Array {
   const lim = Math.sqrt(6 / (fanIn + fanOut));
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * lim;
