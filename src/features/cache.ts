@@ -24,7 +24,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ImageErrorKind } from '../caption/types.js';
 import { DataError } from '../errors.js';
-import { readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import type { EncoderInfo, Preprocessing } from './encoder.js';
 
 export const FEATURES_KIND = 'captioner.features';
@@ -518,7 +518,7 @@ const ERRNO_TEXT: Record<string, string> = {
  * fingerprint (DataError otherwise: delete it or choose another folder).
  */
 export async function openCacheWriter(dir: string, spec: CacheSpec, opts: WriterOptions): Promise<CacheWriter> {
-  await fs.mkdir(dir, { recursive: true });
+  await ensureDir(dir);
   const fingerprint = cacheFingerprint(spec);
   const dim = rowLength(spec.encoder.shape);
   const rowBytes = dim * bytesPer(spec.dtype);

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { ModelError } from '../../errors.js';
 import { log, progress } from '../../log.js';
 import { hashFiles, recordDigest, type Digest } from './hash.js';
+import { ensureDir } from '../../util/fsx.js';
 
 export interface DownloadOptions {
   url: string;
@@ -46,7 +47,7 @@ export async function downloadFile(opts: DownloadOptions): Promise<DownloadResul
   const part = `${opts.dest}.part`;
   const attempts = opts.attempts ?? 4;
   let delay = opts.retryDelayMs ?? 1000;
-  await fs.mkdir(path.dirname(opts.dest), { recursive: true });
+  await ensureDir(path.dirname(opts.dest));
   const resumedFrom = await sizeOf(part);
   if (resumedFrom > 0) log.info(`resuming ${path.basename(opts.dest)} at ${mb(resumedFrom)}`);
   let attempt = 0;
@@ -176,7 +177,7 @@ export async function importFile(src: string, dest: string, opts: { md5?: string
   if (opts.md5 && digest.md5 !== opts.md5.toLowerCase()) {
     throw new ModelError(`${src}: md5 ${digest.md5} does not match the expected ${opts.md5}`);
   }
-  await fs.mkdir(path.dirname(dest), { recursive: true });
+  await ensureDir(path.dirname(dest));
   const tmp = `${dest}.${process.pid}.import.tmp`;
   try {
     await fs.copyFile(src, tmp);
