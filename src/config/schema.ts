@@ -158,7 +158,7 @@ export const EvalSchema = z
 
 export const CaptionSchema = z
   .object({
-    extensions: z.array(str()).default(['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif', 'bmp']).describe('File extensions taken as images.'),
+    extensions: z.array(str()).default(['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif']).describe('File extensions taken as images.'),
     recursive: bool().default(true),
     batchSize: posInt().default(8),
     maxPixels: posInt().default(100_000_000).describe('Images with more pixels are refused (decompression bombs).'),
