@@ -83,7 +83,9 @@ async function readStdinList(stream: NodeJS.ReadableStream): Promise<RawPath[]> 
   return out;
 }
 
+/** path.join for raw names (the same result as path.join whenever both parts are UTF-8). */
 function joinRaw(dir: Buffer, name: Buffer): Buffer {
+  if (isUtf8(dir) && isUtf8(name)) return Buffer.from(path.join(dir.toString('utf8'), name.toString('utf8')));
   return dir.length && dir[dir.length - 1] === SLASH ? Buffer.concat([dir, name]) : Buffer.concat([dir, Buffer.from('/'), name]);
 }
 

@@ -110,7 +110,7 @@ export async function loadConfig(sources: ConfigSources = {}): Promise<LoadedCon
   let raw: Obj = sources.base ? deepMerge({}, sources.base) : {};
   const origin: string[] = [];
   if (sources.file) {
-    raw = await readYamlFile(sources.file);
+    raw = deepMerge(raw, await readYamlFile(sources.file));
     origin.push(sources.file);
   }
   for (const s of sources.sets ?? []) raw = deepMerge(raw, parseSet(s));

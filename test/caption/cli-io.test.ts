@@ -123,7 +123,9 @@ describe('caption output meets the outside world', () => {
     expect(own.words).toBeLessThanOrEqual(3); // maxLength 3: a caption cut unfinished has 3 words
     const userCfg = path.join(dir, 'user.yaml');
     await fs.writeFile(userCfg, 'decode:\n  beam: 4\n');
-    expect((await beamOf(['--config', userCfg])).beam).toBe(4);
+    const withFile = await beamOf(['--config', userCfg]);
+    expect(withFile.beam).toBe(4);
+    expect(withFile.words).toBeLessThanOrEqual(3); // the file says nothing of maxLength: the run's 3 still holds
     expect((await beamOf(['--config', userCfg, '--set', 'decode.beam=3'])).beam).toBe(3);
     expect((await beamOf(['--config', userCfg, '--set', 'decode.beam=3', '--beam', '2'])).beam).toBe(2);
   }, 120_000);

@@ -114,4 +114,11 @@ describe('discoverImages', () => {
     await discoverImages([root], { recursive: true, extensions: exts, skipped });
     expect(Object.fromEntries(skipped)).toEqual({ '.txt': 1 });
   });
+
+  it('shows scanned paths as path.join does (no ./ or // added)', async () => {
+    const root = tree();
+    const rel = path.relative(process.cwd(), root);
+    const found = await discoverImages([rel + '/'], { recursive: false, extensions: exts });
+    expect(found.map((f) => f.path)).toEqual(['a.PNG', 'b.jpg', 'broken.jpg'].map((n) => path.join(rel, n)));
+  });
 });
