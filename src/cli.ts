@@ -38,17 +38,22 @@ export function buildProgram(): Command {
   return program;
 }
 
+let watchingStdout = false;
+let stdoutClosed = false;
+
 /** Run the CLI and return the exit code (never calls process.exit while work may be pending). */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   // A reader that closes stdout early (`| head -1`) is normal for a Unix tool: no stack trace, the
   // command's own writes stop, and the exit code says so (141, as for SIGPIPE) unless another error came first.
-  let stdoutClosed = false;
-  const onStdoutError = (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') stdoutClosed = true;
-    else log.error(`cannot write to stdout: ${e.code ?? e.message}`);
-  };
-  process.stdout.on('error', onStdoutError);
+  stdoutClosed = false;
+  if (!watchingStdout) {
+    watchingStdout = true;
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') stdoutClosed = true;
+      else log.error(`cannot write to stdout: ${e.code ?? e.message}`);
+    });
+  }
   try {
     await program.parseAsync(argv);
     await new Promise<void>((r) => setImmediate(r)); // let an EPIPE of the last write arrive

@@ -77,7 +77,10 @@ export async function* batched<T, V, R, U>(
   let finished = false;
   try {
     for (;;) {
-      next ??= Promise.resolve(it.next());
+      if (!next) {
+        next = Promise.resolve(it.next());
+        next.catch(() => {}); // may fail while a batch runs: rethrown when awaited below, never unhandled
+      }
       const n = pending.length ? await Promise.race([next, idle()]) : await next;
       if (n === IDLE) {
         yield* flush(); // `next` stays in flight while the batch runs
