@@ -2,7 +2,7 @@
 // Only this file decides how the process ends; stages throw typed errors (see errors.ts).
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
-import { CaptionerError, ExitCode } from './errors.js';
+import { CaptionerError, EXIT_BROKEN_PIPE, ExitCode, OutputClosed } from './errors.js';
 import { log } from './log.js';
 import * as demoCmd from './commands/demo.js';
 import * as demoDataCmd from './commands/demo-data.js';
@@ -38,13 +38,29 @@ export function buildProgram(): Command {
   return program;
 }
 
+let watchingStdout = false;
+let stdoutClosed = false;
+
 /** Run the CLI and return the exit code (never calls process.exit while work may be pending). */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  // A reader that closes stdout early (`| head -1`) is normal for a Unix tool: no stack trace, the
+  // command's own writes stop, and the exit code says so (141, as for SIGPIPE) unless another error came first.
+  stdoutClosed = false;
+  if (!watchingStdout) {
+    watchingStdout = true;
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') stdoutClosed = true;
+      else log.error(`cannot write to stdout: ${e.code ?? e.message}`);
+    });
+  }
   try {
     await program.parseAsync(argv);
+    await new Promise<void>((r) => setImmediate(r)); // let an EPIPE of the last write arrive
+    if (stdoutClosed) return EXIT_BROKEN_PIPE;
     return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
   } catch (e) {
+    if (stdoutClosed && !(e instanceof CaptionerError)) return EXIT_BROKEN_PIPE; // a write error of the closed pipe
     return exitCodeFor(e);
   }
 }
@@ -55,6 +71,7 @@ export function exitCodeFor(e: unknown): number {
     if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return ExitCode.ok;
     return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
   }
+  if (e instanceof OutputClosed) return e.exitCode; // quiet: the reader went away on purpose
   if (e instanceof CaptionerError) {
     log.error(e.message);
     return e.exitCode;

@@ -53,3 +53,13 @@ export class PartialFailure extends CaptionerError {
     super(message, ExitCode.data);
   }
 }
+
+/** Exit code of a process whose stdout reader went away (128 + SIGPIPE), as Unix tools report it. */
+export const EXIT_BROKEN_PIPE = 141;
+
+/** stdout was closed by its reader (`| head -1`): the run stops quietly; what was written stays valid. */
+export class OutputClosed extends CaptionerError {
+  constructor() {
+    super('stdout was closed by its reader', EXIT_BROKEN_PIPE);
+  }
+}

@@ -1,6 +1,18 @@
 // Logging and progress bars. Everything here writes to stderr; stdout is reserved for data.
 // Progress bars only draw when stderr is a TTY; logs can be silenced with CAPTIONER_QUIET=1.
+// While a bar is drawn, log lines go through it (cli-progress MultiBar.log + an immediate redraw), so each
+// line prints ABOVE the bar instead of being glued onto it and overwritten by the next redraw.
 import cliProgress from 'cli-progress';
+
+/** The bar on screen now, if any: log lines are printed above it. */
+let active: cliProgress.MultiBar | null = null;
+
+function emit(line: string): void {
+  if (active) {
+    active.log(line);
+    active.update(); // redraw now: prints the buffered line above the bar
+  } else process.stderr.write(line);
+}
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 
@@ -9,16 +21,16 @@ const debugOn = () => process.env.CAPTIONER_DEBUG === '1';
 
 export const log = {
   debug(msg: string): void {
-    if (debugOn()) process.stderr.write(`debug: ${msg}\n`);
+    if (debugOn()) emit(`debug: ${msg}\n`);
   },
   info(msg: string): void {
-    if (!quiet()) process.stderr.write(`${msg}\n`);
+    if (!quiet()) emit(`${msg}\n`);
   },
   warn(msg: string): void {
-    process.stderr.write(`warning: ${msg}\n`);
+    emit(`warning: ${msg}\n`);
   },
   error(msg: string): void {
-    process.stderr.write(`error: ${msg}\n`);
+    emit(`error: ${msg}\n`);
   },
 };
 
@@ -35,13 +47,16 @@ export function progress(label: string, total: number, format = '{bar} {percenta
   if (!process.stderr.isTTY || quiet()) {
     return { tick() {}, setTotal() {}, stop() {} };
   }
-  const bar = new cliProgress.SingleBar(
+  const multi = new cliProgress.MultiBar(
     { format: `${label} ${format}`, stream: process.stderr, hideCursor: true, etaBuffer: 50, fps: 5, clearOnComplete: false },
     cliProgress.Presets.shades_classic,
   );
+  const bar = multi.create(total, 0, { rate: '0.0', extra: '' });
+  const previous = active;
+  active = multi;
+  let stopped = false;
   const start = Date.now();
   let value = 0;
-  bar.start(total, 0, { rate: '0.0', extra: '' });
   return {
     tick(n = 1, fields = {}) {
       value += n;
@@ -53,7 +68,10 @@ export function progress(label: string, total: number, format = '{bar} {percenta
       bar.setTotal(t);
     },
     stop() {
-      bar.stop();
+      if (stopped) return;
+      stopped = true;
+      multi.stop();
+      if (active === multi) active = previous;
     },
   };
 }

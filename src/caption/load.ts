@@ -10,15 +10,14 @@
 // the three stages separately (prepare, encode, captionFeatures) so the caption command can overlap them.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import YAML from 'yaml';
 import { DecodeSchema, EncoderSchema, type Config, type DecodeConfig, type EncoderConfig } from '../config/schema.js';
 import { ModelError } from '../errors.js';
 import { log } from '../log.js';
 import { createEncoder, type EncoderInfo, type ImageEncoder, type Preprocessing } from '../features/encoder.js';
-import { decodeImage, ImageError, DEFAULT_MAX_PIXELS } from '../features/image.js';
+import { decodeImage, formatList, ImageError, DEFAULT_MAX_PIXELS, readableFormats, unreadableFormat } from '../features/image.js';
 import type { LoadedVgg16Weights } from '../features/vgg16/weights.js';
-import { loadTrainedModel, type TrainedModel } from '../model/load.js';
-import { ACCEPTED_FORMATS, sniffImage } from '../util/imagetype.js';
+import { loadTrainedModel, readRunConfig, type TrainedModel } from '../model/load.js';
+import { sniffImage } from '../util/imagetype.js';
 import { initBackend, type BackendInfo, type BackendRequest } from '../tf/backend.js';
 import { decodeFeatures, type DecodedCaption } from '../decode/decode.js';
 import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from './types.js';
@@ -73,22 +72,6 @@ function sortKeys(o: object): Record<string, unknown> {
 }
 
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-
-async function readRunConfig(runDir: string): Promise<Record<string, unknown>> {
-  const file = path.join(runDir, 'config.yaml');
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch {
-    return {}; // older or hand-made runs: the manifest alone must do
-  }
-  try {
-    const v = YAML.parse(text) as unknown;
-    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
-  } catch (e) {
-    throw new ModelError(`${file}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
-  }
-}
 
 function recordedEncoder(model: TrainedModel): RecordedEncoder {
   const where = path.join(model.dir, 'manifest.json');
@@ -166,7 +149,10 @@ export function encoderMismatch(rec: RecordedEncoder, now: EncoderInfo, shape?: 
 /** Bytes -> pixels for `encoder`, sniffing the content first so non-images get a clear reason. */
 export async function preparePixels(bytes: Uint8Array, encoder: ImageEncoder, maxPixels: number): Promise<Uint8Array> {
   if (bytes.length === 0) throw new ImageError('corrupt', 'empty file (0 bytes)');
-  if (!sniffImage(bytes)) throw new ImageError('unsupported', `not an image: the content is not ${ACCEPTED_FORMATS}`);
+  const format = sniffImage(bytes);
+  if (!format) throw new ImageError('unsupported', `not an image: the content is not ${formatList(await readableFormats())}`);
+  const unreadable = await unreadableFormat(format);
+  if (unreadable) throw unreadable;
   return decodeImage(bytes, { size: encoder.inputSize, interpolation: encoder.info.preprocessing.interpolation, maxPixels });
 }
 

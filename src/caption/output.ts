@@ -1,10 +1,13 @@
 // Where caption results go: stdout or an output file, one JSON line per image, written with one write
-// call per line (O_APPEND: a line is never interleaved or split by another writer), with backpressure so
-// a slow reader of stdout does not make us buffer results. `--resume` first cuts a half-written last
-// line left by a killed run (readResume's validBytes).
+// call per line as soon as the image is done (O_APPEND: a line is never interleaved or split by another
+// writer), with backpressure so a slow reader of stdout does not make us buffer results.
+// `--resume` reads the file back first (src/caption/jsonl.ts): a file that is not caption output is
+// refused untouched; a half-written last line is cut and the error lines of images that will be retried
+// are dropped, by rewriting the file atomically (temp + rename), so the file keeps one line per image.
 import { once } from 'node:events';
 import { promises as fs } from 'node:fs';
-import { DataError, UsageError } from '../errors.js';
+import { DataError, OutputClosed, UsageError } from '../errors.js';
+import { ioReason, writeFileAtomic } from '../util/fsx.js';
 import type { CaptionResult } from './pipeline.js';
 import { readResume, type ResumeState } from './jsonl.js';
 
@@ -19,65 +22,103 @@ export function resultLine(r: CaptionResult): string {
   return JSON.stringify({ image: r.image, caption: r.caption, logprob: Number(r.logprob.toFixed(6)) }) + '\n';
 }
 
+/** Results on a stream (stdout). A reader that went away (EPIPE) ends the run with OutputClosed. */
 export function streamSink(stream: NodeJS.WritableStream): LineSink {
-  let broken: Error | null = null;
+  let broken: NodeJS.ErrnoException | null = null;
   const onError = (e: Error) => {
     broken = e;
   };
   stream.on('error', onError);
+  const check = () => {
+    const b = broken as NodeJS.ErrnoException | null;
+    if (!b) return;
+    if (b.code === 'EPIPE' || b.code === 'ERR_STREAM_DESTROYED') throw new OutputClosed();
+    throw new DataError(`cannot write the output: ${ioReason(b)}`);
+  };
   return {
     async write(line) {
-      if (broken) throw new DataError(`cannot write the output: ${(broken as NodeJS.ErrnoException).code ?? broken.message}`);
-      if (!stream.write(line)) await Promise.race([once(stream, 'drain'), once(stream, 'error')]);
+      check();
+      if (!stream.write(line)) await Promise.race([once(stream, 'drain'), once(stream, 'error').catch(() => {})]);
+      await new Promise<void>((r) => setImmediate(r)); // an EPIPE is reported on the next tick
+      check();
     },
     async close() {
       stream.off('error', onError);
+      // keep swallowing late errors of this stream (e.g. EPIPE of the last line) instead of crashing
+      stream.on('error', () => {});
     },
   };
 }
 
+const EMPTY: ResumeState = { done: new Set(), failed: new Set(), validBytes: 0, lines: [] };
+
 /**
- * Open `file` for appending results. With `resume`, what it holds is read back (the finished images are
- * returned) and a partial last line is cut off; without, a non-empty existing file is refused.
+ * Check `file` as an output: a folder is refused; an existing non-empty file needs `resume` and is read
+ * back (a file that is not caption output is a DataError, left untouched).
  */
-export async function openOutputFile(file: string, resume: boolean): Promise<{ sink: LineSink; resumed: ResumeState }> {
-  let resumed: ResumeState = { done: new Set(), validBytes: 0 };
+export async function readOutputState(file: string, resume: boolean): Promise<ResumeState> {
   let size = 0;
   try {
     const st = await fs.stat(file);
     if (st.isDirectory()) throw new UsageError(`--output ${file}: is a folder`);
-    size = st.size;
+    size = st.isFile() ? st.size : 0;
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new DataError(`--output ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new DataError(`--output ${file}: ${ioReason(e)}`);
   }
-  if (size > 0) {
-    if (!resume) throw new UsageError(`--output ${file} already holds results; add --resume to continue it (finished images are skipped), or delete it`);
-    resumed = await readResume(file);
-    if (resumed.validBytes < size) await fs.truncate(file, resumed.validBytes);
+  if (size === 0) return EMPTY;
+  if (!resume) throw new UsageError(`--output ${file} already holds results; add --resume to continue it (finished images are skipped, failed ones retried), or delete it`);
+  return readResume(file);
+}
+
+/**
+ * Open `file` for appending results. `retry` are images whose error lines are dropped (they get a new
+ * line); together with a half-written last line they make the file be rewritten atomically first.
+ */
+export async function openOutputFile(file: string, state: ResumeState, retry: Set<string> = new Set()): Promise<LineSink> {
+  let size = 0;
+  try {
+    const st = await fs.stat(file);
+    if (st.isFile()) size = st.size;
+  } catch {
+    /* a new file */
+  }
+  const keep = state.lines.filter((l) => !(l.error && retry.has(l.image)));
+  if (size > 0 && (keep.length < state.lines.length || state.validBytes < size)) {
+    const bytes = await fs.readFile(file);
+    await writeFileAtomic(file, Buffer.concat(keep.map((l) => bytes.subarray(l.start, l.end))));
   }
   let handle: fs.FileHandle;
   try {
     handle = await fs.open(file, 'a');
   } catch (e) {
-    throw new DataError(`--output ${file}: cannot open for writing (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new DataError(`--output ${file}: cannot open for writing: ${ioReason(e)}`);
   }
   let closed = false;
+  let failed = false;
   return {
-    resumed,
-    sink: {
-      async write(line) {
+    async write(line) {
+      try {
         await handle.write(line);
-      },
-      async close() {
-        if (closed) return;
-        closed = true;
-        try {
-          await handle.sync();
-        } finally {
-          await handle.close();
+      } catch (e) {
+        failed = true;
+        throw new DataError(`--output ${file}: cannot write: ${ioReason(e)}`);
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      try {
+        await handle.sync();
+      } catch (e) {
+        // fsync is meaningless on devices and pipes (EINVAL); after a failed write that error is the news
+        const code = (e as NodeJS.ErrnoException).code;
+        if (!failed && code !== 'EINVAL' && code !== 'ENOTSUP') {
+          await handle.close().catch(() => {});
+          throw new DataError(`--output ${file}: cannot write: ${ioReason(e)}`);
         }
-      },
+      }
+      await handle.close().catch(() => {});
     },
   };
 }

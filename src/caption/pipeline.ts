@@ -11,13 +11,15 @@ import { batched, buffered, mapOrdered } from './stream.js';
 /** What the pipeline needs from a loaded model (injectable: tests use fakes). */
 export interface CaptionStages {
   /** Read one image file and decode it into the encoder's input pixels; throws (ImageError) for bad files. */
-  load(file: string): Promise<Uint8Array>;
+  load(file: string | Buffer): Promise<Uint8Array>;
   encode(images: Uint8Array[]): Promise<Float32Array[]>;
   caption(features: Float32Array[]): Promise<{ caption: string; logprob: number }[]>;
 }
 
 export interface PipelineInput {
   path: string;
+  /** The raw path to open, when `path` (for display) cannot be (a name that is not UTF-8). */
+  file?: Buffer;
   /** Known to be unusable before reading (e.g. a broken symlink). */
   error?: string;
 }
@@ -49,14 +51,15 @@ function failureOf(e: unknown): { error: string; kind?: ImageErrorKind | 'unread
   return { error: reason, kind };
 }
 
-/** Caption `inputs` in order; yields one result per input as soon as its batch is done. */
+/** Caption `inputs` in order; yields one result per input as soon as its batch is done (batches never wait
+ * for more input: whatever is ready is run, so results stream when images arrive slowly). */
 export async function* captionFiles(inputs: Iterable<PipelineInput> | AsyncIterable<PipelineInput>, stages: CaptionStages, opts: PipelineOptions): AsyncGenerator<CaptionResult> {
   const decoded = mapOrdered(
     inputs,
     async (f): Promise<Slot<Uint8Array>> => {
       if (f.error) return { image: f.path, error: f.error, kind: 'unreadable' };
       try {
-        return { image: f.path, value: await stages.load(f.path) };
+        return { image: f.path, value: await stages.load(f.file ?? f.path) };
       } catch (e) {
         return { image: f.path, ...failureOf(e) };
       }

@@ -46,7 +46,8 @@ export async function* mapOrdered<T, R>(source: Source<T>, fn: (item: T) => Prom
 /**
  * Groups items into batches holding up to `size` items that `take` selects (the others ride along
  * in order), calls `run` once per batch on the selected ones and yields every item in input order,
- * transformed by `put(item, result)` for the selected ones.
+ * transformed by `put(item, result)` for the selected ones. A batch is run when it is full OR when the
+ * source has nothing ready (it does not wait for more input), so a slow source still streams results.
  */
 export async function* batched<T, V, R, U>(
   source: Source<T>,
@@ -56,6 +57,7 @@ export async function* batched<T, V, R, U>(
   put: (item: T, result: R | undefined) => U,
 ): AsyncGenerator<U> {
   if (!(size >= 1)) throw new RangeError(`batched: size must be >= 1, got ${size}`);
+  const it = iteratorOf(source);
   let pending: { item: T; value: V | undefined }[] = [];
   let selected = 0;
   async function* flush(): AsyncGenerator<U> {
@@ -68,16 +70,43 @@ export async function* batched<T, V, R, U>(
     let k = 0;
     for (const b of batch) yield put(b.item, b.value !== undefined ? results[k++] : undefined);
   }
-  for await (const item of source as AsyncIterable<T>) {
-    const value = take(item);
-    if (value === undefined && pending.length === 0) {
-      yield put(item, undefined); // nothing waiting before it: pass straight through
-      continue;
+  const IDLE = Symbol('idle');
+  // "nothing ready": the next item has not arrived after pending I/O callbacks ran once
+  const idle = () => new Promise<typeof IDLE>((r) => setImmediate(() => r(IDLE)));
+  let next: Promise<IteratorResult<T>> | null = null;
+  let finished = false;
+  try {
+    for (;;) {
+      if (!next) {
+        next = Promise.resolve(it.next());
+        next.catch(() => {}); // may fail while a batch runs: rethrown when awaited below, never unhandled
+      }
+      const n = pending.length ? await Promise.race([next, idle()]) : await next;
+      if (n === IDLE) {
+        yield* flush(); // `next` stays in flight while the batch runs
+        continue;
+      }
+      next = null;
+      if (n.done) {
+        finished = true;
+        break;
+      }
+      const item = n.value;
+      const value = take(item);
+      if (value === undefined && pending.length === 0) {
+        yield put(item, undefined); // nothing waiting before it: pass straight through
+        continue;
+      }
+      pending.push({ item, value });
+      if (value !== undefined && ++selected >= size) yield* flush();
     }
-    pending.push({ item, value });
-    if (value !== undefined && ++selected >= size) yield* flush();
+    if (pending.length) yield* flush();
+  } finally {
+    if (!finished) {
+      if (next) await next.catch(() => {});
+      await it.return?.();
+    }
   }
-  if (pending.length) yield* flush();
 }
 
 /** A bounded queue: pulls from `source` ahead of the consumer, holding at most `size` items. */

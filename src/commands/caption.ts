@@ -2,9 +2,9 @@
 // Thin: flags -> config, shard resolution, then src/caption/run.ts does the work.
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
-import { stagePaths } from '../config/load.js';
+import { log } from '../log.js';
 import { resolveShard } from '../caption/shard.js';
-import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { intArg, onInterrupt, resolveConfigForRun, withConfig, type ConfigFlags } from './common.js';
 
 interface CaptionFlags extends ConfigFlags {
   model?: string;
@@ -27,7 +27,9 @@ export function register(program: Command): void {
         'after',
         '\nOutput: {"image": path, "caption": text, "logprob": n} per image, or {"image": path, "error": reason} for a file\n' +
           'that cannot be captioned (the run goes on; exit 3 at the end). Images are taken in sorted path order.\n' +
-          '--resume continues an --output file, skipping the images it already has (same PATH arguments).\n' +
+          '--resume continues an --output file: images with a caption line are skipped, images with an error line are\n' +
+          'retried (their old error lines are dropped, so the file keeps one line per image; same PATH arguments).\n' +
+          'The decode settings are the run\'s own (its config.yaml), overridden by --config, --set and the flags.\n' +
           '--shard i/n takes the i-th of n parts of the sorted list; --shard auto reads SLURM_ARRAY_TASK_ID/COUNT\n' +
           '(Slurm job arrays) or JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs, with --shard-count N).',
       ),
@@ -36,7 +38,7 @@ export function register(program: Command): void {
     .option('-k, --beam <k>', 'beam size (decode.beam; 1 = greedy)', intArg('--beam'))
     .option('-o, --output <file>', 'append JSON lines to this file instead of stdout')
     .option('--batch-size <n>', 'images per encoder batch (caption.batchSize)', intArg('--batch-size'))
-    .option('--resume', 'continue --output: skip images it already has, cut a half-written last line')
+    .option('--resume', 'continue --output: skip captioned images, retry failed ones, cut a half-written last line')
     .option('--shard <i/n|auto>', 'caption only the i-th of n parts of the sorted input (1-based), or auto (Slurm / Kubernetes)')
     .option('--shard-count <n>', 'number of shards for --shard auto (needed for Kubernetes Indexed Jobs)', intArg('--shard-count'))
     .option('--no-recursive', 'do not descend into sub-folders (caption.recursive)')
@@ -45,11 +47,23 @@ export function register(program: Command): void {
       if (opts.batchSize !== undefined && opts.batchSize < 1) throw new UsageError(`--batch-size must be at least 1, got ${opts.batchSize}`);
       if (opts.resume && !opts.output) throw new UsageError('--resume needs --output FILE (the file to continue)');
       const shard = resolveShard(opts.shard, opts.shardCount);
-      const { config } = await resolveConfig(opts, {
-        decode: { beam: opts.beam },
-        caption: { batchSize: opts.batchSize, recursive: opts.recursive === false ? false : undefined },
-      });
+      // the run's own decode settings < --config < --set < flags
+      const { config, runDir } = await resolveConfigForRun(
+        opts,
+        { decode: { beam: opts.beam }, caption: { batchSize: opts.batchSize, recursive: opts.recursive === false ? false : undefined } },
+        opts.model,
+      );
       const { runCaption } = await import('../caption/run.js'); // loaded on use: keeps --help fast
-      await runCaption(config, { inputs: paths, model: opts.model ?? stagePaths(config).model, output: opts.output, resume: opts.resume, shard });
+      const interrupt = onInterrupt('interrupt: finishing the lines in progress (press Ctrl-C again to quit at once)');
+      try {
+        const summary = await runCaption(config, { inputs: paths, model: runDir, output: opts.output, resume: opts.resume, shard, signal: interrupt.signal });
+        if (summary.interrupted) {
+          if (opts.output) log.warn(`interrupted: ${opts.output} holds the finished images; run the same command with --resume to continue`);
+          else log.warn('interrupted: the lines written so far are complete');
+          process.exitCode = 130;
+        }
+      } finally {
+        interrupt.release();
+      }
     });
 }

@@ -1,6 +1,7 @@
 // Shared command-line plumbing: the --config/--set options every stage takes, and config resolution.
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadConfig, type LoadedConfig } from '../config/load.js';
+import { loadConfig, stagePaths, type LoadedConfig } from '../config/load.js';
+import { DecodeSchema } from '../config/schema.js';
 import { log } from '../log.js';
 
 export interface ConfigFlags {
@@ -20,6 +21,23 @@ export function withConfig(cmd: Command): Command {
 /** Resolve the config from the common flags plus this command's dedicated flag values. */
 export function resolveConfig(flags: ConfigFlags, overrides: Record<string, unknown> = {}): Promise<LoadedConfig> {
   return loadConfig({ file: flags.config, sets: flags.set ?? [], overrides: prune(overrides) });
+}
+
+/**
+ * Resolve the config of a command that uses a trained run (caption, eval): the run's own decode settings
+ * (its config.yaml) come first, then --config, --set and the dedicated flags override them, in that order.
+ * Settings the run records that this version does not know are left out.
+ */
+export async function resolveConfigForRun(flags: ConfigFlags, overrides: Record<string, unknown>, model: string | undefined): Promise<LoadedConfig & { runDir: string }> {
+  const first = await resolveConfig(flags, overrides);
+  const runDir = model ?? stagePaths(first.config).model;
+  const { runDecodeSettings } = await import('../model/load.js'); // loaded on use: keeps --help fast
+  const recorded = await runDecodeSettings(runDir);
+  const shape = DecodeSchema.shape as Record<string, { safeParse(v: unknown): { success: boolean } }>;
+  const decode = Object.fromEntries(Object.entries(recorded).filter(([k, v]) => shape[k]?.safeParse(v).success));
+  if (!Object.keys(decode).length) return { ...first, runDir };
+  const loaded = await loadConfig({ base: { decode }, file: flags.config, sets: flags.set ?? [], overrides: prune(overrides) });
+  return { ...loaded, runDir };
 }
 
 /** Drop undefined leaves so unset flags do not override the file. */

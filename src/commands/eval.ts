@@ -3,7 +3,7 @@
 import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { formatMetricsTable } from '../eval/report.js';
-import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { intArg, resolveConfigForRun, withConfig, type ConfigFlags } from './common.js';
 
 interface EvalFlags extends ConfigFlags {
   bleu?: boolean;
@@ -43,12 +43,10 @@ export function register(program: Command): void {
     .action(async (opts: EvalFlags) => {
       if (opts.limit !== undefined && opts.limit < 0) throw new UsageError(`--limit must be 0 or more, got ${opts.limit}`);
       if (opts.beam !== undefined && opts.beam < 1) throw new UsageError(`--beam must be at least 1, got ${opts.beam}`);
-      const { config } = await resolveConfig(opts, {
-        eval: { split: opts.split, limit: opts.limit, out: opts.out },
-        decode: { beam: opts.beam },
-      });
+      // the run's own decode settings < --config < --set < flags
+      const { config, runDir } = await resolveConfigForRun(opts, { eval: { split: opts.split, limit: opts.limit, out: opts.out }, decode: { beam: opts.beam } }, opts.model);
       const { runEval } = await import('../eval/run.js'); // loaded on use: keeps --help fast
-      const { report, files } = await runEval(config, { model: opts.model, which: opts.which, noBaseline: opts.baseline === false, noThumbnails: opts.thumbnails === false });
+      const { report, files } = await runEval(config, { model: runDir, which: opts.which, noBaseline: opts.baseline === false, noThumbnails: opts.thumbnails === false });
       if (opts.json) {
         process.stdout.write(JSON.stringify({ split: report.split, beam: report.decode.beam, tokenize: report.tokenize, metrics: report.metrics, baseline: report.baseline ? { caption: report.baseline.caption, metrics: report.baseline.metrics } : undefined, files }) + '\n');
       } else {

@@ -1,4 +1,5 @@
-// Resolves the effective config: schema defaults < YAML file < `--set key=value` < dedicated flags.
+// Resolves the effective config: schema defaults < base (e.g. the run's decode settings) < YAML file <
+// `--set key=value` < dedicated flags.
 // Every problem is reported as `file: path: message`, all at once, as a ConfigError (exit 2).
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
@@ -8,6 +9,8 @@ import { ConfigError } from '../errors.js';
 import { ConfigSchema, type Config } from './schema.js';
 
 export interface ConfigSources {
+  /** Settings below the file (lowest precedence above the defaults), e.g. a run folder's decode settings. */
+  base?: Record<string, unknown>;
   /** YAML file path (optional: defaults apply without it). */
   file?: string;
   /** `a.b=value` strings; values are parsed as YAML scalars/flow (so `3` is a number, `[a, b]` a list). */
@@ -166,10 +169,10 @@ export function validateConfig(raw: unknown, source: string): Config {
 }
 
 export async function loadConfig(sources: ConfigSources = {}): Promise<LoadedConfig> {
-  let raw: Obj = {};
+  let raw: Obj = sources.base ? deepMerge({}, sources.base) : {};
   const origin: string[] = [];
   if (sources.file) {
-    raw = await readYamlFile(sources.file);
+    raw = deepMerge(raw, await readYamlFile(sources.file));
     origin.push(sources.file);
   }
   for (const s of sources.sets ?? []) raw = deepMerge(raw, parseSet(s));

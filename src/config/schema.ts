@@ -183,7 +183,7 @@ export const EvalSchema = z
 
 export const CaptionSchema = z
   .object({
-    extensions: z.array(str()).default(['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif', 'bmp']).describe('File extensions taken as images.'),
+    extensions: z.array(str()).default(['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif']).describe('File extensions taken as images.'),
     recursive: bool().default(true).describe('Look into subfolders of the folders given (symlinks followed, loops skipped).'),
     batchSize: intIn(1, 128).default(8).describe('Images encoded together (at most 128, as features.batchSize).'),
     maxPixels: intIn(1, 268_402_689).default(100_000_000).describe('Images with more pixels are refused (decompression bombs). At most 16383 x 16383, sharp\'s own limit.'),

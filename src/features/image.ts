@@ -17,6 +17,7 @@ import { promises as fs } from 'node:fs';
 import sharp from 'sharp';
 import type { ImageErrorKind } from '../caption/types.js';
 import { DataError } from '../errors.js';
+import type { ImageFormat } from '../util/imagetype.js';
 
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
 
@@ -115,4 +116,46 @@ export function classifySharpError(e: Error, maxPixels: number, where?: string):
 
 function shorten(s: string): string {
   return s.length > 160 ? s.slice(0, 157) + '...' : s;
+}
+
+const FORMAT_NAMES: Record<ImageFormat, string> = { jpeg: 'JPEG', png: 'PNG', gif: 'GIF', webp: 'WebP', tiff: 'TIFF', avif: 'AVIF', heif: 'HEIC/HEIF', bmp: 'BMP' };
+let readable: Promise<ImageFormat[]> | null = null;
+
+/**
+ * The sniffable formats (src/util/imagetype.ts) this build of sharp can decode, asked of sharp at run time
+ * (sharp.format[..].input). AVIF and HEIC share libheif's loader, but prebuilt sharp only has the AV1
+ * codec: HEIC (HEVC) counts as readable only when sharp can also write HEVC (a libheif with the HEVC
+ * codecs). BMP has no libvips loader at all. For messages, the page of `serve`, and `caption`.
+ */
+export function readableFormats(): Promise<ImageFormat[]> {
+  readable ??= (async () => {
+    const f = sharp.format as unknown as Record<string, { input?: { buffer?: boolean } } | undefined>;
+    const can = (name: string) => f[name]?.input?.buffer === true;
+    const out: ImageFormat[] = [];
+    for (const fmt of ['jpeg', 'png', 'gif', 'webp', 'tiff'] as const) if (can(fmt)) out.push(fmt);
+    if (can('heif')) {
+      out.push('avif');
+      const hevc = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#808080' } })
+        .heif({ compression: 'hevc' })
+        .toBuffer()
+        .then(() => true, () => false);
+      if (hevc) out.push('heif');
+    }
+    if (can('bmp') || can('magick')) out.push('bmp');
+    return out;
+  })();
+  return readable;
+}
+
+/** "JPEG, PNG, GIF, WebP, TIFF or AVIF": the readable formats, for messages. */
+export function formatList(formats: ImageFormat[]): string {
+  const names = formats.map((f) => FORMAT_NAMES[f]);
+  return names.length > 1 ? `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}` : (names[0] ?? 'none');
+}
+
+/** An ImageError for bytes sniffed as `format` when this build cannot decode it, else null. */
+export async function unreadableFormat(format: ImageFormat): Promise<ImageError | null> {
+  const formats = await readableFormats();
+  if (formats.includes(format)) return null;
+  return new ImageError('unsupported', `${FORMAT_NAMES[format]} images cannot be decoded by this build of sharp/libvips; convert to ${formatList(formats)}`);
 }

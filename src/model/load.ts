@@ -2,6 +2,7 @@
 // best (or last) weights. Used by eval, caption and serve.
 import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
+import YAML from 'yaml';
 import { ModelError } from '../errors.js';
 import { Vocab } from '../text/vocab.js';
 import type { CaptionDecoder } from './decoder.js';
@@ -60,4 +61,27 @@ export async function loadTrainedModel(dir: string, which: 'best' | 'last' = 'be
     throw new ModelError(`${dir}: the weights expect ${decoder.spec.vocabSize} words, vocab.json has ${vocab.size}`);
   }
   return { dir, manifest, vocab, decoder };
+}
+
+/** The run's config.yaml as a plain object ({} when absent: older or hand-made runs). */
+export async function readRunConfig(runDir: string): Promise<Record<string, unknown>> {
+  const file = path.join(runDir, 'config.yaml');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    return {}; // older or hand-made runs: the manifest alone must do
+  }
+  try {
+    const v = YAML.parse(text) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  } catch (e) {
+    throw new ModelError(`${file}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+/** The decode settings a run records (its config.yaml `decode`), the lowest layer of caption/eval configs. */
+export async function runDecodeSettings(runDir: string): Promise<Record<string, unknown>> {
+  const d = (await readRunConfig(runDir)).decode;
+  return d && typeof d === 'object' && !Array.isArray(d) ? (d as Record<string, unknown>) : {};
 }

@@ -50,18 +50,48 @@ export async function ensureDir(dir: string): Promise<void> {
   }
 }
 
-/** Write `data` to `file` atomically: readers see the old content or the new one, never a mix. */
+const REASONS: Record<string, string> = {
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EROFS: 'read-only file system',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EIO: 'input/output error',
+  EFBIG: 'file too large',
+  ENOENT: 'no such file or folder',
+  ENOTDIR: 'a part of the path is not a folder',
+  EISDIR: 'is a folder',
+};
+
+/** A short human reason for an I/O error: "no space left on device (ENOSPC)". */
+export function ioReason(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code && REASONS[code]) return `${REASONS[code]} (${code})`;
+  return code ?? (e as Error)?.message ?? String(e);
+}
+
+/**
+ * Write `data` to `file` atomically: readers see the old content or the new one, never a mix. Any failure
+ * (a full disk included) removes the temp file and throws a DataError naming `file` and the FIRST error
+ * (a failed fsync or close after a failed write does not hide the write's reason).
+ */
 export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
   await ensureDir(path.dirname(file));
   const tmp = `${file}.${process.pid}.${counter++}.tmp`;
-  const handle = await fs.open(tmp, 'w');
+  let handle: fs.FileHandle | undefined;
   try {
+    handle = await fs.open(tmp, 'w');
     await handle.writeFile(data);
     await handle.sync();
-  } finally {
-    await handle.close();
+    const h = handle;
+    handle = undefined;
+    await h.close();
+    await fs.rename(tmp, file);
+  } catch (e) {
+    await handle?.close().catch(() => {});
+    await fs.unlink(tmp).catch(() => {});
+    throw new DataError(`${file}: cannot write: ${ioReason(e)}`);
   }
-  await fs.rename(tmp, file);
 }
 
 export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {

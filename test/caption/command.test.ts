@@ -108,10 +108,11 @@ describe('captioner caption', () => {
     it.skip('reports an unreadable file (chmod 000): skipped, the tests run as root, who can read it anyway', () => {});
   }
 
-  it('exits 2 with a clear message for missing paths and folders without images', async () => {
-    const missing = await runCli(['caption', path.join(dir, 'does-not-exist'), ...base()]);
-    expect(missing.code).toBe(2);
+  it('makes a missing path an error line among the others (exit 3); exits 2 for folders without images', async () => {
+    const missing = await runCli(['caption', path.join(dir, 'does-not-exist'), path.join(imgs, 'a.jpg'), ...base()]);
+    expect(missing.code).toBe(3);
     expect(missing.stderr).toMatch(/does-not-exist: no such file or folder/);
+    expect(lines(missing.stdout)).toEqual([{ image: path.join(dir, 'does-not-exist'), error: 'no such file or folder' }, { image: path.join(imgs, 'a.jpg'), caption: expect.any(String), logprob: expect.any(Number) }]);
     const empty = path.join(dir, 'empty-folder');
     await fs.mkdir(empty, { recursive: true });
     await fs.writeFile(path.join(empty, 'readme.txt'), 'x');

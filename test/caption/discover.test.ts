@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -40,7 +40,7 @@ describe('discoverImages', () => {
     const found = await discoverImages([root], { recursive: true, extensions: exts });
     const rel = found.map((f) => path.relative(root, f.path));
     expect(rel).toEqual(['a.PNG', 'b.jpg', 'broken.jpg', 'sub/c.jpeg', 'sub/deeper/d.jpg', 'with space/é ü.jpg']);
-    expect(found.find((f) => f.path.endsWith('broken.jpg'))?.error).toBe('broken symbolic link');
+    expect(found.find((f) => f.path.endsWith('broken.jpg'))?.error).toBe('broken symbolic link (its target does not exist)');
     expect(found.filter((f) => !f.error).every((f) => !f.error)).toBe(true);
   });
 
@@ -69,9 +69,56 @@ describe('discoverImages', () => {
   it('gives clear usage errors', async () => {
     const root = tree();
     await expect(discoverImages([], { recursive: true, extensions: exts })).rejects.toThrow(UsageError);
-    await expect(discoverImages([path.join(root, 'nope')], { recursive: true, extensions: exts })).rejects.toThrow(/no such file or folder/);
     const empty = mkdtempSync(path.join(tmpdir(), 'empty-'));
     await expect(discoverImages([empty], { recursive: true, extensions: exts })).rejects.toThrow(/no images found/);
     await expect(discoverImages([path.join(root, '*.gif')], { recursive: true, extensions: exts })).rejects.toThrow(/matches no images/);
+  });
+
+  it('makes a missing path one error among the others, not a stop (command line and stdin)', async () => {
+    const root = tree();
+    const nope = path.join(root, 'nope.jpg');
+    const found = await discoverImages([nope, path.join(root, 'b.jpg')], { recursive: true, extensions: exts });
+    expect(found).toEqual([{ path: path.join(root, 'b.jpg') }, { path: nope, error: 'no such file or folder' }]);
+    const viaStdin = await discoverImages(['-'], { recursive: true, extensions: exts, stdin: Readable.from([`${nope}\n${path.join(root, 'b.jpg')}\n`]) });
+    expect(viaStdin.map((f) => f.error ?? 'ok')).toEqual(['ok', 'no such file or folder']);
+  });
+
+  it('calls a symlink loop a loop, not broken', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'loop-'));
+    symlinkSync(path.join(root, 'l2.jpg'), path.join(root, 'l1.jpg'));
+    symlinkSync(path.join(root, 'l1.jpg'), path.join(root, 'l2.jpg'));
+    writeFileSync(path.join(root, 'ok.jpg'), 'x');
+    const scan = await discoverImages([root], { recursive: true, extensions: exts });
+    expect(scan.map((f) => [path.basename(f.path), f.error])).toEqual([['l1.jpg', 'symbolic link loop'], ['l2.jpg', 'symbolic link loop'], ['ok.jpg', undefined]]);
+    const named = await discoverImages([path.join(root, 'l1.jpg')], { recursive: true, extensions: exts });
+    expect(named[0].error).toBe('symbolic link loop');
+  });
+
+  it('finds and keeps the raw bytes of file names that are not UTF-8 (folder scans and stdin)', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'latin1-'));
+    const raw = Buffer.concat([Buffer.from(root + '/caf'), Buffer.from([0xe9]), Buffer.from('.jpg')]); // "café.jpg" in Latin-1
+    writeFileSync(raw, 'bytes');
+    const scan = await discoverImages([root], { recursive: true, extensions: exts });
+    expect(scan).toHaveLength(1);
+    expect(scan[0].path).toBe(root + '/caf\ufffd.jpg');
+    expect(scan[0].file).toEqual(raw);
+    expect(readFileSync(scan[0].file!).toString()).toBe('bytes');
+    const viaStdin = await discoverImages(['-'], { recursive: true, extensions: exts, stdin: Readable.from([Buffer.concat([raw, Buffer.from('\n')])]) });
+    expect(viaStdin[0].file).toEqual(raw);
+    expect(viaStdin[0].error).toBeUndefined();
+  });
+
+  it('counts the files a scan passes over, by extension', async () => {
+    const root = tree();
+    const skipped = new Map<string, number>();
+    await discoverImages([root], { recursive: true, extensions: exts, skipped });
+    expect(Object.fromEntries(skipped)).toEqual({ '.txt': 1 });
+  });
+
+  it('shows scanned paths as path.join does (no ./ or // added)', async () => {
+    const root = tree();
+    const rel = path.relative(process.cwd(), root);
+    const found = await discoverImages([rel + '/'], { recursive: false, extensions: exts });
+    expect(found.map((f) => f.path)).toEqual(['a.PNG', 'b.jpg', 'broken.jpg'].map((n) => path.join(rel, n)));
   });
 });

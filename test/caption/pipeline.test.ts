@@ -88,3 +88,25 @@ describe('captionFiles', () => {
     expect(stats.encodeSizes).toEqual([]);
   });
 });
+
+describe('captionFiles streams', () => {
+  it('yields each image as soon as it is done, without waiting for a full batch of slower inputs', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const { stages } = fakeStages({ delay: 0 });
+    const slow: CaptionStages = {
+      ...stages,
+      async load(file) {
+        if (file === 'f3') await gate; // the 4th image is slow to read (a network disk)
+        return stages.load(file);
+      },
+    };
+    const it = captionFiles(['f0', 'f1', 'f2', 'f3', 'f4'].map((p) => ({ path: p })), slow, { readAhead: 2, encodeBatch: 8, decodeBatch: 32 })[Symbol.asyncIterator]();
+    // the first three come out while f3 is still being read (batches of 8 / 32 are not waited for)
+    for (const want of ['f0', 'f1', 'f2']) expect(((await it.next()).value as CaptionResult).image).toBe(want);
+    release();
+    expect(((await it.next()).value as CaptionResult).image).toBe('f3');
+    expect(((await it.next()).value as CaptionResult).image).toBe('f4');
+    expect((await it.next()).done).toBe(true);
+  });
+});

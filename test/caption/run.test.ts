@@ -64,16 +64,74 @@ describe('runCaption', () => {
     );
   });
 
-  it('resumes an output file, skipping finished images (errors included)', async () => {
+  it('resumes an output file: skips captioned images, retries failed ones, keeps one line per image', async () => {
     const file = path.join(dir, 'out.jsonl');
     await fs.writeFile(file, JSON.stringify({ image: path.join(dir, '1.jpg'), caption: 'len 1', logprob: -1 }) + '\n' + JSON.stringify({ image: path.join(dir, '3.jpg'), error: 'x' }) + '\n{"image":"' + dir);
     const seen: string[] = [];
-    const s = await runCaption(config, { inputs: [dir], model: 'unused', stages: stages(seen), output: file, resume: true });
-    expect(s).toMatchObject({ total: 4, skipped: 2, captioned: 2, failed: 0 });
-    expect(seen).toEqual(['2.jpg', '4.png']);
-    const text = await fs.readFile(file, 'utf8');
-    expect(text.split('\n').filter(Boolean).map((l) => JSON.parse(l).image)).toEqual(['1.jpg', '3.jpg', '2.jpg', '4.png'].map((n) => path.join(dir, n)));
+    // 3.jpg is still bad: retried, fails again, exit 3 by the final state
+    await expect(runCaption(config, { inputs: [dir], model: 'unused', stages: stages(seen), output: file, resume: true })).rejects.toThrow(PartialFailure);
+    expect(seen).toEqual(['2.jpg', '3.jpg', '4.png']);
+    const images = async () => (await fs.readFile(file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { image: string; caption?: string; error?: string });
+    expect((await images()).map((l) => path.basename(l.image))).toEqual(['1.jpg', '2.jpg', '3.jpg', '4.png']);
+    // the user fixes 3.jpg: resume retries it, drops its old error line, and succeeds
+    const good = await fs.readFile(path.join(dir, '3.jpg'));
+    await fs.writeFile(path.join(dir, '3.jpg'), 'fixed');
+    try {
+      const seen2: string[] = [];
+      const s = await runCaption(config, { inputs: [dir], model: 'unused', stages: stages(seen2), output: file, resume: true });
+      expect(s).toMatchObject({ total: 4, skipped: 3, captioned: 1, failed: 0 });
+      expect(seen2).toEqual(['3.jpg']);
+      const lines = await images();
+      expect(lines.map((l) => path.basename(l.image))).toEqual(['1.jpg', '2.jpg', '4.png', '3.jpg']);
+      expect(lines.every((l) => l.caption !== undefined)).toBe(true);
+      expect((await fs.readdir(dir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    } finally {
+      await fs.writeFile(path.join(dir, '3.jpg'), good);
+    }
     await expect(runCaption(config, { inputs: [dir], model: 'unused', stages: stages(), output: file })).rejects.toThrow(UsageError);
+  });
+
+  it('refuses to resume a file that is not caption output, and leaves it untouched', async () => {
+    const img = path.join(dir, '1.jpg');
+    const before = await fs.readFile(img);
+    await expect(runCaption(config, { inputs: [img], model: 'unused', stages: stages(), output: img, resume: true })).rejects.toThrow(/1\.jpg: line 1: .*does not look like a caption output file/);
+    expect(await fs.readFile(img)).toEqual(before);
+    const file = path.join(dir, 'mid.jsonl');
+    const text = JSON.stringify({ image: 'x.jpg', caption: 'a', logprob: -1 }) + '\ngarbage\n' + JSON.stringify({ image: 'y.jpg', caption: 'b', logprob: -1 }) + '\n';
+    await fs.writeFile(file, text);
+    await expect(runCaption(config, { inputs: [dir], model: 'unused', stages: stages(), output: file, resume: true })).rejects.toThrow(/mid\.jsonl: line 2: not a JSON line/);
+    expect(await fs.readFile(file, 'utf8')).toBe(text);
+    await fs.rm(file);
+  });
+
+  it('stops on abort after the lines already written, leaving the output valid', async () => {
+    const file = path.join(dir, 'abort.jsonl');
+    const controller = new AbortController();
+    let release: () => void = () => {};
+    const blocked = new Promise<void>((r) => (release = r));
+    const st = stages();
+    const s = await runCaption(config, {
+      inputs: [dir],
+      model: 'unused',
+      output: file,
+      readAhead: 1,
+      signal: controller.signal,
+      stages: {
+        ...st,
+        async load(f) {
+          if (path.basename(String(f)) === '2.jpg') {
+            controller.abort(); // Ctrl-C while 2.jpg is being read
+            release();
+            await blocked;
+          }
+          return st.load(f);
+        },
+      },
+    });
+    expect(s.interrupted).toBe(true);
+    const lines = (await fs.readFile(file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { image: string });
+    expect(lines.length).toBeLessThan(4);
+    await fs.rm(file);
   });
 
   it('reports a FIFO named explicitly without reading it', async () => {

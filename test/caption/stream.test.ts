@@ -40,6 +40,21 @@ describe('mapOrdered', () => {
 });
 
 describe('batched', () => {
+  it('runs what is ready instead of waiting for a full batch, and surfaces a source failure met meanwhile', async () => {
+    const sizes: number[] = [];
+    async function* src() {
+      yield 1;
+      yield 2;
+      await sleep(5); // nothing ready: the pending batch [1, 2] runs now
+      throw new Error('boom');
+    }
+    const got: number[] = [];
+    const g = batched(src(), 8, (x: number) => x, async (v: number[]) => (sizes.push(v.length), await sleep(20), v), (_x, r) => r as number);
+    await expect((async () => { for await (const x of g) got.push(x); })()).rejects.toThrow('boom');
+    expect(got).toEqual([1, 2]);
+    expect(sizes).toEqual([2]);
+  });
+
   it('batches selected items, passes the others through in order', async () => {
     const calls: number[][] = [];
     const items = [1, -1, 2, 3, -2, 4, 5, -3];

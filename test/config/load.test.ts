@@ -226,3 +226,14 @@ describe('captioner config (CLI)', () => {
     expect((await runCli(['config', '--nope'])).code).toBe(2);
   });
 });
+
+describe('loadConfig base layer (a run folder\'s decode settings)', () => {
+  it('sits below the file, --set and the flags, and above the defaults', async () => {
+    const base = { decode: { beam: 1, maxLength: 20 } };
+    expect((await loadConfig({ base })).config.decode).toMatchObject({ beam: 1, maxLength: 20, batchSize: 32 });
+    const f = write('base.yaml', 'decode:\n  beam: 4\n');
+    expect((await loadConfig({ base, file: f })).config.decode).toMatchObject({ beam: 4, maxLength: 20 });
+    expect((await loadConfig({ base, file: f, sets: ['decode.beam=3'] })).config.decode).toMatchObject({ beam: 3, maxLength: 20 });
+    expect((await loadConfig({ base, file: f, sets: ['decode.beam=3'], overrides: { decode: { beam: 2 } } })).config.decode).toMatchObject({ beam: 2, maxLength: 20 });
+  });
+});

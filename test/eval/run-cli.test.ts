@@ -65,3 +65,42 @@ describe('captioner eval', () => {
     expect((await runCli([...base(), '--beam', '0'])).code).toBe(2);
   }, 60_000);
 });
+
+describe('captioner eval decode settings', () => {
+  it("uses the run's own decode settings (config.yaml), overridden by --config, --set and flags in that order", async () => {
+    const YAML = (await import('yaml')).default;
+    const cfgFile = path.join(fx.model, 'config.yaml');
+    const original = await fs.readFile(cfgFile, 'utf8');
+    const runCfg = YAML.parse(original) as { decode: Record<string, unknown> };
+    runCfg.decode = { ...runCfg.decode, beam: 1, maxLength: 4 };
+    await fs.writeFile(cfgFile, YAML.stringify(runCfg));
+    const userCfg = path.join(work, 'user.yaml');
+    await fs.writeFile(userCfg, 'decode:\n  beam: 4\n');
+    try {
+      const decodeOf = async (extra: string[]) => {
+        const out = path.join(work, `dec-${extra.join('_').replace(/[^\w]/g, '')}`);
+        const r = await runCli([...base(), '--out', out, '--no-baseline', ...extra]);
+        expect(r.code).toBe(0);
+        return JSON.parse(await fs.readFile(path.join(out, 'report.json'), 'utf8')).decode as { beam: number; maxLength: number };
+      };
+      expect(await decodeOf([])).toMatchObject({ beam: 1, maxLength: 4 });
+      expect(await decodeOf(['--config', userCfg])).toMatchObject({ beam: 4, maxLength: 4 });
+      expect(await decodeOf(['--config', userCfg, '--set', 'decode.beam=3'])).toMatchObject({ beam: 3, maxLength: 4 });
+      expect(await decodeOf(['--config', userCfg, '--set', 'decode.beam=3', '--beam', '2', '--set', 'decode.maxLength=9'])).toMatchObject({ beam: 2, maxLength: 9 });
+    } finally {
+      await fs.writeFile(cfgFile, original);
+    }
+  }, 120_000);
+
+  it('ends quietly when stdout is closed by its reader (exit 141, no stack trace)', async () => {
+    const { spawn } = await import('node:child_process');
+    const { bin } = await import('../helpers/cli.js');
+    const child = spawn(process.execPath, [bin, ...base(), '--out', path.join(work, 'epipe')], { env: { ...process.env, CAPTIONER_QUIET: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy(); // the reader is gone before anything is written
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    expect(stderr).not.toMatch(/EPIPE|at .*\.js/);
+    expect(code).toBe(141);
+  }, 60_000);
+});
