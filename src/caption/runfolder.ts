@@ -8,7 +8,7 @@ import { ConfigSchema, type Config } from '../config/schema.js';
 import type { EncoderInfo } from '../features/encoder.js';
 import type { CaptionDecoder } from '../model/decoder.js';
 import { saveDecoder } from '../model/io.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 
 export interface RunFolderSpec {
   decoder: CaptionDecoder;
@@ -25,7 +25,7 @@ export interface RunFolderSpec {
 export async function writeRunFolder(dir: string, spec: RunFolderSpec): Promise<void> {
   const e = spec.encoder;
   const config = spec.config ?? ConfigSchema.parse({});
-  await fs.mkdir(dir, { recursive: true });
+  await ensureDir(dir);
   await saveDecoder(path.join(dir, 'best'), spec.decoder);
   await saveDecoder(path.join(dir, 'last'), spec.decoder);
   await writeFileAtomic(path.join(dir, 'vocab.json'), JSON.stringify({ tokens: spec.tokens }) + '\n');

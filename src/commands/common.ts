@@ -64,15 +64,20 @@ export function intArg(name: string) {
 
 
 /**
- * First Ctrl-C aborts the returned signal (the stage finishes its step and saves); the handler then
- * removes itself, so a second Ctrl-C ends the process at once. Call `release` when the stage is done.
+ * First Ctrl-C aborts the returned signal (the stage finishes its step and saves); a second one quits at
+ * once with exit 130 (every artifact write is atomic, so this loses at most the work since the last save).
+ * Call `release` when the stage is done.
  */
 export function onInterrupt(message: string): { signal: AbortSignal; release(): void } {
   const controller = new AbortController();
   const handler = () => {
+    if (controller.signal.aborted) {
+      log.warn('interrupt: quitting at once');
+      // the one exit outside cli.ts: the user asked for it, and waiting for the stage is what they refused
+      process.exit(130);
+    }
     log.warn(message);
     controller.abort();
-    process.removeListener('SIGINT', handler);
   };
   process.on('SIGINT', handler);
   return { signal: controller.signal, release: () => process.removeListener('SIGINT', handler) };

@@ -25,7 +25,10 @@ export function register(program: Command): void {
       try {
         const result = await runTrain(config, { resume: opts.resume, signal: interrupt.signal });
         if (result.status === 'interrupted') process.exitCode = 130;
-        else log.info(`train: ${result.status} after ${result.epochs} epochs; best validation loss ${result.bestValLoss.toFixed(4)} (epoch ${result.bestEpoch}); model in ${paths.model}`);
+        else {
+          const best = result.bestValLoss === null ? `no validation data, best/ holds the last epoch's weights (epoch ${result.bestEpoch})` : `best validation loss ${result.bestValLoss.toFixed(4)} (epoch ${result.bestEpoch})`;
+          log.info(`train: ${result.status} after ${result.epochs} epochs; ${best}; model in ${paths.model}`);
+        }
       } finally {
         interrupt.release();
       }

@@ -25,6 +25,7 @@ import * as path from 'node:path';
 import type { ImageErrorKind } from '../caption/types.js';
 import { DataError } from '../errors.js';
 import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { checkStageFolder } from '../util/stagedir.js';
 import type { EncoderInfo, Preprocessing } from './encoder.js';
 
 export const FEATURES_KIND = 'captioner.features';
@@ -518,6 +519,7 @@ const ERRNO_TEXT: Record<string, string> = {
  * fingerprint (DataError otherwise: delete it or choose another folder).
  */
 export async function openCacheWriter(dir: string, spec: CacheSpec, opts: WriterOptions): Promise<CacheWriter> {
+  await checkStageFolder(dir, { kind: FEATURES_KIND, option: '--out or features.out' });
   await ensureDir(dir);
   const fingerprint = cacheFingerprint(spec);
   const dim = rowLength(spec.encoder.shape);

@@ -24,27 +24,71 @@ interface TensorIndex {
 
 let tmpCounter = 0;
 
+// Swap protocol (dir = best/ or last/): write every file into <dir>.tmp-*, fsync, rename it to <dir>.new-*
+// (a complete copy from then on), rename the live <dir> to <dir>.old-*, rename .new-* to <dir>, delete
+// .old-*. A kill at any point leaves <dir>, or a complete .old-* / .new-* that recoverDir puts back.
+
 /** Write `files` (name -> content) as folder `dir`, replacing any previous folder in one rename. */
 export async function writeDirAtomic(dir: string, files: Record<string, string | Uint8Array>): Promise<void> {
   const parent = path.dirname(dir);
   await ensureDir(parent);
-  const tmp = `${dir}.tmp-${process.pid}-${tmpCounter++}`;
-  await fs.rm(tmp, { recursive: true, force: true });
-  await fs.mkdir(tmp);
-  for (const [name, data] of Object.entries(files)) {
-    const h = await fs.open(path.join(tmp, name), 'w');
-    try {
-      await h.writeFile(data);
-      await h.sync();
-    } finally {
-      await h.close();
+  const id = `${process.pid}-${tmpCounter++}`;
+  const tmp = `${dir}.tmp-${id}`;
+  const fresh = `${dir}.new-${id}`;
+  try {
+    await fs.rm(tmp, { recursive: true, force: true });
+    await fs.mkdir(tmp);
+    for (const [name, data] of Object.entries(files)) {
+      const h = await fs.open(path.join(tmp, name), 'w');
+      try {
+        await h.writeFile(data);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
     }
+    await fs.rename(tmp, fresh);
+  } catch (e) {
+    await fs.rm(tmp, { recursive: true, force: true }).catch(() => {});
+    throw e;
   }
-  const old = `${dir}.old-${process.pid}-${tmpCounter++}`;
+  const old = `${dir}.old-${id}`;
   const had = await exists(dir);
   if (had) await fs.rename(dir, old);
-  await fs.rename(tmp, dir);
+  await fs.rename(fresh, dir);
   if (had) await fs.rm(old, { recursive: true, force: true });
+}
+
+/**
+ * Finish or undo a swap that a kill interrupted (see writeDirAtomic). When `dir` is missing, the
+ * complete previous folder (.old-*) is put back, or failing that the complete new one (.new-*); then
+ * every leftover (.tmp-*: partial, .new-*, .old-*) is deleted. Returns what it did, for a log line.
+ */
+export async function recoverDir(dir: string): Promise<string | null> {
+  const parent = path.dirname(dir);
+  const base = path.basename(dir);
+  let names: string[];
+  try {
+    names = await fs.readdir(parent);
+  } catch {
+    return null;
+  }
+  const left = (tag: string) => names.filter((n) => n.startsWith(`${base}.${tag}-`)).sort();
+  const olds = left('old');
+  const news = left('new');
+  let did: string | null = null;
+  if (!(await exists(dir))) {
+    const pick = olds[olds.length - 1] ?? news[news.length - 1];
+    if (pick) {
+      await fs.rename(path.join(parent, pick), dir);
+      did = `${dir}: restored from ${pick} (a checkpoint write was interrupted)`;
+    }
+  }
+  for (const n of [...left('tmp'), ...olds, ...news]) {
+    const p = path.join(parent, n);
+    if (p !== dir && (await exists(p))) await fs.rm(p, { recursive: true, force: true });
+  }
+  return did;
 }
 
 /** Encode named arrays as an index JSON and one binary blob. */
@@ -102,9 +146,13 @@ export async function readTensors(dir: string, base: string, format: string): Pr
 
 export const WEIGHTS_FORMAT = 'captioner.weights';
 
-/** Save the decoder's weights, spec and feature normalisation into folder `dir` (weights.json + weights.bin). */
+/** Save the decoder's weights, spec and feature normalisation into folder `dir` (weights.json + weights.bin).
+ *  Non-finite weights are refused (ModelError): a diverged model must never replace a good checkpoint. */
 export async function saveDecoder(dir: string, model: CaptionDecoder, extraFiles: Record<string, string | Uint8Array> = {}): Promise<void> {
   const values = await model.readWeights();
+  for (const [name, data] of Object.entries(values)) {
+    if (data.some((v) => !Number.isFinite(v))) throw new ModelError(`${dir}: refusing to save non-finite weights (tensor "${name}"): training diverged; lower train.learningRate or train.clipNorm`);
+  }
   const arrays: NamedArray[] = Object.entries(values).map(([name, data]) => ({ name, shape: model.weights[name].shape, data }));
   arrays.push({ name: 'norm/mean', shape: [model.spec.featureDim], data: model.norm.mean });
   arrays.push({ name: 'norm/std', shape: [model.spec.featureDim], data: model.norm.std });
@@ -122,7 +170,11 @@ export async function loadDecoder(dir: string): Promise<CaptionDecoder> {
     throw new ModelError(`${path.join(dir, 'weights.json')}: ${(e as Error).message}`);
   }
   const values: Record<string, Float32Array> = {};
-  for (const [name, a] of arrays) values[name] = a.data;
+  for (const [name, a] of arrays) {
+    const bad = a.data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new ModelError(`${path.join(dir, 'weights.bin')}: tensor "${name}" holds ${a.data[bad]} (non-finite weights: the model is broken; retrain it or use another checkpoint)`);
+    values[name] = a.data;
+  }
   const mean = arrays.get('norm/mean')?.data;
   const std = arrays.get('norm/std')?.data;
   if (!mean || !std) throw new ModelError(`${path.join(dir, 'weights.json')}: feature normalisation (norm/mean, norm/std) is missing`);

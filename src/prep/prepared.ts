@@ -14,6 +14,7 @@ import { CaptionerError, DataError } from '../errors.js';
 import type { BuildOptions } from './build.js';
 import { Vocab } from '../text/vocab.js';
 import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { checkStageFolder } from '../util/stagedir.js';
 
 export type SplitName = 'train' | 'val' | 'test';
 export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
@@ -121,6 +122,7 @@ export async function writePrepared(
     test: serializeSplit(data.splits.test),
   };
   const manifest: PreparedManifest = { ...data.manifest, files: PREPARED_FILES, fingerprint: fingerprintOf(contents) };
+  await checkStageFolder(dir, { kind: PREPARED_KIND, option: '--out or prep.out', ownNames: Object.values(PREPARED_FILES) });
   try {
     await ensureDir(dir);
     // a stale manifest must not vouch for half-written files

@@ -4,6 +4,10 @@
 //   best/ (weights.json, weights.bin)      the model to caption with (lowest validation loss)
 //   last/ (weights + optimizer + state.json) the checkpoint --resume continues from
 //   vocab.json, config.yaml, manifest.json, history.jsonl, loss.svg
+// With no validation data there is no validation loss: early stopping, learning-rate decay and best-model
+// selection are off and best/ holds the last epoch's weights. On --resume, settings that define the run
+// (model, data, features, seed, batch size, limit) must match the run's config.yaml; training settings
+// (epochs, learning rate, clipping, patience, decay) may change and are applied, logged and recorded.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
@@ -13,10 +17,11 @@ import { log, progress } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
-import { exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
 import { CaptionDecoder, computeFeatureNorm } from '../model/decoder.js';
-import { encodeTensors, loadDecoder, readTensors, saveDecoder } from '../model/io.js';
+import { encodeTensors, loadDecoder, readTensors, recoverDir, saveDecoder } from '../model/io.js';
 import { specFromConfig, type DecoderSpec } from '../model/spec.js';
 import { Adam, byWeightName } from './adam.js';
 import { batchesOf, buildBatch, checkFeatureCoverage, examplesOf, mixSeed, targetTokens, type Example, type FeatureSource } from './data.js';
@@ -25,6 +30,8 @@ import { lossChart } from './chart.js';
 export const MODEL_KIND = 'captioner.model';
 export const MODEL_VERSION = 1;
 const OPT_FORMAT = 'captioner.adam';
+/** What a run folder holds at its top (besides eval output written once the manifest exists). */
+const RUN_NAMES = ['manifest.json', 'vocab.json', 'config.yaml', 'history.jsonl', 'loss.svg', 'best', 'last'] as const;
 
 /** What the feature cache says about itself; copied into the model manifest. */
 export interface FeatureInfo {
@@ -48,13 +55,14 @@ export interface TrainOptions {
   backend: string;
   /** Abort to stop at the next step boundary: a checkpoint is saved and the run returns `interrupted`. */
   signal?: AbortSignal;
-  /** Stop after this many steps in total (tests: simulate an interruption). */
-  stopAfterSteps?: number;
+  /** Called after every optimizer step with the total step count (progress reporting, hooks). */
+  onStep?: (step: number) => void;
 }
 
 export interface EpochRecord {
   epoch: number;
   trainLoss: number;
+  /** NaN (null in history.jsonl) when there is no validation data. */
   valLoss: number;
   learningRate: number;
   steps: number;
@@ -68,10 +76,21 @@ export interface TrainResult {
   status: 'completed' | 'early-stopped' | 'interrupted';
   epochs: number;
   steps: number;
+  /** The epoch whose weights are in best/ (the last epoch when there is no validation data). */
   bestEpoch: number;
-  bestValLoss: number;
+  /** null when there is no validation data. */
+  bestValLoss: number | null;
   history: EpochRecord[];
   out: string;
+}
+
+/** A training setting changed on --resume (applied from `step` on). */
+export interface SettingChange {
+  key: string;
+  from: unknown;
+  to: unknown;
+  epoch: number;
+  step: number;
 }
 
 /** Resumable progress, saved in last/state.json. */
@@ -97,6 +116,8 @@ interface RunState {
   spec: DecoderSpec;
   seed: number;
   batchSize: number;
+  /** Training settings changed on --resume, in order. */
+  changes?: SettingChange[];
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
@@ -115,11 +136,25 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
   const lastDir = path.join(out, 'last');
   const bestDir = path.join(out, 'best');
+  await checkStageFolder(out, { kind: MODEL_KIND, option: '--out or train.out', ownNames: RUN_NAMES });
+  for (const d of [lastDir, bestDir]) {
+    const did = await guardWrite(d, () => recoverDir(d));
+    if (did) log.warn(did);
+  }
   let state: RunState;
   let model: CaptionDecoder;
   let history: EpochRecord[] = [];
+  let changed: SettingChange[] = [];
   if (o.resume) {
+    changed = await checkResumeConfig(out, config);
     ({ state, model, history } = await loadCheckpoint(out, spec, dsFp, o.featureInfo.fingerprint, prepared));
+    for (const c of changed) {
+      c.epoch = state.epoch + 1;
+      c.step = state.step;
+      if (c.key === 'train.learningRate') state.learningRate = tc.learningRate;
+      log.info(`resume: ${c.key} ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}, applied from step ${state.step + 1}`);
+    }
+    state.changes = [...(state.changes ?? []), ...changed];
   } else {
     if (await exists(path.join(lastDir, 'state.json'))) {
       throw new UsageError(`${out}: already holds a training run; continue it with --resume, or choose another folder with --out`);
@@ -138,22 +173,26 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       const { meta, arrays } = await readTensors(lastDir, 'optimizer', OPT_FORMAT);
       adam.restore(Number(meta.iterations), state.learningRate, arrays);
     }
-    await fs.mkdir(out, { recursive: true });
-    await writeFileAtomic(path.join(out, 'vocab.json'), serializeVocab(prepared.vocab));
-    await writeFileAtomic(path.join(out, 'config.yaml'), YAML.stringify(config));
-
+    await guardWrite(out, () => ensureDir(out));
+    await guardWrite(path.join(out, 'vocab.json'), () => writeFileAtomic(path.join(out, 'vocab.json'), serializeVocab(prepared.vocab)));
     const saveLast = async () => {
       const st = await adam.state();
       const opt = encodeTensors(OPT_FORMAT, { iterations: st.iterations, learningRate: st.learningRate }, st.arrays);
-      await saveDecoder(lastDir, model, { 'optimizer.json': opt.index, 'optimizer.bin': opt.bin, 'state.json': JSON.stringify({ ...state, bestValLoss: finiteOrNull(state.bestValLoss) }, null, 1) + '\n' });
+      const files = { 'optimizer.json': opt.index, 'optimizer.bin': opt.bin, 'state.json': JSON.stringify({ ...state, bestValLoss: finiteOrNull(state.bestValLoss) }, null, 1) + '\n' };
+      await guardWrite(lastDir, () => saveDecoder(lastDir, model, files));
     };
+    // settings changed on --resume go into the checkpoint before config.yaml records them, so a kill in
+    // between never leaves a config.yaml that the next --resume would believe but not apply
+    if (changed.length) await saveLast();
+    await guardWrite(path.join(out, 'config.yaml'), () => writeFileAtomic(path.join(out, 'config.yaml'), YAML.stringify(config)));
     const writeManifest = async (status: TrainResult['status'] | 'running') => {
-      await writeJsonAtomic(path.join(out, 'manifest.json'), manifestOf(o, spec, state, history, status));
+      const file = path.join(out, 'manifest.json');
+      await guardWrite(file, () => writeJsonAtomic(file, manifestOf(o, spec, state, history, status, valEx.length > 0)));
     };
 
     let status: TrainResult['status'] = 'completed';
     const batchSize = state.batchSize;
-    if (o.resume && batchSize !== tc.batchSize) log.warn(`resume: keeping the run's batch size ${batchSize} (config says ${tc.batchSize})`);
+    if (!valEx.length) log.warn(`${prepared.dir}: the validation split is empty: no validation loss, so early stopping, learning-rate decay and best-model selection are off; best/ will hold the last epoch's weights`);
     log.info(`train: ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}`);
     await writeManifest('running');
     epochs: for (let epoch = state.epoch + 1; epoch <= tc.epochs; epoch++) {
@@ -163,7 +202,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       let t0 = Date.now();
       try {
         for (let bi = state.batchInEpoch; bi < batches.length; bi++) {
-          if (o.signal?.aborted || (o.stopAfterSteps !== undefined && state.step >= o.stopAfterSteps)) {
+          await yieldToEvents(); // lets a Ctrl-C (a macrotask) be seen between steps
+          if (o.signal?.aborted) {
             state.epochSeconds += (Date.now() - t0) / 1000;
             t0 = Date.now();
             status = 'interrupted';
@@ -187,26 +227,37 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
           state.epochTokens += n;
           const secs = state.epochSeconds + (Date.now() - t0) / 1000;
           bar.tick(1, { loss: state.epochLossSum / state.epochTokens, 'tok/s': Math.round(state.epochTokens / Math.max(secs, 1e-3)) });
+          o.onStep?.(state.step);
         }
       } finally {
         bar.stop();
       }
       state.epochSeconds += (Date.now() - t0) / 1000;
-      const valLoss = valEx.length ? await evaluateLoss(model, valEx, features, Math.max(batchSize, 64)) : NaN;
+      const evaluated = valEx.length ? await evaluateLoss(model, valEx, features, Math.max(batchSize, 64), o.signal) : NaN;
+      if (evaluated === null) {
+        // interrupted during validation: the checkpoint holds every step of this epoch; --resume validates
+        status = 'interrupted';
+        break;
+      }
+      const valLoss = evaluated;
+      if (valEx.length && !Number.isFinite(valLoss)) {
+        throw new ModelError(`train: the validation loss became ${valLoss} after epoch ${epoch}; nothing of this epoch was saved (lower train.learningRate or train.clipNorm and continue with --resume)`);
+      }
       const trainLoss = state.epochLossSum / Math.max(1, state.epochTokens);
-      const improved = Number.isFinite(valLoss) ? valLoss < state.bestValLoss - 1e-6 : true;
+      const improved = valEx.length ? valLoss < state.bestValLoss - 1e-6 : true;
       const rec: EpochRecord = {
         epoch, trainLoss, valLoss, learningRate: state.learningRate, steps: state.step, tokens: state.epochTokens,
         seconds: state.epochSeconds, tokensPerSecond: state.epochTokens / Math.max(state.epochSeconds, 1e-3), best: improved,
       };
       history.push(rec);
-      log.info(`epoch ${epoch}: train loss ${trainLoss.toFixed(4)}, val loss ${valLoss.toFixed(4)}${improved ? ' (best)' : ''}, ${Math.round(rec.tokensPerSecond)} tokens/s`);
+      const valText = valEx.length ? `val loss ${valLoss.toFixed(4)}${improved ? ' (best)' : ''}` : 'no validation data';
+      log.info(`epoch ${epoch}: train loss ${trainLoss.toFixed(4)}, ${valText}, ${Math.round(rec.tokensPerSecond)} tokens/s`);
       if (improved) {
-        state.bestValLoss = Number.isFinite(valLoss) ? valLoss : trainLoss;
+        if (valEx.length) state.bestValLoss = valLoss;
         state.bestEpoch = epoch;
         state.sinceBest = 0;
         state.sinceDecay = 0;
-        await saveDecoder(bestDir, model);
+        await guardWrite(bestDir, () => saveDecoder(bestDir, model));
       } else {
         state.sinceBest++;
         state.sinceDecay++;
@@ -236,27 +287,31 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         break;
       }
       if (o.signal?.aborted) {
-        status = state.epoch < tc.epochs ? 'interrupted' : 'completed';
+        // honoured even after the last epoch: the user asked to stop, and the checkpoint is complete
+        status = 'interrupted';
         break;
       }
     }
     if (status === 'interrupted') {
       await saveLast();
-      log.info(`interrupted: checkpoint saved in ${lastDir} (epoch ${state.epoch + 1}, batch ${state.batchInEpoch}); continue with --resume`);
+      const where = state.epoch >= tc.epochs ? `all ${tc.epochs} epochs done` : `epoch ${state.epoch + 1}, batch ${state.batchInEpoch}`;
+      log.info(`interrupted: checkpoint saved in ${lastDir} (${where}); continue with --resume`);
     }
     await writeManifest(status);
-    return { status, epochs: state.epoch, steps: state.step, bestEpoch: state.bestEpoch, bestValLoss: state.bestValLoss, history, out };
+    return { status, epochs: state.epoch, steps: state.step, bestEpoch: state.bestEpoch, bestValLoss: finiteOrNull(state.bestValLoss), history, out };
   } finally {
     adam.dispose();
     model.dispose();
   }
 }
 
-/** Mean per-token validation cross-entropy (no dropout). */
-export async function evaluateLoss(model: CaptionDecoder, examples: readonly Example[], features: FeatureSource, batchSize: number): Promise<number> {
+/** Mean per-token validation cross-entropy (no dropout); null when `signal` aborts first. */
+export async function evaluateLoss(model: CaptionDecoder, examples: readonly Example[], features: FeatureSource, batchSize: number, signal?: AbortSignal): Promise<number | null> {
   let sum = 0;
   let n = 0;
   for (const b of batchesOf(examples, batchSize)) {
+    await yieldToEvents();
+    if (signal?.aborted) return null;
     const batch = buildBatch(b, features);
     const l = model.loss(batch, { training: false });
     try {
@@ -274,6 +329,87 @@ function uniqueImages(ex: readonly Example[]): string[] {
 }
 
 const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
+
+/** One turn of the event loop, so signal handlers run during long stretches of awaited tensor reads. */
+const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EIO: 'input/output error',
+  EROFS: 'read-only file system',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EFBIG: 'file too large',
+  ENOTDIR: 'a path component is a file',
+};
+
+/**
+ * Run one write of the run folder; a filesystem failure (full disk, I/O error, permissions) becomes a
+ * one-line DataError naming `target` (exit 3), after removing the temporaries this process left next to it.
+ */
+async function guardWrite<T>(target: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (!code || !WRITE_FAILURES[code]) throw e;
+    const dir = path.dirname(target);
+    const base = path.basename(target);
+    const names = await fs.readdir(dir).catch(() => [] as string[]);
+    for (const n of names) {
+      if (n.startsWith(`${base}.`) && (n.includes(`.${process.pid}.`) || n.includes(`-${process.pid}-`)) && /\.tmp|\.new-/.test(n)) {
+        await fs.rm(path.join(dir, n), { recursive: true, force: true }).catch(() => {});
+      }
+    }
+    throw new DataError(`${target}: cannot write: ${WRITE_FAILURES[code]} (${code}); nothing half-written was left (free some space and run again; --resume continues from the last saved checkpoint)`);
+  }
+}
+
+/** Config keys that define the run and so cannot change on --resume (prefix match; `.out` locations may move). */
+const FROZEN = ['model.', 'dataset.', 'prep.', 'encoder.', 'features.dtype', 'train.seed', 'train.batchSize', 'train.limit'];
+const MOVABLE = ['prep.out', 'features.out'];
+/** Training settings that --resume applies (and logs) when they change. */
+const APPLIED = ['train.epochs', 'train.learningRate', 'train.clipNorm', 'train.patience', 'train.lrDecay.'];
+
+function leaves(v: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    for (const [k, x] of Object.entries(v)) leaves(x, prefix ? `${prefix}.${k}` : k, out);
+  } else if (v !== undefined && v !== null) out.set(prefix, JSON.stringify(v));
+  return out;
+}
+
+/**
+ * Compare the config of a resumed run with the one it recorded (config.yaml): refuses changes to FROZEN
+ * settings, returns the changed APPLIED ones (other keys, such as eval or serve settings, do not affect
+ * training and are recorded as given).
+ */
+async function checkResumeConfig(out: string, config: Config): Promise<SettingChange[]> {
+  const file = path.join(out, 'config.yaml');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    return []; // no recorded config: nothing to compare with
+  }
+  let before: Map<string, string>;
+  try {
+    before = leaves(YAML.parse(text));
+  } catch (e) {
+    throw new DataError(`${file}: cannot parse the run's recorded config: ${(e as Error).message}`);
+  }
+  const now = leaves(config);
+  const keys = [...new Set([...before.keys(), ...now.keys()])].filter((k) => before.get(k) !== now.get(k)).sort();
+  const show = (v: string | undefined) => (v === undefined ? '(unset)' : v);
+  const frozen = keys.filter((k) => FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k));
+  if (frozen.length) {
+    const list = frozen.map((k) => `${k}: ${show(before.get(k))} -> ${show(now.get(k))}`).join(', ');
+    throw new UsageError(`--resume: ${list} cannot change during a run (see ${file}); restore the setting, or start a new run in another folder`);
+  }
+  return keys
+    .filter((k) => APPLIED.some((a) => k === a || k.startsWith(a)))
+    .map((k) => ({ key: k, from: JSON.parse(before.get(k) ?? 'null'), to: JSON.parse(now.get(k) ?? 'null'), epoch: 0, step: 0 }));
+}
 
 async function loadCheckpoint(out: string, spec: DecoderSpec, dsFp: string, featFp: string, prepared: Prepared) {
   const lastDir = path.join(out, 'last');
@@ -313,15 +449,17 @@ async function loadCheckpoint(out: string, spec: DecoderSpec, dsFp: string, feat
 }
 
 async function writeHistory(out: string, history: EpochRecord[]): Promise<void> {
-  await writeFileAtomic(path.join(out, 'history.jsonl'), history.map((h) => JSON.stringify(h)).join('\n') + '\n');
+  const hfile = path.join(out, 'history.jsonl');
+  await guardWrite(hfile, () => writeFileAtomic(hfile, history.map((h) => JSON.stringify(h)).join('\n') + '\n'));
   const svg = lossChart([
     { label: 'training', color: '#1f77b4', points: history.map((h) => ({ x: h.epoch, y: h.trainLoss })) },
     { label: 'validation', color: '#d62728', points: history.map((h) => ({ x: h.epoch, y: h.valLoss })) },
   ]);
-  await writeFileAtomic(path.join(out, 'loss.svg'), svg);
+  const chart = path.join(out, 'loss.svg');
+  await guardWrite(chart, () => writeFileAtomic(chart, svg));
 }
 
-function manifestOf(o: TrainOptions, spec: DecoderSpec, state: RunState, history: EpochRecord[], status: string) {
+function manifestOf(o: TrainOptions, spec: DecoderSpec, state: RunState, history: EpochRecord[], status: string, validation: boolean) {
   const last = history[history.length - 1];
   return {
     kind: MODEL_KIND,
@@ -339,6 +477,10 @@ function manifestOf(o: TrainOptions, spec: DecoderSpec, state: RunState, history
       dtype: o.featureInfo.dtype,
     },
     model: spec,
+    /** What best/ holds: the lowest validation loss, or the last epoch when there is no validation data. */
+    best: validation ? 'lowest-validation-loss' : 'last-epoch',
+    /** Training settings changed on --resume (config.yaml records the latest values). */
+    changes: state.changes ?? [],
     files: {
       best: 'best/weights.json',
       last: 'last/weights.json',

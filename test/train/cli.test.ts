@@ -58,6 +58,21 @@ describe('captioner train', () => {
     expect(hist.map((l) => JSON.parse(l).epoch)).toEqual([1, 2, 3]);
   }, 60_000);
 
+  it("refuses an --out that holds another stage's folder, and a --resume that changes the batch size (exit 2)", async () => {
+    const dir = path.join(work, 'outs');
+    await writeFixture(dir);
+    const before = await fs.readdir(path.join(dir, 'prepared'));
+    const r = await runCli(args(dir, '--epochs', '1', '--out', path.join(dir, 'prepared')));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`error: ${path.join(dir, 'prepared')}: holds a prepared dataset, not a training run (model); refusing to write over it (choose another folder with --out or train.out)\n`);
+    expect(await fs.readdir(path.join(dir, 'prepared'))).toEqual(before);
+    expect((await runCli(args(dir, '--epochs', '1', '--out', path.join(dir, 'features')))).stderr).toMatch(/holds a feature cache/);
+    expect((await runCli(args(dir, '--epochs', '1'))).code).toBe(0);
+    const changed = await runCli(args(dir, '--epochs', '2', '--resume', '--set', 'train.batchSize=4'));
+    expect(changed.code).toBe(2);
+    expect(changed.stderr).toMatch(/^error: --resume: train\.batchSize: 8 -> 4 cannot change during a run/);
+  }, 60_000);
+
   it('refuses a feature cache without every image (exit 3)', async () => {
     const dir = path.join(work, 'missing');
     await writeFixture(dir, 'train_0003.jpg');
