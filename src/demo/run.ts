@@ -142,7 +142,7 @@ async function checkSceneKind(out: string, scenes: SceneKind, features: string):
   }
   const same = was !== undefined && was.scenes === scenes && was.version === DEMO_VERSION;
   if (!same && (await exists(features))) {
-    log.info(`demo: ${features} was computed for ${was ? `${was.scenes} scenes (demo version ${was.version})` : 'unknown images'}; removing it`);
+    log.info(`demo: ${features} was computed for ${was ? `${was.scenes} scenes (demo version ${was.version})` : 'unknown images'}; removing it (recomputed in step 3)`);
     await clearDemoOutput(features);
   }
   if (!was || was.scenes !== scenes || was.version !== DEMO_VERSION) await writeJsonAtomic(marker, { scenes, version: DEMO_VERSION } satisfies DemoRunMarker);

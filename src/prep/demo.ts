@@ -125,6 +125,14 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
     throw new UsageError(`${out}: holds a captions.txt that demo-data did not write; choose another --out or pass --force`);
   }
 
+  const old = await readManifest(manifestFile);
+  if (old && (['version', 'seed', 'scenes', 'size'] as const).some((k) => old[k] !== want[k])) {
+    // same file names, other pictures: a feature cache keyed by image name would silently mix them
+    log.warn(
+      `demo-data: ${out} held ${old.scenes} images (seed ${old.seed}, ${old.size}px); they are replaced by ${scenes} images (seed ${seed}, ${size}px) ` +
+        'under the same names: recompute any feature cache made from the old ones (`captioner features` into a fresh folder)',
+    );
+  }
   const texts = demoTexts(seed, images, scenes);
   const manifest: DemoManifest = { ...want, split: { train: texts.split.train.length, val: texts.split.val.length, test: texts.split.test.length } };
   // the old captions and manifest go first: an interrupted run must not look complete (nor like a

@@ -179,6 +179,11 @@ describe('captioner demo-data', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ images: 5, scenes: 'multi', rendered: true });
     expect(readFileSync(path.join(dir, 'captions.txt'), 'utf8')).toBe(demoTexts(3, 5, 'multi').captions);
     expect(readdirSync(path.join(dir, 'images'))).toHaveLength(5);
+    // back to single in the same folder: same names, other pictures, so it warns about feature caches
+    const back = await runCli(['demo-data', '--out', dir, '--images', '5', '--seed', '3', '--size', '96']);
+    expect(back.code).toBe(0);
+    expect(back.stderr).toMatch(/^warning: .*held multi images .* replaced by single images .*recompute any feature cache/);
+    expect(readFileSync(path.join(dir, 'captions.txt'), 'utf8')).toBe(demoTexts(3, 5).captions);
   });
 
   it('--scenes bogus is a usage error that names the choices', async () => {
