@@ -1,6 +1,7 @@
 // `captioner demo-data`: render the built-in synthetic captioning dataset (Flickr8k format) to a folder.
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { DEMO_DEFAULTS, writeDemoDataset } from '../prep/demo.js';
+import { SCENE_KINDS, type SceneKind } from '../prep/demo-scene.js';
 import { intArg } from './common.js';
 
 interface Flags {
@@ -8,6 +9,7 @@ interface Flags {
   images: number;
   seed: number;
   size: number;
+  scenes: SceneKind;
   force?: boolean;
   json?: boolean;
 }
@@ -20,10 +22,11 @@ export function register(program: Command): void {
     .option('-n, --images <n>', 'number of images', intArg('--images'), DEMO_DEFAULTS.images)
     .option('--seed <s>', 'seed: same seed, same dataset', intArg('--seed'), DEMO_DEFAULTS.seed)
     .option('--size <px>', 'image side in pixels', intArg('--size'), DEMO_DEFAULTS.size)
+    .addOption(new Option('--scenes <kind>', 'single: one or two shapes a picture; multi: 2-3 shapes, captions with counts and relations').choices(SCENE_KINDS).default(DEMO_DEFAULTS.scenes))
     .option('--force', 'overwrite a folder holding a captions.txt that demo-data did not write')
     .option('--json', 'print a JSON summary on stdout')
     .action(async (opts: Flags) => {
-      const result = await writeDemoDataset({ out: opts.out, images: opts.images, seed: opts.seed, size: opts.size, force: opts.force });
+      const result = await writeDemoDataset({ out: opts.out, images: opts.images, seed: opts.seed, size: opts.size, scenes: opts.scenes, force: opts.force });
       if (opts.json) process.stdout.write(JSON.stringify({ ...result.manifest, out: result.out, captionsFile: result.captionsFile, imagesDir: result.imagesDir, rendered: result.rendered }) + '\n');
     });
 }

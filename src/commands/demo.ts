@@ -1,13 +1,15 @@
 // `captioner demo`: the whole pipeline (demo-data, prep, features, train, eval, caption) on the built-in
 // synthetic dataset, offline, in a few minutes. Progress and logs on stderr; the metrics table and the
 // closing summary (artifacts, next commands) on stdout, or one JSON object with --json.
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { demoSummary, DEMO_RUN_DEFAULTS, runDemo } from '../demo/run.js';
 import { formatMetricsTable } from '../eval/report.js';
+import { SCENE_KINDS, type SceneKind } from '../prep/demo-scene.js';
 import { intArg } from './common.js';
 
 interface DemoFlags {
-  out: string;
+  out?: string;
+  scenes: SceneKind;
   images?: number;
   epochs?: number;
   quick?: boolean;
@@ -27,19 +29,21 @@ export function register(program: Command): void {
         'VGG16 runs with random weights unless `captioner weights vgg16` has cached the real ones.\n' +
         'Ends with the test BLEU-4 against an image-blind baseline, where every artifact is, and commands to try next.',
     )
-    .option('-o, --out <dir>', 'folder for everything the demo writes', DEMO_RUN_DEFAULTS.out)
+    .option('-o, --out <dir>', `folder for everything the demo writes (default ${DEMO_RUN_DEFAULTS.out}; --scenes multi: ${DEMO_RUN_DEFAULTS.multiOut})`)
+    .addOption(new Option('--scenes <kind>', 'single: one or two shapes a picture; multi: 2-3 shapes, captions with counts and relations').choices(SCENE_KINDS).default(DEMO_RUN_DEFAULTS.scenes))
     .option('-n, --images <n>', `demo images to render (default ${DEMO_RUN_DEFAULTS.images}; --quick ${DEMO_RUN_DEFAULTS.quickImages})`, intArg('--images'))
     .option('--epochs <n>', "training epochs at most (default: configs/demo.yaml's; early stopping may end sooner)", intArg('--epochs'))
     .option('--quick', 'a smaller, faster run: half the images, greedy decoding, no thumbnails, fewer sample captions')
     .option('--set <key=value>', 'override a demo config value (repeatable), e.g. --set model.units=64', collect)
     .option('--json', 'print a JSON summary instead of the table and the summary text')
     .action(async (opts: DemoFlags) => {
-      const r = await runDemo({ out: opts.out, images: opts.images, epochs: opts.epochs, quick: opts.quick, sets: opts.set });
+      const r = await runDemo({ out: opts.out, scenes: opts.scenes, images: opts.images, epochs: opts.epochs, quick: opts.quick, sets: opts.set });
       const rep = r.eval.report;
       if (opts.json) {
         process.stdout.write(
           JSON.stringify({
             out: r.out,
+            scenes: r.scenes,
             weights: r.weights,
             images: r.images,
             train: { status: r.train.status, epochs: r.train.epochs, bestEpoch: r.train.bestEpoch, bestValLoss: r.train.bestValLoss },

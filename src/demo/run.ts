@@ -5,7 +5,9 @@
 //   <out>/prepared/    the prepared dataset          <out>/features/  the VGG16 feature cache
 //   <out>/model/       the trained run (+ eval-test/ with predictions and the HTML report)
 //   <out>/samples/     a folder of test images       <out>/captions.jsonl  their captions (caption pipeline)
+//   <out>/demo-run.json  the scene kind (and demo version) the data and feature cache are for
 // VGG16 runs with random (untrained) weights unless the real Keras weights are in the weights cache.
+// --scenes multi draws 2-3 shapes a picture (counts and relations) into its own default folder.
 // The proof that the model learned: its test BLEU-4 against the image-blind baseline (the best single
 // training caption given to every test image, see src/eval/report-baseline.ts).
 import { promises as fs } from 'node:fs';
@@ -19,7 +21,9 @@ import { runFeatures } from '../features/run.js';
 import { KERAS_VGG16_FILES, weightsCacheDir } from '../features/weights/cache.js';
 import { runEval, type EvalResult } from '../eval/run.js';
 import { log } from '../log.js';
-import { writeDemoDataset } from '../prep/demo.js';
+import { checkScenes, readDemoManifest, writeDemoDataset } from '../prep/demo.js';
+import { DEMO_VERSION, type SceneKind } from '../prep/demo-scene.js';
+import { exists, writeJsonAtomic } from '../util/fsx.js';
 import { loadPrepared } from '../prep/prepared.js';
 import { runPrep } from '../prep/run.js';
 import type { TrainResult } from '../train/run.js';
@@ -29,10 +33,13 @@ import { ensureDir } from '../util/fsx.js';
 /** The demo config shipped with the package (configs/demo.yaml, two folders above this file in src/ and dist/). */
 export const DEMO_CONFIG = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs', 'demo.yaml');
 
-export const DEMO_RUN_DEFAULTS = { out: path.join('work', 'demo'), images: 1000, quickImages: 300, samples: 24, quickSamples: 8 } as const;
+export const DEMO_RUN_DEFAULTS = { out: path.join('work', 'demo'), multiOut: path.join('work', 'demo-multi'), scenes: 'single' as SceneKind, images: 1000, quickImages: 300, samples: 24, quickSamples: 8 } as const;
 
 export interface DemoOptions {
+  /** Default work/demo (--scenes multi: work/demo-multi). */
   out?: string;
+  /** single (default) or multi: see src/prep/demo-scene.ts. */
+  scenes?: SceneKind;
   /** Images to render (default 1000; --quick 300). */
   images?: number;
   /** Training epochs at most (default demo.yaml's 12; early stopping may end sooner). */
@@ -61,6 +68,7 @@ export interface DemoArtifacts {
 
 export interface DemoResult {
   out: string;
+  scenes: SceneKind;
   weights: 'random' | 'imagenet';
   images: number;
   config: Config;
@@ -114,11 +122,39 @@ async function checkOut(out: string): Promise<void> {
   if (foreign.length) throw new UsageError(`--out ${out}: holds files the demo did not write (${foreign.slice(0, 5).join(', ')}); choose an empty or new folder`);
 }
 
+interface DemoRunMarker {
+  scenes: SceneKind;
+  version: number;
+}
+
+/**
+ * The feature cache is keyed by image name, and both scene kinds name their images demo_00000.jpg...:
+ * features computed for the other kind (or another DEMO_VERSION) in this --out would be silently wrong.
+ * So <out>/demo-run.json records what the folder holds; when it (or, for folders older than the marker,
+ * data/demo.json) says otherwise, or nothing says, the feature cache goes before anything is re-rendered.
+ */
+async function checkSceneKind(out: string, scenes: SceneKind, features: string): Promise<void> {
+  const marker = path.join(out, 'demo-run.json');
+  let was: DemoRunMarker | undefined;
+  try {
+    was = JSON.parse(await fs.readFile(marker, 'utf8')) as DemoRunMarker;
+  } catch {
+    was = await readDemoManifest(path.join(out, 'data'));
+  }
+  const same = was !== undefined && was.scenes === scenes && was.version === DEMO_VERSION;
+  if (!same && (await exists(features))) {
+    log.info(`demo: ${features} was computed for ${was ? `${was.scenes} scenes (demo version ${was.version})` : 'unknown images'}; removing it (recomputed in step 3)`);
+    await clearDemoOutput(features);
+  }
+  if (!was || was.scenes !== scenes || was.version !== DEMO_VERSION) await writeJsonAtomic(marker, { scenes, version: DEMO_VERSION } satisfies DemoRunMarker);
+}
+
 const step = (n: number, total: number, what: string) => log.info(`\n=== [${n}/${total}] ${what}`);
 
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const t0 = Date.now();
-  const out = opts.out ?? DEMO_RUN_DEFAULTS.out;
+  const scenes = checkScenes(opts.scenes ?? DEMO_RUN_DEFAULTS.scenes);
+  const out = opts.out ?? (scenes === 'multi' ? DEMO_RUN_DEFAULTS.multiOut : DEMO_RUN_DEFAULTS.out);
   const images = opts.images ?? (opts.quick ? DEMO_RUN_DEFAULTS.quickImages : DEMO_RUN_DEFAULTS.images);
   if (!Number.isInteger(images) || images < 20) throw new UsageError(`--images must be an integer of at least 20 (the test split is a tenth), got ${images}`);
   if (opts.epochs !== undefined && (!Number.isInteger(opts.epochs) || opts.epochs < 1)) throw new UsageError(`--epochs must be a positive integer, got ${opts.epochs}`);
@@ -151,8 +187,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     );
   }
 
-  step(1, TOTAL, `generating ${images} demo images with 5 captions each -> ${path.join(out, 'data')}`);
-  const data = await timed('data', () => writeDemoDataset({ out: path.join(out, 'data'), images }));
+  step(1, TOTAL, `generating ${images} ${scenes === 'multi' ? 'multi-shape ' : ''}demo images with 5 captions each -> ${path.join(out, 'data')}`);
+  await checkSceneKind(out, scenes, paths.features);
+  const data = await timed('data', () => writeDemoDataset({ out: path.join(out, 'data'), images, scenes }));
 
   step(2, TOTAL, `preparing the dataset (configs/demo.yaml) -> ${paths.prepared}`);
   const prep = await timed('prep', () => runPrep(config));
@@ -195,7 +232,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     samples,
     captions,
   };
-  return { out, weights, images, config, train: trained, eval: evaluated, caption: captioned, artifacts, seconds };
+  return { out, scenes, weights, images, config, train: trained, eval: evaluated, caption: captioned, artifacts, seconds };
 }
 
 /** The closing summary: metrics against the baseline, where everything is, what to try next. */

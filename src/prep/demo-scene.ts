@@ -1,6 +1,9 @@
-// The built-in demo dataset's pure core (no I/O): seeded scenes of one or two coloured shapes, five
-// different captions per scene that describe what is drawn (colour, shape, size, position), the SVG
-// that draws it, the train/val/test split and the Flickr8k-format text files. Rendering lives in demo.ts.
+// The built-in demo dataset's pure core (no I/O): seeded scenes, five different captions per scene that
+// describe what is drawn, the SVG that draws it, the train/val/test split and the Flickr8k-format text
+// files. Rendering lives in demo.ts. Two scene kinds:
+//   single  one or two coloured shapes; captions name colour, shape, size and position (the default);
+//   multi   two or three shapes on a 3x3 grid; captions name counts ("two green triangles") and spatial
+//           relations ("a red circle to the left of a blue square"), computed from the drawn geometry.
 import { pick, rng, shuffleInPlace, type Rng } from '../util/random.js';
 
 /** Bump when scenes, captions or drawing change, so cached datasets are re-rendered. */
@@ -56,12 +59,20 @@ export type Background =
   | { kind: 'gradient'; from: Rgb; to: Rgb; angle: number }
   | { kind: 'noise'; colour: Rgb; frequency: number; seed: number; opacity: number };
 
-export type Layout = { kind: 'single'; position: Position } | { kind: 'pair'; axis: 'horizontal' | 'vertical' };
+/** What the pictures hold: see the header. */
+export type SceneKind = 'single' | 'multi';
+export const SCENE_KINDS: readonly SceneKind[] = ['single', 'multi'];
+
+export type Layout =
+  | { kind: 'single'; position: Position }
+  | { kind: 'pair'; axis: 'horizontal' | 'vertical' }
+  /** A multi scene: `groups[g]` shapes share colour g's colour and shape (distinct groups, distinct colours). */
+  | { kind: 'multi'; groups: number[] };
 
 export interface DemoScene {
   index: number;
   layout: Layout;
-  /** One shape, or two: the first is the left (horizontal) or top (vertical) one. */
+  /** single: one shape, or two (the first is the left (horizontal) or top (vertical) one). multi: 2-3, group by group. */
   shapes: DemoShape[];
   background: Background;
 }
@@ -98,7 +109,8 @@ function makeBackground(r: Rng): Background {
 }
 
 /** The scene for image `index` of the dataset made with `seed`. */
-export function makeScene(seed: number, index: number): DemoScene {
+export function makeScene(seed: number, index: number, kind: SceneKind = 'single'): DemoScene {
+  if (kind === 'multi') return makeMultiScene(seed, index);
   const r = rng(sceneSeed(seed, index));
   const background = makeBackground(r);
   if (r() < 0.5) {
@@ -120,6 +132,65 @@ export function makeScene(seed: number, index: number): DemoScene {
   const sizes = { small: [0.11, 0.13] as [number, number], large: [0.17, 0.19] as [number, number] };
   const shapes = [c1, c2].map((c, i) => (axis === 'horizontal' ? makeShape(r, c, along[i], across[i], sizes) : makeShape(r, c, across[i], along[i], sizes)));
   return { index, layout: { kind: 'pair', axis }, shapes, background };
+}
+
+// ---------------------------------------------------------------- multi scenes
+
+/** Group sizes of a multi scene, and how often each is drawn. */
+const MULTI_PATTERNS: readonly { groups: number[]; weight: number }[] = [
+  { groups: [1, 1], weight: 0.25 },
+  { groups: [2], weight: 0.15 },
+  { groups: [1, 1, 1], weight: 0.2 },
+  { groups: [2, 1], weight: 0.25 },
+  { groups: [3], weight: 0.15 },
+];
+/** Radii of multi-scene shapes: every shape (jitter included) stays inside its third of the image. */
+export const MULTI_SIZES: Record<SizeName, [number, number]> = { small: [0.075, 0.085], large: [0.115, 0.125] };
+const MULTI_JITTER = 0.02;
+
+/** How far a shape reaches from its centre, rotation and star points included (fraction of the side). */
+export const extent = (s: Pick<DemoShape, 'r'>) => s.r * 1.05;
+
+/** A caption says "left of" / "above" only when this much empty space separates the two shapes' extents. */
+export const RELATION_MARGIN = 0.02;
+
+export type Relation = 'left' | 'right' | 'above' | 'below';
+
+/** Every relation `a` has to `b`, read off the drawn positions: "a is left of b" means a gap of at least
+ *  RELATION_MARGIN between a's rightmost and b's leftmost reach (so they never share a column). */
+export function relationsOf(a: DemoShape, b: DemoShape): Relation[] {
+  const gap = extent(a) + extent(b) + RELATION_MARGIN;
+  const out: Relation[] = [];
+  if (b.cx - a.cx >= gap) out.push('left');
+  if (a.cx - b.cx >= gap) out.push('right');
+  if (b.cy - a.cy >= gap) out.push('above');
+  if (a.cy - b.cy >= gap) out.push('below');
+  return out;
+}
+
+/** The scene for image `index` of a multi dataset: 2-3 shapes in distinct cells of a 3x3 grid (so they never overlap). */
+function makeMultiScene(seed: number, index: number): DemoScene {
+  const r = rng(sceneSeed(seed ^ 0x3c6ef372, index));
+  const background = makeBackground(r);
+  let u = r();
+  const pattern = MULTI_PATTERNS.find((p) => (u -= p.weight) < 0) ?? MULTI_PATTERNS[MULTI_PATTERNS.length - 1];
+  const n = pattern.groups.reduce((a, b) => a + b, 0);
+  const cells = shuffleInPlace([0, 1, 2, 3, 4, 5, 6, 7, 8], r).slice(0, n);
+  const colours = shuffleInPlace([...COLOUR_NAMES], r);
+  const shapes: DemoShape[] = [];
+  pattern.groups.forEach((count, g) => {
+    const shape = pick(r, SHAPE_NAMES);
+    for (let k = 0; k < count; k++) {
+      const cell = cells[shapes.length];
+      const cx = ((cell % 3) + 0.5) / 3 + between(r, -MULTI_JITTER, MULTI_JITTER);
+      const cy = (Math.floor(cell / 3) + 0.5) / 3 + between(r, -MULTI_JITTER, MULTI_JITTER);
+      const size: SizeName = r() < 0.5 ? 'small' : 'large';
+      const radius = between(r, ...MULTI_SIZES[size]);
+      const rotation = shape === 'circle' || shape === 'diamond' ? 0 : Math.round(between(r, -12, 12));
+      shapes.push({ shape, colour: colours[g], size, cx, cy, r: radius, rotation, fill: jitter(r, DEMO_COLOURS[colours[g]], 12) });
+    }
+  });
+  return { index, layout: { kind: 'multi', groups: [...pattern.groups] }, shapes, background };
 }
 
 // ---------------------------------------------------------------- captions
@@ -146,6 +217,7 @@ const SIZE_SYNONYMS: Record<SizeName, string[]> = { small: ['small', 'small', 'l
 export function captionCandidates(scene: DemoScene, r: Rng): string[] {
   const sz = (s: DemoShape) => pick(r, SIZE_SYNONYMS[s.size]);
   const np = (s: DemoShape, withSize: boolean) => nounPhrase(s, withSize, sz(s));
+  if (scene.layout.kind === 'multi') return multiCaptionFamilies(scene, r).flat();
   if (scene.layout.kind === 'single') {
     const s = scene.shapes[0];
     const pos = () => pick(r, POSITION_PHRASES[(scene.layout as { position: Position }).position]);
@@ -176,25 +248,136 @@ export function captionCandidates(scene: DemoScene, r: Rng): string[] {
   ];
 }
 
+const COUNT_WORDS = ['', 'one', 'two', 'three'] as const;
+export const RELATION_PHRASES: Record<Relation, string> = { left: 'to the left of', right: 'to the right of', above: 'above', below: 'below' };
+
+/** What a multi-scene caption can name: a whole group ("two green triangles"), or the members of a group
+ *  told apart by their size ("a small green triangle", "two large green triangles" of three). */
+interface Entity {
+  members: DemoShape[];
+  /** The size word is what identifies a member, so it is never left out. */
+  needsSize: boolean;
+}
+
+/** The groups of a multi scene, in reading order (leftmost reach first). */
+export function sceneGroups(scene: DemoScene): DemoShape[][] {
+  if (scene.layout.kind !== 'multi') return scene.shapes.map((s) => [s]);
+  const groups: DemoShape[][] = [];
+  let k = 0;
+  for (const n of scene.layout.groups) groups.push(scene.shapes.slice((k += n) - n, k));
+  const left = (g: DemoShape[]) => Math.min(...g.map((s) => s.cx));
+  return groups.sort((a, b) => left(a) - left(b));
+}
+
+/** Relations that hold between every member of `a` and every member of `b`. */
+function groupRelations(a: DemoShape[], b: DemoShape[]): Relation[] {
+  let common: Relation[] = ['left', 'right', 'above', 'below'];
+  for (const x of a) for (const y of b) common = common.filter((rel) => relationsOf(x, y).includes(rel));
+  return common;
+}
+
+/** Caption families of a multi scene (lists, counts, relations); captionsFor mixes them. */
+export function multiCaptionFamilies(scene: DemoScene, r: Rng): string[][] {
+  const groups = sceneGroups(scene);
+  const sz = (s: DemoShape) => pick(r, SIZE_SYNONYMS[s.size]);
+  const phrase = (e: Entity, withSize: boolean): string => {
+    const s0 = e.members[0];
+    const n = e.members.length;
+    const uniform = e.members.every((m) => m.size === s0.size);
+    const size = e.needsSize || (withSize && uniform) ? [sz(s0)] : [];
+    const words = [...size, s0.colour, n === 1 ? s0.shape : `${s0.shape}s`];
+    return `${n === 1 ? article(words[0]) : COUNT_WORDS[n]} ${words.join(' ')}`;
+  };
+  const thereIs = (e: Entity) => (e.members.length === 1 ? 'there is' : 'there are');
+  const coin = () => r() < 0.5;
+  const groupEntities: Entity[] = groups.map((members) => ({ members, needsSize: false }));
+  const entities: Entity[] = [...groupEntities];
+  for (const g of groups) {
+    if (g.length < 2) continue;
+    for (const m of g) {
+      if (g.filter((x) => x.size === m.size).length !== 1) continue;
+      entities.push({ members: [m], needsSize: true });
+      // and the rest of a group of three, when they share a size: "two large orange stars"
+      const rest = g.filter((x) => x !== m);
+      if (rest.length === 2 && rest[0].size === rest[1].size) entities.push({ members: rest, needsSize: true });
+    }
+  }
+
+  const listOf = (withSize: boolean) => {
+    const p = groupEntities.map((e) => phrase(e, withSize));
+    return p.length === 1 ? p[0] : `${p.slice(0, -1).join(' and ')} and ${p[p.length - 1]}`;
+  };
+  const lists: string[] = [listOf(false), `a picture of ${listOf(false)}`, `${thereIs(groupEntities[0])} ${listOf(false)}`, `an image with ${listOf(false)}`];
+  const sized = listOf(true);
+  if (sized.split(' ').length <= 14) lists.push(sized);
+
+  // no "an image with two shapes": a caption that fits half of all pictures would be the image-blind
+  // baseline's pick, and scoring well without looking is what the demo's comparison must not reward
+  const counts: string[] = [];
+  // "three shapes: a red circle, a blue square and a green star" (prep drops punctuation, so we never write it)
+  if (groups.every((g) => g.length === 1)) counts.push(`${COUNT_WORDS[scene.shapes.length]} shapes ${listOf(false)}`);
+  for (const e of groupEntities) {
+    const g = e.members;
+    if (g.length < 2) continue;
+    counts.push(phrase(e, coin()), `${COUNT_WORDS[g.length]} ${g[0].colour} shapes`);
+    const pairs = g.flatMap((x, i) => g.slice(i + 1).map((y) => relationsOf(x, y)));
+    const horizontal = pairs.every((p) => p.some((q) => q === 'left' || q === 'right'));
+    const vertical = pairs.every((p) => p.some((q) => q === 'above' || q === 'below'));
+    if (horizontal && !pairs.some((p) => p.includes('above') || p.includes('below'))) counts.push(`${phrase(e, coin())} side by side`);
+    if (g.length === 2 && vertical && !horizontal) counts.push(`${phrase(e, coin())} one above the other`);
+  }
+
+  const relations: string[] = [];
+  for (const a of entities) {
+    for (const b of entities) {
+      if (a.members.some((m) => b.members.includes(m))) continue;
+      for (const rel of groupRelations(a.members, b.members)) {
+        const text = `${phrase(a, coin())} ${RELATION_PHRASES[rel]} ${phrase(b, coin())}`;
+        relations.push(r() < 0.25 ? `${thereIs(a)} ${text}` : text);
+      }
+    }
+  }
+  return [lists, counts, relations].filter((f) => f.length > 0);
+}
+
 export const CAPTIONS_PER_IMAGE = 5;
 
 /** Five different captions for a scene, in a seeded order. */
 export function captionsFor(scene: DemoScene, seed: number): string[] {
   const r = rng(sceneSeed(seed ^ 0x5bd1e995, scene.index));
+  if (scene.layout.kind === 'multi') {
+    // take from each family in turn (in a seeded order), so that an image gets lists, counts and relations
+    const families = shuffleInPlace(
+      multiCaptionFamilies(scene, r).map((f) => shuffleInPlace([...new Set(f)], r)),
+      r,
+    );
+    const picked = new Set<string>();
+    const longest = Math.max(...families.map((f) => f.length));
+    for (let i = 0; i < longest && picked.size < CAPTIONS_PER_IMAGE; i++) {
+      for (const f of families) if (i < f.length && picked.size < CAPTIONS_PER_IMAGE) picked.add(f[i]);
+    }
+    return shuffleInPlace([...picked], r);
+  }
   const unique = [...new Set(captionCandidates(scene, r))];
   return shuffleInPlace(unique, r).slice(0, CAPTIONS_PER_IMAGE);
 }
 
-/** Every word a demo caption can use. */
-export function demoVocabulary(): string[] {
+/** Every word a demo caption of this kind can use. */
+export function demoVocabulary(kind: SceneKind = 'single'): string[] {
   const words = new Set<string>();
   const add = (s: string) => s.split(' ').forEach((w) => words.add(w));
-  for (const t of ['a an one two shapes there is that of the picture image with and next to under above below on in at']) add(t);
-  for (const p of Object.values(POSITION_PHRASES).flat()) add(p);
   for (const p of Object.values(SIZE_SYNONYMS).flat()) add(p);
-  for (const p of ['to the left of', 'on the left of', 'to the right of', 'on the right of']) add(p);
   COLOUR_NAMES.forEach(add);
   SHAPE_NAMES.forEach(add);
+  if (kind === 'multi') {
+    add('a an two three shapes there is are of picture image with and side by one the other');
+    Object.values(RELATION_PHRASES).forEach(add);
+    SHAPE_NAMES.forEach((s) => add(`${s}s`));
+    return [...words].sort();
+  }
+  for (const t of ['a an one two shapes there is that of the picture image with and next to under above below on in at']) add(t);
+  for (const p of Object.values(POSITION_PHRASES).flat()) add(p);
+  for (const p of ['to the left of', 'on the left of', 'to the right of', 'on the right of']) add(p);
   return [...words].sort();
 }
 
@@ -309,13 +492,13 @@ export interface DemoTexts {
 }
 
 /** Everything but the pixels, for images 0..count-1. */
-export function demoTexts(seed: number, count: number): DemoTexts {
+export function demoTexts(seed: number, count: number, kind: SceneKind = 'single'): DemoTexts {
   const lines: string[] = [];
   const names: string[] = [];
   for (let i = 0; i < count; i++) {
     const name = imageName(i);
     names.push(name);
-    captionsFor(makeScene(seed, i), seed).forEach((c, n) => lines.push(`${name}#${n}\t${c}`));
+    captionsFor(makeScene(seed, i, kind), seed).forEach((c, n) => lines.push(`${name}#${n}\t${c}`));
   }
   const split = splitNames(names, seed);
   const list = (a: string[]) => (a.length ? a.join('\n') + '\n' : '');

@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import { UsageError } from '../errors.js';
 import { log, progress } from '../log.js';
 import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
-import { CAPTIONS_PER_IMAGE, DEMO_VERSION, demoTexts, imageName, makeScene, sceneSvg } from './demo-scene.js';
+import { CAPTIONS_PER_IMAGE, DEMO_VERSION, SCENE_KINDS, demoTexts, imageName, makeScene, sceneSvg, type SceneKind } from './demo-scene.js';
 
 export interface DemoDataOptions {
   /** Output folder. */
@@ -19,6 +19,8 @@ export interface DemoDataOptions {
   seed?: number;
   /** Image side in pixels (default 224). */
   size?: number;
+  /** single (default): one or two shapes; multi: 2-3 shapes, captions with counts and relations. */
+  scenes?: SceneKind;
   /** Overwrite a folder that holds a captions.txt not written by demo-data. */
   force?: boolean;
   /** Images rendered at once (default: 2 x cores). */
@@ -30,6 +32,8 @@ export interface DemoManifest {
   generator: 'captioner demo-data';
   version: number;
   seed: number;
+  /** Absent in datasets written before multi scenes existed: those are single. */
+  scenes: SceneKind;
   images: number;
   size: number;
   format: 'jpeg';
@@ -46,26 +50,36 @@ export interface DemoDataResult {
   rendered: boolean;
 }
 
-export const DEMO_DEFAULTS = { images: 1000, seed: 1, size: 224 } as const;
+export const DEMO_DEFAULTS = { images: 1000, seed: 1, size: 224, scenes: 'single' } as const;
 export const JPEG_QUALITY = 92;
 
 function checkInt(name: string, v: number, lo: number, hi: number): void {
   if (!Number.isInteger(v) || v < lo || v > hi) throw new UsageError(`--${name} must be an integer from ${lo} to ${hi}, got ${v}`);
 }
 
+/** A usage error unless `v` names a scene kind. */
+export function checkScenes(v: string): SceneKind {
+  if (!(SCENE_KINDS as readonly string[]).includes(v)) throw new UsageError(`--scenes must be one of ${SCENE_KINDS.join(', ')}, got "${v}"`);
+  return v as SceneKind;
+}
+
 /** Render one scene to JPEG bytes. */
-export function renderDemoImage(seed: number, index: number, size: number): Promise<Buffer> {
-  const svg = sceneSvg(makeScene(seed, index), size);
+export function renderDemoImage(seed: number, index: number, size: number, scenes: SceneKind = 'single'): Promise<Buffer> {
+  const svg = sceneSvg(makeScene(seed, index, scenes), size);
   return sharp(Buffer.from(svg)).jpeg({ quality: JPEG_QUALITY }).toBuffer();
 }
 
 async function readManifest(file: string): Promise<DemoManifest | undefined> {
   try {
-    return JSON.parse(await fs.readFile(file, 'utf8')) as DemoManifest;
+    const m = JSON.parse(await fs.readFile(file, 'utf8')) as DemoManifest;
+    return { ...m, scenes: m.scenes ?? 'single' };
   } catch {
     return undefined;
   }
 }
+
+/** DIR/demo.json of a complete (or once complete) demo dataset, if there is one. */
+export const readDemoManifest = (dir: string) => readManifest(path.join(dir, 'demo.json'));
 
 async function isComplete(out: string, want: Omit<DemoManifest, 'split'>): Promise<boolean> {
   const m = await readManifest(path.join(out, 'demo.json'));
@@ -92,6 +106,7 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
   const images = opts.images ?? DEMO_DEFAULTS.images;
   const seed = opts.seed ?? DEMO_DEFAULTS.seed;
   const size = opts.size ?? DEMO_DEFAULTS.size;
+  const scenes = checkScenes(opts.scenes ?? DEMO_DEFAULTS.scenes);
   checkInt('images', images, 1, 1_000_000);
   checkInt('seed', seed, 0, 0xffffffff);
   checkInt('size', size, 32, 4096);
@@ -99,20 +114,31 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
   const imagesDir = path.join(out, 'images');
   const captionsFile = path.join(out, 'captions.txt');
   const manifestFile = path.join(out, 'demo.json');
-  const want = { generator: 'captioner demo-data' as const, version: DEMO_VERSION, seed, images, size, format: 'jpeg' as const, captionsPerImage: CAPTIONS_PER_IMAGE };
+  const want = { generator: 'captioner demo-data' as const, version: DEMO_VERSION, seed, scenes, images, size, format: 'jpeg' as const, captionsPerImage: CAPTIONS_PER_IMAGE };
 
   if (await isComplete(out, want)) {
     const manifest = (await readManifest(manifestFile))!;
-    log.info(`demo-data: ${out} already holds ${images} images (seed ${seed}, ${size}px); nothing to do`);
+    log.info(`demo-data: ${out} already holds ${images} ${scenes} images (seed ${seed}, ${size}px); nothing to do`);
     return { out, captionsFile, imagesDir, manifest, rendered: false };
   }
   if (!opts.force && (await exists(captionsFile)) && !(await exists(manifestFile))) {
     throw new UsageError(`${out}: holds a captions.txt that demo-data did not write; choose another --out or pass --force`);
   }
 
-  const texts = demoTexts(seed, images);
+  const old = await readManifest(manifestFile);
+  if (old && (['version', 'seed', 'scenes', 'size'] as const).some((k) => old[k] !== want[k])) {
+    // same file names, other pictures: a feature cache keyed by image name would silently mix them
+    log.warn(
+      `demo-data: ${out} held ${old.scenes} images (seed ${old.seed}, ${old.size}px); they are replaced by ${scenes} images (seed ${seed}, ${size}px) ` +
+        'under the same names: recompute any feature cache made from the old ones (`captioner features` into a fresh folder)',
+    );
+  }
+  const texts = demoTexts(seed, images, scenes);
   const manifest: DemoManifest = { ...want, split: { train: texts.split.train.length, val: texts.split.val.length, test: texts.split.test.length } };
-  // the old manifest goes first: an interrupted run must not look complete
+  // the old captions and manifest go first: an interrupted run must not look complete (nor like a
+  // Flickr8k dataset whose captions describe other pictures); captions first, so that a crash in
+  // between leaves a manifest that marks the folder as ours and the next run starts over
+  await fs.rm(captionsFile, { force: true });
   await fs.rm(manifestFile, { force: true });
   await ensureDir(imagesDir);
 
@@ -121,7 +147,7 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
   try {
     const limit = opts.concurrency ?? Math.max(2, 2 * os.availableParallelism());
     await pool(images, limit, async (i) => {
-      await writeFileAtomic(path.join(imagesDir, imageName(i)), await renderDemoImage(seed, i, size));
+      await writeFileAtomic(path.join(imagesDir, imageName(i)), await renderDemoImage(seed, i, size, scenes));
       bar.tick();
     });
   } finally {
@@ -139,7 +165,7 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
   await writeJsonAtomic(manifestFile, manifest);
   const secs = (Date.now() - started) / 1000;
   log.info(
-    `demo-data: wrote ${images} images and ${images * CAPTIONS_PER_IMAGE} captions to ${out} in ${secs.toFixed(1)}s ` +
+    `demo-data: wrote ${images} ${scenes} images and ${images * CAPTIONS_PER_IMAGE} captions to ${out} in ${secs.toFixed(1)}s ` +
       `(train ${manifest.split.train}, val ${manifest.split.val}, test ${manifest.split.test})`,
   );
   return { out, captionsFile, imagesDir, manifest, rendered: true };

@@ -87,7 +87,9 @@ describe('configs/demo.yaml', () => {
       expect(existsSync(path.join(out, p.slice('data/demo/'.length))), p).toBe(true);
     }
     let longest = 0;
-    for (let i = 0; i < 5000; i++) for (const c of captionsFor(makeScene(1, i), 1)) longest = Math.max(longest, c.split(' ').length);
+    for (const kind of ['single', 'multi'] as const) {
+      for (let i = 0; i < 5000; i++) for (const c of captionsFor(makeScene(1, i, kind), 1)) longest = Math.max(longest, c.split(' ').length);
+    }
     expect(longest + 2).toBeLessThanOrEqual(config.prep.maxLength);
     expect(longest + 1).toBeLessThanOrEqual(config.decode.maxLength);
   });

@@ -1,7 +1,8 @@
 // `captioner demo` end to end through the built CLI, with the real random-weight VGG16 on onnxruntime:
 // a tiny run that must produce every artifact it prints, then the product promise at --quick size (300
 // images): the model's test BLEU-4 beats the image-blind baseline. Both runs share one --out, so the
-// second reuses the first one's cached features (same seed, same images).
+// second reuses the first one's cached features (same seed, same images); a tiny --scenes multi run in
+// the same --out must then recompute them (both kinds name their images alike).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
@@ -75,7 +76,25 @@ describe('captioner demo', () => {
     expect(j.metrics.CIDEr).toBeGreaterThan(j.baseline.metrics.CIDEr);
   }, 300_000);
 
-  it('refuses an --out holding other files, and too few images', async () => {
+  it('--scenes multi in the same --out re-renders the data and recomputes the features (keyed by image name)', async () => {
+    const shards = async () => (await fs.readdir(path.join(out, 'features'))).filter((f) => f.endsWith('.bin'));
+    const before = await shards();
+    expect(before.length).toBeGreaterThan(0);
+    const r = await runCli(['demo', '--out', out, '--scenes', 'multi', '--images', '40', '--epochs', '1', '--quick']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/test BLEU-4: model \d\.\d{4} vs image-blind baseline \d\.\d{4}/);
+    expect(JSON.parse(await fs.readFile(path.join(out, 'data', 'demo.json'), 'utf8'))).toMatchObject({ scenes: 'multi', images: 40 });
+    expect(JSON.parse(await fs.readFile(path.join(out, 'demo-run.json'), 'utf8'))).toMatchObject({ scenes: 'multi' });
+    const after = await shards();
+    expect(after.length).toBeGreaterThan(0);
+    for (const f of after) expect(before).not.toContain(f);
+  }, 180_000);
+
+  it('refuses an --out holding other files, too few images, and an unknown scene kind', async () => {
+    await expect(runDemo({ out: path.join(work, 'kind'), scenes: 'many' as never })).rejects.toThrow(/--scenes must be one of single, multi/);
+    const bogus = await runCli(['demo', '--out', path.join(work, 'kind'), '--scenes', 'bogus']);
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toMatch(/'bogus' is invalid.*single, multi/);
     const foreign = path.join(work, 'foreign');
     await fs.mkdir(foreign, { recursive: true });
     await fs.writeFile(path.join(foreign, 'thesis.tex'), 'x');

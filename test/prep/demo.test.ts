@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
-import { imageName, makeScene } from '../../src/prep/demo-scene.js';
+import { demoTexts, imageName, makeScene } from '../../src/prep/demo-scene.js';
 import { writeDemoDataset } from '../../src/prep/demo.js';
 import { runCli } from '../helpers/cli.js';
 import { nearestColour } from './demo-colours.js';
@@ -103,6 +103,64 @@ describe('writeDemoDataset', () => {
   });
 });
 
+describe('writeDemoDataset with multi scenes', () => {
+  const out = path.join(root, 'multi');
+
+  it('writes a Flickr8k-format dataset whose pictures hold the shapes the scenes say, and records the kind', async () => {
+    const res = await writeDemoDataset({ out, images: N, seed: SEED, size: 160, scenes: 'multi' });
+    expect(res.rendered).toBe(true);
+    expect(res.manifest).toMatchObject({ scenes: 'multi', seed: SEED, images: N, split: { train: 10, val: 1, test: 1 } });
+    const captions = readFileSync(path.join(out, 'captions.txt'), 'utf8').trimEnd().split('\n');
+    expect(captions).toHaveLength(N * 5);
+    for (const l of captions) expect(l).toMatch(/^demo_\d{5}\.jpg#[0-4]\t[a-z ]+$/);
+    expect(captions.join('\n')).toBe(demoTexts(SEED, N, 'multi').captions.trimEnd());
+    for (let i = 0; i < N; i++) {
+      const { data, info } = await sharp(path.join(out, 'images', imageName(i))).raw().toBuffer({ resolveWithObject: true });
+      const scene = makeScene(SEED, i, 'multi');
+      expect(scene.shapes.length).toBeGreaterThanOrEqual(2);
+      for (const sh of scene.shapes) {
+        const o = (Math.round(sh.cy * 160) * info.width + Math.round(sh.cx * 160)) * info.channels;
+        expect(nearestColour([data[o], data[o + 1], data[o + 2]])).toBe(sh.colour);
+      }
+    }
+  });
+
+  it('reproduces byte-identical files from the same seed', async () => {
+    const other = path.join(root, 'multi2');
+    await writeDemoDataset({ out: other, images: N, seed: SEED, size: 160, scenes: 'multi', concurrency: 1 });
+    for (const f of ['captions.txt', 'trainImages.txt', 'valImages.txt', 'testImages.txt', 'demo.json']) expect(readFileSync(path.join(other, f)), f).toEqual(readFileSync(path.join(out, f)));
+    for (let i = 0; i < N; i++) expect(readFileSync(path.join(other, 'images', imageName(i))).equals(readFileSync(path.join(out, 'images', imageName(i))))).toBe(true);
+  });
+
+  it('never reuses a dataset of the other kind: switching kinds re-renders every image', async () => {
+    const dir = path.join(root, 'switch');
+    await writeDemoDataset({ out: dir, images: 4, seed: 2, size: 64 });
+    const single = readFileSync(path.join(dir, 'images', imageName(0)));
+    const multi = await writeDemoDataset({ out: dir, images: 4, seed: 2, size: 64, scenes: 'multi' });
+    expect(multi.rendered).toBe(true);
+    expect(readFileSync(path.join(dir, 'images', imageName(0))).equals(single)).toBe(false);
+    expect(readFileSync(path.join(dir, 'captions.txt'), 'utf8')).toBe(demoTexts(2, 4, 'multi').captions);
+    expect((await writeDemoDataset({ out: dir, images: 4, seed: 2, size: 64, scenes: 'multi' })).rendered).toBe(false);
+    expect((await writeDemoDataset({ out: dir, images: 4, seed: 2, size: 64 })).rendered).toBe(true);
+    expect(readFileSync(path.join(dir, 'images', imageName(0))).equals(single)).toBe(true);
+  });
+
+  it('reads a demo.json written before scene kinds as single', async () => {
+    const dir = path.join(root, 'old');
+    await writeDemoDataset({ out: dir, images: 3, seed: 2, size: 64 });
+    const file = path.join(dir, 'demo.json');
+    const { scenes, ...old } = JSON.parse(readFileSync(file, 'utf8'));
+    expect(scenes).toBe('single');
+    writeFileSync(file, JSON.stringify(old));
+    expect((await writeDemoDataset({ out: dir, images: 3, seed: 2, size: 64 })).rendered).toBe(false);
+    expect((await writeDemoDataset({ out: dir, images: 3, seed: 2, size: 64, scenes: 'multi' })).rendered).toBe(true);
+  });
+
+  it('rejects an unknown kind', async () => {
+    await expect(writeDemoDataset({ out: path.join(root, 'bad'), scenes: 'many' as never })).rejects.toThrow(/--scenes must be one of single, multi/);
+  });
+});
+
 describe('captioner demo-data', () => {
   it('renders a dataset and prints a JSON summary', async () => {
     const dir = path.join(root, 'cli');
@@ -111,6 +169,30 @@ describe('captioner demo-data', () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ images: 5, seed: 3, size: 96, rendered: true, captionsFile: path.join(dir, 'captions.txt') });
     expect(readdirSync(path.join(dir, 'images'))).toHaveLength(5);
+  });
+
+  it('--scenes multi writes a multi-shape dataset', async () => {
+    const dir = path.join(root, 'cli-multi');
+    const r = await runCli(['demo-data', '--out', dir, '--images', '5', '--seed', '3', '--size', '96', '--scenes', 'multi', '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ images: 5, scenes: 'multi', rendered: true });
+    expect(readFileSync(path.join(dir, 'captions.txt'), 'utf8')).toBe(demoTexts(3, 5, 'multi').captions);
+    expect(readdirSync(path.join(dir, 'images'))).toHaveLength(5);
+    // back to single in the same folder: same names, other pictures, so it warns about feature caches
+    const back = await runCli(['demo-data', '--out', dir, '--images', '5', '--seed', '3', '--size', '96']);
+    expect(back.code).toBe(0);
+    expect(back.stderr).toMatch(/^warning: .*held multi images .* replaced by single images .*recompute any feature cache/);
+    expect(readFileSync(path.join(dir, 'captions.txt'), 'utf8')).toBe(demoTexts(3, 5).captions);
+  });
+
+  it('--scenes bogus is a usage error that names the choices', async () => {
+    const dir = path.join(root, 'cli-bogus');
+    const r = await runCli(['demo-data', '--out', dir, '--images', '2', '--scenes', 'bogus']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--scenes.*'bogus' is invalid.*single, multi/);
+    expect(r.stderr).not.toMatch(/\bat .*\.js:\d+/);
+    expect(existsSync(dir)).toBe(false);
   });
 
   it('exits 2 on bad flags', async () => {
