@@ -1,6 +1,10 @@
 // Reading captions to score: candidate files (COCO results JSON, or the JSONL written by caption/eval) and
 // reference files (COCO captions JSON, Flickr8k token file, Karpathy JSON, or a prepared dataset folder),
 // and matching candidates to references by image id. Every problem is a DataError naming the file.
+// Ids: a candidate's image_id may be a COCO id (an integer, as eval writes for COCO data) or a file name
+// (path-like names match by basename). COCO references know both; Karpathy and prepared references know
+// file names and, for COCO images, cocoid/cocoId; Flickr token files only file names. Each candidate is
+// matched on its own, so a file mixing ids and names works; two candidates naming one image are refused.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DataError } from '../errors.js';
@@ -16,6 +20,8 @@ export interface ReferenceSet {
   aliases: Map<string, string>;
   /** Canonical ids the file lists (COCO `images`) without any caption: they cannot be scored. */
   uncaptioned: Set<string>;
+  /** Whether the references know integer COCO image ids (COCO JSON, Karpathy COCO, prepared COCO sets). */
+  cocoIds: boolean;
   source: string;
 }
 
@@ -24,6 +30,8 @@ export interface Candidate {
   caption: string;
   /** `file:line` (JSONL) or `file: entry N` (JSON), for messages. */
   where: string;
+  /** The id was a JSON integer (a COCO image id). */
+  integer?: boolean;
 }
 
 export interface CandidateFile {
@@ -104,7 +112,7 @@ function candidateOf(e: Obj, where: string): Candidate {
   const id = e.image_id ?? e.image;
   if (!isId(id)) throw new DataError(`${where}: missing image id (expected "image" or "image_id")`);
   if (typeof e.caption !== 'string') throw new DataError(`${where}: missing "caption" string`);
-  return { id: String(id), caption: e.caption, where };
+  return { id: String(id), caption: e.caption, where, ...(Number.isInteger(id) ? { integer: true } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------- references
@@ -133,6 +141,7 @@ class RefBuilder {
   byId = new Map<string, string[]>();
   private alias = new Map<string, string>();
   private ambiguous = new Set<string>();
+  cocoIds = false;
   add(id: string, caption: string): void {
     const list = this.byId.get(id);
     if (list) list.push(caption);
@@ -159,7 +168,7 @@ class RefBuilder {
       uncaptioned.add(id);
     }
     if (this.byId.size === 0) throw new DataError(`${source}: no reference captions found`);
-    return { format, byId: this.byId, aliases: this.alias, uncaptioned, source };
+    return { format, byId: this.byId, aliases: this.alias, uncaptioned, cocoIds: this.cocoIds, source };
   }
 }
 
@@ -170,6 +179,7 @@ function readCoco(d: Obj, file: string): ReferenceSet {
       throw new DataError(`${file}: annotations[${i}]: expected {"image_id", "caption"}`);
     }
     b.add(String(a.image_id), a.caption);
+    if (Number.isInteger(a.image_id)) b.cocoIds = true;
   });
   if (Array.isArray(d.images)) {
     for (const im of d.images) {
@@ -196,7 +206,10 @@ function readKarpathy(d: Obj, file: string): ReferenceSet {
       else throw new DataError(`${file}: images[${i}] (${id}): a sentence has neither "raw" nor "tokens"`);
     }
     if (typeof im.filepath === 'string') b.addAlias(`${im.filepath}/${id}`, id);
-    if (isId(im.cocoid)) b.addAlias(String(im.cocoid), id);
+    if (isId(im.cocoid)) {
+      b.addAlias(String(im.cocoid), id);
+      b.cocoIds = true;
+    }
   });
   return b.build('karpathy', file);
 }
@@ -245,6 +258,11 @@ async function readPrepared(dir: string): Promise<ReferenceSet> {
       for (const c of e.captions) if (typeof c === 'string') b.add(id, c);
       b.addAlias(path.posix.basename(id.replaceAll('\\', '/')), id);
       if (typeof e.file === 'string') b.addAlias(path.basename(e.file), id);
+      if (isId(e.cocoId)) {
+        // a set prepared from COCO or Karpathy COCO records each image's COCO id (older sets have none)
+        b.addAlias(String(e.cocoId), id);
+        b.cocoIds = true;
+      }
     });
   }
   if (files === 0) throw new DataError(`${dir}: prepared dataset has no train/val/test.jsonl`);
@@ -311,10 +329,15 @@ export function matchCandidates(cands: readonly Candidate[], refs: ReferenceSet,
     pairs.push({ id: c.id, candidate: c.caption, references });
   }
   if (missing.length) {
-    throw new DataError(
-      `${candidatesFile}: ${missing.length} of ${cands.length} candidate(s) have no references in ${refs.source}: ${sample(missing)}` +
-        (pairs.length === 0 ? ` (reference ids look like: ${sample([...refs.byId.keys()], 3)})` : ''),
-    );
+    const intMissing = cands.filter((c) => c.integer && resolveId(c.id, refs) === undefined).length;
+    const hint =
+      intMissing > 0 && !refs.cocoIds
+        ? `; ${intMissing === missing.length ? 'they are' : `${intMissing} are`} integer COCO image ids, and these references name images by file only ` +
+          `(score against the COCO captions JSON, a Karpathy COCO file, or a prepared COCO set made by this captioner version)`
+        : pairs.length === 0
+          ? ` (reference ids look like: ${sample([...refs.byId.keys()], 3)})`
+          : '';
+    throw new DataError(`${candidatesFile}: ${missing.length} of ${cands.length} candidate(s) have no references in ${refs.source}: ${sample(missing)}${hint}`);
   }
   if (uncaptioned.length) {
     throw new DataError(

@@ -1,8 +1,9 @@
 // The eval report (pure, no I/O): what report.json holds, and the metrics table printed on stdout.
 // report.json = settings (model, dataset, features, split, decode, tokenize), corpus metrics, the
 // image-blind baseline (report-baseline.ts) and one entry per image with its caption, references and
-// per-image scores. report-html.ts renders the same object as a page.
+// per-image scores. report-html.ts renders the same object as a page. Also the entries of results.json.
 import type { DecodeConfig } from '../config/schema.js';
+import type { PreparedImage } from '../prep/prepared.js';
 import { metricKeys, type CorpusScores, type Scores } from './score.js';
 import type { Baseline } from './report-baseline.js';
 
@@ -84,6 +85,24 @@ export function buildReport(r: ReportInput): EvalReport {
       ROUGE_L: round(perImage[i].ROUGE_L),
     })),
   };
+}
+
+/** One entry of results.json (COCO results format). */
+export interface CocoResult {
+  image_id: number | string;
+  caption: string;
+}
+
+/**
+ * results.json's entries: each prediction under its image's COCO id when the prepared set records one
+ * (COCO and Karpathy COCO sources: what pycocotools' loadRes matches against the annotation file's
+ * images[].id), else under its image key (file name: Flickr, csv, sets prepared before ids were kept).
+ * Decided per image, so a set where only some images have ids still names every image; `captioner
+ * score` reads both.
+ */
+export function cocoResults(predictions: readonly Pick<Prediction, 'image' | 'caption'>[], images: readonly Pick<PreparedImage, 'image' | 'cocoId'>[]): CocoResult[] {
+  const ids = new Map(images.map((im) => [im.image, im.cocoId]));
+  return predictions.map((p) => ({ image_id: ids.get(p.image) ?? p.image, caption: p.caption }));
 }
 
 export const metricLabel = (k: (typeof metricKeys)[number]): string => (k === 'CIDEr' ? 'CIDEr-D' : k.replace('Bleu_', 'BLEU-'));

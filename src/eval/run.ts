@@ -21,7 +21,7 @@ import { initBackend, type BackendRequest } from '../tf/backend.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { imageBlindBaseline } from './report-baseline.js';
 import { renderReportHtml } from './report-html.js';
-import { buildReport, type EvalReport, type Prediction } from './report.js';
+import { buildReport, cocoResults, type EvalReport, type Prediction } from './report.js';
 import { scoreCaptions } from './score.js';
 
 export interface EvalOptions {
@@ -153,7 +153,7 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
       html: path.join(dir, 'report.html'),
     };
     await writeFileAtomic(files.predictions, predictions.map((p) => JSON.stringify({ image: p.image, caption: p.caption, logprob: Number(p.logprob.toFixed(6)) }) + '\n').join(''));
-    await writeFileAtomic(files.results, JSON.stringify(predictions.map((p) => ({ image_id: p.image, caption: p.caption }))) + '\n');
+    await writeFileAtomic(files.results, JSON.stringify(cocoResults(predictions, images)) + '\n');
     await writeJsonAtomic(files.report, report);
     await writeFileAtomic(files.html, await renderReportHtml(report, { imagesDir: prepared.manifest.imagesDir, thumbnails: !opts.noThumbnails }));
     log.info(`eval: wrote ${files.predictions}, ${files.results}, ${files.report}, ${files.html} (${((Date.now() - started) / 1000).toFixed(1)}s)`);

@@ -21,6 +21,8 @@ export interface SplitImage {
   file: string;
   captions: readonly string[];
   split: SplitName;
+  /** Carried to the prepared image unchanged. */
+  cocoId?: PreparedImage['cocoId'];
 }
 
 export interface BuildResult {
@@ -98,7 +100,9 @@ export function buildPrepared(images: readonly SplitImage[], o: BuildOptions): B
   for (const s of SPLITS) splitCounts[s] = { images: 0, captions: 0 };
   for (const k of kept) {
     const s = k.im.split;
-    splits[s].push({ image: k.im.image, file: k.im.file, captions: k.captions, tokens: k.words.map((w) => vocab.encodeCaption(w)) });
+    const im: PreparedImage = { image: k.im.image, file: k.im.file, captions: k.captions, tokens: k.words.map((w) => vocab.encodeCaption(w)) };
+    if (k.im.cocoId !== undefined) im.cocoId = k.im.cocoId;
+    splits[s].push(im);
     splitCounts[s].images++;
     splitCounts[s].captions += k.captions.length;
   }

@@ -18,7 +18,12 @@ export interface ImageEntry {
   captions: string[];
   /** The split the source itself assigns (Karpathy's field, the COCO file), if any. */
   split?: SplitName;
+  /** The image's COCO id as the source writes it (COCO `images[].id`, Karpathy `cocoid`), if it has one. */
+  cocoId?: CocoId;
 }
+
+/** A COCO image id: an integer in the official files; a string where a COCO-format file uses one. */
+export type CocoId = number | string;
 
 export interface Parsed {
   /** In order of first appearance. */
@@ -34,6 +39,7 @@ export class Collector {
   private readonly byKey = new Map<string, ImageEntry>();
   private readonly origin = new Map<string, string>();
   private readonly numbered = new Map<string, { where: string; caption: string }>();
+  private readonly idClash = new Set<string>();
   readonly warnings: string[] = [];
   captions = 0;
 
@@ -60,16 +66,21 @@ export class Collector {
     return true;
   }
 
-  add(image: string, caption: string, where: string, extra: { file?: string; alt?: string[]; split?: SplitName } = {}): void {
+  add(image: string, caption: string, where: string, extra: { file?: string; alt?: string[]; split?: SplitName; cocoId?: CocoId } = {}): void {
     let e = this.byKey.get(image);
     if (!e) {
       e = { image, file: extra.file ?? image, captions: [] };
       if (extra.alt?.length) e.alt = extra.alt;
       if (extra.split) e.split = extra.split;
+      if (extra.cocoId !== undefined) e.cocoId = extra.cocoId;
       this.byKey.set(image, e);
       this.origin.set(image, where);
     } else if (e.split !== extra.split) {
       throw new DataError(`${where}: image ${JSON.stringify(image)} is in split ${extra.split ?? '(none)'} here but in ${e.split ?? '(none)'} at ${this.origin.get(image)}`);
+    } else if (extra.cocoId !== undefined && e.cocoId !== extra.cocoId && !this.idClash.has(image)) {
+      // one image under two ids: its captions are merged and the first id names it in results
+      this.idClash.add(image);
+      this.warn(where, `image ${show(image)} has COCO id ${JSON.stringify(extra.cocoId)} here but ${JSON.stringify(e.cocoId ?? null)} at ${this.origin.get(image)}; its captions are merged and results name it by the first`);
     }
     e.captions.push(caption.trim());
     this.captions++;
@@ -200,6 +211,8 @@ export function parseCaptionCsv(text: string, file: string, c = new Collector())
 
 type Json = Record<string, unknown>;
 const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** An id COCO tools can match: a safe integer, or a non-empty string (COCO-format files that use them). */
+export const isCocoId = (v: unknown): v is CocoId => (typeof v === 'number' && Number.isSafeInteger(v)) || (typeof v === 'string' && v !== '');
 
 function parseJson(text: string, file: string): unknown {
   try {
@@ -213,7 +226,8 @@ const KARPATHY_SPLITS: Record<string, SplitName> = { train: 'train', restval: 't
 
 /**
  * karpathy: `dataset_{flickr8k,flickr30k,coco}.json` with images[].filename (the key), .split (train,
- * restval = train, val, test), .sentences[].raw, and for COCO .filepath (the file is filepath/filename).
+ * restval = train, val, test), .sentences[].raw, and for COCO .filepath (the file is filepath/filename)
+ * and .cocoid (the COCO image id, kept as cocoId). `imgid` is Karpathy's own index, not a COCO id: unused.
  */
 export function parseKarpathy(text: string, file: string, c = new Collector()): Parsed {
   const doc = parseJson(text, file);
@@ -222,12 +236,15 @@ export function parseKarpathy(text: string, file: string, c = new Collector()): 
   images.forEach((img, i) => {
     const at = `${file}: images[${i}]`;
     if (!isObj(img)) throw new DataError(`${at}: expected an object`);
-    const { filename, filepath, split, sentences } = img;
+    const { filename, filepath, split, sentences, cocoid } = img;
     if (typeof filename !== 'string' || filename.trim() === '') throw new DataError(`${at}: "filename" must be a non-empty string`);
     if (filepath !== undefined && typeof filepath !== 'string') throw new DataError(`${at}: "filepath" must be a string`);
     const s = typeof split === 'string' ? KARPATHY_SPLITS[split] : undefined;
     if (!s) throw new DataError(`${at}: "split" must be one of train, restval, val, test, got ${JSON.stringify(split)}`);
     if (!Array.isArray(sentences)) throw new DataError(`${at}: "sentences" must be a list`);
+    // an integer id of the COCO 2014 annotations ("391895" as a string is read as the number)
+    const cocoId = typeof cocoid === 'number' && Number.isSafeInteger(cocoid) ? cocoid : typeof cocoid === 'string' && /^\d{1,15}$/.test(cocoid) ? Number(cocoid) : undefined;
+    if (cocoId === undefined && cocoid !== undefined && cocoid !== null) c.warn(at, `"cocoid" ${show(JSON.stringify(cocoid))} is not an integer; ignored (results name this image by its file name)`);
     const rel = filepath ? path.posix.join(filepath, filename) : filename;
     sentences.forEach((sent, j) => {
       const sat = `${at}.sentences[${j}]`;
@@ -235,14 +252,15 @@ export function parseKarpathy(text: string, file: string, c = new Collector()): 
       let raw = sent.raw;
       if (raw === undefined && Array.isArray(sent.tokens) && sent.tokens.every((t) => typeof t === 'string')) raw = sent.tokens.join(' ');
       if (typeof raw !== 'string') throw new DataError(`${sat}: "raw" must be a string`);
-      c.add(filename, raw, sat, { file: rel, split: s });
+      c.add(filename, raw, sat, { file: rel, split: s, cocoId });
     });
   });
   return c.result();
 }
 
 /**
- * coco: the official captions JSON (images[].id/.file_name, annotations[].image_id/.caption).
+ * coco: the official captions JSON (images[].id/.file_name, annotations[].image_id/.caption). The id
+ * is kept as cocoId (an integer, or a non-empty string where the file uses those), for COCO results.
  * `split` is the split the whole file belongs to (dataset.cocoFiles), if any. The key is file_name;
  * when coco_url names a folder (".../val2017/x.jpg"), "val2017/x.jpg" is tried as a second location.
  */
@@ -251,7 +269,7 @@ export function parseCoco(text: string, file: string, split?: SplitName, c = new
   if (!isObj(doc) || !Array.isArray(doc.images) || !Array.isArray(doc.annotations)) {
     throw new DataError(`${file}: not a COCO captions file: expected {"images": [...], "annotations": [...]}`);
   }
-  const byId = new Map<unknown, { name: string; alt?: string[]; at: string }>();
+  const byId = new Map<unknown, { id?: CocoId; name: string; alt?: string[]; at: string }>();
   doc.images.forEach((img, i) => {
     const at = `${file}: images[${i}]`;
     if (!isObj(img)) throw new DataError(`${at}: expected an object`);
@@ -268,7 +286,7 @@ export function parseCoco(text: string, file: string, split?: SplitName, c = new
       if (prev.name !== img.file_name) c.warn(at, `image id ${JSON.stringify(img.id)} is used again (first at ${prev.at}, ${show(prev.name)}); this entry, ${show(img.file_name)}, is ignored and gets no captions`);
       return;
     }
-    byId.set(img.id, { name: img.file_name, alt, at });
+    byId.set(img.id, { id: isCocoId(img.id) ? img.id : undefined, name: img.file_name, alt, at });
   });
   doc.annotations.forEach((ann, i) => {
     const at = `${file}: annotations[${i}]`;
@@ -276,7 +294,7 @@ export function parseCoco(text: string, file: string, split?: SplitName, c = new
     const img = byId.get(ann.image_id);
     if (!img) throw new DataError(`${at}: image_id ${JSON.stringify(ann.image_id)} is not in "images"`);
     if (typeof ann.caption !== 'string') throw new DataError(`${at}: "caption" must be a string`);
-    c.add(img.name, ann.caption, at, { alt: img.alt, split });
+    c.add(img.name, ann.caption, at, { alt: img.alt, split, cocoId: img.id });
   });
   return c.result();
 }

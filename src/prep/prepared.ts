@@ -2,16 +2,21 @@
 //   vocab.json     {"tokens": ["<pad>", unk, start, end, words by descending training count...]}
 //   train.jsonl, val.jsonl, test.jsonl
 //                  one image a line, sorted by key:
-//                  {"image": key, "file": path under the images folder, "captions": [raw...], "tokens": [[2,...,3]...]}
+//                  {"image": key, "file": path under the images folder, "captions": [raw...], "tokens": [[2,...,3]...],
+//                   "cocoId": 391895}  (last, only when the source has a COCO id: COCO files, Karpathy's cocoid)
 //                  captions[i] and tokens[i] belong together; ids include start and end, no padding.
+//                  Sets written before cocoId existed have none; they read the same (results use file names).
 //   manifest.json  PreparedManifest below (written last: its presence marks a complete folder).
 // `fingerprint` = sha256 over the four data files (see fingerprintOf); consumers compare it to check
-// that a feature cache or a model was built from this exact data.
+// that a feature cache or a model was built from this exact data. The cocoId members are left out of
+// it: they name images, they do not change what a model learns, so preparing an older set again keeps
+// its fingerprint (and the models trained on it).
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { CaptionerError, DataError } from '../errors.js';
 import type { BuildOptions } from './build.js';
+import { isCocoId, type CocoId } from './formats.js';
 import { Vocab } from '../text/vocab.js';
 import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
@@ -35,6 +40,8 @@ export interface PreparedImage {
   file: string;
   captions: string[];
   tokens: number[][];
+  /** The image's id in the source's COCO annotations (what COCO results name it by), when it has one. */
+  cocoId?: CocoId;
 }
 
 export interface LengthStats {
@@ -85,11 +92,26 @@ export interface Prepared {
 
 const DATA_FILES = ['vocab', 'train', 'val', 'test'] as const;
 
-/** sha256 (hex) over the data files' names, byte lengths and bytes, in the order vocab, train, val, test. */
+/** A split line's trailing cocoId member, as serializeSplit writes it. */
+const COCO_ID_MEMBER = /,"cocoId":(?:-?\d+|"(?:[^"\\\n]|\\.)*")\}$/gm;
+const COCO_ID_KEY = Buffer.from('"cocoId":');
+
+/** A split file's bytes with every line's trailing cocoId member removed (what the fingerprint covers). */
+function withoutCocoIds(bytes: Buffer): Buffer {
+  if (!bytes.includes(COCO_ID_KEY)) return bytes;
+  return Buffer.from(bytes.toString('utf8').replace(COCO_ID_MEMBER, '}'), 'utf8');
+}
+
+/**
+ * sha256 (hex) over the data files' names, byte lengths and bytes, in the order vocab, train, val, test;
+ * the split files without their cocoId members (see the header).
+ */
 export function fingerprintOf(contents: Record<(typeof DATA_FILES)[number], string | Uint8Array>): string {
   const h = createHash('sha256');
   for (const k of DATA_FILES) {
-    const bytes = typeof contents[k] === 'string' ? Buffer.from(contents[k] as string, 'utf8') : (contents[k] as Uint8Array);
+    const c = contents[k];
+    let bytes = typeof c === 'string' ? Buffer.from(c, 'utf8') : Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+    if (k !== 'vocab') bytes = withoutCocoIds(bytes);
     h.update(`${PREPARED_FILES[k]}\0${bytes.byteLength}\0`);
     h.update(bytes);
   }
@@ -103,7 +125,11 @@ export function serializeVocab(vocab: Vocab): string {
 /** One compact JSON object a line; the images must already be sorted by key. */
 export function serializeSplit(images: readonly PreparedImage[]): string {
   let out = '';
-  for (const im of images) out += JSON.stringify({ image: im.image, file: im.file, captions: im.captions, tokens: im.tokens }) + '\n';
+  for (const im of images) {
+    const line: Record<string, unknown> = { image: im.image, file: im.file, captions: im.captions, tokens: im.tokens };
+    if (im.cocoId !== undefined) line.cocoId = im.cocoId; // last: fingerprintOf leaves it out
+    out += JSON.stringify(line) + '\n';
+  }
   return out;
 }
 
@@ -173,8 +199,11 @@ export function parseSplitFile(text: string, file: string, vocabSize: number): P
       }
     }
     if (prev !== undefined && !(prev < o.image)) throw new DataError(`${at}: images are not sorted by key (or repeat): ${JSON.stringify(o.image)} after ${JSON.stringify(prev)}`);
+    if (o.cocoId !== undefined && !isCocoId(o.cocoId)) throw new DataError(`${at}: "cocoId" must be an integer or a non-empty string`);
     prev = o.image;
-    out.push({ image: o.image, file: o.file, captions: o.captions, tokens: o.tokens });
+    const im: PreparedImage = { image: o.image, file: o.file, captions: o.captions, tokens: o.tokens };
+    if (o.cocoId !== undefined) im.cocoId = o.cocoId;
+    out.push(im);
   }
   return out;
 }

@@ -219,7 +219,7 @@ export async function runPrep(config: Config): Promise<PrepResult> {
   dropped.missingImageCaptions = missing.reduce((n, e) => n + e.captions.length, 0);
 
   const built = buildPrepared(
-    inSplit.map((e): SplitImage => ({ image: e.image, file: e.file, captions: e.captions, split: assigned.get(e.image)! })),
+    inSplit.map((e): SplitImage => ({ image: e.image, file: e.file, captions: e.captions, split: assigned.get(e.image)!, cocoId: e.cocoId })),
     p,
   );
   const total = SPLITS.reduce((n, s) => n + built.counts[s].captions, 0);

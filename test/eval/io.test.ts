@@ -192,3 +192,61 @@ describe('loadScorePairs on real files', () => {
     expect(pairs[0].references).toEqual(k.byId.get(first));
   });
 });
+
+describe('COCO integer ids and file names', () => {
+  it('readCandidates marks JSON integer ids', async () => {
+    const { candidates } = await readCandidates(write('ints.json', JSON.stringify([{ image_id: 7, caption: 'a' }, { image_id: '8', caption: 'b' }, { image_id: 'x.jpg', caption: 'c' }])));
+    expect(candidates.map((c) => [c.id, c.integer ?? false])).toEqual([
+      ['7', true],
+      ['8', false],
+      ['x.jpg', false],
+    ]);
+  });
+
+  it('a prepared COCO set matches integer ids by its recorded cocoId, and file names; ids and names may mix', async () => {
+    const p = path.join(dir, 'prepared-coco');
+    mkdirSync(p, { recursive: true });
+    writeFileSync(path.join(p, 'manifest.json'), JSON.stringify({ kind: 'captioner.prepared', version: 1 }));
+    writeFileSync(
+      path.join(p, 'test.jsonl'),
+      [
+        { image: '000000000001.jpg', file: 'val2017/000000000001.jpg', captions: ['A dog runs.'], tokens: [[2, 3]], cocoId: 1 },
+        { image: '000000000002.jpg', file: 'val2017/000000000002.jpg', captions: ['A cat sleeps.'], tokens: [[2, 3]], cocoId: 2 },
+      ].map((l) => JSON.stringify(l) + '\n').join(''),
+    );
+    const refs = await readReferences(p);
+    expect(refs.cocoIds).toBe(true);
+    const { candidates } = await readCandidates(write('mixed.json', JSON.stringify([{ image_id: 1, caption: 'a dog' }, { image_id: 'val2017/000000000002.jpg', caption: 'a cat' }])));
+    expect(matchCandidates(candidates, refs, 'mixed.json')).toEqual([
+      { id: '1', candidate: 'a dog', references: ['A dog runs.'] },
+      { id: 'val2017/000000000002.jpg', candidate: 'a cat', references: ['A cat sleeps.'] },
+    ]);
+    // the same image by id and by name: refused, not scored twice
+    const twice = await readCandidates(write('twice.json', JSON.stringify([{ image_id: 1, caption: 'a' }, { image_id: '000000000001.jpg', caption: 'b' }])));
+    expect(() => matchCandidates(twice.candidates, refs, 'twice.json')).toThrow(/name the same reference image/);
+  });
+
+  it('COCO references: integer ids and file names both match', async () => {
+    const refs = await readReferences(write('coco.json', JSON.stringify(coco)));
+    expect(refs.cocoIds).toBe(true);
+    const { candidates } = await readCandidates(write('m.json', JSON.stringify([{ image_id: 1, caption: 'a dog' }, { image_id: '000000000002.jpg', caption: 'a cat' }])));
+    expect(matchCandidates(candidates, refs).map((p) => p.references)).toEqual([['A dog runs.', 'A brown dog running.'], ['A cat sleeps.']]);
+  });
+
+  it('integer ids against references without COCO ids: a DataError that says why', async () => {
+    const refs = await readReferences(write('f.token.txt', 'a.jpg#0\tA dog .\nb.jpg#0\tA cat .\n'));
+    expect(refs.cocoIds).toBe(false);
+    const { candidates } = await readCandidates(write('ints2.json', JSON.stringify([{ image_id: 391895, caption: 'a' }, { image_id: 522418, caption: 'b' }])));
+    let err: unknown;
+    try {
+      matchCandidates(candidates, refs, 'ints2.json');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(DataError);
+    expect((err as Error).message).toMatch(/ints2\.json: 2 of 2 candidate\(s\) have no references in .*f\.token\.txt: 391895, 522418; they are integer COCO image ids, and these references name images by file only/);
+    // integer ids that simply are not in COCO references: the usual message
+    const cocoRefs = await readReferences(write('coco.json', JSON.stringify(coco)));
+    expect(() => matchCandidates(candidates, cocoRefs, 'ints2.json')).toThrow(/2 of 2 candidate\(s\) have no references in .*coco\.json: 391895, 522418 \(reference ids look like: 1, 2\)/);
+  });
+});

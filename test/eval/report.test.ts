@@ -5,7 +5,7 @@ import type { PreparedImage } from '../../src/prep/prepared.js';
 import { DecodeSchema } from '../../src/config/schema.js';
 import { scoreCaptions } from '../../src/eval/score.js';
 import { corpusBleu, tokenize } from '../../src/eval/metrics/index.js';
-import { buildReport, formatMetricsTable, type Prediction } from '../../src/eval/report.js';
+import { buildReport, cocoResults, formatMetricsTable, type Prediction } from '../../src/eval/report.js';
 import { imageBlindBaseline } from '../../src/eval/report-baseline.js';
 import { escapeHtml, renderReportHtml } from '../../src/eval/report-html.js';
 
@@ -99,5 +99,27 @@ describe('imageBlindBaseline', () => {
     expect(imageBlindBaseline(train, [['x']], 'basic', { candidates: 1, selectionImages: 2 })).toEqual(a);
     expect(imageBlindBaseline([], [['x']], 'basic')).toBeUndefined();
     expect(imageBlindBaseline(train, [], 'basic')).toBeUndefined();
+  });
+});
+
+describe('cocoResults (results.json)', () => {
+  it('names each image by its COCO id when the prepared set has one, else by its key', () => {
+    const preds = [
+      { image: 'a.jpg', caption: 'a dog' },
+      { image: 'b.jpg', caption: 'a cat' },
+      { image: 'c.jpg', caption: 'a bird' },
+    ];
+    const images = [
+      { image: 'a.jpg', cocoId: 391895 },
+      { image: 'b.jpg' },
+      { image: 'c.jpg', cocoId: 'custom-1' },
+    ];
+    expect(cocoResults(preds, images)).toEqual([
+      { image_id: 391895, caption: 'a dog' },
+      { image_id: 'b.jpg', caption: 'a cat' },
+      { image_id: 'custom-1', caption: 'a bird' },
+    ]);
+    // an older prepared set: no ids at all
+    expect(cocoResults(preds, [img('a.jpg', ['x']), img('b.jpg', ['y']), img('c.jpg', ['z'])]).map((r) => r.image_id)).toEqual(['a.jpg', 'b.jpg', 'c.jpg']);
   });
 });

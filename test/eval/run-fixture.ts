@@ -54,8 +54,14 @@ export interface EvalFixture {
   prepared: string;
 }
 
-/** 16 images: 0-9 train, 10-11 val, 12-15 test. */
-export async function buildTrainedRun(dir: string, opts: { epochs?: number; skipFeature?: string } = {}): Promise<EvalFixture> {
+/** COCO image id of image i in the `coco` fixture. */
+export const cocoIdOf = (i: number) => 9000 + i * 7;
+
+/**
+ * 16 images: 0-9 train, 10-11 val, 12-15 test. `format: 'coco'` writes the captions as three official-format
+ * COCO files (data/coco_{train,val,test}.json, ids cocoIdOf(i)) instead of a Flickr8k token file.
+ */
+export async function buildTrainedRun(dir: string, opts: { epochs?: number; skipFeature?: string; format?: 'flickr8k' | 'coco' } = {}): Promise<EvalFixture> {
   const images = path.join(dir, 'data', 'images');
   await fs.mkdir(images, { recursive: true });
   const lines: string[] = [];
@@ -71,12 +77,26 @@ export async function buildTrainedRun(dir: string, opts: { epochs?: number; skip
   await fs.writeFile(path.join(data, 'train.txt'), list(0, 10));
   await fs.writeFile(path.join(data, 'val.txt'), list(10, 12));
   await fs.writeFile(path.join(data, 'test.txt'), list(12, 16));
+  const cocoFile = async (split: string, from: number, to: number) => {
+    const ids = Array.from({ length: to - from }, (_, k) => from + k);
+    const doc = {
+      images: ids.map((i) => ({ id: cocoIdOf(i), file_name: imageName(i) })),
+      annotations: ids.flatMap((i) => lines.filter((l) => l.startsWith(imageName(i))).map((l, k) => ({ image_id: cocoIdOf(i), id: i * 10 + k, caption: l.split('\t')[1] }))),
+    };
+    const f = path.join(data, `coco_${split}.json`);
+    await fs.writeFile(f, JSON.stringify(doc));
+    return f;
+  };
+  const dataset =
+    opts.format === 'coco'
+      ? { format: 'coco' as const, images, cocoFiles: { train: await cocoFile('train', 0, 10), val: await cocoFile('val', 10, 12), test: await cocoFile('test', 12, 16) } }
+      : { format: 'flickr8k' as const, captions: path.join(data, 'captions.txt'), images, split: { method: 'files' as const, trainFile: path.join(data, 'train.txt'), valFile: path.join(data, 'val.txt'), testFile: path.join(data, 'test.txt') } };
   const { config } = await loadConfig({
     overrides: {
       name: 'evaltest',
       workdir: dir,
       backend: 'cpu',
-      dataset: { format: 'flickr8k', captions: path.join(data, 'captions.txt'), images, split: { method: 'files', trainFile: path.join(data, 'train.txt'), valFile: path.join(data, 'val.txt'), testFile: path.join(data, 'test.txt') } },
+      dataset,
       prep: { minCount: 1, maxLength: 10 },
       model: { embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0 },
       train: { epochs: opts.epochs ?? 2, batchSize: 8, learningRate: 0.01, patience: 0 },

@@ -10,7 +10,8 @@ import { DataError } from '../../src/errors.js';
 import { openCacheWriter } from '../../src/features/cache.js';
 import { runPrep } from '../../src/prep/run.js';
 import { tf } from '../../src/tf/tf.js';
-import { buildTrainedRun, fakeSpec, imageName, vectorOf, type EvalFixture } from './run-fixture.js';
+import { runCli } from '../helpers/cli.js';
+import { buildTrainedRun, cocoIdOf, fakeSpec, imageName, vectorOf, type EvalFixture } from './run-fixture.js';
 
 let work: string;
 let fx: EvalFixture;
@@ -99,6 +100,32 @@ describe('runEval', () => {
     expect(err).toBeInstanceOf(DataError);
     expect((err as Error).message).toMatch(/no vectors for 1 of 4 test images \(e\.g\. img13\.png\)/);
   }, 60_000);
+
+  it('COCO data: results.json names images by their annotation ids (loadRes check), score reads it; an older set without ids gives file names', async () => {
+    const cx = await buildTrainedRun(path.join(work, 'coco'), { epochs: 1, format: 'coco' });
+    const annFile = path.join(cx.dir, 'data', 'coco_test.json');
+    const ann = JSON.parse(await fs.readFile(annFile, 'utf8')) as { images: { id: number }[] };
+    const { files } = await runEval(cx.config, { model: cx.model, noBaseline: true, noThumbnails: true });
+    const results = JSON.parse(await fs.readFile(files.results, 'utf8')) as { image_id: number | string; caption: string }[];
+    const preds = (await fs.readFile(files.predictions, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    expect(results).toEqual(preds.map((p, k) => ({ image_id: cocoIdOf(12 + k), caption: p.caption })));
+    // pycocotools COCO.loadRes: set(image_ids) <= set(coco.getImgIds())
+    const imgIds = new Set(ann.images.map((i) => i.id));
+    expect(results.every((r) => Number.isInteger(r.image_id) && imgIds.has(r.image_id as number))).toBe(true);
+    const scored = await runCli(['score', '--candidates', files.results, '--references', annFile, '--json']);
+    expect(scored.code, scored.stderr).toBe(0);
+    expect(JSON.parse(scored.stdout).images).toBe(4);
+
+    // the same set as written before ids were recorded: the fingerprint is unchanged, so it evaluates, by file name
+    const testFile = path.join(cx.prepared, 'test.jsonl');
+    await fs.writeFile(testFile, (await fs.readFile(testFile, 'utf8')).replace(/,"cocoId":\d+\}/g, '}'));
+    const old = await runEval(cx.config, { model: cx.model, noBaseline: true, noThumbnails: true });
+    const oldResults = JSON.parse(await fs.readFile(old.files.results, 'utf8')) as { image_id: string }[];
+    expect(oldResults.map((r) => r.image_id)).toEqual([12, 13, 14, 15].map(imageName));
+    const scoredOld = await runCli(['score', '--candidates', old.files.results, '--references', annFile, '--json']);
+    expect(scoredOld.code, scoredOld.stderr).toBe(0);
+    expect(JSON.parse(scoredOld.stdout)).toEqual(JSON.parse(scored.stdout));
+  }, 90_000);
 
   it('refuses a prepared dataset other than the one the model was trained on', async () => {
     const copy = path.join(work, 'prepared-changed');
