@@ -32,7 +32,8 @@ export async function checkStageFolder(dir: string, stage: StageFolder): Promise
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return;
-    if (code === 'ENOTDIR') throw new UsageError(`${dir}: is a file, not a folder; choose another folder with ${stage.option}`);
+    // `dir` itself a file: refused here; a file further up the path: the writer's ensureDir names it
+    if (code === 'ENOTDIR' && (await fs.stat(dir).catch(() => null))?.isFile()) throw new UsageError(`${dir}: is a file, not a folder; choose another folder with ${stage.option}`);
     return; // unreadable: the writer reports it with its own message
   }
   if (!names.length) return;
