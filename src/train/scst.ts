@@ -19,6 +19,23 @@ export type ScstBaseline = 'mean' | 'greedy';
 /** The reward of one caption (token ids without start and end) of one image. */
 export type RewardFn = (imageId: string, tokens: Int32Array) => number;
 
+/**
+ * A RewardFn from a word-level scorer (e.g. eval/metrics CiderDReward) and the vocabulary's tokens (id ->
+ * word). Give the scorer the training captions' own tokens (not vocabulary-mapped ones): a sampled
+ * unknown token then matches nothing, as in evaluation.
+ */
+export function wordRewardFn(scorer: { reward(imageId: string, words: readonly string[]): number }, vocabTokens: readonly string[]): RewardFn {
+  return (imageId, tokens) => {
+    const w = new Array<string>(tokens.length);
+    for (let i = 0; i < tokens.length; i++) {
+      const word = vocabTokens[tokens[i]];
+      if (word === undefined) throw new ModelError(`SCST: token ${tokens[i]} outside the vocabulary (${vocabTokens.length} tokens)`);
+      w[i] = word;
+    }
+    return scorer.reward(imageId, w);
+  };
+}
+
 /** Applies gradients keyed by weight name (e.g. train/adam.ts Adam); may return a tensor (e.g. the gradient norm) to dispose. */
 export interface GradientApplier {
   apply(grads: Record<string, tf.Tensor>): tf.Tensor | void;
