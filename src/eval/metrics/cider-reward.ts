@@ -38,6 +38,7 @@ export class CiderDReward {
     this.sigma = opts.sigma ?? 6;
     this.bleuWeight = opts.bleuWeight ?? 0;
     if (!(Number.isInteger(this.n) && this.n >= 1)) throw new Error(`CIDEr reward: n must be a positive integer, got ${this.n}`);
+    if (!(this.sigma > 0 && Number.isFinite(this.sigma))) throw new Error(`CIDEr reward: sigma must be > 0, got ${this.sigma}`);
     if (!(this.bleuWeight >= 0 && Number.isFinite(this.bleuWeight))) throw new Error(`CIDEr reward: bleuWeight must be >= 0, got ${this.bleuWeight}`);
     const all = [...references];
     let tokens = 0;
