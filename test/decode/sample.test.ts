@@ -133,6 +133,23 @@ describe('sampleCaptions', () => {
     }
   });
 
+  it('takes a [N, D] features tensor (left alone) and draws what the arrays draw', async () => {
+    const dec = tinyAttention(6);
+    const f = randomFeatures(2, D, 8);
+    const x = tf.tensor2d(Float32Array.from(f.flatMap((v) => Array.from(v))), [2, D]);
+    try {
+      const before = tf.memory().numTensors;
+      const a = await sampleCaptions(dec, x, 3, { ...draw, seed: 4 });
+      const b = await sampleCaptions(dec, f, 3, { ...draw, seed: 4 });
+      expect(tf.memory().numTensors).toBe(before);
+      expect(x.isDisposed).toBe(false);
+      expect(a.tokens).toEqual(b.tokens);
+    } finally {
+      x.dispose();
+      dec.dispose();
+    }
+  });
+
   it('rejects a bad k or maxLength', async () => {
     const dec = tinyAttention(1);
     try {
