@@ -4,3 +4,4 @@ export * from './ngrams.js';
 export * from './bleu.js';
 export * from './cider.js';
 export * from './rouge.js';
+export * from './cider-reward.js';

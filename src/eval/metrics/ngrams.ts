@@ -84,19 +84,53 @@ export class NgramIndex {
 
   private scratch = new Int32Array(256);
 
-  cook(tokens: readonly string[]): Cooked {
+  /**
+   * A sentence's n-grams. With `frozen` the index is left as it is: n-grams it does not hold get ids past
+   * `size`, private to this call (distinct per distinct n-gram, so counts are right), which match nothing
+   * cooked before. Scoring many candidates against fixed references (SCST rewards) then does not grow it.
+   */
+  cook(tokens: readonly string[], frozen = false): Cooked {
     const n = this.maxN;
     const len = tokens.length;
     if (this.scratch.length < len * (n + 1)) this.scratch = new Int32Array(len * (n + 1) * 2);
     const buf = this.scratch;
     // buf[k*len .. k*len + len-k) holds the (k+1)-gram ids at every position; buf[n*len ..) the token ids
     const tok = n * len;
-    for (let i = 0; i < len; i++) buf[tok + i] = this.tokenId(tokens[i]);
-    for (let i = 0; i < len; i++) {
-      let p = 0;
-      for (let k = 0; k < n && i + k < len; k++) {
-        p = this.node(p, buf[tok + i + k]);
-        buf[k * len + i] = p;
+    if (!frozen) {
+      for (let i = 0; i < len; i++) buf[tok + i] = this.tokenId(tokens[i]);
+      for (let i = 0; i < len; i++) {
+        let p = 0;
+        for (let k = 0; k < n && i + k < len; k++) {
+          p = this.node(p, buf[tok + i + k]);
+          buf[k * len + i] = p;
+        }
+      }
+    } else {
+      // unknown tokens get ids -1, -2, ...; unknown n-grams size+1, size+2, ...
+      const tempTokens = new Map<string, number>();
+      const tempNodes = new Map<string, number>();
+      for (let i = 0; i < len; i++) {
+        let id = this.tokens.get(tokens[i]);
+        if (id === undefined) {
+          id = tempTokens.get(tokens[i]);
+          if (id === undefined) tempTokens.set(tokens[i], (id = -1 - tempTokens.size));
+        }
+        buf[tok + i] = id;
+      }
+      for (let i = 0; i < len; i++) {
+        let p = 0;
+        for (let k = 0; k < n && i + k < len; k++) {
+          const t = buf[tok + i + k];
+          let child = 0;
+          if (p <= this.size && t >= 0) child = this.child[this.slot(p, t)];
+          if (child === 0) {
+            const key = `${p},${t}`;
+            child = tempNodes.get(key) ?? 0;
+            if (child === 0) tempNodes.set(key, (child = this.size + 1 + tempNodes.size));
+          }
+          p = child;
+          buf[k * len + i] = p;
+        }
       }
     }
     const offsets = new Int32Array(n + 1);
