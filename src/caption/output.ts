@@ -22,6 +22,14 @@ export function resultLine(r: CaptionResult): string {
   return JSON.stringify({ image: r.image, caption: r.caption, logprob: Number(r.logprob.toFixed(6)) }) + '\n';
 }
 
+/** Output formats: one JSON line per image (default), or `path<TAB>caption` per captioned image. */
+export type OutputFormat = 'jsonl' | 'text';
+
+/** The text line for a result: `image<TAB>caption`; nothing for a failed image (its warning is on stderr). */
+export function resultText(r: CaptionResult): string {
+  return 'error' in r ? '' : `${r.image}\t${r.caption}\n`;
+}
+
 /** Results on a stream (stdout). A reader that went away (EPIPE) ends the run with OutputClosed. */
 export function streamSink(stream: NodeJS.WritableStream): LineSink {
   let broken: NodeJS.ErrnoException | null = null;

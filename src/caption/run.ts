@@ -12,7 +12,7 @@ import { log, progress } from '../log.js';
 import { shardOf } from '../util/shard.js';
 import { discoverImages, type Found } from './discover.js';
 import { loadCaptioner, type LoadedCaptioner } from './load.js';
-import { openOutputFile, readOutputState, resultLine, streamSink, type LineSink } from './output.js';
+import { openOutputFile, readOutputState, resultLine, resultText, streamSink, type LineSink, type OutputFormat } from './output.js';
 import { captionFiles, type CaptionStages } from './pipeline.js';
 import type { Shard } from './shard.js';
 
@@ -21,6 +21,8 @@ export interface CaptionRunOptions {
   model: string;
   output?: string;
   resume?: boolean;
+  /** jsonl (default) or text (`path<TAB>caption`; not resumable). */
+  format?: OutputFormat;
   shard?: Shard | null;
   /** Files read and decoded concurrently (default 4). */
   readAhead?: number;
@@ -145,7 +147,8 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
       });
       for await (const r of results) {
         if (aborted()) break; // a result finished after Ctrl-C (maybe cut short by it) is not written
-        await sink.write(resultLine(r));
+        const line = opts.format === 'text' ? resultText(r) : resultLine(r);
+        if (line) await sink.write(line);
         if ('error' in r) {
           failed++;
           log.warn(`${r.image}: ${r.error}`);

@@ -1,6 +1,6 @@
 // `captioner caption PATH...`: caption image files with a trained run; JSON lines on stdout or --output.
 // Thin: flags -> config, shard resolution, then src/caption/run.ts does the work.
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { log } from '../log.js';
 import { resolveShard } from '../caption/shard.js';
@@ -15,6 +15,7 @@ interface CaptionFlags extends ConfigFlags {
   shard?: string;
   shardCount?: number;
   recursive?: boolean;
+  format: 'jsonl' | 'text';
 }
 
 export function register(program: Command): void {
@@ -42,10 +43,20 @@ export function register(program: Command): void {
     .option('--shard <i/n|auto>', 'caption only the i-th of n parts of the sorted input (1-based), or auto (Slurm / Kubernetes)')
     .option('--shard-count <n>', 'number of shards for --shard auto (needed for Kubernetes Indexed Jobs)', intArg('--shard-count'))
     .option('--no-recursive', 'do not descend into sub-folders (caption.recursive)')
+    .addOption(new Option('--format <format>', 'jsonl: one JSON object per image; text: "path<TAB>caption" per captioned image (failures only on stderr)').choices(['jsonl', 'text']).default('jsonl'))
+    .addHelpText(
+      'after',
+      `
+Examples:
+  captioner caption ./photos --model work/demo/model > captions.jsonl
+  captioner caption photo.jpg --model work/demo/model --format text
+  find /data -name '*.jpg' | captioner caption - --model RUN --output captions.jsonl --resume`,
+    )
     .action(async (paths: string[], opts: CaptionFlags) => {
       if (opts.beam !== undefined && opts.beam < 1) throw new UsageError(`--beam must be at least 1, got ${opts.beam}`);
       if (opts.batchSize !== undefined && opts.batchSize < 1) throw new UsageError(`--batch-size must be at least 1, got ${opts.batchSize}`);
       if (opts.resume && !opts.output) throw new UsageError('--resume needs --output FILE (the file to continue)');
+      if (opts.resume && opts.format === 'text') throw new UsageError('--resume needs the jsonl format (it reads back which images are done)');
       const shard = resolveShard(opts.shard, opts.shardCount);
       // the run's own decode settings < --config < --set < flags
       const { config, runDir } = await resolveConfigForRun(
@@ -56,7 +67,7 @@ export function register(program: Command): void {
       const { runCaption } = await import('../caption/run.js'); // loaded on use: keeps --help fast
       const interrupt = onInterrupt('interrupt: finishing the lines in progress (press Ctrl-C again to quit at once)');
       try {
-        const summary = await runCaption(config, { inputs: paths, model: runDir, output: opts.output, resume: opts.resume, shard, signal: interrupt.signal });
+        const summary = await runCaption(config, { inputs: paths, model: runDir, output: opts.output, resume: opts.resume, format: opts.format, shard, signal: interrupt.signal });
         if (summary.interrupted) {
           if (opts.output) log.warn(`interrupted: ${opts.output} holds the finished images; run the same command with --resume to continue`);
           else log.warn('interrupted: the lines written so far are complete');

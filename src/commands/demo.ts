@@ -2,7 +2,7 @@
 // synthetic dataset, offline, in a few minutes. Progress and logs on stderr; the metrics table and the
 // closing summary (artifacts, next commands) on stdout, or one JSON object with --json.
 import { Option, type Command } from 'commander';
-import { demoSummary, DEMO_RUN_DEFAULTS, runDemo } from '../demo/run.js';
+import { DEMO_RUN_DEFAULTS } from '../demo/defaults.js';
 import { formatMetricsTable } from '../eval/report.js';
 import { SCENE_KINDS, type SceneKind } from '../prep/demo-scene.js';
 import { intArg } from './common.js';
@@ -36,7 +36,11 @@ export function register(program: Command): void {
     .option('--quick', 'a smaller, faster run: half the images, greedy decoding, no thumbnails, fewer sample captions')
     .option('--set <key=value>', 'override a demo config value (repeatable), e.g. --set model.units=64', collect)
     .option('--json', 'print a JSON summary instead of the table and the summary text')
+    .addHelpText('after', `\nExamples:\n  captioner demo                                   # the whole pipeline on synthetic shapes
+  captioner demo --quick                           # a smaller, faster run
+  captioner demo --scenes multi --set model.type=attention`)
     .action(async (opts: DemoFlags) => {
+      const { demoSummary, runDemo } = await import('../demo/run.js'); // loaded on use: keeps --help fast
       const r = await runDemo({ out: opts.out, scenes: opts.scenes, images: opts.images, epochs: opts.epochs, quick: opts.quick, sets: opts.set });
       const rep = r.eval.report;
       if (opts.json) {

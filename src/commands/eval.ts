@@ -40,6 +40,9 @@ export function register(program: Command): void {
     .option('--no-baseline', 'skip the image-blind baseline')
     .option('--no-thumbnails', 'no thumbnails in report.html')
     .option('--json', 'print the metrics (and report paths) as JSON instead of a table')
+    .addHelpText('after', `\nExamples:\n  captioner eval --config configs/flickr8k.yaml --bleu
+  captioner eval --model work/demo/model --beam 5 --out work/demo/eval-beam5
+  captioner eval --model work/demo/model --split val --json`)
     .action(async (opts: EvalFlags) => {
       if (opts.limit !== undefined && opts.limit < 0) throw new UsageError(`--limit must be 0 or more, got ${opts.limit}`);
       if (opts.beam !== undefined && opts.beam < 1) throw new UsageError(`--beam must be at least 1, got ${opts.beam}`);

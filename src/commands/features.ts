@@ -34,6 +34,9 @@ export function register(program: Command): void {
     .option('--shard-count <n>', 'number of shards for --shard auto (needed for Kubernetes Indexed Jobs)', intArg('--shard-count'))
     .option('--limit <n>', 'encode at most n images (after --shard)', intArg('--limit'))
     .option('--json', 'print a JSON summary on stdout')
+    .addHelpText('after', `\nExamples:\n  captioner features --config configs/flickr8k.yaml
+  captioner features --config configs/flickr8k.yaml --shard 2/4    # one of 4 parallel jobs
+  captioner features --config configs/demo.yaml --set encoder.layer=block5_conv3 --out work/demo/features-grid`)
     .action(async (opts: FeaturesFlags) => {
       if (opts.runtime !== undefined && !['auto', 'onnx', 'tfjs'].includes(opts.runtime)) throw new UsageError(`--runtime: expected auto, onnx or tfjs, got "${opts.runtime}"`);
       if (opts.batchSize !== undefined && opts.batchSize < 1) throw new UsageError(`--batch-size must be at least 1, got ${opts.batchSize}`);

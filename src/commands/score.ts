@@ -1,7 +1,6 @@
 // `captioner score`: BLEU-1..4, CIDEr-D and ROUGE-L of candidate captions against reference captions.
 import { Option, type Command } from 'commander';
-import { loadScorePairs } from '../eval/io.js';
-import { corpusOnly, metricKeys, scoreCaptions, type CorpusScores } from '../eval/score.js';
+import { metricKeys, type CorpusScores } from '../eval/score.js';
 import { log } from '../log.js';
 import { resolveConfig, withConfig, type ConfigFlags } from './common.js';
 
@@ -22,8 +21,17 @@ export function register(program: Command): void {
     .requiredOption('--references <path>', 'reference captions: COCO captions JSON, Flickr8k token file, Karpathy JSON, or a prepared dataset folder')
     .addOption(new Option('--tokenize <mode>', 'basic (lowercase, delete punctuation, as prep does) or none (split on whitespace); default eval.tokenize').choices(['basic', 'none']))
     .option('--json', 'print one JSON object instead of a table')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  captioner score --candidates work/demo/model/eval-test/results.json --references work/demo/prepared
+  captioner score --candidates results.json --references data/coco/captions_val2017.json --json`,
+    )
     .action(async (opts: ScoreFlags) => {
       const { config } = await resolveConfig(opts, { eval: { tokenize: opts.tokenize } });
+      const { loadScorePairs } = await import('../eval/io.js'); // loaded on use: keeps --help fast
+      const { corpusOnly, scoreCaptions } = await import('../eval/score.js');
       const { pairs, skippedErrors } = await loadScorePairs(opts.candidates, opts.references);
       if (skippedErrors > 0) log.warn(`${opts.candidates}: skipped ${skippedErrors} entr${skippedErrors === 1 ? 'y' : 'ies'} with an "error" (not scored)`);
       const scores = corpusOnly(scoreCaptions(pairs, config.eval.tokenize));

@@ -18,6 +18,9 @@ export function register(program: Command): void {
     .option('-p, --port <n>', 'listen port (serve.port, default 8080; 0: any free port)', intArg('--port'))
     .option('--host <addr>', 'listen address (serve.host, default 127.0.0.1: this machine only)')
     .option('-k, --beam <k>', 'default beam size for requests that do not ask (decode.beam)', intArg('--beam'))
+    .addHelpText('after', `\nExamples:\n  captioner serve --model work/demo/model                          # http://127.0.0.1:8080
+  captioner serve --model work/demo/model --host 0.0.0.0 --port 9000
+  curl -F image=@photo.jpg http://127.0.0.1:8080/api/caption`)
     .action(async (opts: ServeFlags) => {
       const { config } = await resolveConfig(opts, { serve: { port: opts.port, host: opts.host }, decode: { beam: opts.beam } });
       // stages are loaded on use: keeps --help fast, and the model code (TensorFlow.js) only after the port is bound

@@ -17,6 +17,9 @@ export function register(program: Command): void {
     .option('--epochs <n>', 'train until this many epochs in total (train.epochs)', intArg('--epochs'))
     .option('--out <dir>', 'run folder (train.out; default <workdir>/model)')
     .option('--backend <name>', 'TensorFlow.js backend: auto, gpu, node, wasm, cpu (backend)')
+    .addHelpText('after', `\nExamples:\n  captioner train --config configs/flickr8k.yaml
+  captioner train --config configs/flickr8k.yaml --resume          # after Ctrl-C or a crash
+  captioner train --config configs/demo.yaml --set train.epochs=5 --set model.units=128`)
     .action(async (opts: TrainFlags) => {
       const { config } = await resolveConfig(opts, { backend: opts.backend, train: { epochs: opts.epochs, out: opts.out } });
       const paths = stagePaths(config);

@@ -33,7 +33,8 @@ import { ensureDir } from '../util/fsx.js';
 /** The demo config shipped with the package (configs/demo.yaml, two folders above this file in src/ and dist/). */
 export const DEMO_CONFIG = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs', 'demo.yaml');
 
-export const DEMO_RUN_DEFAULTS = { out: path.join('work', 'demo'), multiOut: path.join('work', 'demo-multi'), scenes: 'single' as SceneKind, images: 1000, quickImages: 300, samples: 24, quickSamples: 8 } as const;
+export { DEMO_RUN_DEFAULTS } from './defaults.js';
+import { DEMO_RUN_DEFAULTS } from './defaults.js';
 
 export interface DemoOptions {
   /** Default work/demo (--scenes multi: work/demo-multi). */

@@ -6,6 +6,9 @@
 //           relations ("a red circle to the left of a blue square"), computed from the drawn geometry.
 import { pick, rng, shuffleInPlace, type Rng } from '../util/random.js';
 
+/** demo-data's defaults (here, in the pure core, so `demo-data --help` loads no renderer). */
+export const DEMO_DEFAULTS = { images: 1000, seed: 1, size: 224, scenes: 'single' } as const;
+
 /** Bump when scenes, captions or drawing change, so cached datasets are re-rendered. */
 export const DEMO_VERSION = 1;
 

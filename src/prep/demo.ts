@@ -50,7 +50,8 @@ export interface DemoDataResult {
   rendered: boolean;
 }
 
-export const DEMO_DEFAULTS = { images: 1000, seed: 1, size: 224, scenes: 'single' } as const;
+export { DEMO_DEFAULTS } from './demo-scene.js';
+import { DEMO_DEFAULTS } from './demo-scene.js';
 export const JPEG_QUALITY = 92;
 
 function checkInt(name: string, v: number, lo: number, hi: number): void {

@@ -70,6 +70,20 @@ describe('captioner caption', () => {
     expect(lines(flat.stdout).map((l) => path.basename(l.image))).toEqual(['a.jpg', 'b.png', 'with space é日本.jpg']);
   });
 
+  it('--format text prints "path<TAB>caption" per captioned image, the same captions as jsonl', async () => {
+    const r = await runCli(['caption', path.join(imgs, 'a.jpg'), path.join(imgs, 'b.png'), ...base(), '--format', 'text']);
+    expect(r.code).toBe(0);
+    const json = await runCli(['caption', path.join(imgs, 'a.jpg'), path.join(imgs, 'b.png'), ...base()]);
+    expect(r.stdout).toBe(lines(json.stdout).map((l) => `${l.image}\t${l.caption}\n`).join(''));
+    const bad = await runCli(['caption', path.join(dir, 'bad', 'ok.jpg'), path.join(dir, 'bad', 'empty.jpg'), ...base(), '--format', 'text']);
+    expect(bad.code).toBe(3);
+    expect(bad.stdout.trim().split('\n')).toHaveLength(1); // the failure is only on stderr
+    expect(bad.stderr).toMatch(/empty\.jpg: .*empty file/);
+    const resume = await runCli(['caption', imgs, ...base(), '--format', 'text', '--output', path.join(dir, 't.txt'), '--resume']);
+    expect(resume.code).toBe(2);
+    expect(resume.stderr).toMatch(/--resume needs the jsonl format/);
+  });
+
   it('gives every bad file an error line and a warning, goes on, and exits 3', async () => {
     const bad = path.join(dir, 'bad');
     const r = await runCli(['caption', bad, ...base()]);
