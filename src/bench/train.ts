@@ -64,14 +64,14 @@ export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promi
  * goes (mean ms per step: slowest replica's weight refresh and gradient, reduction + Adam, the rest is
  * messaging). `update`: who applies Adam ('main' thread, or the workers each on a 'sharded' range).
  */
-export async function timeParallel(s: TrainBenchSizes, workers: number, steps: number, update: 'main' | 'sharded' = 'main'): Promise<{ secondsPerStep: number; tokensPerStep: number; ms: { load: number; compute: number; update: number; other: number }; cpuPerStep: number }> {
+export async function timeParallel(s: TrainBenchSizes, workers: number, steps: number, update: 'main' | 'sharded' = 'main'): Promise<{ secondsPerStep: number; tokensPerStep: number; ms: { load: number; compute: number; update: number; other: number; replicaCpu: number }; cpuPerStep: number }> {
   const spec = specOf(s);
   const norm = { mean: new Float32Array(s.featureDim), std: new Float32Array(s.featureDim).fill(1) };
   const t = await createParallelTrainer({ kind: 'merge', spec, weights: initialWeights(spec, 1), norm, workers, learningRate: 1e-3, clipNorm: 5, update });
   const batch = syntheticBatch(s);
   try {
     await t.step(batch, 0); // warm-up
-    const sum = { load: 0, compute: 0, update: 0, total: 0 };
+    const sum = { load: 0, compute: 0, update: 0, total: 0, cpu: 0 };
     const cpu0 = process.cpuUsage(); // every thread of the process, workers included
     const t0 = performance.now();
     for (let i = 1; i <= steps; i++) {
@@ -81,7 +81,7 @@ export async function timeParallel(s: TrainBenchSizes, workers: number, steps: n
     const secondsPerStep = (performance.now() - t0) / 1000 / steps;
     const cpu = process.cpuUsage(cpu0);
     const cpuPerStep = (cpu.user + cpu.system) / 1e6 / steps;
-    const ms = { load: sum.load / steps, compute: sum.compute / steps, update: sum.update / steps, other: (sum.total - sum.load - sum.compute - sum.update) / steps };
+    const ms = { load: sum.load / steps, compute: sum.compute / steps, update: sum.update / steps, other: (sum.total - sum.load - sum.compute - sum.update) / steps, replicaCpu: sum.cpu / steps };
     return { secondsPerStep, tokensPerStep: batch.targets.length, ms, cpuPerStep };
   } finally {
     await t.dispose();
@@ -193,7 +193,7 @@ export const bench: BenchModule = {
         const p = await timeParallel(s, c.workers, steps, c.update);
         const v = p.tokensPerStep / p.secondsPerStep;
         if (c.workers === 1) oneWorker = v;
-        const split = `ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
+        const split = `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
         const vsOne = c.workers > 1 && oneWorker ? `; ${(v / oneWorker).toFixed(2)}x workers 1` : '';
         rows.push({
           bench: 'train', name: c.label, value: v, unit: 'tokens/s',

@@ -13,6 +13,7 @@ import { splitBatch } from '../../src/train/parallel/split.js';
 import { ConfigError, ModelError } from '../../src/errors.js';
 import { availableParallelism } from 'node:os';
 import { rng } from '../../src/util/random.js';
+import { attentionKind } from '../../src/model/decoders/attention.js';
 
 const spec: DecoderSpec = { vocabSize: 40, featureDim: 10, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 16, merge: 'add', dropout: 0 };
 const norm: FeatureNorm = { mean: new Float32Array(10), std: new Float32Array(10).fill(1) };
@@ -116,11 +117,38 @@ describe('parallel trainer', () => {
 
   it('same seed and workers 2 are byte-identical, with dropout, and the sharded update gives the same bytes', async () => {
     const d = { ...spec, dropout: 0.3 };
-    const a = await train(opts(2, { spec: d }));
-    const b = await train(opts(2, { spec: d }));
+    const a = await train(opts(2, { spec: d, update: 'main' }));
+    const b = await train(opts(2, { spec: d, update: 'main' }));
     const c = await train(opts(2, { spec: d, update: 'sharded' }));
     expect(bytes(a.weights).equals(bytes(b.weights))).toBe(true);
     expect(bytes(a.weights).equals(bytes(c.weights))).toBe(true);
+  });
+
+  it('the attention decoder (with its per-caption regulariser) trains the same on 1 and 2 workers', async () => {
+    const aspec = { vocabSize: 40, positions: 4, channels: 6, embedDim: 8, units: 12, attentionDim: 8, dropout: 0, alphaReg: 1 };
+    const anorm = { mean: new Float32Array(6), std: new Float32Array(6).fill(1) };
+    const abatch = (seed: number) => {
+      const b = batch(seed);
+      const r = rng(seed + 1);
+      return { ...b, images: Float32Array.from({ length: b.size * 24 }, () => r()) };
+    };
+    const run = async (workers: number) => {
+      const t = await createParallelTrainer({ kind: 'attention', spec: aspec, weights: attentionKind.initialWeights(aspec, 3), norm: anorm, workers, learningRate: 0.01, clipNorm: 1 });
+      try {
+        const out: { loss: number; norm: number }[] = [];
+        for (let s = 0; s < 4; s++) out.push(await t.step(abatch(200 + s), s));
+        return { steps: out, weights: t.readWeights() };
+      } finally {
+        await t.dispose();
+      }
+    };
+    const one = await run(1);
+    const two = await run(2);
+    two.steps.forEach((s, i) => {
+      expect(s.loss).toBeCloseTo(one.steps[i].loss, 4);
+      expect(s.norm).toBeCloseTo(one.steps[i].norm, 4);
+    });
+    expect(maxDiff(one.weights, two.weights)).toBeLessThan(1e-4);
   });
 
   it('checkpoints the Adam moments: state/restore continues exactly', async () => {

@@ -3,7 +3,7 @@
 // slices, seeds and small results.
 import type { CaptionBatch, FeatureNorm } from '../../model/decoder.js';
 import type { AdamHyper, FlatLayout } from './flat.js';
-import type { ReplicaKind, ReplicaSpec } from './replica.js';
+import type { ReplicaKind, ReplicaSpec, SliceWeights } from './replica.js';
 
 export interface WorkerInit {
   index: number;
@@ -22,12 +22,12 @@ export interface WorkerInit {
 }
 
 export type ToWorker =
-  | { op: 'grad'; id: number; batch: CaptionBatch; weight: number; seed: number }
+  | { op: 'grad'; id: number; batch: CaptionBatch; weights: SliceWeights; seed: number }
   /** Sum regions 0..parts-1 into region 0 over [from, to); reply with the block sums of squares. */
   | { op: 'reduce'; id: number; parts: number; from: number; to: number }
   | { op: 'adam'; id: number; hyper: AdamHyper; from: number; to: number; scale: number; lr: number };
 
 export type FromWorker =
   | { op: 'ready' }
-  | { op: 'done'; id: number; loss?: number; blocks?: Float64Array; ms: { load?: number; compute?: number } }
+  | { op: 'done'; id: number; loss?: number; blocks?: Float64Array; ms: { load?: number; compute?: number; cpu?: number } }
   | { op: 'error'; id: number; name: string; message: string };

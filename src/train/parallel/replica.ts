@@ -18,6 +18,8 @@ export interface TrainableDecoder {
   readonly variables: tf.Variable[];
   readonly spec: { readonly vocabSize: number };
   loss(batch: CaptionBatch, opts: { training: boolean; seed?: number; chunkBudget?: number }): tf.Scalar;
+  /** Decoders whose loss adds a per-caption (mean over rows) term expose the two parts (attention). */
+  lossTerms?(batch: CaptionBatch, opts: { training: boolean; seed?: number }): { crossEntropy: tf.Scalar; alphaPenalty: tf.Scalar };
   dispose(): void;
 }
 
@@ -59,18 +61,27 @@ export function checkTokens(b: CaptionBatch, vocab: number): void {
   }
 }
 
+/** How a slice's loss terms are weighted (see split.ts). */
+export interface SliceWeights {
+  /** Of the per-token mean (cross-entropy). */
+  tokens: number;
+  /** Of a per-caption mean (the attention regulariser). */
+  rows: number;
+}
+
 /**
- * Gradient of weight * loss(slice) into `out` (layout.total floats). Returns the slice's own mean loss.
- * No tensors survive the call.
+ * Gradient of the slice's weighted loss into `out` (layout.total floats). Returns that weighted loss: the
+ * slices' values add up to the whole batch's loss. No tensors survive the call.
  */
-export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout, slice: CaptionBatch, weight: number, seed: number, out: Float32Array): Promise<number> {
+export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout, slice: CaptionBatch, w: SliceWeights, seed: number, out: Float32Array): Promise<number> {
   checkTokens(slice, model.spec.vocabSize);
   const vars = layout.names.map((n) => model.weights[n]);
-  let raw: tf.Scalar | undefined;
   const { value, grads } = tf.variableGrads(() => {
-    const l = model.loss(slice, { training: true, seed });
-    raw = tf.keep(tf.clone(l));
-    return tf.mul(l, weight) as tf.Scalar;
+    if (model.lossTerms) {
+      const { crossEntropy, alphaPenalty } = model.lossTerms(slice, { training: true, seed });
+      return tf.add(tf.mul(crossEntropy, w.tokens), tf.mul(alphaPenalty, w.rows)) as tf.Scalar;
+    }
+    return tf.mul(model.loss(slice, { training: true, seed }), w.tokens) as tf.Scalar;
   }, vars);
   try {
     layout.names.forEach((n, i) => {
@@ -78,8 +89,8 @@ export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout,
       if (!g) throw new ModelError(`parallel training: no gradient for "${n}"`);
       out.set(g.dataSync() as Float32Array, layout.offsets[i]);
     });
-    return (await raw!.data())[0];
+    return (await value.data())[0];
   } finally {
-    tf.dispose([value, ...Object.values(grads), ...(raw ? [raw] : [])]);
+    tf.dispose([value, ...Object.values(grads)]);
   }
 }

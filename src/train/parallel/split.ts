@@ -1,14 +1,17 @@
 // Splitting one CaptionBatch into per-worker slices (pure, no TF). Rows stay in order and are cut into
 // contiguous runs with about the same number of real target tokens; each slice is re-trimmed to its own
-// longest caption (the LSTM is causal, so the trimmed steps change nothing). A slice's loss is the mean over
-// its own targets, so it is weighted by (its targets / the batch's targets): the weighted gradients then sum
-// to the gradient of the whole batch's mean loss.
+// longest caption (the LSTM is causal, so the trimmed steps change nothing). A slice's cross-entropy is the
+// mean over its own targets, so it is weighted by (its targets / the batch's targets), and a per-caption
+// term (the attention regulariser, a mean over rows) by (its rows / the batch's rows): the weighted
+// gradients then sum to the gradient of the whole batch's loss.
 import type { CaptionBatch } from '../../model/decoder.js';
 
 export interface BatchSlice {
   batch: CaptionBatch;
   /** targets in this slice / targets in the whole batch. */
   weight: number;
+  /** rows in this slice / rows in the whole batch. */
+  rowWeight: number;
 }
 
 /** Up to `n` non-empty slices of `b`, in row order. `featureSize`: floats per image. */
@@ -24,7 +27,7 @@ export function splitBatch(b: CaptionBatch, n: number, featureSize: number): Bat
     perRow[r]++;
     lastStep[r] = Math.max(lastStep[r], p - r * T);
   }
-  if (n <= 1 || B <= 1) return [{ batch: b, weight: 1 }];
+  if (n <= 1 || B <= 1) return [{ batch: b, weight: 1, rowWeight: 1 }];
   // cut after the row where the running token count first reaches k/n of the total
   const cuts: number[] = [0];
   let run = 0;
@@ -40,7 +43,7 @@ export function splitBatch(b: CaptionBatch, n: number, featureSize: number): Bat
   const out: BatchSlice[] = [];
   for (let i = 0; i + 1 < cuts.length; i++) {
     const s = slice(b, cuts[i], cuts[i + 1], featureSize, perRow, lastStep);
-    if (s.targets.length) out.push({ batch: s, weight: s.targets.length / total });
+    if (s.targets.length) out.push({ batch: s, weight: s.targets.length / total, rowWeight: s.size / B });
   }
   return out;
 }

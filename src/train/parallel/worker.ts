@@ -3,6 +3,7 @@
 // and Adam requests against the shared weights, gradients and moments.
 import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../../tf/backend.js';
+import { threadCpuMs } from './cpu.js';
 import { adamRange, reduceRange } from './flat.js';
 import { buildDecoder, loadFlat, sliceGradient, type TrainableDecoder } from './replica.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
@@ -34,11 +35,13 @@ async function start(): Promise<void> {
 async function handle(msg: ToWorker): Promise<void> {
   switch (msg.op) {
     case 'grad': {
+      const c0 = threadCpuMs();
       const t0 = performance.now();
       loadFlat(model!, init.layout, weights);
       const t1 = performance.now();
-      const loss = await sliceGradient(model!, init.layout, msg.batch, msg.weight, msg.seed, mine);
-      send({ op: 'done', id: msg.id, loss, ms: { load: t1 - t0, compute: performance.now() - t1 } });
+      const loss = await sliceGradient(model!, init.layout, msg.batch, msg.weights, msg.seed, mine);
+      const c1 = threadCpuMs();
+      send({ op: 'done', id: msg.id, loss, ms: { load: t1 - t0, compute: performance.now() - t1, ...(c0 !== undefined && c1 !== undefined ? { cpu: c1 - c0 } : {}) } });
       return;
     }
     case 'reduce': {
