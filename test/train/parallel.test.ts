@@ -178,6 +178,15 @@ describe('parallel trainer', () => {
     }
   });
 
+  it('dispose during a step rejects that step instead of leaving it pending', async () => {
+    const t = await createParallelTrainer(opts(2));
+    // handle the rejection before it happens: the wasm backend's Node glue turns an unhandled
+    // rejection into a crash of the process
+    const settled = expect(t.step(batch(5), 1)).rejects.toThrow(/disposed during a step/);
+    await t.dispose();
+    await settled;
+  });
+
   it('a worker that cannot build the model fails start-up with a ModelError', async () => {
     const broken = { ...spec, imageUnits: 7 }; // merge "add" needs imageUnits == units
     const p = createParallelTrainer(opts(2, { spec: broken, weights: initialWeights(broken, 1) }));
@@ -190,7 +199,9 @@ describe('parallel trainer', () => {
     const t = await createParallelTrainer(opts(2));
     const m = new CaptionDecoder(spec, initialWeights(spec, 5), norm);
     try {
-      await t.step(batch(9), 1);
+      const first = t.step(batch(9), 1);
+      await expect(t.step(batch(9), 2)).rejects.toThrow(/another step is running/);
+      await first;
       t.copyTo(m);
       expect(maxDiff(await m.readWeights(), t.readWeights())).toBe(0);
     } finally {

@@ -119,6 +119,7 @@ class Trainer implements ParallelTrainer {
   iterations = 0;
   private broken: Error | undefined;
   private disposed = false;
+  private busy = false;
   private readonly featureSize: number;
 
   constructor(
@@ -149,6 +150,8 @@ class Trainer implements ParallelTrainer {
     if (this.broken) throw this.broken;
     if (batch.images.length !== batch.size * this.featureSize) throw new ModelError(`batch: ${batch.images.length} feature values for ${batch.size} images of ${this.featureSize}`);
     if (batch.targets.length === 0) throw new ModelError('batch: no target tokens');
+    if (this.busy) throw new Error('parallel training: step() called while another step is running; await each step');
+    this.busy = true;
     const t0 = performance.now();
     try {
       const slices = splitBatch(batch, this.workers, this.featureSize);
@@ -181,6 +184,8 @@ class Trainer implements ParallelTrainer {
       // a failed step may have left the replicas half-updated: refuse further steps
       this.broken = e as Error;
       throw e;
+    } finally {
+      this.busy = false;
     }
   }
 
@@ -204,6 +209,7 @@ class Trainer implements ParallelTrainer {
 
   async dispose(): Promise<void> {
     if (this.disposed) return;
+    // a step in flight is abandoned: its promise rejects (the workers exit) and the trainer stays unusable
     this.disposed = true;
     await this.engine.dispose();
   }
@@ -287,6 +293,7 @@ async function workerEngine(o: ParallelTrainerOptions, n: number, layout: FlatLa
     });
   const dispose = async () => {
     closing = true;
+    failAll(new Error('parallel training: the trainer was disposed during a step'));
     await Promise.all(workers.map((w) => w.terminate()));
   };
   try {
