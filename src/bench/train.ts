@@ -8,6 +8,8 @@ import { initBackend } from '../tf/backend.js';
 import { CaptionDecoder, makeBatch, type CaptionBatch } from '../model/decoder.js';
 import type { DecoderSpec } from '../model/spec.js';
 import { Adam, byWeightName } from '../train/adam.js';
+import { createParallelTrainer, resolveWorkers } from '../train/parallel/trainer.js';
+import { initialWeights } from '../model/spec.js';
 import { rng } from '../util/random.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 
@@ -54,6 +56,35 @@ export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promi
   } finally {
     adam.dispose();
     model.dispose();
+  }
+}
+
+/**
+ * Data-parallel training (src/train/parallel): seconds per step with `workers` replicas, and where the time
+ * goes (mean ms per step: slowest replica's weight refresh and gradient, reduction + Adam, the rest is
+ * messaging). `update`: who applies Adam ('main' thread, or the workers each on a 'sharded' range).
+ */
+export async function timeParallel(s: TrainBenchSizes, workers: number, steps: number, update: 'main' | 'sharded' = 'main'): Promise<{ secondsPerStep: number; tokensPerStep: number; ms: { load: number; compute: number; update: number; other: number; replicaCpu: number }; cpuPerStep: number }> {
+  const spec = specOf(s);
+  const norm = { mean: new Float32Array(s.featureDim), std: new Float32Array(s.featureDim).fill(1) };
+  const t = await createParallelTrainer({ kind: 'merge', spec, weights: initialWeights(spec, 1), norm, workers, learningRate: 1e-3, clipNorm: 5, update });
+  const batch = syntheticBatch(s);
+  try {
+    await t.step(batch, 0); // warm-up
+    const sum = { load: 0, compute: 0, update: 0, total: 0, cpu: 0 };
+    const cpu0 = process.cpuUsage(); // every thread of the process, workers included
+    const t0 = performance.now();
+    for (let i = 1; i <= steps; i++) {
+      const r = await t.step(batch, i);
+      for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += r.ms[k];
+    }
+    const secondsPerStep = (performance.now() - t0) / 1000 / steps;
+    const cpu = process.cpuUsage(cpu0);
+    const cpuPerStep = (cpu.user + cpu.system) / 1e6 / steps;
+    const ms = { load: sum.load / steps, compute: sum.compute / steps, update: sum.update / steps, other: (sum.total - sum.load - sum.compute - sum.update) / steps, replicaCpu: sum.cpu / steps };
+    return { secondsPerStep, tokensPerStep: batch.targets.length, ms, cpuPerStep };
+  } finally {
+    await t.dispose();
   }
 }
 
@@ -150,6 +181,26 @@ export const bench: BenchModule = {
         ...(peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: tps / peer.tokensPerSecond } : {}),
         notes: `${sizes}; ${whole.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}`,
       });
+      const auto = resolveWorkers('auto');
+      const configs: { workers: number; update: 'main' | 'sharded'; label: string }[] = [
+        { workers: 1, update: 'main', label: 'data-parallel wasm, workers 1' },
+        { workers: 2, update: 'main', label: 'data-parallel wasm, workers 2 (main-thread Adam)' },
+        { workers: 2, update: 'sharded', label: 'data-parallel wasm, workers 2 (sharded Adam)' },
+        ...(auto > 2 ? [{ workers: auto, update: 'main' as const, label: `data-parallel wasm, workers auto (${auto})` }] : []),
+      ];
+      let oneWorker = 0;
+      for (const c of configs) {
+        const p = await timeParallel(s, c.workers, steps, c.update);
+        const v = p.tokensPerStep / p.secondsPerStep;
+        if (c.workers === 1) oneWorker = v;
+        const split = `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
+        const vsOne = c.workers > 1 && oneWorker ? `; ${(v / oneWorker).toFixed(2)}x workers 1` : '';
+        rows.push({
+          bench: 'train', name: c.label, value: v, unit: 'tokens/s',
+          ...(peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: v / peer.tokensPerSecond } : {}),
+          notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split}`,
+        });
+      }
       const prefix = await timePrefixExpansion(s, s.batch, options.quick ? 1 : 3);
       const ptps = prefix.tokensPerStep / prefix.secondsPerStep;
       rows.push({ bench: 'train', name: 'prefix-expansion wasm', value: ptps, unit: 'tokens/s', peer: 'whole-caption wasm', peerValue: tps, ratio: ptps / tps, notes: `${sizes}; ${s.batch} prefixes per step` });

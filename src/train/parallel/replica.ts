@@ -1,0 +1,96 @@
+// One model replica on the current TF backend (a worker's, or the main thread's for `workers: 1`): builds
+// the decoder of a kind from its spec, refreshes its variables from the flat weight vector, and computes the
+// weighted gradient of one batch slice straight into a flat Float32Array region.
+import { tf } from '../../tf/tf.js';
+import { ModelError } from '../../errors.js';
+import { CaptionDecoder, type CaptionBatch, type FeatureNorm } from '../../model/decoder.js';
+import { weightShapes as mergeShapes, type DecoderSpec } from '../../model/spec.js';
+import { attentionKind, type AttentionSpec } from '../../model/decoders/attention.js';
+import type { FlatLayout } from './flat.js';
+
+/** Decoder kinds the parallel trainer can build ('merge': src/model/decoder.ts; 'attention'). */
+export type ReplicaKind = 'merge' | 'attention';
+export type ReplicaSpec = DecoderSpec | AttentionSpec;
+
+/** The parts of a decoder training needs (CaptionDecoder and every Decoder have them). */
+export interface TrainableDecoder {
+  readonly weights: Record<string, tf.Variable>;
+  readonly variables: tf.Variable[];
+  readonly spec: { readonly vocabSize: number };
+  loss(batch: CaptionBatch, opts: { training: boolean; seed?: number; chunkBudget?: number }): tf.Scalar;
+  /** Decoders whose loss adds a per-caption (mean over rows) term expose the two parts (attention). */
+  lossTerms?(batch: CaptionBatch, opts: { training: boolean; seed?: number }): { crossEntropy: tf.Scalar; alphaPenalty: tf.Scalar };
+  dispose(): void;
+}
+
+export function kindShapes(kind: ReplicaKind, spec: ReplicaSpec): Record<string, number[]> {
+  if (kind === 'merge') return mergeShapes(spec as DecoderSpec);
+  if (kind === 'attention') return attentionKind.weightShapes(spec as AttentionSpec);
+  throw new ModelError(`parallel training: unknown decoder kind ${JSON.stringify(kind)}`);
+}
+
+/** Floats per image in a batch for this kind and spec. */
+export function featureSizeOf(kind: ReplicaKind, spec: ReplicaSpec): number {
+  if (kind === 'merge') return (spec as DecoderSpec).featureDim;
+  const s = spec as AttentionSpec;
+  return s.positions * s.channels;
+}
+
+export function buildDecoder(kind: ReplicaKind, spec: ReplicaSpec, values: Record<string, Float32Array>, norm: FeatureNorm): TrainableDecoder {
+  if (kind === 'merge') return new CaptionDecoder(spec as DecoderSpec, values, norm);
+  if (kind === 'attention') return attentionKind.create(spec as AttentionSpec, values, norm) as unknown as TrainableDecoder;
+  throw new ModelError(`parallel training: unknown decoder kind ${JSON.stringify(kind)}`);
+}
+
+/** Overwrite every variable with its range of the flat weights. */
+export function loadFlat(model: TrainableDecoder, layout: FlatLayout, flat: Float32Array): void {
+  // the cpu backend keeps a reference to the array it is given: hand it a copy there
+  const copy = tf.getBackend() !== 'wasm';
+  layout.names.forEach((n, i) => {
+    const view = flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i]);
+    tf.tidy(() => model.weights[n].assign(tf.tensor(copy ? view.slice() : view, layout.shapes[i], 'float32')));
+  });
+}
+
+/** Token ids must lie in the vocabulary (the wasm gather does not check). */
+export function checkTokens(b: CaptionBatch, vocab: number): void {
+  for (const a of [b.inputs, b.targets]) {
+    for (let i = 0; i < a.length; i++) {
+      if (!(a[i] >= 0 && a[i] < vocab)) throw new ModelError(`batch: token ${a[i]} outside the vocabulary (0..${vocab - 1})`);
+    }
+  }
+}
+
+/** How a slice's loss terms are weighted (see split.ts). */
+export interface SliceWeights {
+  /** Of the per-token mean (cross-entropy). */
+  tokens: number;
+  /** Of a per-caption mean (the attention regulariser). */
+  rows: number;
+}
+
+/**
+ * Gradient of the slice's weighted loss into `out` (layout.total floats). Returns that weighted loss: the
+ * slices' values add up to the whole batch's loss. No tensors survive the call.
+ */
+export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout, slice: CaptionBatch, w: SliceWeights, seed: number, out: Float32Array): Promise<number> {
+  checkTokens(slice, model.spec.vocabSize);
+  const vars = layout.names.map((n) => model.weights[n]);
+  const { value, grads } = tf.variableGrads(() => {
+    if (model.lossTerms) {
+      const { crossEntropy, alphaPenalty } = model.lossTerms(slice, { training: true, seed });
+      return tf.add(tf.mul(crossEntropy, w.tokens), tf.mul(alphaPenalty, w.rows)) as tf.Scalar;
+    }
+    return tf.mul(model.loss(slice, { training: true, seed }), w.tokens) as tf.Scalar;
+  }, vars);
+  try {
+    layout.names.forEach((n, i) => {
+      const g = grads[model.weights[n].name];
+      if (!g) throw new ModelError(`parallel training: no gradient for "${n}"`);
+      out.set(g.dataSync() as Float32Array, layout.offsets[i]);
+    });
+    return (await value.data())[0];
+  } finally {
+    tf.dispose([value, ...Object.values(grads)]);
+  }
+}
