@@ -766,10 +766,11 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
     try {
       return await fn();
     } catch (e) {
-      if (e instanceof DataError) throw e;
+      // writeFileAtomic reports "<file>: cannot write: <reason>" (a DataError): keep its reason, name the cache
       const code = (e as NodeJS.ErrnoException).code;
+      const reason = e instanceof DataError ? e.message.replace(/^.*?: cannot write: /, '') : code ? `${ERRNO_TEXT[code] ?? 'error'} (${code})` : (e as Error).message;
       await removeOwnLitter();
-      throw new DataError(`${file}: cannot write the feature cache: ${code ? `${ERRNO_TEXT[code] ?? 'error'} (${code})` : (e as Error).message}`);
+      throw new DataError(`${file}: cannot write the feature cache: ${reason}`);
     }
   };
 
