@@ -119,7 +119,13 @@ export const FeaturesSchema = z
     out: str().optional().describe('Feature cache folder (default: <workdir>/features). A folder holding features of other settings is refused.'),
     dtype: z.enum(['float32', 'float16']).default('float32').describe('Storage type of cached vectors (float16 halves the size; values are read back as float32).'),
     batchSize: intIn(1, 128).default(8).describe('Images per encoder batch (at most 128: VGG16 needs about 60 MB of activations per image, and larger batches are no faster).'),
-    shardSize: intIn(1, 8192).default(1024).describe('Vectors per shard file (at most; a checkpoint may write a smaller one). At most 8192: a shard is held in memory (8192 fc2 vectors are 128 MB; a 14x14x512 grid is 400 KB a vector).'),
+    shardBytes: intIn(1, 1024 ** 3)
+      .default(64 * 1024 ** 2)
+      .describe('Bytes per shard file (at most; a checkpoint may write a smaller one, and a vector larger than this gets a shard of its own). The writer holds one shard in memory. Default 64 MiB: 4096 fc2 vectors in float32, 327 14x14x512 grids in float16. At most 1 GiB.'),
+    shardSize: intIn(1, 1_000_000).optional().describe('Also cap a shard at this many vectors (absent: only shardBytes counts). Caches written with any shard size stay readable.'),
+    readCacheBytes: intIn(0, 1024 ** 4)
+      .default(1024 ** 3)
+      .describe('Memory for cached vectors while training (default 1 GiB, at most 1 TiB). When the vectors, as float32, fit, they are kept decoded; else they are kept as stored (float16 halves them) and the least recently used are dropped and read again from the shards when needed. Memory for features stays under this, whatever the dataset size.'),
     checkpointSeconds: intIn(1, 86_400).default(60).describe('Write what is computed at least this often, so an interrupted run loses at most this much work (at most a day).'),
   })
   .strict();

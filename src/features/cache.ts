@@ -165,27 +165,51 @@ export function fromHalf(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** One row -> little-endian bytes in `dtype`, written into `out` at byte `offset`. */
+function encodeRowInto(row: Float32Array, dtype: FeatureDtype, out: Uint8Array, offset: number): void {
+  const dv = new DataView(out.buffer, out.byteOffset + offset, row.length * bytesPer(dtype));
+  if (dtype === 'float16') for (let k = 0; k < row.length; k++) dv.setUint16(k * 2, toHalf(row[k]), true);
+  else for (let k = 0; k < row.length; k++) dv.setFloat32(k * 4, row[k], true);
+}
+
 /** Rows -> little-endian bytes in `dtype`. */
 export function encodeRows(rows: readonly Float32Array[], dtype: FeatureDtype): Uint8Array {
   const n = rows.reduce((s, r) => s + r.length, 0);
   const out = new Uint8Array(n * bytesPer(dtype));
-  const dv = new DataView(out.buffer);
-  let i = 0;
-  for (const r of rows)
-    for (let k = 0; k < r.length; k++, i++) {
-      if (dtype === 'float16') dv.setUint16(i * 2, toHalf(r[k]), true);
-      else dv.setFloat32(i * 4, r[k], true);
-    }
+  let at = 0;
+  for (const r of rows) {
+    encodeRowInto(r, dtype, out, at);
+    at += r.length * bytesPer(dtype);
+  }
   return out;
 }
 
-function decodeRow(bytes: Uint8Array, dtype: FeatureDtype): Float32Array {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** float16 bits -> float32 value, for all 65536 patterns (256 KB, built on first use). */
+let halfTable: Float32Array | null = null;
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** Stored bytes of one or more rows -> float32 values (into `out` when given, else a new array). */
+export function decodeRow(bytes: Uint8Array, dtype: FeatureDtype, out?: Float32Array): Float32Array {
   const n = bytes.byteLength / bytesPer(dtype);
-  const out = new Float32Array(n);
-  if (dtype === 'float16') for (let i = 0; i < n; i++) out[i] = fromHalf(dv.getUint16(i * 2, true));
-  else for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
-  return out;
+  const dst = out ?? new Float32Array(n);
+  if (dst.length < n) throw new Error(`decodeRow: output of ${dst.length} values for ${n}`);
+  if (dtype === 'float16') {
+    if (!halfTable) {
+      halfTable = new Float32Array(65536);
+      for (let h = 0; h < 65536; h++) halfTable[h] = fromHalf(h);
+    }
+    const t = halfTable;
+    if (LITTLE_ENDIAN && bytes.byteOffset % 2 === 0) {
+      const u = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+      for (let i = 0; i < n; i++) dst[i] = t[u[i]];
+    } else for (let i = 0; i < n; i++) dst[i] = t[bytes[2 * i] | (bytes[2 * i + 1] << 8)];
+  } else if (LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) {
+    dst.set(new Float32Array(bytes.buffer, bytes.byteOffset, n));
+  } else {
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let i = 0; i < n; i++) dst[i] = dv.getFloat32(i * 4, true);
+  }
+  return dst;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -284,11 +308,17 @@ export interface FeatureCache {
   manifest: FeaturesManifest;
   /** Values per image (product of manifest.shape). */
   dim: number;
+  /** Bytes of one stored row (dim x 2 for float16, dim x 4 for float32). */
+  rowBytes: number;
   has(key: string): boolean;
-  /** The cached vector of `key` as float32 (DataError when absent). */
+  /** The cached vector of `key` as float32, a new array read from its shard (DataError when absent). */
   get(key: string): Float32Array;
+  /** The stored bytes of `key`'s row (manifest.dtype, little-endian), read into `into` when given. */
+  readRaw(key: string, into?: Uint8Array): Uint8Array;
   /** Cached image keys, sorted. */
   keys(): string[];
+  /** `keys` reordered by where their rows lie (shard, then row), for sequential reads. Unknown keys last. */
+  byLocation(keys: Iterable<string>): string[];
   close(): void;
 }
 
@@ -348,25 +378,196 @@ function openIndexed(dir: string, manifest: FeaturesManifest, rowBytes: number):
     }
     return fd;
   };
+  const readRaw = (key: string, into?: Uint8Array): Uint8Array => {
+    const at = index.get(key);
+    if (!at) throw new DataError(`${dir}: no cached features for image "${key}"${manifest.failed.some((f) => f.image === key) ? ' (it failed to decode; see failed in the cache manifest)' : ''}`);
+    const buf = into ? into.subarray(0, rowBytes) : new Uint8Array(rowBytes);
+    if (buf.length !== rowBytes) throw new Error(`readRaw: buffer of ${into!.length} bytes for a row of ${rowBytes}`);
+    const fd = fdOf(at.shard);
+    for (let done = 0; done < rowBytes; ) {
+      const got = readSync(fd, buf, done, rowBytes - done, at.row * rowBytes + done);
+      if (got <= 0) throw new DataError(`${path.join(dir, manifest.shards[at.shard].file)}: short read at row ${at.row}; the shard was changed after the cache was opened, run \`captioner features\` again`);
+      done += got;
+    }
+    return buf;
+  };
   return {
     dir,
     manifest,
     dim,
+    rowBytes,
     has: (key) => index.has(key),
-    get(key) {
-      const at = index.get(key);
-      if (!at) throw new DataError(`${dir}: no cached features for image "${key}"${manifest.failed.some((f) => f.image === key) ? ' (it failed to decode; see failed in the cache manifest)' : ''}`);
-      const buf = new Uint8Array(rowBytes);
-      const got = readSync(fdOf(at.shard), buf, 0, rowBytes, at.row * rowBytes);
-      if (got !== rowBytes) throw new DataError(`${path.join(dir, manifest.shards[at.shard].file)}: short read at row ${at.row}`);
-      return decodeRow(buf, manifest.dtype);
-    },
+    get: (key) => decodeRow(readRaw(key), manifest.dtype),
+    readRaw,
     keys: () => [...index.keys()].sort(),
+    byLocation(keys) {
+      const at = (k: string) => index.get(k) ?? { shard: Infinity, row: 0 };
+      return [...keys].sort((a, b) => {
+        const x = at(a);
+        const y = at(b);
+        return x.shard - y.shard || x.row - y.row || (x.shard === Infinity ? byName(a, b) : 0);
+      });
+    },
     close() {
       for (const fd of fds.values()) closeSync(fd);
       fds.clear();
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Bounded reading for training: memory held for vectors never exceeds a byte budget
+
+export interface ReaderStats {
+  /** 'decoded': every needed vector fits the budget as float32 and is kept decoded once read (fc2 fast
+   *  path); 'stored': vectors are kept as stored (float16 halves them), least recently used dropped
+   *  first, and decoded to a new float32 array on each get. */
+  mode: 'decoded' | 'stored';
+  budgetBytes: number;
+  /** Bytes of vectors held now / at most so far (the reader's own accounting). */
+  residentBytes: number;
+  peakResidentBytes: number;
+  /** Vectors held now. */
+  residentRows: number;
+  hits: number;
+  /** Rows read from the shards (first reads and re-reads after eviction). */
+  reads: number;
+}
+
+/** A feature source (structurally train/data.ts's FeatureSource) over a cache, with bounded memory. */
+export interface BoundedFeatureSource {
+  dim: number;
+  /** Per-image shape from the manifest, e.g. [4096] or [14, 14, 512] (positions x channels, channels last). */
+  shape: number[];
+  has(key: string): boolean;
+  /** float32 values of `key`; do not modify the array (in 'decoded' mode it is the one kept). */
+  get(key: string): Float32Array;
+  /** As FeatureCache.byLocation (channelStats reads in this order). */
+  byLocation(keys: Iterable<string>): string[];
+  stats(): ReaderStats;
+}
+
+export interface BoundedReaderOptions {
+  /** Most bytes of vectors held at once (0: hold none, read each get from the shards). */
+  budgetBytes: number;
+  /** How many distinct images will be asked for (default: all the cache holds); picks the mode. */
+  rows?: number;
+}
+
+/**
+ * Wrap `cache` for training: vectors are kept in memory up to `budgetBytes` (see ReaderStats.mode) and
+ * read again from the shards (positioned reads) when they were dropped. Memory for vectors is bounded
+ * by the budget, whatever the dataset size; besides it, only the key index (a few dozen bytes per image)
+ * and the arrays handed out by get (one per call, owned by the caller) exist.
+ */
+export function boundedFeatureSource(cache: FeatureCache, opts: BoundedReaderOptions): BoundedFeatureSource {
+  const budget = Math.max(0, opts.budgetBytes);
+  const rows = opts.rows ?? cache.manifest.count;
+  const decodedBytes = cache.dim * 4;
+  const mode: ReaderStats['mode'] = rows * decodedBytes <= budget ? 'decoded' : 'stored';
+  const unit = mode === 'decoded' ? decodedBytes : cache.rowBytes;
+  const dtype = cache.manifest.dtype;
+  // insertion order of a Map is its recency order: a hit moves the key to the end, eviction takes the first
+  const held = new Map<string, Float32Array | Uint8Array>();
+  let resident = 0;
+  let peak = 0;
+  let hits = 0;
+  let reads = 0;
+  const keep = (key: string, v: Float32Array | Uint8Array) => {
+    if (unit > budget) return; // one row is over the budget: hold nothing
+    while (resident + unit > budget) {
+      const oldest = held.keys().next().value as string;
+      held.delete(oldest);
+      resident -= unit;
+    }
+    held.set(key, v);
+    resident += unit;
+    if (resident > peak) peak = resident;
+  };
+  return {
+    dim: cache.dim,
+    shape: [...cache.manifest.shape],
+    has: (key) => cache.has(key),
+    get(key) {
+      const v = held.get(key);
+      if (v) {
+        hits++;
+        held.delete(key);
+        held.set(key, v);
+        return mode === 'decoded' ? (v as Float32Array) : decodeRow(v as Uint8Array, dtype);
+      }
+      reads++;
+      const raw = cache.readRaw(key);
+      if (mode === 'decoded') {
+        const f = decodeRow(raw, dtype);
+        keep(key, f);
+        return f;
+      }
+      keep(key, raw);
+      return decodeRow(raw, dtype);
+    },
+    byLocation: (keys) => cache.byLocation(keys),
+    stats: () => ({ mode, budgetBytes: budget, residentBytes: resident, peakResidentBytes: peak, residentRows: held.size, hits, reads }),
+  };
+}
+
+export interface ChannelStats {
+  /** Per-channel mean and (population) standard deviation over every image and position. */
+  mean: Float32Array;
+  std: Float32Array;
+  /** Images read, and positions per image (product of the shape but its last axis; 1 for fc2). */
+  images: number;
+  positions: number;
+}
+
+/**
+ * Per-channel mean and std of the vectors of `keys` (duplicates counted once), streaming: one image at a
+ * time, so memory is a few arrays of `channels` doubles whatever the split size. A vector is laid out
+ * positions-major (NHWC flattened: [positions, channels]); `channels` is the shape's last axis (for fc2
+ * [4096], each unit is a channel). Per-image moments are merged with Chan's formula in float64, so a
+ * large mean does not cancel the variance. With a FeatureCache (or a source with byLocation) the rows
+ * are read in shard order.
+ */
+export function channelStats(
+  source: { dim: number; get(key: string): Float32Array; byLocation?(keys: Iterable<string>): string[] },
+  keys: Iterable<string>,
+  shape: readonly number[],
+): ChannelStats {
+  const channels = shape[shape.length - 1] ?? 1;
+  const positions = rowLength(shape) / channels;
+  if (!Number.isInteger(positions) || channels * positions !== source.dim) throw new DataError(`feature statistics: shape [${shape}] does not match vectors of ${source.dim} values`);
+  const unique = [...new Set(keys)];
+  const order = source.byLocation ? source.byLocation(unique) : unique;
+  const mean = new Float64Array(channels);
+  const m2 = new Float64Array(channels);
+  const imMean = new Float64Array(channels);
+  const imM2 = new Float64Array(channels);
+  let n = 0; // values per channel so far
+  for (const key of order) {
+    const v = source.get(key);
+    if (v.length !== source.dim) throw new DataError(`feature statistics: vector of ${key} has ${v.length} values, expected ${source.dim}`);
+    // this image's per-channel mean and sum of squared deviations (two passes over one vector)
+    imMean.fill(0);
+    imM2.fill(0);
+    for (let p = 0, i = 0; p < positions; p++) for (let c = 0; c < channels; c++, i++) imMean[c] += v[i];
+    for (let c = 0; c < channels; c++) imMean[c] /= positions;
+    for (let p = 0, i = 0; p < positions; p++)
+      for (let c = 0; c < channels; c++, i++) {
+        const d = v[i] - imMean[c];
+        imM2[c] += d * d;
+      }
+    // merge (Chan et al.): n values so far with `positions` new ones
+    const total = n + positions;
+    for (let c = 0; c < channels; c++) {
+      const delta = imMean[c] - mean[c];
+      mean[c] += (delta * positions) / total;
+      m2[c] += imM2[c] + (delta * delta * n * positions) / total;
+    }
+    n = total;
+  }
+  const std = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) std[c] = n ? Math.sqrt(Math.max(0, m2[c] / n)) : 0;
+  return { mean: Float32Array.from(mean), std, images: unique.length, positions };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -379,7 +580,7 @@ export interface CacheWriter {
   readonly id: string;
   /** Whether `key` is cached (by any writer, as of opening, or by this one). */
   has(key: string): boolean;
-  /** Buffer one vector; writes a shard when `shardSize` rows are pending. */
+  /** Buffer one vector (encoded in the cache's dtype at once); writes a shard when it is full (shardBytes / shardSize). */
   add(key: string, vector: Float32Array): Promise<void>;
   /** Record an image that could not be encoded (written with the next flush). */
   fail(entry: FailedImage): void;
@@ -392,9 +593,13 @@ export interface CacheWriter {
 }
 
 export interface WriterOptions {
-  /** Rows per shard file. */
-  shardSize: number;
+  /** Bytes per shard file, at most (default DEFAULT_SHARD_BYTES); a row larger than this gets a shard of its own. */
+  shardBytes?: number;
+  /** Rows per shard file, at most (default: no limit but shardBytes). */
+  shardSize?: number;
 }
+
+export const DEFAULT_SHARD_BYTES = 64 * 1024 ** 2;
 
 function identity(): WriterIdentity {
   const host = os.hostname().replace(/[^A-Za-z0-9]/g, '_').slice(0, 48) || 'host';
@@ -524,6 +729,8 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
   const fingerprint = cacheFingerprint(spec);
   const dim = rowLength(spec.encoder.shape);
   const rowBytes = dim * bytesPer(spec.dtype);
+  // rows per shard: as many as fit shardBytes (at least one), capped by shardSize
+  const shardRows = Math.max(1, Math.min(Math.floor((opts.shardBytes ?? DEFAULT_SHARD_BYTES) / rowBytes), opts.shardSize ?? Infinity));
   const me = identity();
   const partName = `part-${me.id}.json`;
   const partFile = path.join(dir, partName);
@@ -559,10 +766,11 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
     try {
       return await fn();
     } catch (e) {
-      if (e instanceof DataError) throw e;
+      // writeFileAtomic reports "<file>: cannot write: <reason>" (a DataError): keep its reason, name the cache
       const code = (e as NodeJS.ErrnoException).code;
+      const reason = e instanceof DataError ? e.message.replace(/^.*?: cannot write: /, '') : code ? `${ERRNO_TEXT[code] ?? 'error'} (${code})` : (e as Error).message;
       await removeOwnLitter();
-      throw new DataError(`${file}: cannot write the feature cache: ${code ? `${ERRNO_TEXT[code] ?? 'error'} (${code})` : (e as Error).message}`);
+      throw new DataError(`${file}: cannot write the feature cache: ${reason}`);
     }
   };
 
@@ -611,7 +819,8 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
   let clock = Math.max(Date.now(), Date.parse(merged.updated) + 1 || 0);
   const tick = () => (clock = Math.max(clock + 1, Date.now()));
 
-  let rows: Float32Array[] = [];
+  // pending rows, already encoded: the writer holds at most one shard (shardRows * rowBytes bytes)
+  let buf = new Uint8Array(0);
   let keys: string[] = [];
   let pendingKeys = new Set<string>();
   const shards: ShardEntry[] = [];
@@ -659,15 +868,14 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
   heartbeat.unref();
 
   const flush = async (): Promise<void> => {
-    if (!rows.length && !dirty) return;
-    if (rows.length) {
+    if (!keys.length && !dirty) return;
+    if (keys.length) {
       if (!started) await commit(false); // claim our files before the first shard exists
       const file = `shard-${me.id}-${seq++}.bin`;
-      const bytes = encodeRows(rows, spec.dtype);
+      const bytes = buf.subarray(0, keys.length * rowBytes);
       await writing(path.join(dir, file), () => writeFileAtomic(path.join(dir, file), bytes));
-      shards.push({ file, rows: rows.length, keys });
+      shards.push({ file, rows: keys.length, keys });
       for (const k of keys) mine.add(k);
-      rows = [];
       keys = [];
       pendingKeys = new Set();
     }
@@ -686,18 +894,25 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
       if (vector.length !== dim) throw new DataError(`feature cache: vector for ${key} has ${vector.length} values, expected ${dim}`);
       for (let i = 0; i < vector.length; i++) if (!Number.isFinite(vector[i])) throw new DataError(`feature cache: vector for ${key} has a non-finite value at ${i}; refusing to cache it`);
       if (cached.has(key) || mine.has(key) || pendingKeys.has(key)) return; // already cached: never store a key twice
-      rows.push(vector);
+      const at = keys.length * rowBytes;
+      if (at + rowBytes > buf.length) {
+        // grow by doubling up to one full shard (small runs never allocate a whole shard)
+        const grown = new Uint8Array(Math.min(shardRows, Math.max(2 * keys.length, 1)) * rowBytes);
+        grown.set(buf.subarray(0, at));
+        buf = grown;
+      }
+      encodeRowInto(vector, spec.dtype, buf, at);
       keys.push(key);
       pendingKeys.add(key);
       if (failures.delete(key)) dirty = true;
-      if (rows.length >= opts.shardSize) await flush();
+      if (keys.length >= shardRows) await flush();
     },
     fail(entry) {
       failures.set(entry.image, entry);
       dirty = true;
     },
     flush,
-    pending: () => rows.length,
+    pending: () => keys.length,
     async close() {
       try {
         await flush();

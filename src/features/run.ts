@@ -67,7 +67,7 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
 
   const encoder = opts.encoder ?? (await createEncoder(config.encoder, { threads: config.threads, backend: config.backend }));
   try {
-    const writer = await openCacheWriter(dir, { encoder: encoder.info, dtype: fc.dtype }, { shardSize: fc.shardSize });
+    const writer = await openCacheWriter(dir, { encoder: encoder.info, dtype: fc.dtype }, { shardBytes: fc.shardBytes, shardSize: fc.shardSize });
     const todo = items.filter((it) => !writer.has(it.image));
     const alreadyCached = items.length - todo.length;
     const scope = opts.shard ? `shard ${opts.shard.index}/${opts.shard.count} of ${all} images: ${items.length}` : `${items.length} images`;

@@ -1,31 +1,17 @@
 // The training stage as commands and the demo call it: opens the prepared dataset and feature cache
-// named by the config (stagePaths), picks the backend, and trains into the run folder.
+// named by the config (stagePaths), picks the backend, and trains into the run folder. Feature vectors
+// are read through a bounded reader (features.readCacheBytes), never the whole split as float32.
 import { stagePaths } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { openFeatureCache, type FeatureCache } from '../features/cache.js';
+import { boundedFeatureSource, openFeatureCache } from '../features/cache.js';
 import { loadPrepared } from '../prep/prepared.js';
 import { initBackend, type BackendRequest } from '../tf/backend.js';
-import type { FeatureSource } from './data.js';
 import { train, type TrainResult } from './run.js';
 
 export interface TrainStageOptions {
   resume?: boolean;
   /** Aborting finishes the current step, saves a checkpoint and returns status 'interrupted'. */
   signal?: AbortSignal;
-}
-
-/** Feature lookups cached in memory: each image's vector is read from its shard once per run. */
-function memoized(cache: FeatureCache): FeatureSource {
-  const mem = new Map<string, Float32Array>();
-  return {
-    dim: cache.dim,
-    has: (k) => cache.has(k),
-    get(k) {
-      let v = mem.get(k);
-      if (!v) mem.set(k, (v = cache.get(k)));
-      return v;
-    },
-  };
 }
 
 /** Prepared dataset + feature cache (from the config's paths) -> a trained run folder. */
@@ -36,10 +22,14 @@ export async function runTrain(config: Config, opts: TrainStageOptions = {}): Pr
   try {
     const backend = await initBackend(config.backend as BackendRequest, { threads: config.threads });
     const m = cache.manifest;
+    // vectors are held up to features.readCacheBytes (kept decoded when the train and val images fit as
+    // float32, else as stored, least recently used dropped and read again from the shards)
+    const needed = new Set([...prepared.splits.train, ...prepared.splits.val].map((im) => im.image));
+    const features = boundedFeatureSource(cache, { budgetBytes: config.features.readCacheBytes, rows: needed.size });
     return await train({
       config,
       prepared,
-      features: memoized(cache),
+      features,
       featureInfo: {
         dir: paths.features,
         fingerprint: m.fingerprint,
