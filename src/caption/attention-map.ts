@@ -25,7 +25,7 @@ export interface AttentionMapInput {
   attention: readonly ArrayLike<number>[];
   /** The attention grid [H, W], e.g. [14, 14] for VGG16 block5_conv3. */
   grid: readonly [number, number];
-  /** Longest side of a panel in pixels (default 224). */
+  /** Longest side of a panel in pixels, 32..1024 (default 224). */
   cell?: number;
   /** Panels per row (default min(words + 1, 5)). */
   columns?: number;
@@ -137,7 +137,7 @@ export function displayMap(row: ArrayLike<number>, grid: readonly [number, numbe
 /** Panel and page geometry for a photo of `photo` pixels (after EXIF orientation). */
 export function attentionMapLayout(photo: { width: number; height: number }, words: number, o: { cell?: number; columns?: number } = {}): AttentionMapLayout {
   const cell = Math.round(o.cell ?? 224);
-  if (!(cell >= 32 && cell <= 4096)) throw new RangeError(`attention map: cell must be 32..4096 pixels, got ${o.cell}`);
+  if (!(cell >= 32 && cell <= 1024)) throw new RangeError(`attention map: cell must be 32..1024 pixels, got ${o.cell}`);
   const scale = cell / Math.max(photo.width, photo.height);
   // a very thin photo still gets a panel one can see (its aspect is then exaggerated)
   const minSide = Math.max(16, Math.round(cell / 4));

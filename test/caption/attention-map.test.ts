@@ -73,6 +73,7 @@ describe('layout', () => {
     expect(attentionMapLayout({ width: 100, height: 100 }, 2).columns).toBe(3);
     expect(attentionMapLayout({ width: 10000, height: 10 }, 1).panel).toEqual({ width: 224, height: 56 });
     expect(() => attentionMapLayout({ width: 10, height: 10 }, 1, { cell: 8 })).toThrow(RangeError);
+    expect(() => attentionMapLayout({ width: 10, height: 10 }, 1, { cell: 5000 })).toThrow(/32..1024/);
   });
 });
 

@@ -45,6 +45,7 @@ async function scene(): Promise<string> {
 describe.skipIf(skip)('attention view in chromium', () => {
   let browser: Browser;
   let page: Page;
+  let html: string;
   const errors: string[] = [];
   const words = ['a', 'dog', '<unk>', 'with', 'a', 'red', 'ball'];
   // "dog" looks at the dog (rows 3-5 of 14, columns 2-5), "ball"/"red" at the ball, the rest diffusely
@@ -56,7 +57,7 @@ describe.skipIf(skip)('attention view in chromium', () => {
     }
     mkdirSync(artifacts, { recursive: true });
     const image = await scene();
-    const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>attention</title>
+    html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>attention</title>
       <style>body{font:16px/1.5 system-ui,sans-serif;margin:20px} ${ATTENTION_VIEW_CSS}</style></head>
       <body><div id="static">${attentionViewHtml({ image, words, attention, grid: [H, W] })}</div><div id="dynamic"></div>
       <script>${ATTENTION_VIEW_SCRIPT}</script><script>${ATTENTION_VIEW_SCRIPT}</script></body></html>`;
@@ -134,5 +135,20 @@ describe.skipIf(skip)('attention view in chromium', () => {
     expect(await highlighted('#dynamic')).toEqual([]);
     expect(await alphaAt('#dynamic', 0.5, 0.5)).toBe(0);
     expect(errors).toEqual([]);
+  });
+
+  it('works by touch at phone width: tapping a word shows it', async () => {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    try {
+      const phone = await context.newPage();
+      await phone.setContent(html);
+      await phone.waitForFunction(() => (document.querySelector('.attn-img') as HTMLImageElement).complete);
+      await phone.tap('.attn-word:nth-child(7)'); // "ball"
+      expect(await phone.$$eval('.attn-word.attn-on', (els) => els.map((e) => e.textContent))).toEqual(['ball']);
+      expect(await phone.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+      await phone.screenshot({ path: path.join(artifacts, 'attention-view-phone.png') });
+    } finally {
+      await context.close();
+    }
   });
 });
