@@ -40,6 +40,16 @@ export class DataError extends CaptionerError {
   }
 }
 
+/** A file that could not be written (full disk, read-only, ...): a DataError that keeps the file and the reason. */
+export class WriteError extends DataError {
+  constructor(
+    readonly file: string,
+    readonly reason: string,
+  ) {
+    super(`${file}: cannot write: ${reason}`);
+  }
+}
+
 /** Missing, corrupt or mismatched model or weights. Exit 4. */
 export class ModelError extends CaptionerError {
   constructor(message: string) {

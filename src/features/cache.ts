@@ -23,8 +23,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ImageErrorKind } from '../caption/types.js';
-import { DataError } from '../errors.js';
-import { ensureDir, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { DataError, WriteError } from '../errors.js';
+import { ensureDir, ioReason, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import type { EncoderInfo, Preprocessing } from './encoder.js';
 
@@ -710,15 +710,6 @@ async function upgradeV1(dir: string): Promise<void> {
   }
 }
 
-const ERRNO_TEXT: Record<string, string> = {
-  ENOSPC: 'no space left on device',
-  EDQUOT: 'disk quota exceeded',
-  EIO: 'input/output error',
-  EROFS: 'read-only file system',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted',
-};
-
 /**
  * Open (creating if needed) a cache folder for appending. An existing cache must have the same
  * fingerprint (DataError otherwise: delete it or choose another folder).
@@ -766,9 +757,8 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
     try {
       return await fn();
     } catch (e) {
-      // writeFileAtomic reports "<file>: cannot write: <reason>" (a DataError): keep its reason, name the cache
-      const code = (e as NodeJS.ErrnoException).code;
-      const reason = e instanceof DataError ? e.message.replace(/^.*?: cannot write: /, '') : code ? `${ERRNO_TEXT[code] ?? 'error'} (${code})` : (e as Error).message;
+      // writeFileAtomic throws a WriteError with the reason; other writes throw the system error
+      const reason = e instanceof WriteError ? e.reason : ioReason(e);
       await removeOwnLitter();
       throw new DataError(`${file}: cannot write the feature cache: ${reason}`);
     }

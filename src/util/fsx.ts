@@ -2,7 +2,7 @@
 import { promises as fs, constants as fsc, createReadStream } from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { DataError } from '../errors.js';
+import { DataError, WriteError } from '../errors.js';
 
 let counter = 0;
 
@@ -90,7 +90,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array): 
   } catch (e) {
     await handle?.close().catch(() => {});
     await fs.unlink(tmp).catch(() => {});
-    throw new DataError(`${file}: cannot write: ${ioReason(e)}`);
+    throw new WriteError(file, ioReason(e));
   }
 }
 

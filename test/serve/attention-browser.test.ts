@@ -5,24 +5,16 @@
 // Screenshots go to test-artifacts/attention-view*.png.
 // Without chromium it skips, loudly, except where the env var CI is set: there it FAILS (as
 // browser.test.ts). CAPTIONER_SKIP_BROWSER=1 skips it anywhere, loudly too.
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml } from '../../src/serve/attention-view.js';
+import { browserGate } from '../helpers/browser.js';
 import { repoRoot } from '../helpers/cli.js';
 
-const CHROMIUM = process.env.CAPTIONER_CHROMIUM ?? '/usr/bin/chromium';
-const haveChromium = existsSync(CHROMIUM);
-/** Under CI the browser test is required: a missing chromium fails it (beforeAll below) instead of skipping. */
-const required = Boolean(process.env.CI) && process.env.CI !== 'false' && process.env.CI !== '0';
-const optedOut = process.env.CAPTIONER_SKIP_BROWSER === '1';
-const skip = !haveChromium && (optedOut || !required);
-if (skip) {
-  const why = optedOut ? 'CAPTIONER_SKIP_BROWSER=1' : 'CI is not set, so the browser test is optional here (apt-get install chromium, or set CAPTIONER_CHROMIUM, to run it)';
-  process.stderr.write(`\n*** SKIPPING the attention view browser test: ${CHROMIUM} not found; ${why} ***\n`);
-}
+const { chromium: CHROMIUM, haveChromium, skip } = browserGate('attention view');
 const artifacts = path.join(repoRoot, 'test-artifacts');
 
 const H = 14;

@@ -3,26 +3,18 @@
 // width, and saves screenshots in test-artifacts/ (serve-page*.png: result, busy, error, phone, phone-empty).
 // Without chromium it skips, loudly, except where the env var CI is set (.ci/run sets it and installs
 // chromium): there it FAILS. CAPTIONER_SKIP_BROWSER=1 skips it anywhere, loudly too.
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFakeCaptioner } from '../../src/serve/fake.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
+import { browserGate } from '../helpers/browser.js';
 import { repoRoot } from '../helpers/cli.js';
 import { serveConfig } from './fixtures.js';
 
-const CHROMIUM = process.env.CAPTIONER_CHROMIUM ?? '/usr/bin/chromium';
-const haveChromium = existsSync(CHROMIUM);
-/** Under CI the browser test is required: a missing chromium fails it (beforeAll below) instead of skipping. */
-const required = Boolean(process.env.CI) && process.env.CI !== 'false' && process.env.CI !== '0';
-const optedOut = process.env.CAPTIONER_SKIP_BROWSER === '1';
-const skip = !haveChromium && (optedOut || !required);
-if (skip) {
-  const why = optedOut ? 'CAPTIONER_SKIP_BROWSER=1' : 'CI is not set, so the browser test is optional here (apt-get install chromium, or set CAPTIONER_CHROMIUM, to run it)';
-  process.stderr.write(`\n*** SKIPPING the serve browser test: ${CHROMIUM} not found; ${why} ***\n`);
-}
+const { chromium: CHROMIUM, haveChromium, skip } = browserGate('serve');
 const artifacts = path.join(repoRoot, 'test-artifacts');
 
 /** A small sunset scene, so the screenshots show something like a photo. */
