@@ -230,14 +230,16 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
   }
 
   function health(res: http.ServerResponse): number {
-    const status = model ? 'ok' : loadError ? 'error' : 'loading';
+    // A captioner may report that it can no longer caption (the worker captioner, after repeated crashes).
+    const failure = (model as { failure?: () => string | null } | null)?.failure?.() ?? null;
+    const status = model && !failure ? 'ok' : loadError || failure ? 'error' : 'loading';
     const body: Record<string, unknown> = {
       status,
       model: model?.info.name ?? null,
       encoder: model?.info.encoder ?? null,
       backend: model?.info.backend ?? null,
     };
-    if (loadError) body.error = loadError;
+    if (loadError || failure) body.error = loadError ?? failure;
     // How full the server is, so a monitor can tell "ok but refusing everything" from "ok".
     body.load = { uploading: uploads.size, maxUploads: cfg.maxUploads, waiting: queue.waiting, queueSize: cfg.queueSize };
     const code = status === 'ok' ? 200 : 503;

@@ -8,8 +8,8 @@
 // outcomes back. Crashes: when the worker dies (an uncaught error, out of memory, a native abort caught
 // as an exit), the batches it was captioning fail with WorkerCrashedError (the server answers 503), one
 // error line is logged, and a fresh worker is started; after `maxRestarts` crashes within a minute it
-// is not restarted any more and every later batch fails with WorkerCrashedError (health still answers,
-// the log says to restart the server). dispose() asks the worker to dispose its captioner, then
+// is not restarted any more and every later batch fails with WorkerCrashedError (failure() says why, and
+// the server's health reports it as status 'error', 503, so a supervisor restarts the server). dispose() asks the worker to dispose its captioner, then
 // terminates it.
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
@@ -64,6 +64,8 @@ export interface WorkerCaptioner extends Captioner {
   running(): boolean;
   /** Crashes so far. */
   readonly crashes: number;
+  /** Why it can no longer caption (crashed too often, or could not be restarted), or null. Health reports it. */
+  failure(): string | null;
 }
 
 /** The compiled worker entry (dist/serve/captioner-worker.js), also when this module runs from src/ (tests). */
@@ -123,6 +125,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
             resolve();
             return;
           case 'load-error':
+            if (worker === w) worker = null; // being terminated: no longer counts as running
             reject(errorFrom(msg.name, msg.message));
             void w.terminate();
             return;
@@ -173,7 +176,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
     for (const p of lost.values()) p.reject(e);
     lost.clear();
     if (!restart) {
-      broken = new WorkerCrashedError(`the model worker crashed ${crashTimes.length} times within a minute and is not restarted; the server must be restarted`);
+      broken = new WorkerCrashedError(`the model worker crashed ${crashTimes.length} time(s) within a minute and is not restarted; the server must be restarted`);
       ready = Promise.resolve();
       return;
     }
@@ -204,6 +207,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
       return crashes;
     },
     running: () => worker !== null && !disposed,
+    failure: () => (broken as Error | null)?.message ?? null,
     async captionBatch(inputs: ImageInput[], options: CaptionOptions = {}): Promise<CaptionOutcome[]> {
       if (disposed) throw new Error('captionBatch after dispose');
       // Wait for the worker to be loaded; a crash meanwhile starts another one (a new `ready`).

@@ -153,7 +153,7 @@ describe('serve with the model in a worker', () => {
     }
   });
 
-  it('after more crashes than maxRestarts it is not restarted: requests get 503, health still answers', async () => {
+  it('after more crashes than maxRestarts it is not restarted: requests get 503, health says error (503)', async () => {
     const spy = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       const { c, s, slots } = await serve(serveConfig(), 0);
@@ -167,7 +167,30 @@ describe('serve with the model in a worker', () => {
       expect(body.error).toMatch(/not restarted; the server must be restarted/);
       expect(c.running()).toBe(false);
       expect(Atomics.load(slots, LOADS)).toBe(1);
-      expect((await fetch(s.url + '/api/health')).status).toBe(200);
+      const health = await fetch(s.url + '/api/health');
+      expect(health.status).toBe(503);
+      expect(await health.json()).toMatchObject({ status: 'error', model: 'blocking-fake', error: expect.stringMatching(/crashed 1 time\(s\) within a minute/) });
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('a worker that cannot load the model again after a crash: requests get 503, health says why', async () => {
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const f = await fake({ failReload: 'the run folder is gone' });
+      const s = await startServer(f.c, serveConfig());
+      open[open.length - 1].s = s;
+      const img = await solid(BLUE, 'png');
+      const doomed = post(s.url, img);
+      await until(() => Atomics.load(f.slots, STARTED) === 1);
+      Atomics.store(f.slots, GATE, 2);
+      expect((await doomed)[0]).toBe(503);
+      const [status, body] = await post(s.url, img);
+      expect(status).toBe(503);
+      expect(body.error).toMatch(/could not be restarted: the run folder is gone/);
+      expect(f.c.running()).toBe(false);
+      expect(await (await fetch(s.url + '/api/health')).json()).toMatchObject({ status: 'error', error: expect.stringMatching(/the run folder is gone/) });
     } finally {
       spy.mockRestore();
     }

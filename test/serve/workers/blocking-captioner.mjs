@@ -5,10 +5,10 @@
 // uncaught error), [1] batches started, [2] captioners built (counts restarts), [3] captioners disposed.
 export const GATE = 0, STARTED = 1, LOADS = 2, DISPOSED = 3;
 
-export async function createBlockingCaptioner({ shared, blockMs = 0, failLoad } = {}) {
+export async function createBlockingCaptioner({ shared, blockMs = 0, failLoad, failReload } = {}) {
   const s = new Int32Array(shared);
-  if (failLoad) {
-    const e = new Error(failLoad);
+  if (failLoad || (failReload && Atomics.load(s, LOADS) > 0)) {
+    const e = new Error(failLoad ?? failReload);
     e.name = 'ModelError';
     throw e;
   }
