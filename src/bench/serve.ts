@@ -1,9 +1,12 @@
 // Benchmark group 'serve': N caption requests at concurrency C over loopback HTTP against startServer
 // with a given Captioner: a real model (random-weight VGG16 fc2 on onnxruntime + a random decoder,
 // loaded with loadCaptioner), and the fake colour captioner, which decodes each image but runs no model.
-// Reports answered count, p50/p95 latency and requests/s; the peer is the same server with batching
-// off (serve.maxBatch 1), measured in the same run, against a fake with a fixed per-batch cost like
-// a model's forward pass, so the ratio shows what batching buys.
+// Reports answered count, p50/p95 latency and requests/s, and the p50/p95 latency of GET /api/health
+// polled while the load runs (what a monitor sees from a busy server). The real model runs twice: in a
+// worker thread (as `captioner serve` runs it, src/serve/worker-captioner.ts) and on the server's own
+// thread (before the worker); the in-thread run is the peer of the worker's health latency. The peer of
+// the batching row is the same server with batching off (serve.maxBatch 1), against a fake with a fixed
+// per-batch cost like a model's forward pass, so the ratio shows what batching buys.
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { loadCaptioner } from '../caption/load.js';
@@ -13,6 +16,7 @@ import { benchRunFolder } from './caption.js';
 import { ServeSchema, type ServeConfig } from '../config/schema.js';
 import { createFakeCaptioner } from '../serve/fake.js';
 import { startServer } from '../serve/server.js';
+import { startModelWorker } from '../serve/worker-captioner.js';
 import { inScratch } from './scratch.js';
 import type { BenchModule, BenchRow } from './types.js';
 
@@ -34,6 +38,10 @@ export interface ServeLoadResult {
   reqPerSec: number;
   /** Mean images per captionBatch call. */
   meanBatch: number;
+  /** GET /api/health answers during the load (polled one after another). */
+  healthChecks: number;
+  healthP50Ms: number;
+  healthP95Ms: number;
 }
 
 export async function benchImages(): Promise<Buffer[]> {
@@ -72,8 +80,27 @@ export async function loadTest(captioner: Captioner, opts: ServeLoadOptions = {}
         }
       }
     };
+    // A monitor polling health while the load runs: one check at a time, 10 ms apart.
+    const health: number[] = [];
+    let loading = true;
+    const monitor = (async () => {
+      while (loading) {
+        const t0 = performance.now();
+        try {
+          const res = await fetch(`${server.url}/api/health`);
+          await res.arrayBuffer();
+          if (res.status === 200 && loading) health.push(performance.now() - t0);
+        } catch {
+          // counted as missing
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
     await Promise.all(Array.from({ length: concurrency }, worker));
     const seconds = (performance.now() - start) / 1000;
+    loading = false;
+    await monitor;
+    health.sort((a, b) => a - b);
     const sizes = server.stats().batchSizes.slice(batchesBefore);
     latencies.sort((a, b) => a - b);
     return {
@@ -84,6 +111,9 @@ export async function loadTest(captioner: Captioner, opts: ServeLoadOptions = {}
       p95Ms: quantile(latencies, 0.95),
       reqPerSec: latencies.length / seconds,
       meanBatch: sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length),
+      healthChecks: health.length,
+      healthP50Ms: quantile(health, 0.5),
+      healthP95Ms: quantile(health, 0.95),
     };
   } finally {
     await server.close();
@@ -99,7 +129,7 @@ function quantile(sorted: number[], q: number): number {
 }
 
 /** Rows for one server measurement, with an optional peer for the throughput ratio. */
-export function rowsFor(label: string, r: ServeLoadResult, concurrency: number, peer?: { name: string; result: ServeLoadResult }): BenchRow[] {
+export function rowsFor(label: string, r: ServeLoadResult, concurrency: number, peer?: { name: string; result: ServeLoadResult }, healthPeer?: { name: string; result: ServeLoadResult }): BenchRow[] {
   const notes = `${r.requests} requests, concurrency ${concurrency}, ${r.answered} answered, ${r.failed} failed, mean batch ${r.meanBatch.toFixed(1)}`;
   return [
     { bench: 'serve', name: `${label}: answered`, value: r.answered, unit: 'requests', notes },
@@ -111,6 +141,14 @@ export function rowsFor(label: string, r: ServeLoadResult, concurrency: number, 
       value: r.reqPerSec,
       unit: 'req/s',
       ...(peer ? { peer: peer.name, peerValue: peer.result.reqPerSec, ratio: r.reqPerSec / peer.result.reqPerSec } : {}),
+    },
+    { bench: 'serve', name: `${label}: health p50 while loaded`, value: r.healthP50Ms, unit: 'ms', notes: `${r.healthChecks} health checks during the load` },
+    {
+      bench: 'serve',
+      name: `${label}: health p95 while loaded`,
+      value: r.healthP95Ms,
+      unit: 'ms',
+      ...(healthPeer ? { peer: healthPeer.name, peerValue: healthPeer.result.healthP95Ms, ratio: r.healthP95Ms / healthPeer.result.healthP95Ms } : {}),
     },
   ];
 }
@@ -127,12 +165,13 @@ export async function runServeBench(options: { quick: boolean; captioner?: Capti
     rows.push(...rowsFor(`${options.captioner.info.name} maxBatch 8`, r, concurrency));
     results.push(r);
   } else {
-    const real = await realModelLoad(requests, concurrency, images);
-    rows.push(...rowsFor('real model (VGG16 onnx + decoder, beam 3) maxBatch 8', real, concurrency));
+    const { inThread, inWorker } = await realModelLoad(requests, concurrency, images);
+    rows.push(...rowsFor('real model (VGG16 onnx + decoder, beam 3) in a worker, maxBatch 8', inWorker, concurrency, undefined, { name: 'model on the server thread', result: inThread }));
+    rows.push(...rowsFor('real model (VGG16 onnx + decoder, beam 3) on the server thread, maxBatch 8', inThread, concurrency));
     const fake = createFakeCaptioner();
     const r = await loadTest(fake, { requests, concurrency, images });
     rows.push(...rowsFor(`${fake.info.name} maxBatch 8`, r, concurrency));
-    results.push(real, r);
+    results.push(inWorker, inThread, r);
   }
   // The server's own cost (HTTP, body, magic bytes, queue): a captioner that does no work.
   const noop = await loadTest(noopCaptioner(), { requests, concurrency, images });
@@ -147,15 +186,25 @@ export async function runServeBench(options: { quick: boolean; captioner?: Capti
   return rows;
 }
 
-/** The load test against a real run folder (see benchRunFolder), loaded as `captioner serve` does. */
-async function realModelLoad(requests: number, concurrency: number, images: Buffer[]): Promise<ServeLoadResult> {
+/**
+ * The load test against a real run folder (see benchRunFolder): in a worker thread as `captioner serve`
+ * runs it (the worker makes its own random weights from the recorded seed), and on this thread.
+ */
+async function realModelLoad(requests: number, concurrency: number, images: Buffer[]): Promise<{ inThread: ServeLoadResult; inWorker: ServeLoadResult }> {
   const loaded: LoadedVgg16Weights = { weights: randomVgg16Weights(1), fingerprint: 'random:seed=1', source: 'random', includeTop: true };
   return inScratch('serve', async (tmp) => {
     try {
       const { run, config } = await benchRunFolder(tmp, loaded);
+      const w = await startModelWorker(run, config, { runtime: 'onnx' });
+      let inWorker: ServeLoadResult;
+      try {
+        inWorker = await loadTest(w, { requests, concurrency, images });
+      } finally {
+        await w.dispose();
+      }
       const c = await loadCaptioner(run, { config, runtime: 'onnx', threads: 2, vgg16Weights: loaded });
       try {
-        return await loadTest(c, { requests, concurrency, images });
+        return { inThread: await loadTest(c, { requests, concurrency, images }), inWorker };
       } finally {
         await c.dispose();
       }

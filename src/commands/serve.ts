@@ -25,7 +25,8 @@ export function register(program: Command): void {
       const { config } = await resolveConfig(opts, { serve: { port: opts.port, host: opts.host }, decode: { beam: opts.beam } });
       // stages are loaded on use: keeps --help fast, and the model code (TensorFlow.js) only after the port is bound
       const { runServer } = await import('../serve/run.js');
-      const load = async () => (await import('../caption/load.js')).loadCaptioner(opts.model, { config });
+      // the model runs in a worker thread, so HTTP, health and signals never wait for it (src/serve/worker-captioner.ts)
+      const load = async () => (await import('../serve/worker-captioner.js')).startModelWorker(opts.model, config);
       await runServer(load, config.serve, { title: config.name, defaultBeam: opts.beam });
     });
 }

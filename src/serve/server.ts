@@ -10,8 +10,9 @@
 // (503 when serve.maxUploads uploads are already arriving) -> read the body up to serve.maxUploadBytes
 // (413), within serve.requestTimeoutMs (408) -> multipart or raw body (400) -> magic-byte check (415) ->
 // the batching queue, which holds only fully received images (503 when full) -> Captioner.captionBatch
-// -> JSON. A request whose connection closes while it waits leaves the queue. Nothing a client sends can
-// throw out of the handler: every failure becomes a JSON `{ "error": "..." }` answer.
+// (503 when the model worker crashed) -> JSON. A request whose connection closes while it waits leaves
+// the queue. Nothing a client sends can throw out of the handler: every failure becomes a JSON
+// `{ "error": "..." }` answer.
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import * as os from 'node:os';
@@ -23,6 +24,7 @@ import { log } from '../log.js';
 import { MultipartError, multipartBoundary, parseMultipart } from './multipart.js';
 import { renderPage } from './page.js';
 import { BatchQueue, CancelledError, QueueFullError } from './queue.js';
+import { WorkerCrashedError } from './worker-captioner.js';
 import { ACCEPTED_FORMATS, sniffImage } from '../util/imagetype.js';
 
 export interface ServerOptions {
@@ -228,14 +230,16 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
   }
 
   function health(res: http.ServerResponse): number {
-    const status = model ? 'ok' : loadError ? 'error' : 'loading';
+    // A captioner may report that it can no longer caption (the worker captioner, after repeated crashes).
+    const failure = (model as { failure?: () => string | null } | null)?.failure?.() ?? null;
+    const status = model && !failure ? 'ok' : loadError || failure ? 'error' : 'loading';
     const body: Record<string, unknown> = {
       status,
       model: model?.info.name ?? null,
       encoder: model?.info.encoder ?? null,
       backend: model?.info.backend ?? null,
     };
-    if (loadError) body.error = loadError;
+    if (loadError || failure) body.error = loadError ?? failure;
     // How full the server is, so a monitor can tell "ok but refusing everything" from "ok".
     body.load = { uploading: uploads.size, maxUploads: cfg.maxUploads, waiting: queue.waiting, queueSize: cfg.queueSize };
     const code = status === 'ok' ? 200 : 503;
@@ -306,6 +310,8 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
       } catch (e) {
         if (e instanceof QueueFullError) throw busy();
         if (e instanceof CancelledError) throw new ClientGone();
+        // the worker captioner has logged the crash once; the client may simply try again
+        if (e instanceof WorkerCrashedError) throw new HttpError(503, `${e.message}; try again in a moment`, { 'Retry-After': '2' });
         throw e;
       }
       if (!outcome.ok) {
