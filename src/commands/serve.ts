@@ -3,7 +3,7 @@
 // so a taken port fails at once); runServer returns after SIGTERM/SIGINT has drained the requests in
 // flight (cli.ts then ends the process).
 import type { Command } from 'commander';
-import { intArg, resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { intArg, resolveConfigForRun, withConfig, type ConfigFlags } from './common.js';
 
 interface ServeFlags extends ConfigFlags {
   model: string;
@@ -22,7 +22,8 @@ export function register(program: Command): void {
   captioner serve --model work/demo/model --host 0.0.0.0 --port 9000
   curl -F image=@photo.jpg http://127.0.0.1:8080/api/caption`)
     .action(async (opts: ServeFlags) => {
-      const { config } = await resolveConfig(opts, { serve: { port: opts.port, host: opts.host }, decode: { beam: opts.beam } });
+      // the run's own decode settings (its config.yaml) < --config < --set < flags, as caption and eval do
+      const { config } = await resolveConfigForRun(opts, { serve: { port: opts.port, host: opts.host }, decode: { beam: opts.beam } }, opts.model);
       // stages are loaded on use: keeps --help fast, and the model code (TensorFlow.js) only after the port is bound
       const { runServer } = await import('../serve/run.js');
       // the model runs in a worker thread, so HTTP, health and signals never wait for it (src/serve/worker-captioner.ts)

@@ -11,6 +11,8 @@ export interface PageOptions {
   maxBeam: number;
   /** Beam used when the visitor does not pick one (shown as the first option); undefined: the model's. */
   defaultBeam?: number;
+  /** The image formats this server can decode, for messages ("JPEG, PNG or WebP"). */
+  formats?: string;
 }
 
 /** Escape text for HTML element content and attribute values. */
@@ -28,7 +30,7 @@ const FAVICON =
 
 export function renderPage(o: PageOptions): string {
   const title = escapeHtml(o.title);
-  const settings = scriptJson({ maxUploadBytes: o.maxUploadBytes, maxBeam: o.maxBeam, defaultBeam: o.defaultBeam ?? null });
+  const settings = scriptJson({ maxUploadBytes: o.maxUploadBytes, maxBeam: o.maxBeam, defaultBeam: o.defaultBeam ?? null, formats: o.formats ?? 'JPEG or PNG' });
   const beamOptions = ['<option value="">default</option>']
     .concat(Array.from({ length: Math.min(o.maxBeam, 10) }, (_, i) => `<option value="${i + 1}">${i + 1}${i === 0 ? ' (greedy)' : ''}</option>`))
     .join('');
@@ -165,7 +167,7 @@ function friendly(status, file) {
       return file && file.size <= SETTINGS.maxUploadBytes
         ? "That image has too many pixels for this server to read. Please scale it down or pick another one."
         : "That image is too big. Please pick one under " + mb(SETTINGS.maxUploadBytes) + ".";
-    case 415: return "That file isn't an image we can read. Try a JPEG, PNG, GIF, WebP, TIFF, AVIF or BMP.";
+    case 415: return "That file isn't an image we can read. Try " + SETTINGS.formats + ".";
     case 422: return "That image seems to be damaged, so we couldn't read it. Try another one.";
     case 503: return "The captioner is busy or still warming up. Please try again in a moment.";
     case 400: return "Something about that upload didn't look right. Please try another image.";

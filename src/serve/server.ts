@@ -25,7 +25,8 @@ import { MultipartError, multipartBoundary, parseMultipart } from './multipart.j
 import { renderPage } from './page.js';
 import { BatchQueue, CancelledError, QueueFullError } from './queue.js';
 import { WorkerCrashedError } from './worker-captioner.js';
-import { ACCEPTED_FORMATS, sniffImage } from '../util/imagetype.js';
+import { sniffImage } from '../util/imagetype.js';
+import { formatList, readableFormats } from '../features/image.js';
 
 export interface ServerOptions {
   /** Beam size for requests that do not ask for one (undefined: the model's default). */
@@ -117,7 +118,9 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     queueSize: cfg.queueSize,
     windowMs: cfg.batchWindowMs,
   });
-  const page = renderPage({ title: opts.title ?? 'captioner', maxUploadBytes: cfg.maxUploadBytes, maxBeam: cfg.maxBeam, defaultBeam: opts.defaultBeam });
+  // what this build of sharp decodes (BMP and HEIC are not always there): said in 415s and on the page
+  const formats = formatList(await readableFormats());
+  const page = renderPage({ title: opts.title ?? 'captioner', maxUploadBytes: cfg.maxUploadBytes, maxBeam: cfg.maxBeam, defaultBeam: opts.defaultBeam, formats });
   const uploads = new Set<Upload>();
   let admitted = 0;
   let draining = false;
@@ -301,7 +304,7 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
       }
       if (bytes.length === 0) throw new HttpError(400, 'no image in the request (send multipart field "image" or the image bytes as the body)');
       const beam = parseBeam(beamText, cfg.maxBeam) ?? opts.defaultBeam;
-      if (!sniffImage(bytes)) throw new HttpError(415, `that file is not an image we can read (expected ${ACCEPTED_FORMATS})`);
+      if (!sniffImage(bytes)) throw new HttpError(415, `that file is not an image we can read (expected ${formats})`);
 
       if (abort.signal.aborted || socket.destroyed) throw new ClientGone();
       let outcome: CaptionOutcome;

@@ -4,9 +4,6 @@
 
 export type ImageFormat = 'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'avif' | 'heif' | 'bmp';
 
-/** Human list of what we accept, for error messages. */
-export const ACCEPTED_FORMATS = 'JPEG, PNG, GIF, WebP, TIFF, AVIF/HEIF or BMP';
-
 const ascii = (b: Uint8Array, start: number, end: number): string => {
   let s = '';
   for (let i = start; i < end && i < b.length; i++) s += String.fromCharCode(b[i]);
