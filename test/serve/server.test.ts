@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Captioner } from '../../src/caption/types.js';
-import { createFakeCaptioner, type FakeCaptioner } from '../../src/serve/fake.js';
+import { createFakeCaptioner, type FakeCaptioner } from './fake.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { BLUE, GREEN, RED, serveConfig, solid } from './fixtures.js';
 
