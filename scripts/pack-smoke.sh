@@ -10,7 +10,7 @@ trap 'rm -rf "$scratch"' EXIT
 npm pack --pack-destination "$scratch" >/dev/null
 tarball=$(ls "$scratch"/captioner-*.tgz)
 echo "pack-smoke: $(basename "$tarball"), $(du -k "$tarball" | cut -f1) KiB"
-if tar -tzf "$tarball" | grep -E '^package/(src|test|dist/bench)/'; then
+if tar -tzf "$tarball" | grep -E '^package/(src|test|bench|bench-dist|dist/bench)/'; then
   echo "pack-smoke: the tarball ships sources, tests or benchmarks" >&2
   exit 1
 fi

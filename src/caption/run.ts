@@ -9,12 +9,11 @@ import type { Config } from '../config/schema.js';
 import { PartialFailure } from '../errors.js';
 import { ImageError } from '../features/image.js';
 import { log, progress } from '../log.js';
-import { shardOf } from '../util/shard.js';
+import { shardOf, type Shard } from '../util/shard.js';
 import { discoverImages, type Found } from './discover.js';
 import { loadCaptioner, type LoadedCaptioner } from './load.js';
 import { openOutputFile, readOutputState, resultLine, resultText, streamSink, type LineSink, type OutputFormat } from './output.js';
 import { captionFiles, type CaptionStages } from './pipeline.js';
-import type { Shard } from './shard.js';
 
 export interface CaptionRunOptions {
   inputs: string[];

@@ -1,4 +1,5 @@
 // The contract between a loaded model and its users (caption command, serve): bytes in, captions out.
+import type { ImageErrorKind } from '../features/image.js';
 
 export interface ImageInput {
   /** Caller's identifier (a path, a request id); echoed back, never interpreted. */
@@ -6,8 +7,8 @@ export interface ImageInput {
   bytes: Buffer;
 }
 
-/** Why an image could not be captioned: maps to exit codes and HTTP statuses. */
-export type ImageErrorKind = 'unsupported' | 'corrupt' | 'too_large';
+/** Why an image could not be captioned; defined by the image decoder (features/image.ts), which finds out. */
+export type { ImageErrorKind };
 
 export type CaptionOutcome =
   | { ok: true; caption: string; tokens: string[]; logprob: number }

@@ -3,7 +3,7 @@
 import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { log } from '../log.js';
-import { resolveShard } from '../caption/shard.js';
+import { resolveShard } from '../util/shard.js';
 import { intArg, onInterrupt, resolveConfigForRun, withConfig, type ConfigFlags } from './common.js';
 
 interface CaptionFlags extends ConfigFlags {

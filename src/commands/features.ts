@@ -2,7 +2,7 @@
 // default) into the feature cache. Resumable; --shard i/n splits the work between processes.
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
-import { resolveShard } from '../caption/shard.js';
+import { resolveShard } from '../util/shard.js';
 import { intArg, onInterrupt, resolveConfig, withConfig, type ConfigFlags } from './common.js';
 
 interface FeaturesFlags extends ConfigFlags {

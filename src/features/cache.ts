@@ -22,7 +22,7 @@ import { closeSync, openSync, readFileSync, readlinkSync, readSync, promises as 
 import { createHash, randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { ImageErrorKind } from '../caption/types.js';
+import type { ImageErrorKind } from './image.js';
 import { DataError, WriteError } from '../errors.js';
 import { ensureDir, ioReason, readJson, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';

@@ -15,7 +15,6 @@
 // picks slightly different source pixels than PIL's, so features differ a little from a Python pipeline.
 import { promises as fs } from 'node:fs';
 import sharp from 'sharp';
-import type { ImageErrorKind } from '../caption/types.js';
 import { DataError } from '../errors.js';
 import type { ImageFormat } from '../util/imagetype.js';
 
@@ -29,6 +28,9 @@ export interface DecodeOptions {
   /** Refuse images with more pixels than this (width x height of the first frame). */
   maxPixels?: number;
 }
+
+/** Why an image could not be used: maps to exit codes and HTTP statuses (see caption/types.ts, serve). */
+export type ImageErrorKind = 'unsupported' | 'corrupt' | 'too_large';
 
 /** An image that cannot be used, with a kind (for exit codes / HTTP statuses) and a human reason. */
 export class ImageError extends DataError {

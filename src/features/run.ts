@@ -27,8 +27,6 @@ export interface FeaturesRunOptions {
   limit?: number;
   /** An encoder to use instead of creating one from config.encoder (tests, benchmarks). Not disposed. */
   encoder?: ImageEncoder;
-  /** Images to encode instead of the prepared dataset's (tests). */
-  items?: ImageItem[];
   /** Stop after the current batch (what is done is kept); the command wires this to Ctrl-C. */
   signal?: AbortSignal;
 }
@@ -58,7 +56,7 @@ export async function preparedImages(dir: string): Promise<ImageItem[]> {
 
 export async function runFeatures(config: Config, opts: FeaturesRunOptions = {}): Promise<FeaturesResult> {
   const paths = stagePaths(config);
-  let items = opts.items ? [...opts.items].sort((a, b) => (a.image < b.image ? -1 : a.image > b.image ? 1 : 0)) : await preparedImages(paths.prepared);
+  let items = await preparedImages(paths.prepared);
   const all = items.length;
   if (opts.shard) items = shardOf(items, opts.shard.index, opts.shard.count);
   if (opts.limit && opts.limit > 0) items = items.slice(0, opts.limit);

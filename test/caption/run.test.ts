@@ -16,7 +16,7 @@ const config = ConfigSchema.parse({});
 
 const stages = (seen: string[] = []): CaptionStages => ({
   async load(file) {
-    seen.push(path.basename(file));
+    seen.push(path.basename(typeof file === 'string' ? file : file.toString('utf8')));
     const bytes = await readImageFile(file);
     if (bytes.toString().startsWith('bad')) throw new ImageError('corrupt', 'damaged or truncated image (test)');
     return new Uint8Array(bytes);

@@ -96,7 +96,7 @@ describe('decodeImage on generated fixtures', () => {
       frames[i * 4 + (i < w * h ? 0 : 2)] = 255; // frame 1 red, frame 2 blue
       frames[i * 4 + 3] = 255;
     }
-    const gif = await sharp(Buffer.from(frames), { raw: { width: w, height: h * 2, channels: 4, pageHeight: h } } as sharp.SharpOptions).gif().toBuffer();
+    const gif = await sharp(Buffer.from(frames), { raw: { width: w, height: h * 2, channels: 4, pageHeight: h } }).gif().toBuffer();
     expect((await sharp(gif).metadata()).pages).toBe(2);
     const img = await decodeImage(gif, { size: S });
     const [r, , b] = px(img, 100, 100);

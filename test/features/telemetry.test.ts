@@ -22,7 +22,7 @@ describe('onnxruntime telemetry', () => {
   it('is off by default: a session leaves no /tmp/mat-debug log and nothing under ~/.cache/Microsoft', () => {
     const home = mkdtempSync(path.join(os.tmpdir(), 'ort-home-'));
     try {
-      const env = { ...process.env, HOME: home };
+      const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
       delete env.ORT_DISABLE_TELEMETRY;
       const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot, env, encoding: 'utf8' }));
       expect(out.y).toEqual([1, 0]);

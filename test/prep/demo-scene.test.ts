@@ -22,8 +22,14 @@ import {
 import { nearestColour } from './demo-colours.js';
 
 const SEEDS = [0, 1, 7, 12345];
-const scenes: DemoScene[] = [];
-for (const seed of SEEDS) for (let i = 0; i < 750; i++) scenes.push(makeScene(seed, i));
+/** A scene of the default ('single') kind: one shape, or a pair; never a multi layout. */
+type SingleKindScene = DemoScene & { layout: Exclude<DemoScene['layout'], { kind: 'multi' }> };
+function singleKind(s: DemoScene): SingleKindScene {
+  if (s.layout.kind === 'multi') throw new Error(`scene ${s.index}: a multi layout from a single-kind makeScene`);
+  return s as SingleKindScene; // narrowed by the check above (TypeScript does not narrow the parent object)
+}
+const scenes: SingleKindScene[] = [];
+for (const seed of SEEDS) for (let i = 0; i < 750; i++) scenes.push(singleKind(makeScene(seed, i)));
 const colourWords = new Set<string>(COLOUR_NAMES);
 const shapeWords = new Set<string>(SHAPE_NAMES);
 const words = (c: string) => c.split(' ');

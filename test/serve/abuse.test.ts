@@ -4,7 +4,7 @@
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createFakeCaptioner } from '../../src/serve/fake.js';
+import { createFakeCaptioner } from './fake.js';
 import { allowedHosts, hostAllowed, serverUrls, startServer, type RunningServer } from '../../src/serve/server.js';
 import { RED, serveConfig, solid } from './fixtures.js';
 

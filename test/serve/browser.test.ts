@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createFakeCaptioner } from '../../src/serve/fake.js';
+import { createFakeCaptioner } from './fake.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { browserGate } from '../helpers/browser.js';
 import { repoRoot } from '../helpers/cli.js';

@@ -5,7 +5,15 @@ import { ServeSchema } from '../../src/config/schema.js';
 
 export type Rgb = { r: number; g: number; b: number };
 
-export function solid(colour: Rgb, format: 'png' | 'jpeg' | 'webp' | 'gif' | 'tiff' | 'avif' | 'heif', size = 32): Promise<Buffer> {
+/**
+ * A solid-colour image. The bytes are copied into a Buffer over a plain ArrayBuffer (what fetch's body
+ * and Blob accept; sharp's own Buffer may sit on any ArrayBufferLike).
+ */
+export async function solid(colour: Rgb, format: 'png' | 'jpeg' | 'webp' | 'gif' | 'tiff' | 'avif' | 'heif', size = 32): Promise<Buffer<ArrayBuffer>> {
+  return Buffer.from(await encodeSolid(colour, format, size));
+}
+
+function encodeSolid(colour: Rgb, format: 'png' | 'jpeg' | 'webp' | 'gif' | 'tiff' | 'avif' | 'heif', size: number): Promise<Buffer> {
   const img = sharp({ create: { width: size, height: size, channels: 3, background: colour } });
   switch (format) {
     case 'png':

@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { Captioner } from '../../src/caption/types.js';
 import { ConfigError, ModelError } from '../../src/errors.js';
-import { createFakeCaptioner } from '../../src/serve/fake.js';
+import { createFakeCaptioner } from './fake.js';
 import { ConnectionsCutError, runServer } from '../../src/serve/run.js';
 import type { RunningServer } from '../../src/serve/server.js';
 import { BLUE, serveConfig, solid } from './fixtures.js';

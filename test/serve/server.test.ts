@@ -4,7 +4,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Captioner } from '../../src/caption/types.js';
-import { createFakeCaptioner, type FakeCaptioner } from '../../src/serve/fake.js';
+import { createFakeCaptioner, type FakeCaptioner } from './fake.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { BLUE, GREEN, RED, serveConfig, solid } from './fixtures.js';
 
@@ -31,7 +31,7 @@ function postForm(url: string, fields: Record<string, Blob | string>): Promise<A
   return fetch(url, { method: 'POST', body: form }).then(answer);
 }
 
-const pngBlob = (b: Buffer) => new Blob([b], { type: 'image/png' });
+const pngBlob = (b: Buffer<ArrayBuffer>) => new Blob([b], { type: 'image/png' });
 
 /** A raw request with node:http (for chunked uploads and hand-made bodies). */
 function rawRequest(url: string, opts: { method?: string; headers?: Record<string, string>; chunks?: Buffer[] }): Promise<{ status: number; body: Record<string, unknown> }> {
@@ -57,7 +57,7 @@ describe('serve API', () => {
   let fake: FakeCaptioner;
   let server: RunningServer;
   let api: string;
-  let red: Buffer;
+  let red: Buffer<ArrayBuffer>;
 
   beforeAll(async () => {
     fake = createFakeCaptioner();
@@ -161,7 +161,7 @@ describe('serve API', () => {
   });
 
   it('400 for malformed multipart and requests without an image', async () => {
-    const cases: [Record<string, string>, Buffer][] = [
+    const cases: [Record<string, string>, Buffer<ArrayBuffer>][] = [
       [{ 'content-type': 'multipart/form-data; boundary=XX' }, Buffer.from('--XX\r\nContent-Disposition: form-data; name="image"\r\n\r\nnever closed')],
       [{ 'content-type': 'multipart/form-data; boundary=XX' }, Buffer.from('no boundary anywhere')],
       [{ 'content-type': 'multipart/form-data' }, Buffer.from('whatever')],

@@ -71,7 +71,7 @@ describe('the real captioner in the serve worker', () => {
         void exited.then(() => reject(new Error(`serve exited early:\n${stderr}`)));
       });
       expect(stderr).toMatch(/serve: the model runs in a worker thread: onnxruntime 1 intra-op thread \(threads: 1\)/);
-      const res = await fetch(url + '/api/caption', { method: 'POST', body: images[0] });
+      const res = await fetch(url + '/api/caption', { method: 'POST', body: new Uint8Array(images[0]) });
       expect(res.status).toBe(200);
       expect(typeof ((await res.json()) as { caption: unknown }).caption).toBe('string');
       child.kill('SIGTERM');

@@ -42,7 +42,7 @@ async function until(cond: () => boolean): Promise<void> {
 }
 
 /** Settles to [status, body]; `settled` says whether it has. */
-function post(url: string, body: Buffer) {
+function post(url: string, body: Buffer<ArrayBuffer>) {
   const state = { settled: false };
   const p = fetch(url + '/api/caption', { method: 'POST', body }).then(async (r) => {
     state.settled = true;

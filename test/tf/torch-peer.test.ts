@@ -1,8 +1,8 @@
-// The PyTorch training peer (src/bench/train-peer.py via src/bench/torch.ts) runs and reports
+// The PyTorch training peer (bench/train-peer.py via bench/torch.ts) runs and reports
 // tokens/s; a tiny configuration keeps it to a few seconds. Skipped loudly without PyTorch.
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { peerEnv, runTorchPeer, runTrainPeer, threadSweep } from '../../src/bench/torch.js';
+import { peerEnv, runTorchPeer, runTrainPeer, threadSweep } from '../../bench/torch.js';
 
 function hasTorch(): boolean {
   try {

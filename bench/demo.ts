@@ -5,7 +5,7 @@
 // "under 5 minutes on 2 cores" promise, read it with the machine's load in mind.
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runDemo } from '../demo/run.js';
+import { runDemo } from '#dist/demo/run.js';
 import { inScratch } from './scratch.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 

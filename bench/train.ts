@@ -1,16 +1,16 @@
 // Benchmark group 'train': training throughput (target tokens per second) of the caption decoder at
 // Flickr8k-like sizes (vocabulary 8,000, captions of 34 tokens, batch 64, 256 units, 4096-d features),
 // on wasm, against the same model trained in PyTorch on the CPU in the same run (when
-// src/bench/torch.ts can run it), plus the classic prefix-expansion formulation on tfjs
+// bench/torch.ts can run it), plus the classic prefix-expansion formulation on tfjs
 // for contrast. The cpu backend is left out: one step at these sizes takes minutes and several GB.
-import { tf } from '../tf/tf.js';
-import { initBackend } from '../tf/backend.js';
-import { CaptionDecoder, makeBatch, type CaptionBatch } from '../model/decoder.js';
-import type { DecoderSpec } from '../model/spec.js';
-import { Adam, byWeightName } from '../train/adam.js';
-import { createParallelTrainer, resolveWorkers } from '../train/parallel/trainer.js';
-import { initialWeights } from '../model/spec.js';
-import { rng } from '../util/random.js';
+import { tf } from '#dist/tf/tf.js';
+import { initBackend } from '#dist/tf/backend.js';
+import { CaptionDecoder, makeBatch, type CaptionBatch } from '#dist/model/decoder.js';
+import type { DecoderSpec } from '#dist/model/spec.js';
+import { Adam, byWeightName } from '#dist/train/adam.js';
+import { createParallelTrainer, resolveWorkers } from '#dist/train/parallel/trainer.js';
+import { initialWeights } from '#dist/model/spec.js';
+import { rng } from '#dist/util/random.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 
 export interface TrainBenchSizes {
@@ -148,7 +148,7 @@ export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, s
   }
 }
 
-/** The PyTorch peer, when src/bench/torch.ts (written alongside) can run it; null otherwise. */
+/** The PyTorch peer, when bench/torch.ts (written alongside) can run it; null otherwise. */
 async function torchPeer(s: TrainBenchSizes, steps: number): Promise<{ tokensPerSecond: number; detail: string } | null> {
   try {
     const modPath = './torch.js';

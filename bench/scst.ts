@@ -4,15 +4,15 @@
 // captions each, at small Flickr8k-like sizes (vocabulary 3,000, 4096-d features, 256 units, 16 images
 // per batch, captions up to 16 tokens), merge decoder, on wasm, random weights. Random weights rarely
 // draw the end token, so sampled captions run to maxLength: the slow end of SCST.
-import { tf } from '../tf/tf.js';
-import { initBackend } from '../tf/backend.js';
-import { CaptionDecoder, makeBatch } from '../model/decoder.js';
-import type { Decoder, DecoderState, StepResult } from '../model/decoders/types.js';
-import type { DecoderSpec } from '../model/spec.js';
-import { CiderDReward } from '../eval/metrics/cider-reward.js';
-import { Adam, byWeightName } from '../train/adam.js';
-import { scstStep, wordRewardFn } from '../train/scst.js';
-import { rng } from '../util/random.js';
+import { tf } from '#dist/tf/tf.js';
+import { initBackend } from '#dist/tf/backend.js';
+import { CaptionDecoder, makeBatch } from '#dist/model/decoder.js';
+import type { Decoder, DecoderState, StepResult } from '#dist/model/decoders/types.js';
+import type { DecoderSpec } from '#dist/model/spec.js';
+import { CiderDReward } from '#dist/eval/metrics/cider-reward.js';
+import { Adam, byWeightName } from '#dist/train/adam.js';
+import { scstStep, wordRewardFn } from '#dist/train/scst.js';
+import { rng } from '#dist/util/random.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 const VOCAB = 3000;

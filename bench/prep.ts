@@ -8,15 +8,14 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../config/load.js';
-import { demoTexts } from '../prep/demo-scene.js';
-import { runPrep } from '../prep/run.js';
+import { loadConfig } from '#dist/config/load.js';
+import { demoTexts } from '#dist/prep/demo-scene.js';
+import { runPrep } from '#dist/prep/run.js';
 import { inScratch } from './scratch.js';
+import { sharedData } from './paths.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const SHARED = process.env.CAPTIONER_SHARED_DATA ?? path.resolve(here, '..', '..', '..', 'shared', 'data');
+const SHARED = sharedData;
 const PYTHON = process.env.CAPTIONER_PYTHON ?? '/usr/bin/python3';
 
 const PEER = String.raw`

@@ -7,25 +7,24 @@
 // after the other, no overlap); ratio = pipeline / serial shows what overlapping the stages buys.
 import { promises as fs, existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { ConfigSchema, EncoderSchema, type Config } from '../config/schema.js';
-import { loadCaptioner } from '../caption/load.js';
-import { captionFiles, type CaptionStages } from '../caption/pipeline.js';
-import { stagesOf } from '../caption/run.js';
-import { writeRunFolder } from '../caption/runfolder.js';
-import { createEncoder } from '../features/encoder.js';
-import { randomVgg16Weights, type LoadedVgg16Weights } from '../features/vgg16/weights.js';
-import { CaptionDecoder } from '../model/decoder.js';
-import { rng } from '../util/random.js';
+import { ConfigSchema, EncoderSchema, type Config } from '#dist/config/schema.js';
+import { loadCaptioner } from '#dist/caption/load.js';
+import { captionFiles, type CaptionStages } from '#dist/caption/pipeline.js';
+import { stagesOf } from '#dist/caption/run.js';
+import { writeRunFolder } from '#dist/caption/runfolder.js';
+import { createEncoder } from '#dist/features/encoder.js';
+import { randomVgg16Weights, type LoadedVgg16Weights } from '#dist/features/vgg16/weights.js';
+import { CaptionDecoder } from '#dist/model/decoder.js';
+import { rng } from '#dist/util/random.js';
 import { inScratch } from './scratch.js';
+import { sharedData } from './paths.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 const THREADS = 2;
 const ENCODE_BATCH = 8;
 export const VOCAB = 2000;
-const here = path.dirname(fileURLToPath(import.meta.url));
-const SHARED = process.env.CAPTIONER_SHARED_DATA ?? path.resolve(here, '..', '..', '..', 'shared', 'data');
+const SHARED = sharedData;
 
 async function inputImages(tmp: string): Promise<{ files: string[]; source: string }> {
   const coco = path.join(SHARED, 'images', 'coco_val2017');

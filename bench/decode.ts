@@ -4,13 +4,13 @@
 // to maxLength: this is the slow end of decoding. Peers measured in the same run: for beam 1, the
 // model's plain greedy loop (src/model/greedy.ts), i.e. what the beam-search machinery costs; for
 // beam 3, beam 1 (what the wider beam costs).
-import { DecodeSchema } from '../config/schema.js';
-import { decodeFeatures } from '../decode/decode.js';
-import { CaptionDecoder } from '../model/decoder.js';
-import { greedyDecode } from '../model/greedy.js';
-import { Vocab } from '../text/vocab.js';
-import { initBackend } from '../tf/backend.js';
-import { rng } from '../util/random.js';
+import { DecodeSchema } from '#dist/config/schema.js';
+import { decodeFeatures } from '#dist/decode/decode.js';
+import { CaptionDecoder } from '#dist/model/decoder.js';
+import { greedyDecode } from '#dist/model/greedy.js';
+import { Vocab } from '#dist/text/vocab.js';
+import { initBackend } from '#dist/tf/backend.js';
+import { rng } from '#dist/util/random.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 const VOCAB = 8000;

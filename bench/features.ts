@@ -1,5 +1,5 @@
 // Benchmark group 'features': VGG16 (random weights, up to fc2) images per second at batch 8, on
-// onnxruntime (our ONNX graph) and on TensorFlow.js wasm, against PyTorch on the CPU (src/bench/vgg16-peer.py,
+// onnxruntime (our ONNX graph) and on TensorFlow.js wasm, against PyTorch on the CPU (bench/vgg16-peer.py,
 // Debian python3-torch, at its best thread split: see bestPeer) in the same run; ratio = ours / PyTorch (higher is better).
 // The peer runs as a server process and its batches are interleaved with ours (ours, peer, ours, peer...),
 // so both see the same machine load. Ours is timed through ImageEncoder.encode (preprocessing, packing
@@ -9,18 +9,17 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { EncoderSchema } from '../config/schema.js';
-import { createEncoder, type ImageEncoder } from '../features/encoder.js';
-import { randomVgg16Weights, type LoadedVgg16Weights } from '../features/vgg16/weights.js';
-import { rng } from '../util/random.js';
+import { EncoderSchema } from '#dist/config/schema.js';
+import { createEncoder, type ImageEncoder } from '#dist/features/encoder.js';
+import { randomVgg16Weights, type LoadedVgg16Weights } from '#dist/features/vgg16/weights.js';
+import { rng } from '#dist/util/random.js';
 import { peerEnv, threadSweep } from './torch.js';
+import { peerScript } from './paths.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 const BATCH = 8;
 const THREADS = 2;
-const here = path.dirname(fileURLToPath(import.meta.url));
-const PEER = path.resolve(here, '..', '..', 'src', 'bench', 'vgg16-peer.py');
+const PEER = peerScript('vgg16-peer.py');
 const PYTHON = process.env.CAPTIONER_PYTHON ?? '/usr/bin/python3';
 
 function images(n: number): Uint8Array[] {

@@ -2,9 +2,9 @@
 // 4.22 wasm kernels, in the same run. Throughputs in GFLOP/s (higher is better); ratio =
 // patched / stock. Shapes are the caption model's training step (batch 64 x 34 tokens = 2176 rows).
 import type { BenchModule, BenchRow } from './types.js';
-import { tf } from '../tf/tf.js';
-import { initBackend } from '../tf/backend.js';
-import { repatchWasmMatMul, unpatchWasmMatMul } from '../tf/kernels.js';
+import { tf } from '#dist/tf/tf.js';
+import { initBackend } from '#dist/tf/backend.js';
+import { repatchWasmMatMul, unpatchWasmMatMul } from '#dist/tf/kernels.js';
 
 interface Case {
   name: string;

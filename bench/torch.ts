@@ -1,4 +1,4 @@
-// Runs the PyTorch training peer (src/bench/train-peer.py) with /usr/bin/python3 and returns its
+// Runs the PyTorch training peer (bench/train-peer.py) with /usr/bin/python3 and returns its
 // JSON: the same merge caption model trained on the CPU, for `npm run bench` to compare against.
 // A peer is timed at its best: peerEnv() drops OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the peer's
 // process only (they slow a current OpenBLAS) and pins torch and BLAS threads, and runTrainPeer sweeps
@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { peerScript } from './paths.js';
 
 export interface TorchPeerOptions {
   steps?: number;
@@ -51,8 +51,8 @@ export interface TorchPeerResult {
   lossLast: number;
 }
 
-/** Path of train-peer.py (works from src/bench and dist/bench). */
-export const TRAIN_PEER = fileURLToPath(new URL('../../src/bench/train-peer.py', import.meta.url));
+/** Path of train-peer.py (from bench/ and bench-dist/bench/ alike). */
+export const TRAIN_PEER = peerScript('train-peer.py');
 
 /**
  * The environment of a peer process: the machine's OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed (set
@@ -111,7 +111,7 @@ export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResu
 }
 
 /**
- * Adapter for src/bench/train.ts: the peer at its best. With `threads` given it runs that one
+ * Adapter for bench/train.ts: the peer at its best. With `threads` given it runs that one
  * configuration; otherwise it sweeps threadSweep() (torch x BLAS threads, a short run each), then
  * times the fastest configuration with the full step count. Returns the peer's real tokens per second
  * and a description naming the configuration and the sweep, or null (with a warning on stderr) when

@@ -1,4 +1,4 @@
-// One row of benchmark output. `npm run bench` collects rows from every src/bench/*.ts module.
+// One row of benchmark output. `npm run bench` collects rows from every bench/*.ts module.
 
 export interface BenchRow {
   /** Benchmark group: prep, features, train, decode, score, caption, serve. */
@@ -20,7 +20,7 @@ export interface BenchOptions {
   quick: boolean;
 }
 
-/** Each src/bench/<group>.ts exports `bench: BenchModule`. */
+/** Each bench/<group>.ts exports `bench: BenchModule`. */
 export interface BenchModule {
   group: string;
   run(options: BenchOptions): Promise<BenchRow[]>;

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { BenchModule, BenchRow } from './types.js';
 
-/** Groups in the order they run; each lives in src/bench/<group>.ts. */
+/** Groups in the order they run; each lives in bench/<group>.ts. */
 export const GROUPS = ['prep', 'score', 'kernels', 'features', 'train', 'scst', 'decode', 'caption', 'serve', 'demo'];
 
 export function formatTable(rows: BenchRow[]): string {

@@ -9,15 +9,14 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { readReferences } from '../eval/io.js';
-import { corpusBleu, tokenize } from '../eval/metrics/index.js';
-import { scoreCaptions, type ScorePair } from '../eval/score.js';
-import { rng } from '../util/random.js';
+import { readReferences } from '#dist/eval/io.js';
+import { corpusBleu, tokenize } from '#dist/eval/metrics/index.js';
+import { scoreCaptions, type ScorePair } from '#dist/eval/score.js';
+import { rng } from '#dist/util/random.js';
+import { sharedData } from './paths.js';
 import type { BenchModule, BenchRow } from './types.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const SHARED = process.env.CAPTIONER_SHARED_DATA ?? path.resolve(here, '..', '..', '..', 'shared', 'data');
+const SHARED = sharedData;
 const PYTHON = process.env.CAPTIONER_PYTHON ?? '/usr/bin/python3';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -1,10 +1,11 @@
 // A stand-in Captioner for tests, benchmarks and page development: it really decodes each image (sharp)
 // and "captions" it by its dominant colour, reports undecodable bytes as kind 'corrupt' (and images over
 // `maxPixels` as 'too_large', as the real loader does), logs every captionBatch call, and can be slowed
-// down or held shut (a gate) to exercise queueing and draining. It stays in src/ because the serve
-// benchmark (src/bench/serve.ts) measures the server against it.
+// down or held shut (a gate) to exercise queueing and draining. The serve benchmark (bench/serve.ts)
+// measures the server against it too, so it imports nothing from src/ but types (the benchmarks run the
+// built package in dist/; see tsconfig.bench.json).
 import sharp from 'sharp';
-import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from '../caption/types.js';
+import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from '../../src/caption/types.js';
 
 export interface FakeOptions {
   /** Extra delay per captionBatch call, in ms (simulates a model's fixed cost per batch). */

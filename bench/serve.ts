@@ -9,14 +9,14 @@
 // per-batch cost like a model's forward pass, so the ratio shows what batching buys.
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
-import { loadCaptioner } from '../caption/load.js';
-import type { Captioner } from '../caption/types.js';
-import { randomVgg16Weights, type LoadedVgg16Weights } from '../features/vgg16/weights.js';
+import { loadCaptioner } from '#dist/caption/load.js';
+import type { Captioner } from '#dist/caption/types.js';
+import { randomVgg16Weights, type LoadedVgg16Weights } from '#dist/features/vgg16/weights.js';
 import { benchRunFolder } from './caption.js';
-import { ServeSchema, type ServeConfig } from '../config/schema.js';
-import { createFakeCaptioner } from '../serve/fake.js';
-import { startServer } from '../serve/server.js';
-import { startModelWorker } from '../serve/worker-captioner.js';
+import { ServeSchema, type ServeConfig } from '#dist/config/schema.js';
+import { createFakeCaptioner } from '../test/serve/fake.js';
+import { startServer } from '#dist/serve/server.js';
+import { startModelWorker } from '#dist/serve/worker-captioner.js';
 import { inScratch } from './scratch.js';
 import type { BenchModule, BenchRow } from './types.js';
 

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveShard } from '../../src/caption/shard.js';
-import { shardOf } from '../../src/util/shard.js';
+import { resolveShard, shardOf } from '../../src/util/shard.js';
 import { UsageError } from '../../src/errors.js';
 
 describe('resolveShard', () => {
