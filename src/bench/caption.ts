@@ -13,10 +13,10 @@ import { ConfigSchema, EncoderSchema, type Config } from '../config/schema.js';
 import { loadCaptioner } from '../caption/load.js';
 import { captionFiles, type CaptionStages } from '../caption/pipeline.js';
 import { stagesOf } from '../caption/run.js';
-import { writeRunFolder } from '../caption/runfolder.js';
+import { writeUntrainedRun } from '../model/runfolder.js';
 import { createEncoder } from '../features/encoder.js';
 import { randomVgg16Weights, type LoadedVgg16Weights } from '../features/vgg16/weights.js';
-import { CaptionDecoder } from '../model/decoder.js';
+import { MergeDecoder } from '../model/decoders/merge.js';
 import { rng } from '../util/random.js';
 import { inScratch } from './scratch.js';
 import type { BenchModule, BenchRow } from './types.js';
@@ -75,12 +75,12 @@ export async function benchRunFolder(tmp: string, loaded: LoadedVgg16Weights): P
   const probe = await createEncoder(EncoderSchema.parse({ name: 'vgg16', runtime: 'onnx', weights: 'random', seed: 1, layer: 'fc2' }), { threads: THREADS, weights: loaded });
   const info = probe.info;
   await probe.dispose();
-  const decoder = CaptionDecoder.create({ vocabSize: VOCAB, featureDim: 4096, embedDim: 128, units: 256, imageUnits: 256, hiddenUnits: 256, merge: 'add', dropout: 0 }, 3);
+  const decoder = MergeDecoder.create({ vocabSize: VOCAB, featureDim: 4096, embedDim: 128, units: 256, imageUnits: 256, hiddenUnits: 256, merge: 'add', dropout: 0 }, 3);
   const tokens = ['<pad>', '<unk>', 'startseq', 'endseq', ...Array.from({ length: VOCAB - 4 }, (_, i) => `w${i}`)];
   const run = path.join(tmp, 'run');
   const config = ConfigSchema.parse({ threads: THREADS, decode: { beam: 3, maxLength: 20 }, caption: { batchSize: ENCODE_BATCH } });
   try {
-    await writeRunFolder(run, { decoder, tokens, encoder: info, config });
+    await writeUntrainedRun(run, { decoder, tokens, encoder: info, config });
   } finally {
     decoder.dispose();
   }

@@ -5,8 +5,8 @@
 // for contrast. The cpu backend is left out: one step at these sizes takes minutes and several GB.
 import { tf } from '../tf/tf.js';
 import { initBackend } from '../tf/backend.js';
-import { CaptionDecoder, makeBatch, type CaptionBatch } from '../model/decoder.js';
-import type { DecoderSpec } from '../model/spec.js';
+import { makeBatch, type CaptionBatch } from '../model/decoders/batch.js';
+import { MergeDecoder, type MergeSpec } from '../model/decoders/merge.js';
 import { Adam, byWeightName } from '../train/adam.js';
 import { rng } from '../util/random.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
@@ -21,7 +21,7 @@ export interface TrainBenchSizes {
 
 export const FULL: TrainBenchSizes = { vocab: 8000, length: 34, batch: 64, units: 256, featureDim: 4096 };
 
-function specOf(s: TrainBenchSizes): DecoderSpec {
+function specOf(s: TrainBenchSizes): MergeSpec {
   return { vocabSize: s.vocab, featureDim: s.featureDim, embedDim: s.units, units: s.units, imageUnits: s.units, hiddenUnits: s.units, merge: 'add', dropout: 0.5 };
 }
 
@@ -37,7 +37,7 @@ function syntheticBatch(s: TrainBenchSizes, seed = 1): CaptionBatch {
 
 /** Whole-caption teacher forcing: seconds per optimizer step (Adam + clipping included). */
 export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
-  const model = CaptionDecoder.create(specOf(s), 1);
+  const model = MergeDecoder.create(specOf(s), 1);
   const adam = new Adam(model.weights, { learningRate: 1e-3, clipNorm: 5 });
   const batch = syntheticBatch(s);
   const one = async (i: number) => {
@@ -63,7 +63,7 @@ export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promi
  * weights: seconds per step of `samples` samples.
  */
 export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
-  const model = CaptionDecoder.create(specOf(s), 1);
+  const model = MergeDecoder.create(specOf(s), 1);
   const w = model.weights;
   const adam = new Adam(w, { learningRate: 1e-3, clipNorm: 5 });
   const r = rng(2);

@@ -2,25 +2,25 @@
 // teacher forcing, banned tokens never come out, batching does not change results, no tensor leaks.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
-import { CaptionDecoder, makeBatch } from '../../src/model/decoder.js';
-import { greedyDecode } from '../../src/model/greedy.js';
-import { initialWeights, type DecoderSpec } from '../../src/model/spec.js';
+import { makeBatch } from '../../src/model/decoders/batch.js';
+import { MergeDecoder, mergeInitialWeights as initialWeights, type MergeSpec } from '../../src/model/decoders/merge.js';
+import { greedyDecode } from '../helpers/greedy.js';
 import { Vocab } from '../../src/text/vocab.js';
 import { rng } from '../../src/util/random.js';
 import { decodeFeatures, type DecodeSettings } from '../../src/decode/decode.js';
 
 const TOKENS = ['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'dog', 'cat', 'runs', 'on', 'the', 'grass', 'red', 'ball', 'man', 'jumps', 'over'];
 const vocab = new Vocab(TOKENS);
-const spec: DecoderSpec = { vocabSize: TOKENS.length, featureDim: 12, embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 };
+const spec: MergeSpec = { vocabSize: TOKENS.length, featureDim: 12, embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 };
 const norm = { mean: new Float32Array(spec.featureDim), std: new Float32Array(spec.featureDim).fill(1) };
 
 /** A random decoder; `bias` adds to the output bias of chosen tokens (to steer what greedy picks). */
-function model(seed: number, bias: Record<number, number> = {}): CaptionDecoder {
+function model(seed: number, bias: Record<number, number> = {}): MergeDecoder {
   const w = initialWeights(spec, seed);
   // larger output weights make the choices depend on the image and the step
   w['output/kernel'] = w['output/kernel'].map((x) => x * 6);
   for (const [id, b] of Object.entries(bias)) w['output/bias'][Number(id)] += b;
-  return new CaptionDecoder(spec, w, norm);
+  return new MergeDecoder(spec, w, norm);
 }
 
 function features(n: number, seed: number): Float32Array[] {

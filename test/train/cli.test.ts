@@ -84,7 +84,7 @@ describe('captioner train', () => {
   it('Ctrl-C saves a checkpoint and exits 130; --resume continues from it', async () => {
     const dir = path.join(work, 'sigint');
     await writeFixture(dir);
-    const child = spawn(process.execPath, [bin, ...args(dir, '--epochs', '100000', '--set', 'train.patience=0')], {
+    const child = spawn(process.execPath, [bin, ...args(dir, '--epochs', '10000', '--set', 'train.patience=0')], {
       cwd: repoRoot,
       env: { ...process.env, CAPTIONER_QUIET: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],

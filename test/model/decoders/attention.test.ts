@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { tf } from '../../../src/tf/tf.js';
 import { initBackend } from '../../../src/tf/backend.js';
-import { makeBatch, type CaptionBatch, type FeatureNorm } from '../../../src/model/decoder.js';
+import { makeBatch, type CaptionBatch, type FeatureNorm } from '../../../src/model/decoders/batch.js';
 import { AttentionDecoder, attentionInitialWeights, attentionKind, attentionWeightShapes, type AttentionSpec } from '../../../src/model/decoders/attention.js';
 import { disposeState, gatherState } from '../../../src/model/decoders/state.js';
 import { Adam, byWeightName } from '../../../src/train/adam.js';
