@@ -182,7 +182,7 @@ export async function loadTrainedModel(dir: string, which: 'best' | 'last' = 'be
     decoder.dispose();
     return new ModelError(`${dir}: ${msg}`);
   };
-  if (decoder.type !== manifest.model.type) throw fail(`the manifest says a ${manifest.model.type} model, ${which}/weights.json holds a ${decoder.type} one (the folder is damaged)`);
+  if (decoder.type !== manifest.model.type) throw fail(`the manifest says model.type ${manifest.model.type}, ${which}/weights.json holds a ${decoder.type} decoder (the folder is damaged)`);
   if (decoder.spec.vocabSize !== vocab.size) throw fail(`the weights expect ${decoder.spec.vocabSize} words, vocab.json has ${vocab.size}`);
   return { dir, manifest, vocab, decoder };
 }
