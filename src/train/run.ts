@@ -22,7 +22,7 @@ import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
 import { ConfigSchema } from '../config/schema.js';
 import { decoderFeatureShape } from '../model/decoders/batch.js';
-import { specForConfig, type Decoder } from '../model/decoders/index.js';
+import { DECODERS, decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
 import { encodeTensors, readTensors, recoverDir } from '../model/io.js';
 import { loadDecoder, RUN_FILES, RUN_KIND, RUN_NAMES, saveDecoder, writeRunConfig, writeRunManifest, writeRunVocab, type RunManifestBody } from '../model/runfolder.js';
 import { Adam, byWeightName } from './adam.js';
@@ -331,10 +331,10 @@ function specForModel(config: Config, vocabSize: number, featureShape: number[],
   const type = config.model.type;
   const layer = (info.encoder as { layer?: unknown } | undefined)?.layer;
   const shown = `[${info.shape.join(', ')}]${typeof layer === 'string' ? ` (layer ${layer})` : ''}`;
-  const r = specForConfig(config.model, vocabSize, featureShape);
-  if (r.kind.features === 'grid' && featureShape.length !== 2) {
+  if (decoderKind(type).features === 'grid' && featureShape.length !== 2) {
     throw new DataError(`${info.dir}: model.type ${type} attends over a grid of image positions, but this feature cache holds one vector per image ${shown}; run \`captioner features\` with encoder.layer block5_conv3 (14x14, the paper's) or block5_pool (7x7, faster) into another features.out, and train on that`);
   }
+  const r = specForConfig(config.model, vocabSize, featureShape);
   if (r.kind.features === 'vector' && featureShape.length === 2) {
     log.info(`model: the ${type} decoder reads one vector per image; the ${shown} grid features are mean-pooled over their ${featureShape[0]} positions to ${featureShape[1]} channels`);
   }
@@ -440,7 +440,9 @@ async function checkResumeConfig(out: string, config: Config): Promise<SettingCh
   const now = leaves(config);
   const keys = [...new Set([...before.keys(), ...now.keys()])].filter((k) => before.get(k) !== now.get(k)).sort();
   const show = (v: string | undefined) => (v === undefined ? '(unset)' : v);
-  const frozen = keys.filter((k) => FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k));
+  // another decoder type's own section (e.g. model.attention of a merge run) does not define this run
+  const unused = Object.keys(DECODERS).filter((t) => t !== config.model.type).map((t) => `model.${t}.`);
+  const frozen = keys.filter((k) => FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k) && !unused.some((u) => k.startsWith(u)));
   if (frozen.length) {
     const list = frozen.map((k) => `${k}: ${show(before.get(k))} -> ${show(now.get(k))}`).join(', ');
     throw new UsageError(`--resume: ${list} cannot change during a run (see ${file}); restore the setting, or start a new run in another folder`);
