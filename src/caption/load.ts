@@ -1,4 +1,4 @@
-// Loading a trained run folder as a Captioner: the decoder weights and vocabulary (src/model/load.ts) plus
+// Loading a trained run folder as a Captioner: the decoder weights and vocabulary (src/model/runfolder.ts) plus
 // the SAME image encoder the training features were computed with, rebuilt from what the run records:
 // manifest.json `features.encoder` (name, layer, weights file and fingerprint, preprocessing) and
 // config.yaml (encoder runtime choice, user ONNX input name, decode defaults). The rebuilt encoder must

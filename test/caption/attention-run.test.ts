@@ -117,7 +117,7 @@ describe('an attention run, end to end', () => {
     for (const o of out) expect(typeof o.caption).toBe('string');
   }, 240_000);
 
-  it('a merge run mean-pools the same grid; an attention run on a vector cache says which layer to use (exit 3)', async () => {
+  it('a merge run mean-pools the same grid; an attention config on a vector encoder says which layer to use (features: exit 2, train: exit 3)', async () => {
     const conf = path.join(dir, 'merge.yaml');
     const work = path.join(dir, 'merge');
     await writeConfig(conf, work, path.join(dir, 'grid.onnx'), 'merge');
@@ -130,7 +130,13 @@ describe('an attention run, end to end', () => {
     const vconf = path.join(dir, 'vector.yaml');
     const vwork = path.join(dir, 'vector');
     await writeConfig(vconf, vwork, path.join(dir, 'vector.onnx'), 'attention');
-    for (const stage of ['prep', 'features']) expect((await runCli([stage, '--config', vconf])).code).toBe(0);
+    expect((await runCli(['prep', '--config', vconf])).code).toBe(0);
+    // the features stage refuses first (exit 2), before encoding anything ...
+    const f = await runCli(['features', '--config', vconf]);
+    expect(f.code).toBe(2);
+    expect(f.stderr).toMatch(/model\.type attention attends over a grid of image positions, but encoder\.layer \S+ gives one vector per image \[8\]; set encoder\.layer block5_conv3/);
+    // ... and train refuses a vector cache made anyway (here: by a merge config) with exit 3
+    expect((await runCli(['features', '--config', vconf, '--set', 'model.type=merge'])).code).toBe(0);
     const r = await runCli(['train', '--config', vconf]);
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/^error: .*model\.type attention attends over a grid of image positions, but this feature cache holds one vector per image \[8\].*block5_conv3.*block5_pool/);

@@ -5,6 +5,7 @@ import { tf } from '../../src/tf/tf.js';
 import { makeBatch } from '../../src/model/decoders/batch.js';
 import { MergeDecoder, mergeInitialWeights as initialWeights, type MergeSpec } from '../../src/model/decoders/merge.js';
 import { AttentionDecoder, attentionInitialWeights } from '../../src/model/decoders/attention.js';
+import type { DecoderState } from '../../src/model/decoders/types.js';
 import { disposeState } from '../../src/model/decoders/state.js';
 import { ModelError } from '../../src/errors.js';
 import { greedyDecode } from '../helpers/greedy.js';
@@ -141,7 +142,7 @@ describe('decodeFeatures with the attention decoder', () => {
     for (let i = 0; i < feats.length; i++) {
       const g = got[i];
       expect(g.attention).toHaveLength(g.tokens.length);
-      let state = att.initState([feats[i]]);
+      let state: DecoderState = att.initState([feats[i]]);
       let last = vocab.start;
       for (let k = 0; k < g.tokens.length; k++) {
         const r = att.step(state, [last], { attention: true });

@@ -7,15 +7,17 @@ import { attentionKind } from './attention.js';
 import { mergeKind } from './merge.js';
 import type { DecoderKind } from './types.js';
 
+/** A kind of any spec and config type (the registry is keyed by name, read at run time). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const DECODERS: Record<string, DecoderKind<any, any>> = {
+type AnyKind = DecoderKind<any, any>;
+
+export const DECODERS: Record<string, AnyKind> = {
   merge: mergeKind,
   attention: attentionKind,
 };
 
 /** The kind registered as `type`; ModelError naming the known ones otherwise. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export function decoderKind(type: string): DecoderKind<any, any> {
+export function decoderKind(type: string): AnyKind {
   const k = Object.prototype.hasOwnProperty.call(DECODERS, type) ? DECODERS[type] : undefined;
   if (!k) throw new ModelError(`unknown decoder type ${JSON.stringify(type)} (known: ${Object.keys(DECODERS).join(', ')})`);
   return k;
@@ -25,7 +27,7 @@ export function decoderKind(type: string): DecoderKind<any, any> {
  * A validated spec for `model.type` from the model config section: the common fields (embedDim, units,
  * dropout, ...) with the kind's own section (model.<type>, e.g. model.attention) laid over them.
  */
-export function specForConfig(model: { type: string } & Record<string, unknown>, vocabSize: number, featureShape: readonly number[]): { kind: DecoderKind<any, any>; spec: unknown } { // eslint-disable-line @typescript-eslint/no-explicit-any
+export function specForConfig(model: { type: string } & Record<string, unknown>, vocabSize: number, featureShape: readonly number[]): { kind: AnyKind; spec: unknown } {
   const kind = decoderKind(model.type);
   const own = model[model.type];
   const cfg = own && typeof own === 'object' && !Array.isArray(own) ? { ...model, ...own } : model;

@@ -7,6 +7,7 @@ import { tf } from '../../../src/tf/tf.js';
 import { initBackend } from '../../../src/tf/backend.js';
 import { makeBatch, type CaptionBatch, type FeatureNorm } from '../../../src/model/decoders/batch.js';
 import { AttentionDecoder, attentionInitialWeights, attentionKind, attentionWeightShapes, type AttentionSpec } from '../../../src/model/decoders/attention.js';
+import type { DecoderState } from '../../../src/model/decoders/types.js';
 import { disposeState, gatherState } from '../../../src/model/decoders/state.js';
 import { Adam, byWeightName } from '../../../src/train/adam.js';
 import { ModelError } from '../../../src/errors.js';
@@ -57,7 +58,7 @@ describe('AttentionDecoder', () => {
       const P = s.positions;
       const all = take(m.logProbsAll(batch)); // [B, T, V]
       const att = take(m.attentionAll(batch)); // [B, T, P]
-      let state = m.initState(items.map((i) => i.features));
+      let state: DecoderState = m.initState(items.map((i) => i.features));
       let maxDiff = 0;
       let compared = 0;
       for (let t = 0; t < batch.steps; t++) {

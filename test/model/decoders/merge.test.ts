@@ -4,6 +4,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { tf } from '../../../src/tf/tf.js';
 import { MergeDecoder, type MergeSpec } from '../../../src/model/decoders/merge.js';
 import { makeBatch, computeFeatureNorm } from '../../../src/model/decoders/batch.js';
+import type { DecoderState } from '../../../src/model/decoders/types.js';
 import { disposeState, gatherState } from '../../../src/model/decoders/state.js';
 import { softmaxCrossEntropy } from '../../../src/model/ops.js';
 import { rng } from '../../../src/util/random.js';
@@ -38,7 +39,7 @@ describe('MergeDecoder', () => {
         const all = m.logProbsAll(batch);
         const allV = all.arraySync();
         all.dispose();
-        let state = m.initState(items.map((i) => i.features));
+        let state: DecoderState = m.initState(items.map((i) => i.features));
         for (let t = 0; t < batch.steps; t++) {
           const toks = items.map((it) => (t < it.tokens.length ? it.tokens[t] : 0));
           const out = m.step(state, toks);
