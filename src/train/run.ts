@@ -17,7 +17,7 @@ import { log, progress } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
-import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { ensureDir, exists, writeFileAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
 import { ConfigSchema } from '../config/schema.js';
