@@ -1,7 +1,8 @@
 // The one interface every caption decoder implements (merge, soft attention, ...), and the per-kind
 // factory (DecoderKind) that training and loading use to build one from a config or from saved weights.
-// Training drives `lossTerms` under tf.variableGrads (the sum of the terms; validation uses crossEntropy alone); decoding (greedy, beam search) drives initState/step and
-// reorders hypotheses with the generic gatherState/disposeState of ./state.ts.
+// Training drives `lossTerms` under tf.variableGrads (it minimises their sum; validation, early stopping
+// and reports use crossEntropy alone); decoding (greedy, beam search) drives initState/step and reorders
+// hypotheses with the generic gatherState/disposeState of ./state.ts.
 import type { tf } from '../../tf/tf.js';
 import type { CaptionBatch, FeatureNorm } from './batch.js';
 
