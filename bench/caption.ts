@@ -12,10 +12,10 @@ import { ConfigSchema, EncoderSchema, type Config } from '#dist/config/schema.js
 import { loadCaptioner } from '#dist/caption/load.js';
 import { captionFiles, type CaptionStages } from '#dist/caption/pipeline.js';
 import { stagesOf } from '#dist/caption/run.js';
-import { writeRunFolder } from '#dist/caption/runfolder.js';
+import { writeUntrainedRun } from '#dist/model/runfolder.js';
 import { createEncoder } from '#dist/features/encoder.js';
 import { randomVgg16Weights, type LoadedVgg16Weights } from '#dist/features/vgg16/weights.js';
-import { CaptionDecoder } from '#dist/model/decoder.js';
+import { MergeDecoder } from '#dist/model/decoders/merge.js';
 import { rng } from '#dist/util/random.js';
 import { inScratch } from './scratch.js';
 import { sharedData } from './paths.js';
@@ -74,12 +74,12 @@ export async function benchRunFolder(tmp: string, loaded: LoadedVgg16Weights): P
   const probe = await createEncoder(EncoderSchema.parse({ name: 'vgg16', runtime: 'onnx', weights: 'random', seed: 1, layer: 'fc2' }), { threads: THREADS, weights: loaded });
   const info = probe.info;
   await probe.dispose();
-  const decoder = CaptionDecoder.create({ vocabSize: VOCAB, featureDim: 4096, embedDim: 128, units: 256, imageUnits: 256, hiddenUnits: 256, merge: 'add', dropout: 0 }, 3);
+  const decoder = MergeDecoder.create({ vocabSize: VOCAB, featureDim: 4096, embedDim: 128, units: 256, imageUnits: 256, hiddenUnits: 256, merge: 'add', dropout: 0 }, 3);
   const tokens = ['<pad>', '<unk>', 'startseq', 'endseq', ...Array.from({ length: VOCAB - 4 }, (_, i) => `w${i}`)];
   const run = path.join(tmp, 'run');
   const config = ConfigSchema.parse({ threads: THREADS, decode: { beam: 3, maxLength: 20 }, caption: { batchSize: ENCODE_BATCH } });
   try {
-    await writeRunFolder(run, { decoder, tokens, encoder: info, config });
+    await writeUntrainedRun(run, { decoder, tokens, encoder: info, config });
   } finally {
     decoder.dispose();
   }

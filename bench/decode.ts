@@ -2,12 +2,14 @@
 // decode.ts) at beam 1 and beam 3, for a decoder of realistic size (vocabulary 8000, 256 units, 4096-d
 // features), batch 32, random weights. Random weights rarely pick the end token, so most captions run
 // to maxLength: this is the slow end of decoding. Peers measured in the same run: for beam 1, the
-// model's plain greedy loop (src/model/greedy.ts), i.e. what the beam-search machinery costs; for
+// model's plain greedy loop (greedyDecode below), i.e. what the beam-search machinery costs; for
 // beam 3, beam 1 (what the wider beam costs).
 import { DecodeSchema } from '#dist/config/schema.js';
 import { decodeFeatures } from '#dist/decode/decode.js';
-import { CaptionDecoder } from '#dist/model/decoder.js';
-import { greedyDecode } from '#dist/model/greedy.js';
+import { disposeState } from '#dist/model/decoders/state.js';
+import { MergeDecoder } from '#dist/model/decoders/merge.js';
+import type { Decoder } from '#dist/model/decoders/types.js';
+import { tf } from '#dist/tf/tf.js';
 import { Vocab } from '#dist/text/vocab.js';
 import { initBackend } from '#dist/tf/backend.js';
 import { rng } from '#dist/util/random.js';
@@ -23,6 +25,33 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+/** The peer: a plain greedy loop over the one-step decoder (argmax each step, no beam bookkeeping). */
+async function greedyDecode(model: Decoder, images: Float32Array[], opts: { start: number; end: number; maxLength: number }): Promise<number[][]> {
+  const out: number[][] = images.map(() => []);
+  const done = images.map(() => false);
+  let state = model.initState(images);
+  let tokens = images.map(() => opts.start);
+  try {
+    for (let t = 0; t < opts.maxLength && done.some((d) => !d); t++) {
+      const r = model.step(state, tokens);
+      disposeState(state);
+      state = r.state;
+      const best = tf.tidy(() => tf.argMax(r.logProbs, 1));
+      r.logProbs.dispose();
+      tokens = Array.from(await best.data());
+      best.dispose();
+      tokens.forEach((id, i) => {
+        if (done[i]) return;
+        if (id === opts.end) done[i] = true;
+        else out[i].push(id);
+      });
+    }
+  } finally {
+    disposeState(state);
+  }
+  return out;
+}
+
 export const bench: BenchModule = {
   group: 'decode',
   async run({ quick }) {
@@ -31,7 +60,7 @@ export const bench: BenchModule = {
     const reps = quick ? 1 : 3;
     const tokens = ['<pad>', '<unk>', 'startseq', 'endseq', ...Array.from({ length: VOCAB - 4 }, (_, i) => `w${i}`)];
     const vocab = new Vocab(tokens);
-    const decoder = CaptionDecoder.create({ vocabSize: VOCAB, featureDim: FEATURES, embedDim: UNITS, units: UNITS, imageUnits: UNITS, hiddenUnits: UNITS, merge: 'add', dropout: 0 }, 5);
+    const decoder = MergeDecoder.create({ vocabSize: VOCAB, featureDim: FEATURES, embedDim: UNITS, units: UNITS, imageUnits: UNITS, hiddenUnits: UNITS, merge: 'add', dropout: 0 }, 5);
     const r = rng(9);
     const features = Array.from({ length: BATCH }, () => Float32Array.from({ length: FEATURES }, () => r() * 4));
     const model = { decoder, vocab };

@@ -6,9 +6,9 @@
 // draw the end token, so sampled captions run to maxLength: the slow end of SCST.
 import { tf } from '#dist/tf/tf.js';
 import { initBackend } from '#dist/tf/backend.js';
-import { CaptionDecoder, makeBatch } from '#dist/model/decoder.js';
-import type { Decoder, DecoderState, StepResult } from '#dist/model/decoders/types.js';
-import type { DecoderSpec } from '#dist/model/spec.js';
+import { makeBatch } from '#dist/model/decoders/batch.js';
+import { MergeDecoder, type MergeSpec } from '#dist/model/decoders/merge.js';
+import type { Decoder } from '#dist/model/decoders/types.js';
 import { CiderDReward } from '#dist/eval/metrics/cider-reward.js';
 import { Adam, byWeightName } from '#dist/train/adam.js';
 import { scstStep, wordRewardFn } from '#dist/train/scst.js';
@@ -22,33 +22,15 @@ const IMAGES = 16;
 const K = 5;
 const MAX_LENGTH = 16;
 
-/** The merge decoder behind the Decoder interface (until CaptionDecoder implements it itself). */
-function asDecoder(m: CaptionDecoder): Decoder {
-  return {
-    type: 'merge',
-    spec: m.spec,
-    featureShape: [m.spec.featureDim],
-    weights: m.weights,
-    variables: m.variables,
-    norm: m.norm,
-    readWeights: () => m.readWeights(),
-    loss: (b, o) => m.loss(b, o),
-    logProbsAll: (b) => m.logProbsAll(b),
-    initState: (f) => m.initState(f) as unknown as DecoderState,
-    step: (s, t) => m.step(s as unknown as Parameters<CaptionDecoder['step']>[0], t) as unknown as StepResult,
-    dispose: () => m.dispose(),
-  };
-}
-
 export const bench: BenchModule = {
   group: 'scst',
   async run({ quick }) {
     const prev = tf.getBackend();
     await initBackend('wasm', { quiet: true });
     const steps = quick ? 1 : 3;
-    const spec: DecoderSpec = { vocabSize: VOCAB, featureDim: FEATURES, embedDim: UNITS, units: UNITS, imageUnits: UNITS, hiddenUnits: UNITS, merge: 'add', dropout: 0.5 };
-    const model = CaptionDecoder.create(spec, 3);
-    const decoder = asDecoder(model);
+    const spec: MergeSpec = { vocabSize: VOCAB, featureDim: FEATURES, embedDim: UNITS, units: UNITS, imageUnits: UNITS, hiddenUnits: UNITS, merge: 'add', dropout: 0.5 };
+    const model = MergeDecoder.create(spec, 3);
+    const decoder: Decoder = model;
     const adam = new Adam(model.weights, { learningRate: 5e-5, clipNorm: 5 });
     const r = rng(17);
     const tokens = ['<pad>', '<unk>', 'startseq', 'endseq', ...Array.from({ length: VOCAB - 4 }, (_, i) => `w${i}`)];

@@ -5,11 +5,10 @@
 // for contrast. The cpu backend is left out: one step at these sizes takes minutes and several GB.
 import { tf } from '#dist/tf/tf.js';
 import { initBackend } from '#dist/tf/backend.js';
-import { CaptionDecoder, makeBatch, type CaptionBatch } from '#dist/model/decoder.js';
-import type { DecoderSpec } from '#dist/model/spec.js';
+import { makeBatch, type CaptionBatch } from '#dist/model/decoders/batch.js';
+import { MergeDecoder, mergeInitialWeights, type MergeSpec } from '#dist/model/decoders/merge.js';
 import { Adam, byWeightName } from '#dist/train/adam.js';
 import { createParallelTrainer, resolveWorkers } from '#dist/train/parallel/trainer.js';
-import { initialWeights } from '#dist/model/spec.js';
 import { rng } from '#dist/util/random.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 
@@ -23,7 +22,7 @@ export interface TrainBenchSizes {
 
 export const FULL: TrainBenchSizes = { vocab: 8000, length: 34, batch: 64, units: 256, featureDim: 4096 };
 
-function specOf(s: TrainBenchSizes): DecoderSpec {
+function specOf(s: TrainBenchSizes): MergeSpec {
   return { vocabSize: s.vocab, featureDim: s.featureDim, embedDim: s.units, units: s.units, imageUnits: s.units, hiddenUnits: s.units, merge: 'add', dropout: 0.5 };
 }
 
@@ -39,7 +38,7 @@ function syntheticBatch(s: TrainBenchSizes, seed = 1): CaptionBatch {
 
 /** Whole-caption teacher forcing: seconds per optimizer step (Adam + clipping included). */
 export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
-  const model = CaptionDecoder.create(specOf(s), 1);
+  const model = MergeDecoder.create(specOf(s), 1);
   const adam = new Adam(model.weights, { learningRate: 1e-3, clipNorm: 5 });
   const batch = syntheticBatch(s);
   const one = async (i: number) => {
@@ -67,7 +66,7 @@ export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promi
 export async function timeParallel(s: TrainBenchSizes, workers: number, steps: number, update: 'main' | 'sharded' = 'main'): Promise<{ secondsPerStep: number; tokensPerStep: number; ms: { load: number; compute: number; update: number; other: number; replicaCpu: number }; cpuPerStep: number }> {
   const spec = specOf(s);
   const norm = { mean: new Float32Array(s.featureDim), std: new Float32Array(s.featureDim).fill(1) };
-  const t = await createParallelTrainer({ kind: 'merge', spec, weights: initialWeights(spec, 1), norm, workers, learningRate: 1e-3, clipNorm: 5, update });
+  const t = await createParallelTrainer({ kind: 'merge', spec, weights: mergeInitialWeights(spec, 1), norm, workers, learningRate: 1e-3, clipNorm: 5, update });
   const batch = syntheticBatch(s);
   try {
     await t.step(batch, 0); // warm-up
@@ -94,7 +93,7 @@ export async function timeParallel(s: TrainBenchSizes, workers: number, steps: n
  * weights: seconds per step of `samples` samples.
  */
 export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
-  const model = CaptionDecoder.create(specOf(s), 1);
+  const model = MergeDecoder.create(specOf(s), 1);
   const w = model.weights;
   const adam = new Adam(w, { learningRate: 1e-3, clipNorm: 5 });
   const r = rng(2);

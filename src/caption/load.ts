@@ -1,4 +1,4 @@
-// Loading a trained run folder as a Captioner: the decoder weights and vocabulary (src/model/load.ts) plus
+// Loading a trained run folder as a Captioner: the decoder weights and vocabulary (src/model/runfolder.ts) plus
 // the SAME image encoder the training features were computed with, rebuilt from what the run records:
 // manifest.json `features.encoder` (name, layer, weights file and fingerprint, preprocessing) and
 // config.yaml (encoder runtime choice, user ONNX input name, decode defaults). The rebuilt encoder must
@@ -16,7 +16,7 @@ import { log } from '../log.js';
 import { createEncoder, type EncoderInfo, type ImageEncoder, type Preprocessing } from '../features/encoder.js';
 import { decodeImage, formatList, ImageError, DEFAULT_MAX_PIXELS, readableFormats, unreadableFormat } from '../features/image.js';
 import type { LoadedVgg16Weights } from '../features/vgg16/weights.js';
-import { loadTrainedModel, readRunConfig, type TrainedModel } from '../model/load.js';
+import { loadTrainedModel, readRunConfig, type TrainedModel } from '../model/runfolder.js';
 import { sniffImage } from '../util/imagetype.js';
 import { initBackend, type BackendInfo, type BackendRequest } from '../tf/backend.js';
 import { decodeFeatures, type DecodedCaption } from '../decode/decode.js';
@@ -171,7 +171,8 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
     const why = encoderMismatch(rec, encoder.info, shape);
     if (why) throw new ModelError(`${runDir}: the image encoder available now is not the one this model was trained with: ${why}. Restore the original weights (or retrain on features of these).`);
     const dim = encoder.info.shape.reduce((a, b) => a * b, 1);
-    if (dim !== model.decoder.spec.featureDim) throw new ModelError(`${runDir}: the encoder gives ${dim} values per image, the decoder expects ${model.decoder.spec.featureDim}`);
+    const want = model.decoder.featureShape.reduce((a, b) => a * b, 1);
+    if (dim !== want) throw new ModelError(`${runDir}: the encoder gives ${dim} values per image, the ${model.decoder.type} decoder expects ${want} ([${model.decoder.featureShape.join(', ')}])`);
   } catch (e) {
     await encoder?.dispose();
     model.decoder.dispose();

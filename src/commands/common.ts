@@ -31,7 +31,7 @@ export function resolveConfig(flags: ConfigFlags, overrides: Record<string, unkn
 export async function resolveConfigForRun(flags: ConfigFlags, overrides: Record<string, unknown>, model: string | undefined): Promise<LoadedConfig & { runDir: string }> {
   const first = await resolveConfig(flags, overrides);
   const runDir = model ?? stagePaths(first.config).model;
-  const { runDecodeSettings } = await import('../model/load.js'); // loaded on use: keeps --help fast
+  const { runDecodeSettings } = await import('../model/runfolder.js'); // loaded on use: keeps --help fast
   const recorded = await runDecodeSettings(runDir);
   const shape = DecodeSchema.shape as Record<string, { safeParse(v: unknown): { success: boolean } }>;
   const decode = Object.fromEntries(Object.entries(recorded).filter(([k, v]) => shape[k]?.safeParse(v).success));

@@ -130,14 +130,28 @@ export const FeaturesSchema = z
   })
   .strict();
 
+/** What each decoder (model.type) reads: one vector per image, or a grid of positions. Kept here, with the
+ *  type list, so early stages (features) can check a config without loading the decoders; a test keeps it
+ *  equal to the registry's kinds (src/model/decoders/index.ts). */
+export const DECODER_FEATURES = { merge: 'vector', attention: 'grid' } as const satisfies Record<string, 'vector' | 'grid'>;
+
 export const ModelSchema = z
   .object({
+    type: z.enum(Object.keys(DECODER_FEATURES) as [keyof typeof DECODER_FEATURES]).default('merge').describe('The caption decoder: merge (image vector and caption LSTM merged; reads a vector layer such as fc2, or mean-pools a grid layer) or attention (soft attention over the grid positions, "Show, Attend and Tell"; needs encoder.layer block5_conv3 or block5_pool).'),
     embedDim: intIn(1, 4096).default(256).describe('Word embedding size (at most 4096, as for every layer size: larger layers exhaust memory).'),
     units: intIn(1, 4096).default(256).describe('LSTM units.'),
     imageUnits: intIn(1, 4096).default(256).describe('Dense units applied to the image vector.'),
     hiddenUnits: intIn(1, 4096).default(256).describe('Dense units after the merge.'),
     merge: z.enum(['add', 'concat']).default('add').describe('How image and caption branches are merged.'),
-    dropout: fraction().default(0.5).describe('Dropout rate on the image vector and the embeddings.'),
+    dropout: fraction().default(0.5).describe('Dropout rate: merge, on the image vector and the embeddings; attention, before the output layer.'),
+    attention: z
+      .object({
+        attentionDim: intIn(1, 4096).optional().describe('attention: size of the attention layer that scores each grid position (default: model.units).'),
+        alphaReg: num('a number >= 0').min(0, { error: (i) => expected('a number >= 0', i.input) }).default(1).describe('attention: weight of the doubly stochastic regulariser that pushes every position to be attended about once over a caption (the paper\'s lambda; 0 turns it off). Training minimises cross-entropy plus this term; validation loss and early stopping use the cross-entropy alone.'),
+      })
+      .strict()
+      .default({ alphaReg: 1 })
+      .describe('Settings of the attention decoder (model.type attention); embedDim, units and dropout above apply too, imageUnits, hiddenUnits and merge do not.'),
   })
   .strict();
 

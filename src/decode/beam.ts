@@ -34,6 +34,8 @@ export interface StepResult<S> {
   logProbs: Float32Array[];
   /** One state per input entry: the state after consuming lastTokens[i]. */
   states: S[];
+  /** With BeamOptions.attention: one attention row per input entry (the weights behind logProbs[i]). */
+  attention?: Float32Array[];
 }
 
 /** Batched over live hypotheses: states[i] and lastTokens[i] describe hypothesis i. */
@@ -57,6 +59,11 @@ export interface BeamOptions<S> {
   bannedIds?: number[];
   /** Called exactly once per distinct state object when it is no longer referenced (see header). */
   disposeState?: (s: S) => void;
+  /**
+   * Keep, per hypothesis, the step's attention row behind each generated token (the step function must
+   * return `attention`); results then carry `attention`: one row per returned token.
+   */
+  attention?: boolean;
 }
 
 export interface BeamResult {
@@ -68,6 +75,8 @@ export interface BeamResult {
   score: number;
   /** Whether it ended with the end token (false: cut at maxLength, or nothing could be generated). */
   finished: boolean;
+  /** With BeamOptions.attention: the attention row behind each of `tokens` (the end token's left out). */
+  attention?: Float32Array[];
 }
 
 /** Score of a hypothesis of `length` generated tokens (end included) with total log-probability `logprob`. */
@@ -82,12 +91,14 @@ interface Hyp<S> {
   logprob: number;
   state: S;
   last: number;
+  attention?: Float32Array[];
 }
 
 interface Finished {
   tokens: number[];
   logprob: number;
   score: number;
+  attention?: Float32Array[];
 }
 
 interface Candidate {
@@ -118,7 +129,7 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
   const banned = new Set(opts.bannedIds ?? []);
   const live: Hyp<S>[][] = init.map((s) => {
     retain(s);
-    return [{ tokens: [], logprob: 0, state: s, last: startId }];
+    return [{ tokens: [], logprob: 0, state: s, last: startId, ...(opts.attention ? { attention: [] } : {}) }];
   });
   const finished: Finished[][] = init.map(() => []);
   const done: boolean[] = init.map(() => false);
@@ -146,6 +157,10 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
         if (out && Array.isArray(out.states)) for (const s of out.states) if (!refs.has(s)) retain(s);
         throw new Error(`beam search: the step function returned ${out?.logProbs?.length ?? 'no'} log-prob vectors and ${out?.states?.length ?? 'no'} states for ${states.length} hypotheses`);
       }
+      if (opts.attention && (!Array.isArray(out.attention) || out.attention.length !== states.length)) {
+        for (const s of out.states) if (!refs.has(s)) retain(s);
+        throw new Error(`beam search: attention was asked for, but the step function returned ${out.attention?.length ?? 'no'} attention rows for ${states.length} hypotheses`);
+      }
       // hold every returned state while choosing, so none is disposed before its children take it
       for (const s of out.states) retain(s);
       try {
@@ -168,11 +183,13 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
             const c = cands[r];
             const parent = hyps[c.hyp];
             if (c.token === endId) {
-              if (r < beam) finished[i].push({ tokens: parent.tokens, logprob: c.logprob, score: penalizedScore(c.logprob, t + 1, mode, alpha) });
+              if (r < beam) finished[i].push({ tokens: parent.tokens, logprob: c.logprob, score: penalizedScore(c.logprob, t + 1, mode, alpha), ...(parent.attention ? { attention: parent.attention } : {}) });
             } else if (next.length < beam) {
               const s = out.states[offset + c.hyp];
               retain(s);
-              next.push({ tokens: [...parent.tokens, c.token], logprob: c.logprob, state: s, last: c.token });
+              const h: Hyp<S> = { tokens: [...parent.tokens, c.token], logprob: c.logprob, state: s, last: c.token };
+              if (opts.attention) h.attention = [...(parent.attention ?? []), out.attention![offset + c.hyp]];
+              next.push(h);
             }
           }
           for (const h of hyps) release(h.state);
@@ -201,11 +218,11 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
     if (f.length > 0) {
       let best = f[0];
       for (const x of f) if (x.score > best.score) best = x;
-      return { tokens: best.tokens, logprob: best.logprob, score: best.score, finished: true };
+      return { tokens: best.tokens, logprob: best.logprob, score: best.score, finished: true, ...(best.attention ? { attention: best.attention } : {}) };
     }
     const h = live[i][0];
-    if (!h) return { tokens: [], logprob: -Infinity, score: -Infinity, finished: false };
-    return { tokens: h.tokens, logprob: h.logprob, score: penalizedScore(h.logprob, h.tokens.length, mode, alpha), finished: false };
+    if (!h) return { tokens: [], logprob: -Infinity, score: -Infinity, finished: false, ...(opts.attention ? { attention: [] } : {}) };
+    return { tokens: h.tokens, logprob: h.logprob, score: penalizedScore(h.logprob, h.tokens.length, mode, alpha), finished: false, ...(h.attention ? { attention: h.attention } : {}) };
   });
 }
 

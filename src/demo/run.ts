@@ -81,8 +81,22 @@ export interface DemoResult {
   seconds: Record<string, number>;
 }
 
-/** The demo's config: demo.yaml with every path under `out`. */
+/**
+ * The demo's config: demo.yaml with every path under `out`. demo.yaml caches fc2 vectors for the merge
+ * decoder; with model.type attention (and no --set encoder.layer) the demo uses the block5_pool grid
+ * (7 x 7 x 512: the cheapest grid on a CPU; block5_conv3, 14 x 14, is the paper's), and says so.
+ */
 export async function demoConfig(out: string, o: { epochs?: number; quick?: boolean; weights: string; sets?: string[] }): Promise<Config> {
+  const config = await loadDemoConfig(out, o, {});
+  const layerSet = (o.sets ?? []).some((s) => /^\s*encoder\.layer\s*=/.test(s));
+  if (config.model.type === 'attention' && config.encoder.layer === 'fc2' && !layerSet) {
+    log.info('demo: model.type attention attends over image positions, so the demo caches VGG16 block5_pool features (a 7x7x512 grid) instead of fc2 vectors (--set encoder.layer=block5_conv3 for the paper\'s 14x14 grid)');
+    return loadDemoConfig(out, o, { layer: 'block5_pool' });
+  }
+  return config;
+}
+
+async function loadDemoConfig(out: string, o: { epochs?: number; quick?: boolean; weights: string; sets?: string[] }, encoder: { layer?: string }): Promise<Config> {
   const data = path.join(out, 'data');
   const { config } = await loadConfig({
     file: DEMO_CONFIG,
@@ -97,7 +111,7 @@ export async function demoConfig(out: string, o: { epochs?: number; quick?: bool
       prep: { out: path.join(out, 'prepared') },
       features: { out: path.join(out, 'features') },
       train: { out: path.join(out, 'model'), ...(o.epochs !== undefined ? { epochs: o.epochs } : {}) },
-      encoder: { weights: o.weights },
+      encoder: { weights: o.weights, ...encoder },
       ...(o.quick ? { decode: { beam: 1 } } : {}),
       eval: { split: 'test', out: path.join(out, 'model', 'eval-test') },
     },
@@ -126,6 +140,8 @@ async function checkOut(out: string): Promise<void> {
 interface DemoRunMarker {
   scenes: SceneKind;
   version: number;
+  /** The encoder layer of the feature cache (absent in older markers: fc2, the only one then). */
+  layer?: string;
 }
 
 /**
@@ -133,8 +149,10 @@ interface DemoRunMarker {
  * features computed for the other kind (or another DEMO_VERSION) in this --out would be silently wrong.
  * So <out>/demo-run.json records what the folder holds; when it (or, for folders older than the marker,
  * data/demo.json) says otherwise, or nothing says, the feature cache goes before anything is re-rendered.
+ * Likewise when the encoder layer changes (e.g. --set model.type=attention after a merge demo): the
+ * cache would refuse the new settings.
  */
-async function checkSceneKind(out: string, scenes: SceneKind, features: string): Promise<void> {
+async function checkSceneKind(out: string, scenes: SceneKind, features: string, layer: string): Promise<void> {
   const marker = path.join(out, 'demo-run.json');
   let was: DemoRunMarker | undefined;
   try {
@@ -142,12 +160,16 @@ async function checkSceneKind(out: string, scenes: SceneKind, features: string):
   } catch {
     was = await readDemoManifest(path.join(out, 'data'));
   }
+  const wasLayer = was?.layer ?? 'fc2';
   const same = was !== undefined && was.scenes === scenes && was.version === DEMO_VERSION;
   if (!same && (await exists(features))) {
     log.info(`demo: ${features} was computed for ${was ? `${was.scenes} scenes (demo version ${was.version})` : 'unknown images'}; removing it (recomputed in step 3)`);
     await clearDemoOutput(features);
+  } else if (wasLayer !== layer && (await exists(features))) {
+    log.info(`demo: ${features} holds ${wasLayer} features, this run uses ${layer}; removing it (recomputed in step 3)`);
+    await clearDemoOutput(features);
   }
-  if (!was || was.scenes !== scenes || was.version !== DEMO_VERSION) await writeJsonAtomic(marker, { scenes, version: DEMO_VERSION } satisfies DemoRunMarker);
+  if (!same || was?.layer !== layer) await writeJsonAtomic(marker, { scenes, version: DEMO_VERSION, layer } satisfies DemoRunMarker);
 }
 
 const step = (n: number, total: number, what: string) => log.info(`\n=== [${n}/${total}] ${what}`);
@@ -189,7 +211,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   }
 
   step(1, TOTAL, `generating ${images} ${scenes === 'multi' ? 'multi-shape ' : ''}demo images with 5 captions each -> ${path.join(out, 'data')}`);
-  await checkSceneKind(out, scenes, paths.features);
+  await checkSceneKind(out, scenes, paths.features, config.encoder.layer);
   const data = await timed('data', () => writeDemoDataset({ out: path.join(out, 'data'), images, scenes }));
 
   step(2, TOTAL, `preparing the dataset (configs/demo.yaml) -> ${paths.prepared}`);

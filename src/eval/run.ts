@@ -15,7 +15,7 @@ import { decodeFeatures } from '../decode/decode.js';
 import { DataError } from '../errors.js';
 import { openFeatureCache, type FeatureCache } from '../features/cache.js';
 import { log, progress } from '../log.js';
-import { loadTrainedModel, type TrainedModel } from '../model/load.js';
+import { loadTrainedModel, type TrainedModel } from '../model/runfolder.js';
 import { loadPrepared, type Prepared, type PreparedImage, type SplitName } from '../prep/prepared.js';
 import { initBackend, type BackendRequest } from '../tf/backend.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';

@@ -4,8 +4,8 @@
 // Decoding of the next batch (sharp, on libuv threads) overlaps inference of the current one.
 import * as path from 'node:path';
 import { stagePaths } from '../config/load.js';
-import type { Config } from '../config/schema.js';
-import { DataError, PartialFailure } from '../errors.js';
+import { DECODER_FEATURES, type Config } from '../config/schema.js';
+import { ConfigError, DataError, PartialFailure } from '../errors.js';
 import { log, progress } from '../log.js';
 import { loadPrepared, SPLITS } from '../prep/prepared.js';
 import { shardOf } from '../util/shard.js';
@@ -65,6 +65,10 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
 
   const encoder = opts.encoder ?? (await createEncoder(config.encoder, { threads: config.threads, backend: config.backend }));
   try {
+    if (DECODER_FEATURES[config.model.type] === 'grid' && encoder.info.shape.length === 1) {
+      // caught before hours of encoding: the decoder this config trains could not use these features
+      throw new ConfigError(`model.type ${config.model.type} attends over a grid of image positions, but encoder.layer ${encoder.info.layer} gives one vector per image [${encoder.info.shape.join(', ')}]; set encoder.layer block5_conv3 (14x14x512, the paper's) or block5_pool (7x7x512, faster), or model.type merge`);
+    }
     const writer = await openCacheWriter(dir, { encoder: encoder.info, dtype: fc.dtype }, { shardBytes: fc.shardBytes, shardSize: fc.shardSize });
     const todo = items.filter((it) => !writer.has(it.image));
     const alreadyCached = items.length - todo.length;

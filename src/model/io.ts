@@ -1,12 +1,10 @@
-// Saving and loading weights: a folder with <name>.json (index: shapes, byte offsets, metadata) and
+// Generic tensor files (the run folder, src/model/runfolder.ts, and the optimizer state use them): a folder with <name>.json (index: shapes, byte offsets, metadata) and
 // <name>.bin (little-endian float32, concatenated). Folders are written whole under a temporary name and
 // swapped in by rename, so a reader never sees a half-written checkpoint.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { ModelError } from '../errors.js';
 import { ensureDir, exists } from '../util/fsx.js';
-import { CaptionDecoder, type FeatureNorm } from './decoder.js';
-import { validateSpec, type DecoderSpec } from './spec.js';
 
 export interface NamedArray {
   name: string;
@@ -142,46 +140,4 @@ export async function readTensors(dir: string, base: string, format: string): Pr
     arrays.set(t.name, { name: t.name, shape: t.shape, data });
   }
   return { meta: index.meta ?? {}, arrays };
-}
-
-export const WEIGHTS_FORMAT = 'captioner.weights';
-
-/** Save the decoder's weights, spec and feature normalisation into folder `dir` (weights.json + weights.bin).
- *  Non-finite weights are refused (ModelError): a diverged model must never replace a good checkpoint. */
-export async function saveDecoder(dir: string, model: CaptionDecoder, extraFiles: Record<string, string | Uint8Array> = {}): Promise<void> {
-  const values = await model.readWeights();
-  for (const [name, data] of Object.entries(values)) {
-    if (data.some((v) => !Number.isFinite(v))) throw new ModelError(`${dir}: refusing to save non-finite weights (tensor "${name}"): training diverged; lower train.learningRate or train.clipNorm`);
-  }
-  const arrays: NamedArray[] = Object.entries(values).map(([name, data]) => ({ name, shape: model.weights[name].shape, data }));
-  arrays.push({ name: 'norm/mean', shape: [model.spec.featureDim], data: model.norm.mean });
-  arrays.push({ name: 'norm/std', shape: [model.spec.featureDim], data: model.norm.std });
-  const { index, bin } = encodeTensors(WEIGHTS_FORMAT, { spec: model.spec, norm: ['norm/mean', 'norm/std'] }, arrays);
-  await writeDirAtomic(dir, { 'weights.json': index, 'weights.bin': bin, ...extraFiles });
-}
-
-/** Load a decoder saved by saveDecoder. Throws ModelError on a missing or corrupt folder. */
-export async function loadDecoder(dir: string): Promise<CaptionDecoder> {
-  const { meta, arrays } = await readTensors(dir, 'weights', WEIGHTS_FORMAT);
-  const spec = meta.spec as DecoderSpec;
-  try {
-    validateSpec(spec);
-  } catch (e) {
-    throw new ModelError(`${path.join(dir, 'weights.json')}: ${(e as Error).message}`);
-  }
-  const values: Record<string, Float32Array> = {};
-  for (const [name, a] of arrays) {
-    const bad = a.data.findIndex((v) => !Number.isFinite(v));
-    if (bad >= 0) throw new ModelError(`${path.join(dir, 'weights.bin')}: tensor "${name}" holds ${a.data[bad]} (non-finite weights: the model is broken; retrain it or use another checkpoint)`);
-    values[name] = a.data;
-  }
-  const mean = arrays.get('norm/mean')?.data;
-  const std = arrays.get('norm/std')?.data;
-  if (!mean || !std) throw new ModelError(`${path.join(dir, 'weights.json')}: feature normalisation (norm/mean, norm/std) is missing`);
-  const norm: FeatureNorm = { mean, std };
-  try {
-    return new CaptionDecoder(spec, values, norm);
-  } catch (e) {
-    throw new ModelError(`${path.join(dir, 'weights.json')}: ${(e as Error).message}`);
-  }
 }

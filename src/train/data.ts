@@ -2,7 +2,7 @@
 // front, seeded shuffling into batches, and the flat arrays a CaptionBatch needs.
 import { DataError } from '../errors.js';
 import type { PreparedImage } from '../prep/prepared.js';
-import { makeBatch, type CaptionBatch } from '../model/decoder.js';
+import { makeBatch, type CaptionBatch } from '../model/decoders/batch.js';
 import { shuffleInPlace, type Rng } from '../util/random.js';
 
 /** Where image vectors come from (the feature cache, or an in-memory map in tests). */

@@ -17,21 +17,19 @@ import { log, progress } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
-import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { ensureDir, exists, writeFileAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
-import { CaptionDecoder, computeFeatureNorm } from '../model/decoder.js';
-import { encodeTensors, loadDecoder, readTensors, recoverDir, saveDecoder } from '../model/io.js';
-import { specFromConfig, type DecoderSpec } from '../model/spec.js';
+import { ConfigSchema } from '../config/schema.js';
+import { decoderFeatureShape } from '../model/decoders/batch.js';
+import { DECODERS, decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
+import { encodeTensors, readTensors, recoverDir } from '../model/io.js';
+import { loadDecoder, RUN_FILES, RUN_KIND, RUN_NAMES, saveDecoder, writeRunConfig, writeRunManifest, writeRunVocab, type RunManifestBody } from '../model/runfolder.js';
 import { Adam, byWeightName } from './adam.js';
 import { batchesOf, buildBatch, checkFeatureCoverage, examplesOf, mixSeed, targetTokens, type Example, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
 
-export const MODEL_KIND = 'captioner.model';
-export const MODEL_VERSION = 1;
 const OPT_FORMAT = 'captioner.adam';
-/** What a run folder holds at its top (besides eval output written once the manifest exists). */
-const RUN_NAMES = ['manifest.json', 'vocab.json', 'config.yaml', 'history.jsonl', 'loss.svg', 'best', 'last'] as const;
 
 /** What the feature cache says about itself; copied into the model manifest. */
 export interface FeatureInfo {
@@ -113,7 +111,9 @@ interface RunState {
   epochSeconds: number;
   datasetFingerprint: string;
   featureFingerprint: string;
-  spec: DecoderSpec;
+  /** The decoder type (absent in checkpoints written before decoders had types: merge). */
+  type?: string;
+  spec: Record<string, unknown>;
   seed: number;
   batchSize: number;
   /** Training settings changed on --resume, in order. */
@@ -132,22 +132,27 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const trainEx = examplesOf(prepared.splits.train, tc.limit);
   const valEx = examplesOf(prepared.splits.val);
   if (!trainEx.length) throw new DataError(`${prepared.dir}: no training captions`);
-  const spec = specFromConfig(config.model, prepared.vocab.size, features.dim);
+  const featureShape = decoderFeatureShape(o.featureInfo.shape, o.featureInfo.dir);
+  if (featureShape.reduce((a, b) => a * b, 1) !== features.dim) {
+    throw new DataError(`${o.featureInfo.dir}: the feature cache says [${o.featureInfo.shape.join(', ')}] per image but holds ${features.dim} values per image`);
+  }
+  const { kind, spec: specAny } = specForModel(config, prepared.vocab.size, featureShape, o.featureInfo);
+  const spec = specAny as Record<string, unknown> & { vocabSize: number };
 
   const lastDir = path.join(out, 'last');
   const bestDir = path.join(out, 'best');
-  await checkStageFolder(out, { kind: MODEL_KIND, option: '--out or train.out', ownNames: RUN_NAMES });
+  await checkStageFolder(out, { kind: RUN_KIND, option: '--out or train.out', ownNames: RUN_NAMES });
   for (const d of [lastDir, bestDir]) {
     const did = await guardWrite(d, () => recoverDir(d));
     if (did) log.warn(did);
   }
   let state: RunState;
-  let model: CaptionDecoder;
+  let model: Decoder;
   let history: EpochRecord[] = [];
   let changed: SettingChange[] = [];
   if (o.resume) {
     changed = await checkResumeConfig(out, config);
-    ({ state, model, history } = await loadCheckpoint(out, spec, dsFp, o.featureInfo.fingerprint, prepared));
+    ({ state, model, history } = await loadCheckpoint(out, kind.type, spec, dsFp, o.featureInfo.fingerprint, prepared));
     for (const c of changed) {
       c.epoch = state.epoch + 1;
       c.step = state.step;
@@ -159,12 +164,16 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     if (await exists(path.join(lastDir, 'state.json'))) {
       throw new UsageError(`${out}: already holds a training run; continue it with --resume, or choose another folder with --out`);
     }
-    const norm = computeFeatureNorm(uniqueImages(trainEx).map((k) => features.get(k)), features.dim);
-    model = CaptionDecoder.create(spec, tc.seed, norm);
+    // one streaming pass: a generator, so the training split is never held in memory at once
+    const trainImages = uniqueImages(trainEx);
+    const norm = kind.featureNorm(spec, (function* () {
+      for (const k of trainImages) yield features.get(k);
+    })());
+    model = kind.create(spec, kind.initialWeights(spec, tc.seed), norm);
     state = {
       kind: 'captioner.train-state', epoch: 0, batchInEpoch: 0, step: 0, learningRate: tc.learningRate,
       bestValLoss: Infinity, bestEpoch: 0, sinceBest: 0, sinceDecay: 0, epochLossSum: 0, epochTokens: 0, epochSeconds: 0,
-      datasetFingerprint: dsFp, featureFingerprint: o.featureInfo.fingerprint, spec, seed: tc.seed, batchSize: tc.batchSize,
+      datasetFingerprint: dsFp, featureFingerprint: o.featureInfo.fingerprint, type: kind.type, spec, seed: tc.seed, batchSize: tc.batchSize,
     };
   }
   const adam = new Adam(model.weights, { learningRate: state.learningRate, clipNorm: tc.clipNorm });
@@ -174,7 +183,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       adam.restore(Number(meta.iterations), state.learningRate, arrays);
     }
     await guardWrite(out, () => ensureDir(out));
-    await guardWrite(path.join(out, 'vocab.json'), () => writeFileAtomic(path.join(out, 'vocab.json'), serializeVocab(prepared.vocab)));
+    await guardWrite(path.join(out, RUN_FILES.vocab), () => writeRunVocab(out, serializeVocab(prepared.vocab)));
     const saveLast = async () => {
       const st = await adam.state();
       const opt = encodeTensors(OPT_FORMAT, { iterations: st.iterations, learningRate: st.learningRate }, st.arrays);
@@ -184,16 +193,16 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     // settings changed on --resume go into the checkpoint before config.yaml records them, so a kill in
     // between never leaves a config.yaml that the next --resume would believe but not apply
     if (changed.length) await saveLast();
-    await guardWrite(path.join(out, 'config.yaml'), () => writeFileAtomic(path.join(out, 'config.yaml'), YAML.stringify(config)));
+    await guardWrite(path.join(out, RUN_FILES.config), () => writeRunConfig(out, config));
     const writeManifest = async (status: TrainResult['status'] | 'running') => {
       const file = path.join(out, 'manifest.json');
-      await guardWrite(file, () => writeJsonAtomic(file, manifestOf(o, spec, state, history, status, valEx.length > 0)));
+      await guardWrite(file, () => writeRunManifest(out, manifestOf(o, kind.type, spec, state, history, status, valEx.length > 0)));
     };
 
     let status: TrainResult['status'] = 'completed';
     const batchSize = state.batchSize;
     if (!valEx.length) log.warn(`${prepared.dir}: the validation split is empty: no validation loss, so early stopping, learning-rate decay and best-model selection are off; best/ will hold the last epoch's weights`);
-    log.info(`train: ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}`);
+    log.info(`train: ${kind.type} decoder; ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}`);
     await writeManifest('running');
     epochs: for (let epoch = state.epoch + 1; epoch <= tc.epochs; epoch++) {
       const batches = batchesOf(trainEx, batchSize, rng(mixSeed(state.seed, epoch)));
@@ -211,14 +220,26 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
           }
           const batch = buildBatch(batches[bi], features);
           const seed = mixSeed(state.seed, state.step, 17);
-          const { value, grads } = tf.variableGrads(() => model.loss(batch, { training: true, seed }), model.variables);
+          // train on the whole objective; report its cross-entropy (comparable with the validation loss)
+          let ce: tf.Scalar | null = null;
+          const { value, grads } = tf.variableGrads(() => {
+            const terms = model.lossTerms(batch, { training: true, seed });
+            const rest = Object.entries(terms).filter(([k]) => k !== 'crossEntropy').map(([, t]) => t);
+            if (!rest.length) return terms.crossEntropy;
+            ce = tf.keep(terms.crossEntropy);
+            return tf.addN([terms.crossEntropy, ...rest]) as tf.Scalar;
+          }, model.variables);
           let loss: number;
+          let total: number;
           try {
             adam.apply(byWeightName(model.weights, grads)).dispose();
-            loss = (await value.data())[0];
+            total = (await value.data())[0];
+            loss = ce ? (await (ce as tf.Scalar).data())[0] : total;
           } finally {
             tf.dispose([value, ...Object.values(grads)]);
+            if (ce) (ce as tf.Scalar).dispose();
           }
+          if (!Number.isFinite(total)) loss = total;
           if (!Number.isFinite(loss)) throw new ModelError(`train: the loss became ${loss} at step ${state.step + 1} (epoch ${epoch}); lower train.learningRate or train.clipNorm`);
           const n = batch.targets.length;
           state.step++;
@@ -305,20 +326,39 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   }
 }
 
-/** Mean per-token validation cross-entropy (no dropout); null when `signal` aborts first. */
-export async function evaluateLoss(model: CaptionDecoder, examples: readonly Example[], features: FeatureSource, batchSize: number, signal?: AbortSignal): Promise<number | null> {
+/**
+ * The decoder kind and spec for the config's model.type on features of `featureShape` (decoder side:
+ * [D] or [P, C]). An attention model on a vector cache is a DataError saying which features to make; a
+ * merge model on a grid cache mean-pools it (logged once).
+ */
+function specForModel(config: Config, vocabSize: number, featureShape: number[], info: FeatureInfo) {
+  const type = config.model.type;
+  const layer = (info.encoder as { layer?: unknown } | undefined)?.layer;
+  const shown = `[${info.shape.join(', ')}]${typeof layer === 'string' ? ` (layer ${layer})` : ''}`;
+  if (decoderKind(type).features === 'grid' && featureShape.length !== 2) {
+    throw new DataError(`${info.dir}: model.type ${type} attends over a grid of image positions, but this feature cache holds one vector per image ${shown}; run \`captioner features\` with encoder.layer block5_conv3 (14x14, the paper's) or block5_pool (7x7, faster) into another features.out, and train on that`);
+  }
+  const r = specForConfig(config.model, vocabSize, featureShape);
+  if (r.kind.features === 'vector' && featureShape.length === 2) {
+    log.info(`model: the ${type} decoder reads one vector per image; the ${shown} grid features are mean-pooled over their ${featureShape[0]} positions to ${featureShape[1]} channels`);
+  }
+  return r;
+}
+
+/** Mean per-token validation cross-entropy (no dropout; regularisers such as the attention penalty left out); null when `signal` aborts first. */
+export async function evaluateLoss(model: Decoder, examples: readonly Example[], features: FeatureSource, batchSize: number, signal?: AbortSignal): Promise<number | null> {
   let sum = 0;
   let n = 0;
   for (const b of batchesOf(examples, batchSize)) {
     await yieldToEvents();
     if (signal?.aborted) return null;
     const batch = buildBatch(b, features);
-    const l = model.loss(batch, { training: false });
+    const terms = model.lossTerms(batch, { training: false });
     try {
-      sum += (await l.data())[0] * batch.targets.length;
+      sum += (await terms.crossEntropy.data())[0] * batch.targets.length;
       n += batch.targets.length;
     } finally {
-      l.dispose();
+      tf.dispose(Object.values(terms));
     }
   }
   return n ? sum / n : NaN;
@@ -394,14 +434,19 @@ async function checkResumeConfig(out: string, config: Config): Promise<SettingCh
   }
   let before: Map<string, string>;
   try {
-    before = leaves(YAML.parse(text));
+    const recorded = YAML.parse(text) as unknown;
+    // settings added since the run started read as their defaults (e.g. model.type of a run made before it existed)
+    const filled = ConfigSchema.safeParse(recorded);
+    before = leaves(filled.success ? filled.data : recorded);
   } catch (e) {
     throw new DataError(`${file}: cannot parse the run's recorded config: ${(e as Error).message}`);
   }
   const now = leaves(config);
   const keys = [...new Set([...before.keys(), ...now.keys()])].filter((k) => before.get(k) !== now.get(k)).sort();
   const show = (v: string | undefined) => (v === undefined ? '(unset)' : v);
-  const frozen = keys.filter((k) => FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k));
+  // another decoder type's own section (e.g. model.attention of a merge run) does not define this run
+  const unused = Object.keys(DECODERS).filter((t) => t !== config.model.type).map((t) => `model.${t}.`);
+  const frozen = keys.filter((k) => FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k) && !unused.some((u) => k.startsWith(u)));
   if (frozen.length) {
     const list = frozen.map((k) => `${k}: ${show(before.get(k))} -> ${show(now.get(k))}`).join(', ');
     throw new UsageError(`--resume: ${list} cannot change during a run (see ${file}); restore the setting, or start a new run in another folder`);
@@ -411,7 +456,7 @@ async function checkResumeConfig(out: string, config: Config): Promise<SettingCh
     .map((k) => ({ key: k, from: JSON.parse(before.get(k) ?? 'null'), to: JSON.parse(now.get(k) ?? 'null'), epoch: 0, step: 0 }));
 }
 
-async function loadCheckpoint(out: string, spec: DecoderSpec, dsFp: string, featFp: string, prepared: Prepared) {
+async function loadCheckpoint(out: string, type: string, spec: Record<string, unknown>, dsFp: string, featFp: string, prepared: Prepared) {
   const lastDir = path.join(out, 'last');
   const sfile = path.join(lastDir, 'state.json');
   let raw: RunState & { bestValLoss: number | null };
@@ -434,11 +479,19 @@ async function loadCheckpoint(out: string, spec: DecoderSpec, dsFp: string, feat
   if (savedVocab !== null && savedVocab !== serializeVocab(prepared.vocab)) {
     throw new DataError(`--resume: ${vfile} differs from the prepared vocabulary; start a new run`);
   }
-  const same = (Object.keys(spec) as (keyof DecoderSpec)[]).filter((k) => k !== 'dropout' && spec[k] !== state.spec[k]);
-  if (same.length) {
-    throw new ModelError(`--resume: the model settings differ from the checkpoint (${same.map((k) => `${k}: ${state.spec[k]} -> ${spec[k]}`).join(', ')}); start a new run or restore the settings`);
+  const was = state.type ?? 'merge';
+  if (was !== type) throw new ModelError(`--resume: the checkpoint is a ${was} model, the config asks for ${type}; start a new run or restore model.type`);
+  const keys = [...new Set([...Object.keys(spec), ...Object.keys(state.spec ?? {})])];
+  const differ = keys.filter((k) => k !== 'dropout' && JSON.stringify(spec[k]) !== JSON.stringify(state.spec?.[k]));
+  if (differ.length) {
+    const show = (v: unknown) => (v === undefined ? '(unset)' : JSON.stringify(v));
+    throw new ModelError(`--resume: the model settings differ from the checkpoint (${differ.map((k) => `${k}: ${show(state.spec?.[k])} -> ${show(spec[k])}`).join(', ')}); start a new run or restore the settings`);
   }
   const model = await loadDecoder(lastDir);
+  if (model.type !== type) {
+    model.dispose();
+    throw new ModelError(`--resume: ${lastDir} holds a ${model.type} model, the config asks for ${type}; start a new run`);
+  }
   let history: EpochRecord[] = [];
   const hfile = path.join(out, 'history.jsonl');
   if (await exists(hfile)) {
@@ -459,11 +512,9 @@ async function writeHistory(out: string, history: EpochRecord[]): Promise<void> 
   await guardWrite(chart, () => writeFileAtomic(chart, svg));
 }
 
-function manifestOf(o: TrainOptions, spec: DecoderSpec, state: RunState, history: EpochRecord[], status: string, validation: boolean) {
+function manifestOf(o: TrainOptions, type: string, spec: Record<string, unknown>, state: RunState, history: EpochRecord[], status: string, validation: boolean): RunManifestBody {
   const last = history[history.length - 1];
   return {
-    kind: MODEL_KIND,
-    version: MODEL_VERSION,
     name: o.config.name,
     updatedAt: new Date().toISOString(),
     status,
@@ -476,20 +527,13 @@ function manifestOf(o: TrainOptions, spec: DecoderSpec, state: RunState, history
       shape: o.featureInfo.shape,
       dtype: o.featureInfo.dtype,
     },
-    model: spec,
+    model: { type, spec },
     /** What best/ holds: the lowest validation loss, or the last epoch when there is no validation data. */
     best: validation ? 'lowest-validation-loss' : 'last-epoch',
     /** Training settings changed on --resume (config.yaml records the latest values). */
     changes: state.changes ?? [],
-    files: {
-      best: 'best/weights.json',
-      last: 'last/weights.json',
-      vocab: 'vocab.json',
-      config: 'config.yaml',
-      history: 'history.jsonl',
-      chart: 'loss.svg',
-    },
-    /** Per-dimension mean/std of the training features, stored with the weights. */
+    files: RUN_FILES,
+    /** Per-dimension (vector) or per-channel (grid) mean/std of the training features, stored with the weights. */
     featureNorm: { file: 'best/weights.json', mean: 'norm/mean', std: 'norm/std' },
     metrics: {
       epochs: state.epoch,

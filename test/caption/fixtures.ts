@@ -6,8 +6,8 @@ import sharp from 'sharp';
 import { EncoderSchema } from '../../src/config/schema.js';
 import { createEncoder } from '../../src/features/encoder.js';
 import { DataType, floatTensor, model, node, valueInfo } from '../../src/features/onnx/proto.js';
-import { CaptionDecoder } from '../../src/model/decoder.js';
-import { writeRunFolder } from '../../src/caption/runfolder.js';
+import { MergeDecoder } from '../../src/model/decoders/merge.js';
+import { writeUntrainedRun } from '../../src/model/runfolder.js';
 import { rng } from '../../src/util/random.js';
 
 export const WORDS = ['a', 'dog', 'cat', 'runs', 'on', 'the', 'grass', 'red', 'ball', 'man'];
@@ -42,10 +42,10 @@ export async function makeRun(dir: string, opts: { seed?: number; onnxSeed?: num
   const enc = await createEncoder(encCfg, { threads: 1 });
   const info = enc.info;
   await enc.dispose();
-  const decoder = CaptionDecoder.create({ vocabSize: TOKENS.length, featureDim: info.shape[0], embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 }, opts.seed ?? 7);
+  const decoder = MergeDecoder.create({ vocabSize: TOKENS.length, featureDim: info.shape[0], embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 }, opts.seed ?? 7);
   const run = path.join(dir, 'run');
   try {
-    await writeRunFolder(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-test' });
+    await writeUntrainedRun(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-test' });
   } finally {
     decoder.dispose();
   }

@@ -30,7 +30,7 @@ function uncommentedKeys(text: string): string[] {
 
 describe('configs/*.yaml', () => {
   it('has the ready configs', () => {
-    expect(files).toEqual(expect.arrayContaining(['coco.yaml', 'demo.yaml', 'flickr30k.yaml', 'flickr8k.yaml']));
+    expect(files).toEqual(expect.arrayContaining(['coco.yaml', 'coco-attention.yaml', 'demo.yaml', 'flickr30k.yaml', 'flickr8k.yaml', 'flickr8k-attention.yaml']));
   });
 
   describe.each(files)('%s', (file) => {
@@ -44,7 +44,7 @@ describe('configs/*.yaml', () => {
     it('is a valid config', async () => {
       const { config } = await loadConfig({ file: full });
       expect(config.name).toBe(path.basename(file, '.yaml'));
-      if (config.model.merge === 'add') expect(config.model.imageUnits).toBe(config.model.units);
+      if (config.model.type === 'merge' && config.model.merge === 'add') expect(config.model.imageUnits).toBe(config.model.units);
       expect(config.decode.maxLength).toBeLessThanOrEqual(config.prep.maxLength);
     });
 

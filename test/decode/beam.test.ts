@@ -215,6 +215,33 @@ describe('beamSearch', () => {
     expectDisposedOnce(m2);
   });
 
+  it('with attention, returns the rows of the chosen hypothesis: one per token, from the step that generated it', async () => {
+    const V = 9;
+    const endId = 2;
+    const m = fakeModel(V, endId, -1);
+    // the fake's row for a step: which image, which prefix (hash) and its length, i.e. the state consumed
+    const rowOf = (s: State) => Float32Array.of(s.image, hashPrefix(s.image, s.prefix) % 1000, s.prefix.length);
+    const step: StepFn<State> = async (states, last) => {
+      const out = await m.step(states, last);
+      return { ...out, attention: out.states.map(rowOf) };
+    };
+    for (const beam of [1, 3]) {
+      const res = await beamSearch(m.init(4), step, { beam, maxLength: 6, startId, endId, bannedIds: [0, startId], disposeState: m.dispose, attention: true });
+      const plain = await beamSearch(m.init(4), m.step, { beam, maxLength: 6, startId, endId, bannedIds: [0, startId], disposeState: m.dispose });
+      res.forEach((r, image) => {
+        expect(r.tokens).toEqual(plain[image].tokens);
+        expect(r.attention).toHaveLength(r.tokens.length);
+        r.attention!.forEach((row, k) => {
+          const prefix = r.tokens.slice(0, k);
+          expect(Array.from(row)).toEqual([image, hashPrefix(image, prefix) % 1000, k]);
+        });
+      });
+      expect(res.some((r) => r.tokens.length > 1)).toBe(true);
+    }
+    await expect(beamSearch(m.init(1), m.step, { beam: 2, maxLength: 3, startId, endId, disposeState: m.dispose, attention: true })).rejects.toThrow(/attention was asked for/);
+    expectDisposedOnce(m);
+  });
+
   it('validates its options', async () => {
     const m = fakeModel(5, 2);
     await expect(beamSearch(m.init(1), m.step, { beam: 0, maxLength: 4, startId, endId: 2, disposeState: m.dispose })).rejects.toThrow(RangeError);

@@ -2,25 +2,29 @@
 // teacher forcing, banned tokens never come out, batching does not change results, no tensor leaks.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
-import { CaptionDecoder, makeBatch } from '../../src/model/decoder.js';
-import { greedyDecode } from '../../src/model/greedy.js';
-import { initialWeights, type DecoderSpec } from '../../src/model/spec.js';
+import { makeBatch } from '../../src/model/decoders/batch.js';
+import { MergeDecoder, mergeInitialWeights as initialWeights, type MergeSpec } from '../../src/model/decoders/merge.js';
+import { AttentionDecoder, attentionInitialWeights } from '../../src/model/decoders/attention.js';
+import type { DecoderState } from '../../src/model/decoders/types.js';
+import { disposeState } from '../../src/model/decoders/state.js';
+import { ModelError } from '../../src/errors.js';
+import { greedyDecode } from '../helpers/greedy.js';
 import { Vocab } from '../../src/text/vocab.js';
 import { rng } from '../../src/util/random.js';
 import { decodeFeatures, type DecodeSettings } from '../../src/decode/decode.js';
 
 const TOKENS = ['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'dog', 'cat', 'runs', 'on', 'the', 'grass', 'red', 'ball', 'man', 'jumps', 'over'];
 const vocab = new Vocab(TOKENS);
-const spec: DecoderSpec = { vocabSize: TOKENS.length, featureDim: 12, embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 };
+const spec: MergeSpec = { vocabSize: TOKENS.length, featureDim: 12, embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 };
 const norm = { mean: new Float32Array(spec.featureDim), std: new Float32Array(spec.featureDim).fill(1) };
 
 /** A random decoder; `bias` adds to the output bias of chosen tokens (to steer what greedy picks). */
-function model(seed: number, bias: Record<number, number> = {}): CaptionDecoder {
+function model(seed: number, bias: Record<number, number> = {}): MergeDecoder {
   const w = initialWeights(spec, seed);
   // larger output weights make the choices depend on the image and the step
   w['output/kernel'] = w['output/kernel'].map((x) => x * 6);
   for (const [id, b] of Object.entries(bias)) w['output/bias'][Number(id)] += b;
-  return new CaptionDecoder(spec, w, norm);
+  return new MergeDecoder(spec, w, norm);
 }
 
 function features(n: number, seed: number): Float32Array[] {
@@ -107,5 +111,68 @@ describe('decodeFeatures', () => {
     await expect(decodeFeatures({ decoder: dec, vocab }, features(2, 1), cfg(0))).rejects.toThrow(/beam/);
     expect(tf.memory().numTensors).toBe(before);
     expect(await decodeFeatures({ decoder: dec, vocab }, [], cfg(3))).toEqual([]);
+  });
+});
+
+describe('decodeFeatures with the attention decoder', () => {
+  const aspec = { vocabSize: TOKENS.length, positions: 6, channels: 4, embedDim: 8, units: 12, attentionDim: 10, dropout: 0, alphaReg: 1 };
+  const w = attentionInitialWeights(aspec, 4);
+  w['output/kernel'] = w['output/kernel'].map((x) => x * 6);
+  for (const id of [0, 1, 2]) w['output/bias'][id] -= 50;
+  w['output/bias'][3] += 1;
+  // sharper attention, so rows differ from uniform
+  w['attention/score/kernel'] = w['attention/score/kernel'].map((x) => x * 8);
+  const att = new AttentionDecoder(aspec, w, { mean: new Float32Array(4), std: new Float32Array(4).fill(1) });
+  afterAll(() => att.dispose());
+  const gridFeatures = (n: number, seed: number) => {
+    const r = rng(seed);
+    return Array.from({ length: n }, () => Float32Array.from({ length: 24 }, () => r() * 6 - 3));
+  };
+
+  it('decodes through the interface like greedy stepping, and returns per-word attention rows of the chosen hypothesis', async () => {
+    const feats = gridFeatures(5, 8);
+    const before = tf.memory().numTensors;
+    const got = await decodeFeatures({ decoder: att, vocab }, feats, cfg(1, { attention: true }));
+    const plain = await decodeFeatures({ decoder: att, vocab }, feats, cfg(1));
+    expect(tf.memory().numTensors).toBe(before);
+    expect(got.map((g) => g.tokens)).toEqual(await greedyDecode(att, feats, { start: vocab.start, end: vocab.end, maxLength: 12 }));
+    expect(got.map((g) => g.tokens)).toEqual(plain.map((g) => g.tokens));
+    expect(plain.every((g) => g.attention === undefined)).toBe(true);
+    // the rows must be the attention of the step that produced each word: replay the caption step by step
+    for (let i = 0; i < feats.length; i++) {
+      const g = got[i];
+      expect(g.attention).toHaveLength(g.tokens.length);
+      let state: DecoderState = att.initState([feats[i]]);
+      let last = vocab.start;
+      for (let k = 0; k < g.tokens.length; k++) {
+        const r = att.step(state, [last], { attention: true });
+        const row = r.attention!.dataSync();
+        expect(g.attention![k]).toHaveLength(6);
+        g.attention![k].forEach((v, p) => expect(v).toBeCloseTo(row[p], 5));
+        expect(g.attention![k].reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+        tf.dispose([r.logProbs, r.attention!]);
+        disposeState(state);
+        state = r.state;
+        last = g.tokens[k];
+      }
+      disposeState(state);
+    }
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('beam 3: one attention row per word; a merge decoder has none to give (ModelError, nothing leaked)', async () => {
+    const feats = gridFeatures(4, 9);
+    const before = tf.memory().numTensors;
+    const got = await decodeFeatures({ decoder: att, vocab }, feats, cfg(3, { attention: true }));
+    for (const g of got) expect(g.attention).toHaveLength(g.tokens.length);
+    const merge = model(2);
+    try {
+      const e = await decodeFeatures({ decoder: merge, vocab }, features(2, 1), cfg(2, { attention: true })).catch((x) => x);
+      expect(e).toBeInstanceOf(ModelError);
+      expect(e.message).toMatch(/the merge decoder has no attention weights/);
+    } finally {
+      merge.dispose();
+    }
+    expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { greedyCaptions, sampleCaptions, sampleRow, words } from '../../src/decode/sample.js';
-import { greedyDecode } from '../../src/model/greedy.js';
+import { greedyDecode } from '../helpers/greedy.js';
 import { sequenceBatch, sequenceLogProbs } from '../../src/train/scst.js';
 import { rng } from '../../src/util/random.js';
 import { attnSpec, chiSquarePValue, mergeSpec, randomFeatures, tinyAttention, tinyMerge } from '../helpers/tiny-decoders.js';

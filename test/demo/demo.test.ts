@@ -90,6 +90,27 @@ describe('captioner demo', () => {
     for (const f of after) expect(before).not.toContain(f);
   }, 180_000);
 
+  it('--set model.type=attention uses block5_pool grid features (said in the log); switching back recomputes fc2', async () => {
+    const att = path.join(work, 'attention');
+    const r = await runCli(['demo', '--out', att, '--images', '40', '--epochs', '1', '--quick', '--set', 'model.type=attention'], { env: { CAPTIONER_QUIET: '' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/demo: model\.type attention attends over image positions, so the demo caches VGG16 block5_pool features/);
+    expect(r.stdout).toMatch(/test BLEU-4: model \d\.\d{4} vs image-blind baseline \d\.\d{4}/);
+    expect(JSON.parse(await fs.readFile(path.join(att, 'features', 'manifest.json'), 'utf8'))).toMatchObject({ layer: 'block5_pool', shape: [7, 7, 512] });
+    expect(JSON.parse(await fs.readFile(path.join(att, 'model', 'manifest.json'), 'utf8')).model).toMatchObject({ type: 'attention', spec: { positions: 49, channels: 512 } });
+    expect(JSON.parse(await fs.readFile(path.join(att, 'demo-run.json'), 'utf8'))).toMatchObject({ layer: 'block5_pool' });
+    // the same --out with the merge model: the grid cache is replaced by fc2 vectors, not refused
+    const back = await runCli(['demo', '--out', att, '--images', '40', '--epochs', '1', '--quick']);
+    expect(back.code, back.stderr).toBe(0);
+    expect(JSON.parse(await fs.readFile(path.join(att, 'features', 'manifest.json'), 'utf8'))).toMatchObject({ layer: 'fc2', shape: [4096] });
+    // an explicit encoder.layer wins
+    const { demoConfig } = await import('../../src/demo/run.js');
+    const c = await demoConfig(path.join(work, 'cfg'), { weights: 'random', sets: ['model.type=attention', 'encoder.layer=block5_conv3'] });
+    expect(c.encoder.layer).toBe('block5_conv3');
+    expect((await demoConfig(path.join(work, 'cfg'), { weights: 'random', sets: ['model.type=attention'] })).encoder.layer).toBe('block5_pool');
+    expect((await demoConfig(path.join(work, 'cfg'), { weights: 'random' })).encoder.layer).toBe('fc2');
+  }, 300_000);
+
   it('refuses an --out holding other files, too few images, and an unknown scene kind', async () => {
     await expect(runDemo({ out: path.join(work, 'kind'), scenes: 'many' as never })).rejects.toThrow(/--scenes must be one of single, multi/);
     const bogus = await runCli(['demo', '--out', path.join(work, 'kind'), '--scenes', 'bogus']);

@@ -1,13 +1,12 @@
-// Tiny decoders behind the Decoder interface for SCST / sampling tests: the attention decoder as is, and
-// the merge CaptionDecoder through a thin adapter (its state type is a plain interface, not a Record).
-import { CaptionDecoder, type FeatureNorm } from '../../src/model/decoder.js';
+// Tiny decoders behind the Decoder interface for SCST / sampling tests.
+import type { FeatureNorm } from '../../src/model/decoders/batch.js';
+import { MergeDecoder, type MergeSpec } from '../../src/model/decoders/merge.js';
 import { AttentionDecoder, attentionInitialWeights, type AttentionSpec } from '../../src/model/decoders/attention.js';
-import type { Decoder, DecoderState, StepResult } from '../../src/model/decoders/types.js';
-import type { DecoderSpec } from '../../src/model/spec.js';
+import type { Decoder } from '../../src/model/decoders/types.js';
 import { rng } from '../../src/util/random.js';
 
 export const attnSpec: AttentionSpec = { vocabSize: 11, positions: 3, channels: 4, embedDim: 6, units: 7, attentionDim: 5, dropout: 0.3, alphaReg: 0 };
-export const mergeSpec: DecoderSpec = { vocabSize: 11, featureDim: 6, embedDim: 5, units: 7, imageUnits: 7, hiddenUnits: 8, merge: 'add', dropout: 0.3 };
+export const mergeSpec: MergeSpec = { vocabSize: 11, featureDim: 6, embedDim: 5, units: 7, imageUnits: 7, hiddenUnits: 8, merge: 'add', dropout: 0.3 };
 
 /** A seeded attention decoder; `bias` replaces the output bias (shapes the first-step distribution). */
 export function tinyAttention(seed: number, bias?: number[]): AttentionDecoder {
@@ -17,28 +16,10 @@ export function tinyAttention(seed: number, bias?: number[]): AttentionDecoder {
   return new AttentionDecoder(attnSpec, w, norm);
 }
 
-export function mergeAsDecoder(m: CaptionDecoder): Decoder {
-  return {
-    type: 'merge',
-    spec: m.spec,
-    featureShape: [m.spec.featureDim],
-    weights: m.weights,
-    get variables() {
-      return m.variables;
-    },
-    norm: m.norm,
-    readWeights: () => m.readWeights(),
-    loss: (b, o) => m.loss(b, o),
-    logProbsAll: (b) => m.logProbsAll(b),
-    initState: (f) => m.initState(f) as unknown as DecoderState,
-    step: (s, t) => m.step(s as unknown as Parameters<CaptionDecoder['step']>[0], t) as unknown as StepResult,
-    dispose: () => m.dispose(),
-  };
-}
-
-export function tinyMerge(seed: number): { model: CaptionDecoder; decoder: Decoder } {
-  const model = CaptionDecoder.create(mergeSpec, seed);
-  return { model, decoder: mergeAsDecoder(model) };
+/** A seeded merge decoder (it implements Decoder itself; `model` and `decoder` are the same object). */
+export function tinyMerge(seed: number): { model: MergeDecoder; decoder: Decoder } {
+  const model = MergeDecoder.create(mergeSpec, seed);
+  return { model, decoder: model };
 }
 
 /** n random feature vectors of `dim` values. */

@@ -5,10 +5,11 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { tf } from '../../src/tf/tf.js';
-import { CaptionDecoder } from '../../src/model/decoder.js';
-import { loadDecoder, recoverDir, saveDecoder, writeDirAtomic } from '../../src/model/io.js';
+import { MergeDecoder } from '../../src/model/decoders/merge.js';
+import { recoverDir, writeDirAtomic } from '../../src/model/io.js';
+import { loadDecoder, saveDecoder } from '../../src/model/runfolder.js';
 import { ModelError } from '../../src/errors.js';
-import type { DecoderSpec } from '../../src/model/spec.js';
+import type { MergeSpec } from '../../src/model/decoders/merge.js';
 
 let work: string;
 beforeAll(async () => {
@@ -19,7 +20,7 @@ afterAll(async () => {
   await fs.rm(work, { recursive: true, force: true });
 });
 
-const spec: DecoderSpec = { vocabSize: 9, featureDim: 4, embedDim: 3, units: 5, imageUnits: 5, hiddenUnits: 6, merge: 'add', dropout: 0 };
+const spec: MergeSpec = { vocabSize: 9, featureDim: 4, embedDim: 3, units: 5, imageUnits: 5, hiddenUnits: 6, merge: 'add', dropout: 0 };
 let k = 0;
 const dirOf = async () => {
   const parent = path.join(work, `d${k++}`);
@@ -68,7 +69,7 @@ describe('writeDirAtomic + recoverDir', () => {
 describe('non-finite weights', () => {
   it('are refused when saving, and when loading', async () => {
     const dir = await dirOf();
-    const m = CaptionDecoder.create(spec, 1);
+    const m = MergeDecoder.create(spec, 1);
     try {
       await saveDecoder(dir, m);
       const name = Object.keys(m.weights)[0];

@@ -5,8 +5,8 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
-import { CaptionDecoder, makeBatch, type CaptionBatch, type FeatureNorm } from '../../src/model/decoder.js';
-import { initialWeights, type DecoderSpec } from '../../src/model/spec.js';
+import { makeBatch, type CaptionBatch, type FeatureNorm } from '../../src/model/decoders/batch.js';
+import { MergeDecoder, mergeInitialWeights as initialWeights, type MergeSpec as DecoderSpec } from '../../src/model/decoders/merge.js';
 import { Adam, byWeightName } from '../../src/train/adam.js';
 import { createParallelTrainer, resolveWorkers, type ParallelTrainerOptions } from '../../src/train/parallel/trainer.js';
 import { splitBatch } from '../../src/train/parallel/split.js';
@@ -90,7 +90,7 @@ describe('parallel trainer', () => {
     const before = tf.memory().numTensors;
     const got = await train(opts(1));
     expect(tf.memory().numTensors).toBe(before);
-    const m = new CaptionDecoder(spec, initialWeights(spec, 5), norm);
+    const m = new MergeDecoder(spec, initialWeights(spec, 5), norm);
     const adam = new Adam(m.weights, { learningRate: 0.01, clipNorm: 1 });
     for (let s = 0; s < 5; s++) {
       const { value, grads } = tf.variableGrads(() => m.loss(batch(100 + s), { training: true }), m.variables);
@@ -197,7 +197,7 @@ describe('parallel trainer', () => {
   it('copyTo refreshes a main-thread model; no tensors are left in the main thread', async () => {
     const before = tf.memory().numTensors;
     const t = await createParallelTrainer(opts(2));
-    const m = new CaptionDecoder(spec, initialWeights(spec, 5), norm);
+    const m = new MergeDecoder(spec, initialWeights(spec, 5), norm);
     try {
       const first = t.step(batch(9), 1);
       await expect(t.step(batch(9), 2)).rejects.toThrow(/another step is running/);

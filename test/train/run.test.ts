@@ -7,8 +7,8 @@ import * as path from 'node:path';
 import { tf } from '../../src/tf/tf.js';
 import { ConfigSchema, type Config } from '../../src/config/schema.js';
 import { train, type FeatureInfo } from '../../src/train/run.js';
-import { loadTrainedModel } from '../../src/model/load.js';
-import { greedyDecode } from '../../src/model/greedy.js';
+import { loadTrainedModel } from '../../src/model/runfolder.js';
+import { greedyDecode } from '../helpers/greedy.js';
 import { DataError, UsageError } from '../../src/errors.js';
 import { synthetic, CLASSES } from './synthetic.js';
 

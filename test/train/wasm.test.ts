@@ -3,12 +3,12 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
-import { CaptionDecoder, makeBatch } from '../../src/model/decoder.js';
+import { makeBatch } from '../../src/model/decoders/batch.js';
+import { MergeDecoder, type MergeSpec } from '../../src/model/decoders/merge.js';
 import { Adam, byWeightName } from '../../src/train/adam.js';
-import type { DecoderSpec } from '../../src/model/spec.js';
 import { rng } from '../../src/util/random.js';
 
-const spec: DecoderSpec = { vocabSize: 40, featureDim: 10, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 16, merge: 'add', dropout: 0 };
+const spec: MergeSpec = { vocabSize: 40, featureDim: 10, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 16, merge: 'add', dropout: 0 };
 
 function batch() {
   const r = rng(3);
@@ -21,7 +21,7 @@ function batch() {
 
 async function stepOn(backend: 'cpu' | 'wasm') {
   await initBackend(backend, { quiet: true });
-  const m = CaptionDecoder.create(spec, 11);
+  const m = MergeDecoder.create(spec, 11);
   const adam = new Adam(m.weights, { learningRate: 0.01, clipNorm: 1 });
   try {
     const b = batch();

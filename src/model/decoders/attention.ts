@@ -26,6 +26,7 @@ import { ModelError } from '../../errors.js';
 import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, softmaxCrossEntropy } from '../ops.js';
 import { rng } from '../../util/random.js';
+import { computeFeatureNorm } from './batch.js';
 import type { CaptionBatch, Decoder, DecoderKind, DecoderState, FeatureNorm, LossOptions, StepResult } from './types.js';
 
 export interface AttentionSpec {
@@ -102,7 +103,7 @@ export function validateAttentionSpec(s: AttentionSpec): void {
 
 export function attentionSpecFromConfig(m: AttentionConfig, vocabSize: number, featureShape: readonly number[]): AttentionSpec {
   if (featureShape.length !== 2) {
-    throw new ModelError(`model: the attention decoder needs grid features [positions, channels], got shape [${featureShape.join(', ')}] (extract spatial features, e.g. VGG16 block5_conv3)`);
+    throw new ModelError(`model: the attention decoder needs grid features [positions, channels], got shape [${featureShape.join(', ')}] (run \`captioner features\` with encoder.layer block5_conv3 or block5_pool)`);
   }
   const s: AttentionSpec = {
     vocabSize,
@@ -450,5 +451,6 @@ export const attentionKind: DecoderKind<AttentionSpec, AttentionConfig> = {
   weightShapes: attentionWeightShapes,
   initialWeights: attentionInitialWeights,
   normDim: (s) => s.channels,
+  featureNorm: (s, vectors) => computeFeatureNorm(vectors, s.channels, s.positions),
   create: (spec, values, norm) => new AttentionDecoder(spec, values, norm),
 };

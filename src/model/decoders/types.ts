@@ -1,9 +1,10 @@
 // The one interface every caption decoder implements (merge, soft attention, ...), and the per-kind
 // factory (DecoderKind) that training and loading use to build one from a config or from saved weights.
-// Training drives `loss` under tf.variableGrads; decoding (greedy, beam search) drives initState/step and
-// reorders hypotheses with the generic gatherState/disposeState of ./state.ts.
+// Training drives `lossTerms` under tf.variableGrads (it minimises their sum; validation, early stopping
+// and reports use crossEntropy alone); decoding (greedy, beam search) drives initState/step and reorders
+// hypotheses with the generic gatherState/disposeState of ./state.ts.
 import type { tf } from '../../tf/tf.js';
-import type { CaptionBatch, FeatureNorm } from '../decoder.js';
+import type { CaptionBatch, FeatureNorm } from './batch.js';
 
 export type { CaptionBatch, FeatureNorm };
 
@@ -34,6 +35,9 @@ export interface LossOptions {
   chunkBudget?: number;
 }
 
+/** The parts of the training objective; `crossEntropy` is what validation, early stopping and reports use. */
+export type LossTerms = { crossEntropy: tf.Scalar } & Record<string, tf.Scalar>;
+
 export interface Decoder {
   /** The kind's name, as saved with the weights (e.g. 'merge', 'attention'). */
   readonly type: string;
@@ -50,6 +54,8 @@ export interface Decoder {
   readWeights(): Promise<Record<string, Float32Array>>;
   /** Scalar training objective (mean next-word cross-entropy over real targets, plus any regulariser). */
   loss(batch: CaptionBatch, opts: LossOptions): tf.Scalar;
+  /** The objective's terms (their sum is `loss`): mean next-word cross-entropy plus any regulariser. */
+  lossTerms(batch: CaptionBatch, opts: LossOptions): LossTerms;
   /** Log-probabilities [B, T, V] at every input position, no dropout. Tests and small batches only. */
   logProbsAll(batch: CaptionBatch): tf.Tensor3D;
   /** Start states for N images: raw features as N flat arrays, or a [N, prod(featureShape)] tensor. */
@@ -74,6 +80,8 @@ export interface DecoderKind<S, M = unknown> {
   initialWeights(spec: S, seed: number): Record<string, Float32Array>;
   /** Length of the FeatureNorm mean/std vectors. */
   normDim(spec: S): number;
+  /** The feature normalisation computed on the training features (raw, prod(featureShape) floats each). */
+  featureNorm(spec: S, vectors: Iterable<Float32Array>): FeatureNorm;
   /** Build a decoder from weight values (validated) and a feature normalisation. */
   create(spec: S, values: Record<string, Float32Array>, norm: FeatureNorm): Decoder;
 }

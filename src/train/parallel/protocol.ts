@@ -1,7 +1,7 @@
 // Messages between the parallel trainer (main thread) and its workers. Shared memory (SharedArrayBuffer)
 // carries the weights, the per-worker gradient regions and the Adam moments; messages carry only batch
 // slices, seeds and small results.
-import type { CaptionBatch, FeatureNorm } from '../../model/decoder.js';
+import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import type { AdamHyper, FlatLayout } from './flat.js';
 import type { ReplicaKind, ReplicaSpec, SliceWeights } from './replica.js';
 

@@ -3,16 +3,17 @@
 // weighted gradient of one batch slice straight into a flat Float32Array region.
 import { tf } from '../../tf/tf.js';
 import { ModelError } from '../../errors.js';
-import { CaptionDecoder, type CaptionBatch, type FeatureNorm } from '../../model/decoder.js';
-import { weightShapes as mergeShapes, type DecoderSpec } from '../../model/spec.js';
-import { attentionKind, type AttentionSpec } from '../../model/decoders/attention.js';
+import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
+import { decoderKind } from '../../model/decoders/index.js';
+import type { MergeSpec } from '../../model/decoders/merge.js';
+import type { AttentionSpec } from '../../model/decoders/attention.js';
 import type { FlatLayout } from './flat.js';
 
-/** Decoder kinds the parallel trainer can build ('merge': src/model/decoder.ts; 'attention'). */
+/** Decoder kinds the parallel trainer can build (any registered kind: src/model/decoders/index.ts). */
 export type ReplicaKind = 'merge' | 'attention';
-export type ReplicaSpec = DecoderSpec | AttentionSpec;
+export type ReplicaSpec = MergeSpec | AttentionSpec;
 
-/** The parts of a decoder training needs (CaptionDecoder and every Decoder have them). */
+/** The parts of a decoder training needs (every Decoder has them). */
 export interface TrainableDecoder {
   readonly weights: Record<string, tf.Variable>;
   readonly variables: tf.Variable[];
@@ -23,23 +24,30 @@ export interface TrainableDecoder {
   dispose(): void;
 }
 
+const kindOf = (kind: ReplicaKind) => {
+  try {
+    return decoderKind(kind);
+  } catch {
+    throw new ModelError(`parallel training: unknown decoder kind ${JSON.stringify(kind)}`);
+  }
+};
+
 export function kindShapes(kind: ReplicaKind, spec: ReplicaSpec): Record<string, number[]> {
-  if (kind === 'merge') return mergeShapes(spec as DecoderSpec);
-  if (kind === 'attention') return attentionKind.weightShapes(spec as AttentionSpec);
-  throw new ModelError(`parallel training: unknown decoder kind ${JSON.stringify(kind)}`);
+  return kindOf(kind).weightShapes(spec as never);
 }
 
 /** Floats per image in a batch for this kind and spec. */
 export function featureSizeOf(kind: ReplicaKind, spec: ReplicaSpec): number {
-  if (kind === 'merge') return (spec as DecoderSpec).featureDim;
+  if (kind === 'merge') {
+    const s = spec as MergeSpec;
+    return s.featureDim * (s.positions ?? 1);
+  }
   const s = spec as AttentionSpec;
   return s.positions * s.channels;
 }
 
 export function buildDecoder(kind: ReplicaKind, spec: ReplicaSpec, values: Record<string, Float32Array>, norm: FeatureNorm): TrainableDecoder {
-  if (kind === 'merge') return new CaptionDecoder(spec as DecoderSpec, values, norm);
-  if (kind === 'attention') return attentionKind.create(spec as AttentionSpec, values, norm) as unknown as TrainableDecoder;
-  throw new ModelError(`parallel training: unknown decoder kind ${JSON.stringify(kind)}`);
+  return kindOf(kind).create(spec as never, values, norm) as unknown as TrainableDecoder;
 }
 
 /** Overwrite every variable with its range of the flat weights. */

@@ -4,7 +4,7 @@
 // mean over its own targets, so it is weighted by (its targets / the batch's targets), and a per-caption
 // term (the attention regulariser, a mean over rows) by (its rows / the batch's rows): the weighted
 // gradients then sum to the gradient of the whole batch's loss.
-import type { CaptionBatch } from '../../model/decoder.js';
+import type { CaptionBatch } from '../../model/decoders/batch.js';
 
 export interface BatchSlice {
   batch: CaptionBatch;

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { CaptionerError, ConfigError, DataError, ModelError, UsageError } from '../../errors.js';
-import type { CaptionBatch, FeatureNorm } from '../../model/decoder.js';
+import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import type { NamedArray } from '../../model/io.js';
 import type { tf } from '../../tf/tf.js';
 import { mixSeed } from '../data.js';

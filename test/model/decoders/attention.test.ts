@@ -5,10 +5,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { tf } from '../../../src/tf/tf.js';
 import { initBackend } from '../../../src/tf/backend.js';
-import { makeBatch, type CaptionBatch, type FeatureNorm } from '../../../src/model/decoder.js';
+import { makeBatch, type CaptionBatch, type FeatureNorm } from '../../../src/model/decoders/batch.js';
 import { AttentionDecoder, attentionInitialWeights, attentionKind, attentionWeightShapes, type AttentionSpec } from '../../../src/model/decoders/attention.js';
-import { disposeState, gatherState } from '../../../src/model/decoders/state.js';
 import type { DecoderState } from '../../../src/model/decoders/types.js';
+import { disposeState, gatherState } from '../../../src/model/decoders/state.js';
 import { Adam, byWeightName } from '../../../src/train/adam.js';
 import { ModelError } from '../../../src/errors.js';
 import { rng } from '../../../src/util/random.js';

@@ -1,9 +1,10 @@
-// Greedy decoding with the one-step decoder: the simplest use of initState/step (beam search lives in
-// src/decode). Returns token ids without the start token, stopping at the end token.
-import { tf } from '../tf/tf.js';
-import type { CaptionDecoder } from './decoder.js';
+// Greedy decoding with the one-step decoder (test-only reference): argmax at each step, stopping at the
+// end token. Returns token ids without the start token. Beam search (src/decode) at beam 1 must agree.
+import { tf } from '../../src/tf/tf.js';
+import { disposeState } from '../../src/model/decoders/state.js';
+import type { Decoder } from '../../src/model/decoders/types.js';
 
-export async function greedyDecode(model: CaptionDecoder, images: Float32Array[], opts: { start: number; end: number; maxLength: number }): Promise<number[][]> {
+export async function greedyDecode(model: Decoder, images: Float32Array[], opts: { start: number; end: number; maxLength: number }): Promise<number[][]> {
   const n = images.length;
   const out: number[][] = images.map(() => []);
   const done = new Array<boolean>(n).fill(false);
@@ -12,7 +13,7 @@ export async function greedyDecode(model: CaptionDecoder, images: Float32Array[]
   try {
     for (let t = 0; t < opts.maxLength && done.some((d) => !d); t++) {
       const r = model.step(state, tokens);
-      model.disposeState(state);
+      disposeState(state);
       state = r.state;
       const best = tf.tidy(() => tf.argMax(r.logProbs, 1));
       r.logProbs.dispose();
@@ -26,7 +27,7 @@ export async function greedyDecode(model: CaptionDecoder, images: Float32Array[]
       });
     }
   } finally {
-    model.disposeState(state);
+    disposeState(state);
   }
   return out;
 }

@@ -1,21 +1,23 @@
 // The decoder: whole-caption teacher forcing agrees with the one-step (prefix) decoder, the fused loss
 // gradient matches plain autodiff, and memory stays flat.
 import { describe, it, expect, beforeAll } from 'vitest';
-import { tf } from '../../src/tf/tf.js';
-import { CaptionDecoder, makeBatch, computeFeatureNorm } from '../../src/model/decoder.js';
-import { softmaxCrossEntropy } from '../../src/model/ops.js';
-import { rng } from '../../src/util/random.js';
-import type { DecoderSpec } from '../../src/model/spec.js';
+import { tf } from '../../../src/tf/tf.js';
+import { MergeDecoder, type MergeSpec } from '../../../src/model/decoders/merge.js';
+import { makeBatch, computeFeatureNorm } from '../../../src/model/decoders/batch.js';
+import type { DecoderState } from '../../../src/model/decoders/types.js';
+import { disposeState, gatherState } from '../../../src/model/decoders/state.js';
+import { softmaxCrossEntropy } from '../../../src/model/ops.js';
+import { rng } from '../../../src/util/random.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
 });
 
-function spec(merge: 'add' | 'concat'): DecoderSpec {
+function spec(merge: 'add' | 'concat'): MergeSpec {
   return { vocabSize: 13, featureDim: 6, embedDim: 5, units: 7, imageUnits: merge === 'add' ? 7 : 4, hiddenUnits: 9, merge, dropout: 0.3 };
 }
 
-function randomItems(n: number, s: DecoderSpec, seed: number) {
+function randomItems(n: number, s: MergeSpec, seed: number) {
   const r = rng(seed);
   return Array.from({ length: n }, () => {
     const len = 3 + Math.floor(r() * 5);
@@ -25,23 +27,23 @@ function randomItems(n: number, s: DecoderSpec, seed: number) {
   });
 }
 
-describe('CaptionDecoder', () => {
+describe('MergeDecoder', () => {
   for (const merge of ['add', 'concat'] as const) {
     it(`teacher-forced distributions equal the one-step decoder over each prefix (${merge})`, () => {
       const s = spec(merge);
       const items = randomItems(4, s, 7);
       const norm = computeFeatureNorm(items.map((i) => i.features), s.featureDim);
-      const m = CaptionDecoder.create(s, 3, norm);
+      const m = MergeDecoder.create(s, 3, norm);
       try {
         const batch = makeBatch(items, s.featureDim);
         const all = m.logProbsAll(batch);
         const allV = all.arraySync();
         all.dispose();
-        let state = m.initState(items.map((i) => i.features));
+        let state: DecoderState = m.initState(items.map((i) => i.features));
         for (let t = 0; t < batch.steps; t++) {
           const toks = items.map((it) => (t < it.tokens.length ? it.tokens[t] : 0));
           const out = m.step(state, toks);
-          m.disposeState(state);
+          disposeState(state);
           state = out.state;
           const lp = out.logProbs.arraySync();
           out.logProbs.dispose();
@@ -50,7 +52,7 @@ describe('CaptionDecoder', () => {
             for (let v = 0; v < s.vocabSize; v++) expect(lp[b][v]).toBeCloseTo(allV[b][t][v], 5);
           });
         }
-        m.disposeState(state);
+        disposeState(state);
       } finally {
         m.dispose();
       }
@@ -83,7 +85,7 @@ describe('CaptionDecoder', () => {
   it('a training step leaves the tensor count unchanged', () => {
     const s = spec('add');
     const items = randomItems(5, s, 9);
-    const m = CaptionDecoder.create(s, 1);
+    const m = MergeDecoder.create(s, 1);
     try {
       const batch = makeBatch(items, s.featureDim);
       const step = () => {
@@ -97,11 +99,11 @@ describe('CaptionDecoder', () => {
       expect(tf.memory().numTensors).toBe(before);
       const st = m.initState(items.map((i) => i.features));
       const out = m.step(st, [2, 2, 2, 2, 2]);
-      const g = m.gatherState(out.state, [4, 0, 0]);
+      const g = gatherState(out.state, [4, 0, 0]);
       expect(g.h.shape).toEqual([3, s.units]);
-      m.disposeState(st);
-      m.disposeState(out.state);
-      m.disposeState(g);
+      disposeState(st);
+      disposeState(out.state);
+      disposeState(g);
       out.logProbs.dispose();
       expect(tf.memory().numTensors).toBe(before);
     } finally {

@@ -1,0 +1,38 @@
+// The decoder registry: config `model.type` -> the kind that builds, sizes and loads that decoder.
+// Training, beam search, the run folder, eval, caption and serve reach decoders only through this and
+// the Decoder interface (./types.ts). Adding a decoder: one file in this folder exporting its
+// DecoderKind, and one line below (plus its name in ModelSchema's `type` enum, src/config/schema.ts).
+import { ModelError } from '../../errors.js';
+import { attentionKind } from './attention.js';
+import { mergeKind } from './merge.js';
+import type { DecoderKind } from './types.js';
+
+/** A kind of any spec and config type (the registry is keyed by name, read at run time). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyKind = DecoderKind<any, any>;
+
+export const DECODERS: Record<string, AnyKind> = {
+  merge: mergeKind,
+  attention: attentionKind,
+};
+
+/** The kind registered as `type`; ModelError naming the known ones otherwise. */
+export function decoderKind(type: string): AnyKind {
+  const k = Object.prototype.hasOwnProperty.call(DECODERS, type) ? DECODERS[type] : undefined;
+  if (!k) throw new ModelError(`unknown decoder type ${JSON.stringify(type)} (known: ${Object.keys(DECODERS).join(', ')})`);
+  return k;
+}
+
+/**
+ * A validated spec for `model.type` from the model config section: the common fields (embedDim, units,
+ * dropout, ...) with the kind's own section (model.<type>, e.g. model.attention) laid over them.
+ */
+export function specForConfig(model: { type: string } & Record<string, unknown>, vocabSize: number, featureShape: readonly number[]): { kind: AnyKind; spec: unknown } {
+  const kind = decoderKind(model.type);
+  const own = model[model.type];
+  const cfg = own && typeof own === 'object' && !Array.isArray(own) ? { ...model, ...own } : model;
+  return { kind, spec: kind.specFromConfig(cfg, vocabSize, featureShape) };
+}
+
+export type { Decoder, DecoderKind, DecoderState, StepResult, LossTerms } from './types.js';
+export type { CaptionBatch, FeatureNorm } from './batch.js';
