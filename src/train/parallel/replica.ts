@@ -4,7 +4,7 @@
 import { tf } from '../../tf/tf.js';
 import { ModelError } from '../../errors.js';
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
-import { decoderKind } from '../../model/decoders/index.js';
+import { decoderKind, type LossTerms } from '../../model/decoders/index.js';
 import type { MergeSpec } from '../../model/decoders/merge.js';
 import type { AttentionSpec } from '../../model/decoders/attention.js';
 import type { FlatLayout } from './flat.js';
@@ -19,8 +19,8 @@ export interface TrainableDecoder {
   readonly variables: tf.Variable[];
   readonly spec: { readonly vocabSize: number };
   loss(batch: CaptionBatch, opts: { training: boolean; seed?: number; chunkBudget?: number }): tf.Scalar;
-  /** Decoders whose loss adds a per-caption (mean over rows) term expose the two parts (attention). */
-  lossTerms?(batch: CaptionBatch, opts: { training: boolean; seed?: number }): { crossEntropy: tf.Scalar; alphaPenalty: tf.Scalar };
+  /** The loss's parts: crossEntropy (a mean over target tokens) and any per-caption terms (attention's regulariser). */
+  lossTerms(batch: CaptionBatch, opts: { training: boolean; seed?: number }): LossTerms;
   dispose(): void;
 }
 
@@ -85,11 +85,11 @@ export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout,
   checkTokens(slice, model.spec.vocabSize);
   const vars = layout.names.map((n) => model.weights[n]);
   const { value, grads } = tf.variableGrads(() => {
-    if (model.lossTerms) {
-      const { crossEntropy, alphaPenalty } = model.lossTerms(slice, { training: true, seed });
-      return tf.add(tf.mul(crossEntropy, w.tokens), tf.mul(alphaPenalty, w.rows)) as tf.Scalar;
-    }
-    return tf.mul(model.loss(slice, { training: true, seed }), w.tokens) as tf.Scalar;
+    // cross-entropy is a mean over target tokens; every other term (the attention regulariser) a mean over captions
+    const terms = model.lossTerms(slice, { training: true, seed });
+    let total: tf.Tensor = tf.mul(terms.crossEntropy, w.tokens);
+    for (const [name, term] of Object.entries(terms)) if (name !== 'crossEntropy') total = tf.add(total, tf.mul(term, w.rows));
+    return total as tf.Scalar;
   }, vars);
   try {
     layout.names.forEach((n, i) => {
