@@ -194,7 +194,9 @@ def build_attention(torch, a, vocab, shape, mean, std):
             nn.init.xavier_uniform_(self.score.weight)
             self.beta = dense(torch, a.units, 1)
             self.cell = nn.LSTMCell(a.embed + C, a.units)
-            nn.init.xavier_uniform_(self.cell.weight_ih)
+            with torch.no_grad():  # ours: two glorot kernels, lstm/kernel [E, 4U] and lstm/context [C, 4U]
+                nn.init.xavier_uniform_(self.cell.weight_ih[:, :a.embed])
+                nn.init.xavier_uniform_(self.cell.weight_ih[:, a.embed:])
             nn.init.orthogonal_(self.cell.weight_hh)
             with torch.no_grad():
                 self.cell.bias_ih.zero_()
@@ -320,7 +322,7 @@ def main() -> int:
     history = []
     for epoch in range(1, a.epochs + 1):
         order = rng.permutation(len(train_ex))
-        loss_sum, tokens = 0.0, 0
+        loss_sum, ce_total, tokens = 0.0, 0.0, 0
         e0 = time.time()
         for i in range(0, len(order), a.batch):
             batch = [train_ex[j] for j in order[i:i + a.batch]]
@@ -335,8 +337,10 @@ def main() -> int:
             opt.step()
             # ours records the minimised loss (regulariser included) as the training loss
             loss_sum += float(loss) * tg.numel()
+            ce_total += float(ce) * tg.numel()
             tokens += int(tg.numel())
-        rec = {"epoch": epoch, "trainLoss": loss_sum / max(1, tokens), "valLoss": val_loss(), "seconds": time.time() - e0}
+        rec = {"epoch": epoch, "trainLoss": loss_sum / max(1, tokens), "trainCrossEntropy": ce_total / max(1, tokens),
+               "valLoss": val_loss(), "seconds": time.time() - e0}
         history.append(rec)
         print(json.dumps(rec), flush=True)
     print(json.dumps({
