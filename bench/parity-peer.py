@@ -236,6 +236,33 @@ def build_attention(torch, a, vocab, shape, mean, std):
 # ------------------------------------------------------------------------------------------ training
 
 
+class OursAdam:
+    """Adam as src/train/adam.ts (and Keras) writes it: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
+    w -= lr_t m / (sqrt(v) + eps). torch.optim.Adam adds eps to the bias-corrected sqrt(v_hat) instead,
+    i.e. ours behaves like torch's with eps / sqrt(1 - b2^t) (3.2e-6 at step 1, 1e-7 later)."""
+
+    def __init__(self, torch, params, lr, eps, b1=0.9, b2=0.999):
+        self.torch, self.params, self.lr, self.eps, self.b1, self.b2, self.t = torch, params, lr, eps, b1, b2, 0
+        self.m = [torch.zeros_like(q) for q in params]
+        self.v = [torch.zeros_like(q) for q in params]
+
+    def zero_grad(self, set_to_none=True):
+        for q in self.params:
+            q.grad = None
+
+    def step(self):
+        self.t += 1
+        lr_t = self.lr * math.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
+        with self.torch.no_grad():
+            for q, m, v in zip(self.params, self.m, self.v):
+                if q.grad is None:
+                    continue
+                m.mul_(self.b1).add_(q.grad, alpha=1 - self.b1)
+                v.mul_(self.b2).addcmul_(q.grad, q.grad, value=1 - self.b2)
+                q.sub_(lr_t * m / (v.sqrt() + self.eps))
+
+
+
 def make_batch(torch, np, examples, feats):
     """makeBatch: inputs t[0..L-2] padded with 0 to the longest caption, targets t[1..] where non-zero."""
     T = max(2, max(len(t) for _, t in examples)) - 1
@@ -260,6 +287,9 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--clip", type=float, default=5.0, help="global gradient norm clip (0: none)")
     p.add_argument("--epsilon", type=float, default=1e-7, help="Adam epsilon (ours: 1e-7, Keras')")
+    p.add_argument("--adam", choices=["torch", "ours"], default="torch",
+                   help="torch: torch.optim.Adam + clip_grad_norm_ (the reference); ours: the update of "
+                        "src/train/adam.ts (epsilon added to sqrt(v) before bias correction), to isolate a gap")
     p.add_argument("--embed", type=int, default=256)
     p.add_argument("--units", type=int, default=256)
     p.add_argument("--image-units", type=int, default=256)
@@ -303,7 +333,10 @@ def main() -> int:
             return 3
         model = build_attention(torch, a, len(vocab), shape, mean, std)
     params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999), eps=a.epsilon)
+    if a.adam == "torch":
+        opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999), eps=a.epsilon)
+    else:
+        opt = OursAdam(torch, params, a.lr, a.epsilon)
     ce_sum = torch.nn.CrossEntropyLoss(reduction="sum")
     rng = np.random.default_rng(a.seed)
 
@@ -332,8 +365,15 @@ def main() -> int:
             loss = ce + reg if reg is not None else ce
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if a.clip > 0:
+            if a.clip > 0 and a.adam == "torch":
                 torch.nn.utils.clip_grad_norm_(params, a.clip)
+            elif a.clip > 0:  # src/train/adam.ts: scale = clip / max(norm, clip)
+                with torch.no_grad():
+                    norm = torch.sqrt(sum((q.grad * q.grad).sum() for q in params if q.grad is not None))
+                    scale = a.clip / max(float(norm), a.clip)
+                    for q in params:
+                        if q.grad is not None:
+                            q.grad.mul_(scale)
             opt.step()
             # ours records the minimised loss (regulariser included) as the training loss
             loss_sum += float(loss) * tg.numel()
