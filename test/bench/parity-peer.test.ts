@@ -81,6 +81,14 @@ describe('parity peer', () => {
     expect(r.finalValLoss).toBe(r.epochs[0].valLoss);
   });
 
+  it.skipIf(!torchOk)('with --adam ours it trains with the update of src/train/adam.ts', async () => {
+    const features = await cache('fc-ours', [16]);
+    const r = await runParityPeer(path.join(work, 'prepared'), features, ['--adam', 'ours', '--epochs', '2', '--batch', '4', '--embed', '8', '--units', '8', '--image-units', '8', '--hidden-units', '8', '--clip', '0.5'], { threads: 1 });
+    expect(r.epochs).toHaveLength(2);
+    expect(r.epochs[1].trainLoss).toBeLessThan(r.epochs[0].trainLoss);
+    expect(Number.isFinite(r.finalValLoss)).toBe(true);
+  });
+
   it.skipIf(!torchOk)('trains the attention reference for one epoch on a grid cache', async () => {
     const features = await cache('grid', [2, 2, 4]);
     const r = await runParityPeer(path.join(work, 'prepared'), features, ['--model', 'attention', '--epochs', '1', '--batch', '4', '--embed', '8', '--units', '8', '--attention-dim', '8'], { threads: 1 });
