@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import type { BenchModule, BenchRow } from './types.js';
 
 /** Groups in the order they run; each lives in bench/<group>.ts. */
-export const GROUPS = ['cli', 'prep', 'score', 'kernels', 'features', 'train', 'scst', 'decode', 'caption', 'serve', 'demo'];
+export const GROUPS = ['cli', 'prep', 'score', 'kernels', 'features', 'train', 'scst', 'decode', 'caption', 'serve', 'demo', 'parity'];
 
 export function formatTable(rows: BenchRow[]): string {
   const header = ['bench', 'name', 'value', 'unit', 'peer', 'peer value', 'ratio', 'notes'];

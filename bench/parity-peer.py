@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Faithfulness peer for `captioner train`: trains a PyTorch reference of our decoder on OUR artifacts.
+
+It reads the prepared dataset (prepared/vocab.json, train.jsonl, val.jsonl: token ids with start and end,
+no padding) and the feature cache (manifest.json + part-*.json fragments + shard-*.bin rows of little-
+endian float32 or float16; the first shard holding a key wins, base manifest first, then fragments by
+file name), so both sides train on exactly the same data, and trains the same model with the same
+hyper-parameters, loss and validation loss:
+
+merge (src/model/decoder.ts): features standardised per dimension (mean / population std over the unique
+  training images, each std floored at the mean std) -> Dropout -> Dense(imageUnits, relu);
+  tokens -> Embedding(uniform +-0.05) -> Dropout -> LSTM(units; gates i, f, g, o; glorot kernel,
+  orthogonal recurrent kernel, forget bias 1) -> add or concat with the image -> Dense(hiddenUnits, relu)
+  -> Dense(vocab); loss = mean cross-entropy over the real (non-pad) target tokens of the batch.
+attention (src/model/decoders/attention.ts): soft attention with gating beta, deep output and the
+  doubly stochastic regulariser (training loss only; the validation loss is the cross-entropy alone).
+
+Training: Adam (beta 0.9 / 0.999, epsilon 1e-7 as ours) with global-norm clipping, batches of captions
+shuffled every epoch (our seed is not reproduced: the comparison is seed-independent), no early
+stopping and no learning-rate decay (the bench turns both off on our side too). Per epoch it prints a
+JSON line {"epoch", "trainLoss", "valLoss"}; trainLoss is the token-weighted mean of the batch losses
+(dropout on), valLoss the token-weighted mean cross-entropy over the whole val split (dropout off), as
+src/train/run.ts computes them. The last line is a summary {"done": true, ...}. Run it with
+/usr/bin/python3 (Debian python3-torch).
+"""
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+
+PART_RE = re.compile(r"^part-([A-Za-z0-9_]+)\.json$")
+
+
+# ------------------------------------------------------------------------------------------ our artifacts
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_prepared(d):
+    with open(os.path.join(d, "vocab.json"), encoding="utf-8") as f:
+        vocab = json.load(f)["tokens"]
+    splits = {}
+    for s in ("train", "val"):
+        p = os.path.join(d, f"{s}.jsonl")
+        splits[s] = read_jsonl(p) if os.path.exists(p) else []
+    return vocab, splits
+
+
+def examples_of(images, limit=0):
+    """One (image, tokens) per caption in file order, captions under 2 tokens skipped (src/train/data.ts)."""
+    out = []
+    for im in images:
+        for t in im["tokens"]:
+            if len(t) < 2:
+                continue
+            out.append((im["image"], t))
+            if limit > 0 and len(out) >= limit:
+                return out
+    return out
+
+
+def read_feature_cache(d, keys):
+    """{key: float32 vector (or [P, C] grid flattened)} for `keys`, and the per-image shape."""
+    import numpy as np
+
+    with open(os.path.join(d, "manifest.json"), encoding="utf-8") as f:
+        base = json.load(f)
+    if base.get("kind") != "captioner.features":
+        raise SystemExit(f"{d}/manifest.json: not a captioner feature cache")
+    shards = list(base.get("shards") or [])
+    for name in sorted(n for n in os.listdir(d) if PART_RE.match(n)):
+        with open(os.path.join(d, name), encoding="utf-8") as f:
+            part = json.load(f)
+        if part.get("fingerprint") != base["fingerprint"]:
+            raise SystemExit(f"{d}/{name}: fragment computed with other settings than manifest.json")
+        shards.extend(part.get("shards") or [])
+    dtype = {"float32": "<f4", "float16": "<f2"}[base["dtype"]]
+    shape = base["shape"]
+    dim = 1
+    for s in shape:
+        dim *= s
+    want = set(keys)
+    got = {}
+    for sh in shards:
+        if not want.intersection(sh["keys"]):
+            continue
+        rows = np.fromfile(os.path.join(d, sh["file"]), dtype=dtype)
+        if rows.size != sh["rows"] * dim:
+            continue  # a damaged shard: our reader skips it too
+        rows = rows.reshape(sh["rows"], dim).astype(np.float32)
+        for i, k in enumerate(sh["keys"]):
+            if k in want and k not in got:  # the first shard holding a key wins
+                got[k] = rows[i]
+    missing = want.difference(got)
+    if missing:
+        raise SystemExit(f"{d}: no vectors for {len(missing)} images (e.g. {sorted(missing)[:3]})")
+    return got, shape
+
+
+def feature_norm(vectors, channels):
+    """computeFeatureNorm: per-channel mean and population std in float64, std floored at the mean std.
+    `vectors` is [N, D] (merge) or [N * P, C] (attention, every position a sample of its channels)."""
+    import numpy as np
+
+    x = vectors.reshape(-1, channels).astype(np.float64)
+    mean = x.mean(0)
+    raw = np.sqrt(np.maximum(0.0, (x * x).mean(0) - mean * mean))
+    floor = raw.mean() if raw.sum() > 0 else 1.0
+    return mean.astype(np.float32), np.maximum(raw, floor).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def keras_lstm_init(torch, lstm, units):
+    """Ours: glorot-uniform input kernel [E, 4U], orthogonal recurrent kernel with orthonormal rows [U, 4U],
+    zero bias except forget gate 1. PyTorch keeps the transposes ([4U, E], [4U, U]) and two biases."""
+    from torch import nn
+
+    nn.init.xavier_uniform_(lstm.weight_ih_l0)
+    nn.init.orthogonal_(lstm.weight_hh_l0)  # [4U, U]: orthonormal columns = our rows
+    with torch.no_grad():
+        lstm.bias_ih_l0.zero_()
+        lstm.bias_hh_l0.zero_()
+        lstm.bias_ih_l0[units:2 * units] = 1.0
+
+
+def dense(torch, fan_in, fan_out):
+    from torch import nn
+
+    d = nn.Linear(fan_in, fan_out)
+    nn.init.xavier_uniform_(d.weight)
+    nn.init.zeros_(d.bias)
+    return d
+
+
+def build_merge(torch, a, vocab, feat_dim, mean, std):
+    from torch import nn
+
+    class Merge(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.from_numpy(mean))
+            self.register_buffer("scale", torch.from_numpy(1.0 / std))
+            self.drop = nn.Dropout(a.dropout)
+            self.img = dense(torch, feat_dim, a.image_units)
+            self.emb = nn.Embedding(vocab, a.embed)
+            nn.init.uniform_(self.emb.weight, -0.05, 0.05)
+            self.lstm = nn.LSTM(a.embed, a.units, batch_first=True)
+            keras_lstm_init(torch, self.lstm, a.units)
+            merge_dim = a.units if a.merge == "add" else a.units + a.image_units
+            self.hidden = dense(torch, merge_dim, a.hidden_units)
+            self.out = dense(torch, a.hidden_units, vocab)
+
+        def forward(self, feats, inputs, mask):
+            """feats [B, D] raw, inputs [B, T], mask [B, T] (real target) -> (logits [P, V], aux loss)."""
+            x = self.drop((feats - self.mean) * self.scale)
+            img = torch.relu(self.img(x))  # [B, I]
+            h, _ = self.lstm(self.drop(self.emb(inputs)))  # [B, T, U]
+            img = img.unsqueeze(1).expand(-1, h.shape[1], -1)  # [B, T, I]
+            m = h + img if a.merge == "add" else torch.cat([h, img], 2)
+            hid = torch.relu(self.hidden(m[mask]))  # [P, H]
+            return self.out(hid), None
+
+    return Merge()
+
+
+def build_attention(torch, a, vocab, shape, mean, std):
+    """Show, Attend and Tell as src/model/decoders/attention.ts describes it (header comment)."""
+    from torch import nn
+
+    P = shape[0] * shape[1] if len(shape) == 3 else shape[0]
+    C = shape[-1]
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.from_numpy(mean))
+            self.register_buffer("scale", torch.from_numpy(1.0 / std))
+            self.emb = nn.Embedding(vocab, a.embed)
+            nn.init.uniform_(self.emb.weight, -0.05, 0.05)
+            self.init_h = dense(torch, C, a.units)
+            self.init_c = dense(torch, C, a.units)
+            self.enc = dense(torch, C, a.attention_dim)
+            self.dec = nn.Linear(a.units, a.attention_dim, bias=False)
+            nn.init.xavier_uniform_(self.dec.weight)
+            self.score = nn.Linear(a.attention_dim, 1, bias=False)
+            nn.init.xavier_uniform_(self.score.weight)
+            self.beta = dense(torch, a.units, 1)
+            self.cell = nn.LSTMCell(a.embed + C, a.units)
+            with torch.no_grad():  # ours: two glorot kernels, lstm/kernel [E, 4U] and lstm/context [C, 4U]
+                nn.init.xavier_uniform_(self.cell.weight_ih[:, :a.embed])
+                nn.init.xavier_uniform_(self.cell.weight_ih[:, a.embed:])
+            nn.init.orthogonal_(self.cell.weight_hh)
+            with torch.no_grad():
+                self.cell.bias_ih.zero_()
+                self.cell.bias_hh.zero_()
+                self.cell.bias_ih[a.units:2 * a.units] = 1.0
+            self.l_h = nn.Linear(a.units, a.embed, bias=False)
+            self.l_z = nn.Linear(C, a.embed, bias=True)
+            nn.init.xavier_uniform_(self.l_h.weight)
+            nn.init.xavier_uniform_(self.l_z.weight)
+            nn.init.zeros_(self.l_z.bias)
+            self.drop = nn.Dropout(a.dropout)
+            self.out = dense(torch, a.embed, vocab)
+
+        def forward(self, feats, inputs, mask):
+            B, T = inputs.shape
+            ann = ((feats.view(B, P, C) - self.mean) * self.scale)  # [B, P, C]
+            avg = ann.mean(1)
+            h, c = torch.tanh(self.init_h(avg)), torch.tanh(self.init_c(avg))
+            enc = self.enc(ann)  # [B, P, A]
+            emb = self.emb(inputs)  # [B, T, E]
+            outs, alphas = [], []
+            for t in range(T):
+                e = self.score(torch.tanh(enc + self.dec(h).unsqueeze(1))).squeeze(2)  # [B, P]
+                alpha = torch.softmax(e, 1)
+                z = torch.sigmoid(self.beta(h)) * (alpha.unsqueeze(2) * ann).sum(1)  # [B, C]
+                h, c = self.cell(torch.cat([emb[:, t], z], 1), (h, c))
+                outs.append(self.drop(torch.tanh(emb[:, t] + self.l_h(h) + self.l_z(z))))
+                alphas.append(alpha)
+            deep = torch.stack(outs, 1)  # [B, T, E]
+            alpha = torch.stack(alphas, 1) * mask.unsqueeze(2)  # [B, T, P], real steps only
+            reg = a.alpha_reg * ((1.0 - alpha.sum(1)) ** 2).sum() / B
+            return self.out(deep[mask]), reg
+
+    return Attention()
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+class OursAdam:
+    """Adam as src/train/adam.ts (and Keras) writes it: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
+    w -= lr_t m / (sqrt(v) + eps). torch.optim.Adam adds eps to the bias-corrected sqrt(v_hat) instead,
+    i.e. ours behaves like torch's with eps / sqrt(1 - b2^t) (3.2e-6 at step 1, 1e-7 later)."""
+
+    def __init__(self, torch, params, lr, eps, b1=0.9, b2=0.999):
+        self.torch, self.params, self.lr, self.eps, self.b1, self.b2, self.t = torch, params, lr, eps, b1, b2, 0
+        self.m = [torch.zeros_like(q) for q in params]
+        self.v = [torch.zeros_like(q) for q in params]
+
+    def zero_grad(self, set_to_none=True):
+        for q in self.params:
+            q.grad = None
+
+    def step(self):
+        self.t += 1
+        lr_t = self.lr * math.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
+        with self.torch.no_grad():
+            for q, m, v in zip(self.params, self.m, self.v):
+                if q.grad is None:
+                    continue
+                m.mul_(self.b1).add_(q.grad, alpha=1 - self.b1)
+                v.mul_(self.b2).addcmul_(q.grad, q.grad, value=1 - self.b2)
+                q.sub_(lr_t * m / (v.sqrt() + self.eps))
+
+
+
+def make_batch(torch, np, examples, feats):
+    """makeBatch: inputs t[0..L-2] padded with 0 to the longest caption, targets t[1..] where non-zero."""
+    T = max(2, max(len(t) for _, t in examples)) - 1
+    inputs = np.zeros((len(examples), T), dtype=np.int64)
+    targets = np.zeros((len(examples), T), dtype=np.int64)
+    for b, (_, t) in enumerate(examples):
+        inputs[b, :len(t) - 1] = t[:-1]
+        targets[b, :len(t) - 1] = t[1:]
+    x = torch.from_numpy(np.stack([feats[k] for k, _ in examples]))
+    tg = torch.from_numpy(targets)
+    mask = tg != 0
+    return x, torch.from_numpy(inputs), mask, tg[mask]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--model", choices=["merge", "attention"], default="merge")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--clip", type=float, default=5.0, help="global gradient norm clip (0: none)")
+    p.add_argument("--epsilon", type=float, default=1e-7, help="Adam epsilon (ours: 1e-7, Keras')")
+    p.add_argument("--adam", choices=["torch", "ours"], default="torch",
+                   help="torch: torch.optim.Adam + clip_grad_norm_ (the reference); ours: the update of "
+                        "src/train/adam.ts (epsilon added to sqrt(v) before bias correction), to isolate a gap")
+    p.add_argument("--embed", type=int, default=256)
+    p.add_argument("--units", type=int, default=256)
+    p.add_argument("--image-units", type=int, default=256)
+    p.add_argument("--hidden-units", type=int, default=256)
+    p.add_argument("--merge", choices=["add", "concat"], default="add")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--attention-dim", type=int, default=256)
+    p.add_argument("--alpha-reg", type=float, default=1.0)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+
+    try:
+        import numpy as np
+        import torch
+    except Exception as e:  # noqa: BLE001
+        print(json.dumps({"error": f"PyTorch not available: {e}"}), flush=True)
+        return 2
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+
+    vocab, splits = read_prepared(a.prepared)
+    train_ex = examples_of(splits["train"], a.limit)
+    val_ex = examples_of(splits["val"])
+    if not train_ex:
+        print(json.dumps({"error": f"{a.prepared}: no training captions"}), flush=True)
+        return 3
+    train_keys = list(dict.fromkeys(k for k, _ in train_ex))  # unique, in first-seen order
+    feats, shape = read_feature_cache(a.features, set(train_keys) | {k for k, _ in val_ex})
+    channels = shape[-1] if a.model == "attention" else int(np.prod(shape))
+    mean, std = feature_norm(np.stack([feats[k] for k in train_keys]), channels)
+    dim = int(np.prod(shape))
+    if a.model == "merge":
+        model = build_merge(torch, a, len(vocab), dim, mean, std)
+    else:
+        if len(shape) < 2:
+            print(json.dumps({"error": f"{a.features}: attention needs a grid cache, shape {shape}"}), flush=True)
+            return 3
+        model = build_attention(torch, a, len(vocab), shape, mean, std)
+    params = [q for q in model.parameters() if q.requires_grad]
+    if a.adam == "torch":
+        opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999), eps=a.epsilon)
+    else:
+        opt = OursAdam(torch, params, a.lr, a.epsilon)
+    ce_sum = torch.nn.CrossEntropyLoss(reduction="sum")
+    rng = np.random.default_rng(a.seed)
+
+    def val_loss():
+        model.eval()
+        s, n = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(val_ex), max(a.batch, 64)):
+                x, inp, mask, tg = make_batch(torch, np, val_ex[i:i + max(a.batch, 64)], feats)
+                logits, _ = model(x, inp, mask)
+                s += float(ce_sum(logits, tg))
+                n += int(tg.numel())
+        model.train()
+        return s / n if n else float("nan")
+
+    history = []
+    for epoch in range(1, a.epochs + 1):
+        order = rng.permutation(len(train_ex))
+        loss_sum, ce_total, tokens = 0.0, 0.0, 0
+        e0 = time.time()
+        for i in range(0, len(order), a.batch):
+            batch = [train_ex[j] for j in order[i:i + a.batch]]
+            x, inp, mask, tg = make_batch(torch, np, batch, feats)
+            logits, reg = model(x, inp, mask)
+            ce = ce_sum(logits, tg) / tg.numel()  # mean over the batch's real target tokens
+            loss = ce + reg if reg is not None else ce
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if a.clip > 0 and a.adam == "torch":
+                torch.nn.utils.clip_grad_norm_(params, a.clip)
+            elif a.clip > 0:  # src/train/adam.ts: scale = clip / max(norm, clip)
+                with torch.no_grad():
+                    norm = torch.sqrt(sum((q.grad * q.grad).sum() for q in params if q.grad is not None))
+                    scale = a.clip / max(float(norm), a.clip)
+                    for q in params:
+                        if q.grad is not None:
+                            q.grad.mul_(scale)
+            opt.step()
+            # ours records the minimised loss (regulariser included) as the training loss
+            loss_sum += float(loss) * tg.numel()
+            ce_total += float(ce) * tg.numel()
+            tokens += int(tg.numel())
+        rec = {"epoch": epoch, "trainLoss": loss_sum / max(1, tokens), "trainCrossEntropy": ce_total / max(1, tokens),
+               "valLoss": val_loss(), "seconds": time.time() - e0}
+        history.append(rec)
+        print(json.dumps(rec), flush=True)
+    print(json.dumps({
+        "done": True, "peer": "pytorch-cpu", "torch": torch.__version__, "model": a.model,
+        "trainCaptions": len(train_ex), "valCaptions": len(val_ex), "vocab": len(vocab), "shape": shape,
+        "epochs": a.epochs, "finalValLoss": history[-1]["valLoss"], "finalTrainLoss": history[-1]["trainLoss"],
+        "seconds": time.time() - t0,
+    }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+// bench/parity-peer.py (via bench/parity.ts) reads our artifacts: a tiny prepared set written here and a
+// feature cache written by our own cache writer (float16, several shards), and trains each decoder for one
+// epoch. Skipped loudly without PyTorch.
+import { execFileSync } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openCacheWriter, type CacheSpec } from '../../src/features/cache.js';
+import { rng } from '../../src/util/random.js';
+import { runParityPeer } from '../../bench/parity.js';
+
+function hasTorch(): boolean {
+  try {
+    execFileSync('/usr/bin/python3', ['-c', 'import torch, numpy'], { stdio: 'ignore', timeout: 60_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const torchOk = hasTorch();
+if (!torchOk) console.warn('SKIP test/bench/parity-peer.test.ts: /usr/bin/python3 cannot import torch and numpy');
+
+let work: string;
+const key = (i: number) => `img${i}.jpg`;
+const VOCAB = ['<pad>', '<unk>', '<start>', '<end>', 'a', 'red', 'blue', 'circle', 'square'];
+
+/** Images 0..n-1, two captions each: <start> a (red|blue) (circle|square) <end>, coloured by parity. */
+function split(from: number, to: number): string {
+  const lines: string[] = [];
+  for (let i = from; i < to; i++) {
+    const c = i % 2 ? 5 : 6;
+    lines.push(JSON.stringify({ image: key(i), file: key(i), captions: ['x', 'y'], tokens: [[2, 4, c, 7, 3], [2, 4, c, 8, 3]] }));
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function cache(name: string, shape: number[]): Promise<string> {
+  const dir = path.join(work, name);
+  const spec: CacheSpec = {
+    encoder: {
+      name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test', weights: 'random', weightsFingerprint: 'random:seed=1',
+      layer: shape.length > 1 ? 'block5_pool' : 'fc2', shape,
+      preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [1, 2, 3], channelOrder: 'bgr', layout: 'nhwc' },
+    },
+    dtype: 'float16',
+  };
+  const w = await openCacheWriter(dir, spec, { shardSize: 3 });
+  const n = shape.reduce((a, b) => a * b, 1);
+  for (let i = 0; i < 12; i++) {
+    const r = rng(i + 1);
+    await w.add(key(i), Float32Array.from({ length: n }, (_, k) => Math.max(0, r() * 2 - 0.5) + (k % 2 === i % 2 ? 1 : 0)));
+  }
+  await w.close();
+  return dir;
+}
+
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-parity-'));
+  const prepared = path.join(work, 'prepared');
+  await fs.mkdir(prepared);
+  await fs.writeFile(path.join(prepared, 'vocab.json'), JSON.stringify({ tokens: VOCAB }));
+  await fs.writeFile(path.join(prepared, 'train.jsonl'), split(0, 10));
+  await fs.writeFile(path.join(prepared, 'val.jsonl'), split(10, 12));
+});
+afterAll(async () => {
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+describe('parity peer', () => {
+  it.skipIf(!torchOk)('trains the merge reference for one epoch on our prepared set and float16 cache', async () => {
+    const features = await cache('fc', [16]);
+    const r = await runParityPeer(path.join(work, 'prepared'), features, ['--model', 'merge', '--epochs', '1', '--batch', '4', '--embed', '8', '--units', '8', '--image-units', '8', '--hidden-units', '8'], { threads: 1 });
+    expect(r.epochs).toHaveLength(1);
+    expect(r.epochs[0].epoch).toBe(1);
+    // 20 captions of 4 targets; a 9-word vocabulary starts near ln 9 = 2.2
+    expect(r.epochs[0].trainLoss).toBeGreaterThan(1);
+    expect(r.epochs[0].trainLoss).toBeLessThan(3);
+    expect(Number.isFinite(r.finalValLoss)).toBe(true);
+    expect(r.finalValLoss).toBe(r.epochs[0].valLoss);
+  });
+
+  it.skipIf(!torchOk)('with --adam ours it trains with the update of src/train/adam.ts, close to torch.optim.Adam', async () => {
+    const features = await cache('fc-ours', [16]);
+    const args = ['--epochs', '2', '--batch', '4', '--lr', '0.01', '--dropout', '0', '--clip', '0', '--seed', '3', '--embed', '8', '--units', '8', '--image-units', '8', '--hidden-units', '8'];
+    const ours = await runParityPeer(path.join(work, 'prepared'), features, ['--adam', 'ours', ...args], { threads: 1 });
+    const torch = await runParityPeer(path.join(work, 'prepared'), features, ['--adam', 'torch', ...args], { threads: 1 });
+    // same seed, no dropout: the two updates differ only in where epsilon goes
+    expect(ours.epochs[1].trainLoss).toBeLessThan(ours.epochs[0].trainLoss);
+    expect(Math.abs(ours.finalValLoss - torch.finalValLoss)).toBeLessThan(0.02);
+  });
+
+  it.skipIf(!torchOk)('trains the attention reference for one epoch on a grid cache', async () => {
+    const features = await cache('grid', [2, 2, 4]);
+    const r = await runParityPeer(path.join(work, 'prepared'), features, ['--model', 'attention', '--epochs', '1', '--batch', '4', '--embed', '8', '--units', '8', '--attention-dim', '8'], { threads: 1 });
+    expect(r.epochs).toHaveLength(1);
+    expect(Number.isFinite(r.finalValLoss)).toBe(true);
+  });
+
+  it.skipIf(!torchOk)('refuses a cache that lacks vectors of the prepared images', async () => {
+    const features = await cache('fc-short', [16]);
+    await fs.writeFile(path.join(work, 'prepared', 'val.jsonl'), split(10, 13));
+    try {
+      await expect(runParityPeer(path.join(work, 'prepared'), features, ['--epochs', '1'], { threads: 1 })).rejects.toThrow(/no vectors for 1 images/);
+    } finally {
+      await fs.writeFile(path.join(work, 'prepared', 'val.jsonl'), split(10, 12));
+    }
+  });
+});
