@@ -109,3 +109,24 @@ describe('trainScst', () => {
     await expect(run(path.join(await tmp(), 'none'), { resume: true })).rejects.toThrow(/no checkpoint/);
   });
 });
+
+describe('captioner train --scst (built CLI)', () => {
+  it('fine-tunes a run made by the real stages into <init>-scst, which eval scores; refuses bad folders', async () => {
+    const { buildTrainedRun } = await import('../eval/run-fixture.js');
+    const { runCli } = await import('../helpers/cli.js');
+    const fx = await buildTrainedRun(path.join(await tmp(), 'run'));
+    const cli = (...more: string[]) => runCli(['train', '--scst', '--set', `workdir=${fx.dir}`, '--backend', 'cpu', '--set', 'train.scst={k: 2, maxLength: 8}', ...more]);
+    const r = await cli('--init', fx.model, '--epochs', '1');
+    expect(r.code).toBe(0);
+    const out = `${fx.model}-scst`;
+    const m = await readRunManifest(out);
+    expect(m.fineTuned?.from.dir).toBe(path.resolve(fx.model));
+    expect(m.status).toBe('completed');
+    const ev = await runCli(['eval', '--model', out, '--set', 'backend=cpu', '--json']);
+    expect(ev.code).toBe(0);
+    expect(typeof JSON.parse(ev.stdout).metrics.CIDEr).toBe('number');
+    expect((await cli('--init', fx.model, '--out', fx.model)).code).toBe(2); // the init run itself
+    expect((await cli('--init', fx.model, '--out', fx.prepared)).code).toBe(2); // another stage's folder
+    expect((await runCli(['train', '--init', fx.model])).code).toBe(2); // --init without --scst
+  }, 120_000);
+});
