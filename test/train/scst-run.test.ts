@@ -122,6 +122,7 @@ describe('captioner train --scst (built CLI)', () => {
     const m = await readRunManifest(out);
     expect(m.fineTuned?.from.dir).toBe(path.resolve(fx.model));
     expect(m.status).toBe('completed');
+    expect(m.metrics.epochs).toBe(1); // --epochs sets train.scst.epochs
     const ev = await runCli(['eval', '--model', out, '--set', 'backend=cpu', '--json']);
     expect(ev.code).toBe(0);
     expect(typeof JSON.parse(ev.stdout).metrics.CIDEr).toBe('number');
