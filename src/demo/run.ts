@@ -252,7 +252,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     step(7, TOTAL, `self-critical fine-tuning on CIDEr-D (${config.train.scst.epochs} epochs at most) -> ${model}, then evaluating it the same way`);
     await clearDemoOutput(model);
     const tuned = await timed('scst', () => runScst(config, { init: paths.model, out: model }));
-    const ev = await timed('scst-eval', () => runEval(config, { model, noThumbnails: true }));
+    // its own report folder: the demo config points eval.out at the cross-entropy model's
+    const scstEval = { ...config, eval: { ...config.eval, out: path.join(model, 'eval-test') } };
+    const ev = await timed('scst-eval', () => runEval(scstEval, { model, noThumbnails: true }));
     scst = { model, train: tuned, eval: ev };
   }
 
@@ -291,7 +293,7 @@ export function demoSummary(r: DemoResult): string {
   if (r.scst) {
     const s = r.scst.eval.report.metrics;
     lines.push(`test CIDEr-D: cross-entropy ${m.CIDEr.toFixed(4)}, self-critical ${s.CIDEr.toFixed(4)}   (test BLEU-4: cross-entropy ${m.Bleu_4.toFixed(4)}, self-critical ${s.Bleu_4.toFixed(4)})`);
-    lines.push(`  self-critical model: ${r.scst.model} (best of ${r.scst.train.epochs} epochs by validation CIDEr-D: epoch ${r.scst.train.bestEpoch}; epoch 0 is the cross-entropy model)`);
+    lines.push(`  self-critical model: ${r.scst.model}, its test report in ${path.join(r.scst.model, 'eval-test')} (best of ${r.scst.train.epochs} epochs by validation CIDEr-D: epoch ${r.scst.train.bestEpoch}; epoch 0 is the cross-entropy model)`);
   }
   lines.push('');
   lines.push(`timings: ${Object.entries(r.seconds).map(([k, v]) => `${k} ${v.toFixed(1)}s`).join(', ')}`);
