@@ -129,5 +129,28 @@ describe('captioner train --scst (built CLI)', () => {
     expect((await cli('--init', fx.model, '--out', fx.model)).code).toBe(2); // the init run itself
     expect((await cli('--init', fx.model, '--out', fx.prepared)).code).toBe(2); // another stage's folder
     expect((await runCli(['train', '--init', fx.model])).code).toBe(2); // --init without --scst
-  }, 120_000);
+
+    // Ctrl-C saves a checkpoint and exits 130; --resume continues from it
+    const { spawn } = await import('node:child_process');
+    const { bin, repoRoot } = await import('../helpers/cli.js');
+    const out2 = path.join(fx.dir, 'tuned');
+    const child = spawn(process.execPath, [bin, 'train', '--scst', '--set', `workdir=${fx.dir}`, '--backend', 'cpu', '--set', 'train.scst={k: 2, maxLength: 8, patience: 0}', '--init', fx.model, '--out', out2, '--epochs', '10000'], {
+      cwd: repoRoot,
+      env: { ...process.env, CAPTIONER_QUIET: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const history = path.join(out2, 'history.jsonl');
+    const epochsIn = async () => (await fs.readFile(history, 'utf8').catch(() => '')).trim().split('\n').filter((l) => l).map((l) => JSON.parse(l).epoch as number);
+    for (let i = 0; i < 600 && (await epochsIn()).length < 2; i++) await new Promise((r) => setTimeout(r, 100)); // epoch 0 and 1
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(stderr).toMatch(/interrupt: finishing the current step and saving a checkpoint/);
+    const done = Math.max(...(await epochsIn()));
+    const resumed = await runCli(['train', '--scst', '--set', `workdir=${fx.dir}`, '--backend', 'cpu', '--set', 'train.scst={k: 2, maxLength: 8, patience: 0}', '--init', fx.model, '--out', out2, '--epochs', String(done + 1), '--resume']);
+    expect(resumed.code).toBe(0);
+    expect(Math.max(...(await epochsIn()))).toBe(done + 1);
+  }, 180_000);
 });
