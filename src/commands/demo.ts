@@ -15,6 +15,7 @@ interface DemoFlags {
   quick?: boolean;
   set?: string[];
   json?: boolean;
+  scst?: boolean;
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -35,13 +36,14 @@ export function register(program: Command): void {
     .option('--epochs <n>', "training epochs at most (default: configs/demo.yaml's; early stopping may end sooner)", intArg('--epochs'))
     .option('--quick', 'a smaller, faster run: half the images, greedy decoding, no thumbnails, fewer sample captions')
     .option('--set <key=value>', 'override a demo config value (repeatable), e.g. --set model.units=64', collect)
+    .option('--scst', 'then fine-tune the model self-critically on CIDEr-D (train.scst.*) and compare test CIDEr-D and BLEU-4')
     .option('--json', 'print a JSON summary instead of the table and the summary text')
     .addHelpText('after', `\nExamples:\n  captioner demo                                   # the whole pipeline on synthetic shapes
   captioner demo --quick                           # a smaller, faster run
   captioner demo --scenes multi --set model.type=attention`)
     .action(async (opts: DemoFlags) => {
       const { demoSummary, runDemo } = await import('../demo/run.js'); // loaded on use: keeps --help fast
-      const r = await runDemo({ out: opts.out, scenes: opts.scenes, images: opts.images, epochs: opts.epochs, quick: opts.quick, sets: opts.set });
+      const r = await runDemo({ out: opts.out, scenes: opts.scenes, images: opts.images, epochs: opts.epochs, quick: opts.quick, sets: opts.set, scst: opts.scst });
       const rep = r.eval.report;
       if (opts.json) {
         process.stdout.write(
@@ -56,6 +58,7 @@ export function register(program: Command): void {
             captions: { captioned: r.caption.captioned, failed: r.caption.failed },
             artifacts: r.artifacts,
             seconds: r.seconds,
+            ...(r.scst ? { scst: { model: r.scst.model, status: r.scst.train.status, epochs: r.scst.train.epochs, bestEpoch: r.scst.train.bestEpoch, bestValCider: r.scst.train.bestValCider, metrics: r.scst.eval.report.metrics } } : {}),
           }) + '\n',
         );
         return;

@@ -174,6 +174,19 @@ export const TrainSchema = z
       .default({ factor: 0.5, patience: 1, min: 1e-5 })
       .describe('Learning-rate decay when the validation loss stops improving.'),
     limit: nonNegInt().default(0).describe('Use at most this many training captions (0: all). For quick experiments.'),
+    scst: z
+      .object({
+        k: intIn(1, 64).default(5).describe('Self-critical training (`train --scst`): captions sampled per training image each step (at least 2 with baseline mean; at most 64). Each step draws train.batchSize images x k captions.'),
+        baseline: z.enum(['mean', 'greedy']).default('mean').describe("What each sampled caption's reward is compared with: mean (the mean reward of the image's other k-1 samples) or greedy (the reward of the image's greedy caption; one more decoding pass per step)."),
+        learningRate: num().positive().default(5e-5).describe('Adam learning rate of self-critical fine-tuning (much lower than cross-entropy training: the policy gradient is noisy).'),
+        epochs: intIn(1, 10_000).default(10).describe('Self-critical passes over the training images (at most 10000).'),
+        maxLength: intIn(1, 200).default(16).describe('Most tokens drawn per sampled caption, the end token included; validation greedy decoding uses it too.'),
+        bleuWeight: num().nonnegative().default(0).describe('Reward = CIDEr-D + bleuWeight x sentence BLEU-4 (0: CIDEr-D alone). CIDEr-D document frequencies come from the training references.'),
+        patience: nonNegInt().default(3).describe('Early stopping of self-critical training: epochs without a higher validation CIDEr-D (0 disables).'),
+      })
+      .strict()
+      .default({ k: 5, baseline: 'mean', learningRate: 5e-5, epochs: 10, maxLength: 16, bleuWeight: 0, patience: 3 })
+      .describe('Self-critical sequence training (`captioner train --scst --init RUN`): REINFORCE fine-tuning of a cross-entropy run on the CIDEr-D reward; best/ keeps the highest validation CIDEr-D.'),
   })
   .strict();
 

@@ -6,6 +6,7 @@
 //   <out>/model/       the trained run (+ eval-test/ with predictions and the HTML report)
 //   <out>/samples/     a folder of test images       <out>/captions.jsonl  their captions (caption pipeline)
 //   <out>/demo-run.json  the scene kind (and demo version) the data and feature cache are for
+//   <out>/model-scst/  with --scst: the model fine-tuned self-critically (train.scst.*), evaluated the same way
 // VGG16 runs with random (untrained) weights unless the real Keras weights are in the weights cache.
 // --scenes multi draws 2-3 shapes a picture (counts and relations) into its own default folder.
 // The proof that the model learned: its test BLEU-4 against the image-blind baseline (the best single
@@ -27,7 +28,8 @@ import { exists, writeJsonAtomic } from '../util/fsx.js';
 import { loadPrepared } from '../prep/prepared.js';
 import { runPrep } from '../prep/run.js';
 import type { TrainResult } from '../train/run.js';
-import { runTrain } from '../train/stage.js';
+import { runScst, runTrain } from '../train/stage.js';
+import type { ScstResult } from '../train/scst-run.js';
 import { ensureDir } from '../util/fsx.js';
 
 /** The demo config shipped with the package (configs/demo.yaml, two folders above this file in src/ and dist/). */
@@ -51,6 +53,8 @@ export interface DemoOptions {
   sets?: string[];
   /** Where encoder.weights auto would look (default: the `captioner weights` cache). */
   weightsCacheDir?: string;
+  /** After the usual demo, fine-tune its model self-critically (train.scst.*) and evaluate that too. */
+  scst?: boolean;
 }
 
 export interface DemoArtifacts {
@@ -79,6 +83,8 @@ export interface DemoResult {
   artifacts: DemoArtifacts;
   /** Seconds per step and in total. */
   seconds: Record<string, number>;
+  /** With --scst: the fine-tuning run and its test evaluation. */
+  scst?: { model: string; train: ScstResult; eval: EvalResult };
 }
 
 /**
@@ -132,7 +138,7 @@ async function checkOut(out: string): Promise<void> {
   } catch {
     return; // does not exist yet
   }
-  const ours = new Set(['data', 'prepared', 'features', 'model', 'samples', 'captions.jsonl', 'demo-run.json']);
+  const ours = new Set(['data', 'prepared', 'features', 'model', 'model-scst', 'samples', 'captions.jsonl', 'demo-run.json']);
   const foreign = names.filter((n) => !ours.has(n) && !n.startsWith('.'));
   if (foreign.length) throw new UsageError(`--out ${out}: holds files the demo did not write (${foreign.slice(0, 5).join(', ')}); choose an empty or new folder`);
 }
@@ -198,7 +204,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       seconds[name] = (Date.now() - s) / 1000;
     }
   };
-  const TOTAL = 6;
+  const TOTAL = opts.scst ? 7 : 6;
   if (haveReal) log.info(`demo: VGG16 runs with the REAL ImageNet weights found in ${realWeights}`);
   else {
     log.warn(
@@ -240,6 +246,18 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   for (const im of pick) await fs.copyFile(path.join(data.imagesDir, im.file), path.join(samples, path.basename(im.file)));
   const captioned = await timed('caption', () => runCaption(config, { inputs: [samples], model: paths.model, output: captions }));
 
+  let scst: DemoResult['scst'];
+  if (opts.scst) {
+    const model = `${paths.model}-scst`;
+    step(7, TOTAL, `self-critical fine-tuning on CIDEr-D (${config.train.scst.epochs} epochs at most) -> ${model}, then evaluating it the same way`);
+    await clearDemoOutput(model);
+    const tuned = await timed('scst', () => runScst(config, { init: paths.model, out: model }));
+    // its own report folder: the demo config points eval.out at the cross-entropy model's
+    const scstEval = { ...config, eval: { ...config.eval, out: path.join(model, 'eval-test') } };
+    const ev = await timed('scst-eval', () => runEval(scstEval, { model, noThumbnails: true }));
+    scst = { model, train: tuned, eval: ev };
+  }
+
   seconds.total = (Date.now() - t0) / 1000;
   const f = evaluated.files;
   const artifacts: DemoArtifacts = {
@@ -255,7 +273,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     samples,
     captions,
   };
-  return { out, scenes, weights, images, config, train: trained, eval: evaluated, caption: captioned, artifacts, seconds };
+  return { out, scenes, weights, images, config, train: trained, eval: evaluated, caption: captioned, artifacts, seconds, ...(scst ? { scst } : {}) };
 }
 
 /** The closing summary: metrics against the baseline, where everything is, what to try next. */
@@ -272,6 +290,11 @@ export function demoSummary(r: DemoResult): string {
     lines.push(`  baseline = ${b.explanation}.`);
   }
   if (r.weights === 'random') lines.push('  (features from a VGG16 with RANDOM weights: fine for coloured shapes, useless for photos)');
+  if (r.scst) {
+    const s = r.scst.eval.report.metrics;
+    lines.push(`test CIDEr-D: cross-entropy ${m.CIDEr.toFixed(4)}, self-critical ${s.CIDEr.toFixed(4)}   (test BLEU-4: cross-entropy ${m.Bleu_4.toFixed(4)}, self-critical ${s.Bleu_4.toFixed(4)})`);
+    lines.push(`  self-critical model: ${r.scst.model}, its test report in ${path.join(r.scst.model, 'eval-test')} (best of ${r.scst.train.epochs} epochs by validation CIDEr-D: epoch ${r.scst.train.bestEpoch}; epoch 0 is the cross-entropy model)`);
+  }
   lines.push('');
   lines.push(`timings: ${Object.entries(r.seconds).map(([k, v]) => `${k} ${v.toFixed(1)}s`).join(', ')}`);
   lines.push('');

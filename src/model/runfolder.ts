@@ -3,7 +3,7 @@
 //   vocab.json      the vocabulary          config.yaml   the resolved config of the run
 //   best/, last/    weights.json + weights.bin (decoder type, spec, feature normalisation, weights);
 //                   last/ also holds the optimizer state and state.json (written by src/train/run.ts)
-//   history.jsonl, loss.svg                 per-epoch losses (training)
+//   history.jsonl, loss.svg                 per-epoch losses (training; reward and CIDEr-D for SCST runs)
 // Version 2 records the decoder type (manifest `model: { type, spec }`, weights meta `type`). Version 1
 // folders (before decoders had types; all merge models) are read as merge models, so existing trained
 // models keep working. A newer version than this code knows is refused with a clear ModelError.
@@ -47,6 +47,17 @@ export interface RunFeatures {
   dtype: string;
 }
 
+/** How a run was fine-tuned from another run (manifest.json `fineTuned`; absent on cross-entropy runs). */
+export interface RunFineTuning {
+  method: 'scst';
+  /** The run it started from (absolute path), its manifest name and the checkpoint taken (best/). */
+  from: { dir: string; name: string; checkpoint: 'best'; status: string };
+  reward: { metric: 'CIDEr-D' | 'CIDEr-D + BLEU-4'; bleuWeight: number; documentFrequencies: 'training references'; images: number; tokenize: string };
+  k: number;
+  baseline: 'mean' | 'greedy';
+  maxLength: number;
+}
+
 /** manifest.json as this code writes it (and as version-1 manifests are read). */
 export interface RunManifest {
   kind: typeof RUN_KIND;
@@ -60,7 +71,9 @@ export interface RunManifest {
   /** The decoder: its registry type and spec (version 1 wrote the bare merge spec here). */
   model: { type: string; spec: Record<string, unknown> };
   /** What best/ holds: the lowest validation loss, or the last epoch when there is no validation data. */
-  best?: 'lowest-validation-loss' | 'last-epoch';
+  best?: 'lowest-validation-loss' | 'last-epoch' | 'highest-validation-cider';
+  /** Set on runs fine-tuned by self-critical sequence training (src/train/scst-run.ts): from which run, with which reward. */
+  fineTuned?: RunFineTuning;
   changes?: unknown[];
   files: typeof RUN_FILES;
   featureNorm?: { file: string; mean: string; std: string };

@@ -371,7 +371,7 @@ function uniqueImages(ex: readonly Example[]): string[] {
 const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
 
 /** One turn of the event loop, so signal handlers run during long stretches of awaited tensor reads. */
-const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
+export const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 const WRITE_FAILURES: Record<string, string> = {
   ENOSPC: 'no space left on device',
@@ -388,7 +388,7 @@ const WRITE_FAILURES: Record<string, string> = {
  * Run one write of the run folder; a filesystem failure (full disk, I/O error, permissions) becomes a
  * one-line DataError naming `target` (exit 3), after removing the temporaries this process left next to it.
  */
-async function guardWrite<T>(target: string, write: () => Promise<T>): Promise<T> {
+export async function guardWrite<T>(target: string, write: () => Promise<T>): Promise<T> {
   try {
     return await write();
   } catch (e) {

@@ -1,12 +1,15 @@
-// The training stage as commands and the demo call it: opens the prepared dataset and feature cache
+// The training stages as commands and the demo call them (cross-entropy training, and self-critical
+// fine-tuning of a trained run): opens the prepared dataset and feature cache
 // named by the config (stagePaths), picks the backend, and trains into the run folder. Feature vectors
 // are read through a bounded reader (features.readCacheBytes), never the whole split as float32.
 import { stagePaths } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { boundedFeatureSource, openFeatureCache } from '../features/cache.js';
-import { loadPrepared } from '../prep/prepared.js';
+import { loadPrepared, type Prepared } from '../prep/prepared.js';
 import { initBackend, type BackendRequest } from '../tf/backend.js';
-import { train, type TrainResult } from './run.js';
+import { train, type FeatureInfo, type TrainResult } from './run.js';
+import type { FeatureSource } from './data.js';
+import type { ScstResult } from './scst-run.js';
 
 export interface TrainStageOptions {
   resume?: boolean;
@@ -17,6 +20,34 @@ export interface TrainStageOptions {
 /** Prepared dataset + feature cache (from the config's paths) -> a trained run folder. */
 export async function runTrain(config: Config, opts: TrainStageOptions = {}): Promise<TrainResult> {
   const paths = stagePaths(config);
+  return withTrainingData(config, (d) =>
+    train({ config, prepared: d.prepared, features: d.features, featureInfo: d.featureInfo, out: paths.model, resume: opts.resume, backend: d.backend, signal: opts.signal }),
+  );
+}
+
+export interface ScstStageOptions extends TrainStageOptions {
+  /** The cross-entropy run to fine-tune. */
+  init: string;
+  out: string;
+}
+
+/** A cross-entropy run + the config's prepared dataset and feature cache -> a self-critically fine-tuned run folder. */
+export async function runScst(config: Config, opts: ScstStageOptions): Promise<ScstResult> {
+  const { trainScst } = await import('./scst-run.js');
+  return withTrainingData(config, (d) =>
+    trainScst({ config, prepared: d.prepared, features: d.features, featureInfo: d.featureInfo, init: opts.init, out: opts.out, resume: opts.resume, backend: d.backend, signal: opts.signal }),
+  );
+}
+
+interface TrainingData {
+  prepared: Prepared;
+  features: FeatureSource;
+  featureInfo: FeatureInfo;
+  backend: string;
+}
+
+async function withTrainingData<T>(config: Config, use: (d: TrainingData) => Promise<T>): Promise<T> {
+  const paths = stagePaths(config);
   const prepared = await loadPrepared(paths.prepared);
   const cache = await openFeatureCache(paths.features);
   try {
@@ -26,8 +57,7 @@ export async function runTrain(config: Config, opts: TrainStageOptions = {}): Pr
     // float32, else as stored, least recently used dropped and read again from the shards)
     const needed = new Set([...prepared.splits.train, ...prepared.splits.val].map((im) => im.image));
     const features = boundedFeatureSource(cache, { budgetBytes: config.features.readCacheBytes, rows: needed.size });
-    return await train({
-      config,
+    return await use({
       prepared,
       features,
       featureInfo: {
@@ -37,10 +67,7 @@ export async function runTrain(config: Config, opts: TrainStageOptions = {}): Pr
         shape: m.shape,
         dtype: m.dtype,
       },
-      out: paths.model,
-      resume: opts.resume,
       backend: backend.detail,
-      signal: opts.signal,
     });
   } finally {
     cache.close();

@@ -66,6 +66,18 @@ describe('captioner demo', () => {
     for (const c of caps) expect(c.caption).toBe(preds.get(path.basename(c.image)));
   }, 120_000);
 
+  it('--scst fine-tunes the demo model self-critically and ends with the test CIDEr-D and BLEU-4 pairs', async () => {
+    const r = await runCli(['demo', '--out', out, '--images', '40', '--epochs', '1', '--quick', '--scst', '--set', 'train.scst={epochs: 1, k: 2}']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/test CIDEr-D: cross-entropy \d+\.\d{4}, self-critical \d+\.\d{4} {3}\(test BLEU-4: cross-entropy \d\.\d{4}, self-critical \d\.\d{4}\)/);
+    const m = JSON.parse(await fs.readFile(path.join(out, 'model-scst', 'manifest.json'), 'utf8'));
+    expect(m.fineTuned).toMatchObject({ method: 'scst', from: { dir: path.resolve(out, 'model') } });
+    // each model's test report in its own folder (the self-critical one does not overwrite the other)
+    const reportOf = async (m: string) => JSON.parse(await fs.readFile(path.join(out, m, 'eval-test', 'report.json'), 'utf8'));
+    expect((await reportOf('model')).model.dir).toMatch(/model$/);
+    expect((await reportOf('model-scst')).model.dir).toMatch(/model-scst$/);
+  }, 180_000);
+
   it('the model beats the image-blind baseline on test BLEU-4 (--quick: 300 images)', async () => {
     const r = await runCli(['demo', '--out', out, '--quick', '--json']);
     expect(r.code).toBe(0);
