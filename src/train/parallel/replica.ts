@@ -19,8 +19,8 @@ export interface TrainableDecoder {
   readonly variables: tf.Variable[];
   readonly spec: { readonly vocabSize: number };
   loss(batch: CaptionBatch, opts: { training: boolean; seed?: number; chunkBudget?: number }): tf.Scalar;
-  /** Decoders whose loss adds a per-caption (mean over rows) term expose the two parts (attention). */
-  lossTerms?(batch: CaptionBatch, opts: { training: boolean; seed?: number }): { crossEntropy: tf.Scalar; alphaPenalty: tf.Scalar };
+  /** The objective's terms: crossEntropy (a per-token mean) plus any per-caption (mean over rows) regularisers (attention's alphaPenalty). */
+  lossTerms?(batch: CaptionBatch, opts: { training: boolean; seed?: number }): { crossEntropy: tf.Scalar } & Record<string, tf.Scalar>;
   dispose(): void;
 }
 
@@ -86,8 +86,10 @@ export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout,
   const vars = layout.names.map((n) => model.weights[n]);
   const { value, grads } = tf.variableGrads(() => {
     if (model.lossTerms) {
-      const { crossEntropy, alphaPenalty } = model.lossTerms(slice, { training: true, seed });
-      return tf.add(tf.mul(crossEntropy, w.tokens), tf.mul(alphaPenalty, w.rows)) as tf.Scalar;
+      // a merge decoder has the cross-entropy alone; attention adds its alphaPenalty
+      const { crossEntropy, ...rest } = model.lossTerms(slice, { training: true, seed });
+      const parts = [tf.mul(crossEntropy, w.tokens), ...Object.values(rest).map((t) => tf.mul(t, w.rows))];
+      return (parts.length === 1 ? parts[0] : tf.addN(parts)) as tf.Scalar;
     }
     return tf.mul(model.loss(slice, { training: true, seed }), w.tokens) as tf.Scalar;
   }, vars);
