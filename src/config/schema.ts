@@ -175,7 +175,7 @@ export const TrainSchema = z
       .describe('Learning-rate decay when the validation loss stops improving.'),
     limit: nonNegInt().default(0).describe('Use at most this many training captions (0: all). For quick experiments.'),
     workers: z
-      .union([z.literal('auto'), intIn(1, 256)])
+      .union([z.literal('auto'), intIn(1, 256)], { error: (i) => expected('"auto" or an integer from 1 to 256', i.input) })
       .default(1)
       .describe('Data-parallel training threads: each batch is split over this many worker threads (one wasm thread each) whose gradients are summed into one Adam update. auto: one per core of this machine; 1: train on the main thread with the configured backend, as before (the default; workers > 1 always compute on wasm, even when backend is gpu or node). Dropout masks differ per worker slice, so byte-identical results (and an exact --resume) need the same number of workers; it may change on --resume, which is logged.'),
   })

@@ -12,6 +12,7 @@
 // gradients and own the weights and Adam moments; the main-thread model gets a copy before validation and
 // saving, and the optimizer checkpoint keeps the same format, so --resume works across worker counts.
 import { promises as fs } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { tf } from '../tf/tf.js';
@@ -200,6 +201,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         workers, learningRate: state.learningRate, clipNorm: tc.clipNorm,
       });
       log.info(`train: ${workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(tc.workers)}); the main thread (${o.backend}) validates and saves`);
+      if (!/^(wasm|cpu)/.test(o.backend)) log.warn(`train.workers ${workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);
+      if (workers > availableParallelism()) log.warn(`train.workers ${workers} is more than this machine's ${availableParallelism()} cores: the workers share them and each holds a copy of the model`);
     } else {
       adam = new Adam(model.weights, { learningRate: state.learningRate, clipNorm: tc.clipNorm });
     }

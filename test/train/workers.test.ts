@@ -73,6 +73,7 @@ describe('train.workers', () => {
     expect(ConfigSchema.parse({}).train.workers).toBe(1);
     expect(ConfigSchema.parse({ train: { workers: 'auto' } }).train.workers).toBe('auto');
     for (const bad of [0, 1.5, 'all', -2]) expect(ConfigSchema.safeParse({ train: { workers: bad } }).success).toBe(false);
+    expect(ConfigSchema.safeParse({ train: { workers: 'all' } }).error?.issues[0].message).toBe('expected "auto" or an integer from 1 to 256, got "all"');
   });
 
   it('a workers-2 run completes, writes a run folder caption/eval load, and resumes byte-identically', async () => {
@@ -149,6 +150,24 @@ describe('train.workers', () => {
     expect(text).toMatch(/trained on 2 workers, this run uses 1: .* not byte-identical/);
     const manifest = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.changes).toEqual([{ key: 'train.workers', from: 2, to: 1, epoch: 1, step: 2 }]);
+    await settle();
+    expect(threads.live.size).toBe(0);
+  }, 60_000);
+
+  it('an attention model on a grid cache trains on 2 workers', async () => {
+    const s = synthetic({ dim: 16, train: 16, val: 8 });
+    const out = await tmp();
+    const config = ConfigSchema.parse({
+      model: { type: 'attention', embedDim: 8, units: 12, hiddenUnits: 12, dropout: 0.1, attention: { attentionDim: 8 } },
+      train: { epochs: 2, batchSize: 8, learningRate: 0.01, patience: 0, seed: 7, workers: 2 },
+    });
+    const grid: FeatureInfo = { dir: '/synthetic/grid', fingerprint: 'g'.repeat(64), encoder: { name: 'vgg16', layer: 'block5_pool' }, shape: [2, 2, 4], dtype: 'float32' };
+    const res = await train({ config, prepared: s.prepared, features: s.features, featureInfo: grid, out, backend: 'cpu' });
+    expect(res.status).toBe('completed');
+    expect(res.history.every((h) => Number.isFinite(h.trainLoss) && Number.isFinite(h.valLoss))).toBe(true);
+    const m = await loadTrainedModel(out);
+    expect(m.decoder.type).toBe('attention');
+    m.decoder.dispose();
     await settle();
     expect(threads.live.size).toBe(0);
   }, 60_000);
