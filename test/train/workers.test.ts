@@ -1,7 +1,7 @@
 // train.workers > 1 through the real train() and CLI: a data-parallel run completes and writes a run folder
 // that caption/eval load, its --resume is byte-identical to an uninterrupted run, workers 1 and 2 agree to
-// float tolerance, changing workers on --resume is logged, and Ctrl-C saves, exits 130 and leaves no worker.
-// Spawns dist/train/parallel/worker.js: build first (npx tsc -p .; `npm test` does).
+// float tolerance, changing workers on --resume is logged, a diverging run saves no NaN weights, and Ctrl-C
+// saves, exits 130 and leaves no worker. Spawns dist/train/parallel/worker.js: build first (npx tsc -p .).
 import { describe, it, expect, beforeAll, vi } from 'vitest';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
@@ -15,6 +15,7 @@ import { greedyDecode } from '../helpers/greedy.js';
 import { bin, repoRoot } from '../helpers/cli.js';
 import { writeFixture } from './cli-fixture.js';
 import { synthetic } from './synthetic.js';
+import { ModelError } from '../../src/errors.js';
 
 // count the worker threads the trainer starts, and which of them are still running
 const threads = vi.hoisted(() => ({ started: 0, live: new Set<object>() }));
@@ -168,6 +169,19 @@ describe('train.workers', () => {
     const m = await loadTrainedModel(out);
     expect(m.decoder.type).toBe('attention');
     m.decoder.dispose();
+    await settle();
+    expect(threads.live.size).toBe(0);
+  }, 60_000);
+
+  it('a diverging workers-2 run stops with a ModelError, saves no NaN weights and leaves no worker', async () => {
+    const out = await tmp();
+    const e = await run(out, cfg({ epochs: 3, learningRate: 1e30, clipNorm: 1e30 })).catch((x) => x);
+    expect(e).toBeInstanceOf(ModelError);
+    expect(e.message).toMatch(/loss became (NaN|Infinity)/);
+    for (const which of ['best', 'last']) {
+      const dir = path.join(out, which);
+      if (await fs.stat(dir).catch(() => null)) (await loadDecoder(dir)).dispose(); // throws on non-finite weights
+    }
     await settle();
     expect(threads.live.size).toBe(0);
   }, 60_000);
