@@ -174,6 +174,10 @@ export const TrainSchema = z
       .default({ factor: 0.5, patience: 1, min: 1e-5 })
       .describe('Learning-rate decay when the validation loss stops improving.'),
     limit: nonNegInt().default(0).describe('Use at most this many training captions (0: all). For quick experiments.'),
+    workers: z
+      .union([z.literal('auto'), intIn(1, 256)], { error: (i) => expected('"auto" or an integer from 1 to 256', i.input) })
+      .default(1)
+      .describe('Data-parallel training threads: each batch is split over this many worker threads (one wasm thread each) whose gradients are summed into one Adam update. auto: one per core of this machine; 1: train on the main thread with the configured backend, as before (the default; workers > 1 always compute on wasm, even when backend is gpu or node). Dropout masks differ per worker slice, so byte-identical results (and an exact --resume) need the same number of workers; it may change on --resume, which is logged.'),
     scst: z
       .object({
         k: intIn(1, 64).default(5).describe('Self-critical training (`train --scst`): captions sampled per training image each step (at least 2 with baseline mean; at most 64). Each step draws train.batchSize images x k captions.'),

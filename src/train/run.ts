@@ -7,8 +7,12 @@
 // With no validation data there is no validation loss: early stopping, learning-rate decay and best-model
 // selection are off and best/ holds the last epoch's weights. On --resume, settings that define the run
 // (model, data, features, seed, batch size, limit) must match the run's config.yaml; training settings
-// (epochs, learning rate, clipping, patience, decay) may change and are applied, logged and recorded.
+// (epochs, learning rate, clipping, patience, decay, workers) may change and are applied, logged and recorded.
+// train.workers > 1 trains with the data-parallel engine (src/train/parallel): worker threads compute the
+// gradients and own the weights and Adam moments; the main-thread model gets a copy before validation and
+// saving, and the optimizer checkpoint keeps the same format, so --resume works across worker counts.
 import { promises as fs } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { tf } from '../tf/tf.js';
@@ -21,11 +25,13 @@ import { ensureDir, exists, writeFileAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
 import { ConfigSchema } from '../config/schema.js';
-import { decoderFeatureShape } from '../model/decoders/batch.js';
+import { decoderFeatureShape, type CaptionBatch } from '../model/decoders/batch.js';
 import { DECODERS, decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
 import { encodeTensors, readTensors, recoverDir } from '../model/io.js';
 import { loadDecoder, RUN_FILES, RUN_KIND, RUN_NAMES, saveDecoder, writeRunConfig, writeRunManifest, writeRunVocab, type RunManifestBody } from '../model/runfolder.js';
 import { Adam, byWeightName } from './adam.js';
+import { createParallelTrainer, resolveWorkers, type ParallelTrainer } from './parallel/trainer.js';
+import type { ReplicaKind, ReplicaSpec } from './parallel/replica.js';
 import { batchesOf, buildBatch, checkFeatureCoverage, examplesOf, mixSeed, targetTokens, type Example, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
 
@@ -116,6 +122,8 @@ interface RunState {
   spec: Record<string, unknown>;
   seed: number;
   batchSize: number;
+  /** Worker threads the last steps ran on (train.workers resolved; absent in older checkpoints: 1). */
+  workers?: number;
   /** Training settings changed on --resume, in order. */
   changes?: SettingChange[];
 }
@@ -176,16 +184,47 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       datasetFingerprint: dsFp, featureFingerprint: o.featureInfo.fingerprint, type: kind.type, spec, seed: tc.seed, batchSize: tc.batchSize,
     };
   }
-  const adam = new Adam(model.weights, { learningRate: state.learningRate, clipNorm: tc.clipNorm });
+  const workers = resolveWorkers(tc.workers);
+  if (o.resume && (state.workers ?? 1) !== workers) {
+    log.warn(`resume: the checkpoint was trained on ${state.workers ?? 1} worker${(state.workers ?? 1) === 1 ? '' : 's'}, this run uses ${workers}: training continues from the same weights and optimizer state, but dropout masks are drawn per worker slice, so the result is not byte-identical to an uninterrupted run`);
+  }
+  state.workers = workers;
+  // workers 1: tf Adam on the main thread's backend; more: the parallel engine owns weights and moments
+  let adam: Adam | null = null;
+  let trainer: ParallelTrainer | null = null;
   try {
+    if (workers > 1) {
+      const values: Record<string, Float32Array> = {};
+      for (const [n, w] of Object.entries(model.weights)) values[n] = (await w.data()) as Float32Array;
+      trainer = await createParallelTrainer({
+        kind: kind.type as ReplicaKind, spec: spec as unknown as ReplicaSpec, weights: values, norm: model.norm,
+        workers, learningRate: state.learningRate, clipNorm: tc.clipNorm,
+      });
+      log.info(`train: ${workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(tc.workers)}); the main thread (${o.backend}) validates and saves`);
+      if (!/^(wasm|cpu)/.test(o.backend)) log.warn(`train.workers ${workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);
+      if (workers > availableParallelism()) log.warn(`train.workers ${workers} is more than this machine's ${availableParallelism()} cores: the workers share them and each holds a copy of the model`);
+    } else {
+      adam = new Adam(model.weights, { learningRate: state.learningRate, clipNorm: tc.clipNorm });
+    }
+    const optim = {
+      state: async () => (trainer ? trainer.state() : adam!.state()),
+      restore: (it: number, lr: number, arrays: Parameters<Adam['restore']>[2]) => (trainer ? trainer.restore(it, lr, arrays) : adam!.restore(it, lr, arrays)),
+      setLearningRate: (lr: number) => {
+        if (trainer) trainer.learningRate = lr;
+        else adam!.learningRate = lr;
+      },
+      /** Bring the main-thread model up to the trained weights (validation, saving). */
+      sync: () => trainer?.copyTo(model),
+    };
     if (o.resume) {
       const { meta, arrays } = await readTensors(lastDir, 'optimizer', OPT_FORMAT);
-      adam.restore(Number(meta.iterations), state.learningRate, arrays);
+      optim.restore(Number(meta.iterations), state.learningRate, arrays);
     }
     await guardWrite(out, () => ensureDir(out));
     await guardWrite(path.join(out, RUN_FILES.vocab), () => writeRunVocab(out, serializeVocab(prepared.vocab)));
     const saveLast = async () => {
-      const st = await adam.state();
+      optim.sync();
+      const st = await optim.state();
       const opt = encodeTensors(OPT_FORMAT, { iterations: st.iterations, learningRate: st.learningRate }, st.arrays);
       const files = { 'optimizer.json': opt.index, 'optimizer.bin': opt.bin, 'state.json': JSON.stringify({ ...state, bestValLoss: finiteOrNull(state.bestValLoss) }, null, 1) + '\n' };
       await guardWrite(lastDir, () => saveDecoder(lastDir, model, files));
@@ -220,26 +259,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
           }
           const batch = buildBatch(batches[bi], features);
           const seed = mixSeed(state.seed, state.step, 17);
-          // train on the whole objective; report its cross-entropy (comparable with the validation loss)
-          let ce: tf.Scalar | null = null;
-          const { value, grads } = tf.variableGrads(() => {
-            const terms = model.lossTerms(batch, { training: true, seed });
-            const rest = Object.entries(terms).filter(([k]) => k !== 'crossEntropy').map(([, t]) => t);
-            if (!rest.length) return terms.crossEntropy;
-            ce = tf.keep(terms.crossEntropy);
-            return tf.addN([terms.crossEntropy, ...rest]) as tf.Scalar;
-          }, model.variables);
-          let loss: number;
-          let total: number;
-          try {
-            adam.apply(byWeightName(model.weights, grads)).dispose();
-            total = (await value.data())[0];
-            loss = ce ? (await (ce as tf.Scalar).data())[0] : total;
-          } finally {
-            tf.dispose([value, ...Object.values(grads)]);
-            if (ce) (ce as tf.Scalar).dispose();
-          }
-          if (!Number.isFinite(total)) loss = total;
+          // the parallel engine reports the whole objective (cross-entropy plus any regulariser)
+          const r = trainer ? await trainer.step(batch, seed).then((x) => ({ loss: x.loss, total: x.loss })) : await mainThreadStep(model, adam!, batch, seed);
+          const loss = Number.isFinite(r.total) ? r.loss : r.total;
           if (!Number.isFinite(loss)) throw new ModelError(`train: the loss became ${loss} at step ${state.step + 1} (epoch ${epoch}); lower train.learningRate or train.clipNorm`);
           const n = batch.targets.length;
           state.step++;
@@ -254,6 +276,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         bar.stop();
       }
       state.epochSeconds += (Date.now() - t0) / 1000;
+      optim.sync();
       const evaluated = valEx.length ? await evaluateLoss(model, valEx, features, Math.max(batchSize, 64), o.signal) : NaN;
       if (evaluated === null) {
         // interrupted during validation: the checkpoint holds every step of this epoch; --resume validates
@@ -297,7 +320,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         if (next < state.learningRate) {
           log.info(`learning rate ${state.learningRate.toPrecision(3)} -> ${next.toPrecision(3)}`);
           state.learningRate = next;
-          adam.learningRate = next;
+          optim.setLearningRate(next);
         }
         state.sinceDecay = 0;
       }
@@ -321,8 +344,33 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     await writeManifest(status);
     return { status, epochs: state.epoch, steps: state.step, bestEpoch: state.bestEpoch, bestValLoss: finiteOrNull(state.bestValLoss), history, out };
   } finally {
-    adam.dispose();
+    adam?.dispose();
+    await trainer?.dispose();
     model.dispose();
+  }
+}
+
+/**
+ * One step on the main thread (workers: 1): gradients of the whole objective, one Adam update. Returns the
+ * cross-entropy (comparable with the validation loss) and the whole objective.
+ */
+async function mainThreadStep(model: Decoder, adam: Adam, batch: CaptionBatch, seed: number): Promise<{ loss: number; total: number }> {
+  let ce: tf.Scalar | null = null;
+  const { value, grads } = tf.variableGrads(() => {
+    const terms = model.lossTerms(batch, { training: true, seed });
+    const rest = Object.entries(terms).filter(([k]) => k !== 'crossEntropy').map(([, t]) => t);
+    if (!rest.length) return terms.crossEntropy;
+    ce = tf.keep(terms.crossEntropy);
+    return tf.addN([terms.crossEntropy, ...rest]) as tf.Scalar;
+  }, model.variables);
+  try {
+    adam.apply(byWeightName(model.weights, grads)).dispose();
+    const total = (await value.data())[0];
+    const loss = ce ? (await (ce as tf.Scalar).data())[0] : total;
+    return { loss, total };
+  } finally {
+    tf.dispose([value, ...Object.values(grads)]);
+    if (ce) (ce as tf.Scalar).dispose();
   }
 }
 
@@ -410,7 +458,7 @@ export async function guardWrite<T>(target: string, write: () => Promise<T>): Pr
 const FROZEN = ['model.', 'dataset.', 'prep.', 'encoder.', 'features.dtype', 'train.seed', 'train.batchSize', 'train.limit'];
 const MOVABLE = ['prep.out', 'features.out'];
 /** Training settings that --resume applies (and logs) when they change. */
-const APPLIED = ['train.epochs', 'train.learningRate', 'train.clipNorm', 'train.patience', 'train.lrDecay.'];
+const APPLIED = ['train.epochs', 'train.learningRate', 'train.clipNorm', 'train.patience', 'train.lrDecay.', 'train.workers'];
 
 function leaves(v: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
   if (v && typeof v === 'object' && !Array.isArray(v)) {

@@ -6,27 +6,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { bin, repoRoot, runCli } from '../helpers/cli.js';
-import { writePrepared, type PreparedManifest } from '../../src/prep/prepared.js';
-import { openCacheWriter, type CacheSpec } from '../../src/features/cache.js';
-import { synthetic } from './synthetic.js';
+import { writeFixture } from './cli-fixture.js';
 
 let work: string;
-
-async function writeFixture(dir: string, dropKey?: string): Promise<void> {
-  const s = synthetic({ train: 16, val: 8 });
-  await writePrepared(path.join(dir, 'prepared'), {
-    vocab: s.prepared.vocab,
-    splits: s.prepared.splits,
-    manifest: { kind: 'captioner.prepared', version: 1, name: 't', createdAt: new Date().toISOString() } as unknown as Omit<PreparedManifest, 'fingerprint' | 'files'>,
-  });
-  const spec = {
-    encoder: { name: 'synthetic', fingerprint: 'syn', runtime: 'none', detail: 'test', weights: 'random', weightsFingerprint: 'w', layer: 'fc2', preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [1, 2, 3] }, shape: [s.features.dim] },
-    dtype: 'float32',
-  } as unknown as CacheSpec;
-  const w = await openCacheWriter(path.join(dir, 'features'), spec, { shardSize: 64 });
-  for (const [k, v] of s.features.map) if (k !== dropKey) await w.add(k, v);
-  await w.close();
-}
 
 const args = (dir: string, ...more: string[]) => [
   'train', '--set', `workdir=${dir}`, '--backend', 'cpu',
