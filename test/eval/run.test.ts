@@ -69,7 +69,7 @@ describe('runEval', () => {
   }, 60_000);
 
   it('an attention run: each report.html row gets its attention view (closed, summary "attention"); report.json and predictions unchanged', async () => {
-    const att = await buildTrainedRun(path.join(work, 'att'), { attention: true });
+    const att = await buildTrainedRun(path.join(work, 'att'), { attention: true, epochs: 12 });
     const before = tf.memory().numTensors;
     const { report, files } = await runEval(att.config, { model: att.model, noBaseline: true });
     expect(tf.memory().numTensors).toBe(before);
