@@ -101,6 +101,20 @@ describe('caption --attention-maps', () => {
     await expect(fs.access(output)).rejects.toThrow();
   }, 60_000);
 
+  it('--attention-maps naming a file: exit 2, the file untouched; with --format text the maps are still written', async () => {
+    const file = path.join(dir, 'not-a-folder');
+    await fs.writeFile(file, 'keep me');
+    const r = await runCli(['caption', path.join(imgs, 'c.png'), '--model', attention, '--attention-maps', file, ...cpu]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error: --attention-maps .*not-a-folder: is not a folder/);
+    expect(await fs.readFile(file, 'utf8')).toBe('keep me');
+    const maps = path.join(dir, 'maps-text');
+    const t = await runCli(['caption', path.join(imgs, 'c.png'), '--model', attention, '--attention-maps', maps, '--format', 'text', ...cpu]);
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stdout).toMatch(/c\.png\t/);
+    expect(await fs.readdir(maps)).toEqual([attentionMapName(path.join(imgs, 'c.png'))]);
+  }, 60_000);
+
   it('map names: base name and a hash of the absolute path', () => {
     expect(attentionMapName('/x/a/photo.jpg')).toMatch(/^photo-[0-9a-f]{10}\.png$/);
     expect(attentionMapName('/x/a/photo.jpg')).not.toBe(attentionMapName('/x/b/photo.jpg'));
