@@ -15,6 +15,15 @@
 import sharp from 'sharp';
 import { ModelError } from '../errors.js';
 import { classifySharpError, DEFAULT_MAX_PIXELS, ImageError } from '../features/image.js';
+import type { RunManifest } from '../model/runfolder.js';
+
+/** The attention grid [H, W] of a run: an attention decoder on grid features [H, W, C] (as the run's manifest
+ * records them: 14 x 14 for block5_conv3, 7 x 7 for block5_pool); null for any other model. */
+export function attentionGridOf(manifest: Pick<RunManifest, 'model' | 'features'>): [number, number] | null {
+  const shape = manifest.features?.shape;
+  if (manifest.model?.type !== 'attention' || !Array.isArray(shape) || shape.length !== 3) return null;
+  return [shape[0], shape[1]];
+}
 
 export interface AttentionMapInput {
   /** The encoded photo (any format sharp reads). */

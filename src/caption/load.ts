@@ -17,6 +17,7 @@ import { createEncoder, type EncoderInfo, type ImageEncoder, type Preprocessing 
 import { decodeImage, formatList, ImageError, DEFAULT_MAX_PIXELS, readableFormats, unreadableFormat } from '../features/image.js';
 import type { LoadedVgg16Weights } from '../features/vgg16/weights.js';
 import { loadTrainedModel, readRunConfig, type TrainedModel } from '../model/runfolder.js';
+import { attentionGridOf } from './attention-map.js';
 import { sniffImage } from '../util/imagetype.js';
 import { initBackend, type BackendInfo, type BackendRequest } from '../tf/backend.js';
 import { decodeFeatures, type DecodedCaption } from '../decode/decode.js';
@@ -61,6 +62,8 @@ export interface LoadedCaptioner extends Captioner {
   /** Effective decode settings (beam is the default for calls that give none). */
   readonly decode: DecodeConfig;
   readonly maxPixels: number;
+  /** The attention grid [H, W] of an attention model (from the recorded feature shape [H, W, C]); null otherwise. */
+  readonly attentionGrid: [number, number] | null;
   /** Encoded image bytes -> the encoder's input pixels. Throws ImageError (kinds: unsupported, corrupt, too_large). */
   prepare(bytes: Uint8Array): Promise<Uint8Array>;
   encode(images: Uint8Array[]): Promise<Float32Array[]>;
@@ -190,7 +193,9 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
     for (let i = 0; i < images.length; i += encodeBatch) out.push(...(await enc.encode(images.slice(i, i + encodeBatch))));
     return out;
   };
-  const captionFeatures = (features: Float32Array[], options: CaptionOptions = {}) => decodeFeatures(model, features, { ...decode, beam: options.beam ?? decode.beam });
+  const attentionGrid = attentionGridOf(model.manifest);
+  const captionFeatures = (features: Float32Array[], options: CaptionOptions = {}) =>
+    decodeFeatures(model, features, { ...decode, beam: options.beam ?? decode.beam, ...(options.attention ? { attention: true } : {}) });
   let disposed = false;
 
   return {
@@ -200,6 +205,7 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
     backend,
     decode,
     maxPixels,
+    attentionGrid,
     info: { name: model.manifest.name ?? path.basename(runDir), encoder: `${enc.info.name} ${enc.info.layer}, ${enc.info.detail}`, backend: backend.detail },
     prepare: (bytes) => preparePixels(bytes, enc, maxPixels),
     encode,
@@ -217,12 +223,15 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
         ),
       );
       const good = pixels.flatMap((p) => (p.ok ? [p.p] : []));
-      const captions = good.length ? await captionFeatures(await encode(good), options) : [];
+      // an attention model always says where it looked (the serve page shows it)
+      const grid = attentionGrid;
+      const captions = good.length ? await captionFeatures(await encode(good), { ...options, attention: grid !== null }) : [];
       let k = 0;
       return pixels.map((p): CaptionOutcome => {
         if (!p.ok) return { ok: false, error: p.error, kind: p.kind };
         const c = captions[k++];
-        return { ok: true, caption: c.caption, tokens: c.words, logprob: c.logprob };
+        const attention = grid && c.attention ? { grid, words: c.words, rows: c.attention.map((r) => Array.from(r)) } : undefined;
+        return { ok: true, caption: c.caption, tokens: c.words, logprob: c.logprob, ...(attention ? { attention } : {}) };
       });
     },
     async dispose() {

@@ -16,10 +16,10 @@ export interface LineSink {
   close(): Promise<void>;
 }
 
-/** The JSON line for a result: {"image","caption","logprob"} or {"image","error"}. */
-export function resultLine(r: CaptionResult): string {
+/** The JSON line for a result: {"image","caption","logprob"} (+ "attention": the map's path) or {"image","error"}. */
+export function resultLine(r: CaptionResult, attentionMap?: string): string {
   if ('error' in r) return JSON.stringify({ image: r.image, error: r.error }) + '\n';
-  return JSON.stringify({ image: r.image, caption: r.caption, logprob: Number(r.logprob.toFixed(6)) }) + '\n';
+  return JSON.stringify({ image: r.image, caption: r.caption, logprob: Number(r.logprob.toFixed(6)), ...(attentionMap ? { attention: attentionMap } : {}) }) + '\n';
 }
 
 /** Output formats: one JSON line per image (default), or `path<TAB>caption` per captioned image. */

@@ -13,7 +13,7 @@ export interface CaptionStages {
   /** Read one image file and decode it into the encoder's input pixels; throws (ImageError) for bad files. */
   load(file: string | Buffer): Promise<Uint8Array>;
   encode(images: Uint8Array[]): Promise<Float32Array[]>;
-  caption(features: Float32Array[]): Promise<{ caption: string; logprob: number }[]>;
+  caption(features: Float32Array[]): Promise<{ caption: string; logprob: number; words?: string[]; attention?: Float32Array[] }[]>;
 }
 
 export interface PipelineInput {
@@ -25,7 +25,7 @@ export interface PipelineInput {
 }
 
 export type CaptionResult =
-  | { image: string; caption: string; logprob: number }
+  | { image: string; caption: string; logprob: number; words?: string[]; attention?: Float32Array[] }
   | { image: string; error: string; kind?: ImageErrorKind | 'unreadable' };
 
 export interface PipelineOptions {
@@ -78,7 +78,7 @@ export async function* captionFiles(inputs: Iterable<PipelineInput> | AsyncItera
     opts.decodeBatch,
     (s: Slot<Float32Array>) => s.value,
     (features) => stages.caption(features),
-    (s, r): CaptionResult => (r ? { image: s.image, caption: r.caption, logprob: r.logprob } : { image: s.image, error: s.error ?? 'unknown error', ...(s.kind ? { kind: s.kind } : {}) }),
+    (s, r): CaptionResult => (r ? { image: s.image, caption: r.caption, logprob: r.logprob, ...(r.attention ? { words: r.words ?? [], attention: r.attention } : {}) } : { image: s.image, error: s.error ?? 'unknown error', ...(s.kind ? { kind: s.kind } : {}) }),
   );
   yield* captioned;
 }

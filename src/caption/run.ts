@@ -4,12 +4,20 @@
 // A file that cannot be captioned gets an error line and a warning; the run goes on and ends with
 // PartialFailure (exit 3). An abort (Ctrl-C) stops after the lines already done, leaving the output
 // valid; a closed stdout (`| head`) ends the run quietly (OutputClosed).
+// --attention-maps DIR (attention models only, checked before any work): each captioned image also gets
+// its attention map (src/caption/attention-map.ts), written atomically to DIR/<name>-<hash>.png before
+// its line (which names it in "attention"), so a line never points at a missing or half-written map.
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
 import type { Config } from '../config/schema.js';
-import { PartialFailure } from '../errors.js';
+import { DataError, PartialFailure, UsageError } from '../errors.js';
 import { ImageError } from '../features/image.js';
 import { log, progress } from '../log.js';
+import { readRunManifest } from '../model/runfolder.js';
+import { ioReason, writeFileAtomic } from '../util/fsx.js';
 import { shardOf, type Shard } from '../util/shard.js';
+import { attentionGridOf, renderAttentionMap } from './attention-map.js';
 import { discoverImages, type Found } from './discover.js';
 import { loadCaptioner, type LoadedCaptioner } from './load.js';
 import { openOutputFile, readOutputState, resultLine, resultText, streamSink, type LineSink, type OutputFormat } from './output.js';
@@ -33,6 +41,8 @@ export interface CaptionRunOptions {
   stages?: CaptionStages;
   /** Aborted (Ctrl-C): stop after the lines already written; the summary says `interrupted`. */
   signal?: AbortSignal;
+  /** Write each image's attention map (PNG) into this folder (attention models only). */
+  attentionMaps?: string;
 }
 
 export interface CaptionSummary {
@@ -78,12 +88,42 @@ export async function readImageFile(file: string | Buffer): Promise<Buffer> {
   }
 }
 
-export function stagesOf(c: LoadedCaptioner): CaptionStages {
+export function stagesOf(c: LoadedCaptioner, opts: { attention?: boolean } = {}): CaptionStages {
   return {
     load: async (file) => c.prepare(await readImageFile(file)),
     encode: (images) => c.encode(images),
-    caption: (features) => c.captionFeatures(features),
+    caption: (features) => c.captionFeatures(features, opts.attention ? { attention: true } : {}),
   };
+}
+
+/**
+ * The attention map's file name for `image`: its base name (odd characters replaced, shortened) and a short
+ * hash of its absolute path, so photos with the same name in different folders get different maps and the
+ * same photo always gets the same map (a resumed run, another shard).
+ */
+export function attentionMapName(image: string): string {
+  const base = path.basename(image, path.extname(image)).replace(/[^\p{L}\p{N}._-]+/gu, '_').slice(0, 60) || 'image';
+  const hash = createHash('sha256').update(path.resolve(image)).digest('hex').slice(0, 10);
+  return `${base}-${hash}.png`;
+}
+
+/** Check --attention-maps before any work: an attention model (UsageError otherwise) and a usable folder. */
+async function prepareAttentionMaps(dir: string, runDir: string): Promise<[number, number]> {
+  const manifest = await readRunManifest(runDir);
+  const grid = attentionGridOf(manifest);
+  if (!grid) {
+    throw new UsageError(
+      `--attention-maps: ${runDir} is a ${manifest.model?.type ?? 'merge'} model, which does not attend to image positions; attention maps need a model trained with model.type attention`,
+    );
+  }
+  try {
+    await fs.mkdir(dir, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') throw new UsageError(`--attention-maps ${dir}: is not a folder`);
+    throw new DataError(`--attention-maps ${dir}: cannot create the folder: ${ioReason(e)}`);
+  }
+  return grid;
 }
 
 /** "3 files with other extensions passed over (.txt 2, .heic 1)", or '' when none. */
@@ -96,6 +136,8 @@ export function ignoredNote(ignored: Record<string, number>): string {
 
 export async function runCaption(config: Config, opts: CaptionRunOptions): Promise<CaptionSummary> {
   const t0 = performance.now();
+  const mapsDir = opts.attentionMaps;
+  const grid = mapsDir && !opts.stages ? await prepareAttentionMaps(mapsDir, opts.model) : null;
   const skippedFiles = new Map<string, number>();
   let found: Found[] = await discoverImages(opts.inputs, { recursive: config.caption.recursive, extensions: config.caption.extensions.map((e) => e.toLowerCase().replace(/^\./, '')), stdin: opts.stdin, skipped: skippedFiles });
   const ignored = Object.fromEntries(skippedFiles);
@@ -136,17 +178,24 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
     if (!stages && !aborted()) {
       captioner = await loadCaptioner(opts.model, { config });
       log.info(`caption: model ${captioner.info.name}, encoder ${captioner.info.encoder}, backend ${captioner.info.backend}, beam ${captioner.decode.beam}`);
-      stages = stagesOf(captioner);
+      stages = stagesOf(captioner, { attention: grid !== null });
     }
+    const rawFile = new Map(found.filter((f) => f.file).map((f) => [f.path, f.file!]));
     if (stages && !aborted()) {
       const results = captionFiles(found, stages, {
         readAhead: opts.readAhead ?? 4,
         encodeBatch: config.caption.batchSize,
         decodeBatch: config.decode.batchSize,
       });
-      for await (const r of results) {
+      for await (let r of results) {
         if (aborted()) break; // a result finished after Ctrl-C (maybe cut short by it) is not written
-        const line = opts.format === 'text' ? resultText(r) : resultLine(r);
+        let map: string | undefined;
+        if (mapsDir && grid && !('error' in r) && r.attention) {
+          const drawn = await drawAttentionMap(r.image, rawFile.get(r.image) ?? r.image, { words: r.words ?? [], attention: r.attention, grid, dir: mapsDir, maxPixels: config.caption.maxPixels });
+          if ('error' in drawn) r = { image: r.image, error: drawn.error };
+          else map = drawn.file;
+        }
+        const line = opts.format === 'text' ? resultText(r) : resultLine(r, map);
         if (line) await sink.write(line);
         if ('error' in r) {
           failed++;
@@ -171,4 +220,22 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
   log.info(`caption: ${captioned} captioned, ${failed} failed${skipped ? `, ${skipped} skipped (resume)` : ''}${interrupted ? `, ${found.length - done} left (interrupted)` : ''} in ${seconds.toFixed(1)} s (${(done / Math.max(seconds, 1e-9)).toFixed(1)} img/s)${note ? `; ${note}` : ''}`);
   if (failed && !interrupted) throw new PartialFailure(`${failed} of ${done} images could not be captioned (see the "error" lines)`);
   return { total, skipped, captioned, failed, seconds, ignored, interrupted };
+}
+
+/** Render and write one attention map; an image that cannot be read again becomes an error result (retried by --resume). */
+async function drawAttentionMap(
+  image: string,
+  file: string | Buffer,
+  o: { words: string[]; attention: Float32Array[]; grid: [number, number]; dir: string; maxPixels: number },
+): Promise<{ file: string } | { error: string }> {
+  let png: Buffer;
+  try {
+    png = await renderAttentionMap({ image: await readImageFile(file), words: o.words, attention: o.attention, grid: o.grid, maxPixels: o.maxPixels });
+  } catch (e) {
+    if (e instanceof ImageError) return { error: `cannot draw the attention map: ${e.reason}` };
+    throw e;
+  }
+  const out = path.join(o.dir, attentionMapName(image));
+  await writeFileAtomic(out, png);
+  return { file: out };
 }

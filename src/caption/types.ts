@@ -10,13 +10,22 @@ export interface ImageInput {
 /** Why an image could not be captioned; defined by the image decoder (features/image.ts), which finds out. */
 export type { ImageErrorKind };
 
+/** Where an attention model looked for each word (issue #13): grid [H, W], one row of H * W weights per word. */
+export interface OutcomeAttention {
+  grid: [number, number];
+  words: string[];
+  rows: number[][];
+}
+
 export type CaptionOutcome =
-  | { ok: true; caption: string; tokens: string[]; logprob: number }
+  | { ok: true; caption: string; tokens: string[]; logprob: number; attention?: OutcomeAttention }
   | { ok: false; error: string; kind: ImageErrorKind };
 
 export interface CaptionOptions {
   /** Beam size; the model's configured default when absent. */
   beam?: number;
+  /** Also return each caption's attention rows (attention models only; a ModelError otherwise). */
+  attention?: boolean;
 }
 
 export interface Captioner {

@@ -15,6 +15,7 @@ interface CaptionFlags extends ConfigFlags {
   shard?: string;
   shardCount?: number;
   recursive?: boolean;
+  attentionMaps?: string;
   format: 'jsonl' | 'text';
 }
 
@@ -42,6 +43,7 @@ export function register(program: Command): void {
     .option('--resume', 'continue --output: skip captioned images, retry failed ones, cut a half-written last line')
     .option('--shard <i/n|auto>', 'caption only the i-th of n parts of the sorted input (1-based), or auto (Slurm / Kubernetes)')
     .option('--shard-count <n>', 'number of shards for --shard auto (needed for Kubernetes Indexed Jobs)', intArg('--shard-count'))
+    .option('--attention-maps <dir>', 'attention models: also write each image\'s attention map (PNG) into this folder; the JSON line names it in "attention"')
     .option('--no-recursive', 'do not descend into sub-folders (caption.recursive)')
     .addOption(new Option('--format <format>', 'jsonl: one JSON object per image; text: "path<TAB>caption" per captioned image (failures only on stderr)').choices(['jsonl', 'text']).default('jsonl'))
     .addHelpText(
@@ -67,7 +69,7 @@ Examples:
       const { runCaption } = await import('../caption/run.js'); // loaded on use: keeps --help fast
       const interrupt = onInterrupt('interrupt: finishing the lines in progress (press Ctrl-C again to quit at once)');
       try {
-        const summary = await runCaption(config, { inputs: paths, model: runDir, output: opts.output, resume: opts.resume, format: opts.format, shard, signal: interrupt.signal });
+        const summary = await runCaption(config, { inputs: paths, model: runDir, output: opts.output, resume: opts.resume, format: opts.format, shard, attentionMaps: opts.attentionMaps, signal: interrupt.signal });
         if (summary.interrupted) {
           if (opts.output) log.warn(`interrupted: ${opts.output} holds the finished images; run the same command with --resume to continue`);
           else log.warn('interrupted: the lines written so far are complete');

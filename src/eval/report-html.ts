@@ -2,9 +2,13 @@
 // baseline, settings) on top, then one row per image: a thumbnail (a small JPEG data URI made with sharp,
 // or a grey placeholder when the image cannot be read), the predicted caption, the references and the
 // per-image scores. Rows start sorted by CIDEr-D (best first); clicking a column header re-sorts.
+// For an attention model each row also gets its attention view (src/serve/attention-view.ts), closed under
+// an "attention" summary: the photo at about 360 px (a JPEG data URI) with the caption's words; pointing at a
+// word shows where the model looked for it.
 // No external resources: the page works offline and can be mailed around.
 import * as path from 'node:path';
 import sharp from 'sharp';
+import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml } from '../serve/attention-view.js';
 import { metricKeys } from './score.js';
 import { metricLabel, type EvalReport, type PerImage } from './report.js';
 
@@ -17,7 +21,18 @@ export interface HtmlOptions {
   size?: number;
   /** Thumbnails made at once (default 4). */
   concurrency?: number;
+  /** An attention model's grid [H, W] and each image's words and attention rows: rows get attention views. */
+  attention?: { grid: readonly [number, number]; byImage: ReadonlyMap<string, ImageAttention> };
 }
+
+/** One image's caption words and one row of H * W attention weights per word. */
+export interface ImageAttention {
+  words: readonly string[];
+  rows: readonly ArrayLike<number>[];
+}
+
+/** Side of the photo in an attention view, in pixels. */
+const VIEW_SIZE = 360;
 
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -38,14 +53,14 @@ export async function thumbnail(file: string, size = 96): Promise<string | null>
   }
 }
 
-async function thumbnails(rows: readonly PerImage[], o: HtmlOptions): Promise<(string | null)[]> {
+async function thumbnails(rows: readonly PerImage[], o: HtmlOptions, size: number, only?: (p: PerImage) => boolean): Promise<(string | null)[]> {
   const out: (string | null)[] = new Array(rows.length).fill(null);
   if (!o.imagesDir || o.thumbnails === false) return out;
   let next = 0;
   const worker = async () => {
     while (next < rows.length) {
       const i = next++;
-      out[i] = await thumbnail(path.resolve(o.imagesDir!, rows[i].file), o.size ?? 96);
+      if (!only || only(rows[i])) out[i] = await thumbnail(path.resolve(o.imagesDir!, rows[i].file), size);
     }
   };
   await Promise.all(Array.from({ length: Math.min(o.concurrency ?? 4, rows.length) }, worker));
@@ -90,7 +105,14 @@ const SCRIPT = `
 export async function renderReportHtml(r: EvalReport, o: HtmlOptions): Promise<string> {
   const order = r.perImage.map((_, i) => i).sort((a, b) => r.perImage[b].CIDEr - r.perImage[a].CIDEr || a - b);
   const rows = order.map((i) => r.perImage[i]);
-  const thumbs = await thumbnails(rows, o);
+  const thumbs = await thumbnails(rows, o, o.size ?? 96);
+  const att = o.attention;
+  const large = att ? await thumbnails(rows, o, VIEW_SIZE, (p) => att.byImage.has(p.image)) : [];
+  const views = rows.map((p, i) => {
+    const a = att?.byImage.get(p.image);
+    return a && large[i] ? attentionViewHtml({ image: large[i]!, alt: p.image, words: a.words, attention: a.rows, grid: att!.grid }, { summary: 'attention' }) : '';
+  });
+  const anyView = views.some(Boolean);
   const b = r.baseline;
   const summary = [
     `<tr><th>metric</th><th>model</th>${b ? '<th>image-blind baseline</th>' : ''}</tr>`,
@@ -114,14 +136,14 @@ export async function renderReportHtml(r: EvalReport, o: HtmlOptions): Promise<s
       const refs = p.references.map((c) => `<li>${escapeHtml(c)}</li>`).join('');
       return (
         `<tr data-image="${escapeHtml(p.image)}" data-caption="${escapeHtml(p.caption)}" data-bleu4="${p.Bleu_4}" data-cider="${p.CIDEr}" data-rouge="${p.ROUGE_L}" data-logprob="${p.logprob}">` +
-        `<td>${img}</td><td><div class="pred">${escapeHtml(p.caption) || '<em>(empty)</em>'}</div><ul class="refs">${refs}</ul><div class="name">${escapeHtml(p.image)}</div></td>` +
+        `<td>${img}</td><td><div class="pred">${escapeHtml(p.caption) || '<em>(empty)</em>'}</div><ul class="refs">${refs}</ul><div class="name">${escapeHtml(p.image)}</div>${views[i]}</td>` +
         `<td class="num">${f4(p.Bleu_4)}</td><td class="num">${f4(p.CIDEr)}</td><td class="num">${f4(p.ROUGE_L)}</td><td class="num">${p.logprob.toFixed(3)}</td></tr>`
       );
     })
     .join('\n');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>captioner eval: ${escapeHtml(r.model.name)} (${escapeHtml(r.split)})</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>${STYLE}</style></head>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>${STYLE}${anyView ? ATTENTION_VIEW_CSS : ''}</style></head>
 <body>
 <h1>captioner eval: ${escapeHtml(r.model.name)}, ${escapeHtml(r.split)} split</h1>
 <table class="summary">
@@ -135,7 +157,7 @@ ${baselineNote}
 ${body}
 </tbody>
 </table>
-<script>${SCRIPT}</script>
+<script>${SCRIPT}</script>${anyView ? `\n<script>${ATTENTION_VIEW_SCRIPT}</script>` : ''}
 </body></html>
 `;
 }

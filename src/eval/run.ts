@@ -4,13 +4,15 @@
 //   predictions.jsonl  {"image", "caption", "logprob"} one image a line (the `caption` command's format)
 //   results.json       COCO results [{"image_id", "caption"}] (for coco-caption / `captioner score`)
 //   report.json        metrics, the image-blind baseline, settings and per-image scores (report.ts)
-//   report.html        the same as a page with thumbnails (report-html.ts)
+//   report.html        the same as a page with thumbnails (report-html.ts); for an attention model each
+//                      row also gets its interactive attention view (the rows stay out of report.json)
 // The dataset and the cache are the ones the run's manifest records (unless prep.out / features.out
 // name others); a dataset or cache whose fingerprint differs from what the model was trained on is refused.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { stagePaths } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { attentionGridOf } from '../caption/attention-map.js';
 import { decodeFeatures } from '../decode/decode.js';
 import { DataError } from '../errors.js';
 import { openFeatureCache, type FeatureCache } from '../features/cache.js';
@@ -20,7 +22,7 @@ import { loadPrepared, type Prepared, type PreparedImage, type SplitName } from 
 import { initBackend, type BackendRequest } from '../tf/backend.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { imageBlindBaseline } from './report-baseline.js';
-import { renderReportHtml } from './report-html.js';
+import { renderReportHtml, type ImageAttention } from './report-html.js';
 import { buildReport, cocoResults, type EvalReport, type Prediction } from './report.js';
 import { scoreCaptions } from './score.js';
 
@@ -109,11 +111,17 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
 
     // decode
     const predictions: Prediction[] = [];
+    const grid = attentionGridOf(model.manifest);
+    const attention = new Map<string, ImageAttention>(); // image -> where the model looked, for report.html
     const bar = progress('eval', images.length);
     try {
       for (let i = 0; i < images.length; i += decodeCfg.batchSize) {
         const batch = images.slice(i, i + decodeCfg.batchSize);
-        const decoded = await decodeFeatures(model, batch.map((im) => cache!.get(im.image)), decodeCfg);
+        const decoded = await decodeFeatures(model, batch.map((im) => cache!.get(im.image)), { ...decodeCfg, attention: grid !== null });
+        batch.forEach((im, k) => {
+          const rows = decoded[k].attention;
+          if (rows) attention.set(im.image, { words: decoded[k].words, rows });
+        });
         batch.forEach((im, k) => predictions.push({ image: im.image, file: im.file, caption: decoded[k].caption, logprob: decoded[k].logprob, references: im.captions }));
         bar.tick(batch.length);
       }
@@ -155,7 +163,7 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     await writeFileAtomic(files.predictions, predictions.map((p) => JSON.stringify({ image: p.image, caption: p.caption, logprob: Number(p.logprob.toFixed(6)) }) + '\n').join(''));
     await writeFileAtomic(files.results, JSON.stringify(cocoResults(predictions, images)) + '\n');
     await writeJsonAtomic(files.report, report);
-    await writeFileAtomic(files.html, await renderReportHtml(report, { imagesDir: prepared.manifest.imagesDir, thumbnails: !opts.noThumbnails }));
+    await writeFileAtomic(files.html, await renderReportHtml(report, { imagesDir: prepared.manifest.imagesDir, thumbnails: !opts.noThumbnails, ...(grid ? { attention: { grid, byImage: attention } } : {}) }));
     log.info(`eval: wrote ${files.predictions}, ${files.results}, ${files.report}, ${files.html} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
     return { report, files };
   } finally {

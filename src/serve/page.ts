@@ -4,6 +4,9 @@
 // its full text is in its tooltip). The server's limits are injected so the page can refuse oversized
 // and empty files before uploading. The status badge polls /api/health for as long as the page is open
 // (every 2 s until the model is ready, then every 10 s) and says "disconnected" when the server is gone.
+// With an attention model the API answer carries `attention`; the page then shows the attention view
+// (src/serve/attention-view.ts, built in the page by captionerAttention.build) under the caption.
+import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT } from './attention-view.js';
 
 export interface PageOptions {
   title: string;
@@ -103,6 +106,9 @@ main { flex: 1; padding-top: 16px; padding-bottom: 24px; }
 @media (hover: none) and (pointer: coarse) { .fine { display: none; } .coarse { display: inline; } div.coarse { display: block; } }
 footer { padding-bottom: 24px; color: var(--muted); font-size: .8rem; text-align: center; }
 footer code { font-size: .78rem; }
+#attention { margin-top: 12px; }
+#attention .hint { color: var(--muted); font-size: .86rem; margin: 0 0 6px; }
+${ATTENTION_VIEW_CSS}
 @media (max-width: 480px) {
   header { padding-top: 20px; }
   h1 { font-size: 1.15rem; }
@@ -206,6 +212,16 @@ async function caption(file) {
     const frag = document.createDocumentFragment();
     frag.append(text("p", "caption", body.caption));
     frag.append(text("div", "meta", "log-probability " + Number(body.logprob).toFixed(2) + " · " + Math.round(body.ms) + " ms"));
+    const a = body.attention;
+    if (a && window.captionerAttention && a.words.length) {
+      try {
+        const box = document.createElement("div");
+        box.id = "attention";
+        box.append(text("p", "hint", "Point at a word (or tap it) to see where the model looked for it."));
+        box.append(window.captionerAttention.build({ image: objectUrl, alt: body.caption, words: a.words, attention: a.rows, grid: a.grid }));
+        frag.append(box);
+      } catch (e) { /* a malformed attention answer: the caption alone */ }
+    }
     result.replaceChildren(frag);
   } catch (e) {
     if (mine !== seq || (e && e.name === "AbortError")) return;
@@ -255,6 +271,7 @@ async function health() {
 }
 health();
 </script>
+<script>${ATTENTION_VIEW_SCRIPT}</script>
 </body>
 </html>
 `;

@@ -180,7 +180,10 @@ export function createHandler(
         throw new HttpError(code, outcome.kind === 'corrupt' ? `the image could not be decoded: ${outcome.error}` : outcome.error);
       }
       const ms = Math.round((performance.now() - started) * 10) / 10;
-      sendJson(res, 200, { caption: outcome.caption, logprob: outcome.logprob, ms });
+      // an attention model also says where it looked for each word (the page draws it; 4 decimals are plenty)
+      const a = outcome.attention;
+      const attention = a ? { grid: a.grid, words: a.words, rows: a.rows.map((r) => r.map((v) => Math.round(v * 1e4) / 1e4)) } : undefined;
+      sendJson(res, 200, { caption: outcome.caption, logprob: outcome.logprob, ms, ...(attention ? { attention } : {}) });
       return 200;
     } finally {
       state.admitted--;

@@ -6,6 +6,7 @@ import sharp from 'sharp';
 import { EncoderSchema } from '../../src/config/schema.js';
 import { createEncoder } from '../../src/features/encoder.js';
 import { DataType, floatTensor, model, node, valueInfo } from '../../src/features/onnx/proto.js';
+import { AttentionDecoder } from '../../src/model/decoders/attention.js';
 import { MergeDecoder } from '../../src/model/decoders/merge.js';
 import { writeUntrainedRun } from '../../src/model/runfolder.js';
 import { rng } from '../../src/util/random.js';
@@ -46,6 +47,44 @@ export async function makeRun(dir: string, opts: { seed?: number; onnxSeed?: num
   const run = path.join(dir, 'run');
   try {
     await writeUntrainedRun(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-test' });
+  } finally {
+    decoder.dispose();
+  }
+  return { run, onnx };
+}
+
+/** NCHW [N, 3, 32, 32] -> Conv(3 -> C, 3x3) -> Relu -> MaxPool 8x8 -> Transpose -> NHWC grid [N, 4, 4, C]. */
+export function gridOnnx(opts: { channels?: number; seed?: number } = {}): Uint8Array {
+  const C = opts.channels ?? 4;
+  const r = rng(opts.seed ?? 5);
+  const w = (n: number, lim: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * lim);
+  return model({
+    name: 'tiny-grid',
+    nodes: [
+      node('Conv', ['x', 'w0', 'b0'], ['c0'], 'conv0', { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }),
+      node('Relu', ['c0'], ['r0'], 'relu0'),
+      node('MaxPool', ['r0'], ['p0'], 'pool0', { kernel_shape: [8, 8], strides: [8, 8] }),
+      node('Transpose', ['p0'], ['grid'], 'nhwc', { perm: [0, 2, 3, 1] }),
+    ],
+    initializers: [floatTensor('w0', [C, 3, 3, 3], w(C * 27, 0.5)), floatTensor('b0', [C], w(C, 0.1))],
+    inputs: [valueInfo('x', DataType.FLOAT, ['N', 3, 32, 32])],
+    outputs: [valueInfo('grid', DataType.FLOAT, ['N', 4, 4, C])],
+  }).encode();
+}
+
+/** A run folder in `dir` with an untrained ATTENTION decoder over a tiny ONNX encoder's [4, 4, 4] grid. */
+export async function makeAttentionRun(dir: string, opts: { seed?: number } = {}): Promise<{ run: string; onnx: string }> {
+  await fs.mkdir(dir, { recursive: true });
+  const onnx = path.join(dir, 'grid.onnx');
+  await fs.writeFile(onnx, gridOnnx());
+  const enc = await createEncoder(EncoderSchema.parse({ name: 'onnx', onnx: { path: onnx, inputSize: 32 } }), { threads: 1 });
+  const info = enc.info;
+  await enc.dispose();
+  const [h, w, c] = info.shape;
+  const decoder = AttentionDecoder.create({ vocabSize: TOKENS.length, positions: h * w, channels: c, embedDim: 8, units: 12, attentionDim: 8, dropout: 0, alphaReg: 1 }, opts.seed ?? 7);
+  const run = path.join(dir, 'run');
+  try {
+    await writeUntrainedRun(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-attention' });
   } finally {
     decoder.dispose();
   }

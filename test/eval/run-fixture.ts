@@ -17,7 +17,7 @@ export const COLOURS = [
 
 export const DIM = 8;
 
-export function fakeSpec(fingerprint = 'fake-encoder'): CacheSpec {
+export function fakeSpec(fingerprint = 'fake-encoder', grid = false): CacheSpec {
   return {
     encoder: {
       name: 'vgg16',
@@ -26,9 +26,9 @@ export function fakeSpec(fingerprint = 'fake-encoder'): CacheSpec {
       detail: 'test stand-in',
       weights: 'random',
       weightsFingerprint: 'random:seed=1',
-      layer: 'fc2',
+      layer: grid ? 'block5_pool' : 'fc2',
       preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [103.939, 116.779, 123.68], channelOrder: 'bgr', layout: 'nhwc' },
-      shape: [DIM],
+      shape: grid ? [2, 2, DIM / 4] : [DIM], // a grid: the same 8 values as 2 x 2 positions x 2 channels
     },
     dtype: 'float32',
   };
@@ -61,7 +61,7 @@ export const cocoIdOf = (i: number) => 9000 + i * 7;
  * 16 images: 0-9 train, 10-11 val, 12-15 test. `format: 'coco'` writes the captions as three official-format
  * COCO files (data/coco_{train,val,test}.json, ids cocoIdOf(i)) instead of a Flickr8k token file.
  */
-export async function buildTrainedRun(dir: string, opts: { epochs?: number; skipFeature?: string; format?: 'flickr8k' | 'coco' } = {}): Promise<EvalFixture> {
+export async function buildTrainedRun(dir: string, opts: { epochs?: number; skipFeature?: string; format?: 'flickr8k' | 'coco'; attention?: boolean } = {}): Promise<EvalFixture> {
   const images = path.join(dir, 'data', 'images');
   await fs.mkdir(images, { recursive: true });
   const lines: string[] = [];
@@ -98,14 +98,14 @@ export async function buildTrainedRun(dir: string, opts: { epochs?: number; skip
       backend: 'cpu',
       dataset,
       prep: { minCount: 1, maxLength: 10 },
-      model: { embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0 },
+      model: { type: opts.attention ? 'attention' : 'merge', embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0, attention: { attentionDim: 8 } },
       train: { epochs: opts.epochs ?? 2, batchSize: 8, learningRate: 0.01, patience: 0 },
       decode: { beam: 2, maxLength: 8 },
     },
   });
   await runPrep(config);
   const features = path.join(dir, 'features');
-  const w = await openCacheWriter(features, fakeSpec(), { shardSize: 64 });
+  const w = await openCacheWriter(features, fakeSpec('fake-encoder', opts.attention), { shardSize: 64 });
   for (let i = 0; i < n; i++) if (imageName(i) !== opts.skipFeature) await w.add(imageName(i), vectorOf(i));
   await w.close();
   await runTrain(config);

@@ -5,6 +5,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import sharp from 'sharp';
 import { runEval } from '../../src/eval/run.js';
 import { DataError } from '../../src/errors.js';
 import { openCacheWriter } from '../../src/features/cache.js';
@@ -63,7 +64,36 @@ describe('runEval', () => {
     for (const l of lines) expect(html).toContain(`data-image="${l.image}"`);
     expect(html).toContain('image-blind baseline');
     expect(html).toContain('the red square');
+    expect(html).not.toContain('attn-view'); // a merge model has no attention to show
+    expect(html).not.toContain('captionerAttention');
   }, 60_000);
+
+  it('an attention run: each report.html row gets its attention view (closed, summary "attention"); report.json and predictions unchanged', async () => {
+    const att = await buildTrainedRun(path.join(work, 'att'), { attention: true, epochs: 12 });
+    const before = tf.memory().numTensors;
+    const { report, files } = await runEval(att.config, { model: att.model, noBaseline: true });
+    expect(tf.memory().numTensors).toBe(before);
+    const lines = (await fs.readFile(files.predictions, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    for (const l of lines) expect(Object.keys(l).sort()).toEqual(['caption', 'image', 'logprob']);
+    expect(JSON.stringify(report)).not.toContain('attn');
+    const html = await fs.readFile(files.html, 'utf8');
+    const views = html.match(/<details class="attn-details"><summary>attention<\/summary><figure class="attn-view" data-grid="2 2">.*?<\/figure><\/details>/g) ?? [];
+    expect(views).toHaveLength(4);
+    expect(report.perImage.some((p) => p.caption !== '')).toBe(true); // some views have words to point at
+    for (const p of report.perImage) {
+      const row = html.slice(html.indexOf(`<tr data-image="${p.image}"`));
+      const view = row.slice(row.indexOf('<details class="attn-details">'), row.indexOf('</details>'));
+      const words = [...view.matchAll(/<span class="attn-word" tabindex="0" data-attn="([^"]*)">([^<]*)<\/span>/g)];
+      expect(words.map((m) => m[2])).toEqual(p.caption.split(' ').filter(Boolean));
+      for (const m of words) expect(Buffer.from(m[1], 'base64')).toHaveLength(4); // 2 x 2 weights
+      const src = /<img class="attn-img" src="data:image\/jpeg;base64,([^"]+)"/.exec(view);
+      expect(src).not.toBeNull();
+      const meta = await sharp(Buffer.from(src![1], 'base64')).metadata();
+      expect(Math.max(meta.width!, meta.height!)).toBe(360);
+    }
+    expect(html.match(/window\.captionerAttention/g)?.length).toBeGreaterThan(0);
+    expect(html.match(/<script>/g)).toHaveLength(2); // the sort script and the attention view script, once
+  }, 90_000);
 
   it('honours split, limit, beam and out; a missing image gets a placeholder', async () => {
     await fs.rename(path.join(fx.images, imageName(10)), path.join(fx.images, 'moved.png'));
