@@ -6,7 +6,7 @@
 // Run after `npm run build`: node scripts/attention-example.mjs
 import { readFileSync, writeFileSync } from 'node:fs';
 import sharp from 'sharp';
-import { renderAttentionMap } from '../dist/caption/attention-map.js';
+import { renderAttentionMap } from '../dist/view/attention-map.js';
 
 const photo = new URL('../../shared/data/images/coco_val2017/000000126107.jpg', import.meta.url);
 const [H, W] = [14, 14];

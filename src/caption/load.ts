@@ -17,7 +17,7 @@ import { createEncoder, type EncoderInfo, type ImageEncoder, type Preprocessing 
 import { decodeImage, formatList, ImageError, DEFAULT_MAX_PIXELS, readableFormats, unreadableFormat } from '../features/image.js';
 import type { LoadedVgg16Weights } from '../features/vgg16/weights.js';
 import { loadTrainedModel, readRunConfig, type TrainedModel } from '../model/runfolder.js';
-import { attentionGridOf } from './attention-map.js';
+import { attentionGridOf } from '../view/attention-map.js';
 import { sniffImage } from '../util/imagetype.js';
 import { initBackend, type BackendInfo, type BackendRequest } from '../tf/backend.js';
 import { decodeFeatures, type DecodedCaption } from '../decode/decode.js';

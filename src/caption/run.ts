@@ -5,7 +5,7 @@
 // PartialFailure (exit 3). An abort (Ctrl-C) stops after the lines already done, leaving the output
 // valid; a closed stdout (`| head`) ends the run quietly (OutputClosed).
 // --attention-maps DIR (attention models only, checked before any work): each captioned image also gets
-// its attention map (src/caption/attention-map.ts), written atomically to DIR/<name>-<hash>.png before
+// its attention map (src/view/attention-map.ts), written atomically to DIR/<name>-<hash>.png before
 // its line (which names it in "attention"), so a line never points at a missing or half-written map.
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -17,7 +17,7 @@ import { log, progress } from '../log.js';
 import { readRunManifest } from '../model/runfolder.js';
 import { ioReason, writeFileAtomic } from '../util/fsx.js';
 import { shardOf, type Shard } from '../util/shard.js';
-import { attentionGridOf, renderAttentionMap } from './attention-map.js';
+import { attentionGridOf, renderAttentionMap } from '../view/attention-map.js';
 import { discoverImages, type Found } from './discover.js';
 import { loadCaptioner, type LoadedCaptioner } from './load.js';
 import { openOutputFile, readOutputState, resultLine, resultText, streamSink, type LineSink, type OutputFormat } from './output.js';

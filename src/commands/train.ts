@@ -24,7 +24,6 @@ export function register(program: Command): void {
     .option('--init <dir>', 'with --scst: the cross-entropy run to start from (default: train.out)')
     .addHelpText('after', `\nExamples:\n  captioner train --config configs/flickr8k.yaml
   captioner train --config configs/flickr8k.yaml --resume          # after Ctrl-C or a crash
-  captioner train --config configs/demo.yaml --set train.epochs=5 --set model.units=128
   captioner train --config configs/flickr8k.yaml --scst --init work/model   # fine-tune on CIDEr-D into work/model-scst`)
     .action(async (opts: TrainFlags) => {
       if (opts.init !== undefined && !opts.scst) throw new UsageError('--init: only with --scst');

@@ -2,13 +2,13 @@
 // baseline, settings) on top, then one row per image: a thumbnail (a small JPEG data URI made with sharp,
 // or a grey placeholder when the image cannot be read), the predicted caption, the references and the
 // per-image scores. Rows start sorted by CIDEr-D (best first); clicking a column header re-sorts.
-// For an attention model each row also gets its attention view (src/serve/attention-view.ts), closed under
+// For an attention model each row also gets its attention view (src/view/attention-view.ts), closed under
 // an "attention" summary: the photo at about 360 px (a JPEG data URI) with the caption's words; pointing at a
 // word shows where the model looked for it.
 // No external resources: the page works offline and can be mailed around.
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml } from '../serve/attention-view.js';
+import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml } from '../view/attention-view.js';
 import { metricKeys } from './score.js';
 import { metricLabel, type EvalReport, type PerImage } from './report.js';
 

@@ -12,7 +12,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { stagePaths } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { attentionGridOf } from '../caption/attention-map.js';
+import { attentionGridOf } from '../view/attention-map.js';
 import { decodeFeatures } from '../decode/decode.js';
 import { DataError } from '../errors.js';
 import { openFeatureCache, type FeatureCache } from '../features/cache.js';

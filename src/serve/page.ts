@@ -5,8 +5,8 @@
 // and empty files before uploading. The status badge polls /api/health for as long as the page is open
 // (every 2 s until the model is ready, then every 10 s) and says "disconnected" when the server is gone.
 // With an attention model the API answer carries `attention`; the page then shows the attention view
-// (src/serve/attention-view.ts, built in the page by captionerAttention.build) under the caption.
-import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT } from './attention-view.js';
+// (src/view/attention-view.ts, built in the page by captionerAttention.build) under the caption.
+import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT } from '../view/attention-view.js';
 
 export interface PageOptions {
   title: string;

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attentionMapLayout } from '../../src/caption/attention-map.js';
+import { attentionMapLayout } from '../../src/view/attention-map.js';
 import { attentionMapName } from '../../src/caption/run.js';
 import { runCli } from '../helpers/cli.js';
 import { imageFile, makeAttentionRun, makeRun } from './fixtures.js';

@@ -2,7 +2,7 @@
 // EXIF orientation, escaping of words, determinism and the errors for bad input.
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { attentionMapLayout, displayMap, gaussianBlur, normaliseRow, renderAttentionMap, upsample, xmlText } from '../../src/caption/attention-map.js';
+import { attentionMapLayout, displayMap, gaussianBlur, normaliseRow, renderAttentionMap, upsample, xmlText } from '../../src/view/attention-map.js';
 import { ModelError } from '../../src/errors.js';
 import { ImageError } from '../../src/features/image.js';
 

@@ -2,7 +2,7 @@
 // the checks. Its behaviour in a real browser is in attention-browser.test.ts.
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../../src/errors.js';
-import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml, quantiseRow } from '../../src/serve/attention-view.js';
+import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml, quantiseRow } from '../../src/view/attention-view.js';
 
 const data = {
   image: 'data:image/png;base64,AAAA',

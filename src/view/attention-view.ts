@@ -1,4 +1,4 @@
-// The interactive attention view (issue #13) for the serve page and report.html: the photo with the
+// The interactive attention view (src/view/: presentation shared by eval and serve) for the serve page and report.html: the photo with the
 // caption's words under it as focusable spans; pointing at a word (or focusing it with Tab, or tapping
 // it) highlights it and darkens the photo where the decoder did not look for that word. Everything is
 // inline (no external resources), and it works under the serve page's CSP (inline script and style).

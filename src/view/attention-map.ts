@@ -1,4 +1,4 @@
-// Attention maps as pictures (issue #13): one PNG per captioned image, a grid of panels. The first panel
+// Attention maps as pictures (src/view/: presentation shared by caption, eval and serve): one PNG per captioned image, a grid of panels. The first panel
 // is the photo; then one panel per caption word, the photo darkened where the decoder did NOT look when
 // it chose that word, with the word written under it (as in the figures of Show, Attend and Tell).
 //
