@@ -27,6 +27,7 @@ import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, softmaxCrossEntropy } from '../ops.js';
 import { rng } from '../../util/random.js';
 import { computeFeatureNorm } from './batch.js';
+import { readVariables, weightVariables } from './weights.js';
 import type { CaptionBatch, Decoder, DecoderKind, DecoderState, FeatureNorm, LossOptions, StepResult } from './types.js';
 
 export interface AttentionSpec {
@@ -199,7 +200,6 @@ function attend(alpha: tf.Tensor2D, aT: tf.Tensor3D, a?: tf.Tensor3D): tf.Tensor
   return f(alpha) as tf.Tensor2D;
 }
 
-let instance = 0;
 
 export class AttentionDecoder implements Decoder {
   readonly type = 'attention';
@@ -218,18 +218,7 @@ export class AttentionDecoder implements Decoder {
     if (norm.mean.length !== spec.channels || norm.std.length !== spec.channels) {
       throw new ModelError(`feature normalisation has ${norm.mean.length} channels, the model expects ${spec.channels}`);
     }
-    const shapes = attentionWeightShapes(spec);
-    for (const [name, shape] of Object.entries(shapes)) {
-      const v = values[name];
-      const size = shape.reduce((a, b) => a * b, 1);
-      if (!v) throw new ModelError(`weights: "${name}" is missing`);
-      if (v.length !== size) throw new ModelError(`weights: "${name}" has ${v.length} values, expected ${size} (shape [${shape.join(', ')}])`);
-    }
-    const id = instance++;
-    this.weights = {};
-    for (const [name, shape] of Object.entries(shapes)) {
-      this.weights[name] = tf.tidy(() => tf.variable(tf.tensor(values[name], shape, 'float32'), true, `attention${id}/${name}`));
-    }
+    this.weights = weightVariables(attentionWeightShapes(spec), values, 'attention');
     this.norm = norm;
     this.normMean = tf.tensor1d(norm.mean);
     this.normScale = tf.tensor1d(norm.std.map((s) => 1 / s));
@@ -245,10 +234,8 @@ export class AttentionDecoder implements Decoder {
     return Object.values(this.weights);
   }
 
-  async readWeights(): Promise<Record<string, Float32Array>> {
-    const out: Record<string, Float32Array> = {};
-    for (const [name, v] of Object.entries(this.weights)) out[name] = (await v.data()) as Float32Array;
-    return out;
+  readWeights(): Promise<Record<string, Float32Array>> {
+    return readVariables(this.weights);
   }
 
   dispose(): void {

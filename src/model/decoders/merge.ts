@@ -10,6 +10,7 @@ import { rng } from '../../util/random.js';
 import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, softmaxCrossEntropy } from '../ops.js';
 import { computeFeatureNorm, meanPool } from './batch.js';
+import { readVariables, weightVariables } from './weights.js';
 import type { CaptionBatch, Decoder, DecoderKind, DecoderState, FeatureNorm, LossOptions, LossTerms, StepResult } from './types.js';
 
 /** What the merge decoder reads from the model config section. */
@@ -124,7 +125,6 @@ export function mergeInitialWeights(s: MergeSpec, seed: number): Record<string, 
   return out;
 }
 
-let instance = 0;
 
 export class MergeDecoder implements Decoder {
   readonly type = 'merge';
@@ -142,19 +142,10 @@ export class MergeDecoder implements Decoder {
     validateMergeSpec(spec);
     this.spec = spec;
     this.featureShape = spec.positions !== undefined ? [spec.positions, spec.featureDim] : [spec.featureDim];
-    const shapes = mergeWeightShapes(spec);
-    const id = instance++;
-    this.weights = {};
-    for (const [name, shape] of Object.entries(shapes)) {
-      const v = values[name];
-      const size = shape.reduce((a, b) => a * b, 1);
-      if (!v) throw new ModelError(`weights: "${name}" is missing`);
-      if (v.length !== size) throw new ModelError(`weights: "${name}" has ${v.length} values, expected ${size} (shape [${shape.join(', ')}])`);
-      this.weights[name] = tf.tidy(() => tf.variable(tf.tensor(v, shape, 'float32'), true, `captioner${id}/${name}`));
-    }
     if (norm.mean.length !== spec.featureDim || norm.std.length !== spec.featureDim) {
       throw new ModelError(`feature normalisation has ${norm.mean.length} dimensions, the model expects ${spec.featureDim}`);
     }
+    this.weights = weightVariables(mergeWeightShapes(spec), values, 'captioner');
     this.norm = norm;
     this.normMean = tf.tensor1d(norm.mean);
     this.normScale = tf.tensor1d(norm.std.map((s) => 1 / s));
@@ -181,10 +172,8 @@ export class MergeDecoder implements Decoder {
   }
 
   /** Copy every weight to the host, by name. */
-  async readWeights(): Promise<Record<string, Float32Array>> {
-    const out: Record<string, Float32Array> = {};
-    for (const [name, v] of Object.entries(this.weights)) out[name] = (await v.data()) as Float32Array;
-    return out;
+  readWeights(): Promise<Record<string, Float32Array>> {
+    return readVariables(this.weights);
   }
 
   dispose(): void {
