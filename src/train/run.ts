@@ -21,7 +21,7 @@ import { log, progress } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
-import { ensureDir, exists, writeFileAtomic } from '../util/fsx.js';
+import { ensureDir, exists, writeFailure, writeFileAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
 import { ConfigSchema } from '../config/schema.js';
@@ -421,17 +421,6 @@ const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
 /** One turn of the event loop, so signal handlers run during long stretches of awaited tensor reads. */
 export const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-const WRITE_FAILURES: Record<string, string> = {
-  ENOSPC: 'no space left on device',
-  EDQUOT: 'disk quota exceeded',
-  EIO: 'input/output error',
-  EROFS: 'read-only file system',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted',
-  EFBIG: 'file too large',
-  ENOTDIR: 'a path component is a file',
-};
-
 /**
  * Run one write of the run folder; a filesystem failure (full disk, I/O error, permissions) becomes a
  * one-line DataError naming `target` (exit 3), after removing the temporaries this process left next to it.
@@ -440,8 +429,8 @@ export async function guardWrite<T>(target: string, write: () => Promise<T>): Pr
   try {
     return await write();
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (!code || !WRITE_FAILURES[code]) throw e;
+    const reason = writeFailure(e);
+    if (!reason) throw e;
     const dir = path.dirname(target);
     const base = path.basename(target);
     const names = await fs.readdir(dir).catch(() => [] as string[]);
@@ -450,7 +439,7 @@ export async function guardWrite<T>(target: string, write: () => Promise<T>): Pr
         await fs.rm(path.join(dir, n), { recursive: true, force: true }).catch(() => {});
       }
     }
-    throw new DataError(`${target}: cannot write: ${WRITE_FAILURES[code]} (${code}); nothing half-written was left (free some space and run again; --resume continues from the last saved checkpoint)`);
+    throw new DataError(`${target}: cannot write: ${reason}; nothing half-written was left (free some space and run again; --resume continues from the last saved checkpoint)`);
   }
 }
 

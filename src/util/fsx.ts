@@ -63,6 +63,18 @@ const REASONS: Record<string, string> = {
   EISDIR: 'is a folder',
 };
 
+/**
+ * Codes that mean the filesystem refused a write (full disk, quota, I/O error, read-only, permissions, size,
+ * a file where a folder should be): the user's to fix, reported in one line. Anything else is a bug.
+ */
+const WRITE_FAILURES: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM', 'EFBIG', 'ENOTDIR']);
+
+/** The reason a write failed for the filesystem's own reasons ("no space left on device (ENOSPC)"), or null for any other error. */
+export function writeFailure(e: unknown): string | null {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return code && WRITE_FAILURES.has(code) ? ioReason(e) : null;
+}
+
 /** A short human reason for an I/O error: "no space left on device (ENOSPC)". */
 export function ioReason(e: unknown): string {
   const code = (e as NodeJS.ErrnoException)?.code;

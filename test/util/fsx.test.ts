@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DataError } from '../../src/errors.js';
-import { ensureDir, writeFileAtomic } from '../../src/util/fsx.js';
+import { ensureDir, ioReason, writeFailure, writeFileAtomic } from '../../src/util/fsx.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'fsx-'));
 const hasProc = existsSync('/proc/self');
@@ -39,5 +39,18 @@ describe('ensureDir', () => {
     await writeFileAtomic(f, 'hello');
     expect(existsSync(f)).toBe(true);
     if (hasProc) await expect(writeFileAtomic('/proc/captioner-nope/file.txt', 'x')).rejects.toBeInstanceOf(DataError);
+  });
+});
+
+describe('writeFailure', () => {
+  const err = (code: string) => Object.assign(new Error(`${code}: x`), { code });
+  it('names the filesystem refusals a user can fix (full disk, quota, I/O, read-only, permissions, size, a file for a folder)', () => {
+    expect(writeFailure(err('ENOSPC'))).toBe('no space left on device (ENOSPC)');
+    expect(writeFailure(err('EPERM'))).toBe('permission denied (EPERM)');
+    expect(writeFailure(err('ENOTDIR'))).toBe('a part of the path is not a folder (ENOTDIR)');
+    for (const c of ['EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EFBIG']) expect(writeFailure(err(c))).toBe(ioReason(err(c)));
+  });
+  it('is null for anything else (a bug, not a refusal), which the caller rethrows', () => {
+    for (const e of [err('ENOENT'), err('EISDIR'), err('EBADF'), new Error('plain'), new TypeError('x'), null, undefined]) expect(writeFailure(e)).toBeNull();
   });
 });
