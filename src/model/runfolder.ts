@@ -2,7 +2,7 @@
 //   manifest.json   kind captioner.model, version, what the model was trained on, model.type + spec
 //   vocab.json      the vocabulary          config.yaml   the resolved config of the run
 //   best/, last/    weights.json + weights.bin (decoder type, spec, feature normalisation, weights);
-//                   last/ also holds the optimizer state and state.json (written by src/train/run.ts)
+//                   last/ also holds the optimizer state and state.json (written by src/train/checkpoint.ts)
 //   history.jsonl, loss.svg                 per-epoch losses (training; reward and CIDEr-D for SCST runs)
 // Version 2 records the decoder type (manifest `model: { type, spec }`, weights meta `type`). Version 1
 // folders (before decoders had types; all merge models) are read as merge models, so existing trained

@@ -11,31 +11,32 @@
 // train.workers > 1 trains with the data-parallel engine (src/train/parallel): worker threads compute the
 // gradients and own the weights and Adam moments; the main-thread model gets a copy before validation and
 // saving, and the optimizer checkpoint keeps the same format, so --resume works across worker counts.
-import { promises as fs } from 'node:fs';
+// The run folder's checkpoints and --resume checks live in checkpoint.ts; early stopping, learning-rate
+// decay and the step/epoch bookkeeping in schedule.ts; this file runs the loop.
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
-import YAML from 'yaml';
 import { tf } from '../tf/tf.js';
-import { DataError, ModelError, UsageError } from '../errors.js';
+import { DataError, ModelError } from '../errors.js';
 import { log, progress } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
-import { serializeVocab } from '../prep/prepared.js';
-import { ensureDir, exists, writeFailure, writeFileAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
-import { ConfigSchema } from '../config/schema.js';
 import { decoderFeatureShape, type CaptionBatch } from '../model/decoders/batch.js';
-import { DECODERS, decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
-import { encodeTensors, readTensors, recoverDir } from '../model/io.js';
-import { loadDecoder, RUN_FILES, RUN_KIND, RUN_NAMES, saveDecoder, writeRunConfig, writeRunManifest, writeRunVocab, type RunManifestBody } from '../model/runfolder.js';
+import { decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
+import { RUN_KIND, RUN_NAMES } from '../model/runfolder.js';
 import { Adam, byWeightName } from './adam.js';
+import {
+  checkResumeConfig, finiteOrNull, loadCheckpoint, readOptimizer, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint,
+  saveRunConfig, startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts, type RunState, type SettingChange,
+} from './checkpoint.js';
+import { countStep, endEpoch, isImprovement, nextStep } from './schedule.js';
 import { createParallelTrainer, resolveWorkers, type ParallelTrainer } from './parallel/trainer.js';
 import type { ReplicaKind, ReplicaSpec } from './parallel/replica.js';
 import { batchesOf, buildBatch, checkFeatureCoverage, examplesOf, mixSeed, targetTokens, type Example, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
 
-const OPT_FORMAT = 'captioner.adam';
+export type { SettingChange } from './checkpoint.js';
 
 /** What the feature cache says about itself; copied into the model manifest. */
 export interface FeatureInfo {
@@ -88,46 +89,6 @@ export interface TrainResult {
   out: string;
 }
 
-/** A training setting changed on --resume (applied from `step` on). */
-export interface SettingChange {
-  key: string;
-  from: unknown;
-  to: unknown;
-  epoch: number;
-  step: number;
-}
-
-/** Resumable progress, saved in last/state.json. */
-interface RunState {
-  kind: 'captioner.train-state';
-  /** Epochs fully done. */
-  epoch: number;
-  /** Batches done in the epoch in progress (epoch + 1). */
-  batchInEpoch: number;
-  step: number;
-  learningRate: number;
-  bestValLoss: number;
-  bestEpoch: number;
-  /** Epochs since the last improvement (early stopping / lr decay). */
-  sinceBest: number;
-  sinceDecay: number;
-  /** Running sums for the epoch in progress. */
-  epochLossSum: number;
-  epochTokens: number;
-  epochSeconds: number;
-  datasetFingerprint: string;
-  featureFingerprint: string;
-  /** The decoder type (absent in checkpoints written before decoders had types: merge). */
-  type?: string;
-  spec: Record<string, unknown>;
-  seed: number;
-  batchSize: number;
-  /** Worker threads the last steps ran on (train.workers resolved; absent in older checkpoints: 1). */
-  workers?: number;
-  /** Training settings changed on --resume, in order. */
-  changes?: SettingChange[];
-}
-
 export async function train(o: TrainOptions): Promise<TrainResult> {
   const { config, prepared, features, out } = o;
   const tc = config.train;
@@ -148,19 +109,15 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const spec = specAny as Record<string, unknown> & { vocabSize: number };
 
   const lastDir = path.join(out, 'last');
-  const bestDir = path.join(out, 'best');
   await checkStageFolder(out, { kind: RUN_KIND, option: '--out or train.out', ownNames: RUN_NAMES });
-  for (const d of [lastDir, bestDir]) {
-    const did = await guardWrite(d, () => recoverDir(d));
-    if (did) log.warn(did);
-  }
+  await recoverCheckpoints(out);
   let state: RunState;
   let model: Decoder;
   let history: EpochRecord[] = [];
   let changed: SettingChange[] = [];
   if (o.resume) {
     changed = await checkResumeConfig(out, config);
-    ({ state, model, history } = await loadCheckpoint(out, kind.type, spec, dsFp, o.featureInfo.fingerprint, prepared));
+    ({ state, model, history } = await loadCheckpoint<EpochRecord>(out, kind.type, spec, dsFp, o.featureInfo.fingerprint, prepared));
     for (const c of changed) {
       c.epoch = state.epoch + 1;
       c.step = state.step;
@@ -169,9 +126,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     }
     state.changes = [...(state.changes ?? []), ...changed];
   } else {
-    if (await exists(path.join(lastDir, 'state.json'))) {
-      throw new UsageError(`${out}: already holds a training run; continue it with --resume, or choose another folder with --out`);
-    }
+    await refuseExistingRun(out);
     // one streaming pass: a generator, so the training split is never held in memory at once
     const trainImages = uniqueImages(trainEx);
     const norm = kind.featureNorm(spec, (function* () {
@@ -217,25 +172,20 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       sync: () => trainer?.copyTo(model),
     };
     if (o.resume) {
-      const { meta, arrays } = await readTensors(lastDir, 'optimizer', OPT_FORMAT);
-      optim.restore(Number(meta.iterations), state.learningRate, arrays);
+      const { iterations, arrays } = await readOptimizer(out);
+      optim.restore(iterations, state.learningRate, arrays);
     }
-    await guardWrite(out, () => ensureDir(out));
-    await guardWrite(path.join(out, RUN_FILES.vocab), () => writeRunVocab(out, serializeVocab(prepared.vocab)));
+    await startRunFolder(out, prepared);
     const saveLast = async () => {
       optim.sync();
-      const st = await optim.state();
-      const opt = encodeTensors(OPT_FORMAT, { iterations: st.iterations, learningRate: st.learningRate }, st.arrays);
-      const files = { 'optimizer.json': opt.index, 'optimizer.bin': opt.bin, 'state.json': JSON.stringify({ ...state, bestValLoss: finiteOrNull(state.bestValLoss) }, null, 1) + '\n' };
-      await guardWrite(lastDir, () => saveDecoder(lastDir, model, files));
+      await saveLastCheckpoint(out, model, await optim.state(), { ...state, bestValLoss: finiteOrNull(state.bestValLoss) });
     };
     // settings changed on --resume go into the checkpoint before config.yaml records them, so a kill in
     // between never leaves a config.yaml that the next --resume would believe but not apply
     if (changed.length) await saveLast();
-    await guardWrite(path.join(out, RUN_FILES.config), () => writeRunConfig(out, config));
+    await saveRunConfig(out, config);
     const writeManifest = async (status: TrainResult['status'] | 'running') => {
-      const file = path.join(out, 'manifest.json');
-      await guardWrite(file, () => writeRunManifest(out, manifestOf(o, kind.type, spec, state, history, status, valEx.length > 0)));
+      await writeRunManifest(out, o, status, manifestParts(o, kind.type, spec, state, history, valEx.length > 0));
     };
 
     let status: TrainResult['status'] = 'completed';
@@ -263,11 +213,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
           const r = trainer ? await trainer.step(batch, seed).then((x) => ({ loss: x.loss, total: x.loss })) : await mainThreadStep(model, adam!, batch, seed);
           const loss = Number.isFinite(r.total) ? r.loss : r.total;
           if (!Number.isFinite(loss)) throw new ModelError(`train: the loss became ${loss} at step ${state.step + 1} (epoch ${epoch}); lower train.learningRate or train.clipNorm`);
-          const n = batch.targets.length;
-          state.step++;
-          state.batchInEpoch = bi + 1;
-          state.epochLossSum += loss * n;
-          state.epochTokens += n;
+          countStep(state, bi, loss, batch.targets.length);
           const secs = state.epochSeconds + (Date.now() - t0) / 1000;
           bar.tick(1, { loss: state.epochLossSum / state.epochTokens, 'tok/s': Math.round(state.epochTokens / Math.max(secs, 1e-3)) });
           o.onStep?.(state.step);
@@ -288,7 +234,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         throw new ModelError(`train: the validation loss became ${valLoss} after epoch ${epoch}; nothing of this epoch was saved (lower train.learningRate or train.clipNorm and continue with --resume)`);
       }
       const trainLoss = state.epochLossSum / Math.max(1, state.epochTokens);
-      const improved = valEx.length ? valLoss < state.bestValLoss - 1e-6 : true;
+      const improved = isImprovement(state, valLoss, valEx.length > 0);
       const rec: EpochRecord = {
         epoch, trainLoss, valLoss, learningRate: state.learningRate, steps: state.step, tokens: state.epochTokens,
         seconds: state.epochSeconds, tokensPerSecond: state.epochTokens / Math.max(state.epochSeconds, 1e-3), best: improved,
@@ -296,37 +242,18 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       history.push(rec);
       const valText = valEx.length ? `val loss ${valLoss.toFixed(4)}${improved ? ' (best)' : ''}` : 'no validation data';
       log.info(`epoch ${epoch}: train loss ${trainLoss.toFixed(4)}, ${valText}, ${Math.round(rec.tokensPerSecond)} tokens/s`);
-      if (improved) {
-        if (valEx.length) state.bestValLoss = valLoss;
-        state.bestEpoch = epoch;
-        state.sinceBest = 0;
-        state.sinceDecay = 0;
-        await guardWrite(bestDir, () => saveDecoder(bestDir, model));
-      } else {
-        state.sinceBest++;
-        state.sinceDecay++;
-      }
-      state.epoch = epoch;
-      state.batchInEpoch = 0;
-      state.epochLossSum = 0;
-      state.epochTokens = 0;
-      state.epochSeconds = 0;
-      let stop = false;
-      if (!improved && tc.patience > 0 && state.sinceBest >= tc.patience) {
+      endEpoch(state, epoch, improved, valLoss, valEx.length > 0);
+      if (improved) await saveBest(out, model);
+      const next = nextStep(state, improved, tc);
+      if (next.stop) {
         log.info(`early stopping: no validation improvement for ${state.sinceBest} epochs (best ${state.bestValLoss.toFixed(4)} at epoch ${state.bestEpoch})`);
-        stop = true;
-      } else if (!improved && tc.lrDecay.patience > 0 && state.sinceDecay >= tc.lrDecay.patience && tc.lrDecay.factor < 1) {
-        const next = Math.max(tc.lrDecay.min, state.learningRate * tc.lrDecay.factor);
-        if (next < state.learningRate) {
-          log.info(`learning rate ${state.learningRate.toPrecision(3)} -> ${next.toPrecision(3)}`);
-          state.learningRate = next;
-          optim.setLearningRate(next);
-        }
-        state.sinceDecay = 0;
+      } else if (next.decayed) {
+        log.info(`learning rate ${next.decayed.from.toPrecision(3)} -> ${next.decayed.to.toPrecision(3)}`);
+        optim.setLearningRate(next.decayed.to);
       }
       await saveLast();
-      await writeHistory(out, history);
-      if (stop) {
+      await writeHistory(out, history, historyChart(history));
+      if (next.stop) {
         status = 'early-stopped';
         break;
       }
@@ -416,147 +343,20 @@ function uniqueImages(ex: readonly Example[]): string[] {
   return [...new Set(ex.map((e) => e.image))];
 }
 
-const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
-
 /** One turn of the event loop, so signal handlers run during long stretches of awaited tensor reads. */
 export const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/**
- * Run one write of the run folder; a filesystem failure (full disk, I/O error, permissions) becomes a
- * one-line DataError naming `target` (exit 3), after removing the temporaries this process left next to it.
- */
-export async function guardWrite<T>(target: string, write: () => Promise<T>): Promise<T> {
-  try {
-    return await write();
-  } catch (e) {
-    const reason = writeFailure(e);
-    if (!reason) throw e;
-    const dir = path.dirname(target);
-    const base = path.basename(target);
-    const names = await fs.readdir(dir).catch(() => [] as string[]);
-    for (const n of names) {
-      if (n.startsWith(`${base}.`) && (n.includes(`.${process.pid}.`) || n.includes(`-${process.pid}-`)) && /\.tmp|\.new-/.test(n)) {
-        await fs.rm(path.join(dir, n), { recursive: true, force: true }).catch(() => {});
-      }
-    }
-    throw new DataError(`${target}: cannot write: ${reason}; nothing half-written was left (free some space and run again; --resume continues from the last saved checkpoint)`);
-  }
-}
-
-/** Config keys that define the run and so cannot change on --resume (prefix match; `.out` locations may move). */
-const FROZEN = ['model.', 'dataset.', 'prep.', 'encoder.', 'features.dtype', 'train.seed', 'train.batchSize', 'train.limit'];
-const MOVABLE = ['prep.out', 'features.out'];
-/** Training settings that --resume applies (and logs) when they change. */
-const APPLIED = ['train.epochs', 'train.learningRate', 'train.clipNorm', 'train.patience', 'train.lrDecay.', 'train.workers'];
-
-function leaves(v: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
-  if (v && typeof v === 'object' && !Array.isArray(v)) {
-    for (const [k, x] of Object.entries(v)) leaves(x, prefix ? `${prefix}.${k}` : k, out);
-  } else if (v !== undefined && v !== null) out.set(prefix, JSON.stringify(v));
-  return out;
-}
-
-/**
- * Compare the config of a resumed run with the one it recorded (config.yaml): refuses changes to FROZEN
- * settings, returns the changed APPLIED ones (other keys, such as eval or serve settings, do not affect
- * training and are recorded as given).
- */
-async function checkResumeConfig(out: string, config: Config): Promise<SettingChange[]> {
-  const file = path.join(out, 'config.yaml');
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch {
-    return []; // no recorded config: nothing to compare with
-  }
-  let before: Map<string, string>;
-  try {
-    const recorded = YAML.parse(text) as unknown;
-    // settings added since the run started read as their defaults (e.g. model.type of a run made before it existed)
-    const filled = ConfigSchema.safeParse(recorded);
-    before = leaves(filled.success ? filled.data : recorded);
-  } catch (e) {
-    throw new DataError(`${file}: cannot parse the run's recorded config: ${(e as Error).message}`);
-  }
-  const now = leaves(config);
-  const keys = [...new Set([...before.keys(), ...now.keys()])].filter((k) => before.get(k) !== now.get(k)).sort();
-  const show = (v: string | undefined) => (v === undefined ? '(unset)' : v);
-  // another decoder type's own section (e.g. model.attention of a merge run) does not define this run
-  const unused = Object.keys(DECODERS).filter((t) => t !== config.model.type).map((t) => `model.${t}.`);
-  const frozen = keys.filter((k) => FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k) && !unused.some((u) => k.startsWith(u)));
-  if (frozen.length) {
-    const list = frozen.map((k) => `${k}: ${show(before.get(k))} -> ${show(now.get(k))}`).join(', ');
-    throw new UsageError(`--resume: ${list} cannot change during a run (see ${file}); restore the setting, or start a new run in another folder`);
-  }
-  return keys
-    .filter((k) => APPLIED.some((a) => k === a || k.startsWith(a)))
-    .map((k) => ({ key: k, from: JSON.parse(before.get(k) ?? 'null'), to: JSON.parse(now.get(k) ?? 'null'), epoch: 0, step: 0 }));
-}
-
-async function loadCheckpoint(out: string, type: string, spec: Record<string, unknown>, dsFp: string, featFp: string, prepared: Prepared) {
-  const lastDir = path.join(out, 'last');
-  const sfile = path.join(lastDir, 'state.json');
-  let raw: RunState & { bestValLoss: number | null };
-  try {
-    raw = JSON.parse(await fs.readFile(sfile, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UsageError(`--resume: ${code === 'ENOENT' ? `no checkpoint in ${out} (no last/state.json); start without --resume` : `${sfile}: cannot read: ${(e as Error).message}`}`);
-  }
-  if (raw?.kind !== 'captioner.train-state') throw new ModelError(`${sfile}: not a training checkpoint`);
-  const state: RunState = { ...raw, bestValLoss: raw.bestValLoss ?? Infinity };
-  if (state.datasetFingerprint !== dsFp) {
-    throw new DataError(`--resume: the prepared dataset changed since this run started (fingerprint ${state.datasetFingerprint.slice(0, 12)} -> ${dsFp.slice(0, 12)}); start a new run`);
-  }
-  if (state.featureFingerprint !== featFp) {
-    throw new DataError(`--resume: the feature cache changed since this run started (fingerprint ${state.featureFingerprint.slice(0, 12)} -> ${featFp.slice(0, 12)}); start a new run`);
-  }
-  const vfile = path.join(out, 'vocab.json');
-  const savedVocab = await fs.readFile(vfile, 'utf8').catch(() => null);
-  if (savedVocab !== null && savedVocab !== serializeVocab(prepared.vocab)) {
-    throw new DataError(`--resume: ${vfile} differs from the prepared vocabulary; start a new run`);
-  }
-  const was = state.type ?? 'merge';
-  if (was !== type) throw new ModelError(`--resume: the checkpoint is a ${was} model, the config asks for ${type}; start a new run or restore model.type`);
-  const keys = [...new Set([...Object.keys(spec), ...Object.keys(state.spec ?? {})])];
-  const differ = keys.filter((k) => k !== 'dropout' && JSON.stringify(spec[k]) !== JSON.stringify(state.spec?.[k]));
-  if (differ.length) {
-    const show = (v: unknown) => (v === undefined ? '(unset)' : JSON.stringify(v));
-    throw new ModelError(`--resume: the model settings differ from the checkpoint (${differ.map((k) => `${k}: ${show(state.spec?.[k])} -> ${show(spec[k])}`).join(', ')}); start a new run or restore the settings`);
-  }
-  const model = await loadDecoder(lastDir);
-  if (model.type !== type) {
-    model.dispose();
-    throw new ModelError(`--resume: ${lastDir} holds a ${model.type} model, the config asks for ${type}; start a new run`);
-  }
-  let history: EpochRecord[] = [];
-  const hfile = path.join(out, 'history.jsonl');
-  if (await exists(hfile)) {
-    history = (await fs.readFile(hfile, 'utf8')).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as EpochRecord).filter((r) => r.epoch <= state.epoch);
-  }
-  log.info(`resuming ${out} at epoch ${state.epoch + 1}, batch ${state.batchInEpoch}, step ${state.step}`);
-  return { state, model, history };
-}
-
-async function writeHistory(out: string, history: EpochRecord[]): Promise<void> {
-  const hfile = path.join(out, 'history.jsonl');
-  await guardWrite(hfile, () => writeFileAtomic(hfile, history.map((h) => JSON.stringify(h)).join('\n') + '\n'));
-  const svg = lossChart([
+/** loss.svg: training and validation loss per epoch. */
+function historyChart(history: readonly EpochRecord[]): string {
+  return lossChart([
     { label: 'training', color: '#1f77b4', points: history.map((h) => ({ x: h.epoch, y: h.trainLoss })) },
     { label: 'validation', color: '#d62728', points: history.map((h) => ({ x: h.epoch, y: h.valLoss })) },
   ]);
-  const chart = path.join(out, 'loss.svg');
-  await guardWrite(chart, () => writeFileAtomic(chart, svg));
 }
 
-function manifestOf(o: TrainOptions, type: string, spec: Record<string, unknown>, state: RunState, history: EpochRecord[], status: string, validation: boolean): RunManifestBody {
+function manifestParts(o: TrainOptions, type: string, spec: Record<string, unknown>, state: RunState, history: EpochRecord[], validation: boolean): ManifestParts {
   const last = history[history.length - 1];
   return {
-    name: o.config.name,
-    updatedAt: new Date().toISOString(),
-    status,
-    backend: o.backend,
-    dataset: { dir: path.resolve(o.prepared.dir), fingerprint: o.prepared.manifest.fingerprint, vocabSize: o.prepared.vocab.size },
     features: {
       dir: path.resolve(o.featureInfo.dir),
       fingerprint: o.featureInfo.fingerprint,
@@ -568,10 +368,7 @@ function manifestOf(o: TrainOptions, type: string, spec: Record<string, unknown>
     /** What best/ holds: the lowest validation loss, or the last epoch when there is no validation data. */
     best: validation ? 'lowest-validation-loss' : 'last-epoch',
     /** Training settings changed on --resume (config.yaml records the latest values). */
-    changes: state.changes ?? [],
-    files: RUN_FILES,
-    /** Per-dimension (vector) or per-channel (grid) mean/std of the training features, stored with the weights. */
-    featureNorm: { file: 'best/weights.json', mean: 'norm/mean', std: 'norm/std' },
+    extra: { changes: state.changes ?? [] },
     metrics: {
       epochs: state.epoch,
       steps: state.step,

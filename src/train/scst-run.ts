@@ -28,7 +28,8 @@ import { decodeFeatures } from '../decode/decode.js';
 import { Adam } from './adam.js';
 import { batchesOf, checkFeatureCoverage, mixSeed, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
-import { guardWrite, yieldToEvents, type FeatureInfo } from './run.js';
+import { guardWrite } from './checkpoint.js';
+import { yieldToEvents, type FeatureInfo } from './run.js';
 import { scstStep, wordRewardFn } from './scst.js';
 
 const OPT_FORMAT = 'captioner.adam';
