@@ -7,7 +7,8 @@
 // Adam moments, epoch, step; sampling seeds and the epoch's shuffle derive from them), and a clean stop on
 // interrupt. Writes a run folder in the same format as train (src/model/runfolder.ts), whose manifest also
 // says `fineTuned` (from which run, with which reward); history.jsonl holds per epoch the mean reward and
-// the val CIDEr-D / BLEU-4, and loss.svg plots reward and val CIDEr-D.
+// the val CIDEr-D / BLEU-4, and loss.svg plots reward and val CIDEr-D. The checkpoints, history and
+// manifest are read and written by src/train/checkpoint.ts, as for cross-entropy runs.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { tf } from '../tf/tf.js';
@@ -16,23 +17,24 @@ import { log, progress } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
-import { ensureDir, exists, writeFileAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
 import type { Decoder } from '../model/decoders/index.js';
-import { encodeTensors, readTensors, recoverDir } from '../model/io.js';
-import { loadDecoder, loadTrainedModel, RUN_FILES, RUN_KIND, RUN_NAMES, saveDecoder, writeRunConfig, writeRunManifest, writeRunVocab, type RunFineTuning, type RunManifest } from '../model/runfolder.js';
+import { loadDecoder, loadTrainedModel, RUN_KIND, RUN_NAMES, type RunFineTuning, type RunManifest } from '../model/runfolder.js';
 import { CiderDReward, tokenize } from '../eval/metrics/index.js';
 import { scoreCaptions } from '../eval/score.js';
 import { decodeFeatures } from '../decode/decode.js';
 import { Adam } from './adam.js';
 import { batchesOf, checkFeatureCoverage, mixSeed, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
-import { guardWrite } from './checkpoint.js';
+import {
+  checkFingerprints, readHistory, readOptimizer, readState, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint, saveRunConfig,
+  startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts,
+} from './checkpoint.js';
 import { yieldToEvents, type FeatureInfo } from './run.js';
+import { patienceRanOut } from './schedule.js';
 import { scstStep, wordRewardFn } from './scst.js';
 
-const OPT_FORMAT = 'captioner.adam';
 const STATE_KIND = 'captioner.scst-state';
 
 export interface ScstRunOptions {
@@ -112,7 +114,6 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
   if (await samePath(o.init, out)) throw new UsageError(`${out}: is the run being fine-tuned (--init); refusing to write over it (choose another folder with --out)`);
   await checkStageFolder(out, { kind: RUN_KIND, option: '--out', ownNames: RUN_NAMES });
   const lastDir = path.join(out, 'last');
-  const bestDir = path.join(out, 'best');
 
   // the init run: its best/ weights, vocabulary and what it was trained on
   const init = await loadTrainedModel(o.init, 'best');
@@ -141,27 +142,23 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
   let history: ScstEpochRecord[] = [];
   try {
     if (!trainImages.length) throw new DataError(`${prepared.dir}: no training images`);
-    for (const d of [lastDir, bestDir]) {
-      const did = await guardWrite(d, () => recoverDir(d));
-      if (did) log.warn(did);
-    }
+    await recoverCheckpoints(out);
     if (o.resume) {
-      state = await readState(lastDir);
-      checkResume(state, frozen, dsFp, o.featureInfo.fingerprint, lastDir);
+      state = await readState<ScstState>(out, STATE_KIND, (file) => new UsageError(`--resume: ${file} is not a self-critical training checkpoint (a cross-entropy run continues with \`captioner train --resume\`)`));
+      checkFingerprints(state, dsFp, o.featureInfo.fingerprint);
+      checkFrozen(state, frozen, lastDir);
       const resumed = await loadDecoder(lastDir);
       model.dispose();
       model = resumed;
       if (model.type !== init.decoder.type) throw new ModelError(`--resume: ${lastDir} holds a ${model.type} model, ${o.init} a ${init.decoder.type} one; start a new run`);
-      history = await readHistory(out, state.epoch);
+      history = await readHistory<ScstEpochRecord>(out, state.epoch);
       if (state.learningRate !== sc.learningRate) {
         log.info(`resume: train.scst.learningRate ${state.learningRate} -> ${sc.learningRate}, applied from step ${state.step + 1}`);
         state.learningRate = sc.learningRate;
       }
       log.info(`resuming ${out} at epoch ${state.epoch + 1}, batch ${state.batchInEpoch}, step ${state.step}`);
     } else {
-      if (await exists(path.join(lastDir, 'state.json'))) {
-        throw new UsageError(`${out}: already holds a training run; continue it with --resume, or choose another folder with --out`);
-      }
+      await refuseExistingRun(out);
       state = {
         kind: STATE_KIND, epoch: 0, batchInEpoch: 0, step: 0, learningRate: sc.learningRate, bestValCider: null, bestEpoch: 0, sinceBest: 0,
         epochRewardSum: 0, epochImages: 0, epochSeconds: 0, datasetFingerprint: dsFp, featureFingerprint: o.featureInfo.fingerprint, frozen,
@@ -175,18 +172,12 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
   const adam = new Adam(model.weights, { learningRate: state.learningRate, clipNorm: config.train.clipNorm });
   try {
     if (o.resume) {
-      const { meta, arrays } = await readTensors(lastDir, 'optimizer', OPT_FORMAT);
-      adam.restore(Number(meta.iterations), state.learningRate, arrays);
+      const { iterations, arrays } = await readOptimizer(out);
+      adam.restore(iterations, state.learningRate, arrays);
     }
-    await guardWrite(out, () => ensureDir(out));
-    await guardWrite(path.join(out, RUN_FILES.vocab), () => writeRunVocab(out, serializeVocab(prepared.vocab)));
-    await guardWrite(path.join(out, RUN_FILES.config), () => writeRunConfig(out, config));
-    const saveLast = async () => {
-      const st = await adam.state();
-      const opt = encodeTensors(OPT_FORMAT, { iterations: st.iterations, learningRate: st.learningRate }, st.arrays);
-      const files = { 'optimizer.json': opt.index, 'optimizer.bin': opt.bin, 'state.json': JSON.stringify(state, null, 1) + '\n' };
-      await guardWrite(lastDir, () => saveDecoder(lastDir, model, files));
-    };
+    await startRunFolder(out, prepared);
+    await saveRunConfig(out, config);
+    const saveLast = async () => saveLastCheckpoint(out, model, await adam.state(), state);
     const fineTuned: RunFineTuning = {
       method: 'scst',
       from: { dir: path.resolve(o.init), name: init.manifest.name, checkpoint: 'best', status: init.manifest.status },
@@ -196,7 +187,7 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
       maxLength: sc.maxLength,
     };
     const writeManifest = async (status: string) => {
-      await guardWrite(path.join(out, 'manifest.json'), () => writeRunManifest(out, manifestOf(o, init.manifest, model, fineTuned, state, history, status, valImages.length > 0)));
+      await writeRunManifest(out, o, status, manifestParts(o, init.manifest, model, fineTuned, state, history, valImages.length > 0));
     };
 
     // the reward: CIDEr-D document frequencies from the training references, built once
@@ -219,9 +210,9 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
       state.bestValCider = v ? v.cider : null;
       history.push({ epoch: 0, reward: null, valCider: v?.cider ?? null, valBleu4: v?.bleu4 ?? null, learningRate: state.learningRate, steps: 0, images: 0, seconds: 0, imagesPerSecond: 0, best: true });
       if (v) log.info(`epoch 0 (${o.init}): val CIDEr-D ${v.cider.toFixed(4)}, BLEU-4 ${v.bleu4.toFixed(4)}`);
-      await guardWrite(bestDir, () => saveDecoder(bestDir, model));
+      await saveBest(out, model);
       await saveLast();
-      await writeHistory(out, history);
+      await writeHistory(out, history, historyChart(history));
     }
     await writeManifest('running');
 
@@ -278,7 +269,7 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
         if (v) state.bestValCider = v.cider;
         state.bestEpoch = epoch;
         state.sinceBest = 0;
-        await guardWrite(bestDir, () => saveDecoder(bestDir, model));
+        await saveBest(out, model);
       } else state.sinceBest++;
       state.epoch = epoch;
       state.batchInEpoch = 0;
@@ -286,8 +277,8 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
       state.epochImages = 0;
       state.epochSeconds = 0;
       await saveLast();
-      await writeHistory(out, history);
-      if (!improved && sc.patience > 0 && state.sinceBest >= sc.patience) {
+      await writeHistory(out, history, historyChart(history));
+      if (!improved && patienceRanOut(state.sinceBest, sc.patience)) {
         log.info(`early stopping: no higher validation CIDEr-D for ${state.sinceBest} epochs (best ${state.bestValCider?.toFixed(4)} at epoch ${state.bestEpoch})`);
         status = 'early-stopped';
         break;
@@ -315,22 +306,8 @@ async function samePath(a: string, b: string): Promise<boolean> {
   return (await real(a)) === (await real(b));
 }
 
-async function readState(lastDir: string): Promise<ScstState> {
-  const file = path.join(lastDir, 'state.json');
-  let raw: ScstState;
-  try {
-    raw = JSON.parse(await fs.readFile(file, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UsageError(`--resume: ${code === 'ENOENT' ? `no checkpoint in ${path.dirname(lastDir)} (no last/state.json); start without --resume` : `${file}: cannot read: ${(e as Error).message}`}`);
-  }
-  if (raw?.kind !== STATE_KIND) throw new UsageError(`--resume: ${file} is not a self-critical training checkpoint (a cross-entropy run continues with \`captioner train --resume\`)`);
-  return raw;
-}
-
-function checkResume(state: ScstState, now: ScstState['frozen'], dsFp: string, featFp: string, lastDir: string): void {
-  if (state.datasetFingerprint !== dsFp) throw new DataError(`--resume: the prepared dataset changed since this run started; start a new run`);
-  if (state.featureFingerprint !== featFp) throw new DataError(`--resume: the feature cache changed since this run started; start a new run`);
+/** Settings that define the run (`frozen` in state.json) cannot change on --resume. */
+function checkFrozen(state: ScstState, now: ScstState['frozen'], lastDir: string): void {
   const keys = Object.keys(now) as (keyof ScstState['frozen'])[];
   const differ = keys.filter((k) => state.frozen[k] !== now[k]);
   if (differ.length) {
@@ -338,38 +315,22 @@ function checkResume(state: ScstState, now: ScstState['frozen'], dsFp: string, f
   }
 }
 
-async function readHistory(out: string, upTo: number): Promise<ScstEpochRecord[]> {
-  const file = path.join(out, RUN_FILES.history);
-  if (!(await exists(file))) return [];
-  return (await fs.readFile(file, 'utf8')).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as ScstEpochRecord).filter((r) => r.epoch <= upTo);
-}
-
-async function writeHistory(out: string, history: ScstEpochRecord[]): Promise<void> {
-  const hfile = path.join(out, RUN_FILES.history);
-  await guardWrite(hfile, () => writeFileAtomic(hfile, history.map((h) => JSON.stringify(h)).join('\n') + '\n'));
+/** loss.svg: mean reward and validation CIDEr-D per epoch. */
+function historyChart(history: readonly ScstEpochRecord[]): string {
   const nan = (v: number | null) => (v === null ? NaN : v);
-  const svg = lossChart([
+  return lossChart([
     { label: 'mean reward', color: '#1f77b4', points: history.map((h) => ({ x: h.epoch, y: nan(h.reward) })) },
     { label: 'val CIDEr-D', color: '#d62728', points: history.map((h) => ({ x: h.epoch, y: nan(h.valCider) })) },
   ], 'Self-critical training', 'epoch', 'CIDEr-D');
-  const chart = path.join(out, RUN_FILES.chart);
-  await guardWrite(chart, () => writeFileAtomic(chart, svg));
 }
 
-function manifestOf(o: ScstRunOptions, from: RunManifest, model: Decoder, fineTuned: RunFineTuning, state: ScstState, history: ScstEpochRecord[], status: string, validation: boolean) {
+function manifestParts(o: ScstRunOptions, from: RunManifest, model: Decoder, fineTuned: RunFineTuning, state: ScstState, history: ScstEpochRecord[], validation: boolean): ManifestParts {
   const last = history[history.length - 1];
   return {
-    name: o.config.name,
-    updatedAt: new Date().toISOString(),
-    status,
-    backend: o.backend,
-    dataset: { dir: path.resolve(o.prepared.dir), fingerprint: o.prepared.manifest.fingerprint, vocabSize: o.prepared.vocab.size },
     features: { ...from.features, dir: path.resolve(o.featureInfo.dir) },
     model: { type: model.type, spec: { ...model.spec } },
-    best: validation ? ('highest-validation-cider' as const) : ('last-epoch' as const),
-    fineTuned,
-    files: RUN_FILES,
-    featureNorm: { file: 'best/weights.json', mean: 'norm/mean', std: 'norm/std' },
+    best: validation ? 'highest-validation-cider' : 'last-epoch',
+    extra: { fineTuned },
     metrics: {
       epochs: state.epoch,
       steps: state.step,
