@@ -33,7 +33,7 @@ import {
 import { countStep, endEpoch, isImprovement, nextStep } from './schedule.js';
 import { createParallelTrainer, resolveWorkers, type ParallelTrainer } from './parallel/trainer.js';
 import type { ReplicaKind, ReplicaSpec } from './parallel/replica.js';
-import { batchesOf, buildBatch, checkFeatureCoverage, examplesOf, mixSeed, targetTokens, type Example, type FeatureSource } from './data.js';
+import { batchesOf, buildBatch, checkFeatureCoverage, examplesOf, mixSeed, type Example, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
 
 export type { SettingChange } from './checkpoint.js';

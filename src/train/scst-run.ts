@@ -11,7 +11,6 @@
 // manifest are read and written by src/train/checkpoint.ts, as for cross-entropy runs.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { tf } from '../tf/tf.js';
 import { DataError, ModelError, UsageError } from '../errors.js';
 import { log, progress } from '../log.js';
 import type { Config } from '../config/schema.js';
