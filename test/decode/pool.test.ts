@@ -6,6 +6,7 @@ import { describe, it, expect, beforeAll, vi } from 'vitest';
 import { availableParallelism } from 'node:os';
 import { decodeFeatures, type DecodeSettings } from '../../src/decode/decode.js';
 import { resolveDecodeWorkers, startDecoder } from '../../src/decode/pool.js';
+import { loadConfig } from '../../src/config/load.js';
 import { ConfigError, ModelError } from '../../src/errors.js';
 import { Vocab } from '../../src/text/vocab.js';
 import { initBackend } from '../../src/tf/backend.js';
@@ -159,6 +160,16 @@ describe('failures', () => {
     expect(tf.memory().numTensors).toBe(n0);
     expect(threads.all.length).toBe(n);
     decoder.dispose();
+  });
+});
+
+describe('decode.workers in the config', () => {
+  it('defaults to auto; 0, 257 and words are config errors naming the key', async () => {
+    expect((await loadConfig({})).config.decode.workers).toBe('auto');
+    expect((await loadConfig({ sets: ['decode.workers=3'] })).config.decode.workers).toBe(3);
+    for (const bad of [0, 257, 'many', 1.5]) {
+      await expect(loadConfig({ overrides: { decode: { workers: bad } } })).rejects.toThrow(/decode\.workers: expected ("auto" or )?an integer from 1 to 256/);
+    }
   });
 });
 
