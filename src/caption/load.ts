@@ -8,6 +8,8 @@
 //
 // Besides the Captioner contract (captionBatch on encoded image bytes, used by serve), the result exposes
 // the three stages separately (prepare, encode, captionFeatures) so the caption command can overlap them.
+// With decodeWorkers > 1 (caption's decode.workers), captionFeatures decodes in a worker pool
+// (src/decode/pool.ts) and encode and captionFeatures take turns (one runs at a time, each on every core).
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DecodeSchema, EncoderSchema, type Config, type DecodeConfig, type EncoderConfig } from '../config/schema.js';
