@@ -8,6 +8,8 @@
 //
 // Besides the Captioner contract (captionBatch on encoded image bytes, used by serve), the result exposes
 // the three stages separately (prepare, encode, captionFeatures) so the caption command can overlap them.
+// With decodeWorkers > 1 (caption's decode.workers), captionFeatures decodes in a worker pool
+// (src/decode/pool.ts) and encode and captionFeatures take turns (one runs at a time, each on every core).
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DecodeSchema, EncoderSchema, type Config, type DecodeConfig, type EncoderConfig } from '../config/schema.js';
@@ -20,7 +22,8 @@ import { loadTrainedModel, readRunConfig, type TrainedModel } from '../model/run
 import { attentionGridOf } from '../view/attention-map.js';
 import { sniffImage } from '../util/imagetype.js';
 import { initBackend, type BackendInfo, type BackendRequest } from '../tf/backend.js';
-import { decodeFeatures, type DecodedCaption } from '../decode/decode.js';
+import type { DecodedCaption } from '../decode/decode.js';
+import { resolveDecodeWorkers, startDecoder, type BatchDecoder } from '../decode/pool.js';
 import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from './types.js';
 
 export interface LoadCaptionerOptions {
@@ -40,6 +43,16 @@ export interface LoadCaptionerOptions {
   vgg16Weights?: LoadedVgg16Weights;
   /** Where encoder.weights auto looks (default: the `captioner weights` cache). */
   weightsCacheDir?: string;
+  /**
+   * Decoding threads (decode.workers: auto | N; default 1, the main thread: serve and library callers). With
+   * more than 1, the encoder and the decoding workers take turns (one runs at a time), so onnxruntime's
+   * threads and the workers never compete for the cores.
+   */
+  decodeWorkers?: number | 'auto';
+  /** Images that will be captioned, when known: no more decoding workers than their decode batches. */
+  images?: number;
+  /** Abort: the decoding workers are terminated and the calls in flight reject with an AbortError. */
+  signal?: AbortSignal;
 }
 
 /** The encoder as recorded in the model manifest (copied from the feature cache manifest). */
@@ -62,6 +75,8 @@ export interface LoadedCaptioner extends Captioner {
   /** Effective decode settings (beam is the default for calls that give none). */
   readonly decode: DecodeConfig;
   readonly maxPixels: number;
+  /** Decoding worker threads (1: decoding on the main thread; more: they take turns with the encoder). */
+  readonly decodeWorkers: number;
   /** The attention grid [H, W] of an attention model (from the recorded feature shape [H, W, C]); null otherwise. */
   readonly attentionGrid: [number, number] | null;
   /** Encoded image bytes -> the encoder's input pixels. Throws ImageError (kinds: unsupported, corrupt, too_large). */
@@ -188,14 +203,26 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
   const encodeBatch = cfg?.caption.batchSize ?? 8;
   if (enc.info.weights === 'random') log.warn(`${runDir}: this model was trained on features of an UNTRAINED (random-weight) VGG16; its captions are for demos and tests only`);
 
-  const encode = async (images: Uint8Array[]): Promise<Float32Array[]> => {
-    const out: Float32Array[] = [];
-    for (let i = 0; i < images.length; i += encodeBatch) out.push(...(await enc.encode(images.slice(i, i + encodeBatch))));
-    return out;
-  };
+  let pool: BatchDecoder;
+  try {
+    const workers = resolveDecodeWorkers(opts.decodeWorkers ?? 1, { backend: backend.name, ...(opts.images !== undefined ? { batches: Math.ceil(opts.images / decode.batchSize) } : {}) });
+    pool = await startDecoder(model, { workers, signal: opts.signal });
+  } catch (e) {
+    await enc.dispose();
+    model.decoder.dispose();
+    throw e;
+  }
+  // with decoding workers, the encoder and the decoder take turns: each uses every core while it runs
+  const turn = pool.workers > 1 ? turns() : <T>(f: () => Promise<T>) => f();
+  const encode = (images: Uint8Array[]): Promise<Float32Array[]> =>
+    turn(async () => {
+      const out: Float32Array[] = [];
+      for (let i = 0; i < images.length; i += encodeBatch) out.push(...(await enc.encode(images.slice(i, i + encodeBatch))));
+      return out;
+    });
   const attentionGrid = attentionGridOf(model.manifest);
   const captionFeatures = (features: Float32Array[], options: CaptionOptions = {}) =>
-    decodeFeatures(model, features, { ...decode, beam: options.beam ?? decode.beam, ...(options.attention ? { attention: true } : {}) });
+    turn(() => pool.decode(features, { ...decode, beam: options.beam ?? decode.beam, ...(options.attention ? { attention: true } : {}) }));
   let disposed = false;
 
   return {
@@ -204,6 +231,7 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
     encoder: enc,
     backend,
     decode,
+    decodeWorkers: pool.workers,
     maxPixels,
     attentionGrid,
     info: { name: model.manifest.name ?? path.basename(runDir), encoder: `${enc.info.name} ${enc.info.layer}, ${enc.info.detail}`, backend: backend.detail },
@@ -237,8 +265,19 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
     async dispose() {
       if (disposed) return;
       disposed = true;
+      await pool.dispose();
       await enc.dispose();
       model.decoder.dispose();
     },
+  };
+}
+
+/** Runs the functions given to it one at a time, in call order (a failure does not block the next). */
+function turns(): <T>(f: () => Promise<T>) => Promise<T> {
+  let last: Promise<unknown> = Promise.resolve();
+  return <T>(f: () => Promise<T>) => {
+    const mine = last.then(f, f);
+    last = mine.catch(() => {});
+    return mine;
   };
 }

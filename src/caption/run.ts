@@ -9,6 +9,7 @@
 // its line (which names it in "attention"), so a line never points at a missing or half-written map.
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { DataError, PartialFailure, UsageError } from '../errors.js';
@@ -176,8 +177,12 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
   try {
     let stages = opts.stages;
     if (!stages && !aborted()) {
-      captioner = await loadCaptioner(opts.model, { config });
+      captioner = await loadCaptioner(opts.model, { config, decodeWorkers: config.decode.workers, images: found.length, signal: opts.signal });
       log.info(`caption: model ${captioner.info.name}, encoder ${captioner.info.encoder}, backend ${captioner.info.backend}, beam ${captioner.decode.beam}`);
+      if (captioner.decodeWorkers > 1) {
+        log.info(threadLine(captioner.decodeWorkers, config));
+        if (captioner.backend.name === 'tensorflow') log.warn(`decode.workers ${captioner.decodeWorkers}: the workers decode on wasm, not on the ${captioner.backend.detail.split(' (')[0]} backend; set decode.workers 1 to decode there`);
+      }
       stages = stagesOf(captioner, { attention: grid !== null });
     }
     const rawFile = new Map(found.filter((f) => f.file).map((f) => [f.path, f.file!]));
@@ -185,7 +190,8 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
       const results = captionFiles(found, stages, {
         readAhead: opts.readAhead ?? 4,
         encodeBatch: config.caption.batchSize,
-        decodeBatch: config.decode.batchSize,
+        // one decode batch per worker at a time (the pool splits it into decode.batchSize batches)
+        decodeBatch: config.decode.batchSize * (captioner?.decodeWorkers ?? 1),
       });
       for await (let r of results) {
         if (aborted()) break; // a result finished after Ctrl-C (maybe cut short by it) is not written
@@ -206,10 +212,14 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
     }
     interrupted = aborted();
   } catch (e) {
-    bar.stop();
-    await sink.close().catch(() => {}); // the first error is the news
-    await captioner?.dispose().catch(() => {});
-    throw e;
+    if (aborted() && (e as Error)?.name === 'AbortError') {
+      interrupted = true; // Ctrl-C ended the decoding workers mid-batch: the lines written so far stand
+    } else {
+      bar.stop();
+      await sink.close().catch(() => {}); // the first error is the news
+      await captioner?.dispose().catch(() => {});
+      throw e;
+    }
   }
   bar.stop();
   await sink.close();
@@ -220,6 +230,12 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
   log.info(`caption: ${captioned} captioned, ${failed} failed${skipped ? `, ${skipped} skipped (resume)` : ''}${interrupted ? `, ${found.length - done} left (interrupted)` : ''} in ${seconds.toFixed(1)} s (${(done / Math.max(seconds, 1e-9)).toFixed(1)} img/s)${note ? `; ${note}` : ''}`);
   if (failed && !interrupted) throw new PartialFailure(`${failed} of ${done} images could not be captioned (see the "error" lines)`);
   return { total, skipped, captioned, failed, seconds, ignored, interrupted };
+}
+
+/** How caption splits the cores between the encoder and the decoding workers (they take turns). */
+export function threadLine(workers: number, config: Config, cores = availableParallelism()): string {
+  const ort = config.threads > 0 ? `${config.threads} thread${config.threads === 1 ? '' : 's'}` : `${cores} threads, every core`;
+  return `caption: the image encoder (${ort}) and ${workers} decoding worker threads (1 thread each; decode.workers ${JSON.stringify(config.decode.workers)}) take turns, so they never compete for the ${cores} core${cores === 1 ? '' : 's'}`;
 }
 
 /** Render and write one attention map; an image that cannot be read again becomes an error result (retried by --resume). */

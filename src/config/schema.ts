@@ -206,6 +206,10 @@ export const DecodeSchema = z
       .describe('How finished captions of different lengths are compared: none: sum of token log-probs (favours short captions); average: divided by the length; wu: divided by ((5 + length) / 6)^alpha (Wu et al. 2016). Length counts the end token.'),
     alpha: num().nonnegative().default(0.7).describe('Exponent of the wu length penalty (0: same as none).'),
     batchSize: intIn(1, 256).default(32).describe('Images decoded together (all their hypotheses go through the model in one batch per step; at most 256).'),
+    workers: z
+      .union([z.literal('auto'), intIn(1, 256)], { error: (i) => expected('"auto" or an integer from 1 to 256', i.input) })
+      .default('auto')
+      .describe('Decoding threads for eval and caption: whole batches (decode.batchSize images) are decoded in this many worker threads at once, results in input order and identical to decoding on the main thread. auto: one per core of this machine, but 1 when the backend is gpu or node (the native backend does the work there); 1: decode on the main thread with the configured backend. Workers > 1 compute on wasm (on cpu when backend is cpu), even when backend is gpu or node. In caption, the image encoder (onnxruntime, `threads`) and the decoding workers take turns instead of competing for the cores. serve decodes in its own model worker and ignores this.'),
   })
   .strict();
 

@@ -9,11 +9,13 @@
 // The dataset and the cache are the ones the run's manifest records (unless prep.out / features.out
 // name others); a dataset or cache whose fingerprint differs from what the model was trained on is refused.
 import { promises as fs } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { stagePaths } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { attentionGridOf } from '../view/attention-map.js';
-import { decodeFeatures } from '../decode/decode.js';
+import type { DecodedCaption } from '../decode/decode.js';
+import { abortError, resolveDecodeWorkers, startDecoder, type BatchDecoder } from '../decode/pool.js';
 import { DataError } from '../errors.js';
 import { openFeatureCache, type FeatureCache } from '../features/cache.js';
 import { log, progress } from '../log.js';
@@ -35,6 +37,8 @@ export interface EvalOptions {
   noBaseline?: boolean;
   /** Skip thumbnails in report.html (placeholders instead). */
   noThumbnails?: boolean;
+  /** Abort: stop decoding (between batches; the decoding workers at once) and reject with an AbortError; nothing is written. */
+  signal?: AbortSignal;
 }
 
 export interface EvalFiles {
@@ -95,6 +99,7 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
   const backend = await initBackend(config.backend as BackendRequest, { threads: config.threads, quiet: true });
   const model = await loadTrainedModel(runDir, opts.which ?? 'best');
   let cache: FeatureCache | undefined;
+  let decoder: BatchDecoder | undefined;
   try {
     const prepared = await preparedForRun(config, model);
     cache = await featuresForRun(config, model);
@@ -109,15 +114,34 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     if (cache.manifest.weights === 'random') log.warn(`eval: ${runDir} was trained on features of an UNTRAINED (random-weight) VGG16; expect low scores`);
     log.info(`eval: ${images.length} ${split} images of ${prepared.dir}, model ${runDir} (${opts.which ?? 'best'}), beam ${decodeCfg.beam}, ${backend.detail.split(' (')[0]}`);
 
-    // decode
+    // decode: batches of decode.batchSize, spread over decode.workers threads, consumed in order
     const predictions: Prediction[] = [];
     const grid = attentionGridOf(model.manifest);
     const attention = new Map<string, ImageAttention>(); // image -> where the model looked, for report.html
+    const bs = decodeCfg.batchSize;
+    const workers = resolveDecodeWorkers(decodeCfg.workers, { backend: backend.name, batches: Math.ceil(images.length / bs) });
+    decoder = await startDecoder(model, { workers, signal: opts.signal });
+    if (decoder.workers > 1) {
+      log.info(`eval: decoding in ${decoder.workers} worker threads x 1 ${decoder.backend} thread each (decode.workers ${JSON.stringify(decodeCfg.workers)}, ${availableParallelism()} cores)`);
+      if (backend.name === 'tensorflow') log.warn(`decode.workers ${decoder.workers}: the workers decode on wasm, not on the ${backend.detail.split(' (')[0]} backend; set decode.workers 1 to decode there`);
+    }
     const bar = progress('eval', images.length);
+    const inFlight: Promise<DecodedCaption[]>[] = [];
+    const window = decoder.workers > 1 ? 2 * decoder.workers : 1; // batches queued ahead, so no worker waits
+    let next = 0;
+    const submit = () => {
+      const batch = images.slice(next, next + bs);
+      next += bs;
+      const p = decoder!.decode(batch.map((im) => cache!.get(im.image)), { ...decodeCfg, attention: grid !== null });
+      p.catch(() => {}); // awaited in order below
+      inFlight.push(p);
+    };
     try {
-      for (let i = 0; i < images.length; i += decodeCfg.batchSize) {
-        const batch = images.slice(i, i + decodeCfg.batchSize);
-        const decoded = await decodeFeatures(model, batch.map((im) => cache!.get(im.image)), { ...decodeCfg, attention: grid !== null });
+      for (let i = 0; i < images.length; i += bs) {
+        if (opts.signal?.aborted) throw abortError(opts.signal);
+        while (inFlight.length < window && next < images.length) submit();
+        const batch = images.slice(i, i + bs);
+        const decoded = await inFlight.shift()!;
         batch.forEach((im, k) => {
           const rows = decoded[k].attention;
           if (rows) attention.set(im.image, { words: decoded[k].words, rows });
@@ -127,6 +151,7 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
       }
     } finally {
       bar.stop();
+      await decoder.dispose(); // also ends the workers of batches still queued after a failure
     }
 
     // score
@@ -167,6 +192,7 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     log.info(`eval: wrote ${files.predictions}, ${files.results}, ${files.report}, ${files.html} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
     return { report, files };
   } finally {
+    await decoder?.dispose();
     cache?.close();
     model.decoder.dispose();
   }
