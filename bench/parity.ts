@@ -196,7 +196,8 @@ const relDiffs = (ours: number[], peer: number[]) => ours.map((v, i) => Math.abs
  * Exact parity: dropout 0, our initial weights and batch order in the peer; one run a side (no seeds to
  * average). Rows: the peer with torch.optim.Adam (the reference: decides the 2% target) and with our
  * Adam update (--adam ours: should agree to float rounding). Each gives the relative difference of the
- * validation loss per epoch and its maximum.
+ * validation loss per epoch and its maximum, and one sample of that trajectory's float-rounding noise: the same
+ * peer run again in float64.
  */
 export async function compareExact(label: string, config: Config, model: 'merge' | 'attention'): Promise<BenchRow[]> {
   const paths = stagePaths(config);
@@ -210,8 +211,13 @@ export async function compareExact(label: string, config: Config, model: 'merge'
   const ours = run.history.map((h) => h.valLoss);
   const rows: BenchRow[] = [];
   for (const adam of ['torch', 'ours'] as const) {
-    const peer = await runParityPeer(paths.prepared, paths.features, [...peerArgs(exact, model, init.spec), '--init', init.dir, '--order', orderFile, '--adam', adam]);
+    const args = [...peerArgs(exact, model, init.spec), '--init', init.dir, '--order', orderFile, '--adam', adam];
+    const peer = await runParityPeer(paths.prepared, paths.features, args);
     const theirs = peer.epochs.map((e) => e.valLoss);
+    // the same peer in float64: one sample of how far float rounding alone moves this trajectory (ReLU kinks and Adam
+    // on near-zero gradients amplify rounding differences; what ours differs by beyond that is real)
+    const wide = (await runParityPeer(paths.prepared, paths.features, [...args, '--float64'])).epochs.map((e) => e.valLoss);
+    const floor = relDiffs(theirs, wide);
     const diffs = relDiffs(ours, theirs);
     const maxDiff = Math.max(...diffs);
     const final = diffs[diffs.length - 1];
@@ -229,6 +235,7 @@ export async function compareExact(label: string, config: Config, model: 'merge'
         `final |diff| ${pct(final)}` + (decides ? ` (${final <= PARITY_TOLERANCE ? 'within' : 'OUTSIDE'} ${100 * PARITY_TOLERANCE}%)` : ' (Adam epsilon placed as ours: only float arithmetic and implementation differences remain)') +
         `; max over epochs ${pct(maxDiff)}; val loss per epoch ours vs peer (|diff|): ${ours.map((v, i) => `${i + 1}: ${f4(v)} vs ${f4(theirs[i])} (${pct(diffs[i])})`).join('; ')}` +
         `; train cross-entropy max |diff| ${pct(Math.max(...trainDiffs))}` +
+        `; one sample of float-rounding noise (the peer in float64 vs float32): final ${pct(floor[floor.length - 1])}, max ${pct(Math.max(...floor))}` +
         (peer.normMaxAbsDiff !== null ? `; feature standardisation max |ours - peer| ${peer.normMaxAbsDiff.toExponential(1)}` : '') +
         `; ${run.steps} steps, ours ${oursSecs.toFixed(0)} s, peer ${peer.seconds.toFixed(0)} s`,
     });
