@@ -16,11 +16,19 @@ attention (src/model/decoders/attention.ts): soft attention with gating beta, de
   doubly stochastic regulariser (training loss only; the validation loss is the cross-entropy alone).
 
 Training: Adam (beta 0.9 / 0.999, epsilon 1e-7 as ours) with global-norm clipping, batches of captions
-shuffled every epoch (our seed is not reproduced: the comparison is seed-independent), no early
-stopping and no learning-rate decay (the bench turns both off on our side too). Per epoch it prints a
-JSON line {"epoch", "trainLoss", "valLoss"}; trainLoss is the token-weighted mean of the batch losses
-(dropout on), valLoss the token-weighted mean cross-entropy over the whole val split (dropout off), as
-src/train/run.ts computes them. The last line is a summary {"done": true, ...}. Run it with
+shuffled every epoch, no early stopping and no learning-rate decay (the bench turns both off on our side
+too). The LSTM has one bias per gate, as ours (Keras) has: torch's second bias (bias_hh) is held at 0 and
+not trained, else Adam would move the gate biases twice as fast as ours.
+
+Exact mode (--init and --order, with --dropout 0): the model starts from OUR initial weights (a run
+folder's weights.json + weights.bin, e.g. last/ of a run interrupted before its first step) and trains on
+the batches in the order our trainer drew them (a JSON file the bench computes with src/train/data.ts's
+functions), so that the two sides differ only in float arithmetic and in real implementation differences.
+Without them, initialisation and shuffling use --seed (the comparison is then over several seeds).
+
+Per epoch it prints a JSON line {"epoch", "trainLoss", "valLoss"}; trainLoss is the token-weighted mean
+of the batch losses (dropout on), valLoss the token-weighted mean cross-entropy over the whole val split
+(dropout off), as src/train/run.ts computes them. The last line is a summary {"done": true, ...}. Run it with
 /usr/bin/python3 (Debian python3-torch).
 """
 import argparse
@@ -129,6 +137,7 @@ def keras_lstm_init(torch, lstm, units):
         lstm.bias_ih_l0.zero_()
         lstm.bias_hh_l0.zero_()
         lstm.bias_ih_l0[units:2 * units] = 1.0
+    lstm.bias_hh_l0.requires_grad_(False)  # one bias per gate, as ours
 
 
 def dense(torch, fan_in, fan_out):
@@ -202,6 +211,7 @@ def build_attention(torch, a, vocab, shape, mean, std):
                 self.cell.bias_ih.zero_()
                 self.cell.bias_hh.zero_()
                 self.cell.bias_ih[a.units:2 * a.units] = 1.0
+            self.cell.bias_hh.requires_grad_(False)  # one bias per gate, as ours
             self.l_h = nn.Linear(a.units, a.embed, bias=False)
             self.l_z = nn.Linear(C, a.embed, bias=True)
             nn.init.xavier_uniform_(self.l_h.weight)
@@ -231,6 +241,100 @@ def build_attention(torch, a, vocab, shape, mean, std):
             return self.out(deep[mask]), reg
 
     return Attention()
+
+
+# ------------------------------------------------------------------------------------------ exact mode
+
+
+def read_our_weights(d):
+    """A run folder's weights (src/model/runfolder.ts saveDecoder): weights.json, an index of tensors (name,
+    shape, byte offset, length) and meta {type, spec}, over weights.bin, little-endian float32."""
+    import numpy as np
+
+    with open(os.path.join(d, "weights.json"), encoding="utf-8") as f:
+        index = json.load(f)
+    if index.get("format") != "captioner.weights":
+        raise SystemExit(f"{d}/weights.json: not a captioner weights index")
+    buf = np.fromfile(os.path.join(d, "weights.bin"), dtype="<f4")
+    if buf.size * 4 != index["bytes"]:
+        raise SystemExit(f"{d}/weights.bin: {buf.size * 4} bytes, the index says {index['bytes']}")
+    out = {}
+    for t in index["tensors"]:
+        o = t["offset"] // 4
+        out[t["name"]] = buf[o:o + t["length"]].reshape(t["shape"])
+    return index.get("meta") or {}, out
+
+
+def load_our_weights(torch, model, kind, w):
+    """Copy our weights into the torch model. Ours are Keras layouts: kernels [in, out] (torch keeps
+    [out, in]), LSTM kernels [in, 4U] with the gates i, f, g, o along 4U (torch's order too), one LSTM
+    bias (torch's bias_ih; bias_hh stays 0). Every weight of ours must be used, every parameter set."""
+    import numpy as np
+
+    def k(name):  # a kernel, transposed to torch's [out, in]
+        return np.ascontiguousarray(w[name].T)
+
+    def v(name):
+        return np.ascontiguousarray(w[name])
+
+    if kind == "merge":
+        lstm = model.lstm
+        pairs = [
+            (model.img.weight, k("image/kernel"), ["image/kernel"]), (model.img.bias, v("image/bias"), ["image/bias"]),
+            (model.emb.weight, v("embedding"), ["embedding"]),
+            (lstm.weight_ih_l0, k("lstm/kernel"), ["lstm/kernel"]), (lstm.weight_hh_l0, k("lstm/recurrent"), ["lstm/recurrent"]),
+            (lstm.bias_ih_l0, v("lstm/bias"), ["lstm/bias"]), (lstm.bias_hh_l0, np.zeros_like(v("lstm/bias")), []),
+            (model.hidden.weight, k("hidden/kernel"), ["hidden/kernel"]), (model.hidden.bias, v("hidden/bias"), ["hidden/bias"]),
+            (model.out.weight, k("output/kernel"), ["output/kernel"]), (model.out.bias, v("output/bias"), ["output/bias"]),
+        ]
+    else:
+        cell = model.cell
+        pairs = [
+            (model.emb.weight, v("embedding"), ["embedding"]),
+            (model.init_h.weight, k("init/h/kernel"), ["init/h/kernel"]), (model.init_h.bias, v("init/h/bias"), ["init/h/bias"]),
+            (model.init_c.weight, k("init/c/kernel"), ["init/c/kernel"]), (model.init_c.bias, v("init/c/bias"), ["init/c/bias"]),
+            (model.enc.weight, k("attention/encoder/kernel"), ["attention/encoder/kernel"]),
+            (model.enc.bias, v("attention/encoder/bias"), ["attention/encoder/bias"]),
+            (model.dec.weight, k("attention/decoder/kernel"), ["attention/decoder/kernel"]),
+            (model.score.weight, k("attention/score/kernel"), ["attention/score/kernel"]),
+            (model.beta.weight, k("gate/kernel"), ["gate/kernel"]), (model.beta.bias, v("gate/bias"), ["gate/bias"]),
+            # the LSTM input is [E y; z]: our word kernel [E, 4U] over our context kernel [C, 4U]
+            (cell.weight_ih, np.ascontiguousarray(np.concatenate([w["lstm/kernel"], w["lstm/context"]], 0).T), ["lstm/kernel", "lstm/context"]),
+            (cell.weight_hh, k("lstm/recurrent"), ["lstm/recurrent"]),
+            (cell.bias_ih, v("lstm/bias"), ["lstm/bias"]), (cell.bias_hh, np.zeros_like(v("lstm/bias")), []),
+            (model.l_h.weight, k("deep/h/kernel"), ["deep/h/kernel"]),
+            (model.l_z.weight, k("deep/z/kernel"), ["deep/z/kernel"]), (model.l_z.bias, v("deep/bias"), ["deep/bias"]),
+            (model.out.weight, k("output/kernel"), ["output/kernel"]), (model.out.bias, v("output/bias"), ["output/bias"]),
+        ]
+    used = {n for _, _, names in pairs for n in names}
+    unused = set(n for n in w if not n.startswith("norm/")) - used
+    if unused:
+        raise SystemExit(f"--init: weights the {kind} reference has no place for: {sorted(unused)}")
+    params = {id(q) for q in model.parameters()}
+    if params != {id(q) for q, _, _ in pairs}:
+        raise SystemExit(f"--init: the {kind} reference has parameters our weights do not set")
+    with torch.no_grad():
+        for q, value, names in pairs:
+            if tuple(q.shape) != value.shape:
+                raise SystemExit(f"--init: {'+'.join(names) or 'bias_hh'} has shape {value.shape}, the torch parameter {tuple(q.shape)}")
+            q.copy_(torch.from_numpy(value))
+
+
+def read_order(path, train_ex, epochs):
+    """The batches of every epoch as our trainer draws them: {"examples": [image of each training caption,
+    in order], "epochs": [[[example index, ...] per batch] per epoch]}. Refused when it was computed for
+    other training captions or does not cover every caption once per epoch."""
+    with open(path, encoding="utf-8") as f:
+        order = json.load(f)
+    if order.get("examples") != [k for k, _ in train_ex]:
+        raise SystemExit(f"{path}: the batch order was computed for other training captions")
+    eps = order.get("epochs") or []
+    if len(eps) < epochs:
+        raise SystemExit(f"{path}: batches for {len(eps)} epochs, {epochs} asked for")
+    for e, batches in enumerate(eps[:epochs], 1):
+        if sorted(i for b in batches for i in b) != list(range(len(train_ex))):
+            raise SystemExit(f"{path}: epoch {e} does not use every training caption exactly once")
+    return eps
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -300,7 +404,11 @@ def main() -> int:
     p.add_argument("--alpha-reg", type=float, default=1.0)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="exact mode: start from these weights of ours (a run folder's last/ or best/)")
+    p.add_argument("--order", help="exact mode: train on these batches (JSON: our trainer's order, per epoch)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--float64", action="store_true",
+                   help="train in double precision: how far float32 rounding alone moves the losses (a diagnostic)")
     a = p.parse_args()
 
     try:
@@ -332,6 +440,19 @@ def main() -> int:
             print(json.dumps({"error": f"{a.features}: attention needs a grid cache, shape {shape}"}), flush=True)
             return 3
         model = build_attention(torch, a, len(vocab), shape, mean, std)
+    norm_diff = None
+    if a.init:
+        meta, ours = read_our_weights(a.init)
+        if meta.get("type", "merge") != a.model:
+            raise SystemExit(f"{a.init}: holds a {meta.get('type', 'merge')} model, --model is {a.model}")
+        load_our_weights(torch, model, a.model, ours)
+        if "norm/mean" in ours:  # our feature standardisation against the one computed here (a diagnostic)
+            norm_diff = max(float(np.abs(ours["norm/mean"] - mean).max()), float(np.abs(ours["norm/std"] - std).max()))
+    order = read_order(a.order, train_ex, a.epochs) if a.order else None
+    if a.float64:
+        model.double()
+        for k in feats:
+            feats[k] = feats[k].astype(np.float64)
     params = [q for q in model.parameters() if q.requires_grad]
     if a.adam == "torch":
         opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.999), eps=a.epsilon)
@@ -354,11 +475,15 @@ def main() -> int:
 
     history = []
     for epoch in range(1, a.epochs + 1):
-        order = rng.permutation(len(train_ex))
+        if order:
+            batches = order[epoch - 1]
+        else:
+            perm = rng.permutation(len(train_ex))
+            batches = [perm[i:i + a.batch] for i in range(0, len(perm), a.batch)]
         loss_sum, ce_total, tokens = 0.0, 0.0, 0
         e0 = time.time()
-        for i in range(0, len(order), a.batch):
-            batch = [train_ex[j] for j in order[i:i + a.batch]]
+        for ids in batches:
+            batch = [train_ex[j] for j in ids]
             x, inp, mask, tg = make_batch(torch, np, batch, feats)
             logits, reg = model(x, inp, mask)
             ce = ce_sum(logits, tg) / tg.numel()  # mean over the batch's real target tokens
@@ -387,6 +512,7 @@ def main() -> int:
         "done": True, "peer": "pytorch-cpu", "torch": torch.__version__, "model": a.model,
         "trainCaptions": len(train_ex), "valCaptions": len(val_ex), "vocab": len(vocab), "shape": shape,
         "epochs": a.epochs, "finalValLoss": history[-1]["valLoss"], "finalTrainLoss": history[-1]["trainLoss"],
+        "exact": bool(a.init and a.order), "normMaxAbsDiff": norm_diff,
         "seconds": time.time() - t0,
     }), flush=True)
     return 0

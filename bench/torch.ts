@@ -1,5 +1,6 @@
 // Runs the PyTorch training peer (bench/train-peer.py) with /usr/bin/python3 and returns its
-// JSON: the same merge caption model trained on the CPU, for `npm run bench` to compare against.
+// JSON: the same caption model (merge, or attention over a feature grid) trained on the CPU, for
+// `npm run bench` to compare against.
 // A peer is timed at its best: peerEnv() drops OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the peer's
 // process only (they slow a current OpenBLAS) and pins torch and BLAS threads, and runTrainPeer sweeps
 // torch intra-op threads x BLAS threads and keeps the fastest configuration.
@@ -26,6 +27,13 @@ export interface TorchPeerOptions {
   seed?: number;
   /** LSTM only up to the longest caption, output layer only on real tokens (a stronger peer). */
   packed?: boolean;
+  /** The decoder (default merge); attention runs packed over a grid of positions x channels. */
+  model?: 'merge' | 'attention';
+  positions?: number;
+  channels?: number;
+  attentionDim?: number;
+  /** Steps timed per configuration of the thread sweep (default 3; after 1 warm-up step). */
+  sweepSteps?: number;
   python?: string;
   timeoutMs?: number;
 }
@@ -84,8 +92,12 @@ export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResu
     ['--steps', opts.steps], ['--warmup', opts.warmup], ['--batch', opts.batch], ['--vocab', opts.vocab],
     ['--length', opts.length], ['--units', opts.units], ['--feature-dim', opts.featureDim], ['--min-len', opts.minLen], ['--max-len', opts.maxLen],
     ['--threads', opts.threads ?? 2], ['--blas-threads', opts.blasThreads ?? opts.threads ?? 2], ['--seed', opts.seed],
+    ['--positions', opts.positions], ['--channels', opts.channels], ['--attention-dim', opts.attentionDim],
   ];
-  const args = [TRAIN_PEER, ...flags.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [k, String(v)]), ...(opts.packed ? ['--packed'] : [])];
+  const args = [
+    TRAIN_PEER, ...flags.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [k, String(v)]),
+    ...(opts.model ? ['--model', opts.model] : []), ...(opts.packed ? ['--packed'] : []),
+  ];
   return new Promise((resolve) => {
     const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'], env: peerEnv(opts.threads ?? 2, opts.blasThreads ?? opts.threads ?? 2) });
     let out = '';
@@ -130,7 +142,7 @@ export async function runTrainPeer(
   if (opts.threads === undefined) {
     let bestRate = -1;
     for (const c of threadSweep()) {
-      const r = await runTorchPeer({ ...opts, ...c, steps: Math.min(opts.steps ?? 20, 3), warmup: 1 });
+      const r = await runTorchPeer({ ...opts, ...c, steps: Math.min(opts.steps ?? 20, opts.sweepSteps ?? 3), warmup: 1 });
       if ('error' in r) return fail(r.error);
       sweep.push({ ...c, tokensPerSec: r.tokensPerSec });
       if (r.tokensPerSec > bestRate) {

@@ -5,13 +5,28 @@ image 4096 -> Dropout -> Dense(256, relu); tokens -> Embedding(vocab, 256, paddi
 Dropout -> LSTM(256) over the whole caption (teacher forcing, length 34); add-merge ->
 Dense(256, relu) -> Dense(vocab) -> masked cross-entropy; Adam (clip norm 5); batch 64.
 Synthetic data: caption lengths (real target tokens) uniform in [min-len, max-len].
+With --model attention: the Show, Attend and Tell decoder of bench/parity-peer.py (the PyTorch reference
+of src/model/decoders/attention.ts; embed = units) over a grid of --positions x --channels features,
+dropout 0.5, attention regulariser lambda 1, packed (the time loop runs to the longest caption, the output
+layer on real tokens only, as ours).
 Prints one JSON object on stdout: tokensPerSec counts real (unpadded) target tokens per second
 over --steps steps after --warmup steps. Run with /usr/bin/python3 (Debian python3-torch).
 """
 import argparse
+import importlib.util
 import json
+import os
 import sys
 import time
+import types
+
+
+def parity_peer():
+    """bench/parity-peer.py as a module (its name has a hyphen): the one PyTorch attention reference."""
+    spec = importlib.util.spec_from_file_location("parity_peer", os.path.join(os.path.dirname(os.path.abspath(__file__)), "parity-peer.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main() -> int:
@@ -29,6 +44,10 @@ def main() -> int:
     p.add_argument("--blas-threads", type=int, default=None,
                    help="OpenBLAS threads, reported; the caller sets OPENBLAS_NUM_THREADS before start-up")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--model", choices=["merge", "attention"], default="merge")
+    p.add_argument("--positions", type=int, default=196, help="attention: grid positions P (196 = 14x14 block5_conv3)")
+    p.add_argument("--channels", type=int, default=512, help="attention: channels C per position")
+    p.add_argument("--attention-dim", type=int, default=None, help="attention: default units")
     p.add_argument("--packed", action="store_true",
                    help="run the LSTM only up to the batch's longest caption and the output layer only on real tokens")
     a = p.parse_args()
@@ -64,8 +83,17 @@ def main() -> int:
             h = torch.relu(self.hidden(m))
             return self.out(h)  # [B, L, V] or [real, V]
 
-    model = Merge()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if a.model == "attention":
+        import numpy as np
+
+        F = a.positions * a.channels
+        ns = types.SimpleNamespace(embed=U, units=U, attention_dim=a.attention_dim or U, alpha_reg=1.0, dropout=0.5)
+        model = parity_peer().build_attention(torch, ns, V, [a.positions, a.channels],
+                                              np.zeros(a.channels, np.float32), np.ones(a.channels, np.float32))
+        a.packed = True  # it computes the output layer on real tokens only
+    else:
+        model = Merge()
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
     loss_fn = nn.CrossEntropyLoss(ignore_index=0)
 
     g = torch.Generator().manual_seed(a.seed)
@@ -85,7 +113,13 @@ def main() -> int:
     def step(k: int):
         feats, inp, tgt, n = batches[k % len(batches)]
         opt.zero_grad(set_to_none=True)
-        if a.packed:
+        if a.model == "attention":
+            width = int((tgt != 0).sum(1).max())
+            inp, tgt = inp[:, :width], tgt[:, :width]
+            mask = tgt != 0
+            logits, reg = model(feats, inp, mask)
+            loss = loss_fn(logits, tgt[mask]) + reg
+        elif a.packed:
             width = int((tgt != 0).sum(1).max())
             inp, tgt = inp[:, :width], tgt[:, :width]
             mask = tgt != 0
@@ -107,7 +141,7 @@ def main() -> int:
         real += step(a.warmup + k)
     secs = time.perf_counter() - t0
     print(json.dumps({
-        "peer": "pytorch-cpu" + ("-packed" if a.packed else ""),
+        "peer": "pytorch-cpu" + ("-packed" if a.packed else ""), "model": a.model,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "blasThreads": a.blas_threads if a.blas_threads is not None else a.threads,

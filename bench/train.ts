@@ -1,12 +1,18 @@
-// Benchmark group 'train': training throughput (target tokens per second) of the caption decoder at
-// Flickr8k-like sizes (vocabulary 8,000, captions of 34 tokens, batch 64, 256 units, 4096-d features),
-// on wasm, against the same model trained in PyTorch on the CPU in the same run (when
-// bench/torch.ts can run it), plus the classic prefix-expansion formulation on tfjs
-// for contrast. The cpu backend is left out: one step at these sizes takes minutes and several GB.
+// Benchmark group 'train': training throughput (target tokens per second) of the caption decoders at
+// Flickr8k-like sizes, on wasm, against the same model trained in PyTorch on the CPU in the same run
+// (when bench/torch.ts can run it; the peer at its best thread split). Merge: vocabulary 8,000,
+// captions of 34 tokens, batch 64, 256 units, 4096-d fc2 features, plus the classic prefix-expansion
+// formulation on tfjs for contrast. Attention (Show, Attend and Tell): vocabulary 8,000, batch 32,
+// captions of 16 tokens (15 targets: about Flickr8k's mean of 12 words plus the end token, rounded up),
+// 256 units / embedding / attention dim, over VGG16 block5_conv3's 14x14x512 grid (the paper's; --quick:
+// block5_pool's 7x7), on the main thread and on the data-parallel workers. The cpu backend is left out:
+// one step at these sizes takes minutes and several GB.
 import { tf } from '#dist/tf/tf.js';
 import { initBackend } from '#dist/tf/backend.js';
 import { makeBatch, type CaptionBatch } from '#dist/model/decoders/batch.js';
 import { MergeDecoder, mergeInitialWeights, type MergeSpec } from '#dist/model/decoders/merge.js';
+import { AttentionDecoder, attentionInitialWeights, type AttentionSpec } from '#dist/model/decoders/attention.js';
+import type { Decoder, FeatureNorm } from '#dist/model/decoders/index.js';
 import { Adam, byWeightName } from '#dist/train/adam.js';
 import { createParallelTrainer, resolveWorkers } from '#dist/train/parallel/trainer.js';
 import { rng } from '#dist/util/random.js';
@@ -22,6 +28,56 @@ export interface TrainBenchSizes {
 
 export const FULL: TrainBenchSizes = { vocab: 8000, length: 34, batch: 64, units: 256, featureDim: 4096 };
 
+export interface AttentionBenchSizes {
+  vocab: number;
+  /** Caption length with start and end tokens (length - 1 targets). */
+  length: number;
+  batch: number;
+  /** Units = embedding = attention dim. */
+  units: number;
+  positions: number;
+  channels: number;
+}
+
+/** 14 x 14 x 512: VGG16 block5_conv3, the paper's annotations. */
+export const ATTENTION_FULL: AttentionBenchSizes = { vocab: 8000, length: 16, batch: 32, units: 256, positions: 196, channels: 512 };
+/** --quick: 7 x 7 x 512, VGG16 block5_pool. */
+export const ATTENTION_QUICK: AttentionBenchSizes = { ...ATTENTION_FULL, positions: 49 };
+
+function attentionSpecOf(s: AttentionBenchSizes): AttentionSpec {
+  return { vocabSize: s.vocab, positions: s.positions, channels: s.channels, embedDim: s.units, units: s.units, attentionDim: s.units, dropout: 0.5, alphaReg: 1 };
+}
+
+/** What one timed training loop runs: a decoder kind, its spec and initial weights, and one batch. */
+export interface Workload {
+  kind: 'merge' | 'attention';
+  spec: MergeSpec | AttentionSpec;
+  weights: Record<string, Float32Array>;
+  norm: FeatureNorm;
+  batch: CaptionBatch;
+}
+
+function identityNorm(dim: number): FeatureNorm {
+  return { mean: new Float32Array(dim), std: new Float32Array(dim).fill(1) };
+}
+
+export function mergeWorkload(s: TrainBenchSizes): Workload {
+  const spec = specOf(s);
+  return { kind: 'merge', spec, weights: mergeInitialWeights(spec, 1), norm: identityNorm(s.featureDim), batch: syntheticBatch(s) };
+}
+
+/** B full-length captions over random grid features. */
+export function attentionWorkload(s: AttentionBenchSizes): Workload {
+  const spec = attentionSpecOf(s);
+  const r = rng(1);
+  const D = s.positions * s.channels;
+  const items = Array.from({ length: s.batch }, () => ({
+    features: Float32Array.from({ length: D }, () => r()),
+    tokens: [2, ...Array.from({ length: s.length - 2 }, () => 4 + Math.floor(r() * (s.vocab - 4))), 3],
+  }));
+  return { kind: 'attention', spec, weights: attentionInitialWeights(spec, 1), norm: identityNorm(s.channels), batch: makeBatch(items, D) };
+}
+
 function specOf(s: TrainBenchSizes): MergeSpec {
   return { vocabSize: s.vocab, featureDim: s.featureDim, embedDim: s.units, units: s.units, imageUnits: s.units, hiddenUnits: s.units, merge: 'add', dropout: 0.5 };
 }
@@ -36,12 +92,13 @@ function syntheticBatch(s: TrainBenchSizes, seed = 1): CaptionBatch {
   return makeBatch(items, s.featureDim);
 }
 
-/** Whole-caption teacher forcing: seconds per optimizer step (Adam + clipping included). */
-export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
-  const model = MergeDecoder.create(specOf(s), 1);
+/** Whole-caption teacher forcing on the main thread: seconds per optimizer step (Adam + clipping included). */
+export async function timeWholeCaption(w: Workload, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
+  const model: Decoder = w.kind === 'merge' ? new MergeDecoder(w.spec as MergeSpec, w.weights, w.norm) : new AttentionDecoder(w.spec as AttentionSpec, w.weights, w.norm);
   const adam = new Adam(model.weights, { learningRate: 1e-3, clipNorm: 5 });
-  const batch = syntheticBatch(s);
+  const batch = w.batch;
   const one = async (i: number) => {
+    // the whole objective (attention: cross-entropy plus the attention regulariser)
     const { value, grads } = tf.variableGrads(() => model.loss(batch, { training: true, seed: i }), model.variables);
     adam.apply(byWeightName(model.weights, grads)).dispose();
     await value.data();
@@ -63,11 +120,9 @@ export async function timeWholeCaption(s: TrainBenchSizes, steps: number): Promi
  * goes (mean ms per step: slowest replica's weight refresh and gradient, reduction + Adam, the rest is
  * messaging). `update`: who applies Adam ('main' thread, or the workers each on a 'sharded' range).
  */
-export async function timeParallel(s: TrainBenchSizes, workers: number, steps: number, update: 'main' | 'sharded' = 'main'): Promise<{ secondsPerStep: number; tokensPerStep: number; ms: { load: number; compute: number; update: number; other: number; replicaCpu: number }; cpuPerStep: number }> {
-  const spec = specOf(s);
-  const norm = { mean: new Float32Array(s.featureDim), std: new Float32Array(s.featureDim).fill(1) };
-  const t = await createParallelTrainer({ kind: 'merge', spec, weights: mergeInitialWeights(spec, 1), norm, workers, learningRate: 1e-3, clipNorm: 5, update });
-  const batch = syntheticBatch(s);
+export async function timeParallel(w: Workload, workers: number, steps: number, update: 'main' | 'sharded' = 'main'): Promise<{ secondsPerStep: number; tokensPerStep: number; ms: { load: number; compute: number; update: number; other: number; replicaCpu: number }; cpuPerStep: number }> {
+  const t = await createParallelTrainer({ kind: w.kind, spec: w.spec, weights: w.weights, norm: w.norm, workers, learningRate: 1e-3, clipNorm: 5, update });
+  const batch = w.batch;
   try {
     await t.step(batch, 0); // warm-up
     const sum = { load: 0, compute: 0, update: 0, total: 0, cpu: 0 };
@@ -148,18 +203,46 @@ export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, s
 }
 
 /** The PyTorch peer, when bench/torch.ts (written alongside) can run it; null otherwise. */
-async function torchPeer(s: TrainBenchSizes, steps: number): Promise<{ tokensPerSecond: number; detail: string } | null> {
+async function torchPeer(s: TrainBenchSizes | AttentionBenchSizes, steps: number): Promise<{ tokensPerSecond: number; detail: string } | null> {
   try {
     const modPath = './torch.js';
-    const mod = (await import(modPath)) as { runTrainPeer?: (o: Record<string, number | boolean>) => Promise<{ tokensPerSecond: number; detail?: string } | null> };
+    const mod = (await import(modPath)) as { runTrainPeer?: (o: Record<string, number | boolean | string>) => Promise<{ tokensPerSecond: number; detail?: string } | null> };
     if (typeof mod.runTrainPeer !== 'function') return null;
     // Same work as ours: every caption full length (length - 1 real targets), so padding plays no part.
     const full = s.length - 1;
-    const r = await mod.runTrainPeer({ vocab: s.vocab, length: s.length, batch: s.batch, units: s.units, featureDim: s.featureDim, steps, minLen: full, maxLen: full, packed: true });
+    const common = { vocab: s.vocab, length: s.length, batch: s.batch, units: s.units, steps, minLen: full, maxLen: full, packed: true };
+    // an attention step takes about a second: the thread sweep times one step per configuration
+    const opts = 'positions' in s ? { ...common, model: 'attention', positions: s.positions, channels: s.channels, sweepSteps: 1 } : { ...common, featureDim: s.featureDim };
+    const r = await mod.runTrainPeer(opts);
     return r ? { tokensPerSecond: r.tokensPerSecond, detail: r.detail ?? 'pytorch-cpu' } : null;
   } catch {
     return null;
   }
+}
+
+/**
+ * Attention training throughput: ours on the main thread and on the data-parallel workers (one per core,
+ * at least 2; sharded Adam, the trainer's default) against the same model in PyTorch at its best thread split.
+ */
+export async function attentionRows(options: BenchOptions): Promise<BenchRow[]> {
+  const a = options.quick ? ATTENTION_QUICK : ATTENTION_FULL;
+  const steps = options.quick ? 1 : 3;
+  const grid = a.positions === 196 ? 'VGG16 block5_conv3 14x14, the paper\'s' : a.positions === 49 ? 'VGG16 block5_pool 7x7' : `${a.positions} positions`;
+  const sizes = `V ${a.vocab}, L ${a.length} (${a.length - 1} targets), B ${a.batch}, U = E = A ${a.units}, P ${a.positions} x C ${a.channels} (${grid}); dropout 0.5, alphaReg 1`;
+  const peer = await torchPeer(a, steps);
+  const vsPeer = (v: number) => (peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: v / peer.tokensPerSecond } : {});
+  const rows: BenchRow[] = [];
+  const main = await timeWholeCaption(attentionWorkload(a), steps);
+  const mainTps = main.tokensPerStep / main.secondsPerStep;
+  rows.push({ bench: 'train', name: 'attention whole-caption wasm (main thread)', value: mainTps, unit: 'tokens/s', ...vsPeer(mainTps), notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}` });
+  const workers = Math.max(2, resolveWorkers('auto'));
+  const p = await timeParallel(attentionWorkload(a), workers, steps, 'sharded');
+  const v = p.tokensPerStep / p.secondsPerStep;
+  rows.push({
+    bench: 'train', name: `attention data-parallel wasm, workers ${workers} (sharded Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
+    notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step; ${(v / mainTps).toFixed(2)}x the main thread`,
+  });
+  return rows;
 }
 
 export const bench: BenchModule = {
@@ -173,7 +256,7 @@ export const bench: BenchModule = {
     const prev = tf.getBackend();
     try {
       await initBackend('wasm', { quiet: true });
-      const whole = await timeWholeCaption(s, steps);
+      const whole = await timeWholeCaption(mergeWorkload(s), steps);
       const tps = whole.tokensPerStep / whole.secondsPerStep;
       rows.push({
         bench: 'train', name: 'whole-caption wasm', value: tps, unit: 'tokens/s',
@@ -189,7 +272,7 @@ export const bench: BenchModule = {
       ];
       let oneWorker = 0;
       for (const c of configs) {
-        const p = await timeParallel(s, c.workers, steps, c.update);
+        const p = await timeParallel(mergeWorkload(s), c.workers, steps, c.update);
         const v = p.tokensPerStep / p.secondsPerStep;
         if (c.workers === 1) oneWorker = v;
         const split = `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
@@ -203,6 +286,7 @@ export const bench: BenchModule = {
       const prefix = await timePrefixExpansion(s, s.batch, options.quick ? 1 : 3);
       const ptps = prefix.tokensPerStep / prefix.secondsPerStep;
       rows.push({ bench: 'train', name: 'prefix-expansion wasm', value: ptps, unit: 'tokens/s', peer: 'whole-caption wasm', peerValue: tps, ratio: ptps / tps, notes: `${sizes}; ${s.batch} prefixes per step` });
+      rows.push(...(await attentionRows(options)));
     } finally {
       if (prev) await tf.setBackend(prev);
     }

@@ -6,8 +6,16 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openCacheWriter, type CacheSpec } from '../../src/features/cache.js';
+import { boundedFeatureSource, openCacheWriter, openFeatureCache, type CacheSpec } from '../../src/features/cache.js';
 import { rng } from '../../src/util/random.js';
+import { tf } from '../../src/tf/tf.js';
+import { decoderFeatureShape } from '../../src/model/decoders/batch.js';
+import { decoderKind } from '../../src/model/decoders/index.js';
+import { saveDecoder } from '../../src/model/runfolder.js';
+import { Adam, byWeightName } from '../../src/train/adam.js';
+import { batchesOf, buildBatch, examplesOf, mixSeed } from '../../src/train/data.js';
+import { evaluateLoss } from '../../src/train/run.js';
+import type { PreparedImage } from '../../src/prep/prepared.js';
 import { runParityPeer } from '../../bench/parity.js';
 
 function hasTorch(): boolean {
@@ -97,6 +105,58 @@ describe('parity peer', () => {
     expect(r.epochs).toHaveLength(1);
     expect(Number.isFinite(r.finalValLoss)).toBe(true);
   });
+
+  // exact mode: our initial weights (as a run folder saves them) and our batch order, dropout 0, our Adam
+  // update in the peer: the validation loss of every epoch agrees to float rounding
+  for (const c of [
+    { kind: 'merge', shape: [16], model: { embedDim: 8, units: 8, imageUnits: 8, hiddenUnits: 8, merge: 'add', dropout: 0 }, flags: ['--image-units', '8', '--hidden-units', '8'] },
+    { kind: 'attention', shape: [2, 2, 4], model: { embedDim: 8, units: 8, attentionDim: 6, alphaReg: 1, dropout: 0 }, flags: ['--attention-dim', '6', '--alpha-reg', '1'] },
+  ]) {
+    it.skipIf(!torchOk)(`exact mode (${c.kind}): from our initial weights and batch order, the peer's validation losses match ours`, async () => {
+      const dir = await cache(`exact-${c.kind}`, c.shape);
+      const read = async (f: string) => (await fs.readFile(path.join(work, 'prepared', f), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as PreparedImage);
+      const trainEx = examplesOf(await read('train.jsonl'));
+      const valEx = examplesOf(await read('val.jsonl'));
+      const fc = await openFeatureCache(dir);
+      const features = boundedFeatureSource(fc, { budgetBytes: 1 << 20, rows: 12 });
+      const kind = decoderKind(c.kind);
+      const spec = kind.specFromConfig(c.model, VOCAB.length, decoderFeatureShape(c.shape));
+      const norm = kind.featureNorm(spec, [...new Set(trainEx.map((e) => e.image))].map((k) => features.get(k)));
+      const model = kind.create(spec, kind.initialWeights(spec, 5), norm);
+      const adam = new Adam(model.weights, { learningRate: 0.01, clipNorm: 5 });
+      const epochs = 2;
+      const ids = trainEx.map((_, i) => i);
+      const order = { examples: trainEx.map((e) => e.image), epochs: Array.from({ length: epochs }, (_, e) => batchesOf(ids, 4, rng(mixSeed(5, e + 1)))) };
+      const orderFile = path.join(work, `order-${c.kind}.json`);
+      await fs.writeFile(orderFile, JSON.stringify(order));
+      const init = path.join(work, `init-${c.kind}`);
+      const ours: number[] = [];
+      try {
+        await saveDecoder(init, model);
+        for (const batches of order.epochs) {
+          for (const b of batches) {
+            const { value, grads } = tf.variableGrads(() => model.loss(buildBatch(b.map((i) => trainEx[i]), features), { training: true }), model.variables);
+            adam.apply(byWeightName(model.weights, grads)).dispose();
+            tf.dispose([value, ...Object.values(grads)]);
+          }
+          ours.push((await evaluateLoss(model, valEx, features, 64))!);
+        }
+      } finally {
+        adam.dispose();
+        model.dispose();
+        fc.close();
+      }
+      const args = ['--model', c.kind, '--epochs', String(epochs), '--batch', '4', '--lr', '0.01', '--dropout', '0', '--embed', '8', '--units', '8', ...c.flags, '--init', init, '--order', orderFile];
+      const peer = await runParityPeer(path.join(work, 'prepared'), dir, [...args, '--adam', 'ours'], { threads: 1 });
+      expect(peer.epochs.map((e) => e.valLoss)).toHaveLength(epochs);
+      peer.epochs.forEach((e, i) => expect(Math.abs(e.valLoss - ours[i]) / ours[i]).toBeLessThan(1e-4));
+      expect(ours[1]).toBeLessThan(ours[0]); // it learned something
+      expect(peer.normMaxAbsDiff).toBeLessThan(1e-6);
+      // a batch order for other captions is refused
+      await fs.writeFile(orderFile, JSON.stringify({ ...order, examples: order.examples.slice(1) }));
+      await expect(runParityPeer(path.join(work, 'prepared'), dir, args, { threads: 1 })).rejects.toThrow(/batch order was computed for other training captions/);
+    });
+  }
 
   it.skipIf(!torchOk)('refuses a cache that lacks vectors of the prepared images', async () => {
     const features = await cache('fc-short', [16]);

@@ -34,6 +34,14 @@ describe('PyTorch train peer', () => {
     expect(Number.isFinite(r.lossLast)).toBe(true);
   });
 
+  it.skipIf(!torchOk)('the attention variant trains the parity reference over a feature grid, on real tokens only', async () => {
+    const r = await runTorchPeer({ model: 'attention', steps: 2, warmup: 1, batch: 4, vocab: 50, length: 6, units: 8, positions: 4, channels: 6, minLen: 5, maxLen: 5, threads: 1 });
+    if ('error' in r) throw new Error(r.error);
+    expect(r.peer).toBe('pytorch-cpu-packed');
+    expect(r.realTokens).toBe(2 * 4 * 5);
+    expect(Number.isFinite(r.lossLast)).toBe(true);
+  });
+
   it.skipIf(!torchOk)('runTrainPeer gives tokensPerSecond for the train benchmark', async () => {
     const r = await runTrainPeer({ steps: 1, warmup: 1, batch: 2, vocab: 20, length: 6, units: 4, featureDim: 8, minLen: 2, maxLen: 3, threads: 1 });
     expect(r?.tokensPerSecond).toBeGreaterThan(0);
