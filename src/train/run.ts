@@ -160,6 +160,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       if (workers > availableParallelism()) log.warn(`train.workers ${workers} is more than this machine's ${availableParallelism()} cores: the workers share them and each holds a copy of the model`);
     } else {
       adam = new Adam(model.weights, { learningRate: state.learningRate, clipNorm: tc.clipNorm });
+      const cores = availableParallelism();
+      if (/^wasm/.test(o.backend) && cores > 1) log.info(`train: on the main thread (1 wasm thread) of this machine's ${cores} cores; train.workers auto splits each batch over ${cores} worker threads (1.8x faster with 2 on 2 cores, see the README's benchmarks)`);
     }
     const optim = {
       state: async () => (trainer ? trainer.state() : adam!.state()),
