@@ -101,8 +101,15 @@ export const bench: BenchModule = {
           try {
             const stages = stagesOf(c);
             await serial(stages, files.slice(0, ENCODE_BATCH)); // warm-up
-            const value = await pipelined(stages, files);
-            const peer = await serial(stages, files);
+            // Best of two, alternating: the first pass over the files pays one-off costs (the wasm heap
+            // grows to its peak and never shrinks), which measured alone made the tfjs pipeline look 0.69x
+            // of serial when it is about 1.05x.
+            let value = 0;
+            let peer = 0;
+            for (let pass = 0; pass < 2; pass++) {
+              value = Math.max(value, await pipelined(stages, files));
+              peer = Math.max(peer, await serial(stages, files));
+            }
             rows.push({
               bench: 'caption',
               name: `end to end, vgg16 fc2 on ${runtime === 'onnx' ? 'onnxruntime' : 'tfjs'}, beam 3`,
@@ -111,7 +118,7 @@ export const bench: BenchModule = {
               peer: 'serial stages',
               peerValue: peer,
               ratio: value / peer,
-              notes: `${files.length} images (${source}); encoder ${c.encoder.info.detail}; decoder vocab ${VOCAB}, 256 units, maxLength 20, random weights; tfjs backend ${c.backend.detail}`,
+              notes: `${files.length} images (${source}), best of 2 passes each, alternating; encoder ${c.encoder.info.detail}; decoder vocab ${VOCAB}, 256 units, maxLength 20, random weights; tfjs backend ${c.backend.detail}`,
             });
           } finally {
             await c.dispose();
