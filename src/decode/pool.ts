@@ -10,11 +10,9 @@
 // fail with an error naming the cause; a ModelError from a worker stays a ModelError) and on `signal`
 // abort (the calls in flight reject with an AbortError). The main thread makes no tensors here.
 import { availableParallelism } from 'node:os';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { CaptionerError, ConfigError, DataError, ModelError, UsageError } from '../errors.js';
+import { ConfigError, ModelError } from '../errors.js';
+import { builtFile, userErrorFrom } from '../util/workers.js';
 import { tf } from '../tf/tf.js';
 import { decodeFeatures, type DecodedCaption, type DecodeModel, type DecodeSettings } from './decode.js';
 
@@ -62,11 +60,7 @@ export function resolveDecodeWorkers(w: number | 'auto', o: { backend?: string; 
 
 /** The compiled worker entry (dist/decode/worker.js), also when this module runs from src/ (tests). */
 export function decodeWorkerFile(): string {
-  const here = fileURLToPath(import.meta.url);
-  let file = path.join(path.dirname(here), 'worker.js');
-  if (here.endsWith('.ts')) file = path.resolve(path.dirname(here), '..', '..', 'dist', 'decode', 'worker.js');
-  if (!existsSync(file)) throw new Error(`parallel decoding: ${file} is missing; build first (npx tsc -p .)`);
-  return file;
+  return builtFile('parallel decoding', 'decode', 'worker.js');
 }
 
 export interface StartDecoderOptions {
@@ -112,9 +106,7 @@ export function abortError(signal?: AbortSignal): Error {
 
 /** Rebuild a worker's error on this side: user-fixable kinds keep their class (and exit code). */
 function errorFrom(index: number, name: string, message: string): Error {
-  const known: Record<string, new (m: string) => CaptionerError> = { ModelError, DataError, ConfigError, UsageError };
-  const K = known[name];
-  return K ? new K(message) : new Error(`parallel decoding: worker ${index} failed: ${name}: ${message}`);
+  return userErrorFrom(name, message) ?? new Error(`parallel decoding: worker ${index} failed: ${name}: ${message}`);
 }
 
 interface Task {

@@ -11,15 +11,13 @@
 // is not restarted any more and every later batch fails with WorkerCrashedError (failure() says why, and
 // the server's health reports it as status 'error', 503, so a supervisor restarts the server). dispose() asks the worker to dispose its captioner, then
 // terminates it.
-import { existsSync } from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { LoadCaptionerOptions } from '../caption/load.js';
 import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from '../caption/types.js';
 import type { Config } from '../config/schema.js';
-import { CaptionerError, ConfigError, DataError, ModelError, UsageError } from '../errors.js';
+import { ModelError } from '../errors.js';
+import { builtFile, userErrorFrom } from '../util/workers.js';
 import { log } from '../log.js';
 
 /** Given to the worker as workerData. */
@@ -73,20 +71,15 @@ export function workerEntry(): string {
   return distFile('serve', 'captioner-worker.js');
 }
 
-/** A file of the compiled build next to this module, or under dist/ when this module runs from src/. */
+/** A file of the compiled build (dist/), also when this module runs from src/ (tests). */
 function distFile(...parts: string[]): string {
-  const here = fileURLToPath(import.meta.url);
-  const root = here.endsWith('.ts') ? path.resolve(path.dirname(here), '..', '..', 'dist') : path.resolve(path.dirname(here), '..');
-  const file = path.join(root, ...parts);
-  if (!existsSync(file)) throw new Error(`serve: ${file} is missing; build first (npx tsc -p .)`);
-  return file;
+  return builtFile('serve', ...parts);
 }
 
 /** Rebuild an error from the worker: user-fixable kinds keep their class (and exit code). */
 function errorFrom(name: string, message: string): Error {
-  const known: Record<string, new (m: string) => CaptionerError> = { ModelError, DataError, ConfigError, UsageError };
-  const K = known[name];
-  if (K) return new K(message);
+  const known = userErrorFrom(name, message);
+  if (known) return known;
   const e = new Error(message);
   if (name && name !== 'Error') e.name = name;
   return e;

@@ -6,11 +6,9 @@
 // start of each step. `workers: 1` runs the same math in the main thread on the current backend.
 // Same seed and same number of workers give byte-identical weights.
 import { availableParallelism } from 'node:os';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { CaptionerError, ConfigError, DataError, ModelError, UsageError } from '../../errors.js';
+import { ConfigError, ModelError } from '../../errors.js';
+import { builtFile, userErrorFrom } from '../../util/workers.js';
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import type { NamedArray } from '../../model/io.js';
 import type { tf } from '../../tf/tf.js';
@@ -83,14 +81,7 @@ export function resolveWorkers(w: number | 'auto'): number {
 
 /** The compiled worker entry (dist/train/parallel/worker.js), also when this module runs from src/ (tests). */
 export function workerFile(): string {
-  const here = fileURLToPath(import.meta.url);
-  let file = path.join(path.dirname(here), 'worker.js');
-  if (here.endsWith('.ts')) {
-    const root = path.resolve(path.dirname(here), '..', '..', '..');
-    file = path.join(root, 'dist', 'train', 'parallel', 'worker.js');
-  }
-  if (!existsSync(file)) throw new Error(`parallel training: ${file} is missing; build first (npx tsc -p .)`);
-  return file;
+  return builtFile('parallel training', 'train', 'parallel', 'worker.js');
 }
 
 export async function createParallelTrainer(o: ParallelTrainerOptions): Promise<ParallelTrainer> {
@@ -235,9 +226,7 @@ async function localEngine(o: ParallelTrainerOptions, layout: FlatLayout, weight
 
 /** Rebuild a worker's error on this side: user-fixable kinds keep their class. */
 function errorFrom(index: number, name: string, message: string): Error {
-  const known: Record<string, new (m: string) => CaptionerError> = { ModelError, DataError, ConfigError, UsageError };
-  const K = known[name];
-  return K ? new K(message) : new Error(`parallel training: worker ${index} failed: ${name}: ${message}`);
+  return userErrorFrom(name, message) ?? new Error(`parallel training: worker ${index} failed: ${name}: ${message}`);
 }
 
 async function workerEngine(o: ParallelTrainerOptions, n: number, layout: FlatLayout, weights: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array): Promise<Engine> {
