@@ -138,6 +138,12 @@ export async function saveBest(out: string, model: Decoder): Promise<void> {
   await guardWrite(bestDir, () => saveDecoder(bestDir, model));
 }
 
+/** After an interrupt, once the caller has saved last/: say where the run stopped and how to go on. */
+export function logInterrupted(lastDir: string, state: { epoch: number; batchInEpoch: number }, epochs: number): void {
+  const where = state.epoch >= epochs ? `all ${epochs} epochs done` : `epoch ${state.epoch + 1}, batch ${state.batchInEpoch}`;
+  log.info(`interrupted: checkpoint saved in ${lastDir} (${where}); continue with --resume`);
+}
+
 /** The optimizer state in last/ (iterations and moments; the learning rate is state.json's). */
 export async function readOptimizer(out: string): Promise<{ iterations: number; arrays: Map<string, NamedArray> }> {
   const { meta, arrays } = await readTensors(path.join(out, 'last'), 'optimizer', OPT_FORMAT);

@@ -27,7 +27,7 @@ import { decoderKind, specForConfig, type Decoder } from '../model/decoders/inde
 import { RUN_KIND, RUN_NAMES } from '../model/runfolder.js';
 import { Adam, byWeightName } from './adam.js';
 import {
-  checkResumeConfig, finiteOrNull, loadCheckpoint, readOptimizer, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint,
+  checkResumeConfig, finiteOrNull, loadCheckpoint, logInterrupted, readOptimizer, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint,
   saveRunConfig, startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts, type RunState, type SettingChange,
 } from './checkpoint.js';
 import { countStep, endEpoch, isImprovement, nextStep } from './schedule.js';
@@ -267,8 +267,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     }
     if (status === 'interrupted') {
       await saveLast();
-      const where = state.epoch >= tc.epochs ? `all ${tc.epochs} epochs done` : `epoch ${state.epoch + 1}, batch ${state.batchInEpoch}`;
-      log.info(`interrupted: checkpoint saved in ${lastDir} (${where}); continue with --resume`);
+      logInterrupted(lastDir, state, tc.epochs);
     }
     await writeManifest(status);
     return { status, epochs: state.epoch, steps: state.step, bestEpoch: state.bestEpoch, bestValLoss: finiteOrNull(state.bestValLoss), history, out };

@@ -27,7 +27,7 @@ import { Adam } from './adam.js';
 import { batchesOf, checkFeatureCoverage, mixSeed, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
 import {
-  checkFingerprints, readHistory, readOptimizer, readState, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint, saveRunConfig,
+  checkFingerprints, logInterrupted, readHistory, readOptimizer, readState, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint, saveRunConfig,
   startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts,
 } from './checkpoint.js';
 import { yieldToEvents, type FeatureInfo } from './run.js';
@@ -289,8 +289,7 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
     }
     if (status === 'interrupted') {
       await saveLast();
-      const where = state.epoch >= sc.epochs ? `all ${sc.epochs} epochs done` : `epoch ${state.epoch + 1}, batch ${state.batchInEpoch}`;
-      log.info(`interrupted: checkpoint saved in ${lastDir} (${where}); continue with --resume`);
+      logInterrupted(lastDir, state, sc.epochs);
     }
     await writeManifest(status);
     return { status, epochs: state.epoch, steps: state.step, bestEpoch: state.bestEpoch, bestValCider: state.bestValCider, initValCider: history[0]?.valCider ?? null, history, out };
