@@ -11,25 +11,13 @@ import { runCaption } from '../../src/caption/run.js';
 import { ConfigSchema } from '../../src/config/schema.js';
 import { tf } from '../../src/tf/tf.js';
 import { imageFile, makeAttentionRun, makeRun } from './fixtures.js';
+import { settleWorkers, type WorkerHandle } from '../helpers/worker-threads.js';
 
 // the worker threads started, and which of them still run
-const threads = vi.hoisted(() => ({ started: 0, live: new Set<object>() }));
-vi.mock('node:worker_threads', async (importOriginal) => {
-  const m = await importOriginal<typeof import('node:worker_threads')>();
-  class Tracked extends m.Worker {
-    constructor(...a: ConstructorParameters<typeof m.Worker>) {
-      super(...a);
-      threads.started++;
-      threads.live.add(this);
-      this.on('exit', () => threads.live.delete(this));
-    }
-  }
-  return { ...m, default: { ...m, Worker: Tracked }, Worker: Tracked };
-});
+const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
+vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
 
-const settle = async () => {
-  for (let i = 0; i < 50 && threads.live.size; i++) await new Promise((r) => setTimeout(r, 20)); // 'exit' follows terminate()
-};
+const settle = () => settleWorkers(threads);
 
 let dir: string;
 let images: string;

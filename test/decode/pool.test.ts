@@ -12,26 +12,13 @@ import { Vocab } from '../../src/text/vocab.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { tf } from '../../src/tf/tf.js';
 import { attnSpec, mergeSpec, randomFeatures, tinyAttention, tinyMerge } from '../helpers/tiny-decoders.js';
+import { settleWorkers, type WorkerHandle } from '../helpers/worker-threads.js';
 
 // every worker thread started, and which of them still run
-const threads = vi.hoisted(() => ({ all: [] as { terminate(): Promise<number> }[], live: new Set<object>() }));
-vi.mock('node:worker_threads', async (importOriginal) => {
-  const m = await importOriginal<typeof import('node:worker_threads')>();
-  class Tracked extends m.Worker {
-    constructor(...a: ConstructorParameters<typeof m.Worker>) {
-      super(...a);
-      threads.all.push(this);
-      threads.live.add(this);
-      this.on('exit', () => threads.live.delete(this));
-    }
-  }
-  return { ...m, default: { ...m, Worker: Tracked }, Worker: Tracked };
-});
+const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
+vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
 
-/** Worker 'exit' events arrive on the event loop after terminate(). */
-const settle = async () => {
-  for (let i = 0; i < 50 && threads.live.size; i++) await new Promise((r) => setTimeout(r, 20));
-};
+const settle = () => settleWorkers(threads);
 
 const vocab = new Vocab(['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'b', 'c', 'd', 'e', 'f', 'g']); // 11 = the tiny specs' vocabSize
 const cfg: DecodeSettings = { beam: 3, maxLength: 6, lengthPenalty: 'none', alpha: 0.7, batchSize: 3 };

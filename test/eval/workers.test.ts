@@ -9,21 +9,11 @@ import { ConfigSchema, type Config } from '../../src/config/schema.js';
 import { runEval } from '../../src/eval/run.js';
 import { tf } from '../../src/tf/tf.js';
 import { buildTrainedRun, imageName, type EvalFixture } from './run-fixture.js';
+import type { WorkerHandle } from '../helpers/worker-threads.js';
 
 // the worker threads started, and which of them still run
-const threads = vi.hoisted(() => ({ started: 0, live: new Set<object>() }));
-vi.mock('node:worker_threads', async (importOriginal) => {
-  const m = await importOriginal<typeof import('node:worker_threads')>();
-  class Tracked extends m.Worker {
-    constructor(...a: ConstructorParameters<typeof m.Worker>) {
-      super(...a);
-      threads.started++;
-      threads.live.add(this);
-      this.on('exit', () => threads.live.delete(this));
-    }
-  }
-  return { ...m, default: { ...m, Worker: Tracked }, Worker: Tracked };
-});
+const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
+vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
 
 let work: string;
 

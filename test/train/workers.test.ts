@@ -16,21 +16,11 @@ import { bin, repoRoot } from '../helpers/cli.js';
 import { writeFixture } from './cli-fixture.js';
 import { synthetic } from './synthetic.js';
 import { ModelError } from '../../src/errors.js';
+import type { WorkerHandle } from '../helpers/worker-threads.js';
 
 // count the worker threads the trainer starts, and which of them are still running
-const threads = vi.hoisted(() => ({ started: 0, live: new Set<object>() }));
-vi.mock('node:worker_threads', async (importOriginal) => {
-  const m = await importOriginal<typeof import('node:worker_threads')>();
-  class Tracked extends m.Worker {
-    constructor(...a: ConstructorParameters<typeof m.Worker>) {
-      super(...a);
-      threads.started++;
-      threads.live.add(this);
-      this.on('exit', () => threads.live.delete(this));
-    }
-  }
-  return { ...m, default: { ...m, Worker: Tracked }, Worker: Tracked };
-});
+const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
+vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
