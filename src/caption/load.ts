@@ -206,7 +206,7 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
   let pool: BatchDecoder;
   try {
     const workers = resolveDecodeWorkers(opts.decodeWorkers ?? 1, { backend: backend.name, ...(opts.images !== undefined ? { batches: Math.ceil(opts.images / decode.batchSize) } : {}) });
-    pool = await startDecoder(model, { workers, signal: opts.signal });
+    pool = await startDecoder(model, { workers, signal: opts.signal, mainBackend: backend.detail.split(' (')[0] });
   } catch (e) {
     await enc.dispose();
     model.decoder.dispose();

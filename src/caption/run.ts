@@ -179,10 +179,7 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
     if (!stages && !aborted()) {
       captioner = await loadCaptioner(opts.model, { config, decodeWorkers: config.decode.workers, images: found.length, signal: opts.signal });
       log.info(`caption: model ${captioner.info.name}, encoder ${captioner.info.encoder}, backend ${captioner.info.backend}, beam ${captioner.decode.beam}`);
-      if (captioner.decodeWorkers > 1) {
-        log.info(threadLine(captioner.decodeWorkers, config));
-        if (captioner.backend.name === 'tensorflow') log.warn(`decode.workers ${captioner.decodeWorkers}: the workers decode on wasm, not on the ${captioner.backend.detail.split(' (')[0]} backend; set decode.workers 1 to decode there`);
-      }
+      if (captioner.decodeWorkers > 1) log.info(threadLine(captioner.decodeWorkers, config));
       stages = stagesOf(captioner, { attention: grid !== null });
     }
     const rawFile = new Map(found.filter((f) => f.file).map((f) => [f.path, f.file!]));

@@ -12,6 +12,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { ConfigError, ModelError } from '../errors.js';
+import { log } from '../log.js';
 import { builtFile, userErrorFrom } from '../util/workers.js';
 import { tf } from '../tf/tf.js';
 import { decodeFeatures, type DecodedCaption, type DecodeModel, type DecodeSettings } from './decode.js';
@@ -70,6 +71,8 @@ export interface StartDecoderOptions {
   backend?: 'wasm' | 'cpu';
   /** Abort: terminate the workers; calls in flight reject with an AbortError. */
   signal?: AbortSignal;
+  /** The main thread's backend as the log names it (for the warning that the workers cannot use a native one). */
+  mainBackend?: string;
 }
 
 /** A BatchDecoder for `model` (whose decoder and vocabulary stay the caller's to dispose). */
@@ -82,7 +85,9 @@ export async function startDecoder(model: DecodeModel, o: StartDecoderOptions): 
       dispose: async () => {},
     };
   }
-  const backend = o.backend ?? (tf.getBackend() === 'cpu' ? 'cpu' : 'wasm');
+  const main = tf.getBackend();
+  if (main === 'tensorflow') log.warn(`decode.workers ${o.workers}: the workers decode on wasm, not on the ${o.mainBackend ?? main} backend; set decode.workers 1 to decode there`);
+  const backend = o.backend ?? (main === 'cpu' ? 'cpu' : 'wasm');
   const { decoder, vocab } = model;
   const init: DecodeWorkerInit = {
     backend,

@@ -120,11 +120,8 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     const attention = new Map<string, ImageAttention>(); // image -> where the model looked, for report.html
     const bs = decodeCfg.batchSize;
     const workers = resolveDecodeWorkers(decodeCfg.workers, { backend: backend.name, batches: Math.ceil(images.length / bs) });
-    decoder = await startDecoder(model, { workers, signal: opts.signal });
-    if (decoder.workers > 1) {
-      log.info(`eval: decoding in ${decoder.workers} worker threads x 1 ${decoder.backend} thread each (decode.workers ${JSON.stringify(decodeCfg.workers)}, ${availableParallelism()} cores)`);
-      if (backend.name === 'tensorflow') log.warn(`decode.workers ${decoder.workers}: the workers decode on wasm, not on the ${backend.detail.split(' (')[0]} backend; set decode.workers 1 to decode there`);
-    }
+    decoder = await startDecoder(model, { workers, signal: opts.signal, mainBackend: backend.detail.split(' (')[0] });
+    if (decoder.workers > 1) log.info(`eval: decoding in ${decoder.workers} worker threads x 1 ${decoder.backend} thread each (decode.workers ${JSON.stringify(decodeCfg.workers)}, ${availableParallelism()} cores)`);
     const bar = progress('eval', images.length);
     const inFlight: Promise<DecodedCaption[]>[] = [];
     const window = decoder.workers > 1 ? 2 * decoder.workers : 1; // batches queued ahead, so no worker waits
