@@ -6,11 +6,16 @@
 //    the original kernel with no transposes (choosing A·B or (Bᵀ·Aᵀ)ᵀ by a cost model).
 //  - BatchMatMul with a batch > 1 also takes the slow path; we fold or split it into 2-D products.
 //  - Slice / Unpack / SplitV copied the whole input per slice; see ./slice.ts.
+//  - GatherV2 / Tile copied element by element (~40-60 ms for the merge decoder's embedding
+//    gather and image-row tile); heap-view block copies in ./gather.ts.
+//  - Identity (every tensor autograd saves for the backward pass goes through it) copied the data;
+//    it now shares the buffer by reference count, as the cpu backend and wasm's own Reshape do.
 // `patchWasmKernels()` is idempotent and safe to call before or after the wasm backend starts.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import { tf } from './tf.js';
 import { patchWasmSlicing } from './slice.js';
+import { patchWasmGatherTile } from './gather.js';
 
 const BACKEND = 'wasm';
 let patched = false;
@@ -32,6 +37,12 @@ export function patchWasmKernels(): string[] {
   done.push('UnsortedSegmentSum');
   patchWasmSlicing();
   done.push('Slice', 'Unpack', 'SplitV');
+  done.push(...patchWasmGatherTile());
+  const identity = tf.getKernel('Identity', BACKEND);
+  if (identity) {
+    replaceKernel({ ...identity, kernelFunc: sharedIdentity(identity.kernelFunc) });
+    done.push('Identity');
+  }
   for (const name of ['BatchMatMul', '_FusedMatMul'] as const) {
     const orig = tf.getKernel(name, BACKEND);
     if (!orig) continue;
@@ -185,6 +196,19 @@ function untransposed(kernelFunc: KernelFunc, allowSwap: boolean): KernelFunc {
     } finally {
       for (const t of temps) backend.disposeData(t.dataId);
     }
+  }) as KernelFunc;
+}
+
+/**
+ * Identity without a copy: the output shares x's buffer (reference counted; wasm tensors are never
+ * written in place). Strings keep the stock kernel.
+ */
+function sharedIdentity(stock: KernelFunc): KernelFunc {
+  return ((args: Args) => {
+    const x = args.inputs.x!;
+    if (x.dtype === 'string') return stock(args as never);
+    args.backend.incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
   }) as KernelFunc;
 }
 

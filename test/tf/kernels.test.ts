@@ -233,3 +233,33 @@ describe('wasm Slice / Unpack / SplitV (heap views)', () => {
     tf.dispose([t, s, b]);
   });
 });
+
+describe('wasm Identity shares the buffer (autograd saves every forward tensor through it)', () => {
+  it('a clone costs no memory, outlives its source, and gradients through saved tensors stay right', async () => {
+    await wasm();
+    const x = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+    const y = tf.clone(x);
+    expect(y.dataId).toBe(x.dataId); // the same buffer, reference counted
+    x.dispose();
+    expect([...(await y.data())]).toEqual([1, 2, 3, 4]);
+    y.dispose();
+    const s = tf.tensor1d(['a', 'b']);
+    const sc = tf.clone(s);
+    s.dispose();
+    expect(await sc.data()).toEqual(['a', 'b']);
+    sc.dispose();
+    // sigmoid and tanh save their outputs for the backward pass: the gradient must still be right
+    const before = tf.memory().numTensors;
+    const v = tf.tensor1d([0.5, -1, 2]);
+    const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.sigmoid(a), tf.tanh(a))))(v);
+    const got = await g.data();
+    const expected = [0.5, -1, 2].map((a) => {
+      const s1 = 1 / (1 + Math.exp(-a));
+      const t = Math.tanh(a);
+      return s1 * (1 - s1) * t + s1 * (1 - t * t);
+    });
+    for (let i = 0; i < 3; i++) expect(got[i]).toBeCloseTo(expected[i], 5);
+    tf.dispose([v, g]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
