@@ -15,6 +15,7 @@ import { ConfigError, ModelError } from '../errors.js';
 import { log } from '../log.js';
 import { builtFile, userErrorFrom } from '../util/workers.js';
 import { tf } from '../tf/tf.js';
+import { shareBlasThreads } from '../tf/native.js';
 import { decodeFeatures, type DecodedCaption, type DecodeModel, type DecodeSettings } from './decode.js';
 
 export interface BatchDecoder {
@@ -134,6 +135,7 @@ class WorkerPool implements BatchDecoder {
   private readonly started: Promise<void>;
   private stopStart: (e: Error) => void = () => {};
   private readonly onAbort = () => this.fail(abortError(this.signal));
+  private readonly undoBlas: () => void;
 
   constructor(
     file: string,
@@ -143,6 +145,7 @@ class WorkerPool implements BatchDecoder {
     private readonly signal?: AbortSignal,
   ) {
     const ready: Promise<void>[] = [];
+    this.undoBlas = shareBlasThreads(workers); // each worker's products on cores / workers BLAS threads
     for (let i = 0; i < workers; i++) {
       const w = new Worker(file, { workerData: init });
       this.threads.push(w);
@@ -251,5 +254,6 @@ class WorkerPool implements BatchDecoder {
     for (const t of this.running.values()) t.reject(this.broken ?? closed);
     this.running.clear();
     await Promise.all(this.threads.map((w) => w.terminate()));
+    this.undoBlas();
   }
 }

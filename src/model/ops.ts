@@ -2,6 +2,7 @@
 // every backend, and the fused output layer + masked softmax cross-entropy, computed in row chunks so the
 // [N, V] logits exist one chunk at a time and the gradient is formed in the same pass.
 import { tf } from '../tf/tf.js';
+import { XENT_KERNEL, nativeXentActive } from '../tf/native.js';
 
 /** Sum rows of `dy` [N, F] into `rows` buckets by `ids` (scatter-add). Uses the backend kernel when it has one. */
 export function scatterAddRows(dy: tf.Tensor2D, ids: Int32Array, rows: number): tf.Tensor2D {
@@ -34,6 +35,17 @@ export function gatherRows(x: tf.Tensor2D, ids: Int32Array): tf.Tensor2D {
   }
 }
 
+/**
+ * The native CaptionerSoftmaxXent kernel on one chunk: hidden [m, H] x w [H, V] (+ b) against targets [m]:
+ * loss = summed cross-entropy (a scalar), d = scale (softmax - onehot) [m, V], db = column sums of d [V].
+ */
+function fusedXent(h: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, targets: tf.Tensor1D, scale: number): { loss: tf.Scalar; d: tf.Tensor2D; db: tf.Tensor1D } {
+  const z = tf.matMul(h, w); // [m, V]
+  const [loss, d, db] = tf.engine().runKernel(XENT_KERNEL, { logits: z, bias: b, targets }, { scale }) as tf.Tensor[];
+  z.dispose();
+  return { loss: loss as tf.Scalar, d: d as tf.Tensor2D, db: db as tf.Tensor1D };
+}
+
 /** Rows per chunk so that one chunk of logits holds about `budget` floats. */
 export function chunkRows(n: number, vocab: number, budget = 1 << 23): number {
   return Math.max(1, Math.min(n, Math.floor(budget / vocab)));
@@ -50,6 +62,7 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
   if (targets.length !== n) throw new Error(`softmaxCrossEntropy: ${targets.length} targets for ${n} rows`);
   const step = chunkRows(n, vocab, budget);
   const tgt = tf.tensor1d(targets, 'int32');
+  const fused = nativeXentActive(); // the one-pass native kernel (wasm with the addon); same maths
   try {
     if (!withGrad) {
       return tf.tidy(() => {
@@ -57,6 +70,7 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
         for (let r0 = 0; r0 < n; r0 += step) {
           const m = Math.min(step, n - r0);
           const part = tf.tidy(() => {
+            if (fused) return fusedXent(tf.slice(hidden, [r0, 0], [m, -1]), w, b, tf.slice(tgt, [r0], [m]), 1).loss;
             const logits = tf.add(tf.matMul(tf.slice(hidden, [r0, 0], [m, -1]), w), b); // [m, V]
             const lse = tf.logSumExp(logits, 1); // [m]
             const picked = tf.sum(tf.mul(logits, tf.oneHot(tf.slice(tgt, [r0], [m]), vocab)), 1); // [m]
@@ -81,6 +95,10 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
         const m = Math.min(step, n - r0);
         const [part, dHc, dWc, dbc] = tf.tidy(() => {
           const hc = tf.slice(h2, [r0, 0], [m, -1]); // [m, H]
+          if (fused) {
+            const { loss, d, db } = fusedXent(hc, w2, bb as tf.Tensor1D, tf.slice(tgt, [r0], [m]), 1 / n); // d [m, V]
+            return [loss, tf.matMul(d, w2, false, true), tf.matMul(hc, d, true, false), db];
+          }
           const logits = tf.add(tf.matMul(hc, w2), bb); // [m, V]
           const lse = tf.logSumExp(logits, 1, true); // [m, 1]
           const onehot = tf.oneHot(tf.slice(tgt, [r0], [m]), vocab); // [m, V]

@@ -11,6 +11,7 @@ import { ConfigError } from '../errors.js';
 import { log } from '../log.js';
 import { tf } from './tf.js';
 import { loadWasmModule, prepareWasm, type WasmInfo } from './wasm.js';
+import { nativeStatus } from './native.js';
 
 const require = createRequire(import.meta.url);
 
@@ -123,7 +124,7 @@ async function startWasm(threads: number): Promise<BackendInfo> {
   } catch (e) {
     throw new ConfigError(`backend wasm: failed to start: ${messageOf(e)}`);
   }
-  return { name: 'wasm', device: 'cpu', detail: `wasm (tfjs-backend-wasm ${w.version}, ${wasmFeatures(w)})` };
+  return { name: 'wasm', device: 'cpu', detail: `wasm (tfjs-backend-wasm ${w.version}, ${wasmFeatures(w)}; ${blasNote(false)})` };
 }
 
 async function startCpu(): Promise<BackendInfo> {
@@ -136,6 +137,17 @@ function wasmFeatures(w: WasmInfo): string {
   const simd = w.simd ? 'SIMD' : 'no SIMD';
   const th = `${w.threads} thread${w.threads === 1 ? '' : 's'}`;
   return w.multiThreadSupported ? `${simd}, ${th}` : `${simd}, ${th}: the multi-threaded build does not run in Node`;
+}
+
+/** Who runs wasm's matrix products: OpenBLAS through the native addon (./native.ts), or wasm itself. */
+export function blasNote(withReason: boolean): string {
+  const n = nativeStatus();
+  if (n.available) {
+    const version = /OpenBLAS [\d.]+/.exec(n.config ?? '')?.[0] ?? n.library;
+    const core = /\b(SkylakeX|Haswell|Zen|Sandybridge|Cooperlake|SapphireRapids|Prescott|Nehalem|Neoverse\w*|ARMV8|\w+)\s+MAX_THREADS/.exec(n.config ?? '')?.[1];
+    return `matrix products by ${version}${core ? ` (${core})` : ''}`;
+  }
+  return withReason ? `matrix products on wasm: ${n.reason}` : 'matrix products on wasm (no OpenBLAS addon; see captioner doctor)';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -258,7 +270,7 @@ async function probeWasm(): Promise<BackendProbe> {
     const mod = await loadWasmModule();
     base.version = mod.version_wasm;
     const w = await prepareWasm(0);
-    return { ...base, available: true, detail: wasmFeatures(w) };
+    return { ...base, available: true, detail: `${wasmFeatures(w)}; ${blasNote(true)}` };
   } catch (e) {
     return { ...base, reason: messageOf(e) };
   }

@@ -10,12 +10,15 @@
 //    gather and image-row tile); heap-view block copies in ./gather.ts.
 //  - Identity (every tensor autograd saves for the backward pass goes through it) copied the data;
 //    it now shares the buffer by reference count, as the cpu backend and wasm's own Reshape do.
+//  - When the native addon and OpenBLAS load (./native.ts), BatchMatMul and _FusedMatMul run by BLAS on
+//    the heap instead (transposes and batches included), and the fused cross-entropy kernel is added.
 // `patchWasmKernels()` is idempotent and safe to call before or after the wasm backend starts.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import { tf } from './tf.js';
 import { patchWasmSlicing } from './slice.js';
 import { patchWasmGatherTile } from './gather.js';
+import { nativeFusedMatMul, nativeMatMul, registerNativeKernels } from './native.js';
 
 const BACKEND = 'wasm';
 let patched = false;
@@ -50,6 +53,7 @@ export function patchWasmKernels(): string[] {
     replaceKernel({ ...orig, kernelFunc: wrap(name, orig.kernelFunc) });
     done.push(name);
   }
+  if (registerNativeKernels()) done.push('BLAS');
   return done;
 }
 
@@ -75,7 +79,9 @@ function replaceKernel(config: KernelConfig): void {
 }
 
 function wrap(name: 'BatchMatMul' | '_FusedMatMul', kernelFunc: KernelFunc): KernelFunc {
-  return name === 'BatchMatMul' ? batched(kernelFunc) : untransposed(kernelFunc, false);
+  const onWasm = name === 'BatchMatMul' ? batched(kernelFunc) : untransposed(kernelFunc, false);
+  const onBlas = name === 'BatchMatMul' ? nativeMatMul : nativeFusedMatMul;
+  return ((args: Args) => onBlas(args) ?? onWasm(args as never)) as KernelFunc;
 }
 
 /** Per-batch products smaller than this many multiply-adds stay on the stock kernel. */

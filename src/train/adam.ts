@@ -1,6 +1,7 @@
 // Adam with global-norm gradient clipping over a named set of variables. The moments live on the backend;
 // state() / restore() move them to and from the host for checkpoints (so --resume continues exactly).
 import { tf } from '../tf/tf.js';
+import { ADAM_KERNEL, nativeAdamActive, sumSquares } from '../tf/native.js';
 import { ModelError } from '../errors.js';
 import type { NamedArray } from '../model/io.js';
 
@@ -46,9 +47,10 @@ export class Adam {
     this.iterations++;
     const t = this.iterations;
     const lr = (this.learningRate * Math.sqrt(1 - Math.pow(this.beta2, t))) / (1 - Math.pow(this.beta1, t));
+    const names = Object.keys(this.vars);
+    for (const n of names) if (!grads[n]) throw new ModelError(`optimizer: no gradient for "${n}"`);
+    if (nativeAdamActive()) return this.applyNative(names, grads, lr);
     return tf.tidy(() => {
-      const names = Object.keys(this.vars);
-      for (const n of names) if (!grads[n]) throw new ModelError(`optimizer: no gradient for "${n}"`);
       const norm = tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))))) as tf.Scalar;
       const scale = this.clipNorm > 0 ? tf.div(this.clipNorm, tf.maximum(norm, this.clipNorm)) : tf.scalar(1);
       for (const n of names) {
@@ -61,6 +63,21 @@ export class Adam {
       }
       return tf.keep(norm);
     });
+  }
+
+  /** The same update by the native addon (wasm with OpenBLAS's addon): one pass per weight. */
+  private applyNative(names: string[], grads: Record<string, tf.Tensor>, lr: number): tf.Scalar {
+    const norm = Math.sqrt(sumSquares(names.map((n) => grads[n])));
+    const gscale = this.clipNorm > 0 ? this.clipNorm / Math.max(norm, this.clipNorm) : 1;
+    tf.tidy(() => {
+      for (const n of names) {
+        const [x, m, v] = tf.engine().runKernel(ADAM_KERNEL, { x: this.vars[n], g: grads[n], m: this.m[n], v: this.v[n] }, { gscale, beta1: this.beta1, beta2: this.beta2, lr, epsilon: this.epsilon }) as tf.Tensor[];
+        this.vars[n].assign(x);
+        this.m[n].assign(m);
+        this.v[n].assign(v);
+      }
+    });
+    return tf.scalar(norm);
   }
 
   /** Moments on the host, for a checkpoint. */

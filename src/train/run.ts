@@ -26,6 +26,7 @@ import { decoderFeatureShape, type CaptionBatch } from '../model/decoders/batch.
 import { decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
 import { RUN_KIND, RUN_NAMES } from '../model/runfolder.js';
 import { Adam, byWeightName } from './adam.js';
+import { defaultBlasThreads, nativeActive } from '../tf/native.js';
 import {
   checkResumeConfig, finiteOrNull, loadCheckpoint, logInterrupted, readOptimizer, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint,
   saveRunConfig, startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts, type RunState, type SettingChange,
@@ -155,13 +156,17 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         kind: kind.type as ReplicaKind, spec: spec as unknown as ReplicaSpec, weights: values, norm: model.norm,
         workers, learningRate: state.learningRate, clipNorm: tc.clipNorm,
       });
-      log.info(`train: ${workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(tc.workers)}); the main thread (${o.backend}) validates and saves`);
+      const blas = nativeActive() ? `, matrix products on ${Math.max(1, Math.floor(defaultBlasThreads() / workers))} OpenBLAS thread(s) each` : '';
+      log.info(`train: ${workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(tc.workers)}${blas}); the main thread (${o.backend}) validates and saves`);
       if (!/^(wasm|cpu)/.test(o.backend)) log.warn(`train.workers ${workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);
       if (workers > availableParallelism()) log.warn(`train.workers ${workers} is more than this machine's ${availableParallelism()} cores: the workers share them and each holds a copy of the model`);
     } else {
       adam = new Adam(model.weights, { learningRate: state.learningRate, clipNorm: tc.clipNorm });
       const cores = availableParallelism();
-      if (/^wasm/.test(o.backend) && cores > 1) log.info(`train: on the main thread (1 wasm thread) of this machine's ${cores} cores; train.workers auto splits each batch over ${cores} worker threads (1.8x faster with 2 on 2 cores, see the README's benchmarks)`);
+      if (/^wasm/.test(o.backend) && cores > 1) {
+        if (nativeActive()) log.info(`train: on the main thread; its matrix products use OpenBLAS on ${defaultBlasThreads()} threads (this machine has ${cores} cores)`);
+        else log.info(`train: on the main thread (1 wasm thread) of this machine's ${cores} cores; train.workers auto splits each batch over ${cores} worker threads (1.8x faster with 2 on 2 cores without the native addon, see the README's benchmarks)`);
+      }
     }
     const optim = {
       state: async () => (trainer ? trainer.state() : adam!.state()),

@@ -18,6 +18,7 @@ import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 import { threadCpuMs } from './cpu.js';
 import { buildDecoder, featureSizeOf, kindShapes, loadFlat, sliceGradient, type SliceWeights, type ReplicaKind, type ReplicaSpec, type TrainableDecoder } from './replica.js';
 import { splitBatch } from './split.js';
+import { shareBlasThreads } from '../../tf/native.js';
 
 export interface ParallelTrainerOptions {
   kind: ReplicaKind;
@@ -245,6 +246,7 @@ async function workerEngine(o: ParallelTrainerOptions, n: number, layout: FlatLa
     }
   };
   const ready: Promise<void>[] = [];
+  const undoBlas = shareBlasThreads(n); // each worker's products on cores / n BLAS threads
   for (let i = 0; i < n; i++) {
     const init: WorkerInit = {
       index: i, kind: o.kind, spec: o.spec, norm: o.norm, layout, backend: o.backend ?? 'wasm',
@@ -284,6 +286,7 @@ async function workerEngine(o: ParallelTrainerOptions, n: number, layout: FlatLa
     closing = true;
     failAll(new Error('parallel training: the trainer was disposed during a step'));
     await Promise.all(workers.map((w) => w.terminate()));
+    undoBlas();
   };
   try {
     await Promise.all(ready);

@@ -1,0 +1,333 @@
+// captioner_native: the matrix products of the tfjs wasm backend, run by the machine's OpenBLAS on the
+// wasm heap itself (no copies). OpenBLAS is opened with dlopen at load, so this file needs no BLAS
+// headers to build and the package installs where OpenBLAS is absent (load() then says why).
+//
+// JS API (see src/tf/native.ts):
+//   load(paths: string[]) -> { ok: true, library, config } | { ok: false, reason }
+//   setThreads(n)                     OpenBLAS threads for this process (process-wide in OpenBLAS)
+//   sgemm(heap: ArrayBuffer, transA, transB, M, N, K, alpha, aByteOff, lda, bByteOff, ldb, beta,
+//         cByteOff, ldc)              C = alpha op(A) op(B) + beta C, row-major float32, offsets in bytes
+//   xent(heap, zOff, biasOff, targetsOff, M, V, scale, dOff, dbOff) -> sum over rows of the cross-entropy
+//                                     of softmax(z + bias) against int32 targets (a target outside [0, V)
+//                                     picks nothing, as tf.oneHot does); writes d = scale (softmax - onehot)
+//                                     [M, V] and db = its column sums [V] (d may be z: in place)
+//   sumSquares(heap, off, n) -> the sum of x^2 over n floats (in double)
+//   adam(heap, xOff, gOff, mOff, vOff, n, gscale, beta1, beta2, lr, eps, xOut, mOut, vOut): one Adam
+//                                     update with the gradient scaled by gscale (clipping), written to
+//                                     the three outputs (they may be the inputs)
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <math.h>
+#include <string.h>
+
+enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
+typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                         const float *b, int ldb, float beta, float *c, int ldc);
+typedef void (*set_threads_fn)(int);
+typedef char *(*get_config_fn)(void);
+
+#define SMALL_PRODUCT (64.0 * 1024 * 1024)
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static void *handle = NULL;
+static sgemm_fn sgemm = NULL;
+static set_threads_fn set_threads = NULL;
+static get_config_fn get_config = NULL;
+static int (*get_threads)(void) = NULL;
+static char library[1024] = "";
+
+#define CALL(env, call)                                                   \
+  do {                                                                    \
+    if ((call) != napi_ok) {                                              \
+      napi_throw_error((env), NULL, "captioner_native: N-API call failed"); \
+      return NULL;                                                        \
+    }                                                                     \
+  } while (0)
+
+static napi_value make_string(napi_env env, const char *s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+// load(paths): open the first library that has cblas_sgemm. Idempotent and shared by every thread.
+static napi_value Load(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char reason[2048] = "no library to try";
+  pthread_mutex_lock(&lock);
+  if (!sgemm && argc >= 1) {
+    uint32_t count = 0;
+    napi_get_array_length(env, argv[0], &count);
+    reason[0] = 0;
+    for (uint32_t i = 0; i < count && !sgemm; i++) {
+      napi_value item;
+      char path[1024];
+      size_t len = 0;
+      if (napi_get_element(env, argv[0], i, &item) != napi_ok) continue;
+      if (napi_get_value_string_utf8(env, item, path, sizeof path, &len) != napi_ok) continue;
+      void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+      if (!h) {
+        const char *e = dlerror();
+        snprintf(reason + strlen(reason), sizeof reason - strlen(reason), "%s%s", reason[0] ? "; " : "", e ? e : path);
+        continue;
+      }
+      sgemm_fn f = (sgemm_fn)dlsym(h, "cblas_sgemm");
+      if (!f) {
+        snprintf(reason + strlen(reason), sizeof reason - strlen(reason), "%s%s has no cblas_sgemm", reason[0] ? "; " : "", path);
+        dlclose(h);
+        continue;
+      }
+      handle = h;
+      sgemm = f;
+      set_threads = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
+      get_config = (get_config_fn)dlsym(h, "openblas_get_config");
+      get_threads = (int (*)(void))dlsym(h, "openblas_get_num_threads");
+      snprintf(library, sizeof library, "%s", path);
+    }
+  }
+  napi_value out, ok;
+  CALL(env, napi_create_object(env, &out));
+  CALL(env, napi_get_boolean(env, sgemm != NULL, &ok));
+  napi_set_named_property(env, out, "ok", ok);
+  if (sgemm) {
+    napi_set_named_property(env, out, "library", make_string(env, library));
+    napi_set_named_property(env, out, "config", make_string(env, get_config ? get_config() : ""));
+  } else {
+    napi_set_named_property(env, out, "reason", make_string(env, reason));
+  }
+  pthread_mutex_unlock(&lock);
+  return out;
+}
+
+static napi_value SetThreads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t n = 1;
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc >= 1) napi_get_value_int32(env, argv[0], &n);
+  int before = get_threads ? get_threads() : 0;
+  if (set_threads && n > 0) set_threads(n);
+  napi_value r;
+  napi_create_int32(env, before, &r);  // the count before (0: unknown, or not OpenBLAS)
+  return r;
+}
+
+// Reads argv[i] as int32 / double; any mistake is a thrown TypeError (the JS wrapper never makes one).
+static bool ints(napi_env env, napi_value *argv, size_t from, size_t n, int64_t *out) {
+  for (size_t i = 0; i < n; i++) {
+    if (napi_get_value_int64(env, argv[from + i], &out[i]) != napi_ok) return false;
+  }
+  return true;
+}
+
+static bool heap_of(napi_env env, napi_value v, char **data, size_t *bytes) {
+  void *p = NULL;
+  bool is_ab = false;
+  if (napi_is_arraybuffer(env, v, &is_ab) != napi_ok || !is_ab) return false;
+  if (napi_get_arraybuffer_info(env, v, &p, bytes) != napi_ok || !p) return false;
+  *data = (char *)p;
+  return true;
+}
+
+// Every matrix must lie inside the heap: a wrong offset is an exception, never a stray write.
+static bool inside(size_t heap, int64_t off, int64_t rows, int64_t ld, int64_t cols) {
+  if (off < 0 || rows < 0 || cols < 0 || ld < cols || off % 4 != 0) return false;
+  if (rows == 0 || cols == 0) return true;
+  int64_t last = off + ((rows - 1) * ld + cols) * 4;
+  return last <= (int64_t)heap;
+}
+
+static napi_value Sgemm(napi_env env, napi_callback_info info) {
+  size_t argc = 14;
+  napi_value argv[14];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 14 || !sgemm) {
+    napi_throw_error(env, NULL, "captioner_native.sgemm: bad call or no BLAS loaded");
+    return NULL;
+  }
+  char *heap;
+  size_t bytes;
+  bool ta, tb;
+  int64_t v[3];  // M N K
+  double alpha, beta;
+  int64_t aOff, lda, bOff, ldb, cOff, ldc;
+  if (!heap_of(env, argv[0], &heap, &bytes) || napi_get_value_bool(env, argv[1], &ta) != napi_ok ||
+      napi_get_value_bool(env, argv[2], &tb) != napi_ok || !ints(env, argv, 3, 3, v) ||
+      napi_get_value_double(env, argv[6], &alpha) != napi_ok || napi_get_value_int64(env, argv[7], &aOff) != napi_ok ||
+      napi_get_value_int64(env, argv[8], &lda) != napi_ok || napi_get_value_int64(env, argv[9], &bOff) != napi_ok ||
+      napi_get_value_int64(env, argv[10], &ldb) != napi_ok || napi_get_value_double(env, argv[11], &beta) != napi_ok ||
+      napi_get_value_int64(env, argv[12], &cOff) != napi_ok || napi_get_value_int64(env, argv[13], &ldc) != napi_ok) {
+    napi_throw_type_error(env, NULL, "captioner_native.sgemm: bad arguments");
+    return NULL;
+  }
+  int64_t M = v[0], N = v[1], K = v[2];
+  // row-major: A is [M, K] (or [K, M] when transposed), B [K, N] (or [N, K]), C [M, N]
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || !inside(bytes, aOff, ta ? K : M, lda, ta ? M : K) ||
+      !inside(bytes, bOff, tb ? N : K, ldb, tb ? K : N) || !inside(bytes, cOff, M, ldc, N)) {
+    napi_throw_range_error(env, NULL, "captioner_native.sgemm: a matrix lies outside the heap");
+    return NULL;
+  }
+  if (M > 0 && N > 0) {
+    // OpenBLAS splits anything above 262,144 multiply-adds over its threads; below about 64M (the LSTM's
+    // per-step [64, 256] x [256, 1024]) the split costs more than it gains (measured: 2 threads 35%
+    // slower than 1 on 2 cores), so such products run on the calling thread alone.
+    int threads = get_threads ? get_threads() : 1;
+    bool alone = threads > 1 && set_threads && (double)M * (double)N * (double)K < SMALL_PRODUCT;
+    if (alone) set_threads(1);
+    sgemm(RowMajor, ta ? Trans : NoTrans, tb ? Trans : NoTrans, (int)M, (int)N, (int)K, (float)alpha,
+          (const float *)(heap + aOff), (int)lda, (const float *)(heap + bOff), (int)ldb, (float)beta,
+          (float *)(heap + cOff), (int)ldc);
+    if (alone) set_threads(threads);
+  }
+  return NULL;
+}
+
+// One row of the fused softmax cross-entropy. Built for several instruction sets (the loader picks the
+// machine's best); with -ffast-math the exp loop vectorises through glibc's libmvec where it exists.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static double xent_row(const float *z, const float *bias, int32_t target, int64_t V, float scale, float *d, float *db) {
+  float max = -INFINITY;
+  for (int64_t j = 0; j < V; j++) {
+    float v = z[j] + bias[j];
+    max = v > max ? v : max;
+  }
+  float picked = target >= 0 && target < V ? z[target] + bias[target] : 0.0f;
+  float sum = 0.0f;
+  for (int64_t j = 0; j < V; j++) {
+    float e = expf(z[j] + bias[j] - max);
+    d[j] = e;
+    sum += e;
+  }
+  float k = scale / sum;
+  for (int64_t j = 0; j < V; j++) d[j] *= k;
+  if (target >= 0 && target < V) d[target] -= scale;
+  for (int64_t j = 0; j < V; j++) db[j] += d[j];
+  return (double)max + log((double)sum) - (double)picked;
+}
+
+static napi_value Xent(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value argv[9];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *heap;
+  size_t bytes;
+  int64_t v[5];  // zOff biasOff targetsOff M V
+  double scale;
+  int64_t dOff, dbOff;
+  if (argc != 9 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 1, 5, v) ||
+      napi_get_value_double(env, argv[6], &scale) != napi_ok || napi_get_value_int64(env, argv[7], &dOff) != napi_ok ||
+      napi_get_value_int64(env, argv[8], &dbOff) != napi_ok) {
+    napi_throw_type_error(env, NULL, "captioner_native.xent: bad arguments");
+    return NULL;
+  }
+  int64_t zOff = v[0], biasOff = v[1], tOff = v[2], M = v[3], V = v[4];
+  if (!inside(bytes, zOff, M, V, V) || !inside(bytes, biasOff, 1, V, V) || !inside(bytes, tOff, 1, M, M) ||
+      !inside(bytes, dOff, M, V, V) || !inside(bytes, dbOff, 1, V, V)) {
+    napi_throw_range_error(env, NULL, "captioner_native.xent: a matrix lies outside the heap");
+    return NULL;
+  }
+  const float *z = (const float *)(heap + zOff);
+  const float *bias = (const float *)(heap + biasOff);
+  const int32_t *targets = (const int32_t *)(heap + tOff);
+  float *d = (float *)(heap + dOff);
+  float *db = (float *)(heap + dbOff);
+  for (int64_t j = 0; j < V; j++) db[j] = 0.0f;
+  double total = 0.0;
+  for (int64_t i = 0; i < M; i++) total += xent_row(z + i * V, bias, targets[i], V, (float)scale, d + i * V, db);
+  napi_value r;
+  napi_create_double(env, total, &r);
+  return r;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static double sum_squares(const float *x, int64_t n) {
+  double total = 0.0;
+  for (int64_t i0 = 0; i0 < n; i0 += 4096) {  // float partial sums per block, summed in double
+    int64_t i1 = i0 + 4096 < n ? i0 + 4096 : n;
+    float s = 0.0f;
+    for (int64_t i = i0; i < i1; i++) s += x[i] * x[i];
+    total += s;
+  }
+  return total;
+}
+
+static napi_value SumSquares(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *heap;
+  size_t bytes;
+  int64_t v[2];
+  if (argc != 3 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 1, 2, v)) {
+    napi_throw_type_error(env, NULL, "captioner_native.sumSquares: bad arguments");
+    return NULL;
+  }
+  if (!inside(bytes, v[0], 1, v[1], v[1])) {
+    napi_throw_range_error(env, NULL, "captioner_native.sumSquares: the array lies outside the heap");
+    return NULL;
+  }
+  napi_value r;
+  napi_create_double(env, sum_squares((const float *)(heap + v[0]), v[1]), &r);
+  return r;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void adam_update(const float *x, const float *g, const float *m, const float *v, int64_t n, float gscale, float b1,
+                        float b2, float lr, float eps, float *xo, float *mo, float *vo) {
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i] * gscale;
+    float mi = m[i] * b1 + gi * (1.0f - b1);
+    float vi = v[i] * b2 + gi * gi * (1.0f - b2);
+    mo[i] = mi;
+    vo[i] = vi;
+    xo[i] = x[i] - mi / (sqrtf(vi) + eps) * lr;
+  }
+}
+
+static napi_value Adam(napi_env env, napi_callback_info info) {
+  size_t argc = 14;
+  napi_value argv[14];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *heap;
+  size_t bytes;
+  int64_t v[5];  // xOff gOff mOff vOff n
+  double h[5];   // gscale beta1 beta2 lr eps
+  int64_t o[3];  // xOut mOut vOut
+  bool ok = argc == 14 && heap_of(env, argv[0], &heap, &bytes) && ints(env, argv, 1, 5, v) && ints(env, argv, 11, 3, o);
+  for (int i = 0; ok && i < 5; i++) ok = napi_get_value_double(env, argv[6 + i], &h[i]) == napi_ok;
+  if (!ok) {
+    napi_throw_type_error(env, NULL, "captioner_native.adam: bad arguments");
+    return NULL;
+  }
+  int64_t n = v[4];
+  for (int i = 0; i < 4; i++) ok = ok && inside(bytes, v[i], 1, n, n);
+  for (int i = 0; i < 3; i++) ok = ok && inside(bytes, o[i], 1, n, n);
+  if (!ok) {
+    napi_throw_range_error(env, NULL, "captioner_native.adam: an array lies outside the heap");
+    return NULL;
+  }
+  adam_update((const float *)(heap + v[0]), (const float *)(heap + v[1]), (const float *)(heap + v[2]),
+              (const float *)(heap + v[3]), n, (float)h[0], (float)h[1], (float)h[2], (float)h[3], (float)h[4],
+              (float *)(heap + o[0]), (float *)(heap + o[1]), (float *)(heap + o[2]));
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"load", NULL, Load, NULL, NULL, NULL, napi_default, NULL},
+      {"setThreads", NULL, SetThreads, NULL, NULL, NULL, napi_default, NULL},
+      {"sgemm", NULL, Sgemm, NULL, NULL, NULL, napi_default, NULL},
+      {"xent", NULL, Xent, NULL, NULL, NULL, napi_default, NULL},
+      {"sumSquares", NULL, SumSquares, NULL, NULL, NULL, napi_default, NULL},
+      {"adam", NULL, Adam, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}

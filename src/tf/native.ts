@@ -1,0 +1,290 @@
+// The optional native addon (native/blas.c, built at install by scripts/build-native.mjs): OpenBLAS's
+// sgemm and a fused softmax cross-entropy, run on the wasm backend's own heap (no copies). With it the
+// wasm backend keeps every other kernel but its matrix products run at native BLAS speed, on as many
+// threads as OpenBLAS is given. Without it (no compiler at install, no OpenBLAS, CAPTIONER_NATIVE=0)
+// everything runs on wasm's own kernels, as before; `nativeStatus()` says which and why.
+//
+// Owns: finding and loading the addon and the BLAS library, the BLAS thread count, and the wasm kernels
+// that call it (BatchMatMul / _FusedMatMul routes used by ./kernels.ts, CaptionerSoftmaxXent, and the
+// fused Adam update CaptionerAdam with its gradient norm, used by src/train/adam.ts).
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import type { KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+import { tf } from './tf.js';
+
+const require = createRequire(import.meta.url);
+
+interface Addon {
+  load(paths: string[]): { ok: true; library: string; config: string } | { ok: false; reason: string };
+  setThreads(n: number): number;
+  sgemm(heap: ArrayBuffer, tA: boolean, tB: boolean, M: number, N: number, K: number, alpha: number, aOff: number, lda: number, bOff: number, ldb: number, beta: number, cOff: number, ldc: number): void;
+  xent(heap: ArrayBuffer, zOff: number, biasOff: number, targetsOff: number, M: number, V: number, scale: number, dOff: number, dbOff: number): number;
+  sumSquares(heap: ArrayBuffer, off: number, n: number): number;
+  adam(heap: ArrayBuffer, xOff: number, gOff: number, mOff: number, vOff: number, n: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number, xOut: number, mOut: number, vOut: number): void;
+}
+
+export interface NativeStatus {
+  /** The addon and a BLAS library are loaded and the wasm matrix products use them. */
+  available: boolean;
+  /** The BLAS library file that was opened. */
+  library?: string;
+  /** What the library says of itself (OpenBLAS: version, build, core type). */
+  config?: string;
+  /** Why it is not available (addon not built, no OpenBLAS, turned off). */
+  reason?: string;
+}
+
+/** The kernel name of the fused softmax cross-entropy (registered on wasm only when the addon loads). */
+export const XENT_KERNEL = 'CaptionerSoftmaxXent';
+
+/** Where scripts/build-native.mjs leaves the addon: <package>/native/build/Release (dist/tf -> ../..). */
+export function addonPath(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'build', 'Release', 'captioner_native.node');
+}
+
+/** Library names tried in order (CAPTIONER_BLAS first: a path to another CBLAS, e.g. MKL's). */
+function libraryCandidates(): string[] {
+  const own = process.env.CAPTIONER_BLAS ? [process.env.CAPTIONER_BLAS] : [];
+  if (process.platform === 'darwin') return [...own, 'libopenblas.dylib', '/opt/homebrew/opt/openblas/lib/libopenblas.dylib', '/usr/local/opt/openblas/lib/libopenblas.dylib'];
+  return [...own, 'libopenblas.so.0', 'libopenblas.so'];
+}
+
+let addon: Addon | undefined;
+let status: NativeStatus | undefined;
+let enabled = true;
+
+/** Load the addon and BLAS once per thread (each worker thread loads its own copy of the binding). */
+export function nativeStatus(): NativeStatus {
+  if (status) return status;
+  if (process.env.CAPTIONER_NATIVE === '0') return (status = { available: false, reason: 'turned off (CAPTIONER_NATIVE=0)' });
+  const file = addonPath();
+  if (!existsSync(file)) return (status = { available: false, reason: 'native addon not built (needs a C compiler at install: npm rebuild captioner)' });
+  try {
+    const a = require(file) as Addon;
+    const r = a.load(libraryCandidates());
+    if (!r.ok) return (status = { available: false, reason: `no OpenBLAS found (${r.reason}); install it, e.g. apt-get install libopenblas0` });
+    addon = a;
+    return (status = { available: true, library: r.library, config: r.config.trim() });
+  } catch (e) {
+    return (status = { available: false, reason: `native addon failed to load: ${(e as Error).message.split('\n')[0]}` });
+  }
+}
+
+/** Whether the wasm matrix products go to BLAS now (loaded, and not switched off by useNative(false)). */
+export function nativeActive(): boolean {
+  return enabled && nativeStatus().available;
+}
+
+/** Route wasm matrix products to BLAS (true, the default when it loads) or to wasm's own kernels. */
+export function useNative(on: boolean): void {
+  enabled = on;
+}
+
+/**
+ * Set the BLAS thread count; returns the count before (0 when unknown). OpenBLAS keeps one count for the
+ * whole process: worker threads that each run their own matrix products set 1, so that N workers use
+ * N cores and not N x cores.
+ */
+export function setBlasThreads(n: number): number {
+  if (!nativeStatus().available || !addon) return 0;
+  return addon.setThreads(Math.max(1, Math.floor(n)));
+}
+
+/**
+ * Share the BLAS threads among `workers` threads that each run matrix products (data-parallel training,
+ * the decoding pool): each gets cores / workers, at least 1. Returns the undo, which restores the count
+ * from before (call it once the workers are gone). A no-op without the addon.
+ */
+export function shareBlasThreads(workers: number): () => void {
+  if (!nativeStatus().available) return () => {};
+  const before = setBlasThreads(Math.max(1, Math.floor(defaultBlasThreads() / Math.max(1, workers))));
+  let undone = false;
+  return () => {
+    if (undone) return;
+    undone = true;
+    setBlasThreads(before > 0 ? before : defaultBlasThreads());
+  };
+}
+
+/** The BLAS thread count a process starts with: OPENBLAS_NUM_THREADS, else every core. */
+export function defaultBlasThreads(): number {
+  const env = Number(process.env.OPENBLAS_NUM_THREADS ?? process.env.OMP_NUM_THREADS);
+  return Number.isInteger(env) && env > 0 ? env : os.availableParallelism();
+}
+
+type Args = { inputs: Record<string, TensorInfo | undefined>; backend: BackendWasm; attrs?: NamedAttrMap };
+
+function offsetOf(backend: BackendWasm, t: TensorInfo): number {
+  return backend.dataIdMap.get(t.dataId)!.memoryOffset as number;
+}
+
+function sizeOf(shape: number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/**
+ * op(A) op(B) for float32 operands with batch dims that are equal or 1 (broadcast), by BLAS on the heap;
+ * undefined when this case is not one it takes (the caller then runs wasm's kernel).
+ * a [...batchA, M, K] (or [..., K, M] transposed), b [...batchB, K, N] (or [..., N, K]) -> [...batch, M, N]
+ */
+export function nativeMatMul(args: Args): TensorInfo | undefined {
+  if (!nativeActive() || !addon) return undefined;
+  const a = args.inputs.a!;
+  const b = args.inputs.b!;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return undefined;
+  const attrs = (args.attrs ?? {}) as NamedAttrMap & { transposeA?: boolean; transposeB?: boolean };
+  const tA = Boolean(attrs.transposeA);
+  const tB = Boolean(attrs.transposeB);
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const M = tA ? a.shape[ra - 1] : a.shape[ra - 2];
+  const K = tA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const N = tB ? b.shape[rb - 2] : b.shape[rb - 1];
+  if ((tB ? b.shape[rb - 1] : b.shape[rb - 2]) !== K) return undefined; // let the stock kernel word the error
+  const batchA = sizeOf(a.shape.slice(0, -2));
+  const batchB = sizeOf(b.shape.slice(0, -2));
+  if (batchA !== batchB && batchA !== 1 && batchB !== 1) return undefined;
+  const batchShape = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const batch = sizeOf(batchShape);
+  // both operands broadcast along the batch only when they are equal or 1 (checked above) and the
+  // broadcast shape has as many entries as the larger of them
+  if (batch !== Math.max(batchA, batchB)) return undefined;
+  const backend = args.backend;
+  const out = backend.makeOutput([...batchShape, M, N], 'float32');
+  if (M * N === 0) return out;
+  // the heap after makeOutput: an allocation may have grown (and replaced) it
+  const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
+  const ao = offsetOf(backend, a);
+  const bo = offsetOf(backend, b);
+  const co = offsetOf(backend, out);
+  if (K === 0) {
+    new Float32Array(heap, co, batch * M * N).fill(0);
+    return out;
+  }
+  for (let i = 0; i < batch; i++) {
+    addon.sgemm(heap, tA, tB, M, N, K, 1, ao + (batchA === 1 ? 0 : i * M * K * 4), tA ? M : K, bo + (batchB === 1 ? 0 : i * K * N * 4), tB ? K : N, 0, co + i * M * N * 4, N);
+  }
+  return out;
+}
+
+/** The activations _FusedMatMul may carry, by the wasm kernel that applies each. */
+const ACTIVATIONS: Record<string, string> = { relu: 'Relu', relu6: 'Relu6', elu: 'Elu', sigmoid: 'Sigmoid', leakyrelu: 'LeakyRelu', prelu: 'Prelu' };
+
+/** _FusedMatMul: the product by BLAS, then wasm's Add for the bias and its kernel for the activation. */
+export function nativeFusedMatMul(args: Args): TensorInfo | undefined {
+  const attrs = (args.attrs ?? {}) as NamedAttrMap & { activation?: string; leakyreluAlpha?: number };
+  const activation = attrs.activation ?? 'linear';
+  if (activation !== 'linear' && !ACTIVATIONS[activation]) return undefined;
+  const product = nativeMatMul(args);
+  if (!product) return undefined;
+  const backend = args.backend;
+  let y = product;
+  try {
+    const bias = args.inputs.bias;
+    if (bias) {
+      const next = run('Add', { a: y, b: bias }, {}, backend);
+      backend.disposeData(y.dataId);
+      y = next;
+    }
+    if (activation !== 'linear') {
+      const inputs: Record<string, TensorInfo> = activation === 'prelu' ? { x: y, alpha: args.inputs.preluActivationWeights! } : { x: y };
+      const next = run(ACTIVATIONS[activation], inputs, activation === 'leakyrelu' ? { alpha: attrs.leakyreluAlpha ?? 0.2 } : {}, backend);
+      backend.disposeData(y.dataId);
+      y = next;
+    }
+    return y;
+  } catch (e) {
+    backend.disposeData(y.dataId);
+    throw e;
+  }
+}
+
+function run(kernelName: string, inputs: Record<string, TensorInfo>, attrs: NamedAttrMap, backend: BackendWasm): TensorInfo {
+  const k = tf.getKernel(kernelName, 'wasm');
+  if (!k) throw new Error(`wasm kernel ${kernelName} is not registered`);
+  return k.kernelFunc({ inputs, backend, attrs } as never) as TensorInfo;
+}
+
+/**
+ * CaptionerSoftmaxXent: inputs logits z [M, V] (without bias), bias [V], targets int32 [M]; attr scale.
+ * Outputs: the summed cross-entropy of softmax(z + bias) over the rows (a scalar), d = scale (softmax -
+ * onehot) [M, V], and db = the column sums of d [V]. One pass over the logits, in native code.
+ */
+const xentKernel = ((args: Args) => {
+  const { backend } = args;
+  const z = args.inputs.logits!;
+  const bias = args.inputs.bias!;
+  const targets = args.inputs.targets!;
+  const scale = Number((args.attrs as { scale?: number }).scale ?? 1);
+  if (!addon) throw new Error(`${XENT_KERNEL}: the native addon is not loaded`);
+  if (z.dtype !== 'float32' || bias.dtype !== 'float32' || targets.dtype !== 'int32') throw new Error(`${XENT_KERNEL}: expected float32 logits and bias, int32 targets`);
+  const [M, V] = z.shape;
+  if (z.shape.length !== 2 || sizeOf(bias.shape) !== V || sizeOf(targets.shape) !== M) throw new Error(`${XENT_KERNEL}: shapes [${z.shape}], [${bias.shape}], [${targets.shape}] do not fit`);
+  const loss = backend.makeOutput([], 'float32');
+  const d = backend.makeOutput([M, V], 'float32');
+  const db = backend.makeOutput([V], 'float32');
+  const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
+  const total = addon.xent(heap, offsetOf(backend, z), offsetOf(backend, bias), offsetOf(backend, targets), M, V, scale, offsetOf(backend, d), offsetOf(backend, db));
+  (backend.typedArrayFromHeap(loss) as Float32Array)[0] = total;
+  return [loss, d, db];
+}) as unknown as KernelFunc;
+
+/** The kernel name of the fused Adam update (registered on wasm only when the addon loads). */
+export const ADAM_KERNEL = 'CaptionerAdam';
+
+/**
+ * CaptionerAdam: inputs x (the weight), g (its gradient), m, v (the moments), all float32 of one size;
+ * attrs gscale (clipping factor), beta1, beta2, lr (bias-corrected), epsilon. Outputs x', m', v':
+ * g' = gscale g; m' = beta1 m + (1 - beta1) g'; v' = beta2 v + (1 - beta2) g'^2; x' = x - lr m' / (sqrt(v') + eps).
+ * One pass in native code where tfjs takes a dozen kernels.
+ */
+const adamKernel = ((args: Args) => {
+  const { backend } = args;
+  const { x, g, m, v } = args.inputs as Record<'x' | 'g' | 'm' | 'v', TensorInfo>;
+  const a = args.attrs as { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number };
+  if (!addon) throw new Error(`${ADAM_KERNEL}: the native addon is not loaded`);
+  const n = sizeOf(x.shape);
+  for (const t of [x, g, m, v]) {
+    if (t.dtype !== 'float32' || sizeOf(t.shape) !== n) throw new Error(`${ADAM_KERNEL}: expected four float32 arrays of ${n} values`);
+  }
+  const outs = [backend.makeOutput(x.shape, 'float32'), backend.makeOutput(x.shape, 'float32'), backend.makeOutput(x.shape, 'float32')];
+  const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
+  addon.adam(heap, offsetOf(backend, x), offsetOf(backend, g), offsetOf(backend, m), offsetOf(backend, v), n, a.gscale, a.beta1, a.beta2, a.lr, a.epsilon, ...(outs.map((o) => offsetOf(backend, o)) as [number, number, number]));
+  return outs;
+}) as unknown as KernelFunc;
+
+/** Whether the fused Adam kernel and sumSquares can run on the active backend now. */
+export function nativeAdamActive(): boolean {
+  return nativeActive() && tf.getBackend() === 'wasm' && tf.getKernel(ADAM_KERNEL, 'wasm') != null;
+}
+
+/** The sum of squares of float32 tensors on the wasm heap (in double; for the global gradient norm). */
+export function sumSquares(ts: tf.Tensor[]): number {
+  if (!addon || tf.getBackend() !== 'wasm') throw new Error('sumSquares: needs the native addon on wasm');
+  const backend = tf.backend() as unknown as BackendWasm;
+  let total = 0;
+  for (const t of ts) {
+    if (t.dtype !== 'float32') throw new Error('sumSquares: float32 only');
+    if (t.size > 0) total += addon.sumSquares(backend.wasm.HEAPU8.buffer as ArrayBuffer, backend.dataIdMap.get(t.dataId)!.memoryOffset as number, t.size);
+  }
+  return total;
+}
+
+/** Register the native kernels on wasm when the addon is there (idempotent). */
+export function registerNativeKernels(): boolean {
+  if (!nativeStatus().available) return false;
+  if (!tf.getKernel(XENT_KERNEL, 'wasm')) tf.registerKernel({ kernelName: XENT_KERNEL, backendName: 'wasm', kernelFunc: xentKernel });
+  if (!tf.getKernel(ADAM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ADAM_KERNEL, backendName: 'wasm', kernelFunc: adamKernel });
+  return true;
+}
+
+/** Whether the fused cross-entropy kernel can run on the active backend now. */
+export function nativeXentActive(): boolean {
+  return nativeActive() && tf.getBackend() === 'wasm' && tf.getKernel(XENT_KERNEL, 'wasm') != null;
+}
