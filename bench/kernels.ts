@@ -3,8 +3,9 @@
 // patched / stock. Shapes are the caption model's training step (batch 64 x 34 tokens = 2176 rows).
 import type { BenchModule, BenchRow } from './types.js';
 import { tf } from '#dist/tf/tf.js';
-import { initBackend } from '#dist/tf/backend.js';
 import { repatchWasmMatMul, unpatchWasmMatMul } from '#dist/tf/kernels.js';
+import { blasNote, initBackend } from '#dist/tf/backend.js';
+import { defaultBlasThreads, nativeStatus, useNative } from '#dist/tf/native.js';
 
 interface Case {
   name: string;
@@ -45,21 +46,40 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-/** Median ms of stock and patched kernels, runs interleaved so load changes hit both alike. */
-function compare(f: () => tf.Tensor, reps: number): { stock: number; patched: number } {
+/**
+ * Median ms of the stock kernel, our wasm wrappers and (when the native addon loads) OpenBLAS, runs
+ * interleaved so load changes hit all alike.
+ */
+function compare(f: () => tf.Tensor, reps: number): { stock: number; patched: number; blas?: number } {
+  const blas = nativeStatus().available;
   const stock: number[] = [];
   const patched: number[] = [];
-  unpatchWasmMatMul();
-  once(f); // warm-up
-  repatchWasmMatMul();
-  once(f);
-  for (let i = 0; i < reps; i++) {
-    unpatchWasmMatMul();
-    stock.push(once(f));
+  const native: number[] = [];
+  const on = (which: 'stock' | 'wasm' | 'blas') => {
+    if (which === 'stock') unpatchWasmMatMul();
+    else repatchWasmMatMul();
+    useNative(which === 'blas');
+  };
+  try {
+    for (const w of ['stock', 'wasm', ...(blas ? ['blas' as const] : [])] as const) {
+      on(w);
+      once(f); // warm-up
+    }
+    for (let i = 0; i < reps; i++) {
+      on('stock');
+      stock.push(once(f));
+      on('wasm');
+      patched.push(once(f));
+      if (blas) {
+        on('blas');
+        native.push(once(f));
+      }
+    }
+  } finally {
     repatchWasmMatMul();
-    patched.push(once(f));
+    useNative(true);
   }
-  return { stock: median(stock), patched: median(patched) };
+  return { stock: median(stock), patched: median(patched), ...(blas ? { blas: median(native) } : {}) };
 }
 
 export const bench: BenchModule = {
@@ -74,8 +94,14 @@ export const bench: BenchModule = {
       const a = tf.randomNormal([...(c.batchA ?? []), ...(c.tA ? [c.K, c.M] : [c.M, c.K])]);
       const b = tf.randomNormal([...(c.batchB ?? []), ...(c.tB ? [c.N, c.K] : [c.K, c.N])]);
       try {
-        const { stock, patched } = compare(() => tf.matMul(a, b, c.tA, c.tB), reps);
+        const { stock, patched, blas } = compare(() => tf.matMul(a, b, c.tA, c.tB), reps);
         const gf = (ms: number) => flops / ms / 1e6;
+        if (blas !== undefined) {
+          rows.push({
+            bench: 'kernels', name: `OpenBLAS ${c.name}`, value: round(gf(blas)), unit: 'GFLOP/s', peer: 'wasm stock kernel', peerValue: round(gf(stock)), ratio: round(stock / blas),
+            notes: `${blas.toFixed(1)} ms vs ${stock.toFixed(1)} ms; ${blasNote(false)} on ${defaultBlasThreads()} threads, through the native addon on the wasm heap`,
+          });
+        }
         rows.push({
           bench: 'kernels',
           name: `wasm ${c.name}`,
@@ -84,7 +110,7 @@ export const bench: BenchModule = {
           peer: 'wasm stock kernel',
           peerValue: round(gf(stock)),
           ratio: round(stock / patched),
-          notes: `${patched.toFixed(1)} ms vs ${stock.toFixed(1)} ms`,
+          notes: `${patched.toFixed(1)} ms vs ${stock.toFixed(1)} ms; our wasm wrappers (what runs without the native addon)`,
         });
       } finally {
         repatchWasmMatMul();
