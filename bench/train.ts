@@ -260,7 +260,7 @@ export const bench: BenchModule = {
     // and after our rounds and its fastest round counts, as our faster main-thread round does.
     const peers = [await torchPeer(s, steps)];
     const prev = tf.getBackend();
-    type Measured = { name: string; tps: number; notes: string; workers?: number };
+    type Measured = { name: string; tps: number; notes: string };
     const measured: Measured[] = [];
     try {
       await initBackend('wasm', { quiet: true });
@@ -298,7 +298,7 @@ export const bench: BenchModule = {
         if (c.workers === 1) oneWorker = v;
         const split = `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
         const vsOne = c.workers > 1 && oneWorker ? `; ${(v / oneWorker).toFixed(2)}x workers 1` : '';
-        measured.push({ name: c.label, tps: v, workers: c.workers, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split}${blas ? `; BLAS threads per worker: ${Math.max(1, Math.floor(defaultBlasThreads() / c.workers))}` : ''}` });
+        measured.push({ name: c.label, tps: v, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split}${blas ? `; BLAS threads per worker: ${Math.max(1, Math.floor(defaultBlasThreads() / c.workers))}` : ''}` });
       }
       if (first?.threads !== undefined && first.blasThreads !== undefined) peers.push(await torchPeer(s, steps, { threads: first.threads, blasThreads: first.blasThreads }));
       const got = peers.filter((x): x is NonNullable<typeof x> => x !== null);

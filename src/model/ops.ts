@@ -2,7 +2,7 @@
 // every backend, and the fused output layer + masked softmax cross-entropy, computed in row chunks so the
 // [N, V] logits exist one chunk at a time and the gradient is formed in the same pass.
 import { tf } from '../tf/tf.js';
-import { XENT_KERNEL, nativeXentActive } from '../tf/native.js';
+import { XENT_KERNEL, nativeKernelReady } from '../tf/native.js';
 
 /** Sum rows of `dy` [N, F] into `rows` buckets by `ids` (scatter-add). Uses the backend kernel when it has one. */
 export function scatterAddRows(dy: tf.Tensor2D, ids: Int32Array, rows: number): tf.Tensor2D {
@@ -62,7 +62,7 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
   if (targets.length !== n) throw new Error(`softmaxCrossEntropy: ${targets.length} targets for ${n} rows`);
   const step = chunkRows(n, vocab, budget);
   const tgt = tf.tensor1d(targets, 'int32');
-  const fused = nativeXentActive(); // the one-pass native kernel (wasm with the addon); same maths
+  const fused = nativeKernelReady(XENT_KERNEL); // the one-pass native kernel (wasm with the addon); same maths
   try {
     if (!withGrad) {
       return tf.tidy(() => {

@@ -7,6 +7,7 @@
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import { tf } from './tf.js';
+import { forEachPrefix, sizeOf } from './heap.js';
 
 type Args = { inputs: Record<string, TensorInfo | undefined>; backend: BackendWasm; attrs?: NamedAttrMap };
 type HeapArray = Float32Array | Int32Array | Uint8Array;
@@ -135,28 +136,6 @@ function tile({ inputs, backend, attrs }: Args): TensorInfo {
   return out;
 }
 
-/**
- * Calls f(offset, n) for each index (i0..i{k-1}) with i < xs over the first k dims, in row-major
- * order: offset = sum of i * ostr, n = the index's position (0, 1, 2, ...).
- */
-function forEachPrefix(xs: number[], ostr: number[], k: number, f: (offset: number, n: number) => void): void {
-  const idx = new Array<number>(k).fill(0);
-  let offset = 0;
-  for (let n = 0; ; n++) {
-    f(offset, n);
-    let d = k - 1;
-    while (d >= 0) {
-      idx[d]++;
-      offset += ostr[d];
-      if (idx[d] < xs[d]) break;
-      offset -= xs[d] * ostr[d];
-      idx[d] = 0;
-      d--;
-    }
-    if (d < 0) return;
-  }
-}
-
 /** a[at : at + len] (already filled) repeated `times` times from `at`, doubling the copied run. */
 function double(a: HeapArray, at: number, len: number, times: number): void {
   const total = len * times;
@@ -173,10 +152,4 @@ function double(a: HeapArray, at: number, len: number, times: number): void {
 function readInts(t: TensorInfo, backend: BackendWasm): Int32Array {
   if (t.dtype === 'int32') return backend.typedArrayFromHeap(t) as Int32Array;
   return Int32Array.from(backend.readSync(t.dataId) as ArrayLike<number>, Math.trunc);
-}
-
-function sizeOf(shape: number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
 }

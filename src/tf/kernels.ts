@@ -18,6 +18,7 @@ import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensor
 import { tf } from './tf.js';
 import { patchWasmSlicing } from './slice.js';
 import { patchWasmGatherTile } from './gather.js';
+import { heapOffset, matMulDims, sizeOf } from './heap.js';
 import { nativeFusedMatMul, nativeMatMul, registerNativeKernels } from './native.js';
 
 const BACKEND = 'wasm';
@@ -98,17 +99,9 @@ function batched(kernelFunc: KernelFunc): KernelFunc {
   return ((args: Args) => {
     const a = args.inputs.a!;
     const b = args.inputs.b!;
-    const batchA = sizeOf(a.shape.slice(0, -2));
-    const batchB = sizeOf(b.shape.slice(0, -2));
+    const { tA, M, K, N, batchA, batchB } = matMulDims(a, b, args.attrs);
     if (batchA <= 1 && batchB <= 1) return twoD(args);
-    const attrs = (args.attrs ?? {}) as NamedAttrMap & { transposeA?: boolean; transposeB?: boolean };
-    const tA = Boolean(attrs.transposeA);
-    const tB = Boolean(attrs.transposeB);
-    const ra = a.shape.length;
-    const rb = b.shape.length;
-    const M = tA ? a.shape[ra - 1] : a.shape[ra - 2];
-    const K = tA ? a.shape[ra - 2] : a.shape[ra - 1];
-    const N = tB ? b.shape[rb - 2] : b.shape[rb - 1];
+    const attrs = args.attrs ?? {};
     if (a.dtype !== 'float32' || b.dtype !== 'float32' || M * K * N < MIN_BATCH_WORK) return kernelFunc(args as never);
     if (batchA !== batchB && batchA !== 1 && batchB !== 1) return kernelFunc(args as never);
     const backend = args.backend;
@@ -158,7 +151,7 @@ function batched(kernelFunc: KernelFunc): KernelFunc {
  */
 function sliceView(x: TensorInfo, index: number, tile: number[], backend: BackendWasm): TensorInfo {
   const bytes = sizeOf(tile) * 4;
-  const base = backend.dataIdMap.get(x.dataId)!.memoryOffset as number;
+  const base = heapOffset(backend, x);
   return backend.makeOutput(tile, x.dtype, base + index * bytes);
 }
 
@@ -296,10 +289,4 @@ function unsortedSegmentSum(args: Args): TensorInfo {
 function readInts(t: TensorInfo, backend: BackendWasm): Int32Array | Float32Array {
   if (t.dtype === 'int32' || t.dtype === 'float32') return backend.typedArrayFromHeap(t) as Int32Array | Float32Array;
   return Int32Array.from(backend.readSync(t.dataId) as ArrayLike<number>);
-}
-
-function sizeOf(shape: number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
 }

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import { tf } from './tf.js';
+import { heapOffset as offsetOf, matMulDims, sizeOf } from './heap.js';
 
 const require = createRequire(import.meta.url);
 
@@ -118,16 +119,6 @@ export function defaultBlasThreads(): number {
 
 type Args = { inputs: Record<string, TensorInfo | undefined>; backend: BackendWasm; attrs?: NamedAttrMap };
 
-function offsetOf(backend: BackendWasm, t: TensorInfo): number {
-  return backend.dataIdMap.get(t.dataId)!.memoryOffset as number;
-}
-
-function sizeOf(shape: number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
 /**
  * op(A) op(B) for float32 operands with batch dims that are equal or 1 (broadcast), by BLAS on the heap;
  * undefined when this case is not one it takes (the caller then runs wasm's kernel).
@@ -138,17 +129,9 @@ export function nativeMatMul(args: Args): TensorInfo | undefined {
   const a = args.inputs.a!;
   const b = args.inputs.b!;
   if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return undefined;
-  const attrs = (args.attrs ?? {}) as NamedAttrMap & { transposeA?: boolean; transposeB?: boolean };
-  const tA = Boolean(attrs.transposeA);
-  const tB = Boolean(attrs.transposeB);
-  const ra = a.shape.length;
+  const { tA, tB, M, K, N, batchA, batchB } = matMulDims(a, b, args.attrs);
   const rb = b.shape.length;
-  const M = tA ? a.shape[ra - 1] : a.shape[ra - 2];
-  const K = tA ? a.shape[ra - 2] : a.shape[ra - 1];
-  const N = tB ? b.shape[rb - 2] : b.shape[rb - 1];
   if ((tB ? b.shape[rb - 1] : b.shape[rb - 2]) !== K) return undefined; // let the stock kernel word the error
-  const batchA = sizeOf(a.shape.slice(0, -2));
-  const batchB = sizeOf(b.shape.slice(0, -2));
   if (batchA !== batchB && batchA !== 1 && batchB !== 1) return undefined;
   const batchShape = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
   const batch = sizeOf(batchShape);
@@ -259,11 +242,6 @@ const adamKernel = ((args: Args) => {
   return outs;
 }) as unknown as KernelFunc;
 
-/** Whether the fused Adam kernel and sumSquares can run on the active backend now. */
-export function nativeAdamActive(): boolean {
-  return nativeActive() && tf.getBackend() === 'wasm' && tf.getKernel(ADAM_KERNEL, 'wasm') != null;
-}
-
 /** The sum of squares of float32 tensors on the wasm heap (in double; for the global gradient norm). */
 export function sumSquares(ts: tf.Tensor[]): number {
   if (!addon || tf.getBackend() !== 'wasm') throw new Error('sumSquares: needs the native addon on wasm');
@@ -271,7 +249,7 @@ export function sumSquares(ts: tf.Tensor[]): number {
   let total = 0;
   for (const t of ts) {
     if (t.dtype !== 'float32') throw new Error('sumSquares: float32 only');
-    if (t.size > 0) total += addon.sumSquares(backend.wasm.HEAPU8.buffer as ArrayBuffer, backend.dataIdMap.get(t.dataId)!.memoryOffset as number, t.size);
+    if (t.size > 0) total += addon.sumSquares(backend.wasm.HEAPU8.buffer as ArrayBuffer, offsetOf(backend, t as unknown as TensorInfo), t.size);
   }
   return total;
 }
@@ -284,7 +262,7 @@ export function registerNativeKernels(): boolean {
   return true;
 }
 
-/** Whether the fused cross-entropy kernel can run on the active backend now. */
-export function nativeXentActive(): boolean {
-  return nativeActive() && tf.getBackend() === 'wasm' && tf.getKernel(XENT_KERNEL, 'wasm') != null;
+/** Whether a native kernel (XENT_KERNEL, ADAM_KERNEL) can run on the active backend now. */
+export function nativeKernelReady(kernelName: string): boolean {
+  return nativeActive() && tf.getBackend() === 'wasm' && tf.getKernel(kernelName, 'wasm') != null;
 }

@@ -5,6 +5,7 @@
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import { tf } from './tf.js';
+import { forEachPrefix } from './heap.js';
 
 type Args = { inputs: Record<string, TensorInfo | undefined>; backend: BackendWasm; attrs?: NamedAttrMap };
 
@@ -35,24 +36,9 @@ export function sliceOnHeap(x: TensorInfo, begin: number[], size: number[], back
     return out;
   }
   for (let d = 0; d < k; d++) base += begin[d] * strides[d];
-  const idx = new Array<number>(k).fill(0);
-  let dst = 0;
-  let src = base;
-  for (;;) {
-    ov.set(xv.subarray(src, src + block), dst);
-    dst += block;
-    // odometer over dims 0..k-1
-    let d = k - 1;
-    while (d >= 0) {
-      idx[d]++;
-      src += strides[d];
-      if (idx[d] < size[d]) break;
-      src -= size[d] * strides[d];
-      idx[d] = 0;
-      d--;
-    }
-    if (d < 0) return out;
-  }
+  // one block per index of dims 0..k-1
+  forEachPrefix(size, strides, k, (off, n) => ov.set(xv.subarray(base + off, base + off + block), n * block));
+  return out;
 }
 
 /** Register the heap-view Slice, Unpack and SplitV kernels for wasm (stock ones kept for strings). */

@@ -1,7 +1,7 @@
 // Adam with global-norm gradient clipping over a named set of variables. The moments live on the backend;
 // state() / restore() move them to and from the host for checkpoints (so --resume continues exactly).
 import { tf } from '../tf/tf.js';
-import { ADAM_KERNEL, nativeAdamActive, sumSquares } from '../tf/native.js';
+import { ADAM_KERNEL, nativeKernelReady, sumSquares } from '../tf/native.js';
 import { ModelError } from '../errors.js';
 import type { NamedArray } from '../model/io.js';
 
@@ -49,7 +49,7 @@ export class Adam {
     const lr = (this.learningRate * Math.sqrt(1 - Math.pow(this.beta2, t))) / (1 - Math.pow(this.beta1, t));
     const names = Object.keys(this.vars);
     for (const n of names) if (!grads[n]) throw new ModelError(`optimizer: no gradient for "${n}"`);
-    if (nativeAdamActive()) return this.applyNative(names, grads, lr);
+    if (nativeKernelReady(ADAM_KERNEL)) return this.applyNative(names, grads, lr);
     return tf.tidy(() => {
       const norm = tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))))) as tf.Scalar;
       const scale = this.clipNorm > 0 ? tf.div(this.clipNorm, tf.maximum(norm, this.clipNorm)) : tf.scalar(1);

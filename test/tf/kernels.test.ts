@@ -6,19 +6,10 @@ import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { chooseSwapped } from '../../src/tf/kernels.js';
 import { rng } from '../../src/util/random.js';
+import { expectClose, randArray, size } from '../helpers/arrays.js';
 
 const cpu = () => initBackend('cpu', { quiet: true });
 const wasm = () => initBackend('wasm', { quiet: true });
-
-function randArray(r: () => number, n: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
-  return a;
-}
-
-function size(shape: number[]): number {
-  return shape.reduce((p, d) => p * d, 1);
-}
 
 /** Run f on both backends with the same inputs; returns [cpu result, wasm result] as arrays. */
 async function onBoth(f: () => tf.Tensor): Promise<[Float32Array, Float32Array]> {
@@ -31,16 +22,6 @@ async function onBoth(f: () => tf.Tensor): Promise<[Float32Array, Float32Array]>
   out.dispose();
   expect(tf.memory().numTensors).toBe(before);
   return [Float32Array.from(c), Float32Array.from(w)];
-}
-
-function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-4): void {
-  expect(b.length).toBe(a.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]) / Math.max(1, Math.abs(a[i]));
-    if (!(d <= worst)) worst = d;
-  }
-  expect(worst).toBeLessThan(tol);
 }
 
 beforeAll(async () => {

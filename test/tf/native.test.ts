@@ -11,10 +11,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend, blasNote } from '../../src/tf/backend.js';
-import { addonPath, nativeActive, nativeStatus, nativeXentActive, setBlasThreads, shareBlasThreads, useNative, defaultBlasThreads } from '../../src/tf/native.js';
+import { XENT_KERNEL, addonPath, nativeActive, nativeKernelReady, nativeStatus, setBlasThreads, shareBlasThreads, useNative, defaultBlasThreads } from '../../src/tf/native.js';
 import { softmaxCrossEntropy } from '../../src/model/ops.js';
 import { Adam } from '../../src/train/adam.js';
 import { rng } from '../../src/util/random.js';
+import { expectClose, randArray, size } from '../helpers/arrays.js';
 
 const require = createRequire(import.meta.url);
 const repo = path.resolve(import.meta.dirname, '..', '..');
@@ -22,16 +23,6 @@ const status = nativeStatus();
 const needed = process.env.CI === 'true';
 if (!status.available && !needed) console.warn(`test/tf/native: the native addon is not available here (${status.reason}); its comparisons are skipped`);
 const withAddon = status.available ? it : it.skip;
-
-function randArray(r: () => number, n: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
-  return a;
-}
-
-function size(shape: number[]): number {
-  return shape.reduce((p, d) => p * d, 1);
-}
 
 /** f with the products on BLAS, then on wasm's own kernels: [blas, wasm]; checks nothing leaks. */
 function bothWays(f: () => tf.Tensor | tf.Tensor[]): [Float32Array[], Float32Array[]] {
@@ -50,16 +41,6 @@ function bothWays(f: () => tf.Tensor | tf.Tensor[]): [Float32Array[], Float32Arr
   } finally {
     useNative(true);
   }
-}
-
-function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-4): void {
-  expect(b.length).toBe(a.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]) / Math.max(1, Math.abs(a[i]));
-    if (!(d <= worst)) worst = d;
-  }
-  expect(worst).toBeLessThan(tol);
 }
 
 beforeAll(async () => {
@@ -154,7 +135,7 @@ describe('the fused softmax cross-entropy kernel', () => {
         const plain = softmaxCrossEntropy(vars[0] as tf.Tensor2D, vars[1] as tf.Tensor2D, vars[2] as tf.Tensor1D, targets, false, budget);
         return [value, plain, ...grads];
       };
-      expect(nativeXentActive()).toBe(true);
+      expect(nativeKernelReady(XENT_KERNEL)).toBe(true);
       const [blas, wasm] = bothWays(f);
       for (let i = 0; i < blas.length; i++) expectClose(blas[i], wasm[i], 1e-5);
     }
