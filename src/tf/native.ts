@@ -6,7 +6,8 @@
 //
 // Owns: finding and loading the addon and the BLAS library, the BLAS thread count, and the wasm kernels
 // that call it (BatchMatMul / _FusedMatMul routes used by ./kernels.ts, CaptionerSoftmaxXent, and the
-// fused Adam update CaptionerAdam with its gradient norm, used by src/train/adam.ts).
+// fused Adam update CaptionerAdam with its gradient norm, used by src/train/adam.ts, and the LSTM cell
+// CaptionerLstmCell with its gradient, used by src/model/ops.ts).
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -26,6 +27,8 @@ interface Addon {
   xent(heap: ArrayBuffer, zOff: number, biasOff: number, targetsOff: number, M: number, V: number, scale: number, dOff: number, dbOff: number): number;
   sumSquares(heap: ArrayBuffer, off: number, n: number): number;
   adam(heap: ArrayBuffer, xOff: number, gOff: number, mOff: number, vOff: number, n: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number, xOut: number, mOut: number, vOut: number): void;
+  lstm(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, N: number, U: number, hOut: number, cOut: number): void;
+  lstmGrad(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, c2Off: number, dhOff: number, dc2Off: number, N: number, U: number, dzOut: number, dcOut: number): void;
 }
 
 export interface NativeStatus {
@@ -254,15 +257,77 @@ export function sumSquares(ts: tf.Tensor[]): number {
   return total;
 }
 
+/** The kernel names of the fused LSTM cell and its backward pass (registered on wasm only when the addon loads). */
+export const LSTM_KERNEL = 'CaptionerLstmCell';
+export const LSTM_GRAD_KERNEL = 'CaptionerLstmCellGrad';
+
+/** Checks the cell's operands: zx, rec [N, 4U] and every other one [N, U], all float32. */
+function lstmDims(name: string, wide: TensorInfo[], narrow: TensorInfo[]): [number, number] {
+  const [N, U4] = wide[0].shape;
+  const U = U4 / 4;
+  const fits = (t: TensorInfo, cols: number) => t.dtype === 'float32' && t.shape.length === 2 && t.shape[0] === N && t.shape[1] === cols;
+  if (!Number.isInteger(U) || !wide.every((t) => fits(t, U4)) || !narrow.every((t) => fits(t, U))) {
+    throw new Error(`${name}: expected float32 [N, 4U] pre-activations and [N, U] states, got ${[...wide, ...narrow].map((t) => `[${t.shape}]`).join(', ')}`);
+  }
+  return [N, U];
+}
+
+/**
+ * CaptionerLstmCell: inputs zx, rec [N, 4U] (their sum is the gates' pre-activation, gates i, f, g, o) and
+ * c [N, U]. Outputs h = o tanh(c') and c' = f c + i g, both [N, U]. One pass in native code.
+ */
+const lstmKernel = ((args: Args) => {
+  const { backend } = args;
+  const { zx, rec, c } = args.inputs as Record<'zx' | 'rec' | 'c', TensorInfo>;
+  if (!addon) throw new Error(`${LSTM_KERNEL}: the native addon is not loaded`);
+  const [N, U] = lstmDims(LSTM_KERNEL, [zx, rec], [c]);
+  const h = backend.makeOutput([N, U], 'float32');
+  const c2 = backend.makeOutput([N, U], 'float32');
+  addon.lstm(backend.wasm.HEAPU8.buffer as ArrayBuffer, offsetOf(backend, zx), offsetOf(backend, rec), offsetOf(backend, c), N, U, offsetOf(backend, h), offsetOf(backend, c2));
+  return [h, c2];
+}) as unknown as KernelFunc;
+
+/**
+ * CaptionerLstmCellGrad: inputs zx, rec, c (the cell's inputs), c2 (its new cell state), dh and dc2 (the
+ * gradients reaching h and c'). Outputs dz [N, 4U] (the gradient of zx and of rec) and dc [N, U].
+ */
+const lstmGradKernel = ((args: Args) => {
+  const { backend } = args;
+  const { zx, rec, c, c2, dh, dc2 } = args.inputs as Record<'zx' | 'rec' | 'c' | 'c2' | 'dh' | 'dc2', TensorInfo>;
+  if (!addon) throw new Error(`${LSTM_GRAD_KERNEL}: the native addon is not loaded`);
+  const [N, U] = lstmDims(LSTM_GRAD_KERNEL, [zx, rec], [c, c2, dh, dc2]);
+  const dz = backend.makeOutput([N, 4 * U], 'float32');
+  const dc = backend.makeOutput([N, U], 'float32');
+  const o = (t: TensorInfo) => offsetOf(backend, t);
+  addon.lstmGrad(backend.wasm.HEAPU8.buffer as ArrayBuffer, o(zx), o(rec), o(c), o(c2), o(dh), o(dc2), N, U, o(dz), o(dc));
+  return [dz, dc];
+}) as unknown as KernelFunc;
+
+/** The cell's gradient for autograd: both pre-activation inputs get dz, the old cell state dc. */
+const lstmGradConfig = {
+  kernelName: LSTM_KERNEL,
+  inputsToSave: ['zx', 'rec', 'c'],
+  outputsToSave: [false, true],
+  gradFunc: (dys: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+    const [dh, dc2] = dys as tf.Tensor[];
+    const [zx, rec, c, c2] = saved;
+    const [dz, dc] = tf.engine().runKernel(LSTM_GRAD_KERNEL, { zx, rec, c, c2, dh, dc2 }) as tf.Tensor[];
+    return { zx: () => dz, rec: () => tf.clone(dz), c: () => dc };
+  },
+};
+
 /** Register the native kernels on wasm when the addon is there (idempotent). */
 export function registerNativeKernels(): boolean {
   if (!nativeStatus().available) return false;
   if (!tf.getKernel(XENT_KERNEL, 'wasm')) tf.registerKernel({ kernelName: XENT_KERNEL, backendName: 'wasm', kernelFunc: xentKernel });
   if (!tf.getKernel(ADAM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ADAM_KERNEL, backendName: 'wasm', kernelFunc: adamKernel });
+  if (!tf.getKernel(LSTM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: LSTM_KERNEL, backendName: 'wasm', kernelFunc: lstmKernel });
+  if (!tf.getKernel(LSTM_GRAD_KERNEL, 'wasm')) tf.registerKernel({ kernelName: LSTM_GRAD_KERNEL, backendName: 'wasm', kernelFunc: lstmGradKernel });
+  if (!tf.getGradient(LSTM_KERNEL)) tf.registerGradient(lstmGradConfig);
   return true;
 }
 
-/** Whether a native kernel (XENT_KERNEL, ADAM_KERNEL) can run on the active backend now. */
+/** Whether a native kernel (XENT_KERNEL, ADAM_KERNEL, LSTM_KERNEL) can run on the active backend now. */
 export function nativeKernelReady(kernelName: string): boolean {
   return nativeActive() && tf.getBackend() === 'wasm' && tf.getKernel(kernelName, 'wasm') != null;
 }

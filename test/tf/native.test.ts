@@ -11,8 +11,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend, blasNote } from '../../src/tf/backend.js';
-import { XENT_KERNEL, addonPath, nativeActive, nativeKernelReady, nativeStatus, setBlasThreads, shareBlasThreads, useNative, defaultBlasThreads } from '../../src/tf/native.js';
-import { softmaxCrossEntropy } from '../../src/model/ops.js';
+import { LSTM_KERNEL, XENT_KERNEL, addonPath, nativeActive, nativeKernelReady, nativeStatus, setBlasThreads, shareBlasThreads, useNative, defaultBlasThreads } from '../../src/tf/native.js';
+import { lstmCell, softmaxCrossEntropy } from '../../src/model/ops.js';
 import { Adam } from '../../src/train/adam.js';
 import { rng } from '../../src/util/random.js';
 import { expectClose, randArray, size } from '../helpers/arrays.js';
@@ -142,6 +142,41 @@ describe('the fused softmax cross-entropy kernel', () => {
   });
 });
 
+describe('the fused LSTM cell', () => {
+  withAddon('gives the tfjs ops\' h, c and gradients, saturated gates included, over several chained steps', () => {
+    const r = rng(11);
+    const N = 5;
+    const U = 24; // not a multiple of the vector width: the loops' tails run too
+    const T = 3;
+    const zx = Array.from({ length: T }, () => randArray(r, N * 4 * U).map((x, i) => (i % 17 === 0 ? x * 60 : x * 3)));
+    const rw = randArray(r, U * 4 * U).map((x) => x * 0.5);
+    const c0 = randArray(r, N * U);
+    const wh = randArray(r, N * U);
+    const f = () => {
+      const inputs = [...zx.map((z) => tf.tensor2d(z, [N, 4 * U])), tf.tensor2d(rw, [U, 4 * U]), tf.tensor2d(c0, [N, U])];
+      // a scalar of every step's h and the last c, through the recurrence: rec = h W
+      const loss = (...xs: tf.Tensor[]) => {
+        const w = xs[T] as tf.Tensor2D;
+        let c = xs[T + 1] as tf.Tensor2D;
+        let h = tf.zeros([N, U]) as tf.Tensor2D;
+        let total: tf.Tensor = tf.scalar(0);
+        for (let t = 0; t < T; t++) {
+          [h, c] = lstmCell(xs[t] as tf.Tensor2D, tf.matMul(h, w), c);
+          total = tf.add(total, tf.sum(tf.mul(h, tf.tensor2d(wh, [N, U]))));
+        }
+        return tf.add(total, tf.sum(tf.square(c))) as tf.Scalar;
+      };
+      const [h1, c1] = lstmCell(inputs[0] as tf.Tensor2D, tf.zeros([N, 4 * U]), inputs[T + 1] as tf.Tensor2D);
+      const { value, grads } = tf.valueAndGrads(loss)(inputs);
+      return [h1, c1, value, ...grads];
+    };
+    expect(nativeKernelReady(LSTM_KERNEL)).toBe(true);
+    const [blas, wasm] = bothWays(f);
+    expect(blas).toHaveLength(3 + T + 2);
+    for (let i = 0; i < blas.length; i++) expectClose(blas[i], wasm[i], 1e-5);
+  });
+});
+
 describe('the fused Adam update', () => {
   withAddon('gives the weights, moments and gradient norm of the tfjs update, with clipping on and off', async () => {
     const r = rng(5);
@@ -190,6 +225,10 @@ describe('guards and threads', () => {
     expect(() => addon.sgemm(heap, false, false, 2, 2, 2, 1, 2, 2, 16, 2, 0, 32, 2)).toThrow(RangeError); // misaligned
     expect(() => addon.sgemm(new Float32Array(4), false, false, 1, 1, 1, 1, 0, 1, 0, 1, 0, 0, 1)).toThrow(TypeError); // not an ArrayBuffer
     expect(() => addon.xent(heap, 0, 0, 0, 4, 8, 1, 0, 0)).toThrow(RangeError);
+    const lstm = addon as unknown as { lstm: (...a: unknown[]) => void; lstmGrad: (...a: unknown[]) => void };
+    expect(() => lstm.lstm(heap, 0, 4, 0, 1, 4, 0, 0)).toThrow(RangeError); // rec [1, 16] from byte 4 runs past the end
+    expect(() => lstm.lstmGrad(heap, 0, 0, 0, 0, 0, 0, 1, 4, 8, 0)).toThrow(RangeError); // dz [1, 16] from byte 8
+    expect(() => lstm.lstm(heap, 0, 0, 0, -1, 4, 0, 0)).toThrow(TypeError); // a negative size
     // inside: 2x2 identity times [1 2; 3 4] lands in C
     const f = new Float32Array(heap);
     f.set([1, 0, 0, 1, 1, 2, 3, 4]);

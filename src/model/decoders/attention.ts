@@ -24,7 +24,7 @@
 import { tf } from '../../tf/tf.js';
 import { ModelError } from '../../errors.js';
 import { glorot, orthogonalRows } from '../spec.js';
-import { gatherRows, softmaxCrossEntropy } from '../ops.js';
+import { gatherRows, lstmCell, softmaxCrossEntropy } from '../ops.js';
 import { rng } from '../../util/random.js';
 import { computeFeatureNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
@@ -283,10 +283,7 @@ export class AttentionDecoder implements Decoder {
     const alpha = tf.softmax(scores) as tf.Tensor2D; // [N, P]
     const context = attend(alpha, aT, a); // [N, C]
     const z = tf.mul(tf.sigmoid(tf.add(gate, w['gate/bias'])), context) as tf.Tensor2D; // [N, C]
-    const gates = tf.add(tf.add(zx, rec), tf.matMul(z, w['lstm/context'])); // [N, 4U]
-    const [gi, gf, gg, go] = tf.split(gates, 4, 1);
-    const c2 = tf.add(tf.mul(tf.sigmoid(gf), c), tf.mul(tf.sigmoid(gi), tf.tanh(gg))) as tf.Tensor2D; // [N, U]
-    const h2 = tf.mul(tf.sigmoid(go), tf.tanh(c2)) as tf.Tensor2D; // [N, U]
+    const [h2, c2] = lstmCell(zx as tf.Tensor2D, tf.add(rec, tf.matMul(z, w['lstm/context'])) as tf.Tensor2D, c); // [N, U] each
     return { h: h2, c: c2, z, alpha };
   }
 

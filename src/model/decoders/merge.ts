@@ -8,7 +8,7 @@ import { tf } from '../../tf/tf.js';
 import { ModelError } from '../../errors.js';
 import { rng } from '../../util/random.js';
 import { glorot, orthogonalRows } from '../spec.js';
-import { gatherRows, softmaxCrossEntropy } from '../ops.js';
+import { gatherRows, lstmCell, lstmSequence, softmaxCrossEntropy } from '../ops.js';
 import { computeFeatureNorm, meanPool } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
 import type { CaptionBatch, Decoder, DecoderKind, DecoderState, FeatureNorm, LossOptions, LossTerms, StepResult } from './types.js';
@@ -196,11 +196,7 @@ export class MergeDecoder implements Decoder {
 
   /** One LSTM cell update from precomputed input projections z_x [N, 4U]. */
   private cell(zx: tf.Tensor, h: tf.Tensor2D, c: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] {
-    const z = tf.add(zx, tf.matMul(h, this.weights['lstm/recurrent'])); // [N, 4U]
-    const [zi, zf, zg, zo] = tf.split(z, 4, 1);
-    const c2 = tf.add(tf.mul(tf.sigmoid(zf), c), tf.mul(tf.sigmoid(zi), tf.tanh(zg))) as tf.Tensor2D;
-    const h2 = tf.mul(tf.sigmoid(zo), tf.tanh(c2)) as tf.Tensor2D;
-    return [h2, c2];
+    return lstmCell(zx as tf.Tensor2D, tf.matMul(h, this.weights['lstm/recurrent']), c); // rec [N, 4U]
   }
 
   /** Merge LSTM outputs [N, U] with image projections [N, I], then Dense + relu -> [N, hiddenUnits]. */
@@ -211,7 +207,7 @@ export class MergeDecoder implements Decoder {
 
   /**
    * Hidden activations [B * T, hiddenUnits] for every input position (teacher forcing), row b * T + t.
-   * One matmul projects all embeddings [B*T, E] x [E, 4U]; the recurrence then runs T cheap steps.
+   * The LSTM runs as one op over all T steps (ops.ts lstmSequence, with its own backward pass).
    */
   private trunk(batch: CaptionBatch, training: boolean, seed: number, positions?: Int32Array): tf.Tensor2D {
     const { size: B, steps: T } = batch;
@@ -220,16 +216,7 @@ export class MergeDecoder implements Decoder {
     const img = this.imageBranch(tf.tensor2d(batch.images, [B, this.inputSize]), training, seed); // [B, I]
     let emb: tf.Tensor = gatherRows(w['embedding'] as tf.Tensor2D, batch.inputs); // [B*T, E]
     if (training && s.dropout > 0) emb = tf.dropout(emb, s.dropout, undefined, seed + 1);
-    const zx = tf.reshape(tf.add(tf.matMul(emb as tf.Tensor2D, w['lstm/kernel']), w['lstm/bias']), [B, T, 4 * s.units]); // [B, T, 4U]
-    const zs = tf.unstack(zx, 1); // T x [B, 4U]
-    let h = tf.zeros([B, s.units]) as tf.Tensor2D;
-    let c = tf.zeros([B, s.units]) as tf.Tensor2D;
-    const hs: tf.Tensor2D[] = [];
-    for (let t = 0; t < T; t++) {
-      [h, c] = this.cell(zs[t], h, c);
-      hs.push(h);
-    }
-    const hAll = tf.reshape(tf.stack(hs, 1), [B * T, s.units]); // [B*T, U]
+    const hAll = lstmSequence(emb as tf.Tensor2D, w['lstm/kernel'] as tf.Tensor2D, w['lstm/recurrent'] as tf.Tensor2D, w['lstm/bias'] as tf.Tensor1D, B, T); // [B*T, U]
     // the image projection is the same at every step: repeat each image row T times -> [B*T, I]
     const imgAll = tf.reshape(tf.tile(tf.expandDims(img, 1), [1, T, 1]), [B * T, s.imageUnits]);
     if (positions) {
