@@ -17,7 +17,7 @@ import { Adam, byWeightName } from '#dist/train/adam.js';
 import { createParallelTrainer, resolveWorkers } from '#dist/train/parallel/trainer.js';
 import { rng } from '#dist/util/random.js';
 import { blasNote } from '#dist/tf/backend.js';
-import { defaultBlasThreads, nativeActive, useNative } from '#dist/tf/native.js';
+import { defaultBlasThreads, nativeActive, setBlasThreads, useNative } from '#dist/tf/native.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 
 export interface TrainBenchSizes {
@@ -285,20 +285,50 @@ export const bench: BenchModule = {
         }
       }
       const auto = resolveWorkers('auto');
-      const configs: { workers: number; update: 'main' | 'sharded'; label: string }[] = [
+      const autoNote = auto === 2 ? ' (= auto here)' : '';
+      type Config = { workers: number; update: 'main' | 'sharded'; label: string; pair?: string; env?: Record<string, string>; mainNative?: boolean; blasThreads?: number };
+      const configs: Config[] = [
         { workers: 1, update: 'main', label: `data-parallel ${engine}, workers 1` },
-        { workers: 2, update: 'main', label: `data-parallel ${engine}, workers 2 (main-thread Adam)` },
-        { workers: 2, update: 'sharded', label: `data-parallel ${engine}, workers 2 (sharded Adam)` },
-        ...(auto > 2 ? [{ workers: auto, update: 'main' as const, label: `data-parallel ${engine}, workers auto (${auto})` }] : []),
+        { workers: 2, update: 'main', label: `data-parallel ${engine}, workers 2${autoNote} (main-thread Adam)` },
+        { workers: 2, update: 'sharded', label: `data-parallel ${engine}, workers 2${autoNote} (sharded Adam)`, pair: 'default' },
+        ...(auto > 2 ? [{ workers: auto, update: 'sharded' as const, label: `data-parallel ${engine}, workers auto (${auto}, sharded Adam)` }] : []),
       ];
+      if (blas) {
+        // The engine's own scaling, one core per replica: with the addon one replica's products already
+        // spread over every core, so "workers 2 / workers 1" above compares two ways of using 2 cores.
+        // Here workers 1 (a main-thread replica) gets 1 BLAS thread too, as each of 2 workers does (cores / 2),
+        // and then the same on wasm's own kernels (the workers read CAPTIONER_NATIVE=0 from the environment
+        // they start with; the main-thread replica of workers 1 is switched with useNative).
+        configs.push(
+          { workers: 1, update: 'main', label: `data-parallel ${engine}, workers 1, 1 BLAS thread`, blasThreads: 1 },
+          { workers: 2, update: 'sharded', label: `data-parallel ${engine}, workers 2, 1 BLAS thread each (sharded Adam)`, blasThreads: 1, pair: 'one BLAS thread' },
+          { workers: 1, update: 'main', label: 'data-parallel wasm kernels only, workers 1', env: { CAPTIONER_NATIVE: '0' }, mainNative: false },
+          { workers: 2, update: 'sharded', label: 'data-parallel wasm kernels only, workers 2 (sharded Adam)', env: { CAPTIONER_NATIVE: '0' }, mainNative: false, pair: 'wasm only' },
+        );
+      }
       let oneWorker = 0;
       for (const c of configs) {
-        const p = await timeParallel(mergeWorkload(s), c.workers, steps, c.update);
+        const saved = Object.fromEntries(Object.keys(c.env ?? {}).map((k) => [k, process.env[k]]));
+        Object.assign(process.env, c.env ?? {});
+        if (c.mainNative === false) useNative(false);
+        const threadsBefore = c.blasThreads !== undefined ? setBlasThreads(c.blasThreads) : 0;
+        let p: Awaited<ReturnType<typeof timeParallel>>;
+        try {
+          p = await timeParallel(mergeWorkload(s), c.workers, c.env?.CAPTIONER_NATIVE === '0' ? (options.quick ? 1 : 2) : steps, c.update);
+        } finally {
+          useNative(true);
+          if (threadsBefore > 0) setBlasThreads(threadsBefore);
+          for (const [k, v] of Object.entries(saved)) {
+            if (v === undefined) delete process.env[k];
+            else process.env[k] = v;
+          }
+        }
         const v = p.tokensPerStep / p.secondsPerStep;
         if (c.workers === 1) oneWorker = v;
         const split = `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
-        const vsOne = c.workers > 1 && oneWorker ? `; ${(v / oneWorker).toFixed(2)}x workers 1` : '';
-        measured.push({ name: c.label, tps: v, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split}${blas ? `; BLAS threads per worker: ${Math.max(1, Math.floor(defaultBlasThreads() / c.workers))}` : ''}` });
+        const vsOne = c.workers > 1 && oneWorker ? `; **${(v / oneWorker).toFixed(2)}x workers 1** (${c.pair ?? 'default'} pair)` : '';
+        const threads = !blas || c.env?.CAPTIONER_NATIVE === '0' ? '' : `; BLAS threads per worker: ${c.blasThreads ?? Math.max(1, Math.floor(defaultBlasThreads() / c.workers))}`;
+        measured.push({ name: c.label, tps: v, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split}${threads}` });
       }
       if (first?.threads !== undefined && first.blasThreads !== undefined) peers.push(await torchPeer(s, steps, { threads: first.threads, blasThreads: first.blasThreads }));
       const got = peers.filter((x): x is NonNullable<typeof x> => x !== null);

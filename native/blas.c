@@ -15,6 +15,12 @@
 //   adam(heap, xOff, gOff, mOff, vOff, n, gscale, beta1, beta2, lr, eps, xOut, mOut, vOut): one Adam
 //                                     update with the gradient scaled by gscale (clipping), written to
 //                                     the three outputs (they may be the inputs)
+//   reduceBlocks(grads: Float32Array, total, parts, from, to, block, sums: Float64Array): sums the first
+//                                     `parts` regions of `total` floats into region 0 over [from, to)
+//                                     (accumulated in double, region order), and writes each block's sum
+//                                     of squares (in double) to sums; the typed arrays may be shared
+//   adamArrays(w, m, v, g: Float32Array, from, to, gscale, beta1, beta2, lr, eps): adam's update in
+//                                     place over [from, to) of host (or shared) arrays
 //   lstm(heap, zxOff, recOff, cOff, N, U, hOut, cOut): one LSTM cell on pre-activations zx + rec [N, 4U]
 //                                     (gates i, f, g, o) and cell state c [N, U]; writes h and c' [N, U]
 //   lstmGrad(heap, zxOff, recOff, cOff, c2Off, dhOff, dc2Off, N, U, dzOut, dcOut): its backward pass,
@@ -325,6 +331,85 @@ static napi_value Adam(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// A Float32Array's (or Float64Array's) data and length, whatever its buffer (ArrayBuffer or shared).
+static bool typed_of(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
+  bool is = false;
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  if (napi_get_typedarray_info(env, v, &type, length, data, &buffer, &offset) != napi_ok || type != want) return false;
+  return *data != NULL || *length == 0;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void reduce_blocks(float *g, int64_t total, int64_t parts, int64_t from, int64_t to, int64_t block, double *sums) {
+  for (int64_t s0 = from, b = 0; s0 < to; s0 += block, b++) {
+    int64_t s1 = s0 + block < to ? s0 + block : to;
+    double sq = 0.0;
+    if (parts == 1) {
+      for (int64_t i = s0; i < s1; i++) sq += (double)g[i] * (double)g[i];
+    } else {
+      for (int64_t i = s0; i < s1; i++) {
+        double acc = g[i];
+        for (int64_t p = 1; p < parts; p++) acc += g[p * total + i];
+        float f = (float)acc;
+        g[i] = f;
+        sq += (double)f * (double)f;
+      }
+    }
+    sums[b] = sq;
+  }
+}
+
+static napi_value ReduceBlocks(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *g, *sums;
+  size_t gLen, sLen;
+  int64_t v[5];  // total parts from to block
+  if (argc != 7 || !typed_of(env, argv[0], napi_float32_array, &g, &gLen) || !ints(env, argv, 1, 5, v) ||
+      !typed_of(env, argv[6], napi_float64_array, &sums, &sLen)) {
+    napi_throw_type_error(env, NULL, "captioner_native.reduceBlocks: bad arguments");
+    return NULL;
+  }
+  int64_t total = v[0], parts = v[1], from = v[2], to = v[3], block = v[4];
+  if (total < 0 || parts < 1 || from < 0 || to < from || to > total || block < 1 || (double)parts * total > (double)gLen ||
+      (to - from + block - 1) / block > (int64_t)sLen) {
+    napi_throw_range_error(env, NULL, "captioner_native.reduceBlocks: ranges outside the arrays");
+    return NULL;
+  }
+  reduce_blocks((float *)g, total, parts, from, to, block, (double *)sums);
+  return NULL;
+}
+
+static napi_value AdamArrays(napi_env env, napi_callback_info info) {
+  size_t argc = 11;
+  napi_value argv[11];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *a[4];  // w m v g
+  size_t len[4];
+  int64_t r[2];  // from to
+  double h[5];   // gscale beta1 beta2 lr eps
+  bool ok = argc == 11 && ints(env, argv, 4, 2, r);
+  for (int i = 0; ok && i < 4; i++) ok = typed_of(env, argv[i], napi_float32_array, &a[i], &len[i]);
+  for (int i = 0; ok && i < 5; i++) ok = napi_get_value_double(env, argv[6 + i], &h[i]) == napi_ok;
+  if (!ok) {
+    napi_throw_type_error(env, NULL, "captioner_native.adamArrays: bad arguments");
+    return NULL;
+  }
+  for (int i = 0; i < 4; i++) ok = ok && r[0] >= 0 && r[1] >= r[0] && r[1] <= (int64_t)len[i];
+  if (!ok) {
+    napi_throw_range_error(env, NULL, "captioner_native.adamArrays: the range lies outside the arrays");
+    return NULL;
+  }
+  float *w = (float *)a[0] + r[0], *m = (float *)a[1] + r[0], *vv = (float *)a[2] + r[0];
+  adam_update(w, (const float *)a[3] + r[0], m, vv, r[1] - r[0], (float)h[0], (float)h[1], (float)h[2], (float)h[3],
+              (float)h[4], w, m, vv);
+  return NULL;
+}
+
 // The LSTM cell, forward and backward, one pass over each row (tfjs takes about 10 kernels for the
 // forward and 20 for its gradient). Gate order along 4U: input, forget, cell, output.
 // tanh through exp so that the whole loop vectorises (glibc's libmvec has expf but not tanhf); its
@@ -438,6 +523,8 @@ NAPI_MODULE_INIT() {
       {"xent", NULL, Xent, NULL, NULL, NULL, napi_default, NULL},
       {"sumSquares", NULL, SumSquares, NULL, NULL, NULL, napi_default, NULL},
       {"adam", NULL, Adam, NULL, NULL, NULL, napi_default, NULL},
+      {"reduceBlocks", NULL, ReduceBlocks, NULL, NULL, NULL, napi_default, NULL},
+      {"adamArrays", NULL, AdamArrays, NULL, NULL, NULL, napi_default, NULL},
       {"lstm", NULL, Lstm, NULL, NULL, NULL, napi_default, NULL},
       {"lstmGrad", NULL, LstmGrad, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -27,6 +27,8 @@ interface Addon {
   xent(heap: ArrayBuffer, zOff: number, biasOff: number, targetsOff: number, M: number, V: number, scale: number, dOff: number, dbOff: number): number;
   sumSquares(heap: ArrayBuffer, off: number, n: number): number;
   adam(heap: ArrayBuffer, xOff: number, gOff: number, mOff: number, vOff: number, n: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number, xOut: number, mOut: number, vOut: number): void;
+  reduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number, sums: Float64Array): void;
+  adamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number): void;
   lstm(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, N: number, U: number, hOut: number, cOut: number): void;
   lstmGrad(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, c2Off: number, dhOff: number, dc2Off: number, N: number, U: number, dzOut: number, dcOut: number): void;
 }
@@ -315,6 +317,24 @@ const lstmGradConfig = {
     return { zx: () => dz, rec: () => tf.clone(dz), c: () => dc };
   },
 };
+
+/**
+ * Host-array versions for data-parallel training's flat vectors (src/train/parallel/update.ts), on plain or
+ * shared Float32Arrays: the blockwise gradient reduction with its per-block sums of squares, and Adam in
+ * place. Undefined / false when the addon is not loaded (or is switched off) in this thread.
+ */
+export function nativeReduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number): Float64Array | undefined {
+  if (!nativeActive() || !addon) return undefined;
+  const sums = new Float64Array(Math.ceil((to - from) / block));
+  addon.reduceBlocks(grads, total, parts, from, to, block, sums);
+  return sums;
+}
+
+export function nativeAdamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number }): boolean {
+  if (!nativeActive() || !addon) return false;
+  addon.adamArrays(w, m, v, g, from, to, a.gscale, a.beta1, a.beta2, a.lr, a.epsilon);
+  return true;
+}
 
 /** Register the native kernels on wasm when the addon is there (idempotent). */
 export function registerNativeKernels(): boolean {

@@ -13,7 +13,8 @@ import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import type { NamedArray } from '../../model/io.js';
 import type { tf } from '../../tf/tf.js';
 import { mixSeed } from '../data.js';
-import { adamFactors, adamRange, flatLayout, loadMoments, momentArrays, normOf, packWeights, reduceRange, shardRanges, unpackWeights, type AdamHyper, type FlatLayout } from './flat.js';
+import { adamFactors, flatLayout, loadMoments, momentArrays, normOf, packWeights, shardRanges, unpackWeights, type AdamHyper, type FlatLayout } from './flat.js';
+import { applyAdam, reduceGradients } from './update.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 import { threadCpuMs } from './cpu.js';
 import { buildDecoder, featureSizeOf, kindShapes, loadFlat, sliceGradient, type SliceWeights, type ReplicaKind, type ReplicaSpec, type TrainableDecoder } from './replica.js';
@@ -162,9 +163,9 @@ class Trainer implements ParallelTrainer {
         const { scale, lr } = adamFactors(this.hyper, t, norm);
         await Promise.all(ranges.map(([a, b], i) => this.engine.adam!(i, this.hyper, a, b, scale, lr)));
       } else {
-        norm = normOf(reduceRange(this.grads, total, parts, 0, total));
+        norm = normOf(reduceGradients(this.grads, total, parts, 0, total));
         const { scale, lr } = adamFactors(this.hyper, t, norm);
-        adamRange(this.hyper, this.weights, this.m, this.v, this.grads, 0, total, scale, lr);
+        applyAdam(this.hyper, this.weights, this.m, this.v, this.grads, 0, total, scale, lr);
       }
       this.iterations = t;
       const t2 = performance.now();

@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../../tf/backend.js';
 import { threadCpuMs } from './cpu.js';
-import { adamRange, reduceRange } from './flat.js';
+import { applyAdam, reduceGradients } from './update.js';
 import { buildDecoder, loadFlat, sliceGradient, type TrainableDecoder } from './replica.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 
@@ -46,13 +46,13 @@ async function handle(msg: ToWorker): Promise<void> {
     }
     case 'reduce': {
       const t0 = performance.now();
-      const blocks = reduceRange(grads, total, msg.parts, msg.from, msg.to);
+      const blocks = reduceGradients(grads, total, msg.parts, msg.from, msg.to);
       send({ op: 'done', id: msg.id, blocks, ms: { compute: performance.now() - t0 } });
       return;
     }
     case 'adam': {
       const t0 = performance.now();
-      adamRange(msg.hyper, weights, m, v, grads, msg.from, msg.to, msg.scale, msg.lr);
+      applyAdam(msg.hyper, weights, m, v, grads, msg.from, msg.to, msg.scale, msg.lr);
       send({ op: 'done', id: msg.id, ms: { compute: performance.now() - t0 } });
     }
   }
