@@ -21,6 +21,10 @@
 //                                     of squares (in double) to sums; the typed arrays may be shared
 //   adamArrays(w, m, v, g: Float32Array, from, to, gscale, beta1, beta2, lr, eps): adam's update in
 //                                     place over [from, to) of host (or shared) arrays
+//   attn(heap, encOff, attOff, wOff, N, P, A, sOut): attention scores s[n, p] = w . tanh(enc[n, p] + att[n])
+//                                     for enc [N, P, A], att [N, A], w [A] -> s [N, P]
+//   attnGrad(heap, encOff, attOff, wOff, dsOff, N, P, A, dEncOut, dAttOut, dwOut): its backward pass,
+//                                     recomputing the tanh: dEnc [N, P, A], dAtt [N, A], dw [A]
 //   lstm(heap, zxOff, recOff, cOff, N, U, hOut, cOut): one LSTM cell on pre-activations zx + rec [N, 4U]
 //                                     (gates i, f, g, o) and cell state c [N, U]; writes h and c' [N, U]
 //   lstmGrad(heap, zxOff, recOff, cOff, c2Off, dhOff, dc2Off, N, U, dzOut, dcOut): its backward pass,
@@ -515,6 +519,90 @@ static napi_value LstmGrad(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// Additive attention scores (Show, Attend and Tell), forward and backward, one pass over the [N, P, A]
+// grid each way; tfjs took five elementwise kernels forward and, back, four more plus a transpose, a
+// reduction over P and a product. The backward pass recomputes the tanh instead of keeping it per step.
+static inline float attn_row(const float *restrict e, const float *restrict at, const float *restrict w, int64_t A) {
+  float dot = 0.0f;
+  for (int64_t a = 0; a < A; a++) dot += tanh_(e[a] + at[a]) * w[a];
+  return dot;
+}
+
+static inline void attn_grad_row(const float *restrict e, const float *restrict at, const float *restrict w, float ds,
+                                 int64_t A, float *restrict de, float *restrict dat, float *restrict dw) {
+  for (int64_t a = 0; a < A; a++) {
+    float y = tanh_(e[a] + at[a]);
+    float g = ds * w[a] * (1.0f - y * y);
+    de[a] = g;
+    dat[a] += g;
+    dw[a] += y * ds;
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void attn_rows(const float *enc, const float *att, const float *w, int64_t N, int64_t P, int64_t A, float *s) {
+  for (int64_t n = 0; n < N; n++) {
+    for (int64_t p = 0; p < P; p++) s[n * P + p] = attn_row(enc + (n * P + p) * A, att + n * A, w, A);
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void attn_grad_rows(const float *enc, const float *att, const float *w, const float *ds, int64_t N, int64_t P,
+                           int64_t A, float *de, float *dat, float *dw) {
+  for (int64_t i = 0; i < N * A; i++) dat[i] = 0.0f;
+  for (int64_t a = 0; a < A; a++) dw[a] = 0.0f;
+  for (int64_t n = 0; n < N; n++) {
+    for (int64_t p = 0; p < P; p++) {
+      int64_t r = n * P + p;
+      attn_grad_row(enc + r * A, att + n * A, w, ds[r], A, de + r * A, dat + n * A, dw);
+    }
+  }
+}
+
+static napi_value Attn(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *heap;
+  size_t bytes;
+  int64_t d[3];  // N P A
+  if (argc != 8 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 4, 3, d) || d[0] < 0 || d[1] < 0 || d[2] < 0) {
+    napi_throw_type_error(env, NULL, "captioner_native.attn: bad arguments");
+    return NULL;
+  }
+  int64_t N = d[0], P = d[1], A = d[2], o[4];  // enc att w s
+  int64_t in_sizes[3] = {N * P * A, N * A, A}, out_sizes[1] = {N * P};
+  if (!arrays_inside(env, argv, 1, 3, in_sizes, bytes, o) || !arrays_inside(env, argv, 7, 1, out_sizes, bytes, o + 3)) {
+    napi_throw_range_error(env, NULL, "captioner_native.attn: an array lies outside the heap");
+    return NULL;
+  }
+  attn_rows((const float *)(heap + o[0]), (const float *)(heap + o[1]), (const float *)(heap + o[2]), N, P, A,
+            (float *)(heap + o[3]));
+  return NULL;
+}
+
+static napi_value AttnGrad(napi_env env, napi_callback_info info) {
+  size_t argc = 11;
+  napi_value argv[11];
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *heap;
+  size_t bytes;
+  int64_t d[3];  // N P A
+  if (argc != 11 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 5, 3, d) || d[0] < 0 || d[1] < 0 || d[2] < 0) {
+    napi_throw_type_error(env, NULL, "captioner_native.attnGrad: bad arguments");
+    return NULL;
+  }
+  int64_t N = d[0], P = d[1], A = d[2], o[7];  // enc att w ds dEnc dAtt dw
+  int64_t in_sizes[4] = {N * P * A, N * A, A, N * P}, out_sizes[3] = {N * P * A, N * A, A};
+  if (!arrays_inside(env, argv, 1, 4, in_sizes, bytes, o) || !arrays_inside(env, argv, 8, 3, out_sizes, bytes, o + 4)) {
+    napi_throw_range_error(env, NULL, "captioner_native.attnGrad: an array lies outside the heap");
+    return NULL;
+  }
+  attn_grad_rows((const float *)(heap + o[0]), (const float *)(heap + o[1]), (const float *)(heap + o[2]),
+                 (const float *)(heap + o[3]), N, P, A, (float *)(heap + o[4]), (float *)(heap + o[5]), (float *)(heap + o[6]));
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"load", NULL, Load, NULL, NULL, NULL, napi_default, NULL},
@@ -525,6 +613,8 @@ NAPI_MODULE_INIT() {
       {"adam", NULL, Adam, NULL, NULL, NULL, napi_default, NULL},
       {"reduceBlocks", NULL, ReduceBlocks, NULL, NULL, NULL, napi_default, NULL},
       {"adamArrays", NULL, AdamArrays, NULL, NULL, NULL, napi_default, NULL},
+      {"attn", NULL, Attn, NULL, NULL, NULL, napi_default, NULL},
+      {"attnGrad", NULL, AttnGrad, NULL, NULL, NULL, napi_default, NULL},
       {"lstm", NULL, Lstm, NULL, NULL, NULL, napi_default, NULL},
       {"lstmGrad", NULL, LstmGrad, NULL, NULL, NULL, napi_default, NULL},
   };

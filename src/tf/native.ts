@@ -7,7 +7,8 @@
 // Owns: finding and loading the addon and the BLAS library, the BLAS thread count, and the wasm kernels
 // that call it (BatchMatMul / _FusedMatMul routes used by ./kernels.ts, CaptionerSoftmaxXent, and the
 // fused Adam update CaptionerAdam with its gradient norm, used by src/train/adam.ts, and the LSTM cell
-// CaptionerLstmCell with its gradient, used by src/model/ops.ts).
+// CaptionerLstmCell with its gradient, used by src/model/ops.ts, and the attention scores
+// CaptionerAttentionScores with theirs, used by the attention decoder).
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -29,6 +30,8 @@ interface Addon {
   adam(heap: ArrayBuffer, xOff: number, gOff: number, mOff: number, vOff: number, n: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number, xOut: number, mOut: number, vOut: number): void;
   reduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number, sums: Float64Array): void;
   adamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number): void;
+  attn(heap: ArrayBuffer, encOff: number, attOff: number, wOff: number, N: number, P: number, A: number, sOut: number): void;
+  attnGrad(heap: ArrayBuffer, encOff: number, attOff: number, wOff: number, dsOff: number, N: number, P: number, A: number, dEncOut: number, dAttOut: number, dwOut: number): void;
   lstm(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, N: number, U: number, hOut: number, cOut: number): void;
   lstmGrad(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, c2Off: number, dhOff: number, dc2Off: number, N: number, U: number, dzOut: number, dcOut: number): void;
 }
@@ -318,6 +321,55 @@ const lstmGradConfig = {
   },
 };
 
+/** The kernel names of the fused attention scores and their backward pass (wasm with the addon only). */
+export const ATTENTION_KERNEL = 'CaptionerAttentionScores';
+export const ATTENTION_GRAD_KERNEL = 'CaptionerAttentionScoresGrad';
+
+/** Checks enc [N, P, A], att [N, A], w [A] (or [A, 1]), float32; returns [N, P, A]. */
+function attentionDims(name: string, enc: TensorInfo, att: TensorInfo, w: TensorInfo): [number, number, number] {
+  const [N, P, A] = enc.shape;
+  const ok = enc.shape.length === 3 && [enc, att, w].every((t) => t.dtype === 'float32') && att.shape.length === 2 && att.shape[0] === N && att.shape[1] === A && sizeOf(w.shape) === A;
+  if (!ok) throw new Error(`${name}: expected float32 enc [N, P, A], att [N, A], w [A], got [${enc.shape}], [${att.shape}], [${w.shape}]`);
+  return [N, P, A];
+}
+
+/**
+ * CaptionerAttentionScores: inputs enc [N, P, A], att [N, A], w [A] (or [A, 1]); output the scores
+ * s [N, P], s[n, p] = w . tanh(enc[n, p] + att[n]). One pass in native code.
+ */
+const attentionKernel = ((args: Args) => {
+  const { backend } = args;
+  const { enc, att, w } = args.inputs as Record<'enc' | 'att' | 'w', TensorInfo>;
+  if (!addon) throw new Error(`${ATTENTION_KERNEL}: the native addon is not loaded`);
+  const [N, P, A] = attentionDims(ATTENTION_KERNEL, enc, att, w);
+  const s = backend.makeOutput([N, P], 'float32');
+  addon.attn(backend.wasm.HEAPU8.buffer as ArrayBuffer, offsetOf(backend, enc), offsetOf(backend, att), offsetOf(backend, w), N, P, A, offsetOf(backend, s));
+  return s;
+}) as unknown as KernelFunc;
+
+/** CaptionerAttentionScoresGrad: inputs enc, att, w and ds [N, P]; outputs dEnc [N, P, A], dAtt [N, A], dw (w's shape). */
+const attentionGradKernel = ((args: Args) => {
+  const { backend } = args;
+  const { enc, att, w, ds } = args.inputs as Record<'enc' | 'att' | 'w' | 'ds', TensorInfo>;
+  if (!addon) throw new Error(`${ATTENTION_GRAD_KERNEL}: the native addon is not loaded`);
+  const [N, P, A] = attentionDims(ATTENTION_GRAD_KERNEL, enc, att, w);
+  if (ds.dtype !== 'float32' || sizeOf(ds.shape) !== N * P) throw new Error(`${ATTENTION_GRAD_KERNEL}: expected float32 ds [${N}, ${P}], got [${ds.shape}]`);
+  const outs = [backend.makeOutput([N, P, A], 'float32'), backend.makeOutput([N, A], 'float32'), backend.makeOutput(w.shape, 'float32')];
+  const o = (t: TensorInfo) => offsetOf(backend, t);
+  addon.attnGrad(backend.wasm.HEAPU8.buffer as ArrayBuffer, o(enc), o(att), o(w), o(ds), N, P, A, o(outs[0]), o(outs[1]), o(outs[2]));
+  return outs;
+}) as unknown as KernelFunc;
+
+const attentionGradConfig = {
+  kernelName: ATTENTION_KERNEL,
+  inputsToSave: ['enc', 'att', 'w'],
+  gradFunc: (ds: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+    const [enc, att, w] = saved;
+    const [dEnc, dAtt, dw] = tf.engine().runKernel(ATTENTION_GRAD_KERNEL, { enc, att, w, ds: ds as tf.Tensor }) as tf.Tensor[];
+    return { enc: () => dEnc, att: () => dAtt, w: () => dw };
+  },
+};
+
 /**
  * Host-array versions for data-parallel training's flat vectors (src/train/parallel/update.ts), on plain or
  * shared Float32Arrays: the blockwise gradient reduction with its per-block sums of squares, and Adam in
@@ -344,10 +396,13 @@ export function registerNativeKernels(): boolean {
   if (!tf.getKernel(LSTM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: LSTM_KERNEL, backendName: 'wasm', kernelFunc: lstmKernel });
   if (!tf.getKernel(LSTM_GRAD_KERNEL, 'wasm')) tf.registerKernel({ kernelName: LSTM_GRAD_KERNEL, backendName: 'wasm', kernelFunc: lstmGradKernel });
   if (!tf.getGradient(LSTM_KERNEL)) tf.registerGradient(lstmGradConfig);
+  if (!tf.getKernel(ATTENTION_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ATTENTION_KERNEL, backendName: 'wasm', kernelFunc: attentionKernel });
+  if (!tf.getKernel(ATTENTION_GRAD_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ATTENTION_GRAD_KERNEL, backendName: 'wasm', kernelFunc: attentionGradKernel });
+  if (!tf.getGradient(ATTENTION_KERNEL)) tf.registerGradient(attentionGradConfig);
   return true;
 }
 
-/** Whether a native kernel (XENT_KERNEL, ADAM_KERNEL, LSTM_KERNEL) can run on the active backend now. */
+/** Whether a native kernel (XENT_KERNEL, ADAM_KERNEL, LSTM_KERNEL, ATTENTION_KERNEL) can run on the active backend now. */
 export function nativeKernelReady(kernelName: string): boolean {
   return nativeActive() && tf.getBackend() === 'wasm' && tf.getKernel(kernelName, 'wasm') != null;
 }

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend, blasNote } from '../../src/tf/backend.js';
-import { LSTM_KERNEL, XENT_KERNEL, addonPath, nativeActive, nativeKernelReady, nativeStatus, setBlasThreads, shareBlasThreads, useNative, defaultBlasThreads } from '../../src/tf/native.js';
+import { ATTENTION_KERNEL, LSTM_KERNEL, XENT_KERNEL, addonPath, nativeActive, nativeKernelReady, nativeStatus, setBlasThreads, shareBlasThreads, useNative, defaultBlasThreads } from '../../src/tf/native.js';
 import { lstmCell, softmaxCrossEntropy } from '../../src/model/ops.js';
 import { Adam } from '../../src/train/adam.js';
 import { rng } from '../../src/util/random.js';
@@ -177,6 +177,32 @@ describe('the fused LSTM cell', () => {
   });
 });
 
+describe('the fused attention scores', () => {
+  withAddon('give w . tanh(enc + att) and its gradients as the tfjs ops do, saturated tanh included', () => {
+    const r = rng(13);
+    const [N, P, A] = [3, 7, 20]; // A not a multiple of the vector width
+    const enc = randArray(r, N * P * A).map((x, i) => (i % 13 === 0 ? x * 50 : x * 2));
+    const att = randArray(r, N * A);
+    const w = randArray(r, A);
+    const ws = randArray(r, N * P);
+    const viaKernel = nativeKernelReady(ATTENTION_KERNEL);
+    expect(viaKernel).toBe(true);
+    const f = () => {
+      const xs = [tf.tensor3d(enc, [N, P, A]), tf.tensor2d(att, [N, A]), tf.tensor2d(w, [A, 1])];
+      const scores = (e: tf.Tensor, a: tf.Tensor, ww: tf.Tensor) =>
+        nativeKernelReady(ATTENTION_KERNEL)
+          ? (tf.engine().runKernel(ATTENTION_KERNEL, { enc: e, att: a, w: ww }) as tf.Tensor)
+          : tf.reshape(tf.matMul(tf.reshape(tf.tanh(tf.add(e, tf.expandDims(a, 1))), [N * P, A]), ww as tf.Tensor2D), [N, P]);
+      const { value, grads } = tf.valueAndGrads((e: tf.Tensor, a: tf.Tensor, ww: tf.Tensor) => tf.sum(tf.mul(scores(e, a, ww), tf.tensor2d(ws, [N, P]))) as tf.Scalar)(xs);
+      return [scores(xs[0], xs[1], xs[2]), value, ...grads];
+    };
+    const [blas, wasm] = bothWays(f);
+    expect(blas[0]).toHaveLength(N * P);
+    expect(blas[4]).toHaveLength(A);
+    for (let i = 0; i < blas.length; i++) expectClose(blas[i], wasm[i], 1e-5);
+  });
+});
+
 describe('the fused Adam update', () => {
   withAddon('gives the weights, moments and gradient norm of the tfjs update, with clipping on and off', async () => {
     const r = rng(5);
@@ -229,6 +255,9 @@ describe('guards and threads', () => {
     expect(() => lstm.lstm(heap, 0, 4, 0, 1, 4, 0, 0)).toThrow(RangeError); // rec [1, 16] from byte 4 runs past the end
     expect(() => lstm.lstmGrad(heap, 0, 0, 0, 0, 0, 0, 1, 4, 8, 0)).toThrow(RangeError); // dz [1, 16] from byte 8
     expect(() => lstm.lstm(heap, 0, 0, 0, -1, 4, 0, 0)).toThrow(TypeError); // a negative size
+    const attn = addon as unknown as { attn: (...a: unknown[]) => void; attnGrad: (...a: unknown[]) => void };
+    expect(() => attn.attn(heap, 0, 0, 0, 2, 3, 4, 0)).toThrow(RangeError); // enc [2, 3, 4] is 96 bytes
+    expect(() => attn.attnGrad(heap, 0, 0, 0, 0, 1, 2, 4, 0, 0, 60)).toThrow(RangeError); // dw [4] from byte 60
     // inside: 2x2 identity times [1 2; 3 4] lands in C
     const f = new Float32Array(heap);
     f.set([1, 0, 0, 1, 1, 2, 3, 4]);
