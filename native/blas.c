@@ -1,6 +1,9 @@
 // captioner_native: the matrix products of the tfjs wasm backend, run by the machine's OpenBLAS on the
-// wasm heap itself (no copies). OpenBLAS is opened with dlopen at load, so this file needs no BLAS
-// headers to build and the package installs where OpenBLAS is absent (load() then says why).
+// wasm heap itself (no copies), and the hot elementwise loops of training as single vectorised passes
+// (softmax cross-entropy, Adam, the LSTM cell, attention scores, each with its gradient where it has one,
+// and data-parallel training's reduction and Adam on shared host arrays). OpenBLAS is opened with dlopen
+// at load, so this file needs no BLAS headers to build and the package installs where OpenBLAS is absent
+// (load() then says why).
 //
 // JS API (see src/tf/native.ts):
 //   load(paths: string[]) -> { ok: true, library, config } | { ok: false, reason }
@@ -465,57 +468,71 @@ static void lstm_grad_rows(const float *zx, const float *rec, const float *c, co
   }
 }
 
-// Reads `n` byte offsets from argv[from..] and checks each array of sizes[i] floats lies inside the heap.
-static bool arrays_inside(napi_env env, napi_value *argv, size_t from, size_t n, const int64_t *sizes, size_t bytes, int64_t *offs) {
-  if (!ints(env, argv, from, n, offs)) return false;
-  for (size_t i = 0; i < n; i++) {
-    if (!inside(bytes, offs[i], 1, sizes[i], sizes[i])) return false;
+// The shared prologue of the fused heap kernels, whose arguments are: the heap, `nin` input byte offsets,
+// `ndims` non-negative sizes, `nout` output byte offsets. `sizes` gives every array's float count from the
+// sizes (inputs first); each array must lie inside the heap. False after throwing the JS error.
+typedef struct {
+  char *heap;
+  int64_t dims[4];
+  int64_t off[12];
+} HeapCall;
+
+static bool heap_call(napi_env env, napi_callback_info info, const char *name, size_t nin, size_t ndims, size_t nout,
+                      void (*sizes)(const int64_t *dims, int64_t *out), HeapCall *c) {
+  size_t want = 1 + nin + ndims + nout, argc = 16;
+  napi_value argv[16];
+  size_t bytes;
+  char msg[96];
+  int64_t size[12];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "captioner_native: N-API call failed");
+    return false;
+  }
+  bool ok = argc == want && heap_of(env, argv[0], &c->heap, &bytes) && ints(env, argv, 1, nin, c->off) &&
+            ints(env, argv, 1 + nin, ndims, c->dims) && ints(env, argv, 1 + nin + ndims, nout, c->off + nin);
+  for (size_t i = 0; ok && i < ndims; i++) ok = c->dims[i] >= 0;
+  if (!ok) {
+    snprintf(msg, sizeof msg, "captioner_native.%s: bad arguments", name);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  sizes(c->dims, size);
+  for (size_t i = 0; i < nin + nout; i++) {
+    if (!inside(bytes, c->off[i], 1, size[i], size[i])) {
+      snprintf(msg, sizeof msg, "captioner_native.%s: an array lies outside the heap", name);
+      napi_throw_range_error(env, NULL, msg);
+      return false;
+    }
   }
   return true;
 }
 
+#define F(i) ((float *)(c.heap + c.off[i]))
+
+// lstm: zx rec c | N U | h c2
+static void lstm_sizes(const int64_t *d, int64_t *z) {
+  int64_t s[5] = {d[0] * 4 * d[1], d[0] * 4 * d[1], d[0] * d[1], d[0] * d[1], d[0] * d[1]};
+  memcpy(z, s, sizeof s);
+}
+
 static napi_value Lstm(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8];
-  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char *heap;
-  size_t bytes;
-  int64_t dims[2];  // N U
-  if (argc != 8 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 4, 2, dims) || dims[0] < 0 || dims[1] < 0) {
-    napi_throw_type_error(env, NULL, "captioner_native.lstm: bad arguments");
-    return NULL;
-  }
-  int64_t N = dims[0], U = dims[1], o[5];  // zx rec c h c2
-  int64_t in_sizes[3] = {N * 4 * U, N * 4 * U, N * U}, out_sizes[2] = {N * U, N * U};
-  if (!arrays_inside(env, argv, 1, 3, in_sizes, bytes, o) || !arrays_inside(env, argv, 6, 2, out_sizes, bytes, o + 3)) {
-    napi_throw_range_error(env, NULL, "captioner_native.lstm: an array lies outside the heap");
-    return NULL;
-  }
-  lstm_rows((const float *)(heap + o[0]), (const float *)(heap + o[1]), (const float *)(heap + o[2]), N, U,
-            (float *)(heap + o[3]), (float *)(heap + o[4]));
+  HeapCall c;
+  if (heap_call(env, info, "lstm", 3, 2, 2, lstm_sizes, &c)) lstm_rows(F(0), F(1), F(2), c.dims[0], c.dims[1], F(3), F(4));
   return NULL;
 }
 
+// lstmGrad: zx rec c c2 dh dc2 | N U | dz dc
+static void lstm_grad_sizes(const int64_t *d, int64_t *z) {
+  int64_t w = d[0] * 4 * d[1], n = d[0] * d[1];
+  int64_t s[8] = {w, w, n, n, n, n, w, n};
+  memcpy(z, s, sizeof s);
+}
+
 static napi_value LstmGrad(napi_env env, napi_callback_info info) {
-  size_t argc = 11;
-  napi_value argv[11];
-  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char *heap;
-  size_t bytes;
-  int64_t dims[2];  // N U
-  if (argc != 11 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 7, 2, dims) || dims[0] < 0 || dims[1] < 0) {
-    napi_throw_type_error(env, NULL, "captioner_native.lstmGrad: bad arguments");
-    return NULL;
+  HeapCall c;
+  if (heap_call(env, info, "lstmGrad", 6, 2, 2, lstm_grad_sizes, &c)) {
+    lstm_grad_rows(F(0), F(1), F(2), F(3), F(4), F(5), c.dims[0], c.dims[1], F(6), F(7));
   }
-  int64_t N = dims[0], U = dims[1], o[8];  // zx rec c c2 dh dc2 dz dc
-  int64_t in_sizes[6] = {N * 4 * U, N * 4 * U, N * U, N * U, N * U, N * U}, out_sizes[2] = {N * 4 * U, N * U};
-  if (!arrays_inside(env, argv, 1, 6, in_sizes, bytes, o) || !arrays_inside(env, argv, 9, 2, out_sizes, bytes, o + 6)) {
-    napi_throw_range_error(env, NULL, "captioner_native.lstmGrad: an array lies outside the heap");
-    return NULL;
-  }
-  lstm_grad_rows((const float *)(heap + o[0]), (const float *)(heap + o[1]), (const float *)(heap + o[2]),
-                 (const float *)(heap + o[3]), (const float *)(heap + o[4]), (const float *)(heap + o[5]), N, U,
-                 (float *)(heap + o[6]), (float *)(heap + o[7]));
   return NULL;
 }
 
@@ -559,64 +576,50 @@ static void attn_grad_rows(const float *enc, const float *att, const float *w, c
   }
 }
 
+// attn: enc att w | N P A | s
+static void attn_sizes(const int64_t *d, int64_t *z) {
+  int64_t s[4] = {d[0] * d[1] * d[2], d[0] * d[2], d[2], d[0] * d[1]};
+  memcpy(z, s, sizeof s);
+}
+
 static napi_value Attn(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8];
-  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char *heap;
-  size_t bytes;
-  int64_t d[3];  // N P A
-  if (argc != 8 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 4, 3, d) || d[0] < 0 || d[1] < 0 || d[2] < 0) {
-    napi_throw_type_error(env, NULL, "captioner_native.attn: bad arguments");
-    return NULL;
-  }
-  int64_t N = d[0], P = d[1], A = d[2], o[4];  // enc att w s
-  int64_t in_sizes[3] = {N * P * A, N * A, A}, out_sizes[1] = {N * P};
-  if (!arrays_inside(env, argv, 1, 3, in_sizes, bytes, o) || !arrays_inside(env, argv, 7, 1, out_sizes, bytes, o + 3)) {
-    napi_throw_range_error(env, NULL, "captioner_native.attn: an array lies outside the heap");
-    return NULL;
-  }
-  attn_rows((const float *)(heap + o[0]), (const float *)(heap + o[1]), (const float *)(heap + o[2]), N, P, A,
-            (float *)(heap + o[3]));
+  HeapCall c;
+  if (heap_call(env, info, "attn", 3, 3, 1, attn_sizes, &c)) attn_rows(F(0), F(1), F(2), c.dims[0], c.dims[1], c.dims[2], F(3));
   return NULL;
+}
+
+// attnGrad: enc att w ds | N P A | dEnc dAtt dw
+static void attn_grad_sizes(const int64_t *d, int64_t *z) {
+  int64_t s[7] = {d[0] * d[1] * d[2], d[0] * d[2], d[2], d[0] * d[1], d[0] * d[1] * d[2], d[0] * d[2], d[2]};
+  memcpy(z, s, sizeof s);
 }
 
 static napi_value AttnGrad(napi_env env, napi_callback_info info) {
-  size_t argc = 11;
-  napi_value argv[11];
-  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char *heap;
-  size_t bytes;
-  int64_t d[3];  // N P A
-  if (argc != 11 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 5, 3, d) || d[0] < 0 || d[1] < 0 || d[2] < 0) {
-    napi_throw_type_error(env, NULL, "captioner_native.attnGrad: bad arguments");
-    return NULL;
+  HeapCall c;
+  if (heap_call(env, info, "attnGrad", 4, 3, 3, attn_grad_sizes, &c)) {
+    attn_grad_rows(F(0), F(1), F(2), F(3), c.dims[0], c.dims[1], c.dims[2], F(4), F(5), F(6));
   }
-  int64_t N = d[0], P = d[1], A = d[2], o[7];  // enc att w ds dEnc dAtt dw
-  int64_t in_sizes[4] = {N * P * A, N * A, A, N * P}, out_sizes[3] = {N * P * A, N * A, A};
-  if (!arrays_inside(env, argv, 1, 4, in_sizes, bytes, o) || !arrays_inside(env, argv, 8, 3, out_sizes, bytes, o + 4)) {
-    napi_throw_range_error(env, NULL, "captioner_native.attnGrad: an array lies outside the heap");
-    return NULL;
-  }
-  attn_grad_rows((const float *)(heap + o[0]), (const float *)(heap + o[1]), (const float *)(heap + o[2]),
-                 (const float *)(heap + o[3]), N, P, A, (float *)(heap + o[4]), (float *)(heap + o[5]), (float *)(heap + o[6]));
   return NULL;
 }
 
+#undef F
+
+#define METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default, NULL}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
-      {"load", NULL, Load, NULL, NULL, NULL, napi_default, NULL},
-      {"setThreads", NULL, SetThreads, NULL, NULL, NULL, napi_default, NULL},
-      {"sgemm", NULL, Sgemm, NULL, NULL, NULL, napi_default, NULL},
-      {"xent", NULL, Xent, NULL, NULL, NULL, napi_default, NULL},
-      {"sumSquares", NULL, SumSquares, NULL, NULL, NULL, napi_default, NULL},
-      {"adam", NULL, Adam, NULL, NULL, NULL, napi_default, NULL},
-      {"reduceBlocks", NULL, ReduceBlocks, NULL, NULL, NULL, napi_default, NULL},
-      {"adamArrays", NULL, AdamArrays, NULL, NULL, NULL, napi_default, NULL},
-      {"attn", NULL, Attn, NULL, NULL, NULL, napi_default, NULL},
-      {"attnGrad", NULL, AttnGrad, NULL, NULL, NULL, napi_default, NULL},
-      {"lstm", NULL, Lstm, NULL, NULL, NULL, napi_default, NULL},
-      {"lstmGrad", NULL, LstmGrad, NULL, NULL, NULL, napi_default, NULL},
+      METHOD("load", Load),
+      METHOD("setThreads", SetThreads),
+      METHOD("sgemm", Sgemm),
+      METHOD("xent", Xent),
+      METHOD("sumSquares", SumSquares),
+      METHOD("adam", Adam),
+      METHOD("reduceBlocks", ReduceBlocks),
+      METHOD("adamArrays", AdamArrays),
+      METHOD("attn", Attn),
+      METHOD("attnGrad", AttnGrad),
+      METHOD("lstm", Lstm),
+      METHOD("lstmGrad", LstmGrad),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

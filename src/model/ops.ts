@@ -61,6 +61,7 @@ export function lstmSequence(x: tf.Tensor2D, kernel: tf.Tensor2D, recurrent: tf.
   if (x.shape[0] !== B * T || kernel.shape[1] !== 4 * U || recurrent.shape[1] !== 4 * U || bias.shape[0] !== 4 * U) {
     throw new Error(`lstmSequence: x [${x.shape}], kernel [${kernel.shape}], recurrent [${recurrent.shape}], bias [${bias.shape}] do not fit ${B} x ${T} steps`);
   }
+  if (B * T === 0) return tf.zeros([0, U]); // no steps: nothing to run (and nothing to differentiate)
   const f = tf.customGrad(((xx: tf.Tensor, k: tf.Tensor, r: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
     const zs = tf.unstack(tf.reshape(tf.add(tf.matMul(xx as tf.Tensor2D, k as tf.Tensor2D), b), [B, T, 4 * U]), 1) as tf.Tensor2D[]; // T x [B, 4U]
     const hs: tf.Tensor2D[] = [tf.zeros([B, U])]; // h_0 .. h_T

@@ -63,6 +63,11 @@ describe.each(['cpu', 'wasm'] as const)('on the %s backend', (backend) => {
       for (let i = 0; i < fused.length; i++) expectClose(fused[i], steps[i], 1e-5);
       expect(fused[1].some((v) => v !== 0)).toBe(true);
     }
+    // no sequences, or sequences of no steps: an empty output, not a failure inside tf.stack
+    for (const [b, t] of [[0, 3], [2, 0]]) {
+      const shape = tf.tidy(() => lstmSequence(tf.zeros([0, E]), tf.zeros([E, 4 * U]), tf.zeros([U, 4 * U]), tf.zeros([4 * U]), b, t).shape);
+      expect(shape).toEqual([0, U]);
+    }
   });
 
   it('lstmCellGrad is the derivative of lstmCell (against autograd of the tfjs ops)', async () => {
