@@ -161,6 +161,51 @@ static bool inside(size_t heap, int64_t off, int64_t rows, int64_t ld, int64_t c
   return last <= (int64_t)heap;
 }
 
+// The shared prologue of the heap entry points (all but sgemm), whose arguments are: the heap, `nin`
+// input byte offsets, `ndims` non-negative sizes, `nh` numbers (doubles), `nout` output byte offsets.
+// `sizes` gives every array's element count (4-byte elements) from the sizes, inputs first; each array
+// must lie inside the heap. False after throwing the JS error (TypeError for bad arguments, RangeError
+// for an array outside the heap).
+typedef struct {
+  char *heap;
+  int64_t dims[4];
+  double h[5];
+  int64_t off[12];
+} HeapCall;
+
+static bool heap_call(napi_env env, napi_callback_info info, const char *name, size_t nin, size_t ndims, size_t nh,
+                      size_t nout, void (*sizes)(const int64_t *dims, int64_t *out), HeapCall *c) {
+  size_t want = 1 + nin + ndims + nh + nout, argc = 16;
+  napi_value argv[16];
+  size_t bytes;
+  char msg[96];
+  int64_t size[12];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "captioner_native: N-API call failed");
+    return false;
+  }
+  bool ok = argc == want && heap_of(env, argv[0], &c->heap, &bytes) && ints(env, argv, 1, nin, c->off) &&
+            ints(env, argv, 1 + nin, ndims, c->dims) && ints(env, argv, 1 + nin + ndims + nh, nout, c->off + nin);
+  for (size_t i = 0; ok && i < ndims; i++) ok = c->dims[i] >= 0;
+  for (size_t i = 0; ok && i < nh; i++) ok = napi_get_value_double(env, argv[1 + nin + ndims + i], &c->h[i]) == napi_ok;
+  if (!ok) {
+    snprintf(msg, sizeof msg, "captioner_native.%s: bad arguments", name);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  sizes(c->dims, size);
+  for (size_t i = 0; i < nin + nout; i++) {
+    if (!inside(bytes, c->off[i], 1, size[i], size[i])) {
+      snprintf(msg, sizeof msg, "captioner_native.%s: an array lies outside the heap", name);
+      napi_throw_range_error(env, NULL, msg);
+      return false;
+    }
+  }
+  return true;
+}
+
+#define F(i) ((float *)(c.heap + c.off[i]))
+
 static napi_value Sgemm(napi_env env, napi_callback_info info) {
   size_t argc = 14;
   napi_value argv[14];
@@ -229,35 +274,21 @@ static double xent_row(const float *z, const float *bias, int32_t target, int64_
   return (double)max + log((double)sum) - (double)picked;
 }
 
+// xent: z bias targets | M V | scale | d db
+static void xent_sizes(const int64_t *d, int64_t *z) {
+  int64_t s[5] = {d[0] * d[1], d[1], d[0], d[0] * d[1], d[1]};
+  memcpy(z, s, sizeof s);
+}
+
 static napi_value Xent(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
-  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char *heap;
-  size_t bytes;
-  int64_t v[5];  // zOff biasOff targetsOff M V
-  double scale;
-  int64_t dOff, dbOff;
-  if (argc != 9 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 1, 5, v) ||
-      napi_get_value_double(env, argv[6], &scale) != napi_ok || napi_get_value_int64(env, argv[7], &dOff) != napi_ok ||
-      napi_get_value_int64(env, argv[8], &dbOff) != napi_ok) {
-    napi_throw_type_error(env, NULL, "captioner_native.xent: bad arguments");
-    return NULL;
-  }
-  int64_t zOff = v[0], biasOff = v[1], tOff = v[2], M = v[3], V = v[4];
-  if (!inside(bytes, zOff, M, V, V) || !inside(bytes, biasOff, 1, V, V) || !inside(bytes, tOff, 1, M, M) ||
-      !inside(bytes, dOff, M, V, V) || !inside(bytes, dbOff, 1, V, V)) {
-    napi_throw_range_error(env, NULL, "captioner_native.xent: a matrix lies outside the heap");
-    return NULL;
-  }
-  const float *z = (const float *)(heap + zOff);
-  const float *bias = (const float *)(heap + biasOff);
-  const int32_t *targets = (const int32_t *)(heap + tOff);
-  float *d = (float *)(heap + dOff);
-  float *db = (float *)(heap + dbOff);
+  HeapCall c;
+  if (!heap_call(env, info, "xent", 3, 2, 1, 2, xent_sizes, &c)) return NULL;
+  int64_t M = c.dims[0], V = c.dims[1];
+  const int32_t *targets = (const int32_t *)(c.heap + c.off[2]);
+  float *d = F(3), *db = F(4);
   for (int64_t j = 0; j < V; j++) db[j] = 0.0f;
   double total = 0.0;
-  for (int64_t i = 0; i < M; i++) total += xent_row(z + i * V, bias, targets[i], V, (float)scale, d + i * V, db);
+  for (int64_t i = 0; i < M; i++) total += xent_row(F(0) + i * V, F(1), targets[i], V, (float)c.h[0], d + i * V, db);
   napi_value r;
   napi_create_double(env, total, &r);
   return r;
@@ -275,23 +306,14 @@ static double sum_squares(const float *x, int64_t n) {
   return total;
 }
 
+// sumSquares: x | n
+static void one_size(const int64_t *d, int64_t *z) { z[0] = d[0]; }
+
 static napi_value SumSquares(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char *heap;
-  size_t bytes;
-  int64_t v[2];
-  if (argc != 3 || !heap_of(env, argv[0], &heap, &bytes) || !ints(env, argv, 1, 2, v)) {
-    napi_throw_type_error(env, NULL, "captioner_native.sumSquares: bad arguments");
-    return NULL;
-  }
-  if (!inside(bytes, v[0], 1, v[1], v[1])) {
-    napi_throw_range_error(env, NULL, "captioner_native.sumSquares: the array lies outside the heap");
-    return NULL;
-  }
+  HeapCall c;
+  if (!heap_call(env, info, "sumSquares", 1, 1, 0, 0, one_size, &c)) return NULL;
   napi_value r;
-  napi_create_double(env, sum_squares((const float *)(heap + v[0]), v[1]), &r);
+  napi_create_double(env, sum_squares(F(0), c.dims[0]), &r);
   return r;
 }
 
@@ -310,31 +332,17 @@ static void adam_update(const float *x, const float *g, const float *m, const fl
   }
 }
 
+// adam: x g m v | n | gscale beta1 beta2 lr eps | xOut mOut vOut
+static void seven_sizes(const int64_t *d, int64_t *z) {
+  for (int i = 0; i < 7; i++) z[i] = d[0];
+}
+
 static napi_value Adam(napi_env env, napi_callback_info info) {
-  size_t argc = 14;
-  napi_value argv[14];
-  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char *heap;
-  size_t bytes;
-  int64_t v[5];  // xOff gOff mOff vOff n
-  double h[5];   // gscale beta1 beta2 lr eps
-  int64_t o[3];  // xOut mOut vOut
-  bool ok = argc == 14 && heap_of(env, argv[0], &heap, &bytes) && ints(env, argv, 1, 5, v) && ints(env, argv, 11, 3, o);
-  for (int i = 0; ok && i < 5; i++) ok = napi_get_value_double(env, argv[6 + i], &h[i]) == napi_ok;
-  if (!ok) {
-    napi_throw_type_error(env, NULL, "captioner_native.adam: bad arguments");
-    return NULL;
+  HeapCall c;
+  if (heap_call(env, info, "adam", 4, 1, 5, 3, seven_sizes, &c)) {
+    adam_update(F(0), F(1), F(2), F(3), c.dims[0], (float)c.h[0], (float)c.h[1], (float)c.h[2], (float)c.h[3], (float)c.h[4],
+                F(4), F(5), F(6));
   }
-  int64_t n = v[4];
-  for (int i = 0; i < 4; i++) ok = ok && inside(bytes, v[i], 1, n, n);
-  for (int i = 0; i < 3; i++) ok = ok && inside(bytes, o[i], 1, n, n);
-  if (!ok) {
-    napi_throw_range_error(env, NULL, "captioner_native.adam: an array lies outside the heap");
-    return NULL;
-  }
-  adam_update((const float *)(heap + v[0]), (const float *)(heap + v[1]), (const float *)(heap + v[2]),
-              (const float *)(heap + v[3]), n, (float)h[0], (float)h[1], (float)h[2], (float)h[3], (float)h[4],
-              (float *)(heap + o[0]), (float *)(heap + o[1]), (float *)(heap + o[2]));
   return NULL;
 }
 
@@ -468,47 +476,6 @@ static void lstm_grad_rows(const float *zx, const float *rec, const float *c, co
   }
 }
 
-// The shared prologue of the fused heap kernels, whose arguments are: the heap, `nin` input byte offsets,
-// `ndims` non-negative sizes, `nout` output byte offsets. `sizes` gives every array's float count from the
-// sizes (inputs first); each array must lie inside the heap. False after throwing the JS error.
-typedef struct {
-  char *heap;
-  int64_t dims[4];
-  int64_t off[12];
-} HeapCall;
-
-static bool heap_call(napi_env env, napi_callback_info info, const char *name, size_t nin, size_t ndims, size_t nout,
-                      void (*sizes)(const int64_t *dims, int64_t *out), HeapCall *c) {
-  size_t want = 1 + nin + ndims + nout, argc = 16;
-  napi_value argv[16];
-  size_t bytes;
-  char msg[96];
-  int64_t size[12];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
-    napi_throw_error(env, NULL, "captioner_native: N-API call failed");
-    return false;
-  }
-  bool ok = argc == want && heap_of(env, argv[0], &c->heap, &bytes) && ints(env, argv, 1, nin, c->off) &&
-            ints(env, argv, 1 + nin, ndims, c->dims) && ints(env, argv, 1 + nin + ndims, nout, c->off + nin);
-  for (size_t i = 0; ok && i < ndims; i++) ok = c->dims[i] >= 0;
-  if (!ok) {
-    snprintf(msg, sizeof msg, "captioner_native.%s: bad arguments", name);
-    napi_throw_type_error(env, NULL, msg);
-    return false;
-  }
-  sizes(c->dims, size);
-  for (size_t i = 0; i < nin + nout; i++) {
-    if (!inside(bytes, c->off[i], 1, size[i], size[i])) {
-      snprintf(msg, sizeof msg, "captioner_native.%s: an array lies outside the heap", name);
-      napi_throw_range_error(env, NULL, msg);
-      return false;
-    }
-  }
-  return true;
-}
-
-#define F(i) ((float *)(c.heap + c.off[i]))
-
 // lstm: zx rec c | N U | h c2
 static void lstm_sizes(const int64_t *d, int64_t *z) {
   int64_t s[5] = {d[0] * 4 * d[1], d[0] * 4 * d[1], d[0] * d[1], d[0] * d[1], d[0] * d[1]};
@@ -517,7 +484,7 @@ static void lstm_sizes(const int64_t *d, int64_t *z) {
 
 static napi_value Lstm(napi_env env, napi_callback_info info) {
   HeapCall c;
-  if (heap_call(env, info, "lstm", 3, 2, 2, lstm_sizes, &c)) lstm_rows(F(0), F(1), F(2), c.dims[0], c.dims[1], F(3), F(4));
+  if (heap_call(env, info, "lstm", 3, 2, 0, 2, lstm_sizes, &c)) lstm_rows(F(0), F(1), F(2), c.dims[0], c.dims[1], F(3), F(4));
   return NULL;
 }
 
@@ -530,7 +497,7 @@ static void lstm_grad_sizes(const int64_t *d, int64_t *z) {
 
 static napi_value LstmGrad(napi_env env, napi_callback_info info) {
   HeapCall c;
-  if (heap_call(env, info, "lstmGrad", 6, 2, 2, lstm_grad_sizes, &c)) {
+  if (heap_call(env, info, "lstmGrad", 6, 2, 0, 2, lstm_grad_sizes, &c)) {
     lstm_grad_rows(F(0), F(1), F(2), F(3), F(4), F(5), c.dims[0], c.dims[1], F(6), F(7));
   }
   return NULL;
@@ -584,7 +551,7 @@ static void attn_sizes(const int64_t *d, int64_t *z) {
 
 static napi_value Attn(napi_env env, napi_callback_info info) {
   HeapCall c;
-  if (heap_call(env, info, "attn", 3, 3, 1, attn_sizes, &c)) attn_rows(F(0), F(1), F(2), c.dims[0], c.dims[1], c.dims[2], F(3));
+  if (heap_call(env, info, "attn", 3, 3, 0, 1, attn_sizes, &c)) attn_rows(F(0), F(1), F(2), c.dims[0], c.dims[1], c.dims[2], F(3));
   return NULL;
 }
 
@@ -596,7 +563,7 @@ static void attn_grad_sizes(const int64_t *d, int64_t *z) {
 
 static napi_value AttnGrad(napi_env env, napi_callback_info info) {
   HeapCall c;
-  if (heap_call(env, info, "attnGrad", 4, 3, 3, attn_grad_sizes, &c)) {
+  if (heap_call(env, info, "attnGrad", 4, 3, 0, 3, attn_grad_sizes, &c)) {
     attn_grad_rows(F(0), F(1), F(2), F(3), c.dims[0], c.dims[1], c.dims[2], F(4), F(5), F(6));
   }
   return NULL;
