@@ -192,9 +192,10 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
     const f = tf.customGrad(((h: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
       const h2 = h as tf.Tensor2D;
       const w2 = ww as tf.Tensor2D;
-      let total: tf.Tensor = tf.scalar(0);
-      let dW: tf.Tensor = tf.zerosLike(w2);
-      let db: tf.Tensor = tf.zerosLike(bb);
+      // running sums over the chunks; the first chunk's parts start them (no [H, V] zeros to add into)
+      let total: tf.Tensor | undefined;
+      let dW: tf.Tensor | undefined;
+      let db: tf.Tensor | undefined;
       const dHs: tf.Tensor[] = [];
       for (let r0 = 0; r0 < n; r0 += step) {
         const m = Math.min(step, n - r0);
@@ -212,6 +213,11 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
           const dlog = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), n); // [m, V]
           return [loss, tf.matMul(dlog, w2, false, true), tf.matMul(hc, dlog, true, false), tf.sum(dlog, 0)];
         });
+        dHs.push(dHc);
+        if (total === undefined || dW === undefined || db === undefined) {
+          [total, dW, db] = [part, dWc, dbc];
+          continue;
+        }
         const t2 = tf.add(total, part);
         const w3 = tf.add(dW, dWc);
         const b3 = tf.add(db, dbc);
@@ -219,8 +225,8 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
         total = t2;
         dW = w3;
         db = b3;
-        dHs.push(dHc);
       }
+      if (total === undefined || dW === undefined || db === undefined) [total, dW, db] = [tf.scalar(0), tf.zerosLike(w2), tf.zerosLike(bb)]; // no rows
       const dH = dHs.length === 1 ? dHs[0] : tf.concat(dHs, 0);
       save([dH, dW, db]);
       const value = tf.div(total, n) as tf.Scalar;

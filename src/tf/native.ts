@@ -31,6 +31,7 @@ interface Addon {
   adam(heap: ArrayBuffer, xOff: number, gOff: number, mOff: number, vOff: number, n: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number, xOut: number, mOut: number, vOut: number): void;
   reduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number, sums: Float64Array): void;
   adamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number): void;
+  copy(dst: Float32Array, src: Float32Array): void;
   attn(heap: ArrayBuffer, encOff: number, attOff: number, wOff: number, N: number, P: number, A: number, sOut: number): void;
   attnGrad(heap: ArrayBuffer, encOff: number, attOff: number, wOff: number, dsOff: number, N: number, P: number, A: number, dEncOut: number, dAttOut: number, dwOut: number): void;
   lstm(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, N: number, U: number, hOut: number, cOut: number): void;
@@ -386,6 +387,13 @@ export function nativeReduceBlocks(grads: Float32Array, total: number, parts: nu
 export function nativeAdamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number }): boolean {
   if (!nativeActive() || !addon) return false;
   addon.adamArrays(w, m, v, g, from, to, a.gscale, a.beta1, a.beta2, a.lr, a.epsilon);
+  return true;
+}
+
+/** memmove of src over dst (Float32Arrays of one length, plain or shared buffers); false when the addon is not active. */
+export function nativeCopy(dst: Float32Array, src: Float32Array): boolean {
+  if (!nativeActive() || !addon) return false;
+  addon.copy(dst, src);
   return true;
 }
 

@@ -2,6 +2,7 @@
 // the decoder of a kind from its spec, refreshes its variables from the flat weight vector, and computes the
 // weighted gradient of one batch slice straight into a flat Float32Array region.
 import { tf } from '../../tf/tf.js';
+import { copyInto, overwrite } from '../../tf/copy.js';
 import { ModelError } from '../../errors.js';
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import { decoderKind, type LossTerms } from '../../model/decoders/index.js';
@@ -56,6 +57,7 @@ export function loadFlat(model: TrainableDecoder, layout: FlatLayout, flat: Floa
   const copy = tf.getBackend() !== 'wasm';
   layout.names.forEach((n, i) => {
     const view = flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i]);
+    if (!copy && overwrite(model.weights[n], view)) return;
     tf.tidy(() => model.weights[n].assign(tf.tensor(copy ? view.slice() : view, layout.shapes[i], 'float32')));
   });
 }
@@ -95,7 +97,7 @@ export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout,
     layout.names.forEach((n, i) => {
       const g = grads[model.weights[n].name];
       if (!g) throw new ModelError(`parallel training: no gradient for "${n}"`);
-      out.set(g.dataSync() as Float32Array, layout.offsets[i]);
+      copyInto(g, out, layout.offsets[i]);
     });
     return (await value.data())[0];
   } finally {
