@@ -14,7 +14,7 @@ import { MergeDecoder, mergeInitialWeights, type MergeSpec } from '#dist/model/d
 import { AttentionDecoder, attentionInitialWeights, type AttentionSpec } from '#dist/model/decoders/attention.js';
 import type { Decoder, FeatureNorm } from '#dist/model/decoders/index.js';
 import { Adam, byWeightName } from '#dist/train/adam.js';
-import { createParallelTrainer, resolveWorkers } from '#dist/train/parallel/trainer.js';
+import { createParallelTrainer, resolveWorkers, type ParallelTrainer } from '#dist/train/parallel/trainer.js';
 import { rng } from '#dist/util/random.js';
 import { blasNote } from '#dist/tf/backend.js';
 import { defaultBlasThreads, nativeActive, setBlasThreads, useNative } from '#dist/tf/native.js';
@@ -117,30 +117,80 @@ export async function timeWholeCaption(w: Workload, steps: number): Promise<{ se
   }
 }
 
+export interface ParallelTiming {
+  secondsPerStep: number;
+  tokensPerStep: number;
+  /** Mean ms per step: slowest replica's weight refresh and gradient, reduction + Adam, the rest (messaging), busiest replica's CPU. */
+  ms: { load: number; compute: number; update: number; other: number; replicaCpu: number };
+  /** CPU seconds per step of every thread in the process, workers included. */
+  cpuPerStep: number;
+}
+
+function trainerOf(w: Workload, workers: number, update: 'main' | 'sharded'): Promise<ParallelTrainer> {
+  return createParallelTrainer({ kind: w.kind, spec: w.spec, weights: w.weights, norm: w.norm, workers, learningRate: 1e-3, clipNorm: 5, update });
+}
+
+/** `steps` timed steps of a warm trainer on the workload's batch (seeds seed0 + 1 ...). */
+async function timeSteps(t: ParallelTrainer, batch: CaptionBatch, steps: number, seed0: number): Promise<ParallelTiming> {
+  const sum = { load: 0, compute: 0, update: 0, total: 0, cpu: 0 };
+  const cpu0 = process.cpuUsage(); // every thread of the process, workers included
+  const t0 = performance.now();
+  for (let i = 1; i <= steps; i++) {
+    const r = await t.step(batch, seed0 + i);
+    for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += r.ms[k];
+  }
+  const secondsPerStep = (performance.now() - t0) / 1000 / steps;
+  const cpu = process.cpuUsage(cpu0);
+  return {
+    secondsPerStep, tokensPerStep: batch.targets.length, cpuPerStep: (cpu.user + cpu.system) / 1e6 / steps,
+    ms: { load: sum.load / steps, compute: sum.compute / steps, update: sum.update / steps, other: (sum.total - sum.load - sum.compute - sum.update) / steps, replicaCpu: sum.cpu / steps },
+  };
+}
+
 /**
- * Data-parallel training (src/train/parallel): seconds per step with `workers` replicas, and where the time
- * goes (mean ms per step: slowest replica's weight refresh and gradient, reduction + Adam, the rest is
- * messaging). `update`: who applies Adam ('main' thread, or the workers each on a 'sharded' range).
+ * Data-parallel training (src/train/parallel): seconds per step with `workers` replicas after `warmup`
+ * untimed steps, and where the time goes. `update`: who applies Adam ('main' thread, or the workers each on
+ * a 'sharded' range).
  */
-export async function timeParallel(w: Workload, workers: number, steps: number, update: 'main' | 'sharded' = 'main'): Promise<{ secondsPerStep: number; tokensPerStep: number; ms: { load: number; compute: number; update: number; other: number; replicaCpu: number }; cpuPerStep: number }> {
-  const t = await createParallelTrainer({ kind: w.kind, spec: w.spec, weights: w.weights, norm: w.norm, workers, learningRate: 1e-3, clipNorm: 5, update });
-  const batch = w.batch;
+export async function timeParallel(w: Workload, workers: number, steps: number, update: 'main' | 'sharded' = 'main', warmup = 1): Promise<ParallelTiming> {
+  const t = await trainerOf(w, workers, update);
   try {
-    await t.step(batch, 0); // warm-up
-    const sum = { load: 0, compute: 0, update: 0, total: 0, cpu: 0 };
-    const cpu0 = process.cpuUsage(); // every thread of the process, workers included
-    const t0 = performance.now();
-    for (let i = 1; i <= steps; i++) {
-      const r = await t.step(batch, i);
-      for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += r.ms[k];
-    }
-    const secondsPerStep = (performance.now() - t0) / 1000 / steps;
-    const cpu = process.cpuUsage(cpu0);
-    const cpuPerStep = (cpu.user + cpu.system) / 1e6 / steps;
-    const ms = { load: sum.load / steps, compute: sum.compute / steps, update: sum.update / steps, other: (sum.total - sum.load - sum.compute - sum.update) / steps, replicaCpu: sum.cpu / steps };
-    return { secondsPerStep, tokensPerStep: batch.targets.length, ms, cpuPerStep };
+    for (let i = 0; i < warmup; i++) await t.step(w.batch, -1 - i);
+    return await timeSteps(t, w.batch, steps, 0);
   } finally {
     await t.dispose();
+  }
+}
+
+function median(xs: number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+}
+
+/**
+ * A scaling pair: workers 1 (main-thread Adam) and `workers` (sharded Adam), both built first and warmed
+ * with `warmup` steps each (a new worker pool runs its first steps while V8 still compiles its code), then
+ * timed in alternating rounds of `steps`, so a slow spell of the machine falls on both sides. Every round
+ * of each side, in order.
+ */
+export async function timeScaling(w: Workload, workers: number, steps: number, rounds: number, warmup: number): Promise<{ one: ParallelTiming[]; many: ParallelTiming[] }> {
+  const one = await trainerOf(w, 1, 'main');
+  let many: ParallelTrainer | undefined;
+  try {
+    many = await trainerOf(w, workers, 'sharded');
+    for (let i = 0; i < warmup; i++) {
+      await one.step(w.batch, -1 - i);
+      await many.step(w.batch, -1 - i);
+    }
+    const out = { one: [] as ParallelTiming[], many: [] as ParallelTiming[] };
+    for (let r = 0; r < rounds; r++) {
+      out.one.push(await timeSteps(one, w.batch, steps, r * steps));
+      out.many.push(await timeSteps(many, w.batch, steps, r * steps));
+    }
+    return out;
+  } finally {
+    await one.dispose();
+    await many?.dispose();
   }
 }
 
@@ -241,7 +291,7 @@ export async function attentionRows(options: BenchOptions): Promise<BenchRow[]> 
   const mainTps = main.tokensPerStep / main.secondsPerStep;
   rows.push({ bench: 'train', name: 'attention whole-caption wasm (main thread)', value: mainTps, unit: 'tokens/s', ...vsPeer(mainTps), notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}` });
   const workers = Math.max(2, resolveWorkers('auto'));
-  const p = await timeParallel(attentionWorkload(a), workers, steps, 'sharded');
+  const p = await timeParallel(attentionWorkload(a), workers, steps, 'sharded', 2);
   const v = p.tokensPerStep / p.secondsPerStep;
   rows.push({
     bench: 'train', name: `attention data-parallel wasm, workers ${workers} (sharded Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
@@ -286,35 +336,48 @@ export const bench: BenchModule = {
       }
       const auto = resolveWorkers('auto');
       const autoNote = auto === 2 ? ' (= auto here)' : '';
-      type Config = { workers: number; update: 'main' | 'sharded'; label: string; pair?: string; env?: Record<string, string>; mainNative?: boolean; blasThreads?: number };
+      const split = (p: ParallelTiming) => `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
+      const tpsOf = (p: ParallelTiming) => p.tokensPerStep / p.secondsPerStep;
+      // the trainer as configured: workers 1 and 2 (and auto where that is more), BLAS threads shared out
+      type Config = { workers: number; update: 'main' | 'sharded'; label: string };
       const configs: Config[] = [
         { workers: 1, update: 'main', label: `data-parallel ${engine}, workers 1` },
         { workers: 2, update: 'main', label: `data-parallel ${engine}, workers 2${autoNote} (main-thread Adam)` },
-        { workers: 2, update: 'sharded', label: `data-parallel ${engine}, workers 2${autoNote} (sharded Adam)`, pair: 'default' },
+        { workers: 2, update: 'sharded', label: `data-parallel ${engine}, workers 2${autoNote} (sharded Adam)` },
         ...(auto > 2 ? [{ workers: auto, update: 'sharded' as const, label: `data-parallel ${engine}, workers auto (${auto}, sharded Adam)` }] : []),
       ];
-      if (blas) {
-        // The engine's own scaling, one core per replica: with the addon one replica's products already
-        // spread over every core, so "workers 2 / workers 1" above compares two ways of using 2 cores.
-        // Here workers 1 (a main-thread replica) gets 1 BLAS thread too, as each of 2 workers does (cores / 2),
-        // and then the same on wasm's own kernels (the workers read CAPTIONER_NATIVE=0 from the environment
-        // they start with; the main-thread replica of workers 1 is switched with useNative).
-        configs.push(
-          { workers: 1, update: 'main', label: `data-parallel ${engine}, workers 1, 1 BLAS thread`, blasThreads: 1 },
-          { workers: 2, update: 'sharded', label: `data-parallel ${engine}, workers 2, 1 BLAS thread each (sharded Adam)`, blasThreads: 1, pair: 'one BLAS thread' },
-          { workers: 1, update: 'main', label: 'data-parallel wasm kernels only, workers 1', env: { CAPTIONER_NATIVE: '0' }, mainNative: false },
-          { workers: 2, update: 'sharded', label: 'data-parallel wasm kernels only, workers 2 (sharded Adam)', env: { CAPTIONER_NATIVE: '0' }, mainNative: false, pair: 'wasm only' },
-        );
-      }
       let oneWorker = 0;
       for (const c of configs) {
-        const saved = Object.fromEntries(Object.keys(c.env ?? {}).map((k) => [k, process.env[k]]));
-        Object.assign(process.env, c.env ?? {});
-        if (c.mainNative === false) useNative(false);
-        const threadsBefore = c.blasThreads !== undefined ? setBlasThreads(c.blasThreads) : 0;
-        let p: Awaited<ReturnType<typeof timeParallel>>;
+        const p = await timeParallel(mergeWorkload(s), c.workers, steps, c.update, c.workers > 1 ? 2 : 1);
+        const v = tpsOf(p);
+        if (c.workers === 1) oneWorker = v;
+        const vsOne = c.workers > 1 && oneWorker ? `; ${(v / oneWorker).toFixed(2)}x workers 1` : '';
+        const threads = blas ? `; BLAS threads per worker: ${Math.max(1, Math.floor(defaultBlasThreads() / c.workers))}` : '';
+        measured.push({ name: c.label, tps: v, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split(p)}${threads}` });
+      }
+      // The engine's own scaling, one core per replica. With the addon one replica's products already spread
+      // over every core, so "workers 2 / workers 1" above compares two ways of using 2 cores. Each pair below
+      // gives workers 1 (a main-thread replica) one core's worth of BLAS, as each of 2 workers gets (cores / 2):
+      // first with the addon's products on 1 BLAS thread, then on wasm's own kernels alone (the workers read
+      // CAPTIONER_NATIVE=0 from the environment they start with; the main-thread replica is switched with
+      // useNative). Both sides are built and warmed first, then timed in alternating rounds; the figure is the
+      // median of the rounds' ratios (workers 2 / workers 1 timed back to back).
+      type Pair = { name: string; engine: string; env?: Record<string, string>; mainNative?: boolean; steps: number; warmup: number };
+      const pairs: Pair[] = blas
+        ? [
+            { name: 'one BLAS thread', engine: `${engine}, 1 BLAS thread per replica`, steps, warmup: 3 },
+            { name: 'wasm only', engine: 'wasm kernels only', env: { CAPTIONER_NATIVE: '0' }, mainNative: false, steps: options.quick ? 1 : 2, warmup: options.quick ? 1 : 2 },
+          ]
+        : [{ name: 'wasm', engine: 'wasm', steps, warmup: 3 }];
+      const pairRounds = options.quick ? 1 : 5;
+      for (const pr of pairs) {
+        const saved = Object.fromEntries(Object.keys(pr.env ?? {}).map((k) => [k, process.env[k]]));
+        Object.assign(process.env, pr.env ?? {});
+        if (pr.mainNative === false) useNative(false);
+        const threadsBefore = blas ? setBlasThreads(1) : 0;
+        let r: Awaited<ReturnType<typeof timeScaling>>;
         try {
-          p = await timeParallel(mergeWorkload(s), c.workers, c.env?.CAPTIONER_NATIVE === '0' ? (options.quick ? 1 : 2) : steps, c.update);
+          r = await timeScaling(mergeWorkload(s), 2, pr.steps, pairRounds, pr.warmup);
         } finally {
           useNative(true);
           if (threadsBefore > 0) setBlasThreads(threadsBefore);
@@ -323,12 +386,20 @@ export const bench: BenchModule = {
             else process.env[k] = v;
           }
         }
-        const v = p.tokensPerStep / p.secondsPerStep;
-        if (c.workers === 1) oneWorker = v;
-        const split = `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
-        const vsOne = c.workers > 1 && oneWorker ? `; **${(v / oneWorker).toFixed(2)}x workers 1** (${c.pair ?? 'default'} pair)` : '';
-        const threads = !blas || c.env?.CAPTIONER_NATIVE === '0' ? '' : `; BLAS threads per worker: ${c.blasThreads ?? Math.max(1, Math.floor(defaultBlasThreads() / c.workers))}`;
-        measured.push({ name: c.label, tps: v, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split}${threads}` });
+        // the ratio of each round's two sides (timed back to back, so they share the machine's speed of the
+        // moment), and the median of those: one slow spell moves one round, not the figure
+        const ratios = r.many.map((m, i) => tpsOf(m) / tpsOf(r.one[i]));
+        const ratio = median(ratios);
+        const fastest = (xs: ParallelTiming[]) => xs.reduce((a, b) => (b.secondsPerStep < a.secondsPerStep ? b : a));
+        const one = fastest(r.one);
+        const two = fastest(r.many);
+        const roundsNote = (xs: ParallelTiming[]) => `rounds ${xs.map((x) => Math.round(tpsOf(x))).join(' / ')} tokens/s, the fastest shown`;
+        const common = `${pr.warmup} warm-up steps each, then ${pairRounds} alternating rounds of ${pr.steps} steps`;
+        measured.push({ name: `data-parallel ${pr.engine}, workers 1`, tps: tpsOf(one), notes: `${sizes}; ${one.secondsPerStep.toFixed(2)} s/step; ${common}; ${roundsNote(r.one)}; ${split(one)}` });
+        measured.push({
+          name: `data-parallel ${pr.engine}, workers 2 (sharded Adam)`, tps: tpsOf(two),
+          notes: `${sizes}; ${two.secondsPerStep.toFixed(2)} s/step, ${two.cpuPerStep.toFixed(2)} CPU-s/step; **${ratio.toFixed(2)}x workers 1** (${pr.name} pair: the median of the rounds' ratios ${ratios.map((x) => x.toFixed(2)).join(' / ')}; fastest round against fastest round ${(tpsOf(two) / tpsOf(one)).toFixed(2)}x); ${common}; ${roundsNote(r.many)}; ${split(two)}`,
+        });
       }
       if (first?.threads !== undefined && first.blasThreads !== undefined) peers.push(await torchPeer(s, steps, { threads: first.threads, blasThreads: first.blasThreads }));
       const got = peers.filter((x): x is NonNullable<typeof x> => x !== null);
