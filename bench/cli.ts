@@ -6,9 +6,9 @@ import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { repoRoot } from './paths.js';
 import type { BenchModule, BenchRow } from './types.js';
+import { median } from './stats.js';
 
 const bin = path.join(repoRoot, 'bin', 'captioner.js');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function ms(args: string[]): number {
   const t0 = performance.now();

@@ -19,16 +19,12 @@ import { initBackend } from '#dist/tf/backend.js';
 import { rng } from '#dist/util/random.js';
 import { availableParallelism } from 'node:os';
 import type { BenchModule, BenchRow } from './types.js';
+import { median } from './stats.js';
 
 const VOCAB = 8000;
 const UNITS = 256;
 const FEATURES = 4096;
 const BATCH = 32;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** The peer: a plain greedy loop over the one-step decoder (argmax each step, no beam bookkeeping). */
 async function greedyDecode(model: Decoder, images: Float32Array[], opts: { start: number; end: number; maxLength: number }): Promise<number[][]> {

@@ -16,6 +16,7 @@ import { rng } from '#dist/util/random.js';
 import { peerEnv, threadSweep } from './torch.js';
 import { peerScript } from './paths.js';
 import type { BenchModule, BenchRow } from './types.js';
+import { median } from './stats.js';
 
 const BATCH = 8;
 const THREADS = 2;
@@ -26,8 +27,6 @@ function images(n: number): Uint8Array[] {
   const r = rng(11);
   return Array.from({ length: n }, () => Uint8Array.from({ length: 224 * 224 * 3 }, () => Math.floor(r() * 256)));
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** The PyTorch peer as a long-lived process: one timed batch per `run()`. */
 interface Peer {

@@ -6,6 +6,7 @@ import { tf } from '#dist/tf/tf.js';
 import { repatchWasmMatMul, unpatchWasmMatMul } from '#dist/tf/kernels.js';
 import { blasNote, initBackend } from '#dist/tf/backend.js';
 import { defaultBlasThreads, nativeStatus, useNative } from '#dist/tf/native.js';
+import { median } from './stats.js';
 
 interface Case {
   name: string;
@@ -39,11 +40,6 @@ function once(f: () => tf.Tensor): number {
   const ms = performance.now() - t0;
   out.dispose();
   return ms;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 /**

@@ -14,6 +14,7 @@ import { runPrep } from '#dist/prep/run.js';
 import { inScratch } from './scratch.js';
 import { sharedData } from './paths.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
+import { median } from './stats.js';
 
 const SHARED = sharedData;
 const PYTHON = process.env.CAPTIONER_PYTHON ?? '/usr/bin/python3';
@@ -78,8 +79,6 @@ async function source(tmp: string): Promise<Source> {
   await fs.writeFile(f('test.txt'), t.testImages);
   return { captions: f('captions.txt'), train: f('train.txt'), val: f('val.txt'), test: f('test.txt'), count: 8092 * 5, label: 'generated (demo captions)' };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export const bench: BenchModule = {
   group: 'prep',

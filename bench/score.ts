@@ -15,11 +15,10 @@ import { scoreCaptions, type ScorePair } from '#dist/eval/score.js';
 import { rng } from '#dist/util/random.js';
 import { sharedData } from './paths.js';
 import type { BenchModule, BenchRow } from './types.js';
+import { median } from './stats.js';
 
 const SHARED = sharedData;
 const PYTHON = process.env.CAPTIONER_PYTHON ?? '/usr/bin/python3';
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function loadPairs(n: number): Promise<{ pairs: ScorePair[]; source: string }> {
   const coco = path.join(SHARED, 'coco', 'captions_val2017.json');

@@ -19,6 +19,7 @@ import { rng } from '#dist/util/random.js';
 import { blasNote } from '#dist/tf/backend.js';
 import { defaultBlasThreads, nativeActive, setBlasThreads, useNative } from '#dist/tf/native.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
+import { median } from './stats.js';
 
 export interface TrainBenchSizes {
   vocab: number;
@@ -160,11 +161,6 @@ export async function timeParallel(w: Workload, workers: number, steps: number, 
   } finally {
     await t.dispose();
   }
-}
-
-function median(xs: number[]): number {
-  const a = [...xs].sort((x, y) => x - y);
-  return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
 }
 
 /**
