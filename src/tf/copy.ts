@@ -2,6 +2,7 @@
 // and an array's values over a tensor's, straight from and to the wasm heap where the backend is wasm. Data-
 // parallel training moves every replica's weights in and gradients out this way each step.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import type { TensorInfo } from '@tensorflow/tfjs';
 import { tf } from './tf.js';
 import { nativeCopy } from './native.js';
 
@@ -23,13 +24,10 @@ export function copyInto(t: tf.Tensor, out: Float32Array, offset = 0): void {
   if (t.dtype !== 'float32') throw new TypeError(`copyInto: expected a float32 tensor, got ${t.dtype}`);
   if (offset < 0 || offset + t.size > out.length) throw new RangeError(`copyInto: ${t.size} values do not fit at ${offset} of ${out.length}`);
   if (t.size === 0) return;
-  if (tf.getBackend() === 'wasm') {
-    const backend = tf.backend() as unknown as BackendWasm;
-    const data = backend.dataIdMap.get(t.dataId);
-    if (data) {
-      copyFloats(out.subarray(offset, offset + t.size), new Float32Array(backend.wasm.HEAPU8.buffer, data.memoryOffset as number, t.size));
-      return;
-    }
+  const backend = tf.backend() as unknown as BackendWasm;
+  if (tf.getBackend() === 'wasm' && backend.dataIdMap.has(t.dataId)) {
+    copyFloats(out.subarray(offset, offset + t.size), backend.typedArrayFromHeap(t as unknown as TensorInfo) as Float32Array);
+    return;
   }
   out.set(t.dataSync() as Float32Array, offset);
 }
@@ -44,6 +42,6 @@ export function overwrite(t: tf.Tensor, src: Float32Array): boolean {
   const backend = tf.backend() as unknown as BackendWasm;
   const data = backend.dataIdMap.get(t.dataId);
   if (!data || data.refCount !== 1 || typeof data.memoryOffset !== 'number') return false;
-  if (t.size > 0) copyFloats(new Float32Array(backend.wasm.HEAPU8.buffer, data.memoryOffset, t.size), src);
+  if (t.size > 0) copyFloats(backend.typedArrayFromHeap(t as unknown as TensorInfo) as Float32Array, src);
   return true;
 }

@@ -1,15 +1,16 @@
 // The optional native addon (native/blas.c, built at install by scripts/build-native.mjs): OpenBLAS's
 // sgemm and fused training loops, run on the wasm backend's own heap (no copies). With it the wasm
 // backend keeps every other kernel but its matrix products run at native BLAS speed, on as many threads
-// as OpenBLAS is given, and the cells, scores and losses below run as one native pass each. Without it (no compiler at install, no OpenBLAS, CAPTIONER_NATIVE=0)
-// everything runs on wasm's own kernels, as before; `nativeStatus()` says which and why.
+// as OpenBLAS is given, and the cells, scores and losses below run as one native pass each. Without it
+// (no compiler at install, no OpenBLAS, CAPTIONER_NATIVE=0) everything runs on wasm's own kernels, as
+// before; `nativeStatus()` says which and why.
 //
 // Owns: finding and loading the addon and the BLAS library, the BLAS thread count, and the wasm kernels
 // that call it (BatchMatMul / _FusedMatMul routes used by ./kernels.ts, CaptionerSoftmaxXent, and the
 // fused Adam update CaptionerAdam with its gradient norm, used by src/train/adam.ts, and the LSTM cell
 // CaptionerLstmCell with its gradient, used by src/model/ops.ts, and the attention scores
-// CaptionerAttentionScores with theirs, used by the attention decoder), and the host-array reduction and
-// Adam of data-parallel training (src/train/parallel/update.ts).
+// CaptionerAttentionScores with theirs, used by the attention decoder), and the host-array reduction,
+// Adam and copy of data-parallel training (src/train/parallel/update.ts, src/tf/copy.ts).
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';

@@ -57,7 +57,7 @@ export function loadFlat(model: TrainableDecoder, layout: FlatLayout, flat: Floa
   const copy = tf.getBackend() !== 'wasm';
   layout.names.forEach((n, i) => {
     const view = flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i]);
-    if (!copy && overwrite(model.weights[n], view)) return;
+    if (overwrite(model.weights[n], view)) return; // in place (wasm only)
     tf.tidy(() => model.weights[n].assign(tf.tensor(copy ? view.slice() : view, layout.shapes[i], 'float32')));
   });
 }
