@@ -17,6 +17,23 @@ export interface QueueOptions {
   queueSize: number;
   /** How long an idle queue waits for company before it starts a batch that is not full. */
   windowMs: number;
+  /**
+   * Most pixels (the images' own sizes, which decoding costs) in one batch; the first image of a batch
+   * is always taken. Undefined: no limit. Keeps a batch of huge images small, so an image queued
+   * after them does not wait for many of them.
+   */
+  maxBatchPixels?: number;
+}
+
+export interface SubmitOptions {
+  /** Beam size (undefined: the model's default); only requests with the same beam share a batch. */
+  beam?: number;
+  /** Aborting it takes the request out of the queue while it waits. */
+  signal?: AbortSignal;
+  /** Whose request it is (the server's key of the client's address): clients take turns. */
+  client?: string;
+  /** The image's pixel count, for maxBatchPixels. */
+  pixels?: number;
 }
 
 export type RunBatch = (inputs: ImageInput[], options: CaptionOptions) => Promise<CaptionOutcome[]>;
@@ -39,6 +56,7 @@ interface Job {
   input: ImageInput;
   beam: number | undefined;
   client: string;
+  pixels: number;
   resolve(o: CaptionOutcome): void;
   reject(e: unknown): void;
   signal?: AbortSignal;
@@ -87,7 +105,7 @@ export class BatchQueue {
    * is full (or when a fairer image later takes its place), CancelledError when `signal` aborts before
    * its batch starts, or whatever captionBatch threw.
    */
-  submit(input: ImageInput, beam?: number, signal?: AbortSignal, client = ''): Promise<CaptionOutcome> {
+  submit(input: ImageInput, { beam, signal, client = '', pixels = 0 }: SubmitOptions = {}): Promise<CaptionOutcome> {
     if (this.waitingJobs.length >= this.opts.queueSize) {
       const victim = this.displaceable(client);
       if (victim === undefined) return Promise.reject(new QueueFullError(this.waitingJobs.length));
@@ -100,7 +118,7 @@ export class BatchQueue {
     }
     if (signal?.aborted) return Promise.reject(new CancelledError());
     return new Promise<CaptionOutcome>((resolve, reject) => {
-      const job: Job = { input, beam, client, resolve, reject, signal };
+      const job: Job = { input, beam, client, pixels, resolve, reject, signal };
       if (signal) {
         job.onAbort = () => {
           if (this.remove(job)) {
@@ -176,7 +194,8 @@ export class BatchQueue {
     }
     this.clearTimer();
     // The client whose turn it is chooses the beam (its oldest image's); then the clients take turns,
-    // one image each round (their oldest with that beam), until the batch is full. Other beams wait.
+    // one image each round (their oldest with that beam), until the batch is full: maxBatch images, or
+    // no client's next image fits in maxBatchPixels. Other beams wait.
     const beam = this.waitingJobs.find((j) => j.client === this.turns[0])!.beam;
     const byClient = new Map<string, Job[]>();
     for (const job of this.waitingJobs) {
@@ -187,12 +206,17 @@ export class BatchQueue {
     }
     const batch: Job[] = [];
     const served = new Set<string>();
+    const budget = this.opts.maxBatchPixels ?? Infinity;
+    let pixels = 0;
     let last = 0; // where in `turns` the last image came from
     for (let progress = true; progress && batch.length < this.opts.maxBatch; ) {
       progress = false;
       for (let i = 0; i < this.turns.length && batch.length < this.opts.maxBatch; i++) {
-        const job = byClient.get(this.turns[i])?.shift();
-        if (!job) continue;
+        const list = byClient.get(this.turns[i]);
+        const job = list?.[0];
+        if (!job || (batch.length > 0 && pixels + job.pixels > budget)) continue;
+        list.shift();
+        pixels += job.pixels;
         batch.push(job);
         served.add(job.client);
         last = i;

@@ -167,12 +167,12 @@ export function createHandler(
       if (bytes.length === 0) throw new HttpError(400, 'no image in the request (send multipart field "image" or the image bytes as the body)');
       const beam = parseBeam(beamText, cfg.maxBeam) ?? app.defaultBeam;
       if (!sniffImage(bytes)) throw new HttpError(415, `that file is not an image we can read (expected ${app.formats})`);
-      await checkPixels(bytes);
+      const pixels = await checkPixels(bytes);
 
       if (abort.signal.aborted || socket.destroyed) throw new ClientGone();
       let outcome: CaptionOutcome;
       try {
-        outcome = await state.queue.submit({ id: `req-${++nextId}`, bytes }, beam, abort.signal, client);
+        outcome = await state.queue.submit({ id: `req-${++nextId}`, bytes }, { beam, signal: abort.signal, client, pixels });
       } catch (e) {
         if (e instanceof QueueFullError) throw busy();
         if (e instanceof CancelledError) throw new ClientGone();
@@ -197,8 +197,8 @@ export function createHandler(
     }
   }
 
-  /** 413 for an image with more pixels than serve.maxPixels, from its header, before anything decodes it; 415/422 for a header that cannot be read. */
-  async function checkPixels(bytes: Buffer): Promise<void> {
+  /** The image's pixel count from its header, before anything decodes it: 413 past serve.maxPixels, 415/422 for a header that cannot be read. */
+  async function checkPixels(bytes: Buffer): Promise<number> {
     let header;
     try {
       header = await imageHeader(bytes);
@@ -210,6 +210,7 @@ export function createHandler(
     if (pixels > cfg.maxPixels) {
       throw new HttpError(413, `the image has ${header.width} x ${header.height} = ${pixels.toLocaleString('en-US')} pixels; this server takes at most ${cfg.maxPixels.toLocaleString('en-US')} (serve.maxPixels)`);
     }
+    return pixels;
   }
 
   function busy(): HttpError {

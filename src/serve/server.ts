@@ -81,6 +81,9 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     maxBatch: cfg.maxBatch,
     queueSize: cfg.queueSize,
     windowMs: cfg.batchWindowMs,
+    // decoding costs pixels: a batch holds at most two of the largest images allowed, so a photo queued
+    // behind huge ones waits for few of them (eight 12 MP phone photos still share a batch)
+    maxBatchPixels: 2 * cfg.maxPixels,
   });
   // the allowed Host names are set once listening
   const uploads = new UploadSlots({
