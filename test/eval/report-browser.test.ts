@@ -4,22 +4,20 @@
 // without thumbnails that says so once. Screenshots go to test-artifacts/ (report-*.png).
 // Without chromium it skips, loudly, except where the env var CI is set: there it FAILS (see
 // test/helpers/browser.ts). CAPTIONER_SKIP_BROWSER=1 skips it anywhere, loudly too.
-import { promises as fs, mkdirSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecodeSchema } from '../../src/config/schema.js';
 import { buildReport, type Prediction } from '../../src/eval/report.js';
 import { renderReportHtml } from '../../src/eval/report-html.js';
 import { scoreCaptions } from '../../src/eval/score.js';
-import { browserGate } from '../helpers/browser.js';
-import { repoRoot } from '../helpers/cli.js';
+import { artifacts, browserGate, launchChromium } from '../helpers/browser.js';
 
-const { chromium: CHROMIUM, haveChromium, skip } = browserGate('eval report');
-const artifacts = path.join(repoRoot, 'test-artifacts');
+const gate = browserGate('eval report');
 
 const COLOURS = ['#c0392b', '#2980b9', '#27ae60', '#f1c40f', '#8e44ad', '#7f8c8d'];
 const CAPTIONS = [
@@ -31,17 +29,13 @@ const CAPTIONS = [
   '',
 ];
 
-describe.skipIf(skip)('eval report.html in chromium', () => {
+describe.skipIf(gate.skip)('eval report.html in chromium', () => {
   let browser: Browser;
   let tmp: string;
   let withThumbs: string;
   let without: string;
 
   beforeAll(async () => {
-    if (!haveChromium) {
-      throw new Error(`chromium not found at ${CHROMIUM}: install it (apt-get install chromium) or set CAPTIONER_SKIP_BROWSER=1 to skip this test`);
-    }
-    mkdirSync(artifacts, { recursive: true });
     tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'report-browser-'));
     const images = path.join(tmp, 'images');
     await fs.mkdir(images);
@@ -74,7 +68,7 @@ describe.skipIf(skip)('eval report.html in chromium', () => {
     await fs.writeFile(withThumbs, await renderReportHtml(report, { imagesDir: images, reportDir, attention: { grid, byImage } }));
     without = path.join(reportDir, 'report-no-thumbnails.html');
     await fs.writeFile(without, await renderReportHtml(report, { imagesDir: images, reportDir, thumbnails: false }));
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+    browser = await launchChromium(gate);
   });
   afterAll(async () => {
     await browser?.close();
