@@ -7,10 +7,11 @@
 // on the heap, on how a range is split or on OpenBLAS's thread count; nothing leaks. Where the addon cannot
 // load (a machine without OpenBLAS, outside CI; or CAPTIONER_NATIVE=0) the tests that need it say why.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend, blasNote } from '../../src/tf/backend.js';
@@ -472,21 +473,84 @@ describe('results promised byte-identical', () => {
 });
 
 describe('scripts/build-native.mjs', () => {
-  it('never fails the install: without a working compiler it says so in one line and exits 0', () => {
+  /** A copy of the install script and the addon's sources in a fresh folder (nothing built yet). */
+  function copyPackage(): string {
     const tmp = mkdtempSync(path.join(os.tmpdir(), 'captioner-native-'));
+    mkdirSync(path.join(tmp, 'scripts'));
+    mkdirSync(path.join(tmp, 'native'));
+    cpSync(path.join(repo, 'scripts', 'build-native.mjs'), path.join(tmp, 'scripts', 'build-native.mjs'));
+    for (const f of readdirSync(path.join(repo, 'native'))) {
+      if (/\.(c|h|gyp)$/.test(f)) cpSync(path.join(repo, 'native', f), path.join(tmp, 'native', f));
+    }
+    return tmp;
+  }
+  const built = (tmp: string) => existsSync(path.join(tmp, 'native', 'build', 'Release', 'captioner_native.node'));
+  type Headers = { nodedir: string; from: string } | undefined;
+  /** The install script's choice of headers (importing it runs nothing: it builds only when run as a program). */
+  const script = async () => (await import(pathToFileURL(path.join(repo, 'scripts', 'build-native.mjs')).href)) as { nodeHeaders: (o?: object) => Headers };
+
+  it('never fails the install: without a working compiler it says so in one line and exits 0', () => {
+    const tmp = copyPackage();
     try {
-      mkdirSync(path.join(tmp, 'scripts'));
-      cpSync(path.join(repo, 'scripts', 'build-native.mjs'), path.join(tmp, 'scripts', 'build-native.mjs'));
-      cpSync(path.join(repo, 'native', 'binding.gyp'), path.join(tmp, 'native', 'binding.gyp'));
-      for (const f of ['blas.c', 'fused.c', 'fused.h']) cpSync(path.join(repo, 'native', f), path.join(tmp, 'native', f));
       const r = spawnSync(process.execPath, [path.join(tmp, 'scripts', 'build-native.mjs')], { encoding: 'utf8', env: { ...process.env, CC: '/bin/false', CXX: '/bin/false', npm_config_nodedir: process.env.npm_config_nodedir ?? '/usr' }, timeout: 120_000 });
       expect(r.status, r.stderr).toBe(0);
       expect(r.stderr).toMatch(/^captioner: native BLAS addon not built \(.+\); training and decoding run on the wasm kernels alone/);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(existsSync(path.join(tmp, 'native', 'build', 'Release', 'captioner_native.node'))).toBe(false);
+      expect(built(tmp)).toBe(false);
       const off = spawnSync(process.execPath, [path.join(tmp, 'scripts', 'build-native.mjs')], { encoding: 'utf8', env: { ...process.env, CAPTIONER_NATIVE: '0' } });
       expect(off.status).toBe(0);
       expect(off.stderr).toBe('');
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it("builds offline with the running Node's own headers: no npm_config_nodedir, an empty HOME and node-gyp cache, no way to download", async (ctx) => {
+    const { nodeHeaders } = await script();
+    const own = nodeHeaders({ env: {} });
+    const compiler = spawnSync('sh', ['-c', 'command -v cc && command -v make && command -v python3'], { encoding: 'utf8' }).status === 0;
+    if (!own || !compiler) {
+      const why = !own ? `this Node (${process.execPath}) has no headers in <prefix>/include/node` : 'no C compiler, make or python3 here';
+      if (needed) throw new Error(`test/tf/native: CI must build the addon offline: ${why}`);
+      console.warn(`test/tf/native: the offline build is not tried here: ${why}`);
+      return ctx.skip();
+    }
+    const tmp = copyPackage();
+    try {
+      const home = path.join(tmp, 'home');
+      mkdirSync(home);
+      const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, npm_config_devdir: path.join(home, 'node-gyp'), npm_config_cache: path.join(home, 'npm') };
+      delete env.npm_config_nodedir;
+      delete env.CAPTIONER_NATIVE;
+      // any download would go to a closed port and fail at once
+      Object.assign(env, { http_proxy: 'http://127.0.0.1:9', https_proxy: 'http://127.0.0.1:9', HTTP_PROXY: 'http://127.0.0.1:9', HTTPS_PROXY: 'http://127.0.0.1:9', npm_config_proxy: 'http://127.0.0.1:9', npm_config_https_proxy: 'http://127.0.0.1:9', npm_config_disturl: 'http://127.0.0.1:9/dist', NODEJS_ORG_MIRROR: 'http://127.0.0.1:9/dist' });
+      const r = spawnSync(process.execPath, [path.join(tmp, 'scripts', 'build-native.mjs')], { encoding: 'utf8', env, timeout: 300_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toBe('');
+      expect(built(tmp)).toBe(true);
+      expect(readdirSync(home)).not.toContain('node-gyp'); // nothing fetched into node-gyp's cache
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it("chooses the headers: npm_config_nodedir first, else the running Node's installation when it holds this version's", async () => {
+    const { nodeHeaders } = await script();
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'captioner-headers-'));
+    try {
+      const prefix = path.join(tmp, 'prefix');
+      const include = path.join(prefix, 'include', 'node');
+      mkdirSync(include, { recursive: true });
+      const execPath = path.join(prefix, 'bin', 'node');
+      const at = (version: string) => nodeHeaders({ env: {}, execPath, version });
+      expect(at('20.1.2')).toBeUndefined(); // no headers: node-gyp downloads, as before
+      for (const f of ['node_api.h', 'node.h', 'common.gypi']) writeFileSync(path.join(include, f), '');
+      writeFileSync(path.join(include, 'node_version.h'), '#define NODE_MAJOR_VERSION 20\n#define NODE_MINOR_VERSION 1\n#define NODE_PATCH_VERSION 2\n');
+      expect(at('20.1.2')).toMatchObject({ nodedir: prefix });
+      expect(at('20.1.3')).toBeUndefined(); // another Node's headers
+      expect(nodeHeaders({ env: { npm_config_nodedir: '/opt/node' }, execPath, version: '20.1.2' })).toMatchObject({ nodedir: '/opt/node', from: 'npm_config_nodedir' });
+      rmSync(path.join(include, 'node_api.h'));
+      expect(at('20.1.2')).toBeUndefined();
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
