@@ -2,9 +2,14 @@
 // creates CPU inference sessions with our defaults. Nothing here knows about VGG16.
 // onnxruntime records telemetry unless told not to (a /tmp/mat-debug-<pid>.log per process and a device
 // id and event queue under ~/.cache/Microsoft/DeveloperTools): loadOrt turns it off before the native
-// library starts, unless the user set ORT_DISABLE_TELEMETRY themselves.
+// library starts, unless the user set ORT_DISABLE_TELEMETRY themselves. The native library reads the
+// process's real environment, which only the main thread's process.env writes to (a worker thread's
+// process.env is its own copy): code that starts a worker which may load onnxruntime calls
+// disableOrtTelemetry() first, on the main thread, and the worker inherits the setting.
+import { isMainThread } from 'node:worker_threads';
 import type * as Ort from 'onnxruntime-node';
 import { ModelError } from '../../errors.js';
+import { log } from '../../log.js';
 
 export type OrtModule = typeof Ort;
 export type OrtSession = Ort.InferenceSession;
@@ -17,10 +22,25 @@ export function ortTelemetryDisabled(env: NodeJS.ProcessEnv = process.env): bool
   return (env.ORT_DISABLE_TELEMETRY ?? '1') === '1';
 }
 
+/**
+ * Set ORT_DISABLE_TELEMETRY=1 in this process's environment unless it is set. Effective for the native
+ * library only on the main thread (or a worker sharing its environment): call it there before starting
+ * a worker that may load onnxruntime.
+ */
+export function disableOrtTelemetry(): void {
+  process.env.ORT_DISABLE_TELEMETRY ??= '1';
+}
+
 /** onnxruntime-node, or null when it cannot be loaded here (then `ortLoadError()` says why). */
 export function loadOrt(): Promise<OrtModule | null> {
   // read by the native library when it initialises, so it must be set before the import
-  process.env.ORT_DISABLE_TELEMETRY ??= '1';
+  if (!cached && !isMainThread && process.env.ORT_DISABLE_TELEMETRY === undefined) {
+    log.warn(
+      'onnxruntime is loaded in a worker thread whose environment does not set ORT_DISABLE_TELEMETRY, and a worker cannot set it for the native library: ' +
+        'its telemetry may be on. Set ORT_DISABLE_TELEMETRY=1 in the environment, or load captioner on the main thread before starting the worker.',
+    );
+  }
+  disableOrtTelemetry();
   cached ??= import('onnxruntime-node')
     .then((m) => ((m as unknown as { default?: OrtModule }).default?.InferenceSession ? (m as unknown as { default: OrtModule }).default : (m as OrtModule)))
     .catch((e: Error) => {
