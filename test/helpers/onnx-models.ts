@@ -11,7 +11,7 @@
 //   rank5       [N, 1, C, G, G]   (one dimension too many)
 // The same seed gives the same trunk whatever the outputs and the input layout, so the grid, grid_hwc
 // and tokens outputs hold the same numbers in different orders.
-import { DataType, floatTensor, int64Tensor, model, node, valueInfo, type Message } from '../../src/features/onnx/proto.js';
+import { DataType, floatTensor, int64Tensor, Message, model, node, valueInfo } from '../../src/features/onnx/proto.js';
 import { rng } from '../../src/util/random.js';
 
 export type TestOutput = 'grid' | 'grid_hwc' | 'tokens' | 'pooled' | 'pooled_1x1' | 'argmax' | 'rank5';
@@ -36,6 +36,33 @@ export interface TestModelOptions {
 
 /** The ONNX bytes of a small image model (see the file header). */
 export function testImageModel(opts: TestModelOptions = {}): Uint8Array {
+  return build(opts).model;
+}
+
+/**
+ * The same model with its convolution weights in an external data file named `location` (as exporters
+ * write models over 2 GB): write `model` as the .onnx file and `data` as `location` next to it.
+ */
+export function testImageModelExternal(opts: TestModelOptions, location: string): { model: Uint8Array; data: Uint8Array } {
+  const r = build(opts, location);
+  return { model: r.model, data: r.data! };
+}
+
+function build(opts: TestModelOptions, location?: string): { model: Uint8Array; data?: Uint8Array } {
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  /** A float initializer, inline or (with `location`) in the external data file. */
+  const weights = (name: string, dims: number[], data: Float32Array): Message => {
+    if (!location) return floatTensor(name, dims, data);
+    const bytes = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+    const entry = (k: string, v: string) => new Message().string(1, k).string(2, v);
+    const t = new Message().packed(1, dims).varint(2, DataType.FLOAT).string(8, name);
+    t.message(13, entry('location', location)).message(13, entry('offset', String(offset))).message(13, entry('length', String(bytes.length)));
+    t.varint(14, 1); // data_location: EXTERNAL
+    chunks.push(bytes);
+    offset += bytes.length;
+    return t;
+  };
   const C = opts.channels ?? 6;
   const G = opts.grid ?? 4;
   const dynamic = opts.size === 'dynamic';
@@ -48,7 +75,7 @@ export function testImageModel(opts: TestModelOptions = {}): Uint8Array {
   const w = (n: number, lim: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * lim);
   const nhwc = opts.inputLayout === 'nhwc';
   const nodes: Message[] = [];
-  const inits: Message[] = [floatTensor('w0', [C, 3, 3, 3], w(C * 27, 0.5)), floatTensor('b0', [C], w(C, 0.1)), floatTensor('w1', [C, C, 3, 3], w(C * C * 9, Math.sqrt(6 / (9 * C)))), floatTensor('b1', [C], w(C, 0.1))];
+  const inits: Message[] = [weights('w0', [C, 3, 3, 3], w(C * 27, 0.5)), floatTensor('b0', [C], w(C, 0.1)), weights('w1', [C, C, 3, 3], w(C * C * 9, Math.sqrt(6 / (9 * C)))), floatTensor('b1', [C], w(C, 0.1))];
   let trunk = 'x';
   if (opts.inputType !== undefined && opts.inputType !== DataType.FLOAT) {
     nodes.push(node('Cast', [trunk], ['x_float'], 'to_float', { to: DataType.FLOAT }));
@@ -107,5 +134,13 @@ export function testImageModel(opts: TestModelOptions = {}): Uint8Array {
   }
   const inputs = [valueInfo('x', opts.inputType ?? DataType.FLOAT, nhwc ? [B, S, S, 3] : [B, 3, S, S])];
   if (opts.extraInput) inputs.push(valueInfo('scale', DataType.FLOAT, [1]));
-  return model({ name: 'test-image-model', nodes, initializers: inits, inputs, outputs: outs }).encode();
+  const bytes = model({ name: 'test-image-model', nodes, initializers: inits, inputs, outputs: outs }).encode();
+  if (!location) return { model: bytes };
+  const data = new Uint8Array(offset);
+  let at = 0;
+  for (const c of chunks) {
+    data.set(c, at);
+    at += c.length;
+  }
+  return { model: bytes, data };
 }

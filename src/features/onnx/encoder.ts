@@ -6,13 +6,14 @@
 // read by running the model once on a blank image. What the features depend on (the model file's
 // SHA-256, input and output names, grid reordering, every preprocessing setting) goes into the encoder
 // info, hence into the feature cache fingerprint: a change means features are computed again.
-import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { EncoderConfig } from '../../config/schema.js';
 import { ConfigError, ModelError } from '../../errors.js';
 import type { ImageEncoder, Preprocessing } from '../encoder.js';
 import { packPixels } from '../pixels.js';
+import { checkExternalLocation, externalDataFiles } from './external.js';
 import { applyPlan, planOutput, resolveInput, resolveOutput, shapeText, type OutputPlan } from './model.js';
 import { createSession, floatTensor, loadOrt, ortDetail, ortLoadError, sessionMeta, type OrtSession } from './runtime.js';
 
@@ -31,13 +32,49 @@ export async function readModelFile(file: string): Promise<Buffer> {
       code === 'ENOENT' ? 'no such file'
       : code === 'EISDIR' ? 'is a folder, not an ONNX model file'
       : code === 'EACCES' ? 'permission denied'
-      : code === 'ERR_FS_FILE_TOO_LARGE' ? 'larger than 2 GiB, which this version cannot read in one piece'
+      : code === 'ERR_FS_FILE_TOO_LARGE' ? 'larger than 2 GiB; save it with its weights in external data files (onnx.save(model, path, save_as_external_data=True))'
       : `cannot read it (${code ?? (e as Error).message})`;
     throw new ModelError(`${file}: ${why} (encoder.onnx.path: the ONNX image model)`);
   }
 }
 
-export const sha256Hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+export interface OpenedModel {
+  session: OrtSession;
+  /** Size of the .onnx file. */
+  bytes: number;
+  /** SHA-256 (hex) of the .onnx file, followed, for a model with external data, by each external file's location and content. */
+  sha256: string;
+  /** External data files (relative to the model's folder), [] when the .onnx file holds every weight. */
+  external: string[];
+}
+
+/**
+ * Read, hash and open an ONNX model file. A model that keeps weights in external data files has them
+ * hashed too, and its session is created from the path, so onnxruntime finds them next to it.
+ */
+export async function openModel(file: string, threads: number): Promise<OpenedModel> {
+  const bytes = await readModelFile(file);
+  const external = externalDataFiles(bytes);
+  const h = createHash('sha256').update(bytes);
+  for (const loc of external) {
+    checkExternalLocation(file, loc);
+    h.update(`\0${loc}\0`);
+    await hashFile(h, path.join(path.dirname(path.resolve(file)), loc), file, loc);
+  }
+  const session = await createSession(external.length ? path.resolve(file) : bytes, { threads, where: file });
+  return { session, bytes: bytes.length, sha256: h.digest('hex'), external };
+}
+
+async function hashFile(h: Hash, p: string, file: string, loc: string): Promise<void> {
+  try {
+    for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ModelError(`${file}: its weights are in the external data file "${loc}", which cannot be read (${code === 'ENOENT' ? 'no such file' : (code ?? (e as Error).message)}); keep it next to the model file`);
+  }
+}
+
+const sha256Hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
 export async function createOnnxEncoder(cfg: EncoderConfig, opts: OnnxEncoderOptions): Promise<ImageEncoder> {
   const o = cfg.onnx;
@@ -45,11 +82,11 @@ export async function createOnnxEncoder(cfg: EncoderConfig, opts: OnnxEncoderOpt
   if (cfg.runtime === 'tfjs') throw new ConfigError('encoder.runtime tfjs: an ONNX encoder (encoder.type onnx) runs on onnxruntime only; set encoder.runtime to auto or onnx');
   if (o.resizeSize !== undefined && o.resize !== 'shorter') throw new ConfigError(`encoder.onnx.resizeSize: applies to resize shorter only (resize is ${o.resize}); remove it`);
   const file = path.resolve(o.path);
-  const bytes = await readModelFile(o.path);
   const ort = await loadOrt();
   if (!ort) throw new ConfigError(`encoder.type onnx: onnxruntime-node cannot be loaded here (${ortLoadError()})`);
-  const modelHash = sha256Hex(bytes);
-  let session: OrtSession | null = await createSession(bytes, { threads: opts.threads, where: o.path });
+  const opened = await openModel(o.path, opts.threads);
+  const modelHash = opened.sha256;
+  let session: OrtSession | null = opened.session;
   try {
     const meta = sessionMeta(session);
     const input = resolveInput(o.path, meta.inputs, { input: o.input, layout: o.layout, size: o.size });

@@ -6,9 +6,9 @@
 // shapes (model.ts) as the encoder itself, so what it prints is what `features` will do.
 import { DECODER_FEATURES, IMAGENET_MEAN, IMAGENET_STD } from '../../config/schema.js';
 import { CaptionerError, ConfigError, UsageError } from '../../errors.js';
-import { readModelFile, sha256Hex } from './encoder.js';
+import { openModel } from './encoder.js';
 import { planOutput, resolveInput, shapeText, type OutputPlan, type ResolvedInput } from './model.js';
-import { createSession, floatTensor, sessionMeta, type TensorMeta } from './runtime.js';
+import { floatTensor, sessionMeta, type TensorMeta } from './runtime.js';
 
 export interface InspectOptions {
   /** Image side for a model whose input height and width are dynamic (encoder.onnx.size). */
@@ -38,7 +38,10 @@ export interface InspectedOutput extends TensorMeta {
 export interface InspectReport {
   file: string;
   bytes: number;
+  /** SHA-256 of the file (and of its external data files, when it has some): what the feature cache records. */
   sha256: string;
+  /** External data files holding weights, next to the model file. */
+  external: string[];
   inputs: TensorMeta[];
   outputs: InspectedOutput[];
   /** The image input as the encoder would feed it, or null (then inputProblem says why). */
@@ -54,8 +57,7 @@ export interface InspectReport {
 const message = (e: unknown) => (e instanceof CaptionerError ? e.message.replace(/^[^:]*: /, '') : (e as Error).message.split('\n')[0]);
 
 export async function inspectOnnx(file: string, opts: InspectOptions = {}): Promise<InspectReport> {
-  const bytes = await readModelFile(file);
-  const session = await createSession(bytes, { threads: opts.threads ?? 1, where: file });
+  const { session, bytes, sha256, external } = await openModel(file, opts.threads ?? 1);
   try {
     const meta = sessionMeta(session);
     let input: ResolvedInput | null = null;
@@ -109,8 +111,9 @@ export async function inspectOnnx(file: string, opts: InspectOptions = {}): Prom
     Object.assign(onnx, { resize: 'shorter', interpolation: 'bilinear', range: '0-1', mean: IMAGENET_MEAN, std: IMAGENET_STD, channelOrder: 'rgb' });
     return {
       file,
-      bytes: bytes.length,
-      sha256: sha256Hex(bytes),
+      bytes,
+      sha256,
+      external,
       inputs: meta.inputs,
       outputs,
       input,
@@ -132,7 +135,7 @@ function decodersFor(kind: OutputPlan['kind']): string[] {
 /** The report as text: the model's tensors, then the config block (YAML with comments). */
 export function formatInspect(r: InspectReport): string {
   const lines: string[] = [];
-  lines.push(`${r.file}: ONNX model, ${mb(r.bytes)}, sha256:${r.sha256}`);
+  lines.push(`${r.file}: ONNX model, ${mb(r.bytes)}${r.external.length ? ` + external data (${r.external.join(', ')})` : ''}, sha256:${r.sha256}`);
   const rows = (list: { name: string; type: string; shape: (number | string)[]; what: string }[]) => {
     const w1 = Math.max(...list.map((t) => t.name.length));
     const w2 = Math.max(...list.map((t) => t.type.length));

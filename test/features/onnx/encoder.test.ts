@@ -9,7 +9,8 @@ import { EncoderSchema } from '../../../src/config/schema.js';
 import { ConfigError, ModelError } from '../../../src/errors.js';
 import { cacheFingerprint } from '../../../src/features/cache.js';
 import { createEncoder, type ImageEncoder } from '../../../src/features/encoder.js';
-import { testImageModel, type TestModelOptions } from '../../helpers/onnx-models.js';
+import { externalDataFiles } from '../../../src/features/onnx/external.js';
+import { testImageModel, testImageModelExternal, type TestModelOptions } from '../../helpers/onnx-models.js';
 import { syntheticRgb } from '../helpers.js';
 
 let work: string;
@@ -164,6 +165,33 @@ describe('the feature cache fingerprint', () => {
     expect(await fp({ ...base, path: same })).toBe(ref);
     await fs.writeFile(same, testImageModel({ size: 'dynamic', outputs: ['pooled'], seed: 99 }));
     expect(await fp({ ...base, path: same })).not.toBe(ref);
+  });
+});
+
+describe('a model with its weights in an external data file', () => {
+  it('finds the file, runs like the same model with inline weights, and hashes the data file too', async () => {
+    const opts: TestModelOptions = { outputs: ['pooled'], seed: 4 };
+    const sub = path.join(work, 'external');
+    await fs.mkdir(sub, { recursive: true });
+    const { model, data } = testImageModelExternal(opts, 'weights.bin');
+    expect(externalDataFiles(model)).toEqual(['weights.bin']);
+    expect(externalDataFiles(testImageModel(opts))).toEqual([]);
+    expect(externalDataFiles(new TextEncoder().encode('not a protobuf at all'))).toEqual([]);
+    const file = path.join(sub, 'ext.onnx');
+    await fs.writeFile(file, model);
+    await fs.writeFile(path.join(sub, 'weights.bin'), data);
+    const ext = await encodeWith({ path: file }, images(32));
+    const inline = await encodeWith({ path: await modelFile(opts) }, images(32));
+    ext.out.forEach((v, i) => expect(Array.from(v)).toEqual(Array.from(inline.out[i])));
+    // other weights in the data file: another fingerprint, though the .onnx file is the same
+    const changed = Float32Array.from(new Float32Array(data.buffer.slice(0)), (x) => x * 0.5);
+    await fs.writeFile(path.join(sub, 'weights.bin'), new Uint8Array(changed.buffer));
+    const other = await encodeWith({ path: file }, []);
+    expect(other.enc.weightsFingerprint).not.toBe(ext.enc.weightsFingerprint);
+    expect(other.enc.fingerprint).not.toBe(ext.enc.fingerprint);
+    // a missing data file is named
+    await fs.rm(path.join(sub, 'weights.bin'));
+    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(/its weights are in the external data file "weights\.bin", which cannot be read \(no such file\); keep it next to the model file/);
   });
 });
 
