@@ -54,7 +54,11 @@ export interface InspectReport {
   config: { encoder: { type: 'onnx'; onnx: Record<string, unknown> } } | null;
 }
 
-const message = (e: unknown) => (e instanceof CaptionerError ? e.message.replace(/^[^:]*: /, '') : (e as Error).message.split('\n')[0]);
+/** An error's message without the leading "<file>: " (the report names the file once). */
+const message = (e: unknown, file: string) => {
+  const m = (e as Error).message.split('\n')[0];
+  return m.startsWith(`${file}: `) ? m.slice(file.length + 2) : m;
+};
 
 export async function inspectOnnx(file: string, opts: InspectOptions = {}): Promise<InspectReport> {
   const { session, bytes, sha256, external } = await openModel(file, opts.threads ?? 1);
@@ -67,7 +71,7 @@ export async function inspectOnnx(file: string, opts: InspectOptions = {}): Prom
       input = resolveInput(file, meta.inputs, { layout: opts.layout ?? 'auto', size: opts.size });
     } catch (e) {
       if (!(e instanceof CaptionerError)) throw e;
-      inputProblem = message(e);
+      inputProblem = message(e, file);
       configurable = e instanceof ConfigError; // a setting fixes it (size, layout); else the model must change
     }
     const outputs: InspectedOutput[] = meta.outputs.map((t) => ({ ...t }));
@@ -94,7 +98,7 @@ export async function inspectOnnx(file: string, opts: InspectOptions = {}): Prom
           Object.assign(o, { kind: plan.kind, modelShape: plan.modelShape, cached: plan.shape, ...(plan.layout ? { layout: plan.layout } : {}), decoders: decodersFor(plan.kind) });
         } catch (e) {
           o.modelShape = dims.slice(1);
-          o.note = message(e);
+          o.note = message(e, file);
           // an ambiguous grid is still usable once its layout is set
           if (dims.length === 4) Object.assign(o, { kind: 'grid', decoders: decodersFor('grid') });
         }
