@@ -17,6 +17,7 @@ import type { LoadCaptionerOptions } from '../caption/load.js';
 import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from '../caption/types.js';
 import type { Config } from '../config/schema.js';
 import { ModelError } from '../errors.js';
+import { disableOrtTelemetry } from '../features/onnx/runtime.js';
 import { builtFile, userErrorFrom } from '../util/workers.js';
 import { log } from '../log.js';
 
@@ -105,6 +106,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
 
   const spawn = (): Promise<void> =>
     new Promise<void>((resolve, reject) => {
+      disableOrtTelemetry(); // the worker's copy of the environment, and so its onnxruntime, inherits it
       const w = new Worker(file, { workerData: init });
       worker = w;
       let loaded = false;
