@@ -184,6 +184,11 @@ export class RpcWorker<A extends WorkerApi, Info = undefined> {
     this.terminated = this.exited.then(() => undefined);
     this.worker.on('message', (msg: FromThread) => this.onMessage(msg));
     this.worker.on('error', (e: Error) => (this.lastError = `${e.name && e.name !== 'Error' ? `${e.name}: ` : ''}${e.message}`));
+    // an answer that cannot be read leaves its request without one: end the thread, a crash like any other
+    this.worker.on('messageerror', (e: Error) => {
+      this.lastError ||= `a message from the thread could not be read: ${e.message}`;
+      void this.worker.terminate();
+    });
     this.worker.on('exit', (code) => {
       this.exitCode = code;
       if (this.timer) clearTimeout(this.timer);
@@ -312,6 +317,10 @@ export function serveRequests<A extends WorkerApi, Info = undefined>(start: Star
   const port = parentPort;
   if (!port) throw new Error('serveRequests: not running in a worker thread');
   let api: A | undefined;
+  // a request that cannot be read would never be answered: die, so the host fails it as a crash
+  port.on('messageerror', (e: Error) => {
+    throw new Error(`a request could not be read: ${e.message}`);
+  });
   port.on('message', (msg: ToThread) => {
     if (msg?.rpc !== 'call') return;
     void (async () => {
