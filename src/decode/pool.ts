@@ -80,35 +80,16 @@ export async function startDecoder(model: DecodeModel, o: StartDecoderOptions): 
   };
   const entry = workerEntry(import.meta.url, 'worker');
   const undoBlas = shareBlasThreads(o.workers); // each worker's products on cores / workers BLAS threads
+  const list = Array.from({ length: o.workers }, (_, i) => ({ entry, data: init, label: `parallel decoding: worker ${i}` }));
   let threads: RpcWorker<DecodeWorkerApi>[];
-  const starting = startWorkers<DecodeWorkerApi>(Array.from({ length: o.workers }, (_, i) => ({ entry, data: init, label: `parallel decoding: worker ${i}` })));
   try {
-    threads = await abortable(starting, o.signal);
+    // an abort while they start ends them at once
+    threads = await startWorkers<DecodeWorkerApi>(list, { signal: o.signal, reason: () => abortError(o.signal) });
   } catch (e) {
     undoBlas();
     throw e;
   }
   return new WorkerPool(threads, backend, undoBlas, o.signal);
-}
-
-/** p, or an AbortError as soon as `signal` aborts (the workers p starts are then terminated). */
-async function abortable(p: Promise<RpcWorker<DecodeWorkerApi>[]>, signal?: AbortSignal): Promise<RpcWorker<DecodeWorkerApi>[]> {
-  if (!signal) return p;
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(abortError(signal));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([p, aborted]);
-  } catch (e) {
-    // started or not, end them
-    void p.then((ws) => Promise.all(ws.map((w) => w.terminate(e as Error))), () => {});
-    throw e;
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
 }
 
 /** An AbortError (what fetch and timers reject with), so callers can tell an interruption from a failure. */

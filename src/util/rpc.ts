@@ -294,14 +294,23 @@ export class RpcWorker<A extends WorkerApi, Info = undefined> {
   }
 }
 
-/** Start several workers; if any fails to start, all are terminated and the first failure is thrown. */
-export async function startWorkers<A extends WorkerApi, Info = undefined>(list: StartWorkerOptions<unknown>[]): Promise<RpcWorker<A, Info>[]> {
+/**
+ * Start several workers; if any fails to start, or `abort.signal` aborts meanwhile (at once, however long
+ * start-up takes), all are terminated and the first failure (or `abort.reason()`) is thrown.
+ */
+export async function startWorkers<A extends WorkerApi, Info = undefined>(list: StartWorkerOptions<unknown>[], abort?: { signal?: AbortSignal; reason: () => Error }): Promise<RpcWorker<A, Info>[]> {
+  const signal = abort?.signal;
+  if (signal?.aborted) throw abort!.reason();
   const workers = list.map((o) => startWorker<A, Info>(o));
+  const onAbort = () => workers.forEach((w) => void w.terminate(abort!.reason()));
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await Promise.all(workers.map((w) => w.ready));
   } catch (e) {
     await Promise.all(workers.map((w) => w.terminate(e as Error)));
     throw e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
   return workers;
 }

@@ -133,6 +133,15 @@ describe('start-up', () => {
     ]);
     await expect(p).rejects.toBeInstanceOf(ModelError);
   });
+
+  it('startWorkers: an abort while they start ends them at once (one would never be ready) and rejects with the reason', async () => {
+    const ac = new AbortController();
+    const why = new Error('interrupted');
+    const p = startWorkers<EchoApi>([{ entry, data: {}, label: 'a' }, { entry, data: { start: 'never' } satisfies EchoInit, label: 'b' }], { signal: ac.signal, reason: () => why });
+    ac.abort();
+    await expect(p).rejects.toBe(why);
+    await expect(startWorkers<EchoApi>([{ entry, data: {}, label: 'c' }], { signal: ac.signal, reason: () => why })).rejects.toBe(why); // aborted already: none starts
+  });
 });
 
 describe('crashes', () => {
