@@ -26,6 +26,12 @@ done
 prefix="$scratch/prefix"
 # onnxruntime-node's install step is skipped as .npmrc does (its CPU binaries ship in the package)
 npm_config_onnxruntime_node_install=skip npm install -g --prefer-offline --prefix "$prefix" --no-audit --no-fund "$tarball" >/dev/null
+# where a compiler is there, the packed sources must have built the native addon (with the running Node's
+# own headers: nothing is downloaded)
+if command -v cc >/dev/null && command -v make >/dev/null && command -v python3 >/dev/null; then
+  test -f "$prefix/lib/node_modules/captioner/native/build/Release/captioner_native.node" || { echo "pack-smoke: the install did not build the native addon" >&2; exit 1; }
+  echo "pack-smoke: native addon built at install"
+fi
 export PATH="$prefix/bin:$PATH"
 work="$scratch/elsewhere"
 mkdir -p "$work"
