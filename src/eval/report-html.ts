@@ -15,6 +15,7 @@ import sharp from 'sharp';
 import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml } from '../view/attention-view.js';
 import { metricKeys } from './score.js';
 import { metricLabel, type EvalReport, type PerImage } from './report.js';
+import { escapeHtml } from '../util/html.js';
 
 export interface HtmlOptions {
   /** Folder the images' `file` paths are under (null: no thumbnails). */
@@ -39,10 +40,6 @@ export interface ImageAttention {
 
 /** Side of the photo in an attention view, in pixels. */
 const VIEW_SIZE = 360;
-
-export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
 
 /** A JPEG data URI of the image scaled to fit `size` x `size`, or null when it cannot be read. */
 export async function thumbnail(file: string, size = 96): Promise<string | null> {

@@ -7,6 +7,7 @@
 // With an attention model the API answer carries `attention`; the page then shows the attention view
 // (src/view/attention-view.ts, built in the page by captionerAttention.build) under the caption.
 import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT } from '../view/attention-view.js';
+import { escapeHtml } from '../util/html.js';
 
 export interface PageOptions {
   title: string;
@@ -16,11 +17,6 @@ export interface PageOptions {
   defaultBeam?: number;
   /** The image formats this server can decode, for messages ("JPEG, PNG or WebP"). */
   formats?: string;
-}
-
-/** Escape text for HTML element content and attribute values. */
-export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
 }
 
 /** JSON safe to place inside a <script> element. */

@@ -1,12 +1,12 @@
 // loss.svg: training and validation loss per epoch as a small, self-contained SVG line chart (pure).
 
+import { escapeXml } from '../util/html.js';
+
 export interface ChartSeries {
   label: string;
   color: string;
   points: { x: number; y: number }[];
 }
-
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 /** "Nice" tick values covering [lo, hi]. */
 export function ticks(lo: number, hi: number, count = 5): number[] {
@@ -37,7 +37,7 @@ export function lossChart(series: ChartSeries[], title = 'Loss per epoch', xLabe
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
   parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  parts.push(`<text x="${W / 2 - R / 2 + L / 2}" y="22" text-anchor="middle" font-size="15">${esc(title)}</text>`);
+  parts.push(`<text x="${W / 2 - R / 2 + L / 2}" y="22" text-anchor="middle" font-size="15">${escapeXml(title)}</text>`);
   for (const v of ticks(y0, y1)) {
     parts.push(`<line x1="${L}" x2="${W - R}" y1="${f(sy(v))}" y2="${f(sy(v))}" stroke="#e4e4e4"/>`);
     parts.push(`<text x="${L - 6}" y="${f(sy(v) + 4)}" text-anchor="end">${v}</text>`);
@@ -46,17 +46,17 @@ export function lossChart(series: ChartSeries[], title = 'Loss per epoch', xLabe
   for (const v of xt) parts.push(`<text x="${f(sx(v))}" y="${H - B + 18}" text-anchor="middle">${v}</text>`);
   parts.push(`<line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#333"/>`);
   parts.push(`<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="#333"/>`);
-  parts.push(`<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">${esc(xLabel)}</text>`);
-  parts.push(`<text transform="translate(18 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+  parts.push(`<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">${escapeXml(xLabel)}</text>`);
+  parts.push(`<text transform="translate(18 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${escapeXml(yLabel)}</text>`);
   series.forEach((s, i) => {
     const p = s.points.filter((q) => Number.isFinite(q.y));
     if (p.length) {
       parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${p.map((q) => `${f(sx(q.x))},${f(sy(q.y))}`).join(' ')}"/>`);
-      for (const q of p) parts.push(`<circle cx="${f(sx(q.x))}" cy="${f(sy(q.y))}" r="3" fill="${s.color}"><title>${esc(s.label)} ${q.x}: ${q.y.toFixed(4)}</title></circle>`);
+      for (const q of p) parts.push(`<circle cx="${f(sx(q.x))}" cy="${f(sy(q.y))}" r="3" fill="${s.color}"><title>${escapeXml(s.label)} ${q.x}: ${q.y.toFixed(4)}</title></circle>`);
     }
     const ly = T + 10 + i * 20;
     parts.push(`<line x1="${W - R + 15}" x2="${W - R + 40}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2"/>`);
-    parts.push(`<text x="${W - R + 46}" y="${ly + 4}">${esc(s.label)}</text>`);
+    parts.push(`<text x="${W - R + 46}" y="${ly + 4}">${escapeXml(s.label)}</text>`);
   });
   parts.push('</svg>');
   return parts.join('\n') + '\n';

@@ -16,6 +16,7 @@ import sharp from 'sharp';
 import { ModelError } from '../errors.js';
 import { classifySharpError, DEFAULT_MAX_PIXELS, ImageError } from '../features/image.js';
 import type { RunManifest } from '../model/runfolder.js';
+import { escapeXml } from '../util/html.js';
 
 /** The attention grid [H, W] of a run: an attention decoder on grid features [H, W, C] (as the run's manifest
  * records them: 14 x 14 for block5_conv3, 7 x 7 for block5_pool); null for any other model. */
@@ -172,13 +173,6 @@ export function attentionMapLayout(photo: { width: number; height: number }, wor
   };
 }
 
-/** Escape text for SVG; characters XML 1.0 cannot hold (controls, lone surrogates) become U+FFFD. */
-export function xmlText(s: string): string {
-  return s
-    .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD')
-    .replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
-}
-
 /** Shorten a word (by code points) to about what fits in `width` pixels at `fontSize`, with an ellipsis. */
 function fit(word: string, width: number, fontSize: number): string {
   const max = Math.max(1, Math.floor((width - 6) / (0.62 * fontSize)));
@@ -239,7 +233,7 @@ export async function renderAttentionMap(input: AttentionMapInput): Promise<Buff
     if (k > 0) {
       const cx = x0 + panel.width / 2;
       const by = y0 + panel.height + Math.round(fontSize * 1.25);
-      texts.push(`<text x="${cx}" y="${by}">${xmlText(fit(words[k - 1], panel.width, fontSize))}</text>`);
+      texts.push(`<text x="${cx}" y="${by}">${escapeXml(fit(words[k - 1], panel.width, fontSize))}</text>`);
     }
   }
   const svg =

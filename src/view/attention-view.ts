@@ -16,6 +16,7 @@
 // data-attn attribute (196 weights: 264 characters); the grid is the view's data-grid="H W". The grid is
 // stretched over the whole photo, because the encoder saw the whole photo stretched to a square.
 import { ModelError } from '../errors.js';
+import { escapeHtml } from '../util/html.js';
 
 export interface AttentionViewData {
   /** Image URL: a data: URL (report.html) or a blob:/same-origin URL (serve page). */
@@ -31,11 +32,6 @@ export interface AttentionViewData {
 export interface AttentionViewOptions {
   /** Wrap the view in <details> with this summary text (closed until clicked). */
   summary?: string;
-}
-
-/** Escape text for HTML element content and attribute values. */
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
 /** Normalise a row (max -> 1; negative/non-finite -> 0) and quantise it to 0..255. Mirrored by the page script. */
@@ -61,13 +57,13 @@ export function attentionViewHtml(d: AttentionViewData, o: AttentionViewOptions 
   check(d);
   const alt = d.alt ?? d.words.join(' ');
   const words = d.words
-    .map((w, i) => `<span class="attn-word" tabindex="0" data-attn="${Buffer.from(quantiseRow(d.attention[i])).toString('base64')}">${esc(w)}</span>`)
+    .map((w, i) => `<span class="attn-word" tabindex="0" data-attn="${Buffer.from(quantiseRow(d.attention[i])).toString('base64')}">${escapeHtml(w)}</span>`)
     .join(' ');
   const view =
     `<figure class="attn-view" data-grid="${d.grid[0]} ${d.grid[1]}">` +
-    `<div class="attn-stage"><img class="attn-img" src="${esc(d.image)}" alt="${esc(alt)}"><canvas class="attn-overlay" aria-hidden="true"></canvas></div>` +
+    `<div class="attn-stage"><img class="attn-img" src="${escapeHtml(d.image)}" alt="${escapeHtml(alt)}"><canvas class="attn-overlay" aria-hidden="true"></canvas></div>` +
     `<figcaption class="attn-words">${words}</figcaption></figure>`;
-  return o.summary === undefined ? view : `<details class="attn-details"><summary>${esc(o.summary)}</summary>${view}</details>`;
+  return o.summary === undefined ? view : `<details class="attn-details"><summary>${escapeHtml(o.summary)}</summary>${view}</details>`;
 }
 
 export const ATTENTION_VIEW_CSS = `
