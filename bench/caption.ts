@@ -12,7 +12,8 @@ import { ConfigSchema, EncoderSchema, type Config } from '#dist/config/schema.js
 import { loadCaptioner } from '#dist/caption/load.js';
 import { captionFiles, type CaptionStages } from '#dist/caption/pipeline.js';
 import { stagesOf } from '#dist/caption/run.js';
-import { writeUntrainedRun } from '#dist/model/runfolder.js';
+import * as runfolder from '#dist/model/runfolder.js';
+import { writeUntrainedRun } from '../test/helpers/untrained-run.js';
 import { createEncoder } from '#dist/features/encoder.js';
 import { randomVgg16Weights, type LoadedVgg16Weights } from '#dist/features/vgg16/weights.js';
 import { MergeDecoder } from '#dist/model/decoders/merge.js';
@@ -79,7 +80,7 @@ export async function benchRunFolder(tmp: string, loaded: LoadedVgg16Weights): P
   const run = path.join(tmp, 'run');
   const config = ConfigSchema.parse({ threads: THREADS, decode: { beam: 3, maxLength: 20 }, caption: { batchSize: ENCODE_BATCH } });
   try {
-    await writeUntrainedRun(run, { decoder, tokens, encoder: info, config });
+    await writeUntrainedRun(runfolder, run, { decoder, tokens, encoder: info, config });
   } finally {
     decoder.dispose();
   }

@@ -10,62 +10,14 @@ import type { EncoderConfig } from '../config/schema.js';
 import { ConfigError, ModelError } from '../errors.js';
 import { log } from '../log.js';
 import type { BackendRequest } from '../tf/backend.js';
-import { decodeImage, type Interpolation } from './image.js';
+import { decodeImage } from './image.js';
+import type { EncoderInfo, ImageEncoder, Preprocessing } from './types.js';
 import { createOnnxEncoder } from './onnx/encoder.js';
 import { createSession, floatTensor, loadOrt, ortDetail, ortLoadError, type OrtSession } from './onnx/runtime.js';
 import { ONNX_INPUT_NAME, vgg16Onnx } from './vgg16/onnx.js';
 import { packVgg16 } from './vgg16/preprocess.js';
 import { VGG16_BGR_MEAN, VGG16_INPUT, VGG16_OUTPUTS, type Vgg16Output } from './vgg16/spec.js';
 import { loadVgg16Weights, type LoadedVgg16Weights } from './vgg16/weights.js';
-
-/** How pixels become the encoder's input; part of the feature-cache fingerprint. */
-export interface Preprocessing {
-  /** Side of the square image the encoder gets. */
-  size: number;
-  /** fill: the whole image stretched to size x size (aspect ratio ignored, like Keras load_img); shorter: the
-   *  shorter side resized to resizeSize, then the centre size x size crop (torchvision Resize + CenterCrop). */
-  resize: 'fill' | 'shorter';
-  /** resize shorter: the shorter side before the crop. */
-  resizeSize?: number;
-  interpolation: Interpolation;
-  /** Alpha is flattened onto white. */
-  alpha: 'white';
-  /** 'caffe': RGB -> BGR minus ImageNet BGR means (Keras vgg16.preprocess_input); 'normalise': (x*scale - mean)/std per channel
-   *  (scale 1/255 for a 0-1 range, 1 for 0-255). */
-  mode: 'caffe' | 'normalise';
-  mean: number[];
-  std?: number[];
-  scale?: number;
-  channelOrder: 'rgb' | 'bgr';
-  layout: 'nhwc' | 'nchw';
-}
-
-export interface EncoderInfo {
-  /** 'vgg16', or 'onnx:<file name>' for a user model. */
-  name: string;
-  runtime: 'onnx' | 'tfjs';
-  /** Output layer (vgg16) or output name (user ONNX). */
-  layer: string;
-  /** Per-image feature shape, e.g. [4096] or [14, 14, 512]. */
-  shape: number[];
-  /** What computes the features: encoder name, weights fingerprint and layer (not the runtime). */
-  fingerprint: string;
-  /** 'random', or the weights / model file that was read. */
-  weights: string;
-  /** `random:seed=N` or `sha256:<hex>` of the weights / model file. */
-  weightsFingerprint: string;
-  preprocessing: Preprocessing;
-  /** One human line: runtime, version, threads, backend. */
-  detail: string;
-}
-
-export interface ImageEncoder {
-  info: EncoderInfo;
-  inputSize: number;
-  /** RGB images (inputSize*inputSize*3 bytes each) -> one Float32Array per image (length = product of info.shape). */
-  encode(images: Uint8Array[]): Promise<Float32Array[]>;
-  dispose(): Promise<void>;
-}
 
 export interface EncoderOptions {
   /** Threads for onnxruntime and the wasm backend (0: all cores). */

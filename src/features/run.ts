@@ -10,7 +10,8 @@ import { log, progress } from '../log.js';
 import { loadPrepared, SPLITS } from '../prep/prepared.js';
 import { shardOf } from '../util/shard.js';
 import { openCacheWriter, type FailedImage, type FeaturesManifest } from './cache.js';
-import { createEncoder, decodeFor, type ImageEncoder } from './encoder.js';
+import { createEncoder, decodeFor } from './encoder.js';
+import type { ImageEncoder } from './types.js';
 import { ImageError } from './image.js';
 
 export interface ImageItem {

@@ -10,9 +10,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { ConfigSchema, type Config } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
 import { ModelError } from '../errors.js';
-import type { EncoderInfo } from '../features/encoder.js';
 import { Vocab } from '../text/vocab.js';
 import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { decoderKind, type Decoder } from './decoders/index.js';
@@ -231,45 +230,4 @@ export async function writeRunConfig(dir: string, config: Config): Promise<void>
 /** Write vocab.json (atomically) from its serialised text. */
 export async function writeRunVocab(dir: string, text: string): Promise<void> {
   await writeFileAtomic(path.join(dir, RUN_FILES.vocab), text);
-}
-
-// ---------------------------------------------------------------- untrained runs (benchmarks, tests)
-
-export interface UntrainedRun {
-  decoder: Decoder;
-  /** Vocabulary tokens: <pad>, unknown, start, end, then words. */
-  tokens: string[];
-  /** The encoder whose features the decoder reads. */
-  encoder: EncoderInfo;
-  /** Resolved config to record (default: defaults). */
-  config?: Config;
-  name?: string;
-}
-
-/** Write `dir` as a run folder for a decoder that did not come out of training (best/ and last/ hold the same weights). */
-export async function writeUntrainedRun(dir: string, run: UntrainedRun): Promise<void> {
-  const e = run.encoder;
-  const config = run.config ?? ConfigSchema.parse({});
-  await ensureDir(dir);
-  await saveDecoder(path.join(dir, 'best'), run.decoder);
-  await saveDecoder(path.join(dir, 'last'), run.decoder);
-  await writeRunVocab(dir, JSON.stringify({ tokens: run.tokens }) + '\n');
-  await writeRunConfig(dir, config);
-  await writeRunManifest(dir, {
-    name: run.name ?? config.name,
-    updatedAt: new Date().toISOString(),
-    status: 'untrained',
-    backend: 'n/a',
-    dataset: { dir: '', fingerprint: '', vocabSize: run.tokens.length },
-    features: {
-      dir: '',
-      fingerprint: '',
-      encoder: { name: e.name, fingerprint: e.fingerprint, runtime: e.runtime, detail: e.detail, weights: e.weights, weightsFingerprint: e.weightsFingerprint, layer: e.layer, preprocessing: e.preprocessing },
-      shape: e.shape,
-      dtype: 'float32',
-    },
-    model: { type: run.decoder.type, spec: { ...run.decoder.spec } },
-    files: RUN_FILES,
-    metrics: {},
-  });
 }

@@ -1,20 +1,13 @@
 // The pure core of prep: clean captions, apply the length limit, build the vocabulary from training
 // captions, encode every caption, and collect the statistics the manifest reports. No I/O.
-import { cleanTokens, type CleanOptions } from '../text/clean.js';
+import { cleanTokens } from '../text/clean.js';
 import { Vocab } from '../text/vocab.js';
 import { ConfigError } from '../errors.js';
 import { byCodePoint } from './split.js';
-import { SPLITS, type LengthStats, type PreparedImage, type SplitName } from './prepared.js';
+import { SPLITS, type BuildOptions, type LengthStats, type PreparedImage, type SplitName } from './prepared.js';
 
-export interface BuildOptions extends CleanOptions {
-  startToken: string;
-  endToken: string;
-  unkToken: string;
-  minCount: number;
-  /** Tokens per caption, start and end included. */
-  maxLength: number;
-  overLength: 'truncate' | 'drop';
-}
+/** The options of the build; the prepared set's manifest records them (prepared.ts owns their type). */
+export type { BuildOptions };
 
 export interface SplitImage {
   image: string;

@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import { DataError } from '../errors.js';
 import { parseCsv } from './csv.js';
-import type { SplitName } from './prepared.js';
+import { isCocoId, type CocoId, type SplitName } from './prepared.js';
 
 export interface ImageEntry {
   /** The image key, e.g. "1000268201_693b08cb0e.jpg". Unique in a dataset. */
@@ -22,8 +22,6 @@ export interface ImageEntry {
   cocoId?: CocoId;
 }
 
-/** A COCO image id: an integer in the official files; a string where a COCO-format file uses one. */
-export type CocoId = number | string;
 
 export interface Parsed {
   /** In order of first appearance. */
@@ -211,8 +209,6 @@ export function parseCaptionCsv(text: string, file: string, c = new Collector())
 
 type Json = Record<string, unknown>;
 const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
-/** An id COCO tools can match: a safe integer, or a non-empty string (COCO-format files that use them). */
-export const isCocoId = (v: unknown): v is CocoId => (typeof v === 'number' && Number.isSafeInteger(v)) || (typeof v === 'string' && v !== '');
 
 function parseJson(text: string, file: string): unknown {
   try {

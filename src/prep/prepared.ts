@@ -15,14 +15,29 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { CaptionerError, DataError } from '../errors.js';
-import type { BuildOptions } from './build.js';
-import { isCocoId, type CocoId } from './formats.js';
+import type { CleanOptions } from '../text/clean.js';
 import { Vocab } from '../text/vocab.js';
 import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
 
 export type SplitName = 'train' | 'val' | 'test';
 export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
+
+/** A COCO image id: an integer in the official files; a string where a COCO-format file uses one. */
+export type CocoId = number | string;
+/** An id COCO tools can match: a safe integer, or a non-empty string (COCO-format files that use them). */
+export const isCocoId = (v: unknown): v is CocoId => (typeof v === 'number' && Number.isSafeInteger(v)) || (typeof v === 'string' && v !== '');
+
+/** The options prep built the set with (src/prep/build.ts), recorded in the manifest. */
+export interface BuildOptions extends CleanOptions {
+  startToken: string;
+  endToken: string;
+  unkToken: string;
+  minCount: number;
+  /** Tokens per caption, start and end included. */
+  maxLength: number;
+  overLength: 'truncate' | 'drop';
+}
 
 export const PREPARED_KIND = 'captioner.prepared';
 export const PREPARED_VERSION = 1;

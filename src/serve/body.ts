@@ -8,18 +8,8 @@ import * as http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { log } from '../log.js';
 import { multipartBoundary } from './multipart.js';
+import { HttpError, sizeText } from './http-error.js';
 import type { Slot } from './slots.js';
-
-/** An answer with a status and a message for the client. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
 
 /** The client went away mid-request: nobody to answer. */
 export class ClientGone extends Error {}
@@ -28,21 +18,6 @@ export class ClientGone extends Error {}
 const LINGER_BYTES = 4 * 1024 * 1024;
 /** ... and for how long, once the answer is written. */
 const LINGER_MS = 2000;
-
-/** "10 MB", "512 KB", "300 bytes": a size in messages. */
-export function sizeText(n: number): string {
-  return n >= 1024 * 1024 ? `${+(n / 1024 / 1024).toFixed(1)} MB` : n >= 1024 ? `${+(n / 1024).toFixed(1)} KB` : `${n} bytes`;
-}
-
-/** "0.3 s", "20 s": a duration in messages. */
-export function seconds(ms: number): string {
-  return `${+(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
-}
-
-/** "1 KB/s", "12 B/s": a data rate in messages. */
-export function byteRate(bytesPerSecond: number): string {
-  return bytesPerSecond >= 1024 ? `${+(bytesPerSecond / 1024).toFixed(1)} KB/s` : `${Math.round(bytesPerSecond)} B/s`;
-}
 
 /** 413 for an upload over `limit` bytes (serve.maxUploadBytes). */
 export function tooLarge(limit: number): HttpError {

@@ -9,7 +9,8 @@ import type * as http from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { ServeConfig } from '../config/schema.js';
-import { rawAnswer, seconds } from './body.js';
+import { rawAnswer } from './body.js';
+import { seconds } from './http-error.js';
 import { clientKey, evictable, type SlowRules } from './slots.js';
 
 /** How long a connection we answered on the socket itself may stay half-open before it is cut. */

@@ -5,7 +5,7 @@
 // Pure: strings and the request's header list in, a URL or an HttpError out.
 // Part of the HTTP server of `captioner serve` (entry: src/serve/server.ts).
 import type * as http from 'node:http';
-import { HttpError } from './body.js';
+import { HttpError } from './http-error.js';
 
 /** Which host names the server answers to. */
 export interface AllowedHosts {

@@ -11,7 +11,7 @@
 // long, and one address can never hold more than its share. Client addresses: clientKey().
 // Pure bookkeeping: the caller supplies the clock and cuts the connection in `evict`.
 // Part of the HTTP server of `captioner serve` (entry: src/serve/server.ts).
-import { byteRate, HttpError, seconds, sizeText } from './body.js';
+import { byteRate, HttpError, seconds, sizeText } from './http-error.js';
 
 /** Bytes arriving for something: when it started, how much came, when the last byte came. */
 export interface Transfer {

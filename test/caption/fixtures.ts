@@ -8,7 +8,8 @@ import { createEncoder } from '../../src/features/encoder.js';
 import { DataType, floatTensor, model, node, valueInfo } from '../../src/features/onnx/proto.js';
 import { AttentionDecoder } from '../../src/model/decoders/attention.js';
 import { MergeDecoder } from '../../src/model/decoders/merge.js';
-import { writeUntrainedRun } from '../../src/model/runfolder.js';
+import * as runfolder from '../../src/model/runfolder.js';
+import { writeUntrainedRun } from '../helpers/untrained-run.js';
 import { rng } from '../../src/util/random.js';
 
 export const WORDS = ['a', 'dog', 'cat', 'runs', 'on', 'the', 'grass', 'red', 'ball', 'man'];
@@ -46,7 +47,7 @@ export async function makeRun(dir: string, opts: { seed?: number; onnxSeed?: num
   const decoder = MergeDecoder.create({ vocabSize: TOKENS.length, featureDim: info.shape[0], embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 }, opts.seed ?? 7);
   const run = path.join(dir, 'run');
   try {
-    await writeUntrainedRun(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-test' });
+    await writeUntrainedRun(runfolder, run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-test', config: ConfigSchema.parse({}) });
   } finally {
     decoder.dispose();
   }
@@ -86,7 +87,7 @@ export async function makeAttentionRun(dir: string, opts: { seed?: number } = {}
   const decoder = AttentionDecoder.create({ vocabSize: TOKENS.length, positions: h * w, channels: c, embedDim: 8, units: 12, attentionDim: 8, dropout: 0, alphaReg: 1 }, opts.seed ?? 7);
   const run = path.join(dir, 'run');
   try {
-    await writeUntrainedRun(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-attention', config: ConfigSchema.parse({ encoder }) });
+    await writeUntrainedRun(runfolder, run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-attention', config: ConfigSchema.parse({ encoder }) });
   } finally {
     decoder.dispose();
   }

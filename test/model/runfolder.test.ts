@@ -10,8 +10,11 @@ import { tf } from '../../src/tf/tf.js';
 import { ModelError } from '../../src/errors.js';
 import { AttentionDecoder } from '../../src/model/decoders/attention.js';
 import { disposeState } from '../../src/model/decoders/state.js';
-import { loadTrainedModel, readRunManifest, RUN_VERSION, writeUntrainedRun } from '../../src/model/runfolder.js';
-import type { EncoderInfo } from '../../src/features/encoder.js';
+import { ConfigSchema } from '../../src/config/schema.js';
+import * as runfolder from '../../src/model/runfolder.js';
+import { loadTrainedModel, readRunManifest, RUN_VERSION } from '../../src/model/runfolder.js';
+import { writeUntrainedRun } from '../helpers/untrained-run.js';
+import type { EncoderInfo } from '../../src/features/types.js';
 
 const V1 = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'run-v1');
 /** What the version-1 code computed for features [1, 2, 3, 4] after the start token (see the fixture's README). */
@@ -58,7 +61,7 @@ describe('run folder', () => {
     const dir = path.join(work, 'att');
     const d = AttentionDecoder.create({ vocabSize: TOKENS.length, positions: 6, channels: 4, embedDim: 3, units: 5, attentionDim: 4, dropout: 0, alphaReg: 1 }, 2);
     try {
-      await writeUntrainedRun(dir, { decoder: d, tokens: TOKENS, encoder });
+      await writeUntrainedRun(runfolder, dir, { decoder: d, tokens: TOKENS, encoder, config: ConfigSchema.parse({}) });
     } finally {
       d.dispose();
     }

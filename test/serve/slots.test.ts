@@ -1,7 +1,7 @@
 // The slow-sender rules and the upload slots (src/serve/slots.ts), on a made-up clock: which transfer is
 // evictable and why, the per-client and global caps, who gives way to a newcomer; and client keys.
 import { describe, expect, it } from 'vitest';
-import { HttpError } from '../../src/serve/body.js';
+import { HttpError } from '../../src/serve/http-error.js';
 import { clientKey, evictable, UploadSlots, type SlowRules } from '../../src/serve/slots.js';
 
 const rules: SlowRules = { graceMs: 5000, minRate: 1024, stallMs: 2000, deadlineMs: 60_000 };

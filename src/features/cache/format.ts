@@ -24,7 +24,7 @@
 // src/features/cache.ts).
 import { createHash } from 'node:crypto';
 import type { ImageErrorKind } from '../image.js';
-import type { EncoderInfo, Preprocessing } from '../encoder.js';
+import type { EncoderInfo, Preprocessing } from '../types.js';
 
 export const FEATURES_KIND = 'captioner.features';
 export const FEATURES_VERSION = 2;

@@ -11,7 +11,7 @@ import { createReadStream, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { EncoderConfig } from '../../config/schema.js';
 import { ConfigError, ModelError } from '../../errors.js';
-import type { ImageEncoder, Preprocessing } from '../encoder.js';
+import type { ImageEncoder, Preprocessing } from '../types.js';
 import { packPixels } from '../pixels.js';
 import { checkExternalLocation, externalDataFiles } from './external.js';
 import { applyPlan, planOutput, resolveInput, resolveOutput, shapeText, type OutputPlan } from './model.js';
