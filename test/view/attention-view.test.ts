@@ -1,5 +1,5 @@
 // The attention view's markup (serve page and report.html): structure, escaping, the quantised rows and
-// the checks. Its behaviour in a real browser is in attention-browser.test.ts.
+// the checks. Its behaviour in a real browser is in attention-browser.e2e.test.ts.
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../../src/errors.js';
 import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml, quantiseRow } from '../../src/view/attention-view.js';

@@ -14,7 +14,7 @@ function hasTorch(): boolean {
 }
 
 const torchOk = hasTorch();
-if (!torchOk) console.warn('SKIP test/tf/torch-peer.test.ts: /usr/bin/python3 cannot import torch');
+if (!torchOk) console.warn('SKIP test/tf/torch-peer.e2e.test.ts: /usr/bin/python3 cannot import torch');
 
 describe('PyTorch train peer', () => {
   it.skipIf(!torchOk)('trains a tiny merge model and reports real tokens per second', async () => {

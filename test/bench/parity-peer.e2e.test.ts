@@ -28,7 +28,7 @@ function hasTorch(): boolean {
 }
 
 const torchOk = hasTorch();
-if (!torchOk) console.warn('SKIP test/bench/parity-peer.test.ts: /usr/bin/python3 cannot import torch and numpy');
+if (!torchOk) console.warn('SKIP test/bench/parity-peer.e2e.test.ts: /usr/bin/python3 cannot import torch and numpy');
 
 let work: string;
 const key = (i: number) => `img${i}.jpg`;

@@ -4,7 +4,7 @@
 // the photo away from where it looked; Tab / arrow keys / Escape do the same from the keyboard.
 // Screenshots go to test-artifacts/attention-view*.png.
 // Without chromium it skips, loudly, except where the env var CI is set: there it FAILS (as
-// browser.test.ts). CAPTIONER_SKIP_BROWSER=1 skips it anywhere, loudly too.
+// browser.e2e.test.ts). CAPTIONER_SKIP_BROWSER=1 skips it anywhere, loudly too.
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
