@@ -3,7 +3,7 @@
 // loaded with loadCaptioner), and the fake colour captioner, which decodes each image but runs no model.
 // Reports answered count, p50/p95 latency and requests/s, and the p50/p95 latency of GET /api/health
 // polled while the load runs (what a monitor sees from a busy server). The real model runs twice: in a
-// worker thread (as `captioner serve` runs it, src/serve/worker-captioner.ts) and on the server's own
+// worker thread (as `captioner serve` runs it, src/serve/threaded-captioner.ts) and on the server's own
 // thread (before the worker); the in-thread run is the peer of the worker's health latency. The peer of
 // the batching row is the same server with batching off (serve.maxBatch 1), against a fake with a fixed
 // per-batch cost like a model's forward pass, so the ratio shows what batching buys.
@@ -16,7 +16,7 @@ import { benchRunFolder } from './caption.js';
 import { ServeSchema, type ServeConfig } from '#dist/config/schema.js';
 import { createFakeCaptioner } from '../test/serve/fake.js';
 import { startServer } from '#dist/serve/server.js';
-import { startModelWorker } from '#dist/serve/worker-captioner.js';
+import { startModelWorker } from '#dist/serve/threaded-captioner.js';
 import { inScratch } from './scratch.js';
 import type { BenchModule, BenchRow } from './types.js';
 

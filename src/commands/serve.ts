@@ -26,8 +26,8 @@ export function register(program: Command): void {
       const { config } = await resolveConfigForRun(opts, { serve: { port: opts.port, host: opts.host }, decode: { beam: opts.beam } }, opts.model);
       // stages are loaded on use: keeps --help fast, and the model code (TensorFlow.js) only after the port is bound
       const { runServer } = await import('../serve/run.js');
-      // the model runs in a worker thread, so HTTP, health and signals never wait for it (src/serve/worker-captioner.ts)
-      const load = async () => (await import('../serve/worker-captioner.js')).startModelWorker(opts.model, config);
+      // the model runs in a worker thread, so HTTP, health and signals never wait for it (src/serve/threaded-captioner.ts)
+      const load = async () => (await import('../serve/threaded-captioner.js')).startModelWorker(opts.model, config);
       await runServer(load, config.serve, { title: config.name, defaultBeam: opts.beam });
     });
 }

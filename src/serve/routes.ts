@@ -17,7 +17,7 @@ import { checkOrigin, checkTarget, type AllowedHosts } from './host.js';
 import { MultipartError, parseMultipart } from './multipart.js';
 import { CancelledError, QueueFullError, type BatchQueue } from './queue.js';
 import { clientKey, type Slot, type UploadSlots } from './slots.js';
-import { WorkerCrashedError } from './worker-captioner.js';
+import { WorkerCrashedError } from './threaded-captioner.js';
 
 const KIND_STATUS: Record<ImageErrorKind, number> = { unsupported: 415, corrupt: 422, too_large: 413 };
 

@@ -1,4 +1,4 @@
-// Worker-thread entry of serve's model worker (the host is ./worker-captioner.ts): builds a Captioner by
+// Worker-thread entry of serve's model worker (the host is ./threaded-captioner.ts): builds a Captioner by
 // importing workerData.module and calling its export workerData.factory(...args), then captions the batches
 // the main thread sends (image bytes arrive as transferred ArrayBuffers) until told to dispose. Requests,
 // load errors and crashes travel through src/util/rpc.ts; an uncaught error ends this thread, which the host

@@ -22,7 +22,7 @@ console.log(JSON.stringify({ pid: process.pid, y: Array.from(out.y.data) }));
 
 /** Starts the model worker as `captioner serve` does (startWorkerCaptioner), with a fake captioner that runs onnxruntime. */
 const workerProgram = `
-import { startWorkerCaptioner } from ${JSON.stringify(pathToFileURL(path.join(repoRoot, 'dist', 'serve', 'worker-captioner.js')).href)};
+import { startWorkerCaptioner } from ${JSON.stringify(pathToFileURL(path.join(repoRoot, 'dist', 'serve', 'threaded-captioner.js')).href)};
 const c = await startWorkerCaptioner({ module: ${JSON.stringify(path.join(repoRoot, 'test', 'serve', 'workers', 'ort-captioner.mjs'))}, factory: 'createOrtCaptioner', args: [] });
 const info = c.info;
 await c.dispose();

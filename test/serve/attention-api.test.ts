@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../src/config/schema.js';
 import { startServer } from '../../src/serve/server.js';
-import { startModelWorker } from '../../src/serve/worker-captioner.js';
+import { startModelWorker } from '../../src/serve/threaded-captioner.js';
 import { imageFile, makeAttentionRun, makeRun } from '../caption/fixtures.js';
 import { serveConfig } from './fixtures.js';
 

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCaptioner } from '../../src/caption/load.js';
 import { ConfigSchema } from '../../src/config/schema.js';
-import { startModelWorker } from '../../src/serve/worker-captioner.js';
+import { startModelWorker } from '../../src/serve/threaded-captioner.js';
 import { imageFile, makeRun } from '../caption/fixtures.js';
 import { bin, repoRoot } from '../helpers/cli.js';
 

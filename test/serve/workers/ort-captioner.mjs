@@ -1,5 +1,5 @@
 // A fake Captioner that starts an onnxruntime session (a one-node Relu graph), loaded INSIDE the model
-// worker of src/serve/worker-captioner.ts: the telemetry test checks onnxruntime's telemetry stays off there.
+// worker of src/serve/threaded-captioner.ts: the telemetry test checks onnxruntime's telemetry stays off there.
 import { DataType, model, node, valueInfo } from '../../../dist/features/onnx/proto.js';
 import { createSession, floatTensor } from '../../../dist/features/onnx/runtime.js';
 

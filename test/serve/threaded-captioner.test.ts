@@ -1,4 +1,4 @@
-// The model in a worker thread (src/serve/worker-captioner.ts): the server's event loop stays free while
+// The model in a worker thread (src/serve/threaded-captioner.ts): the server's event loop stays free while
 // the model's thread is blocked, crashes fail only the batches in progress, dispose and SIGTERM leave no
 // thread behind. The fake (workers/blocking-captioner.mjs) busy-loops in the worker until the test opens
 // a shared gate, so every assertion here is about order (what answered while the model was still
@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ModelError } from '../../src/errors.js';
 import { runServer } from '../../src/serve/run.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
-import { startWorkerCaptioner, threadSplit, type WorkerCaptioner } from '../../src/serve/worker-captioner.js';
+import { startWorkerCaptioner, threadSplit, type WorkerCaptioner } from '../../src/serve/threaded-captioner.js';
 import { BLUE, serveConfig, solid } from './fixtures.js';
 
 process.env.CAPTIONER_QUIET = '1';
