@@ -26,7 +26,7 @@ export function register(program: Command): void {
     .description('run the whole pipeline on a built-in synthetic dataset (no download): generate, prep, features, train, eval, caption')
     .addHelpText(
       'after',
-      `\nTakes about 2 minutes on 2 idle CPU cores (--quick: under a minute); longer on a busy machine. Uses configs/demo.yaml with every path under --out.\n` +
+      `\nTakes about 3 minutes on 2 idle CPU cores (measured: docs/benchmarks.md); --quick is a smaller run; longer on a busy machine. Uses configs/demo.yaml with every path under --out.\n` +
         'VGG16 runs with random weights unless `captioner weights vgg16` has cached the real ones.\n' +
         'Ends with the test BLEU-4 against an image-blind baseline, where every artifact is, and commands to try next.',
     )
@@ -34,7 +34,7 @@ export function register(program: Command): void {
     .addOption(new Option('--scenes <kind>', 'single: one or two shapes a picture; multi: 2-3 shapes, captions with counts and relations').choices(SCENE_KINDS).default(DEMO_RUN_DEFAULTS.scenes))
     .option('-n, --images <n>', `demo images to render (default ${DEMO_RUN_DEFAULTS.images}; --quick ${DEMO_RUN_DEFAULTS.quickImages})`, intArg('--images'))
     .option('--epochs <n>', "training epochs at most (default: configs/demo.yaml's; early stopping may end sooner)", intArg('--epochs'))
-    .option('--quick', 'a smaller, faster run: half the images, greedy decoding, no thumbnails, fewer sample captions')
+    .option('--quick', 'a smaller, faster run: 300 images instead of 1,000, greedy decoding, no thumbnails, fewer sample captions')
     .option('--set <key=value>', 'override a demo config value (repeatable), e.g. --set model.units=64', collect)
     .option('--scst', 'then fine-tune the model self-critically on CIDEr-D (train.scst.*) and compare test CIDEr-D and BLEU-4')
     .option('--json', 'print a JSON summary instead of the table and the summary text')
