@@ -2,7 +2,7 @@
 // the decoder of a kind from its spec, refreshes its variables from the flat weight vector, and computes the
 // weighted gradient of one batch slice straight into a flat Float32Array region.
 import { tf } from '../../tf/tf.js';
-import { copyInto, overwrite } from '../../tf/copy.js';
+import { assignFloats, copyInto } from '../../tf/copy.js';
 import { ModelError } from '../../errors.js';
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import { decoderKind, type LossTerms } from '../../model/decoders/index.js';
@@ -51,15 +51,9 @@ export function buildDecoder(kind: ReplicaKind, spec: ReplicaSpec, values: Recor
   return kindOf(kind).create(spec as never, values, norm) as unknown as TrainableDecoder;
 }
 
-/** Overwrite every variable with its range of the flat weights. */
+/** Give every variable its range of the flat weights (new tensors: see src/tf/copy.ts on in-place writes). */
 export function loadFlat(model: TrainableDecoder, layout: FlatLayout, flat: Float32Array): void {
-  // the cpu backend keeps a reference to the array it is given: hand it a copy there
-  const copy = tf.getBackend() !== 'wasm';
-  layout.names.forEach((n, i) => {
-    const view = flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i]);
-    if (overwrite(model.weights[n], view)) return; // in place (wasm only)
-    tf.tidy(() => model.weights[n].assign(tf.tensor(copy ? view.slice() : view, layout.shapes[i], 'float32')));
-  });
+  layout.names.forEach((n, i) => assignFloats(model.weights[n], flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i])));
 }
 
 /** Token ids must lie in the vocabulary (the wasm gather does not check). */
