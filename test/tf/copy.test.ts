@@ -11,10 +11,11 @@ import { assignFloats, copyFloats, copyInto } from '../../src/tf/copy.js';
 import { addonPath, nativeStatus, useNative } from '../../src/tf/native.js';
 import { rng } from '../../src/util/random.js';
 import { randArray } from '../helpers/arrays.js';
+import { addonRequired } from '../helpers/native.js';
 
 const require = createRequire(import.meta.url);
 const status = nativeStatus();
-const needed = process.env.CI === 'true';
+const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/tf/copy: the native addon is not available here (${status.reason}); only the fallback runs`);
 const withAddon = status.available || needed ? it : it.skip;
 

@@ -17,9 +17,10 @@ import { makeBatch } from '../../src/model/decoders/batch.js';
 import { flatLayout, packWeights } from '../../src/train/parallel/flat.js';
 import { kindShapes, loadFlat } from '../../src/train/parallel/replica.js';
 import { rng } from '../../src/util/random.js';
+import { addonRequired } from '../helpers/native.js';
 
 const status = nativeStatus();
-const needed = process.env.CI === 'true';
+const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/tf/inplace: the native addon is not available here (${status.reason}); the "wasm with the addon" cases are skipped`);
 
 type Engine = { name: string; backend: 'wasm' | 'cpu'; native: boolean };

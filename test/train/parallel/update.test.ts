@@ -9,10 +9,11 @@ import { BLOCK, adamRange, reduceRange, type AdamHyper } from '../../../src/trai
 import { applyAdam, reduceGradients } from '../../../src/train/parallel/update.js';
 import { rng } from '../../../src/util/random.js';
 import { expectClose, randArray } from '../../helpers/arrays.js';
+import { addonRequired } from '../../helpers/native.js';
 
 const require = createRequire(import.meta.url);
 const status = nativeStatus();
-const needed = process.env.CI === 'true';
+const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/train/parallel/update: the native addon is not available here (${status.reason}); only the fallback runs`);
 const withAddon = status.available || needed ? it : it.skip;
 
