@@ -2,7 +2,8 @@
 // carries the weights, the per-worker gradient regions and the Adam moments; messages carry only batch
 // slices, seeds and small results.
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
-import type { AdamHyper, FlatLayout } from './flat.js';
+import type { AdamFactors } from '../adam.js';
+import type { FlatLayout } from './flat.js';
 import type { ReplicaKind, ReplicaSpec, SliceWeights } from './replica.js';
 
 export interface WorkerInit {
@@ -25,9 +26,10 @@ export type ToWorker =
   | { op: 'grad'; id: number; batch: CaptionBatch; weights: SliceWeights; seed: number }
   /** Sum regions 0..parts-1 into region 0 over [from, to); reply with the block sums of squares. */
   | { op: 'reduce'; id: number; parts: number; from: number; to: number }
-  | { op: 'adam'; id: number; hyper: AdamHyper; from: number; to: number; scale: number; lr: number };
+  /** Run Adam's inner loop with the main thread's factors over [from, to) of the weights and moments. */
+  | { op: 'adam'; id: number; factors: AdamFactors; from: number; to: number };
 
 export type FromWorker =
   | { op: 'ready' }
-  | { op: 'done'; id: number; loss?: number; blocks?: Float64Array; ms: { load?: number; compute?: number; cpu?: number } }
+  | { op: 'done'; id: number; loss?: number; total?: number; blocks?: Float64Array; ms: { load?: number; compute?: number; cpu?: number } }
   | { op: 'error'; id: number; name: string; message: string };

@@ -74,16 +74,19 @@ export interface SliceWeights {
 }
 
 /**
- * Gradient of the slice's weighted loss into `out` (layout.total floats). Returns that weighted loss: the
- * slices' values add up to the whole batch's loss. No tensors survive the call.
+ * Gradient of the slice's weighted objective into `out` (layout.total floats). Returns that weighted
+ * objective (`total`) and its weighted cross-entropy (`loss`): the slices' values add up to the whole batch's.
+ * No tensors survive the call.
  */
-export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout, slice: CaptionBatch, w: SliceWeights, seed: number, out: Float32Array): Promise<number> {
+export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout, slice: CaptionBatch, w: SliceWeights, seed: number, out: Float32Array): Promise<{ loss: number; total: number }> {
   checkTokens(slice, model.spec.vocabSize);
   const vars = layout.names.map((n) => model.weights[n]);
+  let ce: tf.Scalar | null = null;
   const { value, grads } = tf.variableGrads(() => {
     // cross-entropy is a mean over target tokens; every other term (the attention regulariser) a mean over captions
     const terms = model.lossTerms(slice, { training: true, seed });
-    let total: tf.Tensor = tf.mul(terms.crossEntropy, w.tokens);
+    ce = tf.keep(tf.mul(terms.crossEntropy, w.tokens) as tf.Scalar);
+    let total: tf.Tensor = ce;
     for (const [name, term] of Object.entries(terms)) if (name !== 'crossEntropy') total = tf.add(total, tf.mul(term, w.rows));
     return total as tf.Scalar;
   }, vars);
@@ -93,8 +96,9 @@ export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout,
       if (!g) throw new ModelError(`parallel training: no gradient for "${n}"`);
       copyInto(g, out, layout.offsets[i]);
     });
-    return (await value.data())[0];
+    return { total: (await value.data())[0], loss: (await (ce as unknown as tf.Scalar).data())[0] };
   } finally {
     tf.dispose([value, ...Object.values(grads)]);
+    if (ce) (ce as tf.Scalar).dispose();
   }
 }

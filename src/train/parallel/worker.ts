@@ -4,7 +4,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../../tf/backend.js';
 import { threadCpuMs } from './cpu.js';
-import { applyAdam, reduceGradients } from './update.js';
+import { adamArrays } from '../adam.js';
+import { reduceGradients } from './reduce.js';
 import { buildDecoder, loadFlat, sliceGradient, type TrainableDecoder } from './replica.js';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
 
@@ -39,9 +40,9 @@ async function handle(msg: ToWorker): Promise<void> {
       const t0 = performance.now();
       loadFlat(model!, init.layout, weights);
       const t1 = performance.now();
-      const loss = await sliceGradient(model!, init.layout, msg.batch, msg.weights, msg.seed, mine);
+      const { loss, total: objective } = await sliceGradient(model!, init.layout, msg.batch, msg.weights, msg.seed, mine);
       const c1 = threadCpuMs();
-      send({ op: 'done', id: msg.id, loss, ms: { load: t1 - t0, compute: performance.now() - t1, ...(c0 !== undefined && c1 !== undefined ? { cpu: c1 - c0 } : {}) } });
+      send({ op: 'done', id: msg.id, loss, total: objective, ms: { load: t1 - t0, compute: performance.now() - t1, ...(c0 !== undefined && c1 !== undefined ? { cpu: c1 - c0 } : {}) } });
       return;
     }
     case 'reduce': {
@@ -52,7 +53,7 @@ async function handle(msg: ToWorker): Promise<void> {
     }
     case 'adam': {
       const t0 = performance.now();
-      applyAdam(msg.hyper, weights, m, v, grads, msg.from, msg.to, msg.scale, msg.lr);
+      adamArrays(msg.factors, weights, m, v, grads, msg.from, msg.to);
       send({ op: 'done', id: msg.id, ms: { compute: performance.now() - t0 } });
     }
   }
