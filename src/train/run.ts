@@ -236,18 +236,29 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
 /** Says who computes the gradients (and, on the main thread of a multi-core machine, what train.workers could do). */
 function logEngine(workers: number, asked: number | 'auto', backend: string): void {
-  if (workers > 1) {
-    const blas = nativeActive() ? `, matrix products on ${Math.max(1, Math.floor(defaultBlasThreads() / workers))} OpenBLAS thread(s) each` : '';
-    log.info(`train: ${workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(asked)}${blas}); the main thread (${backend}) validates and saves`);
-    if (!/^(wasm|cpu)/.test(backend)) log.warn(`train.workers ${workers}: the workers compute on wasm, not on the ${backend} backend; set train.workers 1 to train there`);
-    if (workers > availableParallelism()) log.warn(`train.workers ${workers} is more than this machine's ${availableParallelism()} cores: the workers share them and each holds a copy of the model`);
-    return;
+  const lines = engineNotes({ workers, asked, backend, native: nativeActive(), cores: availableParallelism(), blasThreads: defaultBlasThreads() });
+  for (const l of lines.info) log.info(l);
+  for (const l of lines.warn) log.warn(l);
+}
+
+/**
+ * The log lines of logEngine. train.workers is suggested only where it was measured to help: on wasm without
+ * the native addon (one wasm thread per replica; with the addon the main thread's products already use every
+ * core). No figure: how much it helps depends on the machine and on its other load (see the README).
+ */
+export function engineNotes(o: { workers: number; asked: number | 'auto'; backend: string; native: boolean; cores: number; blasThreads: number }): { info: string[]; warn: string[] } {
+  const info: string[] = [];
+  const warn: string[] = [];
+  if (o.workers > 1) {
+    const blas = o.native ? `, matrix products on ${Math.max(1, Math.floor(o.blasThreads / o.workers))} OpenBLAS thread(s) each` : '';
+    info.push(`train: ${o.workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(o.asked)}${blas}); the main thread (${o.backend}) validates and saves`);
+    if (!/^(wasm|cpu)/.test(o.backend)) warn.push(`train.workers ${o.workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);
+    if (o.workers > o.cores) warn.push(`train.workers ${o.workers} is more than this machine's ${o.cores} cores: the workers share them and each holds a copy of the model`);
+  } else if (/^wasm/.test(o.backend) && o.cores > 1) {
+    if (o.native) info.push(`train: on the main thread; its matrix products use OpenBLAS on ${o.blasThreads} threads (this machine has ${o.cores} cores)`);
+    else info.push(`train: on the main thread (1 wasm thread) of this machine's ${o.cores} cores; train.workers auto splits each batch over ${o.cores} worker threads, which trains faster while those cores are otherwise idle (see the README's benchmarks)`);
   }
-  const cores = availableParallelism();
-  if (/^wasm/.test(backend) && cores > 1) {
-    if (nativeActive()) log.info(`train: on the main thread; its matrix products use OpenBLAS on ${defaultBlasThreads()} threads (this machine has ${cores} cores)`);
-    else log.info(`train: on the main thread (1 wasm thread) of this machine's ${cores} cores; train.workers auto splits each batch over ${cores} worker threads (1.8x faster with 2 on 2 cores without the native addon, see the README's benchmarks)`);
-  }
+  return { info, warn };
 }
 
 /**
