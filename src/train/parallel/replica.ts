@@ -1,6 +1,6 @@
-// One model replica on the current TF backend (a worker's, or the main thread's for `workers: 1`): builds
-// the decoder of a kind from its spec, refreshes its variables from the flat weight vector, and computes the
-// weighted gradient of one batch slice straight into a flat Float32Array region.
+// One model replica on the current TF backend (a worker's; the main-thread trainer builds its decoder here
+// too): builds the decoder of a kind from its spec, gives its variables the flat weight vector's values (new
+// tensors), and computes the weighted gradient of one batch slice straight into a flat Float32Array region.
 import { tf } from '../../tf/tf.js';
 import { assignFloats, copyInto } from '../../tf/copy.js';
 import { ModelError } from '../../errors.js';
