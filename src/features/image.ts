@@ -14,9 +14,9 @@
 // 224))` does; Keras's default interpolation is 'nearest', hence our default. sharp's nearest neighbour
 // picks slightly different source pixels than PIL's, so features differ a little from a Python pipeline.
 import { promises as fs } from 'node:fs';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { DataError } from '../errors.js';
-import type { ImageFormat } from '../util/imagetype.js';
+import { sniffImage, type ImageFormat } from '../util/imagetype.js';
 
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
 
@@ -82,7 +82,55 @@ export async function decodeImage(input: Uint8Array | string, opts: DecodeOption
   } catch (e) {
     if (e instanceof ImageError) throw e;
     if (typeof input === 'string') await explainFileProblem(input);
-    throw classifySharpError(e as Error, maxPixels, where);
+    throw await damagedIfKnown(classifySharpError(e as Error, maxPixels, where), typeof input === 'string' ? await fileHead(input) : input, where);
+  }
+}
+
+/**
+ * The format and size of an encoded image, read from its header without decoding its pixels (cheap,
+ * also for a decompression bomb). Throws ImageError: unsupported (not an image, or a format this build
+ * cannot decode), corrupt (empty, or a header the decoder cannot read).
+ */
+export async function imageHeader(bytes: Uint8Array): Promise<{ format: ImageFormat; width: number; height: number }> {
+  if (bytes.length === 0) throw new ImageError('corrupt', 'empty file (0 bytes)');
+  const format = sniffImage(bytes);
+  if (!format) throw new ImageError('unsupported', 'not an image format this program can read');
+  const unreadable = await unreadableFormat(format);
+  if (unreadable) throw unreadable;
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false, pages: 1, page: 0 }).metadata();
+  } catch (e) {
+    throw await damagedIfKnown(classifySharpError(e as Error, Infinity), bytes);
+  }
+  if (!meta.width || !meta.height) throw new ImageError('corrupt', `the ${FORMAT_NAMES[format]} header gives no image size`);
+  return { format, width: meta.width, height: meta.height };
+}
+
+/**
+ * libvips says "unsupported image format" when it cannot even read a header: for bytes that start like
+ * a format this build decodes (a truncated TIFF, say), the file is damaged, not of another format.
+ */
+async function damagedIfKnown(e: ImageError, head: Uint8Array | null, where?: string): Promise<ImageError> {
+  if (e.kind !== 'unsupported' || !head) return e;
+  const format = sniffImage(head);
+  if (!format || !(await readableFormats()).includes(format)) return e;
+  return new ImageError('corrupt', `damaged or truncated ${FORMAT_NAMES[format]} image: it starts as one, but its header cannot be read`, where);
+}
+
+/** The first bytes of a file (to sniff its format), or null when it cannot be read. */
+async function fileHead(file: string): Promise<Uint8Array | null> {
+  try {
+    const h = await fs.open(file, 'r');
+    try {
+      const buf = Buffer.alloc(64);
+      const { bytesRead } = await h.read(buf, 0, buf.length, 0);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await h.close();
+    }
+  } catch {
+    return null;
   }
 }
 

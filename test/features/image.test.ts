@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { decodeImage, ImageError } from '../../src/features/image.js';
+import { decodeImage, imageHeader, ImageError } from '../../src/features/image.js';
 import { announceSkip, hasShared, sharedData } from '../helpers/shared.js';
 import { encodeImage } from './helpers.js';
 
@@ -128,6 +128,30 @@ describe('decodeImage on generated fixtures', () => {
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a file cut inside its header', () => {
+  it('is damaged (corrupt), not "not an image", when it starts as a format we read: bytes, files and headers', async () => {
+    const tiff = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#804020' } }).tiff().toBuffer();
+    const cut = tiff.subarray(0, tiff.readUInt32LE(4) + 4); // inside its first directory (IFD)
+    await expectImageError(decodeImage(cut, { size: S }), 'corrupt', /^damaged or truncated TIFF image/);
+    await expectImageError(imageHeader(cut), 'corrupt', /^damaged or truncated TIFF image/);
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'cap-img-'));
+    try {
+      await fs.writeFile(path.join(dir, 'cut.tif'), cut);
+      await expectImageError(decodeImage(path.join(dir, 'cut.tif'), { size: S }), 'corrupt', /^damaged or truncated TIFF image/);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+    // text is still "not an image"
+    await expectImageError(imageHeader(new TextEncoder().encode('hello, this is text')), 'unsupported', /not an image format/);
+  });
+
+  it('imageHeader gives the format and size without decoding', async () => {
+    const png = await sharp({ create: { width: 3000, height: 2000, channels: 3, background: '#336699' } }).png().toBuffer();
+    expect(await imageHeader(png)).toEqual({ format: 'png', width: 3000, height: 2000 });
+    await expectImageError(imageHeader(new Uint8Array(0)), 'corrupt', /empty/);
   });
 });
 
