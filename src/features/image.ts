@@ -10,9 +10,13 @@
 //  - CMYK, greyscale, 16-bit and palette images are converted to 8-bit sRGB;
 //  - truncated or otherwise damaged files are refused (sharp's failOn 'warning'), never half-decoded;
 //  - images with more than `maxPixels` pixels are refused before decoding (decompression bombs).
-// The resize ignores the aspect ratio (fit 'fill'), which is what Keras `load_img(path, target_size=(224,
-// 224))` does; Keras's default interpolation is 'nearest', hence our default. sharp's nearest neighbour
-// picks slightly different source pixels than PIL's, so features differ a little from a Python pipeline.
+// Two resize modes:
+//  - 'fill' ignores the aspect ratio, which is what Keras `load_img(path, target_size=(224, 224))` does
+//    (VGG16; Keras's default interpolation is 'nearest', hence VGG16's default);
+//  - 'shorter' resizes the shorter side to `resizeSize` (aspect ratio kept) and cuts out the centre
+//    size x size square: torchvision's Resize(resizeSize) + CenterCrop(size), as ResNet and CLIP expect.
+// sharp's kernels pick slightly different source pixels than PIL's, so features differ a little from a
+// Python pipeline.
 import { promises as fs } from 'node:fs';
 import sharp, { type Metadata } from 'sharp';
 import { DataError } from '../errors.js';
@@ -25,6 +29,10 @@ export interface DecodeOptions {
   size: number;
   /** Resize kernel; Keras load_img uses nearest. */
   interpolation?: Interpolation;
+  /** fill (default): stretch to size x size; shorter: shorter side to resizeSize, then the centre size x size crop. */
+  resize?: 'fill' | 'shorter';
+  /** resize 'shorter': the shorter side before the crop (default and minimum: size). */
+  resizeSize?: number;
   /** Refuse images with more pixels than this (width x height of the first frame). */
   maxPixels?: number;
 }
@@ -62,6 +70,8 @@ export async function decodeImage(input: Uint8Array | string, opts: DecodeOption
   if (typeof input !== 'string' && input.length === 0) throw new ImageError('corrupt', 'empty file (0 bytes)', where);
   const { size } = opts;
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
+  const shorter = opts.resize === 'shorter';
+  const side = shorter ? Math.max(size, opts.resizeSize ?? size) : size;
   try {
     // No await before toBuffer(): the whole decode (file read included, for paths) is queued to libuv's
     // thread pool at once, so it proceeds while the main thread is busy running the encoder.
@@ -69,15 +79,24 @@ export async function decodeImage(input: Uint8Array | string, opts: DecodeOption
       .rotate() // EXIF orientation
       .flatten({ background: '#ffffff' })
       .toColourspace('srgb')
-      .resize(size, size, { fit: 'fill', kernel: KERNELS[opts.interpolation ?? 'nearest'] })
+      // 'outside': the smallest size covering side x side with the aspect ratio kept, i.e. shorter side = side
+      .resize(side, side, { fit: shorter ? 'outside' : 'fill', kernel: KERNELS[opts.interpolation ?? 'nearest'] })
       .removeAlpha()
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
-    if (info.width !== size || info.height !== size) throw new ImageError('corrupt', `decoder returned ${info.width}x${info.height}, expected ${size}x${size}`, where);
+    const { width: w, height: h, channels } = info;
+    const ok = shorter ? Math.min(w, h) === side : w === size && h === size;
+    if (!ok) throw new ImageError('corrupt', `decoder returned ${w}x${h}, expected ${shorter ? `a shorter side of ${side}` : `${size}x${size}`}`, where);
+    if (channels !== 3 && channels !== 1) throw new ImageError('unsupported', `decoder returned ${channels} channels`, where);
+    // the centre size x size square (all of it for 'fill'), as RGB
+    const left = Math.round((w - size) / 2);
+    const top = Math.round((h - size) / 2);
     const out = new Uint8Array(size * size * 3);
-    if (info.channels === 3) out.set(data);
-    else if (info.channels === 1) for (let i = 0; i < size * size; i++) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = data[i];
-    else throw new ImageError('unsupported', `decoder returned ${info.channels} channels`, where);
+    for (let y = 0; y < size; y++) {
+      const row = (top + y) * w + left;
+      if (channels === 3) out.set(data.subarray(row * 3, (row + size) * 3), y * size * 3);
+      else for (let x = 0, o = y * size * 3; x < size; x++, o += 3) out[o] = out[o + 1] = out[o + 2] = data[row + x];
+    }
     return out;
   } catch (e) {
     if (e instanceof ImageError) throw e;

@@ -30,8 +30,6 @@ export interface TrainerOptions {
    * same bytes.
    */
   update?: 'main' | 'sharded';
-  /** Backend of the worker threads (default wasm; 'cpu' for tests on machines without wasm). */
-  backend?: 'wasm' | 'cpu';
 }
 
 export interface StepTimings {

@@ -38,6 +38,33 @@ describe('decodeImage on generated fixtures', () => {
     }
   });
 
+  it('resize shorter: the shorter side to resizeSize, aspect ratio kept, then the centre size x size crop', async () => {
+    // 60x20: three 20-pixel columns, red | green | blue; a wide one (left, right) and a tall one (top, bottom)
+    const w = 60;
+    const h = 20;
+    const raw = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) raw[(y * w + x) * 3 + Math.floor(x / 20)] = 255;
+    const wide = await encodeImage(raw, w, h, 3);
+    // shorter side 20 -> 16: 48x16, centre crop 16x16 = the green column
+    for (const interpolation of ['nearest', 'bilinear'] as const) {
+      const img = await decodeImage(wide, { size: 16, resize: 'shorter', interpolation });
+      expect(img.length).toBe(16 * 16 * 3);
+      for (const [x, y] of [[1, 1], [14, 14], [8, 8]]) expect(px(img, x, y, 16)).toEqual([0, 255, 0]);
+    }
+    // shorter side 20 -> 32 (resizeSize), 96x32, centre 16x16 crop: still inside the green column
+    const big = await decodeImage(wide, { size: 16, resize: 'shorter', resizeSize: 32 });
+    expect(px(big, 0, 0, 16)).toEqual([0, 255, 0]);
+    // stretch (fill) keeps all three columns
+    const fill = await decodeImage(wide, { size: 15, resize: 'fill' });
+    expect(px(fill, 1, 7, 15)).toEqual([255, 0, 0]);
+    expect(px(fill, 13, 7, 15)).toEqual([0, 0, 255]);
+    // a tall image is cropped top and bottom
+    const tall = await sharp(wide).rotate(90).png().toBuffer();
+    const t = await decodeImage(tall, { size: 16, resize: 'shorter' });
+    expect(px(t, 8, 1, 16)).toEqual([0, 255, 0]);
+    expect(px(t, 8, 14, 16)).toEqual([0, 255, 0]);
+  });
+
   it('applies EXIF orientation (6 = rotate 90 degrees clockwise)', async () => {
     const w = 40;
     const h = 20;

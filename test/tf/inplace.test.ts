@@ -5,13 +5,16 @@
 // so data-parallel training without OpenBLAS ran every forward pass with the weights of step 1.
 // assignFloats (src/tf/copy.ts) and loadFlat (the replicas' weight refresh) must give the new values through
 // every matmul route: plain, transposed, batched and fused with a bias, after the operands were cached.
+// Routes are switched through tfjs's kernel registry (test/helpers/wasm-kernels.ts): 'wasm' is what
+// CAPTIONER_NATIVE=0 runs, 'stock' is tfjs's own matmul kernels; CI also runs this file with CAPTIONER_NATIVE=0.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { routes } from '../helpers/wasm-kernels.js';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { TensorInfo } from '@tensorflow/tfjs';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { assignFloats } from '../../src/tf/copy.js';
-import { nativeActive, nativeStatus, useNative } from '../../src/tf/native.js';
+import { nativeActive, nativeStatus } from '../../src/tf/native.js';
 import { MergeDecoder, mergeInitialWeights, type MergeSpec } from '../../src/model/decoders/merge.js';
 import { makeBatch } from '../../src/model/decoders/batch.js';
 import { flatLayout, packWeights } from '../../src/train/parallel/flat.js';
@@ -23,11 +26,12 @@ const status = nativeStatus();
 const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/tf/inplace: the native addon is not available here (${status.reason}); the "wasm with the addon" cases are skipped`);
 
-type Engine = { name: string; backend: 'wasm' | 'cpu'; native: boolean };
+type Engine = { name: string; backend: 'wasm' | 'cpu'; route: 'addon' | 'wasm' | 'stock'; native: boolean };
 const engines: Engine[] = [
-  { name: 'wasm with the addon', backend: 'wasm', native: true },
-  { name: 'wasm without the addon', backend: 'wasm', native: false },
-  { name: 'cpu', backend: 'cpu', native: false },
+  { name: 'wasm with the addon', backend: 'wasm', route: 'addon', native: true },
+  { name: 'wasm without the addon', backend: 'wasm', route: 'wasm', native: false },
+  { name: 'wasm, tfjs\'s own matmul kernels', backend: 'wasm', route: 'stock', native: false },
+  { name: 'cpu', backend: 'cpu', route: 'addon', native: false },
 ];
 
 const values = (t: tf.Tensor) => Array.from(t.dataSync());
@@ -41,11 +45,11 @@ for (const e of engines) {
     beforeAll(async () => {
       prev = tf.getBackend();
       await initBackend(e.backend, { quiet: true });
-      useNative(e.native);
+      if (e.backend === 'wasm') routes.use(e.route);
       if (e.native) expect(nativeActive(), `${status.reason}`).toBe(true);
     });
     afterAll(async () => {
-      useNative(true);
+      if (e.backend === 'wasm') routes.use('addon');
       if (prev) await tf.setBackend(prev);
     });
 
@@ -136,10 +140,10 @@ describe('why: the hazard the tests above guard against (tfjs-backend-wasm 4.22 
   beforeAll(async () => {
     prev = tf.getBackend();
     await initBackend('wasm', { quiet: true });
-    useNative(false);
+    routes.use('wasm');
   });
   afterAll(async () => {
-    useNative(true);
+    routes.use('addon');
     if (prev) await tf.setBackend(prev);
   });
 

@@ -2,8 +2,7 @@
 // main thread's variables and Adam.apply) and 2 or 3 workers agree to float tolerance, runs are byte-identical
 // for the same seed and workers, the sharded update equals the main-thread one, the optimizer checkpoint
 // continues exactly, worker errors surface as errors (no hang), dispose ends the workers, and the main thread
-// keeps no tensors.
-// Spawns dist/train/parallel/worker.js: build first (npx tsc -p .; `npm test` does).
+// keeps no tensors. The workers run src/train/parallel/worker.ts (test/helpers/ts-hooks.mjs).
 import { describe, it, expect, beforeAll } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
