@@ -352,7 +352,7 @@ export const bench: BenchModule = {
       }
       // The engine's own scaling, one core per replica. With the addon one replica's products already spread
       // over every core, so "workers 2 / workers 1" above compares two ways of using 2 cores. Each pair below
-      // gives workers 1 (the main thread) one core's worth of BLAS, as each of 2 workers gets (cores / 2):
+      // gives workers 1 (the main thread) 1 BLAS thread, as each of 2 workers has while they compute:
       // first with the addon's products on 1 BLAS thread, then without the addon at all (a child process with
       // CAPTIONER_NATIVE=0: wasm's own kernels and JS copies, reduction and Adam in every thread, as a machine
       // without OpenBLAS runs). Both sides are built and warmed first, then timed in alternating rounds; the

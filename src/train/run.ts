@@ -242,21 +242,23 @@ function logEngine(workers: number, asked: number | 'auto', backend: string): vo
 }
 
 /**
- * The log lines of logEngine. train.workers is suggested only where it was measured to help: on wasm without
- * the native addon (one wasm thread per replica; with the addon the main thread's products already use every
- * core). No figure: how much it helps depends on the machine and on its other load (see the README).
+ * The log lines of logEngine. train.workers is suggested only where it can help: on wasm without the native
+ * addon (one wasm thread per replica; with the addon the main thread's products already use every core). No
+ * figure: how much it helps depends on the machine and on its other load, and the figure of that
+ * configuration is being re-measured (the one taken before issue 23 ran on frozen forward weights).
  */
 export function engineNotes(o: { workers: number; asked: number | 'auto'; backend: string; native: boolean; cores: number; blasThreads: number }): { info: string[]; warn: string[] } {
   const info: string[] = [];
   const warn: string[] = [];
   if (o.workers > 1) {
-    const blas = o.native ? `, matrix products on ${Math.max(1, Math.floor(o.blasThreads / o.workers))} OpenBLAS thread(s) each` : '';
+    // while workers compute, OpenBLAS runs every product on its calling thread (src/tf/native.ts shareBlasThreads)
+    const blas = o.native ? ', matrix products on 1 OpenBLAS thread each' : '';
     info.push(`train: ${o.workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(o.asked)}${blas}); the main thread (${o.backend}) validates and saves`);
     if (!/^(wasm|cpu)/.test(o.backend)) warn.push(`train.workers ${o.workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);
     if (o.workers > o.cores) warn.push(`train.workers ${o.workers} is more than this machine's ${o.cores} cores: the workers share them and each holds a copy of the model`);
   } else if (/^wasm/.test(o.backend) && o.cores > 1) {
     if (o.native) info.push(`train: on the main thread; its matrix products use OpenBLAS on ${o.blasThreads} threads (this machine has ${o.cores} cores)`);
-    else info.push(`train: on the main thread (1 wasm thread) of this machine's ${o.cores} cores; train.workers auto splits each batch over ${o.cores} worker threads, which trains faster while those cores are otherwise idle (see the README's benchmarks)`);
+    else info.push(`train: on the main thread (1 wasm thread) of this machine's ${o.cores} cores; train.workers auto splits each batch over ${o.cores} worker threads, which can train faster while those cores are otherwise idle (docs/benchmarks.md)`);
   }
   return { info, warn };
 }
