@@ -14,7 +14,8 @@ import { MergeDecoder, mergeInitialWeights, type MergeSpec } from '#dist/model/d
 import { AttentionDecoder, attentionInitialWeights, type AttentionSpec } from '#dist/model/decoders/attention.js';
 import type { Decoder, FeatureNorm } from '#dist/model/decoders/index.js';
 import { Adam, byWeightName } from '#dist/train/adam.js';
-import { createParallelTrainer, resolveWorkers, type ParallelTrainer } from '#dist/train/parallel/trainer.js';
+import { resolveWorkers } from '#dist/train/parallel/trainer.js';
+import { createTrainer, type Trainer } from '#dist/train/trainer.js';
 import { rng } from '#dist/util/random.js';
 import { blasNote } from '#dist/tf/backend.js';
 import { defaultBlasThreads, nativeActive, setBlasThreads } from '#dist/tf/native.js';
@@ -129,12 +130,12 @@ export interface ParallelTiming {
   cpuPerStep: number;
 }
 
-function trainerOf(w: Workload, workers: number, update: 'main' | 'sharded'): Promise<ParallelTrainer> {
-  return createParallelTrainer({ kind: w.kind, spec: w.spec, weights: w.weights, norm: w.norm, workers, learningRate: 1e-3, clipNorm: 5, update });
+function trainerOf(w: Workload, workers: number, update: 'main' | 'sharded'): Promise<Trainer> {
+  return createTrainer({ kind: w.kind, spec: w.spec, weights: w.weights, norm: w.norm, workers, learningRate: 1e-3, clipNorm: 5, update });
 }
 
 /** `steps` timed steps of a warm trainer on the workload's batch (seeds seed0 + 1 ...). */
-async function timeSteps(t: ParallelTrainer, batch: CaptionBatch, steps: number, seed0: number): Promise<ParallelTiming> {
+async function timeSteps(t: Trainer, batch: CaptionBatch, steps: number, seed0: number): Promise<ParallelTiming> {
   const sum = { load: 0, compute: 0, update: 0, total: 0, cpu: 0 };
   const cpu0 = process.cpuUsage(); // every thread of the process, workers included
   const t0 = performance.now();
@@ -151,9 +152,9 @@ async function timeSteps(t: ParallelTrainer, batch: CaptionBatch, steps: number,
 }
 
 /**
- * Data-parallel training (src/train/parallel): seconds per step with `workers` replicas after `warmup`
- * untimed steps, and where the time goes. `update`: who applies Adam ('main' thread, or the workers each on
- * a 'sharded' range).
+ * Training as train.workers sets it (src/train/trainer.ts: the main thread for 1, worker threads for more):
+ * seconds per step after `warmup` untimed steps, and where the time goes. `update`: who applies Adam when
+ * workers > 1 ('main' thread, or the workers each on a 'sharded' range).
  */
 export async function timeParallel(w: Workload, workers: number, steps: number, update: 'main' | 'sharded' = 'main', warmup = 1): Promise<ParallelTiming> {
   const t = await trainerOf(w, workers, update);
@@ -166,14 +167,14 @@ export async function timeParallel(w: Workload, workers: number, steps: number, 
 }
 
 /**
- * A scaling pair: workers 1 (main-thread Adam) and `workers` (sharded Adam), both built first and warmed
+ * A scaling pair: workers 1 (the main thread) and `workers` (sharded Adam), both built first and warmed
  * with `warmup` steps each (a new worker pool runs its first steps while V8 still compiles its code), then
  * timed in alternating rounds of `steps`, so a slow spell of the machine falls on both sides. Every round
  * of each side, in order.
  */
 export async function timeScaling(w: Workload, workers: number, steps: number, rounds: number, warmup: number): Promise<{ one: ParallelTiming[]; many: ParallelTiming[] }> {
   const one = await trainerOf(w, 1, 'main');
-  let many: ParallelTrainer | undefined;
+  let many: Trainer | undefined;
   try {
     many = await trainerOf(w, workers, 'sharded');
     for (let i = 0; i < warmup; i++) {
@@ -334,7 +335,7 @@ export const bench: BenchModule = {
       // the trainer as configured: workers 1 and 2 (and auto where that is more), BLAS threads shared out
       type Config = { workers: number; update: 'main' | 'sharded'; label: string };
       const configs: Config[] = [
-        { workers: 1, update: 'main', label: `data-parallel ${engine}, workers 1` },
+        { workers: 1, update: 'main', label: `${engine}, workers 1 (main thread)` },
         { workers: 2, update: 'main', label: `data-parallel ${engine}, workers 2${autoNote} (main-thread Adam)` },
         { workers: 2, update: 'sharded', label: `data-parallel ${engine}, workers 2${autoNote} (sharded Adam)` },
         ...(auto > 2 ? [{ workers: auto, update: 'sharded' as const, label: `data-parallel ${engine}, workers auto (${auto}, sharded Adam)` }] : []),
@@ -351,7 +352,7 @@ export const bench: BenchModule = {
       }
       // The engine's own scaling, one core per replica. With the addon one replica's products already spread
       // over every core, so "workers 2 / workers 1" above compares two ways of using 2 cores. Each pair below
-      // gives workers 1 (a main-thread replica) one core's worth of BLAS, as each of 2 workers gets (cores / 2):
+      // gives workers 1 (the main thread) 1 BLAS thread, as each of 2 workers has while they compute:
       // first with the addon's products on 1 BLAS thread, then without the addon at all (a child process with
       // CAPTIONER_NATIVE=0: wasm's own kernels and JS copies, reduction and Adam in every thread, as a machine
       // without OpenBLAS runs). Both sides are built and warmed first, then timed in alternating rounds; the
@@ -385,7 +386,7 @@ export const bench: BenchModule = {
         const two = fastest(r.many);
         const roundsNote = (xs: ParallelTiming[]) => `rounds ${xs.map((x) => Math.round(tpsOf(x))).join(' / ')} tokens/s, the fastest shown`;
         const common = `${pr.warmup} warm-up steps each, then ${pairRounds} alternating rounds of ${pr.steps} steps`;
-        measured.push({ name: `data-parallel ${pr.engine}, workers 1`, tps: tpsOf(one), notes: `${sizes}; ${one.secondsPerStep.toFixed(2)} s/step; ${common}; ${roundsNote(r.one)}; ${split(one)}` });
+        measured.push({ name: `${pr.engine}, workers 1 (main thread)`, tps: tpsOf(one), notes: `${sizes}; ${one.secondsPerStep.toFixed(2)} s/step; ${common}; ${roundsNote(r.one)}; ${split(one)}` });
         measured.push({
           name: `data-parallel ${pr.engine}, workers 2 (sharded Adam)`, tps: tpsOf(two),
           notes: `${sizes}; ${two.secondsPerStep.toFixed(2)} s/step, ${two.cpuPerStep.toFixed(2)} CPU-s/step; **${ratio.toFixed(2)}x workers 1** (${pr.name} pair: the median of the rounds' ratios ${ratios.map((x) => x.toFixed(2)).join(' / ')}; fastest round against fastest round ${(tpsOf(two) / tpsOf(one)).toFixed(2)}x); ${common}; ${roundsNote(r.many)}; ${split(two)}`,

@@ -79,7 +79,7 @@ export async function startDecoder(model: DecodeModel, o: StartDecoderOptions): 
     vocab: [...vocab.tokens],
   };
   const entry = workerEntry(import.meta.url, 'worker');
-  const undoBlas = shareBlasThreads(o.workers); // each worker's products on cores / workers BLAS threads
+  const undoBlas = shareBlasThreads(o.workers); // with the addon: each worker's products on its own thread (1 BLAS thread)
   const list = Array.from({ length: o.workers }, (_, i) => ({ entry, data: init, label: `parallel decoding: worker ${i}` }));
   let threads: RpcWorker<DecodeWorkerApi>[];
   try {

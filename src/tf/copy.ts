@@ -1,6 +1,14 @@
 // Copying float32 values between tensors and host arrays (plain or shared): a tensor's values into an array
-// and an array's values over a tensor's, straight from and to the wasm heap where the backend is wasm. Data-
-// parallel training moves every replica's weights in and gradients out this way each step.
+// (straight from the wasm heap where the backend is wasm), and an array's values into a variable as a NEW
+// tensor. Data-parallel training moves every replica's weights in and gradients out this way each step.
+//
+// Nothing here (or anywhere in src/) writes into the memory of a tensor that exists: tfjs-backend-wasm's
+// matmul packs its right operand once per tensor id and keeps the packed copy (XNNPACK's operator cache,
+// dropped only when the tensor is disposed), so a later matMul(x, W) would not see values written over W's
+// heap block; other backends may cache likewise. A variable gets new values by assign() of a new tensor (a
+// new id). Our kernels (src/tf/*.ts, the native ones included) write only into the outputs they allocate;
+// Identity and Reshape share their input's block and the batched matmul reads its inputs through aliasing
+// views, which is safe because no tensor is ever written after its kernel returned it.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { TensorInfo } from '@tensorflow/tfjs';
 import { tf } from './tf.js';
@@ -33,15 +41,14 @@ export function copyInto(t: tf.Tensor, out: Float32Array, offset = 0): void {
 }
 
 /**
- * Overwrite a float32 tensor's values in place from `src` (its size) when that is safe: on wasm, where the
- * tensor alone holds its heap block (no reshape or clone shares it). Returns false where it did nothing; the
- * caller then makes a new tensor. Saves the allocation, the tensor and the free of a whole weight refresh.
+ * Give a float32 variable the values of `src` (its size): a new tensor holding a copy, assigned to the
+ * variable (the old data is freed). Never a write over the variable's own memory (see the header).
  */
-export function overwrite(t: tf.Tensor, src: Float32Array): boolean {
-  if (t.dtype !== 'float32' || src.length !== t.size || tf.getBackend() !== 'wasm') return false;
-  const backend = tf.backend() as unknown as BackendWasm;
-  const data = backend.dataIdMap.get(t.dataId);
-  if (!data || data.refCount !== 1 || typeof data.memoryOffset !== 'number') return false;
-  if (t.size > 0) copyFloats(backend.typedArrayFromHeap(t as unknown as TensorInfo) as Float32Array, src);
-  return true;
+export function assignFloats(v: tf.Variable, src: Float32Array): void {
+  if (v.dtype !== 'float32') throw new TypeError(`assignFloats: expected a float32 variable, got ${v.dtype}`);
+  if (src.length !== v.size) throw new RangeError(`assignFloats: ${src.length} values for a variable of ${v.size} ([${v.shape.join(', ')}])`);
+  // wasm copies the values onto its heap now; the cpu and tensorflow backends keep a reference to the array
+  // they are given (the shared weights change under it next step), so they get a private copy
+  const values = tf.getBackend() === 'wasm' ? src : src.slice();
+  tf.tidy(() => v.assign(tf.tensor(values, v.shape, 'float32')));
 }

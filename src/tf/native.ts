@@ -10,7 +10,7 @@
 // fused Adam update CaptionerAdam with its gradient norm, used by src/train/adam.ts, and the LSTM cell
 // CaptionerLstmCell with its gradient, used by src/model/ops.ts, and the attention scores
 // CaptionerAttentionScores with theirs, used by the attention decoder), and the host-array reduction,
-// Adam and copy of data-parallel training (src/train/parallel/update.ts, src/tf/copy.ts).
+// Adam and copy of data-parallel training (src/train/parallel/reduce.ts, src/train/adam.ts, src/tf/copy.ts).
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -425,7 +425,7 @@ const attentionGradConfig = {
 };
 
 /**
- * Host-array versions for data-parallel training's flat vectors (src/train/parallel/update.ts), on plain or
+ * Host-array versions for data-parallel training's flat vectors (src/train/parallel/reduce.ts, src/train/adam.ts), on plain or
  * shared Float32Arrays: the blockwise gradient reduction with its per-block sums of squares, and Adam in
  * place. Undefined / false when the addon is not loaded in this thread, and false for a NaN clipping scale
  * (the caller's loop then gives the NaN update).

@@ -11,13 +11,15 @@
 // train.workers > 1 trains with the data-parallel engine (src/train/parallel): worker threads compute the
 // gradients and own the weights and Adam moments; the main-thread model gets a copy before validation and
 // saving, and the optimizer checkpoint keeps the same format, so --resume works across worker counts.
-// The run folder's checkpoints and --resume checks live in checkpoint.ts; early stopping, learning-rate
-// decay and the step/epoch bookkeeping in schedule.ts; this file runs the loop.
+// The run folder's checkpoints and --resume checks live in checkpoint.ts; the epoch loop (early stopping,
+// learning-rate decay, Ctrl-C, checkpoints every epoch) in loop.ts, shared with self-critical fine-tuning; the
+// step (one interface for the main thread and the workers) in trainer.ts; this file is the cross-entropy mode:
+// its setup, its step and its validation.
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { tf } from '../tf/tf.js';
 import { DataError, ModelError } from '../errors.js';
-import { log, progress } from '../log.js';
+import { log } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
 import { checkStageFolder } from '../util/stagedir.js';
@@ -25,17 +27,20 @@ import { rng } from '../util/random.js';
 import { decoderFeatureShape, type CaptionBatch } from '../model/decoders/batch.js';
 import { decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
 import { RUN_KIND, RUN_NAMES } from '../model/runfolder.js';
-import { Adam, byWeightName } from './adam.js';
 import { defaultBlasThreads, nativeActive } from '../tf/native.js';
 import {
-  checkResumeConfig, finiteOrNull, loadCheckpoint, logInterrupted, readOptimizer, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint,
+  checkResumeConfig, finiteOrNull, loadCheckpoint, readOptimizer, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint,
   saveRunConfig, startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts, type RunState, type SettingChange,
 } from './checkpoint.js';
-import { countStep, endEpoch, isImprovement, nextStep } from './schedule.js';
-import { createParallelTrainer, resolveWorkers, type ParallelTrainer } from './parallel/trainer.js';
+import { isImprovement } from './schedule.js';
+import { runEpochs, yieldToEvents, type TrainingMode } from './loop.js';
+import { createTrainer, type Trainer } from './trainer.js';
+import { resolveWorkers } from './parallel/trainer.js';
 import type { ReplicaKind, ReplicaSpec } from './parallel/replica.js';
 import { batchesOf, buildBatch, checkFeatureCoverage, examplesOf, mixSeed, type Example, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
+
+export { yieldToEvents } from './loop.js';
 
 export type { SettingChange } from './checkpoint.js';
 
@@ -145,47 +150,22 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     log.warn(`resume: the checkpoint was trained on ${state.workers ?? 1} worker${(state.workers ?? 1) === 1 ? '' : 's'}, this run uses ${workers}: training continues from the same weights and optimizer state, but dropout masks are drawn per worker slice, so the result is not byte-identical to an uninterrupted run`);
   }
   state.workers = workers;
-  // workers 1: tf Adam on the main thread's backend; more: the parallel engine owns weights and moments
-  let adam: Adam | null = null;
-  let trainer: ParallelTrainer | null = null;
+  let trainer: Trainer | null = null;
   try {
-    if (workers > 1) {
-      const values: Record<string, Float32Array> = {};
-      for (const [n, w] of Object.entries(model.weights)) values[n] = (await w.data()) as Float32Array;
-      trainer = await createParallelTrainer({
-        kind: kind.type as ReplicaKind, spec: spec as unknown as ReplicaSpec, weights: values, norm: model.norm,
-        workers, learningRate: state.learningRate, clipNorm: tc.clipNorm,
-      });
-      const blas = nativeActive() ? `, matrix products on ${Math.max(1, Math.floor(defaultBlasThreads() / workers))} OpenBLAS thread(s) each` : '';
-      log.info(`train: ${workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(tc.workers)}${blas}); the main thread (${o.backend}) validates and saves`);
-      if (!/^(wasm|cpu)/.test(o.backend)) log.warn(`train.workers ${workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);
-      if (workers > availableParallelism()) log.warn(`train.workers ${workers} is more than this machine's ${availableParallelism()} cores: the workers share them and each holds a copy of the model`);
-    } else {
-      adam = new Adam(model.weights, { learningRate: state.learningRate, clipNorm: tc.clipNorm });
-      const cores = availableParallelism();
-      if (/^wasm/.test(o.backend) && cores > 1) {
-        if (nativeActive()) log.info(`train: on the main thread; its matrix products use OpenBLAS on ${defaultBlasThreads()} threads (this machine has ${cores} cores)`);
-        else log.info(`train: on the main thread (1 wasm thread) of this machine's ${cores} cores; train.workers auto splits each batch over ${cores} worker threads (1.8x faster with 2 on 2 cores without the native addon, see the README's benchmarks)`);
-      }
-    }
-    const optim = {
-      state: async () => (trainer ? trainer.state() : adam!.state()),
-      restore: (it: number, lr: number, arrays: Parameters<Adam['restore']>[2]) => (trainer ? trainer.restore(it, lr, arrays) : adam!.restore(it, lr, arrays)),
-      setLearningRate: (lr: number) => {
-        if (trainer) trainer.learningRate = lr;
-        else adam!.learningRate = lr;
-      },
-      /** Bring the main-thread model up to the trained weights (validation, saving). */
-      sync: () => trainer?.copyTo(model),
-    };
+    // workers 1: the model's own variables on the main thread's backend; more: worker threads own weights and moments
+    trainer = await createTrainer({
+      kind: kind.type as ReplicaKind, spec: spec as unknown as ReplicaSpec, norm: model.norm, model, workers, learningRate: state.learningRate, clipNorm: tc.clipNorm,
+    });
+    logEngine(workers, tc.workers, o.backend);
     if (o.resume) {
       const { iterations, arrays } = await readOptimizer(out);
-      optim.restore(iterations, state.learningRate, arrays);
+      trainer.restore(iterations, state.learningRate, arrays);
     }
     await startRunFolder(out, prepared);
+    const t = trainer;
     const saveLast = async () => {
-      optim.sync();
-      await saveLastCheckpoint(out, model, await optim.state(), { ...state, bestValLoss: finiteOrNull(state.bestValLoss) });
+      t.copyTo(model);
+      await saveLastCheckpoint(out, model, await t.state(), { ...state, bestValLoss: finiteOrNull(state.bestValLoss) });
     };
     // settings changed on --resume go into the checkpoint before config.yaml records them, so a kill in
     // between never leaves a config.yaml that the next --resume would believe but not apply
@@ -195,116 +175,92 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       await writeRunManifest(out, o, status, manifestParts(o, kind.type, spec, state, history, valEx.length > 0));
     };
 
-    let status: TrainResult['status'] = 'completed';
     const batchSize = state.batchSize;
-    if (!valEx.length) log.warn(`${prepared.dir}: the validation split is empty: no validation loss, so early stopping, learning-rate decay and best-model selection are off; best/ will hold the last epoch's weights`);
+    const validation = valEx.length > 0;
+    if (!validation) log.warn(`${prepared.dir}: the validation split is empty: no validation loss, so early stopping, learning-rate decay and best-model selection are off; best/ will hold the last epoch's weights`);
     log.info(`train: ${kind.type} decoder; ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}`);
     await writeManifest('running');
-    epochs: for (let epoch = state.epoch + 1; epoch <= tc.epochs; epoch++) {
-      const batches = batchesOf(trainEx, batchSize, rng(mixSeed(state.seed, epoch)));
-      const bar = progress(`epoch ${epoch}/${tc.epochs}`, batches.length);
-      if (state.batchInEpoch) bar.tick(state.batchInEpoch);
-      let t0 = Date.now();
-      try {
-        for (let bi = state.batchInEpoch; bi < batches.length; bi++) {
-          await yieldToEvents(); // lets a Ctrl-C (a macrotask) be seen between steps
-          if (o.signal?.aborted) {
-            state.epochSeconds += (Date.now() - t0) / 1000;
-            t0 = Date.now();
-            status = 'interrupted';
-            break epochs;
-          }
-          const batch = buildBatch(batches[bi], features);
-          const seed = mixSeed(state.seed, state.step, 17);
-          // the parallel engine reports the whole objective (cross-entropy plus any regulariser)
-          const r = trainer ? await trainer.step(batch, seed).then((x) => ({ loss: x.loss, total: x.loss })) : await mainThreadStep(model, adam!, batch, seed);
-          const loss = Number.isFinite(r.total) ? r.loss : r.total;
-          if (!Number.isFinite(loss)) throw new ModelError(`train: the loss became ${loss} at step ${state.step + 1} (epoch ${epoch}); lower train.learningRate or train.clipNorm`);
-          countStep(state, bi, loss, batch.targets.length);
-          const secs = state.epochSeconds + (Date.now() - t0) / 1000;
-          bar.tick(1, { loss: state.epochLossSum / state.epochTokens, 'tok/s': Math.round(state.epochTokens / Math.max(secs, 1e-3)) });
-          o.onStep?.(state.step);
+
+    const mode: TrainingMode<Example[]> = {
+      label: 'epoch',
+      epochs: tc.epochs,
+      patience: tc.patience,
+      lrDecay: tc.lrDecay,
+      batches: (epoch) => batchesOf(trainEx, batchSize, rng(mixSeed(state.seed, epoch))),
+      async step(examples, epoch) {
+        const batch = buildBatch(examples, features);
+        const r = await t.step(batch, mixSeed(state.seed, state.step, 17));
+        const loss = Number.isFinite(r.total) ? r.loss : r.total;
+        if (!Number.isFinite(loss)) throw new ModelError(`train: the loss became ${loss} at step ${state.step + 1} (epoch ${epoch}); lower train.learningRate or train.clipNorm`);
+        state.epochLossSum += loss * r.tokens;
+        state.epochTokens += r.tokens;
+      },
+      progress: (secs) => ({ loss: state.epochLossSum / state.epochTokens, 'tok/s': Math.round(state.epochTokens / Math.max(secs, 1e-3)) }),
+      async validate(epoch) {
+        t.copyTo(model);
+        const valLoss = validation ? await evaluateLoss(model, valEx, features, Math.max(batchSize, 64), o.signal) : NaN;
+        if (valLoss === null) return 'interrupted';
+        if (validation && !Number.isFinite(valLoss)) {
+          throw new ModelError(`train: the validation loss became ${valLoss} after epoch ${epoch}; nothing of this epoch was saved (lower train.learningRate or train.clipNorm and continue with --resume)`);
         }
-      } finally {
-        bar.stop();
-      }
-      state.epochSeconds += (Date.now() - t0) / 1000;
-      optim.sync();
-      const evaluated = valEx.length ? await evaluateLoss(model, valEx, features, Math.max(batchSize, 64), o.signal) : NaN;
-      if (evaluated === null) {
-        // interrupted during validation: the checkpoint holds every step of this epoch; --resume validates
-        status = 'interrupted';
-        break;
-      }
-      const valLoss = evaluated;
-      if (valEx.length && !Number.isFinite(valLoss)) {
-        throw new ModelError(`train: the validation loss became ${valLoss} after epoch ${epoch}; nothing of this epoch was saved (lower train.learningRate or train.clipNorm and continue with --resume)`);
-      }
-      const trainLoss = state.epochLossSum / Math.max(1, state.epochTokens);
-      const improved = isImprovement(state, valLoss, valEx.length > 0);
-      const rec: EpochRecord = {
-        epoch, trainLoss, valLoss, learningRate: state.learningRate, steps: state.step, tokens: state.epochTokens,
-        seconds: state.epochSeconds, tokensPerSecond: state.epochTokens / Math.max(state.epochSeconds, 1e-3), best: improved,
-      };
-      history.push(rec);
-      const valText = valEx.length ? `val loss ${valLoss.toFixed(4)}${improved ? ' (best)' : ''}` : 'no validation data';
-      log.info(`epoch ${epoch}: train loss ${trainLoss.toFixed(4)}, ${valText}, ${Math.round(rec.tokensPerSecond)} tokens/s`);
-      endEpoch(state, epoch, improved, valLoss, valEx.length > 0);
-      if (improved) await saveBest(out, model);
-      const next = nextStep(state, improved, tc);
-      if (next.stop) {
-        log.info(`early stopping: no validation improvement for ${state.sinceBest} epochs (best ${state.bestValLoss.toFixed(4)} at epoch ${state.bestEpoch})`);
-      } else if (next.decayed) {
-        log.info(`learning rate ${next.decayed.from.toPrecision(3)} -> ${next.decayed.to.toPrecision(3)}`);
-        optim.setLearningRate(next.decayed.to);
-      }
-      await saveLast();
-      await writeHistory(out, history, historyChart(history));
-      if (next.stop) {
-        status = 'early-stopped';
-        break;
-      }
-      if (o.signal?.aborted) {
-        // honoured even after the last epoch: the user asked to stop, and the checkpoint is complete
-        status = 'interrupted';
-        break;
-      }
-    }
-    if (status === 'interrupted') {
-      await saveLast();
-      logInterrupted(lastDir, state, tc.epochs);
-    }
+        const trainLoss = state.epochLossSum / Math.max(1, state.epochTokens);
+        const improved = isImprovement(state, valLoss, validation);
+        const rec: EpochRecord = {
+          epoch, trainLoss, valLoss, learningRate: state.learningRate, steps: state.step, tokens: state.epochTokens,
+          seconds: state.epochSeconds, tokensPerSecond: state.epochTokens / Math.max(state.epochSeconds, 1e-3), best: improved,
+        };
+        history.push(rec);
+        const valText = validation ? `val loss ${valLoss.toFixed(4)}${improved ? ' (best)' : ''}` : 'no validation data';
+        log.info(`epoch ${epoch}: train loss ${trainLoss.toFixed(4)}, ${valText}, ${Math.round(rec.tokensPerSecond)} tokens/s`);
+        if (improved && validation) state.bestValLoss = valLoss;
+        return { improved };
+      },
+      resetSums: () => {
+        state.epochLossSum = 0;
+        state.epochTokens = 0;
+      },
+      setLearningRate: (lr) => (t.learningRate = lr),
+      stopMessage: () => `early stopping: no validation improvement for ${state.sinceBest} epochs (best ${state.bestValLoss.toFixed(4)} at epoch ${state.bestEpoch})`,
+      saveBest: () => saveBest(out, model),
+      saveLast,
+      writeHistory: () => writeHistory(out, history, historyChart(history)),
+    };
+    const status = await runEpochs(state, mode, { signal: o.signal, onStep: o.onStep, lastDir });
     await writeManifest(status);
     return { status, epochs: state.epoch, steps: state.step, bestEpoch: state.bestEpoch, bestValLoss: finiteOrNull(state.bestValLoss), history, out };
   } finally {
-    adam?.dispose();
     await trainer?.dispose();
     model.dispose();
   }
 }
 
+/** Says who computes the gradients (and, on the main thread of a multi-core machine, what train.workers could do). */
+function logEngine(workers: number, asked: number | 'auto', backend: string): void {
+  const lines = engineNotes({ workers, asked, backend, native: nativeActive(), cores: availableParallelism(), blasThreads: defaultBlasThreads() });
+  for (const l of lines.info) log.info(l);
+  for (const l of lines.warn) log.warn(l);
+}
+
 /**
- * One step on the main thread (workers: 1): gradients of the whole objective, one Adam update. Returns the
- * cross-entropy (comparable with the validation loss) and the whole objective.
+ * The log lines of logEngine. train.workers is suggested only where it can help: on wasm without the native
+ * addon (one wasm thread per replica; with the addon the main thread's products already use every core). No
+ * figure: how much it helps depends on the machine and on its other load, and the figure of that
+ * configuration is being re-measured (the one taken before issue 23 ran on frozen forward weights).
  */
-async function mainThreadStep(model: Decoder, adam: Adam, batch: CaptionBatch, seed: number): Promise<{ loss: number; total: number }> {
-  let ce: tf.Scalar | null = null;
-  const { value, grads } = tf.variableGrads(() => {
-    const terms = model.lossTerms(batch, { training: true, seed });
-    const rest = Object.entries(terms).filter(([k]) => k !== 'crossEntropy').map(([, t]) => t);
-    if (!rest.length) return terms.crossEntropy;
-    ce = tf.keep(terms.crossEntropy);
-    return tf.addN([terms.crossEntropy, ...rest]) as tf.Scalar;
-  }, model.variables);
-  try {
-    adam.apply(byWeightName(model.weights, grads)).dispose();
-    const total = (await value.data())[0];
-    const loss = ce ? (await (ce as tf.Scalar).data())[0] : total;
-    return { loss, total };
-  } finally {
-    tf.dispose([value, ...Object.values(grads)]);
-    if (ce) (ce as tf.Scalar).dispose();
+export function engineNotes(o: { workers: number; asked: number | 'auto'; backend: string; native: boolean; cores: number; blasThreads: number }): { info: string[]; warn: string[] } {
+  const info: string[] = [];
+  const warn: string[] = [];
+  if (o.workers > 1) {
+    // while workers compute, OpenBLAS runs every product on its calling thread (src/tf/native.ts shareBlasThreads)
+    const blas = o.native ? ', matrix products on 1 OpenBLAS thread each' : '';
+    info.push(`train: ${o.workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(o.asked)}${blas}); the main thread (${o.backend}) validates and saves`);
+    if (!/^(wasm|cpu)/.test(o.backend)) warn.push(`train.workers ${o.workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);
+    if (o.workers > o.cores) warn.push(`train.workers ${o.workers} is more than this machine's ${o.cores} cores: the workers share them and each holds a copy of the model`);
+  } else if (/^wasm/.test(o.backend) && o.cores > 1) {
+    if (o.native) info.push(`train: on the main thread; its matrix products use OpenBLAS on ${o.blasThreads} threads (this machine has ${o.cores} cores)`);
+    else info.push(`train: on the main thread (1 wasm thread) of this machine's ${o.cores} cores; train.workers auto splits each batch over ${o.cores} worker threads, which can train faster while those cores are otherwise idle (docs/benchmarks.md)`);
   }
+  return { info, warn };
 }
 
 /**
@@ -348,9 +304,6 @@ export async function evaluateLoss(model: Decoder, examples: readonly Example[],
 function uniqueImages(ex: readonly Example[]): string[] {
   return [...new Set(ex.map((e) => e.image))];
 }
-
-/** One turn of the event loop, so signal handlers run during long stretches of awaited tensor reads. */
-export const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** loss.svg: training and validation loss per epoch. */
 function historyChart(history: readonly EpochRecord[]): string {

@@ -8,11 +8,12 @@
 // interrupt. Writes a run folder in the same format as train (src/model/runfolder.ts), whose manifest also
 // says `fineTuned` (from which run, with which reward); history.jsonl holds per epoch the mean reward and
 // the val CIDEr-D / BLEU-4, and loss.svg plots reward and val CIDEr-D. The checkpoints, history and
-// manifest are read and written by src/train/checkpoint.ts, as for cross-entropy runs.
+// manifest are read and written by src/train/checkpoint.ts, and the epochs run by src/train/loop.ts, as for
+// cross-entropy runs; this file is the self-critical mode: its setup, its step and its validation.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DataError, ModelError, UsageError } from '../errors.js';
-import { log, progress } from '../log.js';
+import { log } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
@@ -27,11 +28,11 @@ import { Adam } from './adam.js';
 import { batchesOf, checkFeatureCoverage, mixSeed, type FeatureSource } from './data.js';
 import { lossChart } from './chart.js';
 import {
-  checkFingerprints, logInterrupted, readHistory, readOptimizer, readState, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint, saveRunConfig,
+  checkFingerprints, readHistory, readOptimizer, readState, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint, saveRunConfig,
   startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts,
 } from './checkpoint.js';
-import { yieldToEvents, type FeatureInfo } from './run.js';
-import { patienceRanOut } from './schedule.js';
+import type { FeatureInfo } from './run.js';
+import { runEpochs, yieldToEvents, type TrainingMode } from './loop.js';
 import { scstStep, wordRewardFn } from './scst.js';
 
 const STATE_KIND = 'captioner.scst-state';
@@ -215,82 +216,49 @@ export async function trainScst(o: ScstRunOptions): Promise<ScstResult> {
     }
     await writeManifest('running');
 
-    let status: ScstResult['status'] = 'completed';
     const batchSize = state.frozen.batchSize;
     const imageIds = trainImages.map((im) => im.image);
-    epochs: for (let epoch = state.epoch + 1; epoch <= sc.epochs; epoch++) {
-      const batches = batchesOf(imageIds, batchSize, rng(mixSeed(state.frozen.seed, epoch, 31)));
-      const bar = progress(`scst epoch ${epoch}/${sc.epochs}`, batches.length);
-      if (state.batchInEpoch) bar.tick(state.batchInEpoch);
-      let t0 = Date.now();
-      try {
-        for (let bi = state.batchInEpoch; bi < batches.length; bi++) {
-          await yieldToEvents();
-          if (o.signal?.aborted) {
-            state.epochSeconds += (Date.now() - t0) / 1000;
-            t0 = Date.now();
-            status = 'interrupted';
-            break epochs;
-          }
-          const ids = batches[bi];
-          const r = await scstStep(model, adam, { features: ids.map((id) => features.get(id)), imageIds: ids }, rewardFn, {
-            k: sc.k, baseline: sc.baseline, maxLength: sc.maxLength, seed: mixSeed(state.frozen.seed, state.step, 29), start: prepared.vocab.start, end: prepared.vocab.end,
-          });
-          if (!Number.isFinite(r.loss)) throw new ModelError(`scst: the loss became ${r.loss} at step ${state.step + 1} (epoch ${epoch}); lower train.scst.learningRate`);
-          state.step++;
-          state.batchInEpoch = bi + 1;
-          state.epochRewardSum += r.reward * r.images;
-          state.epochImages += r.images;
-          const secs = state.epochSeconds + (Date.now() - t0) / 1000;
-          bar.tick(1, { reward: state.epochRewardSum / state.epochImages, 'img/s': Math.round(state.epochImages / Math.max(secs, 1e-3)) });
-          o.onStep?.(state.step);
-        }
-      } finally {
-        bar.stop();
-      }
-      state.epochSeconds += (Date.now() - t0) / 1000;
-      await yieldToEvents();
-      if (o.signal?.aborted) {
+    const mode: TrainingMode<string[]> = {
+      label: 'scst epoch',
+      epochs: sc.epochs,
+      patience: sc.patience,
+      batches: (epoch) => batchesOf(imageIds, batchSize, rng(mixSeed(state.frozen.seed, epoch, 31))),
+      async step(ids, epoch) {
+        const r = await scstStep(model, adam, { features: ids.map((id) => features.get(id)), imageIds: ids }, rewardFn, {
+          k: sc.k, baseline: sc.baseline, maxLength: sc.maxLength, seed: mixSeed(state.frozen.seed, state.step, 29), start: prepared.vocab.start, end: prepared.vocab.end,
+        });
+        if (!Number.isFinite(r.loss)) throw new ModelError(`scst: the loss became ${r.loss} at step ${state.step + 1} (epoch ${epoch}); lower train.scst.learningRate`);
+        state.epochRewardSum += r.reward * r.images;
+        state.epochImages += r.images;
+      },
+      progress: (secs) => ({ reward: state.epochRewardSum / state.epochImages, 'img/s': Math.round(state.epochImages / Math.max(secs, 1e-3)) }),
+      async validate(epoch) {
+        await yieldToEvents();
         // the checkpoint holds every step of this epoch; --resume validates
-        status = 'interrupted';
-        break;
-      }
-      const v = await validate();
-      const improved = v ? state.bestValCider === null || v.cider > state.bestValCider + 1e-9 : true;
-      const reward = state.epochRewardSum / Math.max(1, state.epochImages);
-      const rec: ScstEpochRecord = {
-        epoch, reward, valCider: v?.cider ?? null, valBleu4: v?.bleu4 ?? null, learningRate: state.learningRate, steps: state.step, images: state.epochImages,
-        seconds: state.epochSeconds, imagesPerSecond: state.epochImages / Math.max(state.epochSeconds, 1e-3), best: improved,
-      };
-      history.push(rec);
-      log.info(`epoch ${epoch}: mean reward ${reward.toFixed(4)}, ${v ? `val CIDEr-D ${v.cider.toFixed(4)}, BLEU-4 ${v.bleu4.toFixed(4)}${improved ? ' (best)' : ''}` : 'no validation data'}, ${rec.imagesPerSecond.toFixed(1)} images/s`);
-      if (improved) {
-        if (v) state.bestValCider = v.cider;
-        state.bestEpoch = epoch;
-        state.sinceBest = 0;
-        await saveBest(out, model);
-      } else state.sinceBest++;
-      state.epoch = epoch;
-      state.batchInEpoch = 0;
-      state.epochRewardSum = 0;
-      state.epochImages = 0;
-      state.epochSeconds = 0;
-      await saveLast();
-      await writeHistory(out, history, historyChart(history));
-      if (!improved && patienceRanOut(state.sinceBest, sc.patience)) {
-        log.info(`early stopping: no higher validation CIDEr-D for ${state.sinceBest} epochs (best ${state.bestValCider?.toFixed(4)} at epoch ${state.bestEpoch})`);
-        status = 'early-stopped';
-        break;
-      }
-      if (o.signal?.aborted) {
-        status = 'interrupted';
-        break;
-      }
-    }
-    if (status === 'interrupted') {
-      await saveLast();
-      logInterrupted(lastDir, state, sc.epochs);
-    }
+        if (o.signal?.aborted) return 'interrupted';
+        const v = await validate();
+        const improved = v ? state.bestValCider === null || v.cider > state.bestValCider + 1e-9 : true;
+        const reward = state.epochRewardSum / Math.max(1, state.epochImages);
+        const rec: ScstEpochRecord = {
+          epoch, reward, valCider: v?.cider ?? null, valBleu4: v?.bleu4 ?? null, learningRate: state.learningRate, steps: state.step, images: state.epochImages,
+          seconds: state.epochSeconds, imagesPerSecond: state.epochImages / Math.max(state.epochSeconds, 1e-3), best: improved,
+        };
+        history.push(rec);
+        log.info(`epoch ${epoch}: mean reward ${reward.toFixed(4)}, ${v ? `val CIDEr-D ${v.cider.toFixed(4)}, BLEU-4 ${v.bleu4.toFixed(4)}${improved ? ' (best)' : ''}` : 'no validation data'}, ${rec.imagesPerSecond.toFixed(1)} images/s`);
+        if (improved && v) state.bestValCider = v.cider;
+        return { improved };
+      },
+      resetSums: () => {
+        state.epochRewardSum = 0;
+        state.epochImages = 0;
+      },
+      setLearningRate: (lr) => (adam.learningRate = lr),
+      stopMessage: () => `early stopping: no higher validation CIDEr-D for ${state.sinceBest} epochs (best ${state.bestValCider?.toFixed(4)} at epoch ${state.bestEpoch})`,
+      saveBest: () => saveBest(out, model),
+      saveLast,
+      writeHistory: () => writeHistory(out, history, historyChart(history)),
+    };
+    const status = await runEpochs(state, mode, { signal: o.signal, onStep: o.onStep, lastDir });
     await writeManifest(status);
     return { status, epochs: state.epoch, steps: state.step, bestEpoch: state.bestEpoch, bestValCider: state.bestValCider, initValCider: history[0]?.valCider ?? null, history, out };
   } finally {

@@ -1,20 +1,21 @@
 // Copying between tensors and host arrays (src/tf/copy.ts): copyFloats gives dst.set(src)'s bytes between
 // plain and shared arrays with the addon and without it, and refuses unequal lengths; copyInto reads a
 // tensor's values straight from the wasm heap (or through dataSync on cpu) into any offset of an array;
-// overwrite writes over a wasm tensor in place only when no other tensor shares its heap block, and
-// otherwise leaves it alone and says so. Nothing leaks.
+// assignFloats gives a variable new values as a new tensor (never in place: test/tf/inplace.test.ts), leaves
+// tensors that shared the old data alone, and refuses a wrong size or dtype. Nothing leaks.
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
-import { copyFloats, copyInto, overwrite } from '../../src/tf/copy.js';
+import { assignFloats, copyFloats, copyInto } from '../../src/tf/copy.js';
 import { addonPath, nativeStatus } from '../../src/tf/native.js';
 import { rng } from '../../src/util/random.js';
 import { randArray } from '../helpers/arrays.js';
+import { addonRequired } from '../helpers/native.js';
 
 const require = createRequire(import.meta.url);
 const status = nativeStatus();
-const needed = process.env.CI === 'true';
+const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/tf/copy: the native addon is not available here (${status.reason}); only the fallback runs`);
 const withAddon = status.available || needed ? it : it.skip;
 
@@ -49,7 +50,7 @@ describe('copyFloats', () => {
 });
 
 for (const backend of ['wasm', 'cpu'] as const) {
-  describe(`copyInto and overwrite on ${backend}`, () => {
+  describe(`copyInto and assignFloats on ${backend}`, () => {
     let prev: string | undefined;
     beforeAll(async () => {
       prev = tf.getBackend();
@@ -82,28 +83,23 @@ for (const backend of ['wasm', 'cpu'] as const) {
       expect(tf.memory().numTensors).toBe(before);
     });
 
-    it(backend === 'wasm' ? 'overwrite writes in place when the tensor alone holds its data' : 'overwrite declines off wasm', () => {
+    it('assignFloats gives a variable new values without touching tensors that shared the old ones', () => {
+      const before = tf.memory().numTensors;
       const init = tf.tensor2d([1, 2, 3, 4], [2, 2]);
-      const v = tf.variable(init); // shares init's data until init goes
-      expect(overwrite(v, Float32Array.from([0, 0, 0, 0]))).toBe(false);
-      init.dispose();
+      const v = tf.variable(init); // shares init's data
+      const flat = tf.reshape(v, [4]); // shares it too
       const src = shared(4);
       src.set([5, 6, 7, 8]);
-      const done = overwrite(v, src);
-      expect(done).toBe(backend === 'wasm');
-      expect(Array.from(v.dataSync())).toEqual(backend === 'wasm' ? [5, 6, 7, 8] : [1, 2, 3, 4]);
-      v.dispose();
-    });
-
-    it('overwrite leaves a tensor alone while another shares its data, or when the sizes differ', () => {
-      const v = tf.variable(tf.tensor2d([1, 2, 3, 4], [2, 2]));
-      const flat = tf.reshape(v, [4]); // shares the heap block on wasm
-      expect(overwrite(v, Float32Array.from([9, 9, 9, 9]))).toBe(false);
+      assignFloats(v, src);
+      src.fill(0); // the variable holds a copy
+      expect(Array.from(v.dataSync())).toEqual([5, 6, 7, 8]);
+      expect(Array.from(init.dataSync())).toEqual([1, 2, 3, 4]);
       expect(Array.from(flat.dataSync())).toEqual([1, 2, 3, 4]);
-      flat.dispose();
-      expect(overwrite(v, Float32Array.from([9, 9, 9]))).toBe(false);
-      expect(Array.from(v.dataSync())).toEqual([1, 2, 3, 4]);
-      v.dispose();
+      expect(() => assignFloats(v, Float32Array.from([9, 9, 9]))).toThrow(RangeError);
+      const ints = tf.tidy(() => tf.variable(tf.tensor1d([1, 2], 'int32')));
+      expect(() => assignFloats(ints, Float32Array.from([1, 2]))).toThrow(TypeError);
+      tf.dispose([init, v, flat, ints]);
+      expect(tf.memory().numTensors).toBe(before);
     });
   });
 }

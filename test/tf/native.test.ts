@@ -22,12 +22,13 @@ import { lstmCell, softmaxCrossEntropy } from '../../src/model/ops.js';
 import { Adam } from '../../src/train/adam.js';
 import { rng } from '../../src/util/random.js';
 import { expectClose, randArray, size } from '../helpers/arrays.js';
+import { addonRequired } from '../helpers/native.js';
 
 const require = createRequire(import.meta.url);
 const repo = path.resolve(import.meta.dirname, '..', '..');
 const status = nativeStatus();
 // CI installs OpenBLAS, so the addon must load there, unless CI turns it off to test the wasm path
-const needed = process.env.CI === 'true' && process.env.CAPTIONER_NATIVE !== '0';
+const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/tf/native: the native addon is not available here (${status.reason}); its comparisons are skipped`);
 const withAddon = status.available ? it : it.skip;
 

@@ -1,8 +1,8 @@
 // The training schedule's decisions on a hand-made state: improvement, early stopping, learning-rate decay
-// on a plateau (factor, floor, counted again after a decay), and the step/epoch bookkeeping.
+// on a plateau (factor, floor, counted again after a decay), and the epoch bookkeeping.
 import { describe, expect, it } from 'vitest';
 import type { RunState } from '../../src/train/checkpoint.js';
-import { countStep, endEpoch, isImprovement, nextStep, patienceRanOut } from '../../src/train/schedule.js';
+import { closeEpoch, isImprovement, nextStep, patienceRanOut } from '../../src/train/schedule.js';
 
 const state = (over: Partial<RunState> = {}): RunState => ({
   kind: 'captioner.train-state', epoch: 0, batchInEpoch: 0, step: 0, learningRate: 0.01, bestValLoss: Infinity, bestEpoch: 0,
@@ -21,20 +21,16 @@ describe('schedule', () => {
     expect(isImprovement(state(), 5, true)).toBe(true);
   });
 
-  it('counts steps and closes epochs: sums reset, best and plateau counters kept', () => {
-    const s = state();
-    countStep(s, 0, 2, 10);
-    countStep(s, 1, 1, 30);
-    expect(s).toMatchObject({ step: 2, batchInEpoch: 2, epochLossSum: 50, epochTokens: 40 });
-    s.epochSeconds = 3;
-    endEpoch(s, 1, true, 1.5, true);
-    expect(s).toMatchObject({ epoch: 1, batchInEpoch: 0, epochLossSum: 0, epochTokens: 0, epochSeconds: 0, bestValLoss: 1.5, bestEpoch: 1, sinceBest: 0, sinceDecay: 0, step: 2 });
-    endEpoch(s, 2, false, 1.7, true);
-    expect(s).toMatchObject({ epoch: 2, bestValLoss: 1.5, bestEpoch: 1, sinceBest: 1, sinceDecay: 1 });
-    const nv = state();
-    endEpoch(nv, 1, true, NaN, false);
-    expect(nv.bestValLoss).toBe(Infinity);
-    expect(nv.bestEpoch).toBe(1);
+  it('closes epochs: step count and time reset, best and plateau counters kept (sinceDecay only where the run decays)', () => {
+    const s = state({ step: 2, batchInEpoch: 2, epochSeconds: 3 });
+    closeEpoch(s, 1, true, true);
+    expect(s).toMatchObject({ epoch: 1, batchInEpoch: 0, epochSeconds: 0, bestEpoch: 1, sinceBest: 0, sinceDecay: 0, step: 2 });
+    closeEpoch(s, 2, false, true);
+    expect(s).toMatchObject({ epoch: 2, bestEpoch: 1, sinceBest: 1, sinceDecay: 1 });
+    const { sinceDecay: _, ...noDecay } = state();
+    closeEpoch(noDecay, 1, false, false);
+    expect(noDecay).toMatchObject({ epoch: 1, sinceBest: 1 });
+    expect('sinceDecay' in noDecay).toBe(false);
   });
 
   it('stops when patience runs out (0: never), before any decay', () => {

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { tf } from '../../src/tf/tf.js';
 import { ConfigSchema, type Config } from '../../src/config/schema.js';
-import { train, type FeatureInfo, type TrainOptions } from '../../src/train/run.js';
+import { engineNotes, train, type FeatureInfo, type TrainOptions } from '../../src/train/run.js';
 import { loadDecoder, loadTrainedModel } from '../../src/model/runfolder.js';
 import { greedyDecode } from '../helpers/greedy.js';
 import { bin, repoRoot } from '../helpers/cli.js';
@@ -64,6 +64,19 @@ describe('train.workers', () => {
     expect(ConfigSchema.parse({ train: { workers: 'auto' } }).train.workers).toBe('auto');
     for (const bad of [0, 1.5, 'all', -2]) expect(ConfigSchema.safeParse({ train: { workers: bad } }).success).toBe(false);
     expect(ConfigSchema.safeParse({ train: { workers: 'all' } }).error?.issues[0].message).toBe('expected "auto" or an integer from 1 to 256, got "all"');
+  });
+
+  it('the log suggests train.workers only on wasm without the addon, with no speed figure', () => {
+    const base = { workers: 1, asked: 1 as const, backend: 'wasm (tfjs-backend-wasm 4.22.0)', native: false, cores: 4, blasThreads: 4 };
+    const plain = engineNotes(base).info.join('\n');
+    expect(plain).toMatch(/train\.workers auto splits each batch over 4 worker threads/);
+    expect(plain).not.toMatch(/\d(\.\d+)?x/); // figures measured once on one machine do not belong in a log line
+    expect(engineNotes({ ...base, native: true }).info.join('\n')).not.toMatch(/train\.workers/);
+    expect(engineNotes({ ...base, backend: 'cpu (plain JavaScript)' }).info).toEqual([]);
+    expect(engineNotes({ ...base, cores: 1 }).info).toEqual([]);
+    const many = engineNotes({ ...base, workers: 8, asked: 8, backend: 'tensorflow (tfjs-node-gpu)', native: true });
+    expect(many.info[0]).toMatch(/8 worker threads x 1 wasm thread each .*matrix products on 1 OpenBLAS thread/);
+    expect(many.warn).toHaveLength(2);
   });
 
   it('a workers-2 run completes, writes a run folder caption/eval load, and resumes byte-identically', async () => {

@@ -1,10 +1,8 @@
-// Host-side (no TF) pieces of data-parallel training, shared by the main thread and the workers: the flat
-// layout of all weights in one Float32Array, the fixed-order gradient reduction, the blockwise squared norm
-// and clipped Adam over a range of the flat vector. Every step of every configuration runs these same loops
-// in the same order, so a run is reproducible byte for byte, and sharding the update over workers gives the
-// same bytes as applying it in one place.
+// The flat layout of data-parallel training (host side, no TF), shared by the main thread and the workers:
+// every weight in one Float32Array (names in save order), the block-aligned shards the workers reduce and
+// update, and the Adam moments as two more such arrays (flatMoments: src/train/adam.ts's AdamMoments).
 import { ModelError } from '../../errors.js';
-import type { NamedArray } from '../../model/io.js';
+import type { AdamMoments } from '../adam.js';
 
 /** Where each weight lives in the flat vector (names in save order). */
 export interface FlatLayout {
@@ -62,92 +60,25 @@ export function shardRanges(total: number, n: number): [number, number][] {
   return out;
 }
 
-/**
- * Sum the first `parts` gradient regions of `grads` (each `total` floats, region 0 first) into region 0
- * over [from, to), always in region order, and return the float64 sum of squares of each BLOCK of the
- * result in that range (from must be a block boundary).
- */
-export function reduceRange(grads: Float32Array, total: number, parts: number, from: number, to: number): Float64Array {
-  const sums = new Float64Array(Math.ceil((to - from) / BLOCK));
-  for (let b = 0; b < sums.length; b++) {
-    const s0 = from + b * BLOCK;
-    const s1 = Math.min(to, s0 + BLOCK);
-    let sq = 0;
-    if (parts === 1) {
-      for (let i = s0; i < s1; i++) sq += grads[i] * grads[i];
-    } else {
-      for (let i = s0; i < s1; i++) {
-        let acc = grads[i];
-        for (let p = 1; p < parts; p++) acc += grads[p * total + i];
-        const g = Math.fround(acc);
-        grads[i] = g;
-        sq += g * g;
-      }
-    }
-    sums[b] = sq;
-  }
-  return sums;
-}
-
-/** Global L2 norm from the per-block sums of squares, added in block order. */
-export function normOf(blockSums: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < blockSums.length; i++) s += blockSums[i];
-  return Math.sqrt(s);
-}
-
-export interface AdamHyper {
-  learningRate: number;
-  beta1: number;
-  beta2: number;
-  epsilon: number;
-  /** 0: no clipping. */
-  clipNorm: number;
-}
-
-/** The per-step factors of a clipped Adam update (iteration t counts from 1), as src/train/adam.ts uses them. */
-export function adamFactors(h: AdamHyper, t: number, norm: number): { scale: number; lr: number } {
-  const lr = (h.learningRate * Math.sqrt(1 - Math.pow(h.beta2, t))) / (1 - Math.pow(h.beta1, t));
-  const scale = h.clipNorm > 0 ? h.clipNorm / Math.max(norm, h.clipNorm) : 1;
-  return { scale, lr };
-}
-
-/** Clipped Adam on [from, to) of the flat weights `w`, moments `m`, `v`, with gradient `g` (region 0). */
-export function adamRange(h: AdamHyper, w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, scale: number, lr: number): void {
-  const b1 = h.beta1;
-  const b2 = h.beta2;
-  const c1 = 1 - b1;
-  const c2 = 1 - b2;
-  const eps = h.epsilon;
-  for (let i = from; i < to; i++) {
-    const gi = g[i] * scale;
-    const mi = Math.fround(m[i] * b1 + gi * c1);
-    const vi = Math.fround(v[i] * b2 + gi * gi * c2);
-    m[i] = mi;
-    v[i] = vi;
-    w[i] = w[i] - (mi / (Math.sqrt(vi) + eps)) * lr;
-  }
-}
-
-/** Moments as checkpoint arrays named m/<weight>, v/<weight> (the format of src/train/adam.ts). */
-export function momentArrays(layout: FlatLayout, m: Float32Array, v: Float32Array): NamedArray[] {
-  const out: NamedArray[] = [];
-  layout.names.forEach((n, i) => {
-    const a = layout.offsets[i];
-    const b = a + layout.sizes[i];
-    out.push({ name: `m/${n}`, shape: layout.shapes[i], data: m.slice(a, b) });
-    out.push({ name: `v/${n}`, shape: layout.shapes[i], data: v.slice(a, b) });
-  });
-  return out;
-}
-
-/** Load moments saved by momentArrays (or by Adam.state()). */
-export function loadMoments(layout: FlatLayout, arrays: Map<string, NamedArray>, m: Float32Array, v: Float32Array): void {
-  layout.names.forEach((n, i) => {
-    for (const [kind, store] of [['m', m], ['v', v]] as const) {
-      const a = arrays.get(`${kind}/${n}`);
-      if (!a || a.data.length !== layout.sizes[i]) throw new ModelError(`optimizer state: "${kind}/${n}" is missing or has the wrong size`);
-      store.set(a.data, layout.offsets[i]);
-    }
-  });
+/** The Adam moments as flat arrays `m`, `v` of the layout (for src/train/adam.ts's Adam and its checkpoint format). */
+export function flatMoments(layout: FlatLayout, m: Float32Array, v: Float32Array): AdamMoments {
+  const at = (name: string) => {
+    const i = layout.names.indexOf(name);
+    if (i < 0) throw new ModelError(`optimizer state: no weight "${name}"`);
+    return [layout.offsets[i], layout.offsets[i] + layout.sizes[i], i] as const;
+  };
+  return {
+    names: layout.names,
+    shape: (n) => layout.shapes[at(n)[2]],
+    read: async (n) => {
+      const [a, b] = at(n);
+      return [m.slice(a, b), v.slice(a, b)];
+    },
+    write: (n, mm, vv) => {
+      const [a] = at(n);
+      m.set(mm, a);
+      v.set(vv, a);
+    },
+    dispose: () => {},
+  };
 }

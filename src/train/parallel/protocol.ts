@@ -2,7 +2,8 @@
 // memory (SharedArrayBuffer) carries the weights, the per-worker gradient regions and the Adam moments;
 // requests carry only batch slices, seeds and small results.
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
-import type { AdamHyper, FlatLayout } from './flat.js';
+import type { AdamFactors } from '../adam.js';
+import type { FlatLayout } from './flat.js';
 import type { ReplicaKind, ReplicaSpec, SliceWeights } from './replica.js';
 
 export interface WorkerInit {
@@ -28,10 +29,10 @@ export interface WorkerMs {
 }
 
 export type TrainWorkerApi = {
-  /** The gradient of one batch slice into this worker's region; its weighted loss. */
-  grad(r: { batch: CaptionBatch; weights: SliceWeights; seed: number }): Promise<{ loss: number; ms: WorkerMs }>;
+  /** The gradient of one batch slice into this worker's region; its weighted loss and weighted objective. */
+  grad(r: { batch: CaptionBatch; weights: SliceWeights; seed: number }): Promise<{ loss: number; total: number; ms: WorkerMs }>;
   /** Sum regions 0..parts-1 into region 0 over [from, to); the block sums of squares. */
   reduce(r: { parts: number; from: number; to: number }): { blocks: Float64Array; ms: WorkerMs };
-  /** Clipped Adam over [from, to) of the shared weights and moments. */
-  adam(r: { hyper: AdamHyper; from: number; to: number; scale: number; lr: number }): { ms: WorkerMs };
+  /** Adam's inner loop (src/train/adam.ts) with the main thread's factors over [from, to) of the shared weights and moments. */
+  adam(r: { factors: AdamFactors; from: number; to: number }): { ms: WorkerMs };
 };

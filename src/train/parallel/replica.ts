@@ -1,8 +1,8 @@
-// One model replica on the current TF backend (a worker's, or the main thread's for `workers: 1`): builds
-// the decoder of a kind from its spec, refreshes its variables from the flat weight vector, and computes the
-// weighted gradient of one batch slice straight into a flat Float32Array region.
+// One model replica on the current TF backend (a worker's; the main-thread trainer builds its decoder here
+// too): builds the decoder of a kind from its spec, gives its variables the flat weight vector's values (new
+// tensors), and computes the weighted gradient of one batch slice straight into a flat Float32Array region.
 import { tf } from '../../tf/tf.js';
-import { copyInto, overwrite } from '../../tf/copy.js';
+import { assignFloats, copyInto } from '../../tf/copy.js';
 import { ModelError } from '../../errors.js';
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import { decoderKind, type LossTerms } from '../../model/decoders/index.js';
@@ -51,15 +51,9 @@ export function buildDecoder(kind: ReplicaKind, spec: ReplicaSpec, values: Recor
   return kindOf(kind).create(spec as never, values, norm) as unknown as TrainableDecoder;
 }
 
-/** Overwrite every variable with its range of the flat weights. */
+/** Give every variable its range of the flat weights (new tensors: see src/tf/copy.ts on in-place writes). */
 export function loadFlat(model: TrainableDecoder, layout: FlatLayout, flat: Float32Array): void {
-  // the cpu backend keeps a reference to the array it is given: hand it a copy there
-  const copy = tf.getBackend() !== 'wasm';
-  layout.names.forEach((n, i) => {
-    const view = flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i]);
-    if (overwrite(model.weights[n], view)) return; // in place (wasm only)
-    tf.tidy(() => model.weights[n].assign(tf.tensor(copy ? view.slice() : view, layout.shapes[i], 'float32')));
-  });
+  layout.names.forEach((n, i) => assignFloats(model.weights[n], flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i])));
 }
 
 /** Token ids must lie in the vocabulary (the wasm gather does not check). */
@@ -80,16 +74,19 @@ export interface SliceWeights {
 }
 
 /**
- * Gradient of the slice's weighted loss into `out` (layout.total floats). Returns that weighted loss: the
- * slices' values add up to the whole batch's loss. No tensors survive the call.
+ * Gradient of the slice's weighted objective into `out` (layout.total floats). Returns that weighted
+ * objective (`total`) and its weighted cross-entropy (`loss`): the slices' values add up to the whole batch's.
+ * No tensors survive the call.
  */
-export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout, slice: CaptionBatch, w: SliceWeights, seed: number, out: Float32Array): Promise<number> {
+export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout, slice: CaptionBatch, w: SliceWeights, seed: number, out: Float32Array): Promise<{ loss: number; total: number }> {
   checkTokens(slice, model.spec.vocabSize);
   const vars = layout.names.map((n) => model.weights[n]);
+  let ce: tf.Scalar | null = null;
   const { value, grads } = tf.variableGrads(() => {
     // cross-entropy is a mean over target tokens; every other term (the attention regulariser) a mean over captions
     const terms = model.lossTerms(slice, { training: true, seed });
-    let total: tf.Tensor = tf.mul(terms.crossEntropy, w.tokens);
+    ce = tf.keep(tf.mul(terms.crossEntropy, w.tokens) as tf.Scalar);
+    let total: tf.Tensor = ce;
     for (const [name, term] of Object.entries(terms)) if (name !== 'crossEntropy') total = tf.add(total, tf.mul(term, w.rows));
     return total as tf.Scalar;
   }, vars);
@@ -99,8 +96,9 @@ export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout,
       if (!g) throw new ModelError(`parallel training: no gradient for "${n}"`);
       copyInto(g, out, layout.offsets[i]);
     });
-    return (await value.data())[0];
+    return { total: (await value.data())[0], loss: (await (ce as unknown as tf.Scalar).data())[0] };
   } finally {
     tf.dispose([value, ...Object.values(grads)]);
+    if (ce) (ce as tf.Scalar).dispose();
   }
 }

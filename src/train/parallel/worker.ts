@@ -4,7 +4,8 @@
 import { initBackend } from '../../tf/backend.js';
 import { serveRequests } from '../../util/rpc.js';
 import { threadCpuMs } from './cpu.js';
-import { applyAdam, reduceGradients } from './update.js';
+import { adamArrays } from '../adam.js';
+import { reduceGradients } from './reduce.js';
 import { buildDecoder, loadFlat, sliceGradient } from './replica.js';
 import type { TrainWorkerApi, WorkerInit } from './protocol.js';
 
@@ -26,18 +27,18 @@ serveRequests<TrainWorkerApi>(async (init: WorkerInit) => {
         const t0 = performance.now();
         loadFlat(model, init.layout, weights);
         const t1 = performance.now();
-        const loss = await sliceGradient(model, init.layout, batch, sw, seed, mine);
+        const { loss, total: objective } = await sliceGradient(model, init.layout, batch, sw, seed, mine);
         const c1 = threadCpuMs();
-        return { loss, ms: { load: t1 - t0, compute: performance.now() - t1, ...(c0 !== undefined && c1 !== undefined ? { cpu: c1 - c0 } : {}) } };
+        return { loss, total: objective, ms: { load: t1 - t0, compute: performance.now() - t1, ...(c0 !== undefined && c1 !== undefined ? { cpu: c1 - c0 } : {}) } };
       },
       reduce({ parts, from, to }) {
         const t0 = performance.now();
         const blocks = reduceGradients(grads, total, parts, from, to);
         return { blocks, ms: { compute: performance.now() - t0 } };
       },
-      adam({ hyper, from, to, scale, lr }) {
+      adam({ factors, from, to }) {
         const t0 = performance.now();
-        applyAdam(hyper, weights, m, v, grads, from, to, scale, lr);
+        adamArrays(factors, weights, m, v, grads, from, to);
         return { ms: { compute: performance.now() - t0 } };
       },
     },
