@@ -204,12 +204,28 @@ export function sinusoidalPositions(rows: number, D: number): Float32Array {
   return out;
 }
 
-/** LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta (population variance). */
-function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
-  const mean = tf.mean(x, -1, true);
-  const centred = tf.sub(x, mean);
-  const variance = tf.mean(tf.square(centred), -1, true);
-  return tf.add(tf.mul(tf.mul(centred, tf.rsqrt(tf.add(variance, LAYER_NORM_EPSILON))), gamma), beta);
+/**
+ * LayerNorm over the last axis of rows x [M, D]: (x - mean) / sqrt(var + eps) * gamma + beta (population
+ * variance), as one op with its own gradient: dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = dy gamma,
+ * dgamma = sum(dy xhat), dbeta = sum(dy). Autograd through the plain ops would keep and revisit about twice
+ * as many [M, D] tensors (tf.mean's gradient alone builds three).
+ */
+function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor2D {
+  const f = tf.customGrad(((xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+    const centred = tf.sub(xx, tf.mean(xx, -1, true)); // [M, D]
+    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(centred), -1, true), LAYER_NORM_EPSILON)); // [M, 1]
+    const xhat = tf.mul(centred, rstd); // [M, D]
+    save([xhat, rstd, g]);
+    return {
+      value: tf.add(tf.mul(xhat, g), b),
+      gradFunc: (dy: tf.Tensor, [xh, rs, gg]: tf.Tensor[]) => {
+        const gy = tf.mul(dy, gg); // [M, D]
+        const dx = tf.mul(tf.sub(tf.sub(gy, tf.mean(gy, -1, true)), tf.mul(xh, tf.mean(tf.mul(gy, xh), -1, true))), rs);
+        return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0)];
+      },
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return f(x, gamma, beta) as tf.Tensor2D;
 }
 
 /** x [M, I] W [I, O] + b [O]. */
@@ -218,14 +234,20 @@ function linear(x: tf.Tensor2D, kernel: tf.Tensor, bias: tf.Tensor): tf.Tensor2D
 }
 
 /**
- * Rows [N * S, parts * D] of `parts` fused projections (column part * D + head * K + k) -> one tensor
- * [N * H, S, K] per part, heads split out.
+ * The `parts` projections of rows x [N * S, I] by a fused kernel [I, parts * D] and bias [parts * D]
+ * (column part * D + head * K + k), each as [N * H, S, K], heads split out. Each part multiplies by its own
+ * slice of the kernel: slicing the small kernel is cheaper than splitting the large product.
  */
-function splitHeads(x: tf.Tensor2D, N: number, S: number, H: number, parts: number): tf.Tensor3D[] {
-  const K = x.shape[1] / parts / H;
-  const t = tf.transpose(tf.reshape(x, [N, S, parts * H, K]), [0, 2, 1, 3]); // [N, parts*H, S, K]
-  const each = parts === 1 ? [t] : tf.split(t, parts, 1); // parts x [N, H, S, K]
-  return each.map((p) => tf.reshape(p, [N * H, S, K]) as tf.Tensor3D);
+function projectHeads(x: tf.Tensor2D, kernel: tf.Tensor, bias: tf.Tensor, N: number, S: number, H: number, parts: number): tf.Tensor3D[] {
+  const [I, PD] = kernel.shape as [number, number];
+  const D = PD / parts;
+  const K = D / H;
+  return Array.from({ length: parts }, (_, p) => {
+    const k = parts === 1 ? kernel : tf.slice(kernel, [0, p * D], [I, D]);
+    const b = parts === 1 ? bias : tf.slice(bias, [p * D], [D]);
+    const y = linear(x, k, b); // [N*S, D]
+    return tf.reshape(tf.transpose(tf.reshape(y, [N, S, H, K]), [0, 2, 1, 3]), [N * H, S, K]) as tf.Tensor3D;
+  });
 }
 
 /** [N * H, S, K] per-head outputs -> [N * S, D] rows, heads concatenated. */
@@ -322,14 +344,14 @@ export class TransformerDecoder implements Decoder {
     const a = tf.mul(tf.sub(tf.reshape(x, [N * P, C]), this.normMean), this.normScale) as tf.Tensor2D; // [N*P, C]
     let m: tf.Tensor = linear(a, w['image/kernel'], w['image/bias']); // [N*P, D]
     if (this.spec.imagePositions === 'learned') m = tf.reshape(tf.add(tf.reshape(m, [N, P, D]), w['image/position']), [N * P, D]);
-    m = layerNorm(m, w['image/norm/gamma'], w['image/norm/beta']);
+    m = layerNorm(m as tf.Tensor2D, w['image/norm/gamma'], w['image/norm/beta']);
     return this.drop(m, training, seed) as tf.Tensor2D;
   }
 
   /** Layer l's cross-attention keys and values of the memory [N*P, D]: two [N*H, P, K]. */
   private memoryKeys(m: tf.Tensor2D, l: number, N: number): [tf.Tensor3D, tf.Tensor3D] {
     const w = this.weights;
-    const [k, v] = splitHeads(linear(m, w[`layer${l}/cross/kv/kernel`], w[`layer${l}/cross/kv/bias`]), N, this.spec.positions, this.spec.heads, 2);
+    const [k, v] = projectHeads(m, w[`layer${l}/cross/kv/kernel`], w[`layer${l}/cross/kv/bias`], N, this.spec.positions, this.spec.heads, 2);
     return [k, v];
   }
 
@@ -372,12 +394,12 @@ export class TransformerDecoder implements Decoder {
       const s = seed + 10 * (l + 1);
       // masked self-attention
       const hs = layerNorm(x, w[`${p}self/norm/gamma`], w[`${p}self/norm/beta`]) as tf.Tensor2D;
-      const [q, k, v] = splitHeads(linear(hs, w[`${p}self/qkv/kernel`], w[`${p}self/qkv/bias`]), B, T, H, 3); // 3 x [B*H, T, K]
+      const [q, k, v] = projectHeads(hs, w[`${p}self/qkv/kernel`], w[`${p}self/qkv/bias`], B, T, H, 3); // 3 x [B*H, T, K]
       const self = attend(q, k, v, mask).out;
       x = tf.add(x, this.drop(linear(mergeHeads(self, B, H), w[`${p}self/output/kernel`], w[`${p}self/output/bias`]), training, s)) as tf.Tensor2D;
       // cross-attention over the image
       const hc = layerNorm(x, w[`${p}cross/norm/gamma`], w[`${p}cross/norm/beta`]) as tf.Tensor2D;
-      const [qc] = splitHeads(linear(hc, w[`${p}cross/query/kernel`], w[`${p}cross/query/bias`]), B, T, H, 1); // [B*H, T, K]
+      const [qc] = projectHeads(hc, w[`${p}cross/query/kernel`], w[`${p}cross/query/bias`], B, T, H, 1); // [B*H, T, K]
       const [mk, mv] = this.memoryKeys(mem, l, B); // [B*H, P, K] each
       const cross = attend(qc, mk, mv);
       if (withAttention && l === L - 1) attention = tf.mean(tf.reshape(cross.weights, [B, H, T, P]), 1) as tf.Tensor3D; // [B, T, P]
@@ -498,7 +520,7 @@ export class TransformerDecoder implements Decoder {
         const p = `layer${l}/`;
         // self-attention over the cached words and this one
         const hs = layerNorm(x, w[`${p}self/norm/gamma`], w[`${p}self/norm/beta`]) as tf.Tensor2D;
-        const [q, k, v] = tf.split(tf.reshape(linear(hs, w[`${p}self/qkv/kernel`], w[`${p}self/qkv/bias`]), [N, 3 * H, 1, K]), 3, 1); // 3 x [N, H, 1, K]
+        const [q, k, v] = projectHeads(hs, w[`${p}self/qkv/kernel`], w[`${p}self/qkv/bias`], N, 1, H, 3).map((t) => tf.reshape(t, [N, H, 1, K])); // 3 x [N, H, 1, K]
         const keys = t === 0 ? k : tf.concat([st[`self/${l}/k`], k], 2); // [N, H, t+1, K]
         const values = t === 0 ? v : tf.concat([st[`self/${l}/v`], v], 2);
         next[`self/${l}/k`] = keys;
