@@ -27,6 +27,7 @@ import { Adam, byWeightName } from '../../../src/train/adam.js';
 import { Vocab } from '../../../src/text/vocab.js';
 import { ModelError } from '../../../src/errors.js';
 import { rng } from '../../../src/util/random.js';
+import { checkFiniteDifferences, lossAndGrads, maxDiffs } from '../../helpers/decoder-grads.js';
 
 let work: string;
 beforeAll(async () => {
@@ -284,49 +285,19 @@ describe('TransformerDecoder', () => {
       const m = new TransformerDecoder(s, busyWeights(s, 8), randomNorm(s, 3));
       try {
         const batch = makeBatch(items, s.positions * s.channels);
-        const { value, grads } = tf.variableGrads(() => m.loss(batch, { training: true, seed: 1 }), m.variables);
-        const named = byWeightName(m.weights, grads);
-        expect(Object.keys(grads)).toHaveLength(m.variables.length);
-        const analytic = Object.fromEntries(Object.entries(named).map(([k, g]) => [k, Float32Array.from(g.dataSync())]));
-        tf.dispose([value, ...Object.values(grads)]);
-        const lossAt = () => take(m.loss(batch, { training: false }))[0];
         const usedTokens = [...new Set([...batch.inputs, ...batch.targets])];
-        const r = rng(21);
-        // two step sizes: a ReLU kink within one step spoils that one (the larger), float32 rounding the smaller
-        const steps = [1e-2, 3e-3, 1e-3];
-        let checked = 0;
-        for (const [name, v] of Object.entries(m.weights)) {
-          const values = Float32Array.from(v.dataSync());
-          const cols = v.shape.length === 2 ? v.shape[1] : values.length;
-          const rows = v.shape.length === 2 ? v.shape[0] : 1;
-          // two entries per weight; rows of tokens / positions the batch uses (others have no gradient)
-          const picks = Array.from({ length: Math.min(2, values.length) }, () => {
+        // two entries per weight; rows of tokens and positions the batch uses (others have no gradient); three
+        // step sizes: a ReLU kink within one step spoils the larger ones, float32 rounding the smallest
+        const checked = checkFiniteDifferences(m, batch, {
+          picks: 2,
+          steps: [1e-2, 3e-3, 1e-3],
+          tolerance: (a) => 3e-4 + 5e-3 * Math.abs(a),
+          entry: (name, rows, cols, r) => {
             if (name === 'embedding') return usedTokens[Math.floor(r() * usedTokens.length)] * cols + Math.floor(r() * cols);
             if (name === 'position') return Math.floor(r() * Math.min(rows, batch.steps)) * cols + Math.floor(r() * cols);
-            return Math.floor(r() * values.length);
-          });
-          // plus the entry with the largest analytic gradient, so no weight is checked only on tiny values
-          let big = 0;
-          analytic[name].forEach((g, i) => {
-            if (Math.abs(g) > Math.abs(analytic[name][big])) big = i;
-          });
-          picks.push(big);
-          for (const i of picks) {
-            const probe = (delta: number) => {
-              const w2 = values.slice();
-              w2[i] += delta;
-              tf.tidy(() => v.assign(tf.tensor(w2, v.shape)));
-              return lossAt();
-            };
-            const numeric = steps.map((eps) => (probe(eps) - probe(-eps)) / (2 * eps));
-            tf.tidy(() => v.assign(tf.tensor(values, v.shape)));
-            const a = analytic[name][i];
-            const err = Math.min(...numeric.map((n) => Math.abs(n - a)));
-            expect(err, `${name}[${i}]: numeric ${numeric.join(' / ')}, analytic ${a}`).toBeLessThanOrEqual(3e-4 + 5e-3 * Math.abs(a));
-            checked++;
-          }
-          expect(Math.abs(analytic[name][big]), `${name} has a non-trivial gradient`).toBeGreaterThan(1e-4);
-        }
+            return undefined;
+          },
+        });
         expect(checked).toBeGreaterThan(100);
       } finally {
         m.dispose();
@@ -531,12 +502,7 @@ describe('TransformerDecoder across backends', () => {
       await initBackend(backend, { quiet: true });
       const m = new TransformerDecoder(s, busyWeights(s, 2), randomNorm(s, 5));
       try {
-        const { value, grads } = tf.variableGrads(() => m.loss(batch, { training: true }), m.variables);
-        const named = byWeightName(m.weights, grads);
-        const g = Object.fromEntries(Object.entries(named).map(([k, t]) => [k, Float32Array.from(t.dataSync())]));
-        const loss = value.dataSync()[0];
-        tf.dispose([value, ...Object.values(grads)]);
-        return { loss, g };
+        return lossAndGrads(m, batch);
       } finally {
         m.dispose();
       }
@@ -544,10 +510,6 @@ describe('TransformerDecoder across backends', () => {
     const c = await run('cpu');
     const w = await run('wasm');
     expect(w.loss).toBeCloseTo(c.loss, 5);
-    for (const k of Object.keys(c.g)) {
-      let maxDiff = 0;
-      c.g[k].forEach((v, i) => (maxDiff = Math.max(maxDiff, Math.abs(v - w.g[k][i]))));
-      expect(maxDiff, k).toBeLessThan(1e-5);
-    }
+    for (const [k, d] of Object.entries(maxDiffs(c.grads, w.grads))) expect(d, k).toBeLessThan(1e-5);
   });
 });
