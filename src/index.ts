@@ -11,11 +11,13 @@ import { DataError } from './errors.js';
 import type { CaptionOptions, CaptionOutcome } from './caption/types.js';
 import type { LoadCaptionerOptions } from './caption/load.js';
 import { scoreCaptions, type ScorePair, type Scores } from './eval/score.js';
+import type { InspectOptions, InspectReport } from './features/onnx/inspect.js';
 
 export type { Config } from './config/schema.js';
 export type { CaptionOptions, CaptionOutcome } from './caption/types.js';
 export type { LoadCaptionerOptions } from './caption/load.js';
 export type { ScorePair, Scores } from './eval/score.js';
+export type { InspectOptions, InspectReport } from './features/onnx/inspect.js';
 export { CaptionerError, ConfigError, DataError, ExitCode, ModelError, UsageError } from './errors.js';
 export { loadConfig } from './config/load.js';
 
@@ -95,6 +97,15 @@ export async function train(cfg: Config, options: Parameters<typeof import('./tr
 export async function evaluate(cfg: Config, options: Parameters<typeof import('./eval/run.js').runEval>[1] = {}) {
   const { runEval } = await import('./eval/run.js');
   return runEval(cfg, options);
+}
+
+/**
+ * `captioner encoder inspect`: an ONNX model's inputs and outputs, what each output would be as features
+ * (vector, tokens, grid: it runs the model once on a blank image) and an `encoder` config to start from.
+ */
+export async function inspectEncoder(file: string, options: InspectOptions = {}): Promise<InspectReport> {
+  const { inspectOnnx } = await import('./features/onnx/inspect.js');
+  return inspectOnnx(file, options);
 }
 
 /** `captioner score`: corpus and per-image metrics of candidate captions against references. */

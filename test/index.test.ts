@@ -38,7 +38,7 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
       const epochs = api.config({ train: { epochs: 3 } }).train.epochs;
       let configError = null;
       try { api.config({ train: { epochz: 3 } }); } catch (e) { configError = e.message; }
-      const functions = ['loadCaptioner', 'prepare', 'extractFeatures', 'train', 'evaluate', 'score', 'config'].filter((f) => typeof api[f] === 'function');
+      const functions = ['loadCaptioner', 'prepare', 'extractFeatures', 'train', 'evaluate', 'score', 'config', 'inspectEncoder'].filter((f) => typeof api[f] === 'function');
       console.log(JSON.stringify({ fromPath, fromBytes, error, bleu1, epochs, configError, functions }));
     `;
     const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, CAPTIONER_QUIET: '1' } }).trim().split('\n').pop()!);
@@ -50,7 +50,7 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
     expect(out.bleu1).toBeGreaterThan(0);
     expect(out.epochs).toBe(3);
     expect(out.configError).toContain('train.epochz: unknown key (did you mean epochs?)');
-    expect(out.functions).toHaveLength(7);
+    expect(out.functions).toHaveLength(8);
   });
 
   it('type-checks a TypeScript program against the emitted declarations', async () => {
