@@ -14,6 +14,11 @@ merge (src/model/decoder.ts): features standardised per dimension (mean / popula
   -> Dense(vocab); loss = mean cross-entropy over the real (non-pad) target tokens of the batch.
 attention (src/model/decoders/attention.ts): soft attention with gating beta, deep output and the
   doubly stochastic regulariser (training loss only; the validation loss is the cross-entropy alone).
+transformer (src/model/decoders/transformer.ts): pre-LN Transformer decoder blocks (masked self-attention,
+  cross-attention over the projected, position-embedded and normalised image grid, ReLU feed-forward),
+  sqrt(D)-scaled word embeddings plus sinusoidal or learned positions, a final LayerNorm and a tied or
+  untied output layer; written out op by op (not nn.TransformerDecoder, which is post-LN by default and
+  fuses its projections differently) so that our weights load one to one.
 
 Training: Adam (beta 0.9 / 0.999, epsilon 1e-7 as ours) with global-norm clipping, batches of captions
 shuffled every epoch, no early stopping and no learning-rate decay (the bench turns both off on our side
@@ -243,6 +248,106 @@ def build_attention(torch, a, vocab, shape, mean, std):
     return Attention()
 
 
+def sinusoids(rows, dim):
+    """sinusoidalPositions of src/model/decoders/transformer.ts: PE[t, 2i] = sin(t / 10000^(2i/D)), PE[t, 2i+1] = cos."""
+    import numpy as np
+
+    pe = np.zeros((rows, dim), dtype=np.float64)
+    t = np.arange(rows, dtype=np.float64)[:, None]
+    i = np.arange(0, dim, 2, dtype=np.float64)
+    angle = t / np.power(10000.0, i / dim)
+    pe[:, 0::2] = np.sin(angle)
+    pe[:, 1::2] = np.cos(angle)[:, : dim // 2]
+    return pe.astype(np.float32)
+
+
+TRANSFORMER_MAX_LENGTH = 200  # token positions our transformer knows (its position table's rows)
+
+
+def build_transformer(torch, a, vocab, shape, mean, std):
+    """The pre-LN Transformer decoder as src/model/decoders/transformer.ts describes it (header comment).
+    Initialised as ours (xavier-uniform kernels, the fused ones as their [D, D] parts; zero biases; LayerNorm
+    1 / 0; embedding N(0, 1/D); learned position tables N(0, 1/2)); exact mode overwrites all of it."""
+    from torch import nn
+
+    P = int(math.prod(shape[:-1]))
+    C = shape[-1]
+    D, H, F, L = a.model_dim, a.heads, a.ffn_dim, a.layers
+    K = D // H
+
+    def linear(fan_in, fan_out, parts=1):
+        d = nn.Linear(fan_in, fan_out)
+        bound = math.sqrt(6.0 / (fan_in + fan_out // parts))
+        nn.init.uniform_(d.weight, -bound, bound)
+        nn.init.zeros_(d.bias)
+        return d
+
+    def norm():
+        return nn.LayerNorm(D, eps=1e-5)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.self_norm, self.qkv, self.self_out = norm(), linear(D, 3 * D, 3), linear(D, D)
+            self.cross_norm, self.query, self.kv, self.cross_out = norm(), linear(D, D), linear(D, 2 * D, 2), linear(D, D)
+            self.ffn_norm, self.hidden, self.out = norm(), linear(D, F), linear(F, D)
+
+    class Transformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.from_numpy(mean))
+            self.register_buffer("scale", torch.from_numpy(1.0 / std))
+            self.emb = nn.Embedding(vocab, D)
+            nn.init.normal_(self.emb.weight, 0.0, 1.0 / math.sqrt(D))
+            if a.position_encoding == "learned":
+                self.pos = nn.Parameter(torch.randn(TRANSFORMER_MAX_LENGTH, D) * math.sqrt(0.5))
+            else:
+                self.register_buffer("pos", torch.from_numpy(sinusoids(TRANSFORMER_MAX_LENGTH, D)))
+            self.img = linear(C, D)
+            self.img_pos = nn.Parameter(torch.randn(P, D) * math.sqrt(0.5)) if a.image_positions == "learned" else None
+            self.img_norm = norm()
+            self.blocks = nn.ModuleList([Block() for _ in range(L)])
+            self.final_norm = norm()
+            if a.tie_embeddings:
+                self.out_bias = nn.Parameter(torch.zeros(vocab))
+            else:
+                self.out = linear(D, vocab)
+            self.drop = nn.Dropout(a.dropout)
+
+        def forward(self, feats, inputs, mask):
+            B, T = inputs.shape
+            ann = (feats.view(B, P, C) - self.mean) * self.scale  # [B, P, C]
+            m = self.img(ann)
+            if self.img_pos is not None:
+                m = m + self.img_pos
+            m = self.drop(self.img_norm(m))  # [B, P, D]
+            x = self.drop(self.emb(inputs) * math.sqrt(D) + self.pos[:T])  # [B, T, D]
+            causal = torch.triu(torch.full((T, T), -1e9, dtype=x.dtype), 1)
+
+            def heads(y, n, parts):  # [B, n, parts * D] -> parts x [B, H, n, K]
+                return y.view(B, n, parts * H, K).transpose(1, 2).split(H, 1)
+
+            def attend(q, k, v, bias=None):  # [B, H, Tq, K] x [B, H, Tk, K] -> [B, Tq, D]
+                s = torch.matmul(q * (1.0 / math.sqrt(K)), k.transpose(2, 3))
+                if bias is not None:
+                    s = s + bias
+                return torch.matmul(torch.softmax(s, -1), v).transpose(1, 2).reshape(B, q.shape[2], D)
+
+            for blk in self.blocks:
+                q, k, v = heads(blk.qkv(blk.self_norm(x)), T, 3)
+                x = x + self.drop(blk.self_out(attend(q, k, v, causal)))
+                (q,) = heads(blk.query(blk.cross_norm(x)), T, 1)
+                k, v = heads(blk.kv(m), P, 2)
+                x = x + self.drop(blk.cross_out(attend(q, k, v)))
+                x = x + self.drop(blk.out(self.drop(torch.relu(blk.hidden(blk.ffn_norm(x))))))
+            y = self.final_norm(x[mask])  # [M, D]
+            if a.tie_embeddings:
+                return torch.matmul(y, self.emb.weight.t()) + self.out_bias, None
+            return self.out(y), None
+
+    return Transformer()
+
+
 # ------------------------------------------------------------------------------------------ exact mode
 
 
@@ -287,6 +392,25 @@ def load_our_weights(torch, model, kind, w):
             (model.hidden.weight, k("hidden/kernel"), ["hidden/kernel"]), (model.hidden.bias, v("hidden/bias"), ["hidden/bias"]),
             (model.out.weight, k("output/kernel"), ["output/kernel"]), (model.out.bias, v("output/bias"), ["output/bias"]),
         ]
+    elif kind == "transformer":
+        pairs = [(model.emb.weight, v("embedding"), ["embedding"])]
+        if isinstance(model.pos, torch.nn.Parameter):
+            pairs.append((model.pos, v("position"), ["position"]))
+        pairs += [(model.img.weight, k("image/kernel"), ["image/kernel"]), (model.img.bias, v("image/bias"), ["image/bias"])]
+        if model.img_pos is not None:
+            pairs.append((model.img_pos, v("image/position"), ["image/position"]))
+        pairs += [(model.img_norm.weight, v("image/norm/gamma"), ["image/norm/gamma"]), (model.img_norm.bias, v("image/norm/beta"), ["image/norm/beta"])]
+        for i, blk in enumerate(model.blocks):
+            for mod, name in ((blk.self_norm, "self/norm"), (blk.cross_norm, "cross/norm"), (blk.ffn_norm, "ffn/norm")):
+                pairs += [(mod.weight, v(f"layer{i}/{name}/gamma"), [f"layer{i}/{name}/gamma"]), (mod.bias, v(f"layer{i}/{name}/beta"), [f"layer{i}/{name}/beta"])]
+            for mod, name in ((blk.qkv, "self/qkv"), (blk.self_out, "self/output"), (blk.query, "cross/query"), (blk.kv, "cross/kv"),
+                              (blk.cross_out, "cross/output"), (blk.hidden, "ffn/hidden"), (blk.out, "ffn/output")):
+                pairs += [(mod.weight, k(f"layer{i}/{name}/kernel"), [f"layer{i}/{name}/kernel"]), (mod.bias, v(f"layer{i}/{name}/bias"), [f"layer{i}/{name}/bias"])]
+        pairs += [(model.final_norm.weight, v("final/norm/gamma"), ["final/norm/gamma"]), (model.final_norm.bias, v("final/norm/beta"), ["final/norm/beta"])]
+        if hasattr(model, "out_bias"):
+            pairs.append((model.out_bias, v("output/bias"), ["output/bias"]))
+        else:
+            pairs += [(model.out.weight, k("output/kernel"), ["output/kernel"]), (model.out.bias, v("output/bias"), ["output/bias"])]
     else:
         cell = model.cell
         pairs = [
@@ -385,7 +509,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prepared", required=True)
     p.add_argument("--features", required=True)
-    p.add_argument("--model", choices=["merge", "attention"], default="merge")
+    p.add_argument("--model", choices=["merge", "attention", "transformer"], default="merge")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -402,6 +526,13 @@ def main() -> int:
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--attention-dim", type=int, default=256)
     p.add_argument("--alpha-reg", type=float, default=1.0)
+    p.add_argument("--layers", type=int, default=3, help="transformer: decoder blocks")
+    p.add_argument("--heads", type=int, default=8, help="transformer: attention heads")
+    p.add_argument("--model-dim", type=int, default=256, help="transformer: model size D")
+    p.add_argument("--ffn-dim", type=int, default=1024, help="transformer: feed-forward width F")
+    p.add_argument("--position-encoding", choices=["sinusoidal", "learned"], default="sinusoidal", help="transformer: word positions")
+    p.add_argument("--image-positions", choices=["learned", "none"], default="learned", help="transformer: image position embeddings")
+    p.add_argument("--tie-embeddings", choices=["true", "false"], default="true", help="transformer: output layer = embedding^T")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="exact mode: start from these weights of ours (a run folder's last/ or best/)")
@@ -430,16 +561,18 @@ def main() -> int:
         return 3
     train_keys = list(dict.fromkeys(k for k, _ in train_ex))  # unique, in first-seen order
     feats, shape = read_feature_cache(a.features, set(train_keys) | {k for k, _ in val_ex})
-    channels = shape[-1] if a.model == "attention" else int(np.prod(shape))
+    a.tie_embeddings = a.tie_embeddings == "true"
+    channels = shape[-1] if a.model in ("attention", "transformer") else int(np.prod(shape))
     mean, std = feature_norm(np.stack([feats[k] for k in train_keys]), channels)
     dim = int(np.prod(shape))
     if a.model == "merge":
         model = build_merge(torch, a, len(vocab), dim, mean, std)
     else:
         if len(shape) < 2:
-            print(json.dumps({"error": f"{a.features}: attention needs a grid cache, shape {shape}"}), flush=True)
+            print(json.dumps({"error": f"{a.features}: {a.model} needs a grid cache, shape {shape}"}), flush=True)
             return 3
-        model = build_attention(torch, a, len(vocab), shape, mean, std)
+        build = build_attention if a.model == "attention" else build_transformer
+        model = build(torch, a, len(vocab), shape, mean, std)
     norm_diff = None
     if a.init:
         meta, ours = read_our_weights(a.init)

@@ -14,7 +14,9 @@
 // peer trains that way twice: with torch.optim.Adam (the reference) and with our Adam update (epsilon
 // added before bias correction, as src/train/adam.ts), which isolates the one known difference.
 // The attention row runs only when this build's config schema accepts `model.type` (detected at run
-// time); otherwise it says it was skipped.
+// time); otherwise it says it was skipped. The transformer rows train configs/demo.yaml's model.transformer
+// (2 pre-LN blocks, 4 heads, model size 128) on the attention rows' block5_pool cache; its peer is written
+// out op by op in parity-peer.py (build_transformer), so exact mode loads our weights one to one.
 import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import * as os from 'node:os';
@@ -63,15 +65,29 @@ export interface ParityPeerResult {
  * recorded (manifest.json), so both sides build the same model: e.g. attentionDim, whose default (units)
  * and place in the config (model.attention) are the decoder's business.
  */
-export function peerArgs(config: Config, model: 'merge' | 'attention', spec: Record<string, unknown>): string[] {
+export function peerArgs(config: Config, model: ParityModel, spec: Record<string, unknown>): string[] {
   const t = config.train;
   const args: [string, unknown][] = [
     ['--model', model], ['--epochs', t.epochs], ['--batch', t.batchSize], ['--lr', t.learningRate], ['--clip', t.clipNorm],
     ['--embed', spec.embedDim], ['--units', spec.units], ['--dropout', spec.dropout], ['--limit', t.limit],
   ];
   if (model === 'merge') args.push(['--image-units', spec.imageUnits], ['--hidden-units', spec.hiddenUnits], ['--merge', spec.merge]);
-  else args.push(['--attention-dim', spec.attentionDim], ['--alpha-reg', spec.alphaReg]);
+  else if (model === 'attention') args.push(['--attention-dim', spec.attentionDim], ['--alpha-reg', spec.alphaReg]);
+  else {
+    args.push(
+      ['--layers', spec.layers], ['--heads', spec.heads], ['--model-dim', spec.modelDim], ['--ffn-dim', spec.ffnDim],
+      ['--position-encoding', spec.positionEncoding], ['--image-positions', spec.imagePositions], ['--tie-embeddings', spec.tieEmbeddings],
+    );
+  }
   return args.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [k, String(v)]);
+}
+
+/** The decoders the parity bench compares (parity-peer.py --model). */
+export type ParityModel = 'merge' | 'attention' | 'transformer';
+
+/** The model section with every dropout at 0: model.dropout, and the transformer's own (model.transformer.dropout). */
+export function withoutDropout(model: Config['model']): Config['model'] {
+  return { ...model, dropout: 0, transformer: { ...model.transformer, dropout: 0 } };
 }
 
 /** Run parity-peer.py on a prepared dataset + feature cache; rejects with the peer's last error line. */
@@ -125,7 +141,7 @@ const spread = (xs: number[]) => `${f4(Math.min(...xs))}..${f4(Math.max(...xs))}
  * 1, ...) and compare the mean final validation loss: at these sizes one seed against another moves the
  * final loss by a few per cent, so a single pair cannot tell a 2% gap from seed noise.
  */
-async function compare(label: string, config: Config, model: 'merge' | 'attention', seeds: number): Promise<BenchRow> {
+async function compare(label: string, config: Config, model: ParityModel, seeds: number): Promise<BenchRow> {
   const paths = stagePaths(config);
   const ours: number[][] = [];
   const peers: number[][] = [];
@@ -199,9 +215,9 @@ const relDiffs = (ours: number[], peer: number[]) => ours.map((v, i) => Math.abs
  * validation loss per epoch and its maximum, and one sample of that trajectory's float-rounding noise: the same
  * peer run again in float64.
  */
-export async function compareExact(label: string, config: Config, model: 'merge' | 'attention'): Promise<BenchRow[]> {
+export async function compareExact(label: string, config: Config, model: ParityModel): Promise<BenchRow[]> {
   const paths = stagePaths(config);
-  const exact = { ...config, model: { ...config.model, dropout: 0 }, train: { ...config.train, out: `${paths.model}-exact` } } as Config;
+  const exact = { ...config, model: withoutDropout(config.model), train: { ...config.train, out: `${paths.model}-exact` } } as Config;
   const init = await initialWeights(exact, `${paths.model}-exact-init`);
   const orderFile = `${paths.model}-exact-order.json`;
   await fs.writeFile(orderFile, JSON.stringify(await batchOrder(exact)));
@@ -281,6 +297,16 @@ export const bench: BenchModule = {
       const attLabel = `attention (demo, ${images} images, ${epochs} epochs, block5_pool 7x7)`;
       rows.push(...(await compareExact(attLabel, att, 'attention')));
       rows.push(await compare(attLabel, att, 'attention', seeds));
+      // the transformer of configs/demo.yaml (model.transformer) on the same grid cache
+      const tr: Config = {
+        ...att,
+        model: ModelSchema.parse({ ...merge.model, type: 'transformer' }),
+        train: { ...merge.train, out: path.join(tmp, 'transformer', 'model') },
+      } as Config;
+      const t = tr.model.transformer;
+      const trLabel = `transformer (demo, ${images} images, ${epochs} epochs, block5_pool 7x7; ${t.layers} pre-LN blocks, ${t.heads} heads, D ${t.modelDim ?? tr.model.units}, F ${t.ffnDim ?? 4 * (t.modelDim ?? tr.model.units)}, dropout ${t.dropout})`;
+      rows.push(...(await compareExact(trLabel, tr, 'transformer')));
+      rows.push(await compare(trLabel, tr, 'transformer', seeds));
       return rows;
     });
   },

@@ -1,5 +1,5 @@
 // Runs the PyTorch training peer (bench/train-peer.py) with /usr/bin/python3 and returns its
-// JSON: the same caption model (merge, or attention over a feature grid) trained on the CPU, for
+// JSON: the same caption model (merge, or attention or the transformer over a feature grid) trained on the CPU, for
 // `npm run bench` to compare against.
 // A peer is timed at its best: peerEnv() drops OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the peer's
 // process only (they slow a current OpenBLAS) and pins torch and BLAS threads, and runTrainPeer sweeps
@@ -27,11 +27,15 @@ export interface TorchPeerOptions {
   seed?: number;
   /** LSTM only up to the longest caption, output layer only on real tokens (a stronger peer). */
   packed?: boolean;
-  /** The decoder (default merge); attention runs packed over a grid of positions x channels. */
-  model?: 'merge' | 'attention';
+  /** The decoder (default merge); attention and transformer run packed over a grid of positions x channels. */
+  model?: 'merge' | 'attention' | 'transformer';
   positions?: number;
   channels?: number;
   attentionDim?: number;
+  /** transformer: blocks, heads and feed-forward width (its model size is `units`). */
+  layers?: number;
+  heads?: number;
+  ffnDim?: number;
   /** Steps timed per configuration of the thread sweep (default 3; after 1 warm-up step). */
   sweepSteps?: number;
   python?: string;
@@ -93,6 +97,7 @@ export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResu
     ['--length', opts.length], ['--units', opts.units], ['--feature-dim', opts.featureDim], ['--min-len', opts.minLen], ['--max-len', opts.maxLen],
     ['--threads', opts.threads ?? 2], ['--blas-threads', opts.blasThreads ?? opts.threads ?? 2], ['--seed', opts.seed],
     ['--positions', opts.positions], ['--channels', opts.channels], ['--attention-dim', opts.attentionDim],
+    ['--layers', opts.layers], ['--heads', opts.heads], ['--ffn-dim', opts.ffnDim],
   ];
   const args = [
     TRAIN_PEER, ...flags.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [k, String(v)]),

@@ -9,6 +9,10 @@ With --model attention: the Show, Attend and Tell decoder of bench/parity-peer.p
 of src/model/decoders/attention.ts; embed = units) over a grid of --positions x --channels features,
 dropout 0.5, attention regulariser lambda 1, packed (the time loop runs to the longest caption, the output
 layer on real tokens only, as ours).
+With --model transformer: the pre-LN Transformer decoder of bench/parity-peer.py (build_transformer, the
+PyTorch reference of src/model/decoders/transformer.ts; model size = units) with --layers, --heads and
+--ffn-dim over the same grid, dropout 0.1, sinusoidal positions, learned image positions, tied embeddings,
+packed likewise (the output layer on real tokens only).
 Prints one JSON object on stdout: tokensPerSec counts real (unpadded) target tokens per second
 over --steps steps after --warmup steps. Run with /usr/bin/python3 (Debian python3-torch).
 """
@@ -44,10 +48,13 @@ def main() -> int:
     p.add_argument("--blas-threads", type=int, default=None,
                    help="OpenBLAS threads, reported; the caller sets OPENBLAS_NUM_THREADS before start-up")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--model", choices=["merge", "attention"], default="merge")
+    p.add_argument("--model", choices=["merge", "attention", "transformer"], default="merge")
     p.add_argument("--positions", type=int, default=196, help="attention: grid positions P (196 = 14x14 block5_conv3)")
     p.add_argument("--channels", type=int, default=512, help="attention: channels C per position")
     p.add_argument("--attention-dim", type=int, default=None, help="attention: default units")
+    p.add_argument("--layers", type=int, default=3, help="transformer: decoder blocks")
+    p.add_argument("--heads", type=int, default=8, help="transformer: attention heads")
+    p.add_argument("--ffn-dim", type=int, default=None, help="transformer: feed-forward width (default 4 x units)")
     p.add_argument("--packed", action="store_true",
                    help="run the LSTM only up to the batch's longest caption and the output layer only on real tokens")
     a = p.parse_args()
@@ -91,6 +98,15 @@ def main() -> int:
         model = parity_peer().build_attention(torch, ns, V, [a.positions, a.channels],
                                               np.zeros(a.channels, np.float32), np.ones(a.channels, np.float32))
         a.packed = True  # it computes the output layer on real tokens only
+    elif a.model == "transformer":
+        import numpy as np
+
+        F = a.positions * a.channels
+        ns = types.SimpleNamespace(model_dim=U, heads=a.heads, ffn_dim=a.ffn_dim or 4 * U, layers=a.layers, dropout=0.1,
+                                   position_encoding="sinusoidal", image_positions="learned", tie_embeddings=True)
+        model = parity_peer().build_transformer(torch, ns, V, [a.positions, a.channels],
+                                                np.zeros(a.channels, np.float32), np.ones(a.channels, np.float32))
+        a.packed = True  # it computes LN_f and the output layer on real tokens only
     else:
         model = Merge()
     opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
@@ -113,12 +129,12 @@ def main() -> int:
     def step(k: int):
         feats, inp, tgt, n = batches[k % len(batches)]
         opt.zero_grad(set_to_none=True)
-        if a.model == "attention":
+        if a.model in ("attention", "transformer"):
             width = int((tgt != 0).sum(1).max())
             inp, tgt = inp[:, :width], tgt[:, :width]
             mask = tgt != 0
             logits, reg = model(feats, inp, mask)
-            loss = loss_fn(logits, tgt[mask]) + reg
+            loss = loss_fn(logits, tgt[mask]) + (reg if reg is not None else 0)
         elif a.packed:
             width = int((tgt != 0).sum(1).max())
             inp, tgt = inp[:, :width], tgt[:, :width]

@@ -5,13 +5,16 @@
 // formulation on tfjs for contrast. Attention (Show, Attend and Tell): vocabulary 8,000, batch 32,
 // captions of 16 tokens (15 targets: about Flickr8k's mean of 12 words plus the end token, rounded up),
 // 256 units / embedding / attention dim, over VGG16 block5_conv3's 14x14x512 grid (the paper's; --quick:
-// block5_pool's 7x7), on the main thread and on the data-parallel workers. The cpu backend is left out:
-// one step at these sizes takes minutes and several GB.
+// block5_pool's 7x7), on the main thread and on the data-parallel workers. Transformer: the schema's
+// default model.transformer (3 pre-LN blocks, 8 heads, model size 256 = model.units, feed-forward 1024,
+// dropout 0.1, tied embeddings) over the same grids, captions and batch as attention, likewise. The cpu
+// backend is left out: one step at these sizes takes minutes and several GB.
 import { tf } from '#dist/tf/tf.js';
 import { initBackend } from '#dist/tf/backend.js';
 import { makeBatch, type CaptionBatch } from '#dist/model/decoders/batch.js';
 import { MergeDecoder, mergeInitialWeights, type MergeSpec } from '#dist/model/decoders/merge.js';
 import { AttentionDecoder, attentionInitialWeights, type AttentionSpec } from '#dist/model/decoders/attention.js';
+import { TRANSFORMER_MAX_LENGTH, TransformerDecoder, transformerInitialWeights, type TransformerSpec } from '#dist/model/decoders/transformer.js';
 import type { Decoder, FeatureNorm } from '#dist/model/decoders/index.js';
 import { Adam, byWeightName } from '#dist/train/adam.js';
 import { resolveWorkers } from '#dist/train/parallel/trainer.js';
@@ -50,14 +53,32 @@ export const ATTENTION_FULL: AttentionBenchSizes = { vocab: 8000, length: 16, ba
 /** --quick: 7 x 7 x 512, VGG16 block5_pool. */
 export const ATTENTION_QUICK: AttentionBenchSizes = { ...ATTENTION_FULL, positions: 49 };
 
+/** The transformer's own sizes on top of the attention sizes (units = its model size). */
+export interface TransformerBenchSizes extends AttentionBenchSizes {
+  layers: number;
+  heads: number;
+  ffnDim: number;
+}
+
+/** The schema's default model.transformer (layers 3, heads 8, model size = model.units 256, ffn 4 x 256) on the attention sizes. */
+export const TRANSFORMER_FULL: TransformerBenchSizes = { ...ATTENTION_FULL, layers: 3, heads: 8, ffnDim: 1024 };
+export const TRANSFORMER_QUICK: TransformerBenchSizes = { ...TRANSFORMER_FULL, positions: 49 };
+
+function transformerSpecOf(s: TransformerBenchSizes): TransformerSpec {
+  return {
+    vocabSize: s.vocab, positions: s.positions, channels: s.channels, layers: s.layers, heads: s.heads, modelDim: s.units, ffnDim: s.ffnDim,
+    dropout: 0.1, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true, maxLength: TRANSFORMER_MAX_LENGTH,
+  };
+}
+
 function attentionSpecOf(s: AttentionBenchSizes): AttentionSpec {
   return { vocabSize: s.vocab, positions: s.positions, channels: s.channels, embedDim: s.units, units: s.units, attentionDim: s.units, dropout: 0.5, alphaReg: 1 };
 }
 
 /** What one timed training loop runs: a decoder kind, its spec and initial weights, and one batch. */
 export interface Workload {
-  kind: 'merge' | 'attention';
-  spec: MergeSpec | AttentionSpec;
+  kind: 'merge' | 'attention' | 'transformer';
+  spec: MergeSpec | AttentionSpec | TransformerSpec;
   weights: Record<string, Float32Array>;
   norm: FeatureNorm;
   batch: CaptionBatch;
@@ -73,15 +94,30 @@ export function mergeWorkload(s: TrainBenchSizes): Workload {
 }
 
 /** B full-length captions over random grid features. */
-export function attentionWorkload(s: AttentionBenchSizes): Workload {
-  const spec = attentionSpecOf(s);
+function gridBatch(s: AttentionBenchSizes): CaptionBatch {
   const r = rng(1);
   const D = s.positions * s.channels;
   const items = Array.from({ length: s.batch }, () => ({
     features: Float32Array.from({ length: D }, () => r()),
     tokens: [2, ...Array.from({ length: s.length - 2 }, () => 4 + Math.floor(r() * (s.vocab - 4))), 3],
   }));
-  return { kind: 'attention', spec, weights: attentionInitialWeights(spec, 1), norm: identityNorm(s.channels), batch: makeBatch(items, D) };
+  return makeBatch(items, D);
+}
+
+export function attentionWorkload(s: AttentionBenchSizes): Workload {
+  const spec = attentionSpecOf(s);
+  return { kind: 'attention', spec, weights: attentionInitialWeights(spec, 1), norm: identityNorm(s.channels), batch: gridBatch(s) };
+}
+
+export function transformerWorkload(s: TransformerBenchSizes): Workload {
+  const spec = transformerSpecOf(s);
+  return { kind: 'transformer', spec, weights: transformerInitialWeights(spec, 1), norm: identityNorm(s.channels), batch: gridBatch(s) };
+}
+
+function decoderOf(w: Workload): Decoder {
+  if (w.kind === 'merge') return new MergeDecoder(w.spec as MergeSpec, w.weights, w.norm);
+  if (w.kind === 'attention') return new AttentionDecoder(w.spec as AttentionSpec, w.weights, w.norm);
+  return new TransformerDecoder(w.spec as TransformerSpec, w.weights, w.norm);
 }
 
 function specOf(s: TrainBenchSizes): MergeSpec {
@@ -100,7 +136,7 @@ function syntheticBatch(s: TrainBenchSizes, seed = 1): CaptionBatch {
 
 /** Whole-caption teacher forcing on the main thread: seconds per optimizer step (Adam + clipping included). */
 export async function timeWholeCaption(w: Workload, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
-  const model: Decoder = w.kind === 'merge' ? new MergeDecoder(w.spec as MergeSpec, w.weights, w.norm) : new AttentionDecoder(w.spec as AttentionSpec, w.weights, w.norm);
+  const model = decoderOf(w);
   const adam = new Adam(model.weights, { learningRate: 1e-3, clipNorm: 5 });
   const batch = w.batch;
   const one = async (i: number) => {
@@ -257,7 +293,7 @@ export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, s
  * The PyTorch peer, when bench/torch.ts (written alongside) can run it; null otherwise. It sweeps the
  * torch x BLAS thread splits unless `fixed` names one (a second round at the split the sweep found).
  */
-async function torchPeer(s: TrainBenchSizes | AttentionBenchSizes, steps: number, fixed?: { threads: number; blasThreads: number }): Promise<{ tokensPerSecond: number; detail: string; threads?: number; blasThreads?: number } | null> {
+async function torchPeer(s: TrainBenchSizes | AttentionBenchSizes | TransformerBenchSizes, steps: number, fixed?: { threads: number; blasThreads: number }): Promise<{ tokensPerSecond: number; detail: string; threads?: number; blasThreads?: number } | null> {
   try {
     const modPath = './torch.js';
     const mod = (await import(modPath)) as { runTrainPeer?: (o: Record<string, number | boolean | string>) => Promise<{ tokensPerSecond: number; detail?: string; threads?: number; blasThreads?: number } | null> };
@@ -265,8 +301,13 @@ async function torchPeer(s: TrainBenchSizes | AttentionBenchSizes, steps: number
     // Same work as ours: every caption full length (length - 1 real targets), so padding plays no part.
     const full = s.length - 1;
     const common = { vocab: s.vocab, length: s.length, batch: s.batch, units: s.units, steps, minLen: full, maxLen: full, packed: true, ...(fixed ?? {}) };
-    // an attention step takes about a second: the thread sweep times one step per configuration
-    const opts = 'positions' in s ? { ...common, model: 'attention', positions: s.positions, channels: s.channels, sweepSteps: 1 } : { ...common, featureDim: s.featureDim };
+    // an attention or transformer step takes about a second: the thread sweep times one step per configuration
+    const opts =
+      'layers' in s
+        ? { ...common, model: 'transformer', positions: s.positions, channels: s.channels, layers: s.layers, heads: s.heads, ffnDim: s.ffnDim, sweepSteps: 1 }
+        : 'positions' in s
+          ? { ...common, model: 'attention', positions: s.positions, channels: s.channels, sweepSteps: 1 }
+          : { ...common, featureDim: s.featureDim };
     const r = await mod.runTrainPeer(opts);
     return r ? { tokensPerSecond: r.tokensPerSecond, detail: r.detail ?? 'pytorch-cpu', threads: r.threads, blasThreads: r.blasThreads } : null;
   } catch {
@@ -294,6 +335,31 @@ export async function attentionRows(options: BenchOptions): Promise<BenchRow[]> 
   const v = p.tokensPerStep / p.secondsPerStep;
   rows.push({
     bench: 'train', name: `attention data-parallel wasm, workers ${workers} (sharded Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
+    notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step; ${(v / mainTps).toFixed(2)}x the main thread`,
+  });
+  return rows;
+}
+
+/**
+ * Transformer training throughput, as attentionRows: ours on the main thread and on the data-parallel workers
+ * against the same model in PyTorch (bench/parity-peer.py build_transformer) at its best thread split.
+ */
+export async function transformerRows(options: BenchOptions): Promise<BenchRow[]> {
+  const a = options.quick ? TRANSFORMER_QUICK : TRANSFORMER_FULL;
+  const steps = options.quick ? 1 : 3;
+  const grid = a.positions === 196 ? 'VGG16 block5_conv3 14x14' : a.positions === 49 ? 'VGG16 block5_pool 7x7' : `${a.positions} positions`;
+  const sizes = `V ${a.vocab}, L ${a.length} (${a.length - 1} targets), B ${a.batch}, ${a.layers} pre-LN blocks, ${a.heads} heads, D ${a.units}, F ${a.ffnDim}, P ${a.positions} x C ${a.channels} (${grid}); dropout 0.1, tied embeddings`;
+  const peer = await torchPeer(a, steps);
+  const vsPeer = (v: number) => (peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: v / peer.tokensPerSecond } : {});
+  const rows: BenchRow[] = [];
+  const main = await timeWholeCaption(transformerWorkload(a), steps);
+  const mainTps = main.tokensPerStep / main.secondsPerStep;
+  rows.push({ bench: 'train', name: 'transformer whole-caption wasm (main thread)', value: mainTps, unit: 'tokens/s', ...vsPeer(mainTps), notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}` });
+  const workers = Math.max(2, resolveWorkers('auto'));
+  const p = await timeParallel(transformerWorkload(a), workers, steps, 'sharded', 2);
+  const v = p.tokensPerStep / p.secondsPerStep;
+  rows.push({
+    bench: 'train', name: `transformer data-parallel wasm, workers ${workers} (sharded Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
     notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step; ${(v / mainTps).toFixed(2)}x the main thread`,
   });
   return rows;
@@ -405,6 +471,7 @@ export const bench: BenchModule = {
       const ptps = prefix.tokensPerStep / prefix.secondsPerStep;
       rows.push({ bench: 'train', name: `prefix-expansion ${engine}`, value: ptps, unit: 'tokens/s', peer: 'whole-caption (main thread)', peerValue: tps, ratio: ptps / tps, notes: `${sizes}; ${s.batch} prefixes per step` });
       rows.push(...(await attentionRows(options)));
+      rows.push(...(await transformerRows(options)));
       return rows;
     } finally {
       if (prev) await tf.setBackend(prev);

@@ -108,7 +108,7 @@ export function attentionMapName(image: string): string {
   return `${base}-${hash}.png`;
 }
 
-/** Check --attention-maps before any work: an attention model (UsageError otherwise) and a usable folder. */
+/** Check --attention-maps before any work: a model that attends over a grid (UsageError otherwise) and a usable folder. */
 async function prepareAttentionMaps(dir: string, runDir: string): Promise<[number, number]> {
   const manifest = await readRunManifest(runDir);
   const grid = attentionGridOf(manifest);
@@ -118,7 +118,7 @@ async function prepareAttentionMaps(dir: string, runDir: string): Promise<[numbe
       throw new UsageError(`--attention-maps: ${runDir} attends over tokens [${shape.join(', ')}] of its encoder, not over an image grid [H, W, C], so there is no picture to draw its attention on`);
     }
     throw new UsageError(
-      `--attention-maps: ${runDir} is a ${manifest.model?.type ?? 'merge'} model, which does not attend to image positions; attention maps need a model trained with model.type attention`,
+      `--attention-maps: ${runDir} is a ${manifest.model?.type ?? 'merge'} model, which does not attend to image positions (or was trained on token features, which have no grid to draw on); attention maps need a model trained with model.type attention or transformer on grid features`,
     );
   }
   try {

@@ -153,17 +153,17 @@ export const FeaturesSchema = z
 /** What each decoder (model.type) reads: one vector per image, or a grid of positions. Kept here, with the
  *  type list, so early stages (features) can check a config without loading the decoders; a test keeps it
  *  equal to the registry's kinds (src/model/decoders/index.ts). */
-export const DECODER_FEATURES = { merge: 'vector', attention: 'grid' } as const satisfies Record<string, 'vector' | 'grid'>;
+export const DECODER_FEATURES = { merge: 'vector', attention: 'grid', transformer: 'grid' } as const satisfies Record<string, 'vector' | 'grid'>;
 
 export const ModelSchema = z
   .object({
-    type: z.enum(Object.keys(DECODER_FEATURES) as [keyof typeof DECODER_FEATURES]).default('merge').describe('The caption decoder: merge (image vector and caption LSTM merged; reads a vector layer such as fc2, or mean-pools a grid layer) or attention (soft attention over the grid positions, "Show, Attend and Tell"; needs encoder.layer block5_conv3 or block5_pool).'),
+    type: z.enum(Object.keys(DECODER_FEATURES) as [keyof typeof DECODER_FEATURES]).default('merge').describe('The caption decoder: merge (image vector and caption LSTM merged; reads a vector layer such as fc2, or mean-pools a grid layer), attention (soft attention over the grid positions, "Show, Attend and Tell"; needs encoder.layer block5_conv3 or block5_pool) or transformer (a Transformer decoder with cross-attention over the grid positions or tokens; needs grid or token features, as attention; settings in model.transformer).'),
     embedDim: intIn(1, 4096).default(256).describe('Word embedding size (at most 4096, as for every layer size: larger layers exhaust memory).'),
-    units: intIn(1, 4096).default(256).describe('LSTM units.'),
+    units: intIn(1, 4096).default(256).describe('LSTM units (transformer: its default model size).'),
     imageUnits: intIn(1, 4096).default(256).describe('Dense units applied to the image vector.'),
     hiddenUnits: intIn(1, 4096).default(256).describe('Dense units after the merge.'),
     merge: z.enum(['add', 'concat']).default('add').describe('How image and caption branches are merged.'),
-    dropout: fraction().default(0.5).describe('Dropout rate: merge, on the image vector and the embeddings; attention, before the output layer.'),
+    dropout: fraction().default(0.5).describe('Dropout rate: merge, on the image vector and the embeddings; attention, before the output layer (transformer: model.transformer.dropout instead).'),
     attention: z
       .object({
         attentionDim: intIn(1, 4096).optional().describe('attention: size of the attention layer that scores each grid position (default: model.units).'),
@@ -172,8 +172,30 @@ export const ModelSchema = z
       .strict()
       .default({ alphaReg: 1 })
       .describe('Settings of the attention decoder (model.type attention); embedDim, units and dropout above apply too, imageUnits, hiddenUnits and merge do not.'),
+    transformer: z
+      .object({
+        layers: intIn(1, 48).default(3).describe('transformer: decoder blocks (masked self-attention, cross-attention over the image, feed-forward; pre-LayerNorm), at most 48.'),
+        heads: intIn(1, 64).default(8).describe('transformer: attention heads per block; the model size must be a multiple of it (at most 64).'),
+        modelDim: intIn(1, 4096).optional().describe('transformer: model size: word embedding, attention and residual width (default: model.units; a multiple of heads; model.embedDim is not used).'),
+        ffnDim: intIn(1, 16384).optional().describe('transformer: hidden width of each feed-forward block (default: 4 x the model size; at most 16384).'),
+        dropout: fraction().default(0.1).describe('transformer: dropout rate on the embeddings, the image memory, every sublayer\'s output and the feed-forward hidden layer; replaces model.dropout, whose 0.5 suits the LSTM decoders.'),
+        positionEncoding: z.enum(['sinusoidal', 'learned']).default('sinusoidal').describe('transformer: word positions as fixed sinusoids (Vaswani et al.) or as a learned table (200 positions, as many as decode.maxLength allows).'),
+        imagePositions: z.enum(['learned', 'none']).default('learned').describe('transformer: add a learned embedding per image position (grid cell or token) to the projected features, so the decoder knows where each is; none for features that already carry their position (e.g. ViT tokens).'),
+        tieEmbeddings: bool().default(true).describe('transformer: the output layer reuses the word embedding (transposed) instead of its own [model size, vocabulary] kernel.'),
+      })
+      .strict()
+      .default({ layers: 3, heads: 8, dropout: 0.1, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true })
+      .describe('Settings of the Transformer decoder (model.type transformer); model.units is its default model size, and embedDim, imageUnits, hiddenUnits, merge and model.dropout do not apply.'),
   })
-  .strict();
+  .strict()
+  .superRefine((m, ctx) => {
+    if (m.type !== 'transformer') return;
+    const size = m.transformer.modelDim ?? m.units;
+    if (size % m.transformer.heads !== 0) {
+      const from = m.transformer.modelDim === undefined ? `model.units ${size}` : `${size}`;
+      ctx.addIssue({ code: 'custom', path: ['transformer', 'heads'], message: `the model size (${from}) must be a multiple of heads (${m.transformer.heads})`, input: m.transformer.heads });
+    }
+  });
 
 export const TrainSchema = z
   .object({

@@ -15,7 +15,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, stagePaths } from '../config/load.js';
-import type { Config } from '../config/schema.js';
+import { DECODER_FEATURES, type Config } from '../config/schema.js';
 import { UsageError } from '../errors.js';
 import { runCaption, type CaptionSummary } from '../caption/run.js';
 import { runFeatures } from '../features/run.js';
@@ -89,14 +89,15 @@ export interface DemoResult {
 
 /**
  * The demo's config: demo.yaml with every path under `out`. demo.yaml caches fc2 vectors for the merge
- * decoder; with model.type attention (and no --set encoder.layer) the demo uses the block5_pool grid
- * (7 x 7 x 512: the cheapest grid on a CPU; block5_conv3, 14 x 14, is the paper's), and says so.
+ * decoder; with a decoder that attends over image positions (model.type attention or transformer) and no
+ * --set encoder.layer, the demo uses the block5_pool grid (7 x 7 x 512: the cheapest grid on a CPU;
+ * block5_conv3, 14 x 14, is Show, Attend and Tell's), and says so.
  */
 export async function demoConfig(out: string, o: { epochs?: number; quick?: boolean; weights: string; sets?: string[] }): Promise<Config> {
   const config = await loadDemoConfig(out, o, {});
   const layerSet = (o.sets ?? []).some((s) => /^\s*encoder\.layer\s*=/.test(s));
-  if (config.model.type === 'attention' && config.encoder.layer === 'fc2' && !layerSet) {
-    log.info('demo: model.type attention attends over image positions, so the demo caches VGG16 block5_pool features (a 7x7x512 grid) instead of fc2 vectors (--set encoder.layer=block5_conv3 for the paper\'s 14x14 grid)');
+  if (DECODER_FEATURES[config.model.type] === 'grid' && config.encoder.layer === 'fc2' && !layerSet) {
+    log.info(`demo: model.type ${config.model.type} attends over image positions, so the demo caches VGG16 block5_pool features (a 7x7x512 grid) instead of fc2 vectors (--set encoder.layer=block5_conv3 for the 14x14 grid of Show, Attend and Tell)`);
     return loadDemoConfig(out, o, { layer: 'block5_pool' });
   }
   return config;

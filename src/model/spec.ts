@@ -15,6 +15,13 @@ function gauss(r: Rng): number {
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * r());
 }
 
+/** n values drawn from a normal distribution of mean 0 and standard deviation `std`. */
+export function normal(r: Rng, std: number, n: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = gauss(r) * std;
+  return out;
+}
+
 /** A [rows, cols] matrix (rows <= cols) with orthonormal rows, by Gram-Schmidt on gaussian rows. */
 export function orthogonalRows(r: Rng, rows: number, cols: number): Float32Array {
   const m = new Float64Array(rows * cols);

@@ -13,16 +13,21 @@
 // default sans font); words are XML-escaped and characters XML cannot hold are replaced.
 // Output is deterministic for the same input on the same machine (fonts may differ between machines).
 import sharp from 'sharp';
+import { DECODER_FEATURES } from '../config/schema.js';
 import { ModelError } from '../errors.js';
 import { classifySharpError, DEFAULT_MAX_PIXELS, ImageError } from '../features/image.js';
 import type { RunManifest } from '../model/runfolder.js';
 import { escapeXml } from '../util/html.js';
 
-/** The attention grid [H, W] of a run: an attention decoder on grid features [H, W, C] (as the run's manifest
- * records them: 14 x 14 for block5_conv3, 7 x 7 for block5_pool); null for any other model. */
+/** The attention grid [H, W] of a run: a decoder that attends over image positions (attention, transformer:
+ * DECODER_FEATURES 'grid') on grid features [H, W, C] (as the run's manifest records them: 14 x 14 for
+ * block5_conv3, 7 x 7 for block5_pool); null for any other model, and for token features [T, C] (no grid to
+ * draw them on). */
 export function attentionGridOf(manifest: Pick<RunManifest, 'model' | 'features'>): [number, number] | null {
   const shape = manifest.features?.shape;
-  if (manifest.model?.type !== 'attention' || !Array.isArray(shape) || shape.length !== 3) return null;
+  const type = manifest.model?.type;
+  const attends = typeof type === 'string' && Object.prototype.hasOwnProperty.call(DECODER_FEATURES, type) && DECODER_FEATURES[type as keyof typeof DECODER_FEATURES] === 'grid';
+  if (!attends || !Array.isArray(shape) || shape.length !== 3) return null;
   return [shape[0], shape[1]];
 }
 

@@ -111,9 +111,19 @@ describe('parity peer', () => {
   for (const c of [
     { kind: 'merge', shape: [16], model: { embedDim: 8, units: 8, imageUnits: 8, hiddenUnits: 8, merge: 'add', dropout: 0 }, flags: ['--image-units', '8', '--hidden-units', '8'] },
     { kind: 'attention', shape: [2, 2, 4], model: { embedDim: 8, units: 8, attentionDim: 6, alphaReg: 1, dropout: 0 }, flags: ['--attention-dim', '6', '--alpha-reg', '1'] },
+    {
+      kind: 'transformer', shape: [2, 2, 4],
+      model: { units: 8, dropout: 0, layers: 2, heads: 2, ffnDim: 12, positionEncoding: 'learned', imagePositions: 'learned', tieEmbeddings: true },
+      flags: ['--layers', '2', '--heads', '2', '--model-dim', '8', '--ffn-dim', '12', '--position-encoding', 'learned', '--image-positions', 'learned', '--tie-embeddings', 'true'],
+    },
+    {
+      kind: 'transformer', shape: [3, 4],
+      model: { units: 8, dropout: 0, layers: 1, heads: 4, ffnDim: 6, positionEncoding: 'sinusoidal', imagePositions: 'none', tieEmbeddings: false },
+      flags: ['--layers', '1', '--heads', '4', '--model-dim', '8', '--ffn-dim', '6', '--position-encoding', 'sinusoidal', '--image-positions', 'none', '--tie-embeddings', 'false'],
+    },
   ]) {
-    it.skipIf(!torchOk)(`exact mode (${c.kind}): from our initial weights and batch order, the peer's validation losses match ours`, async () => {
-      const dir = await cache(`exact-${c.kind}`, c.shape);
+    it.skipIf(!torchOk)(`exact mode (${c.kind}, features [${c.shape.join(', ')}]): from our initial weights and batch order, the peer's validation losses match ours`, async () => {
+      const dir = await cache(`exact-${c.kind}-${c.shape.length}`, c.shape);
       const read = async (f: string) => (await fs.readFile(path.join(work, 'prepared', f), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as PreparedImage);
       const trainEx = examplesOf(await read('train.jsonl'));
       const valEx = examplesOf(await read('val.jsonl'));
@@ -127,9 +137,9 @@ describe('parity peer', () => {
       const epochs = 2;
       const ids = trainEx.map((_, i) => i);
       const order = { examples: trainEx.map((e) => e.image), epochs: Array.from({ length: epochs }, (_, e) => batchesOf(ids, 4, rng(mixSeed(5, e + 1)))) };
-      const orderFile = path.join(work, `order-${c.kind}.json`);
+      const orderFile = path.join(work, `order-${c.kind}-${c.shape.length}.json`);
       await fs.writeFile(orderFile, JSON.stringify(order));
-      const init = path.join(work, `init-${c.kind}`);
+      const init = path.join(work, `init-${c.kind}-${c.shape.length}`);
       const ours: number[] = [];
       try {
         await saveDecoder(init, model);

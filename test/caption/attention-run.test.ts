@@ -1,7 +1,8 @@
 // End to end with the attention decoder, through the CLI: a generated dataset of coloured squares, a
 // tiny ONNX encoder that outputs a [4, 4, 4] grid (NHWC, like VGG16 block5_pool), then prep, features,
-// train (model.type attention), eval and caption. Also: a merge model trains on the same grid cache by
-// mean-pooling it, and an attention run refuses a vector cache with a clear message.
+// train (model.type attention), eval and caption; the same for model.type transformer, whose eval report
+// and caption --attention-maps show its cross-attention. Also: a merge model trains on the same grid cache
+// by mean-pooling it, and an attention run refuses a vector cache with a clear message.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
@@ -41,7 +42,7 @@ let dir: string;
 let images: string;
 
 /** A config file for `type` reading the encoder `onnx` into `work`. */
-async function writeConfig(file: string, work: string, onnx: string, type: 'attention' | 'merge'): Promise<void> {
+async function writeConfig(file: string, work: string, onnx: string, type: 'attention' | 'merge' | 'transformer'): Promise<void> {
   const data = path.join(dir, 'data');
   await fs.writeFile(
     file,
@@ -53,7 +54,7 @@ async function writeConfig(file: string, work: string, onnx: string, type: 'atte
       dataset: { format: 'flickr8k', captions: path.join(data, 'captions.txt'), images, split: { method: 'files', trainFile: path.join(data, 'train.txt'), valFile: path.join(data, 'val.txt'), testFile: path.join(data, 'test.txt') } },
       prep: { minCount: 1, maxLength: 10 },
       encoder: { type: 'onnx', onnx: { path: onnx, outputLayout: 'hwc' } },
-      model: { type, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0, attention: { attentionDim: 8 } },
+      model: { type, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0, attention: { attentionDim: 8 }, transformer: { layers: 2, heads: 2, dropout: 0 } },
       train: { epochs: 3, batchSize: 8, learningRate: 0.01, patience: 0 },
       decode: { beam: 2, maxLength: 8 },
     }),
@@ -115,6 +116,40 @@ describe('an attention run, end to end', () => {
     const out = cap.stdout.trim().split('\n').map((l) => JSON.parse(l) as { image: string; caption?: string });
     expect(out).toHaveLength(16);
     for (const o of out) expect(typeof o.caption).toBe('string');
+  }, 240_000);
+
+  it('a transformer run: prep, features, train, eval (report.html with attention views) and caption --attention-maps', async () => {
+    const conf = path.join(dir, 'transformer.yaml');
+    const work = path.join(dir, 'transformer');
+    await writeConfig(conf, work, path.join(dir, 'grid.onnx'), 'transformer');
+    for (const stage of ['prep', 'features', 'train']) {
+      const r = await runCli([stage, '--config', conf]);
+      expect(r.stderr).toBe('');
+      expect(r.code, `${stage}: ${r.stderr}`).toBe(0);
+    }
+    const run = path.join(work, 'model');
+    const manifest = JSON.parse(await fs.readFile(path.join(run, 'manifest.json'), 'utf8'));
+    expect(manifest).toMatchObject({ model: { type: 'transformer', spec: { positions: 16, channels: 4, modelDim: 12, heads: 2, layers: 2 } }, features: { shape: [4, 4, 4] } });
+
+    const ev = await runCli(['eval', '--config', conf, '--json']);
+    expect(ev.code, ev.stderr).toBe(0);
+    expect(JSON.parse(ev.stdout).metrics.images).toBe(4);
+    const html = await fs.readFile(path.join(run, 'eval-test', 'report.html'), 'utf8');
+    const views = html.match(/<figure class="attn-view" data-grid="4 4">/g) ?? [];
+    expect(views.length).toBeGreaterThan(0);
+
+    const maps = path.join(dir, 'transformer-maps');
+    const cap = await runCli(['caption', images, '--model', run, '--attention-maps', maps, '--set', 'backend=cpu', '--set', 'threads=1']);
+    expect(cap.code, cap.stderr).toBe(0);
+    const out = cap.stdout.trim().split('\n').map((l) => JSON.parse(l) as { image: string; caption?: string; attention?: string });
+    expect(out).toHaveLength(16);
+    const drawn = out.filter((o) => o.caption);
+    expect(drawn.length).toBe(16);
+    for (const o of drawn) {
+      expect(o.attention).toMatch(/\.png$/);
+      const meta = await sharp(path.join(maps, path.basename(o.attention!))).metadata();
+      expect(meta.format).toBe('png');
+    }
   }, 240_000);
 
   it('a merge run mean-pools the same grid; an attention config on a vector encoder says which output to use (features: exit 2, train: exit 3)', async () => {

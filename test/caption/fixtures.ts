@@ -8,6 +8,7 @@ import { createEncoder } from '../../src/features/encoder.js';
 import { DataType, floatTensor, model, node, valueInfo } from '../../src/features/onnx/proto.js';
 import { AttentionDecoder } from '../../src/model/decoders/attention.js';
 import { MergeDecoder } from '../../src/model/decoders/merge.js';
+import { TRANSFORMER_MAX_LENGTH, TransformerDecoder, transformerInitialWeights, type TransformerSpec } from '../../src/model/decoders/transformer.js';
 import * as runfolder from '../../src/model/runfolder.js';
 import { writeUntrainedRun } from '../helpers/untrained-run.js';
 import { rng } from '../../src/util/random.js';
@@ -73,8 +74,8 @@ export function gridOnnx(opts: { channels?: number; seed?: number } = {}): Uint8
   }).encode();
 }
 
-/** A run folder in `dir` with an untrained ATTENTION decoder over a tiny ONNX encoder's [4, 4, 4] grid. */
-export async function makeAttentionRun(dir: string, opts: { seed?: number } = {}): Promise<{ run: string; onnx: string }> {
+/** A run folder in `dir` with an untrained ATTENTION (or, with type, TRANSFORMER) decoder over a tiny ONNX encoder's [4, 4, 4] grid. */
+export async function makeAttentionRun(dir: string, opts: { seed?: number; type?: 'attention' | 'transformer' } = {}): Promise<{ run: string; onnx: string }> {
   await fs.mkdir(dir, { recursive: true });
   const onnx = path.join(dir, 'grid.onnx');
   await fs.writeFile(onnx, gridOnnx());
@@ -84,14 +85,25 @@ export async function makeAttentionRun(dir: string, opts: { seed?: number } = {}
   const info = enc.info;
   await enc.dispose();
   const [h, w, c] = info.shape;
-  const decoder = AttentionDecoder.create({ vocabSize: TOKENS.length, positions: h * w, channels: c, embedDim: 8, units: 12, attentionDim: 8, dropout: 0, alphaReg: 1 }, opts.seed ?? 7);
+  const decoder = opts.type === 'transformer' ? tinyTransformer(h * w, c, opts.seed ?? 7) : AttentionDecoder.create({ vocabSize: TOKENS.length, positions: h * w, channels: c, embedDim: 8, units: 12, attentionDim: 8, dropout: 0, alphaReg: 1 }, opts.seed ?? 7);
   const run = path.join(dir, 'run');
   try {
-    await writeUntrainedRun(runfolder, run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-attention', config: ConfigSchema.parse({ encoder }) });
+    await writeUntrainedRun(runfolder, run, { decoder, tokens: TOKENS, encoder: info, name: `tiny-${opts.type ?? 'attention'}`, config: ConfigSchema.parse({ encoder }) });
   } finally {
     decoder.dispose();
   }
   return { run, onnx };
+}
+
+/**
+ * An untrained transformer over P x C features whose end token starts unlikely: with tied embeddings an
+ * untrained one would otherwise end every caption at once (no words to attach attention rows to).
+ */
+function tinyTransformer(P: number, C: number, seed: number): TransformerDecoder {
+  const spec: TransformerSpec = { vocabSize: TOKENS.length, positions: P, channels: C, layers: 2, heads: 2, modelDim: 8, ffnDim: 12, dropout: 0, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true, maxLength: TRANSFORMER_MAX_LENGTH };
+  const w = transformerInitialWeights(spec, seed);
+  w['output/bias'][TOKENS.indexOf('endseq')] = -3;
+  return new TransformerDecoder(spec, w, { mean: new Float32Array(C), std: new Float32Array(C).fill(1) });
 }
 
 /** A small PNG/JPEG with seeded noise. */

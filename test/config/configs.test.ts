@@ -30,7 +30,7 @@ function uncommentedKeys(text: string): string[] {
 
 describe('configs/*.yaml', () => {
   it('has the ready configs', () => {
-    expect(files).toEqual(expect.arrayContaining(['coco.yaml', 'coco-attention.yaml', 'demo.yaml', 'flickr30k.yaml', 'flickr8k.yaml', 'flickr8k-attention.yaml', 'flickr8k-resnet101-onnx.yaml']));
+    expect(files).toEqual(expect.arrayContaining(['coco.yaml', 'coco-attention.yaml', 'coco-transformer.yaml', 'demo.yaml', 'flickr30k.yaml', 'flickr8k.yaml', 'flickr8k-attention.yaml', 'flickr8k-resnet101-onnx.yaml']));
   });
 
   describe.each(files)('%s', (file) => {

@@ -61,7 +61,7 @@ describe(CONFIG_DOC_FILE, () => {
     expect(row(md, 'train.seed')[1]).toBe('integer >= 0');
     expect(row(md, 'train.workers').slice(1, 3)).toEqual(['`auto` or integer from 1 to 256', '`1`']);
     expect(row(md, 'decode.workers')[2]).toBe('`auto`');
-    expect(row(md, 'model.type')[1]).toBe('one of `merge`, `attention`');
+    expect(row(md, 'model.type')[1]).toBe('one of `merge`, `attention`, `transformer`');
     expect(row(md, 'encoder.onnx.mean').slice(1, 3)).toEqual(['list of 3 numbers', '`[0.485, 0.456, 0.406]`']);
     expect(row(md, 'encoder.onnx.path')[2]).toBe('required');
     expect(row(md, 'encoder.onnx')[1]).toBe('section');

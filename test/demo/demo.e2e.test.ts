@@ -118,6 +118,10 @@ describe('captioner demo', () => {
     expect(c.encoder.layer).toBe('block5_conv3');
     expect((await demoConfig(path.join(work, 'cfg'), { weights: 'random', sets: ['model.type=attention'] })).encoder.layer).toBe('block5_pool');
     expect((await demoConfig(path.join(work, 'cfg'), { weights: 'random' })).encoder.layer).toBe('fc2');
+    // the transformer attends over positions too, with the demo's own small model.transformer
+    const t = await demoConfig(path.join(work, 'cfg'), { weights: 'random', sets: ['model.type=transformer'] });
+    expect(t.encoder.layer).toBe('block5_pool');
+    expect(t.model.transformer).toMatchObject({ layers: 2, heads: 4, modelDim: 64, ffnDim: 128, dropout: 0.1 });
   }, 300_000);
 
 });

@@ -2,10 +2,16 @@
 import type { FeatureNorm } from '../../src/model/decoders/batch.js';
 import { MergeDecoder, type MergeSpec } from '../../src/model/decoders/merge.js';
 import { AttentionDecoder, attentionInitialWeights, type AttentionSpec } from '../../src/model/decoders/attention.js';
+import { TransformerDecoder, type TransformerSpec } from '../../src/model/decoders/transformer.js';
 import type { Decoder } from '../../src/model/decoders/types.js';
 import { rng } from '../../src/util/random.js';
 
 export const attnSpec: AttentionSpec = { vocabSize: 11, positions: 3, channels: 4, embedDim: 6, units: 7, attentionDim: 5, dropout: 0.3, alphaReg: 0 };
+/** The same feature size as attnSpec (3 positions x 4 channels). */
+export const transformerSpec: TransformerSpec = {
+  vocabSize: 11, positions: 3, channels: 4, layers: 2, heads: 2, modelDim: 8, ffnDim: 12, dropout: 0.1,
+  positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true, maxLength: 200,
+};
 export const mergeSpec: MergeSpec = { vocabSize: 11, featureDim: 6, embedDim: 5, units: 7, imageUnits: 7, hiddenUnits: 8, merge: 'add', dropout: 0.3 };
 
 /** A seeded attention decoder; `bias` replaces the output bias (shapes the first-step distribution). */
@@ -14,6 +20,11 @@ export function tinyAttention(seed: number, bias?: number[]): AttentionDecoder {
   if (bias) w['output/bias'] = Float32Array.from(bias);
   const norm: FeatureNorm = { mean: new Float32Array(attnSpec.channels), std: new Float32Array(attnSpec.channels).fill(1) };
   return new AttentionDecoder(attnSpec, w, norm);
+}
+
+/** A seeded transformer decoder over attnSpec-sized features. */
+export function tinyTransformer(seed: number): TransformerDecoder {
+  return TransformerDecoder.create(transformerSpec, seed);
 }
 
 /** A seeded merge decoder (it implements Decoder itself; `model` and `decoder` are the same object). */

@@ -93,8 +93,8 @@ describe('run folder', () => {
     expect(e.message).toMatch(/the manifest says model.type attention, best\/weights\.json holds a merge decoder/);
     const wfile = path.join(dir, 'best', 'weights.json');
     const w = JSON.parse(await fs.readFile(wfile, 'utf8'));
-    await fs.writeFile(wfile, JSON.stringify({ ...w, meta: { ...w.meta, type: 'transformer' } }));
-    await expect(loadTrainedModel(dir)).rejects.toThrow(/weights\.json: unknown decoder type "transformer"/);
+    await fs.writeFile(wfile, JSON.stringify({ ...w, meta: { ...w.meta, type: 'lstm-v9' } }));
+    await expect(loadTrainedModel(dir)).rejects.toThrow(/weights\.json: unknown decoder type "lstm-v9"/);
     expect(tf.memory().numTensors).toBe(0);
   });
 });

@@ -1,7 +1,7 @@
-// Attention through serve (issue #13): a real attention run (tiny ONNX grid encoder + untrained attention
-// decoder, test/caption/fixtures.ts) loaded in the model worker answers /api/caption with `attention`
-// {grid, words, rows}; a merge run's answer has no such field; the page carries the attention view's
-// script and style. The worker runs src/serve/worker.ts and loads src/caption/load.ts (test/helpers/ts-hooks.mjs).
+// Attention through serve (issue #13): a real attention run, and a transformer run (tiny ONNX grid encoder
+// + untrained decoder, test/caption/fixtures.ts), loaded in the model worker answers /api/caption with
+// `attention` {grid, words, rows}; a merge run's answer has no such field; the page carries the attention
+// view's script and style. The worker runs src/serve/worker.ts and loads src/caption/load.ts (test/helpers/ts-hooks.mjs).
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,12 +16,14 @@ process.env.CAPTIONER_QUIET = '1';
 
 let tmp: string;
 let attentionRun: string;
+let transformerRun: string;
 let mergeRun: string;
 let image: Buffer;
 
 beforeAll(async () => {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'serve-attention-'));
   ({ run: attentionRun } = await makeAttentionRun(path.join(tmp, 'att')));
+  ({ run: transformerRun } = await makeAttentionRun(path.join(tmp, 'transformer'), { type: 'transformer' }));
   ({ run: mergeRun } = await makeRun(path.join(tmp, 'merge')));
   await imageFile(path.join(tmp, 'a.jpg'), 4);
   image = await fs.readFile(path.join(tmp, 'a.jpg'));
@@ -53,8 +55,11 @@ async function ask(run: string): Promise<{ body: Answer; page: string }> {
 }
 
 describe('serve with an attention model', () => {
-  it('the JSON answer carries attention {grid, words, rows}: one row of H * W weights per caption word', async () => {
-    const { body, page } = await ask(attentionRun);
+  it.each([
+    ['attention', () => attentionRun],
+    ['transformer (its last layer\'s cross-attention, averaged over heads)', () => transformerRun],
+  ])('%s: the JSON answer carries attention {grid, words, rows}: one row of H * W weights per caption word', async (_name, run) => {
+    const { body, page } = await ask(run());
     expect(typeof body.caption).toBe('string');
     expect(body.attention).toBeDefined();
     const a = body.attention!;

@@ -8,7 +8,7 @@ import { sampleCaptions, type Sequences } from '../../src/decode/sample.js';
 import type { Decoder } from '../../src/model/decoders/types.js';
 import { Adam } from '../../src/train/adam.js';
 import { advantages, policyGradientLoss, scstStep, sequenceBatch, sequenceLogProbs, type GradientApplier, type RewardFn } from '../../src/train/scst.js';
-import { attnSpec, mergeSpec, randomFeatures, tinyAttention, tinyMerge } from '../helpers/tiny-decoders.js';
+import { attnSpec, mergeSpec, randomFeatures, tinyAttention, tinyMerge, tinyTransformer } from '../helpers/tiny-decoders.js';
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
@@ -66,8 +66,8 @@ describe('advantages', () => {
 
 describe('policy-gradient step', () => {
   it('raises log p of the sample above its baseline, lowers the one below, by lr x |grad|^2 to first order', async () => {
-    for (const which of ['attention', 'merge'] as const) {
-      const dec = which === 'merge' ? tinyMerge(5).decoder : tinyAttention(5);
+    for (const which of ['attention', 'merge', 'transformer'] as const) {
+      const dec = which === 'merge' ? tinyMerge(5).decoder : which === 'attention' ? tinyAttention(5) : tinyTransformer(5);
       const dim = which === 'merge' ? mergeSpec.featureDim : D;
       try {
         const f = randomFeatures(1, dim, 2);
@@ -121,10 +121,10 @@ describe('scstStep', () => {
     return sum / s.count;
   }
 
-  it('raises the expected reward (mean and greedy baselines, both decoders) and leaves no tensors', async () => {
-    for (const which of ['attention', 'merge'] as const) {
+  it('raises the expected reward (mean and greedy baselines, every decoder) and leaves no tensors', async () => {
+    for (const which of ['attention', 'merge', 'transformer'] as const) {
       for (const baseline of ['mean', 'greedy'] as const) {
-        const dec = which === 'merge' ? tinyMerge(11).decoder : tinyAttention(11);
+        const dec = which === 'merge' ? tinyMerge(11).decoder : which === 'attention' ? tinyAttention(11) : tinyTransformer(11);
         const dim = which === 'merge' ? mergeSpec.featureDim : D;
         const adam = new Adam(dec.weights, { learningRate: 0.05, clipNorm: 5 });
         try {

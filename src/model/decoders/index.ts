@@ -5,6 +5,7 @@
 import { ModelError } from '../../errors.js';
 import { attentionKind } from './attention.js';
 import { mergeKind } from './merge.js';
+import { transformerKind } from './transformer.js';
 import type { DecoderKind } from './types.js';
 
 /** A kind of any spec and config type (the registry is keyed by name, read at run time). */
@@ -14,6 +15,7 @@ type AnyKind = DecoderKind<any, any>;
 export const DECODERS: Record<string, AnyKind> = {
   merge: mergeKind,
   attention: attentionKind,
+  transformer: transformerKind,
 };
 
 /** The kind registered as `type`; ModelError naming the known ones otherwise. */

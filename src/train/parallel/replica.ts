@@ -8,11 +8,12 @@ import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import { decoderKind, type LossTerms } from '../../model/decoders/index.js';
 import type { MergeSpec } from '../../model/decoders/merge.js';
 import type { AttentionSpec } from '../../model/decoders/attention.js';
+import type { TransformerSpec } from '../../model/decoders/transformer.js';
 import type { FlatLayout } from './flat.js';
 
 /** Decoder kinds the parallel trainer can build (any registered kind: src/model/decoders/index.ts). */
-export type ReplicaKind = 'merge' | 'attention';
-export type ReplicaSpec = MergeSpec | AttentionSpec;
+export type ReplicaKind = 'merge' | 'attention' | 'transformer';
+export type ReplicaSpec = MergeSpec | AttentionSpec | TransformerSpec;
 
 /** The parts of a decoder training needs (every Decoder has them). */
 export interface TrainableDecoder {
@@ -43,7 +44,7 @@ export function featureSizeOf(kind: ReplicaKind, spec: ReplicaSpec): number {
     const s = spec as MergeSpec;
     return s.featureDim * (s.positions ?? 1);
   }
-  const s = spec as AttentionSpec;
+  const s = spec as AttentionSpec | TransformerSpec; // grid decoders: positions x channels
   return s.positions * s.channels;
 }
 

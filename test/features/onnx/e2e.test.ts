@@ -15,7 +15,7 @@ import { runCli } from '../../helpers/cli.js';
 import { testImageModel } from '../../helpers/onnx-models.js';
 
 /** Decoders that attend over grid positions or tokens (model.type values). */
-const GRID_DECODERS: string[] = ['attention'];
+const GRID_DECODERS: string[] = ['attention', 'transformer'];
 
 interface Case {
   type: string;
@@ -57,7 +57,7 @@ async function writeConfig(c: Case): Promise<{ file: string; work: string; featu
       // 48px pictures: shorter side to 40, centre 32x32 crop (what torchvision's Resize + CenterCrop does)
       encoder: { type: 'onnx', onnx: { path: model, output: c.output, resizeSize: 40, interpolation: 'bilinear' } },
       features: { out: features, batchSize: 5 },
-      model: { type: c.type, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0, attention: { attentionDim: 8 } },
+      model: { type: c.type, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0, attention: { attentionDim: 8 }, transformer: { layers: 2, heads: 2, dropout: 0 } },
       train: { epochs: 2, batchSize: 16, learningRate: 0.01, patience: 0 },
       decode: { beam: 2, maxLength: 12, workers: 1 },
     }),

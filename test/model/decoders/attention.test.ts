@@ -12,6 +12,7 @@ import { disposeState, gatherState } from '../../../src/model/decoders/state.js'
 import { Adam, byWeightName } from '../../../src/train/adam.js';
 import { ModelError } from '../../../src/errors.js';
 import { rng } from '../../../src/util/random.js';
+import { checkFiniteDifferences, lossAndGrads, maxDiffs } from '../../helpers/decoder-grads.js';
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
@@ -137,50 +138,14 @@ describe('AttentionDecoder', () => {
     const m = AttentionDecoder.create(s, 8, randomNorm(s, 3));
     try {
       const batch = makeBatch(items, s.positions * s.channels);
-      const { value, grads } = tf.variableGrads(() => m.loss(batch, { training: true, seed: 1 }), m.variables);
-      const named = byWeightName(m.weights, grads);
-      expect(Object.keys(grads)).toHaveLength(m.variables.length);
-      const analytic = Object.fromEntries(Object.entries(named).map(([k, g]) => [k, Float32Array.from(g.dataSync())]));
-      tf.dispose([value, ...Object.values(grads)]);
-      const lossAt = () => {
-        const l = m.loss(batch, { training: false });
-        const v = l.dataSync()[0];
-        l.dispose();
-        return v;
-      };
       const usedTokens = [...new Set(batch.inputs)];
-      const r = rng(21);
-      const eps = 1e-2;
-      let checked = 0;
-      for (const [name, v] of Object.entries(m.weights)) {
-        const values = Float32Array.from(v.dataSync());
-        const cols = v.shape.length === 2 ? v.shape[1] : values.length;
-        // three entries per weight; embedding rows of tokens the batch feeds (others have no gradient)
-        const picks = Array.from({ length: Math.min(3, values.length) }, () => {
-          if (name === 'embedding') return usedTokens[Math.floor(r() * usedTokens.length)] * cols + Math.floor(r() * cols);
-          return Math.floor(r() * values.length);
-        });
-        // plus the entry with the largest analytic gradient, so no weight is checked only on tiny values
-        let big = 0;
-        analytic[name].forEach((g, i) => {
-          if (Math.abs(g) > Math.abs(analytic[name][big])) big = i;
-        });
-        picks.push(big);
-        for (const i of picks) {
-          const probe = (delta: number) => {
-            const w2 = values.slice();
-            w2[i] += delta;
-            tf.tidy(() => v.assign(tf.tensor(w2, v.shape)));
-            return lossAt();
-          };
-          const numeric = (probe(eps) - probe(-eps)) / (2 * eps);
-          tf.tidy(() => v.assign(tf.tensor(values, v.shape)));
-          const a = analytic[name][i];
-          expect(Math.abs(numeric - a), `${name}[${i}]: numeric ${numeric}, analytic ${a}`).toBeLessThanOrEqual(3e-4 + 5e-3 * Math.abs(a));
-          checked++;
-        }
-        expect(Math.abs(analytic[name][big]), `${name} has a non-trivial gradient`).toBeGreaterThan(1e-4);
-      }
+      // three entries per weight; embedding rows of tokens the batch feeds (others have no gradient)
+      const checked = checkFiniteDifferences(m, batch, {
+        picks: 3,
+        steps: [1e-2],
+        tolerance: (a) => 3e-4 + 5e-3 * Math.abs(a),
+        entry: (name, _rows, cols, r) => (name === 'embedding' ? usedTokens[Math.floor(r() * usedTokens.length)] * cols + Math.floor(r() * cols) : undefined),
+      });
       expect(checked).toBeGreaterThan(50);
     } finally {
       m.dispose();
@@ -336,12 +301,7 @@ describe('AttentionDecoder across backends', () => {
       await initBackend(backend, { quiet: true });
       const m = AttentionDecoder.create(s, 2, randomNorm(s, 5));
       try {
-        const { value, grads } = tf.variableGrads(() => m.loss(batch, { training: true }), m.variables);
-        const named = byWeightName(m.weights, grads);
-        const g = Object.fromEntries(Object.entries(named).map(([k, t]) => [k, Float32Array.from(t.dataSync())]));
-        const loss = value.dataSync()[0];
-        tf.dispose([value, ...Object.values(grads)]);
-        return { loss, g };
+        return lossAndGrads(m, batch);
       } finally {
         m.dispose();
       }
@@ -349,11 +309,7 @@ describe('AttentionDecoder across backends', () => {
     const c = await run('cpu');
     const w = await run('wasm');
     expect(w.loss).toBeCloseTo(c.loss, 5);
-    for (const k of Object.keys(c.g)) {
-      let maxDiff = 0;
-      c.g[k].forEach((v, i) => (maxDiff = Math.max(maxDiff, Math.abs(v - w.g[k][i]))));
-      expect(maxDiff, k).toBeLessThan(1e-5);
-    }
+    for (const [k, d] of Object.entries(maxDiffs(c.grads, w.grads))) expect(d, k).toBeLessThan(1e-5);
   });
 });
 

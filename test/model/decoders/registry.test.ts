@@ -42,11 +42,11 @@ function build(type: string, seed = 1): Decoder {
 }
 
 describe('decoder registry', () => {
-  it('registers merge and attention, and names the known types for an unknown one', () => {
-    expect(Object.keys(DECODERS).sort()).toEqual(['attention', 'merge']);
+  it('registers merge, attention and transformer, and names the known types for an unknown one', () => {
+    expect(Object.keys(DECODERS).sort()).toEqual(['attention', 'merge', 'transformer']);
     for (const [type, kind] of Object.entries(DECODERS)) expect(kind.type).toBe(type);
-    expect(() => decoderKind('transformer')).toThrow(ModelError);
-    expect(() => decoderKind('transformer')).toThrow(/unknown decoder type "transformer" \(known: merge, attention\)/);
+    expect(() => decoderKind('lstm')).toThrow(ModelError);
+    expect(() => decoderKind('lstm')).toThrow(/unknown decoder type "lstm" \(known: merge, attention, transformer\)/);
     expect(() => decoderKind('toString')).toThrow(/unknown decoder type/);
   });
 
@@ -66,11 +66,19 @@ describe('decoder registry', () => {
     expect(dflt).toMatchObject({ attentionDim: 16, alphaReg: 1 });
   });
 
-  it('merge reads vectors, or pools a grid; attention needs a grid', () => {
+  it('merge reads vectors, or pools a grid; attention and transformer need a grid', () => {
     expect(specForConfig(model('merge'), V, [10]).spec).toMatchObject({ featureDim: 10 });
     expect(specForConfig(model('merge'), V, [10]).spec).not.toHaveProperty('positions');
     expect(specForConfig(model('merge'), V, GRID).spec).toMatchObject({ featureDim: 5, positions: 6 });
     expect(() => specForConfig(model('attention'), V, [10])).toThrow(/needs grid features.*block5_conv3 or block5_pool/);
+    expect(() => specForConfig(model('transformer'), V, [10])).toThrow(/needs grid or token features.*block5_conv3 or block5_pool/);
+  });
+
+  it('takes model.transformer over the common fields; model.units is the default model size', () => {
+    const { spec } = specForConfig(ConfigSchema.parse({ model: { type: 'transformer', units: 16, dropout: 0.5, transformer: { heads: 4, layers: 2 } } }).model, V, GRID);
+    expect(spec).toMatchObject({ positions: 6, channels: 5, modelDim: 16, ffnDim: 64, heads: 4, layers: 2, dropout: 0.1, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true });
+    const own = specForConfig(ConfigSchema.parse({ model: { type: 'transformer', transformer: { modelDim: 12, ffnDim: 20, heads: 3, dropout: 0, positionEncoding: 'learned', tieEmbeddings: false } } }).model, V, GRID).spec;
+    expect(own).toMatchObject({ modelDim: 12, ffnDim: 20, heads: 3, dropout: 0, positionEncoding: 'learned', tieEmbeddings: false });
   });
 });
 
