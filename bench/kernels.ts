@@ -10,7 +10,7 @@ import { loadWasmModule } from '#dist/tf/wasm.js';
 import { wasmBatchMatMul } from '#dist/tf/kernels/BatchMatMul.js';
 import { wasmFusedMatMul } from '#dist/tf/kernels/_FusedMatMul.js';
 import { blasNote, initBackend } from '#dist/tf/backend.js';
-import { defaultBlasThreads, nativeStatus } from '#dist/tf/native.js';
+import { defaultBlasThreads, addonStatus } from '#dist/tf/addon.js';
 import { kernelRoutes } from '../test/helpers/kernel-routes.js';
 import { median } from './stats.js';
 
@@ -56,7 +56,7 @@ function once(f: () => tf.Tensor): number {
  * interleaved so load changes hit all alike.
  */
 function compare(f: () => tf.Tensor, reps: number): { stock: number; patched: number; blas?: number } {
-  const blas = nativeStatus().available;
+  const blas = addonStatus().available;
   const stock: number[] = [];
   const patched: number[] = [];
   const native: number[] = [];

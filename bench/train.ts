@@ -21,7 +21,7 @@ import { resolveWorkers } from '#dist/train/parallel/trainer.js';
 import { createTrainer, type Trainer } from '#dist/train/trainer.js';
 import { rng } from '#dist/util/random.js';
 import { blasNote } from '#dist/tf/backend.js';
-import { defaultBlasThreads, nativeActive, setBlasThreads } from '#dist/tf/native.js';
+import { defaultBlasThreads, addonActive, setBlasThreads } from '#dist/tf/addon.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
@@ -379,7 +379,7 @@ export const bench: BenchModule = {
     const measured: Measured[] = [];
     try {
       await initBackend('wasm', { quiet: true });
-      const blas = nativeActive();
+      const blas = addonActive();
       const engine = blas ? `wasm + ${blasNote(false).replace('matrix products by ', '')} matmuls` : 'wasm';
       // two rounds, alternating with the peer at its best split; each side's faster round counts
       const rounds = [await timeWholeCaption(mergeWorkload(s), steps)];
@@ -412,7 +412,7 @@ export const bench: BenchModule = {
         const v = tpsOf(p);
         if (c.workers === 1) oneWorker = v;
         const vsOne = c.workers > 1 && oneWorker ? `; ${(v / oneWorker).toFixed(2)}x workers 1` : '';
-        // while worker threads compute, OpenBLAS runs every product on its calling thread (src/tf/native.ts)
+        // while worker threads compute, OpenBLAS runs every product on its calling thread (src/tf/addon.ts)
         const threads = blas ? `; BLAS threads per worker: ${c.workers > 1 ? 1 : defaultBlasThreads()}` : '';
         measured.push({ name: c.label, tps: v, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split(p)}${threads}` });
       }
@@ -503,7 +503,7 @@ function withoutAddon<T>(job: AddonFreeJob): Promise<T> {
 if (process.argv[2] === '--without-addon' && import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const job = JSON.parse(process.argv[3]) as AddonFreeJob;
   await initBackend('wasm', { quiet: true });
-  if (nativeActive()) throw new Error('bench train --without-addon: the addon is active despite CAPTIONER_NATIVE=0');
+  if (addonActive()) throw new Error('bench train --without-addon: the addon is active despite CAPTIONER_NATIVE=0');
   const w = mergeWorkload(job.sizes);
   const result = job.job === 'whole' ? await timeWholeCaption(w, job.steps) : await timeScaling(w, job.workers, job.steps, job.rounds, job.warmup);
   process.stdout.write(JSON.stringify(result));

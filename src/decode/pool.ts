@@ -15,7 +15,7 @@ import { ConfigError, ModelError } from '../errors.js';
 import { log } from '../log.js';
 import { startWorkers, workerEntry, type RpcWorker } from '../util/rpc.js';
 import { tf } from '../tf/tf.js';
-import { shareBlasThreads } from '../tf/native.js';
+import { shareBlasThreads } from '../tf/addon.js';
 import { decodeFeatures, type DecodedCaption, type DecodeModel, type DecodeSettings } from './decode.js';
 import type { DecodeWorkerApi, DecodeWorkerInit } from './worker.js';
 

@@ -3,7 +3,7 @@
 // [N, V] logits exist one chunk at a time and the gradient is formed in the same pass; and the LSTM cell
 // every decoder shares (one native kernel with its own gradient where the addon runs).
 import { tf } from '../tf/tf.js';
-import { LSTM_GRAD_KERNEL, LSTM_KERNEL, XENT_KERNEL, nativeKernelReady } from '../tf/native.js';
+import { LSTM_GRAD_KERNEL, LSTM_KERNEL, XENT_KERNEL, addonKernelReady } from '../tf/addon.js';
 
 /**
  * One LSTM cell. zx + rec [N, 4U] is the gates' pre-activation (gates input, forget, cell, output, each U
@@ -11,7 +11,7 @@ import { LSTM_GRAD_KERNEL, LSTM_KERNEL, XENT_KERNEL, nativeKernelReady } from '.
  * h = sigmoid(o) tanh(c'). Differentiable; on wasm with the native addon it is one kernel each way.
  */
 export function lstmCell(zx: tf.Tensor2D, rec: tf.Tensor2D, c: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] {
-  if (nativeKernelReady(LSTM_KERNEL)) {
+  if (addonKernelReady(LSTM_KERNEL)) {
     const [h, c2] = tf.engine().runKernel(LSTM_KERNEL, { zx, rec, c }) as tf.Tensor[];
     return [h as tf.Tensor2D, c2 as tf.Tensor2D];
   }
@@ -28,7 +28,7 @@ export function lstmCell(zx: tf.Tensor2D, rec: tf.Tensor2D, c: tf.Tensor2D): [tf
  * (the gradient of zx and of rec alike) and dc [N, U] (of the old cell state).
  */
 export function lstmCellGrad(zx: tf.Tensor2D, rec: tf.Tensor2D, c: tf.Tensor2D, c2: tf.Tensor2D, dh: tf.Tensor2D, dc2: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] {
-  if (nativeKernelReady(LSTM_GRAD_KERNEL)) {
+  if (addonKernelReady(LSTM_GRAD_KERNEL)) {
     const [dz, dc] = tf.engine().runKernel(LSTM_GRAD_KERNEL, { zx, rec, c, c2, dh, dc2 }) as tf.Tensor[];
     return [dz as tf.Tensor2D, dc as tf.Tensor2D];
   }
@@ -167,7 +167,7 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
   if (targets.length !== n) throw new Error(`softmaxCrossEntropy: ${targets.length} targets for ${n} rows`);
   const step = chunkRows(n, vocab, budget);
   const tgt = tf.tensor1d(targets, 'int32');
-  const fused = nativeKernelReady(XENT_KERNEL); // the one-pass native kernel (wasm with the addon); same maths
+  const fused = addonKernelReady(XENT_KERNEL); // the one-pass native kernel (wasm with the addon); same maths
   try {
     if (!withGrad) {
       return tf.tidy(() => {

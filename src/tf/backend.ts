@@ -11,7 +11,7 @@ import { ConfigError } from '../errors.js';
 import { log } from '../log.js';
 import { tf } from './tf.js';
 import { loadWasmModule, prepareWasm, type WasmInfo } from './wasm.js';
-import { nativeStatus } from './native.js';
+import { addonStatus } from './addon.js';
 
 const require = createRequire(import.meta.url);
 
@@ -141,7 +141,7 @@ function wasmFeatures(w: WasmInfo): string {
 
 /** Who runs wasm's matrix products: OpenBLAS through the native addon (./native.ts), or wasm itself. */
 export function blasNote(withReason: boolean): string {
-  const n = nativeStatus();
+  const n = addonStatus();
   if (n.available) {
     const version = /OpenBLAS [\d.]+/.exec(n.config ?? '')?.[0] ?? n.library;
     const core = /\b(SkylakeX|Haswell|Zen|Sandybridge|Cooperlake|SapphireRapids|Prescott|Nehalem|Neoverse\w*|ARMV8|\w+)\s+MAX_THREADS/.exec(n.config ?? '')?.[1];

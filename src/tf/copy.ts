@@ -12,7 +12,7 @@
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { TensorInfo } from '@tensorflow/tfjs';
 import { tf } from './tf.js';
-import { nativeCopy } from './native.js';
+import { addonCopy } from './addon.js';
 
 /**
  * dst.set(src) for equal lengths. V8 copies to or from a SharedArrayBuffer element by element (it must not
@@ -20,7 +20,7 @@ import { nativeCopy } from './native.js';
  */
 export function copyFloats(dst: Float32Array, src: Float32Array): void {
   if (dst.length !== src.length) throw new RangeError(`copyFloats: ${src.length} values into ${dst.length}`);
-  if (!nativeCopy(dst, src)) dst.set(src);
+  if (!addonCopy(dst, src)) dst.set(src);
 }
 
 /**

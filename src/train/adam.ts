@@ -12,7 +12,7 @@
 //     backend. On a device backend the gradient norm stays there too (clipScaleOn): no host round trip.
 // test/train/adam.test.ts runs every implementation against adamLoop on the same inputs.
 import { tf } from '../tf/tf.js';
-import { ADAM_KERNEL, nativeAdamArrays, nativeKernelReady, sumSquares } from '../tf/native.js';
+import { ADAM_KERNEL, addonAdamArrays, addonKernelReady, sumSquares } from '../tf/addon.js';
 import { assignFloats } from '../tf/copy.js';
 import { ModelError } from '../errors.js';
 import type { NamedArray } from '../model/io.js';
@@ -90,7 +90,7 @@ export function adamLoop(f: AdamFactors, w: Float32Array, m: Float32Array, v: Fl
 
 /** adamLoop on host arrays (plain or shared), by the native addon's C loop where it loads. */
 export function adamArrays(f: AdamFactors, w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number): void {
-  if (nativeAdamArrays(w, m, v, g, from, to, { gscale: f.scale, beta1: f.beta1, beta2: f.beta2, lr: f.lr, epsilon: f.epsilon })) return;
+  if (addonAdamArrays(w, m, v, g, from, to, { gscale: f.scale, beta1: f.beta1, beta2: f.beta2, lr: f.lr, epsilon: f.epsilon })) return;
   adamLoop(f, w, m, v, g, from, to);
 }
 
@@ -171,7 +171,7 @@ export class Adam {
     const names = this.moments.names;
     for (const n of names) if (!grads[n]) throw new ModelError(`optimizer: no gradient for "${n}"`);
     const { m, v } = this.moments as VariableMoments;
-    if (nativeKernelReady(ADAM_KERNEL)) {
+    if (addonKernelReady(ADAM_KERNEL)) {
       // wasm with the addon: the norm in one native pass, then one heap kernel per weight
       const norm = Math.sqrt(sumSquares(names.map((n) => grads[n])));
       const f = this.factors(norm);

@@ -27,7 +27,7 @@ import { rng } from '../util/random.js';
 import { decoderFeatureShape, type CaptionBatch } from '../model/decoders/batch.js';
 import { decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
 import { RUN_KIND, RUN_NAMES } from '../model/runfolder.js';
-import { defaultBlasThreads, nativeActive } from '../tf/native.js';
+import { defaultBlasThreads, addonActive } from '../tf/addon.js';
 import {
   checkResumeConfig, finiteOrNull, loadCheckpoint, readOptimizer, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint,
   saveRunConfig, startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts, type RunState, type SettingChange,
@@ -236,7 +236,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
 /** Says who computes the gradients (and, on the main thread of a multi-core machine, what train.workers could do). */
 function logEngine(workers: number, asked: number | 'auto', backend: string): void {
-  const lines = engineNotes({ workers, asked, backend, native: nativeActive(), cores: availableParallelism(), blasThreads: defaultBlasThreads() });
+  const lines = engineNotes({ workers, asked, backend, native: addonActive(), cores: availableParallelism(), blasThreads: defaultBlasThreads() });
   for (const l of lines.info) log.info(l);
   for (const l of lines.warn) log.warn(l);
 }
@@ -251,7 +251,7 @@ export function engineNotes(o: { workers: number; asked: number | 'auto'; backen
   const info: string[] = [];
   const warn: string[] = [];
   if (o.workers > 1) {
-    // while workers compute, OpenBLAS runs every product on its calling thread (src/tf/native.ts shareBlasThreads)
+    // while workers compute, OpenBLAS runs every product on its calling thread (src/tf/addon.ts shareBlasThreads)
     const blas = o.native ? ', matrix products on 1 OpenBLAS thread each' : '';
     info.push(`train: ${o.workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(o.asked)}${blas}); the main thread (${o.backend}) validates and saves`);
     if (!/^(wasm|cpu)/.test(o.backend)) warn.push(`train.workers ${o.workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);

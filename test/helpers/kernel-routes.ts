@@ -34,7 +34,7 @@ export interface KernelRoutes {
 }
 
 const MATMULS = ['BatchMatMul', '_FusedMatMul'] as const;
-/** The addon's fused kernels are the ones named Captioner* (src/tf/native.ts). */
+/** The addon's fused kernels are the ones named Captioner* (src/tf/addon.ts). */
 const isFused = (name: string) => name.startsWith('Captioner');
 
 export function kernelRoutes(w: RouteWiring): KernelRoutes {

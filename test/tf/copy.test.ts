@@ -8,13 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { assignFloats, copyFloats, copyInto } from '../../src/tf/copy.js';
-import { addonPath, nativeStatus } from '../../src/tf/native.js';
+import { addonPath, addonStatus } from '../../src/tf/addon.js';
 import { rng } from '../../src/util/random.js';
 import { randArray } from '../helpers/arrays.js';
-import { addonRequired } from '../helpers/native.js';
+import { addonRequired } from '../helpers/addon.js';
 
 const require = createRequire(import.meta.url);
-const status = nativeStatus();
+const status = addonStatus();
 const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/tf/copy: the native addon is not available here (${status.reason}); only the fallback runs`);
 const withAddon = status.available || needed ? it : it.skip;

@@ -14,15 +14,15 @@ import type { TensorInfo } from '@tensorflow/tfjs';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { assignFloats } from '../../src/tf/copy.js';
-import { nativeActive, nativeStatus } from '../../src/tf/native.js';
+import { addonActive, addonStatus } from '../../src/tf/addon.js';
 import { MergeDecoder, mergeInitialWeights, type MergeSpec } from '../../src/model/decoders/merge.js';
 import { makeBatch } from '../../src/model/decoders/batch.js';
 import { flatLayout, packWeights } from '../../src/train/parallel/flat.js';
 import { kindShapes, loadFlat } from '../../src/train/parallel/replica.js';
 import { rng } from '../../src/util/random.js';
-import { addonRequired } from '../helpers/native.js';
+import { addonRequired } from '../helpers/addon.js';
 
-const status = nativeStatus();
+const status = addonStatus();
 const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/tf/inplace: the native addon is not available here (${status.reason}); the "wasm with the addon" cases are skipped`);
 
@@ -46,7 +46,7 @@ for (const e of engines) {
       prev = tf.getBackend();
       await initBackend(e.backend, { quiet: true });
       if (e.backend === 'wasm') routes.use(e.route);
-      if (e.native) expect(nativeActive(), `${status.reason}`).toBe(true);
+      if (e.native) expect(addonActive(), `${status.reason}`).toBe(true);
     });
     afterAll(async () => {
       if (e.backend === 'wasm') routes.use('addon');

@@ -8,14 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routes } from '../helpers/wasm-kernels.js';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
-import { ADAM_KERNEL, nativeKernelReady, nativeStatus } from '../../src/tf/native.js';
+import { ADAM_KERNEL, addonKernelReady, addonStatus } from '../../src/tf/addon.js';
 import { Adam, adamArrays, adamFactors, adamHyper, adamLoop, adamOps, clipScale, clipScaleOn, type AdamFactors } from '../../src/train/adam.js';
 import { flatLayout, flatMoments } from '../../src/train/parallel/flat.js';
 import { rng } from '../../src/util/random.js';
 import { expectClose, randArray, size } from '../helpers/arrays.js';
-import { addonRequired } from '../helpers/native.js';
+import { addonRequired } from '../helpers/addon.js';
 
-const status = nativeStatus();
+const status = addonStatus();
 const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/train/adam: the native addon is not available here (${status.reason}); its implementations are skipped`);
 const withAddon = status.available || needed ? it : it.skip;
@@ -151,13 +151,13 @@ describe('Adam: every inner loop against adamLoop', () => {
     });
 
     withAddon('with the addon (its heap kernel and native norm), clipping on and off', async () => {
-      expect(nativeKernelReady(ADAM_KERNEL)).toBe(true);
+      expect(addonKernelReady(ADAM_KERNEL)).toBe(true);
       for (const clip of [0, 1]) expectLike(await overVariables(clip), reference(clip), 1e-5);
     });
 
     it('without the addon (tf ops: its kernel unregistered, as CAPTIONER_NATIVE=0 runs), clipping on and off', async () => {
       await routes.withRoute('wasm', async () => {
-        expect(nativeKernelReady(ADAM_KERNEL)).toBe(false);
+        expect(addonKernelReady(ADAM_KERNEL)).toBe(false);
         for (const clip of [0, 1]) expectLike(await overVariables(clip), reference(clip), 1e-5);
       });
     });

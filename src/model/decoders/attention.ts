@@ -25,7 +25,7 @@ import { tf } from '../../tf/tf.js';
 import { ModelError } from '../../errors.js';
 import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, lstmCell, softmaxCrossEntropy } from '../ops.js';
-import { ATTENTION_KERNEL, nativeKernelReady } from '../../tf/native.js';
+import { ATTENTION_KERNEL, addonKernelReady } from '../../tf/addon.js';
 import { rng } from '../../util/random.js';
 import { computeFeatureNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
@@ -156,7 +156,7 @@ export function attentionInitialWeights(s: AttentionSpec, seed: number): Record<
  */
 function attentionScores(encoded: tf.Tensor3D, att: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   // wasm with the native addon: one kernel each way (the backward pass recomputes the tanh)
-  if (nativeKernelReady(ATTENTION_KERNEL)) return tf.engine().runKernel(ATTENTION_KERNEL, { enc: encoded, att, w }) as tf.Tensor2D;
+  if (addonKernelReady(ATTENTION_KERNEL)) return tf.engine().runKernel(ATTENTION_KERNEL, { enc: encoded, att, w }) as tf.Tensor2D;
   const [N, P, A] = encoded.shape;
   const f = tf.customGrad(((enc: tf.Tensor, at: tf.Tensor, ww: tf.Tensor, save: tf.GradSaveFunc) => {
     const y = tf.tidy(() => tf.sub(tf.mul(tf.sigmoid(tf.mul(tf.add(enc, tf.expandDims(at, 1)), 2)), 2), 1)); // [N, P, A]

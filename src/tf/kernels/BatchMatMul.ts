@@ -6,7 +6,7 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs';
 import { tf } from '../tf.js';
 import { heapOffset, matMulDims, sizeOf } from '../heap.js';
-import { nativeMatMul } from '../native.js';
+import { addonMatMul } from '../addon.js';
 import type { Args, KernelOverride } from './types.js';
 import { swapLastTwo, track, untransposed } from './untransposed.js';
 
@@ -93,6 +93,6 @@ export const batchMatMulOverride: KernelOverride = {
   override(stock) {
     if (!stock) return undefined;
     const onWasm = wasmBatchMatMul(stock.kernelFunc);
-    return { ...stock, kernelFunc: ((args: Args) => nativeMatMul(args) ?? onWasm(args as never)) as KernelFunc };
+    return { ...stock, kernelFunc: ((args: Args) => addonMatMul(args) ?? onWasm(args as never)) as KernelFunc };
   },
 };

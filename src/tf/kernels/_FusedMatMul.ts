@@ -3,7 +3,7 @@
 // the activation; otherwise the stock kernel runs, with transposed operands moved first (./untransposed.ts;
 // never swapped, since the bias is per column of the result).
 import type { KernelFunc } from '@tensorflow/tfjs';
-import { nativeFusedMatMul } from '../native.js';
+import { addonFusedMatMul } from '../addon.js';
 import type { Args, KernelOverride } from './types.js';
 import { untransposed } from './untransposed.js';
 
@@ -17,6 +17,6 @@ export const fusedMatMulOverride: KernelOverride = {
   override(stock) {
     if (!stock) return undefined;
     const onWasm = wasmFusedMatMul(stock.kernelFunc);
-    return { ...stock, kernelFunc: ((args: Args) => nativeFusedMatMul(args) ?? onWasm(args as never)) as KernelFunc };
+    return { ...stock, kernelFunc: ((args: Args) => addonFusedMatMul(args) ?? onWasm(args as never)) as KernelFunc };
   },
 };

@@ -11,7 +11,7 @@
 // starts; it must run after the wasm backend module has been imported (src/tf/wasm.ts does both).
 import type { KernelOverride } from './types.js';
 import { tf } from '../tf.js';
-import { registerNativeKernels } from '../native.js';
+import { registerAddonKernels } from '../addon.js';
 import { BACKEND } from './types.js';
 import { batchMatMulOverride } from './BatchMatMul.js';
 import { fusedMatMulOverride } from './_FusedMatMul.js';
@@ -54,6 +54,6 @@ export function registerWasmKernels(): string[] {
     tf.registerKernel(config);
     done.push(k.kernelName);
   }
-  if (registerNativeKernels()) done.push('BLAS');
+  if (registerAddonKernels()) done.push('BLAS');
   return done;
 }

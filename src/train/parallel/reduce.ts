@@ -5,7 +5,7 @@
 // test/train/parallel/reduce.test.ts checks the C loop against reduceLoop. One thread's choice is the same
 // every step, and the main thread and the workers load the same addon, so a configuration gives the same bytes
 // run after run, and a sharded reduction the bytes of a whole one.
-import { nativeReduceBlocks } from '../../tf/native.js';
+import { addonReduceBlocks } from '../../tf/addon.js';
 import { BLOCK } from './flat.js';
 
 /**
@@ -14,7 +14,7 @@ import { BLOCK } from './flat.js';
  * must be a block boundary).
  */
 export function reduceGradients(grads: Float32Array, total: number, parts: number, from: number, to: number): Float64Array {
-  return nativeReduceBlocks(grads, total, parts, from, to, BLOCK) ?? reduceLoop(grads, total, parts, from, to);
+  return addonReduceBlocks(grads, total, parts, from, to, BLOCK) ?? reduceLoop(grads, total, parts, from, to);
 }
 
 /** reduceGradients in JavaScript: the reference. */

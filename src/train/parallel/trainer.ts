@@ -19,7 +19,7 @@ import { normOf, reduceGradients } from './reduce.js';
 import type { TrainWorkerApi, WorkerInit } from './protocol.js';
 import { featureSizeOf, kindShapes, loadFlat, type SliceWeights, type ReplicaKind, type ReplicaSpec, type TrainableDecoder } from './replica.js';
 import { splitBatch } from './split.js';
-import { shareBlasThreads } from '../../tf/native.js';
+import { shareBlasThreads } from '../../tf/addon.js';
 
 export type ParallelTrainerOptions = Omit<TrainerOptions, 'model' | 'weights'> & { weights: Record<string, Float32Array> };
 

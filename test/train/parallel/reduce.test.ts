@@ -5,15 +5,15 @@
 // loop against its reference: test/train/adam.test.ts.)
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { addonPath, nativeStatus } from '../../../src/tf/native.js';
+import { addonPath, addonStatus } from '../../../src/tf/addon.js';
 import { BLOCK } from '../../../src/train/parallel/flat.js';
 import { normOf, reduceGradients, reduceLoop } from '../../../src/train/parallel/reduce.js';
 import { rng } from '../../../src/util/random.js';
 import { expectClose, randArray } from '../../helpers/arrays.js';
-import { addonRequired } from '../../helpers/native.js';
+import { addonRequired } from '../../helpers/addon.js';
 
 const require = createRequire(import.meta.url);
-const status = nativeStatus();
+const status = addonStatus();
 const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/train/parallel/reduce: the native addon is not available here (${status.reason}); only the fallback runs`);
 const withAddon = status.available || needed ? it : it.skip;

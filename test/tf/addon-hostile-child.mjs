@@ -1,5 +1,5 @@
-// Run by test/tf/native-hostile.test.ts in a child process (a crash must not take vitest down):
-// `node native-hostile-child.mjs <addon.node>`. Loads the addon, checks that a valid call of every entry
+// Run by test/tf/addon-hostile.test.ts in a child process (a crash must not take vitest down):
+// `node addon-hostile-child.mjs <addon.node>`. Loads the addon, checks that a valid call of every entry
 // point works, then calls every entry point with each hostile value in each argument in turn (the others
 // valid), plus the combined size overflows, and prints one JSON report on stdout:
 // { exports, covered, cases, returned: [...], wrongKind: [...], heapTouched, baseline: [...] }.

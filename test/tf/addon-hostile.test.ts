@@ -1,5 +1,5 @@
 // The native addon refuses bad arguments instead of crashing (native/blas.c): in a child process
-// (test/tf/native-hostile-child.mjs) every entry point is called with 2**62, 2**31, 2**53, NaN, +-Infinity,
+// (test/tf/addon-hostile-child.mjs) every entry point is called with 2**62, 2**31, 2**53, NaN, +-Infinity,
 // -1, fractions, non-numbers, offsets and ranges past the heap or the typed arrays, off a 4-byte boundary,
 // in each argument in turn, plus sizes that overflow only together and outputs overlapping inputs. Each
 // call must throw the addon's own TypeError or RangeError without touching the heap, OpenBLAS must never
@@ -10,9 +10,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { addonPath } from '../../src/tf/native.js';
+import { addonPath } from '../../src/tf/addon.js';
 
-const CHILD = path.join(import.meta.dirname, 'native-hostile-child.mjs');
+const CHILD = path.join(import.meta.dirname, 'addon-hostile-child.mjs');
 const inCI = ['true', '1'].includes(process.env.CI ?? '');
 
 interface Report {
@@ -27,8 +27,8 @@ interface Report {
 }
 
 function unavailable(why: string): boolean {
-  if (inCI) throw new Error(`test/tf/native-hostile: the native addon must be built and find OpenBLAS in CI: ${why}`);
-  console.warn(`\n*** test/tf/native-hostile: SKIPPED, the native addon cannot be tested here: ${why} ***\n`);
+  if (inCI) throw new Error(`test/tf/addon-hostile: the native addon must be built and find OpenBLAS in CI: ${why}`);
+  console.warn(`\n*** test/tf/addon-hostile: SKIPPED, the native addon cannot be tested here: ${why} ***\n`);
   return true;
 }
 

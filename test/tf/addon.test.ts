@@ -1,7 +1,7 @@
-// The native addon (native/blas.c via src/tf/native.ts): it is built and finds OpenBLAS where CI runs (the
+// The native addon (native/blas.c via src/tf/addon.ts): it is built and finds OpenBLAS where CI runs (the
 // CI script installs libopenblas0); its matrix products and fused cross-entropy give the wasm kernels'
 // answers (every transpose, batch broadcasting, empty operands, the fused matmul's bias and activation);
-// it refuses offsets outside the heap (test/tf/native-hostile.test.ts tries every bad argument); the BLAS
+// it refuses offsets outside the heap (test/tf/addon-hostile.test.ts tries every bad argument); the BLAS
 // thread policy is one per process, shared among declared workers and never changed by a product, also
 // with several threads computing; the results promised byte-identical do not depend on where operands lie
 // on the heap, on how a range is split or on OpenBLAS's thread count; nothing leaks. Where the addon cannot
@@ -17,16 +17,16 @@ import { routes } from '../helpers/wasm-kernels.js';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend, blasNote } from '../../src/tf/backend.js';
 import { Worker } from 'node:worker_threads';
-import { ATTENTION_KERNEL, LSTM_KERNEL, XENT_KERNEL, addonPath, blasThreadInfo, nativeActive, nativeKernelReady, nativeStatus, setBlasThreads, shareBlasThreads, defaultBlasThreads } from '../../src/tf/native.js';
+import { ATTENTION_KERNEL, LSTM_KERNEL, XENT_KERNEL, addonPath, blasThreadInfo, addonActive, addonKernelReady, addonStatus, setBlasThreads, shareBlasThreads, defaultBlasThreads } from '../../src/tf/addon.js';
 import { lstmCell, softmaxCrossEntropy } from '../../src/model/ops.js';
 import { Adam } from '../../src/train/adam.js';
 import { rng } from '../../src/util/random.js';
 import { expectClose, randArray, size } from '../helpers/arrays.js';
-import { addonRequired } from '../helpers/native.js';
+import { addonRequired } from '../helpers/addon.js';
 
 const require = createRequire(import.meta.url);
 const repo = path.resolve(import.meta.dirname, '..', '..');
-const status = nativeStatus();
+const status = addonStatus();
 // CI installs OpenBLAS, so the addon must load there, unless CI turns it off to test the wasm path
 const needed = addonRequired();
 if (!status.available && !needed) console.warn(`test/tf/native: the native addon is not available here (${status.reason}); its comparisons are skipped`);
@@ -60,7 +60,7 @@ describe('the native addon', () => {
     if (status.available) {
       expect(status.library).toMatch(/openblas/i);
       expect(blasNote(false)).toMatch(/^matrix products by OpenBLAS [\d.]+/);
-      expect(nativeActive()).toBe(true);
+      expect(addonActive()).toBe(true);
     } else {
       expect(status.reason).toMatch(/\w/);
       expect(blasNote(true)).toContain(status.reason!);
@@ -140,7 +140,7 @@ describe('the fused softmax cross-entropy kernel', () => {
         const plain = softmaxCrossEntropy(vars[0] as tf.Tensor2D, vars[1] as tf.Tensor2D, vars[2] as tf.Tensor1D, targets, false, budget);
         return [value, plain, ...grads];
       };
-      expect(nativeKernelReady(XENT_KERNEL)).toBe(true);
+      expect(addonKernelReady(XENT_KERNEL)).toBe(true);
       const [blas, wasm] = bothWays(f);
       for (let i = 0; i < blas.length; i++) expectClose(blas[i], wasm[i], 1e-5);
     }
@@ -175,7 +175,7 @@ describe('the fused LSTM cell', () => {
       const { value, grads } = tf.valueAndGrads(loss)(inputs);
       return [h1, c1, value, ...grads];
     };
-    expect(nativeKernelReady(LSTM_KERNEL)).toBe(true);
+    expect(addonKernelReady(LSTM_KERNEL)).toBe(true);
     const [blas, wasm] = bothWays(f);
     expect(blas).toHaveLength(3 + T + 2);
     for (let i = 0; i < blas.length; i++) expectClose(blas[i], wasm[i], 1e-5);
@@ -190,12 +190,12 @@ describe('the fused attention scores', () => {
     const att = randArray(r, N * A);
     const w = randArray(r, A);
     const ws = randArray(r, N * P);
-    const viaKernel = nativeKernelReady(ATTENTION_KERNEL);
+    const viaKernel = addonKernelReady(ATTENTION_KERNEL);
     expect(viaKernel).toBe(true);
     const f = () => {
       const xs = [tf.tensor3d(enc, [N, P, A]), tf.tensor2d(att, [N, A]), tf.tensor2d(w, [A, 1])];
       const scores = (e: tf.Tensor, a: tf.Tensor, ww: tf.Tensor) =>
-        nativeKernelReady(ATTENTION_KERNEL)
+        addonKernelReady(ATTENTION_KERNEL)
           ? (tf.engine().runKernel(ATTENTION_KERNEL, { enc: e, att: a, w: ww }) as tf.Tensor)
           : tf.reshape(tf.matMul(tf.reshape(tf.tanh(tf.add(e, tf.expandDims(a, 1))), [N * P, A]), ww as tf.Tensor2D), [N, P]);
       const { value, grads } = tf.valueAndGrads((e: tf.Tensor, a: tf.Tensor, ww: tf.Tensor) => tf.sum(tf.mul(scores(e, a, ww), tf.tensor2d(ws, [N, P]))) as tf.Scalar)(xs);

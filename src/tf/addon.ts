@@ -3,7 +3,7 @@
 // backend keeps every other kernel but its matrix products run at native BLAS speed, on as many threads
 // as OpenBLAS is given, and the cells, scores and losses below run as one native pass each. Without it
 // (no compiler at install, no OpenBLAS, CAPTIONER_NATIVE=0) everything runs on wasm's own kernels, as
-// before; `nativeStatus()` says which and why.
+// before; `addonStatus()` says which and why.
 //
 // Owns: finding and loading the addon and the BLAS library, the BLAS thread count, and the wasm kernels
 // that call it (BatchMatMul / _FusedMatMul routes used by ./kernels/, CaptionerSoftmaxXent, and the
@@ -41,7 +41,7 @@ interface Addon {
   lstmGrad(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, c2Off: number, dhOff: number, dc2Off: number, N: number, U: number, dzOut: number, dcOut: number): void;
 }
 
-export interface NativeStatus {
+export interface AddonStatus {
   /** The addon and a BLAS library are loaded and the wasm matrix products use them. */
   available: boolean;
   /** The BLAS library file that was opened. */
@@ -68,10 +68,10 @@ function libraryCandidates(): string[] {
 }
 
 let addon: Addon | undefined;
-let status: NativeStatus | undefined;
+let status: AddonStatus | undefined;
 
 /** Load the addon and BLAS once per thread (each worker thread loads its own copy of the binding). */
-export function nativeStatus(): NativeStatus {
+export function addonStatus(): AddonStatus {
   if (status) return status;
   if (process.env.CAPTIONER_NATIVE === '0') return (status = { available: false, reason: 'turned off (CAPTIONER_NATIVE=0)' });
   const file = addonPath();
@@ -88,8 +88,8 @@ export function nativeStatus(): NativeStatus {
 }
 
 /** Whether the wasm matrix products go to BLAS (the addon and a BLAS library loaded, CAPTIONER_NATIVE is not 0). */
-export function nativeActive(): boolean {
-  return nativeStatus().available;
+export function addonActive(): boolean {
+  return addonStatus().available;
 }
 
 /**
@@ -119,7 +119,7 @@ export interface BlasThreadInfo {
 
 /** The policy and the count in effect; undefined without the addon. */
 export function blasThreadInfo(): BlasThreadInfo | undefined {
-  if (!nativeStatus().available || !addon) return undefined;
+  if (!addonStatus().available || !addon) return undefined;
   return addon.threadInfo();
 }
 
@@ -128,7 +128,7 @@ export function blasThreadInfo(): BlasThreadInfo | undefined {
  * the policy before (0 when unknown or without the addon).
  */
 export function setBlasThreads(n: number): number {
-  if (!nativeStatus().available || !addon) return 0;
+  if (!addonStatus().available || !addon) return 0;
   return addon.setThreads(Math.min(1024, Math.max(1, Math.floor(n))));
 }
 
@@ -139,7 +139,7 @@ export function setBlasThreads(n: number): number {
  * call once they are gone. Declarations add up and undo in any order. A no-op without the addon.
  */
 export function shareBlasThreads(workers: number): () => void {
-  if (!nativeStatus().available || !addon) return () => {};
+  if (!addonStatus().available || !addon) return () => {};
   const n = Math.min(1024, Math.max(1, Math.floor(workers)));
   const a = addon;
   a.shareThreads(n);
@@ -166,8 +166,8 @@ type Args = { inputs: Record<string, TensorInfo | undefined>; backend: BackendWa
  * undefined when this case is not one it takes (the caller then runs wasm's kernel).
  * a [...batchA, M, K] (or [..., K, M] transposed), b [...batchB, K, N] (or [..., N, K]) -> [...batch, M, N]
  */
-export function nativeMatMul(args: Args): TensorInfo | undefined {
-  if (!nativeActive() || !addon) return undefined;
+export function addonMatMul(args: Args): TensorInfo | undefined {
+  if (!addonActive() || !addon) return undefined;
   const a = args.inputs.a!;
   const b = args.inputs.b!;
   if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return undefined;
@@ -202,11 +202,11 @@ export function nativeMatMul(args: Args): TensorInfo | undefined {
 const ACTIVATIONS: Record<string, string> = { relu: 'Relu', relu6: 'Relu6', elu: 'Elu', sigmoid: 'Sigmoid', leakyrelu: 'LeakyRelu', prelu: 'Prelu' };
 
 /** _FusedMatMul: the product by BLAS, then wasm's Add for the bias and its kernel for the activation. */
-export function nativeFusedMatMul(args: Args): TensorInfo | undefined {
+export function addonFusedMatMul(args: Args): TensorInfo | undefined {
   const attrs = (args.attrs ?? {}) as NamedAttrMap & { activation?: string; leakyreluAlpha?: number };
   const activation = attrs.activation ?? 'linear';
   if (activation !== 'linear' && !ACTIVATIONS[activation]) return undefined;
-  const product = nativeMatMul(args);
+  const product = addonMatMul(args);
   if (!product) return undefined;
   const backend = args.backend;
   let y = product;
@@ -430,30 +430,30 @@ const attentionGradConfig = {
  * place. Undefined / false when the addon is not loaded in this thread, and false for a NaN clipping scale
  * (the caller's loop then gives the NaN update).
  */
-export function nativeReduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number): Float64Array | undefined {
-  if (!nativeActive() || !addon) return undefined;
+export function addonReduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number): Float64Array | undefined {
+  if (!addonActive() || !addon) return undefined;
   const sums = new Float64Array(Math.ceil((to - from) / block));
   addon.reduceBlocks(grads, total, parts, from, to, block, sums);
   return sums;
 }
 
-export function nativeAdamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number }): boolean {
+export function addonAdamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number }): boolean {
   // a NaN scale (non-finite gradients): the caller's loop gives the NaN update
-  if (!nativeActive() || !addon || !adamFactorsFinite('adamArrays', a)) return false;
+  if (!addonActive() || !addon || !adamFactorsFinite('adamArrays', a)) return false;
   addon.adamArrays(w, m, v, g, from, to, a.gscale, a.beta1, a.beta2, a.lr, a.epsilon);
   return true;
 }
 
 /** memmove of src over dst (Float32Arrays of one length, plain or shared buffers); false when the addon is not active. */
-export function nativeCopy(dst: Float32Array, src: Float32Array): boolean {
-  if (!nativeActive() || !addon) return false;
+export function addonCopy(dst: Float32Array, src: Float32Array): boolean {
+  if (!addonActive() || !addon) return false;
   addon.copy(dst, src);
   return true;
 }
 
 /** Register the native kernels on wasm when the addon is there (idempotent). */
-export function registerNativeKernels(): boolean {
-  if (!nativeStatus().available) return false;
+export function registerAddonKernels(): boolean {
+  if (!addonStatus().available) return false;
   if (!tf.getKernel(XENT_KERNEL, 'wasm')) tf.registerKernel({ kernelName: XENT_KERNEL, backendName: 'wasm', kernelFunc: xentKernel });
   if (!tf.getKernel(ADAM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ADAM_KERNEL, backendName: 'wasm', kernelFunc: adamKernel });
   if (!tf.getKernel(LSTM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: LSTM_KERNEL, backendName: 'wasm', kernelFunc: lstmKernel });
@@ -466,6 +466,6 @@ export function registerNativeKernels(): boolean {
 }
 
 /** Whether a native kernel (XENT_KERNEL, ADAM_KERNEL, LSTM_KERNEL, ATTENTION_KERNEL) can run on the active backend now. */
-export function nativeKernelReady(kernelName: string): boolean {
-  return nativeActive() && tf.getBackend() === 'wasm' && tf.getKernel(kernelName, 'wasm') != null;
+export function addonKernelReady(kernelName: string): boolean {
+  return addonActive() && tf.getBackend() === 'wasm' && tf.getKernel(kernelName, 'wasm') != null;
 }
