@@ -166,7 +166,7 @@ export interface ParallelTiming {
   cpuPerStep: number;
 }
 
-function trainerOf(w: Workload, workers: number, update: 'main' | 'sharded'): Promise<Trainer> {
+function trainerOf(w: Workload, workers: number, update: 'main' | 'partitioned'): Promise<Trainer> {
   return createTrainer({ kind: w.kind, spec: w.spec, weights: w.weights, norm: w.norm, workers, learningRate: 1e-3, clipNorm: 5, update });
 }
 
@@ -190,9 +190,9 @@ async function timeSteps(t: Trainer, batch: CaptionBatch, steps: number, seed0: 
 /**
  * Training as train.workers sets it (src/train/trainer.ts: the main thread for 1, worker threads for more):
  * seconds per step after `warmup` untimed steps, and where the time goes. `update`: who applies Adam when
- * workers > 1 ('main' thread, or the workers each on a 'sharded' range).
+ * workers > 1 ('main' thread, or the workers each on a 'partitioned' range).
  */
-export async function timeParallel(w: Workload, workers: number, steps: number, update: 'main' | 'sharded' = 'main', warmup = 1): Promise<ParallelTiming> {
+export async function timeParallel(w: Workload, workers: number, steps: number, update: 'main' | 'partitioned' = 'main', warmup = 1): Promise<ParallelTiming> {
   const t = await trainerOf(w, workers, update);
   try {
     for (let i = 0; i < warmup; i++) await t.step(w.batch, -1 - i);
@@ -203,7 +203,7 @@ export async function timeParallel(w: Workload, workers: number, steps: number, 
 }
 
 /**
- * A scaling pair: workers 1 (the main thread) and `workers` (sharded Adam), both built first and warmed
+ * A scaling pair: workers 1 (the main thread) and `workers` (partitioned Adam), both built first and warmed
  * with `warmup` steps each (a new worker pool runs its first steps while V8 still compiles its code), then
  * timed in alternating rounds of `steps`, so a slow spell of the machine falls on both sides. Every round
  * of each side, in order.
@@ -212,7 +212,7 @@ export async function timeScaling(w: Workload, workers: number, steps: number, r
   const one = await trainerOf(w, 1, 'main');
   let many: Trainer | undefined;
   try {
-    many = await trainerOf(w, workers, 'sharded');
+    many = await trainerOf(w, workers, 'partitioned');
     for (let i = 0; i < warmup; i++) {
       await one.step(w.batch, -1 - i);
       await many.step(w.batch, -1 - i);
@@ -317,7 +317,7 @@ async function torchPeer(s: TrainBenchSizes | AttentionBenchSizes | TransformerB
 
 /**
  * Attention training throughput: ours on the main thread and on the data-parallel workers (one per core,
- * at least 2; sharded Adam, the trainer's default) against the same model in PyTorch at its best thread split.
+ * at least 2; partitioned Adam, the trainer's default) against the same model in PyTorch at its best thread split.
  */
 export async function attentionRows(options: BenchOptions): Promise<BenchRow[]> {
   const a = options.quick ? ATTENTION_QUICK : ATTENTION_FULL;
@@ -331,10 +331,10 @@ export async function attentionRows(options: BenchOptions): Promise<BenchRow[]> 
   const mainTps = main.tokensPerStep / main.secondsPerStep;
   rows.push({ bench: 'train', name: 'attention whole-caption wasm (main thread)', value: mainTps, unit: 'tokens/s', ...vsPeer(mainTps), notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}` });
   const workers = Math.max(2, resolveWorkers('auto'));
-  const p = await timeParallel(attentionWorkload(a), workers, steps, 'sharded', 2);
+  const p = await timeParallel(attentionWorkload(a), workers, steps, 'partitioned', 2);
   const v = p.tokensPerStep / p.secondsPerStep;
   rows.push({
-    bench: 'train', name: `attention data-parallel wasm, workers ${workers} (sharded Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
+    bench: 'train', name: `attention data-parallel wasm, workers ${workers} (partitioned Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
     notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step; ${(v / mainTps).toFixed(2)}x the main thread`,
   });
   return rows;
@@ -356,10 +356,10 @@ export async function transformerRows(options: BenchOptions): Promise<BenchRow[]
   const mainTps = main.tokensPerStep / main.secondsPerStep;
   rows.push({ bench: 'train', name: 'transformer whole-caption wasm (main thread)', value: mainTps, unit: 'tokens/s', ...vsPeer(mainTps), notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}` });
   const workers = Math.max(2, resolveWorkers('auto'));
-  const p = await timeParallel(transformerWorkload(a), workers, steps, 'sharded', 2);
+  const p = await timeParallel(transformerWorkload(a), workers, steps, 'partitioned', 2);
   const v = p.tokensPerStep / p.secondsPerStep;
   rows.push({
-    bench: 'train', name: `transformer data-parallel wasm, workers ${workers} (sharded Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
+    bench: 'train', name: `transformer data-parallel wasm, workers ${workers} (partitioned Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
     notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step; ${(v / mainTps).toFixed(2)}x the main thread`,
   });
   return rows;
@@ -399,12 +399,12 @@ export const bench: BenchModule = {
       const split = (p: ParallelTiming) => `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
       const tpsOf = (p: ParallelTiming) => p.tokensPerStep / p.secondsPerStep;
       // the trainer as configured: workers 1 and 2 (and auto where that is more), BLAS threads shared out
-      type Config = { workers: number; update: 'main' | 'sharded'; label: string };
+      type Config = { workers: number; update: 'main' | 'partitioned'; label: string };
       const configs: Config[] = [
         { workers: 1, update: 'main', label: `${engine}, workers 1 (main thread)` },
         { workers: 2, update: 'main', label: `data-parallel ${engine}, workers 2${autoNote} (main-thread Adam)` },
-        { workers: 2, update: 'sharded', label: `data-parallel ${engine}, workers 2${autoNote} (sharded Adam)` },
-        ...(auto > 2 ? [{ workers: auto, update: 'sharded' as const, label: `data-parallel ${engine}, workers auto (${auto}, sharded Adam)` }] : []),
+        { workers: 2, update: 'partitioned', label: `data-parallel ${engine}, workers 2${autoNote} (partitioned Adam)` },
+        ...(auto > 2 ? [{ workers: auto, update: 'partitioned' as const, label: `data-parallel ${engine}, workers auto (${auto}, partitioned Adam)` }] : []),
       ];
       let oneWorker = 0;
       for (const c of configs) {
@@ -454,7 +454,7 @@ export const bench: BenchModule = {
         const common = `${pr.warmup} warm-up steps each, then ${pairRounds} alternating rounds of ${pr.steps} steps`;
         measured.push({ name: `${pr.engine}, workers 1 (main thread)`, tps: tpsOf(one), notes: `${sizes}; ${one.secondsPerStep.toFixed(2)} s/step; ${common}; ${roundsNote(r.one)}; ${split(one)}` });
         measured.push({
-          name: `data-parallel ${pr.engine}, workers 2 (sharded Adam)`, tps: tpsOf(two),
+          name: `data-parallel ${pr.engine}, workers 2 (partitioned Adam)`, tps: tpsOf(two),
           notes: `${sizes}; ${two.secondsPerStep.toFixed(2)} s/step, ${two.cpuPerStep.toFixed(2)} CPU-s/step; **${ratio.toFixed(2)}x workers 1** (${pr.name} pair: the median of the rounds' ratios ${ratios.map((x) => x.toFixed(2)).join(' / ')}; fastest round against fastest round ${(tpsOf(two) / tpsOf(one)).toFixed(2)}x); ${common}; ${roundsNote(r.many)}; ${split(two)}`,
         });
       }

@@ -117,7 +117,7 @@ export interface AdamMoments {
 /**
  * An Adam over a set of named weights. Built over tf variables (a decoder's weights), apply() runs whole
  * updates on the current backend. Built over AdamMoments (the data-parallel trainer's host arrays), its owner
- * runs the inner loop itself, sharded: factors() for the next step, then stepped() once it has run.
+ * runs the inner loop itself, partitioned: factors() for the next step, then stepped() once it has run.
  */
 export class Adam {
   readonly hyper: AdamHyper;

@@ -25,11 +25,11 @@ export interface TrainerOptions {
   /** workers 1: train this decoder's own variables (its weights are `weights`) instead of a new replica. */
   model?: TrainableDecoder;
   /**
-   * Who applies Adam when workers > 1: 'sharded' (default; each worker reduces and updates its own block-
+   * Who applies Adam when workers > 1: 'partitioned' (default; each worker reduces and updates its own block-
    * aligned range, so the serial part of a step halves) or 'main' (the main thread does it all). Both give the
    * same bytes.
    */
-  update?: 'main' | 'sharded';
+  update?: 'main' | 'partitioned';
 }
 
 export interface StepTimings {

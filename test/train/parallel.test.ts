@@ -1,6 +1,6 @@
 // The step interface (src/train/trainer.ts) and data-parallel training (src/train/parallel): workers 1 (the
 // main thread's variables and Adam.apply) and 2 or 3 workers agree to float tolerance, runs are byte-identical
-// for the same seed and workers, the sharded update equals the main-thread one, the optimizer checkpoint
+// for the same seed and workers, the partitioned update equals the main-thread one, the optimizer checkpoint
 // continues exactly, worker errors surface as errors (no hang), dispose ends the workers, and the main thread
 // keeps no tensors. The workers run src/train/parallel/worker.ts (test/helpers/ts-hooks.mjs).
 import { describe, it, expect, beforeAll } from 'vitest';
@@ -117,11 +117,11 @@ describe('parallel trainer', () => {
     expect(maxDiff(one.weights, three.weights)).toBeLessThan(1e-4);
   });
 
-  it('same seed and workers 2 are byte-identical, with dropout, and the sharded update gives the same bytes', async () => {
+  it('same seed and workers 2 are byte-identical, with dropout, and the partitioned update gives the same bytes', async () => {
     const d = { ...spec, dropout: 0.3 };
     const a = await train(opts(2, { spec: d, update: 'main' }));
     const b = await train(opts(2, { spec: d, update: 'main' }));
-    const c = await train(opts(2, { spec: d, update: 'sharded' }));
+    const c = await train(opts(2, { spec: d, update: 'partitioned' }));
     expect(bytes(a.weights).equals(bytes(b.weights))).toBe(true);
     expect(bytes(a.weights).equals(bytes(c.weights))).toBe(true);
   });

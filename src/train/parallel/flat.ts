@@ -1,5 +1,5 @@
 // The flat layout of data-parallel training (host side, no TF), shared by the main thread and the workers:
-// every weight in one Float32Array (names in save order), the block-aligned shards the workers reduce and
+// every weight in one Float32Array (names in save order), the block-aligned partitions the workers reduce and
 // update, and the Adam moments as two more such arrays (flatMoments: src/train/adam.ts's AdamMoments).
 import { ModelError } from '../../errors.js';
 import type { AdamMoments } from '../adam.js';
@@ -45,11 +45,11 @@ export function unpackWeights(layout: FlatLayout, flat: Float32Array): Record<st
   return out;
 }
 
-/** Floats per block of the squared-norm sum; shard boundaries fall on block boundaries. */
+/** Floats per block of the squared-norm sum; partition boundaries fall on block boundaries. */
 export const BLOCK = 1 << 16;
 
 /** Split [0, total) into `n` contiguous ranges on block boundaries (some may be empty). */
-export function shardRanges(total: number, n: number): [number, number][] {
+export function partitionRanges(total: number, n: number): [number, number][] {
   const blocks = Math.ceil(total / BLOCK);
   const out: [number, number][] = [];
   for (let i = 0; i < n; i++) {

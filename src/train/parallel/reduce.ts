@@ -4,7 +4,7 @@
 // loop where it loads (one vectorised pass, about 10x faster) and reduceLoop otherwise, and
 // test/train/parallel/reduce.test.ts checks the C loop against reduceLoop. One thread's choice is the same
 // every step, and the main thread and the workers load the same addon, so a configuration gives the same bytes
-// run after run, and a sharded reduction the bytes of a whole one.
+// run after run, and a partitioned reduction the bytes of a whole one.
 import { addonReduceBlocks } from '../../tf/addon.js';
 import { BLOCK } from './flat.js';
 

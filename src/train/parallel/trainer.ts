@@ -2,8 +2,8 @@
 // each with its own wasm backend and a replica of the decoder, compute the gradients of their slices of every
 // batch into shared memory; the slices' gradients are summed in worker order (./reduce.ts) and one update of
 // the one Adam (src/train/adam.ts: factors from the main thread, its host loop over the shared weights and
-// moments) is applied, either by the main thread ('main') or by the workers, each on its own shard of the
-// weights ('sharded'; the same bytes). Workers give their variables the shared weights at the start of each
+// moments) is applied, either by the main thread ('main') or by the workers, each on its own partition of the
+// weights ('partitioned'; the same bytes). Workers give their variables the shared weights at the start of each
 // step (new tensors: never a write in place, see src/tf/copy.ts). Same seed and same number of workers give
 // byte-identical weights.
 import { availableParallelism } from 'node:os';
@@ -14,7 +14,7 @@ import type { tf } from '../../tf/tf.js';
 import { mixSeed } from '../data.js';
 import { Adam, adamArrays, type AdamFactors } from '../adam.js';
 import { TrainerBase, type StepResult, type Trainer, type TrainerOptions } from '../step.js';
-import { flatLayout, flatMoments, packWeights, shardRanges, unpackWeights, type FlatLayout } from './flat.js';
+import { flatLayout, flatMoments, packWeights, partitionRanges, unpackWeights, type FlatLayout } from './flat.js';
 import { normOf, reduceGradients } from './reduce.js';
 import type { TrainWorkerApi, WorkerInit } from './protocol.js';
 import { featureSizeOf, kindShapes, loadFlat, type SliceWeights, type ReplicaKind, type ReplicaSpec, type TrainableDecoder } from './replica.js';
@@ -43,7 +43,7 @@ export async function createParallelTrainer(o: ParallelTrainerOptions): Promise<
   const v = shared(layout.total);
   const adam = new Adam(flatMoments(layout, m, v), { learningRate: o.learningRate, clipNorm: o.clipNorm, beta1: o.beta1, beta2: o.beta2, epsilon: o.epsilon });
   const engine = await workerEngine(o, n, layout, weights, grads, m, v);
-  return new ParallelTrainer(n, o.update ?? 'sharded', o.kind, o.spec, layout, adam, weights, grads, m, v, engine);
+  return new ParallelTrainer(n, o.update ?? 'partitioned', o.kind, o.spec, layout, adam, weights, grads, m, v, engine);
 }
 
 /** The workers: slice gradients into their regions, and range jobs of the update. */
@@ -57,7 +57,7 @@ interface Engine {
 class ParallelTrainer extends TrainerBase {
   constructor(
     readonly workers: number,
-    private readonly mode: 'main' | 'sharded',
+    private readonly mode: 'main' | 'partitioned',
     readonly kind: ReplicaKind,
     spec: ReplicaSpec,
     private readonly layout: FlatLayout,
@@ -86,8 +86,8 @@ class ParallelTrainer extends TrainerBase {
     const parts = slices.length;
     const total = this.layout.total;
     let norm: number;
-    if (this.mode === 'sharded') {
-      const ranges = shardRanges(total, this.workers);
+    if (this.mode === 'partitioned') {
+      const ranges = partitionRanges(total, this.workers);
       const blocks = await Promise.all(ranges.map(([a, b], i) => this.engine.reduce(i, parts, a, b)));
       norm = normOf(blocks.flatMap((x) => Array.from(x)));
       const f = this.adam.factors(norm);
