@@ -139,7 +139,7 @@ function wasmFeatures(w: WasmInfo): string {
   return w.multiThreadSupported ? `${simd}, ${th}` : `${simd}, ${th}: the multi-threaded build does not run in Node`;
 }
 
-/** Who runs wasm's matrix products: OpenBLAS through the native addon (./native.ts), or wasm itself. */
+/** Who runs wasm's matrix products: OpenBLAS through the native addon (./addon.ts), or wasm itself. */
 export function blasNote(withReason: boolean): string {
   const n = addonStatus();
   if (n.available) {

@@ -1,4 +1,4 @@
-// Small helpers shared by our wasm kernels (./kernels/*, native.ts): element counts,
+// Small helpers shared by our wasm kernels (./kernels/*, addon.ts): element counts,
 // where a tensor lives on the wasm heap, the odometer over a block layout, and a matmul's dimensions.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';

@@ -18,7 +18,7 @@ import { writeFixture } from './cli-fixture.js';
 
 /** The addon as a process with the default environment finds it (this one may run with CAPTIONER_NATIVE=0). */
 function addonStatus(): { available: boolean; reason?: string } {
-  const code = `import(${JSON.stringify(path.join(repoRoot, 'dist', 'tf', 'native.js'))}).then((m) => console.log(JSON.stringify(m.addonStatus())))`;
+  const code = `import(${JSON.stringify(path.join(repoRoot, 'dist', 'tf', 'addon.js'))}).then((m) => console.log(JSON.stringify(m.addonStatus())))`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', env: { ...process.env, CAPTIONER_NATIVE: undefined } });
   if (r.status !== 0) return { available: false, reason: `cannot ask: ${r.stderr.trim().split('\n')[0]}` };
   return JSON.parse(r.stdout) as { available: boolean; reason?: string };

@@ -1,4 +1,4 @@
-// BatchMatMul for the tfjs wasm backend (4.22). With the native addon (../native.ts) the products run by
+// BatchMatMul for the tfjs wasm backend (4.22). With the native addon (../addon.ts) the products run by
 // OpenBLAS on the heap (transposes and batches included). Otherwise on wasm's own kernel, with two fixes:
 // transposed operands never reach its slow transposed path (./untransposed.ts), and a batch > 1, which also
 // takes the slow path, is folded into one 2-D product or split into 2-D products on views of the inputs.

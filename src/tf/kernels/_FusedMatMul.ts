@@ -1,5 +1,5 @@
 // _FusedMatMul (matmul + bias + activation, what tf.layers' Dense runs) for the tfjs wasm backend (4.22).
-// With the native addon (../native.ts) the product runs by OpenBLAS and wasm's own kernels add the bias and
+// With the native addon (../addon.ts) the product runs by OpenBLAS and wasm's own kernels add the bias and
 // the activation; otherwise the stock kernel runs, with transposed operands moved first (./untransposed.ts;
 // never swapped, since the bias is per column of the result).
 import type { KernelFunc } from '@tensorflow/tfjs';

@@ -1,7 +1,7 @@
 // The registry of our kernel overrides for the tfjs wasm backend (4.22), one file per kernel as tfjs lays
 // out its own, so that models can *train* on wasm, and fast:
 //  - UnsortedSegmentSum: missing on wasm; the gradient of tf.gather (Embedding) needs it.
-//  - BatchMatMul, _FusedMatMul: by OpenBLAS when the native addon loads (../native.ts); else wasm's kernels
+//  - BatchMatMul, _FusedMatMul: by OpenBLAS when the native addon loads (../addon.ts); else wasm's kernels
 //    without their slow transposed and batched paths.
 //  - Slice, Unpack, SplitV: heap slices instead of a full copy of the input per slice.
 //  - GatherV2, Tile: block copies through heap views instead of one element at a time.
