@@ -8,9 +8,11 @@ import { stagePaths } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError, DataError } from '../errors.js';
 import { log } from '../log.js';
+import { lockFolder } from '../util/lock.js';
+import { checkStageFolder } from '../util/stagedir.js';
 import { buildPrepared, checkBuildOptions, type SplitImage } from './build.js';
 import { Collector, show, parseCaptionCsv, parseCoco, parseFlickr30kCsv, parseFlickr8k, parseKarpathy, type ImageEntry } from './formats.js';
-import { SPLITS, writePrepared, type PreparedManifest, type SplitName } from './prepared.js';
+import { PREPARED_FILES, PREPARED_KIND, SPLITS, writePrepared, type PreparedManifest, type SplitName } from './prepared.js';
 import { assignByRatio, assignFromLists, parseSplitList, type SplitList } from './split.js';
 
 /** How many names to show in messages and keep in the manifest. */
@@ -135,8 +137,23 @@ async function existingFiles(root: string, files: Iterable<string>): Promise<Set
 const preview = (names: string[]) => names.slice(0, FIRST).join(', ') + (names.length > FIRST ? ', ...' : '');
 const plural = (n: number, one: string, many = one + 's') => `${n.toLocaleString('en-US')} ${n === 1 ? one : many}`;
 
-/** Run prep with a resolved config; writes to stagePaths(config).prepared. */
+/**
+ * Run prep with a resolved config; writes to stagePaths(config).prepared. The output folder is checked (not
+ * another stage's artifact, creatable) and locked (one writer: two preps into one folder would mix their
+ * files) before the captions are read.
+ */
 export async function runPrep(config: Config): Promise<PrepResult> {
+  const dir = stagePaths(config).prepared;
+  await checkStageFolder(dir, { kind: PREPARED_KIND, option: '--out or prep.out', ownNames: Object.values(PREPARED_FILES) });
+  const lock = await lockFolder(dir, `prepared dataset folder ${dir}`);
+  try {
+    return await prepInto(config, dir);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function prepInto(config: Config, dir: string): Promise<PrepResult> {
   const ds = config.dataset;
   const p = config.prep;
   checkBuildOptions(p);
@@ -232,7 +249,6 @@ export async function runPrep(config: Config): Promise<PrepResult> {
 
   const { out: _out, ...prepOptions } = p;
   const splitOptions: PreparedManifest['options']['split'] = method === 'ratio' ? { method, ratios: { ...ds.split.ratios }, seed: ds.split.seed } : { method };
-  const dir = stagePaths(config).prepared;
   const manifest = await writePrepared(dir, {
     vocab: built.vocab,
     splits: built.splits,

@@ -35,7 +35,7 @@ describe('captioner prep (CLI)', () => {
   it('missing images: warned and excluded (stdout stays empty), or exit 3 with --strict', async () => {
     const images = path.join(dir, 'imgs');
     write('imgs/a.jpg', 'x');
-    const r = await runCli(['prep', '--captions', good, '--images', images, '--out', path.join(dir, 'o4')]);
+    const r = await runCli(['prep', '--captions', good, '--images', images, '--out', path.join(dir, 'o4'), '--set', 'prep.minCount=1']);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/warning: 1 image named by the captions is missing from .*: b\.jpg; excluded/);
