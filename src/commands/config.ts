@@ -6,6 +6,7 @@ import YAML from 'yaml';
 import { UsageError } from '../errors.js';
 import { log } from '../log.js';
 import { resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { writeOut } from '../util/stdout.js';
 
 export function register(program: Command): void {
   withConfig(program.command('config').description('print the resolved config (defaults < YAML < --set), or write a commented one with --init'))
@@ -30,6 +31,6 @@ Examples:
         return;
       }
       const { config } = await resolveConfig(opts);
-      process.stdout.write(opts.json ? JSON.stringify(config, null, 2) + '\n' : YAML.stringify(config));
+      await writeOut(opts.json ? JSON.stringify(config, null, 2) + '\n' : YAML.stringify(config));
     });
 }
