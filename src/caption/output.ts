@@ -8,6 +8,7 @@ import { promises as fs } from 'node:fs';
 import { DataError, OutputClosed, UsageError } from '../errors.js';
 import { ioReason, writeFileAtomic } from '../util/fsx.js';
 import { writeOut } from '../util/stdout.js';
+import { sniffImage } from '../util/imagetype.js';
 import type { CaptionResult } from './pipeline.js';
 import { readResume, type ResumeState } from './jsonl.js';
 
@@ -58,8 +59,31 @@ export async function readOutputState(file: string, resume: boolean): Promise<Re
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new DataError(`--output ${file}: ${ioReason(e)}`);
   }
   if (size === 0) return EMPTY;
-  if (!resume) throw new UsageError(`--output ${file} already holds results; add --resume to continue it (finished images are skipped, failed ones retried), or delete it`);
-  return readResume(file);
+  if (resume) return readResume(file);
+  // advise --resume only for a file that --resume would continue: anything else (an image, a CSV) is refused
+  const other = await notCaptionOutput(file);
+  if (other) throw new UsageError(`--output ${file}: already exists and is not caption output (${other}); captioner never writes over another file: choose another --output file`);
+  throw new UsageError(`--output ${file} already holds results; add --resume to continue it (finished images are skipped, failed ones retried), or delete it`);
+}
+
+/** Why `file` is not caption output (e.g. "a JPEG image", "line 1: not a JSON line"), or null when it is. */
+async function notCaptionOutput(file: string): Promise<string | null> {
+  const head = Buffer.alloc(64);
+  const h = await fs.open(file, 'r');
+  try {
+    const { bytesRead } = await h.read(head, 0, head.length, 0);
+    const format = sniffImage(head.subarray(0, bytesRead));
+    if (format) return `it is a ${format.toUpperCase()} image`;
+  } finally {
+    await h.close();
+  }
+  try {
+    await readResume(file);
+    return null;
+  } catch (e) {
+    if (!(e instanceof DataError)) throw e;
+    return /: (line \d+: [^;]*)/.exec(e.message)?.[1] ?? 'not JSON lines of captions';
+  }
 }
 
 /**
