@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { CaptionerError, EXIT_BROKEN_PIPE, ExitCode, OutputClosed } from './errors.js';
 import { isClosedReader, resetStreamError, stdoutError, streamErrorSeen, watchStream } from './util/stdout.js';
+import { disableOrtTelemetry } from './features/onnx/runtime.js';
 import { log } from './log.js';
 import * as demoCmd from './commands/demo.js';
 import * as demoDataCmd from './commands/demo-data.js';
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
 
 /** Run the CLI and return the exit code (never calls process.exit while work may be pending). */
 export async function main(argv: string[]): Promise<number> {
+  disableOrtTelemetry(); // before any worker thread or child process: they inherit the real environment
   const program = buildProgram();
   // stdout is checked to the end (src/util/stdout.ts): commands await every write of their data, and any
   // failure they did not see themselves (commander's --help, say) is caught here. A reader that closes

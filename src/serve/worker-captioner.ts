@@ -19,6 +19,7 @@ import type { Config } from '../config/schema.js';
 import { ModelError } from '../errors.js';
 import { builtFile, userErrorFrom } from '../util/workers.js';
 import { log } from '../log.js';
+import { disableOrtTelemetry } from '../features/onnx/runtime.js';
 
 /** Given to the worker as workerData. */
 export interface WorkerInit {
@@ -105,6 +106,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
 
   const spawn = (): Promise<void> =>
     new Promise<void>((resolve, reject) => {
+      disableOrtTelemetry(); // the worker's onnxruntime reads the real environment, which only this thread sets
       const w = new Worker(file, { workerData: init });
       worker = w;
       let loaded = false;

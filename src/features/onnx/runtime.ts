@@ -1,8 +1,12 @@
 // Loads onnxruntime-node on demand (it is a native addon that may be missing on some platforms) and
 // creates CPU inference sessions with our defaults. Nothing here knows about VGG16.
 // onnxruntime records telemetry unless told not to (a /tmp/mat-debug-<pid>.log per process and a device
-// id and event queue under ~/.cache/Microsoft/DeveloperTools): loadOrt turns it off before the native
-// library starts, unless the user set ORT_DISABLE_TELEMETRY themselves.
+// id and event queue under ~/.cache/Microsoft/DeveloperTools): disableOrtTelemetry turns it off before the
+// native library starts, unless the user set ORT_DISABLE_TELEMETRY themselves. The native code reads the
+// process's real environment, which only the main thread's process.env writes to (a worker thread's is a
+// copy): so the CLI calls it at start, before any worker thread or child process exists, and so does every
+// host of a worker thread that may run onnxruntime (serve's model worker); loadOrt calls it too, which
+// covers a main-thread user of the library.
 import type * as Ort from 'onnxruntime-node';
 import { ModelError } from '../../errors.js';
 
@@ -17,10 +21,19 @@ export function ortTelemetryDisabled(env: NodeJS.ProcessEnv = process.env): bool
   return (env.ORT_DISABLE_TELEMETRY ?? '1') === '1';
 }
 
+/**
+ * Turn onnxruntime's telemetry off (ORT_DISABLE_TELEMETRY=1 unless the user set it) for this process and
+ * every worker thread and child process started after this call. Call it on the main thread.
+ */
+export function disableOrtTelemetry(): void {
+  process.env.ORT_DISABLE_TELEMETRY ??= '1';
+}
+
 /** onnxruntime-node, or null when it cannot be loaded here (then `ortLoadError()` says why). */
 export function loadOrt(): Promise<OrtModule | null> {
-  // read by the native library when it initialises, so it must be set before the import
-  process.env.ORT_DISABLE_TELEMETRY ??= '1';
+  // read by the native library when it initialises, so it must be set before the import (in a worker
+  // thread this reaches only its copy of the environment: its host must have called disableOrtTelemetry)
+  disableOrtTelemetry();
   cached ??= import('onnxruntime-node')
     .then((m) => ((m as unknown as { default?: OrtModule }).default?.InferenceSession ? (m as unknown as { default: OrtModule }).default : (m as OrtModule)))
     .catch((e: Error) => {
