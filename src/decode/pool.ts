@@ -157,6 +157,7 @@ class WorkerPool implements BatchDecoder {
               this.idle.push(i);
               resolve();
               this.pump();
+              this.refIdle();
               return;
             }
             if (msg.op === 'error' && msg.id < 0) {
@@ -170,6 +171,7 @@ class WorkerPool implements BatchDecoder {
             if (msg.op === 'done') t.resolve(msg.results);
             else t.reject(errorFrom(i, msg.name, msg.message));
             this.pump();
+            this.refIdle();
           });
           w.on('error', (e) => (why = `${e.name === 'Error' ? '' : `${e.name}: `}${e.message}`));
           w.on('exit', (code) => {
@@ -230,9 +232,18 @@ class WorkerPool implements BatchDecoder {
       const flat = new Float32Array(t.features.length * D); // [n, D], a copy: the caller's arrays stay usable
       t.features.forEach((f, k) => flat.set(f, k * D));
       this.running.set(i, t);
+      this.threads[i].ref(); // busy: keeps the process alive until its batch is back
       const msg: ToDecodeWorker = { op: 'decode', id: t.id, flat, n: t.features.length, cfg: t.cfg };
       this.threads[i].postMessage(msg, [flat.buffer]);
     }
+  }
+
+  /**
+   * An idle worker does not keep the process alive (unref), so a library caller that never calls dispose()
+   * can still exit; a busy one does (ref in pump). Workers start ref'd: loading must finish.
+   */
+  private refIdle(): void {
+    for (const i of this.idle) this.threads[i].unref();
   }
 
   /** Reject everything pending and in flight with `e`, and end the workers. */
