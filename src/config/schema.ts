@@ -3,8 +3,6 @@
 // generated from it (`npm run schema`). Every object is strict: unknown keys are errors.
 import { z } from 'zod';
 
-const posInt = (what = 'a positive integer') => z.number({ error: (i) => expected(what, i.input) }).int({ error: (i) => expected(what, i.input) }).positive({ error: (i) => expected(what, i.input) });
-const nonNegInt = (what = 'a non-negative integer') => z.number({ error: (i) => expected(what, i.input) }).int({ error: (i) => expected(what, i.input) }).min(0, { error: (i) => expected(what, i.input) });
 const num = (what = 'a number') => z.number({ error: (i) => expected(what, i.input) });
 const str = (what = 'a string') => z.string({ error: (i) => expected(what, i.input) });
 const bool = () => z.boolean({ error: (i) => expected('true or false', i.input) });
@@ -20,6 +18,18 @@ const intIn = (min: number, max: number) => {
     .min(min, { error: (i) => expected(what, i.input) })
     .max(max, { error: (i) => expected(what, i.input) });
 };
+/**
+ * A number in min..max (above: min itself excluded), with the same kind of message as intIn. zod refuses
+ * Infinity and NaN; the upper bound keeps 1e308 (which YAML reads as a number) from overflowing to Infinity.
+ */
+const numIn = (min: number, max: number, o: { above?: boolean } = {}) => {
+  const what = o.above ? `a number above ${min} and at most ${max}` : `a number from ${min} to ${max}`;
+  const e = { error: (i: { input: unknown }) => expected(what, i.input) };
+  const n = z.number(e);
+  return (o.above ? n.gt(min, e) : n.min(min, e)).max(max, e);
+};
+/** A seed: any 32-bit unsigned integer (the generators use 32 bits; a larger one would be silently cut). */
+const seedInt = () => intIn(0, 4_294_967_295);
 const fraction = (what = 'a number between 0 and 1') => num(what).min(0, { error: (i) => expected(what, i.input) }).max(1, { error: (i) => expected(what, i.input) });
 
 /** "expected X, got Y" with Y shown as the user wrote it. */
@@ -61,7 +71,7 @@ export const DatasetSchema = z
           .strict()
           .default({ train: 0.8, val: 0.1, test: 0.1 })
           .describe('Ratios for the seeded random split (normalised by their sum).'),
-        seed: nonNegInt().default(42).describe('Seed for the ratio split: same seed, same split.'),
+        seed: seedInt().default(42).describe('Seed for the ratio split: same seed, same split (0 to 2^32 - 1).'),
       })
       .strict()
       .default({ method: 'auto', ratios: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42 })
@@ -75,11 +85,11 @@ export const PrepSchema = z
     lowercase: bool().default(true).describe('Lowercase captions.'),
     stripPunctuation: bool().default(true).describe('Remove punctuation characters.'),
     dropDigitTokens: bool().default(true).describe('Drop tokens that contain a digit.'),
-    minWordLength: nonNegInt().default(1).describe('Drop tokens shorter than this (1 keeps "a").'),
+    minWordLength: intIn(0, 100).default(1).describe('Drop tokens shorter than this (1 keeps "a"; at most 100).'),
     startToken: str().default('startseq').describe('Token put at the start of every caption.'),
     endToken: str().default('endseq').describe('Token put at the end of every caption.'),
     unkToken: str().default('<unk>').describe('Token that replaces words below minCount.'),
-    minCount: posInt().default(5).describe('Minimum count (in training captions) for a word to enter the vocabulary.'),
+    minCount: intIn(1, 1_000_000).default(5).describe('Minimum count (in training captions) for a word to enter the vocabulary (1 to 1000000; prep refuses a value that keeps no word).'),
     maxLength: intIn(3, 200).default(34).describe('Maximum caption length in tokens, start and end tokens included (3 to 200; real captions rarely pass 40).'),
     overLength: z.enum(['truncate', 'drop']).default('truncate').describe('What to do with captions longer than maxLength: truncate (keep the first words, then the end token) or drop.'),
     strict: bool().default(false).describe('Fail (instead of warn and go on) when captions name missing images, or the captions or split files hold inconsistent lines: a repeated caption number or COCO image id, a non-numeric #x, invalid UTF-8.'),
@@ -95,16 +105,16 @@ export const EncoderSchema = z
     weights: str().default('auto').describe('auto (the cached Keras file, see `captioner weights vgg16`), random (untrained; demo only), or a path to a Keras .h5 file or a TF.js model.json.'),
     layer: z.enum(['fc2', 'block5_conv3', 'block5_pool']).default('fc2').describe('Which activation to cache: fc2 (4096-d vector) or a 14x14 / 7x7 x 512 spatial grid.'),
     interpolation: z.enum(['nearest', 'bilinear', 'bicubic', 'lanczos3']).default('nearest').describe('Resize to 224x224 (aspect ratio ignored, like Keras load_img(target_size)) with this kernel. Keras load_img defaults to nearest; sharp\'s nearest picks slightly different pixels than PIL\'s. Alpha is flattened onto white.'),
-    seed: nonNegInt().default(1234).describe('Seed for random weights.'),
+    seed: seedInt().default(1234).describe('Seed for random weights (0 to 2^32 - 1).'),
     onnx: z
       .object({
         path: str().describe('ONNX model file.'),
         inputSize: intIn(1, 4096).default(224).describe('Square input side in pixels (at most 4096).'),
         layout: z.enum(['nchw', 'nhwc']).default('nchw').describe('Input tensor layout.'),
         channelOrder: z.enum(['rgb', 'bgr']).default('rgb').describe('Channel order the model expects.'),
-        scale: num().default(1 / 255).describe('Pixels (0..255) are multiplied by this, then normalised with mean/std.'),
-        mean: z.array(num()).length(3).default([0.485, 0.456, 0.406]).describe('Per-channel mean subtracted after scaling, in the model\'s channel order.'),
-        std: z.array(num()).length(3).default([0.229, 0.224, 0.225]).describe('Per-channel divisor applied after the mean, in the model\'s channel order.'),
+        scale: numIn(0, 1e6, { above: true }).default(1 / 255).describe('Pixels (0..255) are multiplied by this, then normalised with mean/std (above 0, at most 1000000).'),
+        mean: z.array(numIn(-1e6, 1e6)).length(3).default([0.485, 0.456, 0.406]).describe('Per-channel mean subtracted after scaling, in the model\'s channel order (each from -1000000 to 1000000).'),
+        std: z.array(numIn(0, 1e6, { above: true })).length(3).default([0.229, 0.224, 0.225]).describe('Per-channel divisor applied after the mean, in the model\'s channel order (each above 0, at most 1000000).'),
         inputName: str().optional().describe('Input name (default: the model\'s first input).'),
         outputName: str().optional().describe('Output name (default: the model\'s first output).'),
       })
@@ -143,11 +153,11 @@ export const ModelSchema = z
     imageUnits: intIn(1, 4096).default(256).describe('Dense units applied to the image vector.'),
     hiddenUnits: intIn(1, 4096).default(256).describe('Dense units after the merge.'),
     merge: z.enum(['add', 'concat']).default('add').describe('How image and caption branches are merged.'),
-    dropout: fraction().default(0.5).describe('Dropout rate: merge, on the image vector and the embeddings; attention, before the output layer.'),
+    dropout: numIn(0, 0.9).default(0.5).describe('Dropout rate: merge, on the image vector and the embeddings; attention, before the output layer (0 to 0.9: at 1 nothing would get through).'),
     attention: z
       .object({
         attentionDim: intIn(1, 4096).optional().describe('attention: size of the attention layer that scores each grid position (default: model.units).'),
-        alphaReg: num('a number >= 0').min(0, { error: (i) => expected('a number >= 0', i.input) }).default(1).describe('attention: weight of the doubly stochastic regulariser that pushes every position to be attended about once over a caption (the paper\'s lambda; 0 turns it off). Training minimises cross-entropy plus this term; validation loss and early stopping use the cross-entropy alone.'),
+        alphaReg: numIn(0, 1000).default(1).describe('attention: weight of the doubly stochastic regulariser that pushes every position to be attended about once over a caption (the paper\'s lambda; 0 turns it off; at most 1000). Training minimises cross-entropy plus this term; validation loss and early stopping use the cross-entropy alone.'),
       })
       .strict()
       .default({ alphaReg: 1 })
@@ -160,20 +170,20 @@ export const TrainSchema = z
     out: str().optional().describe('Run folder (default: <workdir>/model).'),
     epochs: intIn(1, 10_000).default(20).describe('Passes over the training captions (at most 10000).'),
     batchSize: intIn(1, 4096).default(64).describe('Captions per step (at most 4096).'),
-    learningRate: num().positive().default(0.001).describe('Adam learning rate at the start (lrDecay lowers it on plateaus).'),
-    clipNorm: num().positive().default(5).describe('Global gradient norm clip.'),
-    seed: nonNegInt().default(42).describe('Seed for initialisation and shuffling.'),
-    patience: nonNegInt().default(3).describe('Early stopping: epochs without validation improvement (0 disables).'),
+    learningRate: numIn(0, 1, { above: true }).default(0.001).describe('Adam learning rate at the start (lrDecay lowers it on plateaus; above 0, at most 1).'),
+    clipNorm: numIn(0, 1e6, { above: true }).default(5).describe('Global gradient norm clip (above 0, at most 1000000).'),
+    seed: seedInt().default(42).describe('Seed for initialisation and shuffling (0 to 2^32 - 1).'),
+    patience: intIn(0, 10_000).default(3).describe('Early stopping: epochs without validation improvement (0 disables; at most 10000).'),
     lrDecay: z
       .object({
         factor: fraction().default(0.5).describe('Multiplier applied to the learning rate on a plateau (1: never decay).'),
-        patience: nonNegInt().default(1).describe('Epochs without improvement before the learning rate is multiplied by factor.'),
-        min: num().nonnegative().default(1e-5).describe('The learning rate never goes below this.'),
+        patience: intIn(0, 10_000).default(1).describe('Epochs without improvement before the learning rate is multiplied by factor (at most 10000).'),
+        min: numIn(0, 1).default(1e-5).describe('The learning rate never goes below this (0 to 1).'),
       })
       .strict()
       .default({ factor: 0.5, patience: 1, min: 1e-5 })
       .describe('Learning-rate decay when the validation loss stops improving.'),
-    limit: nonNegInt().default(0).describe('Use at most this many training captions (0: all). For quick experiments.'),
+    limit: intIn(0, 1_000_000_000).default(0).describe('Use at most this many training captions (0: all; at most 10^9). For quick experiments.'),
     workers: z
       .union([z.literal('auto'), intIn(1, 256)], { error: (i) => expected('"auto" or an integer from 1 to 256', i.input) })
       .default(1)
@@ -182,11 +192,11 @@ export const TrainSchema = z
       .object({
         k: intIn(1, 64).default(5).describe('Self-critical training (`train --scst`): captions sampled per training image each step (at least 2 with baseline mean; at most 64). Each step draws train.batchSize images x k captions.'),
         baseline: z.enum(['mean', 'greedy']).default('mean').describe("What each sampled caption's reward is compared with: mean (the mean reward of the image's other k-1 samples) or greedy (the reward of the image's greedy caption; one more decoding pass per step)."),
-        learningRate: num().positive().default(5e-5).describe('Adam learning rate of self-critical fine-tuning (much lower than cross-entropy training: the policy gradient is noisy).'),
+        learningRate: numIn(0, 1, { above: true }).default(5e-5).describe('Adam learning rate of self-critical fine-tuning (much lower than cross-entropy training: the policy gradient is noisy; above 0, at most 1).'),
         epochs: intIn(1, 10_000).default(10).describe('Self-critical passes over the training images (at most 10000).'),
         maxLength: intIn(1, 200).default(16).describe('Most tokens drawn per sampled caption, the end token included; validation greedy decoding uses it too.'),
-        bleuWeight: num().nonnegative().default(0).describe('Reward = CIDEr-D + bleuWeight x sentence BLEU-4 (0: CIDEr-D alone). CIDEr-D document frequencies come from the training references.'),
-        patience: nonNegInt().default(3).describe('Early stopping of self-critical training: epochs without a higher validation CIDEr-D (0 disables).'),
+        bleuWeight: numIn(0, 1000).default(0).describe('Reward = CIDEr-D + bleuWeight x sentence BLEU-4 (0: CIDEr-D alone; at most 1000). CIDEr-D document frequencies come from the training references.'),
+        patience: intIn(0, 10_000).default(3).describe('Early stopping of self-critical training: epochs without a higher validation CIDEr-D (0 disables; at most 10000).'),
       })
       .strict()
       .default({ k: 5, baseline: 'mean', learningRate: 5e-5, epochs: 10, maxLength: 16, bleuWeight: 0, patience: 3 })
@@ -204,7 +214,7 @@ export const DecodeSchema = z
       .enum(['none', 'average', 'wu'])
       .default('none')
       .describe('How finished captions of different lengths are compared: none: sum of token log-probs (favours short captions); average: divided by the length; wu: divided by ((5 + length) / 6)^alpha (Wu et al. 2016). Length counts the end token.'),
-    alpha: num().nonnegative().default(0.7).describe('Exponent of the wu length penalty (0: same as none).'),
+    alpha: numIn(0, 10).default(0.7).describe('Exponent of the wu length penalty (0: same as none; at most 10, past any useful value).'),
     batchSize: intIn(1, 256).default(32).describe('Images decoded together (all their hypotheses go through the model in one batch per step; at most 256).'),
     workers: z
       .union([z.literal('auto'), intIn(1, 256)], { error: (i) => expected('"auto" or an integer from 1 to 256', i.input) })
@@ -216,7 +226,7 @@ export const DecodeSchema = z
 export const EvalSchema = z
   .object({
     split: z.enum(['train', 'val', 'test']).default('test').describe('Which split to caption and score.'),
-    limit: nonNegInt().default(0).describe('Evaluate at most this many images (0: all).'),
+    limit: intIn(0, 1_000_000_000).default(0).describe('Evaluate at most this many images (0: all; at most 10^9).'),
     tokenize: z.enum(['basic', 'none']).default('basic').describe('basic: lowercase and delete punctuation, as prep does ("t-shirt" -> "tshirt"); none: split on whitespace.'),
     out: str().optional().describe('Report folder (default: <run>/eval-<split>).'),
   })
@@ -234,7 +244,7 @@ export const CaptionSchema = z
 export const ServeSchema = z
   .object({
     host: str().default('127.0.0.1').describe('Listen address; loopback unless you mean it (0.0.0.0 exposes the server to the network).'),
-    port: nonNegInt().max(65535).default(8080).describe('Listen port (0: any free port).'),
+    port: intIn(0, 65_535).default(8080).describe('Listen port (0: any free port; at most 65535).'),
     maxUploadBytes: intIn(1, 1024 ** 3).default(10 * 1024 * 1024).describe('Larger uploads get 413; the body is not read past this (at most 1 GiB).'),
     queueSize: intIn(1, 10_000).default(64).describe('Requests waiting beyond this get 503 (at most 10000).'),
     maxBatch: intIn(1, 128).default(8).describe('Requests captioned together (at most 128, as caption.batchSize).'),
