@@ -66,6 +66,7 @@ describe('commands that print data, with stdout on a full disk', () => {
   it.each([
     ['config', ['config']],
     ['config --json', ['config', '--json']],
+    ['config --init -', ['config', '--init', '-']],
     ['doctor', ['doctor', '--set', 'backend=cpu']],
     ['--help', ['--help']],
     ['caption --help', ['caption', '--help']],

@@ -210,6 +210,19 @@ describe('config --init template', () => {
 });
 
 describe('captioner config (CLI)', () => {
+  it('config --init - prints the template on stdout (and writes no file named -)', async () => {
+    const r = await runCli(['config', '--init', '-'], { cwd: dir });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^# yaml-language-server: \$schema=\/.*captioner\.schema\.json\n/);
+    expect(YAML.parse(r.stdout).train.epochs).toBe(20);
+    await expect(fs.stat(path.join(dir, '-'))).rejects.toThrow();
+    // --force replaces a config file, never a device (as root, the rename would replace /dev/null itself)
+    const dev = await runCli(['config', '--init', '/dev/null', '--force']);
+    expect(dev.code).toBe(2);
+    expect(dev.stderr).toBe('error: /dev/null: is not a regular file; --init writes a new config file (use --init - to print it)\n');
+    expect((await fs.stat('/dev/null')).isCharacterDevice()).toBe(true);
+  });
+
   it('config --init writes a commented config that loads, and refuses to overwrite without --force', async () => {
     const f = path.join(dir, 'init.yaml');
     const r = await runCli(['config', '--init', f]);
