@@ -1,7 +1,8 @@
 // One writer per output: an exclusive lock file that a stage takes before it writes an output (a run folder,
 // a caption output file) and removes on every way out (its `finally`, and a process 'exit' hook for the
 // second Ctrl-C). The file is created with O_EXCL and holds who took it: host, pid, the process's start
-// (boot id and start tick, where /proc tells them) and the command. A lock whose holder is gone is broken,
+// (boot id and start tick, where /proc tells them) and the command. SIGTERM and SIGHUP remove the locks too
+// (then the process dies of the signal as before). A lock whose holder is gone is broken,
 // but only when that is certain: the host is this one and its pid is dead (or belongs to a newer process,
 // or the machine rebooted since). A lock from another host is always honoured, since its pid means nothing
 // here; the error says which file to delete if that run is known to be gone. Breaking is itself race-free:
@@ -223,6 +224,17 @@ export async function acquireLock(file: string, what: string): Promise<Lock> {
     if (!exitHook) {
       exitHook = true;
       process.on('exit', onExit);
+      // killed by a supervisor or a timeout (SIGTERM, SIGHUP): remove the locks, then die of the signal as
+      // before; a command that handles the signal itself keeps doing so
+      for (const sig of ['SIGTERM', 'SIGHUP'] as const) {
+        if (process.listenerCount(sig) > 0) continue;
+        const die = () => {
+          onExit();
+          process.removeListener(sig, die);
+          process.kill(process.pid, sig);
+        };
+        process.on(sig, die);
+      }
     }
     let released = false;
     return {

@@ -98,6 +98,18 @@ describe('acquireLock', () => {
     await expect(fs.stat(file)).rejects.toThrow();
   });
 
+  it('is removed on SIGTERM, and the process still dies of the signal', async () => {
+    const file = path.join(dir, 't.lock');
+    const program = `import { acquireLock } from './dist/util/lock.js'; await acquireLock(${JSON.stringify(file)}, 't'); process.stdout.write('locked\\n'); setInterval(() => {}, 1000);`;
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((r) => child.stdout.once('data', () => r()));
+    const ended = new Promise<NodeJS.Signals | null>((r) => child.on('close', (_code, signal) => r(signal)));
+    child.kill('SIGTERM');
+    expect(await ended).toBe('SIGTERM');
+    await expect(fs.stat(file)).rejects.toThrow();
+  });
+
   it('a kill -9 leaves a lock the next taker breaks (with a warning)', async () => {
     const file = path.join(dir, 'g.lock');
     const program = `import { acquireLock } from './dist/util/lock.js'; await acquireLock(${JSON.stringify(file)}, 'g'); process.kill(process.pid, 'SIGKILL');`;
