@@ -15,6 +15,7 @@ const KIND_NAMES: Record<string, string> = {
   'captioner.model': 'a training run (model)',
   'captioner.eval': 'an eval report',
   'captioner.attention-maps': 'a folder of attention maps',
+  'captioner.demo-data': 'a demo dataset',
 };
 
 export interface StageFolder {
