@@ -348,7 +348,8 @@ export const bench: BenchModule = {
         const v = tpsOf(p);
         if (c.workers === 1) oneWorker = v;
         const vsOne = c.workers > 1 && oneWorker ? `; ${(v / oneWorker).toFixed(2)}x workers 1` : '';
-        const threads = blas ? `; BLAS threads per worker: ${Math.max(1, Math.floor(defaultBlasThreads() / c.workers))}` : '';
+        // while worker threads compute, OpenBLAS runs every product on its calling thread (src/tf/native.ts)
+        const threads = blas ? `; BLAS threads per worker: ${c.workers > 1 ? 1 : defaultBlasThreads()}` : '';
         measured.push({ name: c.label, tps: v, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split(p)}${threads}` });
       }
       // The engine's own scaling, one core per replica. With the addon one replica's products already spread

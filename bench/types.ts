@@ -16,7 +16,7 @@ export interface BenchRow {
 }
 
 export interface BenchOptions {
-  /** Smaller sizes for a quick look; the README quotes full runs. */
+  /** Smaller sizes for a quick look; docs/benchmarks.md quotes full runs. */
   quick: boolean;
 }
 

@@ -1,5 +1,5 @@
 // The JSON Schema of the config file, generated from the zod ConfigSchema (the single source of truth).
-// Written to configs/captioner.schema.json by `npm run schema`; editors use it for completion and docs.
+// Written to configs/captioner.schema.json by `npm run docs`; editors use it for completion and docs.
 import { z } from 'zod';
 import { ConfigSchema } from './schema.js';
 

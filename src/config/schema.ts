@@ -1,6 +1,7 @@
 // The config schema: the single source of truth for every setting, its type, its default and its
-// documentation. Types are inferred from it; the JSON Schema in configs/captioner.schema.json is
-// generated from it (`npm run schema`). Every object is strict: unknown keys are errors.
+// documentation. Types are inferred from it; the JSON Schema in configs/captioner.schema.json and the
+// reference in docs/configuration.md are generated from it (`npm run docs`), so every key needs a
+// `.describe()` text. Every object is strict: unknown keys are errors.
 import { z } from 'zod';
 
 const num = (what = 'a number') => z.number({ error: (i) => expected(what, i.input) });

@@ -24,8 +24,10 @@ import { heapOffset as offsetOf, matMulDims, sizeOf } from './heap.js';
 const require = createRequire(import.meta.url);
 
 interface Addon {
-  load(paths: string[]): { ok: true; library: string; config: string } | { ok: false; reason: string };
+  load(paths: string[], threads: number): { ok: true; library: string; config: string; threads: number } | { ok: false; reason: string };
   setThreads(n: number): number;
+  shareThreads(delta: number): number;
+  threadInfo(): BlasThreadInfo;
   sgemm(heap: ArrayBuffer, tA: boolean, tB: boolean, M: number, N: number, K: number, alpha: number, aOff: number, lda: number, bOff: number, ldb: number, beta: number, cOff: number, ldc: number): void;
   xent(heap: ArrayBuffer, zOff: number, biasOff: number, targetsOff: number, M: number, V: number, scale: number, dOff: number, dbOff: number): number;
   sumSquares(heap: ArrayBuffer, off: number, n: number): number;
@@ -77,7 +79,7 @@ export function nativeStatus(): NativeStatus {
   if (!existsSync(file)) return (status = { available: false, reason: 'native addon not built (needs a C compiler at install: npm rebuild captioner)' });
   try {
     const a = require(file) as Addon;
-    const r = a.load(libraryCandidates());
+    const r = a.load(libraryCandidates(), 0);
     if (!r.ok) return (status = { available: false, reason: `no OpenBLAS found (${r.reason}); install it, e.g. apt-get install libopenblas0` });
     addon = a;
     return (status = { available: true, library: r.library, config: r.config.trim() });
@@ -97,33 +99,68 @@ export function useNative(on: boolean): void {
 }
 
 /**
- * Set the BLAS thread count; returns the count before (0 when unknown). OpenBLAS keeps one count for the
- * whole process: worker threads that each run their own matrix products set 1, so that N workers use
- * N cores and not N x cores.
+ * The BLAS thread policy of this process (native/blas.c holds it, under one mutex, for every JS thread):
+ * OpenBLAS keeps one thread count per process, shared by the main thread and every worker, so it is never
+ * saved and restored around a call while another thread computes (that raced between workers). The
+ * first load fixes the policy P at what OpenBLAS starts with (OPENBLAS_NUM_THREADS, else every core);
+ * setBlasThreads changes it for the whole process (benchmarks). While one JS thread holds the addon,
+ * OpenBLAS runs on P threads and products below 64M multiply-adds on the calling thread alone. While
+ * several do, or workers are declared by shareBlasThreads (data-parallel training, the decoding pool),
+ * every product runs on its calling thread (OpenBLAS on 1 thread): the workers are the parallelism, and
+ * a worker's product then gives the main thread's bytes for every product below 64M (OpenBLAS's result
+ * depends on its thread count).
  */
-export function setBlasThreads(n: number): number {
-  if (!nativeStatus().available || !addon) return 0;
-  return addon.setThreads(Math.max(1, Math.floor(n)));
+export interface BlasThreadInfo {
+  /** P: the process's BLAS threads (0: unknown, a CBLAS other than OpenBLAS). */
+  policy: number;
+  /** The count OpenBLAS has now. */
+  inEffect: number;
+  /** Worker threads declared by shareBlasThreads that are running now. */
+  workers: number;
+  /** JS threads (main and workers) in this process that hold the addon. */
+  threads: number;
+  /** The count OpenBLAS itself reports (-1: a CBLAS other than OpenBLAS). */
+  blas: number;
+}
+
+/** The policy and the count in effect; undefined without the addon. */
+export function blasThreadInfo(): BlasThreadInfo | undefined {
+  if (!nativeStatus().available || !addon) return undefined;
+  return addon.threadInfo();
 }
 
 /**
- * Share the BLAS threads among `workers` threads that each run matrix products (data-parallel training,
- * the decoding pool): each gets cores / workers, at least 1. Returns the undo, which restores the count
- * from before (call it once the workers are gone). A no-op without the addon.
+ * Set the process's BLAS thread policy (every thread's products, benchmarks' single-thread runs); returns
+ * the policy before (0 when unknown or without the addon).
+ */
+export function setBlasThreads(n: number): number {
+  if (!nativeStatus().available || !addon) return 0;
+  return addon.setThreads(Math.min(1024, Math.max(1, Math.floor(n))));
+}
+
+/**
+ * Declare `workers` threads that each run matrix products at once (data-parallel training, the decoding
+ * pool): until the undo, OpenBLAS runs every product on its calling thread (1 thread), so N workers use N
+ * cores. Call it on the thread that starts them, before they start; returns the undo (idempotent), to
+ * call once they are gone. Declarations add up and undo in any order. A no-op without the addon.
  */
 export function shareBlasThreads(workers: number): () => void {
-  if (!nativeStatus().available) return () => {};
-  const before = setBlasThreads(Math.max(1, Math.floor(defaultBlasThreads() / Math.max(1, workers))));
+  if (!nativeStatus().available || !addon) return () => {};
+  const n = Math.min(1024, Math.max(1, Math.floor(workers)));
+  const a = addon;
+  a.shareThreads(n);
   let undone = false;
   return () => {
     if (undone) return;
     undone = true;
-    setBlasThreads(before > 0 ? before : defaultBlasThreads());
+    a.shareThreads(-n);
   };
 }
 
-/** The BLAS thread count a process starts with: OPENBLAS_NUM_THREADS, else every core. */
+/** The process's BLAS thread policy: what the addon fixed at load, else OPENBLAS_NUM_THREADS, else every core. */
 export function defaultBlasThreads(): number {
+  const info = blasThreadInfo();
+  if (info && info.policy > 0) return info.policy;
   const env = Number(process.env.OPENBLAS_NUM_THREADS ?? process.env.OMP_NUM_THREADS);
   return Number.isInteger(env) && env > 0 ? env : os.availableParallelism();
 }
@@ -248,10 +285,30 @@ const adamKernel = ((args: Args) => {
     if (t.dtype !== 'float32' || sizeOf(t.shape) !== n) throw new Error(`${ADAM_KERNEL}: expected four float32 arrays of ${n} values`);
   }
   const outs = [backend.makeOutput(x.shape, 'float32'), backend.makeOutput(x.shape, 'float32'), backend.makeOutput(x.shape, 'float32')];
+  if (!adamFactorsFinite(ADAM_KERNEL, a)) {
+    // g' = NaN g: every moment and weight is NaN
+    for (const o of outs) (backend.typedArrayFromHeap(o) as Float32Array).fill(NaN);
+    return outs;
+  }
   const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
   addon.adam(heap, offsetOf(backend, x), offsetOf(backend, g), offsetOf(backend, m), offsetOf(backend, v), n, a.gscale, a.beta1, a.beta2, a.lr, a.epsilon, ...(outs.map((o) => offsetOf(backend, o)) as [number, number, number]));
   return outs;
 }) as unknown as KernelFunc;
+
+/**
+ * Whether Adam's factors are finite, as the addon requires (native/blas.c refuses NaN and infinities).
+ * The clipping scale is NaN when the gradients are not finite (their norm is NaN); the update is then NaN
+ * throughout, as IEEE arithmetic gives it, and training stops at its loss check. Other non-finite factors
+ * are a caller's bug.
+ */
+function adamFactorsFinite(kernel: string, a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number }): boolean {
+  for (const k of ['beta1', 'beta2', 'lr', 'epsilon'] as const) {
+    if (!Number.isFinite(a[k])) throw new Error(`${kernel}: ${k} must be finite, got ${a[k]}`);
+  }
+  if (Number.isNaN(a.gscale)) return false;
+  if (!Number.isFinite(a.gscale)) throw new Error(`${kernel}: gscale must be finite or NaN, got ${a.gscale}`);
+  return true;
+}
 
 /** The sum of squares of float32 tensors on the wasm heap (in double; for the global gradient norm). */
 export function sumSquares(ts: tf.Tensor[]): number {
@@ -376,7 +433,8 @@ const attentionGradConfig = {
 /**
  * Host-array versions for data-parallel training's flat vectors (src/train/parallel/update.ts), on plain or
  * shared Float32Arrays: the blockwise gradient reduction with its per-block sums of squares, and Adam in
- * place. Undefined / false when the addon is not loaded (or is switched off) in this thread.
+ * place. Undefined / false when the addon is not loaded (or is switched off) in this thread, and false for
+ * a NaN clipping scale (the caller's loop then gives the NaN update).
  */
 export function nativeReduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number): Float64Array | undefined {
   if (!nativeActive() || !addon) return undefined;
@@ -386,7 +444,8 @@ export function nativeReduceBlocks(grads: Float32Array, total: number, parts: nu
 }
 
 export function nativeAdamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number }): boolean {
-  if (!nativeActive() || !addon) return false;
+  // a NaN scale (non-finite gradients): the caller's loop gives the NaN update
+  if (!nativeActive() || !addon || !adamFactorsFinite('adamArrays', a)) return false;
   addon.adamArrays(w, m, v, g, from, to, a.gscale, a.beta1, a.beta2, a.lr, a.epsilon);
   return true;
 }

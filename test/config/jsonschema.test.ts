@@ -33,7 +33,7 @@ describe('configs/captioner.schema.json', () => {
     const committed = readFileSync(path.join(repoRoot, SCHEMA_FILE), 'utf8');
     const fresh = configJsonSchemaText();
     if (committed !== fresh) {
-      throw new Error(`${SCHEMA_FILE} is out of date with src/config/schema.ts: run \`npm run schema\` and commit the result`);
+      throw new Error(`${SCHEMA_FILE} is out of date with src/config/schema.ts: run \`npm run docs\` and commit the result`);
     }
   });
 
