@@ -71,7 +71,7 @@ async function serial(stages: CaptionStages, files: string[]): Promise<number> {
  * not depend on the runtime, so one folder serves both.
  */
 export async function benchRunFolder(tmp: string, loaded: LoadedVgg16Weights): Promise<{ run: string; config: Config }> {
-  const probe = await createEncoder(EncoderSchema.parse({ name: 'vgg16', runtime: 'onnx', weights: 'random', seed: 1, layer: 'fc2' }), { threads: THREADS, weights: loaded });
+  const probe = await createEncoder(EncoderSchema.parse({ type: 'vgg16', runtime: 'onnx', weights: 'random', seed: 1, layer: 'fc2' }), { threads: THREADS, weights: loaded });
   const info = probe.info;
   await probe.dispose();
   const decoder = MergeDecoder.create({ vocabSize: VOCAB, featureDim: 4096, embedDim: 128, units: 256, imageUnits: 256, hiddenUnits: 256, merge: 'add', dropout: 0 }, 3);

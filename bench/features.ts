@@ -109,7 +109,7 @@ export const bench: BenchModule = {
   group: 'features',
   async run({ quick }) {
     const loaded: LoadedVgg16Weights = { weights: randomVgg16Weights(1), fingerprint: 'random:seed=1', source: 'random', includeTop: true };
-    const cfg = (runtime: 'onnx' | 'tfjs') => EncoderSchema.parse({ name: 'vgg16', runtime, weights: 'random', seed: 1, layer: 'fc2' });
+    const cfg = (runtime: 'onnx' | 'tfjs') => EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 1, layer: 'fc2' });
     const started = await bestPeer();
     const peer = typeof started === 'string' ? null : started;
     const peerNote = typeof started === 'string' ? started : started.note;

@@ -39,6 +39,9 @@ async function main(): Promise<void> {
   const here = path.dirname(new URL(import.meta.url).pathname);
   const rows: BenchRow[] = [];
   const failures: string[] = [];
+  // every group is loaded before any runs: bench/kernels.ts captures the stock wasm kernels when it loads,
+  // before a group starts the wasm backend (which replaces them)
+  const loaded: { g: string; mod?: { bench: BenchModule }; error?: Error }[] = [];
   for (const g of groups) {
     const file = path.join(here, `${g}.js`);
     try {
@@ -47,9 +50,12 @@ async function main(): Promise<void> {
       if (wanted.length) failures.push(`${g}: no such benchmark`);
       continue;
     }
+    loaded.push(await import(pathToFileURL(file).href).then((mod: { bench: BenchModule }) => ({ g, mod }), (error: Error) => ({ g, error })));
+  }
+  for (const { g, mod, error } of loaded) {
     process.stderr.write(`bench: ${g}...\n`);
     try {
-      const mod = (await import(pathToFileURL(file).href)) as { bench: BenchModule };
+      if (!mod) throw error;
       const got = await mod.bench.run({ quick });
       rows.push(...got);
       for (const r of got) process.stderr.write(`  ${r.name}: ${fmt(r.value)} ${r.unit}${r.ratio !== undefined ? ` (${r.ratio.toFixed(2)}x ${r.peer})` : ''}\n`);

@@ -1,12 +1,21 @@
-// Benchmark group 'kernels': the wasm kernel fixes of src/tf/kernels.ts against the stock tfjs
+// Benchmark group 'kernels': the wasm kernel overrides of src/tf/kernels/ against the stock tfjs
 // 4.22 wasm kernels, in the same run. Throughputs in GFLOP/s (higher is better); ratio =
 // patched / stock. Shapes are the caption model's training step (batch 64 x 34 tokens = 2176 rows).
+// The three routes (stock, our wasm kernels, OpenBLAS) are switched through tfjs's kernel registry
+// (test/helpers/kernel-routes.ts), whose stock kernels are captured when this module loads: before any
+// group starts the wasm backend (bench/index.ts loads every group first).
 import type { BenchModule, BenchRow } from './types.js';
 import { tf } from '#dist/tf/tf.js';
-import { repatchWasmMatMul, unpatchWasmMatMul } from '#dist/tf/kernels.js';
+import { loadWasmModule } from '#dist/tf/wasm.js';
+import { wasmBatchMatMul } from '#dist/tf/kernels/BatchMatMul.js';
+import { wasmFusedMatMul } from '#dist/tf/kernels/_FusedMatMul.js';
 import { blasNote, initBackend } from '#dist/tf/backend.js';
-import { defaultBlasThreads, nativeStatus, useNative } from '#dist/tf/native.js';
+import { defaultBlasThreads, nativeStatus } from '#dist/tf/native.js';
+import { kernelRoutes } from '../test/helpers/kernel-routes.js';
 import { median } from './stats.js';
+
+await loadWasmModule();
+const routes = kernelRoutes({ tf, wasmBatchMatMul, wasmFusedMatMul });
 
 interface Case {
   name: string;
@@ -51,11 +60,7 @@ function compare(f: () => tf.Tensor, reps: number): { stock: number; patched: nu
   const stock: number[] = [];
   const patched: number[] = [];
   const native: number[] = [];
-  const on = (which: 'stock' | 'wasm' | 'blas') => {
-    if (which === 'stock') unpatchWasmMatMul();
-    else repatchWasmMatMul();
-    useNative(which === 'blas');
-  };
+  const on = (which: 'stock' | 'wasm' | 'blas') => routes.use(which === 'blas' ? 'addon' : which);
   try {
     for (const w of ['stock', 'wasm', ...(blas ? ['blas' as const] : [])] as const) {
       on(w);
@@ -72,8 +77,7 @@ function compare(f: () => tf.Tensor, reps: number): { stock: number; patched: nu
       }
     }
   } finally {
-    repatchWasmMatMul();
-    useNative(true);
+    routes.use('addon');
   }
   return { stock: median(stock), patched: median(patched), ...(blas ? { blas: median(native) } : {}) };
 }
@@ -109,7 +113,7 @@ export const bench: BenchModule = {
           notes: `${patched.toFixed(1)} ms vs ${stock.toFixed(1)} ms; our wasm wrappers (what runs without the native addon)`,
         });
       } finally {
-        repatchWasmMatMul();
+        routes.use('addon');
         a.dispose();
         b.dispose();
       }

@@ -54,7 +54,8 @@ export async function loadTest(captioner: Captioner, opts: ServeLoadOptions = {}
   const requests = opts.requests ?? 200;
   const concurrency = opts.concurrency ?? 8;
   const images = opts.images ?? (await benchImages());
-  const cfg: ServeConfig = { ...ServeSchema.parse({}), ...opts.serve, host: '127.0.0.1', port: 0 };
+  // every request comes from this one address: give it as many upload slots and connections as requests in flight
+  const cfg: ServeConfig = { ...ServeSchema.parse({}), maxUploadsPerClient: Math.max(concurrency, 4), maxConnectionsPerClient: Math.max(2 * concurrency, 32), ...opts.serve, host: '127.0.0.1', port: 0 };
   const server = await startServer(captioner, cfg);
   const url = `${server.url}/api/caption`;
   const bodies = images.map((b) => Uint8Array.from(b)); // fetch wants ArrayBuffer-backed views

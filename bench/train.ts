@@ -17,7 +17,9 @@ import { Adam, byWeightName } from '#dist/train/adam.js';
 import { createParallelTrainer, resolveWorkers, type ParallelTrainer } from '#dist/train/parallel/trainer.js';
 import { rng } from '#dist/util/random.js';
 import { blasNote } from '#dist/tf/backend.js';
-import { defaultBlasThreads, nativeActive, setBlasThreads, useNative } from '#dist/tf/native.js';
+import { defaultBlasThreads, nativeActive, setBlasThreads } from '#dist/tf/native.js';
+import { spawn } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 import { median } from './stats.js';
 
@@ -322,13 +324,8 @@ export const bench: BenchModule = {
       const ourRounds = rounds.map((r) => Math.round(r.tokensPerStep / r.secondsPerStep)).join(' / ');
       measured.push({ name: `whole-caption ${engine} (main thread)`, tps, notes: `${sizes}; ${whole.secondsPerStep.toFixed(2)} s/step; our rounds ${ourRounds} tokens/s, the faster counts; BLAS threads: ${blas ? defaultBlasThreads() : '-'}` });
       if (blas) {
-        useNative(false);
-        try {
-          const plain = await timeWholeCaption(mergeWorkload(s), options.quick ? 1 : 2);
-          measured.push({ name: 'whole-caption wasm kernels only (CAPTIONER_NATIVE=0)', tps: plain.tokensPerStep / plain.secondsPerStep, notes: `${sizes}; ${plain.secondsPerStep.toFixed(2)} s/step; what a machine without the native addon or OpenBLAS gets` });
-        } finally {
-          useNative(true);
-        }
+        const plain = await withoutAddon<{ secondsPerStep: number; tokensPerStep: number }>({ job: 'whole', sizes: s, steps: options.quick ? 1 : 2 });
+        measured.push({ name: 'whole-caption wasm kernels only (CAPTIONER_NATIVE=0)', tps: plain.tokensPerStep / plain.secondsPerStep, notes: `${sizes}; ${plain.secondsPerStep.toFixed(2)} s/step; what a machine without the native addon or OpenBLAS gets (a child process with CAPTIONER_NATIVE=0)` });
       }
       const auto = resolveWorkers('auto');
       const autoNote = auto === 2 ? ' (= auto here)' : '';
@@ -355,32 +352,28 @@ export const bench: BenchModule = {
       // The engine's own scaling, one core per replica. With the addon one replica's products already spread
       // over every core, so "workers 2 / workers 1" above compares two ways of using 2 cores. Each pair below
       // gives workers 1 (a main-thread replica) one core's worth of BLAS, as each of 2 workers gets (cores / 2):
-      // first with the addon's products on 1 BLAS thread, then on wasm's own kernels alone (the workers read
-      // CAPTIONER_NATIVE=0 from the environment they start with; the main-thread replica is switched with
-      // useNative). Both sides are built and warmed first, then timed in alternating rounds; the figure is the
-      // median of the rounds' ratios (workers 2 / workers 1 timed back to back).
-      type Pair = { name: string; engine: string; env?: Record<string, string>; mainNative?: boolean; steps: number; warmup: number };
+      // first with the addon's products on 1 BLAS thread, then without the addon at all (a child process with
+      // CAPTIONER_NATIVE=0: wasm's own kernels and JS copies, reduction and Adam in every thread, as a machine
+      // without OpenBLAS runs). Both sides are built and warmed first, then timed in alternating rounds; the
+      // figure is the median of the rounds' ratios (workers 2 / workers 1 timed back to back).
+      type Pair = { name: string; engine: string; withoutAddon?: boolean; steps: number; warmup: number };
       const pairs: Pair[] = blas
         ? [
             { name: 'one BLAS thread', engine: `${engine}, 1 BLAS thread per replica`, steps, warmup: 3 },
-            { name: 'wasm only', engine: 'wasm kernels only', env: { CAPTIONER_NATIVE: '0' }, mainNative: false, steps: options.quick ? 1 : 2, warmup: options.quick ? 1 : 2 },
+            { name: 'wasm only', engine: 'wasm kernels only', withoutAddon: true, steps: options.quick ? 1 : 2, warmup: options.quick ? 1 : 2 },
           ]
         : [{ name: 'wasm', engine: 'wasm', steps, warmup: 3 }];
       const pairRounds = options.quick ? 1 : 5;
       for (const pr of pairs) {
-        const saved = Object.fromEntries(Object.keys(pr.env ?? {}).map((k) => [k, process.env[k]]));
-        Object.assign(process.env, pr.env ?? {});
-        if (pr.mainNative === false) useNative(false);
-        const threadsBefore = blas ? setBlasThreads(1) : 0;
         let r: Awaited<ReturnType<typeof timeScaling>>;
-        try {
-          r = await timeScaling(mergeWorkload(s), 2, pr.steps, pairRounds, pr.warmup);
-        } finally {
-          useNative(true);
-          if (threadsBefore > 0) setBlasThreads(threadsBefore);
-          for (const [k, v] of Object.entries(saved)) {
-            if (v === undefined) delete process.env[k];
-            else process.env[k] = v;
+        if (pr.withoutAddon) {
+          r = await withoutAddon({ job: 'scaling', sizes: s, workers: 2, steps: pr.steps, rounds: pairRounds, warmup: pr.warmup });
+        } else {
+          const threadsBefore = blas ? setBlasThreads(1) : 0;
+          try {
+            r = await timeScaling(mergeWorkload(s), 2, pr.steps, pairRounds, pr.warmup);
+          } finally {
+            if (threadsBefore > 0) setBlasThreads(threadsBefore);
           }
         }
         // the ratio of each round's two sides (timed back to back, so they share the machine's speed of the
@@ -417,3 +410,33 @@ export const bench: BenchModule = {
     }
   },
 };
+
+/** A measurement run where the addon is off in every thread (see withoutAddon). */
+type AddonFreeJob = { job: 'whole'; sizes: TrainBenchSizes; steps: number } | { job: 'scaling'; sizes: TrainBenchSizes; workers: number; steps: number; rounds: number; warmup: number };
+
+/**
+ * What a machine without the native addon measures: `job` (timeWholeCaption or timeScaling on the merge
+ * workload) in a child process of this file with CAPTIONER_NATIVE=0, so its main thread and its workers run
+ * wasm's own kernels and the JS copies, reduction and Adam. The result comes back as JSON on stdout.
+ */
+function withoutAddon<T>(job: AddonFreeJob): Promise<T> {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--without-addon', JSON.stringify(job)], {
+    env: { ...process.env, CAPTIONER_NATIVE: '0' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  return new Promise<T>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as T) : reject(new Error(`bench train --without-addon ${job.job}: exit code ${code}`))));
+  });
+}
+
+if (process.argv[2] === '--without-addon' && import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const job = JSON.parse(process.argv[3]) as AddonFreeJob;
+  await initBackend('wasm', { quiet: true });
+  if (nativeActive()) throw new Error('bench train --without-addon: the addon is active despite CAPTIONER_NATIVE=0');
+  const w = mergeWorkload(job.sizes);
+  const result = job.job === 'whole' ? await timeWholeCaption(w, job.steps) : await timeScaling(w, job.workers, job.steps, job.rounds, job.warmup);
+  process.stdout.write(JSON.stringify(result));
+}

@@ -16,6 +16,7 @@ import * as captionCmd from './commands/caption.js';
 import * as serveCmd from './commands/serve.js';
 import * as scoreCmd from './commands/score.js';
 import * as weightsCmd from './commands/weights.js';
+import * as encoderCmd from './commands/encoder.js';
 import * as doctorCmd from './commands/doctor.js';
 import * as configCmd from './commands/config.js';
 
@@ -25,7 +26,7 @@ const pkg = require('../package.json') as { version: string };
 /** Each subcommand module exports `register(program)`, listed in pipeline order (as --help shows them).
  * Add a module here only when it really works. */
 const commands: { register(program: Command): void }[] = [
-  demoCmd, demoDataCmd, prepCmd, featuresCmd, trainCmd, evalCmd, captionCmd, serveCmd, scoreCmd, weightsCmd, doctorCmd, configCmd,
+  demoCmd, demoDataCmd, prepCmd, featuresCmd, trainCmd, evalCmd, captionCmd, serveCmd, scoreCmd, weightsCmd, encoderCmd, doctorCmd, configCmd,
 ];
 
 export function buildProgram(): Command {

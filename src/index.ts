@@ -5,17 +5,19 @@
 // Configs are plain objects validated by the same zod schema as the YAML files (config()), and every
 // failure is a typed CaptionerError (UsageError, ConfigError, DataError, ModelError) with an exit code.
 import { z } from 'zod';
-import { BackendName, ConfigSchema, DecodeSchema, EncoderSchema, EvalSchema, type Config } from './config/schema.js';
+import { BackendName, ConfigSchema, DecodeSchema, EncoderSchema, EvalSchema, OnnxEncoderSchema, type Config } from './config/schema.js';
 import { formatIssues, validateConfig } from './config/load.js';
 import { DataError, UsageError } from './errors.js';
 import type { CaptionOptions, CaptionOutcome } from './caption/types.js';
 import type { LoadCaptionerOptions } from './caption/load.js';
 import { scoreCaptions, type ScorePair, type Scores } from './eval/score.js';
+import type { InspectOptions, InspectReport } from './features/onnx/inspect.js';
 
 export type { Config } from './config/schema.js';
 export type { CaptionOptions, CaptionOutcome } from './caption/types.js';
 export type { LoadCaptionerOptions } from './caption/load.js';
 export type { ScorePair, Scores } from './eval/score.js';
+export type { InspectOptions, InspectReport } from './features/onnx/inspect.js';
 export { CaptionerError, ConfigError, DataError, ExitCode, ModelError, UsageError } from './errors.js';
 export { loadConfig } from './config/load.js';
 
@@ -203,6 +205,26 @@ const ScorePairsSchema = z
     { error: 'expected an array of { id, candidate, references }' },
   )
   .min(1, { error: 'nothing to score: expected at least one { id, candidate, references }' });
+
+const InspectOptionsSchema = z
+  .object({
+    size: OnnxEncoderSchema.shape.size,
+    layout: z.enum(['nchw', 'nhwc']).optional(),
+    output: z.string({ error: 'expected an output name' }).optional(),
+    threads: opt(ConfigSchema.shape.threads),
+  })
+  .strict();
+
+/**
+ * `captioner encoder inspect`: an ONNX model's inputs and outputs, what each output would be as features
+ * (vector, tokens, grid: it runs the model once on a blank image) and an `encoder` config to start from.
+ */
+export async function inspectEncoder(file: string, options: InspectOptions = {}): Promise<InspectReport> {
+  if (typeof file !== 'string' || file === '') throw new UsageError(`inspectEncoder(): expected the path of an ONNX file, got ${JSON.stringify(file) ?? typeof file}`);
+  const opts = checked(InspectOptionsSchema, options ?? {}, 'inspectEncoder(): invalid options') as InspectOptions;
+  const { inspectOnnx } = await import('./features/onnx/inspect.js');
+  return inspectOnnx(file, opts);
+}
 
 /** `captioner score`: corpus and per-image metrics of candidate captions against references. */
 export function score(pairs: readonly ScorePair[], tokenize: 'basic' | 'none' = 'basic'): Scores {

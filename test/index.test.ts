@@ -39,7 +39,7 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
       const epochs = api.config({ train: { epochs: 3 } }).train.epochs;
       let configError = null;
       try { api.config({ train: { epochz: 3 } }); } catch (e) { configError = e.message; }
-      const functions = ['loadCaptioner', 'prepare', 'extractFeatures', 'train', 'evaluate', 'score', 'config'].filter((f) => typeof api[f] === 'function');
+      const functions = ['loadCaptioner', 'prepare', 'extractFeatures', 'train', 'evaluate', 'score', 'config', 'inspectEncoder'].filter((f) => typeof api[f] === 'function');
       console.log(JSON.stringify({ fromPath, fromBytes, error, bleu1, epochs, configError, functions }));
     `;
     const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, CAPTIONER_QUIET: '1' } }).trim().split('\n').pop()!);
@@ -51,7 +51,7 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
     expect(out.bleu1).toBeGreaterThan(0);
     expect(out.epochs).toBe(3);
     expect(out.configError).toContain('train.epochz: unknown key (did you mean epochs?)');
-    expect(out.functions).toHaveLength(7);
+    expect(out.functions).toHaveLength(8);
   });
 
   it('captionMany gives a missing file its own failure; every entry point checks its arguments with the CLI\'s schemas (typed errors)', () => {
@@ -78,6 +78,8 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
       await attempt('scoreEmpty', () => api.score([]));
       await attempt('scorePair', () => api.score([{ id: 'a', candidate: 5, references: ['a'] }]));
       await attempt('tokenize', () => api.score([{ id: 'a', candidate: 'a', references: ['a'] }], 'weird'));
+      await attempt('inspectFile', () => api.inspectEncoder(undefined));
+      await attempt('inspectSize', () => api.inspectEncoder('m.onnx', { size: 1e9 }));
       await c.dispose();
       console.log(JSON.stringify({ many, errors }));
     `;
@@ -105,6 +107,8 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
     usage('scoreEmpty', 'score(): invalid pairs:\n  nothing to score: expected at least one { id, candidate, references }');
     usage('scorePair', 'score(): invalid pairs:\n  0.candidate: expected a string');
     usage('tokenize', 'score(): invalid tokenize mode:\n  expected one of "basic", "none"');
+    usage('inspectFile', 'inspectEncoder(): expected the path of an ONNX file, got undefined');
+    usage('inspectSize', 'inspectEncoder(): invalid options:\n  size: expected an integer from 1 to 4096, got 1000000000');
   });
 
   it('loadCaptioner with decoding workers and no dispose() lets the process exit when the work is done', () => {

@@ -15,8 +15,8 @@ import * as path from 'node:path';
 import { DecodeSchema, EncoderSchema, type Config, type DecodeConfig, type EncoderConfig } from '../config/schema.js';
 import { ModelError } from '../errors.js';
 import { log } from '../log.js';
-import { createEncoder, type EncoderInfo, type ImageEncoder, type Preprocessing } from '../features/encoder.js';
-import { decodeImage, formatList, ImageError, DEFAULT_MAX_PIXELS, readableFormats, unreadableFormat } from '../features/image.js';
+import { createEncoder, decodeFor, type EncoderInfo, type ImageEncoder, type Preprocessing } from '../features/encoder.js';
+import { formatList, ImageError, DEFAULT_MAX_PIXELS, readableFormats, unreadableFormat } from '../features/image.js';
 import type { LoadedVgg16Weights } from '../features/vgg16/weights.js';
 import { loadTrainedModel, readRunConfig, type TrainedModel } from '../model/runfolder.js';
 import { attentionGridOf } from '../view/attention-map.js';
@@ -109,6 +109,19 @@ async function fileExists(p: string): Promise<boolean> {
   }
 }
 
+/** A run's encoder settings (its config.yaml) with the keys older versions wrote renamed to today's. */
+export function currentEncoderKeys(raw: unknown): Record<string, unknown> {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return {};
+  const { name, ...e } = raw as Record<string, unknown>;
+  if (name !== undefined && e.type === undefined) e.type = name;
+  const o = e.onnx;
+  if (o && typeof o === 'object' && !Array.isArray(o)) {
+    const { inputSize, inputName, outputName, scale: _scale, ...rest } = o as Record<string, unknown>;
+    e.onnx = { ...rest, ...(inputSize !== undefined ? { size: inputSize } : {}), ...(inputName !== undefined ? { input: inputName } : {}), ...(outputName !== undefined ? { output: outputName } : {}) };
+  }
+  return e;
+}
+
 /** The encoder config that rebuilds the recorded encoder (pure apart from checking that files exist). */
 export async function encoderConfigFor(rec: RecordedEncoder, runEncoder: Partial<EncoderConfig>, runtime?: 'auto' | 'onnx' | 'tfjs'): Promise<EncoderConfig> {
   const pp = rec.preprocessing;
@@ -120,7 +133,7 @@ export async function encoderConfigFor(rec: RecordedEncoder, runEncoder: Partial
     else if (runEncoder.weights === 'auto') weights = 'auto'; // another machine: look in this one's weights cache
     else weights = rec.weights; // reported as missing by the loader
     return EncoderSchema.parse({
-      name: 'vgg16',
+      type: 'vgg16',
       runtime: runtime ?? runEncoder.runtime ?? 'auto',
       weights,
       layer: rec.layer,
@@ -130,20 +143,26 @@ export async function encoderConfigFor(rec: RecordedEncoder, runEncoder: Partial
   }
   if (rec.name.startsWith('onnx:')) {
     const file = (await fileExists(rec.weights)) ? rec.weights : (runEncoder.onnx?.path ?? rec.weights);
+    const range = pp.scale === 1 / 255 ? '0-1' : pp.scale === 1 ? '0-255' : null;
+    if (!range) throw new ModelError(`the model was trained on ONNX features of pixels scaled by ${pp.scale}, which this version cannot reproduce (encoder.onnx.range is 0-1 or 0-255); compute the features and train again`);
+    const ro = runEncoder.onnx;
     return EncoderSchema.parse({
-      name: 'onnx',
+      type: 'onnx',
       runtime: 'auto',
-      interpolation: pp.interpolation,
       onnx: {
         path: file,
-        inputSize: pp.size,
-        layout: pp.layout,
-        channelOrder: pp.channelOrder,
-        scale: pp.scale,
+        size: pp.size,
+        resize: pp.resize === 'shorter' ? 'shorter' : 'stretch',
+        ...(pp.resize === 'shorter' ? { resizeSize: pp.resizeSize ?? pp.size } : {}),
+        interpolation: pp.interpolation,
+        range,
         mean: pp.mean,
         std: pp.std,
-        ...(runEncoder.onnx?.inputName ? { inputName: runEncoder.onnx.inputName } : {}),
-        outputName: rec.layer,
+        channelOrder: pp.channelOrder,
+        layout: pp.layout,
+        ...(ro?.input ? { input: ro.input } : {}),
+        output: rec.layer,
+        outputLayout: ro?.outputLayout ?? 'auto',
       },
     });
   }
@@ -171,7 +190,7 @@ export async function preparePixels(bytes: Uint8Array, encoder: ImageEncoder, ma
   if (!format) throw new ImageError('unsupported', `not an image: the content is not ${formatList(await readableFormats())}`);
   const unreadable = await unreadableFormat(format);
   if (unreadable) throw unreadable;
-  return decodeImage(bytes, { size: encoder.inputSize, interpolation: encoder.info.preprocessing.interpolation, maxPixels });
+  return decodeFor(encoder, bytes, maxPixels);
 }
 
 export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions = {}): Promise<LoadedCaptioner> {
@@ -182,7 +201,7 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
   let encoder: ImageEncoder | null = null;
   try {
     const rec = recordedEncoder(model);
-    const runEncoder = (EncoderSchema.partial().safeParse(runConfig.encoder ?? {}).data ?? {}) as Partial<EncoderConfig>;
+    const runEncoder = (EncoderSchema.partial().safeParse(currentEncoderKeys(runConfig.encoder)).data ?? {}) as Partial<EncoderConfig>;
     const encCfg = await encoderConfigFor(rec, runEncoder, opts.runtime);
     encoder = await createEncoder(encCfg, { threads: opts.threads ?? cfg?.threads ?? 0, backend: opts.backend ?? cfg?.backend ?? 'auto', weights: opts.vgg16Weights, weightsCacheDir: opts.weightsCacheDir });
     const shape = Array.isArray(model.manifest.features?.shape) ? model.manifest.features.shape : undefined;

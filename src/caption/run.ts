@@ -122,6 +122,10 @@ async function prepareAttentionMaps(dir: string, runDir: string): Promise<[numbe
   const manifest = await readRunManifest(runDir);
   const grid = attentionGridOf(manifest);
   if (!grid) {
+    const shape = manifest.features?.shape;
+    if (manifest.model?.type !== 'merge' && Array.isArray(shape) && shape.length === 2) {
+      throw new UsageError(`--attention-maps: ${runDir} attends over tokens [${shape.join(', ')}] of its encoder, not over an image grid [H, W, C], so there is no picture to draw its attention on`);
+    }
     throw new UsageError(
       `--attention-maps: ${runDir} is a ${manifest.model?.type ?? 'merge'} model, which does not attend to image positions; attention maps need a model trained with model.type attention`,
     );

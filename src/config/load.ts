@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import { ConfigSchema, type Config } from './schema.js';
+import { ConfigSchema, RENAMED_KEYS, type Config } from './schema.js';
 
 export interface ConfigSources {
   /** Settings below the file (lowest precedence above the defaults), e.g. a run folder's decode settings. */
@@ -117,8 +117,11 @@ export function formatIssues(issues: z.core.$ZodIssue[]): string[] {
       const known = schemaKeysAt(iss.path);
       return keys
         .map((k) => {
+          const full = `${iss.path.length ? p + '.' : ''}${k}`;
+          const renamed = RENAMED_KEYS[full.replace(/\.\d+(?=\.|$)/g, '')];
+          if (renamed) return `${full}: renamed to ${renamed}`;
           const near = closestKey(k, known);
-          return `${iss.path.length ? p + '.' : ''}${k}: unknown key${near ? ` (did you mean ${near}?)` : ''}`;
+          return `${full}: unknown key${near ? ` (did you mean ${near}?)` : ''}`;
         })
         .join('\n');
     }

@@ -99,31 +99,50 @@ export const PrepSchema = z
 
 export const BackendName = z.enum(['auto', 'gpu', 'node', 'wasm', 'cpu']);
 
-export const EncoderSchema = z
+/** ImageNet per-channel mean and std of RGB values in 0..1 (torchvision's normalisation). */
+export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
+export const IMAGENET_STD = [0.229, 0.224, 0.225];
+
+export const Interpolation = z.enum(['nearest', 'bilinear', 'bicubic', 'lanczos3']);
+
+export const OnnxEncoderSchema = z
   .object({
-    name: z.enum(['vgg16', 'onnx']).default('vgg16').describe('vgg16 (built in), or onnx (any ONNX image encoder: set onnx.*).'),
-    runtime: z.enum(['auto', 'tfjs', 'onnx']).default('auto').describe('How VGG16 runs: auto (onnx when onnxruntime-node loads, else tfjs), tfjs, onnx.'),
-    weights: str().default('auto').describe('auto (the cached Keras file, see `captioner weights vgg16`), random (untrained; demo only), or a path to a Keras .h5 file or a TF.js model.json.'),
-    layer: z.enum(['fc2', 'block5_conv3', 'block5_pool']).default('fc2').describe('Which activation to cache: fc2 (4096-d vector) or a 14x14 / 7x7 x 512 spatial grid.'),
-    interpolation: z.enum(['nearest', 'bilinear', 'bicubic', 'lanczos3']).default('nearest').describe('Resize to 224x224 (aspect ratio ignored, like Keras load_img(target_size)) with this kernel. Keras load_img defaults to nearest; sharp\'s nearest picks slightly different pixels than PIL\'s. Alpha is flattened onto white.'),
-    seed: seedInt().default(1234).describe('Seed for random weights (0 to 2^32 - 1).'),
-    onnx: z
-      .object({
-        path: str().describe('ONNX model file.'),
-        inputSize: intIn(1, 4096).default(224).describe('Square input side in pixels (at most 4096).'),
-        layout: z.enum(['nchw', 'nhwc']).default('nchw').describe('Input tensor layout.'),
-        channelOrder: z.enum(['rgb', 'bgr']).default('rgb').describe('Channel order the model expects.'),
-        scale: numIn(0, 1e6, { above: true }).default(1 / 255).describe('Pixels (0..255) are multiplied by this, then normalised with mean/std (above 0, at most 1000000).'),
-        mean: z.array(numIn(-1e6, 1e6)).length(3).default([0.485, 0.456, 0.406]).describe('Per-channel mean subtracted after scaling, in the model\'s channel order (each from -1000000 to 1000000).'),
-        std: z.array(numIn(0, 1e6, { above: true })).length(3).default([0.229, 0.224, 0.225]).describe('Per-channel divisor applied after the mean, in the model\'s channel order (each above 0, at most 1000000).'),
-        inputName: str().optional().describe('Input name (default: the model\'s first input).'),
-        outputName: str().optional().describe('Output name (default: the model\'s first output).'),
-      })
-      .strict()
-      .optional()
-      .describe('encoder.name onnx: your own ONNX image model (a ResNet, a CLIP image tower...) and how to feed it.'),
+    path: str().describe('The ONNX model file: any image model (a ResNet, a CLIP image tower, ...) with one float image input. Its content hash is part of the feature cache fingerprint, so replacing the file means features are computed again. `captioner encoder inspect FILE` lists its inputs and outputs and prints a config block to start from.'),
+    input: str().optional().describe("Name of the image input (default: the model's only input; a model with several must name one)."),
+    output: str().optional().describe("Name of the output whose values are cached (default: the model's only output; a model with several must name one). Its shape after the batch dimension says what it is: [D] a vector (for model.type merge), [T, D] tokens and [C, H, W] or [H, W, C] a grid (for attention; merge mean-pools them). A 1x1 grid is cached as a vector."),
+    outputLayout: z.enum(['auto', 'chw', 'hwc']).default('auto').describe("Layout of a grid output after the batch dimension: chw ([C, H, W], PyTorch) or hwc ([H, W, C], TensorFlow). auto: read from the shape (the two equal sides are H and W); when that is ambiguous (e.g. [4, 4, 4], or no two sides equal) it must be set. Grids are cached as [H, W, C]."),
+    size: intIn(1, 4096).optional().describe("Side of the square image the model gets, in pixels (default: the model's, when its input has a fixed height and width; required when they are dynamic). At most 4096."),
+    resize: z.enum(['shorter', 'stretch']).default('shorter').describe("shorter: resize so the shorter side is resizeSize (aspect ratio kept), then cut out the centre size x size square (torchvision's Resize + CenterCrop; CLIP's preprocessing). stretch: resize the whole image to size x size, aspect ratio ignored (Keras load_img)."),
+    resizeSize: intIn(1, 8192).optional().describe('resize shorter: the shorter side before the centre crop, at least size (default: size, so only the longer side is cropped). torchvision ImageNet models: 256 for size 224.'),
+    interpolation: Interpolation.default('bilinear').describe("Resize kernel: bilinear (torchvision's default), bicubic (CLIP), nearest or lanczos3. Images are resized by sharp (libvips): values differ slightly from PIL's, and the features a little from a Python pipeline's."),
+    range: z.enum(['0-1', '0-255']).default('0-1').describe('Pixel values before mean and std are applied: 0-1 (divided by 255, as torchvision ToTensor) or 0-255 (Caffe-style models).'),
+    mean: z.array(numIn(-1e6, 1e6)).length(3).default(IMAGENET_MEAN).describe("Per-channel mean subtracted, in the units of range and in the model's channel order (default: ImageNet's, for range 0-1; each from -1000000 to 1000000)."),
+    std: z.array(numIn(0, 1e6, { above: true })).length(3).default(IMAGENET_STD).describe("Per-channel divisor applied after the mean, in the units of range and in the model's channel order (default: ImageNet's; 1, 1, 1 for none; each above 0, at most 1000000)."),
+    channelOrder: z.enum(['rgb', 'bgr']).default('rgb').describe('Channel order the model expects (rgb for PyTorch models, bgr for Caffe-style ones).'),
+    layout: z.enum(['auto', 'nchw', 'nhwc']).default('auto').describe("Input tensor layout: nchw ([N, 3, H, W], PyTorch) or nhwc ([N, H, W, 3], TensorFlow). auto: the axis of the model's input that has 3 channels (a model whose input says neither must set it)."),
   })
   .strict();
+
+export const EncoderSchema = z
+  .object({
+    type: z.enum(['vgg16', 'onnx']).default('vgg16').describe('vgg16 (built in: Keras VGG16, see weights and layer), or onnx (any ONNX image model: set encoder.onnx).'),
+    runtime: z.enum(['auto', 'tfjs', 'onnx']).default('auto').describe('How VGG16 runs: auto (onnx when onnxruntime-node loads, else tfjs), tfjs, onnx. An ONNX encoder always runs on onnxruntime (tfjs is refused).'),
+    weights: str().default('auto').describe('VGG16: auto (the cached Keras file, see `captioner weights vgg16`), random (untrained; demo only), or a path to a Keras .h5 file or a TF.js model.json.'),
+    layer: z.enum(['fc2', 'block5_conv3', 'block5_pool']).default('fc2').describe('VGG16: which activation to cache: fc2 (4096-d vector) or a 14x14 / 7x7 x 512 spatial grid.'),
+    interpolation: Interpolation.default('nearest').describe('VGG16: resize to 224x224 (aspect ratio ignored, like Keras load_img(target_size)) with this kernel. Keras load_img defaults to nearest; sharp\'s nearest picks slightly different pixels than PIL\'s. Alpha is flattened onto white. (An ONNX encoder has its own: encoder.onnx.interpolation.)'),
+    seed: seedInt().default(1234).describe('VGG16: seed for random weights (0 to 2^32 - 1).'),
+    onnx: OnnxEncoderSchema.optional().describe('encoder.type onnx: your own ONNX image model (a ResNet, a CLIP image tower...), which of its outputs to cache, and how to turn an image into its input.'),
+  })
+  .strict();
+
+/** Keys renamed since earlier versions: an old config gets "renamed to X" instead of "unknown key". */
+export const RENAMED_KEYS: Record<string, string> = {
+  'encoder.name': 'encoder.type',
+  'encoder.onnx.inputSize': 'encoder.onnx.size',
+  'encoder.onnx.inputName': 'encoder.onnx.input',
+  'encoder.onnx.outputName': 'encoder.onnx.output',
+  'encoder.onnx.scale': 'encoder.onnx.range',
+};
 
 export const FeaturesSchema = z
   .object({
@@ -247,13 +266,19 @@ export const ServeSchema = z
     host: str().default('127.0.0.1').describe('Listen address; loopback unless you mean it (0.0.0.0 exposes the server to the network).'),
     port: intIn(0, 65_535).default(8080).describe('Listen port (0: any free port; at most 65535).'),
     maxUploadBytes: intIn(1, 1024 ** 3).default(10 * 1024 * 1024).describe('Larger uploads get 413; the body is not read past this (at most 1 GiB).'),
-    queueSize: intIn(1, 10_000).default(64).describe('Requests waiting beyond this get 503 (at most 10000).'),
+    queueSize: intIn(1, 10_000).default(64).describe('Images waiting for the model (fully received) beyond this get 503; when it is full, an image from a client with fewer waiting takes the place of the newest image of the client with the most (which gets 503). The model serves client addresses in turn. At most 10000.'),
     maxBatch: intIn(1, 128).default(8).describe('Requests captioned together (at most 128, as caption.batchSize).'),
     batchWindowMs: intIn(0, 60_000).default(5).describe('How long an idle server waits for more requests to join a batch, in milliseconds (at most a minute).'),
     maxBeam: intIn(1, 50).default(10).describe('Largest beam size a request may ask for (?beam=K); larger gets 400. At most 50, as decode.beam.'),
     requestTimeoutMs: intIn(1, 3_600_000).default(60_000).describe('A request that has not fully arrived (headers and upload) after this many milliseconds gets 408 and is cut off (at most an hour).'),
-    maxUploads: intIn(1, 10_000).default(16).describe('Uploads being received at once; more get 503 until one ends or times out. Counted apart from queueSize, which holds only fully received images (at most 10000).'),
-    uploadStallMs: intIn(1, 3_600_000).default(2_000).describe('When all maxUploads slots are taken, a new upload takes the slot of the one that has received nothing for longest, if that is at least this many milliseconds (its client gets 408); otherwise the new one gets 503.'),
+    maxUploads: intIn(1, 10_000).default(16).describe('Uploads being received at once, from all clients; more get 503 unless one of them is evictable (uploadStallMs, minUploadRate). Counted apart from queueSize, which holds only fully received images (at most 10000).'),
+    uploadStallMs: intIn(1, 3_600_000).default(2_000).describe('An upload that has received nothing for this many milliseconds is evictable: when a new upload finds every slot taken (maxUploads, or maxUploadsPerClient for its address), an evictable one gives up its slot (its client gets 408). At most an hour.'),
+    maxUploadsPerClient: intIn(1, 10_000).default(4).describe('Uploads one client address (an IPv6 client: its /64) may have arriving at once; more get 429, unless one of its own is evictable. Keeps one address from taking every maxUploads slot. Behind a reverse proxy every client has the proxy\'s address: raise it there. At most 10000.'),
+    minUploadRate: intIn(0, 1024 ** 3).default(1024).describe('Bytes per second an upload (or a request\'s headers) must average once uploadGraceMs has passed; a slower one is evictable when another client needs its slot (its client gets 408). Also evictable after the grace: an upload whose remaining Content-Length cannot arrive before requestTimeoutMs at its rate so far. 0 turns both rules off. At most 1 GiB/s.'),
+    uploadGraceMs: intIn(0, 3_600_000).default(5_000).describe('How long an upload or a request\'s headers may take before minUploadRate and the deadline rule apply, in milliseconds (at most an hour).'),
+    headersTimeoutMs: intIn(1, 3_600_000).default(20_000).describe('A request whose headers have not all arrived after this many milliseconds gets 408 and its connection is closed (never later than requestTimeoutMs; at most an hour).'),
+    maxConnectionsPerClient: intIn(1, 100_000).default(32).describe('Open connections one client address (an IPv6 client: its /64) may have; a new one beyond it closes that address\'s idle or slowest connection still sending headers (past uploadGraceMs, below minUploadRate), or gets 429. Browsers open up to 6 per server; behind a reverse proxy raise it. At most 100000.'),
+    maxPixels: intIn(1, 268_402_689).default(50_000_000).describe('Images with more pixels get 413, read from the image header before anything is decoded (decompression bombs, and one client making the model decode huge images). The default takes a 50 MP phone photo (8160 x 6120). At most 16383 x 16383, sharp\'s own limit; caption.maxPixels still applies in the model worker.'),
     drainTimeoutMs: intIn(1, 3_600_000).default(8_000).describe('On SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are cut (and the exit status is 1). Keep it under the container stop grace period.'),
     allowedHosts: z.array(str()).default([]).describe('Host header names accepted besides the listen address, localhost and loopback addresses (on 0.0.0.0 / ::, this machine\'s addresses and host name); other Host values get 403, which blocks DNS rebinding. "*" accepts any.'),
   })
@@ -277,7 +302,22 @@ export const ConfigSchema = z
     caption: CaptionSchema.default(CaptionSchema.parse({})).describe('Captioning files and folders (captioner caption).'),
     serve: ServeSchema.default(ServeSchema.parse({})).describe('The web page and JSON API (captioner serve): address, limits and timeouts.'),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    for (const i of encoderIssues(c.encoder)) ctx.addIssue({ code: 'custom', path: ['encoder', ...i.path], message: i.message });
+  });
+
+/** What the encoder settings get wrong together (each key alone is checked by the schema). */
+export function encoderIssues(e: { type: string; onnx?: { resize: string; resizeSize?: number; size?: number } }): { path: string[]; message: string }[] {
+  const out: { path: string[]; message: string }[] = [];
+  if (e.type === 'onnx' && !e.onnx) out.push({ path: ['onnx'], message: 'required when encoder.type is onnx: at least encoder.onnx.path (the model file); `captioner encoder inspect FILE` prints a block to start from' });
+  const o = e.onnx;
+  if (o?.resizeSize !== undefined) {
+    if (o.resize !== 'shorter') out.push({ path: ['onnx', 'resizeSize'], message: `applies to resize shorter only (resize is ${o.resize}); remove it` });
+    else if (o.size !== undefined && o.resizeSize < o.size) out.push({ path: ['onnx', 'resizeSize'], message: `must be at least size (${o.size}): the centre crop is cut out of the resized image, got ${o.resizeSize}` });
+  }
+  return out;
+}
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type DatasetConfig = Config['dataset'];

@@ -1,22 +1,23 @@
 // Decoding on every core (config `decode.workers`): a BatchDecoder decodes feature vectors in batches of
 // decode.batchSize, either on the main thread (workers 1: decodeFeatures on the configured backend, as
-// before) or in N worker threads (./worker.ts), each holding a copy of the decoder on its own wasm (or cpu)
-// backend. Whole batches are handed to idle workers in order (features transferred as one flat
-// Float32Array) and the results put back in input order. Each batch is decoded exactly as decodeFeatures
-// decodes it on the main thread, so the captions, log-probabilities and attention rows are identical to
-// workers 1 on the same backend.
+// before) or in N worker threads (./worker.ts, through src/util/rpc.ts), each holding a copy of the decoder
+// on its own wasm (or cpu) backend. Whole batches are handed to idle workers in order (features transferred
+// as one flat Float32Array) and the results put back in input order. Each batch is decoded exactly as
+// decodeFeatures decodes it on the main thread, so the captions, log-probabilities and attention rows are
+// identical to workers 1 on the same backend.
 //
 // The workers are terminated by dispose(), on a worker crash (the batches in flight and every later call
 // fail with an error naming the cause; a ModelError from a worker stays a ModelError) and on `signal`
-// abort (the calls in flight reject with an AbortError). The main thread makes no tensors here.
+// abort (the calls in flight reject with an AbortError). An idle pool does not keep the process alive (a
+// library caller that never disposes it can still exit). The main thread makes no tensors here.
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 import { ConfigError, ModelError } from '../errors.js';
 import { log } from '../log.js';
-import { builtFile, userErrorFrom } from '../util/workers.js';
+import { startWorkers, workerEntry, type RpcWorker } from '../util/rpc.js';
 import { tf } from '../tf/tf.js';
 import { shareBlasThreads } from '../tf/native.js';
 import { decodeFeatures, type DecodedCaption, type DecodeModel, type DecodeSettings } from './decode.js';
+import type { DecodeWorkerApi, DecodeWorkerInit } from './worker.js';
 
 export interface BatchDecoder {
   /** Worker threads decoding (1: the main thread). */
@@ -28,23 +29,6 @@ export interface BatchDecoder {
   /** Terminate the workers (idempotent; calls still in flight reject). The model stays the caller's. */
   dispose(): Promise<void>;
 }
-
-/** Given to a decode worker as workerData. */
-export interface DecodeWorkerInit {
-  backend: 'wasm' | 'cpu';
-  type: string;
-  spec: unknown;
-  weights: Record<string, Float32Array>;
-  norm: { mean: Float32Array; std: Float32Array };
-  vocab: string[];
-}
-
-export type ToDecodeWorker = { op: 'decode'; id: number; flat: Float32Array; n: number; cfg: DecodeSettings };
-
-export type FromDecodeWorker =
-  | { op: 'ready' }
-  | { op: 'done'; id: number; results: DecodedCaption[] }
-  | { op: 'error'; id: number; name: string; message: string };
 
 /**
  * The worker count `decode.workers` means here: auto is one per core, but 1 on the native tfjs-node
@@ -58,11 +42,6 @@ export function resolveDecodeWorkers(w: number | 'auto', o: { backend?: string; 
   else n = w;
   if (o.batches !== undefined) n = Math.min(n, Math.max(1, o.batches));
   return n;
-}
-
-/** The compiled worker entry (dist/decode/worker.js), also when this module runs from src/ (tests). */
-export function decodeWorkerFile(): string {
-  return builtFile('parallel decoding', 'decode', 'worker.js');
 }
 
 export interface StartDecoderOptions {
@@ -86,6 +65,7 @@ export async function startDecoder(model: DecodeModel, o: StartDecoderOptions): 
       dispose: async () => {},
     };
   }
+  if (o.signal?.aborted) throw abortError(o.signal);
   const main = tf.getBackend();
   if (main === 'tensorflow') log.warn(`decode.workers ${o.workers}: the workers decode on wasm, not on the ${o.mainBackend ?? main} backend; set decode.workers 1 to decode there`);
   const backend = o.backend ?? (main === 'cpu' ? 'cpu' : 'wasm');
@@ -98,7 +78,18 @@ export async function startDecoder(model: DecodeModel, o: StartDecoderOptions): 
     norm: { mean: decoder.norm.mean, std: decoder.norm.std },
     vocab: [...vocab.tokens],
   };
-  return new WorkerPool(decodeWorkerFile(), o.workers, backend, init, o.signal).ready();
+  const entry = workerEntry(import.meta.url, 'worker');
+  const undoBlas = shareBlasThreads(o.workers); // each worker's products on cores / workers BLAS threads
+  const list = Array.from({ length: o.workers }, (_, i) => ({ entry, data: init, label: `parallel decoding: worker ${i}` }));
+  let threads: RpcWorker<DecodeWorkerApi>[];
+  try {
+    // an abort while they start ends them at once
+    threads = await startWorkers<DecodeWorkerApi>(list, { signal: o.signal, reason: () => abortError(o.signal) });
+  } catch (e) {
+    undoBlas();
+    throw e;
+  }
+  return new WorkerPool(threads, backend, undoBlas, o.signal);
 }
 
 /** An AbortError (what fetch and timers reject with), so callers can tell an interruption from a failure. */
@@ -110,13 +101,7 @@ export function abortError(signal?: AbortSignal): Error {
   return e;
 }
 
-/** Rebuild a worker's error on this side: user-fixable kinds keep their class (and exit code). */
-function errorFrom(index: number, name: string, message: string): Error {
-  return userErrorFrom(name, message) ?? new Error(`parallel decoding: worker ${index} failed: ${name}: ${message}`);
-}
-
 interface Task {
-  id: number;
   features: Float32Array[];
   cfg: DecodeSettings;
   resolve: (r: DecodedCaption[]) => void;
@@ -124,91 +109,34 @@ interface Task {
 }
 
 class WorkerPool implements BatchDecoder {
-  private readonly threads: Worker[] = [];
+  readonly workers: number;
   private readonly idle: number[] = [];
   private readonly queue: Task[] = [];
-  /** Task running on worker i. */
-  private readonly running = new Map<number, Task>();
-  private nextId = 0;
   private broken: Error | undefined;
-  private closing = false;
-  private readonly started: Promise<void>;
-  private stopStart: (e: Error) => void = () => {};
+  private closed: Promise<void> | undefined;
   private readonly onAbort = () => this.fail(abortError(this.signal));
-  private readonly undoBlas: () => void;
 
   constructor(
-    file: string,
-    readonly workers: number,
+    private readonly threads: RpcWorker<DecodeWorkerApi>[],
     readonly backend: string,
-    init: DecodeWorkerInit,
+    private readonly undoBlas: () => void,
     private readonly signal?: AbortSignal,
   ) {
-    const ready: Promise<void>[] = [];
-    this.undoBlas = shareBlasThreads(workers); // each worker's products on cores / workers BLAS threads
-    for (let i = 0; i < workers; i++) {
-      const w = new Worker(file, { workerData: init });
-      this.threads.push(w);
-      let why = '';
-      ready.push(
-        new Promise<void>((resolve, reject) => {
-          w.on('message', (msg: FromDecodeWorker) => {
-            if (msg.op === 'ready') {
-              this.idle.push(i);
-              resolve();
-              this.pump();
-              this.refIdle();
-              return;
-            }
-            if (msg.op === 'error' && msg.id < 0) {
-              reject(errorFrom(i, msg.name, msg.message));
-              return;
-            }
-            const t = this.running.get(i);
-            if (!t || t.id !== msg.id) return;
-            this.running.delete(i);
-            this.idle.push(i);
-            if (msg.op === 'done') t.resolve(msg.results);
-            else t.reject(errorFrom(i, msg.name, msg.message));
-            this.pump();
-            this.refIdle();
-          });
-          w.on('error', (e) => (why = `${e.name === 'Error' ? '' : `${e.name}: `}${e.message}`));
-          w.on('exit', (code) => {
-            if (this.closing) return;
-            const e = new Error(`parallel decoding: worker ${i} crashed (${why || `exit code ${code}`})`);
-            reject(e);
-            this.fail(e);
-          });
-        }),
-      );
-    }
-    this.started = new Promise<void>((resolve, reject) => {
-      this.stopStart = reject;
-      Promise.all(ready).then(() => resolve(), reject);
+    this.workers = threads.length;
+    threads.forEach((t, i) => {
+      this.idle.push(i);
+      // one worker dying ends the pool: its batch already failed with the crash, the rest fail with it too
+      void t.exited.then(({ crash }) => crash && this.fail(crash));
     });
-    this.started.catch(() => {}); // surfaced by ready()
     if (signal) {
       if (signal.aborted) this.onAbort();
       else signal.addEventListener('abort', this.onAbort, { once: true });
     }
   }
 
-  /** Resolves once every worker has built its decoder; on failure terminates them all and rejects. */
-  async ready(): Promise<this> {
-    try {
-      await this.started;
-      if (this.broken) throw this.broken;
-    } catch (e) {
-      await this.dispose();
-      throw this.broken ?? e;
-    }
-    return this;
-  }
-
   async decode(features: Float32Array[], cfg: DecodeSettings): Promise<DecodedCaption[]> {
     if (this.broken) throw this.broken;
-    if (this.closing) throw new Error('parallel decoding: decode after dispose');
+    if (this.closed) throw new Error('parallel decoding: decode after dispose');
     const size = Math.max(1, cfg.batchSize ?? 32);
     const D = features[0]?.length ?? 0;
     const bad = features.findIndex((f) => f.length !== D);
@@ -216,7 +144,7 @@ class WorkerPool implements BatchDecoder {
     const parts: Promise<DecodedCaption[]>[] = [];
     for (let i = 0; i < features.length; i += size) {
       const chunk = features.slice(i, i + size);
-      parts.push(new Promise<DecodedCaption[]>((resolve, reject) => this.queue.push({ id: this.nextId++, features: chunk, cfg: { ...cfg, batchSize: size }, resolve, reject })));
+      parts.push(new Promise<DecodedCaption[]>((resolve, reject) => this.queue.push({ features: chunk, cfg: { ...cfg, batchSize: size }, resolve, reject })));
     }
     parts.forEach((p) => p.catch(() => {})); // each is awaited below; the first failure is the news
     this.pump();
@@ -225,46 +153,47 @@ class WorkerPool implements BatchDecoder {
 
   /** Hand queued batches, in order, to idle workers. */
   private pump(): void {
-    while (!this.broken && !this.closing && this.queue.length && this.idle.length) {
+    while (!this.broken && !this.closed && this.queue.length && this.idle.length) {
       const i = this.idle.shift()!;
       const t = this.queue.shift()!;
       const D = t.features[0].length;
       const flat = new Float32Array(t.features.length * D); // [n, D], a copy: the caller's arrays stay usable
       t.features.forEach((f, k) => flat.set(f, k * D));
-      this.running.set(i, t);
-      this.threads[i].ref(); // busy: keeps the process alive until its batch is back
-      const msg: ToDecodeWorker = { op: 'decode', id: t.id, flat, n: t.features.length, cfg: t.cfg };
-      this.threads[i].postMessage(msg, [flat.buffer]);
+      this.threads[i].call('decode', { flat, n: t.features.length, cfg: t.cfg }, [flat.buffer]).then(
+        (results) => {
+          this.idle.push(i);
+          t.resolve(results);
+          this.pump();
+        },
+        (e: Error) => {
+          // a batch's own error leaves the worker usable; a crash or close has already ended the pool
+          if (this.threads[i].alive) this.idle.push(i);
+          t.reject(this.broken ?? e);
+          this.pump();
+        },
+      );
     }
   }
 
-  /**
-   * An idle worker does not keep the process alive (unref), so a library caller that never calls dispose()
-   * can still exit; a busy one does (ref in pump). Workers start ref'd: loading must finish.
-   */
-  private refIdle(): void {
-    for (const i of this.idle) this.threads[i].unref();
-  }
-
-  /** Reject everything pending and in flight with `e`, and end the workers. */
+  /** Reject everything queued and in flight with `e`, and end the workers. */
   private fail(e: Error): void {
     if (!this.broken) this.broken = e;
-    this.stopStart(this.broken);
     for (const t of this.queue.splice(0)) t.reject(this.broken);
-    for (const t of this.running.values()) t.reject(this.broken);
-    this.running.clear();
-    void this.dispose();
+    void this.close(this.broken);
   }
 
-  async dispose(): Promise<void> {
-    if (this.closing) return;
-    this.closing = true;
-    this.signal?.removeEventListener('abort', this.onAbort);
-    const closed = new Error('parallel decoding: the decoder was disposed');
-    for (const t of this.queue.splice(0)) t.reject(this.broken ?? closed);
-    for (const t of this.running.values()) t.reject(this.broken ?? closed);
-    this.running.clear();
-    await Promise.all(this.threads.map((w) => w.terminate()));
-    this.undoBlas();
+  dispose(): Promise<void> {
+    return this.close(new Error('parallel decoding: the decoder was disposed'));
+  }
+
+  /** Terminate every worker (once); calls in flight reject with `reason`. Resolves when every thread has exited. */
+  private close(reason: Error): Promise<void> {
+    this.closed ??= (async () => {
+      this.signal?.removeEventListener('abort', this.onAbort);
+      for (const t of this.queue.splice(0)) t.reject(this.broken ?? reason);
+      await Promise.all(this.threads.map((w) => w.terminate(this.broken ?? reason)));
+      this.undoBlas();
+    })();
+    return this.closed;
   }
 }

@@ -1,42 +1,50 @@
-// Worker-thread entry of the decoding pool (./pool.ts; always run from the compiled dist/ file): starts its
-// own TF backend (wasm with the project's kernels, or cpu), rebuilds the decoder from the weights the main
-// thread sent, and decodes whole batches with decodeFeatures, one at a time, as the main thread would.
-// Results go back with their attention rows' buffers transferred. Errors of a batch go back as messages;
-// a failure while starting is reported with id -1.
-import { parentPort, workerData } from 'node:worker_threads';
+// Worker-thread entry of the decoding pool (./pool.ts; started from the same build as the pool: src/ or
+// dist/): starts its own TF backend (wasm with the project's kernels, or cpu), rebuilds the decoder from the
+// weights the main thread sent, and decodes whole batches with decodeFeatures, one at a time, as the main
+// thread would. Results go back with their attention rows' buffers transferred. Requests, start-up errors
+// and crashes travel through src/util/rpc.ts.
 import { decoderKind } from '../model/decoders/index.js';
 import type { Decoder } from '../model/decoders/types.js';
 import { Vocab } from '../text/vocab.js';
 import { initBackend } from '../tf/backend.js';
-import { decodeFeatures } from './decode.js';
-import type { DecodeWorkerInit, FromDecodeWorker, ToDecodeWorker } from './pool.js';
+import { serveRequests, withTransfer, type Transfer } from '../util/rpc.js';
+import { decodeFeatures, type DecodedCaption, type DecodeSettings } from './decode.js';
 
-const port = parentPort!;
-const init = workerData as DecodeWorkerInit;
-const send = (msg: FromDecodeWorker, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
-const fail = (id: number, e: unknown) => send({ op: 'error', id, name: (e as Error)?.name ?? 'Error', message: (e as Error)?.message ?? String(e) });
+/** Given to a decode worker at start. */
+export interface DecodeWorkerInit {
+  backend: 'wasm' | 'cpu';
+  type: string;
+  spec: unknown;
+  weights: Record<string, Float32Array>;
+  norm: { mean: Float32Array; std: Float32Array };
+  vocab: string[];
+}
 
-let model: { decoder: Decoder; vocab: Vocab } | undefined;
+/** One batch: n feature vectors of equal length, flat [n * D]. */
+export interface DecodeRequest {
+  flat: Float32Array;
+  n: number;
+  cfg: DecodeSettings;
+}
 
-async function start(): Promise<void> {
+export type DecodeWorkerApi = {
+  decode(req: DecodeRequest): Promise<Transfer<DecodedCaption[]>>;
+};
+
+serveRequests<DecodeWorkerApi>(async (init: DecodeWorkerInit) => {
   await initBackend(init.backend, { threads: 1, quiet: true });
   const vocab = new Vocab(init.vocab);
   const decoder = decoderKind(init.type).create(init.spec, init.weights, init.norm) as Decoder;
-  model = { decoder, vocab };
-}
-
-async function handle(msg: ToDecodeWorker): Promise<void> {
-  const D = msg.n ? msg.flat.length / msg.n : 0;
-  const features = Array.from({ length: msg.n }, (_, i) => msg.flat.subarray(i * D, (i + 1) * D)); // [n] x [D]
-  const results = await decodeFeatures(model!, features, msg.cfg);
-  const transfer = results.flatMap((r) => (r.attention ?? []).map((row) => row.buffer as ArrayBuffer));
-  send({ op: 'done', id: msg.id, results }, [...new Set(transfer)]);
-}
-
-const ready = start();
-ready.then(() => send({ op: 'ready' }), (e) => fail(-1, e));
-// the pool sends one batch at a time per worker; queue anything behind start-up
-let chain: Promise<void> = ready.catch(() => undefined);
-port.on('message', (msg: ToDecodeWorker) => {
-  chain = chain.then(() => handle(msg).catch((e) => fail(msg.id, e)));
+  const model = { decoder, vocab };
+  return {
+    api: {
+      async decode({ flat, n, cfg }: DecodeRequest) {
+        const D = n ? flat.length / n : 0;
+        const features = Array.from({ length: n }, (_, i) => flat.subarray(i * D, (i + 1) * D)); // [n] x [D]
+        const results = await decodeFeatures(model, features, cfg);
+        const rows = results.flatMap((r) => (r.attention ?? []).map((row) => row.buffer as ArrayBuffer));
+        return withTransfer(results, [...new Set(rows)]);
+      },
+    },
+  };
 });

@@ -5,7 +5,11 @@
 // For an attention model each row also gets its attention view (src/view/attention-view.ts), closed under
 // an "attention" summary: the photo at about 360 px (a JPEG data URI) with the caption's words; pointing at a
 // word shows where the model looked for it.
-// No external resources: the page works offline and can be mailed around.
+// No external resources and no local absolute paths (folders are shown relative to the report, or by
+// name): the page works offline and can be mailed around. On a phone (narrow screens) each image's
+// scores stack under its caption instead of running off the screen, and the column headers become a row
+// of sort buttons.
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml } from '../view/attention-view.js';
@@ -15,6 +19,8 @@ import { metricLabel, type EvalReport, type PerImage } from './report.js';
 export interface HtmlOptions {
   /** Folder the images' `file` paths are under (null: no thumbnails). */
   imagesDir: string | null;
+  /** Folder the page is written to: folders are shown relative to it (default: by name only). */
+  reportDir?: string;
   /** Make thumbnails (default true). */
   thumbnails?: boolean;
   /** Thumbnail side in pixels (default 96). */
@@ -53,38 +59,69 @@ export async function thumbnail(file: string, size = 96): Promise<string | null>
   }
 }
 
-async function thumbnails(rows: readonly PerImage[], o: HtmlOptions, size: number, only?: (p: PerImage) => boolean): Promise<(string | null)[]> {
-  const out: (string | null)[] = new Array(rows.length).fill(null);
+/** A row's thumbnail: a data URI, or why there is none. */
+type Thumb = string | { missing: 'not found' | 'unreadable' };
+
+async function thumbnails(rows: readonly PerImage[], o: HtmlOptions, size: number, only?: (p: PerImage) => boolean): Promise<(Thumb | null)[]> {
+  const out: (Thumb | null)[] = new Array(rows.length).fill(null);
   if (!o.imagesDir || o.thumbnails === false) return out;
   let next = 0;
   const worker = async () => {
     while (next < rows.length) {
       const i = next++;
-      if (!only || only(rows[i])) out[i] = await thumbnail(path.resolve(o.imagesDir!, rows[i].file), size);
+      if (only && !only(rows[i])) continue;
+      const file = path.resolve(o.imagesDir!, rows[i].file);
+      out[i] = (await thumbnail(file, size)) ?? { missing: await fs.access(file).then(() => 'unreadable' as const, () => 'not found' as const) };
     }
   };
   await Promise.all(Array.from({ length: Math.min(o.concurrency ?? 4, rows.length) }, worker));
   return out;
 }
 
+/** A folder as the page shows it: relative to the report's folder when known, else by name; never absolute. */
+function shownDir(dir: string, reportDir: string | undefined): string {
+  if (reportDir) {
+    const rel = path.relative(reportDir, dir);
+    if (!path.isAbsolute(rel)) return rel === '' ? './' : `${rel.split(path.sep).join('/')}/`;
+  }
+  return `${path.basename(dir)}/`;
+}
+
 const f4 = (v: number) => v.toFixed(4);
 
 const STYLE = `
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.4em;margin:0 0 .3em}
+h1{font-size:1.4em;margin:0 0 .3em;overflow-wrap:anywhere}
 table{border-collapse:collapse}
 .summary td,.summary th{padding:.2em .8em;text-align:right;border-bottom:1px solid #ddd}
 .summary td:first-child,.summary th:first-child{text-align:left}
-.meta{color:#555;font-size:.9em;margin:.8em 0 1.2em}
+.meta{color:#555;font-size:.9em;margin:.8em 0 1.2em;overflow-wrap:anywhere}
 .images th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;padding:.4em;border-bottom:2px solid #ccc;text-align:left;user-select:none}
 .images th.num{text-align:right}
 .images td{padding:.4em;border-bottom:1px solid #eee;vertical-align:top}
 .images td.num{text-align:right;font-variant-numeric:tabular-nums}
-.thumb{width:96px;height:96px;object-fit:contain;background:#eee}
+.thumb{width:96px;height:96px;object-fit:contain;background:#eee;display:block}
 .ph{width:96px;height:96px;background:#ddd;color:#777;display:flex;align-items:center;justify-content:center;font-size:11px;text-align:center}
 .pred{font-weight:600}
 .refs{margin:.2em 0 0;padding-left:1.2em;color:#555}
 .name{color:#777;font-size:.85em;word-break:break-all}
+@media (max-width:700px){
+body{margin:.8em}
+.summary td,.summary th{padding:.2em .5em}
+.images,.images thead,.images tbody{display:block}
+.images thead tr{display:flex;flex-wrap:wrap;gap:.3em;margin-bottom:.4em}
+.images th{position:static;border:1px solid #ccc;border-radius:4px;padding:.2em .5em}
+.images th:not([data-key]){display:none}
+.images th.lead::after{content:"caption"}
+.images th.lead span{display:none}
+.images tbody tr{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));border-bottom:1px solid #ddd;padding:.3em 0}
+.images td{border:0;padding:.25em}
+.images td.main{grid-column:2/-1;min-width:0}
+.images.nothumbs td.main{grid-column:1/-1}
+.images td.num{text-align:left}
+.images td.num::before{content:attr(data-label);display:block;color:#777;font-size:.8em}
+.thumb,.ph{width:100%;max-width:96px;height:auto;aspect-ratio:1}
+}
 `;
 
 const SCRIPT = `
@@ -110,7 +147,8 @@ export async function renderReportHtml(r: EvalReport, o: HtmlOptions): Promise<s
   const large = att ? await thumbnails(rows, o, VIEW_SIZE, (p) => att.byImage.has(p.image)) : [];
   const views = rows.map((p, i) => {
     const a = att?.byImage.get(p.image);
-    return a && large[i] ? attentionViewHtml({ image: large[i]!, alt: p.image, words: a.words, attention: a.rows, grid: att!.grid }, { summary: 'attention' }) : '';
+    const image = large[i];
+    return a && typeof image === 'string' ? attentionViewHtml({ image, alt: p.image, words: a.words, attention: a.rows, grid: att!.grid }, { summary: 'attention' }) : '';
   });
   const anyView = views.some(Boolean);
   const b = r.baseline;
@@ -120,24 +158,29 @@ export async function renderReportHtml(r: EvalReport, o: HtmlOptions): Promise<s
     ...metricKeys.map((k) => `<tr><td>${metricLabel(k)}</td><td>${f4(r.metrics[k])}</td>${b ? `<td>${f4(b.metrics[k])}</td>` : ''}</tr>`),
   ].join('\n');
   const baselineNote = b ? `<p class="meta">Image-blind baseline: ${escapeHtml(b.explanation)}.</p>` : '';
+  const thumbsShown = Boolean(o.imagesDir) && o.thumbnails !== false;
   const meta = [
-    `model <code>${escapeHtml(r.model.dir)}</code> (${r.model.which})`,
-    `split ${escapeHtml(r.split)} of <code>${escapeHtml(r.dataset.dir)}</code>`,
+    `model <code>${escapeHtml(shownDir(r.model.dir, o.reportDir))}</code> (${r.model.which})`,
+    `split ${escapeHtml(r.split)} of <code>${escapeHtml(shownDir(r.dataset.dir, o.reportDir))}</code>`,
     `features ${escapeHtml(r.features.layer)}, weights ${escapeHtml(r.features.weights === 'random' ? 'RANDOM (untrained VGG16)' : path.basename(r.features.weights))}`,
     `beam ${r.decode.beam}, length penalty ${r.decode.lengthPenalty}, max ${r.decode.maxLength} words`,
     `metric tokenization ${escapeHtml(r.tokenize)}; per-image BLEU-4 is sentence BLEU without smoothing (often 0 for short captions)`,
+    ...(thumbsShown ? [] : [o.imagesDir ? 'thumbnails off' : 'no thumbnails: the prepared set has no images folder']),
     `${escapeHtml(r.createdAt)}`,
   ].join(' &middot; ');
   const body = rows
     .map((p, i) => {
-      const img = thumbs[i]
-        ? `<img class="thumb" alt="${escapeHtml(p.image)}" src="${thumbs[i]}">`
-        : `<div class="ph">${o.imagesDir ? 'image not found' : 'no images folder'}</div>`;
+      const t = thumbs[i];
+      const img = !thumbsShown
+        ? ''
+        : typeof t === 'string'
+          ? `<td><img class="thumb" alt="${escapeHtml(p.image)}" src="${t}"></td>`
+          : `<td><div class="ph">image ${t?.missing ?? 'not found'}</div></td>`;
       const refs = p.references.map((c) => `<li>${escapeHtml(c)}</li>`).join('');
       return (
         `<tr data-image="${escapeHtml(p.image)}" data-caption="${escapeHtml(p.caption)}" data-bleu4="${p.Bleu_4}" data-cider="${p.CIDEr}" data-rouge="${p.ROUGE_L}" data-logprob="${p.logprob}">` +
-        `<td>${img}</td><td><div class="pred">${escapeHtml(p.caption) || '<em>(empty)</em>'}</div><ul class="refs">${refs}</ul><div class="name">${escapeHtml(p.image)}</div>${views[i]}</td>` +
-        `<td class="num">${f4(p.Bleu_4)}</td><td class="num">${f4(p.CIDEr)}</td><td class="num">${f4(p.ROUGE_L)}</td><td class="num">${p.logprob.toFixed(3)}</td></tr>`
+        `${img}<td class="main"><div class="pred">${escapeHtml(p.caption) || '<em>(empty)</em>'}</div><ul class="refs">${refs}</ul><div class="name">${escapeHtml(p.image)}</div>${views[i]}</td>` +
+        `<td class="num" data-label="BLEU-4">${f4(p.Bleu_4)}</td><td class="num" data-label="CIDEr-D">${f4(p.CIDEr)}</td><td class="num" data-label="ROUGE-L">${f4(p.ROUGE_L)}</td><td class="num" data-label="log-prob">${p.logprob.toFixed(3)}</td></tr>`
       );
     })
     .join('\n');
@@ -151,8 +194,8 @@ ${summary}
 </table>
 ${baselineNote}
 <p class="meta">${meta}</p>
-<table class="images" id="images">
-<thead><tr><th>image</th><th data-key="caption">predicted caption / references (click a header to sort)</th><th class="num" data-key="bleu4">BLEU-4</th><th class="num" data-key="cider">CIDEr-D</th><th class="num" data-key="rouge">ROUGE-L</th><th class="num" data-key="logprob">log-prob</th></tr></thead>
+<table class="images${thumbsShown ? '' : ' nothumbs'}" id="images">
+<thead><tr>${thumbsShown ? '<th>image</th>' : ''}<th class="lead" data-key="caption"><span>predicted caption / references (click a header to sort)</span></th><th class="num" data-key="bleu4">BLEU-4</th><th class="num" data-key="cider">CIDEr-D</th><th class="num" data-key="rouge">ROUGE-L</th><th class="num" data-key="logprob">log-prob</th></tr></thead>
 <tbody>
 ${body}
 </tbody>

@@ -36,7 +36,7 @@ export interface EvalOptions {
   which?: 'best' | 'last';
   /** Skip the image-blind baseline (it costs a few scorings of the training split). */
   noBaseline?: boolean;
-  /** Skip thumbnails in report.html (placeholders instead). */
+  /** Skip thumbnails in report.html (the page says so once). */
   noThumbnails?: boolean;
   /** Abort: stop decoding (between batches; the decoding workers at once) and reject with an AbortError; nothing is written. */
   signal?: AbortSignal;
@@ -208,7 +208,7 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     await writeFileAtomic(files.predictions, predictions.map((p) => JSON.stringify({ image: p.image, caption: p.caption, logprob: Number(p.logprob.toFixed(6)) }) + '\n').join(''));
     await writeFileAtomic(files.results, JSON.stringify(cocoResults(predictions, images)) + '\n');
     await writeJsonAtomic(files.report, report);
-    await writeFileAtomic(files.html, await renderReportHtml(report, { imagesDir: prepared.manifest.imagesDir, thumbnails: !opts.noThumbnails, ...(grid ? { attention: { grid, byImage: attention } } : {}) }));
+    await writeFileAtomic(files.html, await renderReportHtml(report, { imagesDir: prepared.manifest.imagesDir, reportDir: files.dir, thumbnails: !opts.noThumbnails, ...(grid ? { attention: { grid, byImage: attention } } : {}) }));
     log.info(`eval: wrote ${files.predictions}, ${files.results}, ${files.report}, ${files.html} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
     return { report, files };
   } finally {

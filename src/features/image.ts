@@ -10,13 +10,17 @@
 //  - CMYK, greyscale, 16-bit and palette images are converted to 8-bit sRGB;
 //  - truncated or otherwise damaged files are refused (sharp's failOn 'warning'), never half-decoded;
 //  - images with more than `maxPixels` pixels are refused before decoding (decompression bombs).
-// The resize ignores the aspect ratio (fit 'fill'), which is what Keras `load_img(path, target_size=(224,
-// 224))` does; Keras's default interpolation is 'nearest', hence our default. sharp's nearest neighbour
-// picks slightly different source pixels than PIL's, so features differ a little from a Python pipeline.
+// Two resize modes:
+//  - 'fill' ignores the aspect ratio, which is what Keras `load_img(path, target_size=(224, 224))` does
+//    (VGG16; Keras's default interpolation is 'nearest', hence VGG16's default);
+//  - 'shorter' resizes the shorter side to `resizeSize` (aspect ratio kept) and cuts out the centre
+//    size x size square: torchvision's Resize(resizeSize) + CenterCrop(size), as ResNet and CLIP expect.
+// sharp's kernels pick slightly different source pixels than PIL's, so features differ a little from a
+// Python pipeline.
 import { promises as fs } from 'node:fs';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { DataError } from '../errors.js';
-import type { ImageFormat } from '../util/imagetype.js';
+import { sniffImage, type ImageFormat } from '../util/imagetype.js';
 
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
 
@@ -25,6 +29,10 @@ export interface DecodeOptions {
   size: number;
   /** Resize kernel; Keras load_img uses nearest. */
   interpolation?: Interpolation;
+  /** fill (default): stretch to size x size; shorter: shorter side to resizeSize, then the centre size x size crop. */
+  resize?: 'fill' | 'shorter';
+  /** resize 'shorter': the shorter side before the crop (default and minimum: size). */
+  resizeSize?: number;
   /** Refuse images with more pixels than this (width x height of the first frame). */
   maxPixels?: number;
 }
@@ -62,6 +70,8 @@ export async function decodeImage(input: Uint8Array | string, opts: DecodeOption
   if (typeof input !== 'string' && input.length === 0) throw new ImageError('corrupt', 'empty file (0 bytes)', where);
   const { size } = opts;
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
+  const shorter = opts.resize === 'shorter';
+  const side = shorter ? Math.max(size, opts.resizeSize ?? size) : size;
   try {
     // No await before toBuffer(): the whole decode (file read included, for paths) is queued to libuv's
     // thread pool at once, so it proceeds while the main thread is busy running the encoder.
@@ -69,20 +79,77 @@ export async function decodeImage(input: Uint8Array | string, opts: DecodeOption
       .rotate() // EXIF orientation
       .flatten({ background: '#ffffff' })
       .toColourspace('srgb')
-      .resize(size, size, { fit: 'fill', kernel: KERNELS[opts.interpolation ?? 'nearest'] })
+      // 'outside': the smallest size covering side x side with the aspect ratio kept, i.e. shorter side = side
+      .resize(side, side, { fit: shorter ? 'outside' : 'fill', kernel: KERNELS[opts.interpolation ?? 'nearest'] })
       .removeAlpha()
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
-    if (info.width !== size || info.height !== size) throw new ImageError('corrupt', `decoder returned ${info.width}x${info.height}, expected ${size}x${size}`, where);
+    const { width: w, height: h, channels } = info;
+    const ok = shorter ? Math.min(w, h) === side : w === size && h === size;
+    if (!ok) throw new ImageError('corrupt', `decoder returned ${w}x${h}, expected ${shorter ? `a shorter side of ${side}` : `${size}x${size}`}`, where);
+    if (channels !== 3 && channels !== 1) throw new ImageError('unsupported', `decoder returned ${channels} channels`, where);
+    // the centre size x size square (all of it for 'fill'), as RGB
+    const left = Math.round((w - size) / 2);
+    const top = Math.round((h - size) / 2);
     const out = new Uint8Array(size * size * 3);
-    if (info.channels === 3) out.set(data);
-    else if (info.channels === 1) for (let i = 0; i < size * size; i++) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = data[i];
-    else throw new ImageError('unsupported', `decoder returned ${info.channels} channels`, where);
+    for (let y = 0; y < size; y++) {
+      const row = (top + y) * w + left;
+      if (channels === 3) out.set(data.subarray(row * 3, (row + size) * 3), y * size * 3);
+      else for (let x = 0, o = y * size * 3; x < size; x++, o += 3) out[o] = out[o + 1] = out[o + 2] = data[row + x];
+    }
     return out;
   } catch (e) {
     if (e instanceof ImageError) throw e;
     if (typeof input === 'string') await explainFileProblem(input);
-    throw classifySharpError(e as Error, maxPixels, where);
+    throw await damagedIfKnown(classifySharpError(e as Error, maxPixels, where), typeof input === 'string' ? await fileHead(input) : input, where);
+  }
+}
+
+/**
+ * The format and size of an encoded image, read from its header without decoding its pixels (cheap,
+ * also for a decompression bomb). Throws ImageError: unsupported (not an image, or a format this build
+ * cannot decode), corrupt (empty, or a header the decoder cannot read).
+ */
+export async function imageHeader(bytes: Uint8Array): Promise<{ format: ImageFormat; width: number; height: number }> {
+  if (bytes.length === 0) throw new ImageError('corrupt', 'empty file (0 bytes)');
+  const format = sniffImage(bytes);
+  if (!format) throw new ImageError('unsupported', 'not an image format this program can read');
+  const unreadable = await unreadableFormat(format);
+  if (unreadable) throw unreadable;
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false, pages: 1, page: 0 }).metadata();
+  } catch (e) {
+    throw await damagedIfKnown(classifySharpError(e as Error, Infinity), bytes);
+  }
+  if (!meta.width || !meta.height) throw new ImageError('corrupt', `the ${FORMAT_NAMES[format]} header gives no image size`);
+  return { format, width: meta.width, height: meta.height };
+}
+
+/**
+ * libvips says "unsupported image format" when it cannot even read a header: for bytes that start like
+ * a format this build decodes (a truncated TIFF, say), the file is damaged, not of another format.
+ */
+async function damagedIfKnown(e: ImageError, head: Uint8Array | null, where?: string): Promise<ImageError> {
+  if (e.kind !== 'unsupported' || !head) return e;
+  const format = sniffImage(head);
+  if (!format || !(await readableFormats()).includes(format)) return e;
+  return new ImageError('corrupt', `damaged or truncated ${FORMAT_NAMES[format]} image: it starts as one, but its header cannot be read`, where);
+}
+
+/** The first bytes of a file (to sniff its format), or null when it cannot be read. */
+async function fileHead(file: string): Promise<Uint8Array | null> {
+  try {
+    const h = await fs.open(file, 'r');
+    try {
+      const buf = Buffer.alloc(64);
+      const { bytesRead } = await h.read(buf, 0, buf.length, 0);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await h.close();
+    }
+  } catch {
+    return null;
   }
 }
 

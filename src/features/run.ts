@@ -68,7 +68,11 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
   try {
     if (DECODER_FEATURES[config.model.type] === 'grid' && encoder.info.shape.length === 1) {
       // caught before hours of encoding: the decoder this config trains could not use these features
-      throw new ConfigError(`model.type ${config.model.type} attends over a grid of image positions, but encoder.layer ${encoder.info.layer} gives one vector per image [${encoder.info.shape.join(', ')}]; set encoder.layer block5_conv3 (14x14x512, the paper's) or block5_pool (7x7x512, faster), or model.type merge`);
+      const fix =
+        config.encoder.type === 'onnx'
+          ? `output "${encoder.info.layer}" of ${config.encoder.onnx?.path} gives one vector per image [${encoder.info.shape.join(', ')}]; set encoder.onnx.output to a grid or tokens output (\`captioner encoder inspect\` lists them), or model.type merge`
+          : `encoder.layer ${encoder.info.layer} gives one vector per image [${encoder.info.shape.join(', ')}]; set encoder.layer block5_conv3 (14x14x512, the paper's) or block5_pool (7x7x512, faster), or model.type merge`;
+      throw new ConfigError(`model.type ${config.model.type} attends over a grid of image positions, but ${fix}`);
     }
     const writer = await openCacheWriter(dir, { encoder: encoder.info, dtype: fc.dtype }, { shardBytes: fc.shardBytes, shardSize: fc.shardSize });
     const todo = items.filter((it) => !writer.has(it.image));

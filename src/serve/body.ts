@@ -1,11 +1,14 @@
 // Request intake and answers for the HTTP server: reading an upload (the byte limit, 413 before reading a
-// body announced as too big, stalled uploads losing their slot), the multipart Content-Type, the Host check
-// (DNS rebinding), and sending answers (refusing a body the server did not read without a connection reset).
+// body announced as too big, keeping its slot's byte count for the slow-sender rules of slots.ts), the
+// multipart Content-Type, and sending answers: JSON errors through a response (refusing a body the server
+// did not read without a connection reset, and without cutting the answers to requests pipelined before
+// it) or, where node has no response object (malformed requests, CONNECT), as raw bytes on the socket.
 // Part of the HTTP server of `captioner serve` (entry: src/serve/server.ts).
-import type * as http from 'node:http';
+import * as http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { log } from '../log.js';
 import { multipartBoundary } from './multipart.js';
+import type { Slot } from './slots.js';
 
 /** An answer with a status and a message for the client. */
 export class HttpError extends Error {
@@ -21,40 +24,46 @@ export class HttpError extends Error {
 /** The client went away mid-request: nobody to answer. */
 export class ClientGone extends Error {}
 
-/** An upload being received: when it last got data, and how to cut it short. */
-export interface Upload {
-  lastData: number;
-  evict(): void;
-}
-
 /** After refusing a body, how much more of it we read (and drop) so the client sees the answer. */
 const LINGER_BYTES = 4 * 1024 * 1024;
+/** ... and for how long, once the answer is written. */
+const LINGER_MS = 2000;
 
-const mib = (n: number) => (n >= 1024 * 1024 ? `${+(n / 1024 / 1024).toFixed(1)} MB` : `${+(n / 1024).toFixed(1)} KB`);
+/** "10 MB", "512 KB", "300 bytes": a size in messages. */
+export function sizeText(n: number): string {
+  return n >= 1024 * 1024 ? `${+(n / 1024 / 1024).toFixed(1)} MB` : n >= 1024 ? `${+(n / 1024).toFixed(1)} KB` : `${n} bytes`;
+}
+
+/** "0.3 s", "20 s": a duration in messages. */
+export function seconds(ms: number): string {
+  return `${+(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+}
+
+/** "1 KB/s", "12 B/s": a data rate in messages. */
+export function byteRate(bytesPerSecond: number): string {
+  return bytesPerSecond >= 1024 ? `${+(bytesPerSecond / 1024).toFixed(1)} KB/s` : `${Math.round(bytesPerSecond)} B/s`;
+}
 
 /** 413 for an upload over `limit` bytes (serve.maxUploadBytes). */
 export function tooLarge(limit: number): HttpError {
-  return new HttpError(413, `the upload is larger than ${mib(limit)} (serve.maxUploadBytes)`, { Connection: 'close' });
+  return new HttpError(413, `the upload is larger than ${sizeText(limit)} (serve.maxUploadBytes)`, { Connection: 'close' });
+}
+
+/** The Content-Length a request announces, when it announces one. */
+export function declaredLength(req: http.IncomingMessage): number | undefined {
+  const v = req.headers['content-length'];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 /**
- * All upload slots are taken: free the one that has received nothing for longest, if that is at least
- * `stallMs` (serve.uploadStallMs; its client gets 408). A slow but moving upload keeps its slot; one that trickles a
- * byte now and then (slowloris) loses it to a new client instead of holding it until requestTimeoutMs.
+ * Read the whole body, refusing (413) as soon as it passes `limit` bytes. Every chunk is counted on
+ * `slot` (for the slow-sender rules); `slot.evict(reason)` cuts the upload short with a 408.
  */
-export function evictStalledUpload(uploads: Set<Upload>, stallMs: number): boolean {
-  let stalest: Upload | undefined;
-  for (const u of uploads) if (!stalest || u.lastData < stalest.lastData) stalest = u;
-  if (!stalest || performance.now() - stalest.lastData < stallMs) return false;
-  uploads.delete(stalest);
-  stalest.evict();
-  return true;
-}
-
-/** Read the whole body, refusing (413) as soon as it passes `limit` bytes; `upload` hears of progress. */
-export function readBody(req: http.IncomingMessage, limit: number, upload: Upload, stallMs: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge(limit));
+export function readBody(req: http.IncomingMessage, limit: number, slot: Slot): Promise<Buffer> {
+  const declared = declaredLength(req);
+  if (declared !== undefined && declared > limit) return Promise.reject(tooLarge(limit));
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -64,13 +73,14 @@ export function readBody(req: http.IncomingMessage, limit: number, upload: Uploa
       req.off('error', onGone);
       req.off('close', onClose);
     };
-    upload.evict = () => {
+    slot.evict = (reason: string, status = 408) => {
       cleanup();
       req.pause();
-      reject(new HttpError(408, `the upload stalled (nothing for ${stallMs / 1000} s or more) while other clients were waiting`, { Connection: 'close' }));
+      reject(new HttpError(status, status === 408 ? `the upload was cut: ${reason}` : reason, { Connection: 'close' }));
     };
     const onData = (chunk: Buffer) => {
-      upload.lastData = performance.now();
+      slot.lastData = performance.now();
+      slot.received += chunk.length;
       size += chunk.length;
       if (size > limit) {
         cleanup();
@@ -105,43 +115,6 @@ export function multipartOrThrow(contentType: string | undefined): string | null
   }
 }
 
-/** Which Host header names the server answers to. */
-export interface AllowedHosts {
-  any: boolean;
-  names: Set<string>;
-}
-
-export const WILDCARD = new Set(['0.0.0.0', '::', '']);
-
-/**
- * The Host names a server listening on `host` (bound to `bound`) answers to: always localhost and the
- * loopback addresses, the listen address, the configured extra names ("*": any), and when listening on
- * every address (0.0.0.0 or ::) this machine's addresses and host name. Any other name may be a DNS
- * rebinding attack: a web page whose own host name now points at us.
- */
-export function allowedHosts(host: string, bound: string, extra: readonly string[], interfaces: { address: string }[], hostname: string): AllowedHosts {
-  const names = new Set(['localhost', '127.0.0.1', '::1', host, bound, ...extra].map(normalHost));
-  if (WILDCARD.has(host) || WILDCARD.has(bound)) {
-    for (const i of interfaces) names.add(normalHost(i.address));
-    names.add(normalHost(hostname));
-  }
-  return { any: extra.includes('*'), names };
-}
-
-/** Lowercase, without brackets or a trailing dot. */
-function normalHost(h: string): string {
-  return h.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '');
-}
-
-/** Whether a request's Host header (name or address, with or without a port) is one we answer to. */
-export function hostAllowed(header: string | undefined, allowed: AllowedHosts): boolean {
-  if (allowed.any) return true;
-  if (header === undefined) return true; // HTTP/1.0 without Host (node refuses HTTP/1.1 without); browsers always send one
-  const h = header.trim();
-  const name = h.startsWith('[') ? h.slice(0, h.indexOf(']') + 1) : h.replace(/:\d*$/, '');
-  return allowed.names.has(normalHost(name));
-}
-
 export function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   send(res, status, JSON.stringify(body), { 'Content-Type': 'application/json; charset=utf-8', ...headers });
 }
@@ -156,20 +129,49 @@ export function send(res: http.ServerResponse, status: number, body: string, hea
 }
 
 /**
- * Answer an error. When the request body was not read to its end (413, or an early 404/405/503), the
- * connection is closed after the answer, and whatever the client is still sending is discarded for a
- * short while first, so it gets to read the answer instead of a connection reset.
+ * A whole JSON error answer as raw bytes, for the socket itself where node gives no response object (a
+ * malformed or timed-out request, CONNECT, a connection refused before its request): then the
+ * connection closes.
+ */
+export function rawAnswer(status: number, message: string, headers: Record<string, string> = {}): string {
+  const body = JSON.stringify({ error: message });
+  const extra = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  return (
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nX-Content-Type-Options: nosniff\r\n${extra}Connection: close\r\n\r\n${body}`
+  );
+}
+
+/** Whether part of the request's body is still to come: it announced one that has not been read to its end. */
+function bodyPending(req: http.IncomingMessage): boolean {
+  if (req.complete || req.readableEnded) return false;
+  return req.headers['transfer-encoding'] !== undefined || (declaredLength(req) ?? 0) > 0;
+}
+
+/**
+ * Answer an error. A request without a body (a GET, say) keeps its connection, unless the error says
+ * otherwise. When a body was announced and not read to its end (413, or an early 404/405/503), the
+ * connection is closed after the answer; once the answer is written (after the answers to any requests
+ * pipelined before this one: node writes them in order), whatever the client is still sending is
+ * discarded for a short while, so it gets to read the answer instead of a connection reset.
  */
 export function refuse(req: http.IncomingMessage, res: http.ServerResponse, e: HttpError): Promise<void> {
-  const unread = !req.complete;
+  const pending = bodyPending(req);
   const headers = { ...e.headers };
-  if (unread) headers.Connection = 'close';
+  if (pending) headers.Connection = 'close';
   sendJson(res, e.status, { error: e.message }, headers);
-  if (!unread) return Promise.resolve();
+  if (!pending) {
+    req.resume(); // nothing (more) to read: let node finish the request, and the connection go on
+    return Promise.resolve();
+  }
+  req.pause(); // until our answer is written: an earlier pipelined answer may still be on its way
   return new Promise<void>((resolve) => {
     const socket = req.socket;
     let discarded = 0;
     let done = false;
+    let timer: NodeJS.Timeout | undefined;
     const hangUp = (graceful: boolean) => {
       if (done) return;
       done = true;
@@ -179,16 +181,25 @@ export function refuse(req: http.IncomingMessage, res: http.ServerResponse, e: H
       else socket.destroy();
       resolve();
     };
-    // Discard (not buffer) what is still coming, for at most 2 s and 4 MiB, then hang up.
-    const timer = setTimeout(() => hangUp(false), 2000);
-    timer.unref();
-    req.on('data', (chunk: Buffer) => {
-      discarded += chunk.length;
-      if (discarded > LINGER_BYTES) hangUp(false);
-    });
-    req.once('end', () => hangUp(true));
+    const linger = () => {
+      // Discard (not buffer) what is still coming, for at most LINGER_MS and LINGER_BYTES, then hang up.
+      timer = setTimeout(() => hangUp(false), LINGER_MS);
+      timer.unref();
+      req.on('data', (chunk: Buffer) => {
+        discarded += chunk.length;
+        if (discarded > LINGER_BYTES) hangUp(false);
+      });
+      req.once('end', () => hangUp(true));
+      req.resume();
+    };
     req.once('close', () => hangUp(true));
     req.once('error', () => hangUp(false));
-    req.resume();
+    if (res.writableFinished) linger();
+    else {
+      res.once('finish', linger);
+      res.once('close', () => {
+        if (!res.writableFinished) hangUp(false); // the connection went before our answer was written
+      });
+    }
   });
 }

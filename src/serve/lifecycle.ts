@@ -1,5 +1,6 @@
 // The HTTP server's lifecycle: create and listen (a failed listen as a config error), track connections
-// and their requests in progress, answer malformed or timed-out requests, and drain on close.
+// and their requests in progress (connections.ts), answer malformed, oversized or timed-out requests and
+// CONNECT in JSON, and drain on close.
 // Part of the HTTP server of `captioner serve` (entry: src/serve/server.ts).
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -7,7 +8,9 @@ import * as os from 'node:os';
 import type { ServeConfig } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
 import { log } from '../log.js';
-import { allowedHosts, refuse, tooLarge, WILDCARD } from './body.js';
+import { rawAnswer, refuse, seconds, tooLarge } from './body.js';
+import { clientErrorAnswer, Connections, MAX_HEAD_BYTES } from './connections.js';
+import { allowedHosts, WILDCARD } from './host.js';
 import type { ServerState } from './routes.js';
 
 /** Listen with `handle` answering requests; close() drains (see RunningServer in server.ts). */
@@ -21,10 +24,14 @@ export async function listen(
 
   // Node checks request timeouts only every connectionsCheckingInterval (30 s by default), so a 60 s
   // timeout fired after up to 90 s: check often enough that it fires within a tenth of the limit.
+  // Host is checked by the routes (checkTarget), so that a request without one gets a JSON answer.
+  const headersTimeout = Math.min(cfg.headersTimeoutMs, cfg.requestTimeoutMs);
   const server = http.createServer({
     requestTimeout: cfg.requestTimeoutMs,
-    headersTimeout: Math.min(cfg.requestTimeoutMs, 20_000),
-    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(cfg.requestTimeoutMs / 10))),
+    headersTimeout,
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 10))),
+    maxHeaderSize: MAX_HEAD_BYTES,
+    requireHostHeader: false,
   });
 
   // `Expect: 100-continue` clients wait before sending the body: refuse oversized ones without it.
@@ -40,38 +47,57 @@ export async function listen(
 
   // Connections and their requests in progress, so draining can close the connections with none
   // (idle keep-alive ones, and ones a client opened ahead of time) and ask the busy ones to close after.
-  const connections = new Map<Socket, number>();
+  const connections = new Connections(cfg);
+  state.connections = connections;
   const openResponses = new Set<http.ServerResponse>();
-  server.on('connection', (socket: Socket) => {
-    connections.set(socket, 0);
-    socket.once('close', () => connections.delete(socket));
-  });
+  server.on('connection', (socket: Socket) => connections.open(socket));
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const socket = req.socket;
-    connections.set(socket, (connections.get(socket) ?? 0) + 1);
+    const conn = connections.requestStarted(req.socket, req);
+    if (!conn) return; // its connection was answered on the socket and is closing: nothing more is served on it
     openResponses.add(res);
     if (state.draining) res.shouldKeepAlive = false;
     res.once('close', () => {
       openResponses.delete(res);
-      if (connections.has(socket)) connections.set(socket, Math.max(0, (connections.get(socket) ?? 1) - 1));
+      connections.requestDone(conn);
     });
     track(handle(req, res));
   });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    // Malformed HTTP or a request that took too long to arrive: answer when the socket still can (and no
-    // answer has started on it), never crash. ERR_HTTP_REQUEST_TIMEOUT: serve.requestTimeoutMs passed
-    // before the request (headers and body) had arrived, e.g. a stalled upload.
-    const answering = (socket as Socket & { _httpMessage?: http.ServerResponse })._httpMessage?.headersSent;
-    if (socket.writable && err.code !== 'ECONNRESET' && !answering) {
-      const [status, reason, message] =
-        err.code === 'HPE_HEADER_OVERFLOW'
-          ? [431, 'Request Header Fields Too Large', 'request headers too large']
-          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-            ? [408, 'Request Timeout', `the request did not arrive within ${cfg.requestTimeoutMs / 1000} s (serve.requestTimeoutMs)`]
-            : [400, 'Bad Request', 'malformed HTTP request'];
-      const body = JSON.stringify({ error: message });
-      socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-    } else socket.destroy();
+  // A proxy request: this is not a proxy (without a listener node would just drop the connection).
+  server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
+    socket.on('error', () => {});
+    const conn = connections.all.get(socket);
+    const answer = rawAnswer(405, 'CONNECT is not supported: this server is not a proxy', { Allow: 'GET, HEAD, POST' });
+    if (conn) connections.answer(conn, answer);
+    else socket.end(answer);
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // Malformed HTTP, a head too large, or a request that took too long to arrive: answer in JSON when
+    // the socket still can, never crash.
+    const conn = connections.all.get(socket);
+    if (!conn || !socket.writable || err.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    if (conn.last && !conn.last.complete) {
+      // The error concerns the body of the request in progress. An upload is answered by its own
+      // request, in its turn among the answers on this connection: 408 naming serve.requestTimeoutMs,
+      // or 400 when the client ended the connection before the body it announced.
+      const slot = state.uploadOf.get(socket);
+      if (slot) {
+        if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') slot.evict(`it did not arrive within ${seconds(cfg.requestTimeoutMs)} (serve.requestTimeoutMs)`);
+        else if (err.code === 'HPE_INVALID_EOF_STATE') slot.evict('the upload ended early: the client closed its side of the connection before the body it announced had arrived', 400);
+        else slot.evict(`malformed upload: ${(err as { reason?: string }).reason ?? err.code}`, 400);
+        return;
+      }
+      // a refused body still arriving: its answer is already under way
+      if ((socket as Socket & { _httpMessage?: http.ServerResponse })._httpMessage?.headersSent) {
+        socket.destroy();
+        return;
+      }
+    }
+    // The error concerns a request after every one so far (its head): answered after theirs.
+    const [status, message] = clientErrorAnswer(err, conn, cfg);
+    connections.answer(conn, rawAnswer(status, message));
   });
 
   function track(p: Promise<void>): void {
@@ -94,9 +120,9 @@ export async function listen(
 
   /** Cut every connection; those with a request in progress count as cut. */
   function cutAll(): void {
-    for (const [socket, inProgress] of connections) {
-      if (inProgress > 0) cut++;
-      connections.delete(socket); // counted once, even when called again before its 'close' event
+    for (const [socket, conn] of connections.all) {
+      if (conn.inProgress > 0) cut++;
+      connections.all.delete(socket); // counted once, even when called again before its 'close' event
       socket.destroy();
     }
   }
@@ -128,7 +154,7 @@ export async function listen(
         if (r === 'timeout') log.warn(`serve: ${active.size} request(s) still running after ${timeoutMs} ms (serve.drainTimeoutMs); cutting their connections`);
         // Connections with nothing in progress (idle keep-alive, or opened but never used) go now.
         if (r === 'timeout') cutAll();
-        else for (const [socket, inProgress] of connections) if (inProgress === 0) socket.destroy();
+        else for (const [socket, conn] of connections.all) if (conn.inProgress === 0) socket.destroy();
         const r2 = await Promise.race([closed.then(() => 'done' as const), deadline]);
         if (r2 === 'timeout') cutAll();
         await closed;

@@ -176,6 +176,9 @@ function friendly(status, file) {
     case 415: return "That file isn't an image we can read. Try " + SETTINGS.formats + ".";
     case 422: return "That image seems to be damaged, so we couldn't read it. Try another one.";
     case 503: return "The captioner is busy or still warming up. Please try again in a moment.";
+    case 429: return "You are sending several images at once. Please wait for one to finish, then try again.";
+    case 408: return "That upload took too long to arrive. Please check your connection and try again.";
+    case 403: return "This server only takes uploads from its own page. Please open it at its own address.";
     case 400: return "Something about that upload didn't look right. Please try another image.";
     default: return "Sorry, something went wrong on our side (error " + status + "). Please try again.";
   }

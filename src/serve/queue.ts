@@ -1,7 +1,13 @@
 // The request queue in front of the model: bounded (a full queue refuses instead of growing), and
 // batching (requests that arrive within a few milliseconds of each other share one captionBatch call).
 // One batch runs at a time: the model is compute-bound, so running two at once would only make both
-// slower. Requests asking for different beam sizes go to different batches. No HTTP here.
+// slower. Requests asking for different beam sizes go to different batches.
+// Fair between clients (each request names its client, the server's key of its address): a batch is
+// filled by the clients in turn, one image each round, starting with the client whose turn it is, and
+// a client served goes to the back; so one client's 40 queued images delay another's at most by the
+// batch in progress. A full queue takes an image from a client with fewer waiting in place of the
+// newest image of the client with the most (which is refused), so one client cannot fill it either.
+// No HTTP here.
 import type { CaptionOptions, CaptionOutcome, ImageInput } from '../caption/types.js';
 
 export interface QueueOptions {
@@ -11,11 +17,28 @@ export interface QueueOptions {
   queueSize: number;
   /** How long an idle queue waits for company before it starts a batch that is not full. */
   windowMs: number;
+  /**
+   * Most pixels (the images' own sizes, which decoding costs) in one batch; the first image of a batch
+   * is always taken. Undefined: no limit. Keeps a batch of huge images small, so an image queued
+   * after them does not wait for many of them.
+   */
+  maxBatchPixels?: number;
+}
+
+export interface SubmitOptions {
+  /** Beam size (undefined: the model's default); only requests with the same beam share a batch. */
+  beam?: number;
+  /** Aborting it takes the request out of the queue while it waits. */
+  signal?: AbortSignal;
+  /** Whose request it is (the server's key of the client's address): clients take turns. */
+  client?: string;
+  /** The image's pixel count, for maxBatchPixels. */
+  pixels?: number;
 }
 
 export type RunBatch = (inputs: ImageInput[], options: CaptionOptions) => Promise<CaptionOutcome[]>;
 
-/** Thrown (as a rejection) by submit when the queue is full. */
+/** Thrown (as a rejection) by submit when the queue is full, or for an image a fairer one displaced. */
 export class QueueFullError extends Error {
   constructor(size: number) {
     super(`queue full (${size} requests waiting)`);
@@ -32,6 +55,8 @@ export class CancelledError extends Error {
 interface Job {
   input: ImageInput;
   beam: number | undefined;
+  client: string;
+  pixels: number;
   resolve(o: CaptionOutcome): void;
   reject(e: unknown): void;
   signal?: AbortSignal;
@@ -39,7 +64,11 @@ interface Job {
 }
 
 export class BatchQueue {
+  /** Waiting jobs, oldest first. */
   private waitingJobs: Job[] = [];
+  /** Clients with jobs waiting, in the order they get their turn. */
+  private turns: string[] = [];
+  private perClient = new Map<string, number>();
   private running = false;
   private timer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
@@ -56,25 +85,43 @@ export class BatchQueue {
     return this.waitingJobs.length;
   }
 
+  /** Requests of `client` waiting for a batch. */
+  waitingOf(client: string): number {
+    return this.perClient.get(client) ?? 0;
+  }
+
   /** Whether a batch is being captioned now. */
   get busy(): boolean {
     return this.running;
   }
 
+  /** Whether an image from `client` would be queued now (the server asks before reading an upload). */
+  accepts(client = ''): boolean {
+    return this.waitingJobs.length < this.opts.queueSize || this.displaceable(client) !== undefined;
+  }
+
   /**
-   * Queue one image. Resolves with its outcome; rejects with QueueFullError when the queue is full,
-   * CancelledError when `signal` aborts before its batch starts, or whatever captionBatch threw.
+   * Queue one image for `client`. Resolves with its outcome; rejects with QueueFullError when the queue
+   * is full (or when a fairer image later takes its place), CancelledError when `signal` aborts before
+   * its batch starts, or whatever captionBatch threw.
    */
-  submit(input: ImageInput, beam?: number, signal?: AbortSignal): Promise<CaptionOutcome> {
-    if (this.waitingJobs.length >= this.opts.queueSize) return Promise.reject(new QueueFullError(this.waitingJobs.length));
+  submit(input: ImageInput, { beam, signal, client = '', pixels = 0 }: SubmitOptions = {}): Promise<CaptionOutcome> {
+    if (this.waitingJobs.length >= this.opts.queueSize) {
+      const victim = this.displaceable(client);
+      if (victim === undefined) return Promise.reject(new QueueFullError(this.waitingJobs.length));
+      // the newest image of the client with the most waiting makes room
+      let i = this.waitingJobs.length - 1;
+      while (this.waitingJobs[i].client !== victim) i--;
+      const job = this.waitingJobs[i];
+      this.remove(job);
+      job.reject(new QueueFullError(this.waitingJobs.length + 1));
+    }
     if (signal?.aborted) return Promise.reject(new CancelledError());
     return new Promise<CaptionOutcome>((resolve, reject) => {
-      const job: Job = { input, beam, resolve, reject, signal };
+      const job: Job = { input, beam, client, pixels, resolve, reject, signal };
       if (signal) {
         job.onAbort = () => {
-          const i = this.waitingJobs.indexOf(job);
-          if (i >= 0) {
-            this.waitingJobs.splice(i, 1);
+          if (this.remove(job)) {
             reject(new CancelledError());
             this.checkIdle();
           }
@@ -82,8 +129,38 @@ export class BatchQueue {
         signal.addEventListener('abort', job.onAbort, { once: true });
       }
       this.waitingJobs.push(job);
+      const n = this.waitingOf(client);
+      this.perClient.set(client, n + 1);
+      if (n === 0) this.turns.push(client);
       this.schedule();
     });
+  }
+
+  /** The client whose newest image would give way to one from `client` in a full queue: one with at least two more waiting. */
+  private displaceable(client: string): string | undefined {
+    let most: string | undefined;
+    for (const [c, n] of this.perClient) if (most === undefined || n > this.waitingOf(most)) most = c;
+    return most !== undefined && most !== client && this.waitingOf(most) > this.waitingOf(client) + 1 ? most : undefined;
+  }
+
+  /** Take a waiting job out of the queue (false when it is not waiting). */
+  private remove(job: Job): boolean {
+    const i = this.waitingJobs.indexOf(job);
+    if (i < 0) return false;
+    this.waitingJobs.splice(i, 1);
+    if (job.onAbort) job.signal?.removeEventListener('abort', job.onAbort);
+    this.took(job.client, 1);
+    return true;
+  }
+
+  /** `n` jobs of `client` left the waiting list. */
+  private took(client: string, n: number): void {
+    const left = this.waitingOf(client) - n;
+    if (left > 0) this.perClient.set(client, left);
+    else {
+      this.perClient.delete(client);
+      this.turns = this.turns.filter((c) => c !== client);
+    }
   }
 
   /** Resolves once nothing is waiting or running. */
@@ -116,15 +193,43 @@ export class BatchQueue {
       return;
     }
     this.clearTimer();
-    // Take up to maxBatch jobs that want the same beam as the oldest one, keeping the others in order.
-    const beam = this.waitingJobs[0].beam;
-    const batch: Job[] = [];
-    const rest: Job[] = [];
+    // The client whose turn it is chooses the beam (its oldest image's); then the clients take turns,
+    // one image each round (their oldest with that beam), until the batch is full: maxBatch images, or
+    // no client's next image fits in maxBatchPixels. Other beams wait.
+    const beam = this.waitingJobs.find((j) => j.client === this.turns[0])!.beam;
+    const byClient = new Map<string, Job[]>();
     for (const job of this.waitingJobs) {
-      if (batch.length < this.opts.maxBatch && job.beam === beam) batch.push(job);
-      else rest.push(job);
+      if (job.beam !== beam) continue;
+      const list = byClient.get(job.client);
+      if (list) list.push(job);
+      else byClient.set(job.client, [job]);
     }
-    this.waitingJobs = rest;
+    const batch: Job[] = [];
+    const served = new Set<string>();
+    const budget = this.opts.maxBatchPixels ?? Infinity;
+    let pixels = 0;
+    let last = 0; // where in `turns` the last image came from
+    for (let progress = true; progress && batch.length < this.opts.maxBatch; ) {
+      progress = false;
+      for (let i = 0; i < this.turns.length && batch.length < this.opts.maxBatch; i++) {
+        const list = byClient.get(this.turns[i]);
+        const job = list?.[0];
+        if (!job || (batch.length > 0 && pixels + job.pixels > budget)) continue;
+        list.shift();
+        pixels += job.pixels;
+        batch.push(job);
+        served.add(job.client);
+        last = i;
+        progress = true;
+      }
+    }
+    const taken = new Set(batch);
+    this.waitingJobs = this.waitingJobs.filter((j) => !taken.has(j));
+    // The next turn is the client after the one that got the last image; clients that got nothing
+    // (other beams) go first.
+    const rotated = [...this.turns.slice(last + 1), ...this.turns.slice(0, last + 1)];
+    this.turns = [...rotated.filter((c) => !served.has(c)), ...rotated.filter((c) => served.has(c))];
+    for (const client of served) this.took(client, batch.filter((j) => j.client === client).length);
     for (const job of batch) if (job.onAbort) job.signal?.removeEventListener('abort', job.onAbort);
     this.running = true;
     this.batchSizes.push(batch.length);

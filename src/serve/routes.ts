@@ -1,15 +1,21 @@
-// Routing for the HTTP server: request dispatch (URL, Host check, method, draining) and the routes: the page
-// at `/`, `GET /api/health`, `POST /api/caption` (upload -> multipart or raw body -> magic bytes -> queue).
+// Routing for the HTTP server: request dispatch (target and Host, Origin, method, draining) and the routes:
+// the page at `/`, `GET /api/health`, `POST /api/caption` (upload slot -> body -> multipart or raw ->
+// magic bytes -> pixel count from the header -> the fair queue, under the client's address).
 // Part of the HTTP server of `captioner serve` (entry: src/serve/server.ts).
 import type * as http from 'node:http';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { CaptionOutcome, Captioner, ImageErrorKind } from '../caption/types.js';
 import type { ServeConfig } from '../config/schema.js';
 import { log } from '../log.js';
+import { imageHeader, ImageError } from '../features/image.js';
 import { sniffImage } from '../util/imagetype.js';
-import { ClientGone, evictStalledUpload, hostAllowed, HttpError, multipartOrThrow, readBody, refuse, send, sendJson, type AllowedHosts, type Upload } from './body.js';
+import { ClientGone, declaredLength, HttpError, multipartOrThrow, readBody, refuse, send, sendJson } from './body.js';
+import type { Connections } from './connections.js';
+import { checkOrigin, checkTarget, type AllowedHosts } from './host.js';
 import { MultipartError, parseMultipart } from './multipart.js';
 import { CancelledError, QueueFullError, type BatchQueue } from './queue.js';
+import { clientKey, type Slot, type UploadSlots } from './slots.js';
 import { WorkerCrashedError } from './worker-captioner.js';
 
 const KIND_STATUS: Record<ImageErrorKind, number> = { unsupported: 415, corrupt: 422, too_large: 413 };
@@ -30,8 +36,12 @@ export interface ServerState {
   model: Captioner | null;
   loadError: string | null;
   queue: BatchQueue;
-  /** Uploads being received (at most serve.maxUploads). */
-  uploads: Set<Upload>;
+  /** Uploads being received (at most serve.maxUploads, serve.maxUploadsPerClient per address). */
+  uploads: UploadSlots;
+  /** The upload being received on a connection (a timed-out one is answered through its request). */
+  uploadOf: WeakMap<Socket, Slot>;
+  /** The open connections; set once listening. */
+  connections: Connections | null;
   /** Caption requests fully received and not yet answered. */
   admitted: number;
   draining: boolean;
@@ -51,15 +61,8 @@ export function createHandler(
     const started = performance.now();
     let status = 0;
     try {
-      let url: URL;
-      try {
-        url = new URL(req.url ?? '/', 'http://localhost');
-      } catch {
-        throw new HttpError(400, 'the request URL is malformed');
-      }
-      if (!hostAllowed(req.headers.host, state.allowed)) {
-        throw new HttpError(403, `this server does not answer to the host name ${JSON.stringify(String(req.headers.host).slice(0, 100))}; add it to serve.allowedHosts if it is yours`);
-      }
+      const url = checkTarget(req, state.allowed);
+      checkOrigin(req, state.allowed);
       const methods = ROUTES[url.pathname];
       if (!methods) throw new HttpError(404, `no such page: ${url.pathname}`);
       if (!methods.includes(req.method ?? '')) throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`, { Allow: methods.join(', ') });
@@ -110,31 +113,32 @@ export function createHandler(
 
   async function captionRoute(req: http.IncomingMessage, res: http.ServerResponse, url: URL, started: number): Promise<number> {
     if (!state.model) throw new HttpError(503, state.loadError ? `the model failed to load: ${state.loadError}` : 'the model is still loading; try again in a moment', { 'Retry-After': '2' });
-    // Refuse before reading the body when the queue is full now; only received images count against it.
-    if (state.queue.waiting >= cfg.queueSize) throw busy();
-    if (state.uploads.size >= cfg.maxUploads && !evictStalledUpload(state.uploads, cfg.uploadStallMs)) {
-      throw new HttpError(503, 'the server is receiving too many uploads at once; try again in a moment', { 'Retry-After': '1' });
-    }
+    const client = clientKey(req.socket.remoteAddress);
+    // Refuse before reading the body when the queue has no room for this client now (only received
+    // images count against it), or no upload slot is free for it.
+    if (!state.queue.accepts(client)) throw busy();
+    const slot = state.uploads.acquire(client, declaredLength(req), performance.now());
+    slot.arrived = () => req.complete;
     // The client is gone when the connection closes. Listen on the socket, not only on the response: a
     // pipelined request's response has no socket yet, and would never hear of it.
-    const abort = new AbortController();
     const socket = req.socket;
+    const abort = new AbortController();
+    const unwatch = watchClose(socket, abort);
     const onClose = () => {
       if (!res.writableEnded) abort.abort();
     };
     res.on('close', onClose);
-    socket.on('close', onClose);
     let body: Buffer;
-    const upload: Upload = { lastData: performance.now(), evict: () => {} };
-    state.uploads.add(upload);
+    state.uploadOf.set(socket, slot);
     try {
-      body = await readBody(req, cfg.maxUploadBytes, upload, cfg.uploadStallMs);
+      body = await readBody(req, cfg.maxUploadBytes, slot);
     } catch (e) {
       res.off('close', onClose);
-      socket.off('close', onClose);
+      unwatch();
       throw e;
     } finally {
-      state.uploads.delete(upload);
+      state.uploads.release(slot);
+      if (state.uploadOf.get(socket) === slot) state.uploadOf.delete(socket);
     }
     state.admitted++;
     try {
@@ -163,11 +167,12 @@ export function createHandler(
       if (bytes.length === 0) throw new HttpError(400, 'no image in the request (send multipart field "image" or the image bytes as the body)');
       const beam = parseBeam(beamText, cfg.maxBeam) ?? app.defaultBeam;
       if (!sniffImage(bytes)) throw new HttpError(415, `that file is not an image we can read (expected ${app.formats})`);
+      const pixels = await checkPixels(bytes);
 
       if (abort.signal.aborted || socket.destroyed) throw new ClientGone();
       let outcome: CaptionOutcome;
       try {
-        outcome = await state.queue.submit({ id: `req-${++nextId}`, bytes }, beam, abort.signal);
+        outcome = await state.queue.submit({ id: `req-${++nextId}`, bytes }, { beam, signal: abort.signal, client, pixels });
       } catch (e) {
         if (e instanceof QueueFullError) throw busy();
         if (e instanceof CancelledError) throw new ClientGone();
@@ -188,15 +193,51 @@ export function createHandler(
     } finally {
       state.admitted--;
       res.off('close', onClose);
-      socket.off('close', onClose);
+      unwatch();
     }
   }
 
+  /** The image's pixel count from its header, before anything decodes it: 413 past serve.maxPixels, 415/422 for a header that cannot be read. */
+  async function checkPixels(bytes: Buffer): Promise<number> {
+    let header;
+    try {
+      header = await imageHeader(bytes);
+    } catch (e) {
+      if (!(e instanceof ImageError)) throw e;
+      throw new HttpError(KIND_STATUS[e.kind] ?? 422, e.kind === 'corrupt' ? `the image could not be decoded: ${e.reason}` : e.reason);
+    }
+    const pixels = header.width * header.height;
+    if (pixels > cfg.maxPixels) {
+      throw new HttpError(413, `the image has ${header.width} x ${header.height} = ${pixels.toLocaleString('en-US')} pixels; this server takes at most ${cfg.maxPixels.toLocaleString('en-US')} (serve.maxPixels)`);
+    }
+    return pixels;
+  }
+
   function busy(): HttpError {
-    return new HttpError(503, 'the server is busy; try again in a moment', { 'Retry-After': '1' });
+    return new HttpError(503, `the server is busy (serve.queueSize: ${cfg.queueSize} images waiting); try again in a moment`, { 'Retry-After': '1' });
   }
 
   return handle;
+}
+
+/** Per connection, the requests to abort when it closes: one 'close' listener per socket, however many requests are pipelined on it. */
+const closeWatchers = new WeakMap<Socket, Set<AbortController>>();
+
+/** Abort `ctl` when `socket` closes; returns the function that stops watching. */
+function watchClose(socket: Socket, ctl: AbortController): () => void {
+  let set = closeWatchers.get(socket);
+  if (!set) {
+    const mine = new Set<AbortController>();
+    closeWatchers.set(socket, mine);
+    socket.once('close', () => {
+      for (const c of mine) c.abort();
+      mine.clear();
+    });
+    set = mine;
+  }
+  const watching = set;
+  watching.add(ctl);
+  return () => void watching.delete(ctl);
 }
 
 /** `?beam=K` / form field: undefined when absent, 400 unless an integer in 1..maxBeam. */

@@ -5,17 +5,23 @@
 // bounded multipart parsing, draining on shutdown) is easier to get exactly right on the raw
 // request/response objects than through a framework's body parsers, and it adds no dependency.
 //
-// Every request first passes the Host check (403 unless the Host header names this server: blocks DNS
-// rebinding). Flow of a caption request: 503 at once when the queue is already full -> an upload slot
-// (503 when serve.maxUploads uploads are already arriving) -> read the body up to serve.maxUploadBytes
-// (413), within serve.requestTimeoutMs (408) -> multipart or raw body (400) -> magic-byte check (415) ->
-// the batching queue, which holds only fully received images (503 when full) -> Captioner.captionBatch
-// (503 when the model worker crashed) -> JSON. A request whose connection closes while it waits leaves
-// the queue. Nothing a client sends can throw out of the handler: every failure becomes a JSON
-// `{ "error": "..." }` answer.
+// Every request first passes the Host check (RFC 9112: exactly one valid Host, or an absolute-form
+// target's authority; 403 unless it names this server: blocks DNS rebinding), and a POST the Origin
+// check (403 for a page of another site). Flow of a caption request: 503 at once when the queue has no
+// room for this client -> an upload slot (429 past serve.maxUploadsPerClient for its address, 503 past
+// serve.maxUploads, unless a slow sender is evicted) -> read the body up to serve.maxUploadBytes (413),
+// within serve.requestTimeoutMs (408) -> multipart or raw body (400) -> magic-byte check (415) -> pixel
+// count from the header (413 past serve.maxPixels) -> the fair batching queue, which holds only fully
+// received images and serves client addresses in turn (503 when full) -> Captioner.captionBatch (503
+// when the model worker crashed) -> JSON. A request whose connection closes while it waits leaves the
+// queue. Nothing a client sends can throw out of the handler: every failure becomes a JSON
+// `{ "error": "..." }` answer, and so does what node refuses itself (malformed requests, 414, 431, 408
+// for slow headers, CONNECT).
 //
 // This file is the entry (startServer and its types); the server's parts: routes.ts (dispatch and the three
-// routes), body.ts (reading uploads, the Host check, answers) and lifecycle.ts (listen, connections, drain).
+// routes), host.ts (Host and Origin), body.ts (reading uploads, answers), slots.ts (upload slots and the
+// slow-sender rules), connections.ts (connections per client, node's refusals) and lifecycle.ts (listen,
+// drain).
 import type { Captioner } from '../caption/types.js';
 import type { ServeConfig } from '../config/schema.js';
 import { formatList, readableFormats } from '../features/image.js';
@@ -23,8 +29,10 @@ import { renderPage } from './page.js';
 import { BatchQueue } from './queue.js';
 import { createHandler, type ServerState } from './routes.js';
 import { listen } from './lifecycle.js';
+import { UploadSlots } from './slots.js';
 
-export { allowedHosts, hostAllowed, type AllowedHosts } from './body.js';
+export { allowedHosts, hostAllowed, originAllowed, parseHost, type AllowedHosts } from './host.js';
+export { clientKey, evictable } from './slots.js';
 export { parseBeam } from './routes.js';
 export { serverUrls } from './lifecycle.js';
 
@@ -36,6 +44,8 @@ export interface ServerOptions {
 }
 
 export interface ServerStats {
+  /** Open connections. */
+  connections: number;
   /** Caption requests whose upload is still arriving (at most serve.maxUploads). */
   uploading: number;
   /** Caption requests fully received and not yet answered (waiting or being captioned). */
@@ -71,9 +81,27 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     maxBatch: cfg.maxBatch,
     queueSize: cfg.queueSize,
     windowMs: cfg.batchWindowMs,
+    // decoding costs pixels: a batch holds at most two of the largest images allowed, so a photo queued
+    // behind huge ones waits for few of them (eight 12 MP phone photos still share a batch)
+    maxBatchPixels: 2 * cfg.maxPixels,
   });
   // the allowed Host names are set once listening
-  const state: ServerState = { model: null, loadError: null, queue, uploads: new Set(), admitted: 0, draining: false, allowed: { any: true, names: new Set() } };
+  const uploads = new UploadSlots({
+    max: cfg.maxUploads,
+    perClient: cfg.maxUploadsPerClient,
+    rules: { graceMs: cfg.uploadGraceMs, minRate: cfg.minUploadRate, stallMs: cfg.uploadStallMs, deadlineMs: cfg.requestTimeoutMs },
+  });
+  const state: ServerState = {
+    model: null,
+    loadError: null,
+    queue,
+    uploads,
+    uploadOf: new WeakMap(),
+    connections: null,
+    admitted: 0,
+    draining: false,
+    allowed: { any: false, names: new Set() },
+  };
   if (isPromise(captioner)) {
     captioner.then(
       (c) => (state.model = c),
@@ -89,7 +117,7 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
     url,
     networkUrls,
     port,
-    stats: () => ({ uploading: state.uploads.size, admitted: state.admitted, waiting: queue.waiting, batchSizes: queue.batchSizes, draining: state.draining }),
+    stats: () => ({ connections: state.connections?.all.size ?? 0, uploading: state.uploads.size, admitted: state.admitted, waiting: queue.waiting, batchSizes: queue.batchSizes, draining: state.draining }),
     destroy,
     close,
   };

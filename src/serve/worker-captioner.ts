@@ -1,57 +1,30 @@
-// A Captioner that runs another Captioner inside a node:worker_threads Worker, so image decoding (sharp),
-// the encoder (onnxruntime or tfjs) and beam search never block the server's event loop: health checks,
-// 503s and SIGTERM are answered at once however busy the model is.
+// A Captioner that runs another Captioner inside a worker thread (./worker.ts, through src/util/rpc.ts), so
+// image decoding (sharp), the encoder (onnxruntime or tfjs) and beam search never block the server's event
+// loop: health checks, 503s and SIGTERM are answered at once however busy the model is.
 //
 // The worker builds its captioner by importing `module` and calling its export `factory(...args)` (for
-// `captioner serve`: dist/caption/load.js loadCaptioner(runDir, options)). captionBatch transfers each
-// image's bytes to the worker (the caller's Buffers are detached: it hands them over) and gets the
-// outcomes back. Crashes: when the worker dies (an uncaught error, out of memory, a native abort caught
-// as an exit), the batches it was captioning fail with WorkerCrashedError (the server answers 503), one
-// error line is logged, and a fresh worker is started; after `maxRestarts` crashes within a minute it
-// is not restarted any more and every later batch fails with WorkerCrashedError (failure() says why, and
-// the server's health reports it as status 'error', 503, so a supervisor restarts the server). dispose() asks the worker to dispose its captioner, then
-// terminates it.
+// `captioner serve`: src/caption/load.ts loadCaptioner(runDir, options), from the build this module runs
+// from). captionBatch transfers each image's bytes to the worker (the caller's Buffers are detached: it hands
+// them over) and gets the outcomes back. Crashes: when the worker dies (an uncaught error, out of memory, a
+// native abort caught as an exit), the batches it was captioning fail with WorkerCrashedError (the server
+// answers 503), one error line is logged, and a fresh worker is started; after `maxRestarts` crashes within a
+// minute it is not restarted any more and every later batch fails with WorkerCrashedError (failure() says
+// why, and the server's health reports it as status 'error', 503, so a supervisor restarts the server).
+// dispose() asks the worker to dispose its captioner, then terminates it.
 import * as os from 'node:os';
-import { Worker } from 'node:worker_threads';
 import type { LoadCaptionerOptions } from '../caption/load.js';
 import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from '../caption/types.js';
 import type { Config } from '../config/schema.js';
 import { ModelError } from '../errors.js';
-import { builtFile, userErrorFrom } from '../util/workers.js';
-import { log } from '../log.js';
 import { disableOrtTelemetry } from '../features/onnx/runtime.js';
+import { startWorker, WorkerCrashedError, workerEntry, type RpcWorker } from '../util/rpc.js';
+import { log } from '../log.js';
+import type { ModelWorkerApi, ModelWorkerInit, WireInput } from './worker.js';
 
-/** Given to the worker as workerData. */
-export interface WorkerInit {
-  /** File path or file: URL of an ES module. */
-  module: string;
-  /** Name of the export that builds the Captioner: (...args) => Captioner | Promise<Captioner>. */
-  factory: string;
-  /** Its arguments (structured-cloned; a SharedArrayBuffer stays shared). */
-  args: unknown[];
-}
+export { WorkerCrashedError };
+export type { ModelWorkerInit as WorkerInit };
 
-/** One image on its way to the worker: the bytes' ArrayBuffer is transferred, with the view's place in it. */
-export interface WireInput {
-  id: string;
-  buffer: ArrayBuffer;
-  offset: number;
-  length: number;
-}
-
-export type ToWorker = { op: 'caption'; id: number; inputs: WireInput[]; options: CaptionOptions } | { op: 'dispose' };
-
-export type FromWorker =
-  | { op: 'ready'; info: Captioner['info'] }
-  | { op: 'load-error'; name: string; message: string }
-  | { op: 'done'; id: number; outcomes: CaptionOutcome[] }
-  | { op: 'error'; id: number; name: string; message: string }
-  | { op: 'disposed' };
-
-/** A batch failed because the model worker died (or is not restarted any more): the server answers 503. */
-export class WorkerCrashedError extends Error {}
-
-export interface WorkerCaptionerOptions extends WorkerInit {
+export interface WorkerCaptionerOptions extends ModelWorkerInit {
   /** Crashes within a minute after which the worker is not restarted any more (default 3). */
   maxRestarts?: number;
   /** How long dispose waits for the captioner's own dispose before terminating the worker (default 5000 ms). */
@@ -67,122 +40,65 @@ export interface WorkerCaptioner extends Captioner {
   failure(): string | null;
 }
 
-/** The compiled worker entry (dist/serve/captioner-worker.js), also when this module runs from src/ (tests). */
-export function workerEntry(): string {
-  return distFile('serve', 'captioner-worker.js');
-}
-
-/** A file of the compiled build (dist/), also when this module runs from src/ (tests). */
-function distFile(...parts: string[]): string {
-  return builtFile('serve', ...parts);
-}
-
-/** Rebuild an error from the worker: user-fixable kinds keep their class (and exit code). */
-function errorFrom(name: string, message: string): Error {
-  const known = userErrorFrom(name, message);
-  if (known) return known;
-  const e = new Error(message);
-  if (name && name !== 'Error') e.name = name;
-  return e;
-}
+type Thread = RpcWorker<ModelWorkerApi, Captioner['info']>;
 
 /** Start the worker, wait for its captioner to load (rejects with the loader's error), and wrap it. */
 export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promise<WorkerCaptioner> {
-  const file = workerEntry();
-  const init: WorkerInit = { module: opts.module, factory: opts.factory, args: opts.args };
+  const entry = workerEntry(import.meta.url, 'worker');
+  const init: ModelWorkerInit = { module: opts.module, factory: opts.factory, args: opts.args };
   const maxRestarts = opts.maxRestarts ?? 3;
-  type Pending = { resolve: (o: CaptionOutcome[]) => void; reject: (e: Error) => void };
-  let pending = new Map<number, Pending>();
-  let nextId = 0;
   let disposed = false;
   let crashes = 0;
   const crashTimes: number[] = [];
   let broken: Error | null = null;
-  let worker: Worker | null = null;
+  let worker: Thread | null = null;
   let info!: Captioner['info'];
   // Settles once the current worker has loaded its captioner (a restart replaces it).
   let ready: Promise<void>;
-  let onDisposed: (() => void) | null = null;
 
-  const spawn = (): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      disableOrtTelemetry(); // the worker's onnxruntime reads the real environment, which only this thread sets
-      const w = new Worker(file, { workerData: init });
-      worker = w;
-      let loaded = false;
-      const mine = new Map<number, Pending>();
-      pending = mine;
-      w.on('message', (msg: FromWorker) => {
-        switch (msg.op) {
-          case 'ready':
-            loaded = true;
-            info = msg.info;
-            resolve();
-            return;
-          case 'load-error':
-            if (worker === w) worker = null; // being terminated: no longer counts as running
-            reject(errorFrom(msg.name, msg.message));
-            void w.terminate();
-            return;
-          case 'done':
-          case 'error': {
-            const p = mine.get(msg.id);
-            if (!p) return;
-            mine.delete(msg.id);
-            if (msg.op === 'done') p.resolve(msg.outcomes);
-            else p.reject(errorFrom(msg.name, msg.message));
-            return;
-          }
-          case 'disposed':
-            onDisposed?.();
-        }
-      });
-      let why = '';
-      w.on('error', (e) => (why = `${e.name === 'Error' ? '' : `${e.name}: `}${e.message}`));
-      w.on('exit', (code) => {
-        if (worker === w) worker = null;
-        if (disposed) {
-          for (const p of mine.values()) p.reject(new WorkerCrashedError('the model was disposed while captioning'));
-          mine.clear();
-          if (!loaded) reject(new Error('the model was disposed while loading'));
-          return;
-        }
-        const reason = why || `exit code ${code}`;
-        if (!loaded) {
-          reject(new ModelError(`the model worker stopped while loading the model (${reason})`));
-          return;
-        }
-        crashed(reason, mine);
-      });
+  /** A fresh worker; resolves once its captioner is loaded. */
+  const spawn = async (): Promise<void> => {
+    disableOrtTelemetry(); // the worker's copy of the environment, and so its onnxruntime, inherits it
+    const w: Thread = startWorker<ModelWorkerApi, Captioner['info']>({ entry, data: init, label: 'the model worker' });
+    worker = w;
+    let loaded = false;
+    void w.exited.then((exit) => {
+      if (worker === w) worker = null;
+      if (exit.crash && loaded && !disposed) crashed(exit.crash.reason, exit.failed);
     });
+    try {
+      info = await w.ready;
+      loaded = true;
+    } catch (e) {
+      if (worker === w) worker = null;
+      if (disposed) throw new Error('the model was disposed while loading');
+      if (e instanceof WorkerCrashedError) throw new ModelError(`the model worker stopped while loading the model (${e.reason})`);
+      throw e;
+    }
+  };
 
-  const crashed = (reason: string, lost: Map<number, Pending>) => {
+  const crashed = (reason: string, failed: number) => {
     crashes++;
     const now = Date.now();
     crashTimes.push(now);
     while (crashTimes.length && crashTimes[0] < now - 60_000) crashTimes.shift();
     const restart = crashTimes.length <= maxRestarts;
-    const failed = lost.size;
     log.error(
       `serve: the model worker crashed (${reason}); ${failed} batch(es) in progress failed (answered 503); ` +
         (restart ? 'restarting it' : `${crashTimes.length} crashes within a minute: not restarting it; every caption request now fails with 503 until the server is restarted`),
     );
-    const e = new WorkerCrashedError(`the model worker crashed while captioning (${reason})`);
-    for (const p of lost.values()) p.reject(e);
-    lost.clear();
     if (!restart) {
-      broken = new WorkerCrashedError(`the model worker crashed ${crashTimes.length} time(s) within a minute and is not restarted; the server must be restarted`);
+      broken = new WorkerCrashedError(`the model worker crashed ${crashTimes.length} time(s) within a minute and is not restarted; the server must be restarted`, reason);
       ready = Promise.resolve();
       return;
     }
     ready = spawn().then(
       () => log.info('serve: the model worker is back'),
       (err: unknown) => {
-        broken = new WorkerCrashedError(`the model worker could not be restarted: ${(err as Error)?.message ?? String(err)}`);
-        log.error(`serve: ${broken.message}`);
+        broken = new WorkerCrashedError(`the model worker could not be restarted: ${(err as Error)?.message ?? String(err)}`, reason);
+        log.error(`serve: ${(broken as Error).message}`);
       },
     );
-    ready.catch(() => {});
   };
 
   ready = spawn();
@@ -190,7 +106,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
     await ready;
   } catch (e) {
     disposed = true;
-    await (worker as Worker | null)?.terminate();
+    await (worker as Thread | null)?.terminate();
     throw e;
   }
 
@@ -201,7 +117,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
     get crashes() {
       return crashes;
     },
-    running: () => worker !== null && !disposed,
+    running: () => worker !== null && worker.alive && !disposed,
     failure: () => (broken as Error | null)?.message ?? null,
     async captionBatch(inputs: ImageInput[], options: CaptionOptions = {}): Promise<CaptionOutcome[]> {
       if (disposed) throw new Error('captionBatch after dispose');
@@ -211,8 +127,8 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
         if (r === ready) break;
       }
       if (broken) throw broken;
-      const w = worker;
-      if (!w) throw new WorkerCrashedError('the model worker is not running');
+      const w = worker as Thread | null;
+      if (!w || !w.alive) throw new WorkerCrashedError('the model worker is not running', 'not running');
       // Transfer each image's ArrayBuffer (once, even when views share one); the caller hands the bytes over.
       const transfer = new Set<ArrayBuffer>();
       const wire: WireInput[] = inputs.map(({ id, bytes }) => {
@@ -227,32 +143,28 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
         transfer.add(buffer);
         return { id, buffer, offset, length: bytes.byteLength };
       });
-      const id = nextId++;
-      const map = pending;
-      return new Promise<CaptionOutcome[]>((resolve, reject) => {
-        map.set(id, { resolve, reject });
-        try {
-          w.postMessage({ op: 'caption', id, inputs: wire, options: { ...options } } satisfies ToWorker, [...transfer]);
-        } catch (e) {
-          map.delete(id);
-          reject(e as Error);
-        }
-      });
+      try {
+        return await w.call('caption', { inputs: wire, options: { ...options } }, [...transfer]);
+      } catch (e) {
+        if (e instanceof WorkerCrashedError && !disposed) throw new WorkerCrashedError(`the model worker crashed while captioning (${e.reason})`, e.reason);
+        throw e;
+      }
     },
     async dispose() {
       if (disposed) return;
       disposed = true;
-      const w = worker;
+      const w = worker as Thread | null;
       if (!w) return;
       // Let the captioner free what it holds (onnxruntime sessions), then end the thread in any case.
-      const done = new Promise<void>((resolve) => {
-        onDisposed = resolve;
-        w.once('exit', () => resolve());
-        setTimeout(resolve, opts.disposeTimeoutMs ?? 5000).unref();
-      });
-      w.postMessage({ op: 'dispose' } satisfies ToWorker);
-      await done;
-      await w.terminate();
+      if (w.alive) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          w.call('dispose').catch(() => {}),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, opts.disposeTimeoutMs ?? 5000))),
+        ]);
+        clearTimeout(timer);
+      }
+      await w.terminate(new WorkerCrashedError('the model was disposed while captioning', 'disposed'));
       worker = null;
     },
   };
@@ -287,5 +199,7 @@ export async function startModelWorker(runDir: string, config: Config, options: 
   const split = threadSplit(config.threads);
   log.info(split.line);
   const loadOptions: LoadCaptionerOptions = { ...options, config, threads: split.modelThreads };
-  return startWorkerCaptioner({ module: distFile('caption', 'load.js'), factory: 'loadCaptioner', args: [runDir, loadOptions] });
+  // the loader of the build this module runs from (src/ under the tests, dist/ otherwise)
+  const loader = workerEntry(import.meta.url, '../caption/load');
+  return startWorkerCaptioner({ module: loader.href, factory: 'loadCaptioner', args: [runDir, loadOptions] });
 }

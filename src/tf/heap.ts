@@ -1,7 +1,13 @@
-// Small helpers shared by our wasm kernels (kernels.ts, slice.ts, gather.ts, native.ts): element counts,
+// Small helpers shared by our wasm kernels (./kernels/*, native.ts): element counts,
 // where a tensor lives on the wasm heap, the odometer over a block layout, and a matmul's dimensions.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+
+/** A typed-array view of a float32, int32 or bool (one byte) tensor on the heap. */
+export type HeapArray = Float32Array | Int32Array | Uint8Array;
+
+/** Blocks shorter than this are copied element by element (a set() call costs more). */
+export const SMALL_BLOCK = 16;
 
 export function sizeOf(shape: number[]): number {
   let n = 1;

@@ -6,7 +6,7 @@
 // before; `nativeStatus()` says which and why.
 //
 // Owns: finding and loading the addon and the BLAS library, the BLAS thread count, and the wasm kernels
-// that call it (BatchMatMul / _FusedMatMul routes used by ./kernels.ts, CaptionerSoftmaxXent, and the
+// that call it (BatchMatMul / _FusedMatMul routes used by ./kernels/, CaptionerSoftmaxXent, and the
 // fused Adam update CaptionerAdam with its gradient norm, used by src/train/adam.ts, and the LSTM cell
 // CaptionerLstmCell with its gradient, used by src/model/ops.ts, and the attention scores
 // CaptionerAttentionScores with theirs, used by the attention decoder), and the host-array reduction,
@@ -69,7 +69,6 @@ function libraryCandidates(): string[] {
 
 let addon: Addon | undefined;
 let status: NativeStatus | undefined;
-let enabled = true;
 
 /** Load the addon and BLAS once per thread (each worker thread loads its own copy of the binding). */
 export function nativeStatus(): NativeStatus {
@@ -88,14 +87,9 @@ export function nativeStatus(): NativeStatus {
   }
 }
 
-/** Whether the wasm matrix products go to BLAS now (loaded, and not switched off by useNative(false)). */
+/** Whether the wasm matrix products go to BLAS (the addon and a BLAS library loaded, CAPTIONER_NATIVE is not 0). */
 export function nativeActive(): boolean {
-  return enabled && nativeStatus().available;
-}
-
-/** Route wasm matrix products to BLAS (true, the default when it loads) or to wasm's own kernels. */
-export function useNative(on: boolean): void {
-  enabled = on;
+  return nativeStatus().available;
 }
 
 /**
@@ -433,8 +427,8 @@ const attentionGradConfig = {
 /**
  * Host-array versions for data-parallel training's flat vectors (src/train/parallel/update.ts), on plain or
  * shared Float32Arrays: the blockwise gradient reduction with its per-block sums of squares, and Adam in
- * place. Undefined / false when the addon is not loaded (or is switched off) in this thread, and false for
- * a NaN clipping scale (the caller's loop then gives the NaN update).
+ * place. Undefined / false when the addon is not loaded in this thread, and false for a NaN clipping scale
+ * (the caller's loop then gives the NaN update).
  */
 export function nativeReduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number): Float64Array | undefined {
   if (!nativeActive() || !addon) return undefined;

@@ -1,6 +1,6 @@
 // Loading the tfjs wasm backend in Node: point it at the .wasm binaries inside
 // node_modules/@tensorflow/tfjs-backend-wasm/dist (a file path; Node reads it with fs), pick the
-// best build that works, and install our kernel fixes (./kernels.ts).
+// best build that works, and install our kernel overrides (./kernels/index.ts).
 //
 // What works in Node 20 (measured, tfjs 4.22): the SIMD build (2.5x faster matmul than the plain
 // build) is chosen automatically when WebAssembly SIMD validates. The multi-threaded SIMD build
@@ -12,7 +12,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { tf } from './tf.js';
-import { patchWasmKernels } from './kernels.js';
+import { registerWasmKernels } from './kernels/index.js';
 
 const require = createRequire(import.meta.url);
 
@@ -53,7 +53,7 @@ export async function loadWasmModule(): Promise<typeof import('@tensorflow/tfjs-
  */
 export async function prepareWasm(threads = 0): Promise<WasmInfo> {
   const mod = await loadWasmModule();
-  patchWasmKernels();
+  registerWasmKernels();
   if (threads > 0) mod.setThreadsCount(threads);
   const ok = await tf.setBackend('wasm');
   if (!ok) throw new Error('the wasm backend failed to initialise (see the message above)');

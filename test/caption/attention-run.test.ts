@@ -52,7 +52,7 @@ async function writeConfig(file: string, work: string, onnx: string, type: 'atte
       threads: 1,
       dataset: { format: 'flickr8k', captions: path.join(data, 'captions.txt'), images, split: { method: 'files', trainFile: path.join(data, 'train.txt'), valFile: path.join(data, 'val.txt'), testFile: path.join(data, 'test.txt') } },
       prep: { minCount: 1, maxLength: 10 },
-      encoder: { name: 'onnx', onnx: { path: onnx, inputSize: 32 } },
+      encoder: { type: 'onnx', onnx: { path: onnx, outputLayout: 'hwc' } },
       model: { type, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0, attention: { attentionDim: 8 } },
       train: { epochs: 3, batchSize: 8, learningRate: 0.01, patience: 0 },
       decode: { beam: 2, maxLength: 8 },
@@ -117,7 +117,7 @@ describe('an attention run, end to end', () => {
     for (const o of out) expect(typeof o.caption).toBe('string');
   }, 240_000);
 
-  it('a merge run mean-pools the same grid; an attention config on a vector encoder says which layer to use (features: exit 2, train: exit 3)', async () => {
+  it('a merge run mean-pools the same grid; an attention config on a vector encoder says which output to use (features: exit 2, train: exit 3)', async () => {
     const conf = path.join(dir, 'merge.yaml');
     const work = path.join(dir, 'merge');
     await writeConfig(conf, work, path.join(dir, 'grid.onnx'), 'merge');
@@ -134,7 +134,7 @@ describe('an attention run, end to end', () => {
     // the features stage refuses first (exit 2), before encoding anything ...
     const f = await runCli(['features', '--config', vconf]);
     expect(f.code).toBe(2);
-    expect(f.stderr).toMatch(/model\.type attention attends over a grid of image positions, but encoder\.layer \S+ gives one vector per image \[8\]; set encoder\.layer block5_conv3/);
+    expect(f.stderr).toMatch(/model\.type attention attends over a grid of image positions, but output "features" of \S+vector\.onnx gives one vector per image \[8\]; set encoder\.onnx\.output to a grid or tokens output/);
     // ... and train refuses a vector cache made anyway (here: by a merge config) with exit 3
     expect((await runCli(['features', '--config', vconf, '--set', 'model.type=merge'])).code).toBe(0);
     const r = await runCli(['train', '--config', vconf]);

@@ -3,7 +3,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { EncoderSchema } from '../../src/config/schema.js';
+import { ConfigSchema, EncoderSchema } from '../../src/config/schema.js';
 import { createEncoder } from '../../src/features/encoder.js';
 import { DataType, floatTensor, model, node, valueInfo } from '../../src/features/onnx/proto.js';
 import { AttentionDecoder } from '../../src/model/decoders/attention.js';
@@ -39,7 +39,7 @@ export async function makeRun(dir: string, opts: { seed?: number; onnxSeed?: num
   await fs.mkdir(dir, { recursive: true });
   const onnx = path.join(dir, 'encoder.onnx');
   await fs.writeFile(onnx, tinyOnnx({ seed: opts.onnxSeed }));
-  const encCfg = EncoderSchema.parse({ name: 'onnx', onnx: { path: onnx, inputSize: 32 } });
+  const encCfg = EncoderSchema.parse({ type: 'onnx', onnx: { path: onnx } });
   const enc = await createEncoder(encCfg, { threads: 1 });
   const info = enc.info;
   await enc.dispose();
@@ -77,14 +77,16 @@ export async function makeAttentionRun(dir: string, opts: { seed?: number } = {}
   await fs.mkdir(dir, { recursive: true });
   const onnx = path.join(dir, 'grid.onnx');
   await fs.writeFile(onnx, gridOnnx());
-  const enc = await createEncoder(EncoderSchema.parse({ name: 'onnx', onnx: { path: onnx, inputSize: 32 } }), { threads: 1 });
+  // a [4, 4, 4] grid does not say which side holds the channels: the config says hwc, and the run records it
+  const encoder = { type: 'onnx', onnx: { path: onnx, outputLayout: 'hwc' } } as const;
+  const enc = await createEncoder(EncoderSchema.parse(encoder), { threads: 1 });
   const info = enc.info;
   await enc.dispose();
   const [h, w, c] = info.shape;
   const decoder = AttentionDecoder.create({ vocabSize: TOKENS.length, positions: h * w, channels: c, embedDim: 8, units: 12, attentionDim: 8, dropout: 0, alphaReg: 1 }, opts.seed ?? 7);
   const run = path.join(dir, 'run');
   try {
-    await writeUntrainedRun(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-attention' });
+    await writeUntrainedRun(run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-attention', config: ConfigSchema.parse({ encoder }) });
   } finally {
     decoder.dispose();
   }

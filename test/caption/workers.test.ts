@@ -1,7 +1,7 @@
 // caption with decode.workers 2 against decode.workers 1 (real tiny runs: ONNX encoder + merge or attention
 // decoder, on wasm): the same lines in the same order and the same attention maps; the workers end with the
-// run; Ctrl-C (abort) while the workers decode leaves a valid output and no worker. Spawns
-// dist/decode/worker.js: build first (npx tsc -p .).
+// run; Ctrl-C (abort) while the workers decode leaves a valid output and no worker. The workers run
+// src/decode/worker.ts (test/helpers/ts-hooks.mjs).
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,13 +11,11 @@ import { runCaption } from '../../src/caption/run.js';
 import { ConfigSchema } from '../../src/config/schema.js';
 import { tf } from '../../src/tf/tf.js';
 import { imageFile, makeAttentionRun, makeRun } from './fixtures.js';
-import { settleWorkers, type WorkerHandle } from '../helpers/worker-threads.js';
+import type { WorkerHandle } from '../helpers/worker-threads.js';
 
 // the worker threads started, and which of them still run
 const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
 vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
-
-const settle = () => settleWorkers(threads);
 
 let dir: string;
 let images: string;
@@ -45,8 +43,7 @@ async function captionWith(run: string, workers: number, maps?: string) {
   expect(s).toMatchObject({ captioned: N, failed: 0, interrupted: false });
   expect(tf.memory().numTensors).toBe(before);
   expect(threads.started - started).toBe(workers > 1 ? workers : 0);
-  await settle();
-  expect(threads.live.size).toBe(0);
+  expect(threads.live.size).toBe(0); // the run awaits the pool's dispose, which resolves once every thread has exited
   return (await fs.readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { image: string; caption: string; logprob: number; attention?: string });
 }
 
@@ -86,7 +83,6 @@ describe('caption with decode.workers 2', () => {
     const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { caption: string });
     expect(lines.length).toBeGreaterThan(0);
     expect(lines.length).toBeLessThan(N);
-    await settle();
     expect(threads.live.size).toBe(0);
   }, 90_000);
 });

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataError, OutputClosed } from '../../src/errors.js';
 import { writeOut } from '../../src/util/stdout.js';
 import { bin, repoRoot } from '../helpers/cli.js';
+import { testImageModel } from '../helpers/onnx-models.js';
 
 process.env.CAPTIONER_QUIET = '1';
 
@@ -90,4 +91,14 @@ describe('commands that print data, with stdout on a full disk', () => {
       expect(r.code).toBe(3);
     }
   }, 120_000);
+
+  it('encoder inspect (text and --json): exit 3 and one error line', async () => {
+    const model = path.join(dir, 'tiny.onnx');
+    await fs.writeFile(model, testImageModel());
+    for (const extra of [[], ['--json']]) {
+      const r = await toFullDisk(['encoder', 'inspect', model, ...extra]);
+      expect(r.stderr).toBe(LINE);
+      expect(r.code).toBe(3);
+    }
+  }, 60_000);
 });

@@ -30,7 +30,7 @@ function uncommentedKeys(text: string): string[] {
 
 describe('configs/*.yaml', () => {
   it('has the ready configs', () => {
-    expect(files).toEqual(expect.arrayContaining(['coco.yaml', 'coco-attention.yaml', 'demo.yaml', 'flickr30k.yaml', 'flickr8k.yaml', 'flickr8k-attention.yaml']));
+    expect(files).toEqual(expect.arrayContaining(['coco.yaml', 'coco-attention.yaml', 'demo.yaml', 'flickr30k.yaml', 'flickr8k.yaml', 'flickr8k-attention.yaml', 'flickr8k-resnet101-onnx.yaml']));
   });
 
   describe.each(files)('%s', (file) => {
@@ -55,7 +55,7 @@ describe('configs/*.yaml', () => {
     it('uses paths relative to the repository root, under data/ and work/', async () => {
       const { config } = await loadConfig({ file: full });
       const d = config.dataset;
-      const paths = [d.captions, d.images, d.split.trainFile, d.split.valFile, d.split.testFile, ...Object.values(d.cocoFiles ?? {})].filter(
+      const paths = [d.captions, d.images, d.split.trainFile, d.split.valFile, d.split.testFile, ...Object.values(d.cocoFiles ?? {}), config.encoder.onnx?.path].filter(
         (p): p is string => typeof p === 'string',
       );
       expect(paths.length).toBeGreaterThan(0);
@@ -71,6 +71,17 @@ describe('configs/*.yaml', () => {
 describe('the comment check', () => {
   it('flags keys without a comment', () => {
     expect(uncommentedKeys('# a\na: 1\nb: 2 # two\nc:\n  # d\n  d: 1\n  e: 2\n')).toEqual(['line 4: c:', 'line 7: e: 2']);
+  });
+});
+
+describe('configs/flickr8k-resnet101-onnx.yaml', () => {
+  it('is an ONNX encoder config with torchvision ImageNet preprocessing, feeding the attention decoder', async () => {
+    const { config } = await loadConfig({ file: path.join(dir, 'flickr8k-resnet101-onnx.yaml') });
+    expect(config.encoder).toMatchObject({
+      type: 'onnx',
+      onnx: { path: 'data/models/resnet101.onnx', input: 'image', output: 'conv5', size: 224, resize: 'shorter', resizeSize: 256, interpolation: 'bilinear', range: '0-1', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], channelOrder: 'rgb', layout: 'nchw' },
+    });
+    expect(config.model.type).toBe('attention');
   });
 });
 

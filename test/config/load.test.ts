@@ -175,6 +175,23 @@ describe('did you mean', () => {
     expect(err.message).toContain('modle: unknown key (did you mean model?)');
   });
 
+  it('says what a renamed key is called now; checks the encoder settings together', async () => {
+    const f = write('renamed.yaml', 'encoder:\n  name: onnx\n  onnx:\n    path: m.onnx\n    inputSize: 224\n    inputName: x\n    outputName: y\n    scale: 1\n');
+    const err = await loadConfig({ file: f }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    for (const [from, to] of [['encoder.name', 'encoder.type'], ['encoder.onnx.inputSize', 'encoder.onnx.size'], ['encoder.onnx.inputName', 'encoder.onnx.input'], ['encoder.onnx.outputName', 'encoder.onnx.output'], ['encoder.onnx.scale', 'encoder.onnx.range']]) {
+      expect(err.message).toContain(`${from}: renamed to ${to}`);
+    }
+    const none = await loadConfig({ file: write('no-onnx.yaml', 'encoder:\n  type: onnx\n') }).catch((e) => e);
+    expect(none.message).toMatch(/encoder\.onnx: required when encoder\.type is onnx: at least encoder\.onnx\.path/);
+    const crop = await loadConfig({ file: write('crop.yaml', 'encoder:\n  type: onnx\n  onnx: { path: m.onnx, size: 224, resizeSize: 200 }\n') }).catch((e) => e);
+    expect(crop.message).toMatch(/encoder\.onnx\.resizeSize: must be at least size \(224\)/);
+    const stretch = await loadConfig({ file: write('stretch.yaml', 'encoder:\n  type: onnx\n  onnx: { path: m.onnx, resize: stretch, resizeSize: 256 }\n') }).catch((e) => e);
+    expect(stretch.message).toMatch(/encoder\.onnx\.resizeSize: applies to resize shorter only/);
+    const ok = await loadConfig({ file: write('onnx-ok.yaml', 'encoder:\n  type: onnx\n  onnx: { path: m.onnx }\n') });
+    expect(ok.config.encoder.onnx).toMatchObject({ path: 'm.onnx', resize: 'shorter', interpolation: 'bilinear', range: '0-1', layout: 'auto', outputLayout: 'auto' });
+  });
+
   it('knows the keys at every level of the schema', () => {
     expect(schemaKeysAt([])).toContain('decode');
     expect(schemaKeysAt(['dataset', 'split', 'ratios'])).toEqual(['train', 'val', 'test']);

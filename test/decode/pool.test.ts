@@ -1,7 +1,8 @@
 // The decoding pool (src/decode/pool.ts): N worker threads give exactly what decodeFeatures gives on the
 // main thread (captions, log-probabilities, attention rows; in input order), on cpu and on wasm; no tensor
 // is left on the main thread; a crashed worker, a model error in a worker and an abort all end every worker
-// with a clear error instead of a hang. Spawns dist/decode/worker.js: build first (npx tsc -p .).
+// with a clear error instead of a hang; an idle pool nobody disposed lets the process exit. The workers run
+// src/decode/worker.ts (test/helpers/ts-hooks.mjs), the code this file imports.
 import { describe, it, expect, beforeAll, vi } from 'vitest';
 import { availableParallelism } from 'node:os';
 import { decodeFeatures, type DecodeSettings } from '../../src/decode/decode.js';
@@ -45,10 +46,9 @@ describe.each(['cpu', 'wasm'] as const)('workers 2 on %s', (backend) => {
         const [a, b] = await Promise.all([pool.decode(features.slice(0, 6), cfg), pool.decode(features.slice(6), cfg)]);
         expect([...a, ...b]).toEqual(one);
       } finally {
-        await pool.dispose();
+        await pool.dispose(); // resolves once every thread has exited
       }
       expect(tf.memory().numTensors).toBe(n0);
-      await settle();
       expect(threads.live.size).toBe(0);
     } finally {
       decoder.dispose();
@@ -111,7 +111,6 @@ describe('failures', () => {
       await pool.dispose();
       decoder.dispose();
     }
-    await settle();
     expect(threads.live.size).toBe(0);
   }, 60_000);
 
@@ -121,17 +120,33 @@ describe('failures', () => {
     const pool = await startDecoder({ decoder, vocab }, { workers: 2, signal: ac.signal });
     try {
       const p = pool.decode(randomFeatures(90, mergeSpec.featureDim, 1), { ...cfg, maxLength: 30 });
-      setTimeout(() => ac.abort(), 10);
+      ac.abort(); // decode() has handed the first batches to the workers: they are in flight
       const err = await p.catch((e: Error) => e);
       expect((err as Error).name).toBe('AbortError');
-      await settle();
+      await settle(); // the pool ends its workers by itself
       expect(threads.live.size).toBe(0);
-      // an already-aborted signal: the pool does not start
+      // an already-aborted signal: the pool does not start a thread
+      const started = threads.started;
       await expect(startDecoder({ decoder, vocab }, { workers: 2, signal: ac.signal })).rejects.toMatchObject({ name: 'AbortError' });
+      expect(threads.started).toBe(started);
+    } finally {
+      await pool.dispose();
+      decoder.dispose();
+    }
+  }, 60_000);
+
+  it('an abort while the workers start: an AbortError, and the threads started are ended', async () => {
+    const { decoder } = tinyMerge(3);
+    const ac = new AbortController();
+    const started = threads.started;
+    try {
+      const p = startDecoder({ decoder, vocab }, { workers: 2, signal: ac.signal });
+      while (threads.started < started + 2) await new Promise((r) => setImmediate(r)); // both threads exist
+      ac.abort();
+      await expect(p).rejects.toMatchObject({ name: 'AbortError' });
       await settle();
       expect(threads.live.size).toBe(0);
     } finally {
-      await pool.dispose();
       decoder.dispose();
     }
   }, 60_000);

@@ -55,11 +55,23 @@ describe('buildReport', () => {
     const html = await renderReportHtml(report, { imagesDir: null });
     expect(html).toContain('a &lt;blue&gt; square');
     expect(html).not.toContain('<blue>');
-    expect(html.match(/no images folder/g)).toHaveLength(2);
+    // said once, with no image column at all
+    expect(html.match(/no images folder/g)).toHaveLength(1);
+    expect(html).not.toMatch(/image not found|class="ph"|<th>image<\/th>/);
     const order = [...html.matchAll(/data-image="([^"]+)"/g)].map((m) => m[1]);
     const byCider = [...report.perImage].sort((x, y) => y.CIDEr - x.CIDEr).map((p) => p.image);
     expect(order).toEqual(byCider);
     expect(html).toContain('<th class="num" data-key="cider">CIDEr-D</th>');
+  });
+
+  it('shows folders relative to the report, or by name, never as absolute local paths', async () => {
+    const byName = await renderReportHtml(report, { imagesDir: null });
+    expect(byName).toContain('model <code>run/</code>');
+    expect(byName).toContain('of <code>prepared/</code>');
+    const relative = await renderReportHtml(report, { imagesDir: null, reportDir: '/run/eval-test' });
+    expect(relative).toContain('model <code>../</code> (best)');
+    expect(relative).toContain('of <code>../../prepared/</code>');
+    for (const html of [byName, relative]) expect(html).not.toMatch(/<code>\//);
   });
 
   it('escapeHtml escapes the five characters', () => {

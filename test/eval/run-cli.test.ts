@@ -47,6 +47,10 @@ describe('captioner eval', () => {
     expect(Object.keys(j.metrics).sort()).toEqual(['Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'CIDEr', 'ROUGE_L', 'images']);
     const html = await fs.readFile(path.join(out, 'report.html'), 'utf8');
     expect(html).not.toContain('data:image/jpeg');
+    // thumbnails off: said once, not "image not found" on every row; and no absolute local paths
+    expect(html).not.toContain('image not found');
+    expect(html.match(/thumbnails off/g)).toHaveLength(1);
+    expect(html).not.toContain(work);
   }, 60_000);
 
   it('exit 3 for a feature cache of other settings; exit 4 for a folder that is not a run; exit 2 for bad flags', async () => {

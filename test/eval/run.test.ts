@@ -66,6 +66,7 @@ describe('runEval', () => {
     expect(html).toContain('the red square');
     expect(html).not.toContain('attn-view'); // a merge model has no attention to show
     expect(html).not.toContain('captionerAttention');
+    expect(html).not.toContain(work); // folders relative to the report, for a page to be mailed around
   }, 60_000);
 
   it('an attention run: each report.html row gets its attention view (closed, summary "attention"); report.json and predictions unchanged', async () => {

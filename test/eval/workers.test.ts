@@ -1,6 +1,6 @@
 // eval with decode.workers 2 against decode.workers 1 on tiny trained runs (merge and attention): the same
 // predictions, in the same order, the same scores and the same attention rows in report.html; the workers
-// end with the run and no tensor stays on the main thread. Spawns dist/decode/worker.js: build first.
+// end with the run and no tensor stays on the main thread. The workers run src/decode/worker.ts (test/helpers/ts-hooks.mjs).
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
@@ -37,8 +37,7 @@ async function evalWith(fx: EvalFixture, workers: number) {
   const { report, files } = await runEval(withWorkers(fx, workers, path.join(fx.dir, `eval-w${workers}`)), { model: fx.model, noBaseline: true });
   expect(tf.memory().numTensors).toBe(before);
   expect(threads.started - started).toBe(workers > 1 ? workers : 0);
-  for (let i = 0; i < 50 && threads.live.size; i++) await new Promise((r) => setTimeout(r, 20)); // 'exit' follows terminate()
-  expect(threads.live.size).toBe(0);
+  expect(threads.live.size).toBe(0); // eval awaits the pool's dispose, which resolves once every thread has exited
   const html = await fs.readFile(files.html, 'utf8');
   return {
     predictions: await fs.readFile(files.predictions, 'utf8'),

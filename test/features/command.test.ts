@@ -55,7 +55,7 @@ async function makeDataset(dir: string, n: number, opts: { bad?: boolean } = {})
 }
 
 const tinyArgs = (dir: string, m = model, ...more: string[]) => [
-  'features', '--set', `workdir=${dir}`, '--set', 'encoder.name=onnx', '--set', `encoder.onnx={path: ${JSON.stringify(m)}, inputSize: 32}`,
+  'features', '--set', `workdir=${dir}`, '--set', 'encoder.type=onnx', '--set', `encoder.onnx={path: ${JSON.stringify(m)}}`,
   '--set', 'features.batchSize=3', '--set', 'features.shardSize=4', '--set', 'threads=1', ...more,
 ];
 
@@ -99,7 +99,7 @@ describe('captioner features', () => {
     expect(c2.get('img003.jpg')).toEqual(first);
     c2.close();
 
-    const other = await runCli([...tinyArgs(dir), '--set', 'encoder.interpolation=bilinear']);
+    const other = await runCli([...tinyArgs(dir), '--set', 'encoder.onnx.interpolation=bicubic']);
     expect(other.code).toBe(3);
     expect(other.stderr).toMatch(/features computed with different settings .*delete the folder or choose another --out/);
   }, 60_000);

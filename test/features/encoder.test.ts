@@ -20,14 +20,14 @@ afterAll(async () => {
   await fs.rm(work, { recursive: true, force: true });
 });
 
-describe('user ONNX encoder (encoder.name onnx)', () => {
+describe('user ONNX encoder (encoder.type onnx)', () => {
   const S = 32;
   for (const layout of ['nchw', 'nhwc'] as const) {
-    it(`applies scale/mean/std/channel order in ${layout} and returns the model output`, async () => {
+    it(`applies range/mean/std/channel order in ${layout} and returns the model output`, async () => {
       const file = path.join(work, `tiny-${layout}.onnx`);
       await fs.writeFile(file, tinyEncoderOnnx({ size: S, layout }));
-      const onnx = { path: file, inputSize: S, layout, channelOrder: 'bgr' as const, scale: 1 / 255, mean: [0.1, 0.2, 0.3], std: [0.5, 0.25, 0.2] };
-      const enc = await createEncoder(EncoderSchema.parse({ name: 'onnx', interpolation: 'bilinear', onnx }), { threads: 1 });
+      const onnx = { path: file, layout, channelOrder: 'bgr' as const, range: '0-1' as const, mean: [0.1, 0.2, 0.3], std: [0.5, 0.25, 0.2], interpolation: 'bilinear' as const };
+      const enc = await createEncoder(EncoderSchema.parse({ type: 'onnx', onnx }), { threads: 1 });
       try {
         expect(enc.inputSize).toBe(S);
         expect(enc.info).toMatchObject({ name: `onnx:tiny-${layout}.onnx`, runtime: 'onnx', layer: 'features', shape: [8] });
@@ -62,8 +62,8 @@ describe('user ONNX encoder (encoder.name onnx)', () => {
     await fs.writeFile(file, tinyEncoderOnnx({ size: 32, batch: 1 }));
     const dyn = path.join(work, 'tiny-dyn.onnx');
     await fs.writeFile(dyn, tinyEncoderOnnx({ size: 32 }));
-    const a = await createEncoder(EncoderSchema.parse({ name: 'onnx', onnx: { path: file, inputSize: 32 } }), { threads: 1 });
-    const b = await createEncoder(EncoderSchema.parse({ name: 'onnx', onnx: { path: dyn, inputSize: 32 } }), { threads: 1 });
+    const a = await createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: file } }), { threads: 1 });
+    const b = await createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: dyn } }), { threads: 1 });
     try {
       const imgs = [syntheticRgb(1, 32), syntheticRgb(2, 32), syntheticRgb(3, 32)];
       const [x, y] = [await a.encode(imgs), await b.encode(imgs)];
@@ -76,14 +76,14 @@ describe('user ONNX encoder (encoder.name onnx)', () => {
   });
 
   it('explains a missing model file, a bad input name and a size mismatch', async () => {
-    await expect(createEncoder(EncoderSchema.parse({ name: 'onnx', onnx: { path: path.join(work, 'nope.onnx') } }), { threads: 1 })).rejects.toThrow(/nope\.onnx: cannot read the ONNX encoder \(ENOENT\)/);
+    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: path.join(work, 'nope.onnx') } }), { threads: 1 })).rejects.toThrow(/nope\.onnx: no such file \(encoder\.onnx\.path/);
     const file = path.join(work, 'tiny.onnx');
     await fs.writeFile(file, tinyEncoderOnnx({ size: 32 }));
-    await expect(createEncoder(EncoderSchema.parse({ name: 'onnx', onnx: { path: file, inputSize: 32, inputName: 'img' } }), { threads: 1 })).rejects.toThrow(/has no input "img" \(inputs: x\)/);
-    await expect(createEncoder(EncoderSchema.parse({ name: 'onnx', onnx: { path: file, inputSize: 64 } }), { threads: 1 })).rejects.toThrow(/does not match layout nchw with inputSize 64/);
-    await expect(createEncoder(EncoderSchema.parse({ name: 'onnx', runtime: 'tfjs', onnx: { path: file } }), { threads: 1 })).rejects.toThrow(/runs on onnxruntime only/);
+    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: file, input: 'img' } }), { threads: 1 })).rejects.toThrow(/has no input "img"; its inputs: "x" float32 \[N, 3, 32, 32\]\. Set encoder\.onnx\.input/);
+    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: file, size: 64 } }), { threads: 1 })).rejects.toThrow(/takes 32x32 images, but encoder\.onnx\.size is 64; set it to 32/);
+    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', runtime: 'tfjs', onnx: { path: file } }), { threads: 1 })).rejects.toThrow(/runs on onnxruntime only/);
     await fs.writeFile(path.join(work, 'junk.onnx'), 'not a model');
-    await expect(createEncoder(EncoderSchema.parse({ name: 'onnx', onnx: { path: path.join(work, 'junk.onnx') } }), { threads: 1 })).rejects.toThrow(/onnxruntime cannot load the model/);
+    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: path.join(work, 'junk.onnx') } }), { threads: 1 })).rejects.toThrow(/junk\.onnx: is not an ONNX model/);
   });
 });
 
@@ -97,7 +97,7 @@ describe('VGG16: onnxruntime and TensorFlow.js agree (random weights)', () => {
   }, 60_000);
 
   it('fc2 of one image: max abs diff < 1e-4 relative; same fingerprint; no tensor leaks', async () => {
-    const cfg = (runtime: 'onnx' | 'tfjs') => EncoderSchema.parse({ name: 'vgg16', runtime, weights: 'random', seed: 77, layer: 'fc2' });
+    const cfg = (runtime: 'onnx' | 'tfjs') => EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 77, layer: 'fc2' });
     const img = syntheticRgb(5);
     const onnx = await createEncoder(cfg('onnx'), { threads: 0, weights: loaded });
     let a: Float32Array;
@@ -127,7 +127,7 @@ describe('VGG16: onnxruntime and TensorFlow.js agree (random weights)', () => {
   }, 180_000);
 
   it('block5_conv3 (after ReLU) and block5_pool: NHWC [positions, channels], runtimes agree, pool = 2x2 max of conv3', async () => {
-    const cfg = (runtime: 'onnx' | 'tfjs', layer: string) => EncoderSchema.parse({ name: 'vgg16', runtime, weights: 'random', seed: 77, layer });
+    const cfg = (runtime: 'onnx' | 'tfjs', layer: string) => EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 77, layer });
     const imgs = [syntheticRgb(5), syntheticRgb(8)];
     const run = async (runtime: 'onnx' | 'tfjs', layer: string, images: Uint8Array[]) => {
       const before = tf.memory().numTensors;

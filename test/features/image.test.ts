@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { decodeImage, ImageError } from '../../src/features/image.js';
+import { decodeImage, imageHeader, ImageError } from '../../src/features/image.js';
 import { announceSkip, hasShared, sharedData } from '../helpers/shared.js';
 import { encodeImage } from './helpers.js';
 
@@ -36,6 +36,33 @@ describe('decodeImage on generated fixtures', () => {
       expect(px(img, 5, 5)[0]).toBeGreaterThan(240);
       expect(px(img, S - 5, S - 5)[0]).toBeLessThan(15);
     }
+  });
+
+  it('resize shorter: the shorter side to resizeSize, aspect ratio kept, then the centre size x size crop', async () => {
+    // 60x20: three 20-pixel columns, red | green | blue; a wide one (left, right) and a tall one (top, bottom)
+    const w = 60;
+    const h = 20;
+    const raw = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) raw[(y * w + x) * 3 + Math.floor(x / 20)] = 255;
+    const wide = await encodeImage(raw, w, h, 3);
+    // shorter side 20 -> 16: 48x16, centre crop 16x16 = the green column
+    for (const interpolation of ['nearest', 'bilinear'] as const) {
+      const img = await decodeImage(wide, { size: 16, resize: 'shorter', interpolation });
+      expect(img.length).toBe(16 * 16 * 3);
+      for (const [x, y] of [[1, 1], [14, 14], [8, 8]]) expect(px(img, x, y, 16)).toEqual([0, 255, 0]);
+    }
+    // shorter side 20 -> 32 (resizeSize), 96x32, centre 16x16 crop: still inside the green column
+    const big = await decodeImage(wide, { size: 16, resize: 'shorter', resizeSize: 32 });
+    expect(px(big, 0, 0, 16)).toEqual([0, 255, 0]);
+    // stretch (fill) keeps all three columns
+    const fill = await decodeImage(wide, { size: 15, resize: 'fill' });
+    expect(px(fill, 1, 7, 15)).toEqual([255, 0, 0]);
+    expect(px(fill, 13, 7, 15)).toEqual([0, 0, 255]);
+    // a tall image is cropped top and bottom
+    const tall = await sharp(wide).rotate(90).png().toBuffer();
+    const t = await decodeImage(tall, { size: 16, resize: 'shorter' });
+    expect(px(t, 8, 1, 16)).toEqual([0, 255, 0]);
+    expect(px(t, 8, 14, 16)).toEqual([0, 255, 0]);
   });
 
   it('applies EXIF orientation (6 = rotate 90 degrees clockwise)', async () => {
@@ -128,6 +155,30 @@ describe('decodeImage on generated fixtures', () => {
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a file cut inside its header', () => {
+  it('is damaged (corrupt), not "not an image", when it starts as a format we read: bytes, files and headers', async () => {
+    const tiff = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#804020' } }).tiff().toBuffer();
+    const cut = tiff.subarray(0, tiff.readUInt32LE(4) + 4); // inside its first directory (IFD)
+    await expectImageError(decodeImage(cut, { size: S }), 'corrupt', /^damaged or truncated TIFF image/);
+    await expectImageError(imageHeader(cut), 'corrupt', /^damaged or truncated TIFF image/);
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'cap-img-'));
+    try {
+      await fs.writeFile(path.join(dir, 'cut.tif'), cut);
+      await expectImageError(decodeImage(path.join(dir, 'cut.tif'), { size: S }), 'corrupt', /^damaged or truncated TIFF image/);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+    // text is still "not an image"
+    await expectImageError(imageHeader(new TextEncoder().encode('hello, this is text')), 'unsupported', /not an image format/);
+  });
+
+  it('imageHeader gives the format and size without decoding', async () => {
+    const png = await sharp({ create: { width: 3000, height: 2000, channels: 3, background: '#336699' } }).png().toBuffer();
+    expect(await imageHeader(png)).toEqual({ format: 'png', width: 3000, height: 2000 });
+    await expectImageError(imageHeader(new Uint8Array(0)), 'corrupt', /empty/);
   });
 });
 

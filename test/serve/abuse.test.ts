@@ -93,7 +93,7 @@ describe('stalled uploads (slowloris)', () => {
     }
     expect(status).toBe(200);
     // one stalled client was told why (and will be hung up on); the other still holds its slot
-    await until(() => stalled.some((s) => s.received().includes('upload stalled')));
+    await until(() => stalled.some((s) => s.received().includes('serve.uploadStallMs')));
     expect(stalled.filter((s) => /^HTTP\/1\.1 408 /.test(s.received()))).toHaveLength(1);
     expect(server.stats().uploading).toBe(1);
   });

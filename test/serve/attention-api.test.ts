@@ -1,7 +1,7 @@
 // Attention through serve (issue #13): a real attention run (tiny ONNX grid encoder + untrained attention
 // decoder, test/caption/fixtures.ts) loaded in the model worker answers /api/caption with `attention`
 // {grid, words, rows}; a merge run's answer has no such field; the page carries the attention view's
-// script and style. Needs the build (dist/): the worker loads dist/caption/load.js.
+// script and style. The worker runs src/serve/worker.ts and loads src/caption/load.ts (test/helpers/ts-hooks.mjs).
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';

@@ -3,20 +3,17 @@
 // the JSON answer under the caption, and pointing at a word darkens the photo away from where it "looked".
 // The captioner is the colour fake (fake.ts) with attention added: word k looks at grid cell k of a 4 x 4
 // grid. A merge-style answer (no attention) leaves no view. Screenshot: test-artifacts/serve-page-attention.png.
-import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CaptionOptions, CaptionOutcome, Captioner, ImageInput } from '../../src/caption/types.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
-import { browserGate } from '../helpers/browser.js';
-import { repoRoot } from '../helpers/cli.js';
+import { artifacts, browserGate, launchChromium } from '../helpers/browser.js';
 import { createFakeCaptioner } from './fake.js';
 import { serveConfig } from './fixtures.js';
 
-const { chromium: CHROMIUM, haveChromium, skip } = browserGate('serve page attention');
-const artifacts = path.join(repoRoot, 'test-artifacts');
+const gate = browserGate('serve page attention');
 
 /** The colour fake, answering like an attention model: word k attends to cell k (row-major) of a 4 x 4 grid. */
 function attentionFake(): Captioner {
@@ -32,19 +29,17 @@ function attentionFake(): Captioner {
   };
 }
 
-describe.skipIf(skip)('serve page attention view in chromium', () => {
+describe.skipIf(gate.skip)('serve page attention view in chromium', () => {
   let browser: Browser;
   let server: RunningServer;
   let plain: RunningServer;
   let photo: Buffer;
 
   beforeAll(async () => {
-    if (!haveChromium) throw new Error(`chromium not found at ${CHROMIUM}: install it (apt-get install chromium) or set CAPTIONER_SKIP_BROWSER=1 to skip this test`);
-    mkdirSync(artifacts, { recursive: true });
     photo = await sharp({ create: { width: 320, height: 320, channels: 3, background: { r: 30, g: 60, b: 220 } } }).jpeg().toBuffer();
     server = await startServer(attentionFake(), serveConfig(), { title: 'attention-demo' });
     plain = await startServer(createFakeCaptioner(), serveConfig(), { title: 'merge-demo' });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+    browser = await launchChromium(gate);
   });
   afterAll(async () => {
     await browser?.close();

@@ -3,19 +3,16 @@
 // width, and saves screenshots in test-artifacts/ (serve-page*.png: result, busy, error, phone, phone-empty).
 // Without chromium it skips, loudly, except where the env var CI is set (.ci/run sets it and installs
 // chromium): there it FAILS. CAPTIONER_SKIP_BROWSER=1 skips it anywhere, loudly too.
-import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFakeCaptioner } from './fake.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
-import { browserGate } from '../helpers/browser.js';
-import { repoRoot } from '../helpers/cli.js';
+import { artifacts, browserGate, launchChromium } from '../helpers/browser.js';
 import { serveConfig } from './fixtures.js';
 
-const { chromium: CHROMIUM, haveChromium, skip } = browserGate('serve');
-const artifacts = path.join(repoRoot, 'test-artifacts');
+const gate = browserGate('serve');
 
 /** A small sunset scene, so the screenshots show something like a photo. */
 function scene(): Promise<Buffer> {
@@ -42,21 +39,17 @@ function widths(page: Page) {
   });
 }
 
-describe.skipIf(skip)('serve page in chromium', () => {
+describe.skipIf(gate.skip)('serve page in chromium', () => {
   let browser: Browser;
   let server: RunningServer;
   let photo: Buffer;
 
   beforeAll(async () => {
-    if (!haveChromium) {
-      throw new Error(`chromium not found at ${CHROMIUM}: install it (apt-get install chromium) or set CAPTIONER_SKIP_BROWSER=1 to skip this test`);
-    }
-    mkdirSync(artifacts, { recursive: true });
     photo = await scene();
     // slow enough that the spinner is seen; real-world long names and backend, which once made the page
     // 843 px wide on a 390 px phone; a pixel limit, to see the page explain a pixel bomb
     server = await startServer(createFakeCaptioner({ delayMs: 400, info: LONG_INFO, maxPixels: 1000 * 1000 }), serveConfig({ maxUploadBytes: 2 * 1024 * 1024 }), { title: 'flickr8k-demo' });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+    browser = await launchChromium(gate);
   });
   afterAll(async () => {
     await browser?.close();

@@ -14,6 +14,8 @@ export interface FakeOptions {
   perImageMs?: number;
   /** captionBatch waits for this before it starts (tests hold it to fill the queue). */
   gate?: Promise<void>;
+  /** Called at the start of every captionBatch call, which waits for it (tests step the model batch by batch). */
+  beforeBatch?: (inputs: ImageInput[]) => Promise<void>;
   /** Throw instead of answering (simulates a broken model). */
   fail?: boolean;
   /** Images with more pixels are refused as kind 'too_large' (default: sharp's own limit). */
@@ -64,6 +66,7 @@ export function createFakeCaptioner(opts: FakeOptions = {}): FakeCaptioner {
     async captionBatch(inputs: ImageInput[], options: CaptionOptions = {}): Promise<CaptionOutcome[]> {
       calls.push({ ids: inputs.map((i) => i.id), options: { ...options } });
       if (opts.gate) await opts.gate;
+      if (opts.beforeBatch) await opts.beforeBatch(inputs);
       if (opts.delayMs) await sleep(opts.delayMs);
       if (opts.fail) throw new Error('fake model failure');
       const out: CaptionOutcome[] = [];

@@ -38,7 +38,7 @@ describe('BatchQueue', () => {
   it('keeps different beams in different batches and passes the beam on', async () => {
     const r = runner();
     const q = new BatchQueue(r.run, { maxBatch: 8, queueSize: 100, windowMs: 5 });
-    await Promise.all([q.submit(input('a'), 1), q.submit(input('b'), 3), q.submit(input('c'), 1), q.submit(input('d'))]);
+    await Promise.all([q.submit(input('a'), { beam: 1 }), q.submit(input('b'), { beam: 3 }), q.submit(input('c'), { beam: 1 }), q.submit(input('d'))]);
     expect(r.calls).toEqual([
       { ids: ['a', 'c'], options: { beam: 1 } },
       { ids: ['b'], options: { beam: 3 } },
@@ -69,7 +69,7 @@ describe('BatchQueue', () => {
     const a = q.submit(input('a'));
     await tick();
     const ctl = new AbortController();
-    const b = q.submit(input('b'), undefined, ctl.signal);
+    const b = q.submit(input('b'), { signal: ctl.signal });
     const c = q.submit(input('c'));
     ctl.abort();
     await expect(b).rejects.toBeInstanceOf(CancelledError);
@@ -107,5 +107,90 @@ describe('BatchQueue', () => {
     await a;
     await tick();
     expect(idle).toBe(true);
+  });
+});
+
+describe('BatchQueue fairness between clients', () => {
+  it('fills a batch with the clients in turn: a late client goes into the next batch, ahead of the first one\'s queue', async () => {
+    const r = runner(false);
+    const q = new BatchQueue(r.run, { maxBatch: 4, queueSize: 100, windowMs: 0 });
+    const all: Promise<CaptionOutcome>[] = [q.submit(input('a0'), { client: 'A' })];
+    await tick();
+    expect(r.calls.map((c) => c.ids)).toEqual([['a0']]); // the first batch started at once
+    for (let i = 1; i < 12; i++) all.push(q.submit(input(`a${i}`), { client: 'A' }));
+    all.push(q.submit(input('b0'), { client: 'B' }), q.submit(input('b1'), { client: 'B' }));
+    all.push(q.submit(input('c0'), { client: 'C' }));
+    r.release();
+    await tick();
+    // A had its turn: B and C come first in the next batch, and A fills the rest in turn
+    expect(r.calls[1].ids).toEqual(['a1', 'b0', 'c0', 'a2']);
+    r.open();
+    await Promise.all(all);
+    expect(r.calls.flatMap((c) => c.ids)).toHaveLength(15);
+    expect(r.calls[2].ids).toEqual(['b1', 'a3', 'a4', 'a5']);
+  });
+
+  it('keeps beams apart: the client whose turn it is chooses the beam', async () => {
+    const r = runner(false);
+    const q = new BatchQueue(r.run, { maxBatch: 8, queueSize: 100, windowMs: 0 });
+    const all = [q.submit(input('x'), { beam: 1, client: 'A' })];
+    await tick();
+    all.push(q.submit(input('a1'), { beam: 1, client: 'A' }), q.submit(input('a2'), { beam: 2, client: 'A' }), q.submit(input('b1'), { beam: 2, client: 'B' }), q.submit(input('b2'), { beam: 1, client: 'B' }));
+    r.open();
+    await Promise.all(all);
+    expect(r.calls.map((c) => [c.ids, c.options.beam])).toEqual([
+      [['x'], 1],
+      [['a1', 'b2'], 1],
+      [['a2', 'b1'], 2],
+    ]);
+  });
+
+  it('a client whose beam was not chosen goes first next time', async () => {
+    const r = runner(false);
+    const q = new BatchQueue(r.run, { maxBatch: 2, queueSize: 100, windowMs: 0 });
+    const all = [q.submit(input('x'), { beam: 1, client: 'X' })];
+    await tick();
+    for (const [id, beam, client] of [['a1', 1, 'A'], ['b1', 2, 'B'], ['c1', 1, 'C'], ['a2', 1, 'A'], ['c2', 1, 'C']] as const) all.push(q.submit(input(id), { beam, client }));
+    r.open();
+    await Promise.all(all);
+    expect(r.calls.map((c) => c.ids)).toEqual([['x'], ['a1', 'c1'], ['b1'], ['a2', 'c2']]);
+  });
+
+  it('keeps a batch within maxBatchPixels (its first image always goes), letting small images from others in', async () => {
+    const r = runner(false);
+    const q = new BatchQueue(r.run, { maxBatch: 8, queueSize: 100, windowMs: 0, maxBatchPixels: 100 });
+    const all = [q.submit(input('big0'), { client: 'A', pixels: 150 })]; // over the budget alone: still taken
+    await tick();
+    for (let i = 1; i < 6; i++) all.push(q.submit(input(`big${i}`), { client: 'A', pixels: 45 }));
+    all.push(q.submit(input('photo'), { client: 'B', pixels: 5 }));
+    r.open();
+    await Promise.all(all);
+    expect(r.calls.map((c) => c.ids)).toEqual([['big0'], ['big1', 'photo', 'big2'], ['big3', 'big4'], ['big5']]);
+  });
+
+  it('a full queue takes an image from a client with fewer waiting in place of the newest of the client with the most', async () => {
+    const r = runner(false);
+    const q = new BatchQueue(r.run, { maxBatch: 1, queueSize: 4, windowMs: 0 });
+    const running = q.submit(input('a0'), { client: 'A' });
+    await tick();
+    const a = [1, 2, 3, 4].map((i) => q.submit(input(`a${i}`), { client: 'A' }));
+    expect(q.waiting).toBe(4);
+    expect(q.accepts('A')).toBe(false);
+    expect(q.accepts('B')).toBe(true);
+    const b = q.submit(input('b0'), { client: 'B' });
+    await expect(a[3]).rejects.toBeInstanceOf(QueueFullError); // a4, A's newest, made room
+    expect(q.waitingOf('A')).toBe(3);
+    // C (none waiting) displaces A's newest too: A still has two more than C would
+    const c = q.submit(input('c0'), { client: 'C' });
+    await expect(a[2]).rejects.toBeInstanceOf(QueueFullError);
+    const d = q.submit(input('d0'), { client: 'D' });
+    await expect(a[1]).rejects.toBeInstanceOf(QueueFullError);
+    // now one each: nobody has two more than E would, so E is refused
+    expect(q.accepts('E')).toBe(false);
+    await expect(q.submit(input('e0'), { client: 'E' })).rejects.toBeInstanceOf(QueueFullError);
+    r.open();
+    await Promise.all([running, a[0], b, c, d]);
+    // and they are served in turn
+    expect(r.calls.map((x) => x.ids[0])).toEqual(['a0', 'a1', 'b0', 'c0', 'd0']);
   });
 });

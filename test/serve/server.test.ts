@@ -61,7 +61,8 @@ describe('serve API', () => {
 
   beforeAll(async () => {
     fake = createFakeCaptioner();
-    server = await startServer(fake, serveConfig({ maxUploadBytes: 256 * 1024, maxBeam: 6 }), { title: 'Test <run>' });
+    // 20 parallel uploads from this one address below: above its default share of upload slots
+    server = await startServer(fake, serveConfig({ maxUploadBytes: 256 * 1024, maxBeam: 6, maxUploadsPerClient: 32 }), { title: 'Test <run>' });
     api = `${server.url}/api/caption`;
     red = await solid(RED, 'png');
   });

@@ -1,6 +1,7 @@
 // The real model (a tiny ONNX encoder + a small random decoder, test/caption/fixtures.ts) run in the
 // serve worker: the same captions as loadCaptioner on this thread, and `captioner serve` (the built CLI)
-// serving through it, logging the thread split, and exiting 0 on SIGTERM. Needs the build (dist/).
+// serving through it, logging the thread split, and exiting 0 on SIGTERM. The CLI needs the build (dist/); the
+// in-process worker runs src/ (test/helpers/ts-hooks.mjs).
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';

@@ -2,7 +2,7 @@
 // the model's thread is blocked, crashes fail only the batches in progress, dispose and SIGTERM leave no
 // thread behind. The fake (workers/blocking-captioner.mjs) busy-loops in the worker until the test opens
 // a shared gate, so every assertion here is about order (what answered while the model was still
-// blocked), never about wall-clock time. Needs the build (npx tsc -p .): the worker runs from dist/.
+// blocked), never about wall-clock time. The worker runs src/serve/worker.ts (test/helpers/ts-hooks.mjs).
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import * as path from 'node:path';

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { copyFloats, copyInto, overwrite } from '../../src/tf/copy.js';
-import { addonPath, nativeStatus, useNative } from '../../src/tf/native.js';
+import { addonPath, nativeStatus } from '../../src/tf/native.js';
 import { rng } from '../../src/util/random.js';
 import { randArray } from '../helpers/arrays.js';
 
@@ -22,29 +22,23 @@ const shared = (n: number) => new Float32Array(new SharedArrayBuffer(n * 4));
 const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 describe('copyFloats', () => {
-  for (const native of [true, false]) {
-    it(`copies plain and shared arrays, views included (${native ? 'addon' : 'JS'})`, () => {
-      useNative(native);
-      try {
-        const r = rng(1);
-        const src = randArray(r, 1003);
-        for (const make of [(n: number) => new Float32Array(n), shared]) {
-          const big = make(1010);
-          big.fill(7);
-          copyFloats(big.subarray(3, 1006), src);
-          expect(same(big.subarray(3, 1006), src)).toBe(true);
-          expect([big[2], big[1006]]).toEqual([7, 7]); // nothing outside the view
-          const back = new Float32Array(1003);
-          copyFloats(back, big.subarray(3, 1006));
-          expect(same(back, src)).toBe(true);
-        }
-        copyFloats(new Float32Array(0), new Float32Array(0));
-        expect(() => copyFloats(new Float32Array(3), new Float32Array(4))).toThrow(RangeError);
-      } finally {
-        useNative(true);
-      }
-    });
-  }
+  // by the addon where it loads, else by TypedArray.set: the engine tests' CAPTIONER_NATIVE=0 pass (issue 23) runs that path
+  it(`copies plain and shared arrays, views included (${status.available ? 'addon' : 'JS'})`, () => {
+    const r = rng(1);
+    const src = randArray(r, 1003);
+    for (const make of [(n: number) => new Float32Array(n), shared]) {
+      const big = make(1010);
+      big.fill(7);
+      copyFloats(big.subarray(3, 1006), src);
+      expect(same(big.subarray(3, 1006), src)).toBe(true);
+      expect([big[2], big[1006]]).toEqual([7, 7]); // nothing outside the view
+      const back = new Float32Array(1003);
+      copyFloats(back, big.subarray(3, 1006));
+      expect(same(back, src)).toBe(true);
+    }
+    copyFloats(new Float32Array(0), new Float32Array(0));
+    expect(() => copyFloats(new Float32Array(3), new Float32Array(4))).toThrow(RangeError);
+  });
 
   withAddon('the addon refuses bad arguments', () => {
     const addon = require(addonPath()) as { copy: (...a: unknown[]) => void };

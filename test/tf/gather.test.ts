@@ -1,4 +1,4 @@
-// The heap-view GatherV2 and Tile kernels for wasm (src/tf/gather.ts) give the cpu backend's
+// The heap-view GatherV2 and Tile kernels for wasm (src/tf/kernels/GatherV2.ts, Tile.ts) give the cpu backend's
 // answers for every axis / reps pattern, dtype and empty case, throw cpu's error for an
 // out-of-range index, carry gradients, and leave no tensors behind.
 import { beforeAll, describe, expect, it } from 'vitest';

@@ -1,28 +1,37 @@
-// The wasm kernel fixes (src/tf/kernels.ts) give the cpu backend's answers: matmuls with every
-// transpose combination and batch dims, fused matmul, UnsortedSegmentSum, and the Embedding
-// (gather) gradient; nothing leaks tensors.
+// The wasm kernel overrides (src/tf/kernels/) give the cpu backend's answers: matmuls with every
+// transpose combination and batch dims and the fused matmul, both as installed (by OpenBLAS where the addon
+// loads) and on wasm's own kernels (the 'wasm' route: what runs without the addon), UnsortedSegmentSum,
+// Slice / Unpack / SplitV, and the Embedding (gather) gradient; nothing leaks tensors.
 import { beforeAll, describe, expect, it } from 'vitest';
+import { routes } from '../helpers/wasm-kernels.js';
+import type { Route } from '../helpers/kernel-routes.js';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
-import { chooseSwapped } from '../../src/tf/kernels.js';
+import { chooseSwapped } from '../../src/tf/kernels/untransposed.js';
 import { rng } from '../../src/util/random.js';
 import { expectClose, randArray, size } from '../helpers/arrays.js';
 
 const cpu = () => initBackend('cpu', { quiet: true });
 const wasm = () => initBackend('wasm', { quiet: true });
 
-/** Run f on both backends with the same inputs; returns [cpu result, wasm result] as arrays. */
-async function onBoth(f: () => tf.Tensor): Promise<[Float32Array, Float32Array]> {
+/** Run f on both backends with the same inputs (wasm by `route`); returns [cpu result, wasm result] as arrays. */
+async function onBoth(f: () => tf.Tensor, route: Route = 'addon'): Promise<[Float32Array, Float32Array]> {
   await cpu();
   const c = tf.tidy(f).dataSync() as Float32Array;
   await wasm();
   const before = tf.memory().numTensors;
-  const out = tf.tidy(f);
-  const w = out.dataSync() as Float32Array;
-  out.dispose();
+  const w = routes.withRoute(route, () => {
+    const out = tf.tidy(f);
+    const values = Float32Array.from(out.dataSync() as Float32Array);
+    out.dispose();
+    return values;
+  });
   expect(tf.memory().numTensors).toBe(before);
-  return [Float32Array.from(c), Float32Array.from(w)];
+  return [Float32Array.from(c), w];
 }
+
+/** The routes a product is checked on: as installed, and on wasm's own kernels. */
+const ROUTES: Route[] = ['addon', 'wasm'];
 
 beforeAll(async () => {
   await wasm();
@@ -56,8 +65,10 @@ describe('wasm BatchMatMul / _FusedMatMul patches', () => {
           if (tA || tB) seen.add(chooseSwapped(aShape, bShape, tA, tB));
           const av = randArray(r, size(aShape));
           const bv = randArray(r, size(bShape));
-          const [x, y] = await onBoth(() => tf.matMul(tf.tensor(av, aShape), tf.tensor(bv, bShape), tA, tB));
-          expectClose(x, y);
+          for (const route of ROUTES) {
+            const [x, y] = await onBoth(() => tf.matMul(tf.tensor(av, aShape), tf.tensor(bv, bShape), tA, tB), route);
+            expectClose(x, y);
+          }
         });
       }
     }
@@ -70,11 +81,15 @@ describe('wasm BatchMatMul / _FusedMatMul patches', () => {
     const bt = tf.randomNormal([5, 50, 40]);
     const backend = tf.backend() as unknown as { numDataIds(): number };
     const before = [tf.memory().numTensors, backend.numDataIds()];
-    for (let i = 0; i < 20; i++) {
-      tf.tidy(() => tf.matMul(a, b).dataSync());
-      tf.tidy(() => tf.matMul(a, bt, true, true).dataSync().length + tf.matMul(a, w).dataSync().length);
+    for (const route of ROUTES) {
+      routes.withRoute(route, () => {
+        for (let i = 0; i < 20; i++) {
+          tf.tidy(() => tf.matMul(a, b).dataSync());
+          tf.tidy(() => tf.matMul(a, bt, true, true).dataSync().length + tf.matMul(a, w).dataSync().length);
+        }
+      });
+      expect([tf.memory().numTensors, backend.numDataIds()]).toEqual(before);
     }
-    expect([tf.memory().numTensors, backend.numDataIds()]).toEqual(before);
     tf.dispose([a, b, w, bt]);
   });
 
@@ -88,18 +103,23 @@ describe('wasm BatchMatMul / _FusedMatMul patches', () => {
       const av = randArray(r, M * K);
       const bv = randArray(r, K * N);
       const biasV = randArray(r, N);
-      const [x, y] = await onBoth(() =>
-        tf.fused.matMul({ a: tf.tensor(av, tA ? [K, M] : [M, K]), b: tf.tensor(bv, tB ? [N, K] : [K, N]), transposeA: tA, transposeB: tB, bias: tf.tensor1d(biasV), activation: 'relu' }),
-      );
-      expectClose(x, y);
+      for (const route of ROUTES) {
+        const [x, y] = await onBoth(
+          () => tf.fused.matMul({ a: tf.tensor(av, tA ? [K, M] : [M, K]), b: tf.tensor(bv, tB ? [N, K] : [K, N]), transposeA: tA, transposeB: tB, bias: tf.tensor1d(biasV), activation: 'relu' }),
+          route,
+        );
+        expectClose(x, y);
+      }
     });
   }
 
   it('matches cpu on a training-sized transposed product (dense weight gradient)', async () => {
     const a = randArray(r, 300 * 64);
     const b = randArray(r, 300 * 500);
-    const [x, y] = await onBoth(() => tf.matMul(tf.tensor2d(a, [300, 64]), tf.tensor2d(b, [300, 500]), true, false));
-    expectClose(x, y, 1e-4);
+    for (const route of ROUTES) {
+      const [x, y] = await onBoth(() => tf.matMul(tf.tensor2d(a, [300, 64]), tf.tensor2d(b, [300, 500]), true, false), route);
+      expectClose(x, y, 1e-4);
+    }
   });
 });
 

@@ -12,11 +12,12 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { routes } from '../helpers/wasm-kernels.js';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend, blasNote } from '../../src/tf/backend.js';
 import { Worker } from 'node:worker_threads';
-import { ATTENTION_KERNEL, LSTM_KERNEL, XENT_KERNEL, addonPath, blasThreadInfo, nativeActive, nativeKernelReady, nativeStatus, setBlasThreads, shareBlasThreads, useNative, defaultBlasThreads } from '../../src/tf/native.js';
+import { ATTENTION_KERNEL, LSTM_KERNEL, XENT_KERNEL, addonPath, blasThreadInfo, nativeActive, nativeKernelReady, nativeStatus, setBlasThreads, shareBlasThreads, defaultBlasThreads } from '../../src/tf/native.js';
 import { lstmCell, softmaxCrossEntropy } from '../../src/model/ops.js';
 import { Adam } from '../../src/train/adam.js';
 import { rng } from '../../src/util/random.js';
@@ -30,10 +31,12 @@ const needed = process.env.CI === 'true' && process.env.CAPTIONER_NATIVE !== '0'
 if (!status.available && !needed) console.warn(`test/tf/native: the native addon is not available here (${status.reason}); its comparisons are skipped`);
 const withAddon = status.available ? it : it.skip;
 
-/** f with the products on BLAS, then on wasm's own kernels: [blas, wasm]; checks nothing leaks. */
+/**
+ * f as installed (products and fused kernels by the addon), then on wasm's own kernels (no fused kernels: the
+ * models' tf-ops path, as CAPTIONER_NATIVE=0 runs): [blas, wasm]; checks nothing leaks.
+ */
 function bothWays(f: () => tf.Tensor | tf.Tensor[]): [Float32Array[], Float32Array[]] {
-  const run = (on: boolean) => {
-    useNative(on);
+  const run = () => {
     const before = tf.memory().numTensors;
     const out = tf.tidy(f);
     const list = Array.isArray(out) ? out : [out];
@@ -42,18 +45,13 @@ function bothWays(f: () => tf.Tensor | tf.Tensor[]): [Float32Array[], Float32Arr
     expect(tf.memory().numTensors).toBe(before);
     return values;
   };
-  try {
-    return [run(true), run(false)];
-  } finally {
-    useNative(true);
-  }
+  return [run(), routes.withRoute('wasm', run)];
 }
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
 });
 
-afterAll(() => useNative(true));
 
 describe('the native addon', () => {
   it(`is built and finds OpenBLAS${needed ? ' (required in CI)' : ' (or says why not)'}`, () => {
@@ -215,29 +213,24 @@ describe('the fused Adam update', () => {
     const shapes: Record<string, number[]> = { a: [30, 20], b: [20], c: [7, 3, 2] };
     const init = Object.fromEntries(Object.entries(shapes).map(([n, sh]) => [n, randArray(r, size(sh))]));
     const grads = [0, 1, 2].map(() => Object.fromEntries(Object.entries(shapes).map(([n, sh]) => [n, randArray(r, size(sh)).map((x) => x * 3)])));
-    const run = async (on: boolean, clipNorm: number) => {
-      useNative(on);
-      try {
-        const vars = Object.fromEntries(Object.entries(shapes).map(([n, sh]) => [n, tf.variable(tf.tensor(init[n], sh), true, `adam-test-${on}-${clipNorm}-${n}`)]));
-        const adam = new Adam(vars, { learningRate: 0.01, clipNorm });
-        const before = tf.memory().numTensors;
-        const norms: number[] = [];
-        for (const g of grads) {
-          const gt = Object.fromEntries(Object.entries(shapes).map(([n, sh]) => [n, tf.tensor(g[n], sh)]));
-          const norm = adam.apply(gt);
-          norms.push((await norm.data())[0]);
-          tf.dispose([norm, ...Object.values(gt)]);
-        }
-        expect(tf.memory().numTensors).toBe(before);
-        const state = await adam.state();
-        const out = { norms, weights: await Promise.all(Object.values(vars).map(async (v) => Float32Array.from((await v.data()) as Float32Array))), moments: state.arrays.map((a) => Float32Array.from(a.data)) };
-        adam.dispose();
-        tf.dispose(Object.values(vars));
-        return out;
-      } finally {
-        useNative(true);
+    const run = (on: boolean, clipNorm: number) => routes.withRoute(on ? 'addon' : 'wasm', async () => {
+      const vars = Object.fromEntries(Object.entries(shapes).map(([n, sh]) => [n, tf.variable(tf.tensor(init[n], sh), true, `adam-test-${on}-${clipNorm}-${n}`)]));
+      const adam = new Adam(vars, { learningRate: 0.01, clipNorm });
+      const before = tf.memory().numTensors;
+      const norms: number[] = [];
+      for (const g of grads) {
+        const gt = Object.fromEntries(Object.entries(shapes).map(([n, sh]) => [n, tf.tensor(g[n], sh)]));
+        const norm = adam.apply(gt);
+        norms.push((await norm.data())[0]);
+        tf.dispose([norm, ...Object.values(gt)]);
       }
-    };
+      expect(tf.memory().numTensors).toBe(before);
+      const state = await adam.state();
+      const out = { norms, weights: await Promise.all(Object.values(vars).map(async (v) => Float32Array.from((await v.data()) as Float32Array))), moments: state.arrays.map((a) => Float32Array.from(a.data)) };
+      adam.dispose();
+      tf.dispose(Object.values(vars));
+      return out;
+    });
     for (const clip of [0, 1]) {
       const blas = await run(true, clip);
       const plain = await run(false, clip);
@@ -251,8 +244,7 @@ describe('the fused Adam update', () => {
 describe('the fused Adam update with non-finite gradients', () => {
   withAddon('gives NaN weights and moments, as the tfjs update does (the addon itself refuses a NaN factor)', () => {
     for (const on of [true, false]) {
-      useNative(on);
-      try {
+      routes.withRoute(on ? 'addon' : 'wasm', () => {
         const w = tf.variable(tf.tensor1d([1, 2, 3]), true, `adam-nan-${on}`);
         const adam = new Adam({ w }, { learningRate: 0.01, clipNorm: 1 });
         const g = tf.tensor1d([0, NaN, 1]);
@@ -260,9 +252,7 @@ describe('the fused Adam update with non-finite gradients', () => {
         expect([...w.dataSync()].every(Number.isNaN), `addon ${on}`).toBe(true);
         adam.dispose();
         tf.dispose([w, g]);
-      } finally {
-        useNative(true);
-      }
+      });
     }
   });
 });

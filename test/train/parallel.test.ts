@@ -1,7 +1,7 @@
 // Data-parallel training (src/train/parallel): 1 and 2 workers agree to float tolerance, runs are
 // byte-identical for the same seed and workers, the sharded update equals the main-thread one, worker
 // errors surface as errors (no hang), dispose ends the workers, and the main thread keeps no tensors.
-// Spawns dist/train/parallel/worker.js: build first (npx tsc -p .; `npm test` does).
+// The workers run src/train/parallel/worker.ts (test/helpers/ts-hooks.mjs).
 import { describe, it, expect, beforeAll } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';

@@ -1,7 +1,8 @@
 // train.workers > 1 through the real train() and CLI: a data-parallel run completes and writes a run folder
 // that caption/eval load, its --resume is byte-identical to an uninterrupted run, workers 1 and 2 agree to
 // float tolerance, changing workers on --resume is logged, a diverging run saves no NaN weights, and Ctrl-C
-// saves, exits 130 and leaves no worker. Spawns dist/train/parallel/worker.js: build first (npx tsc -p .).
+// saves, exits 130 and leaves no worker. The in-process workers run src/train/parallel/worker.ts
+// (test/helpers/ts-hooks.mjs); the CLI test runs the build (dist/).
 import { describe, it, expect, beforeAll, vi } from 'vitest';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
@@ -46,13 +47,11 @@ function cfg(over: Record<string, unknown> = {}, model: Record<string, unknown> 
 const info: FeatureInfo = { dir: '/synthetic/features', fingerprint: 'c'.repeat(64), encoder: { name: 'vgg16', layer: 'fc2' }, shape: [12], dtype: 'float32' };
 const tmp = () => fs.mkdtemp(path.join(os.tmpdir(), 'captioner-workers-'));
 
+/** train() returns after its trainer's dispose, which resolves once every worker thread has exited. */
 function run(out: string, config: Config, more: Partial<TrainOptions> = {}) {
   const s = synthetic({ train: 16, val: 8 });
   return train({ config, prepared: s.prepared, features: s.features, featureInfo: info, out, backend: 'cpu', ...more });
 }
-
-/** Worker 'exit' events arrive on the event loop after terminate(). */
-const settle = () => new Promise((r) => setTimeout(r, 50));
 
 async function captureStderr<T>(fn: () => Promise<T>): Promise<{ value: T; text: string }> {
   const orig = process.stderr.write.bind(process.stderr);
@@ -91,7 +90,6 @@ describe('train.workers', () => {
       return { signal: ctl.signal, onStep: (k: number) => k >= 3 && ctl.abort() };
     })());
     expect(part).toMatchObject({ status: 'interrupted', steps: 3 });
-    await settle();
     expect(threads.live.size).toBe(0);
     const { value: done, text: resumed } = await captureStderr(() => run(b, c, { resume: true }));
     expect(done).toMatchObject({ status: 'completed', epochs: 3, steps: full.steps });
@@ -109,7 +107,6 @@ describe('train.workers', () => {
     } finally {
       m.decoder.dispose();
     }
-    await settle();
     expect(threads.live.size).toBe(0);
     expect(tf.memory().numTensors).toBe(before);
   }, 120_000);
@@ -150,7 +147,6 @@ describe('train.workers', () => {
     expect(text).toMatch(/trained on 2 workers, this run uses 1: .* not byte-identical/);
     const manifest = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.changes).toEqual([{ key: 'train.workers', from: 2, to: 1, epoch: 1, step: 2 }]);
-    await settle();
     expect(threads.live.size).toBe(0);
   }, 60_000);
 
@@ -168,7 +164,6 @@ describe('train.workers', () => {
     const m = await loadTrainedModel(out);
     expect(m.decoder.type).toBe('attention');
     m.decoder.dispose();
-    await settle();
     expect(threads.live.size).toBe(0);
   }, 60_000);
 
@@ -181,7 +176,6 @@ describe('train.workers', () => {
       const dir = path.join(out, which);
       if (await fs.stat(dir).catch(() => null)) (await loadDecoder(dir)).dispose(); // throws on non-finite weights
     }
-    await settle();
     expect(threads.live.size).toBe(0);
   }, 60_000);
 

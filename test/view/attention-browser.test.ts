@@ -5,17 +5,14 @@
 // Screenshots go to test-artifacts/attention-view*.png.
 // Without chromium it skips, loudly, except where the env var CI is set: there it FAILS (as
 // browser.test.ts). CAPTIONER_SKIP_BROWSER=1 skips it anywhere, loudly too.
-import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml } from '../../src/view/attention-view.js';
-import { browserGate } from '../helpers/browser.js';
-import { repoRoot } from '../helpers/cli.js';
+import { artifacts, browserGate, launchChromium } from '../helpers/browser.js';
 
-const { chromium: CHROMIUM, haveChromium, skip } = browserGate('attention view');
-const artifacts = path.join(repoRoot, 'test-artifacts');
+const gate = browserGate('attention view');
 
 const H = 14;
 const W = 14;
@@ -34,7 +31,7 @@ async function scene(): Promise<string> {
   return `data:image/jpeg;base64,${jpeg.toString('base64')}`;
 }
 
-describe.skipIf(skip)('attention view in chromium', () => {
+describe.skipIf(gate.skip)('attention view in chromium', () => {
   let browser: Browser;
   let page: Page;
   let html: string;
@@ -44,16 +41,12 @@ describe.skipIf(skip)('attention view in chromium', () => {
   const attention = [bump(7, 7, 5), bump(4, 4), bump(8, 8, 4), bump(9, 7, 5), bump(7, 7, 5), bump(11, 11), bump(11, 11, 1.2)];
 
   beforeAll(async () => {
-    if (!haveChromium) {
-      throw new Error(`chromium not found at ${CHROMIUM}: install it (apt-get install chromium) or set CAPTIONER_SKIP_BROWSER=1 to skip this test`);
-    }
-    mkdirSync(artifacts, { recursive: true });
     const image = await scene();
     html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>attention</title>
       <style>body{font:16px/1.5 system-ui,sans-serif;margin:20px} ${ATTENTION_VIEW_CSS}</style></head>
       <body><div id="static">${attentionViewHtml({ image, words, attention, grid: [H, W] })}</div><div id="dynamic"></div>
       <script>${ATTENTION_VIEW_SCRIPT}</script><script>${ATTENTION_VIEW_SCRIPT}</script></body></html>`;
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+    browser = await launchChromium(gate);
     const context = await browser.newContext({ viewport: { width: 800, height: 700 }, deviceScaleFactor: 1 });
     page = await context.newPage();
     page.on('pageerror', (e) => errors.push(e.message));

@@ -1,6 +1,6 @@
-// Messages between the parallel trainer (main thread) and its workers. Shared memory (SharedArrayBuffer)
-// carries the weights, the per-worker gradient regions and the Adam moments; messages carry only batch
-// slices, seeds and small results.
+// Requests between the parallel trainer (main thread) and its workers (carried by src/util/rpc.ts). Shared
+// memory (SharedArrayBuffer) carries the weights, the per-worker gradient regions and the Adam moments;
+// requests carry only batch slices, seeds and small results.
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import type { AdamHyper, FlatLayout } from './flat.js';
 import type { ReplicaKind, ReplicaSpec, SliceWeights } from './replica.js';
@@ -11,7 +11,6 @@ export interface WorkerInit {
   spec: ReplicaSpec;
   norm: FeatureNorm;
   layout: FlatLayout;
-  backend: 'wasm' | 'cpu';
   /** [total] weights. */
   weights: SharedArrayBuffer;
   /** [workers * total] gradient regions, worker i at i * total. */
@@ -21,13 +20,18 @@ export interface WorkerInit {
   v: SharedArrayBuffer;
 }
 
-export type ToWorker =
-  | { op: 'grad'; id: number; batch: CaptionBatch; weights: SliceWeights; seed: number }
-  /** Sum regions 0..parts-1 into region 0 over [from, to); reply with the block sums of squares. */
-  | { op: 'reduce'; id: number; parts: number; from: number; to: number }
-  | { op: 'adam'; id: number; hyper: AdamHyper; from: number; to: number; scale: number; lr: number };
+/** Milliseconds a request took in the worker (cpu: its thread's CPU time, where the platform says). */
+export interface WorkerMs {
+  load?: number;
+  compute?: number;
+  cpu?: number;
+}
 
-export type FromWorker =
-  | { op: 'ready' }
-  | { op: 'done'; id: number; loss?: number; blocks?: Float64Array; ms: { load?: number; compute?: number; cpu?: number } }
-  | { op: 'error'; id: number; name: string; message: string };
+export type TrainWorkerApi = {
+  /** The gradient of one batch slice into this worker's region; its weighted loss. */
+  grad(r: { batch: CaptionBatch; weights: SliceWeights; seed: number }): Promise<{ loss: number; ms: WorkerMs }>;
+  /** Sum regions 0..parts-1 into region 0 over [from, to); the block sums of squares. */
+  reduce(r: { parts: number; from: number; to: number }): { blocks: Float64Array; ms: WorkerMs };
+  /** Clipped Adam over [from, to) of the shared weights and moments. */
+  adam(r: { hyper: AdamHyper; from: number; to: number; scale: number; lr: number }): { ms: WorkerMs };
+};

@@ -6,16 +6,15 @@
 // start of each step. `workers: 1` runs the same math in the main thread on the current backend.
 // Same seed and same number of workers give byte-identical weights.
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 import { ConfigError, ModelError } from '../../errors.js';
-import { builtFile, userErrorFrom } from '../../util/workers.js';
+import { startWorkers, workerEntry, type RpcWorker } from '../../util/rpc.js';
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
 import type { NamedArray } from '../../model/io.js';
 import type { tf } from '../../tf/tf.js';
 import { mixSeed } from '../data.js';
 import { adamFactors, flatLayout, loadMoments, momentArrays, normOf, packWeights, shardRanges, unpackWeights, type AdamHyper, type FlatLayout } from './flat.js';
 import { applyAdam, reduceGradients } from './update.js';
-import type { FromWorker, ToWorker, WorkerInit } from './protocol.js';
+import type { TrainWorkerApi, WorkerInit } from './protocol.js';
 import { threadCpuMs } from './cpu.js';
 import { buildDecoder, featureSizeOf, kindShapes, loadFlat, sliceGradient, type SliceWeights, type ReplicaKind, type ReplicaSpec, type TrainableDecoder } from './replica.js';
 import { splitBatch } from './split.js';
@@ -40,8 +39,6 @@ export interface ParallelTrainerOptions {
    * or 'main' (the main thread does it all). Both give the same bytes.
    */
   update?: 'main' | 'sharded';
-  /** Backend of the worker threads (default wasm; 'cpu' for tests on machines without wasm). */
-  backend?: 'wasm' | 'cpu';
 }
 
 export interface StepTimings {
@@ -79,11 +76,6 @@ export function resolveWorkers(w: number | 'auto'): number {
   if (w === 'auto') return Math.max(1, availableParallelism());
   if (!Number.isInteger(w) || w < 1) throw new ConfigError(`train.workers: expected "auto" or a positive integer, got ${JSON.stringify(w)}`);
   return w;
-}
-
-/** The compiled worker entry (dist/train/parallel/worker.js), also when this module runs from src/ (tests). */
-export function workerFile(): string {
-  return builtFile('parallel training', 'train', 'parallel', 'worker.js');
 }
 
 export async function createParallelTrainer(o: ParallelTrainerOptions): Promise<ParallelTrainer> {
@@ -226,86 +218,42 @@ async function localEngine(o: ParallelTrainerOptions, layout: FlatLayout, weight
   };
 }
 
-/** Rebuild a worker's error on this side: user-fixable kinds keep their class. */
-function errorFrom(index: number, name: string, message: string): Error {
-  return userErrorFrom(name, message) ?? new Error(`parallel training: worker ${index} failed: ${name}: ${message}`);
-}
-
 async function workerEngine(o: ParallelTrainerOptions, n: number, layout: FlatLayout, weights: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array): Promise<Engine> {
-  const file = workerFile();
-  type Pending = { resolve: (msg: Extract<FromWorker, { op: 'done' }>) => void; reject: (e: Error) => void };
-  const pending: Map<number, Pending>[] = [];
-  const workers: Worker[] = [];
-  let nextId = 0;
-  let closing = false;
-  let dead: Error | undefined;
-  const failAll = (e: Error) => {
-    dead ??= e;
-    for (const p of pending) {
-      for (const q of p.values()) q.reject(e);
-      p.clear();
-    }
-  };
-  const ready: Promise<void>[] = [];
+  const entry = workerEntry(import.meta.url, 'worker');
   const undoBlas = shareBlasThreads(n); // each worker's products on cores / n BLAS threads
-  for (let i = 0; i < n; i++) {
-    const init: WorkerInit = {
-      index: i, kind: o.kind, spec: o.spec, norm: o.norm, layout, backend: o.backend ?? 'wasm',
+  const list = Array.from({ length: n }, (_, i) => {
+    const data: WorkerInit = {
+      index: i, kind: o.kind, spec: o.spec, norm: o.norm, layout,
       weights: weights.buffer as SharedArrayBuffer, grads: grads.buffer as SharedArrayBuffer, m: m.buffer as SharedArrayBuffer, v: v.buffer as SharedArrayBuffer,
     };
-    const w = new Worker(file, { workerData: init });
-    workers.push(w);
-    pending.push(new Map());
-    ready.push(new Promise<void>((resolve, reject) => {
-      pending[i].set(-1, { resolve: () => resolve(), reject });
-    }));
-    w.on('message', (msg: FromWorker) => {
-      if (msg.op === 'ready') {
-        const p = pending[i].get(-1);
-        pending[i].delete(-1);
-        p?.resolve(undefined as never);
-        return;
-      }
-      const p = pending[i].get(msg.id);
-      if (!p) return;
-      pending[i].delete(msg.id);
-      if (msg.op === 'error') p.reject(errorFrom(i, msg.name, msg.message));
-      else p.resolve(msg);
-    });
-    w.on('error', (e) => failAll(new Error(`parallel training: worker ${i} crashed: ${e.message}`)));
-    w.on('exit', (code) => {
-      if (!closing) failAll(new Error(`parallel training: worker ${i} exited unexpectedly (code ${code})`));
-    });
-  }
-  const call = (i: number, msg: ToWorker) =>
-    new Promise<Extract<FromWorker, { op: 'done' }>>((resolve, reject) => {
-      if (dead) return reject(dead);
-      pending[i].set(msg.id, { resolve, reject });
-      workers[i].postMessage(msg);
-    });
-  const dispose = async () => {
-    closing = true;
-    failAll(new Error('parallel training: the trainer was disposed during a step'));
-    await Promise.all(workers.map((w) => w.terminate()));
-    undoBlas();
-  };
+    return { entry, data, label: `parallel training: worker ${i}` };
+  });
+  let workers: RpcWorker<TrainWorkerApi>[];
   try {
-    await Promise.all(ready);
+    workers = await startWorkers<TrainWorkerApi>(list);
   } catch (e) {
-    await dispose();
+    undoBlas();
     throw e;
   }
+  let closed: Promise<void> | undefined;
+  const close = (reason: Error) =>
+    (closed ??= (async () => {
+      await Promise.all(workers.map((w) => w.terminate(reason)));
+      undoBlas();
+    })());
+  // one worker dying ends them all: the step in flight fails with the crash, not with a hang
+  for (const w of workers) void w.exited.then(({ crash }) => crash && close(crash));
   return {
     async grad(i, batch, sw, seed) {
-      const r = await call(i, { op: 'grad', id: nextId++, batch, weights: sw, seed });
-      return { loss: r.loss!, load: r.ms.load ?? 0, compute: r.ms.compute ?? 0, cpu: r.ms.cpu ?? NaN };
+      const r = await workers[i].call('grad', { batch, weights: sw, seed });
+      return { loss: r.loss, load: r.ms.load ?? 0, compute: r.ms.compute ?? 0, cpu: r.ms.cpu ?? NaN };
     },
     async reduce(i, parts, from, to) {
-      return (await call(i, { op: 'reduce', id: nextId++, parts, from, to })).blocks!;
+      return (await workers[i].call('reduce', { parts, from, to })).blocks;
     },
     async adam(i, hyper, from, to, scale, lr) {
-      await call(i, { op: 'adam', id: nextId++, hyper, from, to, scale, lr });
+      await workers[i].call('adam', { hyper, from, to, scale, lr });
     },
-    dispose,
+    dispose: () => close(new Error('parallel training: the trainer was disposed during a step')),
   };
 }

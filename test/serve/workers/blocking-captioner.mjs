@@ -1,5 +1,5 @@
-// A fake Captioner for the worker tests, loaded INSIDE the model worker (plain JS: the worker runs
-// without vitest's TypeScript loader). Each batch BLOCKS its thread in a busy loop, as a real model's
+// A fake Captioner for the worker tests, loaded INSIDE the model worker (plain JS, as a user's own module
+// would be). Each batch BLOCKS its thread in a busy loop, as a real model's
 // compute does, until the test opens the shared gate (or `blockMs` passed, or 30 s as a safety net).
 // Shared Int32Array slots: [0] gate (0 hold, 1 open, 2 crash: open for later batches and throw an
 // uncaught error), [1] batches started, [2] captioners built (counts restarts), [3] captioners disposed.

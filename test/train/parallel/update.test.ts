@@ -4,7 +4,7 @@
 // range outside the arrays is an error, not a stray write. Without the addon update.ts is flat.ts itself.
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { addonPath, nativeStatus, useNative } from '../../../src/tf/native.js';
+import { addonPath, nativeStatus } from '../../../src/tf/native.js';
 import { BLOCK, adamRange, reduceRange, type AdamHyper } from '../../../src/train/parallel/flat.js';
 import { applyAdam, reduceGradients } from '../../../src/train/parallel/update.js';
 import { rng } from '../../../src/util/random.js';
@@ -25,15 +25,9 @@ const shared = (a: Float32Array) => {
 /** Byte equality of two float arrays (vitest's toEqual walks 100,000s of elements slowly). */
 const same = (a: Float32Array | Float64Array, b: Float32Array | Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
-/** f with the native path on or off. */
-function run<T>(on: boolean, f: () => T): T {
-  useNative(on);
-  try {
-    return f();
-  } finally {
-    useNative(true);
-  }
-}
+/** update.ts as it runs here (with the addon), or flat.ts's loop, which it runs where the addon is not loaded. */
+const reduceBy = (addon: boolean, ...a: Parameters<typeof reduceGradients>) => (addon ? reduceGradients(...a) : reduceRange(...a));
+const adamBy = (addon: boolean, ...a: Parameters<typeof applyAdam>) => (addon ? applyAdam(...a) : adamRange(...a));
 
 describe('update.ts', () => {
   const total = 2 * BLOCK + 123;
@@ -46,14 +40,14 @@ describe('update.ts', () => {
       for (const [from, to] of [[0, total], [BLOCK, total], [0, BLOCK + 7]]) {
         const a = shared(regions);
         const b = shared(regions);
-        const fast = run(true, () => reduceGradients(a, total, parts, from, to));
-        const slow = run(false, () => reduceGradients(b, total, parts, from, to));
+        const fast = reduceBy(true, a, total, parts, from, to);
+        const slow = reduceBy(false, b, total, parts, from, to);
         expect(fast).toHaveLength(Math.ceil((to - from) / BLOCK));
         expectClose(fast, slow, 1e-9);
         expectClose(a.subarray(0, total), b.subarray(0, total), 1e-6);
         expect(same(a.subarray(total), b.subarray(total))).toBe(true); // the other regions are read, not written
         const again = shared(regions);
-        expect(same(run(true, () => reduceGradients(again, total, parts, from, to)), fast)).toBe(true); // same bytes
+        expect(same(reduceBy(true, again, total, parts, from, to), fast)).toBe(true); // same bytes
       }
     }
   });
@@ -64,20 +58,12 @@ describe('update.ts', () => {
     const init = [randArray(r, n), randArray(r, n).map((x) => x * 0.1), randArray(r, n).map((x) => Math.abs(x) * 0.01), randArray(r, n)];
     const both = [true, false].map((on) => {
       const [w, m, v, g] = init.map(shared);
-      run(on, () => {
-        for (let t = 1; t <= 3; t++) applyAdam(h, w, m, v, g, 100, 4000, 0.5, 0.001 * t);
-      });
+      for (let t = 1; t <= 3; t++) adamBy(on, h, w, m, v, g, 100, 4000, 0.5, 0.001 * t);
       return [w, m, v];
     });
     both[0].forEach((a, i) => expectClose(a, both[1][i], 1e-5));
     expect(same(both[0][0].subarray(0, 100), init[0].subarray(0, 100))).toBe(true);
     expect(same(both[0][0].subarray(4000), init[0].subarray(4000))).toBe(true);
-    // flat.ts's loop itself, for the record: the fallback is that function
-    const [w, m, v, g] = init.map(shared);
-    for (let t = 1; t <= 3; t++) adamRange(h, w, m, v, g, 100, 4000, 0.5, 0.001 * t);
-    expect(same(both[1][0], w)).toBe(true);
-    const g2 = shared(regions);
-    expect(same(run(false, () => reduceGradients(g2, total, 2, 0, total)), reduceRange(shared(regions), total, 2, 0, total))).toBe(true);
   });
 
   withAddon('ranges outside the arrays are RangeErrors; wrong array types are TypeErrors', () => {
