@@ -3,6 +3,8 @@
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { CaptionerError, EXIT_BROKEN_PIPE, ExitCode, OutputClosed } from './errors.js';
+import { isClosedReader, resetStreamError, stdoutError, streamErrorSeen, watchStream } from './util/stdout.js';
+import { disableOrtTelemetry } from './features/onnx/runtime.js';
 import { log } from './log.js';
 import * as demoCmd from './commands/demo.js';
 import * as demoDataCmd from './commands/demo-data.js';
@@ -39,31 +41,35 @@ export function buildProgram(): Command {
   return program;
 }
 
-let watchingStdout = false;
-let stdoutClosed = false;
-
 /** Run the CLI and return the exit code (never calls process.exit while work may be pending). */
 export async function main(argv: string[]): Promise<number> {
+  disableOrtTelemetry(); // before any worker thread or child process: they inherit the real environment
   const program = buildProgram();
-  // A reader that closes stdout early (`| head -1`) is normal for a Unix tool: no stack trace, the
-  // command's own writes stop, and the exit code says so (141, as for SIGPIPE) unless another error came first.
-  stdoutClosed = false;
-  if (!watchingStdout) {
-    watchingStdout = true;
-    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') stdoutClosed = true;
-      else log.error(`cannot write to stdout: ${e.code ?? e.message}`);
-    });
-  }
+  // stdout is checked to the end (src/util/stdout.ts): commands await every write of their data, and any
+  // failure they did not see themselves (commander's --help, say) is caught here. A reader that closes
+  // stdout early (`| head -1`) is normal for a Unix tool: no message, exit 141 (as for SIGPIPE) unless
+  // another error came first. Any other failed write (a full disk) is one error line and exit 3, never 0.
+  resetStreamError(process.stdout);
+  watchStream(process.stdout);
+  let code: number;
   try {
     await program.parseAsync(argv);
-    await new Promise<void>((r) => setImmediate(r)); // let an EPIPE of the last write arrive
-    if (stdoutClosed) return EXIT_BROKEN_PIPE;
-    return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
+    await new Promise<void>((r) => setImmediate(r)); // let an error of the last write arrive
+    code = typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
   } catch (e) {
-    if (stdoutClosed && !(e instanceof CaptionerError)) return EXIT_BROKEN_PIPE; // a write error of the closed pipe
+    await new Promise<void>((r) => setImmediate(r)); // --help and --version end here: their output is data too
+    const seen = streamErrorSeen(process.stdout);
+    if (seen && !(e instanceof CaptionerError)) return stdoutExit(seen); // the stdout failure caused this one
     return exitCodeFor(e);
   }
+  const seen = streamErrorSeen(process.stdout);
+  return seen && code === ExitCode.ok ? stdoutExit(seen) : code;
+}
+
+/** The exit for a stdout failure the command did not report: 141 quietly for a closed reader, else one line and 3. */
+function stdoutExit(e: NodeJS.ErrnoException): number {
+  if (isClosedReader(e)) return EXIT_BROKEN_PIPE;
+  return exitCodeFor(stdoutError(e));
 }
 
 export function exitCodeFor(e: unknown): number {

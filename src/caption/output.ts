@@ -4,10 +4,11 @@
 // `--resume` reads the file back first (src/caption/jsonl.ts): a file that is not caption output is
 // refused untouched; a half-written last line is cut and the error lines of images that will be retried
 // are dropped, by rewriting the file atomically (temp + rename), so the file keeps one line per image.
-import { once } from 'node:events';
 import { promises as fs } from 'node:fs';
 import { DataError, OutputClosed, UsageError } from '../errors.js';
 import { ioReason, writeFileAtomic } from '../util/fsx.js';
+import { writeOut } from '../util/stdout.js';
+import { sniffImage } from '../util/imagetype.js';
 import type { CaptionResult } from './pipeline.js';
 import { readResume, type ResumeState } from './jsonl.js';
 
@@ -30,31 +31,14 @@ export function resultText(r: CaptionResult): string {
   return 'error' in r ? '' : `${r.image}\t${r.caption}\n`;
 }
 
-/** Results on a stream (stdout). A reader that went away (EPIPE) ends the run with OutputClosed. */
+/**
+ * Results on a stream (stdout). Each line is awaited until written (src/util/stdout.ts): a reader that went
+ * away (EPIPE) ends the run with OutputClosed, any other failure (a full disk) with a one-line DataError.
+ */
 export function streamSink(stream: NodeJS.WritableStream): LineSink {
-  let broken: NodeJS.ErrnoException | null = null;
-  const onError = (e: Error) => {
-    broken = e;
-  };
-  stream.on('error', onError);
-  const check = () => {
-    const b = broken as NodeJS.ErrnoException | null;
-    if (!b) return;
-    if (b.code === 'EPIPE' || b.code === 'ERR_STREAM_DESTROYED') throw new OutputClosed();
-    throw new DataError(`cannot write the output: ${ioReason(b)}`);
-  };
   return {
-    async write(line) {
-      check();
-      if (!stream.write(line)) await Promise.race([once(stream, 'drain'), once(stream, 'error').catch(() => {})]);
-      await new Promise<void>((r) => setImmediate(r)); // an EPIPE is reported on the next tick
-      check();
-    },
-    async close() {
-      stream.off('error', onError);
-      // keep swallowing late errors of this stream (e.g. EPIPE of the last line) instead of crashing
-      stream.on('error', () => {});
-    },
+    write: (line) => writeOut(line, stream),
+    async close() {},
   };
 }
 
@@ -75,8 +59,31 @@ export async function readOutputState(file: string, resume: boolean): Promise<Re
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new DataError(`--output ${file}: ${ioReason(e)}`);
   }
   if (size === 0) return EMPTY;
-  if (!resume) throw new UsageError(`--output ${file} already holds results; add --resume to continue it (finished images are skipped, failed ones retried), or delete it`);
-  return readResume(file);
+  if (resume) return readResume(file);
+  // advise --resume only for a file that --resume would continue: anything else (an image, a CSV) is refused
+  const other = await notCaptionOutput(file);
+  if (other) throw new UsageError(`--output ${file}: already exists and is not caption output (${other}); captioner never writes over another file: choose another --output file`);
+  throw new UsageError(`--output ${file} already holds results; add --resume to continue it (finished images are skipped, failed ones retried), or delete it`);
+}
+
+/** Why `file` is not caption output (e.g. "a JPEG image", "line 1: not a JSON line"), or null when it is. */
+async function notCaptionOutput(file: string): Promise<string | null> {
+  const head = Buffer.alloc(64);
+  const h = await fs.open(file, 'r');
+  try {
+    const { bytesRead } = await h.read(head, 0, head.length, 0);
+    const format = sniffImage(head.subarray(0, bytesRead));
+    if (format) return `it is a ${format.toUpperCase()} image`;
+  } finally {
+    await h.close();
+  }
+  try {
+    await readResume(file);
+    return null;
+  } catch (e) {
+    if (!(e instanceof DataError)) throw e;
+    return /: (line \d+: [^;]*)/.exec(e.message)?.[1] ?? 'not JSON lines of captions';
+  }
 }
 
 /**
@@ -100,6 +107,8 @@ export async function openOutputFile(file: string, state: ResumeState, retry: Se
   try {
     handle = await fs.open(file, 'a');
   } catch (e) {
+    // ENXIO: a pipe without a reader (--output /dev/stdout after `| head` is gone): quiet, as for stdout
+    if ((e as NodeJS.ErrnoException).code === 'ENXIO') throw new OutputClosed();
     throw new DataError(`--output ${file}: cannot open for writing: ${ioReason(e)}`);
   }
   let closed = false;
@@ -110,6 +119,8 @@ export async function openOutputFile(file: string, state: ResumeState, retry: Se
         await handle.write(line);
       } catch (e) {
         failed = true;
+        // --output /dev/stdout (or a named pipe) whose reader went away: a quiet end, as for stdout itself
+        if ((e as NodeJS.ErrnoException).code === 'EPIPE') throw new OutputClosed();
         throw new DataError(`--output ${file}: cannot write: ${ioReason(e)}`);
       }
     },

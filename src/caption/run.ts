@@ -12,14 +12,17 @@ import { promises as fs } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import type { Config } from '../config/schema.js';
-import { DataError, PartialFailure, UsageError } from '../errors.js';
+import { DataError, PartialFailure, UsageError, WriteError } from '../errors.js';
 import { ImageError } from '../features/image.js';
 import { log, progress } from '../log.js';
 import { readRunManifest } from '../model/runfolder.js';
-import { ioReason, writeFileAtomic } from '../util/fsx.js';
+import { ensureDir, ioReason, writeFileAtomic } from '../util/fsx.js';
+import { acquireLock, lockFileFor, type Lock } from '../util/lock.js';
+import { checkStageFolder } from '../util/stagedir.js';
 import { shardOf, type Shard } from '../util/shard.js';
 import { attentionGridOf, renderAttentionMap } from '../view/attention-map.js';
-import { discoverImages, type Found } from './discover.js';
+import { discoverImages, OUTPUT_MARKER, type Found } from './discover.js';
+import { displayPath, pathBytes } from './pathname.js';
 import { loadCaptioner, type LoadedCaptioner } from './load.js';
 import { openOutputFile, readOutputState, resultLine, resultText, streamSink, type LineSink, type OutputFormat } from './output.js';
 import { captionFiles, type CaptionStages } from './pipeline.js';
@@ -98,13 +101,19 @@ export function stagesOf(c: LoadedCaptioner, opts: { attention?: boolean } = {})
 }
 
 /**
- * The attention map's file name for `image`: its base name (odd characters replaced, shortened) and a short
- * hash of its absolute path, so photos with the same name in different folders get different maps and the
- * same photo always gets the same map (a resumed run, another shard).
+ * The attention map's file name for an image path (a string, or the raw bytes of a name that is not UTF-8):
+ * its base name (odd characters replaced, shortened) and a short hash of its absolute path's bytes, so
+ * photos with the same name in different folders, or names that differ only in bytes that are not UTF-8,
+ * get different maps, and the same photo always gets the same map (a resumed run, another shard).
  */
-export function attentionMapName(image: string): string {
-  const base = path.basename(image, path.extname(image)).replace(/[^\p{L}\p{N}._-]+/gu, '_').slice(0, 60) || 'image';
-  const hash = createHash('sha256').update(path.resolve(image)).digest('hex').slice(0, 10);
+export function attentionMapName(image: string | Buffer): string {
+  const shown = displayPath(image);
+  const base = path.basename(shown, path.extname(shown)).replace(/[^\p{L}\p{N}._-]+/gu, '_').slice(0, 60) || 'image';
+  // path.resolve on the bytes read as latin1 (one char per byte): '/' and '.' are ASCII, so this resolves the
+  // raw path exactly as it resolves a UTF-8 one, and UTF-8 paths hash as they always did
+  const latin1 = (b: Buffer) => b.toString('latin1');
+  const abs = Buffer.from(path.resolve(latin1(Buffer.from(process.cwd())), latin1(pathBytes(image))), 'latin1');
+  const hash = createHash('sha256').update(abs).digest('hex').slice(0, 10);
   return `${base}-${hash}.png`;
 }
 
@@ -121,12 +130,19 @@ async function prepareAttentionMaps(dir: string, runDir: string): Promise<[numbe
       `--attention-maps: ${runDir} is a ${manifest.model?.type ?? 'merge'} model, which does not attend to image positions (or was trained on token features, which have no grid to draw on); attention maps need a model trained with model.type attention or transformer on grid features`,
     );
   }
-  try {
-    await fs.mkdir(dir, { recursive: true });
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST' || code === 'ENOTDIR') throw new UsageError(`--attention-maps ${dir}: is not a folder`);
-    throw new DataError(`--attention-maps ${dir}: cannot create the folder: ${ioReason(e)}`);
+  if ((await fs.stat(dir).catch(() => null))?.isDirectory() === false) throw new UsageError(`--attention-maps ${dir}: is not a folder`);
+  // never into another stage's folder (a prepared dataset, a run): its own writer would then refuse it
+  await checkStageFolder(dir, { kind: 'captioner.attention-maps', option: '--attention-maps' });
+  // ensureDir, never mkdir -p: Node's recursive mkdir spins forever on some paths (/proc/nope)
+  await ensureDir(dir).catch((e: unknown) => {
+    throw e instanceof DataError ? new DataError(`--attention-maps ${e.message}`) : e;
+  });
+  // marks the folder as captioner's output, so a later scan of a folder around it does not caption the maps
+  const marker = path.join(dir, OUTPUT_MARKER);
+  if (!(await fs.stat(marker).then(() => true, () => false))) {
+    await writeFileAtomic(marker, 'Attention maps written by `captioner caption --attention-maps`; caption scans pass over this folder.\n').catch((e: unknown) => {
+      throw new DataError(`--attention-maps ${dir}: cannot write: ${e instanceof WriteError ? e.reason : ioReason(e)}`);
+    });
   }
   return grid;
 }
@@ -139,12 +155,50 @@ export function ignoredNote(ignored: Record<string, number>): string {
   return `${n} file${n === 1 ? '' : 's'} with other extensions passed over (${entries.map(([e, c]) => `${e} ${c}`).join(', ')}; see caption.extensions)`;
 }
 
+/**
+ * Take the lock of the --output file (one writer at a time: a second run appending to, or rewriting, the same
+ * file loses lines). A device or pipe (/dev/stdout) has nothing to guard; a folder is refused later.
+ */
+async function lockOutput(file: string): Promise<Lock | null> {
+  const abs = path.resolve(file);
+  const dir = path.dirname(abs);
+  const real = await fs.realpath(abs).catch(async () => path.join(await fs.realpath(dir).catch(() => dir), path.basename(abs)));
+  const st = await fs.stat(real).catch(() => null);
+  if (st && !st.isFile()) return null;
+  if (!(await fs.stat(path.dirname(real)).then((d) => d.isDirectory(), () => false))) throw new DataError(`--output ${file}: cannot write: the folder ${dir} does not exist`);
+  return acquireLock(lockFileFor(real), `--output ${file}`);
+}
+
 export async function runCaption(config: Config, opts: CaptionRunOptions): Promise<CaptionSummary> {
+  if (opts.attentionMaps !== undefined && opts.attentionMaps.trim() === '') throw new UsageError('--attention-maps: needs a folder name, got an empty one');
+  const lock = opts.output ? await lockOutput(opts.output) : null;
+  try {
+    return await captionLocked(config, opts);
+  } finally {
+    await lock?.release();
+  }
+}
+
+async function captionLocked(config: Config, opts: CaptionRunOptions): Promise<CaptionSummary> {
   const t0 = performance.now();
   const mapsDir = opts.attentionMaps;
+  // the --output file first: one that needs --resume, or that is not caption output, is refused before any scan
+  const state = opts.output ? await readOutputState(opts.output, opts.resume ?? false) : null;
   const grid = mapsDir && !opts.stages ? await prepareAttentionMaps(mapsDir, opts.model) : null;
   const skippedFiles = new Map<string, number>();
-  let found: Found[] = await discoverImages(opts.inputs, { recursive: config.caption.recursive, extensions: config.caption.extensions.map((e) => e.toLowerCase().replace(/^\./, '')), stdin: opts.stdin, skipped: skippedFiles });
+  const outputsSkipped: string[] = [];
+  let found: Found[] = await discoverImages(opts.inputs, {
+    recursive: config.caption.recursive,
+    extensions: config.caption.extensions.map((e) => e.toLowerCase().replace(/^\./, '')),
+    stdin: opts.stdin,
+    skipped: skippedFiles,
+    exclude: [opts.output, mapsDir].filter((p): p is string => Boolean(p)),
+    outputsSkipped,
+  });
+  if (outputsSkipped.length) {
+    const n = outputsSkipped.length;
+    log.info(`caption: passed over ${n} folder${n === 1 ? '' : 's'} of captioner output (attention maps): ${outputsSkipped.slice(0, 3).join(', ')}${n > 3 ? ', ...' : ''}`);
+  }
   const ignored = Object.fromEntries(skippedFiles);
   const total = found.length;
   if (opts.shard) {
@@ -153,8 +207,7 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
   }
   let sink: LineSink;
   let skipped = 0;
-  if (opts.output) {
-    const state = await readOutputState(opts.output, opts.resume ?? false);
+  if (opts.output && state) {
     const retry = new Set(found.filter((f) => state.failed.has(f.path)).map((f) => f.path));
     if (state.done.size) {
       const before = found.length;
@@ -186,7 +239,7 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
       if (captioner.decodeWorkers > 1) log.info(threadLine(captioner.decodeWorkers, config));
       stages = stagesOf(captioner, { attention: grid !== null });
     }
-    const rawFile = new Map(found.filter((f) => f.file).map((f) => [f.path, f.file!]));
+    const rawFile = new Map(found.filter((f) => f.file).map((f) => [f.path, f.file!])); // names shown escaped
     if (stages && !aborted()) {
       const results = captionFiles(found, stages, {
         readAhead: opts.readAhead ?? 4,
@@ -198,7 +251,7 @@ export async function runCaption(config: Config, opts: CaptionRunOptions): Promi
         if (aborted()) break; // a result finished after Ctrl-C (maybe cut short by it) is not written
         let map: string | undefined;
         if (mapsDir && grid && !('error' in r) && r.attention) {
-          const drawn = await drawAttentionMap(r.image, rawFile.get(r.image) ?? r.image, { words: r.words ?? [], attention: r.attention, grid, dir: mapsDir, maxPixels: config.caption.maxPixels });
+          const drawn = await drawAttentionMap(rawFile.get(r.image) ?? r.image, { words: r.words ?? [], attention: r.attention, grid, dir: mapsDir, maxPixels: config.caption.maxPixels });
           if ('error' in drawn) r = { image: r.image, error: drawn.error };
           else map = drawn.file;
         }
@@ -241,7 +294,6 @@ export function threadLine(workers: number, config: Config, cores = availablePar
 
 /** Render and write one attention map; an image that cannot be read again becomes an error result (retried by --resume). */
 async function drawAttentionMap(
-  image: string,
   file: string | Buffer,
   o: { words: string[]; attention: Float32Array[]; grid: [number, number]; dir: string; maxPixels: number },
 ): Promise<{ file: string } | { error: string }> {
@@ -252,7 +304,7 @@ async function drawAttentionMap(
     if (e instanceof ImageError) return { error: `cannot draw the attention map: ${e.reason}` };
     throw e;
   }
-  const out = path.join(o.dir, attentionMapName(image));
+  const out = path.join(o.dir, attentionMapName(file)); // keyed on the raw path bytes
   await writeFileAtomic(out, png);
   return { file: out };
 }

@@ -2,6 +2,7 @@
 import { Option, type Command } from 'commander';
 import { DEMO_DEFAULTS, SCENE_KINDS, type SceneKind } from '../prep/demo-scene.js';
 import { intArg } from './common.js';
+import { writeOut } from '../util/stdout.js';
 
 interface Flags {
   out: string;
@@ -34,6 +35,6 @@ Examples:
     .action(async (opts: Flags) => {
       const { writeDemoDataset } = await import('../prep/demo.js'); // loaded on use: keeps --help fast
       const result = await writeDemoDataset({ out: opts.out, images: opts.images, seed: opts.seed, size: opts.size, scenes: opts.scenes, force: opts.force });
-      if (opts.json) process.stdout.write(JSON.stringify({ ...result.manifest, out: result.out, captionsFile: result.captionsFile, imagesDir: result.imagesDir, rendered: result.rendered }) + '\n');
+      if (opts.json) await writeOut(JSON.stringify({ ...result.manifest, out: result.out, captionsFile: result.captionsFile, imagesDir: result.imagesDir, rendered: result.rendered }) + '\n');
     });
 }

@@ -6,6 +6,7 @@ import { DEMO_RUN_DEFAULTS } from '../demo/defaults.js';
 import { formatMetricsTable } from '../eval/report.js';
 import { SCENE_KINDS, type SceneKind } from '../prep/demo-scene.js';
 import { intArg } from './common.js';
+import { writeOut } from '../util/stdout.js';
 
 interface DemoFlags {
   out?: string;
@@ -46,7 +47,7 @@ export function register(program: Command): void {
       const r = await runDemo({ out: opts.out, scenes: opts.scenes, images: opts.images, epochs: opts.epochs, quick: opts.quick, sets: opts.set, scst: opts.scst });
       const rep = r.eval.report;
       if (opts.json) {
-        process.stdout.write(
+        await writeOut(
           JSON.stringify({
             out: r.out,
             scenes: r.scenes,
@@ -63,8 +64,6 @@ export function register(program: Command): void {
         );
         return;
       }
-      process.stdout.write(`\ntest metrics (${rep.metrics.images} images, beam ${rep.decode.beam}):\n`);
-      process.stdout.write(formatMetricsTable(rep.metrics, { baseline: rep.baseline?.metrics }));
-      process.stdout.write(demoSummary(r));
+      await writeOut(`\ntest metrics (${rep.metrics.images} images, beam ${rep.decode.beam}):\n` + formatMetricsTable(rep.metrics, { baseline: rep.baseline?.metrics }) + demoSummary(r));
     });
 }

@@ -2,6 +2,7 @@
 // config block to paste (stdout; --json for the same as JSON). The work is in src/features/onnx/inspect.ts.
 import { Option, type Command } from 'commander';
 import { intArg } from './common.js';
+import { writeOut } from '../util/stdout.js';
 
 interface InspectFlags {
   size?: number;
@@ -42,6 +43,6 @@ Examples:
     .action(async (file: string, flags: InspectFlags) => {
       const { inspectOnnx, formatInspect } = await import('../features/onnx/inspect.js'); // loaded on use: keeps --help fast
       const report = await inspectOnnx(file, { size: flags.size, layout: flags.layout, output: flags.output });
-      process.stdout.write(flags.json ? JSON.stringify(report, null, 2) + '\n' : formatInspect(report));
+      await writeOut(flags.json ? JSON.stringify(report, null, 2) + '\n' : formatInspect(report));
     });
 }

@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { formatMetricsTable } from '../eval/report.js';
 import { intArg, resolveConfigForRun, withConfig, type ConfigFlags } from './common.js';
+import { writeOut } from '../util/stdout.js';
 
 interface EvalFlags extends ConfigFlags {
   bleu?: boolean;
@@ -51,9 +52,9 @@ export function register(program: Command): void {
       const { runEval } = await import('../eval/run.js'); // loaded on use: keeps --help fast
       const { report, files } = await runEval(config, { model: runDir, which: opts.which, noBaseline: opts.baseline === false, noThumbnails: opts.thumbnails === false });
       if (opts.json) {
-        process.stdout.write(JSON.stringify({ split: report.split, beam: report.decode.beam, tokenize: report.tokenize, metrics: report.metrics, baseline: report.baseline ? { caption: report.baseline.caption, metrics: report.baseline.metrics } : undefined, files }) + '\n');
+        await writeOut(JSON.stringify({ split: report.split, beam: report.decode.beam, tokenize: report.tokenize, metrics: report.metrics, baseline: report.baseline ? { caption: report.baseline.caption, metrics: report.baseline.metrics } : undefined, files }) + '\n');
       } else {
-        process.stdout.write(formatMetricsTable(report.metrics, { baseline: report.baseline?.metrics }));
+        await writeOut(formatMetricsTable(report.metrics, { baseline: report.baseline?.metrics }));
       }
     });
 }

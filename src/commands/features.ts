@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { resolveShard } from '../util/shard.js';
 import { intArg, onInterrupt, resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { writeOut } from '../util/stdout.js';
 
 interface FeaturesFlags extends ConfigFlags {
   out?: string;
@@ -46,18 +47,18 @@ export function register(program: Command): void {
         encoder: { runtime: opts.runtime },
         features: { out: opts.out, batchSize: opts.batchSize },
       });
-      const print = (r: { dir: string; total: number; alreadyCached: number; encoded: number; failed: unknown[]; manifest: { count: number }; interrupted: boolean }) => {
-        if (opts.json) process.stdout.write(JSON.stringify({ dir: r.dir, images: r.total, alreadyCached: r.alreadyCached, encoded: r.encoded, failed: r.failed, cached: r.manifest.count, interrupted: r.interrupted }) + '\n');
+      const print = async (r: { dir: string; total: number; alreadyCached: number; encoded: number; failed: unknown[]; manifest: { count: number }; interrupted: boolean }) => {
+        if (opts.json) await writeOut(JSON.stringify({ dir: r.dir, images: r.total, alreadyCached: r.alreadyCached, encoded: r.encoded, failed: r.failed, cached: r.manifest.count, interrupted: r.interrupted }) + '\n');
       };
       const interrupt = onInterrupt('interrupt: finishing the current batch and saving what is done (press Ctrl-C again to quit at once)');
       try {
         const { runFeatures } = await import('../features/run.js'); // loaded on use: keeps --help fast
         const result = await runFeatures(config, { shard, limit: opts.limit, signal: interrupt.signal });
-        print(result);
+        await print(result);
         if (result.interrupted) process.exitCode = 130;
       } catch (e) {
         const r = (e as { result?: Parameters<typeof print>[0] }).result;
-        if (r) print(r);
+        if (r) await print(r).catch(() => {}); // the stage's own error is the news
         throw e;
       } finally {
         interrupt.release();

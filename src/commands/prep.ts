@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { log } from '../log.js';
 import { resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { writeOut } from '../util/stdout.js';
 
 interface PrepFlags extends ConfigFlags {
   format?: string;
@@ -36,6 +37,6 @@ Examples:
       const { runPrep, summary } = await import('../prep/run.js'); // loaded on use: keeps --help fast
       const { dir, manifest } = await runPrep(config);
       for (const line of summary(dir, manifest)) log.info(line);
-      if (opts.json) process.stdout.write(JSON.stringify(manifest, null, 2) + '\n');
+      if (opts.json) await writeOut(JSON.stringify(manifest, null, 2) + '\n');
     });
 }

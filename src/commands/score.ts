@@ -3,6 +3,7 @@ import { Option, type Command } from 'commander';
 import { metricKeys, type CorpusScores } from '../eval/score.js';
 import { log } from '../log.js';
 import { resolveConfig, withConfig, type ConfigFlags } from './common.js';
+import { writeOut } from '../util/stdout.js';
 
 interface ScoreFlags extends ConfigFlags {
   candidates: string;
@@ -35,7 +36,7 @@ Examples:
       const { pairs, skippedErrors } = await loadScorePairs(opts.candidates, opts.references);
       if (skippedErrors > 0) log.warn(`${opts.candidates}: skipped ${skippedErrors} entr${skippedErrors === 1 ? 'y' : 'ies'} with an "error" (not scored)`);
       const scores = corpusOnly(scoreCaptions(pairs, config.eval.tokenize));
-      process.stdout.write(opts.json ? JSON.stringify(scores) + '\n' : formatTable(scores, config.eval.tokenize));
+      await writeOut(opts.json ? JSON.stringify(scores) + '\n' : formatTable(scores, config.eval.tokenize));
     });
 }
 

@@ -2,6 +2,7 @@
 // encoder.weights=auto reads. Prints the cached file's path on stdout; progress and notes on stderr.
 import type { Command } from 'commander';
 import { weightsCacheDir } from '../features/weights/cache.js';
+import { writeOut } from '../util/stdout.js';
 
 interface Flags {
   from?: string;
@@ -37,6 +38,6 @@ Examples:
     .action(async (flags: Flags) => {
       const { fetchVgg16Weights } = await import('../features/weights/vgg16.js'); // loaded on use: keeps --help fast
       const r = await fetchVgg16Weights({ includeTop: flags.top, cacheDir: flags.cacheDir, from: flags.from, urlBase: flags.url, force: flags.force });
-      process.stdout.write(flags.json ? JSON.stringify(r) + '\n' : r.file + '\n');
+      await writeOut(flags.json ? JSON.stringify(r) + '\n' : r.file + '\n');
     });
 }

@@ -165,7 +165,7 @@ export async function readYamlFile(file: string): Promise<Obj> {
 export function validateConfig(raw: unknown, source: string): Config {
   const result = ConfigSchema.safeParse(raw);
   if (!result.success) {
-    const lines = formatIssues(result.error.issues);
+    const lines = [...new Set(formatIssues(result.error.issues))]; // a value can fail two checks with one message (1e20: not an integer, too big)
     throw new ConfigError(`${source}: invalid config:\n${lines.map((l) => '  ' + l.replace(/\n/g, '\n  ')).join('\n')}`);
   }
   return result.data;

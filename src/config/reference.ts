@@ -66,11 +66,12 @@ export function typeText(n: SchemaNode): string {
   if (n.type === 'array') {
     const item = n.items ? typeText(n.items) : 'value';
     const count = n.minItems !== undefined && n.minItems === n.maxItems ? `${n.minItems} ` : '';
-    return `list of ${count}${item === 'string' || item === 'number' || item === 'integer' ? item + 's' : item}`;
+    return `list of ${count}${item.replace(/^(string|number|integer)\b/, '$1s')}`;
   }
   if (n.type === 'integer' || n.type === 'number') {
     const max = n.maximum !== undefined && n.maximum < Number.MAX_SAFE_INTEGER ? n.maximum : undefined;
     if (n.minimum !== undefined && max !== undefined) return `${n.type} from ${num(n.minimum)} to ${num(max)}`;
+    if (n.exclusiveMinimum !== undefined && max !== undefined) return `${n.type} above ${num(n.exclusiveMinimum)}, at most ${num(max)}`;
     const bounds: string[] = [];
     if (n.minimum !== undefined) bounds.push(`>= ${num(n.minimum)}`);
     if (n.exclusiveMinimum !== undefined) bounds.push(`> ${num(n.exclusiveMinimum)}`);

@@ -4,8 +4,6 @@
 // `.describe()` text. Every object is strict: unknown keys are errors.
 import { z } from 'zod';
 
-const posInt = (what = 'a positive integer') => z.number({ error: (i) => expected(what, i.input) }).int({ error: (i) => expected(what, i.input) }).positive({ error: (i) => expected(what, i.input) });
-const nonNegInt = (what = 'a non-negative integer') => z.number({ error: (i) => expected(what, i.input) }).int({ error: (i) => expected(what, i.input) }).min(0, { error: (i) => expected(what, i.input) });
 const num = (what = 'a number') => z.number({ error: (i) => expected(what, i.input) });
 const str = (what = 'a string') => z.string({ error: (i) => expected(what, i.input) });
 const bool = () => z.boolean({ error: (i) => expected('true or false', i.input) });
@@ -21,6 +19,18 @@ const intIn = (min: number, max: number) => {
     .min(min, { error: (i) => expected(what, i.input) })
     .max(max, { error: (i) => expected(what, i.input) });
 };
+/**
+ * A number in min..max (above: min itself excluded), with the same kind of message as intIn. zod refuses
+ * Infinity and NaN; the upper bound keeps 1e308 (which YAML reads as a number) from overflowing to Infinity.
+ */
+const numIn = (min: number, max: number, o: { above?: boolean } = {}) => {
+  const what = o.above ? `a number above ${min} and at most ${max}` : `a number from ${min} to ${max}`;
+  const e = { error: (i: { input: unknown }) => expected(what, i.input) };
+  const n = z.number(e);
+  return (o.above ? n.gt(min, e) : n.min(min, e)).max(max, e);
+};
+/** A seed: any 32-bit unsigned integer (the generators use 32 bits; a larger one would be silently cut). */
+const seedInt = () => intIn(0, 4_294_967_295);
 const fraction = (what = 'a number between 0 and 1') => num(what).min(0, { error: (i) => expected(what, i.input) }).max(1, { error: (i) => expected(what, i.input) });
 
 /** "expected X, got Y" with Y shown as the user wrote it. */
@@ -62,7 +72,7 @@ export const DatasetSchema = z
           .strict()
           .default({ train: 0.8, val: 0.1, test: 0.1 })
           .describe('Ratios for the seeded random split (normalised by their sum).'),
-        seed: nonNegInt().default(42).describe('Seed for the ratio split: same seed, same split.'),
+        seed: seedInt().default(42).describe('Seed for the ratio split: same seed, same split (0 to 2^32 - 1).'),
       })
       .strict()
       .default({ method: 'auto', ratios: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42 })
@@ -76,11 +86,11 @@ export const PrepSchema = z
     lowercase: bool().default(true).describe('Lowercase captions.'),
     stripPunctuation: bool().default(true).describe('Remove punctuation characters.'),
     dropDigitTokens: bool().default(true).describe('Drop tokens that contain a digit.'),
-    minWordLength: nonNegInt().default(1).describe('Drop tokens shorter than this (1 keeps "a").'),
+    minWordLength: intIn(0, 100).default(1).describe('Drop tokens shorter than this (1 keeps "a"; at most 100).'),
     startToken: str().default('startseq').describe('Token put at the start of every caption.'),
     endToken: str().default('endseq').describe('Token put at the end of every caption.'),
     unkToken: str().default('<unk>').describe('Token that replaces words below minCount.'),
-    minCount: posInt().default(5).describe('Minimum count (in training captions) for a word to enter the vocabulary.'),
+    minCount: intIn(1, 1_000_000).default(5).describe('Minimum count (in training captions) for a word to enter the vocabulary (1 to 1000000; prep refuses a value that keeps no word).'),
     maxLength: intIn(3, 200).default(34).describe('Maximum caption length in tokens, start and end tokens included (3 to 200; real captions rarely pass 40).'),
     overLength: z.enum(['truncate', 'drop']).default('truncate').describe('What to do with captions longer than maxLength: truncate (keep the first words, then the end token) or drop.'),
     strict: bool().default(false).describe('Fail (instead of warn and go on) when captions name missing images, or the captions or split files hold inconsistent lines: a repeated caption number or COCO image id, a non-numeric #x, invalid UTF-8.'),
@@ -106,8 +116,8 @@ export const OnnxEncoderSchema = z
     resizeSize: intIn(1, 8192).optional().describe('resize shorter: the shorter side before the centre crop, at least size (default: size, so only the longer side is cropped). torchvision ImageNet models: 256 for size 224.'),
     interpolation: Interpolation.default('bilinear').describe("Resize kernel: bilinear (torchvision's default), bicubic (CLIP), nearest or lanczos3. Images are resized by sharp (libvips): values differ slightly from PIL's, and the features a little from a Python pipeline's."),
     range: z.enum(['0-1', '0-255']).default('0-1').describe('Pixel values before mean and std are applied: 0-1 (divided by 255, as torchvision ToTensor) or 0-255 (Caffe-style models).'),
-    mean: z.array(num()).length(3).default(IMAGENET_MEAN).describe("Per-channel mean subtracted, in the units of range and in the model's channel order (default: ImageNet's, for range 0-1)."),
-    std: z.array(num('a positive number').positive({ error: (i) => expected('a positive number', i.input) })).length(3).default(IMAGENET_STD).describe("Per-channel divisor applied after the mean, in the units of range and in the model's channel order (default: ImageNet's; 1, 1, 1 for none)."),
+    mean: z.array(numIn(-1e6, 1e6)).length(3).default(IMAGENET_MEAN).describe("Per-channel mean subtracted, in the units of range and in the model's channel order (default: ImageNet's, for range 0-1; each from -1000000 to 1000000)."),
+    std: z.array(numIn(0, 1e6, { above: true })).length(3).default(IMAGENET_STD).describe("Per-channel divisor applied after the mean, in the units of range and in the model's channel order (default: ImageNet's; 1, 1, 1 for none; each above 0, at most 1000000)."),
     channelOrder: z.enum(['rgb', 'bgr']).default('rgb').describe('Channel order the model expects (rgb for PyTorch models, bgr for Caffe-style ones).'),
     layout: z.enum(['auto', 'nchw', 'nhwc']).default('auto').describe("Input tensor layout: nchw ([N, 3, H, W], PyTorch) or nhwc ([N, H, W, 3], TensorFlow). auto: the axis of the model's input that has 3 channels (a model whose input says neither must set it)."),
   })
@@ -120,7 +130,7 @@ export const EncoderSchema = z
     weights: str().default('auto').describe('VGG16: auto (the cached Keras file, see `captioner weights vgg16`), random (untrained; demo only), or a path to a Keras .h5 file or a TF.js model.json.'),
     layer: z.enum(['fc2', 'block5_conv3', 'block5_pool']).default('fc2').describe('VGG16: which activation to cache: fc2 (4096-d vector) or a 14x14 / 7x7 x 512 spatial grid.'),
     interpolation: Interpolation.default('nearest').describe('VGG16: resize to 224x224 (aspect ratio ignored, like Keras load_img(target_size)) with this kernel. Keras load_img defaults to nearest; sharp\'s nearest picks slightly different pixels than PIL\'s. Alpha is flattened onto white. (An ONNX encoder has its own: encoder.onnx.interpolation.)'),
-    seed: nonNegInt().default(1234).describe('VGG16: seed for random weights.'),
+    seed: seedInt().default(1234).describe('VGG16: seed for random weights (0 to 2^32 - 1).'),
     onnx: OnnxEncoderSchema.optional().describe('encoder.type onnx: your own ONNX image model (a ResNet, a CLIP image tower...), which of its outputs to cache, and how to turn an image into its input.'),
   })
   .strict();
@@ -163,11 +173,11 @@ export const ModelSchema = z
     imageUnits: intIn(1, 4096).default(256).describe('Dense units applied to the image vector.'),
     hiddenUnits: intIn(1, 4096).default(256).describe('Dense units after the merge.'),
     merge: z.enum(['add', 'concat']).default('add').describe('How image and caption branches are merged.'),
-    dropout: fraction().default(0.5).describe('Dropout rate: merge, on the image vector and the embeddings; attention, before the output layer (transformer: model.transformer.dropout instead).'),
+    dropout: numIn(0, 0.9).default(0.5).describe('Dropout rate: merge, on the image vector and the embeddings; attention, before the output layer (transformer: model.transformer.dropout instead). 0 to 0.9: at 1 nothing would get through.'),
     attention: z
       .object({
         attentionDim: intIn(1, 4096).optional().describe('attention: size of the attention layer that scores each grid position (default: model.units).'),
-        alphaReg: num('a number >= 0').min(0, { error: (i) => expected('a number >= 0', i.input) }).default(1).describe('attention: weight of the doubly stochastic regulariser that pushes every position to be attended about once over a caption (the paper\'s lambda; 0 turns it off). Training minimises cross-entropy plus this term; validation loss and early stopping use the cross-entropy alone.'),
+        alphaReg: numIn(0, 1000).default(1).describe('attention: weight of the doubly stochastic regulariser that pushes every position to be attended about once over a caption (the paper\'s lambda; 0 turns it off; at most 1000). Training minimises cross-entropy plus this term; validation loss and early stopping use the cross-entropy alone.'),
       })
       .strict()
       .default({ alphaReg: 1 })
@@ -178,7 +188,7 @@ export const ModelSchema = z
         heads: intIn(1, 64).default(8).describe('transformer: attention heads per block; the model size must be a multiple of it (at most 64).'),
         modelDim: intIn(1, 4096).optional().describe('transformer: model size: word embedding, attention and residual width (default: model.units; a multiple of heads; model.embedDim is not used).'),
         ffnDim: intIn(1, 16384).optional().describe('transformer: hidden width of each feed-forward block (default: 4 x the model size; at most 16384).'),
-        dropout: fraction().default(0.1).describe('transformer: dropout rate on the embeddings, the image memory, every sublayer\'s output and the feed-forward hidden layer; replaces model.dropout, whose 0.5 suits the LSTM decoders.'),
+        dropout: numIn(0, 0.9).default(0.1).describe('transformer: dropout rate on the embeddings, the image memory, every sublayer\'s output and the feed-forward hidden layer; replaces model.dropout, whose 0.5 suits the LSTM decoders.'),
         positionEncoding: z.enum(['sinusoidal', 'learned']).default('sinusoidal').describe('transformer: word positions as fixed sinusoids (Vaswani et al.) or as a learned table (200 positions, as many as decode.maxLength allows).'),
         imagePositions: z.enum(['learned', 'none']).default('learned').describe('transformer: add a learned embedding per image position (grid cell or token) to the projected features, so the decoder knows where each is; none for features that already carry their position (e.g. ViT tokens).'),
         tieEmbeddings: bool().default(true).describe('transformer: the output layer reuses the word embedding (transposed) instead of its own [model size, vocabulary] kernel.'),
@@ -202,20 +212,20 @@ export const TrainSchema = z
     out: str().optional().describe('Run folder (default: <workdir>/model).'),
     epochs: intIn(1, 10_000).default(20).describe('Passes over the training captions (at most 10000).'),
     batchSize: intIn(1, 4096).default(64).describe('Captions per step (at most 4096).'),
-    learningRate: num().positive().default(0.001).describe('Adam learning rate at the start (lrDecay lowers it on plateaus).'),
-    clipNorm: num().positive().default(5).describe('Global gradient norm clip.'),
-    seed: nonNegInt().default(42).describe('Seed for initialisation and shuffling.'),
-    patience: nonNegInt().default(3).describe('Early stopping: epochs without validation improvement (0 disables).'),
+    learningRate: numIn(0, 1, { above: true }).default(0.001).describe('Adam learning rate at the start (lrDecay lowers it on plateaus; above 0, at most 1).'),
+    clipNorm: numIn(0, 1e6, { above: true }).default(5).describe('Global gradient norm clip (above 0, at most 1000000).'),
+    seed: seedInt().default(42).describe('Seed for initialisation and shuffling (0 to 2^32 - 1).'),
+    patience: intIn(0, 10_000).default(3).describe('Early stopping: epochs without validation improvement (0 disables; at most 10000).'),
     lrDecay: z
       .object({
         factor: fraction().default(0.5).describe('Multiplier applied to the learning rate on a plateau (1: never decay).'),
-        patience: nonNegInt().default(1).describe('Epochs without improvement before the learning rate is multiplied by factor.'),
-        min: num().nonnegative().default(1e-5).describe('The learning rate never goes below this.'),
+        patience: intIn(0, 10_000).default(1).describe('Epochs without improvement before the learning rate is multiplied by factor (at most 10000).'),
+        min: numIn(0, 1).default(1e-5).describe('The learning rate never goes below this (0 to 1).'),
       })
       .strict()
       .default({ factor: 0.5, patience: 1, min: 1e-5 })
       .describe('Learning-rate decay when the validation loss stops improving.'),
-    limit: nonNegInt().default(0).describe('Use at most this many training captions (0: all). For quick experiments.'),
+    limit: intIn(0, 1_000_000_000).default(0).describe('Use at most this many training captions (0: all; at most 10^9). For quick experiments.'),
     workers: z
       .union([z.literal('auto'), intIn(1, 256)], { error: (i) => expected('"auto" or an integer from 1 to 256', i.input) })
       .default(1)
@@ -224,11 +234,11 @@ export const TrainSchema = z
       .object({
         k: intIn(1, 64).default(5).describe('Self-critical training (`train --scst`): captions sampled per training image each step (at least 2 with baseline mean; at most 64). Each step draws train.batchSize images x k captions.'),
         baseline: z.enum(['mean', 'greedy']).default('mean').describe("What each sampled caption's reward is compared with: mean (the mean reward of the image's other k-1 samples) or greedy (the reward of the image's greedy caption; one more decoding pass per step)."),
-        learningRate: num().positive().default(5e-5).describe('Adam learning rate of self-critical fine-tuning (much lower than cross-entropy training: the policy gradient is noisy).'),
+        learningRate: numIn(0, 1, { above: true }).default(5e-5).describe('Adam learning rate of self-critical fine-tuning (much lower than cross-entropy training: the policy gradient is noisy; above 0, at most 1).'),
         epochs: intIn(1, 10_000).default(10).describe('Self-critical passes over the training images (at most 10000).'),
         maxLength: intIn(1, 200).default(16).describe('Most tokens drawn per sampled caption, the end token included; validation greedy decoding uses it too.'),
-        bleuWeight: num().nonnegative().default(0).describe('Reward = CIDEr-D + bleuWeight x sentence BLEU-4 (0: CIDEr-D alone). CIDEr-D document frequencies come from the training references.'),
-        patience: nonNegInt().default(3).describe('Early stopping of self-critical training: epochs without a higher validation CIDEr-D (0 disables).'),
+        bleuWeight: numIn(0, 1000).default(0).describe('Reward = CIDEr-D + bleuWeight x sentence BLEU-4 (0: CIDEr-D alone; at most 1000). CIDEr-D document frequencies come from the training references.'),
+        patience: intIn(0, 10_000).default(3).describe('Early stopping of self-critical training: epochs without a higher validation CIDEr-D (0 disables; at most 10000).'),
       })
       .strict()
       .default({ k: 5, baseline: 'mean', learningRate: 5e-5, epochs: 10, maxLength: 16, bleuWeight: 0, patience: 3 })
@@ -246,7 +256,7 @@ export const DecodeSchema = z
       .enum(['none', 'average', 'wu'])
       .default('none')
       .describe('How finished captions of different lengths are compared: none: sum of token log-probs (favours short captions); average: divided by the length; wu: divided by ((5 + length) / 6)^alpha (Wu et al. 2016). Length counts the end token.'),
-    alpha: num().nonnegative().default(0.7).describe('Exponent of the wu length penalty (0: same as none).'),
+    alpha: numIn(0, 10).default(0.7).describe('Exponent of the wu length penalty (0: same as none; at most 10, past any useful value).'),
     batchSize: intIn(1, 256).default(32).describe('Images decoded together (all their hypotheses go through the model in one batch per step; at most 256).'),
     workers: z
       .union([z.literal('auto'), intIn(1, 256)], { error: (i) => expected('"auto" or an integer from 1 to 256', i.input) })
@@ -258,7 +268,7 @@ export const DecodeSchema = z
 export const EvalSchema = z
   .object({
     split: z.enum(['train', 'val', 'test']).default('test').describe('Which split to caption and score.'),
-    limit: nonNegInt().default(0).describe('Evaluate at most this many images (0: all).'),
+    limit: intIn(0, 1_000_000_000).default(0).describe('Evaluate at most this many images (0: all; at most 10^9).'),
     tokenize: z.enum(['basic', 'none']).default('basic').describe('basic: lowercase and delete punctuation, as prep does ("t-shirt" -> "tshirt"); none: split on whitespace.'),
     out: str().optional().describe('Report folder (default: <run>/eval-<split>).'),
   })
@@ -276,7 +286,7 @@ export const CaptionSchema = z
 export const ServeSchema = z
   .object({
     host: str().default('127.0.0.1').describe('Listen address; loopback unless you mean it (0.0.0.0 exposes the server to the network).'),
-    port: nonNegInt().max(65535).default(8080).describe('Listen port (0: any free port).'),
+    port: intIn(0, 65_535).default(8080).describe('Listen port (0: any free port; at most 65535).'),
     maxUploadBytes: intIn(1, 1024 ** 3).default(10 * 1024 * 1024).describe('Larger uploads get 413; the body is not read past this (at most 1 GiB).'),
     queueSize: intIn(1, 10_000).default(64).describe('Images waiting for the model (fully received) beyond this get 503; when it is full, an image from a client with fewer waiting takes the place of the newest image of the client with the most (which gets 503). The model serves client addresses in turn. At most 10000.'),
     maxBatch: intIn(1, 128).default(8).describe('Requests captioned together (at most 128, as caption.batchSize).'),

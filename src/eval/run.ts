@@ -22,10 +22,11 @@ import { log, progress } from '../log.js';
 import { loadTrainedModel, type TrainedModel } from '../model/runfolder.js';
 import { loadPrepared, type Prepared, type PreparedImage, type SplitName } from '../prep/prepared.js';
 import { initBackend, type BackendRequest } from '../tf/backend.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { checkStageFolder } from '../util/stagedir.js';
 import { imageBlindBaseline } from './report-baseline.js';
 import { renderReportHtml, type ImageAttention } from './report-html.js';
-import { buildReport, cocoResults, type EvalReport, type Prediction } from './report.js';
+import { buildReport, cocoResults, EVAL_REPORT_KIND, type EvalReport, type Prediction } from './report.js';
 import { scoreCaptions } from './score.js';
 
 export interface EvalOptions {
@@ -56,18 +57,37 @@ export interface EvalResult {
 
 const exists = (p: string) => fs.stat(p).then(() => true, () => false);
 
-/** Where the prepared dataset / feature cache of a run are: the config's explicit choice, else what the run recorded, else the default. */
-async function pick(explicit: string | undefined, recorded: string | undefined, fallback: string): Promise<string> {
+/** The fingerprint in `dir`/manifest.json, or undefined. */
+async function fingerprintOf(dir: string): Promise<string | undefined> {
+  try {
+    return (JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')) as { fingerprint?: string }).fingerprint;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where a run's prepared dataset or feature cache is: the config's explicit choice (prep.out / features.out),
+ * else what the run recorded. When the recorded folder is gone, the default folder is taken only if it holds
+ * the very artifact (same fingerprint); otherwise the error names the recorded folder, never a default the
+ * user may never have used.
+ */
+async function locate(what: string, explicit: string | undefined, recorded: string | undefined, fingerprint: string | undefined, fallback: string, setting: string, runDir: string): Promise<string> {
   if (explicit) return explicit;
-  if (recorded && (await exists(recorded))) return recorded;
-  return fallback;
+  if (!recorded) return fallback;
+  if (await exists(recorded)) return recorded;
+  if (fingerprint && path.resolve(fallback) !== path.resolve(recorded) && (await fingerprintOf(fallback)) === fingerprint) {
+    log.info(`eval: ${recorded} (the ${what} ${runDir} records) is gone; using ${fallback}, which holds the same one (fingerprint ${fingerprint.slice(0, 12)})`);
+    return fallback;
+  }
+  throw new DataError(`${recorded}: the ${what} that ${runDir} was trained on is not there any more (moved or deleted?); give its new place with --set ${setting}=DIR`);
 }
 
 /** Open the run's prepared dataset, refusing one that is not what the model was trained on. */
 export async function preparedForRun(config: Config, model: TrainedModel): Promise<Prepared> {
-  const dir = await pick(config.prep.out, model.manifest.dataset?.dir, stagePaths(config).prepared);
-  const prepared = await loadPrepared(dir);
   const want = model.manifest.dataset?.fingerprint;
+  const dir = await locate('prepared dataset', config.prep.out, model.manifest.dataset?.dir, want, stagePaths(config).prepared, 'prep.out', model.dir);
+  const prepared = await loadPrepared(dir);
   if (want && prepared.manifest.fingerprint !== want) {
     throw new DataError(
       `${dir}: this prepared dataset is not the one ${model.dir} was trained on (fingerprint ${prepared.manifest.fingerprint.slice(0, 12)}, the model records ${want.slice(0, 12)}); ` +
@@ -80,7 +100,7 @@ export async function preparedForRun(config: Config, model: TrainedModel): Promi
 /** Open the run's feature cache, refusing one whose fingerprint differs from the model's training features. */
 export async function featuresForRun(config: Config, model: TrainedModel): Promise<FeatureCache> {
   const rec = model.manifest.features;
-  const dir = await pick(config.features.out, rec?.dir, stagePaths(config).features);
+  const dir = await locate('feature cache', config.features.out, rec?.dir, rec?.fingerprint, stagePaths(config).features, 'features.out', model.dir);
   return openFeatureCache(dir, { fingerprint: rec?.fingerprint, shape: Array.isArray(rec?.shape) ? rec.shape : undefined });
 }
 
@@ -104,6 +124,10 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     const prepared = await preparedForRun(config, model);
     cache = await featuresForRun(config, model);
     const images = evalImages(prepared, split, config.eval.limit);
+    // the report folder is checked (not another stage's artifact) and created now, not after decoding
+    const dir = config.eval.out ?? path.join(runDir, `eval-${split}`);
+    await checkStageFolder(dir, { kind: EVAL_REPORT_KIND, option: '--out or eval.out' });
+    await ensureDir(dir);
     const missing = images.filter((im) => !cache!.has(im.image));
     if (missing.length) {
       throw new DataError(
@@ -174,7 +198,6 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     });
 
     // write
-    const dir = config.eval.out ?? path.join(runDir, `eval-${split}`);
     const files: EvalFiles = {
       dir,
       predictions: path.join(dir, 'predictions.jsonl'),

@@ -12,4 +12,4 @@ export type { CacheSpec, FailedImage, FeatureDtype, FeaturesManifest, ManifestPa
 export { decodeRow, encodeRows, fromHalf, toHalf } from './cache/codec.js';
 export { openFeatureCache, type ExpectCache, type FeatureCache } from './cache/reader.js';
 export { boundedFeatureSource, channelStats, type BoundedFeatureSource, type BoundedReaderOptions, type ChannelStats, type ReaderStats } from './cache/bounded.js';
-export { DEFAULT_SHARD_BYTES, openCacheWriter, type CacheWriter, type WriterOptions } from './cache/writer.js';
+export { DEFAULT_SHARD_BYTES, openCacheWriter, prepareCacheFolder, type CacheWriter, type WriterOptions } from './cache/writer.js';

@@ -9,7 +9,7 @@ import { ConfigError, DataError, PartialFailure } from '../errors.js';
 import { log, progress } from '../log.js';
 import { loadPrepared, SPLITS } from '../prep/prepared.js';
 import { shardOf } from '../util/shard.js';
-import { openCacheWriter, type FailedImage, type FeaturesManifest } from './cache.js';
+import { openCacheWriter, prepareCacheFolder, type FailedImage, type FeaturesManifest } from './cache.js';
 import { createEncoder, decodeFor } from './encoder.js';
 import type { ImageEncoder } from './types.js';
 import { ImageError } from './image.js';
@@ -64,6 +64,7 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
   const dir = paths.features;
   const fc = config.features;
 
+  await prepareCacheFolder(dir); // an unusable --out fails now, not after building the encoder
   const encoder = opts.encoder ?? (await createEncoder(config.encoder, { threads: config.threads, backend: config.backend }));
   try {
     if (DECODER_FEATURES[config.model.type] === 'grid' && encoder.info.shape.length === 1) {

@@ -87,6 +87,11 @@ export function buildPrepared(images: readonly SplitImage[], o: BuildOptions): B
     kept.push({ im, captions, words });
   }
   const vocab = Vocab.build(counts, o);
+  if (counts.size > 0 && vocab.size <= 4) {
+    // only the four special tokens: every caption would train on <unk> alone
+    const [top, n] = [...counts].reduce((a, b) => (b[1] > a[1] ? b : a));
+    throw new ConfigError(`prep.minCount: ${o.minCount} keeps no word in the vocabulary (the most frequent training word, ${JSON.stringify(top)}, occurs ${n} times); lower prep.minCount`);
+  }
   kept.sort((a, b) => byCodePoint(a.im.image, b.im.image));
   const splits: Record<SplitName, PreparedImage[]> = { train: [], val: [], test: [] };
   const splitCounts = {} as BuildResult['counts'];

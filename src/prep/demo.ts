@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { UsageError } from '../errors.js';
 import { log, progress } from '../log.js';
 import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { checkStageFolder } from '../util/stagedir.js';
 import { CAPTIONS_PER_IMAGE, DEMO_VERSION, SCENE_KINDS, demoTexts, imageName, makeScene, sceneSvg, type SceneKind } from './demo-scene.js';
 
 export interface DemoDataOptions {
@@ -112,6 +113,8 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
   checkInt('seed', seed, 0, 0xffffffff);
   checkInt('size', size, 32, 4096);
   const out = opts.out;
+  // a file in the way, or another stage's artifact (a prepared dataset, a run), is refused untouched
+  await checkStageFolder(out, { kind: 'captioner.demo-data', option: '--out' });
   const imagesDir = path.join(out, 'images');
   const captionsFile = path.join(out, 'captions.txt');
   const manifestFile = path.join(out, 'demo.json');

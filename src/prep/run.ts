@@ -2,15 +2,17 @@
 // folder, call the pure builder, and write the prepared folder (see prepared.ts for the format).
 // Order matters for reproducibility: splits are assigned from the captions alone (so they do not
 // depend on which image files happen to be on disk); missing images are excluded afterwards.
-import { promises as fs } from 'node:fs';
+import { createReadStream, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { stagePaths } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError, DataError } from '../errors.js';
 import { log } from '../log.js';
+import { lockFolder } from '../util/lock.js';
+import { checkStageFolder } from '../util/stagedir.js';
 import { buildPrepared, checkBuildOptions, type SplitImage } from './build.js';
 import { Collector, show, parseCaptionCsv, parseCoco, parseFlickr30kCsv, parseFlickr8k, parseKarpathy, type ImageEntry } from './formats.js';
-import { SPLITS, writePrepared, type PreparedManifest, type SplitName } from './prepared.js';
+import { PREPARED_FILES, PREPARED_KIND, SPLITS, writePrepared, type PreparedManifest, type SplitName } from './prepared.js';
 import { assignByRatio, assignFromLists, parseSplitList, type SplitList } from './split.js';
 
 /** How many names to show in messages and keep in the manifest. */
@@ -25,13 +27,41 @@ export interface PrepResult {
  * Read a text file as UTF-8. Bytes that are not valid UTF-8 become U+FFFD, and each line holding
  * some gets a `file:line` warning pushed to `warnings` (the caller logs them or fails with --strict).
  */
+/**
+ * The most bytes prep reads from one text file: far above any captions file (COCO's largest is about
+ * 150 MB), and below what one JavaScript string can hold, so /dev/zero or a runaway pipe is refused
+ * instead of filling memory.
+ */
+export const MAX_TEXT_BYTES = 512 * 1024 ** 2;
+
+/** The bytes of `file` (a regular file or a pipe, such as <(zcat captions.gz)), at most MAX_TEXT_BYTES. */
+async function readCapped(file: string): Promise<Buffer> {
+  const st = await fs.stat(file);
+  if (st.isDirectory()) throw Object.assign(new Error('is a folder'), { code: 'EISDIR' });
+  if (st.isCharacterDevice() || st.isBlockDevice() || st.isSocket()) throw Object.assign(new Error('not a file'), { code: 'ENOTFILE' });
+  if (st.isFile() && st.size > MAX_TEXT_BYTES) throw Object.assign(new Error('too large'), { code: 'ETOOBIG' });
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of createReadStream(file)) {
+    n += (chunk as Buffer).length;
+    if (n > MAX_TEXT_BYTES) throw Object.assign(new Error('too large'), { code: 'ETOOBIG' });
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
 async function readText(file: string, what: string, warnings: string[]): Promise<string> {
   let bytes: Buffer;
   try {
-    bytes = await fs.readFile(file);
+    bytes = await readCapped(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder' : code ?? (e as Error).message;
+    const why =
+      code === 'ENOENT' ? 'no such file'
+      : code === 'EISDIR' ? 'is a folder'
+      : code === 'ENOTFILE' ? 'is a device or socket, not a file'
+      : code === 'ETOOBIG' ? `larger than ${MAX_TEXT_BYTES / 1024 ** 2} MiB, more than any captions file`
+      : (code ?? (e as Error).message);
     throw new DataError(`${file}: cannot read ${what}: ${why}`);
   }
   const text = new TextDecoder('utf-8', { ignoreBOM: true }).decode(bytes);
@@ -135,8 +165,23 @@ async function existingFiles(root: string, files: Iterable<string>): Promise<Set
 const preview = (names: string[]) => names.slice(0, FIRST).join(', ') + (names.length > FIRST ? ', ...' : '');
 const plural = (n: number, one: string, many = one + 's') => `${n.toLocaleString('en-US')} ${n === 1 ? one : many}`;
 
-/** Run prep with a resolved config; writes to stagePaths(config).prepared. */
+/**
+ * Run prep with a resolved config; writes to stagePaths(config).prepared. The output folder is checked (not
+ * another stage's artifact, creatable) and locked (one writer: two preps into one folder would mix their
+ * files) before the captions are read.
+ */
 export async function runPrep(config: Config): Promise<PrepResult> {
+  const dir = stagePaths(config).prepared;
+  await checkStageFolder(dir, { kind: PREPARED_KIND, option: '--out or prep.out', ownNames: Object.values(PREPARED_FILES) });
+  const lock = await lockFolder(dir, `prepared dataset folder ${dir}`);
+  try {
+    return await prepInto(config, dir);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function prepInto(config: Config, dir: string): Promise<PrepResult> {
   const ds = config.dataset;
   const p = config.prep;
   checkBuildOptions(p);
@@ -232,7 +277,6 @@ export async function runPrep(config: Config): Promise<PrepResult> {
 
   const { out: _out, ...prepOptions } = p;
   const splitOptions: PreparedManifest['options']['split'] = method === 'ratio' ? { method, ratios: { ...ds.split.ratios }, seed: ds.split.seed } : { method };
-  const dir = stagePaths(config).prepared;
   const manifest = await writePrepared(dir, {
     vocab: built.vocab,
     splits: built.splits,

@@ -6,12 +6,16 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../errors.js';
+import { LOCK_NAME } from './lock.js';
 
 /** What each artifact kind is called in messages. */
 const KIND_NAMES: Record<string, string> = {
   'captioner.prepared': 'a prepared dataset',
   'captioner.features': 'a feature cache',
   'captioner.model': 'a training run (model)',
+  'captioner.eval': 'an eval report',
+  'captioner.attention-maps': 'a folder of attention maps',
+  'captioner.demo-data': 'a demo dataset',
 };
 
 export interface StageFolder {
@@ -28,7 +32,7 @@ export interface StageFolder {
 export async function checkStageFolder(dir: string, stage: StageFolder): Promise<void> {
   let names: string[];
   try {
-    names = await fs.readdir(dir);
+    names = (await fs.readdir(dir)).filter((n) => !n.startsWith(LOCK_NAME)); // a writer's lock (util/lock.ts) is no content
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return;

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { discoverImages, hasImageExtension } from '../../src/caption/discover.js';
+import { discoverImages, OUTPUT_MARKER, hasImageExtension } from '../../src/caption/discover.js';
 import { UsageError } from '../../src/errors.js';
 
 const exts = ['jpg', 'jpeg', 'png'];
@@ -100,12 +100,31 @@ describe('discoverImages', () => {
     writeFileSync(raw, 'bytes');
     const scan = await discoverImages([root], { recursive: true, extensions: exts });
     expect(scan).toHaveLength(1);
-    expect(scan[0].path).toBe(root + '/caf\ufffd.jpg');
+    expect(scan[0].path).toBe(root + '/caf\\xe9.jpg'); // the byte that is not UTF-8, escaped reversibly (pathname.ts)
     expect(scan[0].file).toEqual(raw);
     expect(readFileSync(scan[0].file!).toString()).toBe('bytes');
     const viaStdin = await discoverImages(['-'], { recursive: true, extensions: exts, stdin: Readable.from([Buffer.concat([raw, Buffer.from('\n')])]) });
     expect(viaStdin[0].file).toEqual(raw);
+    expect(viaStdin[0].path).toBe(scan[0].path);
     expect(viaStdin[0].error).toBeUndefined();
+  });
+
+  it('passes over folders marked as captioner output and this run\'s own outputs, unless named on purpose', async () => {
+    const root = tree();
+    const maps = path.join(root, 'maps');
+    mkdirSync(maps);
+    writeFileSync(path.join(maps, OUTPUT_MARKER), '');
+    writeFileSync(path.join(maps, 'a-0123456789.png'), 'png');
+    const outputsSkipped: string[] = [];
+    const scan = await discoverImages([root], { recursive: true, extensions: [...exts, 'png'], outputsSkipped });
+    expect(scan.some((f) => f.path.startsWith(maps))).toBe(false);
+    expect(outputsSkipped).toEqual([maps]);
+    expect((await discoverImages([maps], { recursive: true, extensions: [...exts, 'png'] })).map((f) => f.path)).toEqual([path.join(maps, 'a-0123456789.png')]);
+    // an output given in `exclude` is never input, even named in a stdin list
+    const own = path.join(root, 'own.jpg');
+    writeFileSync(own, 'x');
+    const listed = await discoverImages(['-'], { recursive: true, extensions: exts, exclude: [own], stdin: Readable.from([`${own}\n`]) });
+    expect(listed).toEqual([]);
   });
 
   it('counts the files a scan passes over, by extension', async () => {

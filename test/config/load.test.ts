@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -96,6 +96,43 @@ describe('loadConfig', () => {
     expect(ok.config.decode.beam).toBe(50);
   });
 
+  it('gives every number of the schema a finite upper bound', () => {
+    const unbounded: string[] = [];
+    type Node = { maxValue?: number; _zod: { def: Record<string, unknown> & { type: string } } };
+    const walk = (node: Node, at: string): void => {
+      const def = node._zod.def;
+      if (def.type === 'number') {
+        if (!Number.isFinite(node.maxValue)) unbounded.push(at);
+      } else if (def.type === 'object') {
+        for (const [k, v] of Object.entries(def.shape as Record<string, Node>)) walk(v, at ? `${at}.${k}` : k);
+      } else if (def.innerType) walk(def.innerType as Node, at);
+      else if (def.type === 'array') walk(def.element as Node, `${at}[]`);
+      else if (def.type === 'union') (def.options as Node[]).forEach((o) => walk(o, at));
+    };
+    walk(ConfigSchema as unknown as Node, '');
+    expect(unbounded).toEqual([]);
+  });
+
+  it('refuses the huge numbers that used to pass (1e308 learning rate, clip norm and alpha; 1e15 minCount), as path: message', async () => {
+    const sets = ['train.learningRate=1e308', 'train.clipNorm=1e308', 'decode.alpha=1e308', 'prep.minCount=1e15', 'train.scst.learningRate=2', 'encoder.seed=1e20', 'model.dropout=1'];
+    const err = await loadConfig({ sets }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toBe(
+      [
+        '--set: invalid config:',
+        '  prep.minCount: expected an integer from 1 to 1000000, got 1000000000000000',
+        '  encoder.seed: expected an integer from 0 to 4294967295, got 100000000000000000000',
+        '  model.dropout: expected a number from 0 to 0.9, got 1',
+        '  train.learningRate: expected a number above 0 and at most 1, got 1e+308',
+        '  train.clipNorm: expected a number above 0 and at most 1000000, got 1e+308',
+        '  train.scst.learningRate: expected a number above 0 and at most 1, got 2',
+        '  decode.alpha: expected a number from 0 to 10, got 1e+308',
+      ].join('\n'),
+    );
+    await expect(loadConfig({ sets: ['train.learningRate=0'] })).rejects.toThrow(/train\.learningRate: expected a number above 0 and at most 1, got 0/);
+    await expect(loadConfig({ sets: ['train.learningRate=.inf'] })).rejects.toThrow(/train\.learningRate: expected a number above 0 and at most 1, got null/);
+  });
+
   it('names command-line flags as the source of a bad flag value', async () => {
     await expect(loadConfig({ overrides: { decode: { beam: 1_000_000 } } })).rejects.toThrow(/^command-line flags: invalid config:\n {2}decode\.beam: expected an integer from 1 to 50, got 1000000/);
   });
@@ -190,6 +227,19 @@ describe('config --init template', () => {
 });
 
 describe('captioner config (CLI)', () => {
+  it('config --init - prints the template on stdout (and writes no file named -)', async () => {
+    const r = await runCli(['config', '--init', '-'], { cwd: dir });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^# yaml-language-server: \$schema=\/.*captioner\.schema\.json\n/);
+    expect(YAML.parse(r.stdout).train.epochs).toBe(20);
+    await expect(fs.stat(path.join(dir, '-'))).rejects.toThrow();
+    // --force replaces a config file, never a device (as root, the rename would replace /dev/null itself)
+    const dev = await runCli(['config', '--init', '/dev/null', '--force']);
+    expect(dev.code).toBe(2);
+    expect(dev.stderr).toBe('error: /dev/null: is not a regular file; --init writes a new config file (use --init - to print it)\n');
+    expect((await fs.stat('/dev/null')).isCharacterDevice()).toBe(true);
+  });
+
   it('config --init writes a commented config that loads, and refuses to overwrite without --force', async () => {
     const f = path.join(dir, 'init.yaml');
     const r = await runCli(['config', '--init', f]);

@@ -57,12 +57,12 @@ describe(CONFIG_DOC_FILE, () => {
   it('shows types, bounds and defaults as the schema has them', () => {
     const md = configReferenceMarkdown();
     expect(row(md, 'train.epochs').slice(0, 3)).toEqual(['`train.epochs`', 'integer from 1 to 10,000', '`20`']);
-    expect(row(md, 'train.learningRate').slice(1, 3)).toEqual(['number > 0', '`0.001`']);
-    expect(row(md, 'train.seed')[1]).toBe('integer >= 0');
+    expect(row(md, 'train.learningRate').slice(1, 3)).toEqual(['number above 0, at most 1', '`0.001`']);
+    expect(row(md, 'train.seed')[1]).toBe('integer from 0 to 4,294,967,295');
     expect(row(md, 'train.workers').slice(1, 3)).toEqual(['`auto` or integer from 1 to 256', '`1`']);
     expect(row(md, 'decode.workers')[2]).toBe('`auto`');
     expect(row(md, 'model.type')[1]).toBe('one of `merge`, `attention`, `transformer`');
-    expect(row(md, 'encoder.onnx.mean').slice(1, 3)).toEqual(['list of 3 numbers', '`[0.485, 0.456, 0.406]`']);
+    expect(row(md, 'encoder.onnx.mean').slice(1, 3)).toEqual(['list of 3 numbers from -1,000,000 to 1,000,000', '`[0.485, 0.456, 0.406]`']);
     expect(row(md, 'encoder.onnx.path')[2]).toBe('required');
     expect(row(md, 'encoder.onnx')[1]).toBe('section');
     expect(row(md, 'train.out')[2]).toBe('not set');

@@ -107,4 +107,33 @@ describe('captioner eval decode settings', () => {
     expect(stderr).not.toMatch(/EPIPE|at .*\.js/);
     expect(code).toBe(141);
   }, 60_000);
+
+  it('checks the report folder before decoding (issue 24): /proc/nope is exit 3 at once, another stage\'s folder exit 2', async () => {
+    const r = await runCli([...base(), '--out', '/proc/nope'], { env: { CAPTIONER_QUIET: '0' } });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/error: \/proc\/nope: cannot create folder: \/proc\/nope: \/proc does not accept new folders\n$/);
+    expect(r.stderr).not.toMatch(/eval: \d+ test images/); // logged when decoding starts
+    const other = await runCli([...base(), '--out', fx.prepared]);
+    expect(other.code).toBe(2);
+    expect(other.stderr).toContain(`error: ${fx.prepared}: holds a prepared dataset, not an eval report; refusing to write over it (choose another folder with --out or eval.out)`);
+  }, 60_000);
+
+  it('names the dataset the run recorded (or the one the user gave) when it has moved, never a default the user did not use', async () => {
+    const moved = path.join(work, 'moved-run');
+    await fs.cp(fx.model, moved, { recursive: true });
+    const mfile = path.join(moved, 'manifest.json');
+    const m = JSON.parse(await fs.readFile(mfile, 'utf8'));
+    const gone = path.join(work, 'gone', 'prepared');
+    await fs.writeFile(mfile, JSON.stringify({ ...m, dataset: { ...m.dataset, dir: gone } }));
+    const r = await runCli(['eval', '--model', moved, '--set', 'backend=cpu']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(new RegExp(`error: ${gone.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the prepared dataset that .*moved-run was trained on is not there any more \\(moved or deleted\\?\\); give its new place with --set prep\\.out=DIR\\n$`));
+    expect(r.stderr).not.toMatch(/work\/prepared/);
+    const given = path.join(work, 'typo', 'prepared');
+    const mine = await runCli(['eval', '--model', moved, '--set', 'backend=cpu', '--set', `prep.out=${given}`]);
+    expect(mine.code).toBe(3);
+    expect(mine.stderr).toContain(`error: ${given}: `);
+    // given its new place, it evaluates
+    expect((await runCli(['eval', '--model', moved, '--set', 'backend=cpu', '--set', `prep.out=${fx.prepared}`, '--json'])).code).toBe(0);
+  }, 120_000);
 });

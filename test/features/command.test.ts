@@ -282,4 +282,17 @@ describe('captioner features', () => {
     expect(v.every((x) => Number.isFinite(x) && x >= 0)).toBe(true);
     c.close();
   }, 120_000);
+
+  it('an --out that cannot be written fails before the encoder is built (issue 24): exit 3 naming the folder, not a model error', async () => {
+    const dir = path.join(work, 'failfast');
+    await makeDataset(dir, 2);
+    // the encoder file does not exist: building it first would end in a model error (exit 4)
+    const missing = path.join(work, 'no-such-encoder.onnx');
+    const r = await runCli(tinyArgs(dir, missing, '--out', '/proc/nope'));
+    expect(r.stderr).toBe('error: /proc/nope: cannot create folder: /proc/nope: /proc does not accept new folders\n');
+    expect(r.code).toBe(3);
+    const other = await runCli(tinyArgs(dir, missing, '--out', path.join(dir, 'prepared')));
+    expect(other.stderr).toMatch(/holds a prepared dataset, not a feature cache/);
+    expect(other.code).toBe(2);
+  }, 60_000);
 });

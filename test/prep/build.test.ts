@@ -30,6 +30,12 @@ describe('buildPrepared', () => {
     expect(buildPrepared(images, { ...base, minCount: 1 }).vocab.tokens).toEqual(['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'dog', 'runs', 'cat', 'sits', 'zebra']);
   });
 
+  it('refuses a minCount that keeps no word (a vocabulary of only the special tokens), naming the most frequent word', () => {
+    expect(() => buildPrepared(images, { ...base, minCount: 5 })).toThrow(ConfigError);
+    expect(() => buildPrepared(images, { ...base, minCount: 1e15 })).toThrow('prep.minCount: 1000000000000000 keeps no word in the vocabulary (the most frequent training word, "a", occurs 4 times); lower prep.minCount');
+    expect(buildPrepared(images, { ...base, minCount: 4 }).vocab.tokens).toEqual(['<pad>', '<unk>', 'startseq', 'endseq', 'a']);
+  });
+
   it('encodes with start/end, unk for rare words, sorted by key, captions kept raw and parallel', () => {
     const r = buildPrepared(images, base);
     expect(r.splits.train.map((i) => i.image)).toEqual(['a.jpg', 'b.jpg']);

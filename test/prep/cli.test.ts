@@ -1,5 +1,5 @@
 // `captioner prep` through the built CLI (run `npx tsc -p .` first): exit codes and messages.
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -35,7 +35,7 @@ describe('captioner prep (CLI)', () => {
   it('missing images: warned and excluded (stdout stays empty), or exit 3 with --strict', async () => {
     const images = path.join(dir, 'imgs');
     write('imgs/a.jpg', 'x');
-    const r = await runCli(['prep', '--captions', good, '--images', images, '--out', path.join(dir, 'o4')]);
+    const r = await runCli(['prep', '--captions', good, '--images', images, '--out', path.join(dir, 'o4'), '--set', 'prep.minCount=1']);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/warning: 1 image named by the captions is missing from .*: b\.jpg; excluded/);
@@ -54,6 +54,18 @@ describe('captioner prep (CLI)', () => {
       expect(p.code).toBe(3);
       expect(p.stderr).toContain('error: /proc/nope: cannot create folder: /proc/nope: /proc does not accept new folders');
     } else console.warn('skipping prep --out /proc/nope: this system has no /proc');
+  });
+
+  it('refuses a device or a file too large for any captions file as input, at once (it read /dev/zero into memory)', async () => {
+    const zero = await runCli(['prep', '--captions', '/dev/zero', '--out', path.join(dir, 'zero')]);
+    expect(zero.stderr).toBe('error: /dev/zero: cannot read captions file: is a device or socket, not a file\n');
+    expect(zero.code).toBe(3);
+    const huge = write('huge.txt', '');
+    truncateSync(huge, 600 * 1024 ** 2); // sparse: no disk used
+    const big = await runCli(['prep', '--captions', huge, '--out', path.join(dir, 'huge')]);
+    expect(big.stderr).toBe(`error: ${huge}: cannot read captions file: larger than 512 MiB, more than any captions file\n`);
+    expect(big.code).toBe(3);
+    expect(existsSync(path.join(dir, 'huge'))).toBe(false); // the folder made for the lock is gone again
   });
 
   it('usage and config problems exit 2', async () => {

@@ -96,6 +96,21 @@ describe('writeDemoDataset', () => {
     expect((await writeDemoDataset({ out: dir, images: 2, size: 64, force: true })).rendered).toBe(true);
   });
 
+  it("refuses an --out that is a file or another stage's folder, untouched (it crashed with a stack trace on a file)", async () => {
+    const file = path.join(root, 'a-file');
+    writeFileSync(file, 'keep');
+    await expect(writeDemoDataset({ out: file, images: 2, size: 64 })).rejects.toThrow(`${file}: is a file, not a folder; choose another folder with --out`);
+    expect(readFileSync(file, 'utf8')).toBe('keep');
+    const prepared = path.join(root, 'prepared');
+    mkdirSync(prepared);
+    writeFileSync(path.join(prepared, 'manifest.json'), '{"kind":"captioner.prepared"}');
+    await expect(writeDemoDataset({ out: prepared, images: 2, size: 64, force: true })).rejects.toThrow(/holds a prepared dataset, not a demo dataset/);
+    expect(readdirSync(prepared)).toEqual(['manifest.json']);
+    const r = await runCli(['demo-data', '--out', file, '--images', '2']);
+    expect(r.stderr).toBe(`error: ${file}: is a file, not a folder; choose another folder with --out\n`);
+    expect(r.code).toBe(2);
+  });
+
   it('rejects bad parameters', async () => {
     await expect(writeDemoDataset({ out: path.join(root, 'bad'), images: 0 })).rejects.toThrow(/--images/);
     await expect(writeDemoDataset({ out: path.join(root, 'bad'), size: 8 })).rejects.toThrow(/--size/);

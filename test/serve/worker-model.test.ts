@@ -3,7 +3,7 @@
 // serving through it, logging the thread split, and exiting 0 on SIGTERM. The CLI needs the build (dist/); the
 // in-process worker runs src/ (test/helpers/ts-hooks.mjs).
 import { spawn } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,12 +54,17 @@ describe('the real captioner in the serve worker', () => {
     expect(worker.running()).toBe(false);
   });
 
-  it('`captioner serve` answers through the worker, logs the thread split, exits 0 on SIGTERM', async () => {
-    const child = spawn(process.execPath, [bin, 'serve', '--model', run, '--port', '0', '--set', 'threads=1'], {
-      cwd: repoRoot,
-      env: { ...process.env, CAPTIONER_QUIET: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+  // onnxruntime's telemetry must be off in every thread that runs it: the worker's process.env is a copy that
+  // onnxruntime's native code never reads, so the switch has to be in the real environment before the worker
+  // starts. Run with its own HOME and TMPDIR and no ORT_DISABLE_TELEMETRY: no telemetry files afterwards.
+  it('`captioner serve` answers through the worker, logs the thread split, exits 0 on SIGTERM, leaves no onnxruntime telemetry', async () => {
+    const home = path.join(tmp, 'home');
+    const tmpdir = path.join(tmp, 'tmpdir');
+    await fs.mkdir(home);
+    await fs.mkdir(tmpdir);
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, TMPDIR: tmpdir, CAPTIONER_QUIET: '0' };
+    delete env.ORT_DISABLE_TELEMETRY;
+    const child = spawn(process.execPath, [bin, 'serve', '--model', run, '--port', '0', '--set', 'threads=1'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
@@ -82,5 +87,8 @@ describe('the real captioner in the serve worker', () => {
     } finally {
       child.kill('SIGKILL');
     }
+    expect(existsSync(path.join(home, '.cache', 'Microsoft'))).toBe(false);
+    expect((await fs.readdir(tmpdir)).filter((n) => n.startsWith('mat-debug'))).toEqual([]);
+    expect(existsSync(`/tmp/mat-debug-${child.pid}.log`)).toBe(false);
   });
 });

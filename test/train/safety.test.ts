@@ -30,6 +30,15 @@ afterAll(async () => {
 let n = 0;
 const fresh = () => path.join(work, `t${n++}`);
 
+/**
+ * A config that makes training diverge at once: a learning rate and clip norm far past the schema's bounds,
+ * set after validation on purpose (a legal setting can diverge too, and the guard must hold whatever the
+ * optimizer does).
+ */
+function diverging(c: Config): Config {
+  return { ...c, train: { ...c.train, learningRate: 1e30, clipNorm: 1e30 } };
+}
+
 function cfg(over: Record<string, unknown> = {}, model: Record<string, unknown> = {}): Config {
   return ConfigSchema.parse({
     model: { embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0.1, ...model },
@@ -276,7 +285,7 @@ describe('interrupts', () => {
 describe('non-finite weights', () => {
   it('a diverging run stops with a ModelError and saves no NaN weights', async () => {
     const out = fresh();
-    const e = await run(out, { config: cfg({ epochs: 3, learningRate: 1e30, clipNorm: 1e30 }) }).catch((x) => x);
+    const e = await run(out, { config: diverging(cfg({ epochs: 3 })) }).catch((x) => x);
     expect(e).toBeInstanceOf(ModelError);
     expect(e.message).toMatch(/loss became (NaN|Infinity)/);
     for (const which of ['best', 'last'] as const) {

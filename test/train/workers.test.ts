@@ -28,6 +28,15 @@ beforeAll(async () => {
   process.env.CAPTIONER_QUIET = '1';
 });
 
+/**
+ * A config that makes training diverge at once: a learning rate and clip norm far past the schema's bounds,
+ * set after validation on purpose (a legal setting can diverge too, and the guard must hold whatever the
+ * optimizer does).
+ */
+function diverging(c: Config): Config {
+  return { ...c, train: { ...c.train, learningRate: 1e30, clipNorm: 1e30 } };
+}
+
 function cfg(over: Record<string, unknown> = {}, model: Record<string, unknown> = {}): Config {
   return ConfigSchema.parse({
     model: { embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0.1, ...model },
@@ -173,7 +182,7 @@ describe('train.workers', () => {
 
   it('a diverging workers-2 run stops with a ModelError, saves no NaN weights and leaves no worker', async () => {
     const out = await tmp();
-    const e = await run(out, cfg({ epochs: 3, learningRate: 1e30, clipNorm: 1e30 })).catch((x) => x);
+    const e = await run(out, diverging(cfg({ epochs: 3 }))).catch((x) => x);
     expect(e).toBeInstanceOf(ModelError);
     expect(e.message).toMatch(/loss became (NaN|Infinity)/);
     for (const which of ['best', 'last']) {

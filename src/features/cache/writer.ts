@@ -64,9 +64,17 @@ function identity(): WriterIdentity {
  * Open (creating if needed) a cache folder for appending. An existing cache must have the same
  * fingerprint (DataError otherwise: delete it or choose another folder).
  */
-export async function openCacheWriter(dir: string, spec: CacheSpec, opts: WriterOptions): Promise<CacheWriter> {
+/**
+ * The checks of the cache folder that need no encoder: not another stage's artifact, and creatable (a
+ * missing parent, a file in the way, /proc/nope). The features stage runs them before building the encoder.
+ */
+export async function prepareCacheFolder(dir: string): Promise<void> {
   await checkStageFolder(dir, { kind: FEATURES_KIND, option: '--out or features.out' });
   await ensureDir(dir);
+}
+
+export async function openCacheWriter(dir: string, spec: CacheSpec, opts: WriterOptions): Promise<CacheWriter> {
+  await prepareCacheFolder(dir);
   const fingerprint = cacheFingerprint(spec);
   const dim = rowLength(spec.encoder.shape);
   const rowBytes = dim * bytesPer(spec.dtype);

@@ -1,11 +1,12 @@
 // Loads onnxruntime-node on demand (it is a native addon that may be missing on some platforms) and
 // creates CPU inference sessions with our defaults. Nothing here knows about VGG16.
 // onnxruntime records telemetry unless told not to (a /tmp/mat-debug-<pid>.log per process and a device
-// id and event queue under ~/.cache/Microsoft/DeveloperTools): loadOrt turns it off before the native
-// library starts, unless the user set ORT_DISABLE_TELEMETRY themselves. The native library reads the
-// process's real environment, which only the main thread's process.env writes to (a worker thread's
-// process.env is its own copy): code that starts a worker which may load onnxruntime calls
-// disableOrtTelemetry() first, on the main thread, and the worker inherits the setting.
+// id and event queue under ~/.cache/Microsoft/DeveloperTools): disableOrtTelemetry turns it off before the
+// native library starts, unless the user set ORT_DISABLE_TELEMETRY themselves. The native code reads the
+// process's real environment, which only the main thread's process.env writes to (a worker thread's is a
+// copy): so the CLI calls it at start, before any worker thread or child process exists, and so does every
+// host of a worker thread that may run onnxruntime (rpc's spawn, serve's model worker); loadOrt calls it
+// too, which covers a main-thread user of the library, and warns in a worker whose environment lacks it.
 import { isMainThread } from 'node:worker_threads';
 import type * as Ort from 'onnxruntime-node';
 import { ModelError } from '../../errors.js';
@@ -23,9 +24,8 @@ export function ortTelemetryDisabled(env: NodeJS.ProcessEnv = process.env): bool
 }
 
 /**
- * Set ORT_DISABLE_TELEMETRY=1 in this process's environment unless it is set. Effective for the native
- * library only on the main thread (or a worker sharing its environment): call it there before starting
- * a worker that may load onnxruntime.
+ * Turn onnxruntime's telemetry off (ORT_DISABLE_TELEMETRY=1 unless the user set it) for this process and
+ * every worker thread and child process started after this call. Call it on the main thread.
  */
 export function disableOrtTelemetry(): void {
   process.env.ORT_DISABLE_TELEMETRY ??= '1';
