@@ -30,7 +30,10 @@ const SHARED = sharedData;
 async function inputImages(tmp: string): Promise<{ files: string[]; source: string }> {
   const coco = path.join(SHARED, 'images', 'coco_val2017');
   if (existsSync(coco)) {
-    const files = (await fs.readdir(coco)).filter((n) => n.toLowerCase().endsWith('.jpg')).sort().map((n) => path.join(coco, n));
+    const files = (await fs.readdir(coco))
+      .filter((n) => n.toLowerCase().endsWith('.jpg'))
+      .sort()
+      .map((n) => path.join(coco, n));
     if (files.length) return { files, source: `${files.length} COCO val2017 photos` };
   }
   const r = rng(3);
@@ -40,7 +43,12 @@ async function inputImages(tmp: string): Promise<{ files: string[]; source: stri
     const h = 360 + Math.floor(r() * 120);
     const raw = Buffer.from(Array.from({ length: w * h * 3 }, () => Math.floor(r() * 256)));
     const f = path.join(tmp, `img${i}.jpg`);
-    await fs.writeFile(f, await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer());
+    await fs.writeFile(
+      f,
+      await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 85 })
+        .toBuffer(),
+    );
     files.push(f);
   }
   return { files, source: '30 generated JPEGs (shared data absent)' };
@@ -49,7 +57,11 @@ async function inputImages(tmp: string): Promise<{ files: string[]; source: stri
 async function pipelined(stages: CaptionStages, files: string[]): Promise<number> {
   const t0 = performance.now();
   let n = 0;
-  for await (const r of captionFiles(files.map((p) => ({ path: p })), stages, { readAhead: 4, encodeBatch: ENCODE_BATCH, decodeBatch: 32 })) {
+  for await (const r of captionFiles(
+    files.map((p) => ({ path: p })),
+    stages,
+    { readAhead: 4, encodeBatch: ENCODE_BATCH, decodeBatch: 32 },
+  )) {
     if ('error' in r) throw new Error(`${r.image}: ${r.error}`);
     n++;
   }
@@ -71,14 +83,36 @@ async function serial(stages: CaptionStages, files: string[]): Promise<number> {
  * units): what the caption and serve benchmarks load with loadCaptioner. The encoder fingerprint does
  * not depend on the runtime, so one folder serves both.
  */
-export async function benchRunFolder(tmp: string, loaded: LoadedVgg16Weights): Promise<{ run: string; config: Config }> {
-  const probe = await createEncoder(EncoderSchema.parse({ type: 'vgg16', runtime: 'onnx', weights: 'random', seed: 1, layer: 'fc2' }), { threads: THREADS, weights: loaded });
+export async function benchRunFolder(
+  tmp: string,
+  loaded: LoadedVgg16Weights,
+): Promise<{ run: string; config: Config }> {
+  const probe = await createEncoder(
+    EncoderSchema.parse({ type: 'vgg16', runtime: 'onnx', weights: 'random', seed: 1, layer: 'fc2' }),
+    { threads: THREADS, weights: loaded },
+  );
   const info = probe.info;
   await probe.dispose();
-  const decoder = MergeDecoder.create({ vocabSize: VOCAB, featureDim: 4096, embedDim: 128, units: 256, imageUnits: 256, hiddenUnits: 256, merge: 'add', dropout: 0 }, 3);
+  const decoder = MergeDecoder.create(
+    {
+      vocabSize: VOCAB,
+      featureDim: 4096,
+      embedDim: 128,
+      units: 256,
+      imageUnits: 256,
+      hiddenUnits: 256,
+      merge: 'add',
+      dropout: 0,
+    },
+    3,
+  );
   const tokens = ['<pad>', '<unk>', 'startseq', 'endseq', ...Array.from({ length: VOCAB - 4 }, (_, i) => `w${i}`)];
   const run = path.join(tmp, 'run');
-  const config = ConfigSchema.parse({ threads: THREADS, decode: { beam: 3, maxLength: 20 }, caption: { batchSize: ENCODE_BATCH } });
+  const config = ConfigSchema.parse({
+    threads: THREADS,
+    decode: { beam: 3, maxLength: 20 },
+    caption: { batchSize: ENCODE_BATCH },
+  });
   try {
     await writeUntrainedRun(runfolder, run, { decoder, tokens, encoder: info, config });
   } finally {
@@ -90,7 +124,12 @@ export async function benchRunFolder(tmp: string, loaded: LoadedVgg16Weights): P
 export const bench: BenchModule = {
   group: 'caption',
   async run({ quick }) {
-    const loaded: LoadedVgg16Weights = { weights: randomVgg16Weights(1), fingerprint: 'random:seed=1', source: 'random', includeTop: true };
+    const loaded: LoadedVgg16Weights = {
+      weights: randomVgg16Weights(1),
+      fingerprint: 'random:seed=1',
+      source: 'random',
+      includeTop: true,
+    };
     return inScratch('caption', async (tmp) => {
       try {
         const { files: photos, source } = await inputImages(tmp);

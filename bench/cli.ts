@@ -32,7 +32,16 @@ export const bench: BenchModule = {
       const o = median(ours);
       const n = median(node);
       // a time: lower is better, so the ratio is ours / node (target: under 4)
-      rows.push({ bench: 'cli', name: `captioner ${args.join(' ')}`, value: o, unit: 'ms', peer: 'node -e 0', peerValue: n, ratio: o / n, notes: `median of ${runs}; ratio = times an empty Node start (target < 4x)` });
+      rows.push({
+        bench: 'cli',
+        name: `captioner ${args.join(' ')}`,
+        value: o,
+        unit: 'ms',
+        peer: 'node -e 0',
+        peerValue: n,
+        ratio: o / n,
+        notes: `median of ${runs}; ratio = times an empty Node start (target < 4x)`,
+      });
     }
     return rows;
   },

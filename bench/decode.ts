@@ -27,7 +27,11 @@ const FEATURES = 4096;
 const BATCH = 32;
 
 /** The peer: a plain greedy loop over the one-step decoder (argmax each step, no beam bookkeeping). */
-async function greedyDecode(model: Decoder, images: Float32Array[], opts: { start: number; end: number; maxLength: number }): Promise<number[][]> {
+async function greedyDecode(
+  model: Decoder,
+  images: Float32Array[],
+  opts: { start: number; end: number; maxLength: number },
+): Promise<number[][]> {
   const out: number[][] = images.map(() => []);
   const done = images.map(() => false);
   let state = model.initState(images);
@@ -61,7 +65,19 @@ export const bench: BenchModule = {
     const reps = quick ? 1 : 3;
     const tokens = ['<pad>', '<unk>', 'startseq', 'endseq', ...Array.from({ length: VOCAB - 4 }, (_, i) => `w${i}`)];
     const vocab = new Vocab(tokens);
-    const decoder = MergeDecoder.create({ vocabSize: VOCAB, featureDim: FEATURES, embedDim: UNITS, units: UNITS, imageUnits: UNITS, hiddenUnits: UNITS, merge: 'add', dropout: 0 }, 5);
+    const decoder = MergeDecoder.create(
+      {
+        vocabSize: VOCAB,
+        featureDim: FEATURES,
+        embedDim: UNITS,
+        units: UNITS,
+        imageUnits: UNITS,
+        hiddenUnits: UNITS,
+        merge: 'add',
+        dropout: 0,
+      },
+      5,
+    );
     const r = rng(9);
     const features = Array.from({ length: BATCH }, () => Float32Array.from({ length: FEATURES }, () => r() * 4));
     const model = { decoder, vocab };
@@ -82,7 +98,9 @@ export const bench: BenchModule = {
         const out = await decodeFeatures(model, features, cfg(1));
         steps = out.reduce((a, c) => a + c.tokens.length, 0) / out.length;
       });
-      const greedy = await timeIt(() => greedyDecode(decoder, features, { start: vocab.start, end: vocab.end, maxLength }));
+      const greedy = await timeIt(() =>
+        greedyDecode(decoder, features, { start: vocab.start, end: vocab.end, maxLength }),
+      );
       const beam3 = await timeIt(() => decodeFeatures(model, features, cfg(3)));
       // the decoding pool: one batch of BATCH images per worker, all at once
       const workers = Math.max(2, availableParallelism());
@@ -98,10 +116,34 @@ export const bench: BenchModule = {
       }
       const notes = `vocab ${VOCAB}, ${UNITS} units, ${FEATURES}-d features, batch ${BATCH}, maxLength ${maxLength}, mean ${steps.toFixed(1)} words/caption (random weights); backend ${backend.detail}`;
       const rows: BenchRow[] = [
-        { bench: 'decode', name: 'beam 1', value: beam1, unit: 'captions/s', peer: 'greedy loop', peerValue: greedy, ratio: beam1 / greedy, notes },
-        { bench: 'decode', name: 'beam 3', value: beam3, unit: 'captions/s', peer: 'beam 1', peerValue: beam1, ratio: beam3 / beam1, notes },
         {
-          bench: 'decode', name: `beam 3, ${workers} workers`, value: pooled, unit: 'captions/s', peer: 'beam 3 (main thread)', peerValue: beam3, ratio: pooled / beam3,
+          bench: 'decode',
+          name: 'beam 1',
+          value: beam1,
+          unit: 'captions/s',
+          peer: 'greedy loop',
+          peerValue: greedy,
+          ratio: beam1 / greedy,
+          notes,
+        },
+        {
+          bench: 'decode',
+          name: 'beam 3',
+          value: beam3,
+          unit: 'captions/s',
+          peer: 'beam 1',
+          peerValue: beam1,
+          ratio: beam3 / beam1,
+          notes,
+        },
+        {
+          bench: 'decode',
+          name: `beam 3, ${workers} workers`,
+          value: pooled,
+          unit: 'captions/s',
+          peer: 'beam 3 (main thread)',
+          peerValue: beam3,
+          ratio: pooled / beam3,
           notes: `decode.workers ${workers} (${availableParallelism()} cores), ${workers} batches of ${BATCH} at once, 1 ${pool.backend} thread per worker; start-up ${startMs.toFixed(0)} ms (not timed); ${notes}`,
         },
       ];

@@ -27,7 +27,8 @@ export const bench: BenchModule = {
           notes: `${os.availableParallelism()} cores, load ${load.toFixed(1)} at start; ${r.train.epochs} epochs (${r.train.status}); test BLEU-4 ${m.Bleu_4.toFixed(3)} vs image-blind ${b ? b.metrics.Bleu_4.toFixed(3) : '?'}; weights ${r.weights}`,
         },
       ];
-      for (const [k, v] of Object.entries(r.seconds)) if (k !== 'total') rows.push({ bench: 'demo', name: `${what}: ${k}`, value: v, unit: 's' });
+      for (const [k, v] of Object.entries(r.seconds))
+        if (k !== 'total') rows.push({ bench: 'demo', name: `${what}: ${k}`, value: v, unit: 's' });
       return rows;
     });
   },

@@ -7,7 +7,6 @@
 // peer; tfjs wasm in Node is single-threaded.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { EncoderSchema } from '#dist/config/schema.js';
 import { createEncoder } from '#dist/features/encoder.js';
@@ -38,10 +37,14 @@ interface Peer {
 
 async function startPeer(threads: number, blasThreads: number): Promise<Peer | string> {
   if (!existsSync(PYTHON) || !existsSync(PEER)) return `peer unavailable (${PYTHON} or ${PEER} missing)`;
-  const child: ChildProcessWithoutNullStreams = spawn(PYTHON, [PEER, '--serve', '--batch', String(BATCH), '--threads', String(threads)], {
-    stdio: 'pipe',
-    env: peerEnv(threads, blasThreads),
-  });
+  const child: ChildProcessWithoutNullStreams = spawn(
+    PYTHON,
+    [PEER, '--serve', '--batch', String(BATCH), '--threads', String(threads)],
+    {
+      stdio: 'pipe',
+      env: peerEnv(threads, blasThreads),
+    },
+  );
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
@@ -92,7 +95,11 @@ async function bestPeer(): Promise<Peer | string> {
 }
 
 /** `rounds` timed batches of ours, each followed by one of the peer's (after one warm-up batch). */
-async function interleaved(enc: ImageEncoder, peer: Peer | null, rounds: number): Promise<{ ours: number; peer?: number }> {
+async function interleaved(
+  enc: ImageEncoder,
+  peer: Peer | null,
+  rounds: number,
+): Promise<{ ours: number; peer?: number }> {
   const batch = images(BATCH);
   await enc.encode(batch);
   const ours: number[] = [];
@@ -109,8 +116,14 @@ async function interleaved(enc: ImageEncoder, peer: Peer | null, rounds: number)
 export const bench: BenchModule = {
   group: 'features',
   async run({ quick }) {
-    const loaded: LoadedVgg16Weights = { weights: randomVgg16Weights(1), fingerprint: 'random:seed=1', source: 'random', includeTop: true };
-    const cfg = (runtime: 'onnx' | 'tfjs') => EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 1, layer: 'fc2' });
+    const loaded: LoadedVgg16Weights = {
+      weights: randomVgg16Weights(1),
+      fingerprint: 'random:seed=1',
+      source: 'random',
+      includeTop: true,
+    };
+    const cfg = (runtime: 'onnx' | 'tfjs') =>
+      EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 1, layer: 'fc2' });
     const started = await bestPeer();
     const peer = typeof started === 'string' ? null : started;
     const peerNote = typeof started === 'string' ? started : started.note;
@@ -126,13 +139,17 @@ export const bench: BenchModule = {
     try {
       const onnx = await createEncoder(cfg('onnx'), { threads: THREADS, weights: loaded });
       try {
-        rows.push(row(`vgg16 fc2 onnxruntime batch ${BATCH}`, await interleaved(onnx, peer, quick ? 2 : 5), onnx.info.detail));
+        rows.push(
+          row(`vgg16 fc2 onnxruntime batch ${BATCH}`, await interleaved(onnx, peer, quick ? 2 : 5), onnx.info.detail),
+        );
       } finally {
         await onnx.dispose();
       }
       const tfjs = await createEncoder(cfg('tfjs'), { threads: THREADS, backend: 'wasm', weights: loaded });
       try {
-        rows.push(row(`vgg16 fc2 tfjs-wasm batch ${BATCH}`, await interleaved(tfjs, peer, quick ? 1 : 3), tfjs.info.detail));
+        rows.push(
+          row(`vgg16 fc2 tfjs-wasm batch ${BATCH}`, await interleaved(tfjs, peer, quick ? 1 : 3), tfjs.info.detail),
+        );
       } finally {
         await tfjs.dispose();
       }

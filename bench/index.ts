@@ -6,7 +6,20 @@ import { pathToFileURL } from 'node:url';
 import type { BenchModule, BenchRow } from './types.js';
 
 /** Groups in the order they run; each lives in bench/<group>.ts. */
-export const GROUPS = ['cli', 'prep', 'score', 'kernels', 'features', 'train', 'scst', 'decode', 'caption', 'serve', 'demo', 'parity'];
+export const GROUPS = [
+  'cli',
+  'prep',
+  'score',
+  'kernels',
+  'features',
+  'train',
+  'scst',
+  'decode',
+  'caption',
+  'serve',
+  'demo',
+  'parity',
+];
 
 export function formatTable(rows: BenchRow[]): string {
   const header = ['bench', 'name', 'value', 'unit', 'peer', 'peer value', 'ratio', 'notes'];
@@ -50,7 +63,12 @@ async function main(): Promise<void> {
       if (wanted.length) failures.push(`${g}: no such benchmark`);
       continue;
     }
-    loaded.push(await import(pathToFileURL(file).href).then((mod: { bench: BenchModule }) => ({ g, mod }), (error: Error) => ({ g, error })));
+    loaded.push(
+      await import(pathToFileURL(file).href).then(
+        (mod: { bench: BenchModule }) => ({ g, mod }),
+        (error: Error) => ({ g, error }),
+      ),
+    );
   }
   for (const { g, mod, error } of loaded) {
     process.stderr.write(`bench: ${g}...\n`);
@@ -58,7 +76,10 @@ async function main(): Promise<void> {
       if (!mod) throw error;
       const got = await mod.bench.run({ quick });
       rows.push(...got);
-      for (const r of got) process.stderr.write(`  ${r.name}: ${fmt(r.value)} ${r.unit}${r.ratio !== undefined ? ` (${r.ratio.toFixed(2)}x ${r.peer})` : ''}\n`);
+      for (const r of got)
+        process.stderr.write(
+          `  ${r.name}: ${fmt(r.value)} ${r.unit}${r.ratio !== undefined ? ` (${r.ratio.toFixed(2)}x ${r.peer})` : ''}\n`,
+        );
     } catch (e) {
       failures.push(`${g}: ${(e as Error).message}`);
       process.stderr.write(`bench: ${g} failed: ${(e as Error).stack}\n`);
@@ -69,7 +90,18 @@ async function main(): Promise<void> {
   await fs.mkdir(outDir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const os = await import('node:os');
-  const result = { date: new Date().toISOString(), quick, machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }, rows, failures };
+  const result = {
+    date: new Date().toISOString(),
+    quick,
+    machine: {
+      cpus: os.cpus().length,
+      cpu: os.cpus()[0]?.model,
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+    },
+    rows,
+    failures,
+  };
   const file = path.join(outDir, `bench-${stamp}.json`);
   await fs.writeFile(file, JSON.stringify(result, null, 2) + '\n');
   await fs.writeFile(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');

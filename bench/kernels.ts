@@ -33,12 +33,56 @@ interface Case {
 const CASES: Case[] = [
   { name: 'matmul [2176x256]x[256x1024] transposeB', M: 2176, K: 256, N: 1024, tA: false, tB: true, quick: true },
   { name: 'matmul [2176x256]x[256x1024] plain', M: 2176, K: 256, N: 1024, tA: false, tB: false, quick: true },
-  { name: 'matmul [2176x256]^T x[2176x1024] (dense weight grad)', M: 256, K: 2176, N: 1024, tA: true, tB: false, quick: true },
+  {
+    name: 'matmul [2176x256]^T x[2176x1024] (dense weight grad)',
+    M: 256,
+    K: 2176,
+    N: 1024,
+    tA: true,
+    tB: false,
+    quick: true,
+  },
   { name: 'matmul [64x1024]x[256x1024]^T (LSTM input grad)', M: 64, K: 1024, N: 256, tA: false, tB: true, quick: true },
-  { name: 'batched matmul 16x[64x256]x[256x1024]', batchA: [16], batchB: [16], M: 64, K: 256, N: 1024, tA: false, tB: false, quick: true },
-  { name: 'batched matmul 16x[64x256]x[256x1024] (shared B)', batchA: [16], batchB: [], M: 64, K: 256, N: 1024, tA: false, tB: false, quick: true },
-  { name: 'matmul [2176x256]^T x[2176x8000] (output weight grad)', M: 256, K: 2176, N: 8000, tA: true, tB: false, quick: false },
-  { name: 'matmul [2176x8000]x[256x8000]^T (output input grad)', M: 2176, K: 8000, N: 256, tA: false, tB: true, quick: false },
+  {
+    name: 'batched matmul 16x[64x256]x[256x1024]',
+    batchA: [16],
+    batchB: [16],
+    M: 64,
+    K: 256,
+    N: 1024,
+    tA: false,
+    tB: false,
+    quick: true,
+  },
+  {
+    name: 'batched matmul 16x[64x256]x[256x1024] (shared B)',
+    batchA: [16],
+    batchB: [],
+    M: 64,
+    K: 256,
+    N: 1024,
+    tA: false,
+    tB: false,
+    quick: true,
+  },
+  {
+    name: 'matmul [2176x256]^T x[2176x8000] (output weight grad)',
+    M: 256,
+    K: 2176,
+    N: 8000,
+    tA: true,
+    tB: false,
+    quick: false,
+  },
+  {
+    name: 'matmul [2176x8000]x[256x8000]^T (output input grad)',
+    M: 2176,
+    K: 8000,
+    N: 256,
+    tA: false,
+    tB: true,
+    quick: false,
+  },
 ];
 
 /** Milliseconds of one run of f (result read back). */
@@ -98,7 +142,13 @@ export const bench: BenchModule = {
         const gf = (ms: number) => flops / ms / 1e6;
         if (blas !== undefined) {
           rows.push({
-            bench: 'kernels', name: `OpenBLAS ${c.name}`, value: round(gf(blas)), unit: 'GFLOP/s', peer: 'wasm stock kernel', peerValue: round(gf(stock)), ratio: round(stock / blas),
+            bench: 'kernels',
+            name: `OpenBLAS ${c.name}`,
+            value: round(gf(blas)),
+            unit: 'GFLOP/s',
+            peer: 'wasm stock kernel',
+            peerValue: round(gf(stock)),
+            ratio: round(stock / blas),
             notes: `${blas.toFixed(1)} ms vs ${stock.toFixed(1)} ms; ${blasNote(false)} on ${defaultBlasThreads()} threads, through the native addon on the wasm heap`,
           });
         }
@@ -124,7 +174,13 @@ export const bench: BenchModule = {
     try {
       once(() => tf.unsortedSegmentSum(x, ids, 8000));
       const ms = median(Array.from({ length: quick ? 3 : 10 }, () => once(() => tf.unsortedSegmentSum(x, ids, 8000))));
-      rows.push({ bench: 'kernels', name: 'wasm unsortedSegmentSum [2176x256] -> 8000 rows', value: round(ms), unit: 'ms', notes: 'stock tfjs-backend-wasm 4.22 lacks this kernel (Embedding cannot train)' });
+      rows.push({
+        bench: 'kernels',
+        name: 'wasm unsortedSegmentSum [2176x256] -> 8000 rows',
+        value: round(ms),
+        unit: 'ms',
+        notes: 'stock tfjs-backend-wasm 4.22 lacks this kernel (Embedding cannot train)',
+      });
     } finally {
       x.dispose();
       ids.dispose();

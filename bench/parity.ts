@@ -68,15 +68,28 @@ export interface ParityPeerResult {
 export function peerArgs(config: Config, model: ParityModel, spec: Record<string, unknown>): string[] {
   const t = config.train;
   const args: [string, unknown][] = [
-    ['--model', model], ['--epochs', t.epochs], ['--batch', t.batchSize], ['--lr', t.learningRate], ['--clip', t.clipNorm],
-    ['--embed', spec.embedDim], ['--units', spec.units], ['--dropout', spec.dropout], ['--limit', t.limit],
+    ['--model', model],
+    ['--epochs', t.epochs],
+    ['--batch', t.batchSize],
+    ['--lr', t.learningRate],
+    ['--clip', t.clipNorm],
+    ['--embed', spec.embedDim],
+    ['--units', spec.units],
+    ['--dropout', spec.dropout],
+    ['--limit', t.limit],
   ];
-  if (model === 'merge') args.push(['--image-units', spec.imageUnits], ['--hidden-units', spec.hiddenUnits], ['--merge', spec.merge]);
+  if (model === 'merge')
+    args.push(['--image-units', spec.imageUnits], ['--hidden-units', spec.hiddenUnits], ['--merge', spec.merge]);
   else if (model === 'attention') args.push(['--attention-dim', spec.attentionDim], ['--alpha-reg', spec.alphaReg]);
   else {
     args.push(
-      ['--layers', spec.layers], ['--heads', spec.heads], ['--model-dim', spec.modelDim], ['--ffn-dim', spec.ffnDim],
-      ['--position-encoding', spec.positionEncoding], ['--image-positions', spec.imagePositions], ['--tie-embeddings', spec.tieEmbeddings],
+      ['--layers', spec.layers],
+      ['--heads', spec.heads],
+      ['--model-dim', spec.modelDim],
+      ['--ffn-dim', spec.ffnDim],
+      ['--position-encoding', spec.positionEncoding],
+      ['--image-positions', spec.imagePositions],
+      ['--tie-embeddings', spec.tieEmbeddings],
     );
   }
   return args.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [k, String(v)]);
@@ -91,7 +104,12 @@ export function withoutDropout(model: Config['model']): Config['model'] {
 }
 
 /** Run parity-peer.py on a prepared dataset + feature cache; rejects with the peer's last error line. */
-export function runParityPeer(prepared: string, features: string, extra: string[], opts: { threads?: number; python?: string; timeoutMs?: number } = {}): Promise<ParityPeerResult> {
+export function runParityPeer(
+  prepared: string,
+  features: string,
+  extra: string[],
+  opts: { threads?: number; python?: string; timeoutMs?: number } = {},
+): Promise<ParityPeerResult> {
   const python = opts.python ?? '/usr/bin/python3';
   const threads = opts.threads ?? 1; // speed is not measured here; one thread is fastest on a busy 2-core machine
   if (!existsSync(python)) return Promise.reject(new Error(`${python} not found`));
@@ -109,7 +127,11 @@ export function runParityPeer(prepared: string, features: string, extra: string[
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      const lines = out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+      const lines = out
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
       const last = lines[lines.length - 1];
       if (code !== 0 || !last || !last.done) {
         const why = (last?.error as string | undefined) ?? err.trim().split('\n').pop() ?? '';
@@ -150,11 +172,18 @@ async function compare(label: string, config: Config, model: ParityModel, seeds:
   let torchVersion = '';
   for (let i = 0; i < seeds; i++) {
     const t = Date.now();
-    const run = await runTrain({ ...config, train: { ...config.train, seed: config.train.seed + i, out: `${paths.model}-seed${i}` } });
+    const run = await runTrain({
+      ...config,
+      train: { ...config.train, seed: config.train.seed + i, out: `${paths.model}-seed${i}` },
+    });
     oursSecs += (Date.now() - t) / 1000;
     ours.push(run.history.map((h) => h.valLoss));
     const spec = (await readRunManifest(run.out)).model.spec;
-    const peer = await runParityPeer(paths.prepared, paths.features, [...peerArgs(config, model, spec), '--seed', String(i)]);
+    const peer = await runParityPeer(paths.prepared, paths.features, [
+      ...peerArgs(config, model, spec),
+      '--seed',
+      String(i),
+    ]);
     peerSecs += peer.seconds;
     torchVersion = peer.torch;
     peers.push(peer.epochs.map((e) => e.valLoss));
@@ -165,7 +194,11 @@ async function compare(label: string, config: Config, model: ParityModel, seeds:
   const peerVal = mean(peerFinal);
   const diff = Math.abs(oursVal - peerVal) / peerVal;
   const epochs = ours[0].length;
-  const perEpoch = Array.from({ length: epochs }, (_, e) => `${e + 1}: ${f4(mean(ours.map((h) => h[e])))} vs ${f4(mean(peers.filter((h) => h[e] !== undefined).map((h) => h[e])))}`).join('; ');
+  const perEpoch = Array.from(
+    { length: epochs },
+    (_, e) =>
+      `${e + 1}: ${f4(mean(ours.map((h) => h[e])))} vs ${f4(mean(peers.filter((h) => h[e] !== undefined).map((h) => h[e])))}`,
+  ).join('; ');
   return {
     bench: 'parity',
     name: `${label}, seed means (dropout on, each side its own init and order): final val loss, mean of ${seeds} seed${seeds > 1 ? 's' : ''}`,
@@ -189,7 +222,9 @@ export async function batchOrder(config: Config): Promise<{ examples: string[]; 
   const prepared = await loadPrepared(stagePaths(config).prepared);
   const examples = examplesOf(prepared.splits.train, config.train.limit);
   const ids = examples.map((_, i) => i);
-  const epochs = Array.from({ length: config.train.epochs }, (_, e) => batchesOf(ids, config.train.batchSize, rng(mixSeed(config.train.seed, e + 1))));
+  const epochs = Array.from({ length: config.train.epochs }, (_, e) =>
+    batchesOf(ids, config.train.batchSize, rng(mixSeed(config.train.seed, e + 1))),
+  );
   return { examples: examples.map((e) => e.image), epochs };
 }
 
@@ -197,11 +232,15 @@ export async function batchOrder(config: Config): Promise<{ examples: string[]; 
  * Our trainer's initial weights for `config`: a run stopped before its first step (its signal already
  * aborted) saves them in last/, with the spec and the feature standardisation. Returns that folder.
  */
-export async function initialWeights(config: Config, out: string): Promise<{ dir: string; spec: Record<string, unknown> }> {
+export async function initialWeights(
+  config: Config,
+  out: string,
+): Promise<{ dir: string; spec: Record<string, unknown> }> {
   const stop = new AbortController();
   stop.abort();
   const r = await runTrain({ ...config, train: { ...config.train, out } }, { signal: stop.signal });
-  if (r.status !== 'interrupted' || r.steps !== 0) throw new Error(`the initial-weights run ${out} ended ${r.status} after ${r.steps} steps, not before its first`);
+  if (r.status !== 'interrupted' || r.steps !== 0)
+    throw new Error(`the initial-weights run ${out} ended ${r.status} after ${r.steps} steps, not before its first`);
   return { dir: path.join(out, 'last'), spec: (await readRunManifest(out)).model.spec };
 }
 
@@ -217,7 +256,11 @@ const relDiffs = (ours: number[], peer: number[]) => ours.map((v, i) => Math.abs
  */
 export async function compareExact(label: string, config: Config, model: ParityModel): Promise<BenchRow[]> {
   const paths = stagePaths(config);
-  const exact = { ...config, model: withoutDropout(config.model), train: { ...config.train, out: `${paths.model}-exact` } } as Config;
+  const exact = {
+    ...config,
+    model: withoutDropout(config.model),
+    train: { ...config.train, out: `${paths.model}-exact` },
+  } as Config;
   const init = await initialWeights(exact, `${paths.model}-exact-init`);
   const orderFile = `${paths.model}-exact-order.json`;
   await fs.writeFile(orderFile, JSON.stringify(await batchOrder(exact)));
@@ -232,12 +275,17 @@ export async function compareExact(label: string, config: Config, model: ParityM
     const theirs = peer.epochs.map((e) => e.valLoss);
     // the same peer in float64: one sample of how far float rounding alone moves this trajectory (ReLU kinks and Adam
     // on near-zero gradients amplify rounding differences; what ours differs by beyond that is real)
-    const wide = (await runParityPeer(paths.prepared, paths.features, [...args, '--float64'])).epochs.map((e) => e.valLoss);
+    const wide = (await runParityPeer(paths.prepared, paths.features, [...args, '--float64'])).epochs.map(
+      (e) => e.valLoss,
+    );
     const floor = relDiffs(theirs, wide);
     const diffs = relDiffs(ours, theirs);
     const maxDiff = Math.max(...diffs);
     const final = diffs[diffs.length - 1];
-    const trainDiffs = relDiffs(run.history.map((h) => h.trainLoss), peer.epochs.map((e) => e.trainCrossEntropy ?? e.trainLoss));
+    const trainDiffs = relDiffs(
+      run.history.map((h) => h.trainLoss),
+      peer.epochs.map((e) => e.trainCrossEntropy ?? e.trainLoss),
+    );
     const decides = adam === 'torch';
     rows.push({
       bench: 'parity',
@@ -248,11 +296,16 @@ export async function compareExact(label: string, config: Config, model: ParityM
       peerValue: theirs[theirs.length - 1],
       ratio: ours[ours.length - 1] / theirs[theirs.length - 1],
       notes:
-        `final |diff| ${pct(final)}` + (decides ? ` (${final <= PARITY_TOLERANCE ? 'within' : 'OUTSIDE'} ${100 * PARITY_TOLERANCE}%)` : ' (Adam epsilon placed as ours: only float arithmetic and implementation differences remain)') +
+        `final |diff| ${pct(final)}` +
+        (decides
+          ? ` (${final <= PARITY_TOLERANCE ? 'within' : 'OUTSIDE'} ${100 * PARITY_TOLERANCE}%)`
+          : ' (Adam epsilon placed as ours: only float arithmetic and implementation differences remain)') +
         `; max over epochs ${pct(maxDiff)}; val loss per epoch ours vs peer (|diff|): ${ours.map((v, i) => `${i + 1}: ${f4(v)} vs ${f4(theirs[i])} (${pct(diffs[i])})`).join('; ')}` +
         `; train cross-entropy max |diff| ${pct(Math.max(...trainDiffs))}` +
         `; one sample of float-rounding noise (the peer in float64 vs float32): final ${pct(floor[floor.length - 1])}, max ${pct(Math.max(...floor))}` +
-        (peer.normMaxAbsDiff !== null ? `; feature standardisation max |ours - peer| ${peer.normMaxAbsDiff.toExponential(1)}` : '') +
+        (peer.normMaxAbsDiff !== null
+          ? `; feature standardisation max |ours - peer| ${peer.normMaxAbsDiff.toExponential(1)}`
+          : '') +
         `; ${run.steps} steps, ours ${oursSecs.toFixed(0)} s, peer ${peer.seconds.toFixed(0)} s`,
     });
   }
@@ -280,7 +333,13 @@ export const bench: BenchModule = {
       row.notes += `; ${os.availableParallelism()} cores, load ${load.toFixed(1)} at start`;
       rows.push(row);
       if (!attentionWired()) {
-        rows.push({ bench: 'parity', name: 'attention: final val loss', value: NaN, unit: 'nats/token', notes: 'skipped: the attention decoder is not wired in this build (the config schema has no model.type)' });
+        rows.push({
+          bench: 'parity',
+          name: 'attention: final val loss',
+          value: NaN,
+          unit: 'nats/token',
+          notes: 'skipped: the attention decoder is not wired in this build (the config schema has no model.type)',
+        });
         return rows;
       }
       // the attention decoder on a grid cache of the same images and prepared set (VGG16 block5_pool,

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 /** The repository root (the folder holding bench/ and bench-dist/). */
-export const repoRoot = path.basename(path.dirname(here)) === 'bench-dist' ? path.resolve(here, '..', '..') : path.resolve(here, '..');
+export const repoRoot =
+  path.basename(path.dirname(here)) === 'bench-dist' ? path.resolve(here, '..', '..') : path.resolve(here, '..');
 
 /** A Python peer script kept beside the benchmark sources (bench/<name>). */
 export function peerScript(name: string): string {

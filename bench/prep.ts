@@ -70,14 +70,23 @@ async function source(tmp: string): Promise<Source> {
       label: 'Flickr8k.token.txt',
     };
   }
-  process.stderr.write(`bench prep: ${token} not found; using a generated Flickr8k-format file of 8,092 images x 5 captions\n`);
+  process.stderr.write(
+    `bench prep: ${token} not found; using a generated Flickr8k-format file of 8,092 images x 5 captions\n`,
+  );
   const t = demoTexts(1, 8092);
   const f = (n: string) => path.join(tmp, n);
   await fs.writeFile(f('captions.txt'), t.captions);
   await fs.writeFile(f('train.txt'), t.trainImages);
   await fs.writeFile(f('val.txt'), t.valImages);
   await fs.writeFile(f('test.txt'), t.testImages);
-  return { captions: f('captions.txt'), train: f('train.txt'), val: f('val.txt'), test: f('test.txt'), count: 8092 * 5, label: 'generated (demo captions)' };
+  return {
+    captions: f('captions.txt'),
+    train: f('train.txt'),
+    val: f('val.txt'),
+    test: f('test.txt'),
+    count: 8092 * 5,
+    label: 'generated (demo captions)',
+  };
 }
 
 export const bench: BenchModule = {
@@ -87,7 +96,11 @@ export const bench: BenchModule = {
       const src = await source(tmp);
       const { config } = await loadConfig({
         overrides: {
-          dataset: { format: 'flickr8k', captions: src.captions, split: { method: 'files', trainFile: src.train, valFile: src.val, testFile: src.test } },
+          dataset: {
+            format: 'flickr8k',
+            captions: src.captions,
+            split: { method: 'files', trainFile: src.train, valFile: src.val, testFile: src.test },
+          },
           prep: { out: path.join(tmp, 'prepared') },
         },
       });
@@ -101,7 +114,9 @@ export const bench: BenchModule = {
         await runPrep(config);
         ours.push((performance.now() - t0) / 1000);
         if (!peerError) {
-          const p = spawnSync(PYTHON, ['-c', PEER, src.captions, src.train, path.join(tmp, 'peer.jsonl')], { encoding: 'utf8' });
+          const p = spawnSync(PYTHON, ['-c', PEER, src.captions, src.train, path.join(tmp, 'peer.jsonl')], {
+            encoding: 'utf8',
+          });
           if (p.status === 0) peer.push(Number(p.stdout.trim()));
           else peerError = (p.error?.message ?? p.stderr.trim().split('\n').pop() ?? `exit ${p.status}`).slice(0, 120);
         }

@@ -24,7 +24,9 @@ async function loadPairs(n: number): Promise<{ pairs: ScorePair[]; source: strin
   const coco = path.join(SHARED, 'coco', 'captions_val2017.json');
   if (existsSync(coco)) {
     const refs = await readReferences(coco);
-    const pairs = [...refs.byId].slice(0, n).map(([id, caps]) => ({ id, candidate: caps[0], references: caps.slice(1) }));
+    const pairs = [...refs.byId]
+      .slice(0, n)
+      .map(([id, caps]) => ({ id, candidate: caps[0], references: caps.slice(1) }));
     return { pairs, source: 'COCO val2017 captions' };
   }
   const r = rng(5);
@@ -32,7 +34,11 @@ async function loadPairs(n: number): Promise<{ pairs: ScorePair[]; source: strin
   // Zipf-ish word choice so n-grams repeat like real captions
   const word = () => words[Math.floor(words.length * Math.pow(r(), 3))];
   const sentence = () => Array.from({ length: 8 + Math.floor(r() * 8) }, word).join(' ');
-  const pairs = Array.from({ length: n }, (_, i) => ({ id: String(i), candidate: sentence(), references: Array.from({ length: 5 }, sentence) }));
+  const pairs = Array.from({ length: n }, (_, i) => ({
+    id: String(i),
+    candidate: sentence(),
+    references: Array.from({ length: 5 }, sentence),
+  }));
   return { pairs, source: 'synthetic captions (../shared/data absent)' };
 }
 
@@ -105,7 +111,13 @@ export const bench: BenchModule = {
     const value = pairs.length / median(times);
     const peer = nltkPeer(hyps, refs, quick ? 1 : 3);
     if (typeof peer === 'string') {
-      rows.push({ bench: 'score', name: `corpus BLEU-1..4, ${pairs.length} images`, value, unit: 'images/s', notes: peer });
+      rows.push({
+        bench: 'score',
+        name: `corpus BLEU-1..4, ${pairs.length} images`,
+        value,
+        unit: 'images/s',
+        notes: peer,
+      });
     } else {
       const maxDiff = Math.max(...ours.map((b, i) => Math.abs(b - peer.bleu[i])));
       const peerValue = pairs.length / peer.seconds;

@@ -28,7 +28,16 @@ export const bench: BenchModule = {
     const prev = tf.getBackend();
     await initBackend('wasm', { quiet: true });
     const steps = quick ? 1 : 3;
-    const spec: MergeSpec = { vocabSize: VOCAB, featureDim: FEATURES, embedDim: UNITS, units: UNITS, imageUnits: UNITS, hiddenUnits: UNITS, merge: 'add', dropout: 0.5 };
+    const spec: MergeSpec = {
+      vocabSize: VOCAB,
+      featureDim: FEATURES,
+      embedDim: UNITS,
+      units: UNITS,
+      imageUnits: UNITS,
+      hiddenUnits: UNITS,
+      merge: 'add',
+      dropout: 0.5,
+    };
     const model = MergeDecoder.create(spec, 3);
     const decoder: Decoder = model;
     const adam = new Adam(model.weights, { learningRate: 5e-5, clipNorm: 5 });
@@ -37,10 +46,16 @@ export const bench: BenchModule = {
     const word = () => 4 + Math.floor(r() * (VOCAB - 4));
     const features = Array.from({ length: IMAGES }, () => Float32Array.from({ length: FEATURES }, () => r() * 4));
     const ids = features.map((_, i) => `img${i}`);
-    const captions = ids.map(() => Array.from({ length: K }, () => Array.from({ length: 8 + Math.floor(r() * 6) }, word)));
+    const captions = ids.map(() =>
+      Array.from({ length: K }, () => Array.from({ length: 8 + Math.floor(r() * 6) }, word)),
+    );
     // the reward's document frequencies from a Flickr8k-sized training set (6,000 images), the batch's among them
     const refs: [string, string[][]][] = captions.map((cs, i) => [ids[i], cs.map((c) => c.map((t) => tokens[t]))]);
-    for (let i = IMAGES; i < 6000; i++) refs.push([`train${i}`, Array.from({ length: 5 }, () => Array.from({ length: 8 + Math.floor(r() * 6) }, () => tokens[word()]))]);
+    for (let i = IMAGES; i < 6000; i++)
+      refs.push([
+        `train${i}`,
+        Array.from({ length: 5 }, () => Array.from({ length: 8 + Math.floor(r() * 6) }, () => tokens[word()])),
+      ]);
     const t0 = performance.now();
     const scorer = new CiderDReward(refs);
     const dfSeconds = (performance.now() - t0) / 1000;
@@ -52,12 +67,23 @@ export const bench: BenchModule = {
     const rows: BenchRow[] = [];
     try {
       const xeStep = async (i: number) => {
-        const { value, grads } = tf.variableGrads(() => model.loss(xeBatch, { training: true, seed: i }), model.variables);
+        const { value, grads } = tf.variableGrads(
+          () => model.loss(xeBatch, { training: true, seed: i }),
+          model.variables,
+        );
         const norm = adam.apply(byWeightName(model.weights, grads));
         await value.data();
         tf.dispose([value, norm, ...Object.values(grads)]);
       };
-      const sc = (i: number) => scstStep(decoder, adam, { features, imageIds: ids }, rewardFn, { k: K, baseline: 'mean', maxLength: MAX_LENGTH, seed: i, start: 2, end: 3 });
+      const sc = (i: number) =>
+        scstStep(decoder, adam, { features, imageIds: ids }, rewardFn, {
+          k: K,
+          baseline: 'mean',
+          maxLength: MAX_LENGTH,
+          seed: i,
+          start: 2,
+          end: 3,
+        });
       const time = async (fn: (i: number) => Promise<unknown>) => {
         await fn(0); // warm-up
         const s = performance.now();
@@ -68,9 +94,21 @@ export const bench: BenchModule = {
       let last = await sc(0);
       const scst = await time(async (i) => (last = await sc(i)));
       const sizes = `V ${VOCAB}, D ${FEATURES}, U ${UNITS}, ${IMAGES} images x ${K}`;
-      rows.push({ bench: 'scst', name: 'cross-entropy step wasm', value: IMAGES / xe, unit: 'images/s', notes: `${sizes} reference captions; ${xe.toFixed(2)} s/step` });
       rows.push({
-        bench: 'scst', name: 'scst step wasm', value: IMAGES / scst, unit: 'images/s', peer: 'cross-entropy step wasm', peerValue: IMAGES / xe, ratio: xe / scst,
+        bench: 'scst',
+        name: 'cross-entropy step wasm',
+        value: IMAGES / xe,
+        unit: 'images/s',
+        notes: `${sizes} reference captions; ${xe.toFixed(2)} s/step`,
+      });
+      rows.push({
+        bench: 'scst',
+        name: 'scst step wasm',
+        value: IMAGES / scst,
+        unit: 'images/s',
+        peer: 'cross-entropy step wasm',
+        peerValue: IMAGES / xe,
+        ratio: xe / scst,
         notes: `${sizes} samples, maxLength ${MAX_LENGTH}, mean length ${last.meanLength.toFixed(1)}; ${scst.toFixed(2)} s/step; reward df over 6,000 images ${dfSeconds.toFixed(2)} s`,
       });
     } finally {

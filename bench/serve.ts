@@ -46,7 +46,13 @@ export interface ServeLoadResult {
 
 export async function benchImages(): Promise<Buffer[]> {
   const colours = ['#c0392b', '#2980b9', '#27ae60', '#f1c40f'];
-  return Promise.all(colours.map((c) => sharp({ create: { width: 320, height: 240, channels: 3, background: c } }).jpeg().toBuffer()));
+  return Promise.all(
+    colours.map((c) =>
+      sharp({ create: { width: 320, height: 240, channels: 3, background: c } })
+        .jpeg()
+        .toBuffer(),
+    ),
+  );
 }
 
 /** Fire `requests` POST /api/caption at `concurrency` against a fresh server wrapping `captioner`. */
@@ -55,7 +61,14 @@ export async function loadTest(captioner: Captioner, opts: ServeLoadOptions = {}
   const concurrency = opts.concurrency ?? 8;
   const images = opts.images ?? (await benchImages());
   // every request comes from this one address: give it as many upload slots and connections as requests in flight
-  const cfg: ServeConfig = { ...ServeSchema.parse({}), maxUploadsPerClient: Math.max(concurrency, 4), maxConnectionsPerClient: Math.max(2 * concurrency, 32), ...opts.serve, host: '127.0.0.1', port: 0 };
+  const cfg: ServeConfig = {
+    ...ServeSchema.parse({}),
+    maxUploadsPerClient: Math.max(concurrency, 4),
+    maxConnectionsPerClient: Math.max(2 * concurrency, 32),
+    ...opts.serve,
+    host: '127.0.0.1',
+    port: 0,
+  };
   const server = await startServer(captioner, cfg);
   const url = `${server.url}/api/caption`;
   const bodies = images.map((b) => Uint8Array.from(b)); // fetch wants ArrayBuffer-backed views
@@ -64,7 +77,9 @@ export async function loadTest(captioner: Captioner, opts: ServeLoadOptions = {}
   let next = 0;
   try {
     // one warm-up request (JIT, sharp's first decode)
-    await (await fetch(url, { method: 'POST', body: bodies[0], headers: { 'content-type': 'image/jpeg' } })).arrayBuffer();
+    await (
+      await fetch(url, { method: 'POST', body: bodies[0], headers: { 'content-type': 'image/jpeg' } })
+    ).arrayBuffer();
     const batchesBefore = server.stats().batchSizes.length;
     const start = performance.now();
     const worker = async () => {
@@ -72,7 +87,11 @@ export async function loadTest(captioner: Captioner, opts: ServeLoadOptions = {}
         const i = next++;
         const t0 = performance.now();
         try {
-          const res = await fetch(url, { method: 'POST', body: bodies[i % bodies.length], headers: { 'content-type': 'image/jpeg' } });
+          const res = await fetch(url, {
+            method: 'POST',
+            body: bodies[i % bodies.length],
+            headers: { 'content-type': 'image/jpeg' },
+          });
           const body = (await res.json()) as { caption?: string };
           if (res.status === 200 && typeof body.caption === 'string') latencies.push(performance.now() - t0);
           else failed++;
@@ -130,7 +149,13 @@ function quantile(sorted: number[], q: number): number {
 }
 
 /** Rows for one server measurement, with an optional peer for the throughput ratio. */
-export function rowsFor(label: string, r: ServeLoadResult, concurrency: number, peer?: { name: string; result: ServeLoadResult }, healthPeer?: { name: string; result: ServeLoadResult }): BenchRow[] {
+export function rowsFor(
+  label: string,
+  r: ServeLoadResult,
+  concurrency: number,
+  peer?: { name: string; result: ServeLoadResult },
+  healthPeer?: { name: string; result: ServeLoadResult },
+): BenchRow[] {
   const notes = `${r.requests} requests, concurrency ${concurrency}, ${r.answered} answered, ${r.failed} failed, mean batch ${r.meanBatch.toFixed(1)}`;
   return [
     { bench: 'serve', name: `${label}: answered`, value: r.answered, unit: 'requests', notes },
@@ -141,15 +166,29 @@ export function rowsFor(label: string, r: ServeLoadResult, concurrency: number, 
       name: `${label}: throughput`,
       value: r.reqPerSec,
       unit: 'req/s',
-      ...(peer ? { peer: peer.name, peerValue: peer.result.reqPerSec, ratio: r.reqPerSec / peer.result.reqPerSec } : {}),
+      ...(peer
+        ? { peer: peer.name, peerValue: peer.result.reqPerSec, ratio: r.reqPerSec / peer.result.reqPerSec }
+        : {}),
     },
-    { bench: 'serve', name: `${label}: health p50 while loaded`, value: r.healthP50Ms, unit: 'ms', notes: `${r.healthChecks} health checks during the load` },
+    {
+      bench: 'serve',
+      name: `${label}: health p50 while loaded`,
+      value: r.healthP50Ms,
+      unit: 'ms',
+      notes: `${r.healthChecks} health checks during the load`,
+    },
     {
       bench: 'serve',
       name: `${label}: health p95 while loaded`,
       value: r.healthP95Ms,
       unit: 'ms',
-      ...(healthPeer ? { peer: healthPeer.name, peerValue: healthPeer.result.healthP95Ms, ratio: r.healthP95Ms / healthPeer.result.healthP95Ms } : {}),
+      ...(healthPeer
+        ? {
+            peer: healthPeer.name,
+            peerValue: healthPeer.result.healthP95Ms,
+            ratio: r.healthP95Ms / healthPeer.result.healthP95Ms,
+          }
+        : {}),
     },
   ];
 }
@@ -167,8 +206,18 @@ export async function runServeBench(options: { quick: boolean; captioner?: Capti
     results.push(r);
   } else {
     const { inThread, inWorker } = await realModelLoad(requests, concurrency, images);
-    rows.push(...rowsFor('real model (VGG16 onnx + decoder, beam 3) in a worker, maxBatch 8', inWorker, concurrency, undefined, { name: 'model on the server thread', result: inThread }));
-    rows.push(...rowsFor('real model (VGG16 onnx + decoder, beam 3) on the server thread, maxBatch 8', inThread, concurrency));
+    rows.push(
+      ...rowsFor(
+        'real model (VGG16 onnx + decoder, beam 3) in a worker, maxBatch 8',
+        inWorker,
+        concurrency,
+        undefined,
+        { name: 'model on the server thread', result: inThread },
+      ),
+    );
+    rows.push(
+      ...rowsFor('real model (VGG16 onnx + decoder, beam 3) on the server thread, maxBatch 8', inThread, concurrency),
+    );
     const fake = createFakeCaptioner();
     const r = await loadTest(fake, { requests, concurrency, images });
     rows.push(...rowsFor(`${fake.info.name} maxBatch 8`, r, concurrency));
@@ -178,11 +227,24 @@ export async function runServeBench(options: { quick: boolean; captioner?: Capti
   const noop = await loadTest(noopCaptioner(), { requests, concurrency, images });
   rows.push(...rowsFor('no-op captioner maxBatch 8', noop, concurrency));
   // Batching on vs off against a model-like fixed cost per captionBatch call (20 ms).
-  const batched = await loadTest(createFakeCaptioner({ delayMs: 20 }), { requests, concurrency, images, serve: { maxBatch: 8 } });
-  const single = await loadTest(createFakeCaptioner({ delayMs: 20 }), { requests, concurrency, images, serve: { maxBatch: 1 } });
+  const batched = await loadTest(createFakeCaptioner({ delayMs: 20 }), {
+    requests,
+    concurrency,
+    images,
+    serve: { maxBatch: 8 },
+  });
+  const single = await loadTest(createFakeCaptioner({ delayMs: 20 }), {
+    requests,
+    concurrency,
+    images,
+    serve: { maxBatch: 1 },
+  });
   rows.push(...rowsFor('fake+20ms/batch maxBatch 8', batched, concurrency, { name: 'maxBatch 1', result: single }));
   rows.push(...rowsFor('fake+20ms/batch maxBatch 1', single, concurrency));
-  const failures = [...results, noop, batched, single].reduce((n, x) => n + x.failed + (x.requests - x.answered - x.failed), 0);
+  const failures = [...results, noop, batched, single].reduce(
+    (n, x) => n + x.failed + (x.requests - x.answered - x.failed),
+    0,
+  );
   if (failures) throw new Error(`serve bench: ${failures} request(s) not answered with a caption`);
   return rows;
 }
@@ -191,8 +253,17 @@ export async function runServeBench(options: { quick: boolean; captioner?: Capti
  * The load test against a real run folder (see benchRunFolder): in a worker thread as `captioner serve`
  * runs it (the worker makes its own random weights from the recorded seed), and on this thread.
  */
-async function realModelLoad(requests: number, concurrency: number, images: Buffer[]): Promise<{ inThread: ServeLoadResult; inWorker: ServeLoadResult }> {
-  const loaded: LoadedVgg16Weights = { weights: randomVgg16Weights(1), fingerprint: 'random:seed=1', source: 'random', includeTop: true };
+async function realModelLoad(
+  requests: number,
+  concurrency: number,
+  images: Buffer[],
+): Promise<{ inThread: ServeLoadResult; inWorker: ServeLoadResult }> {
+  const loaded: LoadedVgg16Weights = {
+    weights: randomVgg16Weights(1),
+    fingerprint: 'random:seed=1',
+    source: 'random',
+    includeTop: true,
+  };
   return inScratch('serve', async (tmp) => {
     try {
       const { run, config } = await benchRunFolder(tmp, loaded);
@@ -219,7 +290,8 @@ async function realModelLoad(requests: number, concurrency: number, images: Buff
 function noopCaptioner(): Captioner {
   return {
     info: { name: 'noop', encoder: 'none', backend: 'none' },
-    captionBatch: async (inputs) => inputs.map(() => ({ ok: true, caption: 'a thing', tokens: ['a', 'thing'], logprob: -1 })),
+    captionBatch: async (inputs) =>
+      inputs.map(() => ({ ok: true, caption: 'a thing', tokens: ['a', 'thing'], logprob: -1 })),
     dispose: async () => {},
   };
 }

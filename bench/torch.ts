@@ -71,7 +71,11 @@ export const TRAIN_PEER = peerScript('train-peer.py');
  * here for older OpenBLAS builds, they slow a current one; tests and CI keep them), and the thread
  * counts pinned so that torch and OpenBLAS do not oversubscribe the cores between them.
  */
-export function peerEnv(torchThreads: number, blasThreads: number, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+export function peerEnv(
+  torchThreads: number,
+  blasThreads: number,
+  base: NodeJS.ProcessEnv = process.env,
+): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
@@ -93,18 +97,36 @@ export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResu
   const python = opts.python ?? '/usr/bin/python3';
   if (!existsSync(python)) return Promise.resolve({ error: `${python} not found` });
   const flags: [string, number | undefined][] = [
-    ['--steps', opts.steps], ['--warmup', opts.warmup], ['--batch', opts.batch], ['--vocab', opts.vocab],
-    ['--length', opts.length], ['--units', opts.units], ['--feature-dim', opts.featureDim], ['--min-len', opts.minLen], ['--max-len', opts.maxLen],
-    ['--threads', opts.threads ?? 2], ['--blas-threads', opts.blasThreads ?? opts.threads ?? 2], ['--seed', opts.seed],
-    ['--positions', opts.positions], ['--channels', opts.channels], ['--attention-dim', opts.attentionDim],
-    ['--layers', opts.layers], ['--heads', opts.heads], ['--ffn-dim', opts.ffnDim],
+    ['--steps', opts.steps],
+    ['--warmup', opts.warmup],
+    ['--batch', opts.batch],
+    ['--vocab', opts.vocab],
+    ['--length', opts.length],
+    ['--units', opts.units],
+    ['--feature-dim', opts.featureDim],
+    ['--min-len', opts.minLen],
+    ['--max-len', opts.maxLen],
+    ['--threads', opts.threads ?? 2],
+    ['--blas-threads', opts.blasThreads ?? opts.threads ?? 2],
+    ['--seed', opts.seed],
+    ['--positions', opts.positions],
+    ['--channels', opts.channels],
+    ['--attention-dim', opts.attentionDim],
+    ['--layers', opts.layers],
+    ['--heads', opts.heads],
+    ['--ffn-dim', opts.ffnDim],
   ];
   const args = [
-    TRAIN_PEER, ...flags.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [k, String(v)]),
-    ...(opts.model ? ['--model', opts.model] : []), ...(opts.packed ? ['--packed'] : []),
+    TRAIN_PEER,
+    ...flags.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [k, String(v)]),
+    ...(opts.model ? ['--model', opts.model] : []),
+    ...(opts.packed ? ['--packed'] : []),
   ];
   return new Promise((resolve) => {
-    const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'], env: peerEnv(opts.threads ?? 2, opts.blasThreads ?? opts.threads ?? 2) });
+    const child = spawn(python, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: peerEnv(opts.threads ?? 2, opts.blasThreads ?? opts.threads ?? 2),
+    });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 600_000);
@@ -119,7 +141,11 @@ export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResu
       const line = out.trim().split('\n').pop() ?? '';
       try {
         const parsed = JSON.parse(line) as TorchPeerResult | { error: string };
-        resolve(code === 0 || 'error' in parsed ? parsed : { error: `train-peer.py exited ${code}: ${err.trim().split('\n').pop()}` });
+        resolve(
+          code === 0 || 'error' in parsed
+            ? parsed
+            : { error: `train-peer.py exited ${code}: ${err.trim().split('\n').pop()}` },
+        );
       } catch {
         resolve({ error: `train-peer.py exited ${code}: ${(err.trim().split('\n').pop() ?? '').slice(0, 300)}` });
       }
@@ -135,9 +161,14 @@ export function runTorchPeer(opts: TorchPeerOptions = {}): Promise<TorchPeerResu
  * PyTorch cannot run. Token counts are real (unpadded) targets; caption lengths are uniform in
  * [minLen, maxLen] (default 8..20, about Flickr8k's).
  */
-export async function runTrainPeer(
-  opts: TorchPeerOptions = {},
-): Promise<(TorchPeerResult & { tokensPerSecond: number; detail: string; sweep: { threads: number; blasThreads: number; tokensPerSec: number }[] }) | null> {
+export async function runTrainPeer(opts: TorchPeerOptions = {}): Promise<
+  | (TorchPeerResult & {
+      tokensPerSecond: number;
+      detail: string;
+      sweep: { threads: number; blasThreads: number; tokensPerSec: number }[];
+    })
+  | null
+> {
   const fail = (error: string) => {
     process.stderr.write(`warning: PyTorch train peer unavailable: ${error}\n`);
     return null;
@@ -147,7 +178,12 @@ export async function runTrainPeer(
   if (opts.threads === undefined) {
     let bestRate = -1;
     for (const c of threadSweep()) {
-      const r = await runTorchPeer({ ...opts, ...c, steps: Math.min(opts.steps ?? 20, opts.sweepSteps ?? 3), warmup: 1 });
+      const r = await runTorchPeer({
+        ...opts,
+        ...c,
+        steps: Math.min(opts.steps ?? 20, opts.sweepSteps ?? 3),
+        warmup: 1,
+      });
       if ('error' in r) return fail(r.error);
       sweep.push({ ...c, tokensPerSec: r.tokensPerSec });
       if (r.tokensPerSec > bestRate) {
@@ -158,6 +194,13 @@ export async function runTrainPeer(
   }
   const r = await runTorchPeer({ ...opts, ...best });
   if ('error' in r) return fail(r.error);
-  const swept = sweep.length ? `; best of ${sweep.map((c) => `${c.threads}x${c.blasThreads}: ${Math.round(c.tokensPerSec)}`).join(', ')} (torch x BLAS threads, tokens/s)` : '';
-  return { ...r, sweep, tokensPerSecond: r.tokensPerSec, detail: `${r.peer} (torch ${r.torch}, ${r.threads} torch / ${r.blasThreads} BLAS threads${swept})` };
+  const swept = sweep.length
+    ? `; best of ${sweep.map((c) => `${c.threads}x${c.blasThreads}: ${Math.round(c.tokensPerSec)}`).join(', ')} (torch x BLAS threads, tokens/s)`
+    : '';
+  return {
+    ...r,
+    sweep,
+    tokensPerSecond: r.tokensPerSec,
+    detail: `${r.peer} (torch ${r.torch}, ${r.threads} torch / ${r.blasThreads} BLAS threads${swept})`,
+  };
 }

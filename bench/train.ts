@@ -14,7 +14,12 @@ import { initBackend } from '#dist/tf/backend.js';
 import { makeBatch, type CaptionBatch } from '#dist/model/decoders/batch.js';
 import { MergeDecoder, mergeInitialWeights, type MergeSpec } from '#dist/model/decoders/merge.js';
 import { AttentionDecoder, attentionInitialWeights, type AttentionSpec } from '#dist/model/decoders/attention.js';
-import { TRANSFORMER_MAX_LENGTH, TransformerDecoder, transformerInitialWeights, type TransformerSpec } from '#dist/model/decoders/transformer.js';
+import {
+  TRANSFORMER_MAX_LENGTH,
+  TransformerDecoder,
+  transformerInitialWeights,
+  type TransformerSpec,
+} from '#dist/model/decoders/transformer.js';
 import type { Decoder, FeatureNorm } from '#dist/model/decoders/index.js';
 import { Adam, byWeightName } from '#dist/train/adam.js';
 import { resolveWorkers } from '#dist/train/parallel/trainer.js';
@@ -49,7 +54,14 @@ export interface AttentionBenchSizes {
 }
 
 /** 14 x 14 x 512: VGG16 block5_conv3, the paper's annotations. */
-export const ATTENTION_FULL: AttentionBenchSizes = { vocab: 8000, length: 16, batch: 32, units: 256, positions: 196, channels: 512 };
+export const ATTENTION_FULL: AttentionBenchSizes = {
+  vocab: 8000,
+  length: 16,
+  batch: 32,
+  units: 256,
+  positions: 196,
+  channels: 512,
+};
 /** --quick: 7 x 7 x 512, VGG16 block5_pool. */
 export const ATTENTION_QUICK: AttentionBenchSizes = { ...ATTENTION_FULL, positions: 49 };
 
@@ -66,13 +78,32 @@ export const TRANSFORMER_QUICK: TransformerBenchSizes = { ...TRANSFORMER_FULL, p
 
 function transformerSpecOf(s: TransformerBenchSizes): TransformerSpec {
   return {
-    vocabSize: s.vocab, positions: s.positions, channels: s.channels, layers: s.layers, heads: s.heads, modelDim: s.units, ffnDim: s.ffnDim,
-    dropout: 0.1, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true, maxLength: TRANSFORMER_MAX_LENGTH,
+    vocabSize: s.vocab,
+    positions: s.positions,
+    channels: s.channels,
+    layers: s.layers,
+    heads: s.heads,
+    modelDim: s.units,
+    ffnDim: s.ffnDim,
+    dropout: 0.1,
+    positionEncoding: 'sinusoidal',
+    imagePositions: 'learned',
+    tieEmbeddings: true,
+    maxLength: TRANSFORMER_MAX_LENGTH,
   };
 }
 
 function attentionSpecOf(s: AttentionBenchSizes): AttentionSpec {
-  return { vocabSize: s.vocab, positions: s.positions, channels: s.channels, embedDim: s.units, units: s.units, attentionDim: s.units, dropout: 0.5, alphaReg: 1 };
+  return {
+    vocabSize: s.vocab,
+    positions: s.positions,
+    channels: s.channels,
+    embedDim: s.units,
+    units: s.units,
+    attentionDim: s.units,
+    dropout: 0.5,
+    alphaReg: 1,
+  };
 }
 
 /** What one timed training loop runs: a decoder kind, its spec and initial weights, and one batch. */
@@ -90,7 +121,13 @@ function identityNorm(dim: number): FeatureNorm {
 
 export function mergeWorkload(s: TrainBenchSizes): Workload {
   const spec = specOf(s);
-  return { kind: 'merge', spec, weights: mergeInitialWeights(spec, 1), norm: identityNorm(s.featureDim), batch: syntheticBatch(s) };
+  return {
+    kind: 'merge',
+    spec,
+    weights: mergeInitialWeights(spec, 1),
+    norm: identityNorm(s.featureDim),
+    batch: syntheticBatch(s),
+  };
 }
 
 /** B full-length captions over random grid features. */
@@ -106,12 +143,24 @@ function gridBatch(s: AttentionBenchSizes): CaptionBatch {
 
 export function attentionWorkload(s: AttentionBenchSizes): Workload {
   const spec = attentionSpecOf(s);
-  return { kind: 'attention', spec, weights: attentionInitialWeights(spec, 1), norm: identityNorm(s.channels), batch: gridBatch(s) };
+  return {
+    kind: 'attention',
+    spec,
+    weights: attentionInitialWeights(spec, 1),
+    norm: identityNorm(s.channels),
+    batch: gridBatch(s),
+  };
 }
 
 export function transformerWorkload(s: TransformerBenchSizes): Workload {
   const spec = transformerSpecOf(s);
-  return { kind: 'transformer', spec, weights: transformerInitialWeights(spec, 1), norm: identityNorm(s.channels), batch: gridBatch(s) };
+  return {
+    kind: 'transformer',
+    spec,
+    weights: transformerInitialWeights(spec, 1),
+    norm: identityNorm(s.channels),
+    batch: gridBatch(s),
+  };
 }
 
 function decoderOf(w: Workload): Decoder {
@@ -121,7 +170,16 @@ function decoderOf(w: Workload): Decoder {
 }
 
 function specOf(s: TrainBenchSizes): MergeSpec {
-  return { vocabSize: s.vocab, featureDim: s.featureDim, embedDim: s.units, units: s.units, imageUnits: s.units, hiddenUnits: s.units, merge: 'add', dropout: 0.5 };
+  return {
+    vocabSize: s.vocab,
+    featureDim: s.featureDim,
+    embedDim: s.units,
+    units: s.units,
+    imageUnits: s.units,
+    hiddenUnits: s.units,
+    merge: 'add',
+    dropout: 0.5,
+  };
 }
 
 /** B full-length captions (every position has a real target). */
@@ -135,7 +193,10 @@ function syntheticBatch(s: TrainBenchSizes, seed = 1): CaptionBatch {
 }
 
 /** Whole-caption teacher forcing on the main thread: seconds per optimizer step (Adam + clipping included). */
-export async function timeWholeCaption(w: Workload, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
+export async function timeWholeCaption(
+  w: Workload,
+  steps: number,
+): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
   const model = decoderOf(w);
   const adam = new Adam(model.weights, { learningRate: 1e-3, clipNorm: 5 });
   const batch = w.batch;
@@ -167,7 +228,16 @@ export interface ParallelTiming {
 }
 
 function trainerOf(w: Workload, workers: number, update: 'main' | 'partitioned'): Promise<Trainer> {
-  return createTrainer({ kind: w.kind, spec: w.spec, weights: w.weights, norm: w.norm, workers, learningRate: 1e-3, clipNorm: 5, update });
+  return createTrainer({
+    kind: w.kind,
+    spec: w.spec,
+    weights: w.weights,
+    norm: w.norm,
+    workers,
+    learningRate: 1e-3,
+    clipNorm: 5,
+    update,
+  });
 }
 
 /** `steps` timed steps of a warm trainer on the workload's batch (seeds seed0 + 1 ...). */
@@ -182,8 +252,16 @@ async function timeSteps(t: Trainer, batch: CaptionBatch, steps: number, seed0: 
   const secondsPerStep = (performance.now() - t0) / 1000 / steps;
   const cpu = process.cpuUsage(cpu0);
   return {
-    secondsPerStep, tokensPerStep: batch.targets.length, cpuPerStep: (cpu.user + cpu.system) / 1e6 / steps,
-    ms: { load: sum.load / steps, compute: sum.compute / steps, update: sum.update / steps, other: (sum.total - sum.load - sum.compute - sum.update) / steps, replicaCpu: sum.cpu / steps },
+    secondsPerStep,
+    tokensPerStep: batch.targets.length,
+    cpuPerStep: (cpu.user + cpu.system) / 1e6 / steps,
+    ms: {
+      load: sum.load / steps,
+      compute: sum.compute / steps,
+      update: sum.update / steps,
+      other: (sum.total - sum.load - sum.compute - sum.update) / steps,
+      replicaCpu: sum.cpu / steps,
+    },
   };
 }
 
@@ -192,7 +270,13 @@ async function timeSteps(t: Trainer, batch: CaptionBatch, steps: number, seed0: 
  * seconds per step after `warmup` untimed steps, and where the time goes. `update`: who applies Adam when
  * workers > 1 ('main' thread, or the workers each on a 'partitioned' range).
  */
-export async function timeParallel(w: Workload, workers: number, steps: number, update: 'main' | 'partitioned' = 'main', warmup = 1): Promise<ParallelTiming> {
+export async function timeParallel(
+  w: Workload,
+  workers: number,
+  steps: number,
+  update: 'main' | 'partitioned' = 'main',
+  warmup = 1,
+): Promise<ParallelTiming> {
   const t = await trainerOf(w, workers, update);
   try {
     for (let i = 0; i < warmup; i++) await t.step(w.batch, -1 - i);
@@ -208,7 +292,13 @@ export async function timeParallel(w: Workload, workers: number, steps: number, 
  * timed in alternating rounds of `steps`, so a slow spell of the machine falls on both sides. Every round
  * of each side, in order.
  */
-export async function timeScaling(w: Workload, workers: number, steps: number, rounds: number, warmup: number): Promise<{ one: ParallelTiming[]; many: ParallelTiming[] }> {
+export async function timeScaling(
+  w: Workload,
+  workers: number,
+  steps: number,
+  rounds: number,
+  warmup: number,
+): Promise<{ one: ParallelTiming[]; many: ParallelTiming[] }> {
   const one = await trainerOf(w, 1, 'main');
   let many: Trainer | undefined;
   try {
@@ -234,7 +324,11 @@ export async function timeScaling(w: Workload, workers: number, steps: number, r
  * left-padded to length-1, the LSTM's last output predicts the word), plain autodiff, on the same
  * weights: seconds per step of `samples` samples.
  */
-export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, steps: number): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
+export async function timePrefixExpansion(
+  s: TrainBenchSizes,
+  samples: number,
+  steps: number,
+): Promise<{ secondsPerStep: number; tokensPerStep: number }> {
   const model = MergeDecoder.create(specOf(s), 1);
   const w = model.weights;
   const adam = new Adam(w, { learningRate: 1e-3, clipNorm: 5 });
@@ -255,7 +349,11 @@ export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, s
     const emb = tf.dropout(tf.gather(w['embedding'], tf.tensor1d(seqs, 'int32')), 0.5); // [S*T, E]
     const zx = tf.reshape(tf.add(tf.matMul(emb as tf.Tensor2D, w['lstm/kernel']), w['lstm/bias']), [samples, T, 4 * U]);
     const zs = tf.unstack(zx, 1);
-    const mask = tf.reshape(tf.cast(tf.notEqual(tf.tensor2d(seqs, [samples, T], 'int32'), 0), 'float32'), [samples, T, 1]);
+    const mask = tf.reshape(tf.cast(tf.notEqual(tf.tensor2d(seqs, [samples, T], 'int32'), 0), 'float32'), [
+      samples,
+      T,
+      1,
+    ]);
     const ms = tf.unstack(mask, 1);
     let h: tf.Tensor = tf.zeros([samples, U]);
     let c: tf.Tensor = tf.zeros([samples, U]);
@@ -293,23 +391,57 @@ export async function timePrefixExpansion(s: TrainBenchSizes, samples: number, s
  * The PyTorch peer, when bench/torch.ts (written alongside) can run it; null otherwise. It sweeps the
  * torch x BLAS thread splits unless `fixed` names one (a second round at the split the sweep found).
  */
-async function torchPeer(s: TrainBenchSizes | AttentionBenchSizes | TransformerBenchSizes, steps: number, fixed?: { threads: number; blasThreads: number }): Promise<{ tokensPerSecond: number; detail: string; threads?: number; blasThreads?: number } | null> {
+async function torchPeer(
+  s: TrainBenchSizes | AttentionBenchSizes | TransformerBenchSizes,
+  steps: number,
+  fixed?: { threads: number; blasThreads: number },
+): Promise<{ tokensPerSecond: number; detail: string; threads?: number; blasThreads?: number } | null> {
   try {
     const modPath = './torch.js';
-    const mod = (await import(modPath)) as { runTrainPeer?: (o: Record<string, number | boolean | string>) => Promise<{ tokensPerSecond: number; detail?: string; threads?: number; blasThreads?: number } | null> };
+    const mod = (await import(modPath)) as {
+      runTrainPeer?: (
+        o: Record<string, number | boolean | string>,
+      ) => Promise<{ tokensPerSecond: number; detail?: string; threads?: number; blasThreads?: number } | null>;
+    };
     if (typeof mod.runTrainPeer !== 'function') return null;
     // Same work as ours: every caption full length (length - 1 real targets), so padding plays no part.
     const full = s.length - 1;
-    const common = { vocab: s.vocab, length: s.length, batch: s.batch, units: s.units, steps, minLen: full, maxLen: full, packed: true, ...(fixed ?? {}) };
+    const common = {
+      vocab: s.vocab,
+      length: s.length,
+      batch: s.batch,
+      units: s.units,
+      steps,
+      minLen: full,
+      maxLen: full,
+      packed: true,
+      ...(fixed ?? {}),
+    };
     // an attention or transformer step takes about a second: the thread sweep times one step per configuration
     const opts =
       'layers' in s
-        ? { ...common, model: 'transformer', positions: s.positions, channels: s.channels, layers: s.layers, heads: s.heads, ffnDim: s.ffnDim, sweepSteps: 1 }
+        ? {
+            ...common,
+            model: 'transformer',
+            positions: s.positions,
+            channels: s.channels,
+            layers: s.layers,
+            heads: s.heads,
+            ffnDim: s.ffnDim,
+            sweepSteps: 1,
+          }
         : 'positions' in s
           ? { ...common, model: 'attention', positions: s.positions, channels: s.channels, sweepSteps: 1 }
           : { ...common, featureDim: s.featureDim };
     const r = await mod.runTrainPeer(opts);
-    return r ? { tokensPerSecond: r.tokensPerSecond, detail: r.detail ?? 'pytorch-cpu', threads: r.threads, blasThreads: r.blasThreads } : null;
+    return r
+      ? {
+          tokensPerSecond: r.tokensPerSecond,
+          detail: r.detail ?? 'pytorch-cpu',
+          threads: r.threads,
+          blasThreads: r.blasThreads,
+        }
+      : null;
   } catch {
     return null;
   }
@@ -322,19 +454,36 @@ async function torchPeer(s: TrainBenchSizes | AttentionBenchSizes | TransformerB
 export async function attentionRows(options: BenchOptions): Promise<BenchRow[]> {
   const a = options.quick ? ATTENTION_QUICK : ATTENTION_FULL;
   const steps = options.quick ? 1 : 3;
-  const grid = a.positions === 196 ? 'VGG16 block5_conv3 14x14, the paper\'s' : a.positions === 49 ? 'VGG16 block5_pool 7x7' : `${a.positions} positions`;
+  const grid =
+    a.positions === 196
+      ? "VGG16 block5_conv3 14x14, the paper's"
+      : a.positions === 49
+        ? 'VGG16 block5_pool 7x7'
+        : `${a.positions} positions`;
   const sizes = `V ${a.vocab}, L ${a.length} (${a.length - 1} targets), B ${a.batch}, U = E = A ${a.units}, P ${a.positions} x C ${a.channels} (${grid}); dropout 0.5, alphaReg 1`;
   const peer = await torchPeer(a, steps);
-  const vsPeer = (v: number) => (peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: v / peer.tokensPerSecond } : {});
+  const vsPeer = (v: number) =>
+    peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: v / peer.tokensPerSecond } : {};
   const rows: BenchRow[] = [];
   const main = await timeWholeCaption(attentionWorkload(a), steps);
   const mainTps = main.tokensPerStep / main.secondsPerStep;
-  rows.push({ bench: 'train', name: 'attention whole-caption wasm (main thread)', value: mainTps, unit: 'tokens/s', ...vsPeer(mainTps), notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}` });
+  rows.push({
+    bench: 'train',
+    name: 'attention whole-caption wasm (main thread)',
+    value: mainTps,
+    unit: 'tokens/s',
+    ...vsPeer(mainTps),
+    notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}`,
+  });
   const workers = Math.max(2, resolveWorkers('auto'));
   const p = await timeParallel(attentionWorkload(a), workers, steps, 'partitioned', 2);
   const v = p.tokensPerStep / p.secondsPerStep;
   rows.push({
-    bench: 'train', name: `attention data-parallel wasm, workers ${workers} (partitioned Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
+    bench: 'train',
+    name: `attention data-parallel wasm, workers ${workers} (partitioned Adam)`,
+    value: v,
+    unit: 'tokens/s',
+    ...vsPeer(v),
     notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step; ${(v / mainTps).toFixed(2)}x the main thread`,
   });
   return rows;
@@ -347,19 +496,36 @@ export async function attentionRows(options: BenchOptions): Promise<BenchRow[]> 
 export async function transformerRows(options: BenchOptions): Promise<BenchRow[]> {
   const a = options.quick ? TRANSFORMER_QUICK : TRANSFORMER_FULL;
   const steps = options.quick ? 1 : 3;
-  const grid = a.positions === 196 ? 'VGG16 block5_conv3 14x14' : a.positions === 49 ? 'VGG16 block5_pool 7x7' : `${a.positions} positions`;
+  const grid =
+    a.positions === 196
+      ? 'VGG16 block5_conv3 14x14'
+      : a.positions === 49
+        ? 'VGG16 block5_pool 7x7'
+        : `${a.positions} positions`;
   const sizes = `V ${a.vocab}, L ${a.length} (${a.length - 1} targets), B ${a.batch}, ${a.layers} pre-LN blocks, ${a.heads} heads, D ${a.units}, F ${a.ffnDim}, P ${a.positions} x C ${a.channels} (${grid}); dropout 0.1, tied embeddings`;
   const peer = await torchPeer(a, steps);
-  const vsPeer = (v: number) => (peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: v / peer.tokensPerSecond } : {});
+  const vsPeer = (v: number) =>
+    peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: v / peer.tokensPerSecond } : {};
   const rows: BenchRow[] = [];
   const main = await timeWholeCaption(transformerWorkload(a), steps);
   const mainTps = main.tokensPerStep / main.secondsPerStep;
-  rows.push({ bench: 'train', name: 'transformer whole-caption wasm (main thread)', value: mainTps, unit: 'tokens/s', ...vsPeer(mainTps), notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}` });
+  rows.push({
+    bench: 'train',
+    name: 'transformer whole-caption wasm (main thread)',
+    value: mainTps,
+    unit: 'tokens/s',
+    ...vsPeer(mainTps),
+    notes: `${sizes}; ${main.secondsPerStep.toFixed(2)} s/step${peer ? '' : '; PyTorch peer not available'}`,
+  });
   const workers = Math.max(2, resolveWorkers('auto'));
   const p = await timeParallel(transformerWorkload(a), workers, steps, 'partitioned', 2);
   const v = p.tokensPerStep / p.secondsPerStep;
   rows.push({
-    bench: 'train', name: `transformer data-parallel wasm, workers ${workers} (partitioned Adam)`, value: v, unit: 'tokens/s', ...vsPeer(v),
+    bench: 'train',
+    name: `transformer data-parallel wasm, workers ${workers} (partitioned Adam)`,
+    value: v,
+    unit: 'tokens/s',
+    ...vsPeer(v),
     notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step; ${(v / mainTps).toFixed(2)}x the main thread`,
   });
   return rows;
@@ -384,27 +550,53 @@ export const bench: BenchModule = {
       // two rounds, alternating with the peer at its best split; each side's faster round counts
       const rounds = [await timeWholeCaption(mergeWorkload(s), steps)];
       const first = peers[0];
-      if (first?.threads !== undefined && first.blasThreads !== undefined) peers.push(await torchPeer(s, steps, { threads: first.threads, blasThreads: first.blasThreads }));
+      if (first?.threads !== undefined && first.blasThreads !== undefined)
+        peers.push(await torchPeer(s, steps, { threads: first.threads, blasThreads: first.blasThreads }));
       rounds.push(await timeWholeCaption(mergeWorkload(s), steps));
       const whole = rounds.reduce((a, b) => (b.secondsPerStep < a.secondsPerStep ? b : a));
       const tps = whole.tokensPerStep / whole.secondsPerStep;
       const ourRounds = rounds.map((r) => Math.round(r.tokensPerStep / r.secondsPerStep)).join(' / ');
-      measured.push({ name: `whole-caption ${engine} (main thread)`, tps, notes: `${sizes}; ${whole.secondsPerStep.toFixed(2)} s/step; our rounds ${ourRounds} tokens/s, the faster counts; BLAS threads: ${blas ? defaultBlasThreads() : '-'}` });
+      measured.push({
+        name: `whole-caption ${engine} (main thread)`,
+        tps,
+        notes: `${sizes}; ${whole.secondsPerStep.toFixed(2)} s/step; our rounds ${ourRounds} tokens/s, the faster counts; BLAS threads: ${blas ? defaultBlasThreads() : '-'}`,
+      });
       if (blas) {
-        const plain = await withoutAddon<{ secondsPerStep: number; tokensPerStep: number }>({ job: 'whole', sizes: s, steps: options.quick ? 1 : 2 });
-        measured.push({ name: 'whole-caption wasm kernels only (CAPTIONER_NATIVE=0)', tps: plain.tokensPerStep / plain.secondsPerStep, notes: `${sizes}; ${plain.secondsPerStep.toFixed(2)} s/step; what a machine without the native addon or OpenBLAS gets (a child process with CAPTIONER_NATIVE=0)` });
+        const plain = await withoutAddon<{ secondsPerStep: number; tokensPerStep: number }>({
+          job: 'whole',
+          sizes: s,
+          steps: options.quick ? 1 : 2,
+        });
+        measured.push({
+          name: 'whole-caption wasm kernels only (CAPTIONER_NATIVE=0)',
+          tps: plain.tokensPerStep / plain.secondsPerStep,
+          notes: `${sizes}; ${plain.secondsPerStep.toFixed(2)} s/step; what a machine without the native addon or OpenBLAS gets (a child process with CAPTIONER_NATIVE=0)`,
+        });
       }
       const auto = resolveWorkers('auto');
       const autoNote = auto === 2 ? ' (= auto here)' : '';
-      const split = (p: ParallelTiming) => `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
+      const split = (p: ParallelTiming) =>
+        `busiest replica ${(p.ms.replicaCpu / 1000).toFixed(2)} CPU-s/step; ms/step: refresh ${p.ms.load.toFixed(0)}, gradient ${p.ms.compute.toFixed(0)}, reduce+Adam ${p.ms.update.toFixed(0)}, messaging ${p.ms.other.toFixed(0)}`;
       const tpsOf = (p: ParallelTiming) => p.tokensPerStep / p.secondsPerStep;
       // the trainer as configured: workers 1 and 2 (and auto where that is more), BLAS threads shared out
       type Config = { workers: number; update: 'main' | 'partitioned'; label: string };
       const configs: Config[] = [
         { workers: 1, update: 'main', label: `${engine}, workers 1 (main thread)` },
         { workers: 2, update: 'main', label: `data-parallel ${engine}, workers 2${autoNote} (main-thread Adam)` },
-        { workers: 2, update: 'partitioned', label: `data-parallel ${engine}, workers 2${autoNote} (partitioned Adam)` },
-        ...(auto > 2 ? [{ workers: auto, update: 'partitioned' as const, label: `data-parallel ${engine}, workers auto (${auto}, partitioned Adam)` }] : []),
+        {
+          workers: 2,
+          update: 'partitioned',
+          label: `data-parallel ${engine}, workers 2${autoNote} (partitioned Adam)`,
+        },
+        ...(auto > 2
+          ? [
+              {
+                workers: auto,
+                update: 'partitioned' as const,
+                label: `data-parallel ${engine}, workers auto (${auto}, partitioned Adam)`,
+              },
+            ]
+          : []),
       ];
       let oneWorker = 0;
       for (const c of configs) {
@@ -414,7 +606,11 @@ export const bench: BenchModule = {
         const vsOne = c.workers > 1 && oneWorker ? `; ${(v / oneWorker).toFixed(2)}x workers 1` : '';
         // while worker threads compute, OpenBLAS runs every product on its calling thread (src/tf/addon.ts)
         const threads = blas ? `; BLAS threads per worker: ${c.workers > 1 ? 1 : defaultBlasThreads()}` : '';
-        measured.push({ name: c.label, tps: v, notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split(p)}${threads}` });
+        measured.push({
+          name: c.label,
+          tps: v,
+          notes: `${sizes}; ${p.secondsPerStep.toFixed(2)} s/step, ${p.cpuPerStep.toFixed(2)} CPU-s/step${vsOne}; ${split(p)}${threads}`,
+        });
       }
       // The engine's own scaling, one core per replica. With the addon one replica's products already spread
       // over every core, so "workers 2 / workers 1" above compares two ways of using 2 cores. Each pair below
@@ -427,14 +623,27 @@ export const bench: BenchModule = {
       const pairs: Pair[] = blas
         ? [
             { name: 'one BLAS thread', engine: `${engine}, 1 BLAS thread per replica`, steps, warmup: 3 },
-            { name: 'wasm only', engine: 'wasm kernels only', withoutAddon: true, steps: options.quick ? 1 : 2, warmup: options.quick ? 1 : 2 },
+            {
+              name: 'wasm only',
+              engine: 'wasm kernels only',
+              withoutAddon: true,
+              steps: options.quick ? 1 : 2,
+              warmup: options.quick ? 1 : 2,
+            },
           ]
         : [{ name: 'wasm', engine: 'wasm', steps, warmup: 3 }];
       const pairRounds = options.quick ? 1 : 5;
       for (const pr of pairs) {
         let r: Awaited<ReturnType<typeof timeScaling>>;
         if (pr.withoutAddon) {
-          r = await withoutAddon({ job: 'scaling', sizes: s, workers: 2, steps: pr.steps, rounds: pairRounds, warmup: pr.warmup });
+          r = await withoutAddon({
+            job: 'scaling',
+            sizes: s,
+            workers: 2,
+            steps: pr.steps,
+            rounds: pairRounds,
+            warmup: pr.warmup,
+          });
         } else {
           const threadsBefore = blas ? setBlasThreads(1) : 0;
           try {
@@ -450,26 +659,48 @@ export const bench: BenchModule = {
         const fastest = (xs: ParallelTiming[]) => xs.reduce((a, b) => (b.secondsPerStep < a.secondsPerStep ? b : a));
         const one = fastest(r.one);
         const two = fastest(r.many);
-        const roundsNote = (xs: ParallelTiming[]) => `rounds ${xs.map((x) => Math.round(tpsOf(x))).join(' / ')} tokens/s, the fastest shown`;
+        const roundsNote = (xs: ParallelTiming[]) =>
+          `rounds ${xs.map((x) => Math.round(tpsOf(x))).join(' / ')} tokens/s, the fastest shown`;
         const common = `${pr.warmup} warm-up steps each, then ${pairRounds} alternating rounds of ${pr.steps} steps`;
-        measured.push({ name: `${pr.engine}, workers 1 (main thread)`, tps: tpsOf(one), notes: `${sizes}; ${one.secondsPerStep.toFixed(2)} s/step; ${common}; ${roundsNote(r.one)}; ${split(one)}` });
         measured.push({
-          name: `data-parallel ${pr.engine}, workers 2 (partitioned Adam)`, tps: tpsOf(two),
+          name: `${pr.engine}, workers 1 (main thread)`,
+          tps: tpsOf(one),
+          notes: `${sizes}; ${one.secondsPerStep.toFixed(2)} s/step; ${common}; ${roundsNote(r.one)}; ${split(one)}`,
+        });
+        measured.push({
+          name: `data-parallel ${pr.engine}, workers 2 (partitioned Adam)`,
+          tps: tpsOf(two),
           notes: `${sizes}; ${two.secondsPerStep.toFixed(2)} s/step, ${two.cpuPerStep.toFixed(2)} CPU-s/step; **${ratio.toFixed(2)}x workers 1** (${pr.name} pair: the median of the rounds' ratios ${ratios.map((x) => x.toFixed(2)).join(' / ')}; fastest round against fastest round ${(tpsOf(two) / tpsOf(one)).toFixed(2)}x); ${common}; ${roundsNote(r.many)}; ${split(two)}`,
         });
       }
-      if (first?.threads !== undefined && first.blasThreads !== undefined) peers.push(await torchPeer(s, steps, { threads: first.threads, blasThreads: first.blasThreads }));
+      if (first?.threads !== undefined && first.blasThreads !== undefined)
+        peers.push(await torchPeer(s, steps, { threads: first.threads, blasThreads: first.blasThreads }));
       const got = peers.filter((x): x is NonNullable<typeof x> => x !== null);
       const peer = got.length ? got.reduce((a, b) => (b.tokensPerSecond > a.tokensPerSecond ? b : a)) : null;
-      const peerNote = got.length > 1 ? `; peer rounds (first, between and after ours): ${got.map((x) => Math.round(x.tokensPerSecond)).join(' / ')} tokens/s, the fastest counts` : '';
+      const peerNote =
+        got.length > 1
+          ? `; peer rounds (first, between and after ours): ${got.map((x) => Math.round(x.tokensPerSecond)).join(' / ')} tokens/s, the fastest counts`
+          : '';
       const rows: BenchRow[] = measured.map((m) => ({
-        bench: 'train', name: m.name, value: m.tps, unit: 'tokens/s',
+        bench: 'train',
+        name: m.name,
+        value: m.tps,
+        unit: 'tokens/s',
         ...(peer ? { peer: peer.detail, peerValue: peer.tokensPerSecond, ratio: m.tps / peer.tokensPerSecond } : {}),
         notes: `${m.notes}${peer ? peerNote : '; PyTorch peer not available'}`,
       }));
       const prefix = await timePrefixExpansion(s, s.batch, options.quick ? 1 : 3);
       const ptps = prefix.tokensPerStep / prefix.secondsPerStep;
-      rows.push({ bench: 'train', name: `prefix-expansion ${engine}`, value: ptps, unit: 'tokens/s', peer: 'whole-caption (main thread)', peerValue: tps, ratio: ptps / tps, notes: `${sizes}; ${s.batch} prefixes per step` });
+      rows.push({
+        bench: 'train',
+        name: `prefix-expansion ${engine}`,
+        value: ptps,
+        unit: 'tokens/s',
+        peer: 'whole-caption (main thread)',
+        peerValue: tps,
+        ratio: ptps / tps,
+        notes: `${sizes}; ${s.batch} prefixes per step`,
+      });
       rows.push(...(await attentionRows(options)));
       rows.push(...(await transformerRows(options)));
       return rows;
@@ -480,7 +711,9 @@ export const bench: BenchModule = {
 };
 
 /** A measurement run where the addon is off in every thread (see withoutAddon). */
-type AddonFreeJob = { job: 'whole'; sizes: TrainBenchSizes; steps: number } | { job: 'scaling'; sizes: TrainBenchSizes; workers: number; steps: number; rounds: number; warmup: number };
+type AddonFreeJob =
+  | { job: 'whole'; sizes: TrainBenchSizes; steps: number }
+  | { job: 'scaling'; sizes: TrainBenchSizes; workers: number; steps: number; rounds: number; warmup: number };
 
 /**
  * What a machine without the native addon measures: `job` (timeWholeCaption or timeScaling on the merge
@@ -496,7 +729,11 @@ function withoutAddon<T>(job: AddonFreeJob): Promise<T> {
   child.stdout.on('data', (d) => (out += d));
   return new Promise<T>((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as T) : reject(new Error(`bench train --without-addon ${job.job}: exit code ${code}`))));
+    child.on('close', (code) =>
+      code === 0
+        ? resolve(JSON.parse(out) as T)
+        : reject(new Error(`bench train --without-addon ${job.job}: exit code ${code}`)),
+    );
   });
 }
 
@@ -505,6 +742,9 @@ if (process.argv[2] === '--without-addon' && import.meta.url === pathToFileURL(p
   await initBackend('wasm', { quiet: true });
   if (addonActive()) throw new Error('bench train --without-addon: the addon is active despite CAPTIONER_NATIVE=0');
   const w = mergeWorkload(job.sizes);
-  const result = job.job === 'whole' ? await timeWholeCaption(w, job.steps) : await timeScaling(w, job.workers, job.steps, job.rounds, job.warmup);
+  const result =
+    job.job === 'whole'
+      ? await timeWholeCaption(w, job.steps)
+      : await timeScaling(w, job.workers, job.steps, job.rounds, job.warmup);
   process.stdout.write(JSON.stringify(result));
 }

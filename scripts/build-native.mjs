@@ -25,7 +25,8 @@ export function nodeHeaders({ env = process.env, execPath = process.execPath, ve
   if (env.npm_config_nodedir) return { nodedir: env.npm_config_nodedir, from: 'npm_config_nodedir' };
   const prefix = path.resolve(path.dirname(execPath), '..');
   const include = path.join(prefix, 'include', 'node');
-  if (!['node_api.h', 'node.h', 'common.gypi', 'node_version.h'].every((f) => existsSync(path.join(include, f)))) return undefined;
+  if (!['node_api.h', 'node.h', 'common.gypi', 'node_version.h'].every((f) => existsSync(path.join(include, f))))
+    return undefined;
   let text;
   try {
     text = readFileSync(path.join(include, 'node_version.h'), 'utf8');
@@ -41,7 +42,17 @@ export function nodeHeaders({ env = process.env, execPath = process.execPath, ve
 function nodeGyp() {
   const candidates = [
     process.env.npm_config_node_gyp,
-    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    path.join(
+      path.dirname(process.execPath),
+      '..',
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    ),
   ];
   return candidates.find((f) => f && existsSync(f));
 }
@@ -50,16 +61,25 @@ function main() {
   if (process.env.CAPTIONER_NATIVE === '0') return;
   if (!existsSync(path.join(dir, 'binding.gyp'))) return;
   const gyp = nodeGyp();
-  const skip = (why) => process.stderr.write(`captioner: native BLAS addon not built (${why}); training and decoding run on the wasm kernels alone. To build it later: install a C compiler, make and python3, then \`npm rebuild captioner\`.\n`);
+  const skip = (why) =>
+    process.stderr.write(
+      `captioner: native BLAS addon not built (${why}); training and decoding run on the wasm kernels alone. To build it later: install a C compiler, make and python3, then \`npm rebuild captioner\`.\n`,
+    );
   if (!gyp) return skip("npm's node-gyp not found");
   const args = [gyp, 'rebuild', '--release'];
   const headers = nodeHeaders();
   if (headers) args.push(`--nodedir=${headers.nodedir}`);
   const r = spawnSync(process.execPath, args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status === 0 && existsSync(path.join(dir, 'build', 'Release', 'captioner_native.node'))) return;
-  const lines = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').filter((l) => /error|not found|not ok/i.test(l) && !/^gyp info/.test(l));
-  const where = headers ? `; Node's headers from ${headers.from}` : "; no Node headers here, so node-gyp downloads them (offline: set npm_config_nodedir)";
-  skip((lines.slice(0, 2).join(' / ').trim() || (r.error ? r.error.message : `node-gyp exited with ${r.status}`)) + where);
+  const lines = `${r.stdout ?? ''}\n${r.stderr ?? ''}`
+    .split('\n')
+    .filter((l) => /error|not found|not ok/i.test(l) && !/^gyp info/.test(l));
+  const where = headers
+    ? `; Node's headers from ${headers.from}`
+    : '; no Node headers here, so node-gyp downloads them (offline: set npm_config_nodedir)';
+  skip(
+    (lines.slice(0, 2).join(' / ').trim() || (r.error ? r.error.message : `node-gyp exited with ${r.status}`)) + where,
+  );
 }
 
 function isMain() {

@@ -25,18 +25,33 @@ if (spawnSync(cc, ['--version'], { stdio: 'ignore' }).status !== 0) {
   fail(2, `${cc} not found (Debian: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)`);
 }
 const headers = nodeHeaders();
-if (!headers) fail(2, "no Node headers: set npm_config_nodedir to a folder with include/node/node_api.h");
+if (!headers) fail(2, 'no Node headers: set npm_config_nodedir to a folder with include/node/node_api.h');
 const include = path.join(headers.nodedir, 'include', 'node');
 
 // binding.gyp is a Python literal: drop its comment lines and read it as JSON
-const gyp = JSON.parse(readFileSync(path.join(native, 'binding.gyp'), 'utf8').split('\n').filter((l) => !/^\s*#/.test(l)).join('\n'));
+const gyp = JSON.parse(
+  readFileSync(path.join(native, 'binding.gyp'), 'utf8')
+    .split('\n')
+    .filter((l) => !/^\s*#/.test(l))
+    .join('\n'),
+);
 const out = mkdtempSync(path.join(os.tmpdir(), 'captioner-cross-'));
 try {
   const objects = [];
   for (const target of gyp.targets) {
     for (const source of target.sources) {
       const object = path.join(out, `${path.basename(source, '.c')}.o`);
-      const args = [...(target.cflags ?? []), '-Werror', '-Wno-unused-parameter', '-fPIC', `-I${include}`, '-c', path.join(native, source), '-o', object];
+      const args = [
+        ...(target.cflags ?? []),
+        '-Werror',
+        '-Wno-unused-parameter',
+        '-fPIC',
+        `-I${include}`,
+        '-c',
+        path.join(native, source),
+        '-o',
+        object,
+      ];
       const r = spawnSync(cc, args, { encoding: 'utf8' });
       if (r.status !== 0) fail(1, `${cc} ${args.join(' ')}\n${r.stderr}${r.stdout}`);
       objects.push(object);
@@ -46,7 +61,9 @@ try {
   const r = spawnSync(cc, link, { encoding: 'utf8' });
   if (r.status !== 0) fail(1, `${cc} ${link.join(' ')}\n${r.stderr}${r.stdout}`);
   const machine = spawnSync(cc, ['-dumpmachine'], { encoding: 'utf8' }).stdout.trim();
-  process.stdout.write(`check-native-cross: native/ compiles and links for ${machine} (${objects.length} sources, Node headers from ${headers.from})\n`);
+  process.stdout.write(
+    `check-native-cross: native/ compiles and links for ${machine} (${objects.length} sources, Node headers from ${headers.from})\n`,
+  );
 } finally {
   rmSync(out, { recursive: true, force: true });
 }

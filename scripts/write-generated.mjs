@@ -16,7 +16,8 @@ const targets = [
   {
     file: CONFIG_DOC_FILE,
     fresh: (current) => {
-      if (current === null) throw new Error(`${CONFIG_DOC_FILE} is missing: it holds the prose around the generated part`);
+      if (current === null)
+        throw new Error(`${CONFIG_DOC_FILE} is missing: it holds the prose around the generated part`);
       return spliceConfigReference(current);
     },
   },

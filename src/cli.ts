@@ -26,7 +26,19 @@ const pkg = require('../package.json') as { version: string };
 /** Each subcommand module exports `register(program)`, listed in pipeline order (as --help shows them).
  * Add a module here only when it really works. */
 const commands: { register(program: Command): void }[] = [
-  demoCmd, demoDataCmd, prepCmd, featuresCmd, trainCmd, evalCmd, captionCmd, serveCmd, scoreCmd, weightsCmd, encoderCmd, doctorCmd, configCmd,
+  demoCmd,
+  demoDataCmd,
+  prepCmd,
+  featuresCmd,
+  trainCmd,
+  evalCmd,
+  captionCmd,
+  serveCmd,
+  scoreCmd,
+  weightsCmd,
+  encoderCmd,
+  doctorCmd,
+  configCmd,
 ];
 
 export function buildProgram(): Command {
@@ -75,7 +87,8 @@ function stdoutExit(e: NodeJS.ErrnoException): number {
 export function exitCodeFor(e: unknown): number {
   if (e instanceof CommanderError) {
     // help and version "errors" are successes; everything else commander raises is a usage error
-    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return ExitCode.ok;
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help')
+      return ExitCode.ok;
     return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
   }
   if (e instanceof OutputClosed) return e.exitCode; // quiet: the reader went away on purpose

@@ -5,7 +5,15 @@
 // Configs are plain objects validated by the same zod schema as the YAML files (config()), and every
 // failure is a typed CaptionerError (UsageError, ConfigError, DataError, ModelError) with an exit code.
 import { z } from 'zod';
-import { BackendName, ConfigSchema, DecodeSchema, EncoderSchema, EvalSchema, OnnxEncoderSchema, type Config } from './config/schema.js';
+import {
+  BackendName,
+  ConfigSchema,
+  DecodeSchema,
+  EncoderSchema,
+  EvalSchema,
+  OnnxEncoderSchema,
+  type Config,
+} from './config/schema.js';
 import { formatIssues, validateConfig } from './config/load.js';
 import { DataError, UsageError } from './errors.js';
 import type { CaptionOptions, CaptionOutcome } from './caption/types.js';
@@ -55,7 +63,12 @@ export interface CaptionerModel {
 const opt = <T extends z.ZodTypeAny>(s: { unwrap(): T }) => s.unwrap().optional();
 const signal = z.instanceof(AbortSignal, { error: 'expected an AbortSignal' }).optional();
 /** An object passed through as it is (a config checked apart, loaded weights, an encoder: never copied). */
-const object = (what: string) => z.custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), { error: `expected ${what}` }).optional();
+const object = (what: string) =>
+  z
+    .custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), {
+      error: `expected ${what}`,
+    })
+    .optional();
 
 const CaptionOptionsSchema = z
   .object({
@@ -92,26 +105,38 @@ function checked<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
 /** A complete, valid config from what a caller passed as one (the CLI's schema, ConfigError on bad values). */
 function configArg(cfg: unknown, fn: string): Config {
   if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) {
-    throw new UsageError(`${fn}(): expected a config object (from config({...}) or (await loadConfig({ file })).config), got ${cfg === null ? 'null' : Array.isArray(cfg) ? 'an array' : `${typeof cfg} ${JSON.stringify(cfg)}`}`);
+    throw new UsageError(
+      `${fn}(): expected a config object (from config({...}) or (await loadConfig({ file })).config), got ${cfg === null ? 'null' : Array.isArray(cfg) ? 'an array' : `${typeof cfg} ${JSON.stringify(cfg)}`}`,
+    );
   }
   return validateConfig(cfg, `${fn}() config`);
 }
 
 const imageArg = (image: unknown, where: string): string | Uint8Array => {
   if (typeof image === 'string' || image instanceof Uint8Array) return image;
-  throw new UsageError(`${where}: expected a file path or the bytes of an image (Uint8Array, Buffer), got ${image === null ? 'null' : typeof image}`);
+  throw new UsageError(
+    `${where}: expected a file path or the bytes of an image (Uint8Array, Buffer), got ${image === null ? 'null' : typeof image}`,
+  );
 };
 
 /** Load a trained run folder (`<workdir>/model`): weights, vocabulary, decode settings and encoder. */
 export async function loadCaptioner(runDir: string, options: LoadCaptionerOptions = {}): Promise<CaptionerModel> {
-  if (typeof runDir !== 'string' || runDir === '') throw new UsageError(`loadCaptioner(): expected the path of a run folder, got ${JSON.stringify(runDir) ?? typeof runDir}`);
-  const loadOpts = checked(LoadOptionsSchema, options ?? {}, 'loadCaptioner(): invalid options') as LoadCaptionerOptions;
+  if (typeof runDir !== 'string' || runDir === '')
+    throw new UsageError(
+      `loadCaptioner(): expected the path of a run folder, got ${JSON.stringify(runDir) ?? typeof runDir}`,
+    );
+  const loadOpts = checked(
+    LoadOptionsSchema,
+    options ?? {},
+    'loadCaptioner(): invalid options',
+  ) as LoadCaptionerOptions;
   if (loadOpts.config) loadOpts.config = configArg(loadOpts.config, 'loadCaptioner');
   const { loadCaptioner: load } = await import('./caption/load.js');
   const { readImageFile } = await import('./caption/run.js');
   const c = await load(runDir, loadOpts);
   const many = async (images: readonly (string | Uint8Array)[], opts?: CaptionOptions) => {
-    if (!Array.isArray(images)) throw new UsageError(`captionMany(): expected an array of file paths or image bytes, got ${typeof images}`);
+    if (!Array.isArray(images))
+      throw new UsageError(`captionMany(): expected an array of file paths or image bytes, got ${typeof images}`);
     const options = checked(CaptionOptionsSchema, opts ?? {}, 'captionMany(): invalid options');
     // a file that cannot be read is that image's failure, as a file that is not an image is
     const read = await Promise.all(
@@ -126,7 +151,9 @@ export async function loadCaptioner(runDir: string, options: LoadCaptionerOption
         }
       }),
     );
-    const inputs = read.flatMap((r, i) => ('bytes' in r ? [{ id: typeof images[i] === 'string' ? (images[i] as string) : String(i), bytes: r.bytes }] : []));
+    const inputs = read.flatMap((r, i) =>
+      'bytes' in r ? [{ id: typeof images[i] === 'string' ? (images[i] as string) : String(i), bytes: r.bytes }] : [],
+    );
     const outcomes = inputs.length ? await c.captionBatch(inputs, options) : [];
     let k = 0;
     return read.map((r) => ('bytes' in r ? outcomes[k++] : r.failure));
@@ -144,7 +171,10 @@ export async function loadCaptioner(runDir: string, options: LoadCaptionerOption
   };
 }
 
-const ShardSchema = z.object({ index: z.number().int().min(1), count: z.number().int().min(1) }).strict().refine((s) => s.index <= s.count, { error: 'index must be at most count' });
+const ShardSchema = z
+  .object({ index: z.number().int().min(1), count: z.number().int().min(1) })
+  .strict()
+  .refine((s) => s.index <= s.count, { error: 'index must be at most count' });
 const FeaturesOptionsSchema = z
   .object({
     shard: ShardSchema.optional(),
@@ -153,7 +183,9 @@ const FeaturesOptionsSchema = z
     signal,
   })
   .strict();
-const TrainOptionsSchema = z.object({ resume: z.boolean({ error: 'expected true or false' }).optional(), signal }).strict();
+const TrainOptionsSchema = z
+  .object({ resume: z.boolean({ error: 'expected true or false' }).optional(), signal })
+  .strict();
 const EvalOptionsSchema = z
   .object({
     model: z.string({ error: 'expected a run folder path' }).optional(),
@@ -172,7 +204,10 @@ export async function prepare(cfg: Config) {
 }
 
 /** `captioner features`: run the image encoder over every prepared image once and cache the vectors. */
-export async function extractFeatures(cfg: Config, options: Parameters<typeof import('./features/run.js').runFeatures>[1] = {}) {
+export async function extractFeatures(
+  cfg: Config,
+  options: Parameters<typeof import('./features/run.js').runFeatures>[1] = {},
+) {
   const config = configArg(cfg, 'extractFeatures');
   const opts = checked(FeaturesOptionsSchema, options ?? {}, 'extractFeatures(): invalid options') as typeof options;
   const { runFeatures } = await import('./features/run.js');
@@ -200,7 +235,9 @@ const ScorePairsSchema = z
     z.object({
       id: z.string({ error: 'expected a string' }),
       candidate: z.string({ error: 'expected a string' }),
-      references: z.array(z.string({ error: 'expected a string' }), { error: 'expected an array of strings' }).min(1, { error: 'expected at least one reference caption' }),
+      references: z
+        .array(z.string({ error: 'expected a string' }), { error: 'expected an array of strings' })
+        .min(1, { error: 'expected at least one reference caption' }),
     }),
     { error: 'expected an array of { id, candidate, references }' },
   )
@@ -220,7 +257,10 @@ const InspectOptionsSchema = z
  * (vector, tokens, grid: it runs the model once on a blank image) and an `encoder` config to start from.
  */
 export async function inspectEncoder(file: string, options: InspectOptions = {}): Promise<InspectReport> {
-  if (typeof file !== 'string' || file === '') throw new UsageError(`inspectEncoder(): expected the path of an ONNX file, got ${JSON.stringify(file) ?? typeof file}`);
+  if (typeof file !== 'string' || file === '')
+    throw new UsageError(
+      `inspectEncoder(): expected the path of an ONNX file, got ${JSON.stringify(file) ?? typeof file}`,
+    );
   const opts = checked(InspectOptionsSchema, options ?? {}, 'inspectEncoder(): invalid options') as InspectOptions;
   const { inspectOnnx } = await import('./features/onnx/inspect.js');
   return inspectOnnx(file, opts);

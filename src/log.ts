@@ -43,12 +43,23 @@ export interface Progress {
 }
 
 /** A progress bar on stderr, or a no-op when stderr is not a terminal. */
-export function progress(label: string, total: number, format = '{bar} {percentage}% | {value}/{total} | {rate}/s | ETA {eta_formatted} {extra}'): Progress {
+export function progress(
+  label: string,
+  total: number,
+  format = '{bar} {percentage}% | {value}/{total} | {rate}/s | ETA {eta_formatted} {extra}',
+): Progress {
   if (!process.stderr.isTTY || quiet()) {
     return { tick() {}, setTotal() {}, stop() {} };
   }
   const multi = new cliProgress.MultiBar(
-    { format: `${label} ${format}`, stream: process.stderr, hideCursor: true, etaBuffer: 50, fps: 5, clearOnComplete: false },
+    {
+      format: `${label} ${format}`,
+      stream: process.stderr,
+      hideCursor: true,
+      etaBuffer: 50,
+      fps: 5,
+      clearOnComplete: false,
+    },
     cliProgress.Presets.shades_classic,
   );
   const bar = multi.create(total, 0, { rate: '0.0', extra: '' });
@@ -61,7 +72,9 @@ export function progress(label: string, total: number, format = '{bar} {percenta
     tick(n = 1, fields = {}) {
       value += n;
       const secs = (Date.now() - start) / 1000;
-      const extra = Object.entries(fields).map(([k, v]) => `${k} ${typeof v === 'number' ? fmt(v) : v}`).join(' ');
+      const extra = Object.entries(fields)
+        .map(([k, v]) => `${k} ${typeof v === 'number' ? fmt(v) : v}`)
+        .join(' ');
       bar.update(value, { rate: secs > 0 ? (value / secs).toFixed(1) : '0.0', extra });
     },
     setTotal(t) {

@@ -42,7 +42,16 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
       const functions = ['loadCaptioner', 'prepare', 'extractFeatures', 'train', 'evaluate', 'score', 'config', 'inspectEncoder'].filter((f) => typeof api[f] === 'function');
       console.log(JSON.stringify({ fromPath, fromBytes, error, bleu1, epochs, configError, functions }));
     `;
-    const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, CAPTIONER_QUIET: '1' } }).trim().split('\n').pop()!);
+    const out = JSON.parse(
+      execFileSync(process.execPath, ['--input-type=module', '-e', program], {
+        cwd: repoRoot,
+        encoding: 'utf8',
+        env: { ...process.env, CAPTIONER_QUIET: '1' },
+      })
+        .trim()
+        .split('\n')
+        .pop()!,
+    );
     expect(out.fromPath).toEqual(out.fromBytes);
     expect(Object.keys(out.fromPath).sort()).toEqual(['caption', 'logprob', 'tokens']);
     for (const w of out.fromPath.tokens) expect(WORDS).toContain(w);
@@ -54,7 +63,7 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
     expect(out.functions).toHaveLength(8);
   });
 
-  it('captionMany gives a missing file its own failure; every entry point checks its arguments with the CLI\'s schemas (typed errors)', () => {
+  it("captionMany gives a missing file its own failure; every entry point checks its arguments with the CLI's schemas (typed errors)", () => {
     const program = `
       import * as api from 'captioner';
       const c = await api.loadCaptioner(${JSON.stringify(run)}, { backend: 'cpu', threads: 1 });
@@ -83,7 +92,16 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
       await c.dispose();
       console.log(JSON.stringify({ many, errors }));
     `;
-    const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, CAPTIONER_QUIET: '1' } }).trim().split('\n').pop()!);
+    const out = JSON.parse(
+      execFileSync(process.execPath, ['--input-type=module', '-e', program], {
+        cwd: repoRoot,
+        encoding: 'utf8',
+        env: { ...process.env, CAPTIONER_QUIET: '1' },
+      })
+        .trim()
+        .split('\n')
+        .pop()!,
+    );
     expect(out.many.map((o: { ok: boolean }) => o.ok)).toEqual([true, false, false]);
     expect(out.many[1]).toEqual({ ok: false, error: 'file not found (removed since it was listed?)', kind: 'corrupt' });
     const by = Object.fromEntries(out.errors.map((e: { what: string }) => [e.what, e]));
@@ -100,35 +118,66 @@ describe("import { loadCaptioner, ... } from 'captioner'", () => {
     expect(by.loadLengths).toMatchObject({ name: 'ConfigError', exitCode: 2 });
     expect(by.loadLengths.message).toContain('decode.maxLength: expected an integer from 1 to 200, got 1000000000');
     usage('runDir', /^loadCaptioner\(\): expected the path of a run folder/);
-    usage('prepare', 'prepare(): expected a config object (from config({...}) or (await loadConfig({ file })).config), got string "x.yaml"');
+    usage(
+      'prepare',
+      'prepare(): expected a config object (from config({...}) or (await loadConfig({ file })).config), got string "x.yaml"',
+    );
     usage('train', 'train(): invalid options:\n  resume: expected true or false');
     usage('features', /^extractFeatures\(\): invalid options:\n {2}limit: /);
     expect(by.evaluate).toMatchObject({ name: 'ConfigError', exitCode: 2 });
-    usage('scoreEmpty', 'score(): invalid pairs:\n  nothing to score: expected at least one { id, candidate, references }');
+    usage(
+      'scoreEmpty',
+      'score(): invalid pairs:\n  nothing to score: expected at least one { id, candidate, references }',
+    );
     usage('scorePair', 'score(): invalid pairs:\n  0.candidate: expected a string');
     usage('tokenize', 'score(): invalid tokenize mode:\n  expected one of "basic", "none"');
     usage('inspectFile', 'inspectEncoder(): expected the path of an ONNX file, got undefined');
-    usage('inspectSize', 'inspectEncoder(): invalid options:\n  size: expected an integer from 1 to 4096, got 1000000000');
+    usage(
+      'inspectSize',
+      'inspectEncoder(): invalid options:\n  size: expected an integer from 1 to 4096, got 1000000000',
+    );
   });
 
   it('loadCaptioner with decoding workers and no dispose() lets the process exit when the work is done', () => {
     // a file, not -e: worker threads inherit --input-type, which only -e accepts
     const file = path.join(dir, 'no-dispose.mjs');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
       import * as api from ${JSON.stringify(pathToFileURL(path.join(repoRoot, 'dist', 'index.js')).href)};
       const c = await api.loadCaptioner(${JSON.stringify(run)}, { backend: 'cpu', threads: 1, decodeWorkers: 2 });
       const [out] = await c.captionMany([${JSON.stringify(img)}, ${JSON.stringify(img)}, ${JSON.stringify(img)}]);
       console.log(JSON.stringify({ ok: out.ok }));
-    `);
+    `,
+    );
     // a process kept alive by idle workers would be killed by the timeout, and execFileSync would throw
-    const stdout = execFileSync(process.execPath, [file], { cwd: repoRoot, encoding: 'utf8', timeout: 90_000, env: { ...process.env, CAPTIONER_QUIET: '1' } });
+    const stdout = execFileSync(process.execPath, [file], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 90_000,
+      env: { ...process.env, CAPTIONER_QUIET: '1' },
+    });
     expect(JSON.parse(stdout.trim().split('\n').pop()!)).toEqual({ ok: true });
   }, 120_000);
 
   it('type-checks a TypeScript program against the emitted declarations', async () => {
     const file = path.join(repoRoot, 'test', 'fixtures', 'library-usage.ts');
     const tsc = path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
-    const args = [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--skipLibCheck', '--types', 'node', file];
+    const args = [
+      tsc,
+      '--noEmit',
+      '--strict',
+      '--module',
+      'nodenext',
+      '--moduleResolution',
+      'nodenext',
+      '--target',
+      'es2022',
+      '--skipLibCheck',
+      '--types',
+      'node',
+      file,
+    ];
     expect(() => execFileSync(process.execPath, args, { cwd: repoRoot, encoding: 'utf8' })).not.toThrow();
   });
 });

@@ -51,8 +51,19 @@ const found = (p: RawPath, error?: string): Found => {
   return f;
 };
 /** What a non-regular, non-folder entry is, for its error line. */
-const special = (st: { isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }) =>
-  st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a file';
+const special = (st: {
+  isFIFO(): boolean;
+  isSocket(): boolean;
+  isCharacterDevice(): boolean;
+  isBlockDevice(): boolean;
+}) =>
+  st.isFIFO()
+    ? 'a FIFO'
+    : st.isSocket()
+      ? 'a socket'
+      : st.isCharacterDevice() || st.isBlockDevice()
+        ? 'a device'
+        : 'not a file';
 const isHidden = (name: string) => name.startsWith('.') && name !== '.' && name !== '..';
 
 export function hasImageExtension(file: string, extensions: string[]): boolean {
@@ -66,7 +77,10 @@ async function statFailure(p: RawPath, e: unknown): Promise<string> {
   if (code === 'ELOOP') return 'symbolic link loop';
   if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
   if (code === 'ENOENT' || code === 'ENOTDIR') {
-    const isLink = await fs.lstat(p).then((s) => s.isSymbolicLink(), () => false);
+    const isLink = await fs.lstat(p).then(
+      (s) => s.isSymbolicLink(),
+      () => false,
+    );
     return isLink ? 'broken symbolic link (its target does not exist)' : 'no such file or folder';
   }
   return `cannot read (${code ?? (e as Error).message})`;
@@ -101,7 +115,9 @@ async function readStdinList(stream: NodeJS.ReadableStream): Promise<RawPath[]> 
 /** path.join for raw names (the same result as path.join whenever both parts are UTF-8). */
 function joinRaw(dir: Buffer, name: Buffer): Buffer {
   if (isUtf8(dir) && isUtf8(name)) return Buffer.from(path.join(dir.toString('utf8'), name.toString('utf8')));
-  return dir.length && dir[dir.length - 1] === SLASH ? Buffer.concat([dir, name]) : Buffer.concat([dir, Buffer.from('/'), name]);
+  return dir.length && dir[dir.length - 1] === SLASH
+    ? Buffer.concat([dir, name])
+    : Buffer.concat([dir, Buffer.from('/'), name]);
 }
 
 /** Identity (device and inode) of each existing path of `paths`. */
@@ -124,7 +140,7 @@ interface WalkContext {
 }
 
 async function walk(dir: Buffer, ctx: WalkContext, top: boolean): Promise<void> {
-  const { opts, seen, out } = ctx;
+  const { seen, out } = ctx;
   let real: string;
   try {
     real = (await fs.realpath(dir, { encoding: 'buffer' })).toString('hex');
@@ -144,7 +160,10 @@ async function scan(dir: Buffer, ctx: WalkContext, top: boolean): Promise<'outpu
   const { opts, out } = ctx;
   let entries: import('node:fs').Dirent<Buffer>[];
   try {
-    entries = (await fs.readdir(dir, { withFileTypes: true, encoding: 'buffer' })) as unknown as import('node:fs').Dirent<Buffer>[];
+    entries = (await fs.readdir(dir, {
+      withFileTypes: true,
+      encoding: 'buffer',
+    })) as unknown as import('node:fs').Dirent<Buffer>[];
   } catch (e) {
     out.push(found(dir, `cannot read folder: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`));
     return;
@@ -198,11 +217,17 @@ export async function discoverImages(inputs: string[], opts: DiscoverOptions): P
   if (inputs.length === 0) throw new UsageError('no input: give folders, files, globs, or - to read paths from stdin');
   const expanded: { p: RawPath; stdin: boolean }[] = [];
   for (const input of inputs) {
-    if (input === '-') expanded.push(...(await readStdinList(opts.stdin ?? process.stdin)).map((p) => ({ p, stdin: true })));
+    if (input === '-')
+      expanded.push(...(await readStdinList(opts.stdin ?? process.stdin)).map((p) => ({ p, stdin: true })));
     else expanded.push({ p: input, stdin: false });
   }
   const out: Found[] = [];
-  const ctx: WalkContext = { opts, seen: new Map<string, number>(), out, outputs: await identities(opts.exclude ?? []) };
+  const ctx: WalkContext = {
+    opts,
+    seen: new Map<string, number>(),
+    out,
+    outputs: await identities(opts.exclude ?? []),
+  };
   for (const { p: input, stdin } of expanded) {
     let st: import('node:fs').Stats | undefined;
     let failure: unknown;
@@ -213,14 +238,21 @@ export async function discoverImages(inputs: string[], opts: DiscoverOptions): P
     }
     const name = show(input);
     if (st?.isDirectory()) {
-      const real = await fs.realpath(input, { encoding: 'buffer' }).then((b) => b.toString('hex'), () => '');
+      const real = await fs.realpath(input, { encoding: 'buffer' }).then(
+        (b) => b.toString('hex'),
+        () => '',
+      );
       // a folder inside one already scanned (`find` lists folders and their contents) is not scanned again
       if (!ctx.seen.has(real)) await walk(typeof input === 'string' ? Buffer.from(input) : input, ctx, true);
       if ((ctx.seen.get(real) ?? 0) > 0) continue;
       // a folder named like an image is one bad input among others, as a missing file is; so is any
       // folder of a stdin list (`find` lists every folder)
-      if (hasImageExtension(name, opts.extensions)) out.push(found(input, 'is a folder, not an image (and it holds no images)'));
-      else if (!stdin) throw new UsageError(`${name}: no images found (extensions: ${opts.extensions.join(', ')}${opts.recursive ? '' : '; not recursive'})`);
+      if (hasImageExtension(name, opts.extensions))
+        out.push(found(input, 'is a folder, not an image (and it holds no images)'));
+      else if (!stdin)
+        throw new UsageError(
+          `${name}: no images found (extensions: ${opts.extensions.join(', ')}${opts.recursive ? '' : '; not recursive'})`,
+        );
     } else if (st?.isFile()) {
       if (ctx.outputs.has(`${st.dev}:${st.ino}`)) continue; // this run's own --output file (from a stdin list)
       out.push(found(input)); // named explicitly: taken whatever its extension; content decides

@@ -31,20 +31,26 @@ function isPartialLine(tail: Buffer): boolean {
 
 /** Parse JSONL output; throws DataError (naming `file` and the line) for anything but our lines and a cut last line. */
 export function parseResume(input: string | Uint8Array, file = 'output'): ResumeState {
-  const bytes = typeof input === 'string' ? Buffer.from(input, 'utf8') : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  const bytes =
+    typeof input === 'string'
+      ? Buffer.from(input, 'utf8')
+      : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   const latest = new Map<string, boolean>(); // image -> has a caption line (a caption anywhere wins over errors)
   const lines: ResumeState['lines'] = [];
   let validBytes = 0;
   let pos = 0;
   let lineNo = 0;
   const bad = (why: string) =>
-    new DataError(`${file}: line ${lineNo}: ${why}; this does not look like a caption output file, so --resume leaves it untouched (check --output, or move the file away)`);
+    new DataError(
+      `${file}: line ${lineNo}: ${why}; this does not look like a caption output file, so --resume leaves it untouched (check --output, or move the file away)`,
+    );
   while (pos < bytes.length) {
     lineNo++;
     const nl = bytes.indexOf(NL, pos);
     if (nl < 0) {
       // unterminated last line: a killed run's partial write, or not our file at all
-      if (!isPartialLine(bytes.subarray(pos))) throw bad('the last line is neither a complete caption line nor the start of one');
+      if (!isPartialLine(bytes.subarray(pos)))
+        throw bad('the last line is neither a complete caption line nor the start of one');
       break;
     }
     const line = bytes.toString('utf8', pos, nl);
@@ -56,7 +62,12 @@ export function parseResume(input: string | Uint8Array, file = 'output'): Resume
       } catch {
         throw bad('not a JSON line');
       }
-      if (!obj || typeof obj !== 'object' || typeof obj.image !== 'string' || (typeof obj.caption !== 'string' && typeof obj.error !== 'string')) {
+      if (
+        !obj ||
+        typeof obj !== 'object' ||
+        typeof obj.image !== 'string' ||
+        (typeof obj.caption !== 'string' && typeof obj.error !== 'string')
+      ) {
         throw bad('not a caption line ({"image", "caption"} or {"image", "error"})');
       }
       const ok = typeof obj.caption === 'string';

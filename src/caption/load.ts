@@ -95,8 +95,18 @@ const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringif
 function recordedEncoder(model: TrainedModel): RecordedEncoder {
   const where = path.join(model.dir, 'manifest.json');
   const e = model.manifest.features?.encoder as Partial<RecordedEncoder> | undefined;
-  if (!e || typeof e !== 'object' || typeof e.name !== 'string' || typeof e.fingerprint !== 'string' || typeof e.layer !== 'string' || !e.preprocessing || typeof e.weightsFingerprint !== 'string') {
-    throw new ModelError(`${where}: features.encoder does not say which image encoder the model was trained with (name, fingerprint, layer, weights, preprocessing); retrain with this version of captioner`);
+  if (
+    !e ||
+    typeof e !== 'object' ||
+    typeof e.name !== 'string' ||
+    typeof e.fingerprint !== 'string' ||
+    typeof e.layer !== 'string' ||
+    !e.preprocessing ||
+    typeof e.weightsFingerprint !== 'string'
+  ) {
+    throw new ModelError(
+      `${where}: features.encoder does not say which image encoder the model was trained with (name, fingerprint, layer, weights, preprocessing); retrain with this version of captioner`,
+    );
   }
   return e as RecordedEncoder;
 }
@@ -118,20 +128,30 @@ export function currentEncoderKeys(raw: unknown): Record<string, unknown> {
   const o = e.onnx;
   if (o && typeof o === 'object' && !Array.isArray(o)) {
     const { inputSize, inputName, outputName, scale: _scale, ...rest } = o as Record<string, unknown>;
-    e.onnx = { ...rest, ...(inputSize !== undefined ? { size: inputSize } : {}), ...(inputName !== undefined ? { input: inputName } : {}), ...(outputName !== undefined ? { output: outputName } : {}) };
+    e.onnx = {
+      ...rest,
+      ...(inputSize !== undefined ? { size: inputSize } : {}),
+      ...(inputName !== undefined ? { input: inputName } : {}),
+      ...(outputName !== undefined ? { output: outputName } : {}),
+    };
   }
   return e;
 }
 
 /** The encoder config that rebuilds the recorded encoder (pure apart from checking that files exist). */
-export async function encoderConfigFor(rec: RecordedEncoder, runEncoder: Partial<EncoderConfig>, runtime?: 'auto' | 'onnx' | 'tfjs'): Promise<EncoderConfig> {
+export async function encoderConfigFor(
+  rec: RecordedEncoder,
+  runEncoder: Partial<EncoderConfig>,
+  runtime?: 'auto' | 'onnx' | 'tfjs',
+): Promise<EncoderConfig> {
   const pp = rec.preprocessing;
   if (rec.name === 'vgg16') {
     const seed = /^random:seed=(\d+)$/.exec(rec.weightsFingerprint)?.[1];
     let weights: string;
     if (rec.weights === 'random') weights = 'random';
     else if (await fileExists(rec.weights)) weights = rec.weights;
-    else if (runEncoder.weights === 'auto') weights = 'auto'; // another machine: look in this one's weights cache
+    else if (runEncoder.weights === 'auto')
+      weights = 'auto'; // another machine: look in this one's weights cache
     else weights = rec.weights; // reported as missing by the loader
     return EncoderSchema.parse({
       type: 'vgg16',
@@ -145,7 +165,10 @@ export async function encoderConfigFor(rec: RecordedEncoder, runEncoder: Partial
   if (rec.name.startsWith('onnx:')) {
     const file = (await fileExists(rec.weights)) ? rec.weights : (runEncoder.onnx?.path ?? rec.weights);
     const range = pp.scale === 1 / 255 ? '0-1' : pp.scale === 1 ? '0-255' : null;
-    if (!range) throw new ModelError(`the model was trained on ONNX features of pixels scaled by ${pp.scale}, which this version cannot reproduce (encoder.onnx.range is 0-1 or 0-255); compute the features and train again`);
+    if (!range)
+      throw new ModelError(
+        `the model was trained on ONNX features of pixels scaled by ${pp.scale}, which this version cannot reproduce (encoder.onnx.range is 0-1 or 0-255); compute the features and train again`,
+      );
     const ro = runEncoder.onnx;
     return EncoderSchema.parse({
       type: 'onnx',
@@ -175,12 +198,17 @@ export function encoderMismatch(rec: RecordedEncoder, now: EncoderInfo, shape?: 
   const diffs: string[] = [];
   if (rec.name !== now.name) diffs.push(`encoder ${now.name}, trained with ${rec.name}`);
   if (rec.weightsFingerprint !== now.weightsFingerprint) {
-    diffs.push(`weights ${now.weights} have fingerprint ${now.weightsFingerprint.slice(0, 19)}…, the model was trained on features of ${rec.weights} with ${rec.weightsFingerprint.slice(0, 19)}…`);
+    diffs.push(
+      `weights ${now.weights} have fingerprint ${now.weightsFingerprint.slice(0, 19)}…, the model was trained on features of ${rec.weights} with ${rec.weightsFingerprint.slice(0, 19)}…`,
+    );
   }
   if (rec.layer !== now.layer) diffs.push(`layer ${now.layer}, trained with ${rec.layer}`);
-  if (!sameJson(sortKeys(rec.preprocessing), sortKeys(now.preprocessing))) diffs.push(`preprocessing ${JSON.stringify(now.preprocessing)}, trained with ${JSON.stringify(rec.preprocessing)}`);
-  if (shape && shape.join('x') !== now.shape.join('x')) diffs.push(`features of shape [${now.shape}], trained with [${shape}]`);
-  if (!diffs.length && rec.fingerprint !== now.fingerprint) diffs.push(`encoder fingerprint ${now.fingerprint.slice(0, 19)}…, trained with ${rec.fingerprint.slice(0, 19)}…`);
+  if (!sameJson(sortKeys(rec.preprocessing), sortKeys(now.preprocessing)))
+    diffs.push(`preprocessing ${JSON.stringify(now.preprocessing)}, trained with ${JSON.stringify(rec.preprocessing)}`);
+  if (shape && shape.join('x') !== now.shape.join('x'))
+    diffs.push(`features of shape [${now.shape}], trained with [${shape}]`);
+  if (!diffs.length && rec.fingerprint !== now.fingerprint)
+    diffs.push(`encoder fingerprint ${now.fingerprint.slice(0, 19)}…, trained with ${rec.fingerprint.slice(0, 19)}…`);
   return diffs.length ? diffs.join('; ') : null;
 }
 
@@ -188,7 +216,8 @@ export function encoderMismatch(rec: RecordedEncoder, now: EncoderInfo, shape?: 
 export async function preparePixels(bytes: Uint8Array, encoder: ImageEncoder, maxPixels: number): Promise<Uint8Array> {
   if (bytes.length === 0) throw new ImageError('corrupt', 'empty file (0 bytes)');
   const format = sniffImage(bytes);
-  if (!format) throw new ImageError('unsupported', `not an image: the content is not ${formatList(await readableFormats())}`);
+  if (!format)
+    throw new ImageError('unsupported', `not an image: the content is not ${formatList(await readableFormats())}`);
   const unreadable = await unreadableFormat(format);
   if (unreadable) throw unreadable;
   return decodeFor(encoder, bytes, maxPixels);
@@ -197,20 +226,35 @@ export async function preparePixels(bytes: Uint8Array, encoder: ImageEncoder, ma
 export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions = {}): Promise<LoadedCaptioner> {
   const cfg = opts.config;
   const runConfig = await readRunConfig(runDir);
-  const backend = await initBackend(opts.backend ?? cfg?.backend ?? 'auto', { threads: opts.threads ?? cfg?.threads ?? 0, quiet: true });
+  const backend = await initBackend(opts.backend ?? cfg?.backend ?? 'auto', {
+    threads: opts.threads ?? cfg?.threads ?? 0,
+    quiet: true,
+  });
   const model = await loadTrainedModel(runDir, opts.which ?? 'best');
   let encoder: ImageEncoder | null = null;
   try {
     const rec = recordedEncoder(model);
-    const runEncoder = (EncoderSchema.partial().safeParse(currentEncoderKeys(runConfig.encoder)).data ?? {}) as Partial<EncoderConfig>;
+    const runEncoder = (EncoderSchema.partial().safeParse(currentEncoderKeys(runConfig.encoder)).data ??
+      {}) as Partial<EncoderConfig>;
     const encCfg = await encoderConfigFor(rec, runEncoder, opts.runtime);
-    encoder = await createEncoder(encCfg, { threads: opts.threads ?? cfg?.threads ?? 0, backend: opts.backend ?? cfg?.backend ?? 'auto', weights: opts.vgg16Weights, weightsCacheDir: opts.weightsCacheDir });
+    encoder = await createEncoder(encCfg, {
+      threads: opts.threads ?? cfg?.threads ?? 0,
+      backend: opts.backend ?? cfg?.backend ?? 'auto',
+      weights: opts.vgg16Weights,
+      weightsCacheDir: opts.weightsCacheDir,
+    });
     const shape = Array.isArray(model.manifest.features?.shape) ? model.manifest.features.shape : undefined;
     const why = encoderMismatch(rec, encoder.info, shape);
-    if (why) throw new ModelError(`${runDir}: the image encoder available now is not the one this model was trained with: ${why}. Restore the original weights (or retrain on features of these).`);
+    if (why)
+      throw new ModelError(
+        `${runDir}: the image encoder available now is not the one this model was trained with: ${why}. Restore the original weights (or retrain on features of these).`,
+      );
     const dim = encoder.info.shape.reduce((a, b) => a * b, 1);
     const want = model.decoder.featureShape.reduce((a, b) => a * b, 1);
-    if (dim !== want) throw new ModelError(`${runDir}: the encoder gives ${dim} values per image, the ${model.decoder.type} decoder expects ${want} ([${model.decoder.featureShape.join(', ')}])`);
+    if (dim !== want)
+      throw new ModelError(
+        `${runDir}: the encoder gives ${dim} values per image, the ${model.decoder.type} decoder expects ${want} ([${model.decoder.featureShape.join(', ')}])`,
+      );
   } catch (e) {
     await encoder?.dispose();
     model.decoder.dispose();
@@ -218,14 +262,23 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
   }
   const enc = encoder;
   const runDecode = DecodeSchema.safeParse(runConfig.decode ?? {}).data ?? DecodeSchema.parse({});
-  const decode: DecodeConfig = { ...(cfg?.decode ?? runDecode), ...(opts.beam !== undefined ? { beam: opts.beam } : {}) };
+  const decode: DecodeConfig = {
+    ...(cfg?.decode ?? runDecode),
+    ...(opts.beam !== undefined ? { beam: opts.beam } : {}),
+  };
   const maxPixels = cfg?.caption.maxPixels ?? DEFAULT_MAX_PIXELS;
   const encodeBatch = cfg?.caption.batchSize ?? 8;
-  if (enc.info.weights === 'random') log.warn(`${runDir}: this model was trained on features of an UNTRAINED (random-weight) VGG16; its captions are for demos and tests only`);
+  if (enc.info.weights === 'random')
+    log.warn(
+      `${runDir}: this model was trained on features of an UNTRAINED (random-weight) VGG16; its captions are for demos and tests only`,
+    );
 
   let pool: BatchDecoder;
   try {
-    const workers = resolveDecodeWorkers(opts.decodeWorkers ?? 1, { backend: backend.name, ...(opts.images !== undefined ? { batches: Math.ceil(opts.images / decode.batchSize) } : {}) });
+    const workers = resolveDecodeWorkers(opts.decodeWorkers ?? 1, {
+      backend: backend.name,
+      ...(opts.images !== undefined ? { batches: Math.ceil(opts.images / decode.batchSize) } : {}),
+    });
     pool = await startDecoder(model, { workers, signal: opts.signal, mainBackend: backend.detail.split(' (')[0] });
   } catch (e) {
     await enc.dispose();
@@ -237,12 +290,19 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
   const encode = (images: Uint8Array[]): Promise<Float32Array[]> =>
     turn(async () => {
       const out: Float32Array[] = [];
-      for (let i = 0; i < images.length; i += encodeBatch) out.push(...(await enc.encode(images.slice(i, i + encodeBatch))));
+      for (let i = 0; i < images.length; i += encodeBatch)
+        out.push(...(await enc.encode(images.slice(i, i + encodeBatch))));
       return out;
     });
   const attentionGrid = attentionGridOf(model.manifest);
   const captionFeatures = (features: Float32Array[], options: CaptionOptions = {}) =>
-    turn(() => pool.decode(features, { ...decode, beam: options.beam ?? decode.beam, ...(options.attention ? { attention: true } : {}) }));
+    turn(() =>
+      pool.decode(features, {
+        ...decode,
+        beam: options.beam ?? decode.beam,
+        ...(options.attention ? { attention: true } : {}),
+      }),
+    );
   let disposed = false;
 
   return {
@@ -254,7 +314,11 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
     decodeWorkers: pool.workers,
     maxPixels,
     attentionGrid,
-    info: { name: model.manifest.name ?? path.basename(runDir), encoder: `${enc.info.name} ${enc.info.layer}, ${enc.info.detail}`, backend: backend.detail },
+    info: {
+      name: model.manifest.name ?? path.basename(runDir),
+      encoder: `${enc.info.name} ${enc.info.layer}, ${enc.info.detail}`,
+      backend: backend.detail,
+    },
     prepare: (bytes) => preparePixels(bytes, enc, maxPixels),
     encode,
     captionFeatures,
@@ -273,13 +337,22 @@ export async function loadCaptioner(runDir: string, opts: LoadCaptionerOptions =
       const good = pixels.flatMap((p) => (p.ok ? [p.p] : []));
       // an attention model always says where it looked (the serve page shows it)
       const grid = attentionGrid;
-      const captions = good.length ? await captionFeatures(await encode(good), { ...options, attention: grid !== null }) : [];
+      const captions = good.length
+        ? await captionFeatures(await encode(good), { ...options, attention: grid !== null })
+        : [];
       let k = 0;
       return pixels.map((p): CaptionOutcome => {
         if (!p.ok) return { ok: false, error: p.error, kind: p.kind };
         const c = captions[k++];
-        const attention = grid && c.attention ? { grid, words: c.words, rows: c.attention.map((r) => Array.from(r)) } : undefined;
-        return { ok: true, caption: c.caption, tokens: c.words, logprob: c.logprob, ...(attention ? { attention } : {}) };
+        const attention =
+          grid && c.attention ? { grid, words: c.words, rows: c.attention.map((r) => Array.from(r)) } : undefined;
+        return {
+          ok: true,
+          caption: c.caption,
+          tokens: c.words,
+          logprob: c.logprob,
+          ...(attention ? { attention } : {}),
+        };
       });
     },
     async dispose() {

@@ -20,7 +20,14 @@ export interface LineSink {
 /** The JSON line for a result: {"image","caption","logprob"} (+ "attention": the map's path) or {"image","error"}. */
 export function resultLine(r: CaptionResult, attentionMap?: string): string {
   if ('error' in r) return JSON.stringify({ image: r.image, error: r.error }) + '\n';
-  return JSON.stringify({ image: r.image, caption: r.caption, logprob: Number(r.logprob.toFixed(6)), ...(attentionMap ? { attention: attentionMap } : {}) }) + '\n';
+  return (
+    JSON.stringify({
+      image: r.image,
+      caption: r.caption,
+      logprob: Number(r.logprob.toFixed(6)),
+      ...(attentionMap ? { attention: attentionMap } : {}),
+    }) + '\n'
+  );
 }
 
 /** Output formats: one JSON line per image (default), or `path<TAB>caption` per captioned image. */
@@ -62,8 +69,13 @@ export async function readOutputState(file: string, resume: boolean): Promise<Re
   if (resume) return readResume(file);
   // advise --resume only for a file that --resume would continue: anything else (an image, a CSV) is refused
   const other = await notCaptionOutput(file);
-  if (other) throw new UsageError(`--output ${file}: already exists and is not caption output (${other}); captioner never writes over another file: choose another --output file`);
-  throw new UsageError(`--output ${file} already holds results; add --resume to continue it (finished images are skipped, failed ones retried), or delete it`);
+  if (other)
+    throw new UsageError(
+      `--output ${file}: already exists and is not caption output (${other}); captioner never writes over another file: choose another --output file`,
+    );
+  throw new UsageError(
+    `--output ${file} already holds results; add --resume to continue it (finished images are skipped, failed ones retried), or delete it`,
+  );
 }
 
 /** Why `file` is not caption output (e.g. "a JPEG image", "line 1: not a JSON line"), or null when it is. */
@@ -90,7 +102,11 @@ async function notCaptionOutput(file: string): Promise<string | null> {
  * Open `file` for appending results. `retry` are images whose error lines are dropped (they get a new
  * line); together with a half-written last line they make the file be rewritten atomically first.
  */
-export async function openOutputFile(file: string, state: ResumeState, retry: Set<string> = new Set()): Promise<LineSink> {
+export async function openOutputFile(
+  file: string,
+  state: ResumeState,
+  retry: Set<string> = new Set(),
+): Promise<LineSink> {
   let size = 0;
   try {
     const st = await fs.stat(file);

@@ -13,7 +13,9 @@ export interface CaptionStages {
   /** Read one image file and decode it into the encoder's input pixels; throws (ImageError) for bad files. */
   load(file: string | Buffer): Promise<Uint8Array>;
   encode(images: Uint8Array[]): Promise<Float32Array[]>;
-  caption(features: Float32Array[]): Promise<{ caption: string; logprob: number; words?: string[]; attention?: Float32Array[] }[]>;
+  caption(
+    features: Float32Array[],
+  ): Promise<{ caption: string; logprob: number; words?: string[]; attention?: Float32Array[] }[]>;
 }
 
 export interface PipelineInput {
@@ -53,7 +55,11 @@ function failureOf(e: unknown): { error: string; kind?: ImageErrorKind | 'unread
 
 /** Caption `inputs` in order; yields one result per input as soon as its batch is done (batches never wait
  * for more input: whatever is ready is run, so results stream when images arrive slowly). */
-export async function* captionFiles(inputs: Iterable<PipelineInput> | AsyncIterable<PipelineInput>, stages: CaptionStages, opts: PipelineOptions): AsyncGenerator<CaptionResult> {
+export async function* captionFiles(
+  inputs: Iterable<PipelineInput> | AsyncIterable<PipelineInput>,
+  stages: CaptionStages,
+  opts: PipelineOptions,
+): AsyncGenerator<CaptionResult> {
   const decoded = mapOrdered(
     inputs,
     async (f): Promise<Slot<Uint8Array>> => {
@@ -71,14 +77,23 @@ export async function* captionFiles(inputs: Iterable<PipelineInput> | AsyncItera
     opts.encodeBatch,
     (s: Slot<Uint8Array>) => s.value,
     (images) => stages.encode(images),
-    (s, features): Slot<Float32Array> => (features ? { image: s.image, value: features } : { image: s.image, error: s.error, kind: s.kind }),
+    (s, features): Slot<Float32Array> =>
+      features ? { image: s.image, value: features } : { image: s.image, error: s.error, kind: s.kind },
   );
   const captioned = batched(
     buffered(encoded, Math.max(1, opts.queue ?? opts.decodeBatch)),
     opts.decodeBatch,
     (s: Slot<Float32Array>) => s.value,
     (features) => stages.caption(features),
-    (s, r): CaptionResult => (r ? { image: s.image, caption: r.caption, logprob: r.logprob, ...(r.attention ? { words: r.words ?? [], attention: r.attention } : {}) } : { image: s.image, error: s.error ?? 'unknown error', ...(s.kind ? { kind: s.kind } : {}) }),
+    (s, r): CaptionResult =>
+      r
+        ? {
+            image: s.image,
+            caption: r.caption,
+            logprob: r.logprob,
+            ...(r.attention ? { words: r.words ?? [], attention: r.attention } : {}),
+          }
+        : { image: s.image, error: s.error ?? 'unknown error', ...(s.kind ? { kind: s.kind } : {}) },
   );
   yield* captioned;
 }

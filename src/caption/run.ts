@@ -24,7 +24,15 @@ import { attentionGridOf, renderAttentionMap } from '../view/attention-map.js';
 import { discoverImages, OUTPUT_MARKER, type Found } from './discover.js';
 import { displayPath, pathBytes } from './pathname.js';
 import { loadCaptioner, type LoadedCaptioner } from './load.js';
-import { openOutputFile, readOutputState, resultLine, resultText, streamSink, type LineSink, type OutputFormat } from './output.js';
+import {
+  openOutputFile,
+  readOutputState,
+  resultLine,
+  resultText,
+  streamSink,
+  type LineSink,
+  type OutputFormat,
+} from './output.js';
 import { captionFiles, type CaptionStages } from './pipeline.js';
 
 export interface CaptionRunOptions {
@@ -84,7 +92,8 @@ export function readFailure(e: unknown): string {
 export async function readImageFile(file: string | Buffer): Promise<Buffer> {
   try {
     const st = await fs.stat(file);
-    if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: st.isDirectory() ? 'EISDIR' : 'ENOTREG' });
+    if (!st.isFile())
+      throw Object.assign(new Error('not a regular file'), { code: st.isDirectory() ? 'EISDIR' : 'ENOTREG' });
     return await fs.readFile(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOTREG') throw new ImageError('unsupported', 'not a regular file');
@@ -108,7 +117,11 @@ export function stagesOf(c: LoadedCaptioner, opts: { attention?: boolean } = {})
  */
 export function attentionMapName(image: string | Buffer): string {
   const shown = displayPath(image);
-  const base = path.basename(shown, path.extname(shown)).replace(/[^\p{L}\p{N}._-]+/gu, '_').slice(0, 60) || 'image';
+  const base =
+    path
+      .basename(shown, path.extname(shown))
+      .replace(/[^\p{L}\p{N}._-]+/gu, '_')
+      .slice(0, 60) || 'image';
   // path.resolve on the bytes read as latin1 (one char per byte): '/' and '.' are ASCII, so this resolves the
   // raw path exactly as it resolves a UTF-8 one, and UTF-8 paths hash as they always did
   const latin1 = (b: Buffer) => b.toString('latin1');
@@ -124,13 +137,16 @@ async function prepareAttentionMaps(dir: string, runDir: string): Promise<[numbe
   if (!grid) {
     const shape = manifest.features?.shape;
     if (manifest.model?.type !== 'merge' && Array.isArray(shape) && shape.length === 2) {
-      throw new UsageError(`--attention-maps: ${runDir} attends over tokens [${shape.join(', ')}] of its encoder, not over an image grid [H, W, C], so there is no picture to draw its attention on`);
+      throw new UsageError(
+        `--attention-maps: ${runDir} attends over tokens [${shape.join(', ')}] of its encoder, not over an image grid [H, W, C], so there is no picture to draw its attention on`,
+      );
     }
     throw new UsageError(
       `--attention-maps: ${runDir} is a ${manifest.model?.type ?? 'merge'} model, which does not attend to image positions (or was trained on token features, which have no grid to draw on); attention maps need a model trained with model.type attention or transformer on grid features`,
     );
   }
-  if ((await fs.stat(dir).catch(() => null))?.isDirectory() === false) throw new UsageError(`--attention-maps ${dir}: is not a folder`);
+  if ((await fs.stat(dir).catch(() => null))?.isDirectory() === false)
+    throw new UsageError(`--attention-maps ${dir}: is not a folder`);
   // never into another stage's folder (a prepared dataset, a run): its own writer would then refuse it
   await checkStageFolder(dir, { kind: 'captioner.attention-maps', option: '--attention-maps' });
   // ensureDir, never mkdir -p: Node's recursive mkdir spins forever on some paths (/proc/nope)
@@ -139,8 +155,16 @@ async function prepareAttentionMaps(dir: string, runDir: string): Promise<[numbe
   });
   // marks the folder as captioner's output, so a later scan of a folder around it does not caption the maps
   const marker = path.join(dir, OUTPUT_MARKER);
-  if (!(await fs.stat(marker).then(() => true, () => false))) {
-    await writeFileAtomic(marker, 'Attention maps written by `captioner caption --attention-maps`; caption scans pass over this folder.\n').catch((e: unknown) => {
+  if (
+    !(await fs.stat(marker).then(
+      () => true,
+      () => false,
+    ))
+  ) {
+    await writeFileAtomic(
+      marker,
+      'Attention maps written by `captioner caption --attention-maps`; caption scans pass over this folder.\n',
+    ).catch((e: unknown) => {
       throw new DataError(`--attention-maps ${dir}: cannot write: ${e instanceof WriteError ? e.reason : ioReason(e)}`);
     });
   }
@@ -162,15 +186,24 @@ export function ignoredNote(ignored: Record<string, number>): string {
 async function lockOutput(file: string): Promise<Lock | null> {
   const abs = path.resolve(file);
   const dir = path.dirname(abs);
-  const real = await fs.realpath(abs).catch(async () => path.join(await fs.realpath(dir).catch(() => dir), path.basename(abs)));
+  const real = await fs
+    .realpath(abs)
+    .catch(async () => path.join(await fs.realpath(dir).catch(() => dir), path.basename(abs)));
   const st = await fs.stat(real).catch(() => null);
   if (st && !st.isFile()) return null;
-  if (!(await fs.stat(path.dirname(real)).then((d) => d.isDirectory(), () => false))) throw new DataError(`--output ${file}: cannot write: the folder ${dir} does not exist`);
+  if (
+    !(await fs.stat(path.dirname(real)).then(
+      (d) => d.isDirectory(),
+      () => false,
+    ))
+  )
+    throw new DataError(`--output ${file}: cannot write: the folder ${dir} does not exist`);
   return acquireLock(lockFileFor(real), `--output ${file}`);
 }
 
 export async function runCaption(config: Config, opts: CaptionRunOptions): Promise<CaptionSummary> {
-  if (opts.attentionMaps !== undefined && opts.attentionMaps.trim() === '') throw new UsageError('--attention-maps: needs a folder name, got an empty one');
+  if (opts.attentionMaps !== undefined && opts.attentionMaps.trim() === '')
+    throw new UsageError('--attention-maps: needs a folder name, got an empty one');
   const lock = opts.output ? await lockOutput(opts.output) : null;
   try {
     return await captionLocked(config, opts);
@@ -197,13 +230,17 @@ async function captionLocked(config: Config, opts: CaptionRunOptions): Promise<C
   });
   if (outputsSkipped.length) {
     const n = outputsSkipped.length;
-    log.info(`caption: passed over ${n} folder${n === 1 ? '' : 's'} of captioner output (attention maps): ${outputsSkipped.slice(0, 3).join(', ')}${n > 3 ? ', ...' : ''}`);
+    log.info(
+      `caption: passed over ${n} folder${n === 1 ? '' : 's'} of captioner output (attention maps): ${outputsSkipped.slice(0, 3).join(', ')}${n > 3 ? ', ...' : ''}`,
+    );
   }
   const ignored = Object.fromEntries(skippedFiles);
   const total = found.length;
   if (opts.shard) {
     found = shardOf(found, opts.shard.index, opts.shard.count);
-    log.info(`caption: shard ${opts.shard.index}/${opts.shard.count} (${opts.shard.source}): ${found.length} of ${total} images`);
+    log.info(
+      `caption: shard ${opts.shard.index}/${opts.shard.count} (${opts.shard.source}): ${found.length} of ${total} images`,
+    );
   }
   let sink: LineSink;
   let skipped = 0;
@@ -214,7 +251,10 @@ async function captionLocked(config: Config, opts: CaptionRunOptions): Promise<C
       found = found.filter((f) => !state.done.has(f.path));
       skipped = before - found.length;
     }
-    if (state.lines.length) log.info(`caption: --resume: ${skipped} images already captioned in ${opts.output}, ${retry.size} failed before and retried, ${found.length} to go`);
+    if (state.lines.length)
+      log.info(
+        `caption: --resume: ${skipped} images already captioned in ${opts.output}, ${retry.size} failed before and retried, ${found.length} to go`,
+      );
     sink = await openOutputFile(opts.output, state, retry);
   } else sink = streamSink(opts.stdout ?? process.stdout);
   log.info(`caption: ${found.length} image${found.length === 1 ? '' : 's'} to caption`);
@@ -228,14 +268,29 @@ async function captionLocked(config: Config, opts: CaptionRunOptions): Promise<C
     await sink.close();
     const note = ignoredNote(ignored);
     log.info(`caption: nothing to do${note ? `; ${note}` : ''}`);
-    return { total, skipped, captioned: 0, failed: 0, seconds: (performance.now() - t0) / 1000, ignored, interrupted: false };
+    return {
+      total,
+      skipped,
+      captioned: 0,
+      failed: 0,
+      seconds: (performance.now() - t0) / 1000,
+      ignored,
+      interrupted: false,
+    };
   }
   const bar = progress('caption', found.length);
   try {
     let stages = opts.stages;
     if (!stages && !aborted()) {
-      captioner = await loadCaptioner(opts.model, { config, decodeWorkers: config.decode.workers, images: found.length, signal: opts.signal });
-      log.info(`caption: model ${captioner.info.name}, encoder ${captioner.info.encoder}, backend ${captioner.info.backend}, beam ${captioner.decode.beam}`);
+      captioner = await loadCaptioner(opts.model, {
+        config,
+        decodeWorkers: config.decode.workers,
+        images: found.length,
+        signal: opts.signal,
+      });
+      log.info(
+        `caption: model ${captioner.info.name}, encoder ${captioner.info.encoder}, backend ${captioner.info.backend}, beam ${captioner.decode.beam}`,
+      );
       if (captioner.decodeWorkers > 1) log.info(threadLine(captioner.decodeWorkers, config));
       stages = stagesOf(captioner, { attention: grid !== null });
     }
@@ -251,7 +306,13 @@ async function captionLocked(config: Config, opts: CaptionRunOptions): Promise<C
         if (aborted()) break; // a result finished after Ctrl-C (maybe cut short by it) is not written
         let map: string | undefined;
         if (mapsDir && grid && !('error' in r) && r.attention) {
-          const drawn = await drawAttentionMap(rawFile.get(r.image) ?? r.image, { words: r.words ?? [], attention: r.attention, grid, dir: mapsDir, maxPixels: config.caption.maxPixels });
+          const drawn = await drawAttentionMap(rawFile.get(r.image) ?? r.image, {
+            words: r.words ?? [],
+            attention: r.attention,
+            grid,
+            dir: mapsDir,
+            maxPixels: config.caption.maxPixels,
+          });
           if ('error' in drawn) r = { image: r.image, error: drawn.error };
           else map = drawn.file;
         }
@@ -281,14 +342,18 @@ async function captionLocked(config: Config, opts: CaptionRunOptions): Promise<C
   const seconds = (performance.now() - t0) / 1000;
   const done = captioned + failed;
   const note = ignoredNote(ignored);
-  log.info(`caption: ${captioned} captioned, ${failed} failed${skipped ? `, ${skipped} skipped (resume)` : ''}${interrupted ? `, ${found.length - done} left (interrupted)` : ''} in ${seconds.toFixed(1)} s (${(done / Math.max(seconds, 1e-9)).toFixed(1)} img/s)${note ? `; ${note}` : ''}`);
-  if (failed && !interrupted) throw new PartialFailure(`${failed} of ${done} images could not be captioned (see the "error" lines)`);
+  log.info(
+    `caption: ${captioned} captioned, ${failed} failed${skipped ? `, ${skipped} skipped (resume)` : ''}${interrupted ? `, ${found.length - done} left (interrupted)` : ''} in ${seconds.toFixed(1)} s (${(done / Math.max(seconds, 1e-9)).toFixed(1)} img/s)${note ? `; ${note}` : ''}`,
+  );
+  if (failed && !interrupted)
+    throw new PartialFailure(`${failed} of ${done} images could not be captioned (see the "error" lines)`);
   return { total, skipped, captioned, failed, seconds, ignored, interrupted };
 }
 
 /** How caption splits the cores between the encoder and the decoding workers (they take turns). */
 export function threadLine(workers: number, config: Config, cores = availableParallelism()): string {
-  const ort = config.threads > 0 ? `${config.threads} thread${config.threads === 1 ? '' : 's'}` : `${cores} threads, every core`;
+  const ort =
+    config.threads > 0 ? `${config.threads} thread${config.threads === 1 ? '' : 's'}` : `${cores} threads, every core`;
   return `caption: the image encoder (${ort}) and ${workers} decoding worker threads (1 thread each; decode.workers ${JSON.stringify(config.decode.workers)}) take turns, so they never compete for the ${cores} core${cores === 1 ? '' : 's'}`;
 }
 
@@ -299,7 +364,13 @@ async function drawAttentionMap(
 ): Promise<{ file: string } | { error: string }> {
   let png: Buffer;
   try {
-    png = await renderAttentionMap({ image: await readImageFile(file), words: o.words, attention: o.attention, grid: o.grid, maxPixels: o.maxPixels });
+    png = await renderAttentionMap({
+      image: await readImageFile(file),
+      words: o.words,
+      attention: o.attention,
+      grid: o.grid,
+      maxPixels: o.maxPixels,
+    });
   } catch (e) {
     if (e instanceof ImageError) return { error: `cannot draw the attention map: ${e.reason}` };
     throw e;

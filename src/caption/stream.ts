@@ -9,11 +9,17 @@
 type Source<T> = AsyncIterable<T> | Iterable<T>;
 
 function iteratorOf<T>(source: Source<T>): AsyncIterator<T> | Iterator<T> {
-  return Symbol.asyncIterator in source ? (source as AsyncIterable<T>)[Symbol.asyncIterator]() : (source as Iterable<T>)[Symbol.iterator]();
+  return Symbol.asyncIterator in source
+    ? (source as AsyncIterable<T>)[Symbol.asyncIterator]()
+    : (source as Iterable<T>)[Symbol.iterator]();
 }
 
 /** fn over every item with at most `concurrency` calls pending; yields in input order. */
-export async function* mapOrdered<T, R>(source: Source<T>, fn: (item: T) => Promise<R>, concurrency: number): AsyncGenerator<R> {
+export async function* mapOrdered<T, R>(
+  source: Source<T>,
+  fn: (item: T) => Promise<R>,
+  concurrency: number,
+): AsyncGenerator<R> {
   if (!(concurrency >= 1)) throw new RangeError(`mapOrdered: concurrency must be >= 1, got ${concurrency}`);
   const it = iteratorOf(source);
   const window: Promise<R>[] = [];
@@ -66,7 +72,8 @@ export async function* batched<T, V, R, U>(
     selected = 0;
     const values = batch.filter((b) => b.value !== undefined).map((b) => b.value as V);
     const results = values.length ? await run(values) : [];
-    if (results.length !== values.length) throw new Error(`batched: ${results.length} results for ${values.length} items`);
+    if (results.length !== values.length)
+      throw new Error(`batched: ${results.length} results for ${values.length} items`);
     let k = 0;
     for (const b of batch) yield put(b.item, b.value !== undefined ? results[k++] : undefined);
   }

@@ -28,7 +28,11 @@ export function resolveConfig(flags: ConfigFlags, overrides: Record<string, unkn
  * (its config.yaml) come first, then --config, --set and the dedicated flags override them, in that order.
  * Settings the run records that this version does not know are left out.
  */
-export async function resolveConfigForRun(flags: ConfigFlags, overrides: Record<string, unknown>, model: string | undefined): Promise<LoadedConfig & { runDir: string }> {
+export async function resolveConfigForRun(
+  flags: ConfigFlags,
+  overrides: Record<string, unknown>,
+  model: string | undefined,
+): Promise<LoadedConfig & { runDir: string }> {
   const first = await resolveConfig(flags, overrides);
   const runDir = model ?? stagePaths(first.config).model;
   const { runDecodeSettings } = await import('../model/runfolder.js'); // loaded on use: keeps --help fast
@@ -36,7 +40,12 @@ export async function resolveConfigForRun(flags: ConfigFlags, overrides: Record<
   const shape = DecodeSchema.shape as Record<string, { safeParse(v: unknown): { success: boolean } }>;
   const decode = Object.fromEntries(Object.entries(recorded).filter(([k, v]) => shape[k]?.safeParse(v).success));
   if (!Object.keys(decode).length) return { ...first, runDir };
-  const loaded = await loadConfig({ base: { decode }, file: flags.config, sets: flags.set ?? [], overrides: prune(overrides) });
+  const loaded = await loadConfig({
+    base: { decode },
+    file: flags.config,
+    sets: flags.set ?? [],
+    overrides: prune(overrides),
+  });
   return { ...loaded, runDir };
 }
 
@@ -61,7 +70,6 @@ export function intArg(name: string) {
     return n;
   };
 }
-
 
 /**
  * First Ctrl-C aborts the returned signal (the stage finishes its step and saves); a second one quits at

@@ -9,9 +9,16 @@ import { resolveConfig, withConfig, type ConfigFlags } from './common.js';
 import { writeOut } from '../util/stdout.js';
 
 export function register(program: Command): void {
-  withConfig(program.command('config').description('print the resolved config (defaults < YAML < --set), or write a commented one with --init'))
+  withConfig(
+    program
+      .command('config')
+      .description('print the resolved config (defaults < YAML < --set), or write a commented one with --init'),
+  )
     .option('--json', 'print JSON instead of YAML')
-    .option('--init <file>', 'write a commented config with every setting at its default, its $schema line pointing at this installation\'s JSON Schema (- prints it)')
+    .option(
+      '--init <file>',
+      "write a commented config with every setting at its default, its $schema line pointing at this installation's JSON Schema (- prints it)",
+    )
     .option('--force', 'with --init: replace an existing file')
     .addHelpText(
       'after',
@@ -29,9 +36,13 @@ Examples:
         return;
       }
       if (opts.init) {
-        if (existsSync(opts.init) && !opts.force) throw new UsageError(`${opts.init} already exists; choose another name or add --force to replace it`);
+        if (existsSync(opts.init) && !opts.force)
+          throw new UsageError(`${opts.init} already exists; choose another name or add --force to replace it`);
         // --force replaces a file; never a device, a pipe or a folder (the rename would put a file in its place)
-        if (existsSync(opts.init) && !statSync(opts.init).isFile()) throw new UsageError(`${opts.init}: is not a regular file; --init writes a new config file (use --init - to print it)`);
+        if (existsSync(opts.init) && !statSync(opts.init).isFile())
+          throw new UsageError(
+            `${opts.init}: is not a regular file; --init writes a new config file (use --init - to print it)`,
+          );
         const { configTemplate, schemaRefFor } = await import('../config/template.js');
         const { writeFileAtomic } = await import('../util/fsx.js');
         await writeFileAtomic(opts.init, configTemplate(schemaRefFor(opts.init)));

@@ -22,7 +22,14 @@ export function register(program: Command): void {
     .option('-n, --images <n>', 'number of images', intArg('--images'), DEMO_DEFAULTS.images)
     .option('--seed <s>', 'seed: same seed, same dataset', intArg('--seed'), DEMO_DEFAULTS.seed)
     .option('--size <px>', 'image side in pixels', intArg('--size'), DEMO_DEFAULTS.size)
-    .addOption(new Option('--scenes <kind>', 'single: one or two shapes a picture; multi: 2-3 shapes, captions with counts and relations').choices(SCENE_KINDS).default(DEMO_DEFAULTS.scenes))
+    .addOption(
+      new Option(
+        '--scenes <kind>',
+        'single: one or two shapes a picture; multi: 2-3 shapes, captions with counts and relations',
+      )
+        .choices(SCENE_KINDS)
+        .default(DEMO_DEFAULTS.scenes),
+    )
     .option('--force', 'overwrite a folder holding a captions.txt that demo-data did not write')
     .option('--json', 'print a JSON summary on stdout')
     .addHelpText(
@@ -34,7 +41,23 @@ Examples:
     )
     .action(async (opts: Flags) => {
       const { writeDemoDataset } = await import('../prep/demo.js'); // loaded on use: keeps --help fast
-      const result = await writeDemoDataset({ out: opts.out, images: opts.images, seed: opts.seed, size: opts.size, scenes: opts.scenes, force: opts.force });
-      if (opts.json) await writeOut(JSON.stringify({ ...result.manifest, out: result.out, captionsFile: result.captionsFile, imagesDir: result.imagesDir, rendered: result.rendered }) + '\n');
+      const result = await writeDemoDataset({
+        out: opts.out,
+        images: opts.images,
+        seed: opts.seed,
+        size: opts.size,
+        scenes: opts.scenes,
+        force: opts.force,
+      });
+      if (opts.json)
+        await writeOut(
+          JSON.stringify({
+            ...result.manifest,
+            out: result.out,
+            captionsFile: result.captionsFile,
+            imagesDir: result.imagesDir,
+            rendered: result.rendered,
+          }) + '\n',
+        );
     });
 }

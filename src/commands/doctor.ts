@@ -4,10 +4,17 @@ import { resolveConfig, withConfig, type ConfigFlags } from './common.js';
 import { writeOut } from '../util/stdout.js';
 
 export function register(program: Command): void {
-  withConfig(program.command('doctor').description('show which compute backends and encoder runtimes work here, and why others do not'))
+  withConfig(
+    program
+      .command('doctor')
+      .description('show which compute backends and encoder runtimes work here, and why others do not'),
+  )
     .option('--json', 'print JSON instead of text')
-    .addHelpText('after', `\nExamples:\n  captioner doctor
-  captioner doctor --json`)
+    .addHelpText(
+      'after',
+      `\nExamples:\n  captioner doctor
+  captioner doctor --json`,
+    )
     .action(async (opts: ConfigFlags & { json?: boolean }) => {
       const { config } = await resolveConfig(opts);
       const { doctor, formatReport } = await import('../doctor/report.js');

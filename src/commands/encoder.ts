@@ -14,7 +14,9 @@ interface InspectFlags {
 export function register(program: Command): void {
   const encoder = program
     .command('encoder')
-    .description('look at an image encoder: `encoder inspect FILE.onnx` shows what an ONNX model gives and how to configure it')
+    .description(
+      'look at an image encoder: `encoder inspect FILE.onnx` shows what an ONNX model gives and how to configure it',
+    )
     .addHelpText(
       'after',
       `
@@ -24,11 +26,25 @@ Examples:
     );
   encoder
     .command('inspect')
-    .description("print an ONNX model's inputs and outputs (names, types, shapes; what each output is as features) and an encoder config block to paste")
+    .description(
+      "print an ONNX model's inputs and outputs (names, types, shapes; what each output is as features) and an encoder config block to paste",
+    )
     .argument('<file>', 'the .onnx model file')
-    .option('--size <px>', "image side, for a model whose input height and width are dynamic (encoder.onnx.size)", intArg('--size'))
-    .addOption(new Option('--layout <layout>', "input layout, when the model's input shape does not tell (encoder.onnx.layout)").choices(['nchw', 'nhwc']))
-    .option('--output <name>', 'the output to put in the config block (default: the only one, else the first usable one)')
+    .option(
+      '--size <px>',
+      'image side, for a model whose input height and width are dynamic (encoder.onnx.size)',
+      intArg('--size'),
+    )
+    .addOption(
+      new Option(
+        '--layout <layout>',
+        "input layout, when the model's input shape does not tell (encoder.onnx.layout)",
+      ).choices(['nchw', 'nhwc']),
+    )
+    .option(
+      '--output <name>',
+      'the output to put in the config block (default: the only one, else the first usable one)',
+    )
     .option('--json', 'print the report as JSON')
     .addHelpText(
       'after',

@@ -23,7 +23,9 @@ export function register(program: Command): void {
   withConfig(
     program
       .command('eval')
-      .description('caption a split (default test) of the dataset a run was trained on and score it: BLEU-1..4, CIDEr-D, ROUGE-L')
+      .description(
+        'caption a split (default test) of the dataset a run was trained on and score it: BLEU-1..4, CIDEr-D, ROUGE-L',
+      )
       .addHelpText(
         'after',
         '\nWrites <out>/predictions.jsonl ({"image", "caption", "logprob"}), results.json (COCO results), report.json and report.html\n' +
@@ -37,22 +39,50 @@ export function register(program: Command): void {
     .option('--limit <n>', 'evaluate at most n images (eval.limit; 0: all)', intArg('--limit'))
     .option('--beam <k>', 'beam size, 1 = greedy (decode.beam)', intArg('--beam'))
     .option('-o, --out <dir>', 'report folder (eval.out; default <run>/eval-<split>)')
-    .addOption(new Option('--which <checkpoint>', 'checkpoint: best (lowest validation loss) or last').choices(['best', 'last']).default('best'))
+    .addOption(
+      new Option('--which <checkpoint>', 'checkpoint: best (lowest validation loss) or last')
+        .choices(['best', 'last'])
+        .default('best'),
+    )
     .option('--no-baseline', 'skip the image-blind baseline')
     .option('--no-thumbnails', 'no thumbnails in report.html')
     .option('--json', 'print the metrics (and report paths) as JSON instead of a table')
-    .addHelpText('after', `\nExamples:\n  captioner eval --config configs/flickr8k.yaml --bleu
+    .addHelpText(
+      'after',
+      `\nExamples:\n  captioner eval --config configs/flickr8k.yaml --bleu
   captioner eval --model work/demo/model --beam 5 --out work/demo/eval-beam5
-  captioner eval --model work/demo/model --split val --json`)
+  captioner eval --model work/demo/model --split val --json`,
+    )
     .action(async (opts: EvalFlags) => {
-      if (opts.limit !== undefined && opts.limit < 0) throw new UsageError(`--limit must be 0 or more, got ${opts.limit}`);
+      if (opts.limit !== undefined && opts.limit < 0)
+        throw new UsageError(`--limit must be 0 or more, got ${opts.limit}`);
       if (opts.beam !== undefined && opts.beam < 1) throw new UsageError(`--beam must be at least 1, got ${opts.beam}`);
       // the run's own decode settings < --config < --set < flags
-      const { config, runDir } = await resolveConfigForRun(opts, { eval: { split: opts.split, limit: opts.limit, out: opts.out }, decode: { beam: opts.beam } }, opts.model);
+      const { config, runDir } = await resolveConfigForRun(
+        opts,
+        { eval: { split: opts.split, limit: opts.limit, out: opts.out }, decode: { beam: opts.beam } },
+        opts.model,
+      );
       const { runEval } = await import('../eval/run.js'); // loaded on use: keeps --help fast
-      const { report, files } = await runEval(config, { model: runDir, which: opts.which, noBaseline: opts.baseline === false, noThumbnails: opts.thumbnails === false });
+      const { report, files } = await runEval(config, {
+        model: runDir,
+        which: opts.which,
+        noBaseline: opts.baseline === false,
+        noThumbnails: opts.thumbnails === false,
+      });
       if (opts.json) {
-        await writeOut(JSON.stringify({ split: report.split, beam: report.decode.beam, tokenize: report.tokenize, metrics: report.metrics, baseline: report.baseline ? { caption: report.baseline.caption, metrics: report.baseline.metrics } : undefined, files }) + '\n');
+        await writeOut(
+          JSON.stringify({
+            split: report.split,
+            beam: report.decode.beam,
+            tokenize: report.tokenize,
+            metrics: report.metrics,
+            baseline: report.baseline
+              ? { caption: report.baseline.caption, metrics: report.baseline.metrics }
+              : undefined,
+            files,
+          }) + '\n',
+        );
       } else {
         await writeOut(formatMetricsTable(report.metrics, { baseline: report.baseline?.metrics }));
       }

@@ -14,7 +14,13 @@ interface PrepFlags extends ConfigFlags {
 }
 
 export function register(program: Command): void {
-  withConfig(program.command('prep').description('read a captions dataset and write a prepared dataset folder (vocabulary, train/val/test splits, manifest)'))
+  withConfig(
+    program
+      .command('prep')
+      .description(
+        'read a captions dataset and write a prepared dataset folder (vocabulary, train/val/test splits, manifest)',
+      ),
+  )
     .option('--format <format>', 'captions format: flickr8k, flickr30k-csv, karpathy, coco, csv (dataset.format)')
     .option('--captions <file>', 'captions file (dataset.captions)')
     .option('--images <dir>', 'images folder; captions of missing images are reported and excluded (dataset.images)')

@@ -16,7 +16,8 @@ export function configJsonSchema(): Record<string, unknown> {
   return {
     $schema,
     title: 'captioner config',
-    description: 'Settings for the captioner CLI (prep, features, train, decode, eval, caption, serve). Fields with a default may be left out.',
+    description:
+      'Settings for the captioner CLI (prep, features, train, decode, eval, caption, serve). Fields with a default may be left out.',
     ...rest,
   };
 }

@@ -44,7 +44,8 @@ export function parseSet(expr: string): Obj {
   if (eq <= 0) throw new ConfigError(`--set ${expr}: expected key=value (e.g. --set train.epochs=5)`);
   const key = expr.slice(0, eq).trim();
   const raw = expr.slice(eq + 1);
-  if (!/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/.test(key)) throw new ConfigError(`--set ${expr}: "${key}" is not a dotted key`);
+  if (!/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/.test(key))
+    throw new ConfigError(`--set ${expr}: "${key}" is not a dotted key`);
   let value: unknown;
   try {
     value = raw === '' ? '' : YAML.parse(raw);
@@ -63,11 +64,14 @@ export function parseSet(expr: string): Obj {
 
 /** Edit distance (insertions, deletions, substitutions, swaps of neighbours), for "did you mean". */
 export function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
   for (let i = 1; i <= a.length; i++) {
     for (let j = 1; j <= b.length; j++) {
       d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
     }
   }
   return d[a.length][b.length];
@@ -92,7 +96,10 @@ export function schemaKeysAt(pathParts: readonly PropertyKey[]): string[] {
   // walk through default/optional wrappers down the object shapes
   const unwrap = (s: unknown): { _zod: { def: Record<string, unknown> } } => {
     let cur = s as { _zod: { def: Record<string, unknown> } };
-    while (['default', 'optional', 'nullable', 'prefault'].includes(cur._zod.def.type as string) && cur._zod.def.innerType) {
+    while (
+      ['default', 'optional', 'nullable', 'prefault'].includes(cur._zod.def.type as string) &&
+      cur._zod.def.innerType
+    ) {
       cur = cur._zod.def.innerType as typeof cur;
     }
     return cur;
@@ -146,7 +153,9 @@ export async function readYamlFile(file: string): Promise<Obj> {
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true });
   if (doc.errors.length) {
-    throw new ConfigError(`${file}: invalid YAML:\n${doc.errors.map((e) => '  ' + e.message.split('\n')[0]).join('\n')}`);
+    throw new ConfigError(
+      `${file}: invalid YAML:\n${doc.errors.map((e) => '  ' + e.message.split('\n')[0]).join('\n')}`,
+    );
   }
   let value: unknown;
   try {
@@ -154,7 +163,9 @@ export async function readYamlFile(file: string): Promise<Obj> {
     value = doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];
-    throw new ConfigError(`${file}: invalid YAML: ${msg}${/alias/i.test(msg) ? ` (more than ${MAX_YAML_ALIASES} alias expansions)` : ''}`);
+    throw new ConfigError(
+      `${file}: invalid YAML: ${msg}${/alias/i.test(msg) ? ` (more than ${MAX_YAML_ALIASES} alias expansions)` : ''}`,
+    );
   }
   if (value === null || value === undefined) return {};
   if (!isObj(value)) throw new ConfigError(`${file}: the top level must be a mapping of settings`);
@@ -166,7 +177,9 @@ export function validateConfig(raw: unknown, source: string): Config {
   const result = ConfigSchema.safeParse(raw);
   if (!result.success) {
     const lines = [...new Set(formatIssues(result.error.issues))]; // a value can fail two checks with one message (1e20: not an integer, too big)
-    throw new ConfigError(`${source}: invalid config:\n${lines.map((l) => '  ' + l.replace(/\n/g, '\n  ')).join('\n')}`);
+    throw new ConfigError(
+      `${source}: invalid config:\n${lines.map((l) => '  ' + l.replace(/\n/g, '\n  ')).join('\n')}`,
+    );
   }
   return result.data;
 }

@@ -62,7 +62,8 @@ function render(shape: Record<string, ZodLike>, indent: string, out: string[]): 
     if (key === '$schema') continue;
     const f = inspect(field);
     if (f.description) out.push(...wrap(f.description, indent));
-    const innerShape = f.inner._zod.def.type === 'object' ? (f.inner._zod.def.shape as Record<string, ZodLike>) : undefined;
+    const innerShape =
+      f.inner._zod.def.type === 'object' ? (f.inner._zod.def.shape as Record<string, ZodLike>) : undefined;
     if (innerShape && f.hasDefault) {
       out.push(`${indent}${key}:`);
       render(innerShape, indent + '  ', out);

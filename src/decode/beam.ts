@@ -136,7 +136,8 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
 
   try {
     if (!Number.isInteger(beam) || beam < 1) throw new RangeError(`beam must be a positive integer, got ${beam}`);
-    if (!Number.isInteger(maxLength) || maxLength < 1) throw new RangeError(`maxLength must be a positive integer, got ${maxLength}`);
+    if (!Number.isInteger(maxLength) || maxLength < 1)
+      throw new RangeError(`maxLength must be a positive integer, got ${maxLength}`);
     for (let t = 0; t < maxLength; t++) {
       const active: number[] = [];
       const states: S[] = [];
@@ -152,14 +153,24 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
       if (active.length === 0) break;
 
       const out = await step(states, lastTokens);
-      if (!out || !Array.isArray(out.states) || out.states.length !== states.length || !out.logProbs || out.logProbs.length !== states.length) {
+      if (
+        !out ||
+        !Array.isArray(out.states) ||
+        out.states.length !== states.length ||
+        !out.logProbs ||
+        out.logProbs.length !== states.length
+      ) {
         // adopt whatever states came back so they are disposed too
         if (out && Array.isArray(out.states)) for (const s of out.states) if (!refs.has(s)) retain(s);
-        throw new Error(`beam search: the step function returned ${out?.logProbs?.length ?? 'no'} log-prob vectors and ${out?.states?.length ?? 'no'} states for ${states.length} hypotheses`);
+        throw new Error(
+          `beam search: the step function returned ${out?.logProbs?.length ?? 'no'} log-prob vectors and ${out?.states?.length ?? 'no'} states for ${states.length} hypotheses`,
+        );
       }
       if (opts.attention && (!Array.isArray(out.attention) || out.attention.length !== states.length)) {
         for (const s of out.states) if (!refs.has(s)) retain(s);
-        throw new Error(`beam search: attention was asked for, but the step function returned ${out.attention?.length ?? 'no'} attention rows for ${states.length} hypotheses`);
+        throw new Error(
+          `beam search: attention was asked for, but the step function returned ${out.attention?.length ?? 'no'} attention rows for ${states.length} hypotheses`,
+        );
       }
       // hold every returned state while choosing, so none is disposed before its children take it
       for (const s of out.states) retain(s);
@@ -171,9 +182,12 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
           for (let j = 0; j < hyps.length; j++) {
             const lp = out.logProbs[offset + j];
             if (opts.vocabSize !== undefined && lp.length !== opts.vocabSize) {
-              throw new Error(`beam search: log-prob vector of length ${lp.length}, expected the vocabulary size ${opts.vocabSize}`);
+              throw new Error(
+                `beam search: log-prob vector of length ${lp.length}, expected the vocabulary size ${opts.vocabSize}`,
+              );
             }
-            for (const v of topTokens(lp, beam + 1, banned)) cands.push({ logprob: hyps[j].logprob + lp[v], hyp: j, token: v });
+            for (const v of topTokens(lp, beam + 1, banned))
+              cands.push({ logprob: hyps[j].logprob + lp[v], hyp: j, token: v });
           }
           cands.sort((a, b) => b.logprob - a.logprob || a.hyp - b.hyp || a.token - b.token);
 
@@ -183,7 +197,13 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
             const c = cands[r];
             const parent = hyps[c.hyp];
             if (c.token === endId) {
-              if (r < beam) finished[i].push({ tokens: parent.tokens, logprob: c.logprob, score: penalizedScore(c.logprob, t + 1, mode, alpha), ...(parent.attention ? { attention: parent.attention } : {}) });
+              if (r < beam)
+                finished[i].push({
+                  tokens: parent.tokens,
+                  logprob: c.logprob,
+                  score: penalizedScore(c.logprob, t + 1, mode, alpha),
+                  ...(parent.attention ? { attention: parent.attention } : {}),
+                });
             } else if (next.length < beam) {
               const s = out.states[offset + c.hyp];
               retain(s);
@@ -218,11 +238,30 @@ export async function beamSearch<S>(init: S[], step: StepFn<S>, opts: BeamOption
     if (f.length > 0) {
       let best = f[0];
       for (const x of f) if (x.score > best.score) best = x;
-      return { tokens: best.tokens, logprob: best.logprob, score: best.score, finished: true, ...(best.attention ? { attention: best.attention } : {}) };
+      return {
+        tokens: best.tokens,
+        logprob: best.logprob,
+        score: best.score,
+        finished: true,
+        ...(best.attention ? { attention: best.attention } : {}),
+      };
     }
     const h = live[i][0];
-    if (!h) return { tokens: [], logprob: -Infinity, score: -Infinity, finished: false, ...(opts.attention ? { attention: [] } : {}) };
-    return { tokens: h.tokens, logprob: h.logprob, score: penalizedScore(h.logprob, h.tokens.length, mode, alpha), finished: false, ...(h.attention ? { attention: h.attention } : {}) };
+    if (!h)
+      return {
+        tokens: [],
+        logprob: -Infinity,
+        score: -Infinity,
+        finished: false,
+        ...(opts.attention ? { attention: [] } : {}),
+      };
+    return {
+      tokens: h.tokens,
+      logprob: h.logprob,
+      score: penalizedScore(h.logprob, h.tokens.length, mode, alpha),
+      finished: false,
+      ...(h.attention ? { attention: h.attention } : {}),
+    };
   });
 }
 

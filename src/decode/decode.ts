@@ -17,7 +17,7 @@ import { ModelError } from '../errors.js';
 import type { Decoder, DecoderState } from '../model/decoders/types.js';
 import { concatStates, disposeState, gatherState } from '../model/decoders/state.js';
 import type { Vocab } from '../text/vocab.js';
-import { tf } from '../tf/tf.js';
+import type { tf } from '../tf/tf.js';
 import { beamSearch, type StepFn } from './beam.js';
 
 /** What decoding needs of a trained model (a TrainedModel fits). */
@@ -78,7 +78,12 @@ function stepFunction(decoder: Decoder, attention: boolean): StepFn<RowState> {
     const first = states[0].batch;
     if (states.every((s) => s.batch === first)) {
       const inOrder = n === first.rows && states.every((s, i) => s.row === i);
-      input = inOrder ? first.state : gatherState(first.state, states.map((s) => s.row));
+      input = inOrder
+        ? first.state
+        : gatherState(
+            first.state,
+            states.map((s) => s.row),
+          );
       owned = !inOrder;
     } else {
       // rows from several batch states (not produced by beamSearch today, but allowed): gather each, concat
@@ -98,7 +103,8 @@ function stepFunction(decoder: Decoder, attention: boolean): StepFn<RowState> {
       logProbs = r.logProbs;
       alpha = r.attention;
       next = r.state;
-      if (attention && !alpha) throw new ModelError(`decode: the ${decoder.type} decoder has no attention weights to return`);
+      if (attention && !alpha)
+        throw new ModelError(`decode: the ${decoder.type} decoder has no attention weights to return`);
       const flat = (await r.logProbs.data()) as Float32Array; // [n * V]
       let rows: Float32Array[] | undefined;
       if (alpha) {
@@ -108,7 +114,11 @@ function stepFunction(decoder: Decoder, attention: boolean): StepFn<RowState> {
       }
       const batch: BatchState = { state: next, rows: n, refs: 0 };
       next = null; // owned by the row handles now
-      return { logProbs: Array.from({ length: n }, (_, i) => flat.subarray(i * V, (i + 1) * V)), states: rowsOf(batch), ...(rows ? { attention: rows } : {}) };
+      return {
+        logProbs: Array.from({ length: n }, (_, i) => flat.subarray(i * V, (i + 1) * V)),
+        states: rowsOf(batch),
+        ...(rows ? { attention: rows } : {}),
+      };
     } finally {
       logProbs?.dispose();
       alpha?.dispose();
@@ -119,11 +129,20 @@ function stepFunction(decoder: Decoder, attention: boolean): StepFn<RowState> {
 }
 
 /** Caption every feature vector; results in input order. */
-export async function decodeFeatures(model: DecodeModel, features: Float32Array[], cfg: DecodeSettings): Promise<DecodedCaption[]> {
+export async function decodeFeatures(
+  model: DecodeModel,
+  features: Float32Array[],
+  cfg: DecodeSettings,
+): Promise<DecodedCaption[]> {
   const { decoder, vocab } = model;
-  if (decoder.spec.vocabSize !== vocab.size) throw new ModelError(`decode: the decoder has ${decoder.spec.vocabSize} output words, the vocabulary ${vocab.size}`);
-  if (!Number.isInteger(cfg.beam) || cfg.beam < 1) throw new ModelError(`decode: beam must be a positive integer, got ${cfg.beam}`);
-  if (!Number.isInteger(cfg.maxLength) || cfg.maxLength < 1) throw new ModelError(`decode: maxLength must be a positive integer, got ${cfg.maxLength}`);
+  if (decoder.spec.vocabSize !== vocab.size)
+    throw new ModelError(
+      `decode: the decoder has ${decoder.spec.vocabSize} output words, the vocabulary ${vocab.size}`,
+    );
+  if (!Number.isInteger(cfg.beam) || cfg.beam < 1)
+    throw new ModelError(`decode: beam must be a positive integer, got ${cfg.beam}`);
+  if (!Number.isInteger(cfg.maxLength) || cfg.maxLength < 1)
+    throw new ModelError(`decode: maxLength must be a positive integer, got ${cfg.maxLength}`);
   const batchSize = Math.max(1, cfg.batchSize ?? 32);
   const step = stepFunction(decoder, !!cfg.attention);
   const out: DecodedCaption[] = [];
@@ -153,7 +172,14 @@ export async function decodeFeatures(model: DecodeModel, features: Float32Array[
     }
     for (const r of results) {
       const words = r.tokens.map((t) => vocab.word(t));
-      out.push({ tokens: r.tokens, words, caption: words.join(' '), logprob: r.logprob, finished: r.finished, ...(r.attention ? { attention: r.attention } : {}) });
+      out.push({
+        tokens: r.tokens,
+        words,
+        caption: words.join(' '),
+        logprob: r.logprob,
+        finished: r.finished,
+        ...(r.attention ? { attention: r.attention } : {}),
+      });
     }
   }
   return out;

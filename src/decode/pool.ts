@@ -35,10 +35,15 @@ export interface BatchDecoder {
  * backends ('tensorflow': the native library, or the GPU, does the work) and never more than the batches
  * there are to decode (`batches`, when known), since an idle worker only costs start-up.
  */
-export function resolveDecodeWorkers(w: number | 'auto', o: { backend?: string; batches?: number; cores?: number } = {}): number {
+export function resolveDecodeWorkers(
+  w: number | 'auto',
+  o: { backend?: string; batches?: number; cores?: number } = {},
+): number {
   let n: number;
-  if (w === 'auto') n = (o.backend ?? tf.getBackend()) === 'tensorflow' ? 1 : Math.max(1, o.cores ?? availableParallelism());
-  else if (!Number.isInteger(w) || w < 1) throw new ConfigError(`decode.workers: expected "auto" or a positive integer, got ${JSON.stringify(w)}`);
+  if (w === 'auto')
+    n = (o.backend ?? tf.getBackend()) === 'tensorflow' ? 1 : Math.max(1, o.cores ?? availableParallelism());
+  else if (!Number.isInteger(w) || w < 1)
+    throw new ConfigError(`decode.workers: expected "auto" or a positive integer, got ${JSON.stringify(w)}`);
   else n = w;
   if (o.batches !== undefined) n = Math.min(n, Math.max(1, o.batches));
   return n;
@@ -67,7 +72,10 @@ export async function startDecoder(model: DecodeModel, o: StartDecoderOptions): 
   }
   if (o.signal?.aborted) throw abortError(o.signal);
   const main = tf.getBackend();
-  if (main === 'tensorflow') log.warn(`decode.workers ${o.workers}: the workers decode on wasm, not on the ${o.mainBackend ?? main} backend; set decode.workers 1 to decode there`);
+  if (main === 'tensorflow')
+    log.warn(
+      `decode.workers ${o.workers}: the workers decode on wasm, not on the ${o.mainBackend ?? main} backend; set decode.workers 1 to decode there`,
+    );
   const backend = o.backend ?? (main === 'cpu' ? 'cpu' : 'wasm');
   const { decoder, vocab } = model;
   const init: DecodeWorkerInit = {
@@ -80,7 +88,11 @@ export async function startDecoder(model: DecodeModel, o: StartDecoderOptions): 
   };
   const entry = workerEntry(import.meta.url, 'worker');
   const undoBlas = shareBlasThreads(o.workers); // with the addon: each worker's products on its own thread (1 BLAS thread)
-  const list = Array.from({ length: o.workers }, (_, i) => ({ entry, data: init, label: `parallel decoding: worker ${i}` }));
+  const list = Array.from({ length: o.workers }, (_, i) => ({
+    entry,
+    data: init,
+    label: `parallel decoding: worker ${i}`,
+  }));
   let threads: RpcWorker<DecodeWorkerApi>[];
   try {
     // an abort while they start ends them at once
@@ -140,11 +152,16 @@ class WorkerPool implements BatchDecoder {
     const size = Math.max(1, cfg.batchSize ?? 32);
     const D = features[0]?.length ?? 0;
     const bad = features.findIndex((f) => f.length !== D);
-    if (bad >= 0) throw new ModelError(`decode: image feature ${bad} has ${features[bad].length} values, image feature 0 has ${D}`);
+    if (bad >= 0)
+      throw new ModelError(`decode: image feature ${bad} has ${features[bad].length} values, image feature 0 has ${D}`);
     const parts: Promise<DecodedCaption[]>[] = [];
     for (let i = 0; i < features.length; i += size) {
       const chunk = features.slice(i, i + size);
-      parts.push(new Promise<DecodedCaption[]>((resolve, reject) => this.queue.push({ features: chunk, cfg: { ...cfg, batchSize: size }, resolve, reject })));
+      parts.push(
+        new Promise<DecodedCaption[]>((resolve, reject) =>
+          this.queue.push({ features: chunk, cfg: { ...cfg, batchSize: size }, resolve, reject }),
+        ),
+      );
     }
     parts.forEach((p) => p.catch(() => {})); // each is awaited below; the first failure is the news
     this.pump();

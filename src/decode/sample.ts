@@ -45,7 +45,12 @@ export function words(seqs: Sequences, s: number): Int32Array {
  * k sampled captions per image: row i*k + j is sample j of image i. `features`: N raw feature vectors, or
  * a [N, prod(featureShape)] tensor (left alone).
  */
-export async function sampleCaptions(decoder: Decoder, features: Float32Array[] | tf.Tensor2D, k: number, opts: DrawOptions & { seed: number }): Promise<Sequences> {
+export async function sampleCaptions(
+  decoder: Decoder,
+  features: Float32Array[] | tf.Tensor2D,
+  k: number,
+  opts: DrawOptions & { seed: number },
+): Promise<Sequences> {
   if (!(Number.isInteger(k) && k >= 1)) throw new ModelError(`sampling: k must be a positive integer, got ${k}`);
   const r = rng(opts.seed);
   return draw(decoder, features, k, opts, async (logProbs) => {
@@ -63,7 +68,11 @@ export async function sampleCaptions(decoder: Decoder, features: Float32Array[] 
 }
 
 /** The greedy (argmax) caption of each image. */
-export async function greedyCaptions(decoder: Decoder, features: Float32Array[] | tf.Tensor2D, opts: DrawOptions): Promise<Sequences> {
+export async function greedyCaptions(
+  decoder: Decoder,
+  features: Float32Array[] | tf.Tensor2D,
+  opts: DrawOptions,
+): Promise<Sequences> {
   return draw(decoder, features, 1, opts, async (logProbs) => {
     const best = tf.tidy(() => tf.argMax(logProbs, 1));
     try {
@@ -89,23 +98,41 @@ export function sampleRow(lp: Float32Array, offset: number, V: number, r: Rng): 
   return last; // u landed in the rounding slack at the top: the last token with any mass
 }
 
-async function draw(decoder: Decoder, features: Float32Array[] | tf.Tensor2D, k: number, opts: DrawOptions, pick: (logProbs: tf.Tensor2D) => Promise<{ ids: Int32Array; logProbs?: Float64Array }>): Promise<Sequences> {
+async function draw(
+  decoder: Decoder,
+  features: Float32Array[] | tf.Tensor2D,
+  k: number,
+  opts: DrawOptions,
+  pick: (logProbs: tf.Tensor2D) => Promise<{ ids: Int32Array; logProbs?: Float64Array }>,
+): Promise<Sequences> {
   const T = opts.maxLength;
-  if (!(Number.isInteger(T) && T >= 1)) throw new ModelError(`sampling: maxLength must be a positive integer, got ${T}`);
+  if (!(Number.isInteger(T) && T >= 1))
+    throw new ModelError(`sampling: maxLength must be a positive integer, got ${T}`);
   const N = features instanceof tf.Tensor ? features.shape[0] : features.length;
   const S = N * k;
   const drawn: number[][] = Array.from({ length: S }, () => []);
   const ended = new Uint8Array(S);
   const seqLogProbs = new Float64Array(S);
   let sampled = false;
-  if (S === 0) return { count: 0, steps: 0, tokens: new Int32Array(0), mask: new Float32Array(0), lengths: new Int32Array(0), ended };
+  if (S === 0)
+    return {
+      count: 0,
+      steps: 0,
+      tokens: new Int32Array(0),
+      mask: new Float32Array(0),
+      lengths: new Int32Array(0),
+      ended,
+    };
   let state: DecoderState | null = null;
   try {
     const init = decoder.initState(features);
     if (k === 1) state = init;
     else {
       try {
-        state = gatherState(init, Int32Array.from({ length: S }, (_, s) => Math.floor(s / k)));
+        state = gatherState(
+          init,
+          Int32Array.from({ length: S }, (_, s) => Math.floor(s / k)),
+        );
       } finally {
         disposeState(init);
       }

@@ -3,4 +3,12 @@
 import * as path from 'node:path';
 import type { SceneKind } from '../prep/demo-scene.js';
 
-export const DEMO_RUN_DEFAULTS = { out: path.join('work', 'demo'), multiOut: path.join('work', 'demo-multi'), scenes: 'single' as SceneKind, images: 1000, quickImages: 300, samples: 24, quickSamples: 8 } as const;
+export const DEMO_RUN_DEFAULTS = {
+  out: path.join('work', 'demo'),
+  multiOut: path.join('work', 'demo-multi'),
+  scenes: 'single' as SceneKind,
+  images: 1000,
+  quickImages: 300,
+  samples: 24,
+  quickSamples: 8,
+} as const;

@@ -33,7 +33,13 @@ import type { ScstResult } from '../train/scst-run.js';
 import { ensureDir } from '../util/fsx.js';
 
 /** The demo config shipped with the package (configs/demo.yaml, two folders above this file in src/ and dist/). */
-export const DEMO_CONFIG = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs', 'demo.yaml');
+export const DEMO_CONFIG = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'configs',
+  'demo.yaml',
+);
 
 export { DEMO_RUN_DEFAULTS } from './defaults.js';
 import { DEMO_RUN_DEFAULTS } from './defaults.js';
@@ -93,17 +99,26 @@ export interface DemoResult {
  * --set encoder.layer, the demo uses the block5_pool grid (7 x 7 x 512: the cheapest grid on a CPU;
  * block5_conv3, 14 x 14, is Show, Attend and Tell's), and says so.
  */
-export async function demoConfig(out: string, o: { epochs?: number; quick?: boolean; weights: string; sets?: string[] }): Promise<Config> {
+export async function demoConfig(
+  out: string,
+  o: { epochs?: number; quick?: boolean; weights: string; sets?: string[] },
+): Promise<Config> {
   const config = await loadDemoConfig(out, o, {});
   const layerSet = (o.sets ?? []).some((s) => /^\s*encoder\.layer\s*=/.test(s));
   if (DECODER_FEATURES[config.model.type] === 'grid' && config.encoder.layer === 'fc2' && !layerSet) {
-    log.info(`demo: model.type ${config.model.type} attends over image positions, so the demo caches VGG16 block5_pool features (a 7x7x512 grid) instead of fc2 vectors (--set encoder.layer=block5_conv3 for the 14x14 grid of Show, Attend and Tell)`);
+    log.info(
+      `demo: model.type ${config.model.type} attends over image positions, so the demo caches VGG16 block5_pool features (a 7x7x512 grid) instead of fc2 vectors (--set encoder.layer=block5_conv3 for the 14x14 grid of Show, Attend and Tell)`,
+    );
     return loadDemoConfig(out, o, { layer: 'block5_pool' });
   }
   return config;
 }
 
-async function loadDemoConfig(out: string, o: { epochs?: number; quick?: boolean; weights: string; sets?: string[] }, encoder: { layer?: string }): Promise<Config> {
+async function loadDemoConfig(
+  out: string,
+  o: { epochs?: number; quick?: boolean; weights: string; sets?: string[] },
+  encoder: { layer?: string },
+): Promise<Config> {
   const data = path.join(out, 'data');
   const { config } = await loadConfig({
     file: DEMO_CONFIG,
@@ -113,7 +128,11 @@ async function loadDemoConfig(out: string, o: { epochs?: number; quick?: boolean
       dataset: {
         captions: path.join(data, 'captions.txt'),
         images: path.join(data, 'images'),
-        split: { trainFile: path.join(data, 'trainImages.txt'), valFile: path.join(data, 'valImages.txt'), testFile: path.join(data, 'testImages.txt') },
+        split: {
+          trainFile: path.join(data, 'trainImages.txt'),
+          valFile: path.join(data, 'valImages.txt'),
+          testFile: path.join(data, 'testImages.txt'),
+        },
       },
       prep: { out: path.join(out, 'prepared') },
       features: { out: path.join(out, 'features') },
@@ -139,9 +158,21 @@ async function checkOut(out: string): Promise<void> {
   } catch {
     return; // does not exist yet
   }
-  const ours = new Set(['data', 'prepared', 'features', 'model', 'model-scst', 'samples', 'captions.jsonl', 'demo-run.json']);
+  const ours = new Set([
+    'data',
+    'prepared',
+    'features',
+    'model',
+    'model-scst',
+    'samples',
+    'captions.jsonl',
+    'demo-run.json',
+  ]);
   const foreign = names.filter((n) => !ours.has(n) && !n.startsWith('.'));
-  if (foreign.length) throw new UsageError(`--out ${out}: holds files the demo did not write (${foreign.slice(0, 5).join(', ')}); choose an empty or new folder`);
+  if (foreign.length)
+    throw new UsageError(
+      `--out ${out}: holds files the demo did not write (${foreign.slice(0, 5).join(', ')}); choose an empty or new folder`,
+    );
 }
 
 interface DemoRunMarker {
@@ -170,13 +201,18 @@ async function checkSceneKind(out: string, scenes: SceneKind, features: string, 
   const wasLayer = was?.layer ?? 'fc2';
   const same = was !== undefined && was.scenes === scenes && was.version === DEMO_VERSION;
   if (!same && (await exists(features))) {
-    log.info(`demo: ${features} was computed for ${was ? `${was.scenes} scenes (demo version ${was.version})` : 'unknown images'}; removing it (recomputed in step 3)`);
+    log.info(
+      `demo: ${features} was computed for ${was ? `${was.scenes} scenes (demo version ${was.version})` : 'unknown images'}; removing it (recomputed in step 3)`,
+    );
     await clearDemoOutput(features);
   } else if (wasLayer !== layer && (await exists(features))) {
-    log.info(`demo: ${features} holds ${wasLayer} features, this run uses ${layer}; removing it (recomputed in step 3)`);
+    log.info(
+      `demo: ${features} holds ${wasLayer} features, this run uses ${layer}; removing it (recomputed in step 3)`,
+    );
     await clearDemoOutput(features);
   }
-  if (!same || was?.layer !== layer) await writeJsonAtomic(marker, { scenes, version: DEMO_VERSION, layer } satisfies DemoRunMarker);
+  if (!same || was?.layer !== layer)
+    await writeJsonAtomic(marker, { scenes, version: DEMO_VERSION, layer } satisfies DemoRunMarker);
 }
 
 const step = (n: number, total: number, what: string) => log.info(`\n=== [${n}/${total}] ${what}`);
@@ -186,15 +222,25 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const scenes = checkScenes(opts.scenes ?? DEMO_RUN_DEFAULTS.scenes);
   const out = opts.out ?? (scenes === 'multi' ? DEMO_RUN_DEFAULTS.multiOut : DEMO_RUN_DEFAULTS.out);
   const images = opts.images ?? (opts.quick ? DEMO_RUN_DEFAULTS.quickImages : DEMO_RUN_DEFAULTS.images);
-  if (!Number.isInteger(images) || images < 20) throw new UsageError(`--images must be an integer of at least 20 (the test split is a tenth), got ${images}`);
-  if (opts.epochs !== undefined && (!Number.isInteger(opts.epochs) || opts.epochs < 1)) throw new UsageError(`--epochs must be a positive integer, got ${opts.epochs}`);
+  if (!Number.isInteger(images) || images < 20)
+    throw new UsageError(`--images must be an integer of at least 20 (the test split is a tenth), got ${images}`);
+  if (opts.epochs !== undefined && (!Number.isInteger(opts.epochs) || opts.epochs < 1))
+    throw new UsageError(`--epochs must be a positive integer, got ${opts.epochs}`);
   await checkOut(out);
 
   const wdir = opts.weightsCacheDir ?? weightsCacheDir();
   const realWeights = path.join(wdir, KERAS_VGG16_FILES.top.name);
-  const haveReal = await fs.access(realWeights).then(() => true, () => false);
+  const haveReal = await fs.access(realWeights).then(
+    () => true,
+    () => false,
+  );
   const weights = haveReal ? 'imagenet' : 'random';
-  const config = await demoConfig(out, { epochs: opts.epochs, quick: opts.quick, weights: haveReal ? realWeights : 'random', sets: opts.sets });
+  const config = await demoConfig(out, {
+    epochs: opts.epochs,
+    quick: opts.quick,
+    weights: haveReal ? realWeights : 'random',
+    sets: opts.sets,
+  });
   const paths = stagePaths(config);
   const seconds: Record<string, number> = {};
   const timed = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
@@ -217,16 +263,26 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     );
   }
 
-  step(1, TOTAL, `generating ${images} ${scenes === 'multi' ? 'multi-shape ' : ''}demo images with 5 captions each -> ${path.join(out, 'data')}`);
+  step(
+    1,
+    TOTAL,
+    `generating ${images} ${scenes === 'multi' ? 'multi-shape ' : ''}demo images with 5 captions each -> ${path.join(out, 'data')}`,
+  );
   await checkSceneKind(out, scenes, paths.features, config.encoder.layer);
   const data = await timed('data', () => writeDemoDataset({ out: path.join(out, 'data'), images, scenes }));
 
   step(2, TOTAL, `preparing the dataset (configs/demo.yaml) -> ${paths.prepared}`);
   const prep = await timed('prep', () => runPrep(config));
   const c = prep.manifest.counts;
-  log.info(`prep: train ${c.train.images} images, val ${c.val.images}, test ${c.test.images}; vocabulary ${prep.manifest.vocabSize} words`);
+  log.info(
+    `prep: train ${c.train.images} images, val ${c.val.images}, test ${c.test.images}; vocabulary ${prep.manifest.vocabSize} words`,
+  );
 
-  step(3, TOTAL, `caching VGG16 ${config.encoder.layer} features (${weights === 'random' ? 'random weights' : 'ImageNet weights'}) -> ${paths.features}`);
+  step(
+    3,
+    TOTAL,
+    `caching VGG16 ${config.encoder.layer} features (${weights === 'random' ? 'random weights' : 'ImageNet weights'}) -> ${paths.features}`,
+  );
   await timed('features', () => runFeatures(config));
 
   step(4, TOTAL, `training the caption model (${config.train.epochs} epochs at most) -> ${paths.model}`);
@@ -240,17 +296,28 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const captions = path.join(out, 'captions.jsonl');
   const prepared = await loadPrepared(paths.prepared);
   const pick = prepared.splits.test.slice(0, opts.quick ? DEMO_RUN_DEFAULTS.quickSamples : DEMO_RUN_DEFAULTS.samples);
-  step(6, TOTAL, `captioning a folder of ${pick.length} test images (the caption pipeline: image files -> VGG16 -> decoder) -> ${captions}`);
+  step(
+    6,
+    TOTAL,
+    `captioning a folder of ${pick.length} test images (the caption pipeline: image files -> VGG16 -> decoder) -> ${captions}`,
+  );
   await clearDemoOutput(samples);
   await fs.rm(captions, { force: true });
   await ensureDir(samples);
-  for (const im of pick) await fs.copyFile(path.join(data.imagesDir, im.file), path.join(samples, path.basename(im.file)));
-  const captioned = await timed('caption', () => runCaption(config, { inputs: [samples], model: paths.model, output: captions }));
+  for (const im of pick)
+    await fs.copyFile(path.join(data.imagesDir, im.file), path.join(samples, path.basename(im.file)));
+  const captioned = await timed('caption', () =>
+    runCaption(config, { inputs: [samples], model: paths.model, output: captions }),
+  );
 
   let scst: DemoResult['scst'];
   if (opts.scst) {
     const model = `${paths.model}-scst`;
-    step(7, TOTAL, `self-critical fine-tuning on CIDEr-D (${config.train.scst.epochs} epochs at most) -> ${model}, then evaluating it the same way`);
+    step(
+      7,
+      TOTAL,
+      `self-critical fine-tuning on CIDEr-D (${config.train.scst.epochs} epochs at most) -> ${model}, then evaluating it the same way`,
+    );
     await clearDemoOutput(model);
     const tuned = await timed('scst', () => runScst(config, { init: paths.model, out: model }));
     // its own report folder: the demo config points eval.out at the cross-entropy model's
@@ -274,7 +341,19 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     samples,
     captions,
   };
-  return { out, scenes, weights, images, config, train: trained, eval: evaluated, caption: captioned, artifacts, seconds, ...(scst ? { scst } : {}) };
+  return {
+    out,
+    scenes,
+    weights,
+    images,
+    config,
+    train: trained,
+    eval: evaluated,
+    caption: captioned,
+    artifacts,
+    seconds,
+    ...(scst ? { scst } : {}),
+  };
 }
 
 /** The closing summary: metrics against the baseline, where everything is, what to try next. */
@@ -286,18 +365,32 @@ export function demoSummary(r: DemoResult): string {
   lines.push('');
   if (b) {
     const ratio = b.metrics.Bleu_4 > 0 ? ` (${(m.Bleu_4 / b.metrics.Bleu_4).toFixed(2)}x)` : '';
-    const verdict = m.Bleu_4 > b.metrics.Bleu_4 ? 'the model beats the image-blind baseline: it learned from the pictures' : 'the model does NOT beat the image-blind baseline: train longer (--epochs) or on more images (--images)';
-    lines.push(`test BLEU-4: model ${m.Bleu_4.toFixed(4)} vs image-blind baseline ${b.metrics.Bleu_4.toFixed(4)}${ratio}: ${verdict}.`);
+    const verdict =
+      m.Bleu_4 > b.metrics.Bleu_4
+        ? 'the model beats the image-blind baseline: it learned from the pictures'
+        : 'the model does NOT beat the image-blind baseline: train longer (--epochs) or on more images (--images)';
+    lines.push(
+      `test BLEU-4: model ${m.Bleu_4.toFixed(4)} vs image-blind baseline ${b.metrics.Bleu_4.toFixed(4)}${ratio}: ${verdict}.`,
+    );
     lines.push(`  baseline = ${b.explanation}.`);
   }
-  if (r.weights === 'random') lines.push('  (features from a VGG16 with RANDOM weights: fine for coloured shapes, useless for photos)');
+  if (r.weights === 'random')
+    lines.push('  (features from a VGG16 with RANDOM weights: fine for coloured shapes, useless for photos)');
   if (r.scst) {
     const s = r.scst.eval.report.metrics;
-    lines.push(`test CIDEr-D: cross-entropy ${m.CIDEr.toFixed(4)}, self-critical ${s.CIDEr.toFixed(4)}   (test BLEU-4: cross-entropy ${m.Bleu_4.toFixed(4)}, self-critical ${s.Bleu_4.toFixed(4)})`);
-    lines.push(`  self-critical model: ${r.scst.model}, its test report in ${path.join(r.scst.model, 'eval-test')} (best of ${r.scst.train.epochs} epochs by validation CIDEr-D: epoch ${r.scst.train.bestEpoch}; epoch 0 is the cross-entropy model)`);
+    lines.push(
+      `test CIDEr-D: cross-entropy ${m.CIDEr.toFixed(4)}, self-critical ${s.CIDEr.toFixed(4)}   (test BLEU-4: cross-entropy ${m.Bleu_4.toFixed(4)}, self-critical ${s.Bleu_4.toFixed(4)})`,
+    );
+    lines.push(
+      `  self-critical model: ${r.scst.model}, its test report in ${path.join(r.scst.model, 'eval-test')} (best of ${r.scst.train.epochs} epochs by validation CIDEr-D: epoch ${r.scst.train.bestEpoch}; epoch 0 is the cross-entropy model)`,
+    );
   }
   lines.push('');
-  lines.push(`timings: ${Object.entries(r.seconds).map(([k, v]) => `${k} ${v.toFixed(1)}s`).join(', ')}`);
+  lines.push(
+    `timings: ${Object.entries(r.seconds)
+      .map(([k, v]) => `${k} ${v.toFixed(1)}s`)
+      .join(', ')}`,
+  );
   lines.push('');
   lines.push('artifacts:');
   const rows: [string, string][] = [
@@ -318,7 +411,9 @@ export function demoSummary(r: DemoResult): string {
   lines.push('');
   lines.push('next, try:');
   lines.push(`  captioner caption ${a.samples} -m ${a.model}                 # caption a folder of images`);
-  lines.push(`  captioner eval -m ${a.model} --beam 5 --out ${path.join(r.out, 'eval-beam5')}   # score with a wider beam`);
+  lines.push(
+    `  captioner eval -m ${a.model} --beam 5 --out ${path.join(r.out, 'eval-beam5')}   # score with a wider beam`,
+  );
   lines.push(`  captioner serve -m ${a.model}                                 # a web page to upload images to`);
   lines.push(`  captioner score --candidates ${a.results} --references ${a.prepared}`);
   return lines.join('\n') + '\n';

@@ -72,8 +72,20 @@ export async function doctor(configured = 'auto'): Promise<DoctorReport> {
       wasmSimd: wasmSimd(),
     },
     memory: { totalGiB: gib(os.totalmem()), freeGiB: gib(os.freemem()) },
-    gpu: { devices: gpus, note: gpus.length ? 'NVIDIA (nvidia-smi)' : hasCommand('nvidia-smi') ? 'none (nvidia-smi lists no GPU)' : 'none (nvidia-smi not found)' },
-    platform: { os: `${os.platform()} ${os.arch()}`, release: os.release(), node: process.version, tfjs: tf.version_core },
+    gpu: {
+      devices: gpus,
+      note: gpus.length
+        ? 'NVIDIA (nvidia-smi)'
+        : hasCommand('nvidia-smi')
+          ? 'none (nvidia-smi lists no GPU)'
+          : 'none (nvidia-smi not found)',
+    },
+    platform: {
+      os: `${os.platform()} ${os.arch()}`,
+      release: os.release(),
+      node: process.version,
+      tfjs: tf.version_core,
+    },
   };
 }
 
@@ -83,16 +95,23 @@ async function probeOnnx(): Promise<RuntimeProbe> {
     // through loadOrt, which turns telemetry off before the native library starts
     const loaded = await loadOrt();
     if (!loaded) throw new Error(ortLoadError());
-    const ort = loaded as unknown as { env?: { versions?: Record<string, string> }; listSupportedBackends?: () => { name: string; bundled: boolean }[] };
+    const ort = loaded as unknown as {
+      env?: { versions?: Record<string, string> };
+      listSupportedBackends?: () => { name: string; bundled: boolean }[];
+    };
     const version = ort.env?.versions?.node ?? packageVersion('onnxruntime-node');
     const eps = ort.listSupportedBackends?.() ?? [];
     const bundled = eps.filter((e) => e.bundled).map((e) => e.name);
     const extra = eps.filter((e) => !e.bundled).map((e) => e.name);
-    const detail = eps.length ? `execution providers: ${bundled.join(', ')}${extra.length ? ` (not bundled: ${extra.join(', ')})` : ''}` : undefined;
+    const detail = eps.length
+      ? `execution providers: ${bundled.join(', ')}${extra.length ? ` (not bundled: ${extra.join(', ')})` : ''}`
+      : undefined;
     return { ...base, available: true, version, detail };
   } catch (e) {
     const msg = (e as Error)?.message ?? String(e);
-    const reason = /Cannot find (package|module)/.test(msg) ? 'not installed: npm install onnxruntime-node' : `failed to load: ${msg.split('\n')[0]}`;
+    const reason = /Cannot find (package|module)/.test(msg)
+      ? 'not installed: npm install onnxruntime-node'
+      : `failed to load: ${msg.split('\n')[0]}`;
     return { ...base, version: packageVersion('onnxruntime-node'), reason };
   }
 }
@@ -101,14 +120,20 @@ function telemetryReport(): DoctorReport['telemetry'] {
   const value = process.env.ORT_DISABLE_TELEMETRY;
   return ortTelemetryDisabled()
     ? { onnxruntime: 'off', detail: 'ORT_DISABLE_TELEMETRY=1 (captioner sets it unless you set it yourself)' }
-    : { onnxruntime: 'on', detail: `ORT_DISABLE_TELEMETRY=${value}: onnxruntime may write /tmp/mat-debug-<pid>.log and ~/.cache/Microsoft/DeveloperTools` };
+    : {
+        onnxruntime: 'on',
+        detail: `ORT_DISABLE_TELEMETRY=${value}: onnxruntime may write /tmp/mat-debug-<pid>.log and ~/.cache/Microsoft/DeveloperTools`,
+      };
 }
 
 /** Each Keras VGG16 file in the weights cache: present or not, its size and md5 (cached by size+mtime). */
 async function weightsReport(): Promise<DoctorReport['weights']> {
   const dir = weightsCacheDir();
   const files: WeightsProbe[] = [];
-  for (const [kind, f] of Object.entries(KERAS_VGG16_FILES) as [keyof typeof KERAS_VGG16_FILES, (typeof KERAS_VGG16_FILES)[keyof typeof KERAS_VGG16_FILES]][]) {
+  for (const [kind, f] of Object.entries(KERAS_VGG16_FILES) as [
+    keyof typeof KERAS_VGG16_FILES,
+    (typeof KERAS_VGG16_FILES)[keyof typeof KERAS_VGG16_FILES],
+  ][]) {
     const file = path.join(dir, f.name);
     const probe: WeightsProbe = { kind, path: file, present: existsSync(file), expectedMd5: f.md5, ok: false };
     if (probe.present) {
@@ -127,7 +152,12 @@ async function weightsReport(): Promise<DoctorReport['weights']> {
 }
 
 function tfjsEncoder(auto: BackendProbe | undefined): RuntimeProbe {
-  return { name: 'tfjs', available: true, version: tf.version_core, detail: `runs on the compute backend (auto: ${auto?.package ?? 'none'})` };
+  return {
+    name: 'tfjs',
+    available: true,
+    version: tf.version_core,
+    detail: `runs on the compute backend (auto: ${auto?.package ?? 'none'})`,
+  };
 }
 
 function packageVersion(pkg: string): string | undefined {
@@ -140,7 +170,11 @@ function packageVersion(pkg: string): string | undefined {
 
 function wasmSimd(): boolean {
   try {
-    return WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]));
+    return WebAssembly.validate(
+      new Uint8Array([
+        0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11,
+      ]),
+    );
   } catch {
     return false;
   }
@@ -163,7 +197,7 @@ function gib(bytes: number): number {
 export function formatReport(r: DoctorReport): string {
   const lines: string[] = [];
   const row = (p: { available: boolean; version?: string; detail?: string; reason?: string }, name: string) =>
-    `  ${p.available ? 'ok  ' : 'no  '} ${name.padEnd(20)} ${(p.version ?? '-').padEnd(8)} ${p.available ? p.detail ?? '' : p.reason ?? ''}`.trimEnd();
+    `  ${p.available ? 'ok  ' : 'no  '} ${name.padEnd(20)} ${(p.version ?? '-').padEnd(8)} ${p.available ? (p.detail ?? '') : (p.reason ?? '')}`.trimEnd();
   lines.push('Compute backends (training, decoding, tfjs encoder):');
   for (const b of r.backends) lines.push(row(b, `${b.package}${b.request !== b.package ? ` (${b.request})` : ''}`));
   lines.push(`  backend auto selects: ${r.auto}; config asks for: ${r.configured}`);
@@ -179,12 +213,18 @@ export function formatReport(r: DoctorReport): string {
       : w.ok
         ? `ok, ${(w.bytes! / 1e6).toFixed(0)} MB, md5 ${w.md5}`
         : `md5 ${w.md5 ?? 'unreadable'} differs from Keras's ${w.expectedMd5}: re-run \`${WEIGHTS_COMMAND}\``;
-    lines.push(`  ${w.ok ? 'ok  ' : 'no  '} ${(w.kind === 'top' ? 'full (fc2)' : 'no-top (block5)').padEnd(20)} ${state}`);
+    lines.push(
+      `  ${w.ok ? 'ok  ' : 'no  '} ${(w.kind === 'top' ? 'full (fc2)' : 'no-top (block5)').padEnd(20)} ${state}`,
+    );
   }
   lines.push('');
-  lines.push(`CPU:    ${r.cpu.model}, ${r.cpu.cores} cores (${r.cpu.usable} usable), ${r.cpu.arch}, WebAssembly SIMD ${r.cpu.wasmSimd ? 'yes' : 'no'}`);
+  lines.push(
+    `CPU:    ${r.cpu.model}, ${r.cpu.cores} cores (${r.cpu.usable} usable), ${r.cpu.arch}, WebAssembly SIMD ${r.cpu.wasmSimd ? 'yes' : 'no'}`,
+  );
   lines.push(`Memory: ${r.memory.totalGiB} GiB total, ${r.memory.freeGiB} GiB free`);
   lines.push(`GPU:    ${r.gpu.devices.length ? r.gpu.devices.join('; ') : r.gpu.note}`);
-  lines.push(`System: ${r.platform.os}, kernel ${r.platform.release}, Node ${r.platform.node}, tfjs ${r.platform.tfjs}`);
+  lines.push(
+    `System: ${r.platform.os}, kernel ${r.platform.release}, Node ${r.platform.node}, tfjs ${r.platform.tfjs}`,
+  );
   return lines.join('\n') + '\n';
 }

@@ -42,14 +42,17 @@ export interface CandidateFile {
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isId = (v: unknown): v is string | number => (typeof v === 'string' && v.length > 0) || (typeof v === 'number' && Number.isFinite(v));
+const isId = (v: unknown): v is string | number =>
+  (typeof v === 'string' && v.length > 0) || (typeof v === 'number' && Number.isFinite(v));
 
 async function readText(file: string, what: string): Promise<string> {
   try {
     return await fs.readFile(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(`${file}: cannot read ${what}: ${code === 'ENOENT' ? 'no such file' : (code ?? (e as Error).message)}`);
+    throw new DataError(
+      `${file}: cannot read ${what}: ${code === 'ENOENT' ? 'no such file' : (code ?? (e as Error).message)}`,
+    );
   }
 }
 
@@ -90,7 +93,9 @@ export async function readCandidates(file: string): Promise<CandidateFile> {
       try {
         e = JSON.parse(line);
       } catch (err) {
-        throw new DataError(`${where}: not valid JSON (expected one {"image", "caption"} object a line, or a COCO results JSON array): ${(err as Error).message}`);
+        throw new DataError(
+          `${where}: not valid JSON (expected one {"image", "caption"} object a line, or a COCO results JSON array): ${(err as Error).message}`,
+        );
       }
       if (!isObj(e)) throw new DataError(`${where}: expected an object {"image", "caption"}`);
       if (e.error !== undefined) {
@@ -102,7 +107,9 @@ export async function readCandidates(file: string): Promise<CandidateFile> {
   }
   if (candidates.length === 0) {
     throw new DataError(
-      skippedErrors > 0 ? `${file}: no candidates to score: all ${skippedErrors} entries carry an "error"` : `${file}: no candidates to score`,
+      skippedErrors > 0
+        ? `${file}: no candidates to score: all ${skippedErrors} entries carry an "error"`
+        : `${file}: no candidates to score`,
     );
   }
   return { candidates, skippedErrors };
@@ -132,7 +139,9 @@ export async function readReferences(p: string): Promise<ReferenceSet> {
     const d = parseJson(text, p);
     if (isObj(d) && Array.isArray(d.annotations)) return readCoco(d, p);
     if (isObj(d) && Array.isArray(d.images)) return readKarpathy(d, p);
-    throw new DataError(`${p}: JSON is neither COCO captions ({"annotations": [...]}) nor Karpathy ({"images": [{"filename", "sentences"}]})`);
+    throw new DataError(
+      `${p}: JSON is neither COCO captions ({"annotations": [...]}) nor Karpathy ({"images": [{"filename", "sentences"}]})`,
+    );
   }
   return readFlickrToken(text, p);
 }
@@ -221,7 +230,9 @@ function readFlickrToken(text: string, file: string): ReferenceSet {
     const tab = line.indexOf('\t');
     const hash = tab < 0 ? -1 : line.lastIndexOf('#', tab);
     if (tab < 0 || hash <= 0) {
-      throw new DataError(`${file}:${i + 1}: expected "image.jpg#N<TAB>caption" (Flickr8k token file), COCO captions JSON or Karpathy JSON`);
+      throw new DataError(
+        `${file}:${i + 1}: expected "image.jpg#N<TAB>caption" (Flickr8k token file), COCO captions JSON or Karpathy JSON`,
+      );
     }
     b.add(line.slice(0, hash), line.slice(tab + 1).trim());
   });
@@ -253,7 +264,8 @@ async function readPrepared(dir: string): Promise<ReferenceSet> {
       } catch (err) {
         throw new DataError(`${f}:${i + 1}: not valid JSON: ${(err as Error).message}`);
       }
-      if (!isObj(e) || !isId(e.image) || !Array.isArray(e.captions)) throw new DataError(`${f}:${i + 1}: expected {"image", "captions": [...]}`);
+      if (!isObj(e) || !isId(e.image) || !Array.isArray(e.captions))
+        throw new DataError(`${f}:${i + 1}: expected {"image", "captions": [...]}`);
       const id = String(e.image);
       for (const c of e.captions) if (typeof c === 'string') b.add(id, c);
       b.addAlias(path.posix.basename(id.replaceAll('\\', '/')), id);
@@ -294,7 +306,11 @@ const sample = (xs: string[], n = 5) => xs.slice(0, n).join(', ') + (xs.length >
  * for candidates whose image the references list without any caption (nothing to score against: refusing
  * is safer than quietly scoring a subset, as for candidates with no reference image at all).
  */
-export function matchCandidates(cands: readonly Candidate[], refs: ReferenceSet, candidatesFile = 'candidates'): ScorePair[] {
+export function matchCandidates(
+  cands: readonly Candidate[],
+  refs: ReferenceSet,
+  candidatesFile = 'candidates',
+): ScorePair[] {
   const firstById = new Map<string, Candidate>();
   const dupes: string[] = [];
   for (const c of cands) {
@@ -302,7 +318,8 @@ export function matchCandidates(cands: readonly Candidate[], refs: ReferenceSet,
     if (prev) dupes.push(`${c.id} (${prev.where} and ${c.where})`);
     else firstById.set(c.id, c);
   }
-  if (dupes.length) throw new DataError(`${candidatesFile}: ${dupes.length} duplicate candidate id(s): ${sample(dupes, 3)}`);
+  if (dupes.length)
+    throw new DataError(`${candidatesFile}: ${dupes.length} duplicate candidate id(s): ${sample(dupes, 3)}`);
 
   const missing: string[] = [];
   const uncaptioned: string[] = [];
@@ -337,7 +354,9 @@ export function matchCandidates(cands: readonly Candidate[], refs: ReferenceSet,
         : pairs.length === 0
           ? ` (reference ids look like: ${sample([...refs.byId.keys()], 3)})`
           : '';
-    throw new DataError(`${candidatesFile}: ${missing.length} of ${cands.length} candidate(s) have no references in ${refs.source}: ${sample(missing)}${hint}`);
+    throw new DataError(
+      `${candidatesFile}: ${missing.length} of ${cands.length} candidate(s) have no references in ${refs.source}: ${sample(missing)}${hint}`,
+    );
   }
   if (uncaptioned.length) {
     throw new DataError(
@@ -345,12 +364,18 @@ export function matchCandidates(cands: readonly Candidate[], refs: ReferenceSet,
         `so they cannot be scored: ${sample(uncaptioned)} (leave these candidates out, or use references that caption them)`,
     );
   }
-  if (clashes.length) throw new DataError(`${candidatesFile}: ${clashes.length} pair(s) of candidates name the same reference image: ${sample(clashes, 3)}`);
+  if (clashes.length)
+    throw new DataError(
+      `${candidatesFile}: ${clashes.length} pair(s) of candidates name the same reference image: ${sample(clashes, 3)}`,
+    );
   return pairs;
 }
 
 /** Read both files and pair them up. */
-export async function loadScorePairs(candidatesFile: string, referencesPath: string): Promise<{ pairs: ScorePair[]; skippedErrors: number; format: ReferenceFormat }> {
+export async function loadScorePairs(
+  candidatesFile: string,
+  referencesPath: string,
+): Promise<{ pairs: ScorePair[]; skippedErrors: number; format: ReferenceFormat }> {
   const [c, r] = await Promise.all([readCandidates(candidatesFile), readReferences(referencesPath)]);
   return { pairs: matchCandidates(c.candidates, r, candidatesFile), skippedErrors: c.skippedErrors, format: r.format };
 }

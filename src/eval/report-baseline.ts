@@ -39,7 +39,12 @@ function spread<T>(xs: readonly T[], n: number): T[] {
  * The best constant caption for `train`, scored against `evalRefs` (one list of raw references per
  * evaluated image). Undefined when the training split has no captions.
  */
-export function imageBlindBaseline(train: readonly PreparedImage[], evalRefs: readonly string[][], mode: TokenizeMode, opts: BaselineOptions = {}): Baseline | undefined {
+export function imageBlindBaseline(
+  train: readonly PreparedImage[],
+  evalRefs: readonly string[][],
+  mode: TokenizeMode,
+  opts: BaselineOptions = {},
+): Baseline | undefined {
   const counts = new Map<string, { n: number; raw: string }>();
   for (const im of train)
     for (const c of im.captions) {
@@ -50,7 +55,9 @@ export function imageBlindBaseline(train: readonly PreparedImage[], evalRefs: re
       else counts.set(key, { n: 1, raw: key });
     }
   if (!counts.size || !evalRefs.length) return undefined;
-  const ranked = [...counts.entries()].sort((a, b) => b[1].n - a[1].n || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).slice(0, opts.candidates ?? 100);
+  const ranked = [...counts.entries()]
+    .sort((a, b) => b[1].n - a[1].n || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .slice(0, opts.candidates ?? 100);
   const selection = spread(
     train.filter((im) => im.captions.length),
     opts.selectionImages ?? 1000,
@@ -70,7 +77,12 @@ export function imageBlindBaseline(train: readonly PreparedImage[], evalRefs: re
     }
   }
   const caption = best[0];
-  const metrics = corpusOnly(scoreCaptions(evalRefs.map((refs, i) => ({ id: String(i), candidate: caption, references: refs.length ? refs : [''] })), mode));
+  const metrics = corpusOnly(
+    scoreCaptions(
+      evalRefs.map((refs, i) => ({ id: String(i), candidate: caption, references: refs.length ? refs : [''] })),
+      mode,
+    ),
+  );
   return {
     method: 'best-constant-caption',
     caption,

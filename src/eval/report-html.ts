@@ -59,7 +59,12 @@ export async function thumbnail(file: string, size = 96): Promise<string | null>
 /** A row's thumbnail: a data URI, or why there is none. */
 type Thumb = string | { missing: 'not found' | 'unreadable' };
 
-async function thumbnails(rows: readonly PerImage[], o: HtmlOptions, size: number, only?: (p: PerImage) => boolean): Promise<(Thumb | null)[]> {
+async function thumbnails(
+  rows: readonly PerImage[],
+  o: HtmlOptions,
+  size: number,
+  only?: (p: PerImage) => boolean,
+): Promise<(Thumb | null)[]> {
   const out: (Thumb | null)[] = new Array(rows.length).fill(null);
   if (!o.imagesDir || o.thumbnails === false) return out;
   let next = 0;
@@ -68,7 +73,12 @@ async function thumbnails(rows: readonly PerImage[], o: HtmlOptions, size: numbe
       const i = next++;
       if (only && !only(rows[i])) continue;
       const file = path.resolve(o.imagesDir!, rows[i].file);
-      out[i] = (await thumbnail(file, size)) ?? { missing: await fs.access(file).then(() => 'unreadable' as const, () => 'not found' as const) };
+      out[i] = (await thumbnail(file, size)) ?? {
+        missing: await fs.access(file).then(
+          () => 'unreadable' as const,
+          () => 'not found' as const,
+        ),
+      };
     }
   };
   await Promise.all(Array.from({ length: Math.min(o.concurrency ?? 4, rows.length) }, worker));
@@ -145,14 +155,22 @@ export async function renderReportHtml(r: EvalReport, o: HtmlOptions): Promise<s
   const views = rows.map((p, i) => {
     const a = att?.byImage.get(p.image);
     const image = large[i];
-    return a && typeof image === 'string' ? attentionViewHtml({ image, alt: p.image, words: a.words, attention: a.rows, grid: att!.grid }, { summary: 'attention' }) : '';
+    return a && typeof image === 'string'
+      ? attentionViewHtml(
+          { image, alt: p.image, words: a.words, attention: a.rows, grid: att!.grid },
+          { summary: 'attention' },
+        )
+      : '';
   });
   const anyView = views.some(Boolean);
   const b = r.baseline;
   const summary = [
     `<tr><th>metric</th><th>model</th>${b ? '<th>image-blind baseline</th>' : ''}</tr>`,
     `<tr><td>images</td><td>${r.metrics.images}</td>${b ? `<td>${b.metrics.images}</td>` : ''}</tr>`,
-    ...metricKeys.map((k) => `<tr><td>${metricLabel(k)}</td><td>${f4(r.metrics[k])}</td>${b ? `<td>${f4(b.metrics[k])}</td>` : ''}</tr>`),
+    ...metricKeys.map(
+      (k) =>
+        `<tr><td>${metricLabel(k)}</td><td>${f4(r.metrics[k])}</td>${b ? `<td>${f4(b.metrics[k])}</td>` : ''}</tr>`,
+    ),
   ].join('\n');
   const baselineNote = b ? `<p class="meta">Image-blind baseline: ${escapeHtml(b.explanation)}.</p>` : '';
   const thumbsShown = Boolean(o.imagesDir) && o.thumbnails !== false;

@@ -63,7 +63,8 @@ const round = (v: number, d = 6) => Number(v.toFixed(d));
 
 export function buildReport(r: ReportInput): EvalReport {
   const { perImage, ...corpus } = r.scores;
-  if (perImage.length !== r.predictions.length) throw new Error(`buildReport: ${perImage.length} scores for ${r.predictions.length} predictions`);
+  if (perImage.length !== r.predictions.length)
+    throw new Error(`buildReport: ${perImage.length} scores for ${r.predictions.length} predictions`);
   return {
     kind: EVAL_REPORT_KIND,
     version: 1,
@@ -100,21 +101,33 @@ export interface CocoResult {
  * Decided per image, so a set where only some images have ids still names every image; `captioner
  * score` reads both.
  */
-export function cocoResults(predictions: readonly Pick<Prediction, 'image' | 'caption'>[], images: readonly Pick<PreparedImage, 'image' | 'cocoId'>[]): CocoResult[] {
+export function cocoResults(
+  predictions: readonly Pick<Prediction, 'image' | 'caption'>[],
+  images: readonly Pick<PreparedImage, 'image' | 'cocoId'>[],
+): CocoResult[] {
   const ids = new Map(images.map((im) => [im.image, im.cocoId]));
   return predictions.map((p) => ({ image_id: ids.get(p.image) ?? p.image, caption: p.caption }));
 }
 
-export const metricLabel = (k: (typeof metricKeys)[number]): string => (k === 'CIDEr' ? 'CIDEr-D' : k.replace('Bleu_', 'BLEU-'));
+export const metricLabel = (k: (typeof metricKeys)[number]): string =>
+  k === 'CIDEr' ? 'CIDEr-D' : k.replace('Bleu_', 'BLEU-');
 
 /**
  * The metrics table for stdout: one metric a line, the model's score and (when given) the image-blind
  * baseline's beside it.
  */
-export function formatMetricsTable(metrics: CorpusScores, opts: { baseline?: CorpusScores; title?: string } = {}): string {
+export function formatMetricsTable(
+  metrics: CorpusScores,
+  opts: { baseline?: CorpusScores; title?: string } = {},
+): string {
   const rows: string[][] = [['metric', opts.title ?? 'model', ...(opts.baseline ? ['image-blind'] : [])]];
   rows.push(['images', String(metrics.images), ...(opts.baseline ? [String(opts.baseline.images)] : [])]);
-  for (const k of metricKeys) rows.push([metricLabel(k), metrics[k].toFixed(4), ...(opts.baseline ? [opts.baseline[k].toFixed(4)] : [])]);
+  for (const k of metricKeys)
+    rows.push([metricLabel(k), metrics[k].toFixed(4), ...(opts.baseline ? [opts.baseline[k].toFixed(4)] : [])]);
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ')).join('\n') + '\n';
+  return (
+    rows
+      .map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '))
+      .join('\n') + '\n'
+  );
 }

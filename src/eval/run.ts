@@ -55,12 +55,17 @@ export interface EvalResult {
   files: EvalFiles;
 }
 
-const exists = (p: string) => fs.stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  fs.stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** The fingerprint in `dir`/manifest.json, or undefined. */
 async function fingerprintOf(dir: string): Promise<string | undefined> {
   try {
-    return (JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')) as { fingerprint?: string }).fingerprint;
+    return (JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')) as { fingerprint?: string })
+      .fingerprint;
   } catch {
     return undefined;
   }
@@ -72,21 +77,45 @@ async function fingerprintOf(dir: string): Promise<string | undefined> {
  * the very artifact (same fingerprint); otherwise the error names the recorded folder, never a default the
  * user may never have used.
  */
-async function locate(what: string, explicit: string | undefined, recorded: string | undefined, fingerprint: string | undefined, fallback: string, setting: string, runDir: string): Promise<string> {
+async function locate(
+  what: string,
+  explicit: string | undefined,
+  recorded: string | undefined,
+  fingerprint: string | undefined,
+  fallback: string,
+  setting: string,
+  runDir: string,
+): Promise<string> {
   if (explicit) return explicit;
   if (!recorded) return fallback;
   if (await exists(recorded)) return recorded;
-  if (fingerprint && path.resolve(fallback) !== path.resolve(recorded) && (await fingerprintOf(fallback)) === fingerprint) {
-    log.info(`eval: ${recorded} (the ${what} ${runDir} records) is gone; using ${fallback}, which holds the same one (fingerprint ${fingerprint.slice(0, 12)})`);
+  if (
+    fingerprint &&
+    path.resolve(fallback) !== path.resolve(recorded) &&
+    (await fingerprintOf(fallback)) === fingerprint
+  ) {
+    log.info(
+      `eval: ${recorded} (the ${what} ${runDir} records) is gone; using ${fallback}, which holds the same one (fingerprint ${fingerprint.slice(0, 12)})`,
+    );
     return fallback;
   }
-  throw new DataError(`${recorded}: the ${what} that ${runDir} was trained on is not there any more (moved or deleted?); give its new place with --set ${setting}=DIR`);
+  throw new DataError(
+    `${recorded}: the ${what} that ${runDir} was trained on is not there any more (moved or deleted?); give its new place with --set ${setting}=DIR`,
+  );
 }
 
 /** Open the run's prepared dataset, refusing one that is not what the model was trained on. */
 export async function preparedForRun(config: Config, model: TrainedModel): Promise<Prepared> {
   const want = model.manifest.dataset?.fingerprint;
-  const dir = await locate('prepared dataset', config.prep.out, model.manifest.dataset?.dir, want, stagePaths(config).prepared, 'prep.out', model.dir);
+  const dir = await locate(
+    'prepared dataset',
+    config.prep.out,
+    model.manifest.dataset?.dir,
+    want,
+    stagePaths(config).prepared,
+    'prep.out',
+    model.dir,
+  );
   const prepared = await loadPrepared(dir);
   if (want && prepared.manifest.fingerprint !== want) {
     throw new DataError(
@@ -100,14 +129,28 @@ export async function preparedForRun(config: Config, model: TrainedModel): Promi
 /** Open the run's feature cache, refusing one whose fingerprint differs from the model's training features. */
 export async function featuresForRun(config: Config, model: TrainedModel): Promise<FeatureCache> {
   const rec = model.manifest.features;
-  const dir = await locate('feature cache', config.features.out, rec?.dir, rec?.fingerprint, stagePaths(config).features, 'features.out', model.dir);
-  return openFeatureCache(dir, { fingerprint: rec?.fingerprint, shape: Array.isArray(rec?.shape) ? rec.shape : undefined });
+  const dir = await locate(
+    'feature cache',
+    config.features.out,
+    rec?.dir,
+    rec?.fingerprint,
+    stagePaths(config).features,
+    'features.out',
+    model.dir,
+  );
+  return openFeatureCache(dir, {
+    fingerprint: rec?.fingerprint,
+    shape: Array.isArray(rec?.shape) ? rec.shape : undefined,
+  });
 }
 
 /** The images of `split` to evaluate (first `limit` by key; 0 = all), each with at least one reference. */
 export function evalImages(prepared: Prepared, split: SplitName, limit: number): PreparedImage[] {
   const all = prepared.splits[split].filter((im) => im.captions.some((c) => c.trim() !== ''));
-  if (!all.length) throw new DataError(`${prepared.dir}: the ${split} split has no images with captions to evaluate${split === 'test' ? ' (try --split val)' : ''}`);
+  if (!all.length)
+    throw new DataError(
+      `${prepared.dir}: the ${split} split has no images with captions to evaluate${split === 'test' ? ' (try --split val)' : ''}`,
+    );
   return limit > 0 ? all.slice(0, limit) : all;
 }
 
@@ -131,21 +174,32 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     const missing = images.filter((im) => !cache!.has(im.image));
     if (missing.length) {
       throw new DataError(
-        `${cache.dir}: the feature cache has no vectors for ${missing.length} of ${images.length} ${split} images (e.g. ${missing.slice(0, 5).map((m) => m.image).join(', ')}); ` +
-          'run `captioner features` for this prepared dataset',
+        `${cache.dir}: the feature cache has no vectors for ${missing.length} of ${images.length} ${split} images (e.g. ${missing
+          .slice(0, 5)
+          .map((m) => m.image)
+          .join(', ')}); ` + 'run `captioner features` for this prepared dataset',
       );
     }
-    if (cache.manifest.weights === 'random') log.warn(`eval: ${runDir} was trained on features of an UNTRAINED (random-weight) VGG16; expect low scores`);
-    log.info(`eval: ${images.length} ${split} images of ${prepared.dir}, model ${runDir} (${opts.which ?? 'best'}), beam ${decodeCfg.beam}, ${backend.detail.split(' (')[0]}`);
+    if (cache.manifest.weights === 'random')
+      log.warn(`eval: ${runDir} was trained on features of an UNTRAINED (random-weight) VGG16; expect low scores`);
+    log.info(
+      `eval: ${images.length} ${split} images of ${prepared.dir}, model ${runDir} (${opts.which ?? 'best'}), beam ${decodeCfg.beam}, ${backend.detail.split(' (')[0]}`,
+    );
 
     // decode: batches of decode.batchSize, spread over decode.workers threads, consumed in order
     const predictions: Prediction[] = [];
     const grid = attentionGridOf(model.manifest);
     const attention = new Map<string, ImageAttention>(); // image -> where the model looked, for report.html
     const bs = decodeCfg.batchSize;
-    const workers = resolveDecodeWorkers(decodeCfg.workers, { backend: backend.name, batches: Math.ceil(images.length / bs) });
+    const workers = resolveDecodeWorkers(decodeCfg.workers, {
+      backend: backend.name,
+      batches: Math.ceil(images.length / bs),
+    });
     decoder = await startDecoder(model, { workers, signal: opts.signal, mainBackend: backend.detail.split(' (')[0] });
-    if (decoder.workers > 1) log.info(`eval: decoding in ${decoder.workers} worker threads x 1 ${decoder.backend} thread each (decode.workers ${JSON.stringify(decodeCfg.workers)}, ${availableParallelism()} cores)`);
+    if (decoder.workers > 1)
+      log.info(
+        `eval: decoding in ${decoder.workers} worker threads x 1 ${decoder.backend} thread each (decode.workers ${JSON.stringify(decodeCfg.workers)}, ${availableParallelism()} cores)`,
+      );
     const bar = progress('eval', images.length);
     const inFlight: Promise<DecodedCaption[]>[] = [];
     const window = decoder.workers > 1 ? 2 * decoder.workers : 1; // batches queued ahead, so no worker waits
@@ -153,7 +207,10 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
     const submit = () => {
       const batch = images.slice(next, next + bs);
       next += bs;
-      const p = decoder!.decode(batch.map((im) => cache!.get(im.image)), { ...decodeCfg, attention: grid !== null });
+      const p = decoder!.decode(
+        batch.map((im) => cache!.get(im.image)),
+        { ...decodeCfg, attention: grid !== null },
+      );
       p.catch(() => {}); // awaited in order below
       inFlight.push(p);
     };
@@ -167,7 +224,15 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
           const rows = decoded[k].attention;
           if (rows) attention.set(im.image, { words: decoded[k].words, rows });
         });
-        batch.forEach((im, k) => predictions.push({ image: im.image, file: im.file, caption: decoded[k].caption, logprob: decoded[k].logprob, references: im.captions }));
+        batch.forEach((im, k) =>
+          predictions.push({
+            image: im.image,
+            file: im.file,
+            caption: decoded[k].caption,
+            logprob: decoded[k].logprob,
+            references: im.captions,
+          }),
+        );
         bar.tick(batch.length);
       }
     } finally {
@@ -181,13 +246,28 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
       predictions.map((p) => ({ id: p.image, candidate: p.caption, references: p.references })),
       tokenize,
     );
-    const baseline = opts.noBaseline ? undefined : imageBlindBaseline(prepared.splits.train, predictions.map((p) => p.references), tokenize);
+    const baseline = opts.noBaseline
+      ? undefined
+      : imageBlindBaseline(
+          prepared.splits.train,
+          predictions.map((p) => p.references),
+          tokenize,
+        );
     const decodeSeconds = (Date.now() - started) / 1000;
     const report = buildReport({
       createdAt: new Date().toISOString(),
       model: { dir: path.resolve(runDir), name: model.manifest.name, which: opts.which ?? 'best' },
-      dataset: { dir: path.resolve(prepared.dir), fingerprint: prepared.manifest.fingerprint, imagesDir: prepared.manifest.imagesDir },
-      features: { dir: path.resolve(cache.dir), fingerprint: cache.manifest.fingerprint, weights: cache.manifest.weights, layer: cache.manifest.layer },
+      dataset: {
+        dir: path.resolve(prepared.dir),
+        fingerprint: prepared.manifest.fingerprint,
+        imagesDir: prepared.manifest.imagesDir,
+      },
+      features: {
+        dir: path.resolve(cache.dir),
+        fingerprint: cache.manifest.fingerprint,
+        weights: cache.manifest.weights,
+        layer: cache.manifest.layer,
+      },
       split,
       decode: decodeCfg,
       tokenize,
@@ -205,11 +285,28 @@ export async function runEval(config: Config, opts: EvalOptions = {}): Promise<E
       report: path.join(dir, 'report.json'),
       html: path.join(dir, 'report.html'),
     };
-    await writeFileAtomic(files.predictions, predictions.map((p) => JSON.stringify({ image: p.image, caption: p.caption, logprob: Number(p.logprob.toFixed(6)) }) + '\n').join(''));
+    await writeFileAtomic(
+      files.predictions,
+      predictions
+        .map(
+          (p) => JSON.stringify({ image: p.image, caption: p.caption, logprob: Number(p.logprob.toFixed(6)) }) + '\n',
+        )
+        .join(''),
+    );
     await writeFileAtomic(files.results, JSON.stringify(cocoResults(predictions, images)) + '\n');
     await writeJsonAtomic(files.report, report);
-    await writeFileAtomic(files.html, await renderReportHtml(report, { imagesDir: prepared.manifest.imagesDir, reportDir: files.dir, thumbnails: !opts.noThumbnails, ...(grid ? { attention: { grid, byImage: attention } } : {}) }));
-    log.info(`eval: wrote ${files.predictions}, ${files.results}, ${files.report}, ${files.html} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
+    await writeFileAtomic(
+      files.html,
+      await renderReportHtml(report, {
+        imagesDir: prepared.manifest.imagesDir,
+        reportDir: files.dir,
+        thumbnails: !opts.noThumbnails,
+        ...(grid ? { attention: { grid, byImage: attention } } : {}),
+      }),
+    );
+    log.info(
+      `eval: wrote ${files.predictions}, ${files.results}, ${files.report}, ${files.html} (${((Date.now() - started) / 1000).toFixed(1)}s)`,
+    );
     return { report, files };
   } finally {
     await decoder?.dispose();

@@ -1,7 +1,17 @@
 // Scores candidate captions against references with every metric at once (pure, no I/O). Used by
 // `captioner score`, by eval (its report), and by train (validation scores).
 import { DataError } from '../errors.js';
-import { addBleuStats, bleuFromStats, ciderDCooked, cookAll, corpusRougeL, emptyBleuStats, mergeBleuStats, tokenize, type TokenizeMode } from './metrics/index.js';
+import {
+  addBleuStats,
+  bleuFromStats,
+  ciderDCooked,
+  cookAll,
+  corpusRougeL,
+  emptyBleuStats,
+  mergeBleuStats,
+  tokenize,
+  type TokenizeMode,
+} from './metrics/index.js';
 
 export interface ScorePair {
   /** Image id, echoed in the per-image scores. */
@@ -64,7 +74,12 @@ export function scoreCaptions(pairs: readonly ScorePair[], mode: TokenizeMode = 
     Bleu_4: b4,
     CIDEr: cider.score,
     ROUGE_L: rouge.score,
-    perImage: pairs.map((p, i) => ({ id: p.id, Bleu_4: sentence4[i], CIDEr: cider.scores[i], ROUGE_L: rouge.scores[i] })),
+    perImage: pairs.map((p, i) => ({
+      id: p.id,
+      Bleu_4: sentence4[i],
+      CIDEr: cider.scores[i],
+      ROUGE_L: rouge.scores[i],
+    })),
   };
 }
 

@@ -7,9 +7,38 @@
 //   cache/bounded.ts   boundedFeatureSource (memory-bounded reads for training), channelStats
 //   cache/writer.ts    openCacheWriter: the lock-free multi-writer appender
 //   cache/cleanup.ts   garbage of finished writers, version 1 upgrade
-export { cacheFingerprint, FEATURES_KIND, FEATURES_VERSION, HEARTBEAT_MS, MANIFEST, shardBytes, STALE_MS } from './cache/format.js';
-export type { CacheSpec, FailedImage, FeatureDtype, FeaturesManifest, ManifestPart, ShardEntry, WriterIdentity } from './cache/format.js';
+export {
+  cacheFingerprint,
+  FEATURES_KIND,
+  FEATURES_VERSION,
+  HEARTBEAT_MS,
+  MANIFEST,
+  shardBytes,
+  STALE_MS,
+} from './cache/format.js';
+export type {
+  CacheSpec,
+  FailedImage,
+  FeatureDtype,
+  FeaturesManifest,
+  ManifestPart,
+  ShardEntry,
+  WriterIdentity,
+} from './cache/format.js';
 export { decodeRow, encodeRows, fromHalf, toHalf } from './cache/codec.js';
 export { openFeatureCache, type ExpectCache, type FeatureCache } from './cache/reader.js';
-export { boundedFeatureSource, channelStats, type BoundedFeatureSource, type BoundedReaderOptions, type ChannelStats, type ReaderStats } from './cache/bounded.js';
-export { DEFAULT_SHARD_BYTES, openCacheWriter, prepareCacheFolder, type CacheWriter, type WriterOptions } from './cache/writer.js';
+export {
+  boundedFeatureSource,
+  channelStats,
+  type BoundedFeatureSource,
+  type BoundedReaderOptions,
+  type ChannelStats,
+  type ReaderStats,
+} from './cache/bounded.js';
+export {
+  DEFAULT_SHARD_BYTES,
+  openCacheWriter,
+  prepareCacheFolder,
+  type CacheWriter,
+  type WriterOptions,
+} from './cache/writer.js';

@@ -11,7 +11,7 @@ import { ConfigError, ModelError } from '../errors.js';
 import { log } from '../log.js';
 import type { BackendRequest } from '../tf/backend.js';
 import { decodeImage } from './image.js';
-import type { EncoderInfo, ImageEncoder, Preprocessing } from './types.js';
+import type { EncoderInfo, ImageEncoder } from './types.js';
 import { createOnnxEncoder } from './onnx/encoder.js';
 import { createSession, floatTensor, loadOrt, ortDetail, ortLoadError, type OrtSession } from './onnx/runtime.js';
 import { ONNX_INPUT_NAME, vgg16Onnx } from './vgg16/onnx.js';
@@ -33,14 +33,27 @@ export interface EncoderOptions {
 /** Decode an image file or bytes the way `encoder` expects (size, resize and crop, interpolation). */
 export function decodeFor(encoder: ImageEncoder, input: Uint8Array | string, maxPixels?: number): Promise<Uint8Array> {
   const pp = encoder.info.preprocessing;
-  return decodeImage(input, { size: encoder.inputSize, interpolation: pp.interpolation, resize: pp.resize, resizeSize: pp.resizeSize, maxPixels });
+  return decodeImage(input, {
+    size: encoder.inputSize,
+    interpolation: pp.interpolation,
+    resize: pp.resize,
+    resizeSize: pp.resizeSize,
+    maxPixels,
+  });
 }
 
 export async function createEncoder(cfg: EncoderConfig, opts: EncoderOptions): Promise<ImageEncoder> {
   if (cfg.type === 'onnx') return createOnnxEncoder(cfg, { threads: opts.threads });
   const runtime = await pickRuntime(cfg.runtime);
   const layer = cfg.layer as Vgg16Output;
-  const loaded = opts.weights ?? (await loadVgg16Weights(cfg.weights, { seed: cfg.seed, requireTop: layer === 'fc2', includeTop: layer === 'fc2', cacheDir: opts.weightsCacheDir }));
+  const loaded =
+    opts.weights ??
+    (await loadVgg16Weights(cfg.weights, {
+      seed: cfg.seed,
+      requireTop: layer === 'fc2',
+      includeTop: layer === 'fc2',
+      cacheDir: opts.weightsCacheDir,
+    }));
   if (loaded.source === 'random') {
     log.warn(
       `encoder.weights is random (seed ${cfg.seed}): these VGG16 weights are UNTRAINED (not ImageNet): their features keep colour and layout, enough for the synthetic demo, but captions of real photos will be poor. ` +
@@ -54,7 +67,16 @@ export async function createEncoder(cfg: EncoderConfig, opts: EncoderOptions): P
     fingerprint: sha256(JSON.stringify({ name: 'vgg16', weights: loaded.fingerprint, layer })),
     weights: loaded.source,
     weightsFingerprint: loaded.fingerprint,
-    preprocessing: { size: VGG16_INPUT, resize: 'fill', interpolation: cfg.interpolation, alpha: 'white', mode: 'caffe', mean: [...VGG16_BGR_MEAN], channelOrder: 'bgr', layout: 'nhwc' },
+    preprocessing: {
+      size: VGG16_INPUT,
+      resize: 'fill',
+      interpolation: cfg.interpolation,
+      alpha: 'white',
+      mode: 'caffe',
+      mean: [...VGG16_BGR_MEAN],
+      channelOrder: 'bgr',
+      layout: 'nhwc',
+    },
   };
   // weights we loaded ourselves are dropped once the runtime holds its own copy (saves ~553 MB at peak)
   const release = opts.weights ? () => {} : () => loaded.weights.clear();
@@ -65,7 +87,10 @@ async function pickRuntime(want: EncoderConfig['runtime']): Promise<'onnx' | 'tf
   if (want === 'tfjs') return 'tfjs';
   const ort = await loadOrt();
   if (ort) return 'onnx';
-  if (want === 'onnx') throw new ConfigError(`encoder.runtime onnx: onnxruntime-node cannot be loaded here (${ortLoadError()}); use encoder.runtime auto or tfjs`);
+  if (want === 'onnx')
+    throw new ConfigError(
+      `encoder.runtime onnx: onnxruntime-node cannot be loaded here (${ortLoadError()}); use encoder.runtime auto or tfjs`,
+    );
   log.info(`encoder: onnxruntime-node unavailable (${ortLoadError()}); using TensorFlow.js`);
   return 'tfjs';
 }
@@ -74,16 +99,23 @@ async function pickRuntime(want: EncoderConfig['runtime']): Promise<'onnx' | 'tf
 function checkVgg16Images(images: Uint8Array[]): void {
   const per = VGG16_INPUT * VGG16_INPUT * 3;
   images.forEach((img, i) => {
-    if (img.length !== per) throw new ModelError(`encoder: image ${i} has ${img.length} bytes, expected ${per} (224x224 RGB)`);
+    if (img.length !== per)
+      throw new ModelError(`encoder: image ${i} has ${img.length} bytes, expected ${per} (224x224 RGB)`);
   });
 }
 
 function split(data: Float32Array, n: number, per: number): Float32Array[] {
-  if (data.length !== n * per) throw new ModelError(`encoder: output has ${data.length} values, expected ${n} x ${per}`);
+  if (data.length !== n * per)
+    throw new ModelError(`encoder: output has ${data.length} values, expected ${n} x ${per}`);
   return Array.from({ length: n }, (_, i) => data.slice(i * per, (i + 1) * per));
 }
 
-async function vgg16OnOnnx(base: Omit<EncoderInfo, 'runtime' | 'detail'>, loaded: LoadedVgg16Weights, opts: EncoderOptions, release: () => void): Promise<ImageEncoder> {
+async function vgg16OnOnnx(
+  base: Omit<EncoderInfo, 'runtime' | 'detail'>,
+  loaded: LoadedVgg16Weights,
+  opts: EncoderOptions,
+  release: () => void,
+): Promise<ImageEncoder> {
   const ort = (await loadOrt())!;
   const bytes = vgg16Onnx(loaded.weights, base.layer);
   release();
@@ -113,7 +145,12 @@ async function vgg16OnOnnx(base: Omit<EncoderInfo, 'runtime' | 'detail'>, loaded
   };
 }
 
-async function vgg16OnTfjs(base: Omit<EncoderInfo, 'runtime' | 'detail'>, loaded: LoadedVgg16Weights, opts: EncoderOptions, release: () => void): Promise<ImageEncoder> {
+async function vgg16OnTfjs(
+  base: Omit<EncoderInfo, 'runtime' | 'detail'>,
+  loaded: LoadedVgg16Weights,
+  opts: EncoderOptions,
+  release: () => void,
+): Promise<ImageEncoder> {
   const { initBackend } = await import('../tf/backend.js');
   const { tf } = await import('../tf/tf.js');
   const { buildVgg16 } = await import('./vgg16/tfjs.js');

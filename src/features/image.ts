@@ -86,8 +86,14 @@ export async function decodeImage(input: Uint8Array | string, opts: DecodeOption
       .toBuffer({ resolveWithObject: true });
     const { width: w, height: h, channels } = info;
     const ok = shorter ? Math.min(w, h) === side : w === size && h === size;
-    if (!ok) throw new ImageError('corrupt', `decoder returned ${w}x${h}, expected ${shorter ? `a shorter side of ${side}` : `${size}x${size}`}`, where);
-    if (channels !== 3 && channels !== 1) throw new ImageError('unsupported', `decoder returned ${channels} channels`, where);
+    if (!ok)
+      throw new ImageError(
+        'corrupt',
+        `decoder returned ${w}x${h}, expected ${shorter ? `a shorter side of ${side}` : `${size}x${size}`}`,
+        where,
+      );
+    if (channels !== 3 && channels !== 1)
+      throw new ImageError('unsupported', `decoder returned ${channels} channels`, where);
     // the centre size x size square (all of it for 'fill'), as RGB
     const left = Math.round((w - size) / 2);
     const top = Math.round((h - size) / 2);
@@ -101,7 +107,11 @@ export async function decodeImage(input: Uint8Array | string, opts: DecodeOption
   } catch (e) {
     if (e instanceof ImageError) throw e;
     if (typeof input === 'string') await explainFileProblem(input);
-    throw await damagedIfKnown(classifySharpError(e as Error, maxPixels, where), typeof input === 'string' ? await fileHead(input) : input, where);
+    throw await damagedIfKnown(
+      classifySharpError(e as Error, maxPixels, where),
+      typeof input === 'string' ? await fileHead(input) : input,
+      where,
+    );
   }
 }
 
@@ -122,7 +132,8 @@ export async function imageHeader(bytes: Uint8Array): Promise<{ format: ImageFor
   } catch (e) {
     throw await damagedIfKnown(classifySharpError(e as Error, Infinity), bytes);
   }
-  if (!meta.width || !meta.height) throw new ImageError('corrupt', `the ${FORMAT_NAMES[format]} header gives no image size`);
+  if (!meta.width || !meta.height)
+    throw new ImageError('corrupt', `the ${FORMAT_NAMES[format]} header gives no image size`);
   return { format, width: meta.width, height: meta.height };
 }
 
@@ -134,7 +145,11 @@ async function damagedIfKnown(e: ImageError, head: Uint8Array | null, where?: st
   if (e.kind !== 'unsupported' || !head) return e;
   const format = sniffImage(head);
   if (!format || !(await readableFormats()).includes(format)) return e;
-  return new ImageError('corrupt', `damaged or truncated ${FORMAT_NAMES[format]} image: it starts as one, but its header cannot be read`, where);
+  return new ImageError(
+    'corrupt',
+    `damaged or truncated ${FORMAT_NAMES[format]} image: it starts as one, but its header cannot be read`,
+    where,
+  );
 }
 
 /** The first bytes of a file (to sniff its format), or null when it cannot be read. */
@@ -162,7 +177,11 @@ async function explainFileProblem(file: string): Promise<void> {
     await h.close();
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new ImageError('corrupt', code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? (e as Error).message})`, file);
+    throw new ImageError(
+      'corrupt',
+      code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? (e as Error).message})`,
+      file,
+    );
   }
   if (st.isDirectory()) throw new ImageError('unsupported', 'is a folder, not an image', file);
   if (st.size === 0) throw new ImageError('corrupt', 'empty file (0 bytes)', file);
@@ -176,10 +195,22 @@ export function classifySharpError(e: Error, maxPixels: number, where?: string):
     .filter(Boolean);
   const first = lines[0] ?? 'unknown decoder error';
   const detail = [...new Set(lines)].slice(0, 2).join('; ');
-  if (/pixel limit/i.test(first)) return new ImageError('too_large', `image has more than ${maxPixels} pixels (the configured limit; see caption.maxPixels)`, where);
-  if (/unsupported image format/i.test(first)) return new ImageError('unsupported', 'not an image format this program can read', where);
-  if (/corrupt header/i.test(first)) return new ImageError('corrupt', `corrupt image header (${shorten(detail.replace(/^Input (buffer|file) has corrupt header:\s*/i, ''))})`, where);
-  if (/premature end|truncated|corrupt|invalid|bad|not a|damaged|error/i.test(detail)) return new ImageError('corrupt', `damaged or truncated image (${shorten(detail)})`, where);
+  if (/pixel limit/i.test(first))
+    return new ImageError(
+      'too_large',
+      `image has more than ${maxPixels} pixels (the configured limit; see caption.maxPixels)`,
+      where,
+    );
+  if (/unsupported image format/i.test(first))
+    return new ImageError('unsupported', 'not an image format this program can read', where);
+  if (/corrupt header/i.test(first))
+    return new ImageError(
+      'corrupt',
+      `corrupt image header (${shorten(detail.replace(/^Input (buffer|file) has corrupt header:\s*/i, ''))})`,
+      where,
+    );
+  if (/premature end|truncated|corrupt|invalid|bad|not a|damaged|error/i.test(detail))
+    return new ImageError('corrupt', `damaged or truncated image (${shorten(detail)})`, where);
   return new ImageError('unsupported', `cannot decode image (${shorten(detail)})`, where);
 }
 
@@ -187,7 +218,16 @@ function shorten(s: string): string {
   return s.length > 160 ? s.slice(0, 157) + '...' : s;
 }
 
-const FORMAT_NAMES: Record<ImageFormat, string> = { jpeg: 'JPEG', png: 'PNG', gif: 'GIF', webp: 'WebP', tiff: 'TIFF', avif: 'AVIF', heif: 'HEIC/HEIF', bmp: 'BMP' };
+const FORMAT_NAMES: Record<ImageFormat, string> = {
+  jpeg: 'JPEG',
+  png: 'PNG',
+  gif: 'GIF',
+  webp: 'WebP',
+  tiff: 'TIFF',
+  avif: 'AVIF',
+  heif: 'HEIC/HEIF',
+  bmp: 'BMP',
+};
 let readable: Promise<ImageFormat[]> | null = null;
 
 /**
@@ -207,7 +247,10 @@ export function readableFormats(): Promise<ImageFormat[]> {
       const hevc = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#808080' } })
         .heif({ compression: 'hevc' })
         .toBuffer()
-        .then(() => true, () => false);
+        .then(
+          () => true,
+          () => false,
+        );
       if (hevc) out.push('heif');
     }
     if (can('bmp') || can('magick')) out.push('bmp');
@@ -226,5 +269,8 @@ export function formatList(formats: ImageFormat[]): string {
 export async function unreadableFormat(format: ImageFormat): Promise<ImageError | null> {
   const formats = await readableFormats();
   if (formats.includes(format)) return null;
-  return new ImageError('unsupported', `${FORMAT_NAMES[format]} images cannot be decoded by this build of sharp/libvips; convert to ${formatList(formats)}`);
+  return new ImageError(
+    'unsupported',
+    `${FORMAT_NAMES[format]} images cannot be decoded by this build of sharp/libvips; convert to ${formatList(formats)}`,
+  );
 }

@@ -19,19 +19,27 @@ export interface PixelNorm {
  * Pack images of `pixels` pixels each (RGB bytes, 3 * pixels long) into one float32 batch,
  * [N, H, W, 3] (nhwc) or [N, 3, H, W] (nchw) flattened, into `out` when given.
  */
-export function packPixels(images: readonly Uint8Array[], pixels: number, norm: PixelNorm, out?: Float32Array): Float32Array {
+export function packPixels(
+  images: readonly Uint8Array[],
+  pixels: number,
+  norm: PixelNorm,
+  out?: Float32Array,
+): Float32Array {
   const per = pixels * 3;
   const batch = out ?? new Float32Array(per * images.length);
-  if (batch.length !== per * images.length) throw new RangeError(`packPixels: output must hold ${per * images.length} values, got ${batch.length}`);
+  if (batch.length !== per * images.length)
+    throw new RangeError(`packPixels: output must hold ${per * images.length} values, got ${batch.length}`);
   images.forEach((img, n) => {
-    if (img.length !== per) throw new RangeError(`packPixels: image ${n} has ${img.length} bytes, expected ${per} (${pixels} RGB pixels)`);
+    if (img.length !== per)
+      throw new RangeError(`packPixels: image ${n} has ${img.length} bytes, expected ${per} (${pixels} RGB pixels)`);
     const base = n * per;
     for (let c = 0; c < 3; c++) {
       const src = norm.channelOrder === 'rgb' ? c : 2 - c;
       // (x * scale - mean) / std as one multiply-add; with scale 1 and std 1 this is exactly x - mean
       const k = norm.scale / norm.std[c];
       const b = norm.mean[c] / norm.std[c];
-      if (norm.layout === 'nchw') for (let p = 0, o = base + c * pixels; p < pixels; p++, o++) batch[o] = img[p * 3 + src] * k - b;
+      if (norm.layout === 'nchw')
+        for (let p = 0, o = base + c * pixels; p < pixels; p++, o++) batch[o] = img[p * 3 + src] * k - b;
       else for (let p = 0, o = base + c; p < pixels; p++, o += 3) batch[o] = img[p * 3 + src] * k - b;
     }
   });

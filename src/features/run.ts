@@ -49,9 +49,14 @@ export interface FeaturesResult {
 export async function preparedImages(dir: string): Promise<ImageItem[]> {
   const prepared = await loadPrepared(dir);
   const imagesDir = prepared.manifest.imagesDir;
-  if (!imagesDir) throw new DataError(`${path.join(dir, 'manifest.json')}: the prepared dataset names no images folder; set dataset.images and run \`captioner prep\` again`);
+  if (!imagesDir)
+    throw new DataError(
+      `${path.join(dir, 'manifest.json')}: the prepared dataset names no images folder; set dataset.images and run \`captioner prep\` again`,
+    );
   const byKey = new Map<string, ImageItem>();
-  for (const s of SPLITS) for (const im of prepared.splits[s]) if (!byKey.has(im.image)) byKey.set(im.image, { image: im.image, file: path.resolve(imagesDir, im.file) });
+  for (const s of SPLITS)
+    for (const im of prepared.splits[s])
+      if (!byKey.has(im.image)) byKey.set(im.image, { image: im.image, file: path.resolve(imagesDir, im.file) });
   return [...byKey.values()].sort((a, b) => (a.image < b.image ? -1 : a.image > b.image ? 1 : 0));
 }
 
@@ -65,7 +70,8 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
   const fc = config.features;
 
   await prepareCacheFolder(dir); // an unusable --out fails now, not after building the encoder
-  const encoder = opts.encoder ?? (await createEncoder(config.encoder, { threads: config.threads, backend: config.backend }));
+  const encoder =
+    opts.encoder ?? (await createEncoder(config.encoder, { threads: config.threads, backend: config.backend }));
   try {
     if (DECODER_FEATURES[config.model.type] === 'grid' && encoder.info.shape.length === 1) {
       // caught before hours of encoding: the decoder this config trains could not use these features
@@ -75,15 +81,22 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
           : `encoder.layer ${encoder.info.layer} gives one vector per image [${encoder.info.shape.join(', ')}]; set encoder.layer block5_conv3 (14x14x512, the paper's) or block5_pool (7x7x512, faster), or model.type merge`;
       throw new ConfigError(`model.type ${config.model.type} attends over a grid of image positions, but ${fix}`);
     }
-    const writer = await openCacheWriter(dir, { encoder: encoder.info, dtype: fc.dtype }, { shardBytes: fc.shardBytes, shardSize: fc.shardSize });
+    const writer = await openCacheWriter(
+      dir,
+      { encoder: encoder.info, dtype: fc.dtype },
+      { shardBytes: fc.shardBytes, shardSize: fc.shardSize },
+    );
     const todo = items.filter((it) => !writer.has(it.image));
     const alreadyCached = items.length - todo.length;
-    const scope = opts.shard ? `shard ${opts.shard.index}/${opts.shard.count} of ${all} images: ${items.length}` : `${items.length} images`;
+    const scope = opts.shard
+      ? `shard ${opts.shard.index}/${opts.shard.count} of ${all} images: ${items.length}`
+      : `${items.length} images`;
     log.info(
       `features: ${scope}${opts.limit ? ` (limit ${opts.limit})` : ''}, ${alreadyCached} already cached, ${todo.length} to encode -> ${dir}\n` +
         `features: ${encoder.info.name} ${encoder.info.layer} [${encoder.info.shape.join('x')}] on ${encoder.info.detail}, batch ${fc.batchSize}, ${fc.dtype}`,
     );
-    if (encoder.info.weights === 'random') log.warn('features: caching features of RANDOM (untrained) weights; the manifest records weights: random');
+    if (encoder.info.weights === 'random')
+      log.warn('features: caching features of RANDOM (untrained) weights; the manifest records weights: random');
 
     const failed: FailedImage[] = [];
     let encoded = 0;
@@ -93,7 +106,10 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
         batch.map((it) =>
           decodeFor(encoder, it.file).then(
             (rgb) => ({ it, rgb }),
-            (e: unknown) => ({ it, error: e instanceof ImageError ? e : new ImageError('corrupt', (e as Error).message) }),
+            (e: unknown) => ({
+              it,
+              error: e instanceof ImageError ? e : new ImageError('corrupt', (e as Error).message),
+            }),
           ),
         ),
       );
@@ -139,7 +155,12 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
     );
     const result: FeaturesResult = { dir, total: items.length, alreadyCached, encoded, failed, manifest, interrupted };
     if (failed.length && !interrupted) {
-      throw Object.assign(new PartialFailure(`${failed.length} of ${items.length} images could not be read (listed under "failed" in the feature cache manifest, ${dir}); the others were cached`), { result });
+      throw Object.assign(
+        new PartialFailure(
+          `${failed.length} of ${items.length} images could not be read (listed under "failed" in the feature cache manifest, ${dir}); the others were cached`,
+        ),
+        { result },
+      );
     }
     return result;
   } finally {

@@ -90,11 +90,16 @@ export async function recoverDir(dir: string): Promise<string | null> {
 }
 
 /** Encode named arrays as an index JSON and one binary blob. */
-export function encodeTensors(format: string, meta: Record<string, unknown>, arrays: NamedArray[]): { index: string; bin: Uint8Array } {
+export function encodeTensors(
+  format: string,
+  meta: Record<string, unknown>,
+  arrays: NamedArray[],
+): { index: string; bin: Uint8Array } {
   let bytes = 0;
   const tensors = arrays.map((a) => {
     const size = a.shape.reduce((x, y) => x * y, 1);
-    if (size !== a.data.length) throw new ModelError(`${a.name}: ${a.data.length} values for shape [${a.shape.join(', ')}]`);
+    if (size !== a.data.length)
+      throw new ModelError(`${a.name}: ${a.data.length} values for shape [${a.shape.join(', ')}]`);
     const e = { name: a.name, shape: a.shape, offset: bytes, length: a.data.length };
     bytes += a.data.length * 4;
     return e;
@@ -110,7 +115,11 @@ export function encodeTensors(format: string, meta: Record<string, unknown>, arr
 }
 
 /** Read `<dir>/<base>.json` + `<dir>/<base>.bin`; checks format, sizes and bounds. */
-export async function readTensors(dir: string, base: string, format: string): Promise<{ meta: Record<string, unknown>; arrays: Map<string, NamedArray> }> {
+export async function readTensors(
+  dir: string,
+  base: string,
+  format: string,
+): Promise<{ meta: Record<string, unknown>; arrays: Map<string, NamedArray> }> {
   const indexFile = path.join(dir, `${base}.json`);
   const binFile = path.join(dir, `${base}.bin`);
   let index: TensorIndex;
@@ -118,10 +127,14 @@ export async function readTensors(dir: string, base: string, format: string): Pr
     index = JSON.parse(await fs.readFile(indexFile, 'utf8')) as TensorIndex;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new ModelError(`${indexFile}: cannot read ${code === 'ENOENT' ? '(no such file)' : (code ?? (e as Error).message)}`);
+    throw new ModelError(
+      `${indexFile}: cannot read ${code === 'ENOENT' ? '(no such file)' : (code ?? (e as Error).message)}`,
+    );
   }
   if (index?.format !== format || index.version !== 1 || !Array.isArray(index.tensors)) {
-    throw new ModelError(`${indexFile}: not a ${format} index (format ${JSON.stringify(index?.format)}, version ${JSON.stringify(index?.version)})`);
+    throw new ModelError(
+      `${indexFile}: not a ${format} index (format ${JSON.stringify(index?.format)}, version ${JSON.stringify(index?.version)})`,
+    );
   }
   let buf: Buffer;
   try {
@@ -129,12 +142,14 @@ export async function readTensors(dir: string, base: string, format: string): Pr
   } catch (e) {
     throw new ModelError(`${binFile}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  if (buf.length !== index.bytes) throw new ModelError(`${binFile}: ${buf.length} bytes, the index says ${index.bytes} (truncated or mismatched)`);
+  if (buf.length !== index.bytes)
+    throw new ModelError(`${binFile}: ${buf.length} bytes, the index says ${index.bytes} (truncated or mismatched)`);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const arrays = new Map<string, NamedArray>();
   for (const t of index.tensors) {
     const size = t.shape.reduce((x, y) => x * y, 1);
-    if (size !== t.length || t.offset < 0 || t.offset + t.length * 4 > buf.length) throw new ModelError(`${indexFile}: tensor "${t.name}" is out of bounds or inconsistent`);
+    if (size !== t.length || t.offset < 0 || t.offset + t.length * 4 > buf.length)
+      throw new ModelError(`${indexFile}: tensor "${t.name}" is out of bounds or inconsistent`);
     const data = new Float32Array(t.length);
     for (let k = 0, o = t.offset; k < t.length; k++, o += 4) data[k] = view.getFloat32(o, true);
     arrays.set(t.name, { name: t.name, shape: t.shape, data });

@@ -27,7 +27,14 @@ export function lstmCell(zx: tf.Tensor2D, rec: tf.Tensor2D, c: tf.Tensor2D): [tf
  * The backward pass of lstmCell: the gradients dh and dc2 reaching its outputs h and c' give dz [N, 4U]
  * (the gradient of zx and of rec alike) and dc [N, U] (of the old cell state).
  */
-export function lstmCellGrad(zx: tf.Tensor2D, rec: tf.Tensor2D, c: tf.Tensor2D, c2: tf.Tensor2D, dh: tf.Tensor2D, dc2: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] {
+export function lstmCellGrad(
+  zx: tf.Tensor2D,
+  rec: tf.Tensor2D,
+  c: tf.Tensor2D,
+  c2: tf.Tensor2D,
+  dh: tf.Tensor2D,
+  dc2: tf.Tensor2D,
+): [tf.Tensor2D, tf.Tensor2D] {
   if (addonKernelReady(LSTM_GRAD_KERNEL)) {
     const [dz, dc] = tf.engine().runKernel(LSTM_GRAD_KERNEL, { zx, rec, c, c2, dh, dc2 }) as tf.Tensor[];
     return [dz as tf.Tensor2D, dc as tf.Tensor2D];
@@ -39,12 +46,15 @@ export function lstmCellGrad(zx: tf.Tensor2D, rec: tf.Tensor2D, c: tf.Tensor2D, 
     const one = tf.scalar(1);
     const dct = tf.add(dc2, tf.mul(tf.mul(dh, o), tf.sub(one, tf.square(tc)))); // all of dL/dc'
     const sigGrad = (s: tf.Tensor) => tf.mul(s, tf.sub(one, s));
-    const dz = tf.concat([
-      tf.mul(tf.mul(dct, g), sigGrad(i)),
-      tf.mul(tf.mul(dct, c), sigGrad(f)),
-      tf.mul(tf.mul(dct, i), tf.sub(one, tf.square(g))),
-      tf.mul(tf.mul(dh, tc), sigGrad(o)),
-    ], 1) as tf.Tensor2D;
+    const dz = tf.concat(
+      [
+        tf.mul(tf.mul(dct, g), sigGrad(i)),
+        tf.mul(tf.mul(dct, c), sigGrad(f)),
+        tf.mul(tf.mul(dct, i), tf.sub(one, tf.square(g))),
+        tf.mul(tf.mul(dh, tc), sigGrad(o)),
+      ],
+      1,
+    ) as tf.Tensor2D;
     return [dz, tf.mul(dct, f) as tf.Tensor2D];
   });
 }
@@ -56,14 +66,26 @@ export function lstmCellGrad(zx: tf.Tensor2D, rec: tf.Tensor2D, c: tf.Tensor2D, 
  * as T small products and T - 1 additions; here the weight gradients are three products over every
  * step at once: x^T dZ, H_{t-1}^T dZ and the column sums of dZ.
  */
-export function lstmSequence(x: tf.Tensor2D, kernel: tf.Tensor2D, recurrent: tf.Tensor2D, bias: tf.Tensor1D, B: number, T: number): tf.Tensor2D {
+export function lstmSequence(
+  x: tf.Tensor2D,
+  kernel: tf.Tensor2D,
+  recurrent: tf.Tensor2D,
+  bias: tf.Tensor1D,
+  B: number,
+  T: number,
+): tf.Tensor2D {
   const U = recurrent.shape[0];
   if (x.shape[0] !== B * T || kernel.shape[1] !== 4 * U || recurrent.shape[1] !== 4 * U || bias.shape[0] !== 4 * U) {
-    throw new Error(`lstmSequence: x [${x.shape}], kernel [${kernel.shape}], recurrent [${recurrent.shape}], bias [${bias.shape}] do not fit ${B} x ${T} steps`);
+    throw new Error(
+      `lstmSequence: x [${x.shape}], kernel [${kernel.shape}], recurrent [${recurrent.shape}], bias [${bias.shape}] do not fit ${B} x ${T} steps`,
+    );
   }
   if (B * T === 0) return tf.zeros([0, U]); // no steps: nothing to run (and nothing to differentiate)
   const f = tf.customGrad(((xx: tf.Tensor, k: tf.Tensor, r: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-    const zs = tf.unstack(tf.reshape(tf.add(tf.matMul(xx as tf.Tensor2D, k as tf.Tensor2D), b), [B, T, 4 * U]), 1) as tf.Tensor2D[]; // T x [B, 4U]
+    const zs = tf.unstack(
+      tf.reshape(tf.add(tf.matMul(xx as tf.Tensor2D, k as tf.Tensor2D), b), [B, T, 4 * U]),
+      1,
+    ) as tf.Tensor2D[]; // T x [B, 4U]
     const hs: tf.Tensor2D[] = [tf.zeros([B, U])]; // h_0 .. h_T
     const cs: tf.Tensor2D[] = [tf.zeros([B, U])]; // c_0 .. c_T
     const recs: tf.Tensor2D[] = []; // h_{t-1} W_rec, T x [B, 4U]
@@ -86,7 +108,7 @@ export function lstmSequence(x: tf.Tensor2D, kernel: tf.Tensor2D, recurrent: tf.
       let dhRec: tf.Tensor2D | null = null; // the gradient reaching h_t through step t+1
       let dc: tf.Tensor2D = tf.zeros([B, U]);
       for (let t = T - 1; t >= 0; t--) {
-        const dh = dhRec ? tf.add(dys[t], dhRec) as tf.Tensor2D : dys[t];
+        const dh = dhRec ? (tf.add(dys[t], dhRec) as tf.Tensor2D) : dys[t];
         [dzs[t], dc] = lstmCellGrad(zsS[t], recS[t], cS[t], cS[t + 1], dh, dc);
         dhRec = t > 0 ? (tf.matMul(dzs[t], r0, false, true) as tf.Tensor2D) : null; // [B, U]
       }
@@ -139,7 +161,13 @@ export function gatherRows(x: tf.Tensor2D, ids: Int32Array): tf.Tensor2D {
  * The native CaptionerSoftmaxXent kernel on one chunk: hidden [m, H] x w [H, V] (+ b) against targets [m]:
  * loss = summed cross-entropy (a scalar), d = scale (softmax - onehot) [m, V], db = column sums of d [V].
  */
-function fusedXent(h: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, targets: tf.Tensor1D, scale: number): { loss: tf.Scalar; d: tf.Tensor2D; db: tf.Tensor1D } {
+function fusedXent(
+  h: tf.Tensor2D,
+  w: tf.Tensor2D,
+  b: tf.Tensor1D,
+  targets: tf.Tensor1D,
+  scale: number,
+): { loss: tf.Scalar; d: tf.Tensor2D; db: tf.Tensor1D } {
   const z = tf.matMul(h, w); // [m, V]
   const [loss, d, db] = tf.engine().runKernel(XENT_KERNEL, { logits: z, bias: b, targets }, { scale }) as tf.Tensor[];
   z.dispose();
@@ -161,7 +189,14 @@ export function chunkRows(n: number, vocab: number, budget = 1 << 24): number {
  * hidden [N, H], w [H, V], b [V]. With `withGrad` the value carries a custom gradient computed during the
  * forward pass (dlogits = (softmax - onehot) / N, chunk by chunk), so backprop never revisits the logits.
  */
-export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, targets: Int32Array, withGrad: boolean, budget?: number): tf.Scalar {
+export function softmaxCrossEntropy(
+  hidden: tf.Tensor2D,
+  w: tf.Tensor2D,
+  b: tf.Tensor1D,
+  targets: Int32Array,
+  withGrad: boolean,
+  budget?: number,
+): tf.Scalar {
   const n = hidden.shape[0];
   const vocab = w.shape[1];
   if (targets.length !== n) throw new Error(`softmaxCrossEntropy: ${targets.length} targets for ${n} rows`);
@@ -226,7 +261,8 @@ export function softmaxCrossEntropy(hidden: tf.Tensor2D, w: tf.Tensor2D, b: tf.T
         dW = w3;
         db = b3;
       }
-      if (total === undefined || dW === undefined || db === undefined) [total, dW, db] = [tf.scalar(0), tf.zerosLike(w2), tf.zerosLike(bb)]; // no rows
+      if (total === undefined || dW === undefined || db === undefined)
+        [total, dW, db] = [tf.scalar(0), tf.zerosLike(w2), tf.zerosLike(bb)]; // no rows
       const dH = dHs.length === 1 ? dHs[0] : tf.concat(dHs, 0);
       save([dH, dW, db]);
       const value = tf.div(total, n) as tf.Scalar;

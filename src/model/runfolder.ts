@@ -13,7 +13,7 @@ import YAML from 'yaml';
 import type { Config } from '../config/schema.js';
 import { ModelError } from '../errors.js';
 import { Vocab } from '../text/vocab.js';
-import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { decoderKind, type Decoder } from './decoders/index.js';
 import { encodeTensors, readTensors, writeDirAtomic, type NamedArray } from './io.js';
 
@@ -33,7 +33,15 @@ export const RUN_FILES = {
   chart: 'loss.svg',
 } as const;
 /** What a run folder holds at its top (besides eval output written once the manifest exists). */
-export const RUN_NAMES = ['manifest.json', 'vocab.json', 'config.yaml', 'history.jsonl', 'loss.svg', 'best', 'last'] as const;
+export const RUN_NAMES = [
+  'manifest.json',
+  'vocab.json',
+  'config.yaml',
+  'history.jsonl',
+  'loss.svg',
+  'best',
+  'last',
+] as const;
 
 /** The encoder and cache the model's features came from (copied from the feature cache manifest). */
 export interface RunFeatures {
@@ -51,7 +59,13 @@ export interface RunFineTuning {
   method: 'scst';
   /** The run it started from (absolute path), its manifest name and the checkpoint taken (best/). */
   from: { dir: string; name: string; checkpoint: 'best'; status: string };
-  reward: { metric: 'CIDEr-D' | 'CIDEr-D + BLEU-4'; bleuWeight: number; documentFrequencies: 'training references'; images: number; tokenize: string };
+  reward: {
+    metric: 'CIDEr-D' | 'CIDEr-D + BLEU-4';
+    bleuWeight: number;
+    documentFrequencies: 'training references';
+    images: number;
+    tokenize: string;
+  };
   k: number;
   baseline: 'mean' | 'greedy';
   maxLength: number;
@@ -92,15 +106,30 @@ export interface TrainedModel {
 
 /** Save the decoder's type, spec, weights and feature normalisation into folder `dir` (weights.json + weights.bin),
  *  replacing it atomically. Non-finite weights are refused (ModelError): a diverged model must never replace a good checkpoint. */
-export async function saveDecoder(dir: string, model: Decoder, extraFiles: Record<string, string | Uint8Array> = {}): Promise<void> {
+export async function saveDecoder(
+  dir: string,
+  model: Decoder,
+  extraFiles: Record<string, string | Uint8Array> = {},
+): Promise<void> {
   const values = await model.readWeights();
   for (const [name, data] of Object.entries(values)) {
-    if (data.some((v) => !Number.isFinite(v))) throw new ModelError(`${dir}: refusing to save non-finite weights (tensor "${name}"): training diverged; lower train.learningRate or train.clipNorm`);
+    if (data.some((v) => !Number.isFinite(v)))
+      throw new ModelError(
+        `${dir}: refusing to save non-finite weights (tensor "${name}"): training diverged; lower train.learningRate or train.clipNorm`,
+      );
   }
-  const arrays: NamedArray[] = Object.entries(values).map(([name, data]) => ({ name, shape: model.weights[name].shape, data }));
+  const arrays: NamedArray[] = Object.entries(values).map(([name, data]) => ({
+    name,
+    shape: model.weights[name].shape,
+    data,
+  }));
   arrays.push({ name: 'norm/mean', shape: [model.norm.mean.length], data: model.norm.mean });
   arrays.push({ name: 'norm/std', shape: [model.norm.std.length], data: model.norm.std });
-  const { index, bin } = encodeTensors(WEIGHTS_FORMAT, { type: model.type, spec: model.spec, norm: ['norm/mean', 'norm/std'] }, arrays);
+  const { index, bin } = encodeTensors(
+    WEIGHTS_FORMAT,
+    { type: model.type, spec: model.spec, norm: ['norm/mean', 'norm/std'] },
+    arrays,
+  );
   await writeDirAtomic(dir, { 'weights.json': index, 'weights.bin': bin, ...extraFiles });
 }
 
@@ -120,7 +149,10 @@ export async function loadDecoder(dir: string): Promise<Decoder> {
   const values: Record<string, Float32Array> = {};
   for (const [name, a] of arrays) {
     const bad = a.data.findIndex((v) => !Number.isFinite(v));
-    if (bad >= 0) throw new ModelError(`${path.join(dir, 'weights.bin')}: tensor "${name}" holds ${a.data[bad]} (non-finite weights: the model is broken; retrain it or use another checkpoint)`);
+    if (bad >= 0)
+      throw new ModelError(
+        `${path.join(dir, 'weights.bin')}: tensor "${name}" holds ${a.data[bad]} (non-finite weights: the model is broken; retrain it or use another checkpoint)`,
+      );
     values[name] = a.data;
   }
   const mean = arrays.get('norm/mean')?.data;
@@ -146,7 +178,9 @@ async function readJsonModel<T>(file: string, what: string): Promise<T> {
     text = await fs.readFile(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new ModelError(`${file}: cannot read ${what}${code === 'ENOENT' ? ': no such file (is this a folder written by `captioner train`?)' : `: ${code}`}`);
+    throw new ModelError(
+      `${file}: cannot read ${what}${code === 'ENOENT' ? ': no such file (is this a folder written by `captioner train`?)' : `: ${code}`}`,
+    );
   }
   try {
     return JSON.parse(text) as T;
@@ -159,18 +193,26 @@ async function readJsonModel<T>(file: string, what: string): Promise<T> {
 export async function readRunManifest(dir: string): Promise<RunManifest> {
   const file = path.join(dir, 'manifest.json');
   const m = await readJsonModel<Record<string, unknown>>(file, 'the model manifest');
-  if (m?.kind !== RUN_KIND) throw new ModelError(`${file}: not a captioner model manifest (kind ${JSON.stringify(m?.kind)})`);
+  if (m?.kind !== RUN_KIND)
+    throw new ModelError(`${file}: not a captioner model manifest (kind ${JSON.stringify(m?.kind)})`);
   const v = m.version;
   if (!RUN_VERSIONS_READ.includes(v as 1 | 2)) {
     const newer = typeof v === 'number' && v > RUN_VERSION;
-    throw new ModelError(`${file}: run folder format version ${JSON.stringify(v)} ${newer ? 'is newer than this captioner reads (upgrade captioner)' : `is not one this captioner reads (${RUN_VERSIONS_READ.join(', ')})`}`);
+    throw new ModelError(
+      `${file}: run folder format version ${JSON.stringify(v)} ${newer ? 'is newer than this captioner reads (upgrade captioner)' : `is not one this captioner reads (${RUN_VERSIONS_READ.join(', ')})`}`,
+    );
   }
   if (v === 1) {
     // version 1: `model` is the bare merge spec
-    return { ...(m as unknown as RunManifest), version: 1, model: { type: 'merge', spec: (m.model ?? {}) as Record<string, unknown> } };
+    return {
+      ...(m as unknown as RunManifest),
+      version: 1,
+      model: { type: 'merge', spec: (m.model ?? {}) as Record<string, unknown> },
+    };
   }
   const model = m.model as RunManifest['model'] | undefined;
-  if (!model || typeof model !== 'object' || typeof model.type !== 'string') throw new ModelError(`${file}: model.type is missing (the manifest is damaged)`);
+  if (!model || typeof model !== 'object' || typeof model.type !== 'string')
+    throw new ModelError(`${file}: model.type is missing (the manifest is damaged)`);
   return m as unknown as RunManifest;
 }
 
@@ -194,8 +236,12 @@ export async function loadTrainedModel(dir: string, which: 'best' | 'last' = 'be
     decoder.dispose();
     return new ModelError(`${dir}: ${msg}`);
   };
-  if (decoder.type !== manifest.model.type) throw fail(`the manifest says model.type ${manifest.model.type}, ${which}/weights.json holds a ${decoder.type} decoder (the folder is damaged)`);
-  if (decoder.spec.vocabSize !== vocab.size) throw fail(`the weights expect ${decoder.spec.vocabSize} words, vocab.json has ${vocab.size}`);
+  if (decoder.type !== manifest.model.type)
+    throw fail(
+      `the manifest says model.type ${manifest.model.type}, ${which}/weights.json holds a ${decoder.type} decoder (the folder is damaged)`,
+    );
+  if (decoder.spec.vocabSize !== vocab.size)
+    throw fail(`the weights expect ${decoder.spec.vocabSize} words, vocab.json has ${vocab.size}`);
   return { dir, manifest, vocab, decoder };
 }
 

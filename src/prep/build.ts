@@ -38,15 +38,33 @@ export function percentile(sorted: readonly number[], p: number): number {
 
 export function lengthStats(lengths: readonly number[]): LengthStats {
   const s = [...lengths].sort((a, b) => a - b);
-  return { p50: percentile(s, 50), p90: percentile(s, 90), p95: percentile(s, 95), p99: percentile(s, 99), max: s.length ? s[s.length - 1] : 0 };
+  return {
+    p50: percentile(s, 50),
+    p90: percentile(s, 90),
+    p95: percentile(s, 95),
+    p99: percentile(s, 99),
+    max: s.length ? s[s.length - 1] : 0,
+  };
 }
 
 export function checkBuildOptions(o: BuildOptions): void {
-  if (o.maxLength < 3) throw new ConfigError(`prep.maxLength: must be at least 3 (start, one word, end), got ${o.maxLength}`);
+  if (o.maxLength < 3)
+    throw new ConfigError(`prep.maxLength: must be at least 3 (start, one word, end), got ${o.maxLength}`);
   const specials = ['<pad>', o.unkToken, o.startToken, o.endToken];
-  if (new Set(specials).size !== 4) throw new ConfigError(`prep: the start, end and unknown tokens must differ from each other and from "<pad>": ${specials.slice(1).map((s) => JSON.stringify(s)).join(', ')}`);
-  for (const [k, v] of [['startToken', o.startToken], ['endToken', o.endToken], ['unkToken', o.unkToken]] as const) {
-    if (v.trim() === '' || /\s/.test(v)) throw new ConfigError(`prep.${k}: must be a non-empty word without spaces, got ${JSON.stringify(v)}`);
+  if (new Set(specials).size !== 4)
+    throw new ConfigError(
+      `prep: the start, end and unknown tokens must differ from each other and from "<pad>": ${specials
+        .slice(1)
+        .map((s) => JSON.stringify(s))
+        .join(', ')}`,
+    );
+  for (const [k, v] of [
+    ['startToken', o.startToken],
+    ['endToken', o.endToken],
+    ['unkToken', o.unkToken],
+  ] as const) {
+    if (v.trim() === '' || /\s/.test(v))
+      throw new ConfigError(`prep.${k}: must be a non-empty word without spaces, got ${JSON.stringify(v)}`);
   }
 }
 
@@ -90,7 +108,9 @@ export function buildPrepared(images: readonly SplitImage[], o: BuildOptions): B
   if (counts.size > 0 && vocab.size <= 4) {
     // only the four special tokens: every caption would train on <unk> alone
     const [top, n] = [...counts].reduce((a, b) => (b[1] > a[1] ? b : a));
-    throw new ConfigError(`prep.minCount: ${o.minCount} keeps no word in the vocabulary (the most frequent training word, ${JSON.stringify(top)}, occurs ${n} times); lower prep.minCount`);
+    throw new ConfigError(
+      `prep.minCount: ${o.minCount} keeps no word in the vocabulary (the most frequent training word, ${JSON.stringify(top)}, occurs ${n} times); lower prep.minCount`,
+    );
   }
   kept.sort((a, b) => byCodePoint(a.im.image, b.im.image));
   const splits: Record<SplitName, PreparedImage[]> = { train: [], val: [], test: [] };
@@ -98,7 +118,12 @@ export function buildPrepared(images: readonly SplitImage[], o: BuildOptions): B
   for (const s of SPLITS) splitCounts[s] = { images: 0, captions: 0 };
   for (const k of kept) {
     const s = k.im.split;
-    const im: PreparedImage = { image: k.im.image, file: k.im.file, captions: k.captions, tokens: k.words.map((w) => vocab.encodeCaption(w)) };
+    const im: PreparedImage = {
+      image: k.im.image,
+      file: k.im.file,
+      captions: k.captions,
+      tokens: k.words.map((w) => vocab.encodeCaption(w)),
+    };
     if (k.im.cocoId !== undefined) im.cocoId = k.im.cocoId;
     splits[s].push(im);
     splitCounts[s].images++;

@@ -44,7 +44,9 @@ export function parseCsv(text: string, file: string, delimiter = ','): CsvRecord
         // after the closing quote: spaces are tolerated before a delimiter or the end of the line
         while (i < n && (text[i] === ' ' || text[i] === '\t') && text[i] !== delimiter) i++;
         if (i < n && text[i] !== delimiter && text[i] !== '\n' && text[i] !== '\r') {
-          throw new DataError(`${file}:${line}: unexpected ${JSON.stringify(text[i])} after a closing quote (a quote inside a quoted field must be doubled: "")`);
+          throw new DataError(
+            `${file}:${line}: unexpected ${JSON.stringify(text[i])} after a closing quote (a quote inside a quoted field must be doubled: "")`,
+          );
         }
       }
       // unquoted run up to a delimiter or the end of the line

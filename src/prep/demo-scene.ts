@@ -93,9 +93,19 @@ export function sceneSeed(seed: number, index: number): number {
 
 const between = (r: Rng, lo: number, hi: number) => lo + (hi - lo) * r();
 const clamp255 = (v: number) => Math.max(0, Math.min(255, Math.round(v)));
-const jitter = (r: Rng, c: Rgb, amount: number): Rgb => [clamp255(c[0] + between(r, -amount, amount)), clamp255(c[1] + between(r, -amount, amount)), clamp255(c[2] + between(r, -amount, amount))];
+const jitter = (r: Rng, c: Rgb, amount: number): Rgb => [
+  clamp255(c[0] + between(r, -amount, amount)),
+  clamp255(c[1] + between(r, -amount, amount)),
+  clamp255(c[2] + between(r, -amount, amount)),
+];
 
-function makeShape(r: Rng, colour: ColourName, cx: number, cy: number, big: { small: [number, number]; large: [number, number] }): DemoShape {
+function makeShape(
+  r: Rng,
+  colour: ColourName,
+  cx: number,
+  cy: number,
+  big: { small: [number, number]; large: [number, number] },
+): DemoShape {
   const shape = pick(r, SHAPE_NAMES);
   const size: SizeName = r() < 0.5 ? 'small' : 'large';
   const radius = between(r, ...big[size]);
@@ -107,8 +117,20 @@ function makeBackground(r: Rng): Background {
   const u = r();
   const base = jitter(r, pick(r, BACKGROUND_COLOURS), 5);
   if (u < 0.4) return { kind: 'plain', colour: base };
-  if (u < 0.7) return { kind: 'gradient', from: base, to: jitter(r, pick(r, BACKGROUND_COLOURS), 5), angle: Math.round(between(r, 0, 360)) };
-  return { kind: 'noise', colour: base, frequency: Number(between(r, 0.04, 0.12).toFixed(3)), seed: Math.floor(r() * 1000), opacity: Number(between(r, 0.15, 0.3).toFixed(2)) };
+  if (u < 0.7)
+    return {
+      kind: 'gradient',
+      from: base,
+      to: jitter(r, pick(r, BACKGROUND_COLOURS), 5),
+      angle: Math.round(between(r, 0, 360)),
+    };
+  return {
+    kind: 'noise',
+    colour: base,
+    frequency: Number(between(r, 0.04, 0.12).toFixed(3)),
+    seed: Math.floor(r() * 1000),
+    opacity: Number(between(r, 0.15, 0.3).toFixed(2)),
+  };
 }
 
 /** The scene for image `index` of the dataset made with `seed`. */
@@ -120,7 +142,13 @@ export function makeScene(seed: number, index: number, kind: SceneKind = 'single
     // one shape, placed in one of five regions (centre jittered a little)
     const position = pick(r, POSITIONS);
     const off = 0.28;
-    const [bx, by] = { left: [off, 0.5], right: [1 - off, 0.5], top: [0.5, off], bottom: [0.5, 1 - off], center: [0.5, 0.5] }[position];
+    const [bx, by] = {
+      left: [off, 0.5],
+      right: [1 - off, 0.5],
+      top: [0.5, off],
+      bottom: [0.5, 1 - off],
+      center: [0.5, 0.5],
+    }[position];
     const cx = bx + between(r, -0.03, 0.03);
     const cy = by + between(r, -0.03, 0.03);
     const shape = makeShape(r, pick(r, COLOUR_NAMES), cx, cy, { small: [0.12, 0.14], large: [0.2, 0.23] });
@@ -129,11 +157,16 @@ export function makeScene(seed: number, index: number, kind: SceneKind = 'single
   // two shapes of different colours, side by side or one above the other; they never overlap
   const axis = r() < 0.5 ? 'horizontal' : 'vertical';
   const c1 = pick(r, COLOUR_NAMES);
-  const c2 = pick(r, COLOUR_NAMES.filter((c) => c !== c1));
+  const c2 = pick(
+    r,
+    COLOUR_NAMES.filter((c) => c !== c1),
+  );
   const along = [0.27 + between(r, -0.02, 0.02), 0.73 + between(r, -0.02, 0.02)];
   const across = [0.5 + between(r, -0.12, 0.12), 0.5 + between(r, -0.12, 0.12)];
   const sizes = { small: [0.11, 0.13] as [number, number], large: [0.17, 0.19] as [number, number] };
-  const shapes = [c1, c2].map((c, i) => (axis === 'horizontal' ? makeShape(r, c, along[i], across[i], sizes) : makeShape(r, c, across[i], along[i], sizes)));
+  const shapes = [c1, c2].map((c, i) =>
+    axis === 'horizontal' ? makeShape(r, c, along[i], across[i], sizes) : makeShape(r, c, across[i], along[i], sizes),
+  );
   return { index, layout: { kind: 'pair', axis }, shapes, background };
 }
 
@@ -190,7 +223,16 @@ function makeMultiScene(seed: number, index: number): DemoScene {
       const size: SizeName = r() < 0.5 ? 'small' : 'large';
       const radius = between(r, ...MULTI_SIZES[size]);
       const rotation = shape === 'circle' || shape === 'diamond' ? 0 : Math.round(between(r, -12, 12));
-      shapes.push({ shape, colour: colours[g], size, cx, cy, r: radius, rotation, fill: jitter(r, DEMO_COLOURS[colours[g]], 12) });
+      shapes.push({
+        shape,
+        colour: colours[g],
+        size,
+        cx,
+        cy,
+        r: radius,
+        rotation,
+        fill: jitter(r, DEMO_COLOURS[colours[g]], 12),
+      });
     }
   });
   return { index, layout: { kind: 'multi', groups: [...pattern.groups] }, shapes, background };
@@ -201,7 +243,11 @@ function makeMultiScene(seed: number, index: number): DemoScene {
 const article = (word: string) => (/^[aeiou]/.test(word) ? 'an' : 'a');
 
 /** "a red circle" / "a large red circle" / "an orange star". */
-export function nounPhrase(s: Pick<DemoShape, 'shape' | 'colour' | 'size'>, withSize: boolean, sizeWord: string = s.size): string {
+export function nounPhrase(
+  s: Pick<DemoShape, 'shape' | 'colour' | 'size'>,
+  withSize: boolean,
+  sizeWord: string = s.size,
+): string {
   const words = withSize ? [sizeWord, s.colour, s.shape] : [s.colour, s.shape];
   return `${article(words[0])} ${words.join(' ')}`;
 }
@@ -214,7 +260,10 @@ const POSITION_PHRASES: Record<Position, string[]> = {
   center: ['in the center', 'in the middle'],
 };
 
-const SIZE_SYNONYMS: Record<SizeName, string[]> = { small: ['small', 'small', 'little'], large: ['large', 'large', 'big'] };
+const SIZE_SYNONYMS: Record<SizeName, string[]> = {
+  small: ['small', 'small', 'little'],
+  large: ['large', 'large', 'big'],
+};
 
 /** Every caption template for a scene (one wording each, synonyms drawn from `r`). */
 export function captionCandidates(scene: DemoScene, r: Rng): string[] {
@@ -246,13 +295,20 @@ export function captionCandidates(scene: DemoScene, r: Rng): string[] {
     `two shapes ${np(a, false)} and ${np(b, false)}`,
     `a picture of ${np(a, false)} ${ab()} ${np(b, false)}`,
     horizontal ? `${np(a, true)} next to ${np(b, true)}` : `${np(b, true)} under ${np(a, true)}`,
-    horizontal ? `${np(a, false)} on the left and ${np(b, false)} on the right` : `${np(a, false)} at the top and ${np(b, false)} at the bottom`,
+    horizontal
+      ? `${np(a, false)} on the left and ${np(b, false)} on the right`
+      : `${np(a, false)} at the top and ${np(b, false)} at the bottom`,
     `there is ${np(a, true)} and ${np(b, true)}`,
   ];
 }
 
 const COUNT_WORDS = ['', 'one', 'two', 'three'] as const;
-export const RELATION_PHRASES: Record<Relation, string> = { left: 'to the left of', right: 'to the right of', above: 'above', below: 'below' };
+export const RELATION_PHRASES: Record<Relation, string> = {
+  left: 'to the left of',
+  right: 'to the right of',
+  above: 'above',
+  below: 'below',
+};
 
 /** What a multi-scene caption can name: a whole group ("two green triangles"), or the members of a group
  *  told apart by their size ("a small green triangle", "two large green triangles" of three). */
@@ -310,7 +366,12 @@ export function multiCaptionFamilies(scene: DemoScene, r: Rng): string[][] {
     const p = groupEntities.map((e) => phrase(e, withSize));
     return p.length === 1 ? p[0] : `${p.slice(0, -1).join(' and ')} and ${p[p.length - 1]}`;
   };
-  const lists: string[] = [listOf(false), `a picture of ${listOf(false)}`, `${thereIs(groupEntities[0])} ${listOf(false)}`, `an image with ${listOf(false)}`];
+  const lists: string[] = [
+    listOf(false),
+    `a picture of ${listOf(false)}`,
+    `${thereIs(groupEntities[0])} ${listOf(false)}`,
+    `an image with ${listOf(false)}`,
+  ];
   const sized = listOf(true);
   if (sized.split(' ').length <= 14) lists.push(sized);
 
@@ -326,7 +387,8 @@ export function multiCaptionFamilies(scene: DemoScene, r: Rng): string[][] {
     const pairs = g.flatMap((x, i) => g.slice(i + 1).map((y) => relationsOf(x, y)));
     const horizontal = pairs.every((p) => p.some((q) => q === 'left' || q === 'right'));
     const vertical = pairs.every((p) => p.some((q) => q === 'above' || q === 'below'));
-    if (horizontal && !pairs.some((p) => p.includes('above') || p.includes('below'))) counts.push(`${phrase(e, coin())} side by side`);
+    if (horizontal && !pairs.some((p) => p.includes('above') || p.includes('below')))
+      counts.push(`${phrase(e, coin())} side by side`);
     if (g.length === 2 && vertical && !horizontal) counts.push(`${phrase(e, coin())} one above the other`);
   }
 
@@ -378,7 +440,10 @@ export function demoVocabulary(kind: SceneKind = 'single'): string[] {
     SHAPE_NAMES.forEach((s) => add(`${s}s`));
     return [...words].sort();
   }
-  for (const t of ['a an one two shapes there is that of the picture image with and next to under above below on in at']) add(t);
+  for (const t of [
+    'a an one two shapes there is that of the picture image with and next to under above below on in at',
+  ])
+    add(t);
   for (const p of Object.values(POSITION_PHRASES).flat()) add(p);
   for (const p of ['to the left of', 'on the left of', 'to the right of', 'on the right of']) add(p);
   return [...words].sort();
@@ -424,7 +489,12 @@ function shapeSvg(s: DemoShape, side: number): string {
       return `<polygon points="${polygon(cx, cy, pts)}" fill="${fill}"${rot}/>`;
     }
     case 'diamond':
-      return `<polygon points="${polygon(cx, cy, [[0, -r], [r * 0.72, 0], [0, r], [-r * 0.72, 0]])}" fill="${fill}"/>`;
+      return `<polygon points="${polygon(cx, cy, [
+        [0, -r],
+        [r * 0.72, 0],
+        [0, r],
+        [-r * 0.72, 0],
+      ])}" fill="${fill}"/>`;
   }
 }
 
@@ -434,7 +504,12 @@ function backgroundSvg(b: Background, side: number): string {
       return `<rect width="${side}" height="${side}" fill="${hex(b.colour)}"/>`;
     case 'gradient': {
       const a = (b.angle * Math.PI) / 180;
-      const [x1, y1, x2, y2] = [0.5 - Math.cos(a) / 2, 0.5 - Math.sin(a) / 2, 0.5 + Math.cos(a) / 2, 0.5 + Math.sin(a) / 2].map(f);
+      const [x1, y1, x2, y2] = [
+        0.5 - Math.cos(a) / 2,
+        0.5 - Math.sin(a) / 2,
+        0.5 + Math.cos(a) / 2,
+        0.5 + Math.sin(a) / 2,
+      ].map(f);
       return (
         `<defs><linearGradient id="g" x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}">` +
         `<stop offset="0" stop-color="${hex(b.from)}"/><stop offset="1" stop-color="${hex(b.to)}"/></linearGradient></defs>` +
@@ -505,5 +580,11 @@ export function demoTexts(seed: number, count: number, kind: SceneKind = 'single
   }
   const split = splitNames(names, seed);
   const list = (a: string[]) => (a.length ? a.join('\n') + '\n' : '');
-  return { captions: lines.join('\n') + '\n', trainImages: list(split.train), valImages: list(split.val), testImages: list(split.test), split };
+  return {
+    captions: lines.join('\n') + '\n',
+    trainImages: list(split.train),
+    valImages: list(split.val),
+    testImages: list(split.test),
+    split,
+  };
 }

@@ -9,7 +9,16 @@ import { UsageError } from '../errors.js';
 import { log, progress } from '../log.js';
 import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from '../util/fsx.js';
 import { checkStageFolder } from '../util/stagedir.js';
-import { CAPTIONS_PER_IMAGE, DEMO_VERSION, SCENE_KINDS, demoTexts, imageName, makeScene, sceneSvg, type SceneKind } from './demo-scene.js';
+import {
+  CAPTIONS_PER_IMAGE,
+  DEMO_VERSION,
+  SCENE_KINDS,
+  demoTexts,
+  imageName,
+  makeScene,
+  sceneSvg,
+  type SceneKind,
+} from './demo-scene.js';
 
 export interface DemoDataOptions {
   /** Output folder. */
@@ -56,17 +65,24 @@ import { DEMO_DEFAULTS } from './demo-scene.js';
 export const JPEG_QUALITY = 92;
 
 function checkInt(name: string, v: number, lo: number, hi: number): void {
-  if (!Number.isInteger(v) || v < lo || v > hi) throw new UsageError(`--${name} must be an integer from ${lo} to ${hi}, got ${v}`);
+  if (!Number.isInteger(v) || v < lo || v > hi)
+    throw new UsageError(`--${name} must be an integer from ${lo} to ${hi}, got ${v}`);
 }
 
 /** A usage error unless `v` names a scene kind. */
 export function checkScenes(v: string): SceneKind {
-  if (!(SCENE_KINDS as readonly string[]).includes(v)) throw new UsageError(`--scenes must be one of ${SCENE_KINDS.join(', ')}, got "${v}"`);
+  if (!(SCENE_KINDS as readonly string[]).includes(v))
+    throw new UsageError(`--scenes must be one of ${SCENE_KINDS.join(', ')}, got "${v}"`);
   return v as SceneKind;
 }
 
 /** Render one scene to JPEG bytes. */
-export function renderDemoImage(seed: number, index: number, size: number, scenes: SceneKind = 'single'): Promise<Buffer> {
+export function renderDemoImage(
+  seed: number,
+  index: number,
+  size: number,
+  scenes: SceneKind = 'single',
+): Promise<Buffer> {
   const svg = sceneSvg(makeScene(seed, index, scenes), size);
   return sharp(Buffer.from(svg)).jpeg({ quality: JPEG_QUALITY }).toBuffer();
 }
@@ -88,7 +104,8 @@ async function isComplete(out: string, want: Omit<DemoManifest, 'split'>): Promi
   if (!m) return false;
   const same = (Object.keys(want) as (keyof typeof want)[]).every((k) => m[k] === want[k]);
   if (!same) return false;
-  for (const f of ['captions.txt', 'trainImages.txt', 'valImages.txt', 'testImages.txt']) if (!(await exists(path.join(out, f)))) return false;
+  for (const f of ['captions.txt', 'trainImages.txt', 'valImages.txt', 'testImages.txt'])
+    if (!(await exists(path.join(out, f)))) return false;
   const present = new Set(await fs.readdir(path.join(out, 'images')).catch(() => [] as string[]));
   for (let i = 0; i < want.images; i++) if (!present.has(imageName(i))) return false;
   return true;
@@ -118,7 +135,16 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
   const imagesDir = path.join(out, 'images');
   const captionsFile = path.join(out, 'captions.txt');
   const manifestFile = path.join(out, 'demo.json');
-  const want = { generator: 'captioner demo-data' as const, version: DEMO_VERSION, seed, scenes, images, size, format: 'jpeg' as const, captionsPerImage: CAPTIONS_PER_IMAGE };
+  const want = {
+    generator: 'captioner demo-data' as const,
+    version: DEMO_VERSION,
+    seed,
+    scenes,
+    images,
+    size,
+    format: 'jpeg' as const,
+    captionsPerImage: CAPTIONS_PER_IMAGE,
+  };
 
   if (await isComplete(out, want)) {
     const manifest = (await readManifest(manifestFile))!;
@@ -126,7 +152,9 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
     return { out, captionsFile, imagesDir, manifest, rendered: false };
   }
   if (!opts.force && (await exists(captionsFile)) && !(await exists(manifestFile))) {
-    throw new UsageError(`${out}: holds a captions.txt that demo-data did not write; choose another --out or pass --force`);
+    throw new UsageError(
+      `${out}: holds a captions.txt that demo-data did not write; choose another --out or pass --force`,
+    );
   }
 
   const old = await readManifest(manifestFile);
@@ -138,7 +166,10 @@ export async function writeDemoDataset(opts: DemoDataOptions): Promise<DemoDataR
     );
   }
   const texts = demoTexts(seed, images, scenes);
-  const manifest: DemoManifest = { ...want, split: { train: texts.split.train.length, val: texts.split.val.length, test: texts.split.test.length } };
+  const manifest: DemoManifest = {
+    ...want,
+    split: { train: texts.split.train.length, val: texts.split.val.length, test: texts.split.test.length },
+  };
   // the old captions and manifest go first: an interrupted run must not look complete (nor like a
   // Flickr8k dataset whose captions describe other pictures); captions first, so that a crash in
   // between leaves a manifest that marks the folder as ours and the next run starts over

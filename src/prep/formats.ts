@@ -22,7 +22,6 @@ export interface ImageEntry {
   cocoId?: CocoId;
 }
 
-
 export interface Parsed {
   /** In order of first appearance. */
   images: ImageEntry[];
@@ -64,7 +63,12 @@ export class Collector {
     return true;
   }
 
-  add(image: string, caption: string, where: string, extra: { file?: string; alt?: string[]; split?: SplitName; cocoId?: CocoId } = {}): void {
+  add(
+    image: string,
+    caption: string,
+    where: string,
+    extra: { file?: string; alt?: string[]; split?: SplitName; cocoId?: CocoId } = {},
+  ): void {
     let e = this.byKey.get(image);
     if (!e) {
       e = { image, file: extra.file ?? image, captions: [] };
@@ -74,11 +78,16 @@ export class Collector {
       this.byKey.set(image, e);
       this.origin.set(image, where);
     } else if (e.split !== extra.split) {
-      throw new DataError(`${where}: image ${JSON.stringify(image)} is in split ${extra.split ?? '(none)'} here but in ${e.split ?? '(none)'} at ${this.origin.get(image)}`);
+      throw new DataError(
+        `${where}: image ${JSON.stringify(image)} is in split ${extra.split ?? '(none)'} here but in ${e.split ?? '(none)'} at ${this.origin.get(image)}`,
+      );
     } else if (extra.cocoId !== undefined && e.cocoId !== extra.cocoId && !this.idClash.has(image)) {
       // one image under two ids: its captions are merged and the first id names it in results
       this.idClash.add(image);
-      this.warn(where, `image ${show(image)} has COCO id ${JSON.stringify(extra.cocoId)} here but ${JSON.stringify(e.cocoId ?? null)} at ${this.origin.get(image)}; its captions are merged and results name it by the first`);
+      this.warn(
+        where,
+        `image ${show(image)} has COCO id ${JSON.stringify(extra.cocoId)} here but ${JSON.stringify(e.cocoId ?? null)} at ${this.origin.get(image)}; its captions are merged and results name it by the first`,
+      );
     }
     e.captions.push(caption.trim());
     this.captions++;
@@ -121,7 +130,8 @@ export function parseFlickr8k(text: string, file: string, c = new Collector()): 
     const line = ls[i];
     if (line.trim() === '') continue;
     const tab = line.indexOf('\t');
-    if (tab < 0) throw new DataError(`${file}:${i + 1}: expected "image.jpg#N<TAB>caption" (no tab found): ${show(line)}`);
+    if (tab < 0)
+      throw new DataError(`${file}:${i + 1}: expected "image.jpg#N<TAB>caption" (no tab found): ${show(line)}`);
     const left = line.slice(0, tab).trim();
     const where = `${file}:${i + 1}`;
     const hash = left.lastIndexOf('#');
@@ -190,14 +200,18 @@ export function parseCaptionCsv(text: string, file: string, c = new Collector())
   const ii = header.indexOf('image');
   const ci = header.indexOf('caption');
   if (ii < 0 || ci < 0) {
-    throw new DataError(`${file}:${records[0].line}: expected a header with "image" and "caption" columns (e.g. "image,caption"), got ${show(records[0].fields.join(','))}`);
+    throw new DataError(
+      `${file}:${records[0].line}: expected a header with "image" and "caption" columns (e.g. "image,caption"), got ${show(records[0].fields.join(','))}`,
+    );
   }
   const last = ci === header.length - 1;
   for (let r = 1; r < records.length; r++) {
     const { fields, line } = records[r];
     const where = `${file}:${line}`;
     if (fields.length < header.length || (fields.length > header.length && !last)) {
-      throw new DataError(`${where}: expected ${header.length} fields (${header.join(',')}), got ${fields.length}: ${show(fields.join(','))}`);
+      throw new DataError(
+        `${where}: expected ${header.length} fields (${header.join(',')}), got ${fields.length}: ${show(fields.join(','))}`,
+      );
     }
     const key = fields[ii].trim();
     if (key === '') throw new DataError(`${where}: empty image name`);
@@ -233,20 +247,33 @@ export function parseKarpathy(text: string, file: string, c = new Collector()): 
     const at = `${file}: images[${i}]`;
     if (!isObj(img)) throw new DataError(`${at}: expected an object`);
     const { filename, filepath, split, sentences, cocoid } = img;
-    if (typeof filename !== 'string' || filename.trim() === '') throw new DataError(`${at}: "filename" must be a non-empty string`);
-    if (filepath !== undefined && typeof filepath !== 'string') throw new DataError(`${at}: "filepath" must be a string`);
+    if (typeof filename !== 'string' || filename.trim() === '')
+      throw new DataError(`${at}: "filename" must be a non-empty string`);
+    if (filepath !== undefined && typeof filepath !== 'string')
+      throw new DataError(`${at}: "filepath" must be a string`);
     const s = typeof split === 'string' ? KARPATHY_SPLITS[split] : undefined;
-    if (!s) throw new DataError(`${at}: "split" must be one of train, restval, val, test, got ${JSON.stringify(split)}`);
+    if (!s)
+      throw new DataError(`${at}: "split" must be one of train, restval, val, test, got ${JSON.stringify(split)}`);
     if (!Array.isArray(sentences)) throw new DataError(`${at}: "sentences" must be a list`);
     // an integer id of the COCO 2014 annotations ("391895" as a string is read as the number)
-    const cocoId = typeof cocoid === 'number' && Number.isSafeInteger(cocoid) ? cocoid : typeof cocoid === 'string' && /^\d{1,15}$/.test(cocoid) ? Number(cocoid) : undefined;
-    if (cocoId === undefined && cocoid !== undefined && cocoid !== null) c.warn(at, `"cocoid" ${show(JSON.stringify(cocoid))} is not an integer; ignored (results name this image by its file name)`);
+    const cocoId =
+      typeof cocoid === 'number' && Number.isSafeInteger(cocoid)
+        ? cocoid
+        : typeof cocoid === 'string' && /^\d{1,15}$/.test(cocoid)
+          ? Number(cocoid)
+          : undefined;
+    if (cocoId === undefined && cocoid !== undefined && cocoid !== null)
+      c.warn(
+        at,
+        `"cocoid" ${show(JSON.stringify(cocoid))} is not an integer; ignored (results name this image by its file name)`,
+      );
     const rel = filepath ? path.posix.join(filepath, filename) : filename;
     sentences.forEach((sent, j) => {
       const sat = `${at}.sentences[${j}]`;
       if (!isObj(sent)) throw new DataError(`${sat}: expected an object`);
       let raw = sent.raw;
-      if (raw === undefined && Array.isArray(sent.tokens) && sent.tokens.every((t) => typeof t === 'string')) raw = sent.tokens.join(' ');
+      if (raw === undefined && Array.isArray(sent.tokens) && sent.tokens.every((t) => typeof t === 'string'))
+        raw = sent.tokens.join(' ');
       if (typeof raw !== 'string') throw new DataError(`${sat}: "raw" must be a string`);
       c.add(filename, raw, sat, { file: rel, split: s, cocoId });
     });
@@ -270,7 +297,8 @@ export function parseCoco(text: string, file: string, split?: SplitName, c = new
     const at = `${file}: images[${i}]`;
     if (!isObj(img)) throw new DataError(`${at}: expected an object`);
     if (typeof img.id !== 'number' && typeof img.id !== 'string') throw new DataError(`${at}: "id" must be a number`);
-    if (typeof img.file_name !== 'string' || img.file_name.trim() === '') throw new DataError(`${at}: "file_name" must be a non-empty string`);
+    if (typeof img.file_name !== 'string' || img.file_name.trim() === '')
+      throw new DataError(`${at}: "file_name" must be a non-empty string`);
     let alt: string[] | undefined;
     if (typeof img.coco_url === 'string') {
       const folder = urlFolder(img.coco_url);
@@ -279,7 +307,11 @@ export function parseCoco(text: string, file: string, split?: SplitName, c = new
     const prev = byId.get(img.id);
     if (prev) {
       // the first entry wins: a later one must not take over the captions of another file
-      if (prev.name !== img.file_name) c.warn(at, `image id ${JSON.stringify(img.id)} is used again (first at ${prev.at}, ${show(prev.name)}); this entry, ${show(img.file_name)}, is ignored and gets no captions`);
+      if (prev.name !== img.file_name)
+        c.warn(
+          at,
+          `image id ${JSON.stringify(img.id)} is used again (first at ${prev.at}, ${show(prev.name)}); this entry, ${show(img.file_name)}, is ignored and gets no captions`,
+        );
       return;
     }
     byId.set(img.id, { id: isCocoId(img.id) ? img.id : undefined, name: img.file_name, alt, at });

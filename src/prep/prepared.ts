@@ -26,7 +26,8 @@ export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
 /** A COCO image id: an integer in the official files; a string where a COCO-format file uses one. */
 export type CocoId = number | string;
 /** An id COCO tools can match: a safe integer, or a non-empty string (COCO-format files that use them). */
-export const isCocoId = (v: unknown): v is CocoId => (typeof v === 'number' && Number.isSafeInteger(v)) || (typeof v === 'string' && v !== '');
+export const isCocoId = (v: unknown): v is CocoId =>
+  (typeof v === 'number' && Number.isSafeInteger(v)) || (typeof v === 'string' && v !== '');
 
 /** The options prep built the set with (src/prep/build.ts), recorded in the manifest. */
 export interface BuildOptions extends CleanOptions {
@@ -125,7 +126,12 @@ export function fingerprintOf(contents: Record<(typeof DATA_FILES)[number], stri
   const h = createHash('sha256');
   for (const k of DATA_FILES) {
     const c = contents[k];
-    let bytes = typeof c === 'string' ? Buffer.from(c, 'utf8') : Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+    let bytes =
+      typeof c === 'string'
+        ? Buffer.from(c, 'utf8')
+        : Buffer.isBuffer(c)
+          ? c
+          : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
     if (k !== 'vocab') bytes = withoutCocoIds(bytes);
     h.update(`${PREPARED_FILES[k]}\0${bytes.byteLength}\0`);
     h.update(bytes);
@@ -154,7 +160,11 @@ export function serializeSplit(images: readonly PreparedImage[]): string {
  */
 export async function writePrepared(
   dir: string,
-  data: { vocab: Vocab; splits: Record<SplitName, PreparedImage[]>; manifest: Omit<PreparedManifest, 'fingerprint' | 'files'> },
+  data: {
+    vocab: Vocab;
+    splits: Record<SplitName, PreparedImage[]>;
+    manifest: Omit<PreparedManifest, 'fingerprint' | 'files'>;
+  },
 ): Promise<PreparedManifest> {
   const contents = {
     vocab: serializeVocab(data.vocab),
@@ -163,7 +173,11 @@ export async function writePrepared(
     test: serializeSplit(data.splits.test),
   };
   const manifest: PreparedManifest = { ...data.manifest, files: PREPARED_FILES, fingerprint: fingerprintOf(contents) };
-  await checkStageFolder(dir, { kind: PREPARED_KIND, option: '--out or prep.out', ownNames: Object.values(PREPARED_FILES) });
+  await checkStageFolder(dir, {
+    kind: PREPARED_KIND,
+    option: '--out or prep.out',
+    ownNames: Object.values(PREPARED_FILES),
+  });
   try {
     await ensureDir(dir);
     // a stale manifest must not vouch for half-written files
@@ -173,7 +187,9 @@ export async function writePrepared(
   } catch (e) {
     if (e instanceof CaptionerError) throw e;
     const err = e as NodeJS.ErrnoException;
-    throw new DataError(`${dir}: cannot write the prepared dataset: ${err.code ?? err.message}${err.path ? ` (${err.path})` : ''}`);
+    throw new DataError(
+      `${dir}: cannot write the prepared dataset: ${err.code ?? err.message}${err.path ? ` (${err.path})` : ''}`,
+    );
   }
   return manifest;
 }
@@ -183,7 +199,9 @@ async function readBytes(file: string, what: string): Promise<Buffer> {
     return await fs.readFile(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(`${file}: cannot read ${what}: ${code === 'ENOENT' ? 'no such file' : code ?? (e as Error).message}`);
+    throw new DataError(
+      `${file}: cannot read ${what}: ${code === 'ENOENT' ? 'no such file' : (code ?? (e as Error).message)}`,
+    );
   }
 }
 
@@ -206,15 +224,21 @@ export function parseSplitFile(text: string, file: string, vocabSize: number): P
     if (!o || typeof o !== 'object' || typeof o.image !== 'string' || typeof o.file !== 'string') {
       throw new DataError(`${at}: expected {"image": string, "file": string, "captions": [...], "tokens": [...]}`);
     }
-    if (!Array.isArray(o.captions) || !o.captions.every((c) => typeof c === 'string')) throw new DataError(`${at}: "captions" must be a list of strings`);
-    if (!Array.isArray(o.tokens) || o.tokens.length !== o.captions.length) throw new DataError(`${at}: "tokens" must be a list with one entry per caption`);
+    if (!Array.isArray(o.captions) || !o.captions.every((c) => typeof c === 'string'))
+      throw new DataError(`${at}: "captions" must be a list of strings`);
+    if (!Array.isArray(o.tokens) || o.tokens.length !== o.captions.length)
+      throw new DataError(`${at}: "tokens" must be a list with one entry per caption`);
     for (const seq of o.tokens) {
       if (!Array.isArray(seq) || !seq.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize)) {
         throw new DataError(`${at}: "tokens" must hold lists of ids below the vocabulary size ${vocabSize}`);
       }
     }
-    if (prev !== undefined && !(prev < o.image)) throw new DataError(`${at}: images are not sorted by key (or repeat): ${JSON.stringify(o.image)} after ${JSON.stringify(prev)}`);
-    if (o.cocoId !== undefined && !isCocoId(o.cocoId)) throw new DataError(`${at}: "cocoId" must be an integer or a non-empty string`);
+    if (prev !== undefined && !(prev < o.image))
+      throw new DataError(
+        `${at}: images are not sorted by key (or repeat): ${JSON.stringify(o.image)} after ${JSON.stringify(prev)}`,
+      );
+    if (o.cocoId !== undefined && !isCocoId(o.cocoId))
+      throw new DataError(`${at}: "cocoId" must be an integer or a non-empty string`);
     prev = o.image;
     const im: PreparedImage = { image: o.image, file: o.file, captions: o.captions, tokens: o.tokens };
     if (o.cocoId !== undefined) im.cocoId = o.cocoId;
@@ -242,13 +266,19 @@ export async function loadPrepared(dir: string): Promise<Prepared> {
   } catch (e) {
     throw new DataError(`${mfile}: not valid JSON: ${(e as Error).message}`);
   }
-  if (manifest?.kind !== PREPARED_KIND) throw new DataError(`${mfile}: not a prepared dataset manifest (kind ${JSON.stringify(manifest?.kind)})`);
-  if (manifest.version !== PREPARED_VERSION) throw new DataError(`${mfile}: unsupported version ${JSON.stringify(manifest.version)} (this captioner reads version ${PREPARED_VERSION}); run \`captioner prep\` again`);
+  if (manifest?.kind !== PREPARED_KIND)
+    throw new DataError(`${mfile}: not a prepared dataset manifest (kind ${JSON.stringify(manifest?.kind)})`);
+  if (manifest.version !== PREPARED_VERSION)
+    throw new DataError(
+      `${mfile}: unsupported version ${JSON.stringify(manifest.version)} (this captioner reads version ${PREPARED_VERSION}); run \`captioner prep\` again`,
+    );
   const bytes = {} as Record<(typeof DATA_FILES)[number], Buffer>;
   for (const k of DATA_FILES) bytes[k] = await readBytes(path.join(dir, PREPARED_FILES[k]), `the prepared ${k} file`);
   const fp = fingerprintOf(bytes);
   if (fp !== manifest.fingerprint) {
-    throw new DataError(`${dir}: the data files do not match the manifest fingerprint (changed or half-written since prep); run \`captioner prep\` again`);
+    throw new DataError(
+      `${dir}: the data files do not match the manifest fingerprint (changed or half-written since prep); run \`captioner prep\` again`,
+    );
   }
   const vfile = path.join(dir, PREPARED_FILES.vocab);
   let vjson: unknown;
@@ -259,6 +289,7 @@ export async function loadPrepared(dir: string): Promise<Prepared> {
   }
   const vocab = Vocab.fromJSON(vjson, vfile);
   const splits = {} as Record<SplitName, PreparedImage[]>;
-  for (const s of SPLITS) splits[s] = parseSplitFile(bytes[s].toString('utf8'), path.join(dir, PREPARED_FILES[s]), vocab.size);
+  for (const s of SPLITS)
+    splits[s] = parseSplitFile(bytes[s].toString('utf8'), path.join(dir, PREPARED_FILES[s]), vocab.size);
   return { dir, manifest, vocab, splits };
 }

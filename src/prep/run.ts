@@ -11,8 +11,24 @@ import { log } from '../log.js';
 import { lockFolder } from '../util/lock.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { buildPrepared, checkBuildOptions, type SplitImage } from './build.js';
-import { Collector, show, parseCaptionCsv, parseCoco, parseFlickr30kCsv, parseFlickr8k, parseKarpathy, type ImageEntry } from './formats.js';
-import { PREPARED_FILES, PREPARED_KIND, SPLITS, writePrepared, type PreparedManifest, type SplitName } from './prepared.js';
+import {
+  Collector,
+  show,
+  parseCaptionCsv,
+  parseCoco,
+  parseFlickr30kCsv,
+  parseFlickr8k,
+  parseKarpathy,
+  type ImageEntry,
+} from './formats.js';
+import {
+  PREPARED_FILES,
+  PREPARED_KIND,
+  SPLITS,
+  writePrepared,
+  type PreparedManifest,
+  type SplitName,
+} from './prepared.js';
 import { assignByRatio, assignFromLists, parseSplitList, type SplitList } from './split.js';
 
 /** How many names to show in messages and keep in the manifest. */
@@ -38,7 +54,8 @@ export const MAX_TEXT_BYTES = 512 * 1024 ** 2;
 async function readCapped(file: string): Promise<Buffer> {
   const st = await fs.stat(file);
   if (st.isDirectory()) throw Object.assign(new Error('is a folder'), { code: 'EISDIR' });
-  if (st.isCharacterDevice() || st.isBlockDevice() || st.isSocket()) throw Object.assign(new Error('not a file'), { code: 'ENOTFILE' });
+  if (st.isCharacterDevice() || st.isBlockDevice() || st.isSocket())
+    throw Object.assign(new Error('not a file'), { code: 'ENOTFILE' });
   if (st.isFile() && st.size > MAX_TEXT_BYTES) throw Object.assign(new Error('too large'), { code: 'ETOOBIG' });
   const chunks: Buffer[] = [];
   let n = 0;
@@ -57,11 +74,15 @@ async function readText(file: string, what: string, warnings: string[]): Promise
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why =
-      code === 'ENOENT' ? 'no such file'
-      : code === 'EISDIR' ? 'is a folder'
-      : code === 'ENOTFILE' ? 'is a device or socket, not a file'
-      : code === 'ETOOBIG' ? `larger than ${MAX_TEXT_BYTES / 1024 ** 2} MiB, more than any captions file`
-      : (code ?? (e as Error).message);
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'is a folder'
+          : code === 'ENOTFILE'
+            ? 'is a device or socket, not a file'
+            : code === 'ETOOBIG'
+              ? `larger than ${MAX_TEXT_BYTES / 1024 ** 2} MiB, more than any captions file`
+              : (code ?? (e as Error).message);
     throw new DataError(`${file}: cannot read ${what}: ${why}`);
   }
   const text = new TextDecoder('utf-8', { ignoreBOM: true }).decode(bytes);
@@ -82,8 +103,13 @@ function reportWarnings(warnings: readonly string[], strict: boolean): void {
   if (warnings.length === 0) return;
   const shown = warnings.slice(0, FIRST).map((w) => '  ' + w);
   if (warnings.length > FIRST) shown.push(`  ... and ${warnings.length - FIRST} more`);
-  if (strict) throw new DataError(`${plural(warnings.length, 'problem')} in the captions or split files (prep.strict is on; fix the data or drop --strict to read it anyway):\n${shown.join('\n')}`);
-  log.warn(`${plural(warnings.length, 'problem')} in the captions or split files (read anyway; --strict makes them errors):\n${shown.join('\n')}`);
+  if (strict)
+    throw new DataError(
+      `${plural(warnings.length, 'problem')} in the captions or split files (prep.strict is on; fix the data or drop --strict to read it anyway):\n${shown.join('\n')}`,
+    );
+  log.warn(
+    `${plural(warnings.length, 'problem')} in the captions or split files (read anyway; --strict makes them errors):\n${shown.join('\n')}`,
+  );
 }
 
 type Source = { file: string; split?: SplitName };
@@ -92,10 +118,16 @@ type Source = { file: string; split?: SplitName };
 export function captionSources(ds: Config['dataset']): Source[] {
   const coco = Object.entries(ds.cocoFiles ?? {}).filter(([, f]) => f !== undefined) as [SplitName, string][];
   if (ds.format === 'coco') {
-    if (coco.length && ds.captions) throw new ConfigError('dataset: set either dataset.captions (one COCO file, split by ratio) or dataset.cocoFiles (one file per split), not both');
-    if (coco.length) return SPLITS.flatMap((s) => coco.filter(([k]) => k === s).map(([, file]) => ({ file, split: s })));
+    if (coco.length && ds.captions)
+      throw new ConfigError(
+        'dataset: set either dataset.captions (one COCO file, split by ratio) or dataset.cocoFiles (one file per split), not both',
+      );
+    if (coco.length)
+      return SPLITS.flatMap((s) => coco.filter(([k]) => k === s).map(([, file]) => ({ file, split: s })));
     if (ds.captions) return [{ file: ds.captions }];
-    throw new ConfigError('dataset: format coco needs dataset.cocoFiles.{train,val,test} or dataset.captions (--captions FILE)');
+    throw new ConfigError(
+      'dataset: format coco needs dataset.cocoFiles.{train,val,test} or dataset.captions (--captions FILE)',
+    );
   }
   if (coco.length) throw new ConfigError(`dataset.cocoFiles: only used by format coco (format is ${ds.format})`);
   if (!ds.captions) throw new ConfigError(`dataset.captions: not set: pass --captions FILE (format ${ds.format})`);
@@ -103,7 +135,10 @@ export function captionSources(ds: Config['dataset']): Source[] {
 }
 
 /** Parse every caption source into one collection (keys unique across files), with `file:line` warnings. */
-export async function readCaptions(format: Config['dataset']['format'], sources: Source[]): Promise<{ images: ImageEntry[]; warnings: string[] }> {
+export async function readCaptions(
+  format: Config['dataset']['format'],
+  sources: Source[],
+): Promise<{ images: ImageEntry[]; warnings: string[] }> {
   const c = new Collector();
   const encoding: string[] = [];
   for (const { file, split } of sources) {
@@ -134,11 +169,15 @@ export type SplitMethod = PreparedManifest['options']['split']['method'];
 
 export function resolveSplitMethod(ds: Config['dataset']): SplitMethod {
   const hasLists = Boolean(ds.split.trainFile || ds.split.valFile || ds.split.testFile);
-  const hasField = ds.format === 'karpathy' || (ds.format === 'coco' && Object.values(ds.cocoFiles ?? {}).some((f) => f !== undefined));
+  const hasField =
+    ds.format === 'karpathy' ||
+    (ds.format === 'coco' && Object.values(ds.cocoFiles ?? {}).some((f) => f !== undefined));
   const m = ds.split.method;
   if (m === 'auto') return hasField ? 'field' : hasLists ? 'files' : 'ratio';
-  if (m === 'field' && !hasField) throw new ConfigError('dataset.split.method: "field" needs format karpathy, or coco with dataset.cocoFiles');
-  if (m === 'files' && !hasLists) throw new ConfigError('dataset.split.method: "files" needs dataset.split.trainFile, valFile and/or testFile');
+  if (m === 'field' && !hasField)
+    throw new ConfigError('dataset.split.method: "field" needs format karpathy, or coco with dataset.cocoFiles');
+  if (m === 'files' && !hasLists)
+    throw new ConfigError('dataset.split.method: "files" needs dataset.split.trainFile, valFile and/or testFile');
   return m;
 }
 
@@ -172,7 +211,11 @@ const plural = (n: number, one: string, many = one + 's') => `${n.toLocaleString
  */
 export async function runPrep(config: Config): Promise<PrepResult> {
   const dir = stagePaths(config).prepared;
-  await checkStageFolder(dir, { kind: PREPARED_KIND, option: '--out or prep.out', ownNames: Object.values(PREPARED_FILES) });
+  await checkStageFolder(dir, {
+    kind: PREPARED_KIND,
+    option: '--out or prep.out',
+    ownNames: Object.values(PREPARED_FILES),
+  });
   const lock = await lockFolder(dir, `prepared dataset folder ${dir}`);
   try {
     return await prepInto(config, dir);
@@ -188,7 +231,8 @@ async function prepInto(config: Config, dir: string): Promise<PrepResult> {
   const sources = captionSources(ds);
   const method = resolveSplitMethod(ds);
   const listFiles = { train: ds.split.trainFile, val: ds.split.valFile, test: ds.split.testFile };
-  if (method !== 'files' && Object.values(listFiles).some(Boolean)) log.warn(`split files are ignored: dataset.split.method is ${method}`);
+  if (method !== 'files' && Object.values(listFiles).some(Boolean))
+    log.warn(`split files are ignored: dataset.split.method is ${method}`);
 
   const { images: entries, warnings } = await readCaptions(ds.format, sources);
   if (entries.length === 0) throw new DataError(`${sources.map((s) => s.file).join(', ')}: no captions found`);
@@ -214,7 +258,9 @@ async function prepInto(config: Config, dir: string): Promise<PrepResult> {
     assigned = a.split;
     if (a.listedWithoutCaptions.length) {
       dropped.listedWithoutCaptions = a.listedWithoutCaptions.length;
-      log.warn(`${plural(a.listedWithoutCaptions.length, 'image')} in the split files ${a.listedWithoutCaptions.length === 1 ? 'has' : 'have'} no captions: ${preview(a.listedWithoutCaptions)}`);
+      log.warn(
+        `${plural(a.listedWithoutCaptions.length, 'image')} in the split files ${a.listedWithoutCaptions.length === 1 ? 'has' : 'have'} no captions: ${preview(a.listedWithoutCaptions)}`,
+      );
     }
   } else {
     assigned = assignByRatio(
@@ -228,7 +274,9 @@ async function prepInto(config: Config, dir: string): Promise<PrepResult> {
   dropped.noSplitImages = noSplit.length;
   dropped.noSplitCaptions = noSplit.reduce((n, e) => n + e.captions.length, 0);
   if (noSplit.length) {
-    log.warn(`${plural(noSplit.length, 'image')} (${plural(dropped.noSplitCaptions, 'caption')}) ${noSplit.length === 1 ? 'is' : 'are'} in no split and left out: ${preview(noSplit.map((e) => e.image))}`);
+    log.warn(
+      `${plural(noSplit.length, 'image')} (${plural(dropped.noSplitCaptions, 'caption')}) ${noSplit.length === 1 ? 'is' : 'are'} in no split and left out: ${preview(noSplit.map((e) => e.image))}`,
+    );
   }
   let inSplit = entries.filter((e) => assigned.has(e.image));
 
@@ -239,7 +287,10 @@ async function prepInto(config: Config, dir: string): Promise<PrepResult> {
     imagesDir = path.resolve(ds.images);
     const st = await fs.stat(imagesDir).catch(() => null);
     if (!st?.isDirectory()) throw new DataError(`${ds.images}: images folder not found`);
-    const found = await existingFiles(imagesDir, inSplit.flatMap((e) => [e.file, ...(e.alt ?? [])]));
+    const found = await existingFiles(
+      imagesDir,
+      inSplit.flatMap((e) => [e.file, ...(e.alt ?? [])]),
+    );
     const present: ImageEntry[] = [];
     for (const e of inSplit) {
       const hit = [e.file, ...(e.alt ?? [])].find((f) => found.has(f));
@@ -264,19 +315,30 @@ async function prepInto(config: Config, dir: string): Promise<PrepResult> {
   dropped.missingImageCaptions = missing.reduce((n, e) => n + e.captions.length, 0);
 
   const built = buildPrepared(
-    inSplit.map((e): SplitImage => ({ image: e.image, file: e.file, captions: e.captions, split: assigned.get(e.image)!, cocoId: e.cocoId })),
+    inSplit.map(
+      (e): SplitImage => ({
+        image: e.image,
+        file: e.file,
+        captions: e.captions,
+        split: assigned.get(e.image)!,
+        cocoId: e.cocoId,
+      }),
+    ),
     p,
   );
   const total = SPLITS.reduce((n, s) => n + built.counts[s].captions, 0);
-  if (total === 0) throw new DataError(`${sources.map((s) => s.file).join(', ')}: no captions left after splitting and cleaning`);
-  if (built.counts.train.captions === 0) log.warn('the training split is empty: the vocabulary holds only the special tokens');
+  if (total === 0)
+    throw new DataError(`${sources.map((s) => s.file).join(', ')}: no captions left after splitting and cleaning`);
+  if (built.counts.train.captions === 0)
+    log.warn('the training split is empty: the vocabulary holds only the special tokens');
   for (const s of ['val', 'test'] as const) if (built.counts[s].captions === 0) log.warn(`the ${s} split is empty`);
   dropped.emptyCaptions = built.dropped.emptyCaptions;
   dropped.overLengthCaptions = built.dropped.overLengthCaptions;
   dropped.imagesWithoutCaptions = built.dropped.imagesWithoutCaptions;
 
   const { out: _out, ...prepOptions } = p;
-  const splitOptions: PreparedManifest['options']['split'] = method === 'ratio' ? { method, ratios: { ...ds.split.ratios }, seed: ds.split.seed } : { method };
+  const splitOptions: PreparedManifest['options']['split'] =
+    method === 'ratio' ? { method, ratios: { ...ds.split.ratios }, seed: ds.split.seed } : { method };
   const manifest = await writePrepared(dir, {
     vocab: built.vocab,
     splits: built.splits,

@@ -37,7 +37,9 @@ export function assignFromLists(keys: Iterable<string>, lists: readonly SplitLis
     for (const { name, line } of l.names) {
       const prev = listed.get(name);
       if (prev && prev.split !== l.split) {
-        throw new DataError(`${l.file}:${line}: ${JSON.stringify(name)} is in the ${l.split} list but also in the ${prev.split} list (${prev.at})`);
+        throw new DataError(
+          `${l.file}:${line}: ${JSON.stringify(name)} is in the ${l.split} list but also in the ${prev.split} list (${prev.at})`,
+        );
       }
       if (!prev) listed.set(name, { split: l.split, at: `${l.file}:${line}` });
     }
@@ -58,7 +60,11 @@ export const byCodePoint = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0
  * Seeded ratio split by image: sort the unique keys, shuffle with rng(seed), then cut at the rounded
  * cumulative ratios (normalised by their sum). Same keys + same seed = same split.
  */
-export function assignByRatio(keys: Iterable<string>, ratios: Record<SplitName, number>, seed: number): Map<string, SplitName> {
+export function assignByRatio(
+  keys: Iterable<string>,
+  ratios: Record<SplitName, number>,
+  seed: number,
+): Map<string, SplitName> {
   const sum = ratios.train + ratios.val + ratios.test;
   if (!(sum > 0)) throw new ConfigError('dataset.split.ratios: at least one ratio must be above 0');
   const sorted = [...new Set(keys)].sort(byCodePoint);

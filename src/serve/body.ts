@@ -21,7 +21,9 @@ const LINGER_MS = 2000;
 
 /** 413 for an upload over `limit` bytes (serve.maxUploadBytes). */
 export function tooLarge(limit: number): HttpError {
-  return new HttpError(413, `the upload is larger than ${sizeText(limit)} (serve.maxUploadBytes)`, { Connection: 'close' });
+  return new HttpError(413, `the upload is larger than ${sizeText(limit)} (serve.maxUploadBytes)`, {
+    Connection: 'close',
+  });
 }
 
 /** The Content-Length a request announces, when it announces one. */
@@ -90,7 +92,12 @@ export function multipartOrThrow(contentType: string | undefined): string | null
   }
 }
 
-export function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: http.ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   send(res, status, JSON.stringify(body), { 'Content-Type': 'application/json; charset=utf-8', ...headers });
 }
 

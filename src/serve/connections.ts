@@ -45,7 +45,12 @@ export class Connections {
 
   constructor(private readonly cfg: ServeConfig) {
     // the headers of a request have no announced length: only the stall and rate rules apply
-    this.rules = { graceMs: cfg.uploadGraceMs, minRate: cfg.minUploadRate, stallMs: cfg.uploadStallMs, deadlineMs: Infinity };
+    this.rules = {
+      graceMs: cfg.uploadGraceMs,
+      minRate: cfg.minUploadRate,
+      stallMs: cfg.uploadStallMs,
+      deadlineMs: Infinity,
+    };
   }
 
   /** Connections from `client` now (closing ones excluded). */
@@ -60,12 +65,30 @@ export class Connections {
    */
   open(socket: Socket): void {
     const now = performance.now();
-    const conn: Conn = { socket, client: clientKey(socket.remoteAddress), inProgress: 0, requests: 0, last: null, idleSince: now, bytesAtIdle: 0, lineEnded: false, owed: null, closing: false };
+    const conn: Conn = {
+      socket,
+      client: clientKey(socket.remoteAddress),
+      inProgress: 0,
+      requests: 0,
+      last: null,
+      idleSince: now,
+      bytesAtIdle: 0,
+      lineEnded: false,
+      owed: null,
+      closing: false,
+    };
     this.all.set(socket, conn);
     socket.once('close', () => this.forget(conn));
     const max = this.cfg.maxConnectionsPerClient;
     if (this.countOf(conn.client) >= max && !this.evictWaiting(conn.client, now)) {
-      this.answer(conn, rawAnswer(429, `too many connections from your address (serve.maxConnectionsPerClient: ${max}); close some, or try again in a moment`, { 'Retry-After': '1' }));
+      this.answer(
+        conn,
+        rawAnswer(
+          429,
+          `too many connections from your address (serve.maxConnectionsPerClient: ${max}); close some, or try again in a moment`,
+          { 'Retry-After': '1' },
+        ),
+      );
       return;
     }
     let mine = this.byClient.get(conn.client);
@@ -130,14 +153,23 @@ export class Connections {
     for (const c of this.byClient.get(client) ?? []) {
       if (c.inProgress > 0 || c.closing) continue;
       const received = c.socket.bytesRead - c.bytesAtIdle;
-      const e = evictable({ started: c.idleSince, received, lastData: received > 0 ? now : c.idleSince }, this.rules, now);
+      const e = evictable(
+        { started: c.idleSince, received, lastData: received > 0 ? now : c.idleSince },
+        this.rules,
+        now,
+      );
       if (e && (!why || e.rate < why.rate)) [worst, why] = [c, e];
     }
     if (!worst || !why) return false;
     const headersStarted = worst.socket.bytesRead > worst.bytesAtIdle;
     this.closeWith(
       worst,
-      headersStarted ? rawAnswer(408, `the request headers were cut: ${why.reason}, and this address opened more than serve.maxConnectionsPerClient (${this.cfg.maxConnectionsPerClient}) connections`) : null,
+      headersStarted
+        ? rawAnswer(
+            408,
+            `the request headers were cut: ${why.reason}, and this address opened more than serve.maxConnectionsPerClient (${this.cfg.maxConnectionsPerClient}) connections`,
+          )
+        : null,
     );
     return true;
   }
@@ -155,14 +187,21 @@ export class Connections {
  * answer through (node's 'clientError'): a head too large (414 when it is the request line, else 431),
  * a request or its headers too slow (408, naming the limit that fired), anything else malformed (400).
  */
-export function clientErrorAnswer(err: NodeJS.ErrnoException & { rawPacket?: Buffer; bytesParsed?: number; reason?: string }, conn: Conn | undefined, cfg: ServeConfig): [number, string] {
+export function clientErrorAnswer(
+  err: NodeJS.ErrnoException & { rawPacket?: Buffer; bytesParsed?: number; reason?: string },
+  conn: Conn | undefined,
+  cfg: ServeConfig,
+): [number, string] {
   switch (err.code) {
     case 'HPE_HEADER_OVERFLOW':
       return requestLineTooLong(err, conn)
         ? [414, `the request URL is too long: the request line and headers may have ${MAX_HEAD_BYTES / 1024} KB in all`]
         : [431, `the request headers are too large: ${MAX_HEAD_BYTES / 1024} KB at most, request line included`];
     case 'ERR_HTTP_REQUEST_TIMEOUT': {
-      const [ms, key] = cfg.headersTimeoutMs <= cfg.requestTimeoutMs ? [cfg.headersTimeoutMs, 'serve.headersTimeoutMs'] : [cfg.requestTimeoutMs, 'serve.requestTimeoutMs'];
+      const [ms, key] =
+        cfg.headersTimeoutMs <= cfg.requestTimeoutMs
+          ? [cfg.headersTimeoutMs, 'serve.headersTimeoutMs']
+          : [cfg.requestTimeoutMs, 'serve.requestTimeoutMs'];
       return [408, `the request headers did not arrive within ${seconds(ms)} (${key})`];
     }
     case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
@@ -179,7 +218,9 @@ export function clientErrorAnswer(err: NodeJS.ErrnoException & { rawPacket?: Buf
  */
 function requestLineTooLong(err: { rawPacket?: Buffer; bytesParsed?: number }, conn: Conn | undefined): boolean {
   const raw = err.rawPacket;
-  const seen = raw ? raw.subarray(0, typeof err.bytesParsed === 'number' ? err.bytesParsed : raw.length).toString('latin1') : '';
+  const seen = raw
+    ? raw.subarray(0, typeof err.bytesParsed === 'number' ? err.bytesParsed : raw.length).toString('latin1')
+    : '';
   if (conn && conn.requests === 0) return !conn.lineEnded && !seen.includes('\n');
   const nl = seen.lastIndexOf('\n');
   return nl >= 0 && /^[A-Z]+ /.test(seen.slice(nl + 1));

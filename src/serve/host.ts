@@ -21,7 +21,13 @@ export const WILDCARD = new Set(['0.0.0.0', '::', '']);
  * every address (0.0.0.0 or ::) this machine's addresses and host name. Any other name may be a DNS
  * rebinding attack: a web page whose own host name now points at us.
  */
-export function allowedHosts(host: string, bound: string, extra: readonly string[], interfaces: { address: string }[], hostname: string): AllowedHosts {
+export function allowedHosts(
+  host: string,
+  bound: string,
+  extra: readonly string[],
+  interfaces: { address: string }[],
+  hostname: string,
+): AllowedHosts {
   const names = new Set(['localhost', '127.0.0.1', '::1', host, bound, ...extra].map(normalHost));
   if (WILDCARD.has(host) || WILDCARD.has(bound)) {
     for (const i of interfaces) names.add(normalHost(i.address));
@@ -32,7 +38,10 @@ export function allowedHosts(host: string, bound: string, extra: readonly string
 
 /** Lowercase, without brackets or a trailing dot. */
 function normalHost(h: string): string {
-  return h.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '');
+  return h
+    .toLowerCase()
+    .replace(/^\[(.*)\]$/, '$1')
+    .replace(/\.$/, '');
 }
 
 // RFC 3986 host: an IP literal in brackets, or a reg-name / IPv4 address (unreserved, sub-delims,
@@ -73,12 +82,16 @@ const shown = (s: string) => JSON.stringify(s.length > MAX_SHOWN ? s.slice(0, MA
 export function checkTarget(req: http.IncomingMessage, allowed: AllowedHosts): URL {
   const target = req.url ?? '/';
   const hosts: string[] = [];
-  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]);
-  if (hosts.length > 1) throw new HttpError(400, `the request has ${hosts.length} Host headers; HTTP/1.1 allows exactly one (RFC 9112)`);
+  for (let i = 0; i < req.rawHeaders.length; i += 2)
+    if (req.rawHeaders[i].toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1]);
+  if (hosts.length > 1)
+    throw new HttpError(400, `the request has ${hosts.length} Host headers; HTTP/1.1 allows exactly one (RFC 9112)`);
   const http11 = req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
-  if (hosts.length === 0 && http11) throw new HttpError(400, 'the request has no Host header; HTTP/1.1 requires one (RFC 9112)');
+  if (hosts.length === 0 && http11)
+    throw new HttpError(400, 'the request has no Host header; HTTP/1.1 requires one (RFC 9112)');
   const host = hosts[0];
-  if (host !== undefined && !parseHost(host)) throw new HttpError(400, `the Host header ${shown(host)} is not a valid host[:port]`);
+  if (host !== undefined && !parseHost(host))
+    throw new HttpError(400, `the Host header ${shown(host)} is not a valid host[:port]`);
 
   let url: URL;
   if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(target)) {
@@ -88,12 +101,14 @@ export function checkTarget(req: http.IncomingMessage, allowed: AllowedHosts): U
     } catch {
       throw new HttpError(400, 'the request URL is malformed');
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new HttpError(400, `the request URL has scheme ${shown(url.protocol)}; this server speaks http`);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw new HttpError(400, `the request URL has scheme ${shown(url.protocol)}; this server speaks http`);
     if (url.username || url.password) throw new HttpError(400, 'the request URL carries a user name or password');
     if (!hostAllowed(url.host, allowed)) throw notOurs(url.host);
     return url;
   }
-  if (!target.startsWith('/') && target !== '*') throw new HttpError(400, 'the request target must be a path starting with /');
+  if (!target.startsWith('/') && target !== '*')
+    throw new HttpError(400, 'the request target must be a path starting with /');
   try {
     url = new URL(target === '*' ? '/*' : target, 'http://localhost');
   } catch {
@@ -104,7 +119,10 @@ export function checkTarget(req: http.IncomingMessage, allowed: AllowedHosts): U
 }
 
 function notOurs(name: string): HttpError {
-  return new HttpError(403, `this server does not answer to the host name ${shown(name)}; add it to serve.allowedHosts if it is yours`);
+  return new HttpError(
+    403,
+    `this server does not answer to the host name ${shown(name)}; add it to serve.allowedHosts if it is yours`,
+  );
 }
 
 /**
@@ -118,6 +136,9 @@ export function checkOrigin(req: http.IncomingMessage, allowed: AllowedHosts): v
   const origin = req.headers.origin;
   if (origin === undefined) return;
   if (!originAllowed(origin, allowed)) {
-    throw new HttpError(403, `cross-origin request refused: the page at ${shown(origin)} is not served by this server; add its host name to serve.allowedHosts if it is yours`);
+    throw new HttpError(
+      403,
+      `cross-origin request refused: the page at ${shown(origin)} is not served by this server; add its host name to serve.allowedHosts if it is yours`,
+    );
   }
 }

@@ -14,7 +14,11 @@ export class HttpError extends Error {
 
 /** "10 MB", "512 KB", "300 bytes": a size in messages. */
 export function sizeText(n: number): string {
-  return n >= 1024 * 1024 ? `${+(n / 1024 / 1024).toFixed(1)} MB` : n >= 1024 ? `${+(n / 1024).toFixed(1)} KB` : `${n} bytes`;
+  return n >= 1024 * 1024
+    ? `${+(n / 1024 / 1024).toFixed(1)} MB`
+    : n >= 1024
+      ? `${+(n / 1024).toFixed(1)} KB`
+      : `${n} bytes`;
 }
 
 /** "0.3 s", "20 s": a duration in messages. */

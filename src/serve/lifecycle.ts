@@ -19,7 +19,13 @@ export async function listen(
   state: ServerState,
   cfg: ServeConfig,
   handle: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>,
-): Promise<{ url: string; networkUrls: string[]; port: number; close(options?: { timeoutMs?: number }): Promise<{ cut: number }>; destroy(): void }> {
+): Promise<{
+  url: string;
+  networkUrls: string[];
+  port: number;
+  close(options?: { timeoutMs?: number }): Promise<{ cut: number }>;
+  destroy(): void;
+}> {
   let cut = 0;
   const active = new Set<Promise<void>>();
 
@@ -64,7 +70,7 @@ export async function listen(
     track(handle(req, res));
   });
   // A proxy request: this is not a proxy (without a listener node would just drop the connection).
-  server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
+  server.on('connect', (_req: http.IncomingMessage, socket: Socket) => {
     socket.on('error', () => {});
     const conn = connections.all.get(socket);
     const answer = rawAnswer(405, 'CONNECT is not supported: this server is not a proxy', { Allow: 'GET, HEAD, POST' });
@@ -85,8 +91,13 @@ export async function listen(
       // or 400 when the client ended the connection before the body it announced.
       const slot = state.uploadOf.get(socket);
       if (slot) {
-        if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') slot.evict(`it did not arrive within ${seconds(cfg.requestTimeoutMs)} (serve.requestTimeoutMs)`);
-        else if (err.code === 'HPE_INVALID_EOF_STATE') slot.evict('the upload ended early: the client closed its side of the connection before the body it announced had arrived', 400);
+        if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+          slot.evict(`it did not arrive within ${seconds(cfg.requestTimeoutMs)} (serve.requestTimeoutMs)`);
+        else if (err.code === 'HPE_INVALID_EOF_STATE')
+          slot.evict(
+            'the upload ended early: the client closed its side of the connection before the body it announced had arrived',
+            400,
+          );
         else slot.evict(`malformed upload: ${(err as { reason?: string }).reason ?? err.code}`, 400);
         return;
       }
@@ -152,7 +163,10 @@ export async function listen(
           await state.queue.idle();
         })();
         const r = await Promise.race([finished.then(() => 'done' as const), deadline]);
-        if (r === 'timeout') log.warn(`serve: ${active.size} request(s) still running after ${timeoutMs} ms (serve.drainTimeoutMs); cutting their connections`);
+        if (r === 'timeout')
+          log.warn(
+            `serve: ${active.size} request(s) still running after ${timeoutMs} ms (serve.drainTimeoutMs); cutting their connections`,
+          );
         // Connections with nothing in progress (idle keep-alive, or opened but never used) go now.
         if (r === 'timeout') cutAll();
         else for (const [socket, conn] of connections.all) if (conn.inProgress === 0) socket.destroy();
@@ -172,14 +186,22 @@ function listenError(e: NodeJS.ErrnoException, cfg: ServeConfig): Error {
   const where = `${cfg.host}:${cfg.port}`;
   switch (e.code) {
     case 'EADDRINUSE':
-      return new ConfigError(`cannot listen on ${where}: port ${cfg.port} is already in use (another captioner serve?); choose another with --port (serve.port), or 0 for any free port`);
+      return new ConfigError(
+        `cannot listen on ${where}: port ${cfg.port} is already in use (another captioner serve?); choose another with --port (serve.port), or 0 for any free port`,
+      );
     case 'EACCES':
-      return new ConfigError(`cannot listen on ${where}: permission denied (ports below 1024 need privileges); choose another with --port (serve.port)`);
+      return new ConfigError(
+        `cannot listen on ${where}: permission denied (ports below 1024 need privileges); choose another with --port (serve.port)`,
+      );
     case 'EADDRNOTAVAIL':
-      return new ConfigError(`cannot listen on ${where}: ${cfg.host} is not an address of this machine (--host, serve.host)`);
+      return new ConfigError(
+        `cannot listen on ${where}: ${cfg.host} is not an address of this machine (--host, serve.host)`,
+      );
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
-      return new ConfigError(`cannot listen on ${where}: the host name ${cfg.host} does not resolve (--host, serve.host)`);
+      return new ConfigError(
+        `cannot listen on ${where}: the host name ${cfg.host} does not resolve (--host, serve.host)`,
+      );
     default:
       return e;
   }
@@ -197,7 +219,10 @@ function localAddresses(): { address: string; family: string; internal: boolean 
  * URLs to print for a bound address. On 0.0.0.0 / :: nobody can open http://0.0.0.0:PORT, so `url` is
  * the loopback one and `networkUrls` lists this machine's other addresses (of the bound family; both for ::).
  */
-export function serverUrls(addr: AddressInfo, interfaces: { address: string; family: string; internal: boolean }[]): { url: string; networkUrls: string[] } {
+export function serverUrls(
+  addr: AddressInfo,
+  interfaces: { address: string; family: string; internal: boolean }[],
+): { url: string; networkUrls: string[] } {
   const at = (a: string) => `http://${a.includes(':') ? `[${a}]` : a}:${addr.port}`;
   if (!WILDCARD.has(addr.address)) return { url: at(addr.address), networkUrls: [] };
   const v4only = addr.address === '0.0.0.0';

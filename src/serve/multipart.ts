@@ -60,9 +60,11 @@ export function parseMultipart(body: Buffer, boundary: string, limits: Multipart
     // After a boundary: "--" closes the body; otherwise optional transport padding, then CRLF.
     if (body[pos] === 0x2d && body[pos + 1] === 0x2d) return parts;
     while (body[pos] === 0x20 || body[pos] === 0x09) pos++;
-    if (body[pos] !== 0x0d || body[pos + 1] !== 0x0a) throw new MultipartError('multipart boundary is not followed by a line break');
+    if (body[pos] !== 0x0d || body[pos + 1] !== 0x0a)
+      throw new MultipartError('multipart boundary is not followed by a line break');
     pos += 2;
-    if (parts.length >= limits.maxParts) throw new MultipartError(`multipart body has more than ${limits.maxParts} parts`);
+    if (parts.length >= limits.maxParts)
+      throw new MultipartError(`multipart body has more than ${limits.maxParts} parts`);
 
     // Header block (may be empty: then the CRLF CRLF starts right at pos - 2).
     let headerEnd: number;
@@ -74,7 +76,11 @@ export function parseMultipart(body: Buffer, boundary: string, limits: Multipart
       const searchEnd = Math.min(body.length, pos + limits.maxHeaderBytes + HEADER_END.length);
       const at = body.subarray(0, searchEnd).indexOf(HEADER_END, pos);
       if (at < 0) {
-        throw new MultipartError(searchEnd < body.length ? `multipart part headers are longer than ${limits.maxHeaderBytes} bytes` : 'multipart part headers are not terminated');
+        throw new MultipartError(
+          searchEnd < body.length
+            ? `multipart part headers are longer than ${limits.maxHeaderBytes} bytes`
+            : 'multipart part headers are not terminated',
+        );
       }
       headerText = body.toString('utf8', pos, at);
       headerEnd = at + HEADER_END.length;
@@ -86,7 +92,8 @@ export function parseMultipart(body: Buffer, boundary: string, limits: Multipart
     const disposition = headers.get('content-disposition');
     if (!disposition) throw new MultipartError('multipart part has no Content-Disposition header');
     const [dispType, ...params] = splitParams(disposition);
-    if (dispType.toLowerCase() !== 'form-data') throw new MultipartError(`multipart part has Content-Disposition "${dispType}", expected form-data`);
+    if (dispType.toLowerCase() !== 'form-data')
+      throw new MultipartError(`multipart part has Content-Disposition "${dispType}", expected form-data`);
     const name = params.find(([k]) => k === 'name')?.[1];
     if (name === undefined) throw new MultipartError('multipart part has no field name');
     const filename = params.find(([k]) => k === 'filename')?.[1];
@@ -107,7 +114,8 @@ function parseHeaders(text: string): Map<string, string> {
   if (!text) return out;
   for (const line of text.split(CRLF.toString())) {
     const colon = line.indexOf(':');
-    if (colon <= 0) throw new MultipartError(`multipart part header is malformed: ${JSON.stringify(line.slice(0, 60))}`);
+    if (colon <= 0)
+      throw new MultipartError(`multipart part header is malformed: ${JSON.stringify(line.slice(0, 60))}`);
     out.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
   }
   return out;

@@ -21,7 +21,10 @@ export interface PageOptions {
 
 /** JSON safe to place inside a <script> element. */
 function scriptJson(v: unknown): string {
-  return JSON.stringify(v).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  return JSON.stringify(v)
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
 }
 
 const FAVICON =
@@ -29,9 +32,19 @@ const FAVICON =
 
 export function renderPage(o: PageOptions): string {
   const title = escapeHtml(o.title);
-  const settings = scriptJson({ maxUploadBytes: o.maxUploadBytes, maxBeam: o.maxBeam, defaultBeam: o.defaultBeam ?? null, formats: o.formats ?? 'JPEG or PNG' });
+  const settings = scriptJson({
+    maxUploadBytes: o.maxUploadBytes,
+    maxBeam: o.maxBeam,
+    defaultBeam: o.defaultBeam ?? null,
+    formats: o.formats ?? 'JPEG or PNG',
+  });
   const beamOptions = ['<option value="">default</option>']
-    .concat(Array.from({ length: Math.min(o.maxBeam, 10) }, (_, i) => `<option value="${i + 1}">${i + 1}${i === 0 ? ' (greedy)' : ''}</option>`))
+    .concat(
+      Array.from(
+        { length: Math.min(o.maxBeam, 10) },
+        (_, i) => `<option value="${i + 1}">${i + 1}${i === 0 ? ' (greedy)' : ''}</option>`,
+      ),
+    )
     .join('');
   return `<!doctype html>
 <html lang="en">

@@ -140,7 +140,9 @@ export class BatchQueue {
   private displaceable(client: string): string | undefined {
     let most: string | undefined;
     for (const [c, n] of this.perClient) if (most === undefined || n > this.waitingOf(most)) most = c;
-    return most !== undefined && most !== client && this.waitingOf(most) > this.waitingOf(client) + 1 ? most : undefined;
+    return most !== undefined && most !== client && this.waitingOf(most) > this.waitingOf(client) + 1
+      ? most
+      : undefined;
   }
 
   /** Take a waiting job out of the queue (false when it is not waiting). */
@@ -243,7 +245,9 @@ export class BatchQueue {
         beam === undefined ? {} : { beam },
       );
       if (!Array.isArray(outcomes) || outcomes.length !== batch.length) {
-        throw new Error(`captionBatch returned ${Array.isArray(outcomes) ? outcomes.length : 'no'} outcomes for ${batch.length} images`);
+        throw new Error(
+          `captionBatch returned ${Array.isArray(outcomes) ? outcomes.length : 'no'} outcomes for ${batch.length} images`,
+        );
       }
       batch.forEach((job, i) => job.resolve(outcomes[i]));
     } catch (e) {

@@ -66,7 +66,8 @@ export function createHandler(
       checkOrigin(req, state.allowed);
       const methods = ROUTES[url.pathname];
       if (!methods) throw new HttpError(404, `no such page: ${url.pathname}`);
-      if (!methods.includes(req.method ?? '')) throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`, { Allow: methods.join(', ') });
+      if (!methods.includes(req.method ?? ''))
+        throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`, { Allow: methods.join(', ') });
       if (state.draining) throw new HttpError(503, 'the server is shutting down', { Connection: 'close' });
 
       if (url.pathname === '/api/health') {
@@ -75,7 +76,12 @@ export function createHandler(
         status = await captionRoute(req, res, url, started);
       } else {
         status = 200;
-        send(res, 200, app.page, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache', 'Content-Security-Policy': PAGE_CSP, 'Referrer-Policy': 'no-referrer' });
+        send(res, 200, app.page, {
+          'Content-Type': 'text/html; charset=utf-8',
+          'Cache-Control': 'no-cache',
+          'Content-Security-Policy': PAGE_CSP,
+          'Referrer-Policy': 'no-referrer',
+        });
       }
     } catch (e) {
       if (e instanceof ClientGone) {
@@ -106,14 +112,31 @@ export function createHandler(
     };
     if (state.loadError || failure) body.error = state.loadError ?? failure;
     // How full the server is, so a monitor can tell "ok but refusing everything" from "ok".
-    body.load = { uploading: state.uploads.size, maxUploads: cfg.maxUploads, waiting: state.queue.waiting, queueSize: cfg.queueSize };
+    body.load = {
+      uploading: state.uploads.size,
+      maxUploads: cfg.maxUploads,
+      waiting: state.queue.waiting,
+      queueSize: cfg.queueSize,
+    };
     const code = status === 'ok' ? 200 : 503;
     sendJson(res, code, body, { 'Cache-Control': 'no-store' });
     return code;
   }
 
-  async function captionRoute(req: http.IncomingMessage, res: http.ServerResponse, url: URL, started: number): Promise<number> {
-    if (!state.model) throw new HttpError(503, state.loadError ? `the model failed to load: ${state.loadError}` : 'the model is still loading; try again in a moment', { 'Retry-After': '2' });
+  async function captionRoute(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    url: URL,
+    started: number,
+  ): Promise<number> {
+    if (!state.model)
+      throw new HttpError(
+        503,
+        state.loadError
+          ? `the model failed to load: ${state.loadError}`
+          : 'the model is still loading; try again in a moment',
+        { 'Retry-After': '2' },
+      );
     const client = clientKey(req.socket.remoteAddress);
     // Refuse before reading the body when the queue has no room for this client now (only received
     // images count against it), or no upload slot is free for it.
@@ -156,7 +179,8 @@ export function createHandler(
         }
         const images = parts.filter((p) => p.name === 'image');
         if (images.length === 0) throw new HttpError(400, 'the form has no "image" field');
-        if (images.length > 1) throw new HttpError(400, `the form has ${images.length} "image" fields; send one image per request`);
+        if (images.length > 1)
+          throw new HttpError(400, `the form has ${images.length} "image" fields; send one image per request`);
         bytes = images[0].data;
         if (bytes.length === 0) throw new HttpError(400, 'the image file is empty');
         const beamPart = parts.find((p) => p.name === 'beam');
@@ -165,31 +189,50 @@ export function createHandler(
       } else {
         bytes = body;
       }
-      if (bytes.length === 0) throw new HttpError(400, 'no image in the request (send multipart field "image" or the image bytes as the body)');
+      if (bytes.length === 0)
+        throw new HttpError(
+          400,
+          'no image in the request (send multipart field "image" or the image bytes as the body)',
+        );
       const beam = parseBeam(beamText, cfg.maxBeam) ?? app.defaultBeam;
-      if (!sniffImage(bytes)) throw new HttpError(415, `that file is not an image we can read (expected ${app.formats})`);
+      if (!sniffImage(bytes))
+        throw new HttpError(415, `that file is not an image we can read (expected ${app.formats})`);
       const pixels = await checkPixels(bytes);
 
       if (abort.signal.aborted || socket.destroyed) throw new ClientGone();
       let outcome: CaptionOutcome;
       try {
-        outcome = await state.queue.submit({ id: `req-${++nextId}`, bytes }, { beam, signal: abort.signal, client, pixels });
+        outcome = await state.queue.submit(
+          { id: `req-${++nextId}`, bytes },
+          { beam, signal: abort.signal, client, pixels },
+        );
       } catch (e) {
         if (e instanceof QueueFullError) throw busy();
         if (e instanceof CancelledError) throw new ClientGone();
         // the worker captioner has logged the crash once; the client may simply try again
-        if (e instanceof WorkerCrashedError) throw new HttpError(503, `${e.message}; try again in a moment`, { 'Retry-After': '2' });
+        if (e instanceof WorkerCrashedError)
+          throw new HttpError(503, `${e.message}; try again in a moment`, { 'Retry-After': '2' });
         throw e;
       }
       if (!outcome.ok) {
         const code = KIND_STATUS[outcome.kind] ?? 422;
-        throw new HttpError(code, outcome.kind === 'corrupt' ? `the image could not be decoded: ${outcome.error}` : outcome.error);
+        throw new HttpError(
+          code,
+          outcome.kind === 'corrupt' ? `the image could not be decoded: ${outcome.error}` : outcome.error,
+        );
       }
       const ms = Math.round((performance.now() - started) * 10) / 10;
       // an attention model also says where it looked for each word (the page draws it; 4 decimals are plenty)
       const a = outcome.attention;
-      const attention = a ? { grid: a.grid, words: a.words, rows: a.rows.map((r) => r.map((v) => Math.round(v * 1e4) / 1e4)) } : undefined;
-      sendJson(res, 200, { caption: outcome.caption, logprob: outcome.logprob, ms, ...(attention ? { attention } : {}) });
+      const attention = a
+        ? { grid: a.grid, words: a.words, rows: a.rows.map((r) => r.map((v) => Math.round(v * 1e4) / 1e4)) }
+        : undefined;
+      sendJson(res, 200, {
+        caption: outcome.caption,
+        logprob: outcome.logprob,
+        ms,
+        ...(attention ? { attention } : {}),
+      });
       return 200;
     } finally {
       state.admitted--;
@@ -205,17 +248,27 @@ export function createHandler(
       header = await imageHeader(bytes);
     } catch (e) {
       if (!(e instanceof ImageError)) throw e;
-      throw new HttpError(KIND_STATUS[e.kind] ?? 422, e.kind === 'corrupt' ? `the image could not be decoded: ${e.reason}` : e.reason);
+      throw new HttpError(
+        KIND_STATUS[e.kind] ?? 422,
+        e.kind === 'corrupt' ? `the image could not be decoded: ${e.reason}` : e.reason,
+      );
     }
     const pixels = header.width * header.height;
     if (pixels > cfg.maxPixels) {
-      throw new HttpError(413, `the image has ${header.width} x ${header.height} = ${pixels.toLocaleString('en-US')} pixels; this server takes at most ${cfg.maxPixels.toLocaleString('en-US')} (serve.maxPixels)`);
+      throw new HttpError(
+        413,
+        `the image has ${header.width} x ${header.height} = ${pixels.toLocaleString('en-US')} pixels; this server takes at most ${cfg.maxPixels.toLocaleString('en-US')} (serve.maxPixels)`,
+      );
     }
     return pixels;
   }
 
   function busy(): HttpError {
-    return new HttpError(503, `the server is busy (serve.queueSize: ${cfg.queueSize} images waiting); try again in a moment`, { 'Retry-After': '1' });
+    return new HttpError(
+      503,
+      `the server is busy (serve.queueSize: ${cfg.queueSize} images waiting); try again in a moment`,
+      { 'Retry-After': '1' },
+    );
   }
 
   return handle;
@@ -244,7 +297,8 @@ function watchClose(socket: Socket, ctl: AbortController): () => void {
 /** `?beam=K` / form field: undefined when absent, 400 unless an integer in 1..maxBeam. */
 export function parseBeam(text: string | null | undefined, maxBeam: number): number | undefined {
   if (text === null || text === undefined || text === '') return undefined;
-  if (!/^\d{1,6}$/.test(text)) throw new HttpError(400, `beam must be an integer from 1 to ${maxBeam}, got ${JSON.stringify(text.slice(0, 20))}`);
+  if (!/^\d{1,6}$/.test(text))
+    throw new HttpError(400, `beam must be an integer from 1 to ${maxBeam}, got ${JSON.stringify(text.slice(0, 20))}`);
   const k = Number(text);
   if (k < 1 || k > maxBeam) throw new HttpError(400, `beam must be an integer from 1 to ${maxBeam}, got ${k}`);
   return k;

@@ -23,7 +23,10 @@ export interface RunOptions extends ServerOptions {
 /** Rejection of runServer when draining had to cut connections with requests in progress. */
 export class ConnectionsCutError extends CaptionerError {
   constructor(readonly cut: number) {
-    super(`serve: stopped, but ${cut} connection(s) with a request in progress were cut (serve.drainTimeoutMs or a second signal)`, ExitCode.internal);
+    super(
+      `serve: stopped, but ${cut} connection(s) with a request in progress were cut (serve.drainTimeoutMs or a second signal)`,
+      ExitCode.internal,
+    );
   }
 }
 
@@ -32,7 +35,11 @@ export class ConnectionsCutError extends CaptionerError {
  * (after closing) when listening fails (ConfigError for a taken port), when the model fails to load,
  * or with ConnectionsCutError when draining cut requests in progress.
  */
-export async function runServer(load: () => Promise<Captioner>, cfg: ServeConfig, opts: RunOptions = {}): Promise<void> {
+export async function runServer(
+  load: () => Promise<Captioner>,
+  cfg: ServeConfig,
+  opts: RunOptions = {},
+): Promise<void> {
   const emitter = opts.signals ?? process;
   const names = opts.signalNames ?? ['SIGTERM', 'SIGINT'];
   // Listen for signals from the start, so a Ctrl-C while the model loads also stops cleanly.
@@ -78,10 +85,14 @@ export async function runServer(load: () => Promise<Captioner>, cfg: ServeConfig
     }
     const { captioner } = first;
     const others = server.networkUrls.length ? ` (from other machines: ${server.networkUrls.join(', ')})` : '';
-    log.info(`serve: model ${captioner.info.name} ready (encoder ${captioner.info.encoder}, backend ${captioner.info.backend}): open ${server.url}${others}`);
+    log.info(
+      `serve: model ${captioner.info.name} ready (encoder ${captioner.info.encoder}, backend ${captioner.info.backend}): open ${server.url}${others}`,
+    );
     opts.onReady?.(server);
     const sig = await stopped;
-    log.info(`serve: ${sig}: finishing ${server.stats().uploading + server.stats().admitted} request(s) in flight (at most ${cfg.drainTimeoutMs / 1000} s), then stopping`);
+    log.info(
+      `serve: ${sig}: finishing ${server.stats().uploading + server.stats().admitted} request(s) in flight (at most ${cfg.drainTimeoutMs / 1000} s), then stopping`,
+    );
     const { cut } = await server.close();
     await captioner.dispose();
     if (cut > 0) throw new ConnectionsCutError(cut);

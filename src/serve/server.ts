@@ -76,7 +76,11 @@ export interface RunningServer {
 }
 
 /** Start listening. `captioner` may still be loading (a promise): health says 'loading' meanwhile. */
-export async function startServer(captioner: Captioner | Promise<Captioner>, cfg: ServeConfig, opts: ServerOptions = {}): Promise<RunningServer> {
+export async function startServer(
+  captioner: Captioner | Promise<Captioner>,
+  cfg: ServeConfig,
+  opts: ServerOptions = {},
+): Promise<RunningServer> {
   const queue = new BatchQueue((inputs, options) => (state.model as Captioner).captionBatch(inputs, options), {
     maxBatch: cfg.maxBatch,
     queueSize: cfg.queueSize,
@@ -89,7 +93,12 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
   const uploads = new UploadSlots({
     max: cfg.maxUploads,
     perClient: cfg.maxUploadsPerClient,
-    rules: { graceMs: cfg.uploadGraceMs, minRate: cfg.minUploadRate, stallMs: cfg.uploadStallMs, deadlineMs: cfg.requestTimeoutMs },
+    rules: {
+      graceMs: cfg.uploadGraceMs,
+      minRate: cfg.minUploadRate,
+      stallMs: cfg.uploadStallMs,
+      deadlineMs: cfg.requestTimeoutMs,
+    },
   });
   const state: ServerState = {
     model: null,
@@ -110,14 +119,27 @@ export async function startServer(captioner: Captioner | Promise<Captioner>, cfg
   } else state.model = captioner;
   // what this build of sharp decodes (BMP and HEIC are not always there): said in 415s and on the page
   const formats = formatList(await readableFormats());
-  const page = renderPage({ title: opts.title ?? 'captioner', maxUploadBytes: cfg.maxUploadBytes, maxBeam: cfg.maxBeam, defaultBeam: opts.defaultBeam, formats });
+  const page = renderPage({
+    title: opts.title ?? 'captioner',
+    maxUploadBytes: cfg.maxUploadBytes,
+    maxBeam: cfg.maxBeam,
+    defaultBeam: opts.defaultBeam,
+    formats,
+  });
   const handle = createHandler(state, cfg, { page, formats, defaultBeam: opts.defaultBeam });
   const { url, networkUrls, port, close, destroy } = await listen(state, cfg, handle);
   return {
     url,
     networkUrls,
     port,
-    stats: () => ({ connections: state.connections?.all.size ?? 0, uploading: state.uploads.size, admitted: state.admitted, waiting: queue.waiting, batchSizes: queue.batchSizes, draining: state.draining }),
+    stats: () => ({
+      connections: state.connections?.all.size ?? 0,
+      uploading: state.uploads.size,
+      admitted: state.admitted,
+      waiting: queue.waiting,
+      batchSizes: queue.batchSizes,
+      draining: state.draining,
+    }),
     destroy,
     close,
   };

@@ -41,15 +41,22 @@ export function evictable(t: Transfer, rules: SlowRules, now: number): { reason:
   const elapsed = Math.max(1, now - t.started);
   const rate = (t.received * 1000) / elapsed;
   const idle = now - t.lastData;
-  if (idle >= rules.stallMs) return { reason: `nothing arrived for ${seconds(idle)} (serve.uploadStallMs: ${seconds(rules.stallMs)})`, rate };
+  if (idle >= rules.stallMs)
+    return { reason: `nothing arrived for ${seconds(idle)} (serve.uploadStallMs: ${seconds(rules.stallMs)})`, rate };
   if (rules.minRate <= 0 || elapsed < rules.graceMs) return null;
   if (rate < rules.minRate) {
-    return { reason: `it averaged ${byteRate(rate)} over ${seconds(elapsed)}, below serve.minUploadRate (${byteRate(rules.minRate)})`, rate };
+    return {
+      reason: `it averaged ${byteRate(rate)} over ${seconds(elapsed)}, below serve.minUploadRate (${byteRate(rules.minRate)})`,
+      rate,
+    };
   }
   if (t.expected !== undefined && t.expected > t.received) {
     const needMs = ((t.expected - t.received) * 1000) / rate;
     if (elapsed + needMs > rules.deadlineMs) {
-      return { reason: `at ${byteRate(rate)} the remaining ${sizeText(t.expected - t.received)} could not arrive within serve.requestTimeoutMs (${seconds(rules.deadlineMs)})`, rate };
+      return {
+        reason: `at ${byteRate(rate)} the remaining ${sizeText(t.expected - t.received)} could not arrive within serve.requestTimeoutMs (${seconds(rules.deadlineMs)})`,
+        rate,
+      };
     }
   }
   return null;
@@ -100,10 +107,18 @@ export class UploadSlots {
     const { max, perClient } = this.limits;
     for (const s of this.held) if (s.arrived?.()) this.release(s);
     if (this.countOf(client) >= perClient && !this.evictSlowest(now, client)) {
-      throw new HttpError(429, `too many uploads from your address at once (serve.maxUploadsPerClient: ${perClient}); send the next when one has finished`, { 'Retry-After': '1' });
+      throw new HttpError(
+        429,
+        `too many uploads from your address at once (serve.maxUploadsPerClient: ${perClient}); send the next when one has finished`,
+        { 'Retry-After': '1' },
+      );
     }
     if (this.held.size >= max && !this.evictSlowest(now)) {
-      throw new HttpError(503, `the server is receiving too many uploads at once (serve.maxUploads: ${max}); try again in a moment`, { 'Retry-After': '1' });
+      throw new HttpError(
+        503,
+        `the server is receiving too many uploads at once (serve.maxUploads: ${max}); try again in a moment`,
+        { 'Retry-After': '1' },
+      );
     }
     const slot: Slot = { client, started: now, received: 0, lastData: now, expected, evict: () => {} };
     this.held.add(slot);

@@ -72,7 +72,8 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
     } catch (e) {
       if (worker === w) worker = null;
       if (disposed) throw new Error('the model was disposed while loading');
-      if (e instanceof WorkerCrashedError) throw new ModelError(`the model worker stopped while loading the model (${e.reason})`);
+      if (e instanceof WorkerCrashedError)
+        throw new ModelError(`the model worker stopped while loading the model (${e.reason})`);
       throw e;
     }
   };
@@ -85,17 +86,25 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
     const restart = crashTimes.length <= maxRestarts;
     log.error(
       `serve: the model worker crashed (${reason}); ${failed} batch(es) in progress failed (answered 503); ` +
-        (restart ? 'restarting it' : `${crashTimes.length} crashes within a minute: not restarting it; every caption request now fails with 503 until the server is restarted`),
+        (restart
+          ? 'restarting it'
+          : `${crashTimes.length} crashes within a minute: not restarting it; every caption request now fails with 503 until the server is restarted`),
     );
     if (!restart) {
-      broken = new WorkerCrashedError(`the model worker crashed ${crashTimes.length} time(s) within a minute and is not restarted; the server must be restarted`, reason);
+      broken = new WorkerCrashedError(
+        `the model worker crashed ${crashTimes.length} time(s) within a minute and is not restarted; the server must be restarted`,
+        reason,
+      );
       ready = Promise.resolve();
       return;
     }
     ready = spawn().then(
       () => log.info('serve: the model worker is back'),
       (err: unknown) => {
-        broken = new WorkerCrashedError(`the model worker could not be restarted: ${(err as Error)?.message ?? String(err)}`, reason);
+        broken = new WorkerCrashedError(
+          `the model worker could not be restarted: ${(err as Error)?.message ?? String(err)}`,
+          reason,
+        );
         log.error(`serve: ${(broken as Error).message}`);
       },
     );
@@ -117,7 +126,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
     get crashes() {
       return crashes;
     },
-    running: () => worker !== null && worker.alive && !disposed,
+    running: () => worker?.alive === true && !disposed,
     failure: () => (broken as Error | null)?.message ?? null,
     async captionBatch(inputs: ImageInput[], options: CaptionOptions = {}): Promise<CaptionOutcome[]> {
       if (disposed) throw new Error('captionBatch after dispose');
@@ -128,7 +137,7 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
       }
       if (broken) throw broken;
       const w = worker as Thread | null;
-      if (!w || !w.alive) throw new WorkerCrashedError('the model worker is not running', 'not running');
+      if (!w?.alive) throw new WorkerCrashedError('the model worker is not running', 'not running');
       // Transfer each image's ArrayBuffer (once, even when views share one); the caller hands the bytes over.
       const transfer = new Set<ArrayBuffer>();
       const wire: WireInput[] = inputs.map(({ id, bytes }) => {
@@ -146,7 +155,8 @@ export async function startWorkerCaptioner(opts: WorkerCaptionerOptions): Promis
       try {
         return await w.call('caption', { inputs: wire, options: { ...options } }, [...transfer]);
       } catch (e) {
-        if (e instanceof WorkerCrashedError && !disposed) throw new WorkerCrashedError(`the model worker crashed while captioning (${e.reason})`, e.reason);
+        if (e instanceof WorkerCrashedError && !disposed)
+          throw new WorkerCrashedError(`the model worker crashed while captioning (${e.reason})`, e.reason);
         throw e;
       }
     },
@@ -184,7 +194,12 @@ export interface ThreadSplit {
  */
 export function threadSplit(threads: number, cores = os.availableParallelism()): ThreadSplit {
   const modelThreads = threads > 0 ? threads : Math.max(1, cores - 1);
-  const why = threads > 0 ? `threads: ${threads}` : cores > 1 ? 'every core but one, which is left for HTTP' : 'the only core, shared with HTTP';
+  const why =
+    threads > 0
+      ? `threads: ${threads}`
+      : cores > 1
+        ? 'every core but one, which is left for HTTP'
+        : 'the only core, shared with HTTP';
   const line =
     `serve: the model runs in a worker thread: onnxruntime ${modelThreads} intra-op thread${modelThreads === 1 ? '' : 's'} (${why}); ` +
     `image decoding and tfjs run there between encoder runs; HTTP on the main thread; ${cores} core${cores === 1 ? '' : 's'}`;
@@ -195,7 +210,11 @@ export function threadSplit(threads: number, cores = os.availableParallelism()):
  * The model of a run folder, loaded in a worker as `captioner serve` runs it (loadCaptioner there, with
  * `options`, which must be structured-cloneable: no weights in memory).
  */
-export async function startModelWorker(runDir: string, config: Config, options: Omit<LoadCaptionerOptions, 'config' | 'threads' | 'vgg16Weights'> = {}): Promise<WorkerCaptioner> {
+export async function startModelWorker(
+  runDir: string,
+  config: Config,
+  options: Omit<LoadCaptionerOptions, 'config' | 'threads' | 'vgg16Weights'> = {},
+): Promise<WorkerCaptioner> {
   const split = threadSplit(config.threads);
   log.info(split.line);
   const loadOptions: LoadCaptionerOptions = { ...options, config, threads: split.modelThreads };

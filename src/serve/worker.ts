@@ -35,14 +35,20 @@ serveRequests<ModelWorkerApi, Captioner['info']>(async (init: ModelWorkerInit) =
   const url = /^file:/.test(init.module) ? init.module : pathToFileURL(init.module).href;
   const mod = (await import(url)) as Record<string, unknown>;
   const factory = mod[init.factory];
-  if (typeof factory !== 'function') throw new Error(`${init.module} has no export ${init.factory}() to build the captioner`);
-  let captioner: Captioner | null = await (factory as (...a: unknown[]) => Captioner | Promise<Captioner>)(...init.args);
+  if (typeof factory !== 'function')
+    throw new Error(`${init.module} has no export ${init.factory}() to build the captioner`);
+  let captioner: Captioner | null = await (factory as (...a: unknown[]) => Captioner | Promise<Captioner>)(
+    ...init.args,
+  );
   return {
     info: { ...captioner.info },
     api: {
       async caption({ inputs, options }) {
         if (!captioner) throw new Error('the model is not loaded');
-        return captioner.captionBatch(inputs.map((i) => ({ id: i.id, bytes: Buffer.from(i.buffer, i.offset, i.length) })), options);
+        return captioner.captionBatch(
+          inputs.map((i) => ({ id: i.id, bytes: Buffer.from(i.buffer, i.offset, i.length) })),
+          options,
+        );
       },
       async dispose() {
         const c = captioner;

@@ -9,7 +9,12 @@ export interface CleanOptions {
   minWordLength: number;
 }
 
-export const basicClean: CleanOptions = { lowercase: true, stripPunctuation: true, dropDigitTokens: false, minWordLength: 1 };
+export const basicClean: CleanOptions = {
+  lowercase: true,
+  stripPunctuation: true,
+  dropDigitTokens: false,
+  minWordLength: 1,
+};
 
 // Unicode punctuation and symbols are deleted, not replaced by a space, as the classic recipe's
 // str.translate does: "don't" -> "dont", "t-shirt" -> "tshirt"; a lone "-" between spaces disappears.

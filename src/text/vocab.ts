@@ -27,12 +27,16 @@ export class Vocab {
   /** Throws DataError when `tokens` is not a valid vocabulary (see the header). */
   constructor(tokens: readonly string[]) {
     if (!Array.isArray(tokens)) throw new DataError('vocabulary: "tokens" must be a list of strings');
-    if (tokens.length < 4) throw new DataError(`vocabulary: needs at least the 4 special tokens, got ${tokens.length} tokens`);
-    if (tokens[0] !== PAD_TOKEN) throw new DataError(`vocabulary: tokens[0] must be "${PAD_TOKEN}", got ${JSON.stringify(tokens[0])}`);
+    if (tokens.length < 4)
+      throw new DataError(`vocabulary: needs at least the 4 special tokens, got ${tokens.length} tokens`);
+    if (tokens[0] !== PAD_TOKEN)
+      throw new DataError(`vocabulary: tokens[0] must be "${PAD_TOKEN}", got ${JSON.stringify(tokens[0])}`);
     const index = new Map<string, number>();
     tokens.forEach((t, i) => {
-      if (typeof t !== 'string' || t.length === 0) throw new DataError(`vocabulary: tokens[${i}] must be a non-empty string, got ${JSON.stringify(t)}`);
-      if (index.has(t)) throw new DataError(`vocabulary: tokens[${i}] ${JSON.stringify(t)} repeats tokens[${index.get(t)}]`);
+      if (typeof t !== 'string' || t.length === 0)
+        throw new DataError(`vocabulary: tokens[${i}] must be a non-empty string, got ${JSON.stringify(t)}`);
+      if (index.has(t))
+        throw new DataError(`vocabulary: tokens[${i}] ${JSON.stringify(t)} repeats tokens[${index.get(t)}]`);
       index.set(t, i);
     });
     this.tokens = Object.freeze([...tokens]);
@@ -118,7 +122,10 @@ export class Vocab {
   static build(counts: ReadonlyMap<string, number>, o: VocabBuildOptions): Vocab {
     const specials = [PAD_TOKEN, o.unkToken, o.startToken, o.endToken];
     const special = new Set(specials);
-    if (special.size !== 4) throw new DataError(`vocabulary: the special tokens must differ: ${specials.map((s) => JSON.stringify(s)).join(', ')}`);
+    if (special.size !== 4)
+      throw new DataError(
+        `vocabulary: the special tokens must differ: ${specials.map((s) => JSON.stringify(s)).join(', ')}`,
+      );
     const words = [...counts].filter(([w, c]) => c >= o.minCount && !special.has(w));
     words.sort((a, b) => b[1] - a[1] || byCodePoint(a[0], b[0]));
     return new Vocab([...specials, ...words.map(([w]) => w)]);

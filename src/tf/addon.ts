@@ -24,21 +24,126 @@ import { heapOffset as offsetOf, matMulDims, sizeOf } from './heap.js';
 const require = createRequire(import.meta.url);
 
 interface Addon {
-  load(paths: string[], threads: number): { ok: true; library: string; config: string; threads: number } | { ok: false; reason: string };
+  load(
+    paths: string[],
+    threads: number,
+  ): { ok: true; library: string; config: string; threads: number } | { ok: false; reason: string };
   setThreads(n: number): number;
   shareThreads(delta: number): number;
   threadInfo(): BlasThreadInfo;
-  sgemm(heap: ArrayBuffer, tA: boolean, tB: boolean, M: number, N: number, K: number, alpha: number, aOff: number, lda: number, bOff: number, ldb: number, beta: number, cOff: number, ldc: number): void;
-  xent(heap: ArrayBuffer, zOff: number, biasOff: number, targetsOff: number, M: number, V: number, scale: number, dOff: number, dbOff: number): number;
+  sgemm(
+    heap: ArrayBuffer,
+    tA: boolean,
+    tB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    aOff: number,
+    lda: number,
+    bOff: number,
+    ldb: number,
+    beta: number,
+    cOff: number,
+    ldc: number,
+  ): void;
+  xent(
+    heap: ArrayBuffer,
+    zOff: number,
+    biasOff: number,
+    targetsOff: number,
+    M: number,
+    V: number,
+    scale: number,
+    dOff: number,
+    dbOff: number,
+  ): number;
   sumSquares(heap: ArrayBuffer, off: number, n: number): number;
-  adam(heap: ArrayBuffer, xOff: number, gOff: number, mOff: number, vOff: number, n: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number, xOut: number, mOut: number, vOut: number): void;
-  reduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number, sums: Float64Array): void;
-  adamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, gscale: number, beta1: number, beta2: number, lr: number, eps: number): void;
+  adam(
+    heap: ArrayBuffer,
+    xOff: number,
+    gOff: number,
+    mOff: number,
+    vOff: number,
+    n: number,
+    gscale: number,
+    beta1: number,
+    beta2: number,
+    lr: number,
+    eps: number,
+    xOut: number,
+    mOut: number,
+    vOut: number,
+  ): void;
+  reduceBlocks(
+    grads: Float32Array,
+    total: number,
+    parts: number,
+    from: number,
+    to: number,
+    block: number,
+    sums: Float64Array,
+  ): void;
+  adamArrays(
+    w: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    g: Float32Array,
+    from: number,
+    to: number,
+    gscale: number,
+    beta1: number,
+    beta2: number,
+    lr: number,
+    eps: number,
+  ): void;
   copy(dst: Float32Array, src: Float32Array): void;
-  attn(heap: ArrayBuffer, encOff: number, attOff: number, wOff: number, N: number, P: number, A: number, sOut: number): void;
-  attnGrad(heap: ArrayBuffer, encOff: number, attOff: number, wOff: number, dsOff: number, N: number, P: number, A: number, dEncOut: number, dAttOut: number, dwOut: number): void;
-  lstm(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, N: number, U: number, hOut: number, cOut: number): void;
-  lstmGrad(heap: ArrayBuffer, zxOff: number, recOff: number, cOff: number, c2Off: number, dhOff: number, dc2Off: number, N: number, U: number, dzOut: number, dcOut: number): void;
+  attn(
+    heap: ArrayBuffer,
+    encOff: number,
+    attOff: number,
+    wOff: number,
+    N: number,
+    P: number,
+    A: number,
+    sOut: number,
+  ): void;
+  attnGrad(
+    heap: ArrayBuffer,
+    encOff: number,
+    attOff: number,
+    wOff: number,
+    dsOff: number,
+    N: number,
+    P: number,
+    A: number,
+    dEncOut: number,
+    dAttOut: number,
+    dwOut: number,
+  ): void;
+  lstm(
+    heap: ArrayBuffer,
+    zxOff: number,
+    recOff: number,
+    cOff: number,
+    N: number,
+    U: number,
+    hOut: number,
+    cOut: number,
+  ): void;
+  lstmGrad(
+    heap: ArrayBuffer,
+    zxOff: number,
+    recOff: number,
+    cOff: number,
+    c2Off: number,
+    dhOff: number,
+    dc2Off: number,
+    N: number,
+    U: number,
+    dzOut: number,
+    dcOut: number,
+  ): void;
 }
 
 export interface AddonStatus {
@@ -57,13 +162,27 @@ export const XENT_KERNEL = 'CaptionerSoftmaxXent';
 
 /** Where scripts/build-native.mjs leaves the addon: <package>/native/build/Release (dist/tf -> ../..). */
 export function addonPath(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'build', 'Release', 'captioner_native.node');
+  return path.resolve(
+    path.dirname(fileURLToPath(import.meta.url)),
+    '..',
+    '..',
+    'native',
+    'build',
+    'Release',
+    'captioner_native.node',
+  );
 }
 
 /** Library names tried in order (CAPTIONER_BLAS first: a path to another CBLAS, e.g. MKL's). */
 function libraryCandidates(): string[] {
   const own = process.env.CAPTIONER_BLAS ? [process.env.CAPTIONER_BLAS] : [];
-  if (process.platform === 'darwin') return [...own, 'libopenblas.dylib', '/opt/homebrew/opt/openblas/lib/libopenblas.dylib', '/usr/local/opt/openblas/lib/libopenblas.dylib'];
+  if (process.platform === 'darwin')
+    return [
+      ...own,
+      'libopenblas.dylib',
+      '/opt/homebrew/opt/openblas/lib/libopenblas.dylib',
+      '/usr/local/opt/openblas/lib/libopenblas.dylib',
+    ];
   return [...own, 'libopenblas.so.0', 'libopenblas.so'];
 }
 
@@ -73,17 +192,29 @@ let status: AddonStatus | undefined;
 /** Load the addon and BLAS once per thread (each worker thread loads its own copy of the binding). */
 export function addonStatus(): AddonStatus {
   if (status) return status;
-  if (process.env.CAPTIONER_NATIVE === '0') return (status = { available: false, reason: 'turned off (CAPTIONER_NATIVE=0)' });
+  if (process.env.CAPTIONER_NATIVE === '0')
+    return (status = { available: false, reason: 'turned off (CAPTIONER_NATIVE=0)' });
   const file = addonPath();
-  if (!existsSync(file)) return (status = { available: false, reason: 'native addon not built (needs a C compiler at install: npm rebuild captioner)' });
+  if (!existsSync(file))
+    return (status = {
+      available: false,
+      reason: 'native addon not built (needs a C compiler at install: npm rebuild captioner)',
+    });
   try {
     const a = require(file) as Addon;
     const r = a.load(libraryCandidates(), 0);
-    if (!r.ok) return (status = { available: false, reason: `no OpenBLAS found (${r.reason}); install it, e.g. apt-get install libopenblas0` });
+    if (!r.ok)
+      return (status = {
+        available: false,
+        reason: `no OpenBLAS found (${r.reason}); install it, e.g. apt-get install libopenblas0`,
+      });
     addon = a;
     return (status = { available: true, library: r.library, config: r.config.trim() });
   } catch (e) {
-    return (status = { available: false, reason: `native addon failed to load: ${(e as Error).message.split('\n')[0]}` });
+    return (status = {
+      available: false,
+      reason: `native addon failed to load: ${(e as Error).message.split('\n')[0]}`,
+    });
   }
 }
 
@@ -193,13 +324,35 @@ export function addonMatMul(args: Args): TensorInfo | undefined {
     return out;
   }
   for (let i = 0; i < batch; i++) {
-    addon.sgemm(heap, tA, tB, M, N, K, 1, ao + (batchA === 1 ? 0 : i * M * K * 4), tA ? M : K, bo + (batchB === 1 ? 0 : i * K * N * 4), tB ? K : N, 0, co + i * M * N * 4, N);
+    addon.sgemm(
+      heap,
+      tA,
+      tB,
+      M,
+      N,
+      K,
+      1,
+      ao + (batchA === 1 ? 0 : i * M * K * 4),
+      tA ? M : K,
+      bo + (batchB === 1 ? 0 : i * K * N * 4),
+      tB ? K : N,
+      0,
+      co + i * M * N * 4,
+      N,
+    );
   }
   return out;
 }
 
 /** The activations _FusedMatMul may carry, by the wasm kernel that applies each. */
-const ACTIVATIONS: Record<string, string> = { relu: 'Relu', relu6: 'Relu6', elu: 'Elu', sigmoid: 'Sigmoid', leakyrelu: 'LeakyRelu', prelu: 'Prelu' };
+const ACTIVATIONS: Record<string, string> = {
+  relu: 'Relu',
+  relu6: 'Relu6',
+  elu: 'Elu',
+  sigmoid: 'Sigmoid',
+  leakyrelu: 'LeakyRelu',
+  prelu: 'Prelu',
+};
 
 /** _FusedMatMul: the product by BLAS, then wasm's Add for the bias and its kernel for the activation. */
 export function addonFusedMatMul(args: Args): TensorInfo | undefined {
@@ -218,8 +371,14 @@ export function addonFusedMatMul(args: Args): TensorInfo | undefined {
       y = next;
     }
     if (activation !== 'linear') {
-      const inputs: Record<string, TensorInfo> = activation === 'prelu' ? { x: y, alpha: args.inputs.preluActivationWeights! } : { x: y };
-      const next = run(ACTIVATIONS[activation], inputs, activation === 'leakyrelu' ? { alpha: attrs.leakyreluAlpha ?? 0.2 } : {}, backend);
+      const inputs: Record<string, TensorInfo> =
+        activation === 'prelu' ? { x: y, alpha: args.inputs.preluActivationWeights! } : { x: y };
+      const next = run(
+        ACTIVATIONS[activation],
+        inputs,
+        activation === 'leakyrelu' ? { alpha: attrs.leakyreluAlpha ?? 0.2 } : {},
+        backend,
+      );
       backend.disposeData(y.dataId);
       y = next;
     }
@@ -230,7 +389,12 @@ export function addonFusedMatMul(args: Args): TensorInfo | undefined {
   }
 }
 
-function run(kernelName: string, inputs: Record<string, TensorInfo>, attrs: NamedAttrMap, backend: BackendWasm): TensorInfo {
+function run(
+  kernelName: string,
+  inputs: Record<string, TensorInfo>,
+  attrs: NamedAttrMap,
+  backend: BackendWasm,
+): TensorInfo {
   const k = tf.getKernel(kernelName, 'wasm');
   if (!k) throw new Error(`wasm kernel ${kernelName} is not registered`);
   return k.kernelFunc({ inputs, backend, attrs } as never) as TensorInfo;
@@ -248,14 +412,26 @@ const xentKernel = ((args: Args) => {
   const targets = args.inputs.targets!;
   const scale = Number((args.attrs as { scale?: number }).scale ?? 1);
   if (!addon) throw new Error(`${XENT_KERNEL}: the native addon is not loaded`);
-  if (z.dtype !== 'float32' || bias.dtype !== 'float32' || targets.dtype !== 'int32') throw new Error(`${XENT_KERNEL}: expected float32 logits and bias, int32 targets`);
+  if (z.dtype !== 'float32' || bias.dtype !== 'float32' || targets.dtype !== 'int32')
+    throw new Error(`${XENT_KERNEL}: expected float32 logits and bias, int32 targets`);
   const [M, V] = z.shape;
-  if (z.shape.length !== 2 || sizeOf(bias.shape) !== V || sizeOf(targets.shape) !== M) throw new Error(`${XENT_KERNEL}: shapes [${z.shape}], [${bias.shape}], [${targets.shape}] do not fit`);
+  if (z.shape.length !== 2 || sizeOf(bias.shape) !== V || sizeOf(targets.shape) !== M)
+    throw new Error(`${XENT_KERNEL}: shapes [${z.shape}], [${bias.shape}], [${targets.shape}] do not fit`);
   const loss = backend.makeOutput([], 'float32');
   const d = backend.makeOutput([M, V], 'float32');
   const db = backend.makeOutput([V], 'float32');
   const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
-  const total = addon.xent(heap, offsetOf(backend, z), offsetOf(backend, bias), offsetOf(backend, targets), M, V, scale, offsetOf(backend, d), offsetOf(backend, db));
+  const total = addon.xent(
+    heap,
+    offsetOf(backend, z),
+    offsetOf(backend, bias),
+    offsetOf(backend, targets),
+    M,
+    V,
+    scale,
+    offsetOf(backend, d),
+    offsetOf(backend, db),
+  );
   (backend.typedArrayFromHeap(loss) as Float32Array)[0] = total;
   return [loss, d, db];
 }) as unknown as KernelFunc;
@@ -276,16 +452,34 @@ const adamKernel = ((args: Args) => {
   if (!addon) throw new Error(`${ADAM_KERNEL}: the native addon is not loaded`);
   const n = sizeOf(x.shape);
   for (const t of [x, g, m, v]) {
-    if (t.dtype !== 'float32' || sizeOf(t.shape) !== n) throw new Error(`${ADAM_KERNEL}: expected four float32 arrays of ${n} values`);
+    if (t.dtype !== 'float32' || sizeOf(t.shape) !== n)
+      throw new Error(`${ADAM_KERNEL}: expected four float32 arrays of ${n} values`);
   }
-  const outs = [backend.makeOutput(x.shape, 'float32'), backend.makeOutput(x.shape, 'float32'), backend.makeOutput(x.shape, 'float32')];
+  const outs = [
+    backend.makeOutput(x.shape, 'float32'),
+    backend.makeOutput(x.shape, 'float32'),
+    backend.makeOutput(x.shape, 'float32'),
+  ];
   if (!adamFactorsFinite(ADAM_KERNEL, a)) {
     // g' = NaN g: every moment and weight is NaN
     for (const o of outs) (backend.typedArrayFromHeap(o) as Float32Array).fill(NaN);
     return outs;
   }
   const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
-  addon.adam(heap, offsetOf(backend, x), offsetOf(backend, g), offsetOf(backend, m), offsetOf(backend, v), n, a.gscale, a.beta1, a.beta2, a.lr, a.epsilon, ...(outs.map((o) => offsetOf(backend, o)) as [number, number, number]));
+  addon.adam(
+    heap,
+    offsetOf(backend, x),
+    offsetOf(backend, g),
+    offsetOf(backend, m),
+    offsetOf(backend, v),
+    n,
+    a.gscale,
+    a.beta1,
+    a.beta2,
+    a.lr,
+    a.epsilon,
+    ...(outs.map((o) => offsetOf(backend, o)) as [number, number, number]),
+  );
   return outs;
 }) as unknown as KernelFunc;
 
@@ -295,7 +489,10 @@ const adamKernel = ((args: Args) => {
  * throughout, as IEEE arithmetic gives it, and training stops at its loss check. Other non-finite factors
  * are a caller's bug.
  */
-function adamFactorsFinite(kernel: string, a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number }): boolean {
+function adamFactorsFinite(
+  kernel: string,
+  a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number },
+): boolean {
   for (const k of ['beta1', 'beta2', 'lr', 'epsilon'] as const) {
     if (!Number.isFinite(a[k])) throw new Error(`${kernel}: ${k} must be finite, got ${a[k]}`);
   }
@@ -311,7 +508,12 @@ export function sumSquares(ts: tf.Tensor[]): number {
   let total = 0;
   for (const t of ts) {
     if (t.dtype !== 'float32') throw new Error('sumSquares: float32 only');
-    if (t.size > 0) total += addon.sumSquares(backend.wasm.HEAPU8.buffer as ArrayBuffer, offsetOf(backend, t as unknown as TensorInfo), t.size);
+    if (t.size > 0)
+      total += addon.sumSquares(
+        backend.wasm.HEAPU8.buffer as ArrayBuffer,
+        offsetOf(backend, t as unknown as TensorInfo),
+        t.size,
+      );
   }
   return total;
 }
@@ -324,9 +526,12 @@ export const LSTM_GRAD_KERNEL = 'CaptionerLstmCellGrad';
 function lstmDims(name: string, wide: TensorInfo[], narrow: TensorInfo[]): [number, number] {
   const [N, U4] = wide[0].shape;
   const U = U4 / 4;
-  const fits = (t: TensorInfo, cols: number) => t.dtype === 'float32' && t.shape.length === 2 && t.shape[0] === N && t.shape[1] === cols;
+  const fits = (t: TensorInfo, cols: number) =>
+    t.dtype === 'float32' && t.shape.length === 2 && t.shape[0] === N && t.shape[1] === cols;
   if (!Number.isInteger(U) || !wide.every((t) => fits(t, U4)) || !narrow.every((t) => fits(t, U))) {
-    throw new Error(`${name}: expected float32 [N, 4U] pre-activations and [N, U] states, got ${[...wide, ...narrow].map((t) => `[${t.shape}]`).join(', ')}`);
+    throw new Error(
+      `${name}: expected float32 [N, 4U] pre-activations and [N, U] states, got ${[...wide, ...narrow].map((t) => `[${t.shape}]`).join(', ')}`,
+    );
   }
   return [N, U];
 }
@@ -342,7 +547,16 @@ const lstmKernel = ((args: Args) => {
   const [N, U] = lstmDims(LSTM_KERNEL, [zx, rec], [c]);
   const h = backend.makeOutput([N, U], 'float32');
   const c2 = backend.makeOutput([N, U], 'float32');
-  addon.lstm(backend.wasm.HEAPU8.buffer as ArrayBuffer, offsetOf(backend, zx), offsetOf(backend, rec), offsetOf(backend, c), N, U, offsetOf(backend, h), offsetOf(backend, c2));
+  addon.lstm(
+    backend.wasm.HEAPU8.buffer as ArrayBuffer,
+    offsetOf(backend, zx),
+    offsetOf(backend, rec),
+    offsetOf(backend, c),
+    N,
+    U,
+    offsetOf(backend, h),
+    offsetOf(backend, c2),
+  );
   return [h, c2];
 }) as unknown as KernelFunc;
 
@@ -358,7 +572,19 @@ const lstmGradKernel = ((args: Args) => {
   const dz = backend.makeOutput([N, 4 * U], 'float32');
   const dc = backend.makeOutput([N, U], 'float32');
   const o = (t: TensorInfo) => offsetOf(backend, t);
-  addon.lstmGrad(backend.wasm.HEAPU8.buffer as ArrayBuffer, o(zx), o(rec), o(c), o(c2), o(dh), o(dc2), N, U, o(dz), o(dc));
+  addon.lstmGrad(
+    backend.wasm.HEAPU8.buffer as ArrayBuffer,
+    o(zx),
+    o(rec),
+    o(c),
+    o(c2),
+    o(dh),
+    o(dc2),
+    N,
+    U,
+    o(dz),
+    o(dc),
+  );
   return [dz, dc];
 }) as unknown as KernelFunc;
 
@@ -382,8 +608,17 @@ export const ATTENTION_GRAD_KERNEL = 'CaptionerAttentionScoresGrad';
 /** Checks enc [N, P, A], att [N, A], w [A] (or [A, 1]), float32; returns [N, P, A]. */
 function attentionDims(name: string, enc: TensorInfo, att: TensorInfo, w: TensorInfo): [number, number, number] {
   const [N, P, A] = enc.shape;
-  const ok = enc.shape.length === 3 && [enc, att, w].every((t) => t.dtype === 'float32') && att.shape.length === 2 && att.shape[0] === N && att.shape[1] === A && sizeOf(w.shape) === A;
-  if (!ok) throw new Error(`${name}: expected float32 enc [N, P, A], att [N, A], w [A], got [${enc.shape}], [${att.shape}], [${w.shape}]`);
+  const ok =
+    enc.shape.length === 3 &&
+    [enc, att, w].every((t) => t.dtype === 'float32') &&
+    att.shape.length === 2 &&
+    att.shape[0] === N &&
+    att.shape[1] === A &&
+    sizeOf(w.shape) === A;
+  if (!ok)
+    throw new Error(
+      `${name}: expected float32 enc [N, P, A], att [N, A], w [A], got [${enc.shape}], [${att.shape}], [${w.shape}]`,
+    );
   return [N, P, A];
 }
 
@@ -397,7 +632,16 @@ const attentionKernel = ((args: Args) => {
   if (!addon) throw new Error(`${ATTENTION_KERNEL}: the native addon is not loaded`);
   const [N, P, A] = attentionDims(ATTENTION_KERNEL, enc, att, w);
   const s = backend.makeOutput([N, P], 'float32');
-  addon.attn(backend.wasm.HEAPU8.buffer as ArrayBuffer, offsetOf(backend, enc), offsetOf(backend, att), offsetOf(backend, w), N, P, A, offsetOf(backend, s));
+  addon.attn(
+    backend.wasm.HEAPU8.buffer as ArrayBuffer,
+    offsetOf(backend, enc),
+    offsetOf(backend, att),
+    offsetOf(backend, w),
+    N,
+    P,
+    A,
+    offsetOf(backend, s),
+  );
   return s;
 }) as unknown as KernelFunc;
 
@@ -407,10 +651,27 @@ const attentionGradKernel = ((args: Args) => {
   const { enc, att, w, ds } = args.inputs as Record<'enc' | 'att' | 'w' | 'ds', TensorInfo>;
   if (!addon) throw new Error(`${ATTENTION_GRAD_KERNEL}: the native addon is not loaded`);
   const [N, P, A] = attentionDims(ATTENTION_GRAD_KERNEL, enc, att, w);
-  if (ds.dtype !== 'float32' || sizeOf(ds.shape) !== N * P) throw new Error(`${ATTENTION_GRAD_KERNEL}: expected float32 ds [${N}, ${P}], got [${ds.shape}]`);
-  const outs = [backend.makeOutput([N, P, A], 'float32'), backend.makeOutput([N, A], 'float32'), backend.makeOutput(w.shape, 'float32')];
+  if (ds.dtype !== 'float32' || sizeOf(ds.shape) !== N * P)
+    throw new Error(`${ATTENTION_GRAD_KERNEL}: expected float32 ds [${N}, ${P}], got [${ds.shape}]`);
+  const outs = [
+    backend.makeOutput([N, P, A], 'float32'),
+    backend.makeOutput([N, A], 'float32'),
+    backend.makeOutput(w.shape, 'float32'),
+  ];
   const o = (t: TensorInfo) => offsetOf(backend, t);
-  addon.attnGrad(backend.wasm.HEAPU8.buffer as ArrayBuffer, o(enc), o(att), o(w), o(ds), N, P, A, o(outs[0]), o(outs[1]), o(outs[2]));
+  addon.attnGrad(
+    backend.wasm.HEAPU8.buffer as ArrayBuffer,
+    o(enc),
+    o(att),
+    o(w),
+    o(ds),
+    N,
+    P,
+    A,
+    o(outs[0]),
+    o(outs[1]),
+    o(outs[2]),
+  );
   return outs;
 }) as unknown as KernelFunc;
 
@@ -419,7 +680,9 @@ const attentionGradConfig = {
   inputsToSave: ['enc', 'att', 'w'],
   gradFunc: (ds: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
     const [enc, att, w] = saved;
-    const [dEnc, dAtt, dw] = tf.engine().runKernel(ATTENTION_GRAD_KERNEL, { enc, att, w, ds: ds as tf.Tensor }) as tf.Tensor[];
+    const [dEnc, dAtt, dw] = tf
+      .engine()
+      .runKernel(ATTENTION_GRAD_KERNEL, { enc, att, w, ds: ds as tf.Tensor }) as tf.Tensor[];
     return { enc: () => dEnc, att: () => dAtt, w: () => dw };
   },
 };
@@ -430,14 +693,29 @@ const attentionGradConfig = {
  * place. Undefined / false when the addon is not loaded in this thread, and false for a NaN clipping scale
  * (the caller's loop then gives the NaN update).
  */
-export function addonReduceBlocks(grads: Float32Array, total: number, parts: number, from: number, to: number, block: number): Float64Array | undefined {
+export function addonReduceBlocks(
+  grads: Float32Array,
+  total: number,
+  parts: number,
+  from: number,
+  to: number,
+  block: number,
+): Float64Array | undefined {
   if (!addonActive() || !addon) return undefined;
   const sums = new Float64Array(Math.ceil((to - from) / block));
   addon.reduceBlocks(grads, total, parts, from, to, block, sums);
   return sums;
 }
 
-export function addonAdamArrays(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number, a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number }): boolean {
+export function addonAdamArrays(
+  w: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  g: Float32Array,
+  from: number,
+  to: number,
+  a: { gscale: number; beta1: number; beta2: number; lr: number; epsilon: number },
+): boolean {
   // a NaN scale (non-finite gradients): the caller's loop gives the NaN update
   if (!addonActive() || !addon || !adamFactorsFinite('adamArrays', a)) return false;
   addon.adamArrays(w, m, v, g, from, to, a.gscale, a.beta1, a.beta2, a.lr, a.epsilon);
@@ -454,13 +732,19 @@ export function addonCopy(dst: Float32Array, src: Float32Array): boolean {
 /** Register the native kernels on wasm when the addon is there (idempotent). */
 export function registerAddonKernels(): boolean {
   if (!addonStatus().available) return false;
-  if (!tf.getKernel(XENT_KERNEL, 'wasm')) tf.registerKernel({ kernelName: XENT_KERNEL, backendName: 'wasm', kernelFunc: xentKernel });
-  if (!tf.getKernel(ADAM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ADAM_KERNEL, backendName: 'wasm', kernelFunc: adamKernel });
-  if (!tf.getKernel(LSTM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: LSTM_KERNEL, backendName: 'wasm', kernelFunc: lstmKernel });
-  if (!tf.getKernel(LSTM_GRAD_KERNEL, 'wasm')) tf.registerKernel({ kernelName: LSTM_GRAD_KERNEL, backendName: 'wasm', kernelFunc: lstmGradKernel });
+  if (!tf.getKernel(XENT_KERNEL, 'wasm'))
+    tf.registerKernel({ kernelName: XENT_KERNEL, backendName: 'wasm', kernelFunc: xentKernel });
+  if (!tf.getKernel(ADAM_KERNEL, 'wasm'))
+    tf.registerKernel({ kernelName: ADAM_KERNEL, backendName: 'wasm', kernelFunc: adamKernel });
+  if (!tf.getKernel(LSTM_KERNEL, 'wasm'))
+    tf.registerKernel({ kernelName: LSTM_KERNEL, backendName: 'wasm', kernelFunc: lstmKernel });
+  if (!tf.getKernel(LSTM_GRAD_KERNEL, 'wasm'))
+    tf.registerKernel({ kernelName: LSTM_GRAD_KERNEL, backendName: 'wasm', kernelFunc: lstmGradKernel });
   if (!tf.getGradient(LSTM_KERNEL)) tf.registerGradient(lstmGradConfig);
-  if (!tf.getKernel(ATTENTION_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ATTENTION_KERNEL, backendName: 'wasm', kernelFunc: attentionKernel });
-  if (!tf.getKernel(ATTENTION_GRAD_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ATTENTION_GRAD_KERNEL, backendName: 'wasm', kernelFunc: attentionGradKernel });
+  if (!tf.getKernel(ATTENTION_KERNEL, 'wasm'))
+    tf.registerKernel({ kernelName: ATTENTION_KERNEL, backendName: 'wasm', kernelFunc: attentionKernel });
+  if (!tf.getKernel(ATTENTION_GRAD_KERNEL, 'wasm'))
+    tf.registerKernel({ kernelName: ATTENTION_GRAD_KERNEL, backendName: 'wasm', kernelFunc: attentionGradKernel });
   if (!tf.getGradient(ATTENTION_KERNEL)) tf.registerGradient(attentionGradConfig);
   return true;
 }

@@ -110,11 +110,17 @@ async function startAuto(threads: number, skipped: string[]): Promise<BackendInf
 async function startNode(kind: 'gpu' | 'node'): Promise<BackendInfo> {
   const probe = await probeNode(kind);
   if (!probe.available) {
-    throw new ConfigError(`backend ${kind}: ${probe.package} is not usable: ${probe.reason}. Use backend auto, wasm or cpu instead.`);
+    throw new ConfigError(
+      `backend ${kind}: ${probe.package} is not usable: ${probe.reason}. Use backend auto, wasm or cpu instead.`,
+    );
   }
   const ok = await tf.setBackend('tensorflow');
   if (!ok) throw new ConfigError(`backend ${kind}: the tensorflow backend of ${probe.package} failed to start`);
-  return { name: 'tensorflow', device: kind === 'gpu' ? 'gpu' : 'cpu', detail: `tensorflow (${probe.package} ${probe.version}${probe.detail ? `, ${probe.detail}` : ''})` };
+  return {
+    name: 'tensorflow',
+    device: kind === 'gpu' ? 'gpu' : 'cpu',
+    detail: `tensorflow (${probe.package} ${probe.version}${probe.detail ? `, ${probe.detail}` : ''})`,
+  };
 }
 
 async function startWasm(threads: number): Promise<BackendInfo> {
@@ -124,7 +130,11 @@ async function startWasm(threads: number): Promise<BackendInfo> {
   } catch (e) {
     throw new ConfigError(`backend wasm: failed to start: ${messageOf(e)}`);
   }
-  return { name: 'wasm', device: 'cpu', detail: `wasm (tfjs-backend-wasm ${w.version}, ${wasmFeatures(w)}; ${blasNote(false)})` };
+  return {
+    name: 'wasm',
+    device: 'cpu',
+    detail: `wasm (tfjs-backend-wasm ${w.version}, ${wasmFeatures(w)}; ${blasNote(false)})`,
+  };
 }
 
 async function startCpu(): Promise<BackendInfo> {
@@ -144,10 +154,15 @@ export function blasNote(withReason: boolean): string {
   const n = addonStatus();
   if (n.available) {
     const version = /OpenBLAS [\d.]+/.exec(n.config ?? '')?.[0] ?? n.library;
-    const core = /\b(SkylakeX|Haswell|Zen|Sandybridge|Cooperlake|SapphireRapids|Prescott|Nehalem|Neoverse\w*|ARMV8|\w+)\s+MAX_THREADS/.exec(n.config ?? '')?.[1];
+    const core =
+      /\b(SkylakeX|Haswell|Zen|Sandybridge|Cooperlake|SapphireRapids|Prescott|Nehalem|Neoverse\w*|ARMV8|\w+)\s+MAX_THREADS/.exec(
+        n.config ?? '',
+      )?.[1];
     return `matrix products by ${version}${core ? ` (${core})` : ''}`;
   }
-  return withReason ? `matrix products on wasm: ${n.reason}` : 'matrix products on wasm (no OpenBLAS addon; see captioner doctor)';
+  return withReason
+    ? `matrix products on wasm: ${n.reason}`
+    : 'matrix products on wasm (no OpenBLAS addon; see captioner doctor)';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,7 +182,12 @@ function probeNode(kind: 'gpu' | 'node'): Promise<BackendProbe> {
 
 async function doProbeNode(kind: 'gpu' | 'node'): Promise<BackendProbe> {
   const pkg = kind === 'gpu' ? NODE_GPU : NODE_CPU;
-  const base: BackendProbe = { request: kind, package: pkg.replace('@tensorflow/', ''), backend: 'tensorflow', available: false };
+  const base: BackendProbe = {
+    request: kind,
+    package: pkg.replace('@tensorflow/', ''),
+    backend: 'tensorflow',
+    available: false,
+  };
   const version = packageVersion(pkg);
   if (version) base.version = version;
   if (!version) {
@@ -176,19 +196,22 @@ async function doProbeNode(kind: 'gpu' | 'node'): Promise<BackendProbe> {
   let gpuName: string | undefined;
   if (kind === 'gpu') {
     const gpus = nvidiaGpus();
-    if (!gpus.length) return { ...base, reason: `no NVIDIA GPU found (nvidia-smi ${gpus === NO_SMI ? 'not found' : 'lists none'})` };
+    if (!gpus.length)
+      return { ...base, reason: `no NVIDIA GPU found (nvidia-smi ${gpus === NO_SMI ? 'not found' : 'lists none'})` };
     gpuName = gpus[0];
   }
   // The other flavour may already own the 'tensorflow' backend; both cannot load in one process.
   const other = nodeProbes.get(kind === 'gpu' ? 'node' : 'gpu');
-  if (other && (await other).available) return { ...base, reason: `${kind === 'gpu' ? NODE_CPU : NODE_GPU} is already loaded in this process` };
+  if (other && (await other).available)
+    return { ...base, reason: `${kind === 'gpu' ? NODE_CPU : NODE_GPU} is already loaded in this process` };
   try {
     const spec: string = pkg; // a variable: these optional modules may be absent at compile time
     await import(spec);
   } catch (e) {
     return { ...base, reason: loadFailure(kind, messageOf(e)) };
   }
-  if (!tf.engine().registryFactory['tensorflow']) return { ...base, reason: `${pkg} loaded but registered no 'tensorflow' backend (a second copy of tfjs-core?)` };
+  if (!tf.engine().registryFactory['tensorflow'])
+    return { ...base, reason: `${pkg} loaded but registered no 'tensorflow' backend (a second copy of tfjs-core?)` };
   return { ...base, available: true, detail: kind === 'gpu' ? `GPU ${gpuName}` : 'native libtensorflow on the CPU' };
 }
 
@@ -204,11 +227,13 @@ function notInstalled(kind: 'gpu' | 'node'): string {
 /** Turn a native load error into a reason a user can act on. */
 export function loadFailure(kind: 'gpu' | 'node', message: string): string {
   const pkg = kind === 'gpu' ? NODE_GPU : NODE_CPU;
-  if (/ERR_MODULE_NOT_FOUND|Cannot find (package|module)/i.test(message) && message.includes(pkg)) return notInstalled(kind);
+  if (/ERR_MODULE_NOT_FOUND|Cannot find (package|module)/i.test(message) && message.includes(pkg))
+    return notInstalled(kind);
   const lib = /(lib[\w.+-]+\.so[\d.]*)\s*:\s*cannot open shared object/i.exec(message)?.[1];
   if (lib && /libcudart/i.test(lib)) return `CUDA runtime ${lib} missing: ${pkg} ${CUDA_HINT} on the library path`;
   if (lib && /libcudnn/i.test(lib)) return `cuDNN ${lib} missing: ${pkg} ${CUDA_HINT} on the library path`;
-  if (lib && /libtensorflow/i.test(lib)) return `native ${lib} missing (the download during npm install failed): run npm rebuild ${pkg}`;
+  if (lib && /libtensorflow/i.test(lib))
+    return `native ${lib} missing (the download during npm install failed): run npm rebuild ${pkg}`;
   if (lib) return `shared library ${lib} missing`;
   if (/tfjs_binding\.node/.test(message)) return `native binding missing (install failed): run npm rebuild ${pkg}`;
   return `failed to load: ${message.split('\n')[0]}`;
@@ -228,8 +253,15 @@ const NO_SMI: string[] = [];
 /** Names of NVIDIA GPUs per nvidia-smi; NO_SMI (empty) when nvidia-smi is absent or fails. */
 export function nvidiaGpus(): string[] {
   try {
-    const out = execFileSync('nvidia-smi', ['--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
-    return out.split('\n').map((l) => l.trim()).filter(Boolean);
+    const out = execFileSync('nvidia-smi', ['--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'], {
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    return out
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
   } catch {
     return NO_SMI;
   }
@@ -242,7 +274,11 @@ export function hasLib(name: string): boolean {
   }
   for (const ldconfig of ['/sbin/ldconfig', '/usr/sbin/ldconfig', 'ldconfig']) {
     try {
-      const out = execFileSync(ldconfig, ['-p'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+      const out = execFileSync(ldconfig, ['-p'], {
+        encoding: 'utf8',
+        timeout: 5000,
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
       return out.includes(name);
     } catch {
       // try the next location
@@ -259,7 +295,14 @@ export async function backendReport(): Promise<BackendProbe[]> {
   const before = tfBackendName();
   const probes: BackendProbe[] = [await probeNode('gpu'), await probeNode('node')];
   probes.push(await probeWasm());
-  probes.push({ request: 'cpu', package: 'cpu', backend: 'cpu', available: true, version: tf.version_core, detail: 'plain JavaScript (slow)' });
+  probes.push({
+    request: 'cpu',
+    package: 'cpu',
+    backend: 'cpu',
+    available: true,
+    version: tf.version_core,
+    detail: 'plain JavaScript (slow)',
+  });
   if (before && tf.getBackend() !== before) await tf.setBackend(before);
   return probes;
 }

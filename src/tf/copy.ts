@@ -30,11 +30,15 @@ export function copyFloats(dst: Float32Array, src: Float32Array): void {
  */
 export function copyInto(t: tf.Tensor, out: Float32Array, offset = 0): void {
   if (t.dtype !== 'float32') throw new TypeError(`copyInto: expected a float32 tensor, got ${t.dtype}`);
-  if (offset < 0 || offset + t.size > out.length) throw new RangeError(`copyInto: ${t.size} values do not fit at ${offset} of ${out.length}`);
+  if (offset < 0 || offset + t.size > out.length)
+    throw new RangeError(`copyInto: ${t.size} values do not fit at ${offset} of ${out.length}`);
   if (t.size === 0) return;
   const backend = tf.backend() as unknown as BackendWasm;
   if (tf.getBackend() === 'wasm' && backend.dataIdMap.has(t.dataId)) {
-    copyFloats(out.subarray(offset, offset + t.size), backend.typedArrayFromHeap(t as unknown as TensorInfo) as Float32Array);
+    copyFloats(
+      out.subarray(offset, offset + t.size),
+      backend.typedArrayFromHeap(t as unknown as TensorInfo) as Float32Array,
+    );
     return;
   }
   out.set(t.dataSync() as Float32Array, offset);
@@ -46,7 +50,8 @@ export function copyInto(t: tf.Tensor, out: Float32Array, offset = 0): void {
  */
 export function assignFloats(v: tf.Variable, src: Float32Array): void {
   if (v.dtype !== 'float32') throw new TypeError(`assignFloats: expected a float32 variable, got ${v.dtype}`);
-  if (src.length !== v.size) throw new RangeError(`assignFloats: ${src.length} values for a variable of ${v.size} ([${v.shape.join(', ')}])`);
+  if (src.length !== v.size)
+    throw new RangeError(`assignFloats: ${src.length} values for a variable of ${v.size} ([${v.shape.join(', ')}])`);
   // wasm copies the values onto its heap now; the cpu and tensorflow backends keep a reference to the array
   // they are given (the shared weights change under it next step), so they get a private copy
   const values = tf.getBackend() === 'wasm' ? src : src.slice();

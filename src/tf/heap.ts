@@ -43,7 +43,11 @@ export function forEachPrefix(xs: number[], ostr: number[], k: number, f: (offse
 }
 
 /** op(A) [M, K] x op(B) [K, N] of a BatchMatMul / _FusedMatMul call, with the flags and batch sizes. */
-export function matMulDims(a: TensorInfo, b: TensorInfo, attrs: NamedAttrMap | undefined): { tA: boolean; tB: boolean; M: number; K: number; N: number; batchA: number; batchB: number } {
+export function matMulDims(
+  a: TensorInfo,
+  b: TensorInfo,
+  attrs: NamedAttrMap | undefined,
+): { tA: boolean; tB: boolean; M: number; K: number; N: number; batchA: number; batchB: number } {
   const at = (attrs ?? {}) as NamedAttrMap & { transposeA?: boolean; transposeB?: boolean };
   const tA = Boolean(at.transposeA);
   const tB = Boolean(at.transposeB);

@@ -59,5 +59,11 @@ export async function prepareWasm(threads = 0): Promise<WasmInfo> {
   if (!ok) throw new Error('the wasm backend failed to initialise (see the message above)');
   const simd = Boolean(await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'));
   const multi = Boolean(await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT'));
-  return { version: mod.version_wasm, simd, threads: mod.getThreadsCount(), multiThreadSupported: multi, dir: wasmBinaryDir() };
+  return {
+    version: mod.version_wasm,
+    simd,
+    threads: mod.getThreadsCount(),
+    multiThreadSupported: multi,
+    dir: wasmBinaryDir(),
+  };
 }

@@ -37,7 +37,13 @@ export interface AdamHyper {
 }
 
 export function adamHyper(o: AdamOptions): AdamHyper {
-  return { learningRate: o.learningRate, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.999, epsilon: o.epsilon ?? 1e-7, clipNorm: o.clipNorm ?? 0 };
+  return {
+    learningRate: o.learningRate,
+    beta1: o.beta1 ?? 0.9,
+    beta2: o.beta2 ?? 0.999,
+    epsilon: o.epsilon ?? 1e-7,
+    clipNorm: o.clipNorm ?? 0,
+  };
 }
 
 /** What the elementwise update of one step needs. */
@@ -53,7 +59,13 @@ export interface AdamFactors {
 
 /** The factors of step `t` (counted from 1) for a gradient of global L2 norm `norm`. */
 export function adamFactors(h: AdamHyper, t: number, norm: number): AdamFactors {
-  return { beta1: h.beta1, beta2: h.beta2, epsilon: h.epsilon, lr: correctedRate(h, t), scale: clipScale(norm, h.clipNorm) };
+  return {
+    beta1: h.beta1,
+    beta2: h.beta2,
+    epsilon: h.epsilon,
+    lr: correctedRate(h, t),
+    scale: clipScale(norm, h.clipNorm),
+  };
 }
 
 function correctedRate(h: AdamHyper, t: number): number {
@@ -74,7 +86,15 @@ export function clipScaleOn(norm: tf.Scalar, clipNorm: number): tf.Scalar {
  *   g' = scale g;  m = beta1 m + (1 - beta1) g';  v = beta2 v + (1 - beta2) g'^2;  w -= lr m / (sqrt(v) + epsilon)
  * The reference every other implementation is tested against.
  */
-export function adamLoop(f: AdamFactors, w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number): void {
+export function adamLoop(
+  f: AdamFactors,
+  w: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  g: Float32Array,
+  from: number,
+  to: number,
+): void {
   const { beta1: b1, beta2: b2, epsilon: eps, lr, scale } = f;
   const c1 = 1 - b1;
   const c2 = 1 - b2;
@@ -89,13 +109,36 @@ export function adamLoop(f: AdamFactors, w: Float32Array, m: Float32Array, v: Fl
 }
 
 /** adamLoop on host arrays (plain or shared), by the native addon's C loop where it loads. */
-export function adamArrays(f: AdamFactors, w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, from: number, to: number): void {
-  if (addonAdamArrays(w, m, v, g, from, to, { gscale: f.scale, beta1: f.beta1, beta2: f.beta2, lr: f.lr, epsilon: f.epsilon })) return;
+export function adamArrays(
+  f: AdamFactors,
+  w: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  g: Float32Array,
+  from: number,
+  to: number,
+): void {
+  if (
+    addonAdamArrays(w, m, v, g, from, to, {
+      gscale: f.scale,
+      beta1: f.beta1,
+      beta2: f.beta2,
+      lr: f.lr,
+      epsilon: f.epsilon,
+    })
+  )
+    return;
   adamLoop(f, w, m, v, g, from, to);
 }
 
 /** adamLoop as tf ops on one weight: [x', m', v'] (call inside tf.tidy). `scale` may be a tensor (clipScaleOn). */
-export function adamOps(f: Omit<AdamFactors, 'scale'> & { scale: number | tf.Scalar }, x: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor): [tf.Tensor, tf.Tensor, tf.Tensor] {
+export function adamOps(
+  f: Omit<AdamFactors, 'scale'> & { scale: number | tf.Scalar },
+  x: tf.Tensor,
+  g: tf.Tensor,
+  m: tf.Tensor,
+  v: tf.Tensor,
+): [tf.Tensor, tf.Tensor, tf.Tensor] {
   const gs = tf.mul(g, f.scale);
   const m2 = tf.add(tf.mul(m, f.beta1), tf.mul(gs, 1 - f.beta1));
   const v2 = tf.add(tf.mul(v, f.beta2), tf.mul(tf.square(gs), 1 - f.beta2));
@@ -167,7 +210,7 @@ export class Adam {
    */
   apply(grads: Record<string, tf.Tensor>): tf.Scalar {
     const vars = this.vars;
-    if (!vars) throw new Error('Adam.apply: this optimizer\'s weights are host arrays; run adamArrays with factors()');
+    if (!vars) throw new Error("Adam.apply: this optimizer's weights are host arrays; run adamArrays with factors()");
     const names = this.moments.names;
     for (const n of names) if (!grads[n]) throw new ModelError(`optimizer: no gradient for "${n}"`);
     const { m, v } = this.moments as VariableMoments;
@@ -177,7 +220,13 @@ export class Adam {
       const f = this.factors(norm);
       tf.tidy(() => {
         for (const n of names) {
-          const [x2, m2, v2] = tf.engine().runKernel(ADAM_KERNEL, { x: vars[n], g: grads[n], m: m[n], v: v[n] }, { gscale: f.scale, beta1: f.beta1, beta2: f.beta2, lr: f.lr, epsilon: f.epsilon }) as tf.Tensor[];
+          const [x2, m2, v2] = tf
+            .engine()
+            .runKernel(
+              ADAM_KERNEL,
+              { x: vars[n], g: grads[n], m: m[n], v: v[n] },
+              { gscale: f.scale, beta1: f.beta1, beta2: f.beta2, lr: f.lr, epsilon: f.epsilon },
+            ) as tf.Tensor[];
           vars[n].assign(x2);
           m[n].assign(m2);
           v[n].assign(v2);
@@ -191,7 +240,9 @@ export class Adam {
       tf.tidy(() => {
         // on the host's memory (wasm, cpu) the norm is read here, and the factors are adamFactors' numbers;
         // on a device backend it stays there and only the clip scale is computed on it
-        const f = onHost() ? this.factors(norm.dataSync()[0]) : { ...this.factors(0), scale: clipScaleOn(norm, this.hyper.clipNorm) };
+        const f = onHost()
+          ? this.factors(norm.dataSync()[0])
+          : { ...this.factors(0), scale: clipScaleOn(norm, this.hyper.clipNorm) };
         for (const n of names) {
           const [x2, m2, v2] = adamOps(f, vars[n], grads[n], m[n], v[n]);
           vars[n].assign(x2);
@@ -224,7 +275,8 @@ export class Adam {
     const got = this.moments.names.map((n) => {
       const [m, v] = (['m', 'v'] as const).map((kind) => {
         const a = arrays.get(`${kind}/${n}`);
-        if (!a || a.data.length !== size(n)) throw new ModelError(`optimizer state: "${kind}/${n}" is missing or has the wrong size`);
+        if (!a || a.data.length !== size(n))
+          throw new ModelError(`optimizer state: "${kind}/${n}" is missing or has the wrong size`);
         return a.data;
       });
       return [n, m, v] as const;
@@ -278,7 +330,10 @@ function variableMoments(vars: Record<string, tf.Variable>): VariableMoments {
 }
 
 /** tf.variableGrads keys gradients by variable name; map them back to our weight names. */
-export function byWeightName(vars: Record<string, tf.Variable>, grads: Record<string, tf.Tensor>): Record<string, tf.Tensor> {
+export function byWeightName(
+  vars: Record<string, tf.Variable>,
+  grads: Record<string, tf.Tensor>,
+): Record<string, tf.Tensor> {
   const out: Record<string, tf.Tensor> = {};
   for (const [n, v] of Object.entries(vars)) out[n] = grads[v.name];
   return out;

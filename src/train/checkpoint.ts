@@ -15,7 +15,15 @@ import { serializeVocab } from '../prep/prepared.js';
 import { ensureDir, exists, writeFailure, writeFileAtomic } from '../util/fsx.js';
 import { DECODERS, type Decoder } from '../model/decoders/index.js';
 import { encodeTensors, readTensors, recoverDir, type NamedArray } from '../model/io.js';
-import { loadDecoder, RUN_FILES, saveDecoder, writeRunConfig, writeRunManifest, writeRunVocab, type RunManifestBody } from '../model/runfolder.js';
+import {
+  loadDecoder,
+  RUN_FILES,
+  saveDecoder,
+  writeRunConfig,
+  writeRunManifest,
+  writeRunVocab,
+  type RunManifestBody,
+} from '../model/runfolder.js';
 
 /** The format of last/optimizer.json (iterations, learning rate, Adam moments). */
 const OPT_FORMAT = 'captioner.adam';
@@ -90,11 +98,17 @@ export async function guardWrite<T>(target: string, write: () => Promise<T>): Pr
     const base = path.basename(target);
     const names = await fs.readdir(dir).catch(() => [] as string[]);
     for (const n of names) {
-      if (n.startsWith(`${base}.`) && (n.includes(`.${process.pid}.`) || n.includes(`-${process.pid}-`)) && /\.tmp|\.new-/.test(n)) {
+      if (
+        n.startsWith(`${base}.`) &&
+        (n.includes(`.${process.pid}.`) || n.includes(`-${process.pid}-`)) &&
+        /\.tmp|\.new-/.test(n)
+      ) {
         await fs.rm(path.join(dir, n), { recursive: true, force: true }).catch(() => {});
       }
     }
-    throw new DataError(`${target}: cannot write: ${reason}; nothing half-written was left (free some space and run again; --resume continues from the last saved checkpoint)`);
+    throw new DataError(
+      `${target}: cannot write: ${reason}; nothing half-written was left (free some space and run again; --resume continues from the last saved checkpoint)`,
+    );
   }
 }
 
@@ -109,7 +123,9 @@ export async function recoverCheckpoints(out: string): Promise<void> {
 /** A run that does not --resume must not start over an existing one. */
 export async function refuseExistingRun(out: string): Promise<void> {
   if (await exists(path.join(out, 'last', 'state.json'))) {
-    throw new UsageError(`${out}: already holds a training run; continue it with --resume, or choose another folder with --out`);
+    throw new UsageError(
+      `${out}: already holds a training run; continue it with --resume, or choose another folder with --out`,
+    );
   }
 }
 
@@ -127,8 +143,16 @@ export async function saveRunConfig(out: string, config: Config): Promise<void> 
 /** Replace last/ with the model, the optimizer state and `state` (state.json), in one swap. */
 export async function saveLast(out: string, model: Decoder, optimizer: OptimizerState, state: object): Promise<void> {
   const lastDir = path.join(out, 'last');
-  const opt = encodeTensors(OPT_FORMAT, { iterations: optimizer.iterations, learningRate: optimizer.learningRate }, optimizer.arrays);
-  const files = { 'optimizer.json': opt.index, 'optimizer.bin': opt.bin, 'state.json': JSON.stringify(state, null, 1) + '\n' };
+  const opt = encodeTensors(
+    OPT_FORMAT,
+    { iterations: optimizer.iterations, learningRate: optimizer.learningRate },
+    optimizer.arrays,
+  );
+  const files = {
+    'optimizer.json': opt.index,
+    'optimizer.bin': opt.bin,
+    'state.json': JSON.stringify(state, null, 1) + '\n',
+  };
   await guardWrite(lastDir, () => saveDecoder(lastDir, model, files));
 }
 
@@ -140,7 +164,8 @@ export async function saveBest(out: string, model: Decoder): Promise<void> {
 
 /** After an interrupt, once the caller has saved last/: say where the run stopped and how to go on. */
 export function logInterrupted(lastDir: string, state: { epoch: number; batchInEpoch: number }, epochs: number): void {
-  const where = state.epoch >= epochs ? `all ${epochs} epochs done` : `epoch ${state.epoch + 1}, batch ${state.batchInEpoch}`;
+  const where =
+    state.epoch >= epochs ? `all ${epochs} epochs done` : `epoch ${state.epoch + 1}, batch ${state.batchInEpoch}`;
   log.info(`interrupted: checkpoint saved in ${lastDir} (${where}); continue with --resume`);
 }
 
@@ -151,14 +176,20 @@ export async function readOptimizer(out: string): Promise<{ iterations: number; 
 }
 
 /** last/state.json for --resume; `wrongKind` is the error for a checkpoint of another kind of run. */
-export async function readState<S extends StateBase>(out: string, kind: S['kind'], wrongKind: (file: string) => Error): Promise<S> {
+export async function readState<S extends StateBase>(
+  out: string,
+  kind: S['kind'],
+  wrongKind: (file: string) => Error,
+): Promise<S> {
   const file = path.join(out, 'last', 'state.json');
   let raw: S;
   try {
     raw = JSON.parse(await fs.readFile(file, 'utf8'));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new UsageError(`--resume: ${code === 'ENOENT' ? `no checkpoint in ${out} (no last/state.json); start without --resume` : `${file}: cannot read: ${(e as Error).message}`}`);
+    throw new UsageError(
+      `--resume: ${code === 'ENOENT' ? `no checkpoint in ${out} (no last/state.json); start without --resume` : `${file}: cannot read: ${(e as Error).message}`}`,
+    );
   }
   if (raw?.kind !== kind) throw wrongKind(file);
   return raw;
@@ -167,10 +198,14 @@ export async function readState<S extends StateBase>(out: string, kind: S['kind'
 /** The checkpoint must come from the same prepared dataset and feature cache. */
 export function checkFingerprints(state: StateBase, dsFp: string, featFp: string): void {
   if (state.datasetFingerprint !== dsFp) {
-    throw new DataError(`--resume: the prepared dataset changed since this run started (fingerprint ${state.datasetFingerprint.slice(0, 12)} -> ${dsFp.slice(0, 12)}); start a new run`);
+    throw new DataError(
+      `--resume: the prepared dataset changed since this run started (fingerprint ${state.datasetFingerprint.slice(0, 12)} -> ${dsFp.slice(0, 12)}); start a new run`,
+    );
   }
   if (state.featureFingerprint !== featFp) {
-    throw new DataError(`--resume: the feature cache changed since this run started (fingerprint ${state.featureFingerprint.slice(0, 12)} -> ${featFp.slice(0, 12)}); start a new run`);
+    throw new DataError(
+      `--resume: the feature cache changed since this run started (fingerprint ${state.featureFingerprint.slice(0, 12)} -> ${featFp.slice(0, 12)}); start a new run`,
+    );
   }
 }
 
@@ -178,7 +213,11 @@ export function checkFingerprints(state: StateBase, dsFp: string, featFp: string
 export async function readHistory<R extends { epoch: number }>(out: string, upTo: number): Promise<R[]> {
   const file = path.join(out, RUN_FILES.history);
   if (!(await exists(file))) return [];
-  return (await fs.readFile(file, 'utf8')).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as R).filter((r) => r.epoch <= upTo);
+  return (await fs.readFile(file, 'utf8'))
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as R)
+    .filter((r) => r.epoch <= upTo);
 }
 
 /** Rewrite history.jsonl (one record per line) and its chart loss.svg. */
@@ -200,13 +239,22 @@ export interface ManifestParts {
 }
 
 /** Write manifest.json. */
-export async function writeManifest(out: string, o: { config: Config; backend: string; prepared: Prepared }, status: string, parts: ManifestParts): Promise<void> {
+export async function writeManifest(
+  out: string,
+  o: { config: Config; backend: string; prepared: Prepared },
+  status: string,
+  parts: ManifestParts,
+): Promise<void> {
   const body: RunManifestBody = {
     name: o.config.name,
     updatedAt: new Date().toISOString(),
     status,
     backend: o.backend,
-    dataset: { dir: path.resolve(o.prepared.dir), fingerprint: o.prepared.manifest.fingerprint, vocabSize: o.prepared.vocab.size },
+    dataset: {
+      dir: path.resolve(o.prepared.dir),
+      fingerprint: o.prepared.manifest.fingerprint,
+      vocabSize: o.prepared.vocab.size,
+    },
     features: parts.features,
     model: parts.model,
     best: parts.best,
@@ -220,10 +268,26 @@ export async function writeManifest(out: string, o: { config: Config; backend: s
 }
 
 /** Config keys that define the run and so cannot change on --resume (prefix match; `.out` locations may move). */
-const FROZEN = ['model.', 'dataset.', 'prep.', 'encoder.', 'features.dtype', 'train.seed', 'train.batchSize', 'train.limit'];
+const FROZEN = [
+  'model.',
+  'dataset.',
+  'prep.',
+  'encoder.',
+  'features.dtype',
+  'train.seed',
+  'train.batchSize',
+  'train.limit',
+];
 const MOVABLE = ['prep.out', 'features.out'];
 /** Training settings that --resume applies (and logs) when they change. */
-const APPLIED = ['train.epochs', 'train.learningRate', 'train.clipNorm', 'train.patience', 'train.lrDecay.', 'train.workers'];
+const APPLIED = [
+  'train.epochs',
+  'train.learningRate',
+  'train.clipNorm',
+  'train.patience',
+  'train.lrDecay.',
+  'train.workers',
+];
 
 function leaves(v: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
   if (v && typeof v === 'object' && !Array.isArray(v)) {
@@ -258,24 +322,48 @@ export async function checkResumeConfig(out: string, config: Config): Promise<Se
   const keys = [...new Set([...before.keys(), ...now.keys()])].filter((k) => before.get(k) !== now.get(k)).sort();
   const show = (v: string | undefined) => (v === undefined ? '(unset)' : v);
   // another decoder type's own section (e.g. model.attention of a merge run) does not define this run
-  const unused = Object.keys(DECODERS).filter((t) => t !== config.model.type).map((t) => `model.${t}.`);
-  const frozen = keys.filter((k) => FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k) && !unused.some((u) => k.startsWith(u)));
+  const unused = Object.keys(DECODERS)
+    .filter((t) => t !== config.model.type)
+    .map((t) => `model.${t}.`);
+  const frozen = keys.filter(
+    (k) =>
+      FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k) && !unused.some((u) => k.startsWith(u)),
+  );
   if (frozen.length) {
     const list = frozen.map((k) => `${k}: ${show(before.get(k))} -> ${show(now.get(k))}`).join(', ');
-    throw new UsageError(`--resume: ${list} cannot change during a run (see ${file}); restore the setting, or start a new run in another folder`);
+    throw new UsageError(
+      `--resume: ${list} cannot change during a run (see ${file}); restore the setting, or start a new run in another folder`,
+    );
   }
   return keys
     .filter((k) => APPLIED.some((a) => k === a || k.startsWith(a)))
-    .map((k) => ({ key: k, from: JSON.parse(before.get(k) ?? 'null'), to: JSON.parse(now.get(k) ?? 'null'), epoch: 0, step: 0 }));
+    .map((k) => ({
+      key: k,
+      from: JSON.parse(before.get(k) ?? 'null'),
+      to: JSON.parse(now.get(k) ?? 'null'),
+      epoch: 0,
+      step: 0,
+    }));
 }
 
 /**
  * The cross-entropy checkpoint in last/ for --resume: its state (checked against the dataset, feature
  * cache, vocabulary, decoder type and spec), its model and the history up to it.
  */
-export async function loadCheckpoint<R extends { epoch: number }>(out: string, type: string, spec: Record<string, unknown>, dsFp: string, featFp: string, prepared: Prepared) {
+export async function loadCheckpoint<R extends { epoch: number }>(
+  out: string,
+  type: string,
+  spec: Record<string, unknown>,
+  dsFp: string,
+  featFp: string,
+  prepared: Prepared,
+) {
   const lastDir = path.join(out, 'last');
-  const raw = await readState<RunState & { bestValLoss: number | null }>(out, 'captioner.train-state', (file) => new ModelError(`${file}: not a training checkpoint`));
+  const raw = await readState<RunState & { bestValLoss: number | null }>(
+    out,
+    'captioner.train-state',
+    (file) => new ModelError(`${file}: not a training checkpoint`),
+  );
   const state: RunState = { ...raw, bestValLoss: raw.bestValLoss ?? Infinity };
   checkFingerprints(state, dsFp, featFp);
   const vfile = path.join(out, 'vocab.json');
@@ -284,17 +372,24 @@ export async function loadCheckpoint<R extends { epoch: number }>(out: string, t
     throw new DataError(`--resume: ${vfile} differs from the prepared vocabulary; start a new run`);
   }
   const was = state.type ?? 'merge';
-  if (was !== type) throw new ModelError(`--resume: the checkpoint is a ${was} model, the config asks for ${type}; start a new run or restore model.type`);
+  if (was !== type)
+    throw new ModelError(
+      `--resume: the checkpoint is a ${was} model, the config asks for ${type}; start a new run or restore model.type`,
+    );
   const keys = [...new Set([...Object.keys(spec), ...Object.keys(state.spec ?? {})])];
   const differ = keys.filter((k) => k !== 'dropout' && JSON.stringify(spec[k]) !== JSON.stringify(state.spec?.[k]));
   if (differ.length) {
     const show = (v: unknown) => (v === undefined ? '(unset)' : JSON.stringify(v));
-    throw new ModelError(`--resume: the model settings differ from the checkpoint (${differ.map((k) => `${k}: ${show(state.spec?.[k])} -> ${show(spec[k])}`).join(', ')}); start a new run or restore the settings`);
+    throw new ModelError(
+      `--resume: the model settings differ from the checkpoint (${differ.map((k) => `${k}: ${show(state.spec?.[k])} -> ${show(spec[k])}`).join(', ')}); start a new run or restore the settings`,
+    );
   }
   const model = await loadDecoder(lastDir);
   if (model.type !== type) {
     model.dispose();
-    throw new ModelError(`--resume: ${lastDir} holds a ${model.type} model, the config asks for ${type}; start a new run`);
+    throw new ModelError(
+      `--resume: ${lastDir} holds a ${model.type} model, the config asks for ${type}; start a new run`,
+    );
   }
   const history = await readHistory<R>(out, state.epoch);
   log.info(`resuming ${out} at epoch ${state.epoch + 1}, batch ${state.batchInEpoch}, step ${state.step}`);

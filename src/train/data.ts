@@ -31,11 +31,18 @@ export function examplesOf(images: readonly PreparedImage[], limit = 0): Example
 }
 
 /** DataError naming the first missing keys when the feature source lacks images of a split. */
-export function checkFeatureCoverage(images: readonly PreparedImage[], source: FeatureSource, split: string, where: string): void {
+export function checkFeatureCoverage(
+  images: readonly PreparedImage[],
+  source: FeatureSource,
+  split: string,
+  where: string,
+): void {
   const missing = images.filter((im) => !source.has(im.image)).map((im) => im.image);
   if (missing.length) {
     const first = missing.slice(0, 5).join(', ');
-    throw new DataError(`${where}: the feature cache has no vectors for ${missing.length} of ${images.length} ${split} images (e.g. ${first}); run \`captioner features\` for this prepared dataset`);
+    throw new DataError(
+      `${where}: the feature cache has no vectors for ${missing.length} of ${images.length} ${split} images (e.g. ${first}); run \`captioner features\` for this prepared dataset`,
+    );
   }
 }
 
@@ -49,7 +56,10 @@ export function batchesOf<T>(examples: readonly T[], batchSize: number, r?: Rng)
 }
 
 export function buildBatch(examples: readonly Example[], features: FeatureSource): CaptionBatch {
-  return makeBatch(examples.map((e) => ({ features: features.get(e.image), tokens: e.tokens })), features.dim);
+  return makeBatch(
+    examples.map((e) => ({ features: features.get(e.image), tokens: e.tokens })),
+    features.dim,
+  );
 }
 
 /** Number of predicted tokens in a list of examples. */

@@ -24,20 +24,41 @@ import type { Config } from '../config/schema.js';
 import type { Prepared } from '../prep/prepared.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
-import { decoderFeatureShape, type CaptionBatch } from '../model/decoders/batch.js';
+import { decoderFeatureShape } from '../model/decoders/batch.js';
 import { decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
 import { RUN_KIND, RUN_NAMES } from '../model/runfolder.js';
 import { defaultBlasThreads, addonActive } from '../tf/addon.js';
 import {
-  checkResumeConfig, finiteOrNull, loadCheckpoint, readOptimizer, recoverCheckpoints, refuseExistingRun, saveBest, saveLast as saveLastCheckpoint,
-  saveRunConfig, startRunFolder, writeHistory, writeManifest as writeRunManifest, type ManifestParts, type RunState, type SettingChange,
+  checkResumeConfig,
+  finiteOrNull,
+  loadCheckpoint,
+  readOptimizer,
+  recoverCheckpoints,
+  refuseExistingRun,
+  saveBest,
+  saveLast as saveLastCheckpoint,
+  saveRunConfig,
+  startRunFolder,
+  writeHistory,
+  writeManifest as writeRunManifest,
+  type ManifestParts,
+  type RunState,
+  type SettingChange,
 } from './checkpoint.js';
 import { isImprovement } from './schedule.js';
 import { runEpochs, yieldToEvents, type TrainingMode } from './loop.js';
 import { createTrainer, type Trainer } from './trainer.js';
 import { resolveWorkers } from './parallel/trainer.js';
 import type { ReplicaKind, ReplicaSpec } from './parallel/replica.js';
-import { batchesOf, buildBatch, checkFeatureCoverage, examplesOf, mixSeed, type Example, type FeatureSource } from './data.js';
+import {
+  batchesOf,
+  buildBatch,
+  checkFeatureCoverage,
+  examplesOf,
+  mixSeed,
+  type Example,
+  type FeatureSource,
+} from './data.js';
 import { lossChart } from './chart.js';
 
 export { yieldToEvents } from './loop.js';
@@ -100,7 +121,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const tc = config.train;
   const dsFp = prepared.manifest.fingerprint;
   if (o.featureInfo.datasetFingerprint && o.featureInfo.datasetFingerprint !== dsFp) {
-    throw new DataError(`${o.featureInfo.dir}: the feature cache was built from another prepared dataset (fingerprint ${o.featureInfo.datasetFingerprint.slice(0, 12)}, ${prepared.dir} has ${dsFp.slice(0, 12)}); run \`captioner features\` again`);
+    throw new DataError(
+      `${o.featureInfo.dir}: the feature cache was built from another prepared dataset (fingerprint ${o.featureInfo.datasetFingerprint.slice(0, 12)}, ${prepared.dir} has ${dsFp.slice(0, 12)}); run \`captioner features\` again`,
+    );
   }
   checkFeatureCoverage(prepared.splits.train, features, 'train', o.featureInfo.dir);
   checkFeatureCoverage(prepared.splits.val, features, 'val', o.featureInfo.dir);
@@ -109,7 +132,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   if (!trainEx.length) throw new DataError(`${prepared.dir}: no training captions`);
   const featureShape = decoderFeatureShape(o.featureInfo.shape, o.featureInfo.dir);
   if (featureShape.reduce((a, b) => a * b, 1) !== features.dim) {
-    throw new DataError(`${o.featureInfo.dir}: the feature cache says [${o.featureInfo.shape.join(', ')}] per image but holds ${features.dim} values per image`);
+    throw new DataError(
+      `${o.featureInfo.dir}: the feature cache says [${o.featureInfo.shape.join(', ')}] per image but holds ${features.dim} values per image`,
+    );
   }
   const { kind, spec: specAny } = specForModel(config, prepared.vocab.size, featureShape, o.featureInfo);
   const spec = specAny as Record<string, unknown> & { vocabSize: number };
@@ -123,38 +148,73 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   let changed: SettingChange[] = [];
   if (o.resume) {
     changed = await checkResumeConfig(out, config);
-    ({ state, model, history } = await loadCheckpoint<EpochRecord>(out, kind.type, spec, dsFp, o.featureInfo.fingerprint, prepared));
+    ({ state, model, history } = await loadCheckpoint<EpochRecord>(
+      out,
+      kind.type,
+      spec,
+      dsFp,
+      o.featureInfo.fingerprint,
+      prepared,
+    ));
     for (const c of changed) {
       c.epoch = state.epoch + 1;
       c.step = state.step;
       if (c.key === 'train.learningRate') state.learningRate = tc.learningRate;
-      log.info(`resume: ${c.key} ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}, applied from step ${state.step + 1}`);
+      log.info(
+        `resume: ${c.key} ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}, applied from step ${state.step + 1}`,
+      );
     }
     state.changes = [...(state.changes ?? []), ...changed];
   } else {
     await refuseExistingRun(out);
     // one streaming pass: a generator, so the training split is never held in memory at once
     const trainImages = uniqueImages(trainEx);
-    const norm = kind.featureNorm(spec, (function* () {
-      for (const k of trainImages) yield features.get(k);
-    })());
+    const norm = kind.featureNorm(
+      spec,
+      (function* () {
+        for (const k of trainImages) yield features.get(k);
+      })(),
+    );
     model = kind.create(spec, kind.initialWeights(spec, tc.seed), norm);
     state = {
-      kind: 'captioner.train-state', epoch: 0, batchInEpoch: 0, step: 0, learningRate: tc.learningRate,
-      bestValLoss: Infinity, bestEpoch: 0, sinceBest: 0, sinceDecay: 0, epochLossSum: 0, epochTokens: 0, epochSeconds: 0,
-      datasetFingerprint: dsFp, featureFingerprint: o.featureInfo.fingerprint, type: kind.type, spec, seed: tc.seed, batchSize: tc.batchSize,
+      kind: 'captioner.train-state',
+      epoch: 0,
+      batchInEpoch: 0,
+      step: 0,
+      learningRate: tc.learningRate,
+      bestValLoss: Infinity,
+      bestEpoch: 0,
+      sinceBest: 0,
+      sinceDecay: 0,
+      epochLossSum: 0,
+      epochTokens: 0,
+      epochSeconds: 0,
+      datasetFingerprint: dsFp,
+      featureFingerprint: o.featureInfo.fingerprint,
+      type: kind.type,
+      spec,
+      seed: tc.seed,
+      batchSize: tc.batchSize,
     };
   }
   const workers = resolveWorkers(tc.workers);
   if (o.resume && (state.workers ?? 1) !== workers) {
-    log.warn(`resume: the checkpoint was trained on ${state.workers ?? 1} worker${(state.workers ?? 1) === 1 ? '' : 's'}, this run uses ${workers}: training continues from the same weights and optimizer state, but dropout masks are drawn per worker slice, so the result is not byte-identical to an uninterrupted run`);
+    log.warn(
+      `resume: the checkpoint was trained on ${state.workers ?? 1} worker${(state.workers ?? 1) === 1 ? '' : 's'}, this run uses ${workers}: training continues from the same weights and optimizer state, but dropout masks are drawn per worker slice, so the result is not byte-identical to an uninterrupted run`,
+    );
   }
   state.workers = workers;
   let trainer: Trainer | null = null;
   try {
     // workers 1: the model's own variables on the main thread's backend; more: worker threads own weights and moments
     trainer = await createTrainer({
-      kind: kind.type as ReplicaKind, spec: spec as unknown as ReplicaSpec, norm: model.norm, model, workers, learningRate: state.learningRate, clipNorm: tc.clipNorm,
+      kind: kind.type as ReplicaKind,
+      spec: spec as unknown as ReplicaSpec,
+      norm: model.norm,
+      model,
+      workers,
+      learningRate: state.learningRate,
+      clipNorm: tc.clipNorm,
     });
     logEngine(workers, tc.workers, o.backend);
     if (o.resume) {
@@ -177,8 +237,13 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
     const batchSize = state.batchSize;
     const validation = valEx.length > 0;
-    if (!validation) log.warn(`${prepared.dir}: the validation split is empty: no validation loss, so early stopping, learning-rate decay and best-model selection are off; best/ will hold the last epoch's weights`);
-    log.info(`train: ${kind.type} decoder; ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}`);
+    if (!validation)
+      log.warn(
+        `${prepared.dir}: the validation split is empty: no validation loss, so early stopping, learning-rate decay and best-model selection are off; best/ will hold the last epoch's weights`,
+      );
+    log.info(
+      `train: ${kind.type} decoder; ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}`,
+    );
     await writeManifest('running');
 
     const mode: TrainingMode<Example[]> = {
@@ -191,27 +256,48 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         const batch = buildBatch(examples, features);
         const r = await t.step(batch, mixSeed(state.seed, state.step, 17));
         const loss = Number.isFinite(r.total) ? r.loss : r.total;
-        if (!Number.isFinite(loss)) throw new ModelError(`train: the loss became ${loss} at step ${state.step + 1} (epoch ${epoch}); lower train.learningRate or train.clipNorm`);
+        if (!Number.isFinite(loss))
+          throw new ModelError(
+            `train: the loss became ${loss} at step ${state.step + 1} (epoch ${epoch}); lower train.learningRate or train.clipNorm`,
+          );
         state.epochLossSum += loss * r.tokens;
         state.epochTokens += r.tokens;
       },
-      progress: (secs) => ({ loss: state.epochLossSum / state.epochTokens, 'tok/s': Math.round(state.epochTokens / Math.max(secs, 1e-3)) }),
+      progress: (secs) => ({
+        loss: state.epochLossSum / state.epochTokens,
+        'tok/s': Math.round(state.epochTokens / Math.max(secs, 1e-3)),
+      }),
       async validate(epoch) {
         t.copyTo(model);
-        const valLoss = validation ? await evaluateLoss(model, valEx, features, Math.max(batchSize, 64), o.signal) : NaN;
+        const valLoss = validation
+          ? await evaluateLoss(model, valEx, features, Math.max(batchSize, 64), o.signal)
+          : NaN;
         if (valLoss === null) return 'interrupted';
         if (validation && !Number.isFinite(valLoss)) {
-          throw new ModelError(`train: the validation loss became ${valLoss} after epoch ${epoch}; nothing of this epoch was saved (lower train.learningRate or train.clipNorm and continue with --resume)`);
+          throw new ModelError(
+            `train: the validation loss became ${valLoss} after epoch ${epoch}; nothing of this epoch was saved (lower train.learningRate or train.clipNorm and continue with --resume)`,
+          );
         }
         const trainLoss = state.epochLossSum / Math.max(1, state.epochTokens);
         const improved = isImprovement(state, valLoss, validation);
         const rec: EpochRecord = {
-          epoch, trainLoss, valLoss, learningRate: state.learningRate, steps: state.step, tokens: state.epochTokens,
-          seconds: state.epochSeconds, tokensPerSecond: state.epochTokens / Math.max(state.epochSeconds, 1e-3), best: improved,
+          epoch,
+          trainLoss,
+          valLoss,
+          learningRate: state.learningRate,
+          steps: state.step,
+          tokens: state.epochTokens,
+          seconds: state.epochSeconds,
+          tokensPerSecond: state.epochTokens / Math.max(state.epochSeconds, 1e-3),
+          best: improved,
         };
         history.push(rec);
-        const valText = validation ? `val loss ${valLoss.toFixed(4)}${improved ? ' (best)' : ''}` : 'no validation data';
-        log.info(`epoch ${epoch}: train loss ${trainLoss.toFixed(4)}, ${valText}, ${Math.round(rec.tokensPerSecond)} tokens/s`);
+        const valText = validation
+          ? `val loss ${valLoss.toFixed(4)}${improved ? ' (best)' : ''}`
+          : 'no validation data';
+        log.info(
+          `epoch ${epoch}: train loss ${trainLoss.toFixed(4)}, ${valText}, ${Math.round(rec.tokensPerSecond)} tokens/s`,
+        );
         if (improved && validation) state.bestValLoss = valLoss;
         return { improved };
       },
@@ -220,14 +306,23 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         state.epochTokens = 0;
       },
       setLearningRate: (lr) => (t.learningRate = lr),
-      stopMessage: () => `early stopping: no validation improvement for ${state.sinceBest} epochs (best ${state.bestValLoss.toFixed(4)} at epoch ${state.bestEpoch})`,
+      stopMessage: () =>
+        `early stopping: no validation improvement for ${state.sinceBest} epochs (best ${state.bestValLoss.toFixed(4)} at epoch ${state.bestEpoch})`,
       saveBest: () => saveBest(out, model),
       saveLast,
       writeHistory: () => writeHistory(out, history, historyChart(history)),
     };
     const status = await runEpochs(state, mode, { signal: o.signal, onStep: o.onStep, lastDir });
     await writeManifest(status);
-    return { status, epochs: state.epoch, steps: state.step, bestEpoch: state.bestEpoch, bestValLoss: finiteOrNull(state.bestValLoss), history, out };
+    return {
+      status,
+      epochs: state.epoch,
+      steps: state.step,
+      bestEpoch: state.bestEpoch,
+      bestValLoss: finiteOrNull(state.bestValLoss),
+      history,
+      out,
+    };
   } finally {
     await trainer?.dispose();
     model.dispose();
@@ -236,7 +331,14 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
 /** Says who computes the gradients (and, on the main thread of a multi-core machine, what train.workers could do). */
 function logEngine(workers: number, asked: number | 'auto', backend: string): void {
-  const lines = engineNotes({ workers, asked, backend, native: addonActive(), cores: availableParallelism(), blasThreads: defaultBlasThreads() });
+  const lines = engineNotes({
+    workers,
+    asked,
+    backend,
+    native: addonActive(),
+    cores: availableParallelism(),
+    blasThreads: defaultBlasThreads(),
+  });
   for (const l of lines.info) log.info(l);
   for (const l of lines.warn) log.warn(l);
 }
@@ -247,18 +349,39 @@ function logEngine(workers: number, asked: number | 'auto', backend: string): vo
  * figure: how much it helps depends on the machine and on its other load, and the figure of that
  * configuration is being re-measured (the one taken before issue 23 ran on frozen forward weights).
  */
-export function engineNotes(o: { workers: number; asked: number | 'auto'; backend: string; native: boolean; cores: number; blasThreads: number }): { info: string[]; warn: string[] } {
+export function engineNotes(o: {
+  workers: number;
+  asked: number | 'auto';
+  backend: string;
+  native: boolean;
+  cores: number;
+  blasThreads: number;
+}): { info: string[]; warn: string[] } {
   const info: string[] = [];
   const warn: string[] = [];
   if (o.workers > 1) {
     // while workers compute, OpenBLAS runs every product on its calling thread (src/tf/addon.ts shareBlasThreads)
     const blas = o.native ? ', matrix products on 1 OpenBLAS thread each' : '';
-    info.push(`train: ${o.workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(o.asked)}${blas}); the main thread (${o.backend}) validates and saves`);
-    if (!/^(wasm|cpu)/.test(o.backend)) warn.push(`train.workers ${o.workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`);
-    if (o.workers > o.cores) warn.push(`train.workers ${o.workers} is more than this machine's ${o.cores} cores: the workers share them and each holds a copy of the model`);
+    info.push(
+      `train: ${o.workers} worker threads x 1 wasm thread each compute the gradients (train.workers ${JSON.stringify(o.asked)}${blas}); the main thread (${o.backend}) validates and saves`,
+    );
+    if (!/^(wasm|cpu)/.test(o.backend))
+      warn.push(
+        `train.workers ${o.workers}: the workers compute on wasm, not on the ${o.backend} backend; set train.workers 1 to train there`,
+      );
+    if (o.workers > o.cores)
+      warn.push(
+        `train.workers ${o.workers} is more than this machine's ${o.cores} cores: the workers share them and each holds a copy of the model`,
+      );
   } else if (/^wasm/.test(o.backend) && o.cores > 1) {
-    if (o.native) info.push(`train: on the main thread; its matrix products use OpenBLAS on ${o.blasThreads} threads (this machine has ${o.cores} cores)`);
-    else info.push(`train: on the main thread (1 wasm thread) of this machine's ${o.cores} cores; train.workers auto splits each batch over ${o.cores} worker threads, which can train faster while those cores are otherwise idle (docs/benchmarks.md)`);
+    if (o.native)
+      info.push(
+        `train: on the main thread; its matrix products use OpenBLAS on ${o.blasThreads} threads (this machine has ${o.cores} cores)`,
+      );
+    else
+      info.push(
+        `train: on the main thread (1 wasm thread) of this machine's ${o.cores} cores; train.workers auto splits each batch over ${o.cores} worker threads, which can train faster while those cores are otherwise idle (docs/benchmarks.md)`,
+      );
   }
   return { info, warn };
 }
@@ -273,17 +396,27 @@ function specForModel(config: Config, vocabSize: number, featureShape: number[],
   const layer = (info.encoder as { layer?: unknown } | undefined)?.layer;
   const shown = `[${info.shape.join(', ')}]${typeof layer === 'string' ? ` (layer ${layer})` : ''}`;
   if (decoderKind(type).features === 'grid' && featureShape.length !== 2) {
-    throw new DataError(`${info.dir}: model.type ${type} attends over a grid of image positions, but this feature cache holds one vector per image ${shown}; run \`captioner features\` with encoder.layer block5_conv3 (14x14, the paper's) or block5_pool (7x7, faster) into another features.out, and train on that`);
+    throw new DataError(
+      `${info.dir}: model.type ${type} attends over a grid of image positions, but this feature cache holds one vector per image ${shown}; run \`captioner features\` with encoder.layer block5_conv3 (14x14, the paper's) or block5_pool (7x7, faster) into another features.out, and train on that`,
+    );
   }
   const r = specForConfig(config.model, vocabSize, featureShape);
   if (r.kind.features === 'vector' && featureShape.length === 2) {
-    log.info(`model: the ${type} decoder reads one vector per image; the ${shown} grid features are mean-pooled over their ${featureShape[0]} positions to ${featureShape[1]} channels`);
+    log.info(
+      `model: the ${type} decoder reads one vector per image; the ${shown} grid features are mean-pooled over their ${featureShape[0]} positions to ${featureShape[1]} channels`,
+    );
   }
   return r;
 }
 
 /** Mean per-token validation cross-entropy (no dropout; regularisers such as the attention penalty left out); null when `signal` aborts first. */
-export async function evaluateLoss(model: Decoder, examples: readonly Example[], features: FeatureSource, batchSize: number, signal?: AbortSignal): Promise<number | null> {
+export async function evaluateLoss(
+  model: Decoder,
+  examples: readonly Example[],
+  features: FeatureSource,
+  batchSize: number,
+  signal?: AbortSignal,
+): Promise<number | null> {
   let sum = 0;
   let n = 0;
   for (const b of batchesOf(examples, batchSize)) {
@@ -313,7 +446,14 @@ function historyChart(history: readonly EpochRecord[]): string {
   ]);
 }
 
-function manifestParts(o: TrainOptions, type: string, spec: Record<string, unknown>, state: RunState, history: EpochRecord[], validation: boolean): ManifestParts {
+function manifestParts(
+  o: TrainOptions,
+  type: string,
+  spec: Record<string, unknown>,
+  state: RunState,
+  history: EpochRecord[],
+  validation: boolean,
+): ManifestParts {
   const last = history[history.length - 1];
   return {
     features: {

@@ -59,10 +59,20 @@ export type NextStep = { stop: true } | { stop: false; decayed: { from: number; 
  * train.lrDecay.patience such epochs, multiply the learning rate by lrDecay.factor (not below lrDecay.min)
  * and count the plateau again. Updates state.learningRate; the caller applies it to the optimizer.
  */
-export function nextStep(state: LoopState, improved: boolean, tc: Pick<Config['train'], 'patience'> & { lrDecay?: Config['train']['lrDecay'] }): NextStep {
+export function nextStep(
+  state: LoopState,
+  improved: boolean,
+  tc: Pick<Config['train'], 'patience'> & { lrDecay?: Config['train']['lrDecay'] },
+): NextStep {
   if (!improved && patienceRanOut(state.sinceBest, tc.patience)) return { stop: true };
   let decayed: { from: number; to: number } | null = null;
-  if (!improved && tc.lrDecay && tc.lrDecay.patience > 0 && (state.sinceDecay ?? 0) >= tc.lrDecay.patience && tc.lrDecay.factor < 1) {
+  if (
+    !improved &&
+    tc.lrDecay &&
+    tc.lrDecay.patience > 0 &&
+    (state.sinceDecay ?? 0) >= tc.lrDecay.patience &&
+    tc.lrDecay.factor < 1
+  ) {
     const next = Math.max(tc.lrDecay.min, state.learningRate * tc.lrDecay.factor);
     if (next < state.learningRate) {
       decayed = { from: state.learningRate, to: next };

@@ -24,12 +24,16 @@ export type RewardFn = (imageId: string, tokens: Int32Array) => number;
  * word). Give the scorer the training captions' own tokens (not vocabulary-mapped ones): a sampled
  * unknown token then matches nothing, as in evaluation.
  */
-export function wordRewardFn(scorer: { reward(imageId: string, words: readonly string[]): number }, vocabTokens: readonly string[]): RewardFn {
+export function wordRewardFn(
+  scorer: { reward(imageId: string, words: readonly string[]): number },
+  vocabTokens: readonly string[],
+): RewardFn {
   return (imageId, tokens) => {
     const w = new Array<string>(tokens.length);
     for (let i = 0; i < tokens.length; i++) {
       const word = vocabTokens[tokens[i]];
-      if (word === undefined) throw new ModelError(`SCST: token ${tokens[i]} outside the vocabulary (${vocabTokens.length} tokens)`);
+      if (word === undefined)
+        throw new ModelError(`SCST: token ${tokens[i]} outside the vocabulary (${vocabTokens.length} tokens)`);
       w[i] = word;
     }
     return scorer.reward(imageId, w);
@@ -79,7 +83,12 @@ export interface ScstStepResult {
 }
 
 /** Per-sample advantages r - b. `rewards`: S = N*k, row i*k + j; `greedy`: N rewards for the 'greedy' baseline. */
-export function advantages(rewards: ArrayLike<number>, k: number, baseline: ScstBaseline, greedy?: ArrayLike<number>): { advantage: Float32Array; baseline: Float64Array } {
+export function advantages(
+  rewards: ArrayLike<number>,
+  k: number,
+  baseline: ScstBaseline,
+  greedy?: ArrayLike<number>,
+): { advantage: Float32Array; baseline: Float64Array } {
   const S = rewards.length;
   if (S % k !== 0) throw new ModelError(`SCST: ${S} rewards is not a multiple of k = ${k}`);
   const N = S / k;
@@ -92,7 +101,8 @@ export function advantages(rewards: ArrayLike<number>, k: number, baseline: Scst
       for (let j = 0; j < k; j++) base[i * k + j] = (sum - rewards[i * k + j]) / (k - 1);
     }
   } else if (baseline === 'greedy') {
-    if (!greedy || greedy.length !== N) throw new ModelError(`SCST: the 'greedy' baseline needs ${N} greedy rewards, got ${greedy?.length ?? 0}`);
+    if (!greedy || greedy.length !== N)
+      throw new ModelError(`SCST: the 'greedy' baseline needs ${N} greedy rewards, got ${greedy?.length ?? 0}`);
     for (let s = 0; s < S; s++) base[s] = greedy[Math.floor(s / k)];
   } else {
     throw new ModelError(`SCST: unknown baseline "${String(baseline)}"`);
@@ -117,7 +127,8 @@ export function sequenceBatch(seqs: Sequences, features: readonly Float32Array[]
   const positions: number[] = [];
   const targets: number[] = [];
   for (let s = 0; s < S; s++) {
-    if (features[s].length !== D) throw new ModelError(`SCST: feature row ${s} has ${features[s].length} values, expected ${D}`);
+    if (features[s].length !== D)
+      throw new ModelError(`SCST: feature row ${s} has ${features[s].length} values, expected ${D}`);
     images.set(features[s], s * D);
     for (let t = 0; t < seqs.lengths[s]; t++) {
       inputs[s * T + t] = t === 0 ? start : seqs.tokens[s * T + t - 1];
@@ -125,7 +136,14 @@ export function sequenceBatch(seqs: Sequences, features: readonly Float32Array[]
       targets.push(seqs.tokens[s * T + t]);
     }
   }
-  return { size: S, steps: T, images, inputs, positions: Int32Array.from(positions), targets: Int32Array.from(targets) };
+  return {
+    size: S,
+    steps: T,
+    images,
+    inputs,
+    positions: Int32Array.from(positions),
+    targets: Int32Array.from(targets),
+  };
 }
 
 /**
@@ -152,7 +170,8 @@ export function sequenceLogProbs(decoder: Decoder, batch: CaptionBatch): tf.Tens
 
 /** The SCST loss -(1/S) sum_s advantage_s * log p(y^s) (a scalar; call inside tf.variableGrads). */
 export function policyGradientLoss(decoder: Decoder, batch: CaptionBatch, advantage: Float32Array): tf.Scalar {
-  if (advantage.length !== batch.size) throw new ModelError(`SCST: ${advantage.length} advantages for ${batch.size} sequences`);
+  if (advantage.length !== batch.size)
+    throw new ModelError(`SCST: ${advantage.length} advantages for ${batch.size} sequences`);
   return tf.tidy(() => {
     const logp = sequenceLogProbs(decoder, batch); // [S]
     return tf.div(tf.neg(tf.sum(tf.mul(logp, tf.tensor1d(advantage)))), batch.size) as tf.Scalar;
@@ -163,9 +182,16 @@ export function policyGradientLoss(decoder: Decoder, batch: CaptionBatch, advant
  * One SCST update on a batch of images: draw k captions per image, score them (and, for the 'greedy'
  * baseline, the greedy captions), and apply the policy gradient. Leaves no tensors behind.
  */
-export async function scstStep(decoder: Decoder, optimizer: GradientApplier, batch: ScstBatch, rewardFn: RewardFn, opts: ScstOptions): Promise<ScstStepResult> {
+export async function scstStep(
+  decoder: Decoder,
+  optimizer: GradientApplier,
+  batch: ScstBatch,
+  rewardFn: RewardFn,
+  opts: ScstOptions,
+): Promise<ScstStepResult> {
   const N = batch.features.length;
-  if (batch.imageIds.length !== N) throw new ModelError(`SCST: ${N} feature rows but ${batch.imageIds.length} image ids`);
+  if (batch.imageIds.length !== N)
+    throw new ModelError(`SCST: ${N} feature rows but ${batch.imageIds.length} image ids`);
   if (N === 0) throw new ModelError('SCST: empty batch');
   const { k } = opts;
   const draw = { start: opts.start, end: opts.end, maxLength: opts.maxLength };

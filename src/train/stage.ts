@@ -35,7 +35,16 @@ export async function runTrain(config: Config, opts: TrainStageOptions = {}): Pr
   try {
     if (opts.resume) await checkResumeEpochs(paths.model, config.train.epochs, 'train.epochs (--epochs)');
     return await withTrainingData(config, (d) =>
-      train({ config, prepared: d.prepared, features: d.features, featureInfo: d.featureInfo, out: paths.model, resume: opts.resume, backend: d.backend, signal: opts.signal }),
+      train({
+        config,
+        prepared: d.prepared,
+        features: d.features,
+        featureInfo: d.featureInfo,
+        out: paths.model,
+        resume: opts.resume,
+        backend: d.backend,
+        signal: opts.signal,
+      }),
     );
   } finally {
     await lock.release();
@@ -56,10 +65,22 @@ export async function runScst(config: Config, opts: ScstStageOptions): Promise<S
   try {
     if (opts.resume) await checkResumeEpochs(opts.out, config.train.scst.epochs, 'train.scst.epochs (--epochs)');
     if (config.train.workers !== 1) {
-      log.warn(`train.workers ${JSON.stringify(config.train.workers)} is not used by self-critical training: train --scst samples, scores and updates on the main thread (set train.workers 1 to silence this)`);
+      log.warn(
+        `train.workers ${JSON.stringify(config.train.workers)} is not used by self-critical training: train --scst samples, scores and updates on the main thread (set train.workers 1 to silence this)`,
+      );
     }
     return await withTrainingData(config, (d) =>
-      trainScst({ config, prepared: d.prepared, features: d.features, featureInfo: d.featureInfo, init: opts.init, out: opts.out, resume: opts.resume, backend: d.backend, signal: opts.signal }),
+      trainScst({
+        config,
+        prepared: d.prepared,
+        features: d.features,
+        featureInfo: d.featureInfo,
+        init: opts.init,
+        out: opts.out,
+        resume: opts.resume,
+        backend: d.backend,
+        signal: opts.signal,
+      }),
     );
   } finally {
     await lock.release();
@@ -139,7 +160,13 @@ async function withTrainingData<T>(config: Config, use: (d: TrainingData) => Pro
       featureInfo: {
         dir: paths.features,
         fingerprint: m.fingerprint,
-        encoder: { ...m.encoder, weights: m.weights, weightsFingerprint: m.weightsFingerprint, layer: m.layer, preprocessing: m.preprocessing },
+        encoder: {
+          ...m.encoder,
+          weights: m.weights,
+          weightsFingerprint: m.weightsFingerprint,
+          layer: m.layer,
+          preprocessing: m.preprocessing,
+        },
         shape: m.shape,
         dtype: m.dtype,
       },

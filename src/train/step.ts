@@ -106,7 +106,10 @@ export abstract class TrainerBase implements Trainer {
   async step(batch: CaptionBatch, seed: number): Promise<StepResult> {
     if (this.disposed) throw new Error(`${this.what}: step after dispose`);
     if (this.broken) throw this.broken;
-    if (batch.images.length !== batch.size * this.featureSize) throw new ModelError(`batch: ${batch.images.length} feature values for ${batch.size} images of ${this.featureSize}`);
+    if (batch.images.length !== batch.size * this.featureSize)
+      throw new ModelError(
+        `batch: ${batch.images.length} feature values for ${batch.size} images of ${this.featureSize}`,
+      );
     if (batch.targets.length === 0) throw new ModelError('batch: no target tokens');
     this.checkBatch(batch);
     if (this.busy) throw new Error(`${this.what}: step() called while another step is running; await each step`);

@@ -42,7 +42,17 @@ class MainThreadTrainer extends TrainerBase {
   constructor(o: TrainerOptions) {
     if (!o.model && !o.weights) throw new Error('createTrainer: give the initial weights or the model');
     const model = o.model ?? buildDecoder(o.kind, o.spec, o.weights!, o.norm);
-    super(new Adam(model.weights, { learningRate: o.learningRate, clipNorm: o.clipNorm, beta1: o.beta1, beta2: o.beta2, epsilon: o.epsilon }), featureSizeOf(o.kind, o.spec), 'training');
+    super(
+      new Adam(model.weights, {
+        learningRate: o.learningRate,
+        clipNorm: o.clipNorm,
+        beta1: o.beta1,
+        beta2: o.beta2,
+        epsilon: o.epsilon,
+      }),
+      featureSizeOf(o.kind, o.spec),
+      'training',
+    );
     this.model = model;
     this.owned = !o.model;
   }
@@ -59,7 +69,9 @@ class MainThreadTrainer extends TrainerBase {
     let norm: tf.Scalar | null = null;
     const { value, grads } = tf.variableGrads(() => {
       const terms = model.lossTerms(batch, { training: true, seed });
-      const rest = Object.entries(terms).filter(([k]) => k !== 'crossEntropy').map(([, t]) => t);
+      const rest = Object.entries(terms)
+        .filter(([k]) => k !== 'crossEntropy')
+        .map(([, t]) => t);
       if (!rest.length) return terms.crossEntropy;
       ce = tf.keep(terms.crossEntropy);
       return tf.addN([terms.crossEntropy, ...rest]) as tf.Scalar;
@@ -73,7 +85,13 @@ class MainThreadTrainer extends TrainerBase {
       const loss = ce ? (await (ce as tf.Scalar).data())[0] : total;
       const n = (await norm.data())[0];
       const t3 = performance.now();
-      return { loss, total, tokens: batch.targets.length, norm: n, ms: { load: 0, compute: t1 - t0, update: t2 - t1, cpu: (threadCpuMs() ?? NaN) - c0, total: t3 - t0 } };
+      return {
+        loss,
+        total,
+        tokens: batch.targets.length,
+        norm: n,
+        ms: { load: 0, compute: t1 - t0, update: t2 - t1, cpu: (threadCpuMs() ?? NaN) - c0, total: t3 - t0 },
+      };
     } finally {
       tf.dispose([value, ...Object.values(grads)]);
       if (ce) (ce as tf.Scalar).dispose();

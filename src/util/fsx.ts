@@ -45,7 +45,9 @@ export async function ensureDir(dir: string): Promise<void> {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EEXIST' && (await fs.stat(d).catch(() => null))?.isDirectory()) continue; // made meanwhile
-      throw fail(`${d}: ${code === 'ENOENT' ? `${path.dirname(d)} does not accept new folders` : (code ?? (e as Error).message)}`);
+      throw fail(
+        `${d}: ${code === 'ENOENT' ? `${path.dirname(d)} does not accept new folders` : (code ?? (e as Error).message)}`,
+      );
     }
   }
 }
@@ -67,7 +69,16 @@ const REASONS: Record<string, string> = {
  * Codes that mean the filesystem refused a write (full disk, quota, I/O error, read-only, permissions, size,
  * a file where a folder should be): the user's to fix, reported in one line. Anything else is a bug.
  */
-const WRITE_FAILURES: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM', 'EFBIG', 'ENOTDIR']);
+const WRITE_FAILURES: ReadonlySet<string> = new Set([
+  'ENOSPC',
+  'EDQUOT',
+  'EIO',
+  'EROFS',
+  'EACCES',
+  'EPERM',
+  'EFBIG',
+  'ENOTDIR',
+]);
 
 /** The reason a write failed for the filesystem's own reasons ("no space left on device (ENOSPC)"), or null for any other error. */
 export function writeFailure(e: unknown): string | null {

@@ -11,6 +11,9 @@ export function escapeHtml(s: string): string {
 /** Escape text for SVG: as escapeHtml, and characters XML 1.0 cannot hold (controls, lone surrogates) become U+FFFD. */
 export function escapeXml(s: string): string {
   return escapeHtml(
-    s.replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD'),
+    s.replace(
+      /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g,
+      '\uFFFD',
+    ),
   );
 }

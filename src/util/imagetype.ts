@@ -19,12 +19,25 @@ const BMP_DIB_SIZES = new Set([12, 16, 40, 52, 56, 64, 108, 124]);
 export function sniffImage(b: Uint8Array): ImageFormat | null {
   if (b.length < 4) return null;
   if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
-  if (b.length >= 8 && b[0] === 0x89 && ascii(b, 1, 4) === 'PNG' && b[4] === 0x0d && b[5] === 0x0a && b[6] === 0x1a && b[7] === 0x0a) return 'png';
+  if (
+    b.length >= 8 &&
+    b[0] === 0x89 &&
+    ascii(b, 1, 4) === 'PNG' &&
+    b[4] === 0x0d &&
+    b[5] === 0x0a &&
+    b[6] === 0x1a &&
+    b[7] === 0x0a
+  )
+    return 'png';
   const head6 = ascii(b, 0, 6);
   if (head6 === 'GIF87a' || head6 === 'GIF89a') return 'gif';
   if (b.length >= 12 && ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 12) === 'WEBP') return 'webp';
   // TIFF: little/big endian, classic (42) or BigTIFF (43)
-  if ((b[0] === 0x49 && b[1] === 0x49 && (b[2] === 42 || b[2] === 43) && b[3] === 0) || (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && (b[3] === 42 || b[3] === 43))) return 'tiff';
+  if (
+    (b[0] === 0x49 && b[1] === 0x49 && (b[2] === 42 || b[2] === 43) && b[3] === 0) ||
+    (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && (b[3] === 42 || b[3] === 43))
+  )
+    return 'tiff';
   // ISO-BMFF: [size:4]['ftyp'][major brand:4][minor:4][compatible brands:4*n]
   if (b.length >= 12 && ascii(b, 4, 8) === 'ftyp') {
     const boxSize = ((b[0] << 24) >>> 0) + (b[1] << 16) + (b[2] << 8) + b[3];

@@ -100,7 +100,13 @@ function selfInfo(): LockInfo {
 function parseLock(text: string): LockInfo | null {
   try {
     const v = JSON.parse(text) as Partial<LockInfo>;
-    if (v?.kind === 'captioner.lock' && typeof v.host === 'string' && typeof v.pid === 'number' && typeof v.token === 'string') return v as LockInfo;
+    if (
+      v?.kind === 'captioner.lock' &&
+      typeof v.host === 'string' &&
+      typeof v.pid === 'number' &&
+      typeof v.token === 'string'
+    )
+      return v as LockInfo;
   } catch {
     /* damaged */
   }
@@ -130,7 +136,8 @@ export function staleReason(info: LockInfo): string | null {
   if ([...held.values()].includes(info.token)) return null; // this process's own
   if (!pidAlive(info.pid)) return `process ${info.pid} is gone`;
   const now = processStart(info.pid);
-  if (info.procStart && now && now !== info.procStart) return `process ${info.pid} is gone (the pid now belongs to another process)`;
+  if (info.procStart && now && now !== info.procStart)
+    return `process ${info.pid} is gone (the pid now belongs to another process)`;
   return null;
 }
 
@@ -155,7 +162,8 @@ export class LockHeldError extends UsageError {
         ? 'wait for it to finish (or stop it), or write somewhere else'
         : `wait for it to finish, or write somewhere else; if that run is gone (its machine crashed or was reset), delete ${lockFile} and run again`;
     super(`${what}: in use by another captioner run, ${who}; ${advice}`);
-    if (!holder) this.message = `${what}: in use by another captioner run (its lock file ${lockFile} is empty or damaged); if no captioner run is writing it, delete ${lockFile} and run again`;
+    if (!holder)
+      this.message = `${what}: in use by another captioner run (its lock file ${lockFile} is empty or damaged); if no captioner run is writing it, delete ${lockFile} and run again`;
   }
 }
 
@@ -252,7 +260,11 @@ export async function acquireLock(file: string, what: string): Promise<Lock> {
 }
 
 /** The state of a lock without taking it: free (no file), stale (its holder is certainly gone), or held. */
-export async function inspectLock(file: string): Promise<{ state: 'free' } | { state: 'stale'; info: LockInfo; why: string } | { state: 'held'; info: LockInfo | null }> {
+export async function inspectLock(
+  file: string,
+): Promise<
+  { state: 'free' } | { state: 'stale'; info: LockInfo; why: string } | { state: 'held'; info: LockInfo | null }
+> {
   const current = await readLock(file);
   if (!current) return { state: 'free' };
   if (!current.info) return { state: 'held', info: null };
@@ -271,7 +283,10 @@ export function holderText(info: LockInfo | null): string {
  * failed its checks leaves no empty folder behind).
  */
 export async function lockFolder(dir: string, what: string): Promise<Lock> {
-  const existed = await fs.stat(dir).then((s) => s.isDirectory(), () => false);
+  const existed = await fs.stat(dir).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
   await ensureDir(dir);
   let lock: Lock;
   try {

@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parentPort, Worker, workerData, type Transferable } from 'node:worker_threads';
-import { CaptionerError, ConfigError, DataError, ModelError, PartialFailure, UsageError } from '../errors.js';
+import { type CaptionerError, ConfigError, DataError, ModelError, PartialFailure, UsageError } from '../errors.js';
 
 /** The methods a thread serves: each takes one structured-cloneable argument (any: each method names its own). */
 export type WorkerApi = Record<string, (arg: any) => unknown>;
@@ -95,12 +95,19 @@ export class WorkerError extends Error {
 }
 
 /** User-fixable errors rebuilt as their own class on the host (a subclass comes back as the nearest of these). */
-const USER_ERRORS: Record<string, new (message: string) => CaptionerError> = { UsageError, ConfigError, DataError, ModelError, PartialFailure };
+const USER_ERRORS: Record<string, new (message: string) => CaptionerError> = {
+  UsageError,
+  ConfigError,
+  DataError,
+  ModelError,
+  PartialFailure,
+};
 
 function toWire(e: unknown): WireError {
   if (!(e instanceof Error)) return { name: 'Error', message: String(e), kinds: [] };
   const kinds: string[] = [e.name]; // a module that cannot import ours may still say ModelError by name
-  for (let p = Object.getPrototypeOf(e); p && p !== Object.prototype; p = Object.getPrototypeOf(p)) kinds.push(p.constructor.name);
+  for (let p = Object.getPrototypeOf(e); p && p !== Object.prototype; p = Object.getPrototypeOf(p))
+    kinds.push(p.constructor.name);
   return { name: e.name, message: e.message, kinds, stack: e.stack };
 }
 
@@ -122,7 +129,10 @@ function fromWire(w: WireError, label: string, doing: string): Error {
 export function workerEntry(callerUrl: string, name: string): URL {
   const ext = path.extname(fileURLToPath(callerUrl));
   const url = new URL(`${name}${ext}`, callerUrl);
-  if (!existsSync(url)) throw new Error(`worker thread entry ${fileURLToPath(url)} is missing${ext === '.js' ? ' (rebuild: npm run build)' : ''}`);
+  if (!existsSync(url))
+    throw new Error(
+      `worker thread entry ${fileURLToPath(url)} is missing${ext === '.js' ? ' (rebuild: npm run build)' : ''}`,
+    );
   return url;
 }
 
@@ -183,7 +193,10 @@ export class RpcWorker<A extends WorkerApi, Info = undefined> {
     this.exited = new Promise<WorkerExit>((r) => (onExit = r));
     this.terminated = this.exited.then(() => undefined);
     this.worker.on('message', (msg: FromThread) => this.onMessage(msg));
-    this.worker.on('error', (e: Error) => (this.lastError = `${e.name && e.name !== 'Error' ? `${e.name}: ` : ''}${e.message}`));
+    this.worker.on(
+      'error',
+      (e: Error) => (this.lastError = `${e.name && e.name !== 'Error' ? `${e.name}: ` : ''}${e.message}`),
+    );
     // an answer that cannot be read leaves its request without one: end the thread, a crash like any other
     this.worker.on('messageerror', (e: Error) => {
       this.lastError ||= `a message from the thread could not be read: ${e.message}`;
@@ -196,14 +209,18 @@ export class RpcWorker<A extends WorkerApi, Info = undefined> {
       const failed = this.pending.size + this.failedByClose;
       if (!this.closing) {
         const reason = this.lastError || `exit code ${code}`;
-        crash = new WorkerCrashedError(`${this.label} ${this.started ? 'crashed' : 'stopped while starting'} (${reason})`, reason);
+        crash = new WorkerCrashedError(
+          `${this.label} ${this.started ? 'crashed' : 'stopped while starting'} (${reason})`,
+          reason,
+        );
       }
       this.fail(this.closing ?? crash!);
       onExit({ code, failed, ...(crash ? { crash } : {}) });
     });
     if (o.readyTimeoutMs !== undefined) {
       this.timer = setTimeout(() => {
-        if (!this.started) void this.terminate(new WorkerStartTimeoutError(`${this.label} was not ready within ${o.readyTimeoutMs} ms`));
+        if (!this.started)
+          void this.terminate(new WorkerStartTimeoutError(`${this.label} was not ready within ${o.readyTimeoutMs} ms`));
       }, o.readyTimeoutMs);
       this.timer.unref();
     }
@@ -220,7 +237,11 @@ export class RpcWorker<A extends WorkerApi, Info = undefined> {
   }
 
   /** Call `method` in the thread with `arg` (its `transfer` buffers moved, not copied). Only after `ready`. */
-  call<K extends keyof A & string>(method: K, arg?: Parameters<A[K]>[0], transfer: readonly Transferable[] = []): Promise<ResultOf<A, K>> {
+  call<K extends keyof A & string>(
+    method: K,
+    arg?: Parameters<A[K]>[0],
+    transfer: readonly Transferable[] = [],
+  ): Promise<ResultOf<A, K>> {
     if (this.dead) return Promise.reject(this.dead);
     if (!this.started) return Promise.reject(new Error(`${this.label}: call('${method}') before the worker is ready`));
     const id = this.nextId++;
@@ -298,7 +319,10 @@ export class RpcWorker<A extends WorkerApi, Info = undefined> {
  * Start several workers; if any fails to start, or `abort.signal` aborts meanwhile (at once, however long
  * start-up takes), all are terminated and the first failure (or `abort.reason()`) is thrown.
  */
-export async function startWorkers<A extends WorkerApi, Info = undefined>(list: StartWorkerOptions<unknown>[], abort?: { signal?: AbortSignal; reason: () => Error }): Promise<RpcWorker<A, Info>[]> {
+export async function startWorkers<A extends WorkerApi, Info = undefined>(
+  list: StartWorkerOptions<unknown>[],
+  abort?: { signal?: AbortSignal; reason: () => Error },
+): Promise<RpcWorker<A, Info>[]> {
   const signal = abort?.signal;
   if (signal?.aborted) throw abort!.reason();
   const workers = list.map((o) => startWorker<A, Info>(o));
@@ -316,7 +340,9 @@ export async function startWorkers<A extends WorkerApi, Info = undefined>(list: 
 }
 
 /** Start function of a thread entry: builds what the handlers need from the host's data. */
-export type StartThread<A extends WorkerApi, Info> = (data: never) => Promise<{ api: A; info?: Info }> | { api: A; info?: Info };
+export type StartThread<A extends WorkerApi, Info> = (
+  data: never,
+) => Promise<{ api: A; info?: Info }> | { api: A; info?: Info };
 
 /**
  * The thread side: run `start(workerData)`, report ready (or its error), then answer each request with its
@@ -337,7 +363,8 @@ export function serveRequests<A extends WorkerApi, Info = undefined>(start: Star
         const handler = api?.[msg.method];
         if (typeof handler !== 'function') throw new Error(`no handler for '${msg.method}'`);
         const out = await handler(msg.arg);
-        if (out instanceof Transfer) port.postMessage({ rpc: 'result', id: msg.id, value: out.value } satisfies FromThread, [...out.list]);
+        if (out instanceof Transfer)
+          port.postMessage({ rpc: 'result', id: msg.id, value: out.value } satisfies FromThread, [...out.list]);
         else port.postMessage({ rpc: 'result', id: msg.id, value: out } satisfies FromThread);
       } catch (e) {
         port.postMessage({ rpc: 'error', id: msg.id, error: toWire(e) } satisfies FromThread);

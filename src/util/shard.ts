@@ -16,8 +16,10 @@ import { UsageError } from '../errors.js';
  * Part sizes differ by at most one (the first `len % n` parts get the extra element).
  */
 export function shardOf<T>(items: readonly T[], i: number, n: number): T[] {
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--shard: the shard count must be a positive integer, got ${n}`);
-  if (!Number.isInteger(i) || i < 1 || i > n) throw new UsageError(`--shard: the shard index must be between 1 and ${n}, got ${i}`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`--shard: the shard count must be a positive integer, got ${n}`);
+  if (!Number.isInteger(i) || i < 1 || i > n)
+    throw new UsageError(`--shard: the shard index must be between 1 and ${n}, got ${i}`);
   const base = Math.floor(items.length / n);
   const extra = items.length % n;
   const start = (i - 1) * base + Math.min(i - 1, extra);
@@ -32,7 +34,8 @@ export function parseShard(spec: string): { index: number; count: number } {
   const index = Number(m[1]);
   const count = Number(m[2]);
   if (count < 1) throw new UsageError(`--shard: the shard count must be at least 1, got "${spec}"`);
-  if (index < 1 || index > count) throw new UsageError(`--shard: the shard index must be between 1 and ${count}, got "${spec}"`);
+  if (index < 1 || index > count)
+    throw new UsageError(`--shard: the shard index must be between 1 and ${count}, got "${spec}"`);
   return { index, count };
 }
 
@@ -50,13 +53,15 @@ function envInt(env: Env, name: string, min: number): number | undefined {
   const raw = env[name];
   if (raw === undefined || raw.trim() === '') return undefined;
   const n = Number(raw.trim());
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--shard auto: ${name}=${JSON.stringify(raw)} is not an integer >= ${min}`);
+  if (!Number.isInteger(n) || n < min)
+    throw new UsageError(`--shard auto: ${name}=${JSON.stringify(raw)} is not an integer >= ${min}`);
   return n;
 }
 
 function checkCount(count: number | undefined, what: string): number {
   if (count === undefined) throw new UsageError(`--shard auto: ${what}`);
-  if (!Number.isInteger(count) || count < 1) throw new UsageError(`--shard-count must be a positive integer, got ${count}`);
+  if (!Number.isInteger(count) || count < 1)
+    throw new UsageError(`--shard-count must be a positive integer, got ${count}`);
   return count;
 }
 
@@ -64,37 +69,62 @@ function checkCount(count: number | undefined, what: string): number {
  * Resolve `--shard` / `--shard-count` against the environment. Returns null when no sharding was asked for.
  * Throws UsageError for malformed values, an index outside 1..count, or `auto` without a scheduler.
  */
-export function resolveShard(spec: string | undefined, shardCount: number | undefined, env: Env = process.env): Shard | null {
+export function resolveShard(
+  spec: string | undefined,
+  shardCount: number | undefined,
+  env: Env = process.env,
+): Shard | null {
   if (spec === undefined) {
     if (shardCount !== undefined) throw new UsageError('--shard-count needs --shard auto');
     return null;
   }
-  if (shardCount !== undefined && (!Number.isInteger(shardCount) || shardCount < 1)) throw new UsageError(`--shard-count must be a positive integer, got ${shardCount}`);
+  if (shardCount !== undefined && (!Number.isInteger(shardCount) || shardCount < 1))
+    throw new UsageError(`--shard-count must be a positive integer, got ${shardCount}`);
   if (spec.trim().toLowerCase() !== 'auto') {
     const { index, count } = parseShard(spec);
-    if (shardCount !== undefined && shardCount !== count) throw new UsageError(`--shard ${spec} says ${count} shards but --shard-count says ${shardCount}; --shard-count is for --shard auto`);
+    if (shardCount !== undefined && shardCount !== count)
+      throw new UsageError(
+        `--shard ${spec} says ${count} shards but --shard-count says ${shardCount}; --shard-count is for --shard auto`,
+      );
     return { index, count, source: '--shard' };
   }
   const slurmId = envInt(env, 'SLURM_ARRAY_TASK_ID', 0);
   if (slurmId !== undefined) {
     const min = envInt(env, 'SLURM_ARRAY_TASK_MIN', 0) ?? 0;
     const step = envInt(env, 'SLURM_ARRAY_TASK_STEP', 1) ?? 1;
-    const count = checkCount(shardCount ?? envInt(env, 'SLURM_ARRAY_TASK_COUNT', 1), 'SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; give --shard-count N');
+    const count = checkCount(
+      shardCount ?? envInt(env, 'SLURM_ARRAY_TASK_COUNT', 1),
+      'SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; give --shard-count N',
+    );
     const offset = slurmId - min;
     if (offset < 0 || offset % step !== 0) {
-      throw new UsageError(`--shard auto: Slurm task id ${slurmId} does not fit the array (min ${min}, step ${step}); use a regular --array range or give --shard i/n`);
+      throw new UsageError(
+        `--shard auto: Slurm task id ${slurmId} does not fit the array (min ${min}, step ${step}); use a regular --array range or give --shard i/n`,
+      );
     }
     const index = offset / step + 1;
     if (index > count) {
-      throw new UsageError(`--shard auto: Slurm task id ${slurmId} is shard ${index} of only ${count} (an irregular --array list?); use a regular range such as --array=1-${count} or give --shard i/n`);
+      throw new UsageError(
+        `--shard auto: Slurm task id ${slurmId} is shard ${index} of only ${count} (an irregular --array list?); use a regular range such as --array=1-${count} or give --shard i/n`,
+      );
     }
-    return { index, count, source: `Slurm array task ${slurmId} (min ${min}${step > 1 ? `, step ${step}` : ''}, count ${count})` };
+    return {
+      index,
+      count,
+      source: `Slurm array task ${slurmId} (min ${min}${step > 1 ? `, step ${step}` : ''}, count ${count})`,
+    };
   }
   const k8s = envInt(env, 'JOB_COMPLETION_INDEX', 0);
   if (k8s !== undefined) {
-    const count = checkCount(shardCount, 'JOB_COMPLETION_INDEX is set (Kubernetes Indexed Job) but the shard count is unknown; give --shard-count N (the job\'s completions)');
-    if (k8s >= count) throw new UsageError(`--shard auto: JOB_COMPLETION_INDEX ${k8s} is not below --shard-count ${count}`);
+    const count = checkCount(
+      shardCount,
+      "JOB_COMPLETION_INDEX is set (Kubernetes Indexed Job) but the shard count is unknown; give --shard-count N (the job's completions)",
+    );
+    if (k8s >= count)
+      throw new UsageError(`--shard auto: JOB_COMPLETION_INDEX ${k8s} is not below --shard-count ${count}`);
     return { index: k8s + 1, count, source: `Kubernetes completion index ${k8s} of ${count}` };
   }
-  throw new UsageError('--shard auto: neither SLURM_ARRAY_TASK_ID (Slurm job array) nor JOB_COMPLETION_INDEX (Kubernetes Indexed Job) is set; give --shard i/n');
+  throw new UsageError(
+    '--shard auto: neither SLURM_ARRAY_TASK_ID (Slurm job array) nor JOB_COMPLETION_INDEX (Kubernetes Indexed Job) is set; give --shard i/n',
+  );
 }

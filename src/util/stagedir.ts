@@ -37,20 +37,29 @@ export async function checkStageFolder(dir: string, stage: StageFolder): Promise
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return;
     // `dir` itself a file: refused here; a file further up the path: the writer's ensureDir names it
-    if (code === 'ENOTDIR' && (await fs.stat(dir).catch(() => null))?.isFile()) throw new UsageError(`${dir}: is a file, not a folder; choose another folder with ${stage.option}`);
+    if (code === 'ENOTDIR' && (await fs.stat(dir).catch(() => null))?.isFile())
+      throw new UsageError(`${dir}: is a file, not a folder; choose another folder with ${stage.option}`);
     return; // unreadable: the writer reports it with its own message
   }
   if (!names.length) return;
   const kind = await manifestKind(path.join(dir, 'manifest.json'));
   if (kind === stage.kind) return;
-  const refuse = (what: string) => new UsageError(`${dir}: holds ${what}, not ${KIND_NAMES[stage.kind] ?? stage.kind}; refusing to write over it (choose another folder with ${stage.option})`);
+  const refuse = (what: string) =>
+    new UsageError(
+      `${dir}: holds ${what}, not ${KIND_NAMES[stage.kind] ?? stage.kind}; refusing to write over it (choose another folder with ${stage.option})`,
+    );
   if (kind !== undefined && KIND_NAMES[kind]) throw refuse(KIND_NAMES[kind]);
   if (!stage.ownNames) {
     if (kind !== undefined) throw refuse(`a manifest.json of another kind (${JSON.stringify(kind)})`);
     return;
   }
   const own = new Set(stage.ownNames);
-  const foreign = names.filter((n) => !own.has(n) && !n.endsWith('.tmp') && !stage.ownNames!.some((o) => n.startsWith(`${o}.`) && /\.(tmp|old|new)-/.test(n)));
+  const foreign = names.filter(
+    (n) =>
+      !own.has(n) &&
+      !n.endsWith('.tmp') &&
+      !stage.ownNames!.some((o) => n.startsWith(`${o}.`) && /\.(tmp|old|new)-/.test(n)),
+  );
   if (foreign.length || kind !== undefined) {
     const shown = foreign.length ? foreign : ['manifest.json'];
     throw refuse(`other files (${shown.slice(0, 5).join(', ')}${shown.length > 5 ? ', ...' : ''})`);

@@ -26,7 +26,10 @@ import { escapeXml } from '../util/html.js';
 export function attentionGridOf(manifest: Pick<RunManifest, 'model' | 'features'>): [number, number] | null {
   const shape = manifest.features?.shape;
   const type = manifest.model?.type;
-  const attends = typeof type === 'string' && Object.prototype.hasOwnProperty.call(DECODER_FEATURES, type) && DECODER_FEATURES[type as keyof typeof DECODER_FEATURES] === 'grid';
+  const attends =
+    typeof type === 'string' &&
+    Object.hasOwn(DECODER_FEATURES, type) &&
+    DECODER_FEATURES[type as keyof typeof DECODER_FEATURES] === 'grid';
   if (!attends || !Array.isArray(shape) || shape.length !== 3) return null;
   return [shape[0], shape[1]];
 }
@@ -71,8 +74,13 @@ export interface AttentionMapLayout {
  * half-pixel convention of PIL, sharp and tf.image.resize): output (y, x) samples the input at
  * ((y + 0.5) * h / outH - 0.5, (x + 0.5) * w / outW - 0.5), clamped to the edges.
  */
-export function upsample(row: ArrayLike<number>, [h, w]: readonly [number, number], [outH, outW]: readonly [number, number]): Float32Array {
-  if (row.length !== h * w) throw new RangeError(`upsample: row has ${row.length} values, grid ${h}x${w} needs ${h * w}`);
+export function upsample(
+  row: ArrayLike<number>,
+  [h, w]: readonly [number, number],
+  [outH, outW]: readonly [number, number],
+): Float32Array {
+  if (row.length !== h * w)
+    throw new RangeError(`upsample: row has ${row.length} values, grid ${h}x${w} needs ${h * w}`);
   const out = new Float32Array(outH * outW);
   const xs = axis(w, outW);
   const ys = axis(h, outH);
@@ -111,13 +119,15 @@ export function gaussianBlur(map: Float32Array, h: number, w: number, sigma: num
   for (let y = 0; y < h; y++)
     for (let x = 0; x < w; x++) {
       let acc = 0;
-      for (let k = -radius; k <= radius; k++) acc += kernel[k + radius] * map[y * w + Math.min(Math.max(x + k, 0), w - 1)];
+      for (let k = -radius; k <= radius; k++)
+        acc += kernel[k + radius] * map[y * w + Math.min(Math.max(x + k, 0), w - 1)];
       tmp[y * w + x] = acc;
     }
   for (let y = 0; y < h; y++)
     for (let x = 0; x < w; x++) {
       let acc = 0;
-      for (let k = -radius; k <= radius; k++) acc += kernel[k + radius] * tmp[Math.min(Math.max(y + k, 0), h - 1) * w + x];
+      for (let k = -radius; k <= radius; k++)
+        acc += kernel[k + radius] * tmp[Math.min(Math.max(y + k, 0), h - 1) * w + x];
       map[y * w + x] = acc;
     }
   return map;
@@ -140,7 +150,12 @@ export function normaliseRow(row: ArrayLike<number>): Float32Array {
  * The display map of one word, panel-sized: normalised, upsampled and smoothed at up to 8 pixels per grid
  * cell (cheap whatever the panel size), upsampled to the panel, normalised again.
  */
-export function displayMap(row: ArrayLike<number>, grid: readonly [number, number], panel: { width: number; height: number }, smooth = 0.5): Float32Array {
+export function displayMap(
+  row: ArrayLike<number>,
+  grid: readonly [number, number],
+  panel: { width: number; height: number },
+  smooth = 0.5,
+): Float32Array {
   const [h, w] = grid;
   const mh = Math.min(panel.height, h * 8);
   const mw = Math.min(panel.width, w * 8);
@@ -150,7 +165,11 @@ export function displayMap(row: ArrayLike<number>, grid: readonly [number, numbe
 }
 
 /** Panel and page geometry for a photo of `photo` pixels (after EXIF orientation). */
-export function attentionMapLayout(photo: { width: number; height: number }, words: number, o: { cell?: number; columns?: number } = {}): AttentionMapLayout {
+export function attentionMapLayout(
+  photo: { width: number; height: number },
+  words: number,
+  o: { cell?: number; columns?: number } = {},
+): AttentionMapLayout {
   const cell = Math.round(o.cell ?? 224);
   if (!(cell >= 32 && cell <= 1024)) throw new RangeError(`attention map: cell must be 32..1024 pixels, got ${o.cell}`);
   const scale = cell / Math.max(photo.width, photo.height);
@@ -189,10 +208,15 @@ function fit(word: string, width: number, fontSize: number): string {
 export async function renderAttentionMap(input: AttentionMapInput): Promise<Buffer> {
   const { words, attention, grid } = input;
   const [gh, gw] = grid;
-  if (!(Number.isInteger(gh) && Number.isInteger(gw) && gh > 0 && gw > 0)) throw new ModelError(`attention map: grid must be two positive integers, got ${JSON.stringify(grid)}`);
-  if (attention.length !== words.length) throw new ModelError(`attention map: ${words.length} words but ${attention.length} attention rows`);
+  if (!(Number.isInteger(gh) && Number.isInteger(gw) && gh > 0 && gw > 0))
+    throw new ModelError(`attention map: grid must be two positive integers, got ${JSON.stringify(grid)}`);
+  if (attention.length !== words.length)
+    throw new ModelError(`attention map: ${words.length} words but ${attention.length} attention rows`);
   attention.forEach((row, i) => {
-    if (row.length !== gh * gw) throw new ModelError(`attention map: row ${i} ("${words[i]}") has ${row.length} weights, grid ${gh}x${gw} needs ${gh * gw}`);
+    if (row.length !== gh * gw)
+      throw new ModelError(
+        `attention map: row ${i} ("${words[i]}") has ${row.length} weights, grid ${gh}x${gw} needs ${gh * gw}`,
+      );
   });
   const floor = Math.min(1, Math.max(0, input.floor ?? 0.25));
   const maxPixels = input.maxPixels ?? DEFAULT_MAX_PIXELS;

@@ -39,16 +39,21 @@ export function quantiseRow(row: ArrayLike<number>): Uint8Array {
   let max = 0;
   for (let i = 0; i < row.length; i++) if (Number.isFinite(row[i]) && row[i] > max) max = row[i];
   const out = new Uint8Array(row.length);
-  if (max > 0) for (let i = 0; i < row.length; i++) out[i] = Number.isFinite(row[i]) && row[i] > 0 ? Math.round((row[i] / max) * 255) : 0;
+  if (max > 0)
+    for (let i = 0; i < row.length; i++)
+      out[i] = Number.isFinite(row[i]) && row[i] > 0 ? Math.round((row[i] / max) * 255) : 0;
   return out;
 }
 
 function check(d: AttentionViewData): void {
   const [h, w] = d.grid;
-  if (!(Number.isInteger(h) && Number.isInteger(w) && h > 0 && w > 0)) throw new ModelError(`attention view: grid must be two positive integers, got ${JSON.stringify(d.grid)}`);
-  if (d.attention.length !== d.words.length) throw new ModelError(`attention view: ${d.words.length} words but ${d.attention.length} attention rows`);
+  if (!(Number.isInteger(h) && Number.isInteger(w) && h > 0 && w > 0))
+    throw new ModelError(`attention view: grid must be two positive integers, got ${JSON.stringify(d.grid)}`);
+  if (d.attention.length !== d.words.length)
+    throw new ModelError(`attention view: ${d.words.length} words but ${d.attention.length} attention rows`);
   d.attention.forEach((row, i) => {
-    if (row.length !== h * w) throw new ModelError(`attention view: row ${i} has ${row.length} weights, grid ${h}x${w} needs ${h * w}`);
+    if (row.length !== h * w)
+      throw new ModelError(`attention view: row ${i} has ${row.length} weights, grid ${h}x${w} needs ${h * w}`);
   });
 }
 
@@ -57,13 +62,18 @@ export function attentionViewHtml(d: AttentionViewData, o: AttentionViewOptions 
   check(d);
   const alt = d.alt ?? d.words.join(' ');
   const words = d.words
-    .map((w, i) => `<span class="attn-word" tabindex="0" data-attn="${Buffer.from(quantiseRow(d.attention[i])).toString('base64')}">${escapeHtml(w)}</span>`)
+    .map(
+      (w, i) =>
+        `<span class="attn-word" tabindex="0" data-attn="${Buffer.from(quantiseRow(d.attention[i])).toString('base64')}">${escapeHtml(w)}</span>`,
+    )
     .join(' ');
   const view =
     `<figure class="attn-view" data-grid="${d.grid[0]} ${d.grid[1]}">` +
     `<div class="attn-stage"><img class="attn-img" src="${escapeHtml(d.image)}" alt="${escapeHtml(alt)}"><canvas class="attn-overlay" aria-hidden="true"></canvas></div>` +
     `<figcaption class="attn-words">${words}</figcaption></figure>`;
-  return o.summary === undefined ? view : `<details class="attn-details"><summary>${escapeHtml(o.summary)}</summary>${view}</details>`;
+  return o.summary === undefined
+    ? view
+    : `<details class="attn-details"><summary>${escapeHtml(o.summary)}</summary>${view}</details>`;
 }
 
 export const ATTENTION_VIEW_CSS = `

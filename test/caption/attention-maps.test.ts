@@ -24,7 +24,12 @@ interface Line {
   error?: string;
   attention?: string;
 }
-const lines = (text: string): Line[] => text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+const lines = (text: string): Line[] =>
+  text
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Line);
 
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-attention-maps-'));
@@ -77,11 +82,34 @@ describe('caption --attention-maps', () => {
   it('--resume captions (and maps) only the images not done yet', async () => {
     const maps = path.join(dir, 'maps2');
     const output = path.join(dir, 'out.jsonl');
-    const first = await runCli(['caption', path.join(imgs, 'a', 'photo.jpg'), '--model', attention, '--attention-maps', maps, '--output', output, ...cpu]);
+    const first = await runCli([
+      'caption',
+      path.join(imgs, 'a', 'photo.jpg'),
+      '--model',
+      attention,
+      '--attention-maps',
+      maps,
+      '--output',
+      output,
+      ...cpu,
+    ]);
     expect(first.code, first.stderr).toBe(0);
     const pngs = async () => (await fs.readdir(maps)).filter((f) => f.endsWith('.png'));
     expect(await pngs()).toHaveLength(1);
-    const second = await runCli(['caption', path.join(imgs, 'a', 'photo.jpg'), path.join(imgs, 'b', 'photo.jpg'), path.join(imgs, 'c.png'), '--model', attention, '--attention-maps', maps, '--output', output, '--resume', ...cpu]);
+    const second = await runCli([
+      'caption',
+      path.join(imgs, 'a', 'photo.jpg'),
+      path.join(imgs, 'b', 'photo.jpg'),
+      path.join(imgs, 'c.png'),
+      '--model',
+      attention,
+      '--attention-maps',
+      maps,
+      '--output',
+      output,
+      '--resume',
+      ...cpu,
+    ]);
     expect(second.code, second.stderr).toBe(0);
     const out = lines(await fs.readFile(output, 'utf8'));
     expect(out.map((l) => path.basename(l.image))).toEqual(['photo.jpg', 'photo.jpg', 'c.png']);
@@ -107,12 +135,30 @@ describe('caption --attention-maps', () => {
   it('--attention-maps naming a file: exit 2, the file untouched; with --format text the maps are still written', async () => {
     const file = path.join(dir, 'not-a-folder');
     await fs.writeFile(file, 'keep me');
-    const r = await runCli(['caption', path.join(imgs, 'c.png'), '--model', attention, '--attention-maps', file, ...cpu]);
+    const r = await runCli([
+      'caption',
+      path.join(imgs, 'c.png'),
+      '--model',
+      attention,
+      '--attention-maps',
+      file,
+      ...cpu,
+    ]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^error: --attention-maps .*not-a-folder: is not a folder/);
     expect(await fs.readFile(file, 'utf8')).toBe('keep me');
     const maps = path.join(dir, 'maps-text');
-    const t = await runCli(['caption', path.join(imgs, 'c.png'), '--model', attention, '--attention-maps', maps, '--format', 'text', ...cpu]);
+    const t = await runCli([
+      'caption',
+      path.join(imgs, 'c.png'),
+      '--model',
+      attention,
+      '--attention-maps',
+      maps,
+      '--format',
+      'text',
+      ...cpu,
+    ]);
     expect(t.code, t.stderr).toBe(0);
     expect(t.stdout).toMatch(/c\.png\t/);
     expect((await fs.readdir(maps)).sort()).toEqual(['.captioner-output', attentionMapName(path.join(imgs, 'c.png'))]);

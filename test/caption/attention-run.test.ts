@@ -42,7 +42,12 @@ let dir: string;
 let images: string;
 
 /** A config file for `type` reading the encoder `onnx` into `work`. */
-async function writeConfig(file: string, work: string, onnx: string, type: 'attention' | 'merge' | 'transformer'): Promise<void> {
+async function writeConfig(
+  file: string,
+  work: string,
+  onnx: string,
+  type: 'attention' | 'merge' | 'transformer',
+): Promise<void> {
   const data = path.join(dir, 'data');
   await fs.writeFile(
     file,
@@ -51,10 +56,29 @@ async function writeConfig(file: string, work: string, onnx: string, type: 'atte
       workdir: work,
       backend: 'cpu',
       threads: 1,
-      dataset: { format: 'flickr8k', captions: path.join(data, 'captions.txt'), images, split: { method: 'files', trainFile: path.join(data, 'train.txt'), valFile: path.join(data, 'val.txt'), testFile: path.join(data, 'test.txt') } },
+      dataset: {
+        format: 'flickr8k',
+        captions: path.join(data, 'captions.txt'),
+        images,
+        split: {
+          method: 'files',
+          trainFile: path.join(data, 'train.txt'),
+          valFile: path.join(data, 'val.txt'),
+          testFile: path.join(data, 'test.txt'),
+        },
+      },
       prep: { minCount: 1, maxLength: 10 },
       encoder: { type: 'onnx', onnx: { path: onnx, outputLayout: 'hwc' } },
-      model: { type, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0, attention: { attentionDim: 8 }, transformer: { layers: 2, heads: 2, dropout: 0 } },
+      model: {
+        type,
+        embedDim: 8,
+        units: 12,
+        imageUnits: 12,
+        hiddenUnits: 12,
+        dropout: 0,
+        attention: { attentionDim: 8 },
+        transformer: { layers: 2, heads: 2, dropout: 0 },
+      },
       train: { epochs: 3, batchSize: 8, learningRate: 0.01, patience: 0 },
       decode: { beam: 2, maxLength: 8 },
     }),
@@ -70,7 +94,9 @@ beforeAll(async () => {
   for (let i = 0; i < 16; i++) {
     const c = COLOURS[i % 2];
     // a coloured square on a grey background, at a position that varies with i
-    const sq = await sharp({ create: { width: 12, height: 12, channels: 3, background: c.rgb } }).png().toBuffer();
+    const sq = await sharp({ create: { width: 12, height: 12, channels: 3, background: c.rgb } })
+      .png()
+      .toBuffer();
     await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 128, g: 128, b: 128 } } })
       .composite([{ input: sq, left: (i * 5) % 20, top: (i * 3) % 20 }])
       .png()
@@ -78,7 +104,8 @@ beforeAll(async () => {
     lines.push(`${name(i)}#0\tA ${c.name} square.`, `${name(i)}#1\tthe ${c.name} square`);
   }
   await fs.writeFile(path.join(data, 'captions.txt'), lines.join('\n') + '\n');
-  const list = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => name(from + k)).join('\n') + '\n';
+  const list = (from: number, to: number) =>
+    Array.from({ length: to - from }, (_, k) => name(from + k)).join('\n') + '\n';
   await fs.writeFile(path.join(data, 'train.txt'), list(0, 10));
   await fs.writeFile(path.join(data, 'val.txt'), list(10, 12));
   await fs.writeFile(path.join(data, 'test.txt'), list(12, 16));
@@ -104,7 +131,11 @@ describe('an attention run, end to end', () => {
     expect(cache.shape).toEqual([4, 4, 4]);
     const run = path.join(work, 'model');
     const manifest = JSON.parse(await fs.readFile(path.join(run, 'manifest.json'), 'utf8'));
-    expect(manifest).toMatchObject({ version: 2, model: { type: 'attention', spec: { positions: 16, channels: 4, attentionDim: 8 } }, features: { shape: [4, 4, 4] } });
+    expect(manifest).toMatchObject({
+      version: 2,
+      model: { type: 'attention', spec: { positions: 16, channels: 4, attentionDim: 8 } },
+      features: { shape: [4, 4, 4] },
+    });
 
     const ev = await runCli(['eval', '--config', conf, '--json']);
     expect(ev.code, ev.stderr).toBe(0);
@@ -113,7 +144,10 @@ describe('an attention run, end to end', () => {
 
     const cap = await runCli(['caption', images, '--model', run, '--set', 'backend=cpu', '--set', 'threads=1']);
     expect(cap.code, cap.stderr).toBe(0);
-    const out = cap.stdout.trim().split('\n').map((l) => JSON.parse(l) as { image: string; caption?: string });
+    const out = cap.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { image: string; caption?: string });
     expect(out).toHaveLength(16);
     for (const o of out) expect(typeof o.caption).toBe('string');
   }, 240_000);
@@ -129,7 +163,10 @@ describe('an attention run, end to end', () => {
     }
     const run = path.join(work, 'model');
     const manifest = JSON.parse(await fs.readFile(path.join(run, 'manifest.json'), 'utf8'));
-    expect(manifest).toMatchObject({ model: { type: 'transformer', spec: { positions: 16, channels: 4, modelDim: 12, heads: 2, layers: 2 } }, features: { shape: [4, 4, 4] } });
+    expect(manifest).toMatchObject({
+      model: { type: 'transformer', spec: { positions: 16, channels: 4, modelDim: 12, heads: 2, layers: 2 } },
+      features: { shape: [4, 4, 4] },
+    });
 
     const ev = await runCli(['eval', '--config', conf, '--json']);
     expect(ev.code, ev.stderr).toBe(0);
@@ -139,9 +176,23 @@ describe('an attention run, end to end', () => {
     expect(views.length).toBeGreaterThan(0);
 
     const maps = path.join(dir, 'transformer-maps');
-    const cap = await runCli(['caption', images, '--model', run, '--attention-maps', maps, '--set', 'backend=cpu', '--set', 'threads=1']);
+    const cap = await runCli([
+      'caption',
+      images,
+      '--model',
+      run,
+      '--attention-maps',
+      maps,
+      '--set',
+      'backend=cpu',
+      '--set',
+      'threads=1',
+    ]);
     expect(cap.code, cap.stderr).toBe(0);
-    const out = cap.stdout.trim().split('\n').map((l) => JSON.parse(l) as { image: string; caption?: string; attention?: string });
+    const out = cap.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { image: string; caption?: string; attention?: string });
     expect(out).toHaveLength(16);
     const drawn = out.filter((o) => o.caption);
     expect(drawn.length).toBe(16);
@@ -159,7 +210,14 @@ describe('an attention run, end to end', () => {
     for (const stage of ['prep', 'features', 'train']) expect((await runCli([stage, '--config', conf])).code).toBe(0);
     const manifest = JSON.parse(await fs.readFile(path.join(work, 'model', 'manifest.json'), 'utf8'));
     expect(manifest.model).toMatchObject({ type: 'merge', spec: { featureDim: 4, positions: 16 } });
-    const cap = await runCli(['caption', path.join(images, name(0)), '--model', path.join(work, 'model'), '--set', 'backend=cpu']);
+    const cap = await runCli([
+      'caption',
+      path.join(images, name(0)),
+      '--model',
+      path.join(work, 'model'),
+      '--set',
+      'backend=cpu',
+    ]);
     expect(cap.code, cap.stderr).toBe(0);
 
     const vconf = path.join(dir, 'vector.yaml');
@@ -169,11 +227,15 @@ describe('an attention run, end to end', () => {
     // the features stage refuses first (exit 2), before encoding anything ...
     const f = await runCli(['features', '--config', vconf]);
     expect(f.code).toBe(2);
-    expect(f.stderr).toMatch(/model\.type attention attends over a grid of image positions, but output "features" of \S+vector\.onnx gives one vector per image \[8\]; set encoder\.onnx\.output to a grid or tokens output/);
+    expect(f.stderr).toMatch(
+      /model\.type attention attends over a grid of image positions, but output "features" of \S+vector\.onnx gives one vector per image \[8\]; set encoder\.onnx\.output to a grid or tokens output/,
+    );
     // ... and train refuses a vector cache made anyway (here: by a merge config) with exit 3
     expect((await runCli(['features', '--config', vconf, '--set', 'model.type=merge'])).code).toBe(0);
     const r = await runCli(['train', '--config', vconf]);
     expect(r.code).toBe(3);
-    expect(r.stderr).toMatch(/^error: .*model\.type attention attends over a grid of image positions, but this feature cache holds one vector per image \[8\].*block5_conv3.*block5_pool/);
+    expect(r.stderr).toMatch(
+      /^error: .*model\.type attention attends over a grid of image positions, but this feature cache holds one vector per image \[8\].*block5_conv3.*block5_pool/,
+    );
   }, 240_000);
 });

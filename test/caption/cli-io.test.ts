@@ -34,19 +34,23 @@ afterAll(async () => {
 });
 
 function spawnCli(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, CAPTIONER_QUIET: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [bin, ...args], {
+    env: { ...process.env, CAPTIONER_QUIET: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   const stderrWaiters: { re: RegExp; resolve: () => void }[] = [];
   child.stderr.on('data', (d) => {
     stderr += d;
-    for (const w of stderrWaiters.splice(0)) (w.re.test(stderr) ? w.resolve() : stderrWaiters.push(w));
+    for (const w of stderrWaiters.splice(0)) w.re.test(stderr) ? w.resolve() : stderrWaiters.push(w);
   });
   const done = new Promise<number | null>((r) => child.on('close', r));
   return {
     child,
     done,
     stderr: () => stderr,
-    waitStderr: (re: RegExp) => (re.test(stderr) ? Promise.resolve() : new Promise<void>((resolve) => stderrWaiters.push({ re, resolve }))),
+    waitStderr: (re: RegExp) =>
+      re.test(stderr) ? Promise.resolve() : new Promise<void>((resolve) => stderrWaiters.push({ re, resolve })),
   };
 }
 
@@ -82,7 +86,11 @@ describe('caption output meets the outside world', () => {
     expect([...partial.done, ...partial.failed]).not.toContain(path.join(folder, 'hold.jpg'));
     const r = await runCli(['caption', folder, ...base(), '--output', out, '--resume']);
     expect(r.code).toBe(0);
-    expect(lines(await fs.readFile(out, 'utf8')).map((l) => path.basename(l.image)).sort()).toEqual(['0.jpg', '1.jpg', '2.jpg', 'hold.jpg']);
+    expect(
+      lines(await fs.readFile(out, 'utf8'))
+        .map((l) => path.basename(l.image))
+        .sort(),
+    ).toEqual(['0.jpg', '1.jpg', '2.jpg', 'hold.jpg']);
   }, 60_000);
 
   it('--resume refuses an image given as --output (nothing written) and retries images that failed', async () => {
@@ -116,7 +124,10 @@ describe('caption output meets the outside world', () => {
     const beamOf = async (extra: string[]) => {
       const r = await runCli(['caption', imgs, ...base(run2), ...extra], { env: { CAPTIONER_QUIET: '0' } });
       expect(r.code).toBe(0);
-      return { beam: Number(/beam (\d+)/.exec(r.stderr)?.[1]), words: Math.max(...lines(r.stdout).map((l) => l.caption!.split(' ').filter(Boolean).length)) };
+      return {
+        beam: Number(/beam (\d+)/.exec(r.stderr)?.[1]),
+        words: Math.max(...lines(r.stdout).map((l) => l.caption!.split(' ').filter(Boolean).length)),
+      };
     };
     const own = await beamOf([]);
     expect(own.beam).toBe(1);
@@ -145,17 +156,26 @@ describe('caption output meets the outside world', () => {
     bmp.writeUInt16LE(1, 26);
     bmp.writeUInt16LE(24, 28);
     await fs.writeFile(path.join(folder, 'x.bmp'), bmp);
-    const heic = Buffer.concat([Buffer.from([0, 0, 0, 24]), Buffer.from('ftypheic\0\0\0\0mif1heic', 'latin1'), Buffer.alloc(32)]);
+    const heic = Buffer.concat([
+      Buffer.from([0, 0, 0, 24]),
+      Buffer.from('ftypheic\0\0\0\0mif1heic', 'latin1'),
+      Buffer.alloc(32),
+    ]);
     await fs.writeFile(path.join(folder, 'y.heic'), heic);
     await fs.writeFile(path.join(folder, 'notes.txt'), 'x');
     const scan = await runCli(['caption', folder, ...base()], { env: { CAPTIONER_QUIET: '0' } });
     expect(scan.code).toBe(0);
     expect(lines(scan.stdout).map((l) => path.basename(l.image))).toEqual(['ok.jpg']);
-    expect(scan.stderr).toMatch(/3 files with other extensions passed over \((\.bmp|\.heic|\.txt) 1, (\.bmp|\.heic|\.txt) 1, (\.bmp|\.heic|\.txt) 1; see caption.extensions\)/);
+    expect(scan.stderr).toMatch(
+      /3 files with other extensions passed over \((\.bmp|\.heic|\.txt) 1, (\.bmp|\.heic|\.txt) 1, (\.bmp|\.heic|\.txt) 1; see caption.extensions\)/,
+    );
     const named = await runCli(['caption', path.join(folder, 'x.bmp'), path.join(folder, 'y.heic'), ...base()]);
     const byName = Object.fromEntries(lines(named.stdout).map((l) => [path.basename(l.image), l]));
     const f = sharp.format as unknown as Record<string, { input: { buffer: boolean } } | undefined>;
-    if (!f.magick?.input.buffer) expect(byName['x.bmp'].error).toMatch(/^BMP images cannot be decoded by this build of sharp\/libvips; convert to JPEG, PNG/);
+    if (!f.magick?.input.buffer)
+      expect(byName['x.bmp'].error).toMatch(
+        /^BMP images cannot be decoded by this build of sharp\/libvips; convert to JPEG, PNG/,
+      );
     expect(byName['y.heic'].error).toMatch(/HEIC\/HEIF images cannot be decoded by this build|damaged|corrupt/);
   }, 60_000);
 

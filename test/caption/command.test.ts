@@ -60,7 +60,13 @@ describe('captioner caption', () => {
     expect(r.code).toBe(0);
     const got = lines(r.stdout);
     fullRun = got;
-    expect(got.map((l) => path.relative(imgs, l.image))).toEqual(['a.jpg', 'b.png', 'sub/c.webp', 'sub/deep/d.jpg', 'with space é日本.jpg']);
+    expect(got.map((l) => path.relative(imgs, l.image))).toEqual([
+      'a.jpg',
+      'b.png',
+      'sub/c.webp',
+      'sub/deep/d.jpg',
+      'with space é日本.jpg',
+    ]);
     for (const l of got) {
       expect(Object.keys(l)).toEqual(['image', 'caption', 'logprob']);
       for (const w of l.caption!.split(' ').filter(Boolean)) expect(WORDS).toContain(w);
@@ -71,15 +77,42 @@ describe('captioner caption', () => {
   });
 
   it('--format text prints "path<TAB>caption" per captioned image, the same captions as jsonl', async () => {
-    const r = await runCli(['caption', path.join(imgs, 'a.jpg'), path.join(imgs, 'b.png'), ...base(), '--format', 'text']);
+    const r = await runCli([
+      'caption',
+      path.join(imgs, 'a.jpg'),
+      path.join(imgs, 'b.png'),
+      ...base(),
+      '--format',
+      'text',
+    ]);
     expect(r.code).toBe(0);
     const json = await runCli(['caption', path.join(imgs, 'a.jpg'), path.join(imgs, 'b.png'), ...base()]);
-    expect(r.stdout).toBe(lines(json.stdout).map((l) => `${l.image}\t${l.caption}\n`).join(''));
-    const bad = await runCli(['caption', path.join(dir, 'bad', 'ok.jpg'), path.join(dir, 'bad', 'empty.jpg'), ...base(), '--format', 'text']);
+    expect(r.stdout).toBe(
+      lines(json.stdout)
+        .map((l) => `${l.image}\t${l.caption}\n`)
+        .join(''),
+    );
+    const bad = await runCli([
+      'caption',
+      path.join(dir, 'bad', 'ok.jpg'),
+      path.join(dir, 'bad', 'empty.jpg'),
+      ...base(),
+      '--format',
+      'text',
+    ]);
     expect(bad.code).toBe(3);
     expect(bad.stdout.trim().split('\n')).toHaveLength(1); // the failure is only on stderr
     expect(bad.stderr).toMatch(/empty\.jpg: .*empty file/);
-    const resume = await runCli(['caption', imgs, ...base(), '--format', 'text', '--output', path.join(dir, 't.txt'), '--resume']);
+    const resume = await runCli([
+      'caption',
+      imgs,
+      ...base(),
+      '--format',
+      'text',
+      '--output',
+      path.join(dir, 't.txt'),
+      '--resume',
+    ]);
     expect(resume.code).toBe(2);
     expect(resume.stderr).toMatch(/--resume needs the jsonl format/);
   });
@@ -89,7 +122,14 @@ describe('captioner caption', () => {
     const r = await runCli(['caption', bad, ...base()]);
     expect(r.code).toBe(3);
     const got = Object.fromEntries(lines(r.stdout).map((l) => [path.basename(l.image), l]));
-    expect(Object.keys(got).sort()).toEqual(['bomb.png', 'broken.jpg', 'empty.jpg', 'ok.jpg', 'text.jpg', 'truncated.jpg']);
+    expect(Object.keys(got).sort()).toEqual([
+      'bomb.png',
+      'broken.jpg',
+      'empty.jpg',
+      'ok.jpg',
+      'text.jpg',
+      'truncated.jpg',
+    ]);
     expect(got['ok.jpg'].caption).toBeTypeOf('string');
     expect(got['empty.jpg'].error).toMatch(/empty file/);
     expect(got['text.jpg'].error).toMatch(/not an image/);
@@ -126,7 +166,10 @@ describe('captioner caption', () => {
     const missing = await runCli(['caption', path.join(dir, 'does-not-exist'), path.join(imgs, 'a.jpg'), ...base()]);
     expect(missing.code).toBe(3);
     expect(missing.stderr).toMatch(/does-not-exist: no such file or folder/);
-    expect(lines(missing.stdout)).toEqual([{ image: path.join(dir, 'does-not-exist'), error: 'no such file or folder' }, { image: path.join(imgs, 'a.jpg'), caption: expect.any(String), logprob: expect.any(Number) }]);
+    expect(lines(missing.stdout)).toEqual([
+      { image: path.join(dir, 'does-not-exist'), error: 'no such file or folder' },
+      { image: path.join(imgs, 'a.jpg'), caption: expect.any(String), logprob: expect.any(Number) },
+    ]);
     const empty = path.join(dir, 'empty-folder');
     await fs.mkdir(empty, { recursive: true });
     await fs.writeFile(path.join(empty, 'readme.txt'), 'x');
@@ -135,7 +178,13 @@ describe('captioner caption', () => {
     expect(none.stderr).toMatch(/no images found/);
     expect((await runCli(['caption', imgs, ...base(), '--shard', '3/2'])).code).toBe(2);
     expect((await runCli(['caption', imgs, ...base(), '--resume'])).stderr).toMatch(/--resume needs --output/);
-    expect((await runCli(['caption', imgs, ...base(), '--shard', 'auto'], { env: { SLURM_ARRAY_TASK_ID: '', JOB_COMPLETION_INDEX: '' } })).code).toBe(2);
+    expect(
+      (
+        await runCli(['caption', imgs, ...base(), '--shard', 'auto'], {
+          env: { SLURM_ARRAY_TASK_ID: '', JOB_COMPLETION_INDEX: '' },
+        })
+      ).code,
+    ).toBe(2);
   });
 
   it('exits 4 for a folder that is not a trained run', async () => {
@@ -146,7 +195,9 @@ describe('captioner caption', () => {
   });
 
   it('reads paths from stdin with -', async () => {
-    const r = await runCli(['caption', '-', ...base()], { input: `${path.join(imgs, 'b.png')}\n${path.join(imgs, 'a.jpg')}\n` });
+    const r = await runCli(['caption', '-', ...base()], {
+      input: `${path.join(imgs, 'b.png')}\n${path.join(imgs, 'a.jpg')}\n`,
+    });
     expect(r.code).toBe(0);
     expect(lines(r.stdout).map((l) => path.basename(l.image))).toEqual(['a.jpg', 'b.png']);
   });
@@ -156,7 +207,9 @@ describe('captioner caption', () => {
     expect(full).toHaveLength(5);
     const parts: Line[] = [];
     for (let i = 1; i <= 3; i++) {
-      const r = await runCli(['caption', imgs, ...base(), '--shard', 'auto'], { env: { SLURM_ARRAY_TASK_ID: String(i), SLURM_ARRAY_TASK_MIN: '1', SLURM_ARRAY_TASK_COUNT: '3' } });
+      const r = await runCli(['caption', imgs, ...base(), '--shard', 'auto'], {
+        env: { SLURM_ARRAY_TASK_ID: String(i), SLURM_ARRAY_TASK_MIN: '1', SLURM_ARRAY_TASK_COUNT: '3' },
+      });
       expect(r.code).toBe(0);
       parts.push(...lines(r.stdout));
     }
@@ -169,7 +222,11 @@ describe('captioner caption', () => {
     const full = fullRun;
     expect(full).toHaveLength(5);
     // a killed run: two complete lines and half of the third
-    const text = full.slice(0, 2).map((l) => JSON.stringify(l) + '\n').join('') + JSON.stringify(full[2]).slice(0, 15);
+    const text =
+      full
+        .slice(0, 2)
+        .map((l) => JSON.stringify(l) + '\n')
+        .join('') + JSON.stringify(full[2]).slice(0, 15);
     await fs.writeFile(out, text);
     const refused = await runCli(['caption', imgs, ...base(), '--output', out]);
     expect(refused.code).toBe(2);
@@ -196,7 +253,14 @@ describe('captioner caption', () => {
     const byName = Object.fromEntries(got.map((l) => [path.basename(l.image), l]));
     expect(byName['sharp_truncated.jpg'].error).toBeTypeOf('string');
     expect(byName['sharp_corrupt-header.jpg'].error).toBeTypeOf('string');
-    for (const n of ['sharp_Channel_digital_image_CMYK_color_no_profile.jpg', 'sharp_animated-loop-3.gif', 'sharp_16-bit-grey-alpha.png', 'sharp_8bit_depth.tiff', 'sharp_5_webp_a.webp', 'sharp_2x2_fdcce6.png']) {
+    for (const n of [
+      'sharp_Channel_digital_image_CMYK_color_no_profile.jpg',
+      'sharp_animated-loop-3.gif',
+      'sharp_16-bit-grey-alpha.png',
+      'sharp_8bit_depth.tiff',
+      'sharp_5_webp_a.webp',
+      'sharp_2x2_fdcce6.png',
+    ]) {
       expect(byName[n].caption, `${n}: ${byName[n].error}`).toBeTypeOf('string');
     }
   });
@@ -205,7 +269,11 @@ describe('captioner caption', () => {
     announceSkip('caption of images/coco_val2017');
     if (!hasShared) return;
     const coco = path.join(sharedData, 'images', 'coco_val2017');
-    const files = (await fs.readdir(coco)).filter((n) => n.endsWith('.jpg')).sort().slice(0, 4).map((n) => path.join(coco, n));
+    const files = (await fs.readdir(coco))
+      .filter((n) => n.endsWith('.jpg'))
+      .sort()
+      .slice(0, 4)
+      .map((n) => path.join(coco, n));
     const r = await runCli(['caption', ...files, ...base()]);
     expect(r.code).toBe(0);
     expect(lines(r.stdout).map((l) => l.image)).toEqual(files);

@@ -40,7 +40,9 @@ describe('discoverImages', () => {
     const found = await discoverImages([root], { recursive: true, extensions: exts });
     const rel = found.map((f) => path.relative(root, f.path));
     expect(rel).toEqual(['a.PNG', 'b.jpg', 'broken.jpg', 'sub/c.jpeg', 'sub/deeper/d.jpg', 'with space/é ü.jpg']);
-    expect(found.find((f) => f.path.endsWith('broken.jpg'))?.error).toBe('broken symbolic link (its target does not exist)');
+    expect(found.find((f) => f.path.endsWith('broken.jpg'))?.error).toBe(
+      'broken symbolic link (its target does not exist)',
+    );
     expect(found.filter((f) => !f.error).every((f) => !f.error)).toBe(true);
   });
 
@@ -52,10 +54,13 @@ describe('discoverImages', () => {
 
   it('takes explicit files whatever their extension, globs, and de-duplicates', async () => {
     const root = tree();
-    const found = await discoverImages([path.join(root, 'notes.txt'), path.join(root, 'sub/*.jpeg'), path.join(root, 'b.jpg'), path.join(root, 'b.jpg')], {
-      recursive: true,
-      extensions: exts,
-    });
+    const found = await discoverImages(
+      [path.join(root, 'notes.txt'), path.join(root, 'sub/*.jpeg'), path.join(root, 'b.jpg'), path.join(root, 'b.jpg')],
+      {
+        recursive: true,
+        extensions: exts,
+      },
+    );
     expect(found.map((f) => path.relative(root, f.path))).toEqual(['b.jpg', 'notes.txt', 'sub/c.jpeg']);
   });
 
@@ -71,7 +76,9 @@ describe('discoverImages', () => {
     await expect(discoverImages([], { recursive: true, extensions: exts })).rejects.toThrow(UsageError);
     const empty = mkdtempSync(path.join(tmpdir(), 'empty-'));
     await expect(discoverImages([empty], { recursive: true, extensions: exts })).rejects.toThrow(/no images found/);
-    await expect(discoverImages([path.join(root, '*.gif')], { recursive: true, extensions: exts })).rejects.toThrow(/matches no images/);
+    await expect(discoverImages([path.join(root, '*.gif')], { recursive: true, extensions: exts })).rejects.toThrow(
+      /matches no images/,
+    );
   });
 
   it('makes a missing path one error among the others, not a stop (command line and stdin)', async () => {
@@ -79,7 +86,11 @@ describe('discoverImages', () => {
     const nope = path.join(root, 'nope.jpg');
     const found = await discoverImages([nope, path.join(root, 'b.jpg')], { recursive: true, extensions: exts });
     expect(found).toEqual([{ path: path.join(root, 'b.jpg') }, { path: nope, error: 'no such file or folder' }]);
-    const viaStdin = await discoverImages(['-'], { recursive: true, extensions: exts, stdin: Readable.from([`${nope}\n${path.join(root, 'b.jpg')}\n`]) });
+    const viaStdin = await discoverImages(['-'], {
+      recursive: true,
+      extensions: exts,
+      stdin: Readable.from([`${nope}\n${path.join(root, 'b.jpg')}\n`]),
+    });
     expect(viaStdin.map((f) => f.error ?? 'ok')).toEqual(['ok', 'no such file or folder']);
   });
 
@@ -89,7 +100,11 @@ describe('discoverImages', () => {
     symlinkSync(path.join(root, 'l1.jpg'), path.join(root, 'l2.jpg'));
     writeFileSync(path.join(root, 'ok.jpg'), 'x');
     const scan = await discoverImages([root], { recursive: true, extensions: exts });
-    expect(scan.map((f) => [path.basename(f.path), f.error])).toEqual([['l1.jpg', 'symbolic link loop'], ['l2.jpg', 'symbolic link loop'], ['ok.jpg', undefined]]);
+    expect(scan.map((f) => [path.basename(f.path), f.error])).toEqual([
+      ['l1.jpg', 'symbolic link loop'],
+      ['l2.jpg', 'symbolic link loop'],
+      ['ok.jpg', undefined],
+    ]);
     const named = await discoverImages([path.join(root, 'l1.jpg')], { recursive: true, extensions: exts });
     expect(named[0].error).toBe('symbolic link loop');
   });
@@ -103,13 +118,17 @@ describe('discoverImages', () => {
     expect(scan[0].path).toBe(root + '/caf\\xe9.jpg'); // the byte that is not UTF-8, escaped reversibly (pathname.ts)
     expect(scan[0].file).toEqual(raw);
     expect(readFileSync(scan[0].file!).toString()).toBe('bytes');
-    const viaStdin = await discoverImages(['-'], { recursive: true, extensions: exts, stdin: Readable.from([Buffer.concat([raw, Buffer.from('\n')])]) });
+    const viaStdin = await discoverImages(['-'], {
+      recursive: true,
+      extensions: exts,
+      stdin: Readable.from([Buffer.concat([raw, Buffer.from('\n')])]),
+    });
     expect(viaStdin[0].file).toEqual(raw);
     expect(viaStdin[0].path).toBe(scan[0].path);
     expect(viaStdin[0].error).toBeUndefined();
   });
 
-  it('passes over folders marked as captioner output and this run\'s own outputs, unless named on purpose', async () => {
+  it("passes over folders marked as captioner output and this run's own outputs, unless named on purpose", async () => {
     const root = tree();
     const maps = path.join(root, 'maps');
     mkdirSync(maps);
@@ -119,11 +138,18 @@ describe('discoverImages', () => {
     const scan = await discoverImages([root], { recursive: true, extensions: [...exts, 'png'], outputsSkipped });
     expect(scan.some((f) => f.path.startsWith(maps))).toBe(false);
     expect(outputsSkipped).toEqual([maps]);
-    expect((await discoverImages([maps], { recursive: true, extensions: [...exts, 'png'] })).map((f) => f.path)).toEqual([path.join(maps, 'a-0123456789.png')]);
+    expect(
+      (await discoverImages([maps], { recursive: true, extensions: [...exts, 'png'] })).map((f) => f.path),
+    ).toEqual([path.join(maps, 'a-0123456789.png')]);
     // an output given in `exclude` is never input, even named in a stdin list
     const own = path.join(root, 'own.jpg');
     writeFileSync(own, 'x');
-    const listed = await discoverImages(['-'], { recursive: true, extensions: exts, exclude: [own], stdin: Readable.from([`${own}\n`]) });
+    const listed = await discoverImages(['-'], {
+      recursive: true,
+      extensions: exts,
+      exclude: [own],
+      stdin: Readable.from([`${own}\n`]),
+    });
     expect(listed).toEqual([]);
   });
 

@@ -8,7 +8,12 @@ import { createEncoder } from '../../src/features/encoder.js';
 import { DataType, floatTensor, model, node, valueInfo } from '../../src/features/onnx/proto.js';
 import { AttentionDecoder } from '../../src/model/decoders/attention.js';
 import { MergeDecoder } from '../../src/model/decoders/merge.js';
-import { TRANSFORMER_MAX_LENGTH, TransformerDecoder, transformerInitialWeights, type TransformerSpec } from '../../src/model/decoders/transformer.js';
+import {
+  TRANSFORMER_MAX_LENGTH,
+  TransformerDecoder,
+  transformerInitialWeights,
+  type TransformerSpec,
+} from '../../src/model/decoders/transformer.js';
 import * as runfolder from '../../src/model/runfolder.js';
 import { writeUntrainedRun } from '../helpers/untrained-run.js';
 import { rng } from '../../src/util/random.js';
@@ -37,7 +42,10 @@ export function tinyOnnx(opts: { channels?: number; size?: number; seed?: number
 }
 
 /** A run folder in `dir`: tiny ONNX encoder (written to dir/../encoder.onnx) + small random decoder. */
-export async function makeRun(dir: string, opts: { seed?: number; onnxSeed?: number } = {}): Promise<{ run: string; onnx: string }> {
+export async function makeRun(
+  dir: string,
+  opts: { seed?: number; onnxSeed?: number } = {},
+): Promise<{ run: string; onnx: string }> {
   await fs.mkdir(dir, { recursive: true });
   const onnx = path.join(dir, 'encoder.onnx');
   await fs.writeFile(onnx, tinyOnnx({ seed: opts.onnxSeed }));
@@ -45,10 +53,28 @@ export async function makeRun(dir: string, opts: { seed?: number; onnxSeed?: num
   const enc = await createEncoder(encCfg, { threads: 1 });
   const info = enc.info;
   await enc.dispose();
-  const decoder = MergeDecoder.create({ vocabSize: TOKENS.length, featureDim: info.shape[0], embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 }, opts.seed ?? 7);
+  const decoder = MergeDecoder.create(
+    {
+      vocabSize: TOKENS.length,
+      featureDim: info.shape[0],
+      embedDim: 8,
+      units: 16,
+      imageUnits: 16,
+      hiddenUnits: 16,
+      merge: 'add',
+      dropout: 0,
+    },
+    opts.seed ?? 7,
+  );
   const run = path.join(dir, 'run');
   try {
-    await writeUntrainedRun(runfolder, run, { decoder, tokens: TOKENS, encoder: info, name: 'tiny-test', config: ConfigSchema.parse({}) });
+    await writeUntrainedRun(runfolder, run, {
+      decoder,
+      tokens: TOKENS,
+      encoder: info,
+      name: 'tiny-test',
+      config: ConfigSchema.parse({}),
+    });
   } finally {
     decoder.dispose();
   }
@@ -75,7 +101,10 @@ export function gridOnnx(opts: { channels?: number; seed?: number } = {}): Uint8
 }
 
 /** A run folder in `dir` with an untrained ATTENTION (or, with type, TRANSFORMER) decoder over a tiny ONNX encoder's [4, 4, 4] grid. */
-export async function makeAttentionRun(dir: string, opts: { seed?: number; type?: 'attention' | 'transformer' } = {}): Promise<{ run: string; onnx: string }> {
+export async function makeAttentionRun(
+  dir: string,
+  opts: { seed?: number; type?: 'attention' | 'transformer' } = {},
+): Promise<{ run: string; onnx: string }> {
   await fs.mkdir(dir, { recursive: true });
   const onnx = path.join(dir, 'grid.onnx');
   await fs.writeFile(onnx, gridOnnx());
@@ -85,10 +114,31 @@ export async function makeAttentionRun(dir: string, opts: { seed?: number; type?
   const info = enc.info;
   await enc.dispose();
   const [h, w, c] = info.shape;
-  const decoder = opts.type === 'transformer' ? tinyTransformer(h * w, c, opts.seed ?? 7) : AttentionDecoder.create({ vocabSize: TOKENS.length, positions: h * w, channels: c, embedDim: 8, units: 12, attentionDim: 8, dropout: 0, alphaReg: 1 }, opts.seed ?? 7);
+  const decoder =
+    opts.type === 'transformer'
+      ? tinyTransformer(h * w, c, opts.seed ?? 7)
+      : AttentionDecoder.create(
+          {
+            vocabSize: TOKENS.length,
+            positions: h * w,
+            channels: c,
+            embedDim: 8,
+            units: 12,
+            attentionDim: 8,
+            dropout: 0,
+            alphaReg: 1,
+          },
+          opts.seed ?? 7,
+        );
   const run = path.join(dir, 'run');
   try {
-    await writeUntrainedRun(runfolder, run, { decoder, tokens: TOKENS, encoder: info, name: `tiny-${opts.type ?? 'attention'}`, config: ConfigSchema.parse({ encoder }) });
+    await writeUntrainedRun(runfolder, run, {
+      decoder,
+      tokens: TOKENS,
+      encoder: info,
+      name: `tiny-${opts.type ?? 'attention'}`,
+      config: ConfigSchema.parse({ encoder }),
+    });
   } finally {
     decoder.dispose();
   }
@@ -100,14 +150,32 @@ export async function makeAttentionRun(dir: string, opts: { seed?: number; type?
  * untrained one would otherwise end every caption at once (no words to attach attention rows to).
  */
 function tinyTransformer(P: number, C: number, seed: number): TransformerDecoder {
-  const spec: TransformerSpec = { vocabSize: TOKENS.length, positions: P, channels: C, layers: 2, heads: 2, modelDim: 8, ffnDim: 12, dropout: 0, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true, maxLength: TRANSFORMER_MAX_LENGTH };
+  const spec: TransformerSpec = {
+    vocabSize: TOKENS.length,
+    positions: P,
+    channels: C,
+    layers: 2,
+    heads: 2,
+    modelDim: 8,
+    ffnDim: 12,
+    dropout: 0,
+    positionEncoding: 'sinusoidal',
+    imagePositions: 'learned',
+    tieEmbeddings: true,
+    maxLength: TRANSFORMER_MAX_LENGTH,
+  };
   const w = transformerInitialWeights(spec, seed);
   w['output/bias'][TOKENS.indexOf('endseq')] = -3;
   return new TransformerDecoder(spec, w, { mean: new Float32Array(C), std: new Float32Array(C).fill(1) });
 }
 
 /** A small PNG/JPEG with seeded noise. */
-export async function imageFile(file: string, seed: number, format: 'png' | 'jpeg' | 'webp' = 'jpeg', size = 40): Promise<void> {
+export async function imageFile(
+  file: string,
+  seed: number,
+  format: 'png' | 'jpeg' | 'webp' = 'jpeg',
+  size = 40,
+): Promise<void> {
   const r = rng(seed);
   const raw = Buffer.from(Array.from({ length: size * size * 3 }, () => Math.floor(r() * 256)));
   const s = sharp(raw, { raw: { width: size, height: size, channels: 3 } });
@@ -140,5 +208,10 @@ export function bombPng(width = 20000, height = 20000): Buffer {
   ihdr.writeUInt32BE(height, 4);
   ihdr[8] = 8; // bit depth
   ihdr[9] = 2; // RGB
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', new Uint8Array([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])), chunk('IEND', new Uint8Array())]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', new Uint8Array([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])),
+    chunk('IEND', new Uint8Array()),
+  ]);
 }

@@ -10,7 +10,10 @@ describe('parseResume', () => {
     const r = parseResume(text);
     expect(images(r)).toEqual({ done: ['a.jpg'], failed: ['b.jpg'] });
     expect(r.validBytes).toBe(Buffer.byteLength(text));
-    expect(r.lines.map((l) => [l.image, l.error])).toEqual([['a.jpg', false], ['b.jpg', true]]);
+    expect(r.lines.map((l) => [l.image, l.error])).toEqual([
+      ['a.jpg', false],
+      ['b.jpg', true],
+    ]);
   });
 
   it('counts an image with a caption line as done, whatever error lines it also has', () => {
@@ -28,7 +31,9 @@ describe('parseResume', () => {
 
   it('refuses a corrupt line anywhere, naming the file and the line', () => {
     const good = '{"image":"a.jpg","caption":"x"}\n';
-    expect(() => parseResume(good + 'garbage\n{"image":"b.jpg","caption":"y"}\n', 'out.jsonl')).toThrow(/^out\.jsonl: line 2: not a JSON line/);
+    expect(() => parseResume(good + 'garbage\n{"image":"b.jpg","caption":"y"}\n', 'out.jsonl')).toThrow(
+      /^out\.jsonl: line 2: not a JSON line/,
+    );
     expect(() => parseResume(good + 'garbage\n', 'out.jsonl')).toThrow(DataError);
     expect(() => parseResume(good + '{"a":1}\n', 'out.jsonl')).toThrow(/line 2: not a caption line/);
   });
@@ -47,7 +52,9 @@ describe('parseResume', () => {
 
 describe('parseResume on raw bytes', () => {
   it('counts bytes, not characters, and ignores a last line cut inside a multi-byte character', () => {
-    const good = Buffer.from('{"image":"日本.jpg","caption":"x"}\n{"image":"b c.png","error":"empty file (0 bytes)"}\n');
+    const good = Buffer.from(
+      '{"image":"日本.jpg","caption":"x"}\n{"image":"b c.png","error":"empty file (0 bytes)"}\n',
+    );
     const partial = Buffer.from('{"image":"日本2.jpg"').subarray(0, 12); // ends mid-character
     const r = parseResume(Buffer.concat([good, partial]));
     expect(images(r)).toEqual({ done: ['日本.jpg'], failed: ['b c.png'] });

@@ -27,7 +27,9 @@ afterAll(async () => {
 });
 
 const png = (seed: number) =>
-  sharp(Buffer.from(Array.from({ length: 20 * 20 * 3 }, (_, i) => (i * seed * 37) & 255)), { raw: { width: 20, height: 20, channels: 3 } })
+  sharp(Buffer.from(Array.from({ length: 20 * 20 * 3 }, (_, i) => (i * seed * 37) & 255)), {
+    raw: { width: 20, height: 20, channels: 3 },
+  })
     .png()
     .toBuffer();
 
@@ -40,7 +42,9 @@ describe('loadCaptioner', () => {
   });
 
   it('captions a batch of bytes, with a per-image outcome for bad ones', async () => {
-    const jpeg = await sharp(await png(3)).jpeg().toBuffer();
+    const jpeg = await sharp(await png(3))
+      .jpeg()
+      .toBuffer();
     const inputs = [
       { id: 'good.png', bytes: await png(1) },
       { id: 'empty', bytes: Buffer.alloc(0) },

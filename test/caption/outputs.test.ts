@@ -21,7 +21,11 @@ interface Line {
   error?: string;
   attention?: string;
 }
-const lines = (text: string): Line[] => text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Line);
+const lines = (text: string): Line[] =>
+  text
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Line);
 
 interface Run {
   code: number | null;
@@ -31,7 +35,16 @@ interface Run {
 }
 
 /** Run the CLI; stdout 'full' is /dev/full, 'closed' a pipe this side closes at once; a hung run is killed after `timeoutMs`. */
-function cli(args: string[], o: { stdout?: 'pipe' | 'full' | 'closed'; input?: string; env?: Record<string, string>; timeoutMs?: number; onStderr?: (text: string) => void } = {}) {
+function cli(
+  args: string[],
+  o: {
+    stdout?: 'pipe' | 'full' | 'closed';
+    input?: string;
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    onStderr?: (text: string) => void;
+  } = {},
+) {
   const full = o.stdout === 'full' ? openSync('/dev/full', 'w') : null;
   const child = spawn(process.execPath, [bin, ...args], {
     cwd: repoRoot,
@@ -85,14 +98,22 @@ describe('caption: one writer per --output', () => {
     for (const extra of [[], ['--resume']]) {
       const b = await run1(['caption', path.join(folder, '0.jpg'), '--model', run, ...cpu, '--output', out, ...extra]);
       expect(b.code).toBe(2);
-      expect(b.stderr).toMatch(new RegExp(`^error: --output ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: in use by another captioner run, pid ${a.child.pid} on host ${os.hostname()} \\(since .*: captioner caption .*\\); wait for it to finish \\(or stop it\\), or write somewhere else\\n$`));
+      expect(b.stderr).toMatch(
+        new RegExp(
+          `^error: --output ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: in use by another captioner run, pid ${a.child.pid} on host ${os.hostname()} \\(since .*: captioner caption .*\\); wait for it to finish \\(or stop it\\), or write somewhere else\\n$`,
+        ),
+      );
     }
     a.child.kill('SIGINT');
     expect((await a.done).code).toBe(130);
     await expect(fs.stat(path.join(dir, '.two.jsonl.lock'))).rejects.toThrow(); // released on Ctrl-C
     const r = await run1(['caption', folder, '--model', run, ...cpu, '--output', out, '--resume']);
     expect(r.code).toBe(0);
-    expect(lines(await fs.readFile(out, 'utf8')).map((l) => path.basename(l.image)).sort()).toEqual(['0.jpg', '1.jpg', '2.jpg', 'hold.jpg']);
+    expect(
+      lines(await fs.readFile(out, 'utf8'))
+        .map((l) => path.basename(l.image))
+        .sort(),
+    ).toEqual(['0.jpg', '1.jpg', '2.jpg', 'hold.jpg']);
   }, 120_000);
 });
 
@@ -120,11 +141,20 @@ describe('caption: stdout checked to the end', () => {
     for (const extra of [[], ['--output', '/dev/stdout']]) {
       const gate = path.join(dir, `gate-${extra.length}`);
       const r = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
-        const child = spawn('bash', ['-c', script, 'bash', process.execPath, bin, 'caption', folder, '--model', run, ...cpu, ...extra], {
-          cwd: repoRoot,
-          env: { ...process.env, CAPTIONER_QUIET: '1', NODE_OPTIONS: `--import ${path.join(import.meta.dirname, 'gate-read.mjs')}`, CAPTIONER_TEST_GATE: gate },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
+        const child = spawn(
+          'bash',
+          ['-c', script, 'bash', process.execPath, bin, 'caption', folder, '--model', run, ...cpu, ...extra],
+          {
+            cwd: repoRoot,
+            env: {
+              ...process.env,
+              CAPTIONER_QUIET: '1',
+              NODE_OPTIONS: `--import ${path.join(import.meta.dirname, 'gate-read.mjs')}`,
+              CAPTIONER_TEST_GATE: gate,
+            },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (d) => (stdout += d));
@@ -135,7 +165,10 @@ describe('caption: stdout checked to the end', () => {
       expect(r.stderr).toBe('test: waiting at gate.jpg\nexit 141\n');
     }
     // the reader gone before the output is even opened
-    const early = await run1(['caption', path.join(folder, 'a.jpg'), '--model', run, ...cpu, '--output', '/dev/stdout'], { stdout: 'closed' });
+    const early = await run1(
+      ['caption', path.join(folder, 'a.jpg'), '--model', run, ...cpu, '--output', '/dev/stdout'],
+      { stdout: 'closed' },
+    );
     expect(early.stderr).toBe('');
     expect(early.code).toBe(141);
   }, 120_000);
@@ -145,13 +178,24 @@ describe('caption: image identity is the raw path', () => {
   it('two names that differ only in bytes that are not UTF-8 are two images: their own lines, maps and --resume', async () => {
     const folder = path.join(dir, 'raw');
     await fs.mkdir(folder);
-    const name = (byte: number) => Buffer.concat([Buffer.from(folder + '/caf'), Buffer.from([byte]), Buffer.from('.jpg')]);
+    const name = (byte: number) =>
+      Buffer.concat([Buffer.from(folder + '/caf'), Buffer.from([byte]), Buffer.from('.jpg')]);
     await imageFile(path.join(folder, 'tmp.jpg'), 90);
     await fs.rename(path.join(folder, 'tmp.jpg'), name(0xe9));
     await fs.writeFile(name(0xe8), 'not an image yet');
     const out = path.join(dir, 'raw.jsonl');
     const maps = path.join(dir, 'raw-maps');
-    const first = await run1(['caption', folder, '--model', attention, ...cpu, '--output', out, '--attention-maps', maps]);
+    const first = await run1([
+      'caption',
+      folder,
+      '--model',
+      attention,
+      ...cpu,
+      '--output',
+      out,
+      '--attention-maps',
+      maps,
+    ]);
     expect(first.code).toBe(3);
     const got = lines(await fs.readFile(out, 'utf8'));
     expect(got.map((l) => l.image)).toEqual([`${folder}/caf\\xe8.jpg`, `${folder}/caf\\xe9.jpg`]);
@@ -160,7 +204,10 @@ describe('caption: image identity is the raw path', () => {
     // the user fixes the broken one: --resume retries it (and only it), and its map is a file of its own
     await imageFile(path.join(folder, 'tmp.jpg'), 91);
     await fs.rename(path.join(folder, 'tmp.jpg'), name(0xe8));
-    const again = await run1(['caption', folder, '--model', attention, ...cpu, '--output', out, '--attention-maps', maps, '--resume'], { env: { CAPTIONER_QUIET: '0' } });
+    const again = await run1(
+      ['caption', folder, '--model', attention, ...cpu, '--output', out, '--attention-maps', maps, '--resume'],
+      { env: { CAPTIONER_QUIET: '0' } },
+    );
     expect(again.code).toBe(0);
     expect(again.stderr).toMatch(/--resume: 1 images already captioned in .*, 1 failed before and retried, 1 to go/);
     const after = lines(await fs.readFile(out, 'utf8'));
@@ -178,10 +225,23 @@ describe('caption: outputs are never inputs', () => {
     await imageFile(path.join(folder, 'b.jpg'), 101);
     const maps = path.join(folder, 'maps');
     const out = path.join(dir, 'inside.jsonl');
-    const first = await run1(['caption', folder, '--model', attention, ...cpu, '--output', out, '--attention-maps', maps]);
+    const first = await run1([
+      'caption',
+      folder,
+      '--model',
+      attention,
+      ...cpu,
+      '--output',
+      out,
+      '--attention-maps',
+      maps,
+    ]);
     expect(first.code).toBe(0);
     expect((await fs.readdir(maps)).filter((f) => f.endsWith('.png'))).toHaveLength(2);
-    const resumed = await run1(['caption', folder, '--model', attention, ...cpu, '--output', out, '--attention-maps', maps, '--resume'], { env: { CAPTIONER_QUIET: '0' } });
+    const resumed = await run1(
+      ['caption', folder, '--model', attention, ...cpu, '--output', out, '--attention-maps', maps, '--resume'],
+      { env: { CAPTIONER_QUIET: '0' } },
+    );
     expect(resumed.code).toBe(0);
     expect(resumed.stderr).toMatch(/caption: 0 images to caption/);
     expect(lines(await fs.readFile(out, 'utf8')).map((l) => path.basename(l.image))).toEqual(['a.jpg', 'b.jpg']);
@@ -204,10 +264,14 @@ describe('caption: outputs are never inputs', () => {
     await fs.mkdir(prepared);
     await fs.writeFile(path.join(prepared, 'manifest.json'), '{"kind":"captioner.prepared"}');
     const other = await run1(['caption', img, '--model', attention, ...cpu, '--attention-maps', prepared]);
-    expect(other.stderr).toBe(`error: ${prepared}: holds a prepared dataset, not a folder of attention maps; refusing to write over it (choose another folder with --attention-maps)\n`);
+    expect(other.stderr).toBe(
+      `error: ${prepared}: holds a prepared dataset, not a folder of attention maps; refusing to write over it (choose another folder with --attention-maps)\n`,
+    );
     expect(other.code).toBe(2);
     expect(await fs.readdir(prepared)).toEqual(['manifest.json']);
-    const proc = await run1(['caption', img, '--model', attention, ...cpu, '--attention-maps', '/proc/nope'], { timeoutMs: 60_000 });
+    const proc = await run1(['caption', img, '--model', attention, ...cpu, '--attention-maps', '/proc/nope'], {
+      timeoutMs: 60_000,
+    });
     expect(proc.code).toBe(3); // a spinning mkdir would be killed by the timeout: code null
     expect(proc.stderr).toMatch(/^error: --attention-maps \/proc\/nope: cannot create folder: /);
     expect(proc.stdout).toBe('');
@@ -220,13 +284,18 @@ describe('caption: odd inputs are per-item failures', () => {
     await imageFile(path.join(folder, 'a.jpg'), 120);
     const { execFileSync } = await import('node:child_process');
     execFileSync('mkfifo', [path.join(folder, 'pipe.jpg'), path.join(folder, 'pipe')]);
-    const r = await run1(['caption', folder, '--model', run, ...cpu], { env: { CAPTIONER_QUIET: '0' }, timeoutMs: 60_000 });
+    const r = await run1(['caption', folder, '--model', run, ...cpu], {
+      env: { CAPTIONER_QUIET: '0' },
+      timeoutMs: 60_000,
+    });
     expect(r.code).toBe(3);
     expect(lines(r.stdout)).toEqual([
       expect.objectContaining({ image: path.join(folder, 'a.jpg'), caption: expect.any(String) }),
       { image: path.join(folder, 'pipe.jpg'), error: 'not a regular file (a FIFO)' },
     ]);
-    expect(r.stderr).toMatch(/caption: 1 captioned, 1 failed .*1 file with other extensions passed over \(\(no extension\) 1/);
+    expect(r.stderr).toMatch(
+      /caption: 1 captioned, 1 failed .*1 file with other extensions passed over \(\(no extension\) 1/,
+    );
   }, 60_000);
 
   it('an empty folder named x.jpg, among the paths or on stdin, is one failed item, not the end of the run', async () => {
@@ -238,11 +307,19 @@ describe('caption: odd inputs are per-item failures', () => {
       expect.objectContaining({ image: path.join(folder, 'a.jpg'), caption: expect.any(String) }),
       { image: path.join(folder, 'x.jpg'), error: 'is a folder, not an image (and it holds no images)' },
     ];
-    const named = await run1(['caption', path.join(folder, 'a.jpg'), path.join(folder, 'x.jpg'), '--model', run, ...cpu]);
+    const named = await run1([
+      'caption',
+      path.join(folder, 'a.jpg'),
+      path.join(folder, 'x.jpg'),
+      '--model',
+      run,
+      ...cpu,
+    ]);
     expect(named.code).toBe(3);
     expect(lines(named.stdout)).toEqual(expected);
     // `find DIR` lists every folder, empty ones too: none of them stops the run
-    const listed = [folder, path.join(folder, 'a.jpg'), path.join(folder, 'x.jpg'), path.join(folder, 'empty')].join('\n') + '\n';
+    const listed =
+      [folder, path.join(folder, 'a.jpg'), path.join(folder, 'x.jpg'), path.join(folder, 'empty')].join('\n') + '\n';
     const stdin = await run1(['caption', '-', '--model', run, ...cpu], { input: listed });
     expect(stdin.code).toBe(3);
     expect(lines(stdin.stdout)).toEqual(expected);
@@ -255,7 +332,9 @@ describe('caption: odd inputs are per-item failures', () => {
     const before = await fs.readFile(target);
     const r = await run1(['caption', folder, '--model', run, ...cpu, '--output', target]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`error: --output ${target}: already exists and is not caption output (it is a JPEG image); captioner never writes over another file: choose another --output file\n`);
+    expect(r.stderr).toBe(
+      `error: --output ${target}: already exists and is not caption output (it is a JPEG image); captioner never writes over another file: choose another --output file\n`,
+    );
     expect(r.stderr).not.toMatch(/--resume/);
     expect(await fs.readFile(target)).toEqual(before);
     const csv = path.join(dir, 'table.csv');

@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { displayPath, isEscaped, parseDisplayPath } from '../../src/caption/pathname.js';
 import { rng } from '../../src/util/random.js';
 
-const b = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : Buffer.from(p))));
+const b = (...parts: (string | number[])[]) =>
+  Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : Buffer.from(p))));
 
 describe('displayPath', () => {
   it('leaves valid UTF-8 paths as they are, backslashes included (Windows paths too)', () => {
@@ -35,10 +36,14 @@ describe('displayPath', () => {
 
   it('round-trips any byte string (parseDisplayPath inverts it) and never maps two byte strings to one string', () => {
     const r = rng(11);
-    const alphabet = [0x61, 0x2f, 0x5c, 0x78, 0x65, 0x39, 0xc3, 0xa9, 0xe9, 0xff, 0x80, 0xed, 0xa0, 0xf0, 0x9f, 0x98, 0x80];
+    const alphabet = [
+      0x61, 0x2f, 0x5c, 0x78, 0x65, 0x39, 0xc3, 0xa9, 0xe9, 0xff, 0x80, 0xed, 0xa0, 0xf0, 0x9f, 0x98, 0x80,
+    ];
     const seen = new Map<string, string>();
     for (let n = 0; n < 2000; n++) {
-      const bytes = Buffer.from(Array.from({ length: 1 + Math.floor(r() * 8) }, () => alphabet[Math.floor(r() * alphabet.length)]));
+      const bytes = Buffer.from(
+        Array.from({ length: 1 + Math.floor(r() * 8) }, () => alphabet[Math.floor(r() * alphabet.length)]),
+      );
       const shown = displayPath(bytes);
       expect(parseDisplayPath(shown).equals(bytes), `${bytes.toString('hex')} -> ${shown}`).toBe(true);
       const hex = bytes.toString('hex');

@@ -76,13 +76,19 @@ describe('captionFiles', () => {
     stages.encode = async () => {
       throw new Error('encoder crashed');
     };
-    await expect(collect(captionFiles([{ path: 'a.jpg' }, { path: 'b.jpg' }], stages, { readAhead: 2, encodeBatch: 2, decodeBatch: 2 }))).rejects.toThrow('encoder crashed');
+    await expect(
+      collect(
+        captionFiles([{ path: 'a.jpg' }, { path: 'b.jpg' }], stages, { readAhead: 2, encodeBatch: 2, decodeBatch: 2 }),
+      ),
+    ).rejects.toThrow('encoder crashed');
   });
 
   it('copes with an empty input and with all inputs failing', async () => {
     const { stages, stats } = fakeStages({ bad: () => 'nope' });
     expect(await collect(captionFiles([], stages, { readAhead: 2, encodeBatch: 2, decodeBatch: 2 }))).toEqual([]);
-    const got = await collect(captionFiles([{ path: 'x' }, { path: 'y' }], stages, { readAhead: 2, encodeBatch: 2, decodeBatch: 2 }));
+    const got = await collect(
+      captionFiles([{ path: 'x' }, { path: 'y' }], stages, { readAhead: 2, encodeBatch: 2, decodeBatch: 2 }),
+    );
     expect(got).toEqual([
       { image: 'x', error: 'nope', kind: 'corrupt' },
       { image: 'y', error: 'nope', kind: 'corrupt' },
@@ -103,7 +109,11 @@ describe('captionFiles streams', () => {
         return stages.load(file);
       },
     };
-    const it = captionFiles(['f0', 'f1', 'f2', 'f3', 'f4'].map((p) => ({ path: p })), slow, { readAhead: 2, encodeBatch: 8, decodeBatch: 32 })[Symbol.asyncIterator]();
+    const it = captionFiles(
+      ['f0', 'f1', 'f2', 'f3', 'f4'].map((p) => ({ path: p })),
+      slow,
+      { readAhead: 2, encodeBatch: 8, decodeBatch: 32 },
+    )[Symbol.asyncIterator]();
     // the first three come out while f3 is still being read (batches of 8 / 32 are not waited for)
     for (const want of ['f0', 'f1', 'f2']) expect(((await it.next()).value as CaptionResult).image).toBe(want);
     release();

@@ -50,7 +50,9 @@ afterAll(async () => {
 describe('runCaption', () => {
   it('writes a line per image to stdout and ends with PartialFailure when some fail', async () => {
     const out = capture();
-    const e = await runCaption(config, { inputs: [dir], model: 'unused', stages: stages(), stdout: out.stream }).catch((x: unknown) => x);
+    const e = await runCaption(config, { inputs: [dir], model: 'unused', stages: stages(), stdout: out.stream }).catch(
+      (x: unknown) => x,
+    );
     expect(e).toBeInstanceOf(PartialFailure);
     expect(out.text()).toBe(
       [
@@ -66,19 +68,38 @@ describe('runCaption', () => {
 
   it('resumes an output file: skips captioned images, retries failed ones, keeps one line per image', async () => {
     const file = path.join(dir, 'out.jsonl');
-    await fs.writeFile(file, JSON.stringify({ image: path.join(dir, '1.jpg'), caption: 'len 1', logprob: -1 }) + '\n' + JSON.stringify({ image: path.join(dir, '3.jpg'), error: 'x' }) + '\n{"image":"' + dir);
+    await fs.writeFile(
+      file,
+      JSON.stringify({ image: path.join(dir, '1.jpg'), caption: 'len 1', logprob: -1 }) +
+        '\n' +
+        JSON.stringify({ image: path.join(dir, '3.jpg'), error: 'x' }) +
+        '\n{"image":"' +
+        dir,
+    );
     const seen: string[] = [];
     // 3.jpg is still bad: retried, fails again, exit 3 by the final state
-    await expect(runCaption(config, { inputs: [dir], model: 'unused', stages: stages(seen), output: file, resume: true })).rejects.toThrow(PartialFailure);
+    await expect(
+      runCaption(config, { inputs: [dir], model: 'unused', stages: stages(seen), output: file, resume: true }),
+    ).rejects.toThrow(PartialFailure);
     expect(seen).toEqual(['2.jpg', '3.jpg', '4.png']);
-    const images = async () => (await fs.readFile(file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { image: string; caption?: string; error?: string });
+    const images = async () =>
+      (await fs.readFile(file, 'utf8'))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { image: string; caption?: string; error?: string });
     expect((await images()).map((l) => path.basename(l.image))).toEqual(['1.jpg', '2.jpg', '3.jpg', '4.png']);
     // the user fixes 3.jpg: resume retries it, drops its old error line, and succeeds
     const good = await fs.readFile(path.join(dir, '3.jpg'));
     await fs.writeFile(path.join(dir, '3.jpg'), 'fixed');
     try {
       const seen2: string[] = [];
-      const s = await runCaption(config, { inputs: [dir], model: 'unused', stages: stages(seen2), output: file, resume: true });
+      const s = await runCaption(config, {
+        inputs: [dir],
+        model: 'unused',
+        stages: stages(seen2),
+        output: file,
+        resume: true,
+      });
       expect(s).toMatchObject({ total: 4, skipped: 3, captioned: 1, failed: 0 });
       expect(seen2).toEqual(['3.jpg']);
       const lines = await images();
@@ -88,18 +109,28 @@ describe('runCaption', () => {
     } finally {
       await fs.writeFile(path.join(dir, '3.jpg'), good);
     }
-    await expect(runCaption(config, { inputs: [dir], model: 'unused', stages: stages(), output: file })).rejects.toThrow(UsageError);
+    await expect(
+      runCaption(config, { inputs: [dir], model: 'unused', stages: stages(), output: file }),
+    ).rejects.toThrow(UsageError);
   });
 
   it('refuses to resume a file that is not caption output, and leaves it untouched', async () => {
     const img = path.join(dir, '1.jpg');
     const before = await fs.readFile(img);
-    await expect(runCaption(config, { inputs: [img], model: 'unused', stages: stages(), output: img, resume: true })).rejects.toThrow(/1\.jpg: line 1: .*does not look like a caption output file/);
+    await expect(
+      runCaption(config, { inputs: [img], model: 'unused', stages: stages(), output: img, resume: true }),
+    ).rejects.toThrow(/1\.jpg: line 1: .*does not look like a caption output file/);
     expect(await fs.readFile(img)).toEqual(before);
     const file = path.join(dir, 'mid.jsonl');
-    const text = JSON.stringify({ image: 'x.jpg', caption: 'a', logprob: -1 }) + '\ngarbage\n' + JSON.stringify({ image: 'y.jpg', caption: 'b', logprob: -1 }) + '\n';
+    const text =
+      JSON.stringify({ image: 'x.jpg', caption: 'a', logprob: -1 }) +
+      '\ngarbage\n' +
+      JSON.stringify({ image: 'y.jpg', caption: 'b', logprob: -1 }) +
+      '\n';
     await fs.writeFile(file, text);
-    await expect(runCaption(config, { inputs: [dir], model: 'unused', stages: stages(), output: file, resume: true })).rejects.toThrow(/mid\.jsonl: line 2: not a JSON line/);
+    await expect(
+      runCaption(config, { inputs: [dir], model: 'unused', stages: stages(), output: file, resume: true }),
+    ).rejects.toThrow(/mid\.jsonl: line 2: not a JSON line/);
     expect(await fs.readFile(file, 'utf8')).toBe(text);
     await fs.rm(file);
   });
@@ -129,7 +160,10 @@ describe('runCaption', () => {
       },
     });
     expect(s.interrupted).toBe(true);
-    const lines = (await fs.readFile(file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { image: string });
+    const lines = (await fs.readFile(file, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { image: string });
     expect(lines.length).toBeLessThan(4);
     await fs.rm(file);
   });
@@ -142,7 +176,9 @@ describe('runCaption', () => {
       return; // no mkfifo here
     }
     const out = capture();
-    await expect(runCaption(config, { inputs: [fifo], model: 'unused', stages: stages(), stdout: out.stream })).rejects.toThrow(PartialFailure);
+    await expect(
+      runCaption(config, { inputs: [fifo], model: 'unused', stages: stages(), stdout: out.stream }),
+    ).rejects.toThrow(PartialFailure);
     expect(JSON.parse(out.text())).toEqual({ image: fifo, error: 'not a regular file (a FIFO)' });
     await fs.rm(fifo);
   });
@@ -154,6 +190,9 @@ describe('read failures', () => {
     expect(readFailure(Object.assign(new Error('x'), { code: 'ENOENT' }))).toMatch(/not found/);
     expect(readFailure(Object.assign(new Error('x'), { code: 'EIO' }))).toBe('cannot read file (EIO)');
     await expect(readImageFile(dir)).rejects.toThrow(/is a folder/);
-    await expect(readImageFile(path.join(dir, 'gone.jpg'))).rejects.toMatchObject({ kind: 'corrupt', reason: expect.stringMatching(/not found/) });
+    await expect(readImageFile(path.join(dir, 'gone.jpg'))).rejects.toMatchObject({
+      kind: 'corrupt',
+      reason: expect.stringMatching(/not found/),
+    });
   });
 });

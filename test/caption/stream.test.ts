@@ -31,10 +31,14 @@ describe('mapOrdered', () => {
   });
 
   it('propagates a failure in order and stops', async () => {
-    const g = mapOrdered([1, 2, 3], async (x) => {
-      if (x === 2) throw new Error('boom');
-      return x;
-    }, 2);
+    const g = mapOrdered(
+      [1, 2, 3],
+      async (x) => {
+        if (x === 2) throw new Error('boom');
+        return x;
+      },
+      2,
+    );
     await expect(collect(g)).rejects.toThrow('boom');
   });
 });
@@ -49,8 +53,18 @@ describe('batched', () => {
       throw new Error('boom');
     }
     const got: number[] = [];
-    const g = batched(src(), 8, (x: number) => x, async (v: number[]) => (sizes.push(v.length), await sleep(20), v), (_x, r) => r as number);
-    await expect((async () => { for await (const x of g) got.push(x); })()).rejects.toThrow('boom');
+    const g = batched(
+      src(),
+      8,
+      (x: number) => x,
+      async (v: number[]) => (sizes.push(v.length), await sleep(20), v),
+      (_x, r) => r as number,
+    );
+    await expect(
+      (async () => {
+        for await (const x of g) got.push(x);
+      })(),
+    ).rejects.toThrow('boom');
     expect(got).toEqual([1, 2]);
     expect(sizes).toEqual([2]);
   });
@@ -75,7 +89,15 @@ describe('batched', () => {
   });
 
   it('passes leading unselected items straight through', async () => {
-    const got = await collect(batched([-1, -2], 4, () => undefined, async () => [], (x) => x));
+    const got = await collect(
+      batched(
+        [-1, -2],
+        4,
+        () => undefined,
+        async () => [],
+        (x) => x,
+      ),
+    );
     expect(got).toEqual([-1, -2]);
   });
 });

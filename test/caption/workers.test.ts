@@ -15,7 +15,9 @@ import type { WorkerHandle } from '../helpers/worker-threads.js';
 
 // the worker threads started, and which of them still run
 const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
-vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
+vi.mock('node:worker_threads', async (orig) =>
+  (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads),
+);
 
 let dir: string;
 let images: string;
@@ -33,18 +35,27 @@ afterAll(async () => {
 });
 
 /** batchSize 1: every decode batch holds one image whatever the timing, so the runs decode the same batches. */
-const config = (workers: number) => ConfigSchema.parse({ backend: 'wasm', threads: 1, decode: { workers, batchSize: 1, beam: 2, maxLength: 8 } });
+const config = (workers: number) =>
+  ConfigSchema.parse({ backend: 'wasm', threads: 1, decode: { workers, batchSize: 1, beam: 2, maxLength: 8 } });
 
 async function captionWith(run: string, workers: number, maps?: string) {
   const out = path.join(dir, `out-${path.basename(path.dirname(run))}-${workers}.jsonl`);
   const before = tf.memory().numTensors;
   const started = threads.started;
-  const s = await runCaption(config(workers), { inputs: [images], model: run, output: out, ...(maps ? { attentionMaps: maps } : {}) });
+  const s = await runCaption(config(workers), {
+    inputs: [images],
+    model: run,
+    output: out,
+    ...(maps ? { attentionMaps: maps } : {}),
+  });
   expect(s).toMatchObject({ captioned: N, failed: 0, interrupted: false });
   expect(tf.memory().numTensors).toBe(before);
   expect(threads.started - started).toBe(workers > 1 ? workers : 0);
   expect(threads.live.size).toBe(0); // the run awaits the pool's dispose, which resolves once every thread has exited
-  return (await fs.readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { image: string; caption: string; logprob: number; attention?: string });
+  return (await fs.readFile(out, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { image: string; caption: string; logprob: number; attention?: string });
 }
 
 describe('caption with decode.workers 2', () => {
@@ -80,7 +91,10 @@ describe('caption with decode.workers 2', () => {
     });
     const s = await runCaption(config(2), { inputs: [images], model: run, stdout, signal: controller.signal });
     expect(s.interrupted).toBe(true);
-    const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { caption: string });
+    const lines = text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { caption: string });
     expect(lines.length).toBeGreaterThan(0);
     expect(lines.length).toBeLessThan(N);
     expect(threads.live.size).toBe(0);

@@ -24,7 +24,21 @@ function loads(args: string[]): { modules: string[]; stdout: string } {
   return { modules: [...new Set(readFileSync(logFile, 'utf8').trim().split('\n'))], stdout };
 }
 
-const commands = ['demo', 'demo-data', 'prep', 'features', 'train', 'eval', 'caption', 'serve', 'score', 'weights', 'encoder', 'doctor', 'config'];
+const commands = [
+  'demo',
+  'demo-data',
+  'prep',
+  'features',
+  'train',
+  'eval',
+  'caption',
+  'serve',
+  'score',
+  'weights',
+  'encoder',
+  'doctor',
+  'config',
+];
 
 describe('lazy CLI', () => {
   it('captioner --help loads no TensorFlow.js, sharp or onnxruntime', () => {

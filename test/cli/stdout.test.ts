@@ -43,7 +43,11 @@ describe('writeOut', () => {
 /** Run the built CLI with stdout on /dev/full. */
 function toFullDisk(args: string[]): Promise<{ code: number | null; stderr: string }> {
   const full = openSync('/dev/full', 'w');
-  const child = spawn(process.execPath, [bin, ...args], { cwd: repoRoot, env: { ...process.env, CAPTIONER_QUIET: '1' }, stdio: ['ignore', full, 'pipe'] });
+  const child = spawn(process.execPath, [bin, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, CAPTIONER_QUIET: '1' },
+    stdio: ['ignore', full, 'pipe'],
+  });
   closeSync(full);
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
@@ -71,11 +75,15 @@ describe('commands that print data, with stdout on a full disk', () => {
     ['doctor', ['doctor', '--set', 'backend=cpu']],
     ['--help', ['--help']],
     ['caption --help', ['caption', '--help']],
-  ])('%s: exit 3 and one error line', async (_name, args) => {
-    const r = await toFullDisk(args);
-    expect(r.stderr).toBe(LINE);
-    expect(r.code).toBe(3);
-  }, 60_000);
+  ])(
+    '%s: exit 3 and one error line',
+    async (_name, args) => {
+      const r = await toFullDisk(args);
+      expect(r.stderr).toBe(LINE);
+      expect(r.code).toBe(3);
+    },
+    60_000,
+  );
 
   it('score (table and --json) and eval (table and --json): exit 3 and the error line, no stack trace', async () => {
     const results = path.join(fx.model, 'eval-test', 'results.json');

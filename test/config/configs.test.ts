@@ -9,7 +9,9 @@ import { repoRoot } from '../helpers/cli.js';
 
 process.env.CAPTIONER_QUIET = '1';
 const dir = path.join(repoRoot, 'configs');
-const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort();
 const SCHEMA_LINE = '# yaml-language-server: $schema=./captioner.schema.json';
 
 /** Lines that hold a key (`key:` at any depth) and lack a comment on the line or just above it. */
@@ -30,7 +32,18 @@ function uncommentedKeys(text: string): string[] {
 
 describe('configs/*.yaml', () => {
   it('has the ready configs', () => {
-    expect(files).toEqual(expect.arrayContaining(['coco.yaml', 'coco-attention.yaml', 'coco-transformer.yaml', 'demo.yaml', 'flickr30k.yaml', 'flickr8k.yaml', 'flickr8k-attention.yaml', 'flickr8k-resnet101-onnx.yaml']));
+    expect(files).toEqual(
+      expect.arrayContaining([
+        'coco.yaml',
+        'coco-attention.yaml',
+        'coco-transformer.yaml',
+        'demo.yaml',
+        'flickr30k.yaml',
+        'flickr8k.yaml',
+        'flickr8k-attention.yaml',
+        'flickr8k-resnet101-onnx.yaml',
+      ]),
+    );
   });
 
   describe.each(files)('%s', (file) => {
@@ -44,7 +57,8 @@ describe('configs/*.yaml', () => {
     it('is a valid config', async () => {
       const { config } = await loadConfig({ file: full });
       expect(config.name).toBe(path.basename(file, '.yaml'));
-      if (config.model.type === 'merge' && config.model.merge === 'add') expect(config.model.imageUnits).toBe(config.model.units);
+      if (config.model.type === 'merge' && config.model.merge === 'add')
+        expect(config.model.imageUnits).toBe(config.model.units);
       expect(config.decode.maxLength).toBeLessThanOrEqual(config.prep.maxLength);
     });
 
@@ -55,9 +69,15 @@ describe('configs/*.yaml', () => {
     it('uses paths relative to the repository root, under data/ and work/', async () => {
       const { config } = await loadConfig({ file: full });
       const d = config.dataset;
-      const paths = [d.captions, d.images, d.split.trainFile, d.split.valFile, d.split.testFile, ...Object.values(d.cocoFiles ?? {}), config.encoder.onnx?.path].filter(
-        (p): p is string => typeof p === 'string',
-      );
+      const paths = [
+        d.captions,
+        d.images,
+        d.split.trainFile,
+        d.split.valFile,
+        d.split.testFile,
+        ...Object.values(d.cocoFiles ?? {}),
+        config.encoder.onnx?.path,
+      ].filter((p): p is string => typeof p === 'string');
       expect(paths.length).toBeGreaterThan(0);
       for (const p of paths) {
         expect(path.isAbsolute(p), p).toBe(false);
@@ -70,7 +90,10 @@ describe('configs/*.yaml', () => {
 
 describe('the comment check', () => {
   it('flags keys without a comment', () => {
-    expect(uncommentedKeys('# a\na: 1\nb: 2 # two\nc:\n  # d\n  d: 1\n  e: 2\n')).toEqual(['line 4: c:', 'line 7: e: 2']);
+    expect(uncommentedKeys('# a\na: 1\nb: 2 # two\nc:\n  # d\n  d: 1\n  e: 2\n')).toEqual([
+      'line 4: c:',
+      'line 7: e: 2',
+    ]);
   });
 });
 
@@ -79,7 +102,20 @@ describe('configs/flickr8k-resnet101-onnx.yaml', () => {
     const { config } = await loadConfig({ file: path.join(dir, 'flickr8k-resnet101-onnx.yaml') });
     expect(config.encoder).toMatchObject({
       type: 'onnx',
-      onnx: { path: 'data/models/resnet101.onnx', input: 'image', output: 'conv5', size: 224, resize: 'shorter', resizeSize: 256, interpolation: 'bilinear', range: '0-1', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], channelOrder: 'rgb', layout: 'nchw' },
+      onnx: {
+        path: 'data/models/resnet101.onnx',
+        input: 'image',
+        output: 'conv5',
+        size: 224,
+        resize: 'shorter',
+        resizeSize: 256,
+        interpolation: 'bilinear',
+        range: '0-1',
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        channelOrder: 'rgb',
+        layout: 'nchw',
+      },
     });
     expect(config.model.type).toBe('attention');
   });
@@ -99,7 +135,8 @@ describe('configs/demo.yaml', () => {
     }
     let longest = 0;
     for (const kind of ['single', 'multi'] as const) {
-      for (let i = 0; i < 5000; i++) for (const c of captionsFor(makeScene(1, i, kind), 1)) longest = Math.max(longest, c.split(' ').length);
+      for (let i = 0; i < 5000; i++)
+        for (const c of captionsFor(makeScene(1, i, kind), 1)) longest = Math.max(longest, c.split(' ').length);
     }
     expect(longest + 2).toBeLessThanOrEqual(config.prep.maxLength);
     expect(longest + 1).toBeLessThanOrEqual(config.decode.maxLength);

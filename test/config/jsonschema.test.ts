@@ -14,7 +14,8 @@ function zodDescriptions(schema: any, at = ''): [string, string][] {
   for (;;) {
     if (s.description) out.push([at, s.description]);
     const def = s._zod.def;
-    if ((def.type === 'default' || def.type === 'optional' || def.type === 'nullable') && def.innerType) s = def.innerType;
+    if ((def.type === 'default' || def.type === 'optional' || def.type === 'nullable') && def.innerType)
+      s = def.innerType;
     else break;
   }
   if (s._zod.def.type === 'object') {
@@ -33,7 +34,9 @@ describe('configs/captioner.schema.json', () => {
     const committed = readFileSync(path.join(repoRoot, SCHEMA_FILE), 'utf8');
     const fresh = configJsonSchemaText();
     if (committed !== fresh) {
-      throw new Error(`${SCHEMA_FILE} is out of date with src/config/schema.ts: run \`npm run docs\` and commit the result`);
+      throw new Error(
+        `${SCHEMA_FILE} is out of date with src/config/schema.ts: run \`npm run docs\` and commit the result`,
+      );
     }
   });
 

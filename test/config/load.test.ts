@@ -18,7 +18,14 @@ const write = (name: string, text: string) => {
 
 // "billion laughs": 9 levels of 9 aliases would expand to 9^9 strings
 const bomb = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-  .concat('bcdefghi'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill('*' + 'abcdefghi'[i]).join(', ')}]`))
+  .concat(
+    'bcdefghi'.split('').map(
+      (k, i) =>
+        `${k}: &${k} [${Array(9)
+          .fill('*' + 'abcdefghi'[i])
+          .join(', ')}]`,
+    ),
+  )
   .join('\n');
 
 describe('parseSet', () => {
@@ -50,7 +57,11 @@ describe('loadConfig', () => {
 
   it('applies defaults < YAML < --set < flags', async () => {
     const f = write('order.yaml', 'train:\n  epochs: 3\n  batchSize: 16\nname: fromfile\n');
-    const { config } = await loadConfig({ file: f, sets: ['train.epochs=4', 'name=fromset'], overrides: { name: 'fromflag' } });
+    const { config } = await loadConfig({
+      file: f,
+      sets: ['train.epochs=4', 'name=fromset'],
+      overrides: { name: 'fromflag' },
+    });
     expect(config.train.epochs).toBe(4);
     expect(config.train.batchSize).toBe(16);
     expect(config.train.learningRate).toBe(0.001);
@@ -114,7 +125,15 @@ describe('loadConfig', () => {
   });
 
   it('refuses the huge numbers that used to pass (1e308 learning rate, clip norm and alpha; 1e15 minCount), as path: message', async () => {
-    const sets = ['train.learningRate=1e308', 'train.clipNorm=1e308', 'decode.alpha=1e308', 'prep.minCount=1e15', 'train.scst.learningRate=2', 'encoder.seed=1e20', 'model.dropout=1'];
+    const sets = [
+      'train.learningRate=1e308',
+      'train.clipNorm=1e308',
+      'decode.alpha=1e308',
+      'prep.minCount=1e15',
+      'train.scst.learningRate=2',
+      'encoder.seed=1e20',
+      'model.dropout=1',
+    ];
     const err = await loadConfig({ sets }).catch((e) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect(err.message).toBe(
@@ -129,12 +148,18 @@ describe('loadConfig', () => {
         '  decode.alpha: expected a number from 0 to 10, got 1e+308',
       ].join('\n'),
     );
-    await expect(loadConfig({ sets: ['train.learningRate=0'] })).rejects.toThrow(/train\.learningRate: expected a number above 0 and at most 1, got 0/);
-    await expect(loadConfig({ sets: ['train.learningRate=.inf'] })).rejects.toThrow(/train\.learningRate: expected a number above 0 and at most 1, got null/);
+    await expect(loadConfig({ sets: ['train.learningRate=0'] })).rejects.toThrow(
+      /train\.learningRate: expected a number above 0 and at most 1, got 0/,
+    );
+    await expect(loadConfig({ sets: ['train.learningRate=.inf'] })).rejects.toThrow(
+      /train\.learningRate: expected a number above 0 and at most 1, got null/,
+    );
   });
 
   it('names command-line flags as the source of a bad flag value', async () => {
-    await expect(loadConfig({ overrides: { decode: { beam: 1_000_000 } } })).rejects.toThrow(/^command-line flags: invalid config:\n {2}decode\.beam: expected an integer from 1 to 50, got 1000000/);
+    await expect(loadConfig({ overrides: { decode: { beam: 1_000_000 } } })).rejects.toThrow(
+      /^command-line flags: invalid config:\n {2}decode\.beam: expected an integer from 1 to 50, got 1000000/,
+    );
   });
 
   it('names a missing file', async () => {
@@ -176,20 +201,43 @@ describe('did you mean', () => {
   });
 
   it('says what a renamed key is called now; checks the encoder settings together', async () => {
-    const f = write('renamed.yaml', 'encoder:\n  name: onnx\n  onnx:\n    path: m.onnx\n    inputSize: 224\n    inputName: x\n    outputName: y\n    scale: 1\n');
+    const f = write(
+      'renamed.yaml',
+      'encoder:\n  name: onnx\n  onnx:\n    path: m.onnx\n    inputSize: 224\n    inputName: x\n    outputName: y\n    scale: 1\n',
+    );
     const err = await loadConfig({ file: f }).catch((e) => e);
     expect(err).toBeInstanceOf(ConfigError);
-    for (const [from, to] of [['encoder.name', 'encoder.type'], ['encoder.onnx.inputSize', 'encoder.onnx.size'], ['encoder.onnx.inputName', 'encoder.onnx.input'], ['encoder.onnx.outputName', 'encoder.onnx.output'], ['encoder.onnx.scale', 'encoder.onnx.range']]) {
+    for (const [from, to] of [
+      ['encoder.name', 'encoder.type'],
+      ['encoder.onnx.inputSize', 'encoder.onnx.size'],
+      ['encoder.onnx.inputName', 'encoder.onnx.input'],
+      ['encoder.onnx.outputName', 'encoder.onnx.output'],
+      ['encoder.onnx.scale', 'encoder.onnx.range'],
+    ]) {
       expect(err.message).toContain(`${from}: renamed to ${to}`);
     }
     const none = await loadConfig({ file: write('no-onnx.yaml', 'encoder:\n  type: onnx\n') }).catch((e) => e);
     expect(none.message).toMatch(/encoder\.onnx: required when encoder\.type is onnx: at least encoder\.onnx\.path/);
-    const crop = await loadConfig({ file: write('crop.yaml', 'encoder:\n  type: onnx\n  onnx: { path: m.onnx, size: 224, resizeSize: 200 }\n') }).catch((e) => e);
+    const crop = await loadConfig({
+      file: write('crop.yaml', 'encoder:\n  type: onnx\n  onnx: { path: m.onnx, size: 224, resizeSize: 200 }\n'),
+    }).catch((e) => e);
     expect(crop.message).toMatch(/encoder\.onnx\.resizeSize: must be at least size \(224\)/);
-    const stretch = await loadConfig({ file: write('stretch.yaml', 'encoder:\n  type: onnx\n  onnx: { path: m.onnx, resize: stretch, resizeSize: 256 }\n') }).catch((e) => e);
+    const stretch = await loadConfig({
+      file: write(
+        'stretch.yaml',
+        'encoder:\n  type: onnx\n  onnx: { path: m.onnx, resize: stretch, resizeSize: 256 }\n',
+      ),
+    }).catch((e) => e);
     expect(stretch.message).toMatch(/encoder\.onnx\.resizeSize: applies to resize shorter only/);
     const ok = await loadConfig({ file: write('onnx-ok.yaml', 'encoder:\n  type: onnx\n  onnx: { path: m.onnx }\n') });
-    expect(ok.config.encoder.onnx).toMatchObject({ path: 'm.onnx', resize: 'shorter', interpolation: 'bilinear', range: '0-1', layout: 'auto', outputLayout: 'auto' });
+    expect(ok.config.encoder.onnx).toMatchObject({
+      path: 'm.onnx',
+      resize: 'shorter',
+      interpolation: 'bilinear',
+      range: '0-1',
+      layout: 'auto',
+      outputLayout: 'auto',
+    });
   });
 
   it('knows the keys at every level of the schema', () => {
@@ -221,8 +269,12 @@ describe('config --init template', () => {
     const schema = installedSchemaPath();
     expect(readFileSync(schema, 'utf8')).toContain('"$schema"');
     expect(schemaRefFor(path.join(path.dirname(schema), 'x.yaml'))).toBe('captioner.schema.json');
-    expect(schemaRefFor('/elsewhere/a/b/c/x.yaml', '/opt/lib/captioner/configs/captioner.schema.json')).toBe('/opt/lib/captioner/configs/captioner.schema.json');
-    expect(schemaRefFor('/opt/lib/my.yaml', '/opt/lib/captioner/configs/captioner.schema.json')).toBe('captioner/configs/captioner.schema.json');
+    expect(schemaRefFor('/elsewhere/a/b/c/x.yaml', '/opt/lib/captioner/configs/captioner.schema.json')).toBe(
+      '/opt/lib/captioner/configs/captioner.schema.json',
+    );
+    expect(schemaRefFor('/opt/lib/my.yaml', '/opt/lib/captioner/configs/captioner.schema.json')).toBe(
+      'captioner/configs/captioner.schema.json',
+    );
   });
 });
 
@@ -236,7 +288,9 @@ describe('captioner config (CLI)', () => {
     // --force replaces a config file, never a device (as root, the rename would replace /dev/null itself)
     const dev = await runCli(['config', '--init', '/dev/null', '--force']);
     expect(dev.code).toBe(2);
-    expect(dev.stderr).toBe('error: /dev/null: is not a regular file; --init writes a new config file (use --init - to print it)\n');
+    expect(dev.stderr).toBe(
+      'error: /dev/null: is not a regular file; --init writes a new config file (use --init - to print it)\n',
+    );
     expect((await fs.stat('/dev/null')).isCharacterDevice()).toBe(true);
   });
 
@@ -294,13 +348,18 @@ describe('captioner config (CLI)', () => {
   });
 });
 
-describe('loadConfig base layer (a run folder\'s decode settings)', () => {
+describe("loadConfig base layer (a run folder's decode settings)", () => {
   it('sits below the file, --set and the flags, and above the defaults', async () => {
     const base = { decode: { beam: 1, maxLength: 20 } };
     expect((await loadConfig({ base })).config.decode).toMatchObject({ beam: 1, maxLength: 20, batchSize: 32 });
     const f = write('base.yaml', 'decode:\n  beam: 4\n');
     expect((await loadConfig({ base, file: f })).config.decode).toMatchObject({ beam: 4, maxLength: 20 });
-    expect((await loadConfig({ base, file: f, sets: ['decode.beam=3'] })).config.decode).toMatchObject({ beam: 3, maxLength: 20 });
-    expect((await loadConfig({ base, file: f, sets: ['decode.beam=3'], overrides: { decode: { beam: 2 } } })).config.decode).toMatchObject({ beam: 2, maxLength: 20 });
+    expect((await loadConfig({ base, file: f, sets: ['decode.beam=3'] })).config.decode).toMatchObject({
+      beam: 3,
+      maxLength: 20,
+    });
+    expect(
+      (await loadConfig({ base, file: f, sets: ['decode.beam=3'], overrides: { decode: { beam: 2 } } })).config.decode,
+    ).toMatchObject({ beam: 2, maxLength: 20 });
   });
 });

@@ -2,7 +2,14 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { configJsonSchema } from '../../src/config/jsonschema.js';
-import { BEGIN_MARKER, CONFIG_DOC_FILE, END_MARKER, configReferenceMarkdown, spliceConfigReference, typeText } from '../../src/config/reference.js';
+import {
+  BEGIN_MARKER,
+  CONFIG_DOC_FILE,
+  END_MARKER,
+  configReferenceMarkdown,
+  spliceConfigReference,
+  typeText,
+} from '../../src/config/reference.js';
 import { repoRoot } from '../helpers/cli.js';
 
 type Json = Record<string, any>;
@@ -32,7 +39,9 @@ describe(CONFIG_DOC_FILE, () => {
   it('holds the reference generated from src/config/schema.ts', () => {
     const committed = readFileSync(path.join(repoRoot, CONFIG_DOC_FILE), 'utf8');
     if (spliceConfigReference(committed) !== committed) {
-      throw new Error(`${CONFIG_DOC_FILE} is out of date with src/config/schema.ts: run \`npm run docs\` and commit the result`);
+      throw new Error(
+        `${CONFIG_DOC_FILE} is out of date with src/config/schema.ts: run \`npm run docs\` and commit the result`,
+      );
     }
   });
 
@@ -40,17 +49,17 @@ describe(CONFIG_DOC_FILE, () => {
     const md = configReferenceMarkdown();
     const all = keys(configJsonSchema());
     expect(all.length).toBeGreaterThan(80);
-    const unescape = (text: string) => text.replace(/\\([|*\\])/g, '$1').replace(/&lt;/g, '<');
+    const unescapeCell = (text: string) => text.replace(/\\([|*\\])/g, '$1').replace(/&lt;/g, '<');
     for (const [key, node] of all) {
       if (!key.includes('.') && node.type === 'object') {
         // a top-level section: its heading, then its description
         const at = md.indexOf(`\n### ${key}\n\n`);
         expect(at, key).toBeGreaterThan(0);
-        expect(unescape(md.slice(at).split('\n')[3]), key).toBe(node.description);
+        expect(unescapeCell(md.slice(at).split('\n')[3]), key).toBe(node.description);
         continue;
       }
       // the description as written, apart from the markdown escapes
-      expect(unescape(row(md, key)[3]), key).toBe(node.description);
+      expect(unescapeCell(row(md, key)[3]), key).toBe(node.description);
     }
   });
 
@@ -62,13 +71,28 @@ describe(CONFIG_DOC_FILE, () => {
     expect(row(md, 'train.workers').slice(1, 3)).toEqual(['`auto` or integer from 1 to 256', '`1`']);
     expect(row(md, 'decode.workers')[2]).toBe('`auto`');
     expect(row(md, 'model.type')[1]).toBe('one of `merge`, `attention`, `transformer`');
-    expect(row(md, 'encoder.onnx.mean').slice(1, 3)).toEqual(['list of 3 numbers from -1,000,000 to 1,000,000', '`[0.485, 0.456, 0.406]`']);
+    expect(row(md, 'encoder.onnx.mean').slice(1, 3)).toEqual([
+      'list of 3 numbers from -1,000,000 to 1,000,000',
+      '`[0.485, 0.456, 0.406]`',
+    ]);
     expect(row(md, 'encoder.onnx.path')[2]).toBe('required');
     expect(row(md, 'encoder.onnx')[1]).toBe('section');
     expect(row(md, 'train.out')[2]).toBe('not set');
     expect(row(md, 'serve.allowedHosts').slice(1, 3)).toEqual(['list of strings', '`[]`']);
     // one heading per section, linked from the list at the top
-    for (const s of ['top level', 'dataset', 'prep', 'encoder', 'features', 'model', 'train', 'decode', 'eval', 'caption', 'serve']) {
+    for (const s of [
+      'top level',
+      'dataset',
+      'prep',
+      'encoder',
+      'features',
+      'model',
+      'train',
+      'decode',
+      'eval',
+      'caption',
+      'serve',
+    ]) {
       expect(md).toContain(`\n### ${s}\n`);
     }
   });

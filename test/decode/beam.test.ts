@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { beamSearch, penalizedScore, topTokens, type BeamResult, type LengthPenalty, type StepFn } from '../../src/decode/beam.js';
+import {
+  beamSearch,
+  penalizedScore,
+  topTokens,
+  type BeamResult,
+  type LengthPenalty,
+  type StepFn,
+} from '../../src/decode/beam.js';
 import { rng } from '../../src/util/random.js';
 
 // A fake model: the next-token distribution depends on (image, whole prefix) through a seeded hash, so any
@@ -17,7 +24,13 @@ function hashPrefix(image: number, prefix: readonly number[]): number {
 }
 
 /** log-softmax of pseudo-random logits; `endBias` shifts the end token's logit. */
-function distribution(image: number, prefix: readonly number[], V: number, endId: number, endBias: number): Float32Array {
+function distribution(
+  image: number,
+  prefix: readonly number[],
+  V: number,
+  endId: number,
+  endBias: number,
+): Float32Array {
   const r = rng(hashPrefix(image, prefix));
   const logits = Array.from({ length: V }, (_, v) => r() * 4 + (v === endId ? endBias : 0));
   const m = Math.max(...logits);
@@ -34,7 +47,12 @@ interface FakeModel {
   calls: number[];
 }
 
-function fakeModel(V: number, endId: number, endBias = 0, opts: { failAt?: number; passThrough?: boolean } = {}): FakeModel {
+function fakeModel(
+  V: number,
+  endId: number,
+  endBias = 0,
+  opts: { failAt?: number; passThrough?: boolean } = {},
+): FakeModel {
   let serial = 0;
   const created: State[] = [];
   const disposed = new Map<State, number>();
@@ -83,7 +101,15 @@ function greedy(image: number, V: number, endId: number, banned: number[], maxLe
 }
 
 /** Exhaustive reference: every finished sequence of at most maxLength tokens (end included). */
-function exhaustive(image: number, V: number, endId: number, banned: number[], maxLength: number, mode: LengthPenalty, alpha: number): BeamResult {
+function exhaustive(
+  image: number,
+  V: number,
+  endId: number,
+  banned: number[],
+  maxLength: number,
+  mode: LengthPenalty,
+  alpha: number,
+): BeamResult {
   let best: BeamResult | undefined;
   const visit = (prefix: number[], logprob: number) => {
     const lp = distribution(image, prefix, V, endId, 0);
@@ -119,7 +145,15 @@ describe('beamSearch', () => {
     const banned = [0, startId];
     for (const endBias of [0, 1.5]) {
       const m = fakeModel(V, endId, endBias);
-      const res = await beamSearch(m.init(20), m.step, { beam: 1, maxLength: 8, startId, endId, bannedIds: banned, disposeState: m.dispose, vocabSize: V });
+      const res = await beamSearch(m.init(20), m.step, {
+        beam: 1,
+        maxLength: 8,
+        startId,
+        endId,
+        bannedIds: banned,
+        disposeState: m.dispose,
+        vocabSize: V,
+      });
       res.forEach((r, i) => expectSameResult(r, greedy(i, V, endId, banned, 8, endBias)));
       expectDisposedOnce(m);
     }
@@ -133,7 +167,16 @@ describe('beamSearch', () => {
     const winners: Record<string, string[]> = {};
     for (const mode of ['none', 'average', 'wu'] as const) {
       const m = fakeModel(V, endId);
-      const res = await beamSearch(m.init(30), m.step, { beam: 27, maxLength: 3, startId, endId, bannedIds: banned, lengthPenalty: mode, alpha: 1.5, disposeState: m.dispose });
+      const res = await beamSearch(m.init(30), m.step, {
+        beam: 27,
+        maxLength: 3,
+        startId,
+        endId,
+        bannedIds: banned,
+        lengthPenalty: mode,
+        alpha: 1.5,
+        disposeState: m.dispose,
+      });
       res.forEach((r, i) => expectSameResult(r, exhaustive(i, V, endId, banned, 3, mode, 1.5)));
       winners[mode] = res.map((r) => r.tokens.join(','));
       expectDisposedOnce(m);
@@ -147,7 +190,14 @@ describe('beamSearch', () => {
     const V = 6;
     const endId = 5;
     const m = fakeModel(V, endId, -60);
-    const res = await beamSearch(m.init(3), m.step, { beam: 3, maxLength: 4, startId, endId, bannedIds: [startId], disposeState: m.dispose });
+    const res = await beamSearch(m.init(3), m.step, {
+      beam: 3,
+      maxLength: 4,
+      startId,
+      endId,
+      bannedIds: [startId],
+      disposeState: m.dispose,
+    });
     for (const r of res) {
       expect(r.finished).toBe(false);
       expect(r.tokens).toHaveLength(4);
@@ -157,7 +207,14 @@ describe('beamSearch', () => {
     expectDisposedOnce(m);
     // the end token banned outright: same shape of answer
     const m2 = fakeModel(V, endId);
-    const res2 = await beamSearch(m2.init(2), m2.step, { beam: 2, maxLength: 3, startId, endId, bannedIds: [startId, endId], disposeState: m2.dispose });
+    const res2 = await beamSearch(m2.init(2), m2.step, {
+      beam: 2,
+      maxLength: 3,
+      startId,
+      endId,
+      bannedIds: [startId, endId],
+      disposeState: m2.dispose,
+    });
     for (const r of res2) expect(r).toMatchObject({ finished: false });
     expect(res2[0].tokens).toHaveLength(3);
     expectDisposedOnce(m2);
@@ -165,7 +222,14 @@ describe('beamSearch', () => {
 
   it('gives an empty unfinished result when every token is banned', async () => {
     const m = fakeModel(3, 0);
-    const res = await beamSearch(m.init(1), m.step, { beam: 2, maxLength: 3, startId, endId: 0, bannedIds: [0, 1, 2], disposeState: m.dispose });
+    const res = await beamSearch(m.init(1), m.step, {
+      beam: 2,
+      maxLength: 3,
+      startId,
+      endId: 0,
+      bannedIds: [0, 1, 2],
+      disposeState: m.dispose,
+    });
     expect(res).toEqual([{ tokens: [], logprob: -Infinity, score: -Infinity, finished: false }]);
     expectDisposedOnce(m);
   });
@@ -173,7 +237,15 @@ describe('beamSearch', () => {
   it('batching several images gives the same results as one by one, one step call per time step', async () => {
     const V = 9;
     const endId = 2;
-    const opts = { beam: 3, maxLength: 7, startId, endId, bannedIds: [0, startId], lengthPenalty: 'wu' as const, alpha: 0.7 };
+    const opts = {
+      beam: 3,
+      maxLength: 7,
+      startId,
+      endId,
+      bannedIds: [0, startId],
+      lengthPenalty: 'wu' as const,
+      alpha: 0.7,
+    };
     const m = fakeModel(V, endId, 0.5);
     const batched = await beamSearch(m.init(6), m.step, { ...opts, disposeState: m.dispose });
     expect(m.calls.length).toBeLessThanOrEqual(7);
@@ -191,13 +263,29 @@ describe('beamSearch', () => {
 
   it('disposes every state exactly once, also when the step function fails', async () => {
     const m = fakeModel(7, 2, 0, { failAt: 3 });
-    await expect(beamSearch(m.init(4), m.step, { beam: 3, maxLength: 6, startId, endId: 2, bannedIds: [0, 1], disposeState: m.dispose })).rejects.toThrow('model failed');
+    await expect(
+      beamSearch(m.init(4), m.step, {
+        beam: 3,
+        maxLength: 6,
+        startId,
+        endId: 2,
+        bannedIds: [0, 1],
+        disposeState: m.dispose,
+      }),
+    ).rejects.toThrow('model failed');
     expectDisposedOnce(m);
   });
 
   it('copes with a step that returns its input state unchanged (disposed once, not twice)', async () => {
     const m = fakeModel(5, 2, 0, { passThrough: true });
-    const res = await beamSearch(m.init(2), m.step, { beam: 2, maxLength: 4, startId, endId: 2, bannedIds: [0, 1], disposeState: m.dispose });
+    const res = await beamSearch(m.init(2), m.step, {
+      beam: 2,
+      maxLength: 4,
+      startId,
+      endId: 2,
+      bannedIds: [0, 1],
+      disposeState: m.dispose,
+    });
     expect(res).toHaveLength(2);
     expectDisposedOnce(m);
   });
@@ -208,10 +296,21 @@ describe('beamSearch', () => {
       const out = await m.step(states, last);
       return { states: out.states, logProbs: out.logProbs.slice(1) };
     };
-    await expect(beamSearch(m.init(2), bad, { beam: 2, maxLength: 4, startId, endId: 2, disposeState: m.dispose })).rejects.toThrow(/log-prob vectors/);
+    await expect(
+      beamSearch(m.init(2), bad, { beam: 2, maxLength: 4, startId, endId: 2, disposeState: m.dispose }),
+    ).rejects.toThrow(/log-prob vectors/);
     expectDisposedOnce(m);
     const m2 = fakeModel(5, 2);
-    await expect(beamSearch(m2.init(1), m2.step, { beam: 2, maxLength: 4, startId, endId: 2, vocabSize: 6, disposeState: m2.dispose })).rejects.toThrow(/vocabulary size 6/);
+    await expect(
+      beamSearch(m2.init(1), m2.step, {
+        beam: 2,
+        maxLength: 4,
+        startId,
+        endId: 2,
+        vocabSize: 6,
+        disposeState: m2.dispose,
+      }),
+    ).rejects.toThrow(/vocabulary size 6/);
     expectDisposedOnce(m2);
   });
 
@@ -226,8 +325,23 @@ describe('beamSearch', () => {
       return { ...out, attention: out.states.map(rowOf) };
     };
     for (const beam of [1, 3]) {
-      const res = await beamSearch(m.init(4), step, { beam, maxLength: 6, startId, endId, bannedIds: [0, startId], disposeState: m.dispose, attention: true });
-      const plain = await beamSearch(m.init(4), m.step, { beam, maxLength: 6, startId, endId, bannedIds: [0, startId], disposeState: m.dispose });
+      const res = await beamSearch(m.init(4), step, {
+        beam,
+        maxLength: 6,
+        startId,
+        endId,
+        bannedIds: [0, startId],
+        disposeState: m.dispose,
+        attention: true,
+      });
+      const plain = await beamSearch(m.init(4), m.step, {
+        beam,
+        maxLength: 6,
+        startId,
+        endId,
+        bannedIds: [0, startId],
+        disposeState: m.dispose,
+      });
       res.forEach((r, image) => {
         expect(r.tokens).toEqual(plain[image].tokens);
         expect(r.attention).toHaveLength(r.tokens.length);
@@ -238,14 +352,27 @@ describe('beamSearch', () => {
       });
       expect(res.some((r) => r.tokens.length > 1)).toBe(true);
     }
-    await expect(beamSearch(m.init(1), m.step, { beam: 2, maxLength: 3, startId, endId, disposeState: m.dispose, attention: true })).rejects.toThrow(/attention was asked for/);
+    await expect(
+      beamSearch(m.init(1), m.step, {
+        beam: 2,
+        maxLength: 3,
+        startId,
+        endId,
+        disposeState: m.dispose,
+        attention: true,
+      }),
+    ).rejects.toThrow(/attention was asked for/);
     expectDisposedOnce(m);
   });
 
   it('validates its options', async () => {
     const m = fakeModel(5, 2);
-    await expect(beamSearch(m.init(1), m.step, { beam: 0, maxLength: 4, startId, endId: 2, disposeState: m.dispose })).rejects.toThrow(RangeError);
-    await expect(beamSearch(m.init(1), m.step, { beam: 1, maxLength: 0, startId, endId: 2, disposeState: m.dispose })).rejects.toThrow(RangeError);
+    await expect(
+      beamSearch(m.init(1), m.step, { beam: 0, maxLength: 4, startId, endId: 2, disposeState: m.dispose }),
+    ).rejects.toThrow(RangeError);
+    await expect(
+      beamSearch(m.init(1), m.step, { beam: 1, maxLength: 0, startId, endId: 2, disposeState: m.dispose }),
+    ).rejects.toThrow(RangeError);
     expectDisposedOnce(m); // the init states are owned by beamSearch even then
     expect(await beamSearch([], m.step, { beam: 3, maxLength: 4, startId, endId: 2 })).toEqual([]);
   });

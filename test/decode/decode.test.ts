@@ -13,9 +13,35 @@ import { Vocab } from '../../src/text/vocab.js';
 import { rng } from '../../src/util/random.js';
 import { decodeFeatures, type DecodeSettings } from '../../src/decode/decode.js';
 
-const TOKENS = ['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'dog', 'cat', 'runs', 'on', 'the', 'grass', 'red', 'ball', 'man', 'jumps', 'over'];
+const TOKENS = [
+  '<pad>',
+  '<unk>',
+  'startseq',
+  'endseq',
+  'a',
+  'dog',
+  'cat',
+  'runs',
+  'on',
+  'the',
+  'grass',
+  'red',
+  'ball',
+  'man',
+  'jumps',
+  'over',
+];
 const vocab = new Vocab(TOKENS);
-const spec: MergeSpec = { vocabSize: TOKENS.length, featureDim: 12, embedDim: 8, units: 16, imageUnits: 16, hiddenUnits: 16, merge: 'add', dropout: 0 };
+const spec: MergeSpec = {
+  vocabSize: TOKENS.length,
+  featureDim: 12,
+  embedDim: 8,
+  units: 16,
+  imageUnits: 16,
+  hiddenUnits: 16,
+  merge: 'add',
+  dropout: 0,
+};
 const norm = { mean: new Float32Array(spec.featureDim), std: new Float32Array(spec.featureDim).fill(1) };
 
 /** A random decoder; `bias` adds to the output bias of chosen tokens (to steer what greedy picks). */
@@ -32,7 +58,14 @@ function features(n: number, seed: number): Float32Array[] {
   return Array.from({ length: n }, () => Float32Array.from({ length: spec.featureDim }, () => r() * 6 - 3));
 }
 
-const cfg = (beam: number, extra: Partial<DecodeSettings> = {}): DecodeSettings => ({ beam, maxLength: 12, lengthPenalty: 'none', alpha: 0.7, batchSize: 3, ...extra });
+const cfg = (beam: number, extra: Partial<DecodeSettings> = {}): DecodeSettings => ({
+  beam,
+  maxLength: 12,
+  lengthPenalty: 'none',
+  alpha: 0.7,
+  batchSize: 3,
+  ...extra,
+});
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -115,7 +148,16 @@ describe('decodeFeatures', () => {
 });
 
 describe('decodeFeatures with the attention decoder', () => {
-  const aspec = { vocabSize: TOKENS.length, positions: 6, channels: 4, embedDim: 8, units: 12, attentionDim: 10, dropout: 0, alphaReg: 1 };
+  const aspec = {
+    vocabSize: TOKENS.length,
+    positions: 6,
+    channels: 4,
+    embedDim: 8,
+    units: 12,
+    attentionDim: 10,
+    dropout: 0,
+    alphaReg: 1,
+  };
   const w = attentionInitialWeights(aspec, 4);
   w['output/kernel'] = w['output/kernel'].map((x) => x * 6);
   for (const id of [0, 1, 2]) w['output/bias'][id] -= 50;
@@ -135,7 +177,9 @@ describe('decodeFeatures with the attention decoder', () => {
     const got = await decodeFeatures({ decoder: att, vocab }, feats, cfg(1, { attention: true }));
     const plain = await decodeFeatures({ decoder: att, vocab }, feats, cfg(1));
     expect(tf.memory().numTensors).toBe(before);
-    expect(got.map((g) => g.tokens)).toEqual(await greedyDecode(att, feats, { start: vocab.start, end: vocab.end, maxLength: 12 }));
+    expect(got.map((g) => g.tokens)).toEqual(
+      await greedyDecode(att, feats, { start: vocab.start, end: vocab.end, maxLength: 12 }),
+    );
     expect(got.map((g) => g.tokens)).toEqual(plain.map((g) => g.tokens));
     expect(plain.every((g) => g.attention === undefined)).toBe(true);
     // the rows must be the attention of the step that produced each word: replay the caption step by step
@@ -167,7 +211,9 @@ describe('decodeFeatures with the attention decoder', () => {
     for (const g of got) expect(g.attention).toHaveLength(g.tokens.length);
     const merge = model(2);
     try {
-      const e = await decodeFeatures({ decoder: merge, vocab }, features(2, 1), cfg(2, { attention: true })).catch((x) => x);
+      const e = await decodeFeatures({ decoder: merge, vocab }, features(2, 1), cfg(2, { attention: true })).catch(
+        (x) => x,
+      );
       expect(e).toBeInstanceOf(ModelError);
       expect(e.message).toMatch(/the merge decoder has no attention weights/);
     } finally {

@@ -17,7 +17,9 @@ import { settleWorkers, type WorkerHandle } from '../helpers/worker-threads.js';
 
 // every worker thread started, and which of them still run
 const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
-vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
+vi.mock('node:worker_threads', async (orig) =>
+  (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads),
+);
 
 const settle = () => settleWorkers(threads);
 
@@ -99,12 +101,14 @@ describe('failures', () => {
     }
   }, 60_000);
 
-  it("a model error in a worker stays a ModelError (exit 4); features of mixed sizes are refused before any work", async () => {
+  it('a model error in a worker stays a ModelError (exit 4); features of mixed sizes are refused before any work', async () => {
     const { decoder } = tinyMerge(3);
     const pool = await startDecoder({ decoder, vocab }, { workers: 2 });
     try {
       await expect(pool.decode(randomFeatures(2, mergeSpec.featureDim + 1, 1), cfg)).rejects.toThrow(ModelError);
-      await expect(pool.decode([...randomFeatures(1, mergeSpec.featureDim, 1), ...randomFeatures(1, 3, 1)], cfg)).rejects.toThrow(/image feature 1 has 3 values/);
+      await expect(
+        pool.decode([...randomFeatures(1, mergeSpec.featureDim, 1), ...randomFeatures(1, 3, 1)], cfg),
+      ).rejects.toThrow(/image feature 1 has 3 values/);
       // the pool is still usable after a batch's own error
       expect(await pool.decode(randomFeatures(2, mergeSpec.featureDim, 1), cfg)).toHaveLength(2);
     } finally {
@@ -127,7 +131,9 @@ describe('failures', () => {
       expect(threads.live.size).toBe(0);
       // an already-aborted signal: the pool does not start a thread
       const started = threads.started;
-      await expect(startDecoder({ decoder, vocab }, { workers: 2, signal: ac.signal })).rejects.toMatchObject({ name: 'AbortError' });
+      await expect(startDecoder({ decoder, vocab }, { workers: 2, signal: ac.signal })).rejects.toMatchObject({
+        name: 'AbortError',
+      });
       expect(threads.started).toBe(started);
     } finally {
       await pool.dispose();
@@ -170,7 +176,9 @@ describe('decode.workers in the config', () => {
     expect((await loadConfig({})).config.decode.workers).toBe('auto');
     expect((await loadConfig({ sets: ['decode.workers=3'] })).config.decode.workers).toBe(3);
     for (const bad of [0, 257, 'many', 1.5]) {
-      await expect(loadConfig({ overrides: { decode: { workers: bad } } })).rejects.toThrow(/decode\.workers: expected ("auto" or )?an integer from 1 to 256/);
+      await expect(loadConfig({ overrides: { decode: { workers: bad } } })).rejects.toThrow(
+        /decode\.workers: expected ("auto" or )?an integer from 1 to 256/,
+      );
     }
   });
 });

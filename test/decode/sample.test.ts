@@ -9,7 +9,14 @@ import { greedyCaptions, sampleCaptions, sampleRow, words } from '../../src/deco
 import { greedyDecode } from '../helpers/greedy.js';
 import { sequenceBatch, sequenceLogProbs } from '../../src/train/scst.js';
 import { rng } from '../../src/util/random.js';
-import { attnSpec, chiSquarePValue, mergeSpec, randomFeatures, tinyAttention, tinyMerge } from '../helpers/tiny-decoders.js';
+import {
+  attnSpec,
+  chiSquarePValue,
+  mergeSpec,
+  randomFeatures,
+  tinyAttention,
+  tinyMerge,
+} from '../helpers/tiny-decoders.js';
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
@@ -62,7 +69,12 @@ describe('sampleCaptions', () => {
       const p = chiSquare(counts, probs);
       expect(p).toBeGreaterThan(1e-3);
       // the same counts against a uniform distribution: rejected
-      expect(chiSquare(counts, probs.map(() => 1 / probs.length))).toBeLessThan(1e-6);
+      expect(
+        chiSquare(
+          counts,
+          probs.map(() => 1 / probs.length),
+        ),
+      ).toBeLessThan(1e-6);
     } finally {
       dec.dispose();
     }
@@ -154,7 +166,9 @@ describe('sampleCaptions', () => {
     const dec = tinyAttention(1);
     try {
       await expect(sampleCaptions(dec, randomFeatures(1, D, 1), 0, { ...draw, seed: 1 })).rejects.toThrow(/k must be/);
-      await expect(sampleCaptions(dec, randomFeatures(1, D, 1), 2, { ...draw, maxLength: 0, seed: 1 })).rejects.toThrow(/maxLength/);
+      await expect(sampleCaptions(dec, randomFeatures(1, D, 1), 2, { ...draw, maxLength: 0, seed: 1 })).rejects.toThrow(
+        /maxLength/,
+      );
     } finally {
       dec.dispose();
     }

@@ -20,7 +20,9 @@ afterAll(async () => {
 
 describe('captioner demo', () => {
   it('refuses an --out holding other files, too few images, and an unknown scene kind', async () => {
-    await expect(runDemo({ out: path.join(work, 'kind'), scenes: 'many' as never })).rejects.toThrow(/--scenes must be one of single, multi/);
+    await expect(runDemo({ out: path.join(work, 'kind'), scenes: 'many' as never })).rejects.toThrow(
+      /--scenes must be one of single, multi/,
+    );
     const bogus = await runCli(['demo', '--out', path.join(work, 'kind'), '--scenes', 'bogus']);
     expect(bogus.code).toBe(2);
     expect(bogus.stderr).toMatch(/'bogus' is invalid.*single, multi/);

@@ -32,7 +32,8 @@ function badUrl(target: string): string | null {
   } catch {
     return 'not a valid URL';
   }
-  if (url.protocol === 'mailto:') return /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(url.pathname) ? null : 'not an e-mail address';
+  if (url.protocol === 'mailto:')
+    return /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(url.pathname) ? null : 'not an e-mail address';
   if (url.protocol !== 'https:' && url.protocol !== 'http:') return `scheme ${url.protocol} is not http(s) or mailto`;
   if (!url.hostname.includes('.')) return `host "${url.hostname}" has no domain`;
   return null;
@@ -59,7 +60,8 @@ function problems(page: string, anchorsOf: (rel: string) => Set<string>, ship: s
       fail('absolute path: use a path relative to the page');
       continue;
     }
-    const rel = file === '' ? page : path.posix.normalize(path.posix.join(path.posix.dirname(page), decodeURIComponent(file)));
+    const rel =
+      file === '' ? page : path.posix.normalize(path.posix.join(path.posix.dirname(page), decodeURIComponent(file)));
     if (rel.startsWith('../')) {
       fail('points outside the repository');
       continue;
@@ -133,7 +135,16 @@ describe('GitHub heading anchors', () => {
   });
 
   it('number repeated headings, skip code blocks and take explicit anchors', () => {
-    const page = ['# Title', '## Notes', '```sh', '# a comment, not a heading', '```', '## Notes', '<a id="custom"></a>', '##   Spaced out  ##'].join('\n');
+    const page = [
+      '# Title',
+      '## Notes',
+      '```sh',
+      '# a comment, not a heading',
+      '```',
+      '## Notes',
+      '<a id="custom"></a>',
+      '##   Spaced out  ##',
+    ].join('\n');
     expect([...anchors(page)].sort()).toEqual(['custom', 'notes', 'notes-1', 'spaced-out', 'title']);
   });
 });

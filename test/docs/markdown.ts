@@ -31,7 +31,9 @@ function prose(markdown: string): string[] {
 
 /** `text` with each inline code span replaced by its content kind: `keep` keeps the content, else blanks it. */
 function codeSpans(text: string, keep: boolean): string {
-  return text.replace(/(`+)([\s\S]*?[^`])\1(?!`)/g, (_m, _ticks, body: string) => (keep ? body.trim() : ' '.repeat(body.length)));
+  return text.replace(/(`+)([\s\S]*?[^`])\1(?!`)/g, (_m, _ticks, body: string) =>
+    keep ? body.trim() : ' '.repeat(body.length),
+  );
 }
 
 const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ' };
@@ -87,7 +89,9 @@ export function links(markdown: string): Link[] {
     const add = (target: string) => out.push({ target, line: i + 1 });
     // [text](target "title"), and an image inside the text (a badge that links somewhere)
     const inline = (text: string) => {
-      for (const m of text.matchAll(/\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*<?([^)\s>]*)>?(?:\s+(?:"[^"]*"|'[^']*'))?\s*\)/g)) {
+      for (const m of text.matchAll(
+        /\[((?:[^[\]]|\[[^\]]*\])*)\]\(\s*<?([^)\s>]*)>?(?:\s+(?:"[^"]*"|'[^']*'))?\s*\)/g,
+      )) {
         inline(m[1]);
         add(m[2]);
       }

@@ -39,13 +39,22 @@ describe('doctor: telemetry and weights', () => {
     process.env.CAPTIONER_CACHE = cache;
     try {
       mkdirSync(path.join(cache, 'weights'));
-      writeFileSync(path.join(cache, 'weights', 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'), 'not the real weights');
+      writeFileSync(
+        path.join(cache, 'weights', 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'),
+        'not the real weights',
+      );
       const r = await doctor('auto');
       expect(r.telemetry.onnxruntime).toBe('off');
       expect(r.weights.dir).toBe(path.join(cache, 'weights'));
       const [top, notop] = r.weights.files;
       expect(top).toMatchObject({ kind: 'top', present: false, ok: false });
-      expect(notop).toMatchObject({ kind: 'notop', present: true, ok: false, bytes: 20, md5: createHash('md5').update('not the real weights').digest('hex') });
+      expect(notop).toMatchObject({
+        kind: 'notop',
+        present: true,
+        ok: false,
+        bytes: 20,
+        md5: createHash('md5').update('not the real weights').digest('hex'),
+      });
       const text = formatReport(r);
       expect(text).toMatch(/onnxruntime telemetry: off/);
       expect(text).toMatch(/full \(fc2\)\s+not cached \(run `captioner weights vgg16`\)/);

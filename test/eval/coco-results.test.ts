@@ -22,7 +22,11 @@ const out = mkdtempSync(path.join(tmpdir(), 'coco-results-'));
 const annFile = path.join(sharedData, 'coco', 'captions_val2017.json');
 
 /** What eval writes for these images: caption = the first reference, standing in for a model's. */
-const resultsFor = (images: PreparedImage[]) => cocoResults(images.map((im) => ({ image: im.image, caption: im.captions[0] })), images);
+const resultsFor = (images: PreparedImage[]) =>
+  cocoResults(
+    images.map((im) => ({ image: im.image, caption: im.captions[0] })),
+    images,
+  );
 
 async function prep(name: string, dataset: Record<string, unknown>) {
   const { config } = await loadConfig({ overrides: { dataset, prep: { out: path.join(out, name) } } });
@@ -32,7 +36,11 @@ async function prep(name: string, dataset: Record<string, unknown>) {
 
 describe.skipIf(!hasShared)('results.json ids on real data', () => {
   it('COCO val2017: integer ids, all in the annotation file (loadRes check); score reads them', async () => {
-    const p = await prep('coco', { format: 'coco', captions: annFile, split: { ratios: { train: 0.8, val: 0.1, test: 0.1 }, seed: 1 } });
+    const p = await prep('coco', {
+      format: 'coco',
+      captions: annFile,
+      split: { ratios: { train: 0.8, val: 0.1, test: 0.1 }, seed: 1 },
+    });
     const test = p.splits.test;
     expect(test.length).toBeGreaterThan(400);
     const results = resultsFor(test);
@@ -48,7 +56,12 @@ describe.skipIf(!hasShared)('results.json ids on real data', () => {
     writeFileSync(file, JSON.stringify(results) + '\n');
     const r = await runCli(['score', '--candidates', file, '--references', annFile, '--json']);
     expect(r.code, r.stderr).toBe(0);
-    const want = corpusOnly(scoreCaptions(test.map((im) => ({ id: String(im.cocoId), candidate: im.captions[0], references: im.captions })), 'basic'));
+    const want = corpusOnly(
+      scoreCaptions(
+        test.map((im) => ({ id: String(im.cocoId), candidate: im.captions[0], references: im.captions })),
+        'basic',
+      ),
+    );
     expect(JSON.parse(r.stdout)).toEqual(want);
     // the prepared folder as references: matched by its recorded ids
     const r2 = await runCli(['score', '--candidates', file, '--references', p.dir, '--json']);
@@ -57,14 +70,25 @@ describe.skipIf(!hasShared)('results.json ids on real data', () => {
   }, 60_000);
 
   it('Karpathy Flickr8k sample and the Flickr8k token file: file names', async () => {
-    const k = await prep('karpathy', { format: 'karpathy', captions: path.join(sharedData, 'karpathy', 'dataset_flickr8k_first15_sample.json') });
+    const k = await prep('karpathy', {
+      format: 'karpathy',
+      captions: path.join(sharedData, 'karpathy', 'dataset_flickr8k_first15_sample.json'),
+    });
     const all = [...k.splits.train, ...k.splits.val, ...k.splits.test];
     expect(all.length).toBe(15);
     expect(resultsFor(all).map((r) => r.image_id)).toEqual(all.map((im) => im.image));
     expect(all.every((im) => im.cocoId === undefined)).toBe(true);
 
     const f = (n: string) => path.join(sharedData, 'flickr8k', n);
-    const f8 = await prep('f8k', { format: 'flickr8k', captions: f('Flickr8k.token.txt'), split: { trainFile: f('Flickr_8k.trainImages.txt'), valFile: f('Flickr_8k.devImages.txt'), testFile: f('Flickr_8k.testImages.txt') } });
+    const f8 = await prep('f8k', {
+      format: 'flickr8k',
+      captions: f('Flickr8k.token.txt'),
+      split: {
+        trainFile: f('Flickr_8k.trainImages.txt'),
+        valFile: f('Flickr_8k.devImages.txt'),
+        testFile: f('Flickr_8k.testImages.txt'),
+      },
+    });
     const res = resultsFor(f8.splits.test);
     expect(res).toHaveLength(1000);
     expect(res.every((r) => typeof r.image_id === 'string' && r.image_id.endsWith('.jpg'))).toBe(true);

@@ -43,15 +43,31 @@ describe.skipIf(gate.skip)('eval report.html in chromium', () => {
     for (let i = 0; i < COLOURS.length; i++) {
       // long file names, as real datasets have
       const image = `${1000268201 + i}_693b08cb0e_flickr8k_${'x'.repeat(i * 8)}.jpg`;
-      await sharp({ create: { width: 200 + i * 40, height: 150, channels: 3, background: COLOURS[i] } }).jpeg().toFile(path.join(images, image));
-      preds.push({ image, file: image, caption: CAPTIONS[i], logprob: -2 - i / 3, references: [`a ${['red', 'blue', 'green', 'yellow', 'purple', 'grey'][i]} square`, 'a square of one colour on a plain background, seen from straight above'] });
+      await sharp({ create: { width: 200 + i * 40, height: 150, channels: 3, background: COLOURS[i] } })
+        .jpeg()
+        .toFile(path.join(images, image));
+      preds.push({
+        image,
+        file: image,
+        caption: CAPTIONS[i],
+        logprob: -2 - i / 3,
+        references: [
+          `a ${['red', 'blue', 'green', 'yellow', 'purple', 'grey'][i]} square`,
+          'a square of one colour on a plain background, seen from straight above',
+        ],
+      });
     }
     const scores = scoreCaptions(preds.map((p) => ({ id: p.image, candidate: p.caption, references: p.references })));
     const report = buildReport({
       createdAt: '2026-01-01T00:00:00.000Z',
       model: { dir: path.join(tmp, 'runs', 'flickr8k-attention-512'), name: 'flickr8k-attention-512', which: 'best' },
       dataset: { dir: path.join(tmp, 'prepared'), fingerprint: 'f'.repeat(64), imagesDir: images },
-      features: { dir: path.join(tmp, 'features'), fingerprint: 'sha256:x', weights: path.join(tmp, 'vgg16_weights.h5'), layer: 'fc2' },
+      features: {
+        dir: path.join(tmp, 'features'),
+        fingerprint: 'sha256:x',
+        weights: path.join(tmp, 'vgg16_weights.h5'),
+        layer: 'fc2',
+      },
       split: 'test',
       decode: DecodeSchema.parse({}),
       tokenize: 'basic',
@@ -61,11 +77,24 @@ describe.skipIf(gate.skip)('eval report.html in chromium', () => {
     });
     // an attention view for two of them
     const grid = [2, 2] as const;
-    const byImage = new Map(preds.slice(0, 2).map((p) => [p.image, { words: p.caption.split(' '), rows: p.caption.split(' ').map((_, w) => [w % 4 === 0 ? 1 : 0, w % 4 === 1 ? 1 : 0, w % 4 === 2 ? 1 : 0, w % 4 === 3 ? 1 : 0]) }]));
+    const byImage = new Map(
+      preds.slice(0, 2).map((p) => [
+        p.image,
+        {
+          words: p.caption.split(' '),
+          rows: p.caption
+            .split(' ')
+            .map((_, w) => [w % 4 === 0 ? 1 : 0, w % 4 === 1 ? 1 : 0, w % 4 === 2 ? 1 : 0, w % 4 === 3 ? 1 : 0]),
+        },
+      ]),
+    );
     const reportDir = path.join(tmp, 'runs', 'flickr8k-attention-512', 'eval-test');
     await fs.mkdir(reportDir, { recursive: true });
     withThumbs = path.join(reportDir, 'report.html');
-    await fs.writeFile(withThumbs, await renderReportHtml(report, { imagesDir: images, reportDir, attention: { grid, byImage } }));
+    await fs.writeFile(
+      withThumbs,
+      await renderReportHtml(report, { imagesDir: images, reportDir, attention: { grid, byImage } }),
+    );
     without = path.join(reportDir, 'report-no-thumbnails.html');
     await fs.writeFile(without, await renderReportHtml(report, { imagesDir: images, reportDir, thumbnails: false }));
     browser = await launchChromium(gate);
@@ -77,7 +106,12 @@ describe.skipIf(gate.skip)('eval report.html in chromium', () => {
 
   async function open(file: string, width: number): Promise<Page> {
     const phone = width < 500;
-    const context = await browser.newContext({ viewport: { width, height: phone ? 844 : 900 }, deviceScaleFactor: phone ? 2 : 1, isMobile: phone, hasTouch: phone });
+    const context = await browser.newContext({
+      viewport: { width, height: phone ? 844 : 900 },
+      deviceScaleFactor: phone ? 2 : 1,
+      isMobile: phone,
+      hasTouch: phone,
+    });
     const page = await context.newPage();
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
@@ -111,11 +145,15 @@ describe.skipIf(gate.skip)('eval report.html in chromium', () => {
       expect(r.last.right).toBeLessThanOrEqual(390);
     }
     // each score says what it is
-    expect(await page.evaluate(() => getComputedStyle(document.querySelector('td.num')!, '::before').content)).toBe('"BLEU-4"');
+    expect(await page.evaluate(() => getComputedStyle(document.querySelector('td.num')!, '::before').content)).toBe(
+      '"BLEU-4"',
+    );
     await page.screenshot({ path: path.join(artifacts, 'report-phone.png'), fullPage: true });
     // the headers are sort buttons: BLEU-4, highest first
     await page.click('th[data-key="bleu4"]');
-    const bleu = await page.evaluate(() => [...document.querySelectorAll<HTMLElement>('#images tbody tr')].map((tr) => Number(tr.dataset.bleu4)));
+    const bleu = await page.evaluate(() =>
+      [...document.querySelectorAll<HTMLElement>('#images tbody tr')].map((tr) => Number(tr.dataset.bleu4)),
+    );
     expect(bleu).toEqual([...bleu].sort((a, b) => b - a));
     // an attention view opens within the screen
     await page.click('.attn-details summary');
@@ -143,12 +181,13 @@ describe.skipIf(gate.skip)('eval report.html in chromium', () => {
     for (const width of [390, 1280]) {
       const page = await open(without, width);
       expect(await docWidth(page)).toBeLessThanOrEqual(width);
-      const text = await page.evaluate(() => document.body.innerText);
+      const text = await page.evaluate(() => document.body.textContent);
       expect(text).not.toMatch(/image not found/);
       expect(text.match(/thumbnails off/g)).toHaveLength(1);
       // and no absolute local path anywhere on the page
       expect(await page.content()).not.toContain(tmp);
-      if (width === 390) await page.screenshot({ path: path.join(artifacts, 'report-phone-no-thumbnails.png'), fullPage: true });
+      if (width === 390)
+        await page.screenshot({ path: path.join(artifacts, 'report-phone-no-thumbnails.png'), fullPage: true });
       await page.context().close();
     }
   });

@@ -11,12 +11,27 @@ import { renderReportHtml } from '../../src/eval/report-html.js';
 
 const metrics = { images: 2, Bleu_1: 0.5, Bleu_2: 0.25, Bleu_3: 0.125, Bleu_4: 0.0625, CIDEr: 1.5, ROUGE_L: 0.75 };
 
-const img = (image: string, captions: string[]): PreparedImage => ({ image, file: image, captions, tokens: captions.map(() => [2, 3]) });
+const img = (image: string, captions: string[]): PreparedImage => ({
+  image,
+  file: image,
+  captions,
+  tokens: captions.map(() => [2, 3]),
+});
 
 describe('formatMetricsTable', () => {
   it('one metric a line, aligned, with the baseline column when given', () => {
     expect(formatMetricsTable(metrics)).toBe(
-      ['metric    model', 'images        2', 'BLEU-1   0.5000', 'BLEU-2   0.2500', 'BLEU-3   0.1250', 'BLEU-4   0.0625', 'CIDEr-D  1.5000', 'ROUGE_L  0.7500', ''].join('\n'),
+      [
+        'metric    model',
+        'images        2',
+        'BLEU-1   0.5000',
+        'BLEU-2   0.2500',
+        'BLEU-3   0.1250',
+        'BLEU-4   0.0625',
+        'CIDEr-D  1.5000',
+        'ROUGE_L  0.7500',
+        '',
+      ].join('\n'),
     );
     const t = formatMetricsTable(metrics, { baseline: { ...metrics, Bleu_4: 0.01 } });
     expect(t.split('\n')[0]).toBe('metric    model  image-blind');
@@ -26,7 +41,13 @@ describe('formatMetricsTable', () => {
 
 describe('buildReport', () => {
   const preds: Prediction[] = [
-    { image: 'a.jpg', file: 'a.jpg', caption: 'a red square', logprob: -1.23456789, references: ['a red square', 'the red square'] },
+    {
+      image: 'a.jpg',
+      file: 'a.jpg',
+      caption: 'a red square',
+      logprob: -1.23456789,
+      references: ['a red square', 'the red square'],
+    },
     { image: 'b.jpg', file: 'sub/b.jpg', caption: 'a <blue> square', logprob: -2, references: ['a blue square'] },
   ];
   const scores = scoreCaptions(preds.map((p) => ({ id: p.image, candidate: p.caption, references: p.references })));
@@ -44,7 +65,15 @@ describe('buildReport', () => {
   });
 
   it('keeps corpus metrics apart from per-image rows, rounded', () => {
-    expect(report.metrics).toEqual({ images: 2, Bleu_1: scores.Bleu_1, Bleu_2: scores.Bleu_2, Bleu_3: scores.Bleu_3, Bleu_4: scores.Bleu_4, CIDEr: scores.CIDEr, ROUGE_L: scores.ROUGE_L });
+    expect(report.metrics).toEqual({
+      images: 2,
+      Bleu_1: scores.Bleu_1,
+      Bleu_2: scores.Bleu_2,
+      Bleu_3: scores.Bleu_3,
+      Bleu_4: scores.Bleu_4,
+      CIDEr: scores.CIDEr,
+      ROUGE_L: scores.ROUGE_L,
+    });
     expect(report.perImage[0]).toMatchObject({ image: 'a.jpg', logprob: -1.234568, ROUGE_L: 1 });
     expect(report.perImage[1].file).toBe('sub/b.jpg');
     expect(report.seconds).toBe(1.23);
@@ -88,13 +117,19 @@ describe('imageBlindBaseline', () => {
     expect(b.method).toBe('best-constant-caption');
     // the winner has the best corpus BLEU-4 over the training images of every candidate caption
     const refs = train.map((im) => im.captions.map((c) => tokenize(c, 'basic')));
-    const b4 = (c: string) => corpusBleu(refs.map(() => c.split(' ')), refs)[3];
+    const b4 = (c: string) =>
+      corpusBleu(
+        refs.map(() => c.split(' ')),
+        refs,
+      )[3];
     const all = [...new Set(train.flatMap((im) => im.captions.map((c) => tokenize(c, 'basic').join(' '))))];
     for (const c of all) expect(b4(b.caption)).toBeGreaterThanOrEqual(b4(c));
     expect(b.caption).toBe('a red square on the left');
     expect(b.trainCount).toBe(1);
     expect(b.selectionImages).toBe(3);
-    const direct = scoreCaptions(evalRefs.map((refs, i) => ({ id: String(i), candidate: b.caption, references: refs })));
+    const direct = scoreCaptions(
+      evalRefs.map((refs, i) => ({ id: String(i), candidate: b.caption, references: refs })),
+    );
     expect(b.metrics.Bleu_4).toBeCloseTo(direct.Bleu_4, 12);
     expect(b.metrics.images).toBe(2);
     expect(b.explanation).toContain(b.caption);
@@ -117,17 +152,15 @@ describe('cocoResults (results.json)', () => {
       { image: 'b.jpg', caption: 'a cat' },
       { image: 'c.jpg', caption: 'a bird' },
     ];
-    const images = [
-      { image: 'a.jpg', cocoId: 391895 },
-      { image: 'b.jpg' },
-      { image: 'c.jpg', cocoId: 'custom-1' },
-    ];
+    const images = [{ image: 'a.jpg', cocoId: 391895 }, { image: 'b.jpg' }, { image: 'c.jpg', cocoId: 'custom-1' }];
     expect(cocoResults(preds, images)).toEqual([
       { image_id: 391895, caption: 'a dog' },
       { image_id: 'b.jpg', caption: 'a cat' },
       { image_id: 'custom-1', caption: 'a bird' },
     ]);
     // an older prepared set: no ids at all
-    expect(cocoResults(preds, [img('a.jpg', ['x']), img('b.jpg', ['y']), img('c.jpg', ['z'])]).map((r) => r.image_id)).toEqual(['a.jpg', 'b.jpg', 'c.jpg']);
+    expect(
+      cocoResults(preds, [img('a.jpg', ['x']), img('b.jpg', ['y']), img('c.jpg', ['z'])]).map((r) => r.image_id),
+    ).toEqual(['a.jpg', 'b.jpg', 'c.jpg']);
   });
 });

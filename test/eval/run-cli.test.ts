@@ -31,9 +31,19 @@ describe('captioner eval', () => {
     expect(r.code).toBe(0);
     const rows = r.stdout.trim().split('\n');
     expect(rows[0]).toMatch(/^metric\s+model\s+image-blind$/);
-    expect(rows.map((l) => l.split(/\s+/)[0])).toEqual(['metric', 'images', 'BLEU-1', 'BLEU-2', 'BLEU-3', 'BLEU-4', 'CIDEr-D', 'ROUGE_L']);
+    expect(rows.map((l) => l.split(/\s+/)[0])).toEqual([
+      'metric',
+      'images',
+      'BLEU-1',
+      'BLEU-2',
+      'BLEU-3',
+      'BLEU-4',
+      'CIDEr-D',
+      'ROUGE_L',
+    ]);
     expect(rows[1]).toMatch(/^images\s+4\s+4$/);
-    for (const f of ['predictions.jsonl', 'results.json', 'report.json', 'report.html']) expect((await fs.stat(path.join(out, f))).size).toBeGreaterThan(0);
+    for (const f of ['predictions.jsonl', 'results.json', 'report.json', 'report.html'])
+      expect((await fs.stat(path.join(out, f))).size).toBeGreaterThan(0);
     const rep = JSON.parse(await fs.readFile(path.join(out, 'report.json'), 'utf8'));
     expect(rep.decode.beam).toBe(2);
   }, 60_000);
@@ -43,8 +53,21 @@ describe('captioner eval', () => {
     const r = await runCli([...base(), '--json', '--split', 'train', '--limit', '3', '--out', out, '--no-thumbnails']);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(j).toMatchObject({ split: 'train', metrics: { images: 3 }, baseline: { metrics: { images: 3 } }, files: { dir: out } });
-    expect(Object.keys(j.metrics).sort()).toEqual(['Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'CIDEr', 'ROUGE_L', 'images']);
+    expect(j).toMatchObject({
+      split: 'train',
+      metrics: { images: 3 },
+      baseline: { metrics: { images: 3 } },
+      files: { dir: out },
+    });
+    expect(Object.keys(j.metrics).sort()).toEqual([
+      'Bleu_1',
+      'Bleu_2',
+      'Bleu_3',
+      'Bleu_4',
+      'CIDEr',
+      'ROUGE_L',
+      'images',
+    ]);
     const html = await fs.readFile(path.join(out, 'report.html'), 'utf8');
     expect(html).not.toContain('data:image/jpeg');
     // thumbnails off: said once, not "image not found" on every row; and no absolute local paths
@@ -85,12 +108,17 @@ describe('captioner eval decode settings', () => {
         const out = path.join(work, `dec-${extra.join('_').replace(/[^\w]/g, '')}`);
         const r = await runCli([...base(), '--out', out, '--no-baseline', ...extra]);
         expect(r.code).toBe(0);
-        return JSON.parse(await fs.readFile(path.join(out, 'report.json'), 'utf8')).decode as { beam: number; maxLength: number };
+        return JSON.parse(await fs.readFile(path.join(out, 'report.json'), 'utf8')).decode as {
+          beam: number;
+          maxLength: number;
+        };
       };
       expect(await decodeOf([])).toMatchObject({ beam: 1, maxLength: 4 });
       expect(await decodeOf(['--config', userCfg])).toMatchObject({ beam: 4, maxLength: 4 });
       expect(await decodeOf(['--config', userCfg, '--set', 'decode.beam=3'])).toMatchObject({ beam: 3, maxLength: 4 });
-      expect(await decodeOf(['--config', userCfg, '--set', 'decode.beam=3', '--beam', '2', '--set', 'decode.maxLength=9'])).toMatchObject({ beam: 2, maxLength: 9 });
+      expect(
+        await decodeOf(['--config', userCfg, '--set', 'decode.beam=3', '--beam', '2', '--set', 'decode.maxLength=9']),
+      ).toMatchObject({ beam: 2, maxLength: 9 });
     } finally {
       await fs.writeFile(cfgFile, original);
     }
@@ -99,7 +127,10 @@ describe('captioner eval decode settings', () => {
   it('ends quietly when stdout is closed by its reader (exit 141, no stack trace)', async () => {
     const { spawn } = await import('node:child_process');
     const { bin } = await import('../helpers/cli.js');
-    const child = spawn(process.execPath, [bin, ...base(), '--out', path.join(work, 'epipe')], { env: { ...process.env, CAPTIONER_QUIET: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, ...base(), '--out', path.join(work, 'epipe')], {
+      env: { ...process.env, CAPTIONER_QUIET: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     child.stdout.destroy(); // the reader is gone before anything is written
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
@@ -108,14 +139,18 @@ describe('captioner eval decode settings', () => {
     expect(code).toBe(141);
   }, 60_000);
 
-  it('checks the report folder before decoding (issue 24): /proc/nope is exit 3 at once, another stage\'s folder exit 2', async () => {
+  it("checks the report folder before decoding (issue 24): /proc/nope is exit 3 at once, another stage's folder exit 2", async () => {
     const r = await runCli([...base(), '--out', '/proc/nope'], { env: { CAPTIONER_QUIET: '0' } });
     expect(r.code).toBe(3);
-    expect(r.stderr).toMatch(/error: \/proc\/nope: cannot create folder: \/proc\/nope: \/proc does not accept new folders\n$/);
+    expect(r.stderr).toMatch(
+      /error: \/proc\/nope: cannot create folder: \/proc\/nope: \/proc does not accept new folders\n$/,
+    );
     expect(r.stderr).not.toMatch(/eval: \d+ test images/); // logged when decoding starts
     const other = await runCli([...base(), '--out', fx.prepared]);
     expect(other.code).toBe(2);
-    expect(other.stderr).toContain(`error: ${fx.prepared}: holds a prepared dataset, not an eval report; refusing to write over it (choose another folder with --out or eval.out)`);
+    expect(other.stderr).toContain(
+      `error: ${fx.prepared}: holds a prepared dataset, not an eval report; refusing to write over it (choose another folder with --out or eval.out)`,
+    );
   }, 60_000);
 
   it('names the dataset the run recorded (or the one the user gave) when it has moved, never a default the user did not use', async () => {
@@ -127,13 +162,20 @@ describe('captioner eval decode settings', () => {
     await fs.writeFile(mfile, JSON.stringify({ ...m, dataset: { ...m.dataset, dir: gone } }));
     const r = await runCli(['eval', '--model', moved, '--set', 'backend=cpu']);
     expect(r.code).toBe(3);
-    expect(r.stderr).toMatch(new RegExp(`error: ${gone.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the prepared dataset that .*moved-run was trained on is not there any more \\(moved or deleted\\?\\); give its new place with --set prep\\.out=DIR\\n$`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `error: ${gone.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the prepared dataset that .*moved-run was trained on is not there any more \\(moved or deleted\\?\\); give its new place with --set prep\\.out=DIR\\n$`,
+      ),
+    );
     expect(r.stderr).not.toMatch(/work\/prepared/);
     const given = path.join(work, 'typo', 'prepared');
     const mine = await runCli(['eval', '--model', moved, '--set', 'backend=cpu', '--set', `prep.out=${given}`]);
     expect(mine.code).toBe(3);
     expect(mine.stderr).toContain(`error: ${given}: `);
     // given its new place, it evaluates
-    expect((await runCli(['eval', '--model', moved, '--set', 'backend=cpu', '--set', `prep.out=${fx.prepared}`, '--json'])).code).toBe(0);
+    expect(
+      (await runCli(['eval', '--model', moved, '--set', 'backend=cpu', '--set', `prep.out=${fx.prepared}`, '--json']))
+        .code,
+    ).toBe(0);
   }, 120_000);
 });

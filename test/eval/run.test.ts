@@ -34,7 +34,10 @@ describe('runEval', () => {
     expect(tf.memory().numTensors).toBe(before);
     expect(files.dir).toBe(path.join(fx.model, 'eval-test'));
 
-    const lines = (await fs.readFile(files.predictions, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const lines = (await fs.readFile(files.predictions, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.image)).toEqual([12, 13, 14, 15].map(imageName));
     for (const l of lines) {
       expect(Object.keys(l).sort()).toEqual(['caption', 'image', 'logprob']);
@@ -46,14 +49,24 @@ describe('runEval', () => {
 
     const saved = JSON.parse(await fs.readFile(files.report, 'utf8'));
     expect(saved).toEqual(JSON.parse(JSON.stringify(report)));
-    expect(saved).toMatchObject({ kind: 'captioner.eval', split: 'test', tokenize: 'basic', decode: { beam: 2 }, metrics: { images: 4 } });
+    expect(saved).toMatchObject({
+      kind: 'captioner.eval',
+      split: 'test',
+      tokenize: 'basic',
+      decode: { beam: 2 },
+      metrics: { images: 4 },
+    });
     for (const k of ['Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'CIDEr', 'ROUGE_L']) {
       expect(saved.metrics[k]).toBeGreaterThanOrEqual(0);
       expect(saved.baseline.metrics[k]).toBeGreaterThanOrEqual(0);
     }
     expect(saved.baseline.caption).toMatch(/square/);
     expect(saved.perImage).toHaveLength(4);
-    expect(saved.perImage[0]).toMatchObject({ image: imageName(12), file: imageName(12), references: ['A red square.', 'the red square', 'a picture of a red square'] });
+    expect(saved.perImage[0]).toMatchObject({
+      image: imageName(12),
+      file: imageName(12),
+      references: ['A red square.', 'the red square', 'a picture of a red square'],
+    });
     expect(saved.perImage[0].caption).toBe(lines[0].caption);
     expect(saved.dataset.fingerprint).toMatch(/^[0-9a-f]{64}$/);
     expect(saved.features.fingerprint).toMatch(/^sha256:/);
@@ -74,11 +87,17 @@ describe('runEval', () => {
     const before = tf.memory().numTensors;
     const { report, files } = await runEval(att.config, { model: att.model, noBaseline: true });
     expect(tf.memory().numTensors).toBe(before);
-    const lines = (await fs.readFile(files.predictions, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const lines = (await fs.readFile(files.predictions, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     for (const l of lines) expect(Object.keys(l).sort()).toEqual(['caption', 'image', 'logprob']);
     expect(JSON.stringify(report)).not.toContain('attn');
     const html = await fs.readFile(files.html, 'utf8');
-    const views = html.match(/<details class="attn-details"><summary>attention<\/summary><figure class="attn-view" data-grid="2 2">.*?<\/figure><\/details>/g) ?? [];
+    const views =
+      html.match(
+        /<details class="attn-details"><summary>attention<\/summary><figure class="attn-view" data-grid="2 2">.*?<\/figure><\/details>/g,
+      ) ?? [];
     expect(views).toHaveLength(4);
     expect(report.perImage.some((p) => p.caption !== '')).toBe(true); // some views have words to point at
     for (const p of report.perImage) {
@@ -100,7 +119,11 @@ describe('runEval', () => {
     await fs.rename(path.join(fx.images, imageName(10)), path.join(fx.images, 'moved.png'));
     try {
       const out = path.join(work, 'val-report');
-      const config = { ...fx.config, eval: { ...fx.config.eval, split: 'val' as const, limit: 1, out }, decode: { ...fx.config.decode, beam: 1 } };
+      const config = {
+        ...fx.config,
+        eval: { ...fx.config.eval, split: 'val' as const, limit: 1, out },
+        decode: { ...fx.config.decode, beam: 1 },
+      };
       const { report, files } = await runEval(config, { model: fx.model, noBaseline: true });
       expect(files.dir).toBe(out);
       expect(report.perImage.map((p) => p.image)).toEqual([imageName(10)]);
@@ -137,8 +160,14 @@ describe('runEval', () => {
     const annFile = path.join(cx.dir, 'data', 'coco_test.json');
     const ann = JSON.parse(await fs.readFile(annFile, 'utf8')) as { images: { id: number }[] };
     const { files } = await runEval(cx.config, { model: cx.model, noBaseline: true, noThumbnails: true });
-    const results = JSON.parse(await fs.readFile(files.results, 'utf8')) as { image_id: number | string; caption: string }[];
-    const preds = (await fs.readFile(files.predictions, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const results = JSON.parse(await fs.readFile(files.results, 'utf8')) as {
+      image_id: number | string;
+      caption: string;
+    }[];
+    const preds = (await fs.readFile(files.predictions, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(results).toEqual(preds.map((p, k) => ({ image_id: cocoIdOf(12 + k), caption: p.caption })));
     // pycocotools COCO.loadRes: set(image_ids) <= set(coco.getImgIds())
     const imgIds = new Set(ann.images.map((i) => i.id));

@@ -14,7 +14,9 @@ const write = (name: string, text: string) => {
   return f;
 };
 
-const pairs: ScorePair[] = JSON.parse(readFileSync(path.join(import.meta.dirname, 'fixtures', 'coco_val2017_40.json'), 'utf8')).pairs;
+const pairs: ScorePair[] = JSON.parse(
+  readFileSync(path.join(import.meta.dirname, 'fixtures', 'coco_val2017_40.json'), 'utf8'),
+).pairs;
 const refsFile = write(
   'refs.json',
   JSON.stringify({
@@ -22,11 +24,17 @@ const refsFile = write(
     annotations: pairs.flatMap((p) => p.references.map((caption) => ({ image_id: Number(p.id), caption }))),
   }),
 );
-const resultsFile = write('results.json', JSON.stringify(pairs.map((p) => ({ image_id: Number(p.id), caption: p.candidate }))));
+const resultsFile = write(
+  'results.json',
+  JSON.stringify(pairs.map((p) => ({ image_id: Number(p.id), caption: p.candidate }))),
+);
 // caption-style JSONL: path-like ids (matched by basename = COCO file_name), plus one failed image
 const jsonlFile = write(
   'captions.jsonl',
-  [...pairs.map((p) => JSON.stringify({ image: `photos/${p.id.padStart(12, '0')}.jpg`, caption: p.candidate })), JSON.stringify({ image: 'photos/broken.jpg', error: 'cannot decode' })].join('\n') + '\n',
+  [
+    ...pairs.map((p) => JSON.stringify({ image: `photos/${p.id.padStart(12, '0')}.jpg`, caption: p.candidate })),
+    JSON.stringify({ image: 'photos/broken.jpg', error: 'cannot decode' }),
+  ].join('\n') + '\n',
 );
 
 describe('captioner score', () => {
@@ -39,14 +47,32 @@ describe('captioner score', () => {
   });
 
   it('reads caption JSONL, matches path-like ids by basename, skips error lines with a warning', async () => {
-    const r = await runCli(['score', '--candidates', jsonlFile, '--references', refsFile, '--json', '--tokenize', 'none']);
+    const r = await runCli([
+      'score',
+      '--candidates',
+      jsonlFile,
+      '--references',
+      refsFile,
+      '--json',
+      '--tokenize',
+      'none',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual(corpusOnly(scoreCaptions(pairs, 'none')));
     expect(r.stderr).toMatch(/skipped 1 entry with an "error"/);
   });
 
   it('takes the tokenizer from the config when no flag is given', async () => {
-    const r = await runCli(['score', '--candidates', resultsFile, '--references', refsFile, '--json', '--set', 'eval.tokenize=none']);
+    const r = await runCli([
+      'score',
+      '--candidates',
+      resultsFile,
+      '--references',
+      refsFile,
+      '--json',
+      '--set',
+      'eval.tokenize=none',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).Bleu_4).toBeCloseTo(scoreCaptions(pairs, 'none').Bleu_4, 15);
   });
@@ -61,7 +87,13 @@ describe('captioner score', () => {
   });
 
   it('exits 3 with a clear message for candidates without references, duplicates, bad files', async () => {
-    const extra = write('extra.json', JSON.stringify([{ image_id: Number(pairs[0].id), caption: 'x' }, { image_id: 999999999, caption: 'y' }]));
+    const extra = write(
+      'extra.json',
+      JSON.stringify([
+        { image_id: Number(pairs[0].id), caption: 'x' },
+        { image_id: 999999999, caption: 'y' },
+      ]),
+    );
     let r = await runCli(['score', '--candidates', extra, '--references', refsFile]);
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/1 of 2 candidate\(s\) have no references in .*refs\.json: 999999999/);
@@ -93,9 +125,24 @@ describe('captioner score', () => {
   it.skipIf(!hasShared)('scores JSONL candidates against the real Flickr8k token file', async () => {
     // candidates: caption #0 of three images; references: the whole token file, so each candidate also
     // appears among its own references and BLEU-1 is 1
-    const lines = readFileSync(path.join(sharedData, 'flickr8k', 'Flickr8k.token.txt'), 'utf8').split('\n').filter((l) => /#0\t/.test(l)).slice(0, 3);
-    const cands = write('f8k.jsonl', lines.map((l) => JSON.stringify({ image: `/data/Flicker8k_Dataset/${l.split('#')[0]}`, caption: l.split('\t')[1] })).join('\n'));
-    const r = await runCli(['score', '--candidates', cands, '--references', path.join(sharedData, 'flickr8k', 'Flickr8k.token.txt'), '--json']);
+    const lines = readFileSync(path.join(sharedData, 'flickr8k', 'Flickr8k.token.txt'), 'utf8')
+      .split('\n')
+      .filter((l) => /#0\t/.test(l))
+      .slice(0, 3);
+    const cands = write(
+      'f8k.jsonl',
+      lines
+        .map((l) => JSON.stringify({ image: `/data/Flicker8k_Dataset/${l.split('#')[0]}`, caption: l.split('\t')[1] }))
+        .join('\n'),
+    );
+    const r = await runCli([
+      'score',
+      '--candidates',
+      cands,
+      '--references',
+      path.join(sharedData, 'flickr8k', 'Flickr8k.token.txt'),
+      '--json',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.images).toBe(3);

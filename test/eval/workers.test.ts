@@ -13,7 +13,9 @@ import type { WorkerHandle } from '../helpers/worker-threads.js';
 
 // the worker threads started, and which of them still run
 const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
-vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
+vi.mock('node:worker_threads', async (orig) =>
+  (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads),
+);
 
 let work: string;
 
@@ -28,13 +30,20 @@ afterAll(async () => {
 
 /** The fixture's config with decode.workers / batchSize and its own report folder. */
 function withWorkers(fx: EvalFixture, workers: number, out: string): Config {
-  return ConfigSchema.parse({ ...fx.config, decode: { ...fx.config.decode, workers, batchSize: 1 }, eval: { ...fx.config.eval, out } });
+  return ConfigSchema.parse({
+    ...fx.config,
+    decode: { ...fx.config.decode, workers, batchSize: 1 },
+    eval: { ...fx.config.eval, out },
+  });
 }
 
 async function evalWith(fx: EvalFixture, workers: number) {
   const before = tf.memory().numTensors;
   const started = threads.started;
-  const { report, files } = await runEval(withWorkers(fx, workers, path.join(fx.dir, `eval-w${workers}`)), { model: fx.model, noBaseline: true });
+  const { report, files } = await runEval(withWorkers(fx, workers, path.join(fx.dir, `eval-w${workers}`)), {
+    model: fx.model,
+    noBaseline: true,
+  });
   expect(tf.memory().numTensors).toBe(before);
   expect(threads.started - started).toBe(workers > 1 ? workers : 0);
   expect(threads.live.size).toBe(0); // eval awaits the pool's dispose, which resolves once every thread has exited
@@ -57,7 +66,12 @@ describe('eval with decode.workers 2', () => {
     expect(two.results).toBe(one.results);
     expect(two.metrics).toEqual(one.metrics);
     expect(two.perImage).toEqual(one.perImage);
-    expect(two.predictions.trim().split('\n').map((l) => JSON.parse(l).image)).toEqual([12, 13, 14, 15].map(imageName));
+    expect(
+      two.predictions
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).image),
+    ).toEqual([12, 13, 14, 15].map(imageName));
   }, 90_000);
 
   it('an attention run: the same captions and the same attention rows', async () => {

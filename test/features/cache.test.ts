@@ -4,7 +4,15 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheFingerprint, encodeRows, fromHalf, openCacheWriter, openFeatureCache, toHalf, type CacheSpec } from '../../src/features/cache.js';
+import {
+  cacheFingerprint,
+  encodeRows,
+  fromHalf,
+  openCacheWriter,
+  openFeatureCache,
+  toHalf,
+  type CacheSpec,
+} from '../../src/features/cache.js';
 import { DataError } from '../../src/errors.js';
 import { rng } from '../../src/util/random.js';
 
@@ -26,7 +34,16 @@ const spec = (over: Partial<CacheSpec['encoder']> = {}, dtype: CacheSpec['dtype'
     weightsFingerprint: 'random:seed=1',
     layer: 'fc2',
     shape: [5],
-    preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [1, 2, 3], channelOrder: 'bgr', layout: 'nhwc' },
+    preprocessing: {
+      size: 224,
+      resize: 'fill',
+      interpolation: 'nearest',
+      alpha: 'white',
+      mode: 'caffe',
+      mean: [1, 2, 3],
+      channelOrder: 'bgr',
+      layout: 'nhwc',
+    },
     ...over,
   },
   dtype,
@@ -38,7 +55,8 @@ const vec = (seed: number, n = 5) => {
 
 describe('float16', () => {
   it('round-trips exactly representable values and rounds to nearest', () => {
-    for (const v of [0, 1, -1, 0.5, 65504, -65504, 2 ** -14, 2 ** -24, 1.5, 1024 + 1]) expect(fromHalf(toHalf(v))).toBe(v);
+    for (const v of [0, 1, -1, 0.5, 65504, -65504, 2 ** -14, 2 ** -24, 1.5, 1024 + 1])
+      expect(fromHalf(toHalf(v))).toBe(v);
     expect(fromHalf(toHalf(1e6))).toBe(Infinity);
     expect(Number.isNaN(fromHalf(toHalf(NaN)))).toBe(true);
     expect(fromHalf(toHalf(2 ** -26))).toBe(0);
@@ -59,7 +77,15 @@ describe('feature cache', () => {
     for (let i = 0; i < 7; i++) await w.add(`img${i}.jpg`, vec(i));
     const m = await w.close();
     expect(m.shards.map((s) => s.rows)).toEqual([3, 3, 1]);
-    expect(m).toMatchObject({ kind: 'captioner.features', count: 7, layer: 'fc2', dtype: 'float32', shape: [5], weights: 'random', failed: [] });
+    expect(m).toMatchObject({
+      kind: 'captioner.features',
+      count: 7,
+      layer: 'fc2',
+      dtype: 'float32',
+      shape: [5],
+      weights: 'random',
+      failed: [],
+    });
     expect(m.fingerprint).toBe(cacheFingerprint(spec()));
     const c = await openFeatureCache(dir, { fingerprint: cacheFingerprint(spec()) });
     expect(c.keys()).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => `img${i}.jpg`));
@@ -86,18 +112,28 @@ describe('feature cache', () => {
     expect(cacheFingerprint(spec({ runtime: 'tfjs', detail: 'other' }))).toBe(base);
     expect(cacheFingerprint(spec({ fingerprint: 'sha256:other' }))).not.toBe(base);
     expect(cacheFingerprint(spec({ layer: 'block5_pool' }))).not.toBe(base);
-    expect(cacheFingerprint(spec({ preprocessing: { ...spec().encoder.preprocessing, interpolation: 'bilinear' } }))).not.toBe(base);
+    expect(
+      cacheFingerprint(spec({ preprocessing: { ...spec().encoder.preprocessing, interpolation: 'bilinear' } })),
+    ).not.toBe(base);
     expect(cacheFingerprint(spec({}, 'float16'))).not.toBe(base);
   });
 
   it('refuses a cache of other settings, for readers and writers', async () => {
     const dir = path.join(work, 'f32');
     const other = spec({ layer: 'block5_pool', shape: [5] });
-    await expect(openFeatureCache(dir, { fingerprint: cacheFingerprint(other) })).rejects.toThrow(/computed with different settings/);
+    await expect(openFeatureCache(dir, { fingerprint: cacheFingerprint(other) })).rejects.toThrow(
+      /computed with different settings/,
+    );
     await expect(openFeatureCache(dir, { fingerprint: cacheFingerprint(other) })).rejects.toBeInstanceOf(DataError);
-    await expect(openFeatureCache(dir, { layer: 'block5_pool' })).rejects.toThrow(/from layer fc2, expected block5_pool/);
-    await expect(openCacheWriter(dir, other, { shardSize: 3 })).rejects.toThrow(/different settings .*delete the folder or choose another --out/);
-    await expect(openFeatureCache(path.join(work, 'none'))).rejects.toThrow(/no feature cache here.*captioner features/);
+    await expect(openFeatureCache(dir, { layer: 'block5_pool' })).rejects.toThrow(
+      /from layer fc2, expected block5_pool/,
+    );
+    await expect(openCacheWriter(dir, other, { shardSize: 3 })).rejects.toThrow(
+      /different settings .*delete the folder or choose another --out/,
+    );
+    await expect(openFeatureCache(path.join(work, 'none'))).rejects.toThrow(
+      /no feature cache here.*captioner features/,
+    );
   });
 
   it('resumes: a second writer sees what is cached and never stores a key twice', async () => {
@@ -151,10 +187,24 @@ describe('feature cache', () => {
     await w.add('a', vec(1));
     await w.close();
     const mine = JSON.parse(await fs.readFile(path.join(dir, `part-${w.id}.json`), 'utf8'));
-    expect(mine).toMatchObject({ kind: 'captioner.features.part', version: 2, closed: true, shards: [{ keys: ['a'] }] });
+    expect(mine).toMatchObject({
+      kind: 'captioner.features.part',
+      version: 2,
+      closed: true,
+      shards: [{ keys: ['a'] }],
+    });
     const put = (name: string, data: string | Uint8Array) => fs.writeFile(path.join(dir, name), data);
     const part = (id: string, writer: object, shards: { file: string; keys: string[] }[]) =>
-      put(`part-${id}.json`, JSON.stringify({ ...mine, writer: { ...mine.writer, id, ...writer }, closed: false, shards: shards.map((s) => ({ ...s, rows: s.keys.length })), failed: [] }));
+      put(
+        `part-${id}.json`,
+        JSON.stringify({
+          ...mine,
+          writer: { ...mine.writer, id, ...writer },
+          closed: false,
+          shards: shards.map((s) => ({ ...s, rows: s.keys.length })),
+          failed: [],
+        }),
+      );
     const hourAgo = new Date(Date.now() - 3600_000);
     const age = (name: string) => fs.utimes(path.join(dir, name), hourAgo, hourAgo);
     // a killed writer on this host, in this PID namespace: its pid is gone
@@ -180,8 +230,15 @@ describe('feature cache', () => {
     await w2.close();
     let names = (await fs.readdir(dir)).sort();
     expect(names.filter((n) => n.includes(dead))).toEqual([`part-${dead}.json`, `shard-${dead}-0.bin`]);
-    expect(names.filter((n) => n.includes(remote) || n.includes(early))).toEqual([`part-${remote}.json`, `shard-${remote}-0.bin`, `shard-${remote}-1.bin.77.0.tmp`, `shard-${early}-0.bin`]);
-    expect(names.filter((n) => n.includes('4206649-abc') || n.startsWith('manifest.json.') || n === 'manifest.lock')).toEqual([]);
+    expect(names.filter((n) => n.includes(remote) || n.includes(early))).toEqual([
+      `part-${remote}.json`,
+      `shard-${remote}-0.bin`,
+      `shard-${remote}-1.bin.77.0.tmp`,
+      `shard-${early}-0.bin`,
+    ]);
+    expect(
+      names.filter((n) => n.includes('4206649-abc') || n.startsWith('manifest.json.') || n === 'manifest.lock'),
+    ).toEqual([]);
     let c = await openFeatureCache(dir);
     expect(c.keys()).toEqual(['a', 'b', 'd']);
     expect(c.get('d')).toEqual(vec(4));
@@ -202,10 +259,12 @@ describe('feature cache', () => {
   it('two writers of the same images (overlap): no corruption, the first fragment by name wins', async () => {
     const dir = path.join(work, 'overlap');
     const [w1, w2] = await Promise.all([0, 1].map(() => openCacheWriter(dir, spec(), { shardSize: 2 })));
-    await Promise.all([w1, w2].map(async (w, i) => {
-      for (let k = 0; k < 5; k++) await w.add(`k${k}`, vec(100 * i + k));
-      await w.close();
-    }));
+    await Promise.all(
+      [w1, w2].map(async (w, i) => {
+        for (let k = 0; k < 5; k++) await w.add(`k${k}`, vec(100 * i + k));
+        await w.close();
+      }),
+    );
     const first = w1.id < w2.id ? 0 : 1;
     const c = await openFeatureCache(dir);
     expect(c.keys()).toEqual(['k0', 'k1', 'k2', 'k3', 'k4']);
@@ -222,11 +281,21 @@ describe('feature cache', () => {
     await fs.mkdir(dir, { recursive: true });
     const fp = cacheFingerprint(spec());
     const v1 = {
-      kind: 'captioner.features', version: 1, fingerprint: fp,
-      encoder: { name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test' }, weights: 'random', weightsFingerprint: 'random:seed=1',
-      layer: 'fc2', preprocessing: spec().encoder.preprocessing, dtype: 'float32', shape: [5], count: 2,
+      kind: 'captioner.features',
+      version: 1,
+      fingerprint: fp,
+      encoder: { name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test' },
+      weights: 'random',
+      weightsFingerprint: 'random:seed=1',
+      layer: 'fc2',
+      preprocessing: spec().encoder.preprocessing,
+      dtype: 'float32',
+      shape: [5],
+      count: 2,
       shards: [{ file: 'shard-123-abc-0.bin', rows: 2, keys: ['a', 'b'] }],
-      failed: [{ image: 'x', file: '/x', reason: 'bad' }], created: 't', updated: 't',
+      failed: [{ image: 'x', file: '/x', reason: 'bad' }],
+      created: 't',
+      updated: 't',
     };
     await fs.writeFile(path.join(dir, 'manifest.json'), JSON.stringify(v1));
     await fs.writeFile(path.join(dir, 'shard-123-abc-0.bin'), encodeRows([vec(1), vec(2)], 'float32'));
@@ -244,7 +313,9 @@ describe('feature cache', () => {
     expect(c.keys()).toEqual(['a', 'b', 'x']);
     c.close();
     await fs.writeFile(path.join(dir, 'manifest.json'), JSON.stringify({ ...v1, version: 3 }));
-    await expect(openFeatureCache(dir)).rejects.toThrow(/feature cache version 3 is not supported \(this captioner reads versions 1 and 2\)/);
+    await expect(openFeatureCache(dir)).rejects.toThrow(
+      /feature cache version 3 is not supported \(this captioner reads versions 1 and 2\)/,
+    );
   });
 
   it('reports a damaged cache (missing or short shard) clearly', async () => {
@@ -256,7 +327,9 @@ describe('feature cache', () => {
     await fs.truncate(path.join(dir, m.shards[1].file), 7);
     await expect(openFeatureCache(dir)).rejects.toThrow(/7 bytes, expected 1 rows of 20 bytes/);
     await fs.rm(path.join(dir, m.shards[0].file));
-    await expect(openFeatureCache(dir)).rejects.toThrow(/shard .* is missing; the cache is damaged, run `captioner features` again/);
+    await expect(openFeatureCache(dir)).rejects.toThrow(
+      /shard .* is missing; the cache is damaged, run `captioner features` again/,
+    );
     // a rerun of the writer recomputes what the damaged shards held, which repairs the cache
     const w2 = await openCacheWriter(dir, spec(), { shardSize: 1 });
     expect(w2.has('a') || w2.has('b')).toBe(false);
@@ -271,10 +344,12 @@ describe('feature cache', () => {
   it('merges concurrent writers into one manifest', async () => {
     const dir = path.join(work, 'concurrent');
     const writers = await Promise.all([0, 1, 2].map(() => openCacheWriter(dir, spec(), { shardSize: 1 })));
-    await Promise.all(writers.map(async (w, i) => {
-      for (let k = 0; k < 4; k++) await w.add(`w${i}-${k}`, vec(i * 10 + k));
-      await w.close();
-    }));
+    await Promise.all(
+      writers.map(async (w, i) => {
+        for (let k = 0; k < 4; k++) await w.add(`w${i}-${k}`, vec(i * 10 + k));
+        await w.close();
+      }),
+    );
     const c = await openFeatureCache(dir);
     expect(c.keys().length).toBe(12);
     expect(c.get('w2-3')).toEqual(vec(23));

@@ -13,11 +13,16 @@ import { encodeImage, syntheticRgb, tinyEncoderOnnx, writeTinyPrepared } from '.
 let work: string;
 
 /** Root with permission to make PID namespaces (`unshare -p`); probed once. */
-const canUnshare = process.platform === 'linux' && spawnSync('unshare', ['-p', '-f', '--mount-proc', 'true']).status === 0;
+const canUnshare =
+  process.platform === 'linux' && spawnSync('unshare', ['-p', '-f', '--mount-proc', 'true']).status === 0;
 
 function runIn(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: repoRoot, env: { ...process.env, CAPTIONER_QUIET: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      cwd: repoRoot,
+      env: { ...process.env, CAPTIONER_QUIET: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -42,7 +47,10 @@ async function makeDataset(dir: string, n: number, opts: { bad?: boolean } = {})
   const keys: string[] = [];
   for (let i = 0; i < n; i++) {
     const key = `img${String(i).padStart(3, '0')}.${i % 2 ? 'jpg' : 'png'}`;
-    await fs.writeFile(path.join(images, key), await encodeImage(syntheticRgb(i, 40), 40, 40, 3, i % 2 ? 'jpeg' : 'png'));
+    await fs.writeFile(
+      path.join(images, key),
+      await encodeImage(syntheticRgb(i, 40), 40, 40, 3, i % 2 ? 'jpeg' : 'png'),
+    );
     keys.push(key);
   }
   if (opts.bad) {
@@ -55,8 +63,20 @@ async function makeDataset(dir: string, n: number, opts: { bad?: boolean } = {})
 }
 
 const tinyArgs = (dir: string, m = model, ...more: string[]) => [
-  'features', '--set', `workdir=${dir}`, '--set', 'encoder.type=onnx', '--set', `encoder.onnx={path: ${JSON.stringify(m)}}`,
-  '--set', 'features.batchSize=3', '--set', 'features.shardSize=4', '--set', 'threads=1', ...more,
+  'features',
+  '--set',
+  `workdir=${dir}`,
+  '--set',
+  'encoder.type=onnx',
+  '--set',
+  `encoder.onnx={path: ${JSON.stringify(m)}}`,
+  '--set',
+  'features.batchSize=3',
+  '--set',
+  'features.shardSize=4',
+  '--set',
+  'threads=1',
+  ...more,
 ];
 
 beforeAll(async () => {
@@ -65,7 +85,8 @@ beforeAll(async () => {
   await fs.writeFile(model, tinyEncoderOnnx({ size: 32 }));
   slowModel = path.join(work, 'slow.onnx');
   await fs.writeFile(slowModel, tinyEncoderOnnx({ size: 32, channels: 48, extra: 6 }));
-  if (!existsSync(bin) || !existsSync(path.join(repoRoot, 'dist', 'commands', 'features.js'))) throw new Error('build first: npx tsc -p .');
+  if (!existsSync(bin) || !existsSync(path.join(repoRoot, 'dist', 'commands', 'features.js')))
+    throw new Error('build first: npx tsc -p .');
 });
 afterAll(async () => {
   await fs.rm(work, { recursive: true, force: true });
@@ -84,9 +105,17 @@ describe('captioner features', () => {
     expect(summary).toMatchObject({ images: 12, alreadyCached: 0, encoded: 10, cached: 10 });
     const c = await openFeatureCache(path.join(dir, 'features'));
     expect(c.keys()).toEqual(keys.slice(0, 10));
-    expect(c.manifest.failed.map((f) => [f.image, f.kind])).toEqual([['zz_missing.jpg', 'corrupt'], ['zz_truncated.jpg', 'corrupt']]);
+    expect(c.manifest.failed.map((f) => [f.image, f.kind])).toEqual([
+      ['zz_missing.jpg', 'corrupt'],
+      ['zz_truncated.jpg', 'corrupt'],
+    ]);
     expect(c.manifest.failed[0].file).toBe(path.join(dir, 'images', 'zz_missing.jpg'));
-    expect(c.manifest).toMatchObject({ layer: 'features', shape: [8], dtype: 'float32', encoder: { name: 'onnx:tiny.onnx', runtime: 'onnx' } });
+    expect(c.manifest).toMatchObject({
+      layer: 'features',
+      shape: [8],
+      dtype: 'float32',
+      encoder: { name: 'onnx:tiny.onnx', runtime: 'onnx' },
+    });
     expect(c.manifest.shards.every((s) => s.rows <= 4)).toBe(true);
     const first = c.get('img003.jpg');
     c.close();
@@ -101,7 +130,9 @@ describe('captioner features', () => {
 
     const other = await runCli([...tinyArgs(dir), '--set', 'encoder.onnx.interpolation=bicubic']);
     expect(other.code).toBe(3);
-    expect(other.stderr).toMatch(/features computed with different settings .*delete the folder or choose another --out/);
+    expect(other.stderr).toMatch(
+      /features computed with different settings .*delete the folder or choose another --out/,
+    );
   }, 60_000);
 
   it('--shard i/n processes (run at the same time into one folder) together cover everything once; --limit', async () => {
@@ -122,7 +153,9 @@ describe('captioner features', () => {
     const bad = await runCli([...tinyArgs(dir), '--shard', '4/3']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--shard: the shard index must be between 1 and 3/);
-    const auto = await runCli([...tinyArgs(dir), '--out', path.join(dir, 'auto'), '--shard', 'auto', '--json'], { env: { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_MIN: '1', SLURM_ARRAY_TASK_COUNT: '3' } });
+    const auto = await runCli([...tinyArgs(dir), '--out', path.join(dir, 'auto'), '--shard', 'auto', '--json'], {
+      env: { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_MIN: '1', SLURM_ARRAY_TASK_COUNT: '3' },
+    });
     expect(auto.code, auto.stderr).toBe(0);
     expect(JSON.parse(auto.stdout)).toMatchObject({ images: 4, encoded: 4 });
     const badRt = await runCli([...tinyArgs(dir), '--runtime', 'gpu']);
@@ -133,7 +166,11 @@ describe('captioner features', () => {
     const dir = path.join(work, 'kill');
     const keys = await makeDataset(dir, 40);
     const args = tinyArgs(dir, slowModel, '--set', 'features.batchSize=2', '--set', 'features.shardSize=2');
-    const child = spawn(process.execPath, [bin, ...args], { cwd: repoRoot, env: { ...process.env, CAPTIONER_QUIET: '1' }, stdio: 'ignore' });
+    const child = spawn(process.execPath, [bin, ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, CAPTIONER_QUIET: '1' },
+      stdio: 'ignore',
+    });
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
     const cacheDir = path.join(dir, 'features');
     let killedAt = -1;
@@ -141,7 +178,10 @@ describe('captioner features', () => {
       await new Promise((r) => setTimeout(r, 10));
       for (const part of existsSync(cacheDir) ? readdirSync(cacheDir).filter((n) => n.startsWith('part-')) : []) {
         try {
-          const rows = JSON.parse(readFileSync(path.join(cacheDir, part), 'utf8')).shards.reduce((a: number, s: { rows: number }) => a + s.rows, 0);
+          const rows = JSON.parse(readFileSync(path.join(cacheDir, part), 'utf8')).shards.reduce(
+            (a: number, s: { rows: number }) => a + s.rows,
+            0,
+          );
           if (rows >= 2) {
             child.kill('SIGKILL');
             killedAt = rows;
@@ -167,13 +207,18 @@ describe('captioner features', () => {
     const all = full.manifest.shards.flatMap((s) => s.keys);
     expect(all.length).toBe(40);
     expect(new Set(all).size).toBe(40);
-    await expectNoLitter(path.join(dir, 'features'), full.manifest.shards.map((s) => s.file)); // crash leftovers cleaned up
+    await expectNoLitter(
+      path.join(dir, 'features'),
+      full.manifest.shards.map((s) => s.file),
+    ); // crash leftovers cleaned up
     full.close();
   }, 90_000);
 
   it('writers in different PID namespaces (unshare -p), disjoint --shard 1/2 and 2/2, then two on the same images: nothing lost, nothing orphaned', async (ctx) => {
     if (!canUnshare) {
-      console.warn('SKIPPED (visible): writers in different PID namespaces need `unshare -p -f --mount-proc` (root); not allowed here');
+      console.warn(
+        'SKIPPED (visible): writers in different PID namespaces need `unshare -p -f --mount-proc` (root); not allowed here',
+      );
       ctx.skip();
     }
     const dir = path.join(work, 'pidns');
@@ -182,15 +227,32 @@ describe('captioner features', () => {
     // each writer in its own PID namespace, under a shell that first runs `pad` short programs, so that
     // the writers' pids differ (2 and 4) and each one's pid is meaningless, or dead, in the other's namespace
     const inNs = (pad: number, more: string[]) =>
-      runIn('unshare', ['-p', '-f', '--mount-proc', 'sh', '-c', `${'/bin/true; '.repeat(pad)}"$@"`, 'sh', process.execPath, bin, ...args, ...more]);
+      runIn('unshare', [
+        '-p',
+        '-f',
+        '--mount-proc',
+        'sh',
+        '-c',
+        `${'/bin/true; '.repeat(pad)}"$@"`,
+        'sh',
+        process.execPath,
+        bin,
+        ...args,
+        ...more,
+      ]);
     const runs = await Promise.all([inNs(0, ['--shard', '1/2']), inNs(2, ['--shard', '2/2'])]);
     for (const r of runs) expect(r.code, r.stderr).toBe(0);
     const c = await openFeatureCache(path.join(dir, 'features'));
     expect(c.keys()).toEqual(keys);
     expect(c.manifest.shards.flatMap((s) => s.keys).length).toBe(24);
-    const pids = c.manifest.parts!.map((p) => JSON.parse(readFileSync(path.join(dir, 'features', p), 'utf8')).writer.pid).sort();
+    const pids = c.manifest
+      .parts!.map((p) => JSON.parse(readFileSync(path.join(dir, 'features', p), 'utf8')).writer.pid)
+      .sort();
     expect(pids).toEqual([2, 4]); // really in their own PID namespaces
-    await expectNoLitter(path.join(dir, 'features'), c.manifest.shards.map((s) => s.file));
+    await expectNoLitter(
+      path.join(dir, 'features'),
+      c.manifest.shards.map((s) => s.file),
+    );
     c.close();
 
     // overlap: both namespaces encode the same (new) images at once
@@ -201,7 +263,10 @@ describe('captioner features', () => {
     expect(o.keys()).toEqual(keys);
     expect(o.manifest.count).toBe(24);
     for (const k of keys) expect(o.get(k)).toEqual(c.get(k));
-    await expectNoLitter(out, o.manifest.shards.map((s) => s.file));
+    await expectNoLitter(
+      out,
+      o.manifest.shards.map((s) => s.file),
+    );
     o.close();
   }, 120_000);
 
@@ -221,9 +286,16 @@ describe('captioner features', () => {
       const args = tinyArgs(dir, model, '--set', 'features.batchSize=2', '--set', 'features.shardSize=2');
       const r = await runCli(args);
       expect(r.code, r.stderr).toBe(3);
-      const lines = r.stderr.trim().split('\n').filter((l) => /error/i.test(l));
+      const lines = r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => /error/i.test(l));
       expect(lines.length, r.stderr).toBe(1);
-      expect(lines[0]).toMatch(new RegExp(`${out.replace(/[/.]/g, '\\$&')}/(manifest\\.json|part-\\S+\\.json|shard-\\S+\\.bin): cannot write( the feature cache)?: no space left on device \\(ENOSPC\\)`));
+      expect(lines[0]).toMatch(
+        new RegExp(
+          `${out.replace(/[/.]/g, '\\$&')}/(manifest\\.json|part-\\S+\\.json|shard-\\S+\\.bin): cannot write( the feature cache)?: no space left on device \\(ENOSPC\\)`,
+        ),
+      );
       expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
       expect((await fs.readdir(out)).filter((n) => n.includes('.tmp'))).toEqual([]);
       const c = await openFeatureCache(out);
@@ -237,7 +309,10 @@ describe('captioner features', () => {
       expect(JSON.parse(again.stdout)).toMatchObject({ alreadyCached: have, cached: 40 });
       const full = await openFeatureCache(out);
       expect(full.keys()).toEqual(keys);
-      await expectNoLitter(out, full.manifest.shards.map((s) => s.file));
+      await expectNoLitter(
+        out,
+        full.manifest.shards.map((s) => s.file),
+      );
       full.close();
     } finally {
       spawnSync('umount', [out]);
@@ -247,8 +322,21 @@ describe('captioner features', () => {
   it('Ctrl-C (SIGINT) stops after the current batch, keeps what is done, exits 130', async () => {
     const dir = path.join(work, 'sigint');
     await makeDataset(dir, 40);
-    const args = tinyArgs(dir, slowModel, '--set', 'features.batchSize=2', '--set', 'features.shardSize=1000', '--set', 'features.checkpointSeconds=1000');
-    const child = spawn(process.execPath, [bin, ...args, '--json'], { cwd: repoRoot, env: { ...process.env, CAPTIONER_QUIET: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = tinyArgs(
+      dir,
+      slowModel,
+      '--set',
+      'features.batchSize=2',
+      '--set',
+      'features.shardSize=1000',
+      '--set',
+      'features.checkpointSeconds=1000',
+    );
+    const child = spawn(process.execPath, [bin, ...args, '--json'], {
+      cwd: repoRoot,
+      env: { ...process.env, CAPTIONER_QUIET: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -270,12 +358,34 @@ describe('captioner features', () => {
   it('runs the real VGG16 graph (random weights, block5_pool) and records weights: random', async () => {
     const dir = path.join(work, 'vgg');
     await makeDataset(dir, 2);
-    const r = await runCli(['features', '--set', `workdir=${dir}`, '--set', 'encoder.weights=random', '--set', 'encoder.layer=block5_pool', '--runtime', 'onnx', '--set', 'features.dtype=float16'], { env: { CAPTIONER_QUIET: '0' } });
+    const r = await runCli(
+      [
+        'features',
+        '--set',
+        `workdir=${dir}`,
+        '--set',
+        'encoder.weights=random',
+        '--set',
+        'encoder.layer=block5_pool',
+        '--runtime',
+        'onnx',
+        '--set',
+        'features.dtype=float16',
+      ],
+      { env: { CAPTIONER_QUIET: '0' } },
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/warning: encoder\.weights is random/);
     expect(r.stderr).toMatch(/2 images, 0 already cached, 2 to encode/);
     const c = await openFeatureCache(path.join(dir, 'features'));
-    expect(c.manifest).toMatchObject({ weights: 'random', weightsFingerprint: 'random:seed=1234', layer: 'block5_pool', shape: [7, 7, 512], dtype: 'float16', count: 2 });
+    expect(c.manifest).toMatchObject({
+      weights: 'random',
+      weightsFingerprint: 'random:seed=1234',
+      layer: 'block5_pool',
+      shape: [7, 7, 512],
+      dtype: 'float16',
+      count: 2,
+    });
     expect(c.manifest.preprocessing).toMatchObject({ size: 224, interpolation: 'nearest', mode: 'caffe' });
     const v = c.get('img000.png');
     expect(v.length).toBe(7 * 7 * 512);

@@ -23,12 +23,31 @@ describe('user ONNX encoder (encoder.type onnx)', () => {
     it(`applies range/mean/std/channel order in ${layout} and returns the model output`, async () => {
       const file = path.join(work, `tiny-${layout}.onnx`);
       await fs.writeFile(file, tinyEncoderOnnx({ size: S, layout }));
-      const onnx = { path: file, layout, channelOrder: 'bgr' as const, range: '0-1' as const, mean: [0.1, 0.2, 0.3], std: [0.5, 0.25, 0.2], interpolation: 'bilinear' as const };
+      const onnx = {
+        path: file,
+        layout,
+        channelOrder: 'bgr' as const,
+        range: '0-1' as const,
+        mean: [0.1, 0.2, 0.3],
+        std: [0.5, 0.25, 0.2],
+        interpolation: 'bilinear' as const,
+      };
       const enc = await createEncoder(EncoderSchema.parse({ type: 'onnx', onnx }), { threads: 1 });
       try {
         expect(enc.inputSize).toBe(S);
-        expect(enc.info).toMatchObject({ name: `onnx:tiny-${layout}.onnx`, runtime: 'onnx', layer: 'features', shape: [8] });
-        expect(enc.info.preprocessing).toMatchObject({ size: S, interpolation: 'bilinear', mode: 'normalise', channelOrder: 'bgr', layout });
+        expect(enc.info).toMatchObject({
+          name: `onnx:tiny-${layout}.onnx`,
+          runtime: 'onnx',
+          layer: 'features',
+          shape: [8],
+        });
+        expect(enc.info.preprocessing).toMatchObject({
+          size: S,
+          interpolation: 'bilinear',
+          mode: 'normalise',
+          channelOrder: 'bgr',
+          layout,
+        });
         const imgs = [syntheticRgb(1, S), syntheticRgb(2, S), syntheticRgb(3, S)];
         const got = await enc.encode(imgs);
         expect(got.length).toBe(3);
@@ -73,13 +92,27 @@ describe('user ONNX encoder (encoder.type onnx)', () => {
   });
 
   it('explains a missing model file, a bad input name and a size mismatch', async () => {
-    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: path.join(work, 'nope.onnx') } }), { threads: 1 })).rejects.toThrow(/nope\.onnx: no such file \(encoder\.onnx\.path/);
+    await expect(
+      createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: path.join(work, 'nope.onnx') } }), {
+        threads: 1,
+      }),
+    ).rejects.toThrow(/nope\.onnx: no such file \(encoder\.onnx\.path/);
     const file = path.join(work, 'tiny.onnx');
     await fs.writeFile(file, tinyEncoderOnnx({ size: 32 }));
-    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: file, input: 'img' } }), { threads: 1 })).rejects.toThrow(/has no input "img"; its inputs: "x" float32 \[N, 3, 32, 32\]\. Set encoder\.onnx\.input/);
-    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: file, size: 64 } }), { threads: 1 })).rejects.toThrow(/takes 32x32 images, but encoder\.onnx\.size is 64; set it to 32/);
-    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', runtime: 'tfjs', onnx: { path: file } }), { threads: 1 })).rejects.toThrow(/runs on onnxruntime only/);
+    await expect(
+      createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: file, input: 'img' } }), { threads: 1 }),
+    ).rejects.toThrow(/has no input "img"; its inputs: "x" float32 \[N, 3, 32, 32\]\. Set encoder\.onnx\.input/);
+    await expect(
+      createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: file, size: 64 } }), { threads: 1 }),
+    ).rejects.toThrow(/takes 32x32 images, but encoder\.onnx\.size is 64; set it to 32/);
+    await expect(
+      createEncoder(EncoderSchema.parse({ type: 'onnx', runtime: 'tfjs', onnx: { path: file } }), { threads: 1 }),
+    ).rejects.toThrow(/runs on onnxruntime only/);
     await fs.writeFile(path.join(work, 'junk.onnx'), 'not a model');
-    await expect(createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: path.join(work, 'junk.onnx') } }), { threads: 1 })).rejects.toThrow(/junk\.onnx: is not an ONNX model/);
+    await expect(
+      createEncoder(EncoderSchema.parse({ type: 'onnx', onnx: { path: path.join(work, 'junk.onnx') } }), {
+        threads: 1,
+      }),
+    ).rejects.toThrow(/junk\.onnx: is not an ONNX model/);
   });
 });

@@ -32,9 +32,19 @@ export function syntheticRgb(seed: number, size = VGG16_INPUT): Uint8Array {
 }
 
 /** Encode raw RGB(A) pixels as an image file. */
-export async function encodeImage(raw: Uint8Array, width: number, height: number, channels: 1 | 2 | 3 | 4, format: 'png' | 'jpeg' | 'webp' = 'png'): Promise<Buffer> {
+export async function encodeImage(
+  raw: Uint8Array,
+  width: number,
+  height: number,
+  channels: 1 | 2 | 3 | 4,
+  format: 'png' | 'jpeg' | 'webp' = 'png',
+): Promise<Buffer> {
   const s = sharp(Buffer.from(raw), { raw: { width, height, channels } });
-  return format === 'png' ? s.png().toBuffer() : format === 'jpeg' ? s.jpeg({ quality: 95 }).toBuffer() : s.webp({ lossless: true }).toBuffer();
+  return format === 'png'
+    ? s.png().toBuffer()
+    : format === 'jpeg'
+      ? s.jpeg({ quality: 95 }).toBuffer()
+      : s.webp({ lossless: true }).toBuffer();
 }
 
 /** Max |a-b| / max(1, max|b|). */
@@ -54,23 +64,47 @@ export function relMaxDiff(a: Float32Array, b: Float32Array): number {
  * Conv(3 -> C, 3x3, pad 1) -> Relu -> (Conv(C -> C, 3x3) -> Relu) x extra -> GlobalAveragePool -> [N, C].
  * `extra` and `size` make it as slow as a test needs.
  */
-export function tinyEncoderOnnx(opts: { channels?: number; extra?: number; size?: number; seed?: number; layout?: 'nchw' | 'nhwc'; batch?: number | string } = {}): Uint8Array {
+export function tinyEncoderOnnx(
+  opts: {
+    channels?: number;
+    extra?: number;
+    size?: number;
+    seed?: number;
+    layout?: 'nchw' | 'nhwc';
+    batch?: number | string;
+  } = {},
+): Uint8Array {
   const C = opts.channels ?? 8;
   const S = opts.size ?? 32;
   const r = rng(opts.seed ?? 3);
   const w = (n: number, lim: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * lim);
   const nhwc = opts.layout === 'nhwc';
-  const nodes = [node('Conv', [nhwc ? 'xt' : 'x', 'w0', 'b0'], ['c0'], 'conv0', { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }), node('Relu', ['c0'], ['r0'], 'relu0')];
+  const nodes = [
+    node('Conv', [nhwc ? 'xt' : 'x', 'w0', 'b0'], ['c0'], 'conv0', { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }),
+    node('Relu', ['c0'], ['r0'], 'relu0'),
+  ];
   if (nhwc) nodes.unshift(node('Transpose', ['x'], ['xt'], 'to_nchw', { perm: [0, 3, 1, 2] }));
   const inits = [floatTensor('w0', [C, 3, 3, 3], w(C * 27, 0.5)), floatTensor('b0', [C], w(C, 0.1))];
   let cur = 'r0';
   for (let k = 1; k <= (opts.extra ?? 0); k++) {
-    nodes.push(node('Conv', [cur, `w${k}`, `b${k}`], [`c${k}`], `conv${k}`, { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }), node('Relu', [`c${k}`], [`r${k}`], `relu${k}`));
-    inits.push(floatTensor(`w${k}`, [C, C, 3, 3], w(C * C * 9, Math.sqrt(6 / (9 * C)))), floatTensor(`b${k}`, [C], w(C, 0.1)));
+    nodes.push(
+      node('Conv', [cur, `w${k}`, `b${k}`], [`c${k}`], `conv${k}`, { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }),
+      node('Relu', [`c${k}`], [`r${k}`], `relu${k}`),
+    );
+    inits.push(
+      floatTensor(`w${k}`, [C, C, 3, 3], w(C * C * 9, Math.sqrt(6 / (9 * C)))),
+      floatTensor(`b${k}`, [C], w(C, 0.1)),
+    );
     cur = `r${k}`;
   }
   nodes.push(node('GlobalAveragePool', [cur], ['g'], 'gap'), node('Flatten', ['g'], ['features'], 'flat', { axis: 1 }));
-  return model({ name: 'tiny', nodes, initializers: inits, inputs: [valueInfo('x', DataType.FLOAT, nhwc ? [opts.batch ?? 'N', S, S, 3] : [opts.batch ?? 'N', 3, S, S])], outputs: [valueInfo('features', DataType.FLOAT, [opts.batch ?? 'N', C])] }).encode();
+  return model({
+    name: 'tiny',
+    nodes,
+    initializers: inits,
+    inputs: [valueInfo('x', DataType.FLOAT, nhwc ? [opts.batch ?? 'N', S, S, 3] : [opts.batch ?? 'N', 3, S, S])],
+    outputs: [valueInfo('features', DataType.FLOAT, [opts.batch ?? 'N', C])],
+  }).encode();
 }
 
 /**
@@ -83,10 +117,20 @@ export async function writeTinyPrepared(dir: string, imagesDir: string, keys: st
   const vocab = new Vocab(['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'thing']);
   const sorted = [...keys].sort();
   const im = (k: string) => ({ image: k, file: k, captions: ['a thing'], tokens: [[2, 4, 5, 3]] });
-  const splits = { train: sorted.filter((_, i) => i % 4 !== 3).map(im), val: sorted.filter((_, i) => i % 4 === 3).map(im), test: [] };
+  const splits = {
+    train: sorted.filter((_, i) => i % 4 !== 3).map(im),
+    val: sorted.filter((_, i) => i % 4 === 3).map(im),
+    test: [],
+  };
   await writePrepared(dir, {
     vocab,
     splits,
-    manifest: { kind: 'captioner.prepared', version: 1, name: 't', createdAt: new Date().toISOString(), imagesDir: path.resolve(imagesDir) } as never,
+    manifest: {
+      kind: 'captioner.prepared',
+      version: 1,
+      name: 't',
+      createdAt: new Date().toISOString(),
+      imagesDir: path.resolve(imagesDir),
+    } as never,
   });
 }

@@ -1,7 +1,16 @@
 // The hand-written ONNX protobuf writer and the VGG16 graph, checked by running them in onnxruntime
 // against plain-JS arithmetic.
 import { describe, expect, it } from 'vitest';
-import { DataType, Message, floatTensor, model, node, valueInfo, varintLen, writeVarint } from '../../src/features/onnx/proto.js';
+import {
+  DataType,
+  Message,
+  floatTensor,
+  model,
+  node,
+  valueInfo,
+  varintLen,
+  writeVarint,
+} from '../../src/features/onnx/proto.js';
 import { createSession, floatTensor as ortTensor } from '../../src/features/onnx/runtime.js';
 import { rng } from '../../src/util/random.js';
 
@@ -24,7 +33,11 @@ describe('protobuf writer', () => {
   });
   it('measures exactly what it writes, nested messages included', () => {
     const inner = new Message().varint(1, 150).string(2, 'testing');
-    const m = new Message().message(3, inner).float(4, 1.5).packed(5, [1, 300, -2]).bytes(6, new Uint8Array([9, 9]));
+    const m = new Message()
+      .message(3, inner)
+      .float(4, 1.5)
+      .packed(5, [1, 300, -2])
+      .bytes(6, new Uint8Array([9, 9]));
     const buf = m.encode();
     expect(buf.length).toBe(m.byteLength());
     // field 3, wire type 2, then length of the inner message, then field 1 varint 150 = 08 96 01
@@ -70,4 +83,3 @@ describe('a tiny ONNX model written by our writer', () => {
     }
   });
 });
-

@@ -7,7 +7,17 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../src/config/schema.js';
 import { DataError } from '../../src/errors.js';
-import { boundedFeatureSource, channelStats, decodeRow, DEFAULT_SHARD_BYTES, fromHalf, openCacheWriter, openFeatureCache, type CacheSpec, type FeatureCache } from '../../src/features/cache.js';
+import {
+  boundedFeatureSource,
+  channelStats,
+  decodeRow,
+  DEFAULT_SHARD_BYTES,
+  fromHalf,
+  openCacheWriter,
+  openFeatureCache,
+  type CacheSpec,
+  type FeatureCache,
+} from '../../src/features/cache.js';
 import { batchesOf } from '../../src/train/data.js';
 import { rng } from '../../src/util/random.js';
 
@@ -29,7 +39,16 @@ const spec = (shape: number[], dtype: CacheSpec['dtype']): CacheSpec => ({
     weightsFingerprint: 'random:seed=1',
     layer: 'block5_conv3',
     shape,
-    preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [1, 2, 3], channelOrder: 'bgr', layout: 'nhwc' },
+    preprocessing: {
+      size: 224,
+      resize: 'fill',
+      interpolation: 'nearest',
+      alpha: 'white',
+      mode: 'caffe',
+      mean: [1, 2, 3],
+      channelOrder: 'bgr',
+      layout: 'nhwc',
+    },
   },
   dtype,
 });
@@ -42,7 +61,14 @@ const grid = (seed: number, shape: number[], offset = 0) => {
 };
 const key = (i: number) => `img${String(i).padStart(3, '0')}.jpg`;
 
-async function makeCache(name: string, shape: number[], dtype: CacheSpec['dtype'], n: number, opts: { shardBytes?: number; shardSize?: number } = {}, offset = 0): Promise<string> {
+async function makeCache(
+  name: string,
+  shape: number[],
+  dtype: CacheSpec['dtype'],
+  n: number,
+  opts: { shardBytes?: number; shardSize?: number } = {},
+  offset = 0,
+): Promise<string> {
   const dir = path.join(work, name);
   const w = await openCacheWriter(dir, spec(shape, dtype), opts);
   for (let i = 0; i < n; i++) await w.add(key(i), grid(i, shape, offset));
@@ -90,7 +116,8 @@ describe('decodeRow', () => {
       }
       const got = decodeRow(bytes.subarray(offset), 'float16');
       const wrong: number[] = [];
-      for (let h = 0; h < 65536; h++) if (!Object.is(got[h], fromHalf(h)) && !(Number.isNaN(got[h]) && Number.isNaN(fromHalf(h)))) wrong.push(h);
+      for (let h = 0; h < 65536; h++)
+        if (!Object.is(got[h], fromHalf(h)) && !(Number.isNaN(got[h]) && Number.isNaN(fromHalf(h)))) wrong.push(h);
       expect(wrong).toEqual([]);
     }
     const v = grid(3, [5, 7]);
@@ -114,7 +141,12 @@ describe('boundedFeatureSource', () => {
   });
 
   /** Epochs of shuffled batches (5 captions an image, as Flickr), checking every vector and the reader's bytes after each get. */
-  const iterate = (cache: FeatureCache, src: ReturnType<typeof boundedFeatureSource>, budget: number, epochs: number) => {
+  const iterate = (
+    cache: FeatureCache,
+    src: ReturnType<typeof boundedFeatureSource>,
+    budget: number,
+    epochs: number,
+  ) => {
     const examples = Array.from({ length: n * 5 }, (_, i) => key(i % n));
     let gets = 0;
     for (let e = 0; e < epochs; e++) {
@@ -139,7 +171,13 @@ describe('boundedFeatureSource', () => {
       expect(src.shape).toEqual(shape);
       const gets = iterate(c, src, budget, 3);
       const st = src.stats();
-      expect(st).toMatchObject({ mode: 'stored', budgetBytes: budget, residentRows: 20, residentBytes: budget, peakResidentBytes: budget });
+      expect(st).toMatchObject({
+        mode: 'stored',
+        budgetBytes: budget,
+        residentRows: 20,
+        residentBytes: budget,
+        peakResidentBytes: budget,
+      });
       expect(st.reads).toBeGreaterThan(n); // dropped rows were read again
       expect(st.hits).toBeGreaterThan(0);
       expect(st.hits + st.reads).toBe(gets);
@@ -196,7 +234,8 @@ describe('channelStats', () => {
     return { mean, std: sq.map((s, c) => Math.sqrt(s / cnt[c])) };
   };
   const close = (got: Float32Array, want: Float64Array) => {
-    for (let c = 0; c < want.length; c++) expect(Math.abs(got[c] - want[c])).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(want[c])));
+    for (let c = 0; c < want.length; c++)
+      expect(Math.abs(got[c] - want[c])).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(want[c])));
   };
 
   it('matches a direct computation over positions and images: grid float16, through a tiny bounded reader', async () => {
@@ -205,7 +244,10 @@ describe('channelStats', () => {
     const c = await openFeatureCache(dir);
     try {
       const train = Array.from({ length: 20 }, (_, i) => key(i + 5)); // a split: not every cached image
-      const want = direct(train.map((k) => c.get(k)), 8);
+      const want = direct(
+        train.map((k) => c.get(k)),
+        8,
+      );
       const src = boundedFeatureSource(c, { budgetBytes: 2 * c.rowBytes });
       const got = channelStats(src, [...train, ...train.slice(0, 5)], shape); // duplicates count once
       expect(got).toMatchObject({ images: 20, positions: 16 });
@@ -230,11 +272,15 @@ describe('channelStats', () => {
     const dir = await makeCache('stats32', shape, 'float32', 25, {}, 1e4);
     const c = await openFeatureCache(dir);
     try {
-      const want = direct(c.keys().map((k) => c.get(k)), 64);
+      const want = direct(
+        c.keys().map((k) => c.get(k)),
+        64,
+      );
       const got = channelStats(c, c.keys(), shape);
       expect(got).toMatchObject({ images: 25, positions: 1 });
       close(got.mean, want.mean);
-      for (let i = 0; i < 64; i++) expect(Math.abs(got.std[i] - want.std[i])).toBeLessThanOrEqual(1e-4 * want.std[i] + 1e-6);
+      for (let i = 0; i < 64; i++)
+        expect(Math.abs(got.std[i] - want.std[i])).toBeLessThanOrEqual(1e-4 * want.std[i] + 1e-6);
       expect(() => channelStats(c, c.keys(), [8, 9])).toThrow(/shape \[8,9\] does not match vectors of 64 values/);
       const empty = channelStats(c, [], shape);
       expect(empty.images).toBe(0);

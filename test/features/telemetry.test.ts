@@ -31,14 +31,20 @@ console.log(JSON.stringify({ pid: process.pid, encoder: info.encoder }));
 
 /** Runs the module `code` (as a file: a worker cannot inherit --input-type) in a child with its own HOME and no
  *  ORT_DISABLE_TELEMETRY; returns its last JSON line and whether telemetry left files. */
-function runFresh(code: string): { out: { pid: number } & Record<string, unknown>; matLog: boolean; homeCache: boolean } {
+function runFresh(code: string): {
+  out: { pid: number } & Record<string, unknown>;
+  matLog: boolean;
+  homeCache: boolean;
+} {
   const home = mkdtempSync(path.join(os.tmpdir(), 'ort-home-'));
   try {
     const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
     delete env.ORT_DISABLE_TELEMETRY;
     const file = path.join(home, 'program.mjs');
     writeFileSync(file, code);
-    const out = JSON.parse(execFileSync(process.execPath, [file], { cwd: repoRoot, env, encoding: 'utf8' }).trim().split('\n').pop()!);
+    const out = JSON.parse(
+      execFileSync(process.execPath, [file], { cwd: repoRoot, env, encoding: 'utf8' }).trim().split('\n').pop()!,
+    );
     const log = path.join(os.tmpdir(), `mat-debug-${out.pid}.log`);
     const matLog = existsSync(log);
     rmSync(log, { force: true });
@@ -61,7 +67,13 @@ describe('onnxruntime telemetry', () => {
     try {
       const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
       delete env.ORT_DISABLE_TELEMETRY;
-      const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot, env, encoding: 'utf8' }));
+      const out = JSON.parse(
+        execFileSync(process.execPath, ['--input-type=module', '-e', program], {
+          cwd: repoRoot,
+          env,
+          encoding: 'utf8',
+        }),
+      );
       expect(out.y).toEqual([1, 0]);
       expect(existsSync(path.join(os.tmpdir(), `mat-debug-${out.pid}.log`))).toBe(false);
       expect(existsSync(path.join(home, '.cache', 'Microsoft'))).toBe(false);

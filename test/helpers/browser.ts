@@ -23,7 +23,9 @@ export function browserGate(what: string): BrowserGate {
   const optedOut = process.env.CAPTIONER_SKIP_BROWSER === '1';
   const skip = !haveChromium && (optedOut || !required);
   if (skip) {
-    const why = optedOut ? 'CAPTIONER_SKIP_BROWSER=1' : 'CI is not set, so the browser test is optional here (apt-get install chromium, or set CAPTIONER_CHROMIUM, to run it)';
+    const why = optedOut
+      ? 'CAPTIONER_SKIP_BROWSER=1'
+      : 'CI is not set, so the browser test is optional here (apt-get install chromium, or set CAPTIONER_CHROMIUM, to run it)';
     process.stderr.write(`\n*** SKIPPING the ${what} browser test: ${chromium} not found; ${why} ***\n`);
   }
   return { chromium, haveChromium, skip };
@@ -35,8 +37,14 @@ export function browserGate(what: string): BrowserGate {
  */
 export async function launchChromium(gate: BrowserGate): Promise<Browser> {
   if (!gate.haveChromium) {
-    throw new Error(`chromium not found at ${gate.chromium}: install it (apt-get install chromium) or set CAPTIONER_SKIP_BROWSER=1 to skip this test`);
+    throw new Error(
+      `chromium not found at ${gate.chromium}: install it (apt-get install chromium) or set CAPTIONER_SKIP_BROWSER=1 to skip this test`,
+    );
   }
   mkdirSync(artifacts, { recursive: true });
-  return chromium.launch({ executablePath: gate.chromium, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+  return chromium.launch({
+    executablePath: gate.chromium,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu'],
+  });
 }

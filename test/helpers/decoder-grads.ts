@@ -8,12 +8,22 @@ import { byWeightName } from '../../src/train/adam.js';
 import { rng } from '../../src/util/random.js';
 
 /** The training loss (no dropout unless the decoder's spec has it) and its gradient per weight name, on the host. */
-export function lossAndGrads(m: Decoder, batch: CaptionBatch, seed?: number): { loss: number; grads: Record<string, Float32Array> } {
-  const { value, grads } = tf.variableGrads(() => m.loss(batch, { training: true, ...(seed !== undefined ? { seed } : {}) }), m.variables);
+export function lossAndGrads(
+  m: Decoder,
+  batch: CaptionBatch,
+  seed?: number,
+): { loss: number; grads: Record<string, Float32Array> } {
+  const { value, grads } = tf.variableGrads(
+    () => m.loss(batch, { training: true, ...(seed !== undefined ? { seed } : {}) }),
+    m.variables,
+  );
   try {
     expect(Object.keys(grads)).toHaveLength(m.variables.length);
     const named = byWeightName(m.weights, grads);
-    return { loss: value.dataSync()[0], grads: Object.fromEntries(Object.entries(named).map(([k, g]) => [k, Float32Array.from(g.dataSync())])) };
+    return {
+      loss: value.dataSync()[0],
+      grads: Object.fromEntries(Object.entries(named).map(([k, g]) => [k, Float32Array.from(g.dataSync())])),
+    };
   } finally {
     tf.dispose([value, ...Object.values(grads)]);
   }
@@ -50,7 +60,10 @@ export function checkFiniteDifferences(m: Decoder, batch: CaptionBatch, o: Finit
     const values = Float32Array.from(v.dataSync());
     const cols = v.shape.length === 2 ? v.shape[1] : values.length;
     const rows = v.shape.length === 2 ? v.shape[0] : 1;
-    const picks = Array.from({ length: Math.min(o.picks, values.length) }, () => o.entry?.(name, rows, cols, r) ?? Math.floor(r() * values.length));
+    const picks = Array.from(
+      { length: Math.min(o.picks, values.length) },
+      () => o.entry?.(name, rows, cols, r) ?? Math.floor(r() * values.length),
+    );
     // plus the entry with the largest analytic gradient, so no weight is checked only on tiny values
     let big = 0;
     analytic[name].forEach((g, i) => {
@@ -78,5 +91,7 @@ export function checkFiniteDifferences(m: Decoder, batch: CaptionBatch, o: Finit
 
 /** Largest |a - b| per weight name. */
 export function maxDiffs(a: Record<string, Float32Array>, b: Record<string, Float32Array>): Record<string, number> {
-  return Object.fromEntries(Object.keys(a).map((k) => [k, a[k].reduce((m, v, i) => Math.max(m, Math.abs(v - b[k][i])), 0)]));
+  return Object.fromEntries(
+    Object.keys(a).map((k) => [k, a[k].reduce((m, v, i) => Math.max(m, Math.abs(v - b[k][i])), 0)]),
+  );
 }

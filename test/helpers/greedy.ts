@@ -4,7 +4,11 @@ import { tf } from '../../src/tf/tf.js';
 import { disposeState } from '../../src/model/decoders/state.js';
 import type { Decoder } from '../../src/model/decoders/types.js';
 
-export async function greedyDecode(model: Decoder, images: Float32Array[], opts: { start: number; end: number; maxLength: number }): Promise<number[][]> {
+export async function greedyDecode(
+  model: Decoder,
+  images: Float32Array[],
+  opts: { start: number; end: number; maxLength: number },
+): Promise<number[][]> {
   const n = images.length;
   const out: number[][] = images.map(() => []);
   const done = new Array<boolean>(n).fill(false);

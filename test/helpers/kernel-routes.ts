@@ -39,9 +39,14 @@ const isFused = (name: string) => name.startsWith('Captioner');
 
 export function kernelRoutes(w: RouteWiring): KernelRoutes {
   const { tf } = w;
-  if (tf.getKernel('UnsortedSegmentSum', 'wasm')) throw new Error('kernel routes: made after the wasm backend started; the stock kernels are already replaced');
-  const stock = Object.fromEntries(MATMULS.map((n) => [n, tf.getKernel(n, 'wasm')])) as Record<(typeof MATMULS)[number], KernelConfig | undefined>;
-  if (!stock.BatchMatMul || !stock._FusedMatMul) throw new Error('kernel routes: import the wasm backend module first (src/tf/wasm.ts loadWasmModule)');
+  if (tf.getKernel('UnsortedSegmentSum', 'wasm'))
+    throw new Error('kernel routes: made after the wasm backend started; the stock kernels are already replaced');
+  const stock = Object.fromEntries(MATMULS.map((n) => [n, tf.getKernel(n, 'wasm')])) as Record<
+    (typeof MATMULS)[number],
+    KernelConfig | undefined
+  >;
+  if (!stock.BatchMatMul || !stock._FusedMatMul)
+    throw new Error('kernel routes: import the wasm backend module first (src/tf/wasm.ts loadWasmModule)');
   let installed: KernelConfig[] | undefined; // the matmuls and fused kernels as installed, taken at the first switch
   const replace = (c: KernelConfig) => {
     if (tf.getKernel(c.kernelName, 'wasm')) tf.unregisterKernel(c.kernelName, 'wasm');
@@ -49,13 +54,18 @@ export function kernelRoutes(w: RouteWiring): KernelRoutes {
   };
   const use = (route: Route) => {
     if (!installed) {
-      if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) throw new Error('kernel routes: start the wasm backend first (the overrides are not installed yet)');
-      installed = tf.getKernelsForBackend('wasm').filter((k) => (MATMULS as readonly string[]).includes(k.kernelName) || isFused(k.kernelName));
+      if (!tf.getKernel('UnsortedSegmentSum', 'wasm'))
+        throw new Error('kernel routes: start the wasm backend first (the overrides are not installed yet)');
+      installed = tf
+        .getKernelsForBackend('wasm')
+        .filter((k) => (MATMULS as readonly string[]).includes(k.kernelName) || isFused(k.kernelName));
     }
     if (route === 'addon') return installed.forEach(replace);
-    for (const k of installed) if (isFused(k.kernelName) && tf.getKernel(k.kernelName, 'wasm')) tf.unregisterKernel(k.kernelName, 'wasm');
+    for (const k of installed)
+      if (isFused(k.kernelName) && tf.getKernel(k.kernelName, 'wasm')) tf.unregisterKernel(k.kernelName, 'wasm');
     const wrap = { BatchMatMul: w.wasmBatchMatMul, _FusedMatMul: w.wasmFusedMatMul };
-    for (const n of MATMULS) replace(route === 'stock' ? stock[n]! : { ...stock[n]!, kernelFunc: wrap[n](stock[n]!.kernelFunc) });
+    for (const n of MATMULS)
+      replace(route === 'stock' ? stock[n]! : { ...stock[n]!, kernelFunc: wrap[n](stock[n]!.kernelFunc) });
   };
   return {
     use,

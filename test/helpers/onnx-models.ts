@@ -43,7 +43,10 @@ export function testImageModel(opts: TestModelOptions = {}): Uint8Array {
  * The same model with its convolution weights in an external data file named `location` (as exporters
  * write models over 2 GB): write `model` as the .onnx file and `data` as `location` next to it.
  */
-export function testImageModelExternal(opts: TestModelOptions, location: string): { model: Uint8Array; data: Uint8Array } {
+export function testImageModelExternal(
+  opts: TestModelOptions,
+  location: string,
+): { model: Uint8Array; data: Uint8Array } {
   const r = build(opts, location);
   return { model: r.model, data: r.data! };
 }
@@ -57,7 +60,9 @@ function build(opts: TestModelOptions, location?: string): { model: Uint8Array; 
     const bytes = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
     const entry = (k: string, v: string) => new Message().string(1, k).string(2, v);
     const t = new Message().packed(1, dims).varint(2, DataType.FLOAT).string(8, name);
-    t.message(13, entry('location', location)).message(13, entry('offset', String(offset))).message(13, entry('length', String(bytes.length)));
+    t.message(13, entry('location', location))
+      .message(13, entry('offset', String(offset)))
+      .message(13, entry('length', String(bytes.length)));
     t.varint(14, 1); // data_location: EXTERNAL
     chunks.push(bytes);
     offset += bytes.length;
@@ -75,7 +80,12 @@ function build(opts: TestModelOptions, location?: string): { model: Uint8Array; 
   const w = (n: number, lim: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * lim);
   const nhwc = opts.inputLayout === 'nhwc';
   const nodes: Message[] = [];
-  const inits: Message[] = [weights('w0', [C, 3, 3, 3], w(C * 27, 0.5)), floatTensor('b0', [C], w(C, 0.1)), weights('w1', [C, C, 3, 3], w(C * C * 9, Math.sqrt(6 / (9 * C)))), floatTensor('b1', [C], w(C, 0.1))];
+  const inits: Message[] = [
+    weights('w0', [C, 3, 3, 3], w(C * 27, 0.5)),
+    floatTensor('b0', [C], w(C, 0.1)),
+    weights('w1', [C, C, 3, 3], w(C * C * 9, Math.sqrt(6 / (9 * C)))),
+    floatTensor('b1', [C], w(C, 0.1)),
+  ];
   let trunk = 'x';
   if (opts.inputType !== undefined && opts.inputType !== DataType.FLOAT) {
     nodes.push(node('Cast', [trunk], ['x_float'], 'to_float', { to: DataType.FLOAT }));
@@ -110,11 +120,17 @@ function build(opts: TestModelOptions, location?: string): { model: Uint8Array; 
         break;
       case 'tokens':
         inits.push(int64Tensor('tokens/shape', [3], [0, C, -1]));
-        nodes.push(node('Reshape', ['feat', 'tokens/shape'], ['tokens/chp'], 'tokens/reshape'), node('Transpose', ['tokens/chp'], ['tokens'], 'tokens/transpose', { perm: [0, 2, 1] }));
+        nodes.push(
+          node('Reshape', ['feat', 'tokens/shape'], ['tokens/chp'], 'tokens/reshape'),
+          node('Transpose', ['tokens/chp'], ['tokens'], 'tokens/transpose', { perm: [0, 2, 1] }),
+        );
         outs.push(valueInfo('tokens', DataType.FLOAT, [B, T, C]));
         break;
       case 'pooled':
-        nodes.push(node('GlobalAveragePool', ['r1'], ['gap'], 'gap'), node('Flatten', ['gap'], ['pooled'], 'flatten', { axis: 1 }));
+        nodes.push(
+          node('GlobalAveragePool', ['r1'], ['gap'], 'gap'),
+          node('Flatten', ['gap'], ['pooled'], 'flatten', { axis: 1 }),
+        );
         outs.push(valueInfo('pooled', DataType.FLOAT, [B, C]));
         break;
       case 'pooled_1x1':

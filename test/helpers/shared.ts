@@ -8,5 +8,6 @@ export const hasShared = existsSync(path.join(sharedData, 'README.md'));
 
 /** Print a visible notice (vitest shows skipped tests too) when the real data is missing. */
 export function announceSkip(what: string): void {
-  if (!hasShared) process.stderr.write(`\n*** SKIPPING ${what}: ${sharedData} not found (real-data tests need ../shared/data) ***\n`);
+  if (!hasShared)
+    process.stderr.write(`\n*** SKIPPING ${what}: ${sharedData} not found (real-data tests need ../shared/data) ***\n`);
 }

@@ -6,19 +6,50 @@ import { TransformerDecoder, type TransformerSpec } from '../../src/model/decode
 import type { Decoder } from '../../src/model/decoders/types.js';
 import { rng } from '../../src/util/random.js';
 
-export const attnSpec: AttentionSpec = { vocabSize: 11, positions: 3, channels: 4, embedDim: 6, units: 7, attentionDim: 5, dropout: 0.3, alphaReg: 0 };
+export const attnSpec: AttentionSpec = {
+  vocabSize: 11,
+  positions: 3,
+  channels: 4,
+  embedDim: 6,
+  units: 7,
+  attentionDim: 5,
+  dropout: 0.3,
+  alphaReg: 0,
+};
 /** The same feature size as attnSpec (3 positions x 4 channels). */
 export const transformerSpec: TransformerSpec = {
-  vocabSize: 11, positions: 3, channels: 4, layers: 2, heads: 2, modelDim: 8, ffnDim: 12, dropout: 0.1,
-  positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true, maxLength: 200,
+  vocabSize: 11,
+  positions: 3,
+  channels: 4,
+  layers: 2,
+  heads: 2,
+  modelDim: 8,
+  ffnDim: 12,
+  dropout: 0.1,
+  positionEncoding: 'sinusoidal',
+  imagePositions: 'learned',
+  tieEmbeddings: true,
+  maxLength: 200,
 };
-export const mergeSpec: MergeSpec = { vocabSize: 11, featureDim: 6, embedDim: 5, units: 7, imageUnits: 7, hiddenUnits: 8, merge: 'add', dropout: 0.3 };
+export const mergeSpec: MergeSpec = {
+  vocabSize: 11,
+  featureDim: 6,
+  embedDim: 5,
+  units: 7,
+  imageUnits: 7,
+  hiddenUnits: 8,
+  merge: 'add',
+  dropout: 0.3,
+};
 
 /** A seeded attention decoder; `bias` replaces the output bias (shapes the first-step distribution). */
 export function tinyAttention(seed: number, bias?: number[]): AttentionDecoder {
   const w = attentionInitialWeights(attnSpec, seed);
   if (bias) w['output/bias'] = Float32Array.from(bias);
-  const norm: FeatureNorm = { mean: new Float32Array(attnSpec.channels), std: new Float32Array(attnSpec.channels).fill(1) };
+  const norm: FeatureNorm = {
+    mean: new Float32Array(attnSpec.channels),
+    std: new Float32Array(attnSpec.channels).fill(1),
+  };
   return new AttentionDecoder(attnSpec, w, norm);
 }
 
@@ -79,7 +110,10 @@ export function chiSquarePValue(x: number, df: number): number {
 
 function lgamma(x: number): number {
   // Lanczos (g = 7, n = 9)
-  const c = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+  const c = [
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
+    12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
   if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - lgamma(1 - x);
   x -= 1;
   let a = c[0];

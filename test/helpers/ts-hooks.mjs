@@ -13,7 +13,12 @@ let transform;
 
 export async function resolve(specifier, context, next) {
   const parent = context.parentURL;
-  if (parent?.startsWith('file:') && parent.endsWith('.ts') && /^\.\.?\//.test(specifier) && specifier.endsWith('.js')) {
+  if (
+    parent?.startsWith('file:') &&
+    parent.endsWith('.ts') &&
+    /^\.\.?\//.test(specifier) &&
+    specifier.endsWith('.js')
+  ) {
     const ts = new URL(specifier.slice(0, -3) + '.ts', parent);
     if (!existsSync(new URL(specifier, parent)) && existsSync(ts)) return { url: ts.href, shortCircuit: true };
   }
@@ -38,5 +43,13 @@ async function transformer() {
   }
   const ts = (await import('typescript')).default;
   return async (code, file) =>
-    ts.transpileModule(code, { fileName: file, compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, inlineSourceMap: true, useDefineForClassFields: true } }).outputText;
+    ts.transpileModule(code, {
+      fileName: file,
+      compilerOptions: {
+        module: ts.ModuleKind.ESNext,
+        target: ts.ScriptTarget.ES2022,
+        inlineSourceMap: true,
+        useDefineForClassFields: true,
+      },
+    }).outputText;
 }

@@ -11,8 +11,10 @@ import type { Decoder } from '../../src/model/decoders/index.js';
 import type * as RunFolder from '../../src/model/runfolder.js';
 
 /** The writers of src/model/runfolder.ts this helper uses. */
-export type RunFolderWriters = Pick<typeof RunFolder, 'saveDecoder' | 'writeRunVocab' | 'writeRunConfig' | 'writeRunManifest' | 'RUN_FILES'>;
-
+export type RunFolderWriters = Pick<
+  typeof RunFolder,
+  'saveDecoder' | 'writeRunVocab' | 'writeRunConfig' | 'writeRunManifest' | 'RUN_FILES'
+>;
 
 export interface UntrainedRun {
   decoder: Decoder;
@@ -43,7 +45,16 @@ export async function writeUntrainedRun(io: RunFolderWriters, dir: string, run: 
     features: {
       dir: '',
       fingerprint: '',
-      encoder: { name: e.name, fingerprint: e.fingerprint, runtime: e.runtime, detail: e.detail, weights: e.weights, weightsFingerprint: e.weightsFingerprint, layer: e.layer, preprocessing: e.preprocessing },
+      encoder: {
+        name: e.name,
+        fingerprint: e.fingerprint,
+        runtime: e.runtime,
+        detail: e.detail,
+        weights: e.weights,
+        weightsFingerprint: e.weightsFingerprint,
+        layer: e.layer,
+        preprocessing: e.preprocessing,
+      },
       shape: e.shape,
       dtype: 'float32',
     },

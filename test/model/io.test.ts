@@ -20,7 +20,16 @@ afterAll(async () => {
   await fs.rm(work, { recursive: true, force: true });
 });
 
-const spec: MergeSpec = { vocabSize: 9, featureDim: 4, embedDim: 3, units: 5, imageUnits: 5, hiddenUnits: 6, merge: 'add', dropout: 0 };
+const spec: MergeSpec = {
+  vocabSize: 9,
+  featureDim: 4,
+  embedDim: 3,
+  units: 5,
+  imageUnits: 5,
+  hiddenUnits: 6,
+  merge: 'add',
+  dropout: 0,
+};
 let k = 0;
 const dirOf = async () => {
   const parent = path.join(work, `d${k++}`);

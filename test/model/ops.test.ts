@@ -16,7 +16,13 @@ const U = 6;
 
 function inputs(seed: number): Float32Array[] {
   const r = rng(seed);
-  return [randArray(r, B * T * E).map((v) => v * 2), randArray(r, E * 4 * U), randArray(r, U * 4 * U), randArray(r, 4 * U), randArray(r, B * T * U)];
+  return [
+    randArray(r, B * T * E).map((v) => v * 2),
+    randArray(r, E * 4 * U),
+    randArray(r, U * 4 * U),
+    randArray(r, 4 * U),
+    randArray(r, B * T * U),
+  ];
 }
 
 /** The loss sum(h * weights) through lstmSequence, or through T autograd lstmCell steps; value and grads. */
@@ -30,7 +36,10 @@ function valueAndGrads(seed: number, fused: boolean): Float32Array[] {
       if (fused) {
         h = lstmSequence(xx as tf.Tensor2D, kk as tf.Tensor2D, rr as tf.Tensor2D, bb as tf.Tensor1D, B, T);
       } else {
-        const zs = tf.unstack(tf.reshape(tf.add(tf.matMul(xx as tf.Tensor2D, kk as tf.Tensor2D), bb), [B, T, 4 * U]), 1) as tf.Tensor2D[];
+        const zs = tf.unstack(
+          tf.reshape(tf.add(tf.matMul(xx as tf.Tensor2D, kk as tf.Tensor2D), bb), [B, T, 4 * U]),
+          1,
+        ) as tf.Tensor2D[];
         let hh = tf.zeros([B, U]) as tf.Tensor2D;
         let c = tf.zeros([B, U]) as tf.Tensor2D;
         const hs: tf.Tensor2D[] = [];
@@ -52,7 +61,7 @@ afterAll(async () => {
 });
 
 describe.each(['cpu', 'wasm'] as const)('on the %s backend', (backend) => {
-  it('lstmSequence gives autograd\'s loss and gradients through T cell steps, and leaks nothing', async () => {
+  it("lstmSequence gives autograd's loss and gradients through T cell steps, and leaks nothing", async () => {
     await initBackend(backend, { quiet: true });
     for (const seed of [1, 2]) {
       const before = tf.memory().numTensors;
@@ -64,8 +73,13 @@ describe.each(['cpu', 'wasm'] as const)('on the %s backend', (backend) => {
       expect(fused[1].some((v) => v !== 0)).toBe(true);
     }
     // no sequences, or sequences of no steps: an empty output, not a failure inside tf.stack
-    for (const [b, t] of [[0, 3], [2, 0]]) {
-      const shape = tf.tidy(() => lstmSequence(tf.zeros([0, E]), tf.zeros([E, 4 * U]), tf.zeros([U, 4 * U]), tf.zeros([4 * U]), b, t).shape);
+    for (const [b, t] of [
+      [0, 3],
+      [2, 0],
+    ]) {
+      const shape = tf.tidy(
+        () => lstmSequence(tf.zeros([0, E]), tf.zeros([E, 4 * U]), tf.zeros([U, 4 * U]), tf.zeros([4 * U]), b, t).shape,
+      );
       expect(shape).toEqual([0, U]);
     }
   });
@@ -74,7 +88,10 @@ describe.each(['cpu', 'wasm'] as const)('on the %s backend', (backend) => {
     await initBackend(backend, { quiet: true });
     const r = rng(7);
     const N = 4;
-    const zx = tf.tensor2d(randArray(r, N * 4 * U).map((v) => v * 4), [N, 4 * U]);
+    const zx = tf.tensor2d(
+      randArray(r, N * 4 * U).map((v) => v * 4),
+      [N, 4 * U],
+    );
     const rec = tf.tensor2d(randArray(r, N * 4 * U), [N, 4 * U]);
     const c = tf.tensor2d(randArray(r, N * U), [N, U]);
     const dh = tf.tensor2d(randArray(r, N * U), [N, U]);
@@ -102,7 +119,11 @@ describe('chunkRows', () => {
     expect(chunkRows(2112, 8000, 1 << 23)).toBe(704); // 1,048 at most: three of 704
     expect(chunkRows(10, 8000, 1)).toBe(1); // never zero rows
     expect(chunkRows(5, 10)).toBe(5); // one chunk when it all fits
-    for (const [n, v, budget] of [[2176, 8000, 1 << 23], [999, 37, 1000], [1, 1, 1]]) {
+    for (const [n, v, budget] of [
+      [2176, 8000, 1 << 23],
+      [999, 37, 1000],
+      [1, 1, 1],
+    ]) {
       const step = chunkRows(n, v, budget);
       expect(step * v <= Math.max(budget, v)).toBe(true);
       const chunks = Math.ceil(n / step);

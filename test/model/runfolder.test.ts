@@ -18,7 +18,10 @@ import type { EncoderInfo } from '../../src/features/types.js';
 
 const V1 = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'run-v1');
 /** What the version-1 code computed for features [1, 2, 3, 4] after the start token (see the fixture's README). */
-const V1_LOGPROBS = [-2.044243335723877, -1.7801496982574463, -2.7870631217956543, -2.4451022148132324, -1.355018973350525, -2.291973114013672, -2.5681238174438477, -2.1379075050354004];
+const V1_LOGPROBS = [
+  -2.044243335723877, -1.7801496982574463, -2.7870631217956543, -2.4451022148132324, -1.355018973350525,
+  -2.291973114013672, -2.5681238174438477, -2.1379075050354004,
+];
 
 let work: string;
 beforeAll(async () => {
@@ -30,8 +33,21 @@ afterAll(async () => {
 });
 
 const encoder: EncoderInfo = {
-  name: 'onnx:tiny', fingerprint: 'sha256:e', runtime: 'onnx', detail: 'test', weights: 'tiny.onnx', weightsFingerprint: 'sha256:w', layer: 'grid',
-  preprocessing: { size: 32, resize: 'fill', interpolation: 'bilinear', alpha: 'white', mode: 'custom', mean: [0, 0, 0] },
+  name: 'onnx:tiny',
+  fingerprint: 'sha256:e',
+  runtime: 'onnx',
+  detail: 'test',
+  weights: 'tiny.onnx',
+  weightsFingerprint: 'sha256:w',
+  layer: 'grid',
+  preprocessing: {
+    size: 32,
+    resize: 'fill',
+    interpolation: 'bilinear',
+    alpha: 'white',
+    mode: 'custom',
+    mean: [0, 0, 0],
+  },
   shape: [2, 3, 4],
 } as unknown as EncoderInfo;
 const TOKENS = ['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'b'];
@@ -59,14 +75,30 @@ describe('run folder', () => {
 
   it('writes version 2 with the decoder type, and loads an attention model back', async () => {
     const dir = path.join(work, 'att');
-    const d = AttentionDecoder.create({ vocabSize: TOKENS.length, positions: 6, channels: 4, embedDim: 3, units: 5, attentionDim: 4, dropout: 0, alphaReg: 1 }, 2);
+    const d = AttentionDecoder.create(
+      {
+        vocabSize: TOKENS.length,
+        positions: 6,
+        channels: 4,
+        embedDim: 3,
+        units: 5,
+        attentionDim: 4,
+        dropout: 0,
+        alphaReg: 1,
+      },
+      2,
+    );
     try {
       await writeUntrainedRun(runfolder, dir, { decoder: d, tokens: TOKENS, encoder, config: ConfigSchema.parse({}) });
     } finally {
       d.dispose();
     }
     const raw = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
-    expect(raw).toMatchObject({ kind: 'captioner.model', version: RUN_VERSION, model: { type: 'attention', spec: { positions: 6, channels: 4 } } });
+    expect(raw).toMatchObject({
+      kind: 'captioner.model',
+      version: RUN_VERSION,
+      model: { type: 'attention', spec: { positions: 6, channels: 4 } },
+    });
     expect(RUN_VERSION).toBe(2);
     const m = await loadTrainedModel(dir, 'last');
     try {
@@ -84,7 +116,9 @@ describe('run folder', () => {
     const file = path.join(dir, 'manifest.json');
     const m = JSON.parse(await fs.readFile(file, 'utf8'));
     await fs.writeFile(file, JSON.stringify({ ...m, version: 3 }));
-    await expect(readRunManifest(dir)).rejects.toThrow(/format version 3 is newer than this captioner reads \(upgrade captioner\)/);
+    await expect(readRunManifest(dir)).rejects.toThrow(
+      /format version 3 is newer than this captioner reads \(upgrade captioner\)/,
+    );
     await fs.writeFile(file, JSON.stringify({ ...m, version: 2 }));
     await expect(readRunManifest(dir)).rejects.toThrow(/model\.type is missing/);
     await fs.writeFile(file, JSON.stringify({ ...m, version: 2, model: { type: 'attention', spec: {} } }));

@@ -27,20 +27,48 @@ describe('buildPrepared', () => {
     const r = buildPrepared(images, base);
     // train words: a x4, dog x2, runs x2, sits, zebra, cat -> a, dog, runs kept
     expect(r.vocab.tokens).toEqual(['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'dog', 'runs']);
-    expect(buildPrepared(images, { ...base, minCount: 1 }).vocab.tokens).toEqual(['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'dog', 'runs', 'cat', 'sits', 'zebra']);
+    expect(buildPrepared(images, { ...base, minCount: 1 }).vocab.tokens).toEqual([
+      '<pad>',
+      '<unk>',
+      'startseq',
+      'endseq',
+      'a',
+      'dog',
+      'runs',
+      'cat',
+      'sits',
+      'zebra',
+    ]);
   });
 
   it('refuses a minCount that keeps no word (a vocabulary of only the special tokens), naming the most frequent word', () => {
     expect(() => buildPrepared(images, { ...base, minCount: 5 })).toThrow(ConfigError);
-    expect(() => buildPrepared(images, { ...base, minCount: 1e15 })).toThrow('prep.minCount: 1000000000000000 keeps no word in the vocabulary (the most frequent training word, "a", occurs 4 times); lower prep.minCount');
-    expect(buildPrepared(images, { ...base, minCount: 4 }).vocab.tokens).toEqual(['<pad>', '<unk>', 'startseq', 'endseq', 'a']);
+    expect(() => buildPrepared(images, { ...base, minCount: 1e15 })).toThrow(
+      'prep.minCount: 1000000000000000 keeps no word in the vocabulary (the most frequent training word, "a", occurs 4 times); lower prep.minCount',
+    );
+    expect(buildPrepared(images, { ...base, minCount: 4 }).vocab.tokens).toEqual([
+      '<pad>',
+      '<unk>',
+      'startseq',
+      'endseq',
+      'a',
+    ]);
   });
 
   it('encodes with start/end, unk for rare words, sorted by key, captions kept raw and parallel', () => {
     const r = buildPrepared(images, base);
     expect(r.splits.train.map((i) => i.image)).toEqual(['a.jpg', 'b.jpg']);
-    expect(r.splits.train[0]).toEqual({ image: 'a.jpg', file: 'sub/a.jpg', captions: ['A cat runs .'], tokens: [[2, 4, 1, 6, 3]] });
-    expect(r.splits.train[1].tokens).toEqual([[2, 4, 5, 6, 3], [2, 4, 5, 1, 3], [2, 4, 1, 3]]);
+    expect(r.splits.train[0]).toEqual({
+      image: 'a.jpg',
+      file: 'sub/a.jpg',
+      captions: ['A cat runs .'],
+      tokens: [[2, 4, 1, 6, 3]],
+    });
+    expect(r.splits.train[1].tokens).toEqual([
+      [2, 4, 5, 6, 3],
+      [2, 4, 5, 1, 3],
+      [2, 4, 1, 3],
+    ]);
     expect(r.splits.val[0].tokens).toEqual([[2, 4, 1, 6, 3]]);
   });
 
@@ -48,7 +76,11 @@ describe('buildPrepared', () => {
     const r = buildPrepared(images, base);
     expect(r.dropped).toEqual({ emptyCaptions: 2, overLengthCaptions: 0, imagesWithoutCaptions: 1 });
     expect(r.splits.test).toEqual([]);
-    expect(r.counts).toEqual({ train: { images: 2, captions: 4 }, val: { images: 1, captions: 1 }, test: { images: 0, captions: 0 } });
+    expect(r.counts).toEqual({
+      train: { images: 2, captions: 4 },
+      val: { images: 1, captions: 1 },
+      test: { images: 0, captions: 0 },
+    });
   });
 
   it('truncates to maxLength tokens (start and end included) or drops, as configured', () => {

@@ -16,7 +16,18 @@ const good = write('good.txt', 'a.jpg#0\tA dog runs .\na.jpg#1\tA dog .\nb.jpg#0
 
 describe('captioner prep (CLI)', () => {
   it('--json prints the manifest on stdout', async () => {
-    const j = await runCli(['prep', '--format', 'flickr8k', '--captions', good, '--out', path.join(dir, 'o2'), '--set', 'prep.minCount=1', '--json']);
+    const j = await runCli([
+      'prep',
+      '--format',
+      'flickr8k',
+      '--captions',
+      good,
+      '--out',
+      path.join(dir, 'o2'),
+      '--set',
+      'prep.minCount=1',
+      '--json',
+    ]);
     expect(j.code).toBe(0);
     const m = JSON.parse(j.stdout);
     expect(m.kind).toBe('captioner.prepared');
@@ -35,7 +46,17 @@ describe('captioner prep (CLI)', () => {
   it('missing images: warned and excluded (stdout stays empty), or exit 3 with --strict', async () => {
     const images = path.join(dir, 'imgs');
     write('imgs/a.jpg', 'x');
-    const r = await runCli(['prep', '--captions', good, '--images', images, '--out', path.join(dir, 'o4'), '--set', 'prep.minCount=1']);
+    const r = await runCli([
+      'prep',
+      '--captions',
+      good,
+      '--images',
+      images,
+      '--out',
+      path.join(dir, 'o4'),
+      '--set',
+      'prep.minCount=1',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/warning: 1 image named by the captions is missing from .*: b\.jpg; excluded/);
@@ -48,11 +69,15 @@ describe('captioner prep (CLI)', () => {
     const blocker = write('blocker', 'x');
     const r = await runCli(['prep', '--captions', good, '--out', path.join(blocker, 'out')]);
     expect(r.code).toBe(3);
-    expect(r.stderr).toContain(`error: ${path.join(blocker, 'out')}: cannot create folder: ${blocker} is a file, not a folder`);
+    expect(r.stderr).toContain(
+      `error: ${path.join(blocker, 'out')}: cannot create folder: ${blocker} is a file, not a folder`,
+    );
     if (existsSync('/proc/self')) {
       const p = await runCli(['prep', '--captions', good, '--out', '/proc/nope']);
       expect(p.code).toBe(3);
-      expect(p.stderr).toContain('error: /proc/nope: cannot create folder: /proc/nope: /proc does not accept new folders');
+      expect(p.stderr).toContain(
+        'error: /proc/nope: cannot create folder: /proc/nope: /proc does not accept new folders',
+      );
     } else console.warn('skipping prep --out /proc/nope: this system has no /proc');
   });
 
@@ -63,7 +88,9 @@ describe('captioner prep (CLI)', () => {
     const huge = write('huge.txt', '');
     truncateSync(huge, 600 * 1024 ** 2); // sparse: no disk used
     const big = await runCli(['prep', '--captions', huge, '--out', path.join(dir, 'huge')]);
-    expect(big.stderr).toBe(`error: ${huge}: cannot read captions file: larger than 512 MiB, more than any captions file\n`);
+    expect(big.stderr).toBe(
+      `error: ${huge}: cannot read captions file: larger than 512 MiB, more than any captions file\n`,
+    );
     expect(big.code).toBe(3);
     expect(existsSync(path.join(dir, 'huge'))).toBe(false); // the folder made for the lock is gone again
   });

@@ -64,7 +64,13 @@ describe('makeScene', () => {
         else expect(b.cy - a.cy).toBeGreaterThan(0.3);
       } else {
         const { cx, cy } = s.shapes[0];
-        const where = { left: cx < 0.35, right: cx > 0.65, top: cy < 0.35, bottom: cy > 0.65, center: Math.abs(cx - 0.5) < 0.05 && Math.abs(cy - 0.5) < 0.05 };
+        const where = {
+          left: cx < 0.35,
+          right: cx > 0.65,
+          top: cy < 0.35,
+          bottom: cy > 0.65,
+          center: Math.abs(cx - 0.5) < 0.05 && Math.abs(cy - 0.5) < 0.05,
+        };
         expect(where[s.layout.position]).toBe(true);
       }
     }
@@ -81,15 +87,34 @@ describe('makeScene', () => {
       expect([...m.keys()].sort()).toEqual([...keys].sort());
       for (const k of keys) expect(Math.abs(m.get(k)! / (total / keys.length) - 1), k).toBeLessThan(tol);
     };
-    near(count((s) => s.shapes.map((x) => x.colour)), COLOUR_NAMES);
-    near(count((s) => s.shapes.map((x) => x.shape)), SHAPE_NAMES);
-    near(count((s) => s.shapes.map((x) => x.size)), ['small', 'large']);
-    near(count((s) => [s.layout.kind]), ['single', 'pair']);
-    near(count((s) => (s.layout.kind === 'single' ? [s.layout.position] : [])), ['left', 'right', 'top', 'bottom', 'center'], 0.2);
-    near(count((s) => [s.background.kind]), ['plain', 'gradient', 'noise'], 0.4);
+    near(
+      count((s) => s.shapes.map((x) => x.colour)),
+      COLOUR_NAMES,
+    );
+    near(
+      count((s) => s.shapes.map((x) => x.shape)),
+      SHAPE_NAMES,
+    );
+    near(
+      count((s) => s.shapes.map((x) => x.size)),
+      ['small', 'large'],
+    );
+    near(
+      count((s) => [s.layout.kind]),
+      ['single', 'pair'],
+    );
+    near(
+      count((s) => (s.layout.kind === 'single' ? [s.layout.position] : [])),
+      ['left', 'right', 'top', 'bottom', 'center'],
+      0.2,
+    );
+    near(
+      count((s) => [s.background.kind]),
+      ['plain', 'gradient', 'noise'],
+      0.4,
+    );
   });
 });
-
 
 describe('captionsFor', () => {
   it('gives five different captions, deterministically', () => {
@@ -126,7 +151,9 @@ describe('captionsFor', () => {
           if (!(w[i] in sizeOf)) continue;
           const shapeWord = w.slice(i).find((x) => shapeWords.has(x));
           const colourAfter = w.slice(i).find((x) => colourWords.has(x));
-          const target = s.shapes.find((x) => x.shape === shapeWord && (c.includes('that is') || x.colour === colourAfter))!;
+          const target = s.shapes.find(
+            (x) => x.shape === shapeWord && (c.includes('that is') || x.colour === colourAfter),
+          )!;
           expect(target, c).toBeDefined();
           expect(sizeOf[w[i]], c).toBe(target.size);
         }
@@ -222,7 +249,9 @@ describe('splitNames and demoTexts', () => {
     expect(DEMO_VERSION).toBe(1);
     const sha = (s: string) => createHash('sha256').update(s).digest('hex');
     expect(sha(demoTexts(1, 200).captions)).toBe('a619a457d9a97f2d493ba625a489be3f880e96b6547d601dac06c649caf96ae5');
-    expect(sha(Array.from({ length: 50 }, (_, i) => sceneSvg(makeScene(1, i), 224)).join('\n'))).toBe('748db94af8684b0f0593b15a25f145b7f1130e641994aff7814fdac33678d8f9');
+    expect(sha(Array.from({ length: 50 }, (_, i) => sceneSvg(makeScene(1, i), 224)).join('\n'))).toBe(
+      '748db94af8684b0f0593b15a25f145b7f1130e641994aff7814fdac33678d8f9',
+    );
   });
 
   it('is byte-identical for the same seed; a smaller dataset is a prefix of a larger one', () => {
@@ -272,7 +301,8 @@ describe('multi scenes', () => {
       const plural = COUNT[w[i]] > 1;
       let shape: string | undefined;
       if (noun === 'shapes' && plural) shape = undefined;
-      else if (shapeWords.has(plural ? noun?.slice(0, -1) : noun) && (!plural || noun.endsWith('s'))) shape = plural ? noun.slice(0, -1) : noun;
+      else if (shapeWords.has(plural ? noun?.slice(0, -1) : noun) && (!plural || noun.endsWith('s')))
+        shape = plural ? noun.slice(0, -1) : noun;
       else continue; // "a picture", "an image"
       out.push({ start: i, end: j + 1, count: COUNT[w[i]], size, colour, shape });
       i = j;
@@ -280,7 +310,12 @@ describe('multi scenes', () => {
     return out;
   }
   const denote = (np: NP, s: DemoScene) =>
-    s.shapes.filter((x) => (!np.colour || x.colour === np.colour) && (!np.shape || x.shape === np.shape) && (!np.size || x.size === np.size));
+    s.shapes.filter(
+      (x) =>
+        (!np.colour || x.colour === np.colour) &&
+        (!np.shape || x.shape === np.shape) &&
+        (!np.size || x.size === np.size),
+    );
 
   /** Throws unless every word of the caption is accounted for and true of the scene. */
   function checkTrue(c: string, s: DemoScene): { relation: boolean; count: boolean } {
@@ -304,7 +339,10 @@ describe('multi scenes', () => {
       if (between === 'and') continue;
       // "three shapes a red circle a blue square and a green star": the count, then the list
       if (between === '' && k === 0 && !nps[0].colour && !nps[0].shape) {
-        expect(nps.slice(1).reduce((n, np) => n + np.count, 0), c).toBe(nps[0].count);
+        expect(
+          nps.slice(1).reduce((n, np) => n + np.count, 0),
+          c,
+        ).toBe(nps[0].count);
         continue;
       }
       const rel = RELATIONS.find(([p]) => p === between);
@@ -312,7 +350,10 @@ describe('multi scenes', () => {
       expect(nps.length, c).toBe(2);
       relation = true;
       const [as, bs] = [denote(nps[k], s), denote(nps[k + 1], s)];
-      expect(as.some((x) => bs.includes(x)), c).toBe(false);
+      expect(
+        as.some((x) => bs.includes(x)),
+        c,
+      ).toBe(false);
       for (const a of as) for (const b of bs) expect(rel![1](a, b), `${c}: ${JSON.stringify([a, b])}`).toBe(true);
     }
     const tail = w.slice(nps[nps.length - 1].end).join(' ');
@@ -379,7 +420,13 @@ describe('multi scenes', () => {
     expect([...seen((s) => s.shapes.map((x) => x.colour))].sort()).toEqual([...COLOUR_NAMES].sort());
     expect([...seen((s) => s.shapes.map((x) => x.shape))].sort()).toEqual([...SHAPE_NAMES].sort());
     expect([...seen((s) => s.shapes.map((x) => x.size))].sort()).toEqual(['large', 'small']);
-    expect([...seen((s) => [(s.layout as { groups: number[] }).groups.join('+')])].sort()).toEqual(['1+1', '1+1+1', '2', '2+1', '3']);
+    expect([...seen((s) => [(s.layout as { groups: number[] }).groups.join('+')])].sort()).toEqual([
+      '1+1',
+      '1+1+1',
+      '2',
+      '2+1',
+      '3',
+    ]);
   });
 
   it('gives five different captions that are true of the picture: counts match the shapes, relations the geometry', () => {
@@ -400,7 +447,9 @@ describe('multi scenes', () => {
   });
 
   it('the truth check catches false captions', () => {
-    const s = multi.find((x) => x.layout.kind === 'multi' && x.layout.groups.join() === '1,1' && leftOf(x.shapes[0], x.shapes[1]))!;
+    const s = multi.find(
+      (x) => x.layout.kind === 'multi' && x.layout.groups.join() === '1,1' && leftOf(x.shapes[0], x.shapes[1]),
+    )!;
     const [a, b] = s.shapes;
     expect(() => checkTrue(`${nounPhrase(b, false)} to the left of ${nounPhrase(a, false)}`, s)).toThrow();
     expect(() => checkTrue(`two ${a.colour} ${a.shape}s`, s)).toThrow();

@@ -1,4 +1,13 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
@@ -14,7 +23,6 @@ const root = mkdtempSync(path.join(tmpdir(), 'demo-'));
 const SEED = 11;
 const N = 12;
 
-
 describe('writeDemoDataset', () => {
   const out = path.join(root, 'a');
 
@@ -24,7 +32,11 @@ describe('writeDemoDataset', () => {
     expect(res.manifest).toMatchObject({ seed: SEED, images: N, size: 160, split: { train: 10, val: 1, test: 1 } });
     expect(readdirSync(path.join(out, 'images')).sort()).toEqual(Array.from({ length: N }, (_, i) => imageName(i)));
     expect(readFileSync(path.join(out, 'captions.txt'), 'utf8').trimEnd().split('\n')).toHaveLength(N * 5);
-    const listed = ['trainImages', 'valImages', 'testImages'].flatMap((f) => readFileSync(path.join(out, `${f}.txt`), 'utf8').trimEnd().split('\n'));
+    const listed = ['trainImages', 'valImages', 'testImages'].flatMap((f) =>
+      readFileSync(path.join(out, `${f}.txt`), 'utf8')
+        .trimEnd()
+        .split('\n'),
+    );
     expect(listed.sort()).toEqual(Array.from({ length: N }, (_, i) => imageName(i)));
     expect(JSON.parse(readFileSync(path.join(out, 'demo.json'), 'utf8')).seed).toBe(SEED);
     expect(readdirSync(path.join(out, 'images')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
@@ -33,7 +45,9 @@ describe('writeDemoDataset', () => {
   it('draws each shape in the colour its captions name', async () => {
     const captions = readFileSync(path.join(out, 'captions.txt'), 'utf8').trimEnd().split('\n');
     for (let i = 0; i < N; i++) {
-      const { data, info } = await sharp(path.join(out, 'images', imageName(i))).raw().toBuffer({ resolveWithObject: true });
+      const { data, info } = await sharp(path.join(out, 'images', imageName(i)))
+        .raw()
+        .toBuffer({ resolveWithObject: true });
       expect([info.width, info.height, info.channels]).toEqual([160, 160, 3]);
       const px = (x: number, y: number) => {
         const o = (Math.round(y) * info.width + Math.round(x)) * info.channels;
@@ -47,7 +61,12 @@ describe('writeDemoDataset', () => {
         for (const c of mine) expect(c.split(' ')).toContain(colour);
       }
       // corners are background: light and unsaturated
-      for (const [x, y] of [[1, 1], [158, 1], [1, 158], [158, 158]]) {
+      for (const [x, y] of [
+        [1, 1],
+        [158, 1],
+        [1, 158],
+        [158, 158],
+      ]) {
         const p = px(x, y);
         expect(Math.min(...p)).toBeGreaterThan(170);
         expect(Math.max(...p) - Math.min(...p)).toBeLessThan(40);
@@ -62,7 +81,11 @@ describe('writeDemoDataset', () => {
       expect(readFileSync(path.join(other, f)), f).toEqual(readFileSync(path.join(out, f)));
     }
     for (let i = 0; i < N; i++) {
-      expect(readFileSync(path.join(other, 'images', imageName(i))).equals(readFileSync(path.join(out, 'images', imageName(i))))).toBe(true);
+      expect(
+        readFileSync(path.join(other, 'images', imageName(i))).equals(
+          readFileSync(path.join(out, 'images', imageName(i))),
+        ),
+      ).toBe(true);
     }
   });
 
@@ -99,12 +122,16 @@ describe('writeDemoDataset', () => {
   it("refuses an --out that is a file or another stage's folder, untouched (it crashed with a stack trace on a file)", async () => {
     const file = path.join(root, 'a-file');
     writeFileSync(file, 'keep');
-    await expect(writeDemoDataset({ out: file, images: 2, size: 64 })).rejects.toThrow(`${file}: is a file, not a folder; choose another folder with --out`);
+    await expect(writeDemoDataset({ out: file, images: 2, size: 64 })).rejects.toThrow(
+      `${file}: is a file, not a folder; choose another folder with --out`,
+    );
     expect(readFileSync(file, 'utf8')).toBe('keep');
     const prepared = path.join(root, 'prepared');
     mkdirSync(prepared);
     writeFileSync(path.join(prepared, 'manifest.json'), '{"kind":"captioner.prepared"}');
-    await expect(writeDemoDataset({ out: prepared, images: 2, size: 64, force: true })).rejects.toThrow(/holds a prepared dataset, not a demo dataset/);
+    await expect(writeDemoDataset({ out: prepared, images: 2, size: 64, force: true })).rejects.toThrow(
+      /holds a prepared dataset, not a demo dataset/,
+    );
     expect(readdirSync(prepared)).toEqual(['manifest.json']);
     const r = await runCli(['demo-data', '--out', file, '--images', '2']);
     expect(r.stderr).toBe(`error: ${file}: is a file, not a folder; choose another folder with --out\n`);
@@ -124,13 +151,20 @@ describe('writeDemoDataset with multi scenes', () => {
   it('writes a Flickr8k-format dataset whose pictures hold the shapes the scenes say, and records the kind', async () => {
     const res = await writeDemoDataset({ out, images: N, seed: SEED, size: 160, scenes: 'multi' });
     expect(res.rendered).toBe(true);
-    expect(res.manifest).toMatchObject({ scenes: 'multi', seed: SEED, images: N, split: { train: 10, val: 1, test: 1 } });
+    expect(res.manifest).toMatchObject({
+      scenes: 'multi',
+      seed: SEED,
+      images: N,
+      split: { train: 10, val: 1, test: 1 },
+    });
     const captions = readFileSync(path.join(out, 'captions.txt'), 'utf8').trimEnd().split('\n');
     expect(captions).toHaveLength(N * 5);
     for (const l of captions) expect(l).toMatch(/^demo_\d{5}\.jpg#[0-4]\t[a-z ]+$/);
     expect(captions.join('\n')).toBe(demoTexts(SEED, N, 'multi').captions.trimEnd());
     for (let i = 0; i < N; i++) {
-      const { data, info } = await sharp(path.join(out, 'images', imageName(i))).raw().toBuffer({ resolveWithObject: true });
+      const { data, info } = await sharp(path.join(out, 'images', imageName(i)))
+        .raw()
+        .toBuffer({ resolveWithObject: true });
       const scene = makeScene(SEED, i, 'multi');
       expect(scene.shapes.length).toBeGreaterThanOrEqual(2);
       for (const sh of scene.shapes) {
@@ -143,8 +177,14 @@ describe('writeDemoDataset with multi scenes', () => {
   it('reproduces byte-identical files from the same seed', async () => {
     const other = path.join(root, 'multi2');
     await writeDemoDataset({ out: other, images: N, seed: SEED, size: 160, scenes: 'multi', concurrency: 1 });
-    for (const f of ['captions.txt', 'trainImages.txt', 'valImages.txt', 'testImages.txt', 'demo.json']) expect(readFileSync(path.join(other, f)), f).toEqual(readFileSync(path.join(out, f)));
-    for (let i = 0; i < N; i++) expect(readFileSync(path.join(other, 'images', imageName(i))).equals(readFileSync(path.join(out, 'images', imageName(i))))).toBe(true);
+    for (const f of ['captions.txt', 'trainImages.txt', 'valImages.txt', 'testImages.txt', 'demo.json'])
+      expect(readFileSync(path.join(other, f)), f).toEqual(readFileSync(path.join(out, f)));
+    for (let i = 0; i < N; i++)
+      expect(
+        readFileSync(path.join(other, 'images', imageName(i))).equals(
+          readFileSync(path.join(out, 'images', imageName(i))),
+        ),
+      ).toBe(true);
   });
 
   it('never reuses a dataset of the other kind: switching kinds re-renders every image', async () => {
@@ -172,7 +212,9 @@ describe('writeDemoDataset with multi scenes', () => {
   });
 
   it('rejects an unknown kind', async () => {
-    await expect(writeDemoDataset({ out: path.join(root, 'bad'), scenes: 'many' as never })).rejects.toThrow(/--scenes must be one of single, multi/);
+    await expect(writeDemoDataset({ out: path.join(root, 'bad'), scenes: 'many' as never })).rejects.toThrow(
+      /--scenes must be one of single, multi/,
+    );
   });
 });
 
@@ -182,13 +224,32 @@ describe('captioner demo-data', () => {
     const r = await runCli(['demo-data', '--out', dir, '--images', '5', '--seed', '3', '--size', '96', '--json']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ images: 5, seed: 3, size: 96, rendered: true, captionsFile: path.join(dir, 'captions.txt') });
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      images: 5,
+      seed: 3,
+      size: 96,
+      rendered: true,
+      captionsFile: path.join(dir, 'captions.txt'),
+    });
     expect(readdirSync(path.join(dir, 'images'))).toHaveLength(5);
   });
 
   it('--scenes multi writes a multi-shape dataset', async () => {
     const dir = path.join(root, 'cli-multi');
-    const r = await runCli(['demo-data', '--out', dir, '--images', '5', '--seed', '3', '--size', '96', '--scenes', 'multi', '--json']);
+    const r = await runCli([
+      'demo-data',
+      '--out',
+      dir,
+      '--images',
+      '5',
+      '--seed',
+      '3',
+      '--size',
+      '96',
+      '--scenes',
+      'multi',
+      '--json',
+    ]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ images: 5, scenes: 'multi', rendered: true });
@@ -197,7 +258,9 @@ describe('captioner demo-data', () => {
     // back to single in the same folder: same names, other pictures, so it warns about feature caches
     const back = await runCli(['demo-data', '--out', dir, '--images', '5', '--seed', '3', '--size', '96']);
     expect(back.code).toBe(0);
-    expect(back.stderr).toMatch(/^warning: .*held multi images .* replaced by single images .*recompute any feature cache/);
+    expect(back.stderr).toMatch(
+      /^warning: .*held multi images .* replaced by single images .*recompute any feature cache/,
+    );
     expect(readFileSync(path.join(dir, 'captions.txt'), 'utf8')).toBe(demoTexts(3, 5).captions);
   });
 

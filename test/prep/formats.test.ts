@@ -3,7 +3,8 @@ import { DataError } from '../../src/errors.js';
 import { parseCsv } from '../../src/prep/csv.js';
 import { parseCaptionCsv, parseCoco, parseFlickr30kCsv, parseFlickr8k, parseKarpathy } from '../../src/prep/formats.js';
 
-const captionsOf = (p: { images: { image: string; captions: string[] }[] }) => Object.fromEntries(p.images.map((i) => [i.image, i.captions]));
+const captionsOf = (p: { images: { image: string; captions: string[] }[] }) =>
+  Object.fromEntries(p.images.map((i) => [i.image, i.captions]));
 
 describe('parseCsv', () => {
   it('handles quotes, doubled quotes, commas and line breaks in quotes, CRLF, blank lines', () => {
@@ -31,7 +32,11 @@ describe('flickr8k', () => {
     const text = 'a.jpg#0\tA dog runs .\r\na.jpg#1\tA dog .\r\n\r\nb.jpg#0\tA cat\r\nc.jpg.1#0\tquirk key\n';
     const p = parseFlickr8k(text, 'tok.txt');
     expect(p.captions).toBe(4);
-    expect(captionsOf(p)).toEqual({ 'a.jpg': ['A dog runs .', 'A dog .'], 'b.jpg': ['A cat'], 'c.jpg.1': ['quirk key'] });
+    expect(captionsOf(p)).toEqual({
+      'a.jpg': ['A dog runs .', 'A dog .'],
+      'b.jpg': ['A cat'],
+      'c.jpg.1': ['quirk key'],
+    });
     expect(p.images[0].file).toBe('a.jpg');
   });
   it('keeps # inside names that are not followed by a number, and accepts lines without #N', () => {
@@ -78,11 +83,16 @@ describe('flickr30k-csv', () => {
     expect(parseFlickr30kCsv('1.jpg|0|x\n', 'r').captions).toBe(1);
   });
   it('recovers the known Kaggle slip "name| 4   comment"', () => {
-    const p = parseFlickr30kCsv('image_name| comment_number| comment\n2199200615.jpg| 4   A dog runs across the grass .\n', 'r.csv');
+    const p = parseFlickr30kCsv(
+      'image_name| comment_number| comment\n2199200615.jpg| 4   A dog runs across the grass .\n',
+      'r.csv',
+    );
     expect(captionsOf(p)).toEqual({ '2199200615.jpg': ['A dog runs across the grass .'] });
   });
   it('reports malformed lines with file:line', () => {
-    expect(() => parseFlickr30kCsv('image_name|comment_number|comment\n1.jpg|0|ok\njunk\n', 'r.csv')).toThrow(/^r\.csv:3: expected "image_name\|comment_number\|comment"/);
+    expect(() => parseFlickr30kCsv('image_name|comment_number|comment\n1.jpg|0|ok\njunk\n', 'r.csv')).toThrow(
+      /^r\.csv:3: expected "image_name\|comment_number\|comment"/,
+    );
     expect(() => parseFlickr30kCsv('1.jpg|x|cap\n', 'r.csv')).toThrow(/^r\.csv:1: comment_number must be a number/);
   });
 });
@@ -100,7 +110,9 @@ describe('csv', () => {
     expect(captionsOf(parseCaptionCsv('caption,id,image\n"x, y",7,1.jpg\n', 'c'))).toEqual({ '1.jpg': ['x, y'] });
   });
   it('reports a bad header and short rows with file:line', () => {
-    expect(() => parseCaptionCsv('file,text\n1.jpg,x\n', 'c.txt')).toThrow(/^c\.txt:1: expected a header with "image" and "caption"/);
+    expect(() => parseCaptionCsv('file,text\n1.jpg,x\n', 'c.txt')).toThrow(
+      /^c\.txt:1: expected a header with "image" and "caption"/,
+    );
     expect(() => parseCaptionCsv('image,caption\n1.jpg,x\n2.jpg\n', 'c.txt')).toThrow(/^c\.txt:3: expected 2 fields/);
   });
 });
@@ -108,7 +120,11 @@ describe('csv', () => {
 describe('karpathy', () => {
   const doc = {
     images: [
-      { filename: 'b.jpg', split: 'train', sentences: [{ raw: 'B one .', tokens: ['b', 'one'] }, { tokens: ['b', 'two'] }] },
+      {
+        filename: 'b.jpg',
+        split: 'train',
+        sentences: [{ raw: 'B one .', tokens: ['b', 'one'] }, { tokens: ['b', 'two'] }],
+      },
       { filename: 'a.jpg', split: 'restval', sentences: [{ raw: 'A .' }] },
       { filename: 'COCO_val2014_1.jpg', filepath: 'val2014', split: 'val', sentences: [{ raw: 'C .' }] },
       { filename: 't.jpg', split: 'test', sentences: [{ raw: 'T .' }] },
@@ -125,7 +141,9 @@ describe('karpathy', () => {
   });
   it('reports bad documents with the JSON path', () => {
     expect(() => parseKarpathy('{', 'k.json')).toThrow(/^k\.json: not valid JSON/);
-    expect(() => parseKarpathy('{"images": [{"filename": "a", "split": "dev", "sentences": []}]}', 'k.json')).toThrow(/^k\.json: images\[0\]: "split" must be one of/);
+    expect(() => parseKarpathy('{"images": [{"filename": "a", "split": "dev", "sentences": []}]}', 'k.json')).toThrow(
+      /^k\.json: images\[0\]: "split" must be one of/,
+    );
     expect(() => parseKarpathy('[]', 'k.json')).toThrow(/not a Karpathy split file/);
   });
 });
@@ -147,7 +165,9 @@ describe('coco: a repeated image id', () => {
     const p = parseCoco(JSON.stringify(doc), 'c.json');
     expect(captionsOf(p)).toEqual({ 'one.jpg': ['A dog .'], 'two.jpg': ['A cat .'] });
     // an exact repeat of an entry is harmless and not reported
-    expect(p.warnings).toEqual(['c.json: images[2]: image id 1 is used again (first at c.json: images[0], "one.jpg"); this entry, "other.jpg", is ignored and gets no captions']);
+    expect(p.warnings).toEqual([
+      'c.json: images[2]: image id 1 is used again (first at c.json: images[0], "one.jpg"); this entry, "other.jpg", is ignored and gets no captions',
+    ]);
   });
 });
 
@@ -174,6 +194,8 @@ describe('coco', () => {
   });
   it('reports an annotation for an unknown image', () => {
     const bad = { images: [], annotations: [{ image_id: 9, caption: 'x' }] };
-    expect(() => parseCoco(JSON.stringify(bad), 'c.json')).toThrow('c.json: annotations[0]: image_id 9 is not in "images"');
+    expect(() => parseCoco(JSON.stringify(bad), 'c.json')).toThrow(
+      'c.json: annotations[0]: image_id 9 is not in "images"',
+    );
   });
 });

@@ -31,13 +31,21 @@ describe.skipIf(!hasShared)('real caption files', () => {
         dataset: {
           format: 'flickr8k',
           captions: f('Flickr8k.token.txt'),
-          split: { trainFile: f('Flickr_8k.trainImages.txt'), valFile: f('Flickr_8k.devImages.txt'), testFile: f('Flickr_8k.testImages.txt') },
+          split: {
+            trainFile: f('Flickr_8k.trainImages.txt'),
+            valFile: f('Flickr_8k.devImages.txt'),
+            testFile: f('Flickr_8k.testImages.txt'),
+          },
         },
         prep: { out: path.join(out, 'f8k') },
       },
     });
     const { manifest, dir } = await quietly(() => runPrep(config));
-    expect(manifest.counts).toEqual({ train: { images: 6000, captions: 30000 }, val: { images: 1000, captions: 5000 }, test: { images: 1000, captions: 5000 } });
+    expect(manifest.counts).toEqual({
+      train: { images: 6000, captions: 30000 },
+      val: { images: 1000, captions: 5000 },
+      test: { images: 1000, captions: 5000 },
+    });
     expect(manifest.noSplit.count).toBe(92);
     expect(manifest.dropped.noSplitCaptions).toBe(460);
     const p = await loadPrepared(dir);
@@ -61,15 +69,25 @@ describe.skipIf(!hasShared)('real caption files', () => {
     const f = parseFlickr30kCsv(text('flickr30k', 'results_csv_head_nishankparashar.csv'), 'results.csv');
     expect(f.images[0].image).toBe('10082347.jpg');
     expect(f.captions).toBeGreaterThanOrEqual(5);
-    expect(f.images[0].captions[0]).toBe('Young blond man in a blue and yellow jacket smiling while standing in front of a net .');
+    expect(f.images[0].captions[0]).toBe(
+      'Young blond man in a blue and yellow jacket smiling while standing in front of a net .',
+    );
   });
 
   it('the 30 real COCO photos: csv and coco captions agree, no image missing', async () => {
     const images = data('images', 'coco_val2017');
     const csv = parseCaptionCsv(text('images', 'coco_val2017', 'captions.txt'), 'captions.txt');
     expect(csv.images.length).toBe(30);
-    for (const [format, captions] of [['csv', 'captions.txt'], ['coco', 'captions.json']] as const) {
-      const { config } = await loadConfig({ overrides: { dataset: { format, captions: path.join(images, captions), images }, prep: { out: path.join(out, format), minCount: 1, strict: true } } });
+    for (const [format, captions] of [
+      ['csv', 'captions.txt'],
+      ['coco', 'captions.json'],
+    ] as const) {
+      const { config } = await loadConfig({
+        overrides: {
+          dataset: { format, captions: path.join(images, captions), images },
+          prep: { out: path.join(out, format), minCount: 1, strict: true },
+        },
+      });
       const { manifest } = await runPrep(config);
       expect(manifest.missingImages.count).toBe(0);
       expect(manifest.counts.train.images + manifest.counts.val.images + manifest.counts.test.images).toBe(30);

@@ -42,7 +42,8 @@ const prep = async (overrides: Record<string, unknown>) => runPrep((await loadCo
 function flickr(dir: string) {
   const lines: string[] = [];
   const names = ['i1.jpg', 'i2.jpg', 'i3.jpg', 'i4.jpg', 'i5.jpg', 'i6.jpg'];
-  for (const im of [...names].reverse()) lines.push(`${im}#0\tA dog runs on the grass .`, `${im}#1\tThe dog is brown .`);
+  for (const im of [...names].reverse())
+    lines.push(`${im}#0\tA dog runs on the grass .`, `${im}#1\tThe dog is brown .`);
   lines.push('i1.jpg.1#0\tA quirk .');
   return {
     captions: write(dir, 'tok.txt', lines.join('\r\n') + '\r\n'),
@@ -59,12 +60,24 @@ describe('runPrep', () => {
     const f = flickr(dir);
     const out = path.join(dir, 'out');
     const { manifest } = await quietly(() =>
-      prep({ dataset: { format: 'flickr8k', captions: f.captions, split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile } }, prep: { out, minCount: 4 } }),
+      prep({
+        dataset: {
+          format: 'flickr8k',
+          captions: f.captions,
+          split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile },
+        },
+        prep: { out, minCount: 4 },
+      }),
     );
     const vocab = JSON.parse(readFileSync(path.join(out, 'vocab.json'), 'utf8'));
     // train: 4 images x ("a dog runs on the grass", "the dog is brown"): dog 8, the 8, a 4, brown 4, grass 4, is 4, on 4, runs 4
-    expect(vocab).toEqual({ tokens: ['<pad>', '<unk>', 'startseq', 'endseq', 'dog', 'the', 'a', 'brown', 'grass', 'is', 'on', 'runs'] });
-    const train = readFileSync(path.join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(vocab).toEqual({
+      tokens: ['<pad>', '<unk>', 'startseq', 'endseq', 'dog', 'the', 'a', 'brown', 'grass', 'is', 'on', 'runs'],
+    });
+    const train = readFileSync(path.join(out, 'train.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(train.map((r) => r.image)).toEqual(['i1.jpg', 'i2.jpg', 'i3.jpg', 'i4.jpg']);
     expect(train[0]).toEqual({
       image: 'i1.jpg',
@@ -92,7 +105,14 @@ describe('runPrep', () => {
     const written = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(written).toEqual(manifest);
     const read = (k: string) => readFileSync(path.join(out, k));
-    expect(manifest.fingerprint).toBe(fingerprintOf({ vocab: read('vocab.json'), train: read('train.jsonl'), val: read('val.jsonl'), test: read('test.jsonl') }));
+    expect(manifest.fingerprint).toBe(
+      fingerprintOf({
+        vocab: read('vocab.json'),
+        train: read('train.jsonl'),
+        val: read('val.jsonl'),
+        test: read('test.jsonl'),
+      }),
+    );
     expect(manifest.fingerprint).toMatch(/^[0-9a-f]{64}$/);
 
     const loaded = await loadPrepared(out);
@@ -107,7 +127,12 @@ describe('runPrep', () => {
     const f = flickr(dir);
     const images = path.join(dir, 'images');
     for (const im of ['i1.jpg', 'i2.jpg', 'i5.jpg']) write(images, im, 'x');
-    const ds = { format: 'flickr8k', captions: f.captions, images, split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile } };
+    const ds = {
+      format: 'flickr8k',
+      captions: f.captions,
+      images,
+      split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile },
+    };
     const out = path.join(dir, 'out');
     const { manifest } = await quietly(() => prep({ dataset: ds, prep: { out, minCount: 1 } }));
     expect(manifest.missingImages).toEqual({ count: 3, first: ['i6.jpg', 'i4.jpg', 'i3.jpg'] });
@@ -115,11 +140,15 @@ describe('runPrep', () => {
     expect(manifest.counts.train).toEqual({ images: 2, captions: 4 });
     expect(manifest.counts.test).toEqual({ images: 0, captions: 0 });
     expect(manifest.imagesDir).toBe(path.resolve(images));
-    const err = await quietly(() => prep({ dataset: ds, prep: { out: path.join(dir, 'strict'), strict: true } })).catch((e) => e);
+    const err = await quietly(() => prep({ dataset: ds, prep: { out: path.join(dir, 'strict'), strict: true } })).catch(
+      (e) => e,
+    );
     expect(err).toBeInstanceOf(DataError);
     expect(err.exitCode).toBe(3);
     expect(err.message).toMatch(/3 images named by the captions are missing from .*: i6\.jpg, i4\.jpg, i3\.jpg/);
-    await expect(prep({ dataset: { ...ds, images: path.join(dir, 'nope') }, prep: { out } })).rejects.toThrow(/images folder not found/);
+    await expect(prep({ dataset: { ...ds, images: path.join(dir, 'nope') }, prep: { out } })).rejects.toThrow(
+      /images folder not found/,
+    );
   });
 
   it('the wrong images folder (none of the images in it) is a DataError naming the folder', async () => {
@@ -127,10 +156,17 @@ describe('runPrep', () => {
     const f = flickr(dir);
     const images = path.join(dir, 'elsewhere');
     write(images, 'unrelated.jpg', 'x');
-    const ds = { format: 'flickr8k', captions: f.captions, images, split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile } };
+    const ds = {
+      format: 'flickr8k',
+      captions: f.captions,
+      images,
+      split: { trainFile: f.trainFile, valFile: f.valFile, testFile: f.testFile },
+    };
     const err = await quietly(() => prep({ dataset: ds, prep: { out: path.join(dir, 'out') } })).catch((e) => e);
     expect(err).toBeInstanceOf(DataError);
-    expect(err.message).toMatch(/elsewhere: none of the 6 images named by the captions are in this folder \(looked for i6\.jpg, .*\); is dataset\.images \(--images\) the right folder\?/);
+    expect(err.message).toMatch(
+      /elsewhere: none of the 6 images named by the captions are in this folder \(looked for i6\.jpg, .*\); is dataset\.images \(--images\) the right folder\?/,
+    );
     expect(err.message).not.toMatch(/no captions left/);
   });
 
@@ -145,11 +181,17 @@ describe('runPrep', () => {
     writeFileSync(captions, bytes);
     const ds = { format: 'flickr8k', captions };
     const stderr = await captureStderr(() => prep({ dataset: ds, prep: { out: path.join(dir, 'out'), minCount: 1 } }));
-    expect(stderr).toContain('warning: 3 problems in the captions or split files (read anyway; --strict makes them errors):');
+    expect(stderr).toContain(
+      'warning: 3 problems in the captions or split files (read anyway; --strict makes them errors):',
+    );
     expect(stderr).toContain(`${captions}:4: invalid UTF-8 (read as U+FFFD): "c.jpg#0\\tA caf\uFFFD dog ."`);
-    expect(stderr).toContain(`${captions}:2: "a.jpg#0" repeats ${captions}:1 with the same caption; the repeat is left out`);
+    expect(stderr).toContain(
+      `${captions}:2: "a.jpg#0" repeats ${captions}:1 with the same caption; the repeat is left out`,
+    );
     expect(stderr).toContain(`${captions}:3: "#x" after the image name is not a caption number; read as image "b.jpg"`);
-    const err = await quietly(() => prep({ dataset: ds, prep: { out: path.join(dir, 'strict'), strict: true } })).catch((e) => e);
+    const err = await quietly(() => prep({ dataset: ds, prep: { out: path.join(dir, 'strict'), strict: true } })).catch(
+      (e) => e,
+    );
     expect(err).toBeInstanceOf(DataError);
     expect(err.message).toMatch(/^3 problems in the captions or split files \(prep\.strict is on/);
     expect(err.message).toContain(`${captions}:4: invalid UTF-8`);
@@ -160,13 +202,26 @@ describe('runPrep', () => {
     const lines = Array.from({ length: 50 }, (_, i) => `img${i}.jpg,A thing number ${i} .`);
     const a = write(dir, 'a.csv', 'image,caption\n' + lines.join('\n'));
     const b = write(dir, 'b.csv', 'image,caption\n' + [...lines].reverse().join('\n'));
-    const ra = await prep({ dataset: { format: 'csv', captions: a, split: { seed: 3 } }, prep: { out: path.join(dir, 'a') } });
-    const rb = await prep({ dataset: { format: 'csv', captions: b, split: { seed: 3 } }, prep: { out: path.join(dir, 'b') } });
+    const ra = await prep({
+      dataset: { format: 'csv', captions: a, split: { seed: 3 } },
+      prep: { out: path.join(dir, 'a') },
+    });
+    const rb = await prep({
+      dataset: { format: 'csv', captions: b, split: { seed: 3 } },
+      prep: { out: path.join(dir, 'b') },
+    });
     expect(rb.manifest.fingerprint).toBe(ra.manifest.fingerprint);
     expect(ra.manifest.counts.train.images).toBe(40);
     expect(ra.manifest.counts.val.images).toBe(5);
-    expect(ra.manifest.options.split).toEqual({ method: 'ratio', ratios: { train: 0.8, val: 0.1, test: 0.1 }, seed: 3 });
-    const rc = await prep({ dataset: { format: 'csv', captions: a, split: { seed: 4 } }, prep: { out: path.join(dir, 'c') } });
+    expect(ra.manifest.options.split).toEqual({
+      method: 'ratio',
+      ratios: { train: 0.8, val: 0.1, test: 0.1 },
+      seed: 3,
+    });
+    const rc = await prep({
+      dataset: { format: 'csv', captions: a, split: { seed: 4 } },
+      prep: { out: path.join(dir, 'c') },
+    });
     expect(rc.manifest.fingerprint).not.toBe(ra.manifest.fingerprint);
   });
 
@@ -174,7 +229,11 @@ describe('runPrep', () => {
     const dir = fresh();
     const coco = (ids: number[], folder: string) =>
       JSON.stringify({
-        images: ids.map((id) => ({ id, file_name: `${id}.jpg`, coco_url: `http://images.cocodataset.org/${folder}/${id}.jpg` })),
+        images: ids.map((id) => ({
+          id,
+          file_name: `${id}.jpg`,
+          coco_url: `http://images.cocodataset.org/${folder}/${id}.jpg`,
+        })),
         annotations: ids.map((id, k) => ({ id: k, image_id: id, caption: `A cat number ${id} .` })),
       });
     const train = write(dir, 'train.json', coco([1, 2, 3], 'train2017'));
@@ -183,12 +242,20 @@ describe('runPrep', () => {
     write(images, 'train2017/1.jpg', 'x');
     write(images, 'train2017/2.jpg', 'x');
     write(images, '4.jpg', 'x');
-    const { manifest, dir: out } = await quietly(() => prep({ dataset: { format: 'coco', cocoFiles: { train, val }, images }, prep: { out: path.join(dir, 'out'), minCount: 1 } }));
+    const { manifest, dir: out } = await quietly(() =>
+      prep({
+        dataset: { format: 'coco', cocoFiles: { train, val }, images },
+        prep: { out: path.join(dir, 'out'), minCount: 1 },
+      }),
+    );
     expect(manifest.options.split.method).toBe('field');
     expect(manifest.counts.train.images).toBe(2);
     expect(manifest.missingImages).toEqual({ count: 1, first: ['3.jpg'] });
     const p = await loadPrepared(out);
-    expect(p.splits.train.map((i) => [i.image, i.file])).toEqual([['1.jpg', 'train2017/1.jpg'], ['2.jpg', 'train2017/2.jpg']]);
+    expect(p.splits.train.map((i) => [i.image, i.file])).toEqual([
+      ['1.jpg', 'train2017/1.jpg'],
+      ['2.jpg', 'train2017/2.jpg'],
+    ]);
     expect(p.splits.val.map((i) => [i.image, i.file])).toEqual([['4.jpg', '4.jpg']]);
   });
 
@@ -201,20 +268,35 @@ describe('runPrep', () => {
       ],
     };
     const k = write(dir, 'dataset_coco.json', JSON.stringify(doc));
-    const { dir: out } = await prep({ dataset: { format: 'karpathy', captions: k }, prep: { out: path.join(dir, 'out'), minCount: 1 } });
+    const { dir: out } = await prep({
+      dataset: { format: 'karpathy', captions: k },
+      prep: { out: path.join(dir, 'out'), minCount: 1 },
+    });
     const p = await loadPrepared(out);
-    expect(p.splits.train).toEqual([{ image: 'a.jpg', file: 'val2014/a.jpg', captions: ['A dog .'], tokens: [[2, 4, 5, 3]] }]);
+    expect(p.splits.train).toEqual([
+      { image: 'a.jpg', file: 'val2014/a.jpg', captions: ['A dog .'], tokens: [[2, 4, 5, 3]] },
+    ]);
     expect(p.splits.test[0].file).toBe('val2014/b.jpg');
   });
 
   it('config problems are ConfigErrors; unreadable input is a DataError', async () => {
     const dir = fresh();
     await expect(prep({ dataset: { format: 'flickr8k' } })).rejects.toThrow(ConfigError);
-    await expect(prep({ dataset: { format: 'coco', captions: 'x', cocoFiles: { val: 'y' } } })).rejects.toThrow(/not both/);
-    await expect(prep({ dataset: { format: 'csv', captions: 'x', split: { method: 'field' } } })).rejects.toThrow(/"field" needs/);
-    await expect(prep({ dataset: { format: 'csv', captions: 'x', split: { method: 'files' } } })).rejects.toThrow(/"files" needs/);
-    await expect(prep({ dataset: { format: 'csv', captions: path.join(dir, 'none.csv') } })).rejects.toThrow(/none\.csv: cannot read captions file: no such file/);
-    await expect(loadConfig({ overrides: { prep: { maxLength: 2 } } })).rejects.toThrow(/prep.maxLength: expected an integer from 3 to 200, got 2/);
+    await expect(prep({ dataset: { format: 'coco', captions: 'x', cocoFiles: { val: 'y' } } })).rejects.toThrow(
+      /not both/,
+    );
+    await expect(prep({ dataset: { format: 'csv', captions: 'x', split: { method: 'field' } } })).rejects.toThrow(
+      /"field" needs/,
+    );
+    await expect(prep({ dataset: { format: 'csv', captions: 'x', split: { method: 'files' } } })).rejects.toThrow(
+      /"files" needs/,
+    );
+    await expect(prep({ dataset: { format: 'csv', captions: path.join(dir, 'none.csv') } })).rejects.toThrow(
+      /none\.csv: cannot read captions file: no such file/,
+    );
+    await expect(loadConfig({ overrides: { prep: { maxLength: 2 } } })).rejects.toThrow(
+      /prep.maxLength: expected an integer from 3 to 200, got 2/,
+    );
   });
 });
 

@@ -27,9 +27,21 @@ describe('assignByRatio', () => {
   });
   it('respects the ratios exactly (rounded), normalised by their sum', () => {
     expect(count(assignByRatio(keys, ratios, 1))).toEqual({ train: 800, val: 100, test: 100 });
-    expect(count(assignByRatio(keys.slice(0, 7), { train: 0.5, val: 0.5, test: 0 }, 1))).toEqual({ train: 4, val: 3, test: 0 });
-    expect(count(assignByRatio(keys.slice(0, 10), { train: 0.2, val: 0.1, test: 0.1 }, 1))).toEqual({ train: 5, val: 3, test: 2 });
-    expect(count(assignByRatio(keys.slice(0, 10), { train: 1, val: 0, test: 0 }, 1))).toEqual({ train: 10, val: 0, test: 0 });
+    expect(count(assignByRatio(keys.slice(0, 7), { train: 0.5, val: 0.5, test: 0 }, 1))).toEqual({
+      train: 4,
+      val: 3,
+      test: 0,
+    });
+    expect(count(assignByRatio(keys.slice(0, 10), { train: 0.2, val: 0.1, test: 0.1 }, 1))).toEqual({
+      train: 5,
+      val: 3,
+      test: 2,
+    });
+    expect(count(assignByRatio(keys.slice(0, 10), { train: 1, val: 0, test: 0 }, 1))).toEqual({
+      train: 10,
+      val: 0,
+      test: 0,
+    });
   });
   it('mixes the keys (not the sorted order)', () => {
     const a = assignByRatio(keys, ratios, 42);
@@ -49,14 +61,25 @@ describe('split lists', () => {
     ]);
   });
   it('assigns listed keys, leaves others unassigned, reports listed names without captions', () => {
-    const lists = [parseSplitList('a\nb\n', 'tr', 'train'), parseSplitList('c\nz\n', 'de', 'val'), parseSplitList('d\n', 'te', 'test')];
+    const lists = [
+      parseSplitList('a\nb\n', 'tr', 'train'),
+      parseSplitList('c\nz\n', 'de', 'val'),
+      parseSplitList('d\n', 'te', 'test'),
+    ];
     const r = assignFromLists(['a', 'b', 'c', 'd', 'e'], lists);
-    expect([...r.split]).toEqual([['a', 'train'], ['b', 'train'], ['c', 'val'], ['d', 'test']]);
+    expect([...r.split]).toEqual([
+      ['a', 'train'],
+      ['b', 'train'],
+      ['c', 'val'],
+      ['d', 'test'],
+    ]);
     expect(r.listedWithoutCaptions).toEqual(['z']);
   });
   it('a name in two lists is an error naming file:line', () => {
     const lists = [parseSplitList('a\nb\n', 'tr.txt', 'train'), parseSplitList('c\nb\n', 'te.txt', 'test')];
     expect(() => assignFromLists(['a'], lists)).toThrow(DataError);
-    expect(() => assignFromLists(['a'], lists)).toThrow(/^te\.txt:2: "b" is in the test list but also in the train list \(tr\.txt:2\)/);
+    expect(() => assignFromLists(['a'], lists)).toThrow(
+      /^te\.txt:2: "b" is in the test list but also in the train list \(tr\.txt:2\)/,
+    );
   });
 });

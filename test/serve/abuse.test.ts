@@ -18,7 +18,10 @@ afterEach(async () => {
 });
 
 /** A raw client: connects to 127.0.0.1, writes `data`, collects what comes back (`received()` so far, `reply` once the server closes). */
-function rawClient(port: number, data: Buffer | string): { socket: net.Socket; received: () => string; reply: Promise<string> } {
+function rawClient(
+  port: number,
+  data: Buffer | string,
+): { socket: net.Socket; received: () => string; reply: Promise<string> } {
   const socket = net.connect(port, '127.0.0.1');
   sockets.push(socket);
   socket.on('error', () => {});
@@ -31,10 +34,19 @@ function rawClient(port: number, data: Buffer | string): { socket: net.Socket; r
 
 /** Headers announcing a 100 KB upload, and the first 10 bytes of it: then nothing more (a stalled upload). */
 const stalledUpload = (port: number) =>
-  rawClient(port, `POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n0123456789`);
+  rawClient(
+    port,
+    `POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n0123456789`,
+  );
 
 /** A whole caption request as raw bytes. */
-const captionRequest = (port: number, img: Buffer) => Buffer.concat([Buffer.from(`POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: image/png\r\nContent-Length: ${img.length}\r\n\r\n`), img]);
+const captionRequest = (port: number, img: Buffer) =>
+  Buffer.concat([
+    Buffer.from(
+      `POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: image/png\r\nContent-Length: ${img.length}\r\n\r\n`,
+    ),
+    img,
+  ]);
 
 async function until(cond: () => boolean | Promise<boolean>, tries = 5000): Promise<void> {
   for (let i = 0; i < tries && !(await cond()); i++) await new Promise((r) => setTimeout(r, 2));
@@ -98,7 +110,7 @@ describe('stalled uploads (slowloris)', () => {
     expect(server.stats().uploading).toBe(1);
   });
 
-  it('are answered 408 and cut when serve.requestTimeoutMs passes, without waiting for node\'s 30 s check', async () => {
+  it("are answered 408 and cut when serve.requestTimeoutMs passes, without waiting for node's 30 s check", async () => {
     // node checks request timeouts every connectionsCheckingInterval (30 s by default): this test would
     // then run into vitest's 5 s timeout. The server checks every requestTimeoutMs / 10.
     const { server } = await start({ requestTimeoutMs: 300 });
@@ -126,7 +138,10 @@ describe('clients that leave', () => {
       const a = rawClient(server.port, captionRequest(server.port, img));
       await until(() => server.stats().waiting === 1);
       a.socket.end();
-      const b = rawClient(server.port, Buffer.concat([captionRequest(server.port, img), captionRequest(server.port, img)]));
+      const b = rawClient(
+        server.port,
+        Buffer.concat([captionRequest(server.port, img), captionRequest(server.port, img)]),
+      );
       await until(() => server.stats().waiting === 2);
       b.socket.destroy();
       await until(() => server.stats().waiting === 0 && server.stats().admitted === 1);
@@ -156,10 +171,22 @@ describe('Host check (DNS rebinding)', () => {
   it('answers only to its own names, unless configured', async () => {
     const { server } = await start({ allowedHosts: ['captioner.lan'] });
     const p = server.port;
-    for (const host of [`127.0.0.1:${p}`, `localhost:${p}`, 'LOCALHOST', `[::1]:${p}`, `captioner.lan:${p}`, 'localhost.']) {
+    for (const host of [
+      `127.0.0.1:${p}`,
+      `localhost:${p}`,
+      'LOCALHOST',
+      `[::1]:${p}`,
+      `captioner.lan:${p}`,
+      'localhost.',
+    ]) {
       expect((await get(p, host)).status, host).toBe(200);
     }
-    for (const host of [`evil.example:${p}`, 'attacker.example', `127.0.0.1.evil.example:${p}`, `localhost.evil.example`]) {
+    for (const host of [
+      `evil.example:${p}`,
+      'attacker.example',
+      `127.0.0.1.evil.example:${p}`,
+      `localhost.evil.example`,
+    ]) {
       const a = await get(p, host);
       expect(a.status, host).toBe(403);
       expect(JSON.parse(a.body).error).toMatch(/serve\.allowedHosts/);
@@ -170,7 +197,8 @@ describe('Host check (DNS rebinding)', () => {
   it('on 0.0.0.0 also answers to this machine\'s addresses and name; "*" answers to any', () => {
     const ifaces = [{ address: '127.0.0.1' }, { address: '192.168.1.20' }, { address: 'fe80::1' }];
     const wild = allowedHosts('0.0.0.0', '0.0.0.0', [], ifaces, 'Studio-PC');
-    for (const h of ['192.168.1.20:8080', '[fe80::1]:8080', 'studio-pc:8080', 'localhost']) expect(hostAllowed(h, wild), h).toBe(true);
+    for (const h of ['192.168.1.20:8080', '[fe80::1]:8080', 'studio-pc:8080', 'localhost'])
+      expect(hostAllowed(h, wild), h).toBe(true);
     expect(hostAllowed('rebind.example:8080', wild)).toBe(false);
     const local = allowedHosts('127.0.0.1', '127.0.0.1', [], ifaces, 'studio-pc');
     expect(hostAllowed('192.168.1.20:8080', local)).toBe(false);
@@ -188,11 +216,17 @@ describe('the URL to open', () => {
     { address: 'fe80::1', family: 'IPv6', internal: false },
   ];
   it('is loopback, not 0.0.0.0 or ::, with the network addresses beside it', () => {
-    expect(serverUrls({ address: '0.0.0.0', family: 'IPv4', port: 8080 }, ifaces)).toEqual({ url: 'http://127.0.0.1:8080', networkUrls: ['http://192.168.1.20:8080'] });
+    expect(serverUrls({ address: '0.0.0.0', family: 'IPv4', port: 8080 }, ifaces)).toEqual({
+      url: 'http://127.0.0.1:8080',
+      networkUrls: ['http://192.168.1.20:8080'],
+    });
     expect(serverUrls({ address: '::', family: 'IPv6', port: 8080 }, ifaces)).toEqual({
       url: 'http://[::1]:8080',
       networkUrls: ['http://192.168.1.20:8080', 'http://[2001:db8::5]:8080'],
     });
-    expect(serverUrls({ address: '127.0.0.1', family: 'IPv4', port: 9000 }, ifaces)).toEqual({ url: 'http://127.0.0.1:9000', networkUrls: [] });
+    expect(serverUrls({ address: '127.0.0.1', family: 'IPv4', port: 9000 }, ifaces)).toEqual({
+      url: 'http://127.0.0.1:9000',
+      networkUrls: [],
+    });
   });
 });

@@ -26,7 +26,15 @@ afterEach(async () => {
 
 /** A photo-like JPEG (noise, so it is not tiny): about 100 KB. */
 function photo(seed: number): Promise<Buffer<ArrayBuffer>> {
-  return sharp({ create: { width: 480, height: 360, channels: 3, background: '#000000', noise: { type: 'gaussian', mean: 100 + seed * 10, sigma: 40 } } })
+  return sharp({
+    create: {
+      width: 480,
+      height: 360,
+      channels: 3,
+      background: '#000000',
+      noise: { type: 'gaussian', mean: 100 + seed * 10, sigma: 40 },
+    },
+  })
     .jpeg({ quality: 80 })
     .toBuffer()
     .then((b) => Buffer.from(b));
@@ -86,13 +94,29 @@ function trickle(port: number, count: number, from: string) {
 }
 
 /** POST raw image bytes from a given source address (node:http, so the socket can be bound). */
-function postFrom(port: number, from: string, body: Buffer, id: string): Promise<{ id: string; status: number; body: Record<string, unknown> }> {
+function postFrom(
+  port: number,
+  from: string,
+  body: Buffer,
+  id: string,
+): Promise<{ id: string; status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, localAddress: from, method: 'POST', path: '/api/caption', agent: false, headers: { 'content-type': 'image/png', 'content-length': body.length } }, (res) => {
-      let text = '';
-      res.on('data', (d) => (text += d));
-      res.on('end', () => resolve({ id, status: res.statusCode ?? 0, body: JSON.parse(text) }));
-    });
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        localAddress: from,
+        method: 'POST',
+        path: '/api/caption',
+        agent: false,
+        headers: { 'content-type': 'image/png', 'content-length': body.length },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ id, status: res.statusCode ?? 0, body: JSON.parse(text) }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -108,7 +132,10 @@ describe('a patient attacker', () => {
 
     const attack = trickle(server.port, 64, ATTACKER);
     // the attack is in place: every connection was opened, and tricklers hold upload slots
-    await until(() => attack.stats.connected >= 64 && server.stats().uploading >= Math.min(cfg.maxUploadsPerClient, cfg.maxUploads));
+    await until(
+      () =>
+        attack.stats.connected >= 64 && server.stats().uploading >= Math.min(cfg.maxUploadsPerClient, cfg.maxUploads),
+    );
     await until(() => attack.stats.opened > 64); // a second round: refused connections came back
 
     // a normal client uploads five photos, one after another: every one is captioned
@@ -116,7 +143,11 @@ describe('a patient attacker', () => {
     const answers: { status: number; ms: number }[] = [];
     for (const p of photos) {
       const t0 = performance.now();
-      const res = await fetch(`${server.url}/api/caption`, { method: 'POST', body: p, headers: { 'content-type': 'image/jpeg' } });
+      const res = await fetch(`${server.url}/api/caption`, {
+        method: 'POST',
+        body: p,
+        headers: { 'content-type': 'image/jpeg' },
+      });
       answers.push({ status: res.status, ms: performance.now() - t0 });
       await res.text();
     }
@@ -141,13 +172,27 @@ describe('a patient attacker', () => {
       },
     });
     // each queued image holds its connection open until answered: allow the attacker 40 of them
-    const cfg = serveConfig({ maxPixels: 2_000_000, maxBatch: 4, batchWindowMs: 0, queueSize: 64, maxConnectionsPerClient: 64 });
+    const cfg = serveConfig({
+      maxPixels: 2_000_000,
+      maxBatch: 4,
+      batchWindowMs: 0,
+      queueSize: 64,
+      maxConnectionsPerClient: 64,
+    });
     const server = await startServer(fake, cfg);
     servers.push(server);
     cleanups.push(() => ((free = true), gates.splice(0).forEach((g) => g())));
     // 1000 x 2000: exactly the pixel limit, in few bytes (one colour)
-    const png = Buffer.from(await sharp({ create: { width: 1000, height: 2000, channels: 3, background: '#336699' } }).png().toBuffer());
-    const over = Buffer.from(await sharp({ create: { width: 1001, height: 2000, channels: 3, background: '#336699' } }).png().toBuffer());
+    const png = Buffer.from(
+      await sharp({ create: { width: 1000, height: 2000, channels: 3, background: '#336699' } })
+        .png()
+        .toBuffer(),
+    );
+    const over = Buffer.from(
+      await sharp({ create: { width: 1001, height: 2000, channels: 3, background: '#336699' } })
+        .png()
+        .toBuffer(),
+    );
 
     // one pixel too many: refused from the header, before the queue
     const refused = await postFrom(server.port, ATTACKER, over, 'over');
@@ -178,7 +223,11 @@ describe('a patient attacker', () => {
     expect(batches).toHaveLength(1);
 
     // now the photo, from 127.0.0.1
-    const answer = fetch(`${server.url}/api/caption`, { method: 'POST', body: mine, headers: { 'content-type': 'image/jpeg' } });
+    const answer = fetch(`${server.url}/api/caption`, {
+      method: 'POST',
+      body: mine,
+      headers: { 'content-type': 'image/jpeg' },
+    });
     await until(() => server.stats().waiting === 41 - batches[0].length);
     // step the model until the photo's batch starts: it is the one right after the batch in progress
     while (!batches.some((b) => b.includes('photo'))) {

@@ -57,25 +57,29 @@ async function ask(run: string): Promise<{ body: Answer; page: string }> {
 describe('serve with an attention model', () => {
   it.each([
     ['attention', () => attentionRun],
-    ['transformer (its last layer\'s cross-attention, averaged over heads)', () => transformerRun],
-  ])('%s: the JSON answer carries attention {grid, words, rows}: one row of H * W weights per caption word', async (_name, run) => {
-    const { body, page } = await ask(run());
-    expect(typeof body.caption).toBe('string');
-    expect(body.attention).toBeDefined();
-    const a = body.attention!;
-    expect(a.grid).toEqual([4, 4]);
-    expect(a.words).toEqual(body.caption.split(' ').filter(Boolean));
-    expect(a.words.length).toBeGreaterThan(0);
-    expect(a.rows).toHaveLength(a.words.length);
-    for (const row of a.rows) {
-      expect(row).toHaveLength(16);
-      for (const v of row) expect(v).toBeGreaterThanOrEqual(0);
-      expect(row.reduce((s, v) => s + v, 0)).toBeCloseTo(1, 2); // softmax over the grid positions
-    }
-    expect(page).toContain('window.captionerAttention');
-    expect(page).toContain('.attn-view{');
-    expect(page).toContain('captionerAttention.build(');
-  }, 60_000);
+    ["transformer (its last layer's cross-attention, averaged over heads)", () => transformerRun],
+  ])(
+    '%s: the JSON answer carries attention {grid, words, rows}: one row of H * W weights per caption word',
+    async (_name, run) => {
+      const { body, page } = await ask(run());
+      expect(typeof body.caption).toBe('string');
+      expect(body.attention).toBeDefined();
+      const a = body.attention!;
+      expect(a.grid).toEqual([4, 4]);
+      expect(a.words).toEqual(body.caption.split(' ').filter(Boolean));
+      expect(a.words.length).toBeGreaterThan(0);
+      expect(a.rows).toHaveLength(a.words.length);
+      for (const row of a.rows) {
+        expect(row).toHaveLength(16);
+        for (const v of row) expect(v).toBeGreaterThanOrEqual(0);
+        expect(row.reduce((s, v) => s + v, 0)).toBeCloseTo(1, 2); // softmax over the grid positions
+      }
+      expect(page).toContain('window.captionerAttention');
+      expect(page).toContain('.attn-view{');
+      expect(page).toContain('captionerAttention.build(');
+    },
+    60_000,
+  );
 
   it('a merge model answers without attention', async () => {
     const { body } = await ask(mergeRun);

@@ -23,7 +23,16 @@ function attentionFake(): Captioner {
     dispose: () => fake.dispose(),
     async captionBatch(inputs: ImageInput[], options?: CaptionOptions): Promise<CaptionOutcome[]> {
       return (await fake.captionBatch(inputs, options)).map((o) =>
-        o.ok ? { ...o, attention: { grid: [4, 4], words: o.tokens, rows: o.tokens.map((_, k) => Array.from({ length: 16 }, (_, p) => (p === k * 5 ? 0.9 : 0.1 / 15))) } } : o,
+        o.ok
+          ? {
+              ...o,
+              attention: {
+                grid: [4, 4],
+                words: o.tokens,
+                rows: o.tokens.map((_, k) => Array.from({ length: 16 }, (_, p) => (p === k * 5 ? 0.9 : 0.1 / 15))),
+              },
+            }
+          : o,
       );
     },
   };
@@ -36,7 +45,9 @@ describe.skipIf(gate.skip)('serve page attention view in chromium', () => {
   let photo: Buffer;
 
   beforeAll(async () => {
-    photo = await sharp({ create: { width: 320, height: 320, channels: 3, background: { r: 30, g: 60, b: 220 } } }).jpeg().toBuffer();
+    photo = await sharp({ create: { width: 320, height: 320, channels: 3, background: { r: 30, g: 60, b: 220 } } })
+      .jpeg()
+      .toBuffer();
     server = await startServer(attentionFake(), serveConfig(), { title: 'attention-demo' });
     plain = await startServer(createFakeCaptioner(), serveConfig(), { title: 'merge-demo' });
     browser = await launchChromium(gate);
@@ -72,11 +83,17 @@ describe.skipIf(gate.skip)('serve page attention view in chromium', () => {
     const { page, errors } = await upload(server.url);
     await page.waitForSelector('#attention .attn-view');
     expect(await page.textContent('.caption')).toBe('a blue image');
-    expect(await page.$$eval('#attention .attn-word', (els) => els.map((e) => e.textContent))).toEqual(['a', 'blue', 'image']);
+    expect(await page.$$eval('#attention .attn-word', (els) => els.map((e) => e.textContent))).toEqual([
+      'a',
+      'blue',
+      'image',
+    ]);
     expect(await page.getAttribute('#attention .attn-img', 'src')).toMatch(/^blob:/); // the upload's own preview URL
     await page.waitForFunction(() => (document.querySelector('#attention .attn-img') as HTMLImageElement).complete);
     await page.hover('#attention .attn-word:nth-child(2)'); // "blue": cell 5 = row 1, column 1
-    expect(await page.$$eval('#attention .attn-word.attn-on', (els) => els.map((e) => e.textContent))).toEqual(['blue']);
+    expect(await page.$$eval('#attention .attn-word.attn-on', (els) => els.map((e) => e.textContent))).toEqual([
+      'blue',
+    ]);
     // clearer where "blue" looked (cell 5) than far from it (on a 4 x 4 grid the smoothing spreads the peak)
     const onBlue = await alphaAt(page, 1.5 / 4, 1.5 / 4);
     const far = await alphaAt(page, 3.5 / 4, 3.5 / 4);

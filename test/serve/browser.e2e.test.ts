@@ -35,7 +35,12 @@ function widths(page: Page) {
   return page.evaluate(() => {
     const header = document.querySelector('header')!;
     const badge = document.getElementById('status')!.getBoundingClientRect();
-    return { doc: document.documentElement.scrollWidth, header: header.scrollWidth - header.clientWidth, badgeRight: badge.right, headerRight: header.getBoundingClientRect().right };
+    return {
+      doc: document.documentElement.scrollWidth,
+      header: header.scrollWidth - header.clientWidth,
+      badgeRight: badge.right,
+      headerRight: header.getBoundingClientRect().right,
+    };
   });
 }
 
@@ -48,7 +53,11 @@ describe.skipIf(gate.skip)('serve page in chromium', () => {
     photo = await scene();
     // slow enough that the spinner is seen; real-world long names and backend, which once made the page
     // 843 px wide on a 390 px phone; a pixel limit, to see the page explain a pixel bomb
-    server = await startServer(createFakeCaptioner({ delayMs: 400, info: LONG_INFO, maxPixels: 1000 * 1000 }), serveConfig({ maxUploadBytes: 2 * 1024 * 1024 }), { title: 'flickr8k-demo' });
+    server = await startServer(
+      createFakeCaptioner({ delayMs: 400, info: LONG_INFO, maxPixels: 1000 * 1000 }),
+      serveConfig({ maxUploadBytes: 2 * 1024 * 1024 }),
+      { title: 'flickr8k-demo' },
+    );
     browser = await launchChromium(gate);
   });
   afterAll(async () => {
@@ -58,7 +67,12 @@ describe.skipIf(gate.skip)('serve page in chromium', () => {
 
   async function openPage(viewport: { width: number; height: number }): Promise<Page> {
     const phone = viewport.width < 500;
-    const context = await browser.newContext({ viewport, deviceScaleFactor: phone ? 2 : 1, isMobile: phone, hasTouch: phone });
+    const context = await browser.newContext({
+      viewport,
+      deviceScaleFactor: phone ? 2 : 1,
+      isMobile: phone,
+      hasTouch: phone,
+    });
     const page = await context.newPage();
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
@@ -81,7 +95,9 @@ describe.skipIf(gate.skip)('serve page in chromium', () => {
     // the preview is shown at once, from an object URL, while the caption is still coming
     const src = await page.getAttribute('#preview', 'src');
     expect(src).toMatch(/^blob:/);
-    await expect.poll(() => page.evaluate(() => document.getElementById('drop')!.classList.contains('busy'))).toBe(true);
+    await expect
+      .poll(() => page.evaluate(() => document.getElementById('drop')!.classList.contains('busy')))
+      .toBe(true);
     await page.screenshot({ path: path.join(artifacts, 'serve-page-busy.png') });
     await page.waitForSelector('.caption');
     expect(await page.textContent('.caption')).toMatch(/^a \w+ image$/);
@@ -91,7 +107,11 @@ describe.skipIf(gate.skip)('serve page in chromium', () => {
     await page.screenshot({ path: path.join(artifacts, 'serve-page.png') });
 
     // a file that is not an image gets a kind message, not a stack trace
-    await page.setInputFiles('#file', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hello, not a picture') });
+    await page.setInputFiles('#file', {
+      name: 'notes.txt',
+      mimeType: 'text/plain',
+      buffer: Buffer.from('hello, not a picture'),
+    });
     await page.waitForSelector('.error');
     expect(await page.textContent('.error')).toContain("That file isn't an image we can read");
     await page.screenshot({ path: path.join(artifacts, 'serve-page-error.png') });
@@ -139,7 +159,9 @@ describe.skipIf(gate.skip)('serve page in chromium', () => {
   it('explains a pixel bomb and an empty file in plain words (phone width)', async () => {
     const page = await openPage({ width: 390, height: 844 });
     // 3000 x 3000 of one colour: a few KB of PNG, 9 million pixels (over the server's limit)
-    const bomb = await sharp({ create: { width: 3000, height: 3000, channels: 3, background: '#336699' } }).png().toBuffer();
+    const bomb = await sharp({ create: { width: 3000, height: 3000, channels: 3, background: '#336699' } })
+      .png()
+      .toBuffer();
     expect(bomb.length).toBeLessThan(2 * 1024 * 1024);
     await page.setInputFiles('#file', { name: 'bomb.png', mimeType: 'image/png', buffer: bomb });
     await page.waitForSelector('.error');

@@ -15,8 +15,12 @@ describe('serve command', () => {
     const program = new Command('captioner').exitOverride();
     register(program);
     const serve = program.commands.find((c) => c.name() === 'serve');
-    expect(serve?.options.map((o) => o.long)).toEqual(expect.arrayContaining(['--model', '--port', '--host', '--beam', '--config', '--set']));
-    await expect(program.parseAsync(['node', 'captioner', 'serve', '--model', 'runs/none', '--port', '0'])).rejects.toBeInstanceOf(ModelError);
+    expect(serve?.options.map((o) => o.long)).toEqual(
+      expect.arrayContaining(['--model', '--port', '--host', '--beam', '--config', '--set']),
+    );
+    await expect(
+      program.parseAsync(['node', 'captioner', 'serve', '--model', 'runs/none', '--port', '0']),
+    ).rejects.toBeInstanceOf(ModelError);
   });
 });
 
@@ -28,7 +32,9 @@ describe('captioner serve (the built CLI)', () => {
     try {
       // the run folder does not exist: had the model been loaded first, this would be exit 4
       const r = await runCli(['serve', '--model', 'runs/does-not-exist', '--port', String(port)]);
-      expect(r.stderr).toMatch(new RegExp(`error: cannot listen on 127\\.0\\.0\\.1:${port}: port ${port} is already in use`));
+      expect(r.stderr).toMatch(
+        new RegExp(`error: cannot listen on 127\\.0\\.0\\.1:${port}: port ${port} is already in use`),
+      );
       expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
       expect(r.code).toBe(2);
     } finally {

@@ -73,13 +73,17 @@ export function createFakeCaptioner(opts: FakeOptions = {}): FakeCaptioner {
       for (const input of inputs) {
         if (opts.perImageMs) await sleep(opts.perImageMs);
         try {
-          const { dominant } = await sharp(input.bytes, { failOn: 'error', ...(opts.maxPixels ? { limitInputPixels: opts.maxPixels } : {}) }).stats();
+          const { dominant } = await sharp(input.bytes, {
+            failOn: 'error',
+            ...(opts.maxPixels ? { limitInputPixels: opts.maxPixels } : {}),
+          }).stats();
           const colour = colourName([dominant.r, dominant.g, dominant.b]);
           const tokens = ['a', colour, 'image'];
           out.push({ ok: true, caption: tokens.join(' '), tokens, logprob: -1.5 - (options.beam ?? 3) / 10 });
         } catch (e) {
           const message = (e as Error).message;
-          if (/pixel limit/i.test(message)) out.push({ ok: false, kind: 'too_large', error: `image has more than ${opts.maxPixels} pixels` });
+          if (/pixel limit/i.test(message))
+            out.push({ ok: false, kind: 'too_large', error: `image has more than ${opts.maxPixels} pixels` });
           else out.push({ ok: false, kind: 'corrupt', error: `cannot decode image: ${message}` });
         }
       }

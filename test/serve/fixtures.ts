@@ -9,11 +9,19 @@ export type Rgb = { r: number; g: number; b: number };
  * A solid-colour image. The bytes are copied into a Buffer over a plain ArrayBuffer (what fetch's body
  * and Blob accept; sharp's own Buffer may sit on any ArrayBufferLike).
  */
-export async function solid(colour: Rgb, format: 'png' | 'jpeg' | 'webp' | 'gif' | 'tiff' | 'avif' | 'heif', size = 32): Promise<Buffer<ArrayBuffer>> {
+export async function solid(
+  colour: Rgb,
+  format: 'png' | 'jpeg' | 'webp' | 'gif' | 'tiff' | 'avif' | 'heif',
+  size = 32,
+): Promise<Buffer<ArrayBuffer>> {
   return Buffer.from(await encodeSolid(colour, format, size));
 }
 
-function encodeSolid(colour: Rgb, format: 'png' | 'jpeg' | 'webp' | 'gif' | 'tiff' | 'avif' | 'heif', size: number): Promise<Buffer> {
+function encodeSolid(
+  colour: Rgb,
+  format: 'png' | 'jpeg' | 'webp' | 'gif' | 'tiff' | 'avif' | 'heif',
+  size: number,
+): Promise<Buffer> {
   const img = sharp({ create: { width: size, height: size, channels: 3, background: colour } });
   switch (format) {
     case 'png':
@@ -35,7 +43,9 @@ function encodeSolid(colour: Rgb, format: 'png' | 'jpeg' | 'webp' | 'gif' | 'tif
 
 /** A minimal 2x2 24-bit BMP (sharp cannot write BMP). */
 export function bmp(): Buffer {
-  const w = 2, h = 2, row = 8; // 2 px * 3 bytes, padded to 4
+  const w = 2,
+    h = 2,
+    row = 8; // 2 px * 3 bytes, padded to 4
   const size = 54 + row * h;
   const b = Buffer.alloc(size);
   b.write('BM', 0, 'latin1');

@@ -7,7 +7,14 @@ import * as net from 'node:net';
 import sharp from 'sharp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFakeCaptioner } from './fake.js';
-import { allowedHosts, hostAllowed, originAllowed, parseHost, startServer, type RunningServer } from '../../src/serve/server.js';
+import {
+  allowedHosts,
+  hostAllowed,
+  originAllowed,
+  parseHost,
+  startServer,
+  type RunningServer,
+} from '../../src/serve/server.js';
 import { RED, serveConfig, solid } from './fixtures.js';
 
 process.env.CAPTIONER_QUIET = '1';
@@ -75,14 +82,30 @@ async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
 const errorOf = (a: Answer) => (JSON.parse(a.body) as { error: string }).error;
 const get = (path: string, host: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`;
 const post = (port: number, img: Buffer, extra = '') =>
-  Buffer.concat([Buffer.from(`POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: image/png\r\nContent-Length: ${img.length}\r\n${extra}\r\n`, 'latin1'), img]);
+  Buffer.concat([
+    Buffer.from(
+      `POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: image/png\r\nContent-Length: ${img.length}\r\n${extra}\r\n`,
+      'latin1',
+    ),
+    img,
+  ]);
 
 describe('Host (RFC 9112)', () => {
   it('parses host[:port] strictly', () => {
     expect(parseHost('127.0.0.1:8080')).toEqual({ name: '127.0.0.1', port: '8080' });
     expect(parseHost('[::1]:8080')).toEqual({ name: '[::1]', port: '8080' });
     expect(parseHost('localhost')).toEqual({ name: 'localhost', port: null });
-    for (const bad of ['[::1]evil.com', '[::1]:80evil', 'localhost:abc', '', 'a b', 'user@localhost', 'localhost/x', '[::1']) expect(parseHost(bad), bad).toBeNull();
+    for (const bad of [
+      '[::1]evil.com',
+      '[::1]:80evil',
+      'localhost:abc',
+      '',
+      'a b',
+      'user@localhost',
+      'localhost/x',
+      '[::1',
+    ])
+      expect(parseHost(bad), bad).toBeNull();
     const allowed = allowedHosts('127.0.0.1', '127.0.0.1', [], [], 'pc');
     expect(hostAllowed('[::1]:8080', allowed)).toBe(true);
     expect(hostAllowed('[::1]evil.com', allowed)).toBe(false);
@@ -93,8 +116,16 @@ describe('Host (RFC 9112)', () => {
     const { server } = await start();
     const p = server.port;
     const cases: [string, number, RegExp][] = [
-      [`GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:${p}\r\nHost: evil.example\r\n\r\n`, 400, /2 Host headers; HTTP\/1\.1 allows exactly one/],
-      [`GET /api/health HTTP/1.1\r\nHost: [::1]evil.com\r\n\r\n`, 400, /Host header "\[::1\]evil\.com" is not a valid host/],
+      [
+        `GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:${p}\r\nHost: evil.example\r\n\r\n`,
+        400,
+        /2 Host headers; HTTP\/1\.1 allows exactly one/,
+      ],
+      [
+        `GET /api/health HTTP/1.1\r\nHost: [::1]evil.com\r\n\r\n`,
+        400,
+        /Host header "\[::1\]evil\.com" is not a valid host/,
+      ],
       [`GET /api/health HTTP/1.1\r\n\r\n`, 400, /no Host header; HTTP\/1\.1 requires one/],
     ];
     for (const [request, status, message] of cases) {
@@ -133,14 +164,25 @@ describe('Origin', () => {
     const { server, fake } = await start({ allowedHosts: ['captioner.lan'] });
     const img = await solid(RED, 'png');
     const send = (origin?: string) =>
-      fetch(`${server.url}/api/caption`, { method: 'POST', body: img, headers: { 'content-type': 'image/png', ...(origin ? { origin } : {}) } }).then(async (r) => ({ status: r.status, body: (await r.json()) as { error?: string } }));
-    for (const foreign of ['http://evil.example', 'http://127.0.0.1.evil.example', 'null', 'http://[::1]evil.com', 'file://']) {
+      fetch(`${server.url}/api/caption`, {
+        method: 'POST',
+        body: img,
+        headers: { 'content-type': 'image/png', ...(origin ? { origin } : {}) },
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as { error?: string } }));
+    for (const foreign of [
+      'http://evil.example',
+      'http://127.0.0.1.evil.example',
+      'null',
+      'http://[::1]evil.com',
+      'file://',
+    ]) {
       const a = await send(foreign);
       expect(a.status, foreign).toBe(403);
       expect(a.body.error).toMatch(/cross-origin request refused/);
     }
     expect(fake.calls).toHaveLength(0);
-    for (const ours of [undefined, server.url, 'http://localhost:9999', 'https://captioner.lan']) expect((await send(ours)).status, String(ours)).toBe(200);
+    for (const ours of [undefined, server.url, 'http://localhost:9999', 'https://captioner.lan'])
+      expect((await send(ours)).status, String(ours)).toBe(200);
     // a GET (reading nothing of ours a page could use) is not refused
     expect((await fetch(`${server.url}/api/health`, { headers: { origin: 'http://evil.example' } })).status).toBe(200);
     const allowed = allowedHosts('127.0.0.1', '127.0.0.1', [], [], 'pc');
@@ -157,7 +199,14 @@ describe('errors never cost other requests', () => {
     const img = await solid(RED, 'png');
     const c = connect(p);
     // a caption, a 404, a 405 and a health check, pipelined in one write
-    c.send(Buffer.concat([post(p, img), Buffer.from(get('/nope', `127.0.0.1:${p}`) + get('/api/caption', `127.0.0.1:${p}`) + get('/api/health', `127.0.0.1:${p}`))]));
+    c.send(
+      Buffer.concat([
+        post(p, img),
+        Buffer.from(
+          get('/nope', `127.0.0.1:${p}`) + get('/api/caption', `127.0.0.1:${p}`) + get('/api/health', `127.0.0.1:${p}`),
+        ),
+      ]),
+    );
     await until(() => c.answers().length === 4);
     const answers = c.answers();
     expect(answers.map((a) => a.status)).toEqual([200, 404, 405, 200]);
@@ -177,7 +226,9 @@ describe('errors never cost other requests', () => {
     const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
     process.on('warning', onWarning);
     try {
-      const images = await Promise.all(Array.from({ length: 11 }, (_, i) => solid({ r: i * 20, g: 10, b: 200 - i * 10 }, 'png', 16 + i)));
+      const images = await Promise.all(
+        Array.from({ length: 11 }, (_, i) => solid({ r: i * 20, g: 10, b: 200 - i * 10 }, 'png', 16 + i)),
+      );
       const c = connect(server.port);
       c.send(Buffer.concat(images.map((img) => post(server.port, img))));
       await until(() => c.answers().length === 11);
@@ -195,7 +246,11 @@ describe('errors never cost other requests', () => {
     const cases: [string, number, RegExp][] = [
       [`CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n`, 405, /CONNECT is not supported/],
       [get('/' + 'a'.repeat(20_000), `127.0.0.1:${p}`), 414, /request URL is too long.*16 KB/],
-      [get('/api/health', `127.0.0.1:${p}`, `X-Big: ${'b'.repeat(20_000)}\r\n`), 431, /request headers are too large: 16 KB/],
+      [
+        get('/api/health', `127.0.0.1:${p}`, `X-Big: ${'b'.repeat(20_000)}\r\n`),
+        431,
+        /request headers are too large: 16 KB/,
+      ],
       ['THIS IS NOT HTTP\r\n\r\n', 400, /malformed HTTP request/],
     ];
     for (const [request, status, message] of cases) {
@@ -241,10 +296,16 @@ describe('errors never cost other requests', () => {
 
   it('a truncated TIFF is 422 (damaged), not 415', async () => {
     const { server, fake } = await start();
-    const tiff = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#804020' } }).tiff().toBuffer();
+    const tiff = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#804020' } })
+      .tiff()
+      .toBuffer();
     // cut inside its directory (IFD): the header itself cannot be read (libvips: "unsupported image format")
     const cut = tiff.subarray(0, tiff.readUInt32LE(4) + 4);
-    const res = await fetch(`${server.url}/api/caption`, { method: 'POST', body: cut, headers: { 'content-type': 'image/tiff' } });
+    const res = await fetch(`${server.url}/api/caption`, {
+      method: 'POST',
+      body: cut,
+      headers: { 'content-type': 'image/tiff' },
+    });
     expect(res.status).toBe(422);
     expect(((await res.json()) as { error: string }).error).toMatch(/damaged or truncated TIFF/);
     expect(fake.calls).toHaveLength(0); // refused from its header, before the queue
@@ -260,7 +321,9 @@ describe('slow senders, from several addresses', () => {
     const p = server.port;
     const slow = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'].map((from) => {
       const c = connect(p, from);
-      c.send(`POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1:${p}\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n`);
+      c.send(
+        `POST /api/caption HTTP/1.1\r\nHost: 127.0.0.1:${p}\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n`,
+      );
       drip(c.socket);
       return c;
     });
@@ -279,7 +342,9 @@ describe('slow senders, from several addresses', () => {
     const cut = slow.flatMap((c) => c.answers());
     expect(cut).toHaveLength(1);
     expect(cut[0].status).toBe(408);
-    expect(errorOf(cut[0])).toMatch(/^the upload was cut: it averaged \d+ B\/s over [\d.]+ s, below serve\.minUploadRate \(1 KB\/s\)$/);
+    expect(errorOf(cut[0])).toMatch(
+      /^the upload was cut: it averaged \d+ B\/s over [\d.]+ s, below serve\.minUploadRate \(1 KB\/s\)$/,
+    );
   });
 
   it('an address at serve.maxConnectionsPerClient gets 429 for more, until one of its header tricklers can be cut', async () => {
@@ -316,6 +381,8 @@ describe('slow senders, from several addresses', () => {
     await until(() => tricklers.some((c) => c.answers().length > 0));
     const cut = tricklers.flatMap((c) => c.answers());
     expect(cut.map((a) => a.status)).toEqual([408]);
-    expect(errorOf(cut[0])).toMatch(/^the request headers were cut: it averaged \d+ B\/s .* below serve\.minUploadRate .*serve\.maxConnectionsPerClient \(3\)/);
+    expect(errorOf(cut[0])).toMatch(
+      /^the request headers were cut: it averaged \d+ B\/s .* below serve\.minUploadRate .*serve\.maxConnectionsPerClient \(3\)/,
+    );
   });
 });

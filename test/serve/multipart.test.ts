@@ -22,14 +22,22 @@ describe('multipartBoundary', () => {
   });
 
   it('splitParams handles escapes and semicolons inside quotes', () => {
-    expect(splitParams('form-data; name="image"; filename="a \\"b\\";c.png"')).toEqual(['form-data', ['name', 'image'], ['filename', 'a "b";c.png']]);
+    expect(splitParams('form-data; name="image"; filename="a \\"b\\";c.png"')).toEqual([
+      'form-data',
+      ['name', 'image'],
+      ['filename', 'a "b";c.png'],
+    ]);
   });
 });
 
 describe('parseMultipart', () => {
   it('returns binary file data byte for byte, even when it looks like a boundary', async () => {
     // every byte value, CRLFs and dashes: things a sloppy parser would mangle
-    const bin = Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, i) => i)), Buffer.from('\r\n--\r\n\r\n--x'), Buffer.from([0xff, 0xfe, 0x00])]);
+    const bin = Buffer.concat([
+      Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
+      Buffer.from('\r\n--\r\n\r\n--x'),
+      Buffer.from([0xff, 0xfe, 0x00]),
+    ]);
     const form = new FormData();
     form.append('beam', '4');
     form.append('image', new Blob([bin], { type: 'image/png' }), 'pic "1".png');
@@ -44,7 +52,9 @@ describe('parseMultipart', () => {
   });
 
   it('accepts a preamble, an empty part body, padding after the boundary and an epilogue', () => {
-    const body = crlf('preamble text\n--XX  \nContent-Disposition: form-data; name="a"\n\n\n--XX\nContent-Disposition: form-data; name="b"\nContent-Type: Text/Plain\n\nhello\n--XX--\nepilogue');
+    const body = crlf(
+      'preamble text\n--XX  \nContent-Disposition: form-data; name="a"\n\n\n--XX\nContent-Disposition: form-data; name="b"\nContent-Type: Text/Plain\n\nhello\n--XX--\nepilogue',
+    );
     const parts = parseMultipart(body, 'XX');
     expect(parts.map((p) => [p.name, p.data.toString(), p.contentType])).toEqual([
       ['a', '', undefined],
@@ -68,7 +78,10 @@ describe('parseMultipart', () => {
   });
 
   it('bounds the number of parts and the header size', () => {
-    const many = crlf(Array.from({ length: 5 }, (_, i) => `--XX\nContent-Disposition: form-data; name="f${i}"\n\nv\n`).join('') + '--XX--');
+    const many = crlf(
+      Array.from({ length: 5 }, (_, i) => `--XX\nContent-Disposition: form-data; name="f${i}"\n\nv\n`).join('') +
+        '--XX--',
+    );
     expect(parseMultipart(many, 'XX', { maxParts: 5, maxHeaderBytes: 1024 })).toHaveLength(5);
     expect(() => parseMultipart(many, 'XX', { maxParts: 4, maxHeaderBytes: 1024 })).toThrow(/more than 4 parts/);
     const longHeader = crlf(`--XX\nContent-Disposition: form-data; name="a"; x="${'y'.repeat(2000)}"\n\nv\n--XX--`);

@@ -29,7 +29,9 @@ describe('BatchQueue', () => {
     const r = runner();
     const q = new BatchQueue(r.run, { maxBatch: 4, queueSize: 100, windowMs: 5 });
     const outs = await Promise.all(Array.from({ length: 10 }, (_, i) => q.submit(input(`i${i}`))));
-    expect(outs.map((o) => (o.ok ? o.caption : o.error))).toEqual(Array.from({ length: 10 }, (_, i) => `caption i${i}`));
+    expect(outs.map((o) => (o.ok ? o.caption : o.error))).toEqual(
+      Array.from({ length: 10 }, (_, i) => `caption i${i}`),
+    );
     expect(r.calls.map((c) => c.ids.length)).toEqual([4, 4, 2]);
     expect(r.calls.flatMap((c) => c.ids)).toEqual(Array.from({ length: 10 }, (_, i) => `i${i}`));
     expect(q.batchSizes).toEqual([4, 4, 2]);
@@ -38,7 +40,12 @@ describe('BatchQueue', () => {
   it('keeps different beams in different batches and passes the beam on', async () => {
     const r = runner();
     const q = new BatchQueue(r.run, { maxBatch: 8, queueSize: 100, windowMs: 5 });
-    await Promise.all([q.submit(input('a'), { beam: 1 }), q.submit(input('b'), { beam: 3 }), q.submit(input('c'), { beam: 1 }), q.submit(input('d'))]);
+    await Promise.all([
+      q.submit(input('a'), { beam: 1 }),
+      q.submit(input('b'), { beam: 3 }),
+      q.submit(input('c'), { beam: 1 }),
+      q.submit(input('d')),
+    ]);
     expect(r.calls).toEqual([
       { ids: ['a', 'c'], options: { beam: 1 } },
       { ids: ['b'], options: { beam: 3 } },
@@ -111,7 +118,7 @@ describe('BatchQueue', () => {
 });
 
 describe('BatchQueue fairness between clients', () => {
-  it('fills a batch with the clients in turn: a late client goes into the next batch, ahead of the first one\'s queue', async () => {
+  it("fills a batch with the clients in turn: a late client goes into the next batch, ahead of the first one's queue", async () => {
     const r = runner(false);
     const q = new BatchQueue(r.run, { maxBatch: 4, queueSize: 100, windowMs: 0 });
     const all: Promise<CaptionOutcome>[] = [q.submit(input('a0'), { client: 'A' })];
@@ -135,7 +142,12 @@ describe('BatchQueue fairness between clients', () => {
     const q = new BatchQueue(r.run, { maxBatch: 8, queueSize: 100, windowMs: 0 });
     const all = [q.submit(input('x'), { beam: 1, client: 'A' })];
     await tick();
-    all.push(q.submit(input('a1'), { beam: 1, client: 'A' }), q.submit(input('a2'), { beam: 2, client: 'A' }), q.submit(input('b1'), { beam: 2, client: 'B' }), q.submit(input('b2'), { beam: 1, client: 'B' }));
+    all.push(
+      q.submit(input('a1'), { beam: 1, client: 'A' }),
+      q.submit(input('a2'), { beam: 2, client: 'A' }),
+      q.submit(input('b1'), { beam: 2, client: 'B' }),
+      q.submit(input('b2'), { beam: 1, client: 'B' }),
+    );
     r.open();
     await Promise.all(all);
     expect(r.calls.map((c) => [c.ids, c.options.beam])).toEqual([
@@ -150,7 +162,14 @@ describe('BatchQueue fairness between clients', () => {
     const q = new BatchQueue(r.run, { maxBatch: 2, queueSize: 100, windowMs: 0 });
     const all = [q.submit(input('x'), { beam: 1, client: 'X' })];
     await tick();
-    for (const [id, beam, client] of [['a1', 1, 'A'], ['b1', 2, 'B'], ['c1', 1, 'C'], ['a2', 1, 'A'], ['c2', 1, 'C']] as const) all.push(q.submit(input(id), { beam, client }));
+    for (const [id, beam, client] of [
+      ['a1', 1, 'A'],
+      ['b1', 2, 'B'],
+      ['c1', 1, 'C'],
+      ['a2', 1, 'A'],
+      ['c2', 1, 'C'],
+    ] as const)
+      all.push(q.submit(input(id), { beam, client }));
     r.open();
     await Promise.all(all);
     expect(r.calls.map((c) => c.ids)).toEqual([['x'], ['a1', 'c1'], ['b1'], ['a2', 'c2']]);

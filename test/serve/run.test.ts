@@ -19,7 +19,9 @@ describe('runServer', () => {
     let server!: RunningServer;
     let stopped = false;
     const ready = new Promise<void>((r) => {
-      void runServer(async () => fake, serveConfig(), { signals, onReady: (s) => ((server = s), r()) }).then(() => (stopped = true));
+      void runServer(async () => fake, serveConfig(), { signals, onReady: (s) => ((server = s), r()) }).then(
+        () => (stopped = true),
+      );
     });
     await ready;
     const img = await solid(BLUE, 'png');
@@ -47,7 +49,9 @@ describe('runServer', () => {
 
   it('closes and rethrows when the model fails to load', async () => {
     const signals = new EventEmitter();
-    await expect(runServer(() => Promise.reject(new ModelError('no such run: x')), serveConfig(), { signals })).rejects.toThrow('no such run: x');
+    await expect(
+      runServer(() => Promise.reject(new ModelError('no such run: x')), serveConfig(), { signals }),
+    ).rejects.toThrow('no such run: x');
     expect(signals.listenerCount('SIGTERM')).toBe(0);
   });
 
@@ -57,7 +61,10 @@ describe('runServer', () => {
     let server!: RunningServer;
     let outcome!: Promise<unknown>;
     const ready = new Promise<void>((r) => {
-      const done = runServer(async () => fake, serveConfig({ drainTimeoutMs: 200 }), { signals, onReady: (s) => ((server = s), r()) });
+      const done = runServer(async () => fake, serveConfig({ drainTimeoutMs: 200 }), {
+        signals,
+        onReady: (s) => ((server = s), r()),
+      });
       outcome = done.then(
         () => 'resolved',
         (e: unknown) => e,
@@ -85,7 +92,13 @@ describe('runServer', () => {
     const signals = new EventEmitter();
     let server!: RunningServer;
     let done!: Promise<void>;
-    await new Promise<void>((r) => (done = runServer(async () => createFakeCaptioner(), serveConfig({ drainTimeoutMs: 200 }), { signals, onReady: (s) => ((server = s), r()) })));
+    await new Promise<void>(
+      (r) =>
+        (done = runServer(async () => createFakeCaptioner(), serveConfig({ drainTimeoutMs: 200 }), {
+          signals,
+          onReady: (s) => ((server = s), r()),
+        })),
+    );
     expect((await fetch(server.url + '/api/health')).status).toBe(200); // leaves a keep-alive connection open
     signals.emit('SIGTERM');
     await expect(done).resolves.toBeUndefined();
@@ -97,7 +110,9 @@ describe('runServer', () => {
     const port = (other.address() as net.AddressInfo).port;
     let loads = 0;
     try {
-      const e = await runServer(async () => (loads++, createFakeCaptioner()), serveConfig({ port }), { signals: new EventEmitter() }).catch((x: unknown) => x);
+      const e = await runServer(async () => (loads++, createFakeCaptioner()), serveConfig({ port }), {
+        signals: new EventEmitter(),
+      }).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(ConfigError);
       expect((e as ConfigError).exitCode).toBe(2);
       expect((e as Error).message).toMatch(new RegExp(`port ${port} is already in use.*--port`));

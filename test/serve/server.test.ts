@@ -34,7 +34,10 @@ function postForm(url: string, fields: Record<string, Blob | string>): Promise<A
 const pngBlob = (b: Buffer<ArrayBuffer>) => new Blob([b], { type: 'image/png' });
 
 /** A raw request with node:http (for chunked uploads and hand-made bodies). */
-function rawRequest(url: string, opts: { method?: string; headers?: Record<string, string>; chunks?: Buffer[] }): Promise<{ status: number; body: Record<string, unknown> }> {
+function rawRequest(
+  url: string,
+  opts: { method?: string; headers?: Record<string, string>; chunks?: Buffer[] },
+): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method: opts.method ?? 'POST', headers: opts.headers }, (res) => {
       let text = '';
@@ -42,7 +45,9 @@ function rawRequest(url: string, opts: { method?: string; headers?: Record<strin
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
     });
     // The server may hang up while we are still sending a refused body: that is expected.
-    req.on('error', (e: NodeJS.ErrnoException) => (e.code === 'EPIPE' || e.code === 'ECONNRESET' ? undefined : reject(e)));
+    req.on('error', (e: NodeJS.ErrnoException) =>
+      e.code === 'EPIPE' || e.code === 'ECONNRESET' ? undefined : reject(e),
+    );
     let i = 0;
     const chunks = opts.chunks ?? [];
     const write = () => {
@@ -62,7 +67,9 @@ describe('serve API', () => {
   beforeAll(async () => {
     fake = createFakeCaptioner();
     // 20 parallel uploads from this one address below: above its default share of upload slots
-    server = await startServer(fake, serveConfig({ maxUploadBytes: 256 * 1024, maxBeam: 6, maxUploadsPerClient: 32 }), { title: 'Test <run>' });
+    server = await startServer(fake, serveConfig({ maxUploadBytes: 256 * 1024, maxBeam: 6, maxUploadsPerClient: 32 }), {
+      title: 'Test <run>',
+    });
     api = `${server.url}/api/caption`;
     red = await solid(RED, 'png');
   });
@@ -86,7 +93,10 @@ describe('serve API', () => {
 
   it('reports health with the model name', async () => {
     const h = await answer(await fetch(server.url + '/api/health'));
-    expect(h).toMatchObject({ status: 200, body: { status: 'ok', model: 'fake-colours', encoder: 'sharp-stats', backend: 'cpu' } });
+    expect(h).toMatchObject({
+      status: 200,
+      body: { status: 'ok', model: 'fake-colours', encoder: 'sharp-stats', backend: 'cpu' },
+    });
   });
 
   it('captions a PNG sent as multipart field "image"', async () => {
@@ -100,9 +110,22 @@ describe('serve API', () => {
 
   it('captions a JPEG sent as the raw body, whatever the content type says', async () => {
     const jpeg = await solid(BLUE, 'jpeg');
-    expect((await answer(await fetch(api, { method: 'POST', body: jpeg, headers: { 'content-type': 'image/jpeg' } }))).body.caption).toBe('a blue image');
+    expect(
+      (await answer(await fetch(api, { method: 'POST', body: jpeg, headers: { 'content-type': 'image/jpeg' } }))).body
+        .caption,
+    ).toBe('a blue image');
     // curl --data-binary sends application/x-www-form-urlencoded: the bytes decide
-    expect((await answer(await fetch(api, { method: 'POST', body: jpeg, headers: { 'content-type': 'application/x-www-form-urlencoded' } }))).body.caption).toBe('a blue image');
+    expect(
+      (
+        await answer(
+          await fetch(api, {
+            method: 'POST',
+            body: jpeg,
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          }),
+        )
+      ).body.caption,
+    ).toBe('a blue image');
   });
 
   it('passes the beam size from the query or the form, and validates it', async () => {
@@ -131,7 +154,10 @@ describe('serve API', () => {
     // Expect: 100-continue: refused before the client sends a byte of the body
     const early = await new Promise<{ status: number; continued: boolean }>((resolve, reject) => {
       let continued = false;
-      const req = http.request(api, { method: 'POST', headers: { 'content-type': 'image/png', 'content-length': String(big.length), expect: '100-continue' } });
+      const req = http.request(api, {
+        method: 'POST',
+        headers: { 'content-type': 'image/png', 'content-length': String(big.length), expect: '100-continue' },
+      });
       req.on('continue', () => ((continued = true), req.end(big)));
       req.on('response', (res) => {
         res.resume();
@@ -151,7 +177,13 @@ describe('serve API', () => {
     // it lists what this build of sharp decodes, not a fixed list (BMP is not decodable here)
     expect(a.body.error).toContain(`(expected ${formatList(await readableFormats())})`);
     expect(a.body.error).not.toMatch(/BMP/);
-    expect((await answer(await fetch(api, { method: 'POST', body: '%PDF-1.4 hello', headers: { 'content-type': 'application/pdf' } }))).status).toBe(415);
+    expect(
+      (
+        await answer(
+          await fetch(api, { method: 'POST', body: '%PDF-1.4 hello', headers: { 'content-type': 'application/pdf' } }),
+        )
+      ).status,
+    ).toBe(415);
   });
 
   it('422 for images that are broken', async () => {
@@ -163,10 +195,16 @@ describe('serve API', () => {
 
   it('400 for malformed multipart and requests without an image', async () => {
     const cases: [Record<string, string>, Buffer<ArrayBuffer>][] = [
-      [{ 'content-type': 'multipart/form-data; boundary=XX' }, Buffer.from('--XX\r\nContent-Disposition: form-data; name="image"\r\n\r\nnever closed')],
+      [
+        { 'content-type': 'multipart/form-data; boundary=XX' },
+        Buffer.from('--XX\r\nContent-Disposition: form-data; name="image"\r\n\r\nnever closed'),
+      ],
       [{ 'content-type': 'multipart/form-data; boundary=XX' }, Buffer.from('no boundary anywhere')],
       [{ 'content-type': 'multipart/form-data' }, Buffer.from('whatever')],
-      [{ 'content-type': 'multipart/form-data; boundary=XX' }, Buffer.from('--XX\r\nContent-Disposition: form-data; name="other"\r\n\r\nx\r\n--XX--\r\n')],
+      [
+        { 'content-type': 'multipart/form-data; boundary=XX' },
+        Buffer.from('--XX\r\nContent-Disposition: form-data; name="other"\r\n\r\nx\r\n--XX--\r\n'),
+      ],
       [{ 'content-type': 'image/png' }, Buffer.alloc(0)],
     ];
     for (const [headers, body] of cases) {
@@ -220,7 +258,9 @@ describe('serve API', () => {
     const names = ['red', 'blue', 'green'];
     const images = await Promise.all(colours.map((c) => solid(c, 'png')));
     fake.calls.length = 0;
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => postForm(api, { image: pngBlob(images[i % 3]) })));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => postForm(api, { image: pngBlob(images[i % 3]) })),
+    );
     results.forEach((r, i) => {
       expect(r.status).toBe(200);
       expect(r.body.caption).toBe(`a ${names[i % 3]} image`);
@@ -240,7 +280,8 @@ describe('serve under load and at the edges', () => {
     try {
       const img = await solid(RED, 'png');
       const api = `${server.url}/api/caption`;
-      const send = () => fetch(api, { method: 'POST', body: img, headers: { 'content-type': 'image/png' } }).then(answer);
+      const send = () =>
+        fetch(api, { method: 'POST', body: img, headers: { 'content-type': 'image/png' } }).then(answer);
       const first = send();
       await until(() => fake.calls.length === 1); // one batch is in the (blocked) model
       const waiting = [send(), send(), send()];
@@ -271,7 +312,9 @@ describe('serve under load and at the edges', () => {
       expect(c.body.error).toMatch(/loading/);
       ready(createFakeCaptioner());
       await until(async () => (await fetch(server.url + '/api/health')).status === 200);
-      expect((await answer(await fetch(server.url + '/api/caption', { method: 'POST', body: img }))).body.caption).toBe('a green image');
+      expect((await answer(await fetch(server.url + '/api/caption', { method: 'POST', body: img }))).body.caption).toBe(
+        'a green image',
+      );
     } finally {
       await server.close();
     }
@@ -299,7 +342,9 @@ describe('serve under load and at the edges', () => {
     const fake = createFakeCaptioner({ gate: new Promise<void>((r) => (open = r)) });
     const server = await startServer(fake, serveConfig({ maxBatch: 2, batchWindowMs: 1 }));
     const img = await solid(BLUE, 'png');
-    const inflight = Array.from({ length: 3 }, () => fetch(server.url + '/api/caption', { method: 'POST', body: img }).then(answer));
+    const inflight = Array.from({ length: 3 }, () =>
+      fetch(server.url + '/api/caption', { method: 'POST', body: img }).then(answer),
+    );
     await until(() => server.stats().admitted === 3 && fake.calls.length === 1);
     let closed = false;
     const closing = server.close().then(() => (closed = true));
@@ -324,7 +369,9 @@ describe('serve under load and at the edges', () => {
       const first = fetch(server.url + '/api/caption', { method: 'POST', body: img }).then(answer);
       await until(() => fake.calls.length === 1);
       const ctl = new AbortController();
-      const gone = fetch(server.url + '/api/caption', { method: 'POST', body: img, signal: ctl.signal }).catch(() => 'aborted');
+      const gone = fetch(server.url + '/api/caption', { method: 'POST', body: img, signal: ctl.signal }).catch(
+        () => 'aborted',
+      );
       await until(() => server.stats().waiting === 1);
       ctl.abort();
       expect(await gone).toBe('aborted');

@@ -9,7 +9,9 @@ const rules: SlowRules = { graceMs: 5000, minRate: 1024, stallMs: 2000, deadline
 describe('evictable', () => {
   it('a stalled transfer at once, a slow one only after the grace', () => {
     // nothing for 2 s: stalled, grace or not
-    expect(evictable({ started: 0, received: 10, lastData: 0 }, rules, 2000)?.reason).toMatch(/nothing arrived for 2 s \(serve\.uploadStallMs: 2 s\)/);
+    expect(evictable({ started: 0, received: 10, lastData: 0 }, rules, 2000)?.reason).toMatch(
+      /nothing arrived for 2 s \(serve\.uploadStallMs: 2 s\)/,
+    );
     // 1 byte a second, the last one just now: fine during the grace, evictable after it
     expect(evictable({ started: 0, received: 4, lastData: 4000 }, rules, 4000)).toBeNull();
     const slow = evictable({ started: 0, received: 6, lastData: 6000 }, rules, 6000)!;
@@ -21,14 +23,24 @@ describe('evictable', () => {
 
   it('an upload whose rest cannot arrive before requestTimeoutMs at its rate (the deadline rule)', () => {
     // 2 KB/s for 10 s, 10 MB announced: 5000 s more needed, 50 s left
-    const doomed = evictable({ started: 0, received: 20_480, lastData: 10_000, expected: 10 * 1024 * 1024 }, rules, 10_000)!;
-    expect(doomed.reason).toMatch(/at 2 KB\/s the remaining 10 MB could not arrive within serve\.requestTimeoutMs \(60 s\)/);
+    const doomed = evictable(
+      { started: 0, received: 20_480, lastData: 10_000, expected: 10 * 1024 * 1024 },
+      rules,
+      10_000,
+    )!;
+    expect(doomed.reason).toMatch(
+      /at 2 KB\/s the remaining 10 MB could not arrive within serve\.requestTimeoutMs \(60 s\)/,
+    );
     // the same rate with 100 KB announced finishes in time
-    expect(evictable({ started: 0, received: 20_480, lastData: 10_000, expected: 100 * 1024 }, rules, 10_000)).toBeNull();
+    expect(
+      evictable({ started: 0, received: 20_480, lastData: 10_000, expected: 100 * 1024 }, rules, 10_000),
+    ).toBeNull();
     // unknown length (chunked): no deadline rule
     expect(evictable({ started: 0, received: 20_480, lastData: 10_000 }, rules, 10_000)).toBeNull();
     // and not during the grace
-    expect(evictable({ started: 0, received: 2048, lastData: 1000, expected: 10 * 1024 * 1024 }, rules, 1000)).toBeNull();
+    expect(
+      evictable({ started: 0, received: 2048, lastData: 1000, expected: 10 * 1024 * 1024 }, rules, 1000),
+    ).toBeNull();
   });
 
   it('minRate 0 turns the rate and deadline rules off', () => {

@@ -31,7 +31,12 @@ afterEach(async () => {
 async function fake(extra: Record<string, unknown> = {}, maxRestarts?: number) {
   const shared = new SharedArrayBuffer(16);
   const slots = new Int32Array(shared);
-  const c = await startWorkerCaptioner({ module: FAKE, factory: 'createBlockingCaptioner', args: [{ shared, ...extra }], maxRestarts });
+  const c = await startWorkerCaptioner({
+    module: FAKE,
+    factory: 'createBlockingCaptioner',
+    args: [{ shared, ...extra }],
+    maxRestarts,
+  });
   open.push({ c });
   return { c, slots };
 }
@@ -52,11 +57,17 @@ function post(url: string, body: Buffer<ArrayBuffer>) {
 }
 
 describe('WorkerCaptioner', () => {
-  it('captions in the worker: the image bytes are transferred (the caller\'s buffer is detached), outcomes come back', async () => {
+  it("captions in the worker: the image bytes are transferred (the caller's buffer is detached), outcomes come back", async () => {
     const { c } = await fake({ blockMs: 1 });
     expect(c.info).toEqual({ name: 'blocking-fake', encoder: 'none', backend: 'busy loop' });
     const bytes = Buffer.alloc(20_000, 7);
-    const out = await c.captionBatch([{ id: 'a', bytes }, { id: 'b', bytes: Buffer.from('tiny') }], { beam: 2 });
+    const out = await c.captionBatch(
+      [
+        { id: 'a', bytes },
+        { id: 'b', bytes: Buffer.from('tiny') },
+      ],
+      { beam: 2 },
+    );
     expect(out).toEqual([
       { ok: true, caption: 'a 20000 byte image', tokens: ['a', 'image'], logprob: -2 },
       { ok: true, caption: 'a 4 byte image', tokens: ['a', 'image'], logprob: -2 },
@@ -65,7 +76,11 @@ describe('WorkerCaptioner', () => {
   });
 
   it('a loader error keeps its kind (ModelError, exit 4) and leaves no worker', async () => {
-    const e = await startWorkerCaptioner({ module: FAKE, factory: 'createBlockingCaptioner', args: [{ shared: new SharedArrayBuffer(16), failLoad: 'no such run: x' }] }).catch((x: unknown) => x);
+    const e = await startWorkerCaptioner({
+      module: FAKE,
+      factory: 'createBlockingCaptioner',
+      args: [{ shared: new SharedArrayBuffer(16), failLoad: 'no such run: x' }],
+    }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(ModelError);
     expect((e as ModelError).exitCode).toBe(4);
     expect((e as Error).message).toBe('no such run: x');
@@ -86,7 +101,9 @@ describe('WorkerCaptioner', () => {
     expect(threadSplit(0, 8).modelThreads).toBe(7);
     expect(threadSplit(0, 1).modelThreads).toBe(1);
     expect(threadSplit(3, 8).modelThreads).toBe(3);
-    expect(threadSplit(0, 2).line).toMatch(/worker thread: onnxruntime 1 intra-op thread \(every core but one, which is left for HTTP\).*HTTP on the main thread; 2 cores/);
+    expect(threadSplit(0, 2).line).toMatch(
+      /worker thread: onnxruntime 1 intra-op thread \(every core but one, which is left for HTTP\).*HTTP on the main thread; 2 cores/,
+    );
   });
 });
 
@@ -130,7 +147,9 @@ describe('serve with the model in a worker', () => {
 
   it('a worker crash fails the batch in progress with 503 and one log line, then the worker is restarted', async () => {
     const errors: string[] = [];
-    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (errors.push(String(chunk)), true));
+    const spy = vi
+      .spyOn(process.stderr, 'write')
+      .mockImplementation((chunk: string | Uint8Array) => (errors.push(String(chunk)), true));
     try {
       const { c, s, slots } = await serve();
       const img = await solid(BLUE, 'png');
@@ -144,7 +163,9 @@ describe('serve with the model in a worker', () => {
       expect((await again)[0]).toBe(200);
       expect(Atomics.load(slots, LOADS)).toBe(2); // a fresh worker loaded the model again
       expect(errors.filter((l) => l.startsWith('error:'))).toEqual([
-        expect.stringMatching(/^error: serve: the model worker crashed \(fake native crash\); 1 batch\(es\) in progress failed \(answered 503\); restarting it\n$/),
+        expect.stringMatching(
+          /^error: serve: the model worker crashed \(fake native crash\); 1 batch\(es\) in progress failed \(answered 503\); restarting it\n$/,
+        ),
       ]);
       expect(c.crashes).toBe(1);
       expect(c.running()).toBe(true);
@@ -169,7 +190,11 @@ describe('serve with the model in a worker', () => {
       expect(Atomics.load(slots, LOADS)).toBe(1);
       const health = await fetch(s.url + '/api/health');
       expect(health.status).toBe(503);
-      expect(await health.json()).toMatchObject({ status: 'error', model: 'blocking-fake', error: expect.stringMatching(/crashed 1 time\(s\) within a minute/) });
+      expect(await health.json()).toMatchObject({
+        status: 'error',
+        model: 'blocking-fake',
+        error: expect.stringMatching(/crashed 1 time\(s\) within a minute/),
+      });
     } finally {
       spy.mockRestore();
     }
@@ -190,7 +215,10 @@ describe('serve with the model in a worker', () => {
       expect(status).toBe(503);
       expect(body.error).toMatch(/could not be restarted: the run folder is gone/);
       expect(f.c.running()).toBe(false);
-      expect(await (await fetch(s.url + '/api/health')).json()).toMatchObject({ status: 'error', error: expect.stringMatching(/the run folder is gone/) });
+      expect(await (await fetch(s.url + '/api/health')).json()).toMatchObject({
+        status: 'error',
+        error: expect.stringMatching(/the run folder is gone/),
+      });
     } finally {
       spy.mockRestore();
     }
@@ -200,12 +228,19 @@ describe('serve with the model in a worker', () => {
     const shared = new SharedArrayBuffer(16);
     const slots = new Int32Array(shared);
     let captioner!: WorkerCaptioner;
-    const load = async () => (captioner = await startWorkerCaptioner({ module: FAKE, factory: 'createBlockingCaptioner', args: [{ shared }] }));
+    const load = async () =>
+      (captioner = await startWorkerCaptioner({
+        module: FAKE,
+        factory: 'createBlockingCaptioner',
+        args: [{ shared }],
+      }));
     const signals = new EventEmitter();
     let server!: RunningServer;
     let stopped = false;
     let done!: Promise<void>;
-    await new Promise<void>((r) => (done = runServer(load, serveConfig(), { signals, onReady: (s) => ((server = s), r()) })));
+    await new Promise<void>(
+      (r) => (done = runServer(load, serveConfig(), { signals, onReady: (s) => ((server = s), r()) })),
+    );
     void done.then(() => (stopped = true));
     const img = await solid(BLUE, 'png');
     const inflight = post(server.url, img);

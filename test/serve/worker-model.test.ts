@@ -37,7 +37,10 @@ describe('the real captioner in the serve worker', () => {
   it('gives the same outcomes as loadCaptioner on this thread', async () => {
     const config = ConfigSchema.parse({ threads: 1 });
     const here = await loadCaptioner(run, { config });
-    const inputs = () => [...images.map((b, i) => ({ id: `i${i}`, bytes: Buffer.from(b) })), { id: 'bad', bytes: Buffer.from('not an image at all') }];
+    const inputs = () => [
+      ...images.map((b, i) => ({ id: `i${i}`, bytes: Buffer.from(b) })),
+      { id: 'bad', bytes: Buffer.from('not an image at all') },
+    ];
     let expected;
     try {
       expected = await here.captionBatch(inputs(), { beam: 2 });
@@ -64,7 +67,11 @@ describe('the real captioner in the serve worker', () => {
     await fs.mkdir(tmpdir);
     const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, TMPDIR: tmpdir, CAPTIONER_QUIET: '0' };
     delete env.ORT_DISABLE_TELEMETRY;
-    const child = spawn(process.execPath, [bin, 'serve', '--model', run, '--port', '0', '--set', 'threads=1'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, 'serve', '--model', run, '--port', '0', '--set', 'threads=1'], {
+      cwd: repoRoot,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));

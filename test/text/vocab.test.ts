@@ -6,7 +6,13 @@ const opts = { unkToken: '<unk>', startToken: 'startseq', endToken: 'endseq', mi
 
 describe('Vocab', () => {
   it('builds: specials first, then words by descending count, ties in code-point order', () => {
-    const counts = new Map([['dog', 3], ['cat', 3], ['a', 5], ['rare', 1], ['Zebra', 2]]);
+    const counts = new Map([
+      ['dog', 3],
+      ['cat', 3],
+      ['a', 5],
+      ['rare', 1],
+      ['Zebra', 2],
+    ]);
     const v = Vocab.build(counts, opts);
     expect(v.tokens).toEqual(['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'cat', 'dog', 'Zebra']);
     expect(v.size).toBe(8);
@@ -37,7 +43,13 @@ describe('Vocab', () => {
   });
 
   it('build leaves special-token words out of the word list', () => {
-    const v = Vocab.build(new Map([['endseq', 9], ['a', 3]]), opts);
+    const v = Vocab.build(
+      new Map([
+        ['endseq', 9],
+        ['a', 3],
+      ]),
+      opts,
+    );
     expect(v.tokens).toEqual(['<pad>', '<unk>', 'startseq', 'endseq', 'a']);
   });
 
@@ -46,7 +58,9 @@ describe('Vocab', () => {
     expect(() => new Vocab(['x', '<unk>', 's', 'e'])).toThrow(/tokens\[0\]/);
     expect(() => new Vocab(['<pad>', '<unk>', 's', 'e', 's'])).toThrow(/repeats/);
     expect(() => Vocab.fromJSON({ nope: 1 }, 'v.json')).toThrow(/v\.json: not a vocabulary/);
-    expect(() => Vocab.fromJSON({ tokens: ['<pad>', '', 's', 'e'] }, 'v.json')).toThrow(/v\.json: vocabulary: tokens\[1\]/);
+    expect(() => Vocab.fromJSON({ tokens: ['<pad>', '', 's', 'e'] }, 'v.json')).toThrow(
+      /v\.json: vocabulary: tokens\[1\]/,
+    );
     expect(() => Vocab.build(new Map(), { ...opts, endToken: 'startseq' })).toThrow(/must differ/);
   });
 

@@ -31,24 +31,85 @@ const entries = {
   shareThreads: { kinds: ['size'], args: () => [0], extra: [-1, 1025] },
   threadInfo: { kinds: [], args: () => [] },
   // A [2, 4] at 0, B [4, 3] at 64, C [2, 3] at 128
-  sgemm: { kinds: ['heap', 'bool', 'bool', 'size', 'size', 'size', 'float', 'off', 'size', 'off', 'size', 'float', 'off', 'size'], args: (h) => [h, false, false, 2, 3, 4, 1, 0, 4, 64, 3, 0, 128, 3] },
+  sgemm: {
+    kinds: [
+      'heap',
+      'bool',
+      'bool',
+      'size',
+      'size',
+      'size',
+      'float',
+      'off',
+      'size',
+      'off',
+      'size',
+      'float',
+      'off',
+      'size',
+    ],
+    args: (h) => [h, false, false, 2, 3, 4, 1, 0, 4, 64, 3, 0, 128, 3],
+  },
   // z [2, 4] at 0, bias [4] at 64, targets [2] at 96, d [2, 4] at 128, db [4] at 192
-  xent: { kinds: ['heap', 'off', 'off', 'off', 'size', 'size', 'float', 'off', 'off'], args: (h) => [h, 0, 64, 96, 2, 4, 0.5, 128, 192] },
+  xent: {
+    kinds: ['heap', 'off', 'off', 'off', 'size', 'size', 'float', 'off', 'off'],
+    args: (h) => [h, 0, 64, 96, 2, 4, 0.5, 128, 192],
+  },
   sumSquares: { kinds: ['heap', 'off', 'size'], args: (h) => [h, 0, 8] },
   // x g m v [4] at 0, 32, 64, 96; outputs at 128, 160, 192
-  adam: { kinds: ['heap', 'off', 'off', 'off', 'off', 'size', 'float', 'float', 'float', 'float', 'float', 'off', 'off', 'off'], args: (h) => [h, 0, 32, 64, 96, 4, 1, 0.9, 0.999, 0.001, 1e-8, 128, 160, 192] },
+  adam: {
+    kinds: [
+      'heap',
+      'off',
+      'off',
+      'off',
+      'off',
+      'size',
+      'float',
+      'float',
+      'float',
+      'float',
+      'float',
+      'off',
+      'off',
+      'off',
+    ],
+    args: (h) => [h, 0, 32, 64, 96, 4, 1, 0.9, 0.999, 0.001, 1e-8, 128, 160, 192],
+  },
   // grads: 2 regions of 8; sums: 2 blocks of 4
-  reduceBlocks: { kinds: ['f32', 'size', 'size', 'pos', 'pos', 'size', 'f64'], args: () => [f32(16), 8, 2, 0, 8, 4, new Float64Array(2)], extra: [[2, 0], [5, 0]] },
-  adamArrays: { kinds: ['f32', 'f32', 'f32', 'f32', 'pos', 'pos', 'float', 'float', 'float', 'float', 'float'], args: () => [f32(8), f32(8), f32(8), f32(8), 0, 8, 1, 0.9, 0.999, 0.001, 1e-8] },
+  reduceBlocks: {
+    kinds: ['f32', 'size', 'size', 'pos', 'pos', 'size', 'f64'],
+    args: () => [f32(16), 8, 2, 0, 8, 4, new Float64Array(2)],
+    extra: [
+      [2, 0],
+      [5, 0],
+    ],
+  },
+  adamArrays: {
+    kinds: ['f32', 'f32', 'f32', 'f32', 'pos', 'pos', 'float', 'float', 'float', 'float', 'float'],
+    args: () => [f32(8), f32(8), f32(8), f32(8), 0, 8, 1, 0.9, 0.999, 0.001, 1e-8],
+  },
   copy: { kinds: ['f32', 'f32'], args: () => [f32(4), f32(4)] },
   // enc [2, 3, 4] at 0, att [2, 4] at 128, w [4] at 192, s [2, 3] at 256
-  attn: { kinds: ['heap', 'off', 'off', 'off', 'size', 'size', 'size', 'off'], args: (h) => [h, 0, 128, 192, 2, 3, 4, 256] },
+  attn: {
+    kinds: ['heap', 'off', 'off', 'off', 'size', 'size', 'size', 'off'],
+    args: (h) => [h, 0, 128, 192, 2, 3, 4, 256],
+  },
   // ... ds [2, 3] at 256, dEnc at 512, dAtt at 640, dw at 704
-  attnGrad: { kinds: ['heap', 'off', 'off', 'off', 'off', 'size', 'size', 'size', 'off', 'off', 'off'], args: (h) => [h, 0, 128, 192, 256, 2, 3, 4, 512, 640, 704] },
+  attnGrad: {
+    kinds: ['heap', 'off', 'off', 'off', 'off', 'size', 'size', 'size', 'off', 'off', 'off'],
+    args: (h) => [h, 0, 128, 192, 256, 2, 3, 4, 512, 640, 704],
+  },
   // zx rec [2, 8] at 0, 64; c [2, 2] at 128; h, c2 at 192, 224
-  lstm: { kinds: ['heap', 'off', 'off', 'off', 'size', 'size', 'off', 'off'], args: (h) => [h, 0, 64, 128, 2, 2, 192, 224] },
+  lstm: {
+    kinds: ['heap', 'off', 'off', 'off', 'size', 'size', 'off', 'off'],
+    args: (h) => [h, 0, 64, 128, 2, 2, 192, 224],
+  },
   // zx rec [2, 8] at 0, 64; c c2 dh dc2 [2, 2] at 128, 144, 160, 176; dz [2, 8] at 256; dc at 320
-  lstmGrad: { kinds: ['heap', 'off', 'off', 'off', 'off', 'off', 'off', 'size', 'size', 'off', 'off'], args: (h) => [h, 0, 64, 128, 144, 160, 176, 2, 2, 256, 320] },
+  lstmGrad: {
+    kinds: ['heap', 'off', 'off', 'off', 'off', 'off', 'off', 'size', 'size', 'off', 'off'],
+    args: (h) => [h, 0, 64, 128, 144, 160, 176, 2, 2, 256, 320],
+  },
 };
 
 function hostileFor(kind, args, i) {
@@ -78,7 +139,16 @@ function hostileFor(kind, args, i) {
   }
 }
 
-const show = (v) => (typeof v === 'bigint' ? `${v}n` : v instanceof ArrayBuffer ? `ArrayBuffer(${v.byteLength})` : ArrayBuffer.isView(v) ? `${v.constructor.name}(${v.length})` : typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v));
+const show = (v) =>
+  typeof v === 'bigint'
+    ? `${v}n`
+    : v instanceof ArrayBuffer
+      ? `ArrayBuffer(${v.byteLength})`
+      : ArrayBuffer.isView(v)
+        ? `${v.constructor.name}(${v.length})`
+        : typeof v === 'number'
+          ? String(v)
+          : (JSON.stringify(v) ?? String(v));
 
 function freshHeap() {
   const h = new ArrayBuffer(HEAP_BYTES);
@@ -87,7 +157,17 @@ function freshHeap() {
   return h;
 }
 
-const report = { exports: Object.getOwnPropertyNames(addon).filter((k) => typeof addon[k] === "function").sort(), covered: Object.keys(entries).sort(), cases: 0, returned: [], wrongKind: [], heapTouched: [], baseline: [] };
+const report = {
+  exports: Object.getOwnPropertyNames(addon)
+    .filter((k) => typeof addon[k] === 'function')
+    .sort(),
+  covered: Object.keys(entries).sort(),
+  cases: 0,
+  returned: [],
+  wrongKind: [],
+  heapTouched: [],
+  baseline: [],
+};
 
 // every valid call works (or the hostile cases would prove nothing)
 const loaded = addon.load(...entries.load.args());
@@ -110,7 +190,10 @@ function attempt(label, name, args, heap) {
     addon[name](...args);
     report.returned.push(label);
   } catch (err) {
-    if (!(err instanceof TypeError || err instanceof RangeError) || !String(err.message).startsWith(`captioner_native.${name}:`)) {
+    if (
+      !(err instanceof TypeError || err instanceof RangeError) ||
+      !String(err.message).startsWith(`captioner_native.${name}:`)
+    ) {
       report.wrongKind.push(`${label}: ${err?.constructor?.name}: ${err?.message}`);
     }
   }
@@ -154,8 +237,21 @@ for (const [name, e] of Object.entries(entries)) {
 
 // Outputs overlapping inputs (beyond the documented in-place uses)
 const overlaps = [
-  ['sgemm', 12, 0], ['sgemm', 12, 64], ['xent', 7, 4], ['xent', 8, 0], ['xent', 8, 128], ['adam', 11, 32], ['adam', 12, 0], ['adam', 13, 128],
-  ['attn', 7, 0], ['attnGrad', 8, 4], ['attnGrad', 10, 512], ['lstm', 6, 64], ['lstm', 7, 192], ['lstmGrad', 9, 4], ['lstmGrad', 10, 256],
+  ['sgemm', 12, 0],
+  ['sgemm', 12, 64],
+  ['xent', 7, 4],
+  ['xent', 8, 0],
+  ['xent', 8, 128],
+  ['adam', 11, 32],
+  ['adam', 12, 0],
+  ['adam', 13, 128],
+  ['attn', 7, 0],
+  ['attnGrad', 8, 4],
+  ['attnGrad', 10, 512],
+  ['lstm', 6, 64],
+  ['lstm', 7, 192],
+  ['lstmGrad', 9, 4],
+  ['lstmGrad', 10, 256],
 ];
 for (const [name, i, v] of overlaps) {
   const heap = freshHeap();
@@ -166,9 +262,29 @@ for (const [name, i, v] of overlaps) {
 // host arrays sharing memory
 {
   const buf = new Float32Array(32);
-  attempt('adamArrays with w and m overlapping', 'adamArrays', [buf.subarray(0, 8), buf.subarray(4, 12), f32(8), f32(8), 0, 8, 1, 0.9, 0.999, 0.001, 1e-8]);
+  attempt('adamArrays with w and m overlapping', 'adamArrays', [
+    buf.subarray(0, 8),
+    buf.subarray(4, 12),
+    f32(8),
+    f32(8),
+    0,
+    8,
+    1,
+    0.9,
+    0.999,
+    0.001,
+    1e-8,
+  ]);
   const ab = new ArrayBuffer(256);
-  attempt('reduceBlocks with sums inside grads', 'reduceBlocks', [new Float32Array(ab, 0, 16), 8, 2, 0, 8, 4, new Float64Array(ab, 0, 2)]);
+  attempt('reduceBlocks with sums inside grads', 'reduceBlocks', [
+    new Float32Array(ab, 0, 16),
+    8,
+    2,
+    0,
+    8,
+    4,
+    new Float64Array(ab, 0, 2),
+  ]);
   attempt('shareThreads below zero workers', 'shareThreads', [-1]);
 }
 

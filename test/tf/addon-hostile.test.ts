@@ -35,7 +35,8 @@ function unavailable(why: string): boolean {
 describe('the native addon against hostile arguments', () => {
   it('every entry point throws a TypeError or RangeError for every bad number, offset and size, and the process survives', (ctx) => {
     const file = addonPath();
-    if (!existsSync(file) && unavailable(`${file} is not built (npm rebuild captioner needs a C compiler)`)) return ctx.skip();
+    if (!existsSync(file) && unavailable(`${file} is not built (npm rebuild captioner needs a C compiler)`))
+      return ctx.skip();
     const env = { ...process.env };
     delete env.CAPTIONER_NATIVE;
     const r = spawnSync(process.execPath, [CHILD, file], { encoding: 'utf8', env, timeout: 120_000 });

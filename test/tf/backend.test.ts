@@ -73,11 +73,21 @@ describe('initBackend', () => {
 
 describe('loadFailure', () => {
   it('explains missing CUDA, cuDNN, libtensorflow and absent modules', () => {
-    expect(loadFailure('gpu', 'Error: libcudart.so.11.0: cannot open shared object file: No such file or directory')).toMatch(/CUDA runtime libcudart\.so\.11\.0 missing.*CUDA 11\.2 and cuDNN 8\.1/);
-    expect(loadFailure('gpu', 'libcudnn.so.8: cannot open shared object file')).toMatch(/cuDNN libcudnn\.so\.8 missing/);
-    expect(loadFailure('node', 'libtensorflow.so.2: cannot open shared object file: No such file')).toMatch(/npm rebuild @tensorflow\/tfjs-node$/);
-    expect(loadFailure('node', "Cannot find package '@tensorflow/tfjs-node' imported from /x.js")).toMatch(/^not installed: npm install @tensorflow\/tfjs-node/);
-    expect(loadFailure('gpu', "Cannot find package '@tensorflow/tfjs-node-gpu' imported from /x.js")).toMatch(/npm install @tensorflow\/tfjs-node-gpu \(needs CUDA 11\.2 and cuDNN 8\.1/);
+    expect(
+      loadFailure('gpu', 'Error: libcudart.so.11.0: cannot open shared object file: No such file or directory'),
+    ).toMatch(/CUDA runtime libcudart\.so\.11\.0 missing.*CUDA 11\.2 and cuDNN 8\.1/);
+    expect(loadFailure('gpu', 'libcudnn.so.8: cannot open shared object file')).toMatch(
+      /cuDNN libcudnn\.so\.8 missing/,
+    );
+    expect(loadFailure('node', 'libtensorflow.so.2: cannot open shared object file: No such file')).toMatch(
+      /npm rebuild @tensorflow\/tfjs-node$/,
+    );
+    expect(loadFailure('node', "Cannot find package '@tensorflow/tfjs-node' imported from /x.js")).toMatch(
+      /^not installed: npm install @tensorflow\/tfjs-node/,
+    );
+    expect(loadFailure('gpu', "Cannot find package '@tensorflow/tfjs-node-gpu' imported from /x.js")).toMatch(
+      /npm install @tensorflow\/tfjs-node-gpu \(needs CUDA 11\.2 and cuDNN 8\.1/,
+    );
     expect(loadFailure('node', 'something odd\nstack')).toBe('failed to load: something odd');
   });
 });

@@ -16,11 +16,13 @@ import { addonRequired } from '../helpers/addon.js';
 const require = createRequire(import.meta.url);
 const status = addonStatus();
 const needed = addonRequired();
-if (!status.available && !needed) console.warn(`test/tf/copy: the native addon is not available here (${status.reason}); only the fallback runs`);
+if (!status.available && !needed)
+  console.warn(`test/tf/copy: the native addon is not available here (${status.reason}); only the fallback runs`);
 const withAddon = status.available || needed ? it : it.skip;
 
 const shared = (n: number) => new Float32Array(new SharedArrayBuffer(n * 4));
-const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const same = (a: Float32Array, b: Float32Array) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 describe('copyFloats', () => {
   // by the addon where it loads, else by TypedArray.set: the engine tests' CAPTIONER_NATIVE=0 pass (issue 23) runs that path
@@ -60,7 +62,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
       if (prev) await tf.setBackend(prev);
     });
 
-    it('copyInto puts a tensor\'s values at an offset of a plain or shared array', () => {
+    it("copyInto puts a tensor's values at an offset of a plain or shared array", () => {
       const before = tf.memory().numTensors;
       const values = randArray(rng(2), 24);
       const t = tf.tensor2d(values, [4, 6]);

@@ -40,7 +40,9 @@ async function expectSame(f: () => tf.Tensor): Promise<Result> {
 }
 
 function values(r: () => number, n: number, dtype: 'float32' | 'int32' | 'bool'): number[] {
-  return Array.from({ length: n }, () => (dtype === 'float32' ? r() * 2 - 1 : dtype === 'int32' ? Math.floor(r() * 2001) - 1000 : r() < 0.5 ? 1 : 0));
+  return Array.from({ length: n }, () =>
+    dtype === 'float32' ? r() * 2 - 1 : dtype === 'int32' ? Math.floor(r() * 2001) - 1000 : r() < 0.5 ? 1 : 0,
+  );
 }
 
 const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
@@ -90,7 +92,18 @@ describe('wasm GatherV2 (heap views)', () => {
     const xv = values(r, 2 * 5 * 3, 'float32');
     const idx = [4, 0, 4, 2, 1, 1, 3, 0];
     await expectSame(() => tf.gather(tf.tensor3d(xv, [2, 5, 3]), tf.tensor2d(idx, [2, 4], 'int32'), 1, 1));
-    await expectSame(() => tf.gather(tf.tensor3d(xv, [2, 5, 3]), tf.tensor2d(idx.map((i) => i % 3), [2, 4], 'int32'), 2, 1));
+    await expectSame(() =>
+      tf.gather(
+        tf.tensor3d(xv, [2, 5, 3]),
+        tf.tensor2d(
+          idx.map((i) => i % 3),
+          [2, 4],
+          'int32',
+        ),
+        2,
+        1,
+      ),
+    );
   });
 
   it('casts float indices to int32 like the op does', async () => {
@@ -112,7 +125,11 @@ describe('wasm GatherV2 (heap views)', () => {
       expect(tf.memory().numTensors).toBe(before);
       return msg;
     };
-    for (const [idx, axis] of [[[0, 2], 0], [[-1], 1], [[1, 3], 1]] as const) {
+    for (const [idx, axis] of [
+      [[0, 2], 0],
+      [[-1], 1],
+      [[1, 3], 1],
+    ] as const) {
       await cpu();
       const c = await message([...idx], axis);
       await wasm();
@@ -125,9 +142,18 @@ describe('wasm GatherV2 (heap views)', () => {
   it('gradient through gather (axis 0 and 1, repeated indices) equals cpu', async () => {
     const xv = values(r, 6 * 5, 'float32');
     const wv = values(r, 6 * 5 * 2, 'float32');
-    for (const [axis, idx] of [[0, [5, 1, 1, 0, 5]], [1, [4, 0, 4, 2]]] as const) {
+    for (const [axis, idx] of [
+      [0, [5, 1, 1, 0, 5]],
+      [1, [4, 0, 4, 2]],
+    ] as const) {
       const [c, w] = await onBoth(() => {
-        const g = tf.grad((p: tf.Tensor) => tf.gather(p, tf.tensor1d([...idx], 'int32'), axis).reshape([-1]).mul(tf.tensor1d(wv.slice(0, idx.length * (axis === 0 ? 5 : 6)))).sum());
+        const g = tf.grad((p: tf.Tensor) =>
+          tf
+            .gather(p, tf.tensor1d([...idx], 'int32'), axis)
+            .reshape([-1])
+            .mul(tf.tensor1d(wv.slice(0, idx.length * (axis === 0 ? 5 : 6))))
+            .sum(),
+        );
         return g(tf.tensor2d(xv, [6, 5]));
       });
       expect(w.shape).toEqual(c.shape);
@@ -143,17 +169,50 @@ describe('wasm Tile (heap views)', () => {
     [[1], [5]],
     [[5], [3]],
     [[5], [1]],
-    [[3, 1], [2, 7]],
-    [[2, 3], [3, 2]],
-    [[2, 3], [1, 1]],
-    [[1, 20], [4, 1]],
-    [[4, 1, 20], [1, 34, 1]],
-    [[3, 1, 2], [2, 5, 3]],
-    [[2, 3, 17], [2, 1, 2]],
-    [[1, 2, 1, 3], [3, 1, 4, 1]],
-    [[2, 1, 2, 1, 3], [1, 2, 1, 3, 2]],
-    [[2, 3], [0, 2]],
-    [[0, 3], [4, 2]],
+    [
+      [3, 1],
+      [2, 7],
+    ],
+    [
+      [2, 3],
+      [3, 2],
+    ],
+    [
+      [2, 3],
+      [1, 1],
+    ],
+    [
+      [1, 20],
+      [4, 1],
+    ],
+    [
+      [4, 1, 20],
+      [1, 34, 1],
+    ],
+    [
+      [3, 1, 2],
+      [2, 5, 3],
+    ],
+    [
+      [2, 3, 17],
+      [2, 1, 2],
+    ],
+    [
+      [1, 2, 1, 3],
+      [3, 1, 4, 1],
+    ],
+    [
+      [2, 1, 2, 1, 3],
+      [1, 2, 1, 3, 2],
+    ],
+    [
+      [2, 3],
+      [0, 2],
+    ],
+    [
+      [0, 3],
+      [4, 2],
+    ],
   ];
   for (const [shape, reps] of cases) {
     it(`tile [${shape}] by [${reps}] matches cpu (float32, int32, bool)`, async () => {
@@ -173,7 +232,14 @@ describe('wasm Tile (heap views)', () => {
   it('gradient through tile equals cpu', async () => {
     const xv = values(r, 3 * 4, 'float32');
     const wv = values(r, 6 * 12, 'float32');
-    const [c, w] = await onBoth(() => tf.grad((p: tf.Tensor) => tf.tile(p, [2, 3]).mul(tf.tensor2d(wv, [6, 12])).sum())(tf.tensor2d(xv, [3, 4])));
+    const [c, w] = await onBoth(() =>
+      tf.grad((p: tf.Tensor) =>
+        tf
+          .tile(p, [2, 3])
+          .mul(tf.tensor2d(wv, [6, 12]))
+          .sum(),
+      )(tf.tensor2d(xv, [3, 4])),
+    );
     for (let i = 0; i < c.values.length; i++) expect(w.values[i]).toBeCloseTo(c.values[i], 5);
   });
 });

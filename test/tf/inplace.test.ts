@@ -24,13 +24,16 @@ import { addonRequired } from '../helpers/addon.js';
 
 const status = addonStatus();
 const needed = addonRequired();
-if (!status.available && !needed) console.warn(`test/tf/inplace: the native addon is not available here (${status.reason}); the "wasm with the addon" cases are skipped`);
+if (!status.available && !needed)
+  console.warn(
+    `test/tf/inplace: the native addon is not available here (${status.reason}); the "wasm with the addon" cases are skipped`,
+  );
 
 type Engine = { name: string; backend: 'wasm' | 'cpu'; route: 'addon' | 'wasm' | 'stock'; native: boolean };
 const engines: Engine[] = [
   { name: 'wasm with the addon', backend: 'wasm', route: 'addon', native: true },
   { name: 'wasm without the addon', backend: 'wasm', route: 'wasm', native: false },
-  { name: 'wasm, tfjs\'s own matmul kernels', backend: 'wasm', route: 'stock', native: false },
+  { name: "wasm, tfjs's own matmul kernels", backend: 'wasm', route: 'stock', native: false },
   { name: 'cpu', backend: 'cpu', route: 'addon', native: false },
 ];
 
@@ -77,9 +80,20 @@ for (const e of engines) {
       const w = variable(() => tf.tensor2d(wv, [K, N]));
       const wt = variable(() => tf.transpose(w)); // [N, K], used with transposeB
       const bias = variable(() => tf.tensor1d(bv));
-      const x = tf.tensor2d(Float32Array.from({ length: 8 * K }, () => r() - 0.5), [8, K]);
-      const x3 = tf.tensor3d(Float32Array.from({ length: 3 * 8 * K }, () => r() - 0.5), [3, 8, K]);
-      const products = () => [tf.matMul(x, w), tf.matMul(x, wt, false, true), tf.matMul(x3, w), tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' })];
+      const x = tf.tensor2d(
+        Float32Array.from({ length: 8 * K }, () => r() - 0.5),
+        [8, K],
+      );
+      const x3 = tf.tensor3d(
+        Float32Array.from({ length: 3 * 8 * K }, () => r() - 0.5),
+        [3, 8, K],
+      );
+      const products = () => [
+        tf.matMul(x, w),
+        tf.matMul(x, wt, false, true),
+        tf.matMul(x3, w),
+        tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' }),
+      ];
       tf.dispose(products()); // every route caches what it caches
       const shared = (a: Float32Array) => {
         const s = new Float32Array(new SharedArrayBuffer(a.byteLength));
@@ -95,9 +109,17 @@ for (const e of engines) {
       nb.fill(0);
       const got = products();
       const want = tf.tidy(() => {
-        const fw = tf.tensor2d(wv.map((v) => v * -2 + 0.25), [K, N]); // fresh tensors: nothing cached
+        const fw = tf.tensor2d(
+          wv.map((v) => v * -2 + 0.25),
+          [K, N],
+        ); // fresh tensors: nothing cached
         const fb = tf.tensor1d(bv.map((v) => v + 1));
-        return [tf.matMul(x, fw), tf.matMul(x, tf.transpose(fw), false, true), tf.matMul(x3, fw), tf.relu(tf.add(tf.matMul(x, fw), fb))];
+        return [
+          tf.matMul(x, fw),
+          tf.matMul(x, tf.transpose(fw), false, true),
+          tf.matMul(x3, fw),
+          tf.relu(tf.add(tf.matMul(x, fw), fb)),
+        ];
       });
       got.forEach((g, i) => {
         const a = g.dataSync();
@@ -111,11 +133,26 @@ for (const e of engines) {
       expect(tf.memory().numTensors).toBe(before);
     });
 
-    it('loadFlat (the replicas\' weight refresh) gives the forward pass of a model built with the new weights', async () => {
-      const spec: MergeSpec = { vocabSize: 30, featureDim: 6, embedDim: 8, units: 10, imageUnits: 10, hiddenUnits: 12, merge: 'add', dropout: 0 };
+    it("loadFlat (the replicas' weight refresh) gives the forward pass of a model built with the new weights", async () => {
+      const spec: MergeSpec = {
+        vocabSize: 30,
+        featureDim: 6,
+        embedDim: 8,
+        units: 10,
+        imageUnits: 10,
+        hiddenUnits: 12,
+        merge: 'add',
+        dropout: 0,
+      };
       const norm = { mean: new Float32Array(6), std: new Float32Array(6).fill(1) };
       const r = rng(8);
-      const batch = makeBatch(Array.from({ length: 5 }, () => ({ features: Float32Array.from({ length: 6 }, () => r()), tokens: [2, 4 + Math.floor(r() * 20), 5 + Math.floor(r() * 20), 3] })), 6);
+      const batch = makeBatch(
+        Array.from({ length: 5 }, () => ({
+          features: Float32Array.from({ length: 6 }, () => r()),
+          tokens: [2, 4 + Math.floor(r() * 20), 5 + Math.floor(r() * 20), 3],
+        })),
+        6,
+      );
       const layout = flatLayout(kindShapes('merge', spec));
       const flat = new Float32Array(new SharedArrayBuffer(layout.total * 4));
       packWeights(layout, mergeInitialWeights(spec, 2), flat);
@@ -147,7 +184,7 @@ describe('why: the hazard the tests above guard against (tfjs-backend-wasm 4.22 
     if (prev) await tf.setBackend(prev);
   });
 
-  it('a write over a weight\'s heap memory is read back, but matMul keeps using the packed old values', () => {
+  it("a write over a weight's heap memory is read back, but matMul keeps using the packed old values", () => {
     const init = tf.tensor2d([1, 2, 3, 4], [2, 2]);
     const w = tf.variable(init);
     init.dispose();

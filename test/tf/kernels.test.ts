@@ -97,15 +97,30 @@ describe('wasm BatchMatMul / _FusedMatMul patches', () => {
     expect([...seen].sort()).toEqual([false, true]);
   });
 
-  for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+  for (const [tA, tB] of [
+    [false, false],
+    [true, false],
+    [false, true],
+    [true, true],
+  ] as const) {
     it(`fused matMul with bias + relu, tA=${tA} tB=${tB}`, async () => {
-      const M = 6, K = 11, N = 9;
+      const M = 6,
+        K = 11,
+        N = 9;
       const av = randArray(r, M * K);
       const bv = randArray(r, K * N);
       const biasV = randArray(r, N);
       for (const route of ROUTES) {
         const [x, y] = await onBoth(
-          () => tf.fused.matMul({ a: tf.tensor(av, tA ? [K, M] : [M, K]), b: tf.tensor(bv, tB ? [N, K] : [K, N]), transposeA: tA, transposeB: tB, bias: tf.tensor1d(biasV), activation: 'relu' }),
+          () =>
+            tf.fused.matMul({
+              a: tf.tensor(av, tA ? [K, M] : [M, K]),
+              b: tf.tensor(bv, tB ? [N, K] : [K, N]),
+              transposeA: tA,
+              transposeB: tB,
+              bias: tf.tensor1d(biasV),
+              activation: 'relu',
+            }),
           route,
         );
         expectClose(x, y);
@@ -117,7 +132,10 @@ describe('wasm BatchMatMul / _FusedMatMul patches', () => {
     const a = randArray(r, 300 * 64);
     const b = randArray(r, 300 * 500);
     for (const route of ROUTES) {
-      const [x, y] = await onBoth(() => tf.matMul(tf.tensor2d(a, [300, 64]), tf.tensor2d(b, [300, 500]), true, false), route);
+      const [x, y] = await onBoth(
+        () => tf.matMul(tf.tensor2d(a, [300, 64]), tf.tensor2d(b, [300, 500]), true, false),
+        route,
+      );
       expectClose(x, y, 1e-4);
     }
   });
@@ -128,17 +146,30 @@ describe('wasm UnsortedSegmentSum', () => {
   it('is registered on wasm', () => {
     expect(tf.getKernel('UnsortedSegmentSum', 'wasm')).toBeDefined();
   });
-  for (const [n, inner, segs] of [[10, [4], 6], [50, [3, 5], 7], [1, [8], 1], [0, [4], 3]] as const) {
+  for (const [n, inner, segs] of [
+    [10, [4], 6],
+    [50, [3, 5], 7],
+    [1, [8], 1],
+    [0, [4], 3],
+  ] as const) {
     it(`matches cpu: x [${n}, ${inner}], ${segs} segments`, async () => {
       const xs = randArray(r, n * size([...inner]));
       const ids = Int32Array.from({ length: n }, () => Math.floor(r() * segs));
-      const [x, y] = await onBoth(() => tf.unsortedSegmentSum(tf.tensor(xs, [n, ...inner]), tf.tensor1d(ids, 'int32'), segs));
+      const [x, y] = await onBoth(() =>
+        tf.unsortedSegmentSum(tf.tensor(xs, [n, ...inner]), tf.tensor1d(ids, 'int32'), segs),
+      );
       expectClose(x, y, 1e-6);
     });
   }
   it('sums int32 and drops out-of-range ids', async () => {
     await wasm();
-    const out = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor2d([1, 2, 3, 4, 5, 6, 7, 8], [4, 2], 'int32'), tf.tensor1d([1, -1, 1, 5], 'int32'), 3));
+    const out = tf.tidy(() =>
+      tf.unsortedSegmentSum(
+        tf.tensor2d([1, 2, 3, 4, 5, 6, 7, 8], [4, 2], 'int32'),
+        tf.tensor1d([1, -1, 1, 5], 'int32'),
+        3,
+      ),
+    );
     expect(out.dtype).toBe('int32');
     expect(Array.from(out.dataSync())).toEqual([0, 0, 6, 8, 0, 0]);
     out.dispose();
@@ -147,7 +178,10 @@ describe('wasm UnsortedSegmentSum', () => {
 
 describe('training through gather (Embedding) on wasm', () => {
   const r = rng(3);
-  const V = 30, D = 8, B = 4, L = 6;
+  const V = 30,
+    D = 8,
+    B = 4,
+    L = 6;
   const table = randArray(r, V * D);
   const ids = Int32Array.from({ length: B * L }, () => Math.floor(r() * V));
   const w = randArray(r, D * 5);
@@ -155,7 +189,12 @@ describe('training through gather (Embedding) on wasm', () => {
   it('gather gradient equals cpu and leaks nothing', async () => {
     const grad = () =>
       tf.tidy(() => {
-        const g = tf.grad((p: tf.Tensor) => tf.matMul(tf.gather(p, tf.tensor2d(ids, [B, L], 'int32')).reshape([B * L, D]), tf.tensor2d(w, [D, 5])).square().sum());
+        const g = tf.grad((p: tf.Tensor) =>
+          tf
+            .matMul(tf.gather(p, tf.tensor2d(ids, [B, L], 'int32')).reshape([B * L, D]), tf.tensor2d(w, [D, 5]))
+            .square()
+            .sum(),
+        );
         return g(tf.tensor2d(table, [V, D]));
       });
     const [x, y] = await onBoth(grad);
@@ -169,8 +208,18 @@ describe('training through gather (Embedding) on wasm', () => {
       try {
         const model = tf.sequential({
           layers: [
-            tf.layers.embedding({ inputDim: V, outputDim: D, inputLength: L, maskZero: true, embeddingsInitializer: tf.initializers.randomUniform({ minval: -0.1, maxval: 0.1, seed: 1 }) }),
-            tf.layers.lstm({ units: 7, kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }), recurrentInitializer: tf.initializers.glorotUniform({ seed: 3 }) }),
+            tf.layers.embedding({
+              inputDim: V,
+              outputDim: D,
+              inputLength: L,
+              maskZero: true,
+              embeddingsInitializer: tf.initializers.randomUniform({ minval: -0.1, maxval: 0.1, seed: 1 }),
+            }),
+            tf.layers.lstm({
+              units: 7,
+              kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }),
+              recurrentInitializer: tf.initializers.glorotUniform({ seed: 3 }),
+            }),
             tf.layers.dense({ units: 3, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
           ],
         });
@@ -180,7 +229,10 @@ describe('training through gather (Embedding) on wasm', () => {
         const losses: number[] = [];
         let afterFirst = -1; // optimizer slots exist after the first step; later steps add nothing
         for (let i = 0; i < 5; i++) {
-          const loss = opt.minimize(() => tf.losses.softmaxCrossEntropy(ys, model.apply(xs) as tf.Tensor) as tf.Scalar, true)!;
+          const loss = opt.minimize(
+            () => tf.losses.softmaxCrossEntropy(ys, model.apply(xs) as tf.Tensor) as tf.Scalar,
+            true,
+          )!;
           losses.push(loss.dataSync()[0]);
           loss.dispose();
           if (i === 0) afterFirst = tf.memory().numTensors;
@@ -213,11 +265,21 @@ describe('wasm Slice / Unpack / SplitV (heap views)', () => {
         expectClose(x, y, 1e-7);
       }
       for (let axis = 0; axis < shape.length; axis++) {
-        const [x, y] = await onBoth(() => tf.stack(tf.unstack(tf.tensor(vals, shape), axis).map((t) => t.add(1)), 0));
+        const [x, y] = await onBoth(() =>
+          tf.stack(
+            tf.unstack(tf.tensor(vals, shape), axis).map((t) => t.add(1)),
+            0,
+          ),
+        );
         expectClose(x, y, 1e-7);
         const d = shape[axis];
         const parts = d >= 3 ? [1, -1, 1] : d === 2 ? [1, 1] : [1];
-        const [p, q] = await onBoth(() => tf.concat(tf.split(tf.tensor(vals, shape), parts, axis).map((t) => t.mul(2).reshape([-1])), 0));
+        const [p, q] = await onBoth(() =>
+          tf.concat(
+            tf.split(tf.tensor(vals, shape), parts, axis).map((t) => t.mul(2).reshape([-1])),
+            0,
+          ),
+        );
         expectClose(p, q, 1e-7);
       }
     });

@@ -9,7 +9,17 @@ import { routes } from '../helpers/wasm-kernels.js';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { ADAM_KERNEL, addonKernelReady, addonStatus } from '../../src/tf/addon.js';
-import { Adam, adamArrays, adamFactors, adamHyper, adamLoop, adamOps, clipScale, clipScaleOn, type AdamFactors } from '../../src/train/adam.js';
+import {
+  Adam,
+  adamArrays,
+  adamFactors,
+  adamHyper,
+  adamLoop,
+  adamOps,
+  clipScale,
+  clipScaleOn,
+  type AdamFactors,
+} from '../../src/train/adam.js';
 import { flatLayout, flatMoments } from '../../src/train/parallel/flat.js';
 import { rng } from '../../src/util/random.js';
 import { expectClose, randArray, size } from '../helpers/arrays.js';
@@ -17,17 +27,23 @@ import { addonRequired } from '../helpers/addon.js';
 
 const status = addonStatus();
 const needed = addonRequired();
-if (!status.available && !needed) console.warn(`test/train/adam: the native addon is not available here (${status.reason}); its implementations are skipped`);
+if (!status.available && !needed)
+  console.warn(
+    `test/train/adam: the native addon is not available here (${status.reason}); its implementations are skipped`,
+  );
 const withAddon = status.available || needed ? it : it.skip;
 
-const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const same = (a: Float32Array, b: Float32Array) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 /** Three weights, their initial values, and three steps of gradients (large enough that clipping at 1 bites). */
 const shapes: Record<string, number[]> = { a: [30, 20], b: [20], c: [7, 3, 2] };
 const names = Object.keys(shapes);
 const r = rng(5);
 const init = Object.fromEntries(names.map((n) => [n, randArray(r, size(shapes[n]))]));
-const steps = [0, 1, 2].map(() => Object.fromEntries(names.map((n) => [n, randArray(r, size(shapes[n])).map((x) => x * 3)])));
+const steps = [0, 1, 2].map(() =>
+  Object.fromEntries(names.map((n) => [n, randArray(r, size(shapes[n])).map((x) => x * 3)])),
+);
 
 /** The reference: the global norm in float64, adamFactors, adamLoop per weight. Weights, moments (m, v per weight) and norms. */
 function reference(clipNorm: number) {
@@ -67,7 +83,11 @@ async function overVariables(clipNorm: number) {
   return { weights, moments: state.arrays.map((a) => a.data), norms };
 }
 
-function expectLike(got: { weights: Float32Array[]; moments: Float32Array[]; norms: number[] }, want: ReturnType<typeof reference>, tol: number) {
+function expectLike(
+  got: { weights: Float32Array[]; moments: Float32Array[]; norms: number[] },
+  want: ReturnType<typeof reference>,
+  tol: number,
+) {
   expectClose(got.norms, want.norms, tol);
   got.weights.forEach((w, i) => expectClose(w, want.weights[i], tol));
   got.moments.forEach((m, i) => expectClose(m, want.moments[i], tol));
@@ -88,7 +108,11 @@ describe('Adam: the factors', () => {
     expect(adamFactors(h, 2, 1).lr).toBeCloseTo((0.1 * Math.sqrt(1 - 0.999 ** 2)) / (1 - 0.9 ** 2), 15);
     expect(adamFactors(h, 2, 1).scale).toBe(1); // below the clip norm: unchanged
     expect(clipScale(100, 0)).toBe(1); // no clipping
-    for (const [norm, clip] of [[4, 2], [1, 2], [3, 0]]) {
+    for (const [norm, clip] of [
+      [4, 2],
+      [1, 2],
+      [3, 0],
+    ]) {
       const t = tf.tidy(() => clipScaleOn(tf.scalar(norm), clip).dataSync()[0]);
       expect(t).toBeCloseTo(clipScale(norm, clip), 7);
     }
@@ -111,11 +135,16 @@ describe('Adam: the factors', () => {
 });
 
 describe('Adam: every inner loop against adamLoop', () => {
-  withAddon('the addon\'s C loop on host arrays (plain and shared), only inside the range', () => {
+  withAddon("the addon's C loop on host arrays (plain and shared), only inside the range", () => {
     expect(status.available).toBe(true);
     const n = 5000;
     const f: AdamFactors = { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, lr: 0.001, scale: 0.5 };
-    const inputs = [randArray(r, n), randArray(r, n).map((x) => x * 0.1), randArray(r, n).map((x) => Math.abs(x) * 0.01), randArray(r, n)];
+    const inputs = [
+      randArray(r, n),
+      randArray(r, n).map((x) => x * 0.1),
+      randArray(r, n).map((x) => Math.abs(x) * 0.01),
+      randArray(r, n),
+    ];
     const shared = (a: Float32Array): Float32Array => {
       const s = new Float32Array(new SharedArrayBuffer(a.byteLength));
       s.set(a);
@@ -177,7 +206,7 @@ describe('Adam: every inner loop against adamLoop', () => {
       for (const clip of [0, 1]) expectLike(await overVariables(clip), reference(clip), 1e-5);
     });
 
-    it('adamOps with the clip scale left on the backend (the device path): the reference\'s update', () => {
+    it("adamOps with the clip scale left on the backend (the device path): the reference's update", () => {
       const h = adamHyper({ learningRate: 0.01, clipNorm: 1 });
       const want = reference(1);
       let x = tf.tensor(init.a);
@@ -186,7 +215,13 @@ describe('Adam: every inner loop against adamLoop', () => {
       steps.forEach((g, i) => {
         const next = tf.tidy(() => {
           const norm = tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(tf.tensor(g[n])))))) as tf.Scalar;
-          return adamOps({ ...adamFactors(h, i + 1, 0), scale: clipScaleOn(norm, h.clipNorm) }, x, tf.tensor(g.a), m, v);
+          return adamOps(
+            { ...adamFactors(h, i + 1, 0), scale: clipScaleOn(norm, h.clipNorm) },
+            x,
+            tf.tensor(g.a),
+            m,
+            v,
+          );
         });
         tf.dispose([x, m, v]);
         [x, m, v] = next;
@@ -200,7 +235,7 @@ describe('Adam: every inner loop against adamLoop', () => {
 });
 
 describe('Adam: one checkpoint format', () => {
-  it('host-array moments (the data-parallel trainer) and tf variables write the same arrays and read each other\'s', async () => {
+  it("host-array moments (the data-parallel trainer) and tf variables write the same arrays and read each other's", async () => {
     await initBackend('cpu', { quiet: true });
     const layout = flatLayout(shapes);
     const fm = new Float32Array(layout.total);
@@ -231,7 +266,9 @@ describe('Adam: one checkpoint format', () => {
     const back = await onVars.state();
     back.arrays.forEach((a, i) => expect(same(a.data, st.arrays[i].data)).toBe(true));
     // and the host arrays read the variables' checkpoint
-    const again = new Adam(flatMoments(layout, new Float32Array(layout.total), new Float32Array(layout.total)), { learningRate: 0.01 });
+    const again = new Adam(flatMoments(layout, new Float32Array(layout.total), new Float32Array(layout.total)), {
+      learningRate: 0.01,
+    });
     again.restore(back.iterations, back.learningRate, new Map(back.arrays.map((a) => [a.name, a])));
     (await again.state()).arrays.forEach((a, i) => expect(same(a.data, st.arrays[i].data)).toBe(true));
     // a missing or mis-sized moment is refused before anything is written

@@ -15,10 +15,32 @@ export async function writeFixture(dir: string, dropKey?: string, grid?: [number
   await writePrepared(path.join(dir, 'prepared'), {
     vocab: s.prepared.vocab,
     splits: s.prepared.splits,
-    manifest: { kind: 'captioner.prepared', version: 1, name: 't', createdAt: new Date().toISOString() } as unknown as Omit<PreparedManifest, 'fingerprint' | 'files'>,
+    manifest: {
+      kind: 'captioner.prepared',
+      version: 1,
+      name: 't',
+      createdAt: new Date().toISOString(),
+    } as unknown as Omit<PreparedManifest, 'fingerprint' | 'files'>,
   });
   const spec = {
-    encoder: { name: 'synthetic', fingerprint: 'syn', runtime: 'none', detail: 'test', weights: 'random', weightsFingerprint: 'w', layer: grid ? 'block5_pool' : 'fc2', preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [1, 2, 3] }, shape: grid ?? [s.features.dim] },
+    encoder: {
+      name: 'synthetic',
+      fingerprint: 'syn',
+      runtime: 'none',
+      detail: 'test',
+      weights: 'random',
+      weightsFingerprint: 'w',
+      layer: grid ? 'block5_pool' : 'fc2',
+      preprocessing: {
+        size: 224,
+        resize: 'fill',
+        interpolation: 'nearest',
+        alpha: 'white',
+        mode: 'caffe',
+        mean: [1, 2, 3],
+      },
+      shape: grid ?? [s.features.dim],
+    },
     dtype: 'float32',
   } as unknown as CacheSpec;
   const w = await openCacheWriter(path.join(dir, 'features'), spec, { shardSize: 64 });

@@ -11,9 +11,18 @@ import { writeFixture } from './cli-fixture.js';
 let work: string;
 
 const args = (dir: string, ...more: string[]) => [
-  'train', '--set', `workdir=${dir}`, '--backend', 'cpu',
-  '--set', 'model={embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12}',
-  '--set', 'train.batchSize=8', '--set', 'train.learningRate=0.01', ...more,
+  'train',
+  '--set',
+  `workdir=${dir}`,
+  '--backend',
+  'cpu',
+  '--set',
+  'model={embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12}',
+  '--set',
+  'train.batchSize=8',
+  '--set',
+  'train.learningRate=0.01',
+  ...more,
 ];
 
 beforeAll(async () => {
@@ -46,9 +55,13 @@ describe('captioner train', () => {
     const before = await fs.readdir(path.join(dir, 'prepared'));
     const r = await runCli(args(dir, '--epochs', '1', '--out', path.join(dir, 'prepared')));
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`error: ${path.join(dir, 'prepared')}: holds a prepared dataset, not a training run (model); refusing to write over it (choose another folder with --out or train.out)\n`);
+    expect(r.stderr).toBe(
+      `error: ${path.join(dir, 'prepared')}: holds a prepared dataset, not a training run (model); refusing to write over it (choose another folder with --out or train.out)\n`,
+    );
     expect(await fs.readdir(path.join(dir, 'prepared'))).toEqual(before);
-    expect((await runCli(args(dir, '--epochs', '1', '--out', path.join(dir, 'features')))).stderr).toMatch(/holds a feature cache/);
+    expect((await runCli(args(dir, '--epochs', '1', '--out', path.join(dir, 'features')))).stderr).toMatch(
+      /holds a feature cache/,
+    );
     expect((await runCli(args(dir, '--epochs', '1'))).code).toBe(0);
     const changed = await runCli(args(dir, '--epochs', '2', '--resume', '--set', 'train.batchSize=4'));
     expect(changed.code).toBe(2);
@@ -86,10 +99,16 @@ describe('captioner train', () => {
     expect(stderr).toMatch(/interrupt: finishing the current step and saving a checkpoint/);
     const state = JSON.parse(await fs.readFile(path.join(dir, 'model', 'last', 'state.json'), 'utf8'));
     expect(state).toBeTypeOf('object');
-    const done = (await fs.readFile(history, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).epoch as number);
+    const done = (await fs.readFile(history, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).epoch as number);
     const r = await runCli(args(dir, '--epochs', String(Math.max(...done) + 1), '--resume'));
     expect(r.code).toBe(0);
-    const after = (await fs.readFile(history, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).epoch as number);
+    const after = (await fs.readFile(history, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).epoch as number);
     expect(Math.max(...after)).toBe(Math.max(...done) + 1);
   }, 90_000);
 });

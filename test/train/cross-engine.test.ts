@@ -19,14 +19,20 @@ import { writeFixture } from './cli-fixture.js';
 /** The addon as a process with the default environment finds it (this one may run with CAPTIONER_NATIVE=0). */
 function addonStatus(): { available: boolean; reason?: string } {
   const code = `import(${JSON.stringify(path.join(repoRoot, 'dist', 'tf', 'addon.js'))}).then((m) => console.log(JSON.stringify(m.addonStatus())))`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', env: { ...process.env, CAPTIONER_NATIVE: undefined } });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], {
+    encoding: 'utf8',
+    env: { ...process.env, CAPTIONER_NATIVE: undefined },
+  });
   if (r.status !== 0) return { available: false, reason: `cannot ask: ${r.stderr.trim().split('\n')[0]}` };
   return JSON.parse(r.stdout) as { available: boolean; reason?: string };
 }
 
 const addon = addonStatus();
 const inCI = Boolean(process.env.CI);
-if (!addon.available && !inCI) console.warn(`test/train/cross-engine: the native addon is not available here (${addon.reason}); the runs with the addon are skipped`);
+if (!addon.available && !inCI)
+  console.warn(
+    `test/train/cross-engine: the native addon is not available here (${addon.reason}); the runs with the addon are skipped`,
+  );
 
 /**
  * Measured (this machine, OpenBLAS 0.3 Haswell kernels, 12 steps at learning rate 0.01): the addon's runs and
@@ -54,7 +60,10 @@ const label = (l: Leg) => `${l.engine}, workers ${l.workers}`;
 
 const MODELS = {
   merge: { grid: undefined, model: '{embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0}' },
-  attention: { grid: [2, 2, 4] as [number, number, number], model: '{type: attention, embedDim: 8, units: 12, hiddenUnits: 12, dropout: 0, attention: {attentionDim: 8}}' },
+  attention: {
+    grid: [2, 2, 4] as [number, number, number],
+    model: '{type: attention, embedDim: 8, units: 12, hiddenUnits: 12, dropout: 0, attention: {attentionDim: 8}}',
+  },
 };
 
 interface Result {
@@ -66,14 +75,35 @@ interface Result {
 async function trainLeg(dir: string, model: string, leg: Leg): Promise<Result> {
   const out = path.join(dir, `run-${leg.engine}-${leg.workers}`);
   const args = [
-    'train', '--set', `workdir=${dir}`, '--out', out, '--backend', leg.engine === 'cpu' ? 'cpu' : 'wasm', '--set', `model=${model}`,
-    '--set', 'train.batchSize=8', '--set', 'train.learningRate=0.01', '--set', 'train.seed=7', '--set', 'train.patience=0',
-    '--set', `train.workers=${leg.workers}`, '--epochs', '3',
+    'train',
+    '--set',
+    `workdir=${dir}`,
+    '--out',
+    out,
+    '--backend',
+    leg.engine === 'cpu' ? 'cpu' : 'wasm',
+    '--set',
+    `model=${model}`,
+    '--set',
+    'train.batchSize=8',
+    '--set',
+    'train.learningRate=0.01',
+    '--set',
+    'train.seed=7',
+    '--set',
+    'train.patience=0',
+    '--set',
+    `train.workers=${leg.workers}`,
+    '--epochs',
+    '3',
   ];
   const r = await runCli(args, { env: { CAPTIONER_NATIVE: leg.engine === 'addon' ? undefined : '0' } });
   expect(r.code, `${label(leg)}: ${r.stderr}`).toBe(0);
   const manifest = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8')) as { backend: string };
-  const history = (await fs.readFile(path.join(out, 'history.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { valLoss: number });
+  const history = (await fs.readFile(path.join(out, 'history.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { valLoss: number });
   const { arrays } = await readTensors(path.join(out, 'last'), 'weights', WEIGHTS_FORMAT);
   const weights = new Map([...arrays].filter(([n]) => !n.startsWith('norm/')).map(([n, a]) => [n, a.data]));
   return { weights, valLoss: history.map((h) => h.valLoss), backend: manifest.backend };
@@ -83,12 +113,14 @@ async function trainLeg(dir: string, model: string, leg: Leg): Promise<Result> {
 async function pool<T, R>(items: T[], limit: number, f: (x: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: limit }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await f(items[i]);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: limit }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await f(items[i]);
+      }
+    }),
+  );
   return out;
 }
 

@@ -7,9 +7,17 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
 import { makeBatch, type CaptionBatch, type FeatureNorm } from '../../src/model/decoders/batch.js';
-import { MergeDecoder, mergeInitialWeights as initialWeights, type MergeSpec as DecoderSpec } from '../../src/model/decoders/merge.js';
+import {
+  MergeDecoder,
+  mergeInitialWeights as initialWeights,
+  type MergeSpec as DecoderSpec,
+} from '../../src/model/decoders/merge.js';
 import { Adam, byWeightName } from '../../src/train/adam.js';
-import { createParallelTrainer, resolveWorkers, type ParallelTrainerOptions } from '../../src/train/parallel/trainer.js';
+import {
+  createParallelTrainer,
+  resolveWorkers,
+  type ParallelTrainerOptions,
+} from '../../src/train/parallel/trainer.js';
 import { createTrainer, type TrainerOptions } from '../../src/train/trainer.js';
 import { splitBatch } from '../../src/train/parallel/split.js';
 import { ConfigError, ModelError } from '../../src/errors.js';
@@ -17,7 +25,16 @@ import { availableParallelism } from 'node:os';
 import { rng } from '../../src/util/random.js';
 import { attentionKind } from '../../src/model/decoders/attention.js';
 
-const spec: DecoderSpec = { vocabSize: 40, featureDim: 10, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 16, merge: 'add', dropout: 0 };
+const spec: DecoderSpec = {
+  vocabSize: 40,
+  featureDim: 10,
+  embedDim: 8,
+  units: 12,
+  imageUnits: 12,
+  hiddenUnits: 16,
+  merge: 'add',
+  dropout: 0,
+};
 const norm: FeatureNorm = { mean: new Float32Array(10), std: new Float32Array(10).fill(1) };
 
 function batch(seed: number, rows = 7): CaptionBatch {
@@ -30,7 +47,14 @@ function batch(seed: number, rows = 7): CaptionBatch {
 }
 
 const opts = (workers: number, more: Partial<TrainerOptions> = {}): ParallelTrainerOptions => ({
-  kind: 'merge', spec, weights: initialWeights(spec, 5), norm, workers, learningRate: 0.01, clipNorm: 1, ...more,
+  kind: 'merge',
+  spec,
+  weights: initialWeights(spec, 5),
+  norm,
+  workers,
+  learningRate: 0.01,
+  clipNorm: 1,
+  ...more,
 });
 
 async function train(o: TrainerOptions, steps = 5) {
@@ -59,7 +83,8 @@ function maxDiff(a: Record<string, Float32Array>, b: Record<string, Float32Array
   return d;
 }
 
-const bytes = (w: Record<string, Float32Array>) => Buffer.concat(Object.keys(w).map((k) => Buffer.from(w[k].buffer, w[k].byteOffset, w[k].byteLength)));
+const bytes = (w: Record<string, Float32Array>) =>
+  Buffer.concat(Object.keys(w).map((k) => Buffer.from(w[k].buffer, w[k].byteOffset, w[k].byteLength)));
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
@@ -127,7 +152,16 @@ describe('parallel trainer', () => {
   });
 
   it('the attention decoder (with its per-caption regulariser) trains the same on 1 and 2 workers', async () => {
-    const aspec = { vocabSize: 40, positions: 4, channels: 6, embedDim: 8, units: 12, attentionDim: 8, dropout: 0, alphaReg: 1 };
+    const aspec = {
+      vocabSize: 40,
+      positions: 4,
+      channels: 6,
+      embedDim: 8,
+      units: 12,
+      attentionDim: 8,
+      dropout: 0,
+      alphaReg: 1,
+    };
     const anorm = { mean: new Float32Array(6), std: new Float32Array(6).fill(1) };
     const abatch = (seed: number) => {
       const b = batch(seed);
@@ -135,7 +169,15 @@ describe('parallel trainer', () => {
       return { ...b, images: Float32Array.from({ length: b.size * 24 }, () => r()) };
     };
     const run = async (workers: number) => {
-      const t = await createTrainer({ kind: 'attention', spec: aspec, weights: attentionKind.initialWeights(aspec, 3), norm: anorm, workers, learningRate: 0.01, clipNorm: 1 });
+      const t = await createTrainer({
+        kind: 'attention',
+        spec: aspec,
+        weights: attentionKind.initialWeights(aspec, 3),
+        norm: anorm,
+        workers,
+        learningRate: 0.01,
+        clipNorm: 1,
+      });
       try {
         const out: { loss: number; norm: number }[] = [];
         for (let s = 0; s < 4; s++) out.push(await t.step(abatch(200 + s), s));
@@ -170,7 +212,10 @@ describe('parallel trainer', () => {
 
   it('one checkpoint format: workers 1 continues a workers-2 checkpoint, and workers 2 a workers-1 one', async () => {
     const full = await train(opts(1), 4);
-    for (const [a, b] of [[2, 1], [1, 2]]) {
+    for (const [a, b] of [
+      [2, 1],
+      [1, 2],
+    ]) {
       const t1 = await createTrainer(opts(a));
       for (let s = 0; s < 2; s++) await t1.step(batch(100 + s), 1000 + s);
       const st = await t1.state();

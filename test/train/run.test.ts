@@ -24,7 +24,13 @@ function cfg(over: Record<string, unknown> = {}): Config {
   });
 }
 
-const info = (fp = 'c'.repeat(64)): FeatureInfo => ({ dir: '/synthetic/features', fingerprint: fp, encoder: { name: 'vgg16', layer: 'fc2' }, shape: [12], dtype: 'float32' });
+const info = (fp = 'c'.repeat(64)): FeatureInfo => ({
+  dir: '/synthetic/features',
+  fingerprint: fp,
+  encoder: { name: 'vgg16', layer: 'fc2' },
+  shape: [12],
+  dtype: 'float32',
+});
 
 async function tmp(): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), 'captioner-train-'));
@@ -35,14 +41,31 @@ describe('train', () => {
     const s = synthetic();
     const out = await tmp();
     const before = tf.memory().numTensors;
-    const res = await train({ config: cfg(), prepared: s.prepared, features: s.features, featureInfo: info(), out, backend: 'cpu' });
+    const res = await train({
+      config: cfg(),
+      prepared: s.prepared,
+      features: s.features,
+      featureInfo: info(),
+      out,
+      backend: 'cpu',
+    });
     expect(tf.memory().numTensors).toBe(before);
     expect(res.status).toBe('completed');
     const first = res.history[0].valLoss;
     const best = res.bestValLoss;
     expect(best).toBeLessThan(first * 0.5);
     // files
-    for (const f of ['best/weights.json', 'best/weights.bin', 'last/state.json', 'last/optimizer.bin', 'vocab.json', 'config.yaml', 'manifest.json', 'history.jsonl', 'loss.svg']) {
+    for (const f of [
+      'best/weights.json',
+      'best/weights.bin',
+      'last/state.json',
+      'last/optimizer.bin',
+      'vocab.json',
+      'config.yaml',
+      'manifest.json',
+      'history.jsonl',
+      'loss.svg',
+    ]) {
       await fs.access(path.join(out, f));
     }
     const manifest = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8'));
@@ -56,8 +79,14 @@ describe('train', () => {
     const m = await loadTrainedModel(out);
     try {
       const val = s.prepared.splits.val;
-      const seqs = await greedyDecode(m.decoder, val.map((v) => s.features.get(v.image)), { start: 2, end: 3, maxLength: 10 });
-      const right = seqs.filter((seq, i) => seq.map((id) => m.vocab.tokens[id]).includes(CLASSES[s.classOf.get(val[i].image)!])).length;
+      const seqs = await greedyDecode(
+        m.decoder,
+        val.map((v) => s.features.get(v.image)),
+        { start: 2, end: 3, maxLength: 10 },
+      );
+      const right = seqs.filter((seq, i) =>
+        seq.map((id) => m.vocab.tokens[id]).includes(CLASSES[s.classOf.get(val[i].image)!]),
+      ).length;
       // chance: the most frequent class among validation images
       const counts = CLASSES.map((_, c) => val.filter((v) => s.classOf.get(v.image) === c).length);
       const chance = Math.max(...counts) / val.length;
@@ -75,12 +104,41 @@ describe('train', () => {
     const b = await tmp();
     await train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: a, backend: 'cpu' });
     const ctl = new AbortController();
-    const part = await train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: b, backend: 'cpu', signal: ctl.signal, onStep: (n) => n >= 4 && ctl.abort() });
+    const part = await train({
+      config: c,
+      prepared: s.prepared,
+      features: s.features,
+      featureInfo: info(),
+      out: b,
+      backend: 'cpu',
+      signal: ctl.signal,
+      onStep: (n) => n >= 4 && ctl.abort(),
+    });
     expect(part.steps).toBe(4);
     expect(part.status).toBe('interrupted');
-    await expect(train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: b, backend: 'cpu' })).rejects.toBeInstanceOf(UsageError);
-    await expect(train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info('d'.repeat(64)), out: b, backend: 'cpu', resume: true })).rejects.toThrow(/feature cache changed/);
-    const done = await train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: b, backend: 'cpu', resume: true });
+    await expect(
+      train({ config: c, prepared: s.prepared, features: s.features, featureInfo: info(), out: b, backend: 'cpu' }),
+    ).rejects.toBeInstanceOf(UsageError);
+    await expect(
+      train({
+        config: c,
+        prepared: s.prepared,
+        features: s.features,
+        featureInfo: info('d'.repeat(64)),
+        out: b,
+        backend: 'cpu',
+        resume: true,
+      }),
+    ).rejects.toThrow(/feature cache changed/);
+    const done = await train({
+      config: c,
+      prepared: s.prepared,
+      features: s.features,
+      featureInfo: info(),
+      out: b,
+      backend: 'cpu',
+      resume: true,
+    });
     expect(done.status).toBe('completed');
     expect(done.history).toHaveLength(3);
     const wa = await fs.readFile(path.join(a, 'last', 'weights.bin'));
@@ -91,9 +149,25 @@ describe('train', () => {
   it('refuses a feature cache that lacks images', async () => {
     const s = synthetic({ train: 8, val: 4 });
     s.features.map.delete('val_0001.jpg');
-    await expect(train({ config: cfg({ epochs: 1 }), prepared: s.prepared, features: s.features, featureInfo: info(), out: await tmp(), backend: 'cpu' }))
-      .rejects.toThrow(DataError);
-    await expect(train({ config: cfg({ epochs: 1 }), prepared: s.prepared, features: s.features, featureInfo: info(), out: await tmp(), backend: 'cpu' }))
-      .rejects.toThrow(/1 of 4 val images \(e\.g\. val_0001\.jpg\)/);
+    await expect(
+      train({
+        config: cfg({ epochs: 1 }),
+        prepared: s.prepared,
+        features: s.features,
+        featureInfo: info(),
+        out: await tmp(),
+        backend: 'cpu',
+      }),
+    ).rejects.toThrow(DataError);
+    await expect(
+      train({
+        config: cfg({ epochs: 1 }),
+        prepared: s.prepared,
+        features: s.features,
+        featureInfo: info(),
+        out: await tmp(),
+        backend: 'cpu',
+      }),
+    ).rejects.toThrow(/1 of 4 val images \(e\.g\. val_0001\.jpg\)/);
   });
 });

@@ -45,11 +45,25 @@ function cfg(over: Record<string, unknown> = {}, model: Record<string, unknown> 
     train: { epochs: 2, batchSize: 8, learningRate: 0.01, patience: 0, seed: 7, ...over },
   });
 }
-const info = (): FeatureInfo => ({ dir: '/synthetic/features', fingerprint: 'c'.repeat(64), encoder: { name: 'vgg16' }, shape: [12], dtype: 'float32' });
+const info = (): FeatureInfo => ({
+  dir: '/synthetic/features',
+  fingerprint: 'c'.repeat(64),
+  encoder: { name: 'vgg16' },
+  shape: [12],
+  dtype: 'float32',
+});
 
 function run(out: string, o: Partial<TrainOptions> & { val?: number } = {}) {
   const s = synthetic({ train: 16, val: o.val ?? 8 });
-  return train({ config: cfg(), prepared: s.prepared, features: s.features, featureInfo: info(), out, backend: 'cpu', ...o });
+  return train({
+    config: cfg(),
+    prepared: s.prepared,
+    features: s.features,
+    featureInfo: info(),
+    out,
+    backend: 'cpu',
+    ...o,
+  });
 }
 
 /** Stop a run after `steps` optimizer steps (as a Ctrl-C there would). */
@@ -76,20 +90,44 @@ async function listAll(dir: string): Promise<string[]> {
   return (await fs.readdir(dir, { recursive: true })).map(String).sort();
 }
 
-describe('train --out and other stages\' folders', () => {
+describe("train --out and other stages' folders", () => {
   it('refuses a prepared dataset, a feature cache or unrelated files, and leaves them untouched', async () => {
     const s = synthetic({ train: 4, val: 2 });
     const prepared = fresh();
-    await writePrepared(prepared, { vocab: s.prepared.vocab, splits: s.prepared.splits, manifest: { kind: 'captioner.prepared', version: 1, name: 't', createdAt: 'now' } as unknown as Omit<PreparedManifest, 'fingerprint' | 'files'> });
+    await writePrepared(prepared, {
+      vocab: s.prepared.vocab,
+      splits: s.prepared.splits,
+      manifest: { kind: 'captioner.prepared', version: 1, name: 't', createdAt: 'now' } as unknown as Omit<
+        PreparedManifest,
+        'fingerprint' | 'files'
+      >,
+    });
     const features = fresh();
-    const spec = { encoder: { name: 'syn', fingerprint: 'e', runtime: 'none', detail: '', weights: 'random', weightsFingerprint: 'w', layer: 'fc2', preprocessing: {}, shape: [12] }, dtype: 'float32' } as unknown as CacheSpec;
+    const spec = {
+      encoder: {
+        name: 'syn',
+        fingerprint: 'e',
+        runtime: 'none',
+        detail: '',
+        weights: 'random',
+        weightsFingerprint: 'w',
+        layer: 'fc2',
+        preprocessing: {},
+        shape: [12],
+      },
+      dtype: 'float32',
+    } as unknown as CacheSpec;
     const w = await openCacheWriter(features, spec, { shardSize: 8 });
     await w.add('train_0000.jpg', s.features.get('train_0000.jpg'));
     await w.close();
     const photos = fresh();
     await fs.mkdir(photos);
     await fs.writeFile(path.join(photos, 'holiday.jpg'), 'x');
-    for (const [dir, what] of [[prepared, /holds a prepared dataset, not a training run/], [features, /holds a feature cache/], [photos, /holds other files \(holiday\.jpg\)/]] as const) {
+    for (const [dir, what] of [
+      [prepared, /holds a prepared dataset, not a training run/],
+      [features, /holds a feature cache/],
+      [photos, /holds other files \(holiday\.jpg\)/],
+    ] as const) {
       const before = await listAll(dir);
       const e = await run(dir).catch((x) => x);
       expect(e).toBeInstanceOf(UsageError);
@@ -100,7 +138,11 @@ describe('train --out and other stages\' folders', () => {
     // and the other way round: prep and features refuse a run folder
     const model = fresh();
     await run(model, { config: cfg({ epochs: 1 }) });
-    const e1 = await writePrepared(model, { vocab: s.prepared.vocab, splits: s.prepared.splits, manifest: {} as Omit<PreparedManifest, 'fingerprint' | 'files'> }).catch((x) => x);
+    const e1 = await writePrepared(model, {
+      vocab: s.prepared.vocab,
+      splits: s.prepared.splits,
+      manifest: {} as Omit<PreparedManifest, 'fingerprint' | 'files'>,
+    }).catch((x) => x);
     expect(e1).toBeInstanceOf(UsageError);
     expect(e1.message).toMatch(/holds a training run \(model\), not a prepared dataset/);
     const e2 = await openCacheWriter(model, spec, { shardSize: 8 }).catch((x) => x);
@@ -124,8 +166,11 @@ describe('train --resume with changed settings', () => {
     await run(out, { config: cfg({ epochs: 3 }), ...stopAt(3) });
     let savedRate: number | undefined;
     // the checkpoint already holds the new rate when the first step runs (a kill then must not lose it)
-    const onStep = () => (savedRate ??= JSON.parse(readFileSync(path.join(out, 'last', 'state.json'), 'utf8')).learningRate);
-    const { value: done, text } = await captureStderr(() => run(out, { config: cfg({ epochs: 3, learningRate: 0.1 }), resume: true, onStep }));
+    const onStep = () =>
+      (savedRate ??= JSON.parse(readFileSync(path.join(out, 'last', 'state.json'), 'utf8')).learningRate);
+    const { value: done, text } = await captureStderr(() =>
+      run(out, { config: cfg({ epochs: 3, learningRate: 0.1 }), resume: true, onStep }),
+    );
     expect(savedRate).toBe(0.1);
     expect(done.status).toBe('completed');
     expect(text).toMatch(/resume: train\.learningRate 0\.01 -> 0\.1, applied from step 4/);
@@ -154,7 +199,9 @@ describe('train --resume with changed settings', () => {
       expect(e.message).toMatch(what);
     }
     expect(await fs.readFile(path.join(out, 'config.yaml'), 'utf8')).toBe(before);
-    await expect(run(out, { config: cfg({ epochs: 2 }), resume: true })).resolves.toMatchObject({ status: 'completed' });
+    await expect(run(out, { config: cfg({ epochs: 2 }), resume: true })).resolves.toMatchObject({
+      status: 'completed',
+    });
   }, 30_000);
 });
 
@@ -216,14 +263,17 @@ describe('a full disk', () => {
       console.warn('a tmpfs cannot be mounted here (needs root): simulating a full disk for weights.bin instead');
       const open = fs.open.bind(fs);
       const spy = vi.spyOn(fs, 'open').mockImplementation(async (file, ...rest) => {
-        if (String(file).endsWith('weights.bin')) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        if (String(file).endsWith('weights.bin'))
+          throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
         return open(file, ...rest);
       });
       restore = () => spy.mockRestore();
     }
     try {
       const out = path.join(mnt, 'model');
-      const e = await run(out, { config: cfg({ epochs: 1 }, { embedDim: 32, units: 48, imageUnits: 48, hiddenUnits: 48 }) }).catch((x) => x);
+      const e = await run(out, {
+        config: cfg({ epochs: 1 }, { embedDim: 32, units: 48, imageUnits: 48, hiddenUnits: 48 }),
+      }).catch((x) => x);
       expect(e).toBeInstanceOf(DataError);
       expect(e.message).toMatch(new RegExp(`^${mnt}/model/\\S+: cannot write: no space left on device \\(ENOSPC\\)`));
       expect(e.message).not.toContain('\n');
@@ -239,7 +289,9 @@ describe('no validation data', () => {
   it('says so, turns best-model selection off and records no validation figure', async () => {
     const out = fresh();
     const { value: r, text } = await captureStderr(() => run(out, { val: 0 }));
-    expect(text).toMatch(/validation split is empty.*early stopping, learning-rate decay and best-model selection are off; best\/ will hold the last epoch's weights/);
+    expect(text).toMatch(
+      /validation split is empty.*early stopping, learning-rate decay and best-model selection are off; best\/ will hold the last epoch's weights/,
+    );
     expect(text).toMatch(/epoch 2: train loss \d\.\d+, no validation data/);
     expect(text).not.toMatch(/NaN|\(best\)/);
     expect(r.bestValLoss).toBeNull();
@@ -248,7 +300,10 @@ describe('no validation data', () => {
     expect(m.best).toBe('last-epoch');
     expect(m.metrics.bestValLoss).toBeNull();
     expect(m.metrics.lastValLoss).toBeNull();
-    const hist = (await fs.readFile(path.join(out, 'history.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const hist = (await fs.readFile(path.join(out, 'history.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(hist.map((h) => h.valLoss)).toEqual([null, null]);
     // best/ holds the last epoch's weights
     const best = await loadDecoder(path.join(out, 'best'));
@@ -266,7 +321,11 @@ describe('interrupts', () => {
   it('are seen between steps, not at the end of the epoch', async () => {
     const ctl = new AbortController();
     // abort from a macrotask, as a SIGINT handler runs
-    const r = await run(fresh(), { config: cfg({ epochs: 1, batchSize: 2 }), signal: ctl.signal, onStep: (k) => k === 2 && setImmediate(() => ctl.abort()) });
+    const r = await run(fresh(), {
+      config: cfg({ epochs: 1, batchSize: 2 }),
+      signal: ctl.signal,
+      onStep: (k) => k === 2 && setImmediate(() => ctl.abort()),
+    });
     expect(r.status).toBe('interrupted');
     expect(r.steps).toBeLessThanOrEqual(3); // 16 captions x 2 / batch 2 = 16 steps in the epoch
   }, 30_000);

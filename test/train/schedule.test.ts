@@ -5,11 +5,29 @@ import type { RunState } from '../../src/train/checkpoint.js';
 import { closeEpoch, isImprovement, nextStep, patienceRanOut } from '../../src/train/schedule.js';
 
 const state = (over: Partial<RunState> = {}): RunState => ({
-  kind: 'captioner.train-state', epoch: 0, batchInEpoch: 0, step: 0, learningRate: 0.01, bestValLoss: Infinity, bestEpoch: 0,
-  sinceBest: 0, sinceDecay: 0, epochLossSum: 0, epochTokens: 0, epochSeconds: 0, datasetFingerprint: 'd', featureFingerprint: 'f',
-  spec: {}, seed: 1, batchSize: 8, ...over,
+  kind: 'captioner.train-state',
+  epoch: 0,
+  batchInEpoch: 0,
+  step: 0,
+  learningRate: 0.01,
+  bestValLoss: Infinity,
+  bestEpoch: 0,
+  sinceBest: 0,
+  sinceDecay: 0,
+  epochLossSum: 0,
+  epochTokens: 0,
+  epochSeconds: 0,
+  datasetFingerprint: 'd',
+  featureFingerprint: 'f',
+  spec: {},
+  seed: 1,
+  batchSize: 8,
+  ...over,
 });
-const tc = (patience: number, decay: { patience: number; factor: number; min: number }) => ({ patience, lrDecay: decay });
+const tc = (patience: number, decay: { patience: number; factor: number; min: number }) => ({
+  patience,
+  lrDecay: decay,
+});
 
 describe('schedule', () => {
   it('an improvement is a validation loss lower by more than 1e-6; without validation every epoch is one', () => {
@@ -24,7 +42,15 @@ describe('schedule', () => {
   it('closes epochs: step count and time reset, best and plateau counters kept (sinceDecay only where the run decays)', () => {
     const s = state({ step: 2, batchInEpoch: 2, epochSeconds: 3 });
     closeEpoch(s, 1, true, true);
-    expect(s).toMatchObject({ epoch: 1, batchInEpoch: 0, epochSeconds: 0, bestEpoch: 1, sinceBest: 0, sinceDecay: 0, step: 2 });
+    expect(s).toMatchObject({
+      epoch: 1,
+      batchInEpoch: 0,
+      epochSeconds: 0,
+      bestEpoch: 1,
+      sinceBest: 0,
+      sinceDecay: 0,
+      step: 2,
+    });
     closeEpoch(s, 2, false, true);
     expect(s).toMatchObject({ epoch: 2, bestEpoch: 1, sinceBest: 1, sinceDecay: 1 });
     const { sinceDecay: _, ...noDecay } = state();
@@ -37,16 +63,27 @@ describe('schedule', () => {
     expect(patienceRanOut(2, 2)).toBe(true);
     expect(patienceRanOut(1, 2)).toBe(false);
     expect(patienceRanOut(99, 0)).toBe(false);
-    expect(nextStep(state({ sinceBest: 2, sinceDecay: 2 }), false, tc(2, { patience: 1, factor: 0.5, min: 0 }))).toEqual({ stop: true });
-    expect(nextStep(state({ sinceBest: 0 }), true, tc(1, { patience: 0, factor: 0.5, min: 0 }))).toEqual({ stop: false, decayed: null });
+    expect(
+      nextStep(state({ sinceBest: 2, sinceDecay: 2 }), false, tc(2, { patience: 1, factor: 0.5, min: 0 })),
+    ).toEqual({ stop: true });
+    expect(nextStep(state({ sinceBest: 0 }), true, tc(1, { patience: 0, factor: 0.5, min: 0 }))).toEqual({
+      stop: false,
+      decayed: null,
+    });
   });
 
   it('decays the learning rate after lrDecay.patience flat epochs, not below lrDecay.min, and counts the plateau again', () => {
     const s = state({ sinceBest: 2, sinceDecay: 2, learningRate: 0.01 });
-    expect(nextStep(s, false, tc(0, { patience: 2, factor: 0.5, min: 0.004 }))).toEqual({ stop: false, decayed: { from: 0.01, to: 0.005 } });
+    expect(nextStep(s, false, tc(0, { patience: 2, factor: 0.5, min: 0.004 }))).toEqual({
+      stop: false,
+      decayed: { from: 0.01, to: 0.005 },
+    });
     expect(s).toMatchObject({ learningRate: 0.005, sinceDecay: 0 });
     s.sinceDecay = 2;
-    expect(nextStep(s, false, tc(0, { patience: 2, factor: 0.5, min: 0.004 }))).toEqual({ stop: false, decayed: { from: 0.005, to: 0.004 } });
+    expect(nextStep(s, false, tc(0, { patience: 2, factor: 0.5, min: 0.004 }))).toEqual({
+      stop: false,
+      decayed: { from: 0.005, to: 0.004 },
+    });
     s.sinceDecay = 2;
     // at the floor: nothing to decay, the plateau still counts again
     expect(nextStep(s, false, tc(0, { patience: 2, factor: 0.5, min: 0.004 }))).toEqual({ stop: false, decayed: null });

@@ -21,11 +21,24 @@ beforeAll(async () => {
 function cfg(scst: Record<string, unknown> = {}): Config {
   return ConfigSchema.parse({
     model: { embedDim: 12, units: 16, imageUnits: 16, hiddenUnits: 16, dropout: 0.1 },
-    train: { epochs: 3, batchSize: 8, learningRate: 0.01, patience: 0, seed: 7, scst: { k: 3, epochs: 2, maxLength: 8, learningRate: 1e-3, patience: 0, ...scst } },
+    train: {
+      epochs: 3,
+      batchSize: 8,
+      learningRate: 0.01,
+      patience: 0,
+      seed: 7,
+      scst: { k: 3, epochs: 2, maxLength: 8, learningRate: 1e-3, patience: 0, ...scst },
+    },
   });
 }
 
-const info: FeatureInfo = { dir: '/synthetic/features', fingerprint: 'c'.repeat(64), encoder: { name: 'vgg16', layer: 'fc2' }, shape: [12], dtype: 'float32' };
+const info: FeatureInfo = {
+  dir: '/synthetic/features',
+  fingerprint: 'c'.repeat(64),
+  encoder: { name: 'vgg16', layer: 'fc2' },
+  shape: [12],
+  dtype: 'float32',
+};
 
 const tmp = () => fs.mkdtemp(path.join(os.tmpdir(), 'captioner-scst-'));
 
@@ -35,11 +48,27 @@ let init: string;
 beforeAll(async () => {
   s = synthetic({ train: 16, val: 8 });
   init = path.join(await tmp(), 'ce');
-  await train({ config: cfg(), prepared: s.prepared, features: s.features, featureInfo: info, out: init, backend: 'cpu' });
+  await train({
+    config: cfg(),
+    prepared: s.prepared,
+    features: s.features,
+    featureInfo: info,
+    out: init,
+    backend: 'cpu',
+  });
 }, 60_000);
 
 const run = (out: string, extra: Partial<Parameters<typeof trainScst>[0]> = {}, c = cfg()) =>
-  trainScst({ config: c, prepared: s.prepared, features: s.features, featureInfo: info, init, out, backend: 'cpu', ...extra });
+  trainScst({
+    config: c,
+    prepared: s.prepared,
+    features: s.features,
+    featureInfo: info,
+    init,
+    out,
+    backend: 'cpu',
+    ...extra,
+  });
 
 describe('trainScst', () => {
   it('fine-tunes for 2 epochs into a loadable run folder that records where it came from', async () => {
@@ -52,7 +81,10 @@ describe('trainScst', () => {
     expect(r.epochs).toBe(2);
     expect(r.steps).toBe(4); // 16 images / batch 8, 2 epochs
     // validation CIDEr-D per epoch, epoch 0 being the init model
-    const hist = (await fs.readFile(path.join(out, 'history.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const hist = (await fs.readFile(path.join(out, 'history.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(hist.map((h) => h.epoch)).toEqual([0, 1, 2]);
     for (const h of hist) expect(typeof h.valCider).toBe('number');
     expect(hist[0].reward).toBeNull();
@@ -62,13 +94,23 @@ describe('trainScst', () => {
     expect(await fs.readFile(path.join(out, 'loss.svg'), 'utf8')).toContain('val CIDEr-D');
     // provenance
     const m = await readRunManifest(out);
-    expect(m.fineTuned).toMatchObject({ method: 'scst', from: { dir: path.resolve(init), checkpoint: 'best' }, reward: { metric: 'CIDEr-D', bleuWeight: 0, documentFrequencies: 'training references', images: 16 }, k: 3, baseline: 'mean' });
+    expect(m.fineTuned).toMatchObject({
+      method: 'scst',
+      from: { dir: path.resolve(init), checkpoint: 'best' },
+      reward: { metric: 'CIDEr-D', bleuWeight: 0, documentFrequencies: 'training references', images: 16 },
+      k: 3,
+      baseline: 'mean',
+    });
     expect(m.best).toBe('highest-validation-cider');
     expect(m.model.type).toBe('merge');
     // loadable and decodes, as caption and eval load it
     const t = await loadTrainedModel(out);
     try {
-      const caps = await decodeFeatures(t, s.prepared.splits.val.map((v) => s.features.get(v.image)), { beam: 2, maxLength: 8, lengthPenalty: 'none', alpha: 0.7 });
+      const caps = await decodeFeatures(
+        t,
+        s.prepared.splits.val.map((v) => s.features.get(v.image)),
+        { beam: 2, maxLength: 8, lengthPenalty: 'none', alpha: 0.7 },
+      );
       expect(caps).toHaveLength(8);
     } finally {
       t.decoder.dispose();
@@ -115,7 +157,18 @@ describe('captioner train --scst (built CLI)', () => {
     const { buildTrainedRun } = await import('../eval/run-fixture.js');
     const { runCli } = await import('../helpers/cli.js');
     const fx = await buildTrainedRun(path.join(await tmp(), 'run'));
-    const cli = (...more: string[]) => runCli(['train', '--scst', '--set', `workdir=${fx.dir}`, '--backend', 'cpu', '--set', 'train.scst={k: 2, maxLength: 8}', ...more]);
+    const cli = (...more: string[]) =>
+      runCli([
+        'train',
+        '--scst',
+        '--set',
+        `workdir=${fx.dir}`,
+        '--backend',
+        'cpu',
+        '--set',
+        'train.scst={k: 2, maxLength: 8}',
+        ...more,
+      ]);
     const r = await cli('--init', fx.model, '--epochs', '1');
     expect(r.code).toBe(0);
     const out = `${fx.model}-scst`;
@@ -134,22 +187,63 @@ describe('captioner train --scst (built CLI)', () => {
     const { spawn } = await import('node:child_process');
     const { bin, repoRoot } = await import('../helpers/cli.js');
     const out2 = path.join(fx.dir, 'tuned');
-    const child = spawn(process.execPath, [bin, 'train', '--scst', '--set', `workdir=${fx.dir}`, '--backend', 'cpu', '--set', 'train.scst={k: 2, maxLength: 8, patience: 0}', '--init', fx.model, '--out', out2, '--epochs', '10000'], {
-      cwd: repoRoot,
-      env: { ...process.env, CAPTIONER_QUIET: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        bin,
+        'train',
+        '--scst',
+        '--set',
+        `workdir=${fx.dir}`,
+        '--backend',
+        'cpu',
+        '--set',
+        'train.scst={k: 2, maxLength: 8, patience: 0}',
+        '--init',
+        fx.model,
+        '--out',
+        out2,
+        '--epochs',
+        '10000',
+      ],
+      {
+        cwd: repoRoot,
+        env: { ...process.env, CAPTIONER_QUIET: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     const history = path.join(out2, 'history.jsonl');
-    const epochsIn = async () => (await fs.readFile(history, 'utf8').catch(() => '')).trim().split('\n').filter((l) => l).map((l) => JSON.parse(l).epoch as number);
+    const epochsIn = async () =>
+      (await fs.readFile(history, 'utf8').catch(() => ''))
+        .trim()
+        .split('\n')
+        .filter((l) => l)
+        .map((l) => JSON.parse(l).epoch as number);
     for (let i = 0; i < 600 && (await epochsIn()).length < 2; i++) await new Promise((r) => setTimeout(r, 100)); // epoch 0 and 1
     child.kill('SIGINT');
     expect(await exited).toBe(130);
     expect(stderr).toMatch(/interrupt: finishing the current step and saving a checkpoint/);
     const done = Math.max(...(await epochsIn()));
-    const resumed = await runCli(['train', '--scst', '--set', `workdir=${fx.dir}`, '--backend', 'cpu', '--set', 'train.scst={k: 2, maxLength: 8, patience: 0}', '--init', fx.model, '--out', out2, '--epochs', String(done + 1), '--resume']);
+    const resumed = await runCli([
+      'train',
+      '--scst',
+      '--set',
+      `workdir=${fx.dir}`,
+      '--backend',
+      'cpu',
+      '--set',
+      'train.scst={k: 2, maxLength: 8, patience: 0}',
+      '--init',
+      fx.model,
+      '--out',
+      out2,
+      '--epochs',
+      String(done + 1),
+      '--resume',
+    ]);
     expect(resumed.code).toBe(0);
     expect(Math.max(...(await epochsIn()))).toBe(done + 1);
   }, 180_000);

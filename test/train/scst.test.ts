@@ -7,8 +7,23 @@ import { initBackend } from '../../src/tf/backend.js';
 import { sampleCaptions, type Sequences } from '../../src/decode/sample.js';
 import type { Decoder } from '../../src/model/decoders/types.js';
 import { Adam } from '../../src/train/adam.js';
-import { advantages, policyGradientLoss, scstStep, sequenceBatch, sequenceLogProbs, type GradientApplier, type RewardFn } from '../../src/train/scst.js';
-import { attnSpec, mergeSpec, randomFeatures, tinyAttention, tinyMerge, tinyTransformer } from '../helpers/tiny-decoders.js';
+import {
+  advantages,
+  policyGradientLoss,
+  scstStep,
+  sequenceBatch,
+  sequenceLogProbs,
+  type GradientApplier,
+  type RewardFn,
+} from '../../src/train/scst.js';
+import {
+  attnSpec,
+  mergeSpec,
+  randomFeatures,
+  tinyAttention,
+  tinyMerge,
+  tinyTransformer,
+} from '../helpers/tiny-decoders.js';
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
@@ -26,7 +41,14 @@ function seqsOf(rows: number[][]): Sequences {
   const tokens = new Int32Array(S * T);
   const mask = new Float32Array(S * T);
   rows.forEach((r, s) => r.forEach((t, i) => ((tokens[s * T + i] = t), (mask[s * T + i] = 1))));
-  return { count: S, steps: T, tokens, mask, lengths: Int32Array.from(rows.map((r) => r.length)), ended: Uint8Array.from(rows.map((r) => (r[r.length - 1] === 3 ? 1 : 0))) };
+  return {
+    count: S,
+    steps: T,
+    tokens,
+    mask,
+    lengths: Int32Array.from(rows.map((r) => r.length)),
+    ended: Uint8Array.from(rows.map((r) => (r[r.length - 1] === 3 ? 1 : 0))),
+  };
 }
 
 function sgd(dec: Decoder, lr: number): GradientApplier {
@@ -67,11 +89,16 @@ describe('advantages', () => {
 describe('policy-gradient step', () => {
   it('raises log p of the sample above its baseline, lowers the one below, by lr x |grad|^2 to first order', async () => {
     for (const which of ['attention', 'merge', 'transformer'] as const) {
-      const dec = which === 'merge' ? tinyMerge(5).decoder : which === 'attention' ? tinyAttention(5) : tinyTransformer(5);
+      const dec =
+        which === 'merge' ? tinyMerge(5).decoder : which === 'attention' ? tinyAttention(5) : tinyTransformer(5);
       const dim = which === 'merge' ? mergeSpec.featureDim : D;
       try {
         const f = randomFeatures(1, dim, 2);
-        const seqs = seqsOf([[5, 6, 7, 3], [8, 4, 3], [9, 9, 9, 9, 9]]); // the last one truncated (no end token)
+        const seqs = seqsOf([
+          [5, 6, 7, 3],
+          [8, 4, 3],
+          [9, 9, 9, 9, 9],
+        ]); // the last one truncated (no end token)
         const rows = [f[0], f[0], f[0]];
         const batch = sequenceBatch(seqs, rows, 2);
         expect(batch.targets.length).toBe(12);
@@ -124,7 +151,8 @@ describe('scstStep', () => {
   it('raises the expected reward (mean and greedy baselines, every decoder) and leaves no tensors', async () => {
     for (const which of ['attention', 'merge', 'transformer'] as const) {
       for (const baseline of ['mean', 'greedy'] as const) {
-        const dec = which === 'merge' ? tinyMerge(11).decoder : which === 'attention' ? tinyAttention(11) : tinyTransformer(11);
+        const dec =
+          which === 'merge' ? tinyMerge(11).decoder : which === 'attention' ? tinyAttention(11) : tinyTransformer(11);
         const dim = which === 'merge' ? mergeSpec.featureDim : D;
         const adam = new Adam(dec.weights, { learningRate: 0.05, clipNorm: 5 });
         try {
@@ -134,7 +162,14 @@ describe('scstStep', () => {
           const nt = tf.memory().numTensors;
           let last;
           for (let i = 0; i < 8; i++) {
-            last = await scstStep(dec, adam, { features: f, imageIds: ids }, reward, { k: 4, baseline, maxLength: 6, seed: 100 + i, start: 2, end: 3 });
+            last = await scstStep(dec, adam, { features: f, imageIds: ids }, reward, {
+              k: 4,
+              baseline,
+              maxLength: 6,
+              seed: 100 + i,
+              start: 2,
+              end: 3,
+            });
           }
           expect(tf.memory().numTensors).toBe(nt);
           expect(last!.samples).toBe(12);
@@ -156,7 +191,9 @@ describe('scstStep', () => {
     const dec = tinyAttention(1);
     const opts = { k: 2, baseline: 'mean' as const, maxLength: 4, seed: 1, start: 2, end: 3 };
     try {
-      await expect(scstStep(dec, sgd(dec, 0.1), { features: randomFeatures(2, D, 1), imageIds: ['a'] }, reward, opts)).rejects.toThrow(/image ids/);
+      await expect(
+        scstStep(dec, sgd(dec, 0.1), { features: randomFeatures(2, D, 1), imageIds: ['a'] }, reward, opts),
+      ).rejects.toThrow(/image ids/);
       await expect(scstStep(dec, sgd(dec, 0.1), { features: [], imageIds: [] }, reward, opts)).rejects.toThrow(/empty/);
     } finally {
       dec.dispose();
@@ -170,8 +207,20 @@ describe('wordRewardFn', () => {
     const { wordRewardFn } = await import('../../src/train/scst.js');
     const vocab = ['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'dog', 'runs', 'cat'];
     const scorer = new CiderDReward([
-      ['i1', [['a', 'dog', 'runs'], ['a', 'dog']]],
-      ['i2', [['a', 'cat'], ['the', 'cat', 'sleeps']]],
+      [
+        'i1',
+        [
+          ['a', 'dog', 'runs'],
+          ['a', 'dog'],
+        ],
+      ],
+      [
+        'i2',
+        [
+          ['a', 'cat'],
+          ['the', 'cat', 'sleeps'],
+        ],
+      ],
     ]);
     const fn = wordRewardFn(scorer, vocab);
     expect(fn('i1', Int32Array.from([4, 5, 6]))).toBe(scorer.reward('i1', ['a', 'dog', 'runs']));

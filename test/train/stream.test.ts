@@ -32,8 +32,24 @@ describe('training from the feature cache', () => {
     const s = synthetic({ train: 48, val: 16, dim: 12 });
     const spec: CacheSpec = {
       encoder: {
-        name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test', weights: 'random', weightsFingerprint: 'random:seed=1', layer: 'fc2', shape: [12],
-        preprocessing: { size: 224, resize: 'fill', interpolation: 'nearest', alpha: 'white', mode: 'caffe', mean: [1, 2, 3], channelOrder: 'bgr', layout: 'nhwc' },
+        name: 'vgg16',
+        fingerprint: 'sha256:enc',
+        runtime: 'onnx',
+        detail: 'test',
+        weights: 'random',
+        weightsFingerprint: 'random:seed=1',
+        layer: 'fc2',
+        shape: [12],
+        preprocessing: {
+          size: 224,
+          resize: 'fill',
+          interpolation: 'nearest',
+          alpha: 'white',
+          mode: 'caffe',
+          mean: [1, 2, 3],
+          channelOrder: 'bgr',
+          layout: 'nhwc',
+        },
       },
       dtype: 'float16',
     };
@@ -56,9 +72,22 @@ describe('training from the feature cache', () => {
           return v;
         },
       };
-      const info: FeatureInfo = { dir, fingerprint: cache.manifest.fingerprint, encoder: { name: 'vgg16', layer: 'fc2' }, shape: [12], dtype: 'float16' };
+      const info: FeatureInfo = {
+        dir,
+        fingerprint: cache.manifest.fingerprint,
+        encoder: { name: 'vgg16', layer: 'fc2' },
+        shape: [12],
+        dtype: 'float16',
+      };
       const before = tf.memory().numTensors;
-      const a = await train({ config: cfg(), prepared: s.prepared, features: watched, featureInfo: info, out: path.join(work, 'a'), backend: 'cpu' });
+      const a = await train({
+        config: cfg(),
+        prepared: s.prepared,
+        features: watched,
+        featureInfo: info,
+        out: path.join(work, 'a'),
+        backend: 'cpu',
+      });
       expect(tf.memory().numTensors).toBe(before);
       const st = src.stats();
       expect(st.mode).toBe('stored');
@@ -68,7 +97,14 @@ describe('training from the feature cache', () => {
       expect(st.reads).toBeGreaterThan(needed); // rows were dropped and read again
       // the same run with every vector kept decoded
       const all = boundedFeatureSource(cache, { budgetBytes: needed * cache.dim * 4, rows: needed });
-      const b = await train({ config: cfg(), prepared: s.prepared, features: all, featureInfo: info, out: path.join(work, 'b'), backend: 'cpu' });
+      const b = await train({
+        config: cfg(),
+        prepared: s.prepared,
+        features: all,
+        featureInfo: info,
+        out: path.join(work, 'b'),
+        backend: 'cpu',
+      });
       expect(all.stats().mode).toBe('decoded');
       expect(a.status).toBe('completed');
       expect(a.history.map((h) => [h.trainLoss, h.valLoss])).toEqual(b.history.map((h) => [h.trainLoss, h.valLoss]));

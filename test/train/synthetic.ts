@@ -13,7 +13,9 @@ export interface Synthetic {
   classOf: Map<string, number>;
 }
 
-export function synthetic(opts: { train?: number; val?: number; dim?: number; seed?: number; fingerprint?: string } = {}): Synthetic {
+export function synthetic(
+  opts: { train?: number; val?: number; dim?: number; seed?: number; fingerprint?: string } = {},
+): Synthetic {
   const dim = opts.dim ?? 12;
   const r = rng(opts.seed ?? 1);
   const vocab = new Vocab(['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'photo', 'of', 'the', ...CLASSES]);
@@ -29,13 +31,31 @@ export function synthetic(opts: { train?: number; val?: number; dim?: number; se
       classOf.set(key, c);
       const w = CLASSES[c];
       const caps = [`a photo of the ${w}`, `the ${w}`];
-      return { image: key, file: key, captions: caps, tokens: caps.map((s) => [2, ...s.split(' ').map((x) => vocab.id(x)), 3]) };
+      return {
+        image: key,
+        file: key,
+        captions: caps,
+        tokens: caps.map((s) => [2, ...s.split(' ').map((x) => vocab.id(x)), 3]),
+      };
     });
   const splits = { train: mk('train', opts.train ?? 48), val: mk('val', opts.val ?? 16), test: mk('test', 8) };
-  const manifest = { kind: 'captioner.prepared', version: 1, fingerprint: opts.fingerprint ?? 'f'.repeat(64) } as unknown as PreparedManifest;
+  const manifest = {
+    kind: 'captioner.prepared',
+    version: 1,
+    fingerprint: opts.fingerprint ?? 'f'.repeat(64),
+  } as unknown as PreparedManifest;
   return {
     prepared: { dir: '/synthetic/prepared', manifest, vocab, splits },
-    features: { dim, map, has: (k) => map.has(k), get: (k) => { const v = map.get(k); if (!v) throw new Error(`no ${k}`); return v; } },
+    features: {
+      dim,
+      map,
+      has: (k) => map.has(k),
+      get: (k) => {
+        const v = map.get(k);
+        if (!v) throw new Error(`no ${k}`);
+        return v;
+      },
+    },
     classOf,
   };
 }

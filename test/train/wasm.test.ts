@@ -8,7 +8,16 @@ import { MergeDecoder, type MergeSpec } from '../../src/model/decoders/merge.js'
 import { Adam, byWeightName } from '../../src/train/adam.js';
 import { rng } from '../../src/util/random.js';
 
-const spec: MergeSpec = { vocabSize: 40, featureDim: 10, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 16, merge: 'add', dropout: 0 };
+const spec: MergeSpec = {
+  vocabSize: 40,
+  featureDim: 10,
+  embedDim: 8,
+  units: 12,
+  imageUnits: 12,
+  hiddenUnits: 16,
+  merge: 'add',
+  dropout: 0,
+};
 
 function batch() {
   const r = rng(3);

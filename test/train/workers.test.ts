@@ -21,7 +21,9 @@ import type { WorkerHandle } from '../helpers/worker-threads.js';
 
 // count the worker threads the trainer starts, and which of them are still running
 const threads = vi.hoisted(() => ({ started: 0, all: [] as WorkerHandle[], live: new Set<object>() }));
-vi.mock('node:worker_threads', async (orig) => (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads));
+vi.mock('node:worker_threads', async (orig) =>
+  (await import('../helpers/worker-threads.js')).trackWorkers(await orig(), threads),
+);
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -44,7 +46,13 @@ function cfg(over: Record<string, unknown> = {}, model: Record<string, unknown> 
   });
 }
 
-const info: FeatureInfo = { dir: '/synthetic/features', fingerprint: 'c'.repeat(64), encoder: { name: 'vgg16', layer: 'fc2' }, shape: [12], dtype: 'float32' };
+const info: FeatureInfo = {
+  dir: '/synthetic/features',
+  fingerprint: 'c'.repeat(64),
+  encoder: { name: 'vgg16', layer: 'fc2' },
+  shape: [12],
+  dtype: 'float32',
+};
 const tmp = () => fs.mkdtemp(path.join(os.tmpdir(), 'captioner-workers-'));
 
 /** train() returns after its trainer's dispose, which resolves once every worker thread has exited. */
@@ -71,12 +79,22 @@ describe('train.workers', () => {
   it('defaults to 1 and refuses 0, a fraction and other words', () => {
     expect(ConfigSchema.parse({}).train.workers).toBe(1);
     expect(ConfigSchema.parse({ train: { workers: 'auto' } }).train.workers).toBe('auto');
-    for (const bad of [0, 1.5, 'all', -2]) expect(ConfigSchema.safeParse({ train: { workers: bad } }).success).toBe(false);
-    expect(ConfigSchema.safeParse({ train: { workers: 'all' } }).error?.issues[0].message).toBe('expected "auto" or an integer from 1 to 256, got "all"');
+    for (const bad of [0, 1.5, 'all', -2])
+      expect(ConfigSchema.safeParse({ train: { workers: bad } }).success).toBe(false);
+    expect(ConfigSchema.safeParse({ train: { workers: 'all' } }).error?.issues[0].message).toBe(
+      'expected "auto" or an integer from 1 to 256, got "all"',
+    );
   });
 
   it('the log suggests train.workers only on wasm without the addon, with no speed figure', () => {
-    const base = { workers: 1, asked: 1 as const, backend: 'wasm (tfjs-backend-wasm 4.22.0)', native: false, cores: 4, blasThreads: 4 };
+    const base = {
+      workers: 1,
+      asked: 1 as const,
+      backend: 'wasm (tfjs-backend-wasm 4.22.0)',
+      native: false,
+      cores: 4,
+      blasThreads: 4,
+    };
     const plain = engineNotes(base).info.join('\n');
     expect(plain).toMatch(/train\.workers auto splits each batch over 4 worker threads/);
     expect(plain).not.toMatch(/\d(\.\d+)?x/); // figures measured once on one machine do not belong in a log line
@@ -98,10 +116,14 @@ describe('train.workers', () => {
     expect(full.status).toBe('completed');
     expect(threads.started - started).toBe(2);
     expect(text).toMatch(/train: 2 worker threads x 1 wasm thread each/);
-    const part = await run(b, c, (() => {
-      const ctl = new AbortController();
-      return { signal: ctl.signal, onStep: (k: number) => k >= 3 && ctl.abort() };
-    })());
+    const part = await run(
+      b,
+      c,
+      (() => {
+        const ctl = new AbortController();
+        return { signal: ctl.signal, onStep: (k: number) => k >= 3 && ctl.abort() };
+      })(),
+    );
     expect(part).toMatchObject({ status: 'interrupted', steps: 3 });
     expect(threads.live.size).toBe(0);
     const { value: done, text: resumed } = await captureStderr(() => run(b, c, { resume: true }));
@@ -115,7 +137,11 @@ describe('train.workers', () => {
     const m = await loadTrainedModel(a);
     try {
       const s = synthetic({ train: 16, val: 8 });
-      const seqs = await greedyDecode(m.decoder, s.prepared.splits.val.map((v) => s.features.get(v.image)), { start: 2, end: 3, maxLength: 8 });
+      const seqs = await greedyDecode(
+        m.decoder,
+        s.prepared.splits.val.map((v) => s.features.get(v.image)),
+        { start: 2, end: 3, maxLength: 8 },
+      );
       expect(seqs).toHaveLength(8);
     } finally {
       m.decoder.dispose();
@@ -167,11 +193,31 @@ describe('train.workers', () => {
     const s = synthetic({ dim: 16, train: 16, val: 8 });
     const out = await tmp();
     const config = ConfigSchema.parse({
-      model: { type: 'attention', embedDim: 8, units: 12, hiddenUnits: 12, dropout: 0.1, attention: { attentionDim: 8 } },
+      model: {
+        type: 'attention',
+        embedDim: 8,
+        units: 12,
+        hiddenUnits: 12,
+        dropout: 0.1,
+        attention: { attentionDim: 8 },
+      },
       train: { epochs: 2, batchSize: 8, learningRate: 0.01, patience: 0, seed: 7, workers: 2 },
     });
-    const grid: FeatureInfo = { dir: '/synthetic/grid', fingerprint: 'g'.repeat(64), encoder: { name: 'vgg16', layer: 'block5_pool' }, shape: [2, 2, 4], dtype: 'float32' };
-    const res = await train({ config, prepared: s.prepared, features: s.features, featureInfo: grid, out, backend: 'cpu' });
+    const grid: FeatureInfo = {
+      dir: '/synthetic/grid',
+      fingerprint: 'g'.repeat(64),
+      encoder: { name: 'vgg16', layer: 'block5_pool' },
+      shape: [2, 2, 4],
+      dtype: 'float32',
+    };
+    const res = await train({
+      config,
+      prepared: s.prepared,
+      features: s.features,
+      featureInfo: grid,
+      out,
+      backend: 'cpu',
+    });
     expect(res.status).toBe('completed');
     expect(res.history.every((h) => Number.isFinite(h.trainLoss) && Number.isFinite(h.valLoss))).toBe(true);
     const m = await loadTrainedModel(out);
@@ -195,9 +241,28 @@ describe('train.workers', () => {
   it('Ctrl-C during a workers-2 CLI run saves a checkpoint and exits 130', async () => {
     const dir = await tmp();
     await writeFixture(dir);
-    const args = ['train', '--set', `workdir=${dir}`, '--backend', 'cpu', '--set', 'model={embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12}',
-      '--set', 'train.batchSize=4', '--set', 'train.workers=2', '--set', 'train.patience=0', '--epochs', '10000'];
-    const child = spawn(process.execPath, [bin, ...args], { cwd: repoRoot, env: { ...process.env, CAPTIONER_QUIET: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = [
+      'train',
+      '--set',
+      `workdir=${dir}`,
+      '--backend',
+      'cpu',
+      '--set',
+      'model={embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12}',
+      '--set',
+      'train.batchSize=4',
+      '--set',
+      'train.workers=2',
+      '--set',
+      'train.patience=0',
+      '--epochs',
+      '10000',
+    ];
+    const child = spawn(process.execPath, [bin, ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, CAPTIONER_QUIET: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));

@@ -21,8 +21,12 @@ describe('ensureDir', () => {
   it('a file on the way is a DataError naming it', async () => {
     const f = path.join(root, 'plain.txt');
     writeFileSync(f, 'x');
-    await expect(ensureDir(f)).rejects.toThrow(new DataError(`${f}: cannot create folder: ${f} is a file, not a folder`));
-    await expect(ensureDir(path.join(f, 'x', 'y'))).rejects.toThrow(`${path.join(f, 'x', 'y')}: cannot create folder: ${f} is a file, not a folder`);
+    await expect(ensureDir(f)).rejects.toThrow(
+      new DataError(`${f}: cannot create folder: ${f} is a file, not a folder`),
+    );
+    await expect(ensureDir(path.join(f, 'x', 'y'))).rejects.toThrow(
+      `${path.join(f, 'x', 'y')}: cannot create folder: ${f} is a file, not a folder`,
+    );
   });
 
   // Node's recursive mkdir spins forever here; ensureDir must fail at once (the test would time out)
@@ -51,6 +55,15 @@ describe('writeFailure', () => {
     for (const c of ['EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EFBIG']) expect(writeFailure(err(c))).toBe(ioReason(err(c)));
   });
   it('is null for anything else (a bug, not a refusal), which the caller rethrows', () => {
-    for (const e of [err('ENOENT'), err('EISDIR'), err('EBADF'), new Error('plain'), new TypeError('x'), null, undefined]) expect(writeFailure(e)).toBeNull();
+    for (const e of [
+      err('ENOENT'),
+      err('EISDIR'),
+      err('EBADF'),
+      new Error('plain'),
+      new TypeError('x'),
+      null,
+      undefined,
+    ])
+      expect(writeFailure(e)).toBeNull();
   });
 });

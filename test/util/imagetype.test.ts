@@ -28,7 +28,16 @@ describe('sniffImage', () => {
   });
 
   it('refuses non-images, including look-alikes', () => {
-    for (const s of ['', 'abc', 'hello world, this is text', 'BM is not enough to be a bitmap', '%PDF-1.7\n...', '<svg xmlns="http://www.w3.org/2000/svg"/>', 'RIFF\0\0\0\0WAVEfmt ', 'GIF88a......']) {
+    for (const s of [
+      '',
+      'abc',
+      'hello world, this is text',
+      'BM is not enough to be a bitmap',
+      '%PDF-1.7\n...',
+      '<svg xmlns="http://www.w3.org/2000/svg"/>',
+      'RIFF\0\0\0\0WAVEfmt ',
+      'GIF88a......',
+    ]) {
       expect(sniffImage(Buffer.from(s, 'latin1')), s).toBeNull();
     }
     expect(sniffImage(Buffer.from([0xff, 0xd8]))).toBeNull(); // truncated JPEG marker

@@ -56,9 +56,10 @@ function sourceFiles(dir: string): string[] {
 }
 
 /** Relative specifiers of every static import/export-from and dynamic import() in `code`. */
-export function importSpecifiers(code: string): string[] {
+function importSpecifiers(code: string): string[] {
   const out: string[] = [];
-  const re = /(?:^|[\s;])(?:import|export)\s[^'"`;]*?\sfrom\s*['"]([^'"]+)['"]|(?:^|[\s;])import\s*['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/gm;
+  const re =
+    /(?:^|[\s;])(?:import|export)\s[^'"`;]*?\sfrom\s*['"]([^'"]+)['"]|(?:^|[\s;])import\s*['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/gm;
   for (const m of code.matchAll(re)) {
     const spec = m[1] ?? m[2] ?? m[3];
     if (spec.startsWith('.')) out.push(spec);
@@ -74,7 +75,10 @@ function violations(): string[] {
   for (const file of sourceFiles(SRC)) {
     const from = path.relative(SRC, file).split(path.sep).join('/');
     for (const spec of importSpecifiers(readFileSync(file, 'utf8'))) {
-      const target = path.relative(SRC, path.resolve(path.dirname(file), spec)).split(path.sep).join('/');
+      const target = path
+        .relative(SRC, path.resolve(path.dirname(file), spec))
+        .split(path.sep)
+        .join('/');
       if (target.startsWith('..')) continue; // package.json and the like
       if (rankOf(target) > rankOf(from)) found.push(`${noExt(from)} -> ${noExt(target)}`);
     }
@@ -94,7 +98,15 @@ describe('layering of src/', () => {
       "const m = await import('../serve/server.js');",
       "import sharp from 'sharp';",
     ].join('\n');
-    expect(importSpecifiers(code)).toEqual(['../features/image.js', './types.js', '../util/shard.js', '../text/vocab.js', '../features/image.js', './side-effect.js', '../serve/server.js']);
+    expect(importSpecifiers(code)).toEqual([
+      '../features/image.js',
+      './types.js',
+      '../util/shard.js',
+      '../text/vocab.js',
+      '../features/image.js',
+      './side-effect.js',
+      '../serve/server.js',
+    ]);
   });
 
   it('has no import from a later stage (util/text/config (+ the scoring core of eval) < tf < prep < features < model/view < decode < train < eval < caption < serve < demo/commands/cli)', () => {

@@ -8,7 +8,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
-import { acquireLock, inspectLock, LockHeldError, lockFileFor, lockFolder, pidAlive, processStart, staleReason, type LockInfo } from '../../src/util/lock.js';
+import {
+  acquireLock,
+  inspectLock,
+  LockHeldError,
+  lockFileFor,
+  lockFolder,
+  pidAlive,
+  processStart,
+  staleReason,
+  type LockInfo,
+} from '../../src/util/lock.js';
 import { quietly } from '../helpers/quiet.js';
 import { repoRoot } from '../helpers/cli.js';
 
@@ -20,7 +30,15 @@ afterAll(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-const info = (o: Partial<LockInfo>): LockInfo => ({ kind: 'captioner.lock', host: os.hostname(), pid: process.pid, started: '2026-01-01T00:00:00.000Z', command: 'captioner train --out x', token: 'other', ...o });
+const info = (o: Partial<LockInfo>): LockInfo => ({
+  kind: 'captioner.lock',
+  host: os.hostname(),
+  pid: process.pid,
+  started: '2026-01-01T00:00:00.000Z',
+  command: 'captioner train --out x',
+  token: 'other',
+  ...o,
+});
 /** The pid of a process that has exited. */
 const deadPid = () => spawnSync(process.execPath, ['-e', '0']).pid!;
 
@@ -34,7 +52,9 @@ describe('acquireLock', () => {
     expect(e).toBeInstanceOf(LockHeldError);
     expect(e).toBeInstanceOf(UsageError);
     expect(e.exitCode).toBe(2);
-    expect(e.message).toMatch(new RegExp(`^--output a\\.jsonl: in use by another captioner run, pid ${process.pid} on host ${os.hostname()}`));
+    expect(e.message).toMatch(
+      new RegExp(`^--output a\\.jsonl: in use by another captioner run, pid ${process.pid} on host ${os.hostname()}`),
+    );
     await lock.release();
     await lock.release(); // idempotent
     await expect(fs.stat(file)).rejects.toThrow();
@@ -52,7 +72,9 @@ describe('acquireLock', () => {
     const remote = await acquireLock(file, 'run folder b').catch((x) => x);
     expect(remote).toBeInstanceOf(LockHeldError);
     expect(remote.message).toContain('on host another-machine');
-    expect(remote.message).toContain(`if that run is gone (its machine crashed or was reset), delete ${file} and run again`);
+    expect(remote.message).toContain(
+      `if that run is gone (its machine crashed or was reset), delete ${file} and run again`,
+    );
     expect(await inspectLock(file)).toMatchObject({ state: 'held' });
   });
 
@@ -66,7 +88,9 @@ describe('acquireLock', () => {
     // a live pid with another start time: the recorded process is gone, the pid was reused
     const start = processStart(process.ppid);
     if (start) {
-      expect(staleReason(info({ pid: process.ppid, procStart: String(Number(start) + 1) }))).toMatch(/pid now belongs to another process/);
+      expect(staleReason(info({ pid: process.ppid, procStart: String(Number(start) + 1) }))).toMatch(
+        /pid now belongs to another process/,
+      );
       expect(staleReason(info({ pid: process.ppid, procStart: start }))).toBeNull();
     }
     expect(staleReason(info({ pid: process.ppid, bootId: 'another-boot' }))).toMatch(/restarted/);
@@ -78,7 +102,9 @@ describe('acquireLock', () => {
     await fs.writeFile(file, '');
     const e = await acquireLock(file, '--output d').catch((x) => x);
     expect(e).toBeInstanceOf(LockHeldError);
-    expect(e.message).toBe(`--output d: in use by another captioner run (its lock file ${file} is empty or damaged); if no captioner run is writing it, delete ${file} and run again`);
+    expect(e.message).toBe(
+      `--output d: in use by another captioner run (its lock file ${file} is empty or damaged); if no captioner run is writing it, delete ${file} and run again`,
+    );
     expect(await fs.readFile(file, 'utf8')).toBe('');
   });
 
@@ -102,7 +128,10 @@ describe('acquireLock', () => {
     const file = path.join(dir, 't.lock');
     const program = `import { acquireLock } from './dist/util/lock.js'; await acquireLock(${JSON.stringify(file)}, 't'); process.stdout.write('locked\\n'); setInterval(() => {}, 1000);`;
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', program], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise<void>((r) => child.stdout.once('data', () => r()));
     const ended = new Promise<NodeJS.Signals | null>((r) => child.on('close', (_code, signal) => r(signal)));
     child.kill('SIGTERM');
@@ -115,7 +144,15 @@ describe('acquireLock', () => {
     const program = `import { acquireLock } from './dist/util/lock.js'; await acquireLock(${JSON.stringify(file)}, 'g'); process.kill(process.pid, 'SIGKILL');`;
     spawnSync(process.execPath, ['--input-type=module', '-e', program], { cwd: repoRoot });
     expect(await inspectLock(file)).toMatchObject({ state: 'stale' });
-    const next = spawnSync(process.execPath, ['--input-type=module', '-e', `import { acquireLock } from './dist/util/lock.js'; const l = await acquireLock(${JSON.stringify(file)}, 'g'); await l.release();`], { cwd: repoRoot, encoding: 'utf8' });
+    const next = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { acquireLock } from './dist/util/lock.js'; const l = await acquireLock(${JSON.stringify(file)}, 'g'); await l.release();`,
+      ],
+      { cwd: repoRoot, encoding: 'utf8' },
+    );
     expect(next.status).toBe(0);
     expect(next.stderr).toMatch(/^warning: g: removing a stale lock \(pid \d+ on host .*; process \d+ is gone\)\n$/);
     await expect(fs.stat(file)).rejects.toThrow();
@@ -123,7 +160,7 @@ describe('acquireLock', () => {
 });
 
 describe('lockFileFor / lockFolder', () => {
-  it('puts a file\'s lock beside it as a hidden file, and a folder\'s inside it', async () => {
+  it("puts a file's lock beside it as a hidden file, and a folder's inside it", async () => {
     expect(lockFileFor('/x/y/captions.jsonl')).toBe('/x/y/.captions.jsonl.lock');
     const folder = path.join(dir, 'run');
     const lock = await lockFolder(folder, 'run folder run');

@@ -9,7 +9,15 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DataError, ModelError } from '../../src/errors.js';
-import { startWorker, startWorkers, WorkerClosedError, WorkerCrashedError, WorkerError, workerEntry, WorkerStartTimeoutError } from '../../src/util/rpc.js';
+import {
+  startWorker,
+  startWorkers,
+  WorkerClosedError,
+  WorkerCrashedError,
+  WorkerError,
+  workerEntry,
+  WorkerStartTimeoutError,
+} from '../../src/util/rpc.js';
 import { repoRoot } from '../helpers/cli.js';
 import type { EchoApi, EchoInit } from './rpc/echo-worker.js';
 
@@ -18,10 +26,14 @@ const start = (data: EchoInit = {}, more: { readyTimeoutMs?: number; label?: str
   startWorker<EchoApi, { pid: number; start: string }>({ entry, data, label: more.label ?? 'echo worker', ...more });
 
 describe('workerEntry', () => {
-  it('is the entry beside the caller, in the caller\'s form (.ts from src/, .js from dist/), and says when it is missing', () => {
+  it("is the entry beside the caller, in the caller's form (.ts from src/, .js from dist/), and says when it is missing", () => {
     expect(entry.pathname).toMatch(/\/test\/util\/rpc\/echo-worker\.ts$/);
-    expect(workerEntry(pathToFileURL(path.join(repoRoot, 'src', 'decode', 'pool.ts')).href, 'worker').pathname).toBe(path.join(repoRoot, 'src', 'decode', 'worker.ts'));
-    expect(() => workerEntry(pathToFileURL(path.join(repoRoot, 'nowhere', 'pool.js')).href, 'worker')).toThrow(/worker thread entry .*nowhere\/worker\.js is missing \(rebuild: npm run build\)/);
+    expect(workerEntry(pathToFileURL(path.join(repoRoot, 'src', 'decode', 'pool.ts')).href, 'worker').pathname).toBe(
+      path.join(repoRoot, 'src', 'decode', 'worker.ts'),
+    );
+    expect(() => workerEntry(pathToFileURL(path.join(repoRoot, 'nowhere', 'pool.js')).href, 'worker')).toThrow(
+      /worker thread entry .*nowhere\/worker\.js is missing \(rebuild: npm run build\)/,
+    );
   });
 });
 
@@ -31,7 +43,10 @@ describe('requests', () => {
     try {
       expect((await w.ready).start).toBe('ok');
       expect(w.alive).toBe(true);
-      expect(await w.call('echo', { a: [1, 2], b: new Float32Array([0.5]) })).toEqual({ a: [1, 2], b: new Float32Array([0.5]) });
+      expect(await w.call('echo', { a: [1, 2], b: new Float32Array([0.5]) })).toEqual({
+        a: [1, 2],
+        b: new Float32Array([0.5]),
+      });
       const first = w.call('wait', 'first');
       expect(w.inFlight).toBe(1);
       expect(await w.call('release')).toBe('released'); // answered while 'first' still waits
@@ -81,7 +96,11 @@ describe('errors', () => {
       await w.ready;
       const e = await w.call('fail', 'type').catch((x: unknown) => x);
       expect(e).toBeInstanceOf(WorkerError);
-      expect(e).toMatchObject({ message: "parallel decoding: worker 3 failed: TypeError: reading 'maxLength'", remoteName: 'TypeError', remoteMessage: "reading 'maxLength'" });
+      expect(e).toMatchObject({
+        message: "parallel decoding: worker 3 failed: TypeError: reading 'maxLength'",
+        remoteName: 'TypeError',
+        remoteMessage: "reading 'maxLength'",
+      });
       expect((e as WorkerError).remoteStack).toMatch(/echo-worker/);
       const s = await w.call('fail', 'string').catch((x: unknown) => x);
       expect((s as Error).message).toBe('parallel decoding: worker 3 failed: Error: a string');
@@ -137,10 +156,18 @@ describe('start-up', () => {
   it('startWorkers: an abort while they start ends them at once (one would never be ready) and rejects with the reason', async () => {
     const ac = new AbortController();
     const why = new Error('interrupted');
-    const p = startWorkers<EchoApi>([{ entry, data: {}, label: 'a' }, { entry, data: { start: 'never' } satisfies EchoInit, label: 'b' }], { signal: ac.signal, reason: () => why });
+    const p = startWorkers<EchoApi>(
+      [
+        { entry, data: {}, label: 'a' },
+        { entry, data: { start: 'never' } satisfies EchoInit, label: 'b' },
+      ],
+      { signal: ac.signal, reason: () => why },
+    );
     ac.abort();
     await expect(p).rejects.toBe(why);
-    await expect(startWorkers<EchoApi>([{ entry, data: {}, label: 'c' }], { signal: ac.signal, reason: () => why })).rejects.toBe(why); // aborted already: none starts
+    await expect(
+      startWorkers<EchoApi>([{ entry, data: {}, label: 'c' }], { signal: ac.signal, reason: () => why }),
+    ).rejects.toBe(why); // aborted already: none starts
   });
 });
 
@@ -153,7 +180,10 @@ describe('crashes', () => {
     const [a, b] = await Promise.all([waiting.catch((e: unknown) => e), crashing.catch((e: unknown) => e)]);
     for (const e of [a, b]) {
       expect(e).toBeInstanceOf(WorkerCrashedError);
-      expect(e).toMatchObject({ message: 'parallel training: worker 1 crashed (fake native crash)', reason: 'fake native crash' });
+      expect(e).toMatchObject({
+        message: 'parallel training: worker 1 crashed (fake native crash)',
+        reason: 'fake native crash',
+      });
     }
     const exit = await w.exited;
     expect(exit).toMatchObject({ failed: 2, crash: a });
@@ -206,11 +236,20 @@ describe('terminate', () => {
 describe('the event loop', () => {
   /** Run test/util/rpc/idle-host.ts in a child process with the TypeScript hooks; its exit code and stdout. */
   function host(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const child = spawn(process.execPath, ['--import', path.join(repoRoot, 'test', 'helpers', 'register-ts.mjs'), path.join(repoRoot, 'test', 'util', 'rpc', 'idle-host.ts'), ...args], {
-      cwd: repoRoot,
-      env: { ...process.env, CAPTIONER_QUIET: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        path.join(repoRoot, 'test', 'helpers', 'register-ts.mjs'),
+        path.join(repoRoot, 'test', 'util', 'rpc', 'idle-host.ts'),
+        ...args,
+      ],
+      {
+        cwd: repoRoot,
+        env: { ...process.env, CAPTIONER_QUIET: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

@@ -10,30 +10,82 @@ describe('resolveShard', () => {
   });
 
   it('rejects bad specs and stray --shard-count', () => {
-    for (const s of ['0/3', '4/3', 'x', '1/0', '-1/2', '1/2/3']) expect(() => resolveShard(s, undefined, {})).toThrow(UsageError);
+    for (const s of ['0/3', '4/3', 'x', '1/0', '-1/2', '1/2/3'])
+      expect(() => resolveShard(s, undefined, {})).toThrow(UsageError);
     expect(() => resolveShard(undefined, 4, {})).toThrow(/needs --shard auto/);
     expect(() => resolveShard('1/2', 3, {})).toThrow(/--shard-count/);
     expect(() => resolveShard('auto', 0, { JOB_COMPLETION_INDEX: '0' })).toThrow(/positive/);
   });
 
   it('reads Slurm job arrays, whatever the first task id and step', () => {
-    expect(resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '1', SLURM_ARRAY_TASK_COUNT: '4', SLURM_ARRAY_TASK_MIN: '1' })).toMatchObject({ index: 1, count: 4 });
-    expect(resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '0', SLURM_ARRAY_TASK_COUNT: '4', SLURM_ARRAY_TASK_MIN: '0' })).toMatchObject({ index: 1, count: 4 });
-    expect(resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '3', SLURM_ARRAY_TASK_COUNT: '4', SLURM_ARRAY_TASK_MIN: '0' })).toMatchObject({ index: 4, count: 4 });
-    expect(resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '7', SLURM_ARRAY_TASK_COUNT: '4', SLURM_ARRAY_TASK_MIN: '5' })).toMatchObject({ index: 3, count: 4 });
-    expect(resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '8', SLURM_ARRAY_TASK_COUNT: '4', SLURM_ARRAY_TASK_MIN: '0', SLURM_ARRAY_TASK_STEP: '4' })).toMatchObject({ index: 3, count: 4 });
+    expect(
+      resolveShard('auto', undefined, {
+        SLURM_ARRAY_TASK_ID: '1',
+        SLURM_ARRAY_TASK_COUNT: '4',
+        SLURM_ARRAY_TASK_MIN: '1',
+      }),
+    ).toMatchObject({ index: 1, count: 4 });
+    expect(
+      resolveShard('auto', undefined, {
+        SLURM_ARRAY_TASK_ID: '0',
+        SLURM_ARRAY_TASK_COUNT: '4',
+        SLURM_ARRAY_TASK_MIN: '0',
+      }),
+    ).toMatchObject({ index: 1, count: 4 });
+    expect(
+      resolveShard('auto', undefined, {
+        SLURM_ARRAY_TASK_ID: '3',
+        SLURM_ARRAY_TASK_COUNT: '4',
+        SLURM_ARRAY_TASK_MIN: '0',
+      }),
+    ).toMatchObject({ index: 4, count: 4 });
+    expect(
+      resolveShard('auto', undefined, {
+        SLURM_ARRAY_TASK_ID: '7',
+        SLURM_ARRAY_TASK_COUNT: '4',
+        SLURM_ARRAY_TASK_MIN: '5',
+      }),
+    ).toMatchObject({ index: 3, count: 4 });
+    expect(
+      resolveShard('auto', undefined, {
+        SLURM_ARRAY_TASK_ID: '8',
+        SLURM_ARRAY_TASK_COUNT: '4',
+        SLURM_ARRAY_TASK_MIN: '0',
+        SLURM_ARRAY_TASK_STEP: '4',
+      }),
+    ).toMatchObject({ index: 3, count: 4 });
     // no MIN exported (old Slurm): ids taken as 0-based
-    expect(resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_COUNT: '3' })).toMatchObject({ index: 3, count: 3 });
+    expect(resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_COUNT: '3' })).toMatchObject({
+      index: 3,
+      count: 3,
+    });
     // --shard-count overrides the count
-    expect(resolveShard('auto', 8, { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_COUNT: '3', SLURM_ARRAY_TASK_MIN: '1' })).toMatchObject({ index: 2, count: 8 });
+    expect(
+      resolveShard('auto', 8, { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_COUNT: '3', SLURM_ARRAY_TASK_MIN: '1' }),
+    ).toMatchObject({ index: 2, count: 8 });
   });
 
   it('refuses Slurm ids that do not map to a shard', () => {
     // --array=1,3,9: count 3, min 1, id 9 -> shard 9 of 3
-    expect(() => resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '9', SLURM_ARRAY_TASK_COUNT: '3', SLURM_ARRAY_TASK_MIN: '1' })).toThrow(/irregular/);
-    expect(() => resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '5', SLURM_ARRAY_TASK_COUNT: '3', SLURM_ARRAY_TASK_MIN: '0', SLURM_ARRAY_TASK_STEP: '2' })).toThrow(/does not fit/);
+    expect(() =>
+      resolveShard('auto', undefined, {
+        SLURM_ARRAY_TASK_ID: '9',
+        SLURM_ARRAY_TASK_COUNT: '3',
+        SLURM_ARRAY_TASK_MIN: '1',
+      }),
+    ).toThrow(/irregular/);
+    expect(() =>
+      resolveShard('auto', undefined, {
+        SLURM_ARRAY_TASK_ID: '5',
+        SLURM_ARRAY_TASK_COUNT: '3',
+        SLURM_ARRAY_TASK_MIN: '0',
+        SLURM_ARRAY_TASK_STEP: '2',
+      }),
+    ).toThrow(/does not fit/);
     expect(() => resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: '1' })).toThrow(/SLURM_ARRAY_TASK_COUNT/);
-    expect(() => resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: 'x', SLURM_ARRAY_TASK_COUNT: '2' })).toThrow(/not an integer/);
+    expect(() => resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: 'x', SLURM_ARRAY_TASK_COUNT: '2' })).toThrow(
+      /not an integer/,
+    );
   });
 
   it('reads Kubernetes Indexed Jobs (0-based) with --shard-count', () => {
@@ -59,7 +111,11 @@ describe('resolveShard', () => {
       const slurm: string[] = [];
       const k8s: string[] = [];
       for (let t = 0; t < count; t++) {
-        const s = resolveShard('auto', undefined, { SLURM_ARRAY_TASK_ID: String(min + t), SLURM_ARRAY_TASK_COUNT: String(count), SLURM_ARRAY_TASK_MIN: String(min) })!;
+        const s = resolveShard('auto', undefined, {
+          SLURM_ARRAY_TASK_ID: String(min + t),
+          SLURM_ARRAY_TASK_COUNT: String(count),
+          SLURM_ARRAY_TASK_MIN: String(min),
+        })!;
         slurm.push(...shardOf(items, s.index, s.count));
         const k = resolveShard('auto', count, { JOB_COMPLETION_INDEX: String(t) })!;
         k8s.push(...shardOf(items, k.index, k.count));

@@ -27,8 +27,12 @@ describe('checkStageFolder', () => {
   it('accepts a missing or empty folder, its own artifact, and its own leftovers', async () => {
     await expect(checkStageFolder(path.join(work, 'nope'), run)).resolves.toBeUndefined();
     await expect(checkStageFolder(await folder('empty', {}), run)).resolves.toBeUndefined();
-    await expect(checkStageFolder(await folder('own', { 'manifest.json': '{"kind":"captioner.model"}', 'notes.txt': '' }), run)).resolves.toBeUndefined();
-    await expect(checkStageFolder(await folder('left', { 'vocab.json': '{}', 'vocab.json.12.3.tmp': '' }), run)).resolves.toBeUndefined();
+    await expect(
+      checkStageFolder(await folder('own', { 'manifest.json': '{"kind":"captioner.model"}', 'notes.txt': '' }), run),
+    ).resolves.toBeUndefined();
+    await expect(
+      checkStageFolder(await folder('left', { 'vocab.json': '{}', 'vocab.json.12.3.tmp': '' }), run),
+    ).resolves.toBeUndefined();
     await expect(checkStageFolder(await folder('swap', { 'last.old-12-3': '' }), run)).resolves.toBeUndefined();
   });
 
@@ -36,14 +40,20 @@ describe('checkStageFolder', () => {
     const dir = await folder('prepared', { 'manifest.json': '{"kind":"captioner.prepared"}' });
     const e = await checkStageFolder(dir, run).catch((x) => x);
     expect(e).toBeInstanceOf(UsageError);
-    expect(e.message).toBe(`${dir}: holds a prepared dataset, not a training run (model); refusing to write over it (choose another folder with --out)`);
+    expect(e.message).toBe(
+      `${dir}: holds a prepared dataset, not a training run (model); refusing to write over it (choose another folder with --out)`,
+    );
     await expect(checkStageFolder(dir, cache)).rejects.toThrow(/holds a prepared dataset, not a feature cache/);
   });
 
   it('refuses unrelated files where the stage owns the folder, and a foreign manifest everywhere', async () => {
-    await expect(checkStageFolder(await folder('photos', { 'a.jpg': '', 'manifest.json.bak': '' }), run)).rejects.toThrow(/holds other files \(a\.jpg, manifest\.json\.bak\)/);
+    await expect(
+      checkStageFolder(await folder('photos', { 'a.jpg': '', 'manifest.json.bak': '' }), run),
+    ).rejects.toThrow(/holds other files \(a\.jpg, manifest\.json\.bak\)/);
     await expect(checkStageFolder(await folder('photos2', { 'a.jpg': '' }), cache)).resolves.toBeUndefined();
-    await expect(checkStageFolder(await folder('other', { 'manifest.json': '{"name":"x"}' }), cache)).rejects.toThrow(/a manifest\.json of another kind/);
+    await expect(checkStageFolder(await folder('other', { 'manifest.json': '{"name":"x"}' }), cache)).rejects.toThrow(
+      /a manifest\.json of another kind/,
+    );
     await expect(checkStageFolder(await folder('broken', { 'manifest.json': '{' }), run)).rejects.toThrow(UsageError);
     const file = path.join(work, 'file');
     await fs.writeFile(file, '');

@@ -18,7 +18,9 @@ const H = 14;
 const W = 14;
 /** A Gaussian bump on the 14x14 grid, centred on cell (cy, cx). */
 function bump(cy: number, cx: number, s = 1.6): number[] {
-  return Array.from({ length: H * W }, (_, i) => Math.exp(-((Math.floor(i / W) - cy) ** 2 + ((i % W) - cx) ** 2) / (2 * s * s)));
+  return Array.from({ length: H * W }, (_, i) =>
+    Math.exp(-((Math.floor(i / W) - cy) ** 2 + ((i % W) - cx) ** 2) / (2 * s * s)),
+  );
 }
 
 /** A grassy scene: a brown "dog" at the upper left, a red ball at the lower right (400 x 300). */
@@ -38,7 +40,15 @@ describe.skipIf(gate.skip)('attention view in chromium', () => {
   const errors: string[] = [];
   const words = ['a', 'dog', '<unk>', 'with', 'a', 'red', 'ball'];
   // "dog" looks at the dog (rows 3-5 of 14, columns 2-5), "ball"/"red" at the ball, the rest diffusely
-  const attention = [bump(7, 7, 5), bump(4, 4), bump(8, 8, 4), bump(9, 7, 5), bump(7, 7, 5), bump(11, 11), bump(11, 11, 1.2)];
+  const attention = [
+    bump(7, 7, 5),
+    bump(4, 4),
+    bump(8, 8, 4),
+    bump(9, 7, 5),
+    bump(7, 7, 5),
+    bump(11, 11),
+    bump(11, 11, 1.2),
+  ];
 
   beforeAll(async () => {
     const image = await scene();
@@ -57,7 +67,9 @@ describe.skipIf(gate.skip)('attention view in chromium', () => {
     await page.evaluate(
       ([image, words, attention]) => {
         const w = window as unknown as { captionerAttention: { build(d: unknown): HTMLElement } };
-        document.getElementById('dynamic')!.appendChild(w.captionerAttention.build({ image, words, attention, grid: [14, 14] }));
+        document
+          .getElementById('dynamic')!
+          .appendChild(w.captionerAttention.build({ image, words, attention, grid: [14, 14] }));
       },
       [image, words, attention] as const,
     );
@@ -76,10 +88,14 @@ describe.skipIf(gate.skip)('attention view in chromium', () => {
       [root, fx, fy] as const,
     );
   }
-  const highlighted = (root: string) => page.$$eval(`${root} .attn-word.attn-on`, (els) => els.map((e) => e.textContent));
+  const highlighted = (root: string) =>
+    page.$$eval(`${root} .attn-word.attn-on`, (els) => els.map((e) => e.textContent));
 
   it('builds the same markup in the page as attentionViewHtml does on the server', async () => {
-    const [a, b] = await page.evaluate(() => [document.querySelector('#static figure')!.outerHTML, document.querySelector('#dynamic figure')!.outerHTML]);
+    const [a, b] = await page.evaluate(() => [
+      document.querySelector('#static figure')!.outerHTML,
+      document.querySelector('#dynamic figure')!.outerHTML,
+    ]);
     expect(b).toBe(a);
     expect(await page.$$eval('#static .attn-word', (els) => els.map((e) => e.textContent))).toEqual(words); // escaped, shown as text
   });
@@ -123,7 +139,12 @@ describe.skipIf(gate.skip)('attention view in chromium', () => {
   });
 
   it('works by touch at phone width: tapping a word shows it', async () => {
-    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    const context = await browser.newContext({
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
     try {
       const phone = await context.newPage();
       await phone.setContent(html);

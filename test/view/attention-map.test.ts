@@ -2,7 +2,14 @@
 // EXIF orientation, escaping of words, determinism and the errors for bad input.
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { attentionMapLayout, displayMap, gaussianBlur, normaliseRow, renderAttentionMap, upsample } from '../../src/view/attention-map.js';
+import {
+  attentionMapLayout,
+  displayMap,
+  gaussianBlur,
+  normaliseRow,
+  renderAttentionMap,
+  upsample,
+} from '../../src/view/attention-map.js';
 import { ModelError } from '../../src/errors.js';
 import { ImageError } from '../../src/features/image.js';
 
@@ -81,7 +88,16 @@ describe('renderAttentionMap', () => {
   it('draws the photo, then each word lit where it looked, darker elsewhere', async () => {
     const image = await grey(64, 64);
     // 2x2 grid: "left" looks at the top-left cell, "right" at the bottom-right
-    const png = await renderAttentionMap({ image, words: ['left', 'right'], attention: [[1, 0, 0, 0], [0, 0, 0, 1]], grid: [2, 2], cell: 64 });
+    const png = await renderAttentionMap({
+      image,
+      words: ['left', 'right'],
+      attention: [
+        [1, 0, 0, 0],
+        [0, 0, 0, 1],
+      ],
+      grid: [2, 2],
+      cell: 64,
+    });
     const l = attentionMapLayout({ width: 64, height: 64 }, 2, { cell: 64 });
     const { info, at } = await raw(png);
     expect([info.width, info.height]).toEqual([l.width, l.height]);
@@ -95,7 +111,8 @@ describe('renderAttentionMap', () => {
     // the words are written under their panels: dark pixels in the label strips, none under the photo
     const labelDark = async (k: number) => {
       let n = 0;
-      for (let y = 0; y < l.label; y++) for (let x = 0; x < l.panel.width; x++) if (px(k, x, l.panel.height + y) < 128) n++;
+      for (let y = 0; y < l.label; y++)
+        for (let x = 0; x < l.panel.width; x++) if (px(k, x, l.panel.height + y) < 128) n++;
       return n;
     };
     expect(await labelDark(0)).toBe(0);
@@ -105,14 +122,22 @@ describe('renderAttentionMap', () => {
 
   it('is deterministic', async () => {
     const image = await grey(50, 30, 'jpeg');
-    const input = { image, words: ['a', 'b'], attention: [new Float32Array([0.1, 0.7, 0.2, 0]), new Float32Array([0.25, 0.25, 0.25, 0.25])], grid: [2, 2] as [number, number] };
+    const input = {
+      image,
+      words: ['a', 'b'],
+      attention: [new Float32Array([0.1, 0.7, 0.2, 0]), new Float32Array([0.25, 0.25, 0.25, 0.25])],
+      grid: [2, 2] as [number, number],
+    };
     const a = await renderAttentionMap(input);
     const b = await renderAttentionMap(input);
     expect(Buffer.compare(a, b)).toBe(0);
   });
 
   it('applies EXIF orientation (a landscape JPEG tagged "rotate 90" is shown portrait)', async () => {
-    const image = await sharp(await grey(80, 40, 'jpeg')).withMetadata({ orientation: 6 }).jpeg().toBuffer();
+    const image = await sharp(await grey(80, 40, 'jpeg'))
+      .withMetadata({ orientation: 6 })
+      .jpeg()
+      .toBuffer();
     const png = await renderAttentionMap({ image, words: ['x'], attention: [[1]], grid: [1, 1], cell: 64, columns: 1 });
     const l = attentionMapLayout({ width: 40, height: 80 }, 1, { cell: 64, columns: 1 });
     expect(l.panel).toEqual({ width: 32, height: 64 });
@@ -129,7 +154,14 @@ describe('renderAttentionMap', () => {
 
   it('zero, negative or NaN attention rows darken the whole panel instead of failing', async () => {
     const image = await grey(32, 32);
-    const png = await renderAttentionMap({ image, words: ['z'], attention: [[0, -1, NaN, 0]], grid: [2, 2], cell: 32, columns: 2 });
+    const png = await renderAttentionMap({
+      image,
+      words: ['z'],
+      attention: [[0, -1, NaN, 0]],
+      grid: [2, 2],
+      cell: 32,
+      columns: 2,
+    });
     const l = attentionMapLayout({ width: 32, height: 32 }, 1, { cell: 32 });
     const { at } = await raw(png);
     expect(at(l.gap + l.panel.width + l.gap + 10, l.gap + 10)).toBe(50); // 200 * 0.25
@@ -137,15 +169,31 @@ describe('renderAttentionMap', () => {
 
   it('refuses rows that do not match the words or the grid, and unreadable photos', async () => {
     const image = await grey(16, 16);
-    await expect(renderAttentionMap({ image, words: ['a', 'b'], attention: [[1]], grid: [1, 1] })).rejects.toThrow(ModelError);
-    await expect(renderAttentionMap({ image, words: ['a'], attention: [[1, 2, 3]], grid: [2, 2] })).rejects.toThrow(/row 0 \("a"\) has 3 weights, grid 2x2 needs 4/);
-    await expect(renderAttentionMap({ image, words: ['a'], attention: [[1]], grid: [0, 1] })).rejects.toThrow(ModelError);
-    await expect(renderAttentionMap({ image: Buffer.from('not an image'), words: [], attention: [], grid: [1, 1] })).rejects.toThrow(ImageError);
-    await expect(renderAttentionMap({ image: Buffer.alloc(0), words: [], attention: [], grid: [1, 1] })).rejects.toThrow(/empty/);
+    await expect(renderAttentionMap({ image, words: ['a', 'b'], attention: [[1]], grid: [1, 1] })).rejects.toThrow(
+      ModelError,
+    );
+    await expect(renderAttentionMap({ image, words: ['a'], attention: [[1, 2, 3]], grid: [2, 2] })).rejects.toThrow(
+      /row 0 \("a"\) has 3 weights, grid 2x2 needs 4/,
+    );
+    await expect(renderAttentionMap({ image, words: ['a'], attention: [[1]], grid: [0, 1] })).rejects.toThrow(
+      ModelError,
+    );
+    await expect(
+      renderAttentionMap({ image: Buffer.from('not an image'), words: [], attention: [], grid: [1, 1] }),
+    ).rejects.toThrow(ImageError);
+    await expect(
+      renderAttentionMap({ image: Buffer.alloc(0), words: [], attention: [], grid: [1, 1] }),
+    ).rejects.toThrow(/empty/);
   });
 
   it('a caption with no words gives the photo alone', async () => {
-    const png = await renderAttentionMap({ image: await grey(20, 10), words: [], attention: [], grid: [14, 14], cell: 40 });
+    const png = await renderAttentionMap({
+      image: await grey(20, 10),
+      words: [],
+      attention: [],
+      grid: [14, 14],
+      cell: 40,
+    });
     const l = attentionMapLayout({ width: 20, height: 10 }, 0, { cell: 40 });
     expect((await sharp(png).metadata()).width).toBe(l.width);
     expect(l.columns).toBe(1);

@@ -2,7 +2,12 @@
 // the checks. Its behaviour in a real browser is in attention-browser.e2e.test.ts.
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../../src/errors.js';
-import { ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT, attentionViewHtml, quantiseRow } from '../../src/view/attention-view.js';
+import {
+  ATTENTION_VIEW_CSS,
+  ATTENTION_VIEW_SCRIPT,
+  attentionViewHtml,
+  quantiseRow,
+} from '../../src/view/attention-view.js';
 
 const data = {
   image: 'data:image/png;base64,AAAA',
@@ -31,18 +36,28 @@ describe('attentionViewHtml', () => {
   });
 
   it('escapes words, alt text and the image URL; no external resources', () => {
-    const html = attentionViewHtml({ ...data, image: 'x.png?a=1&b="2"', words: ['<unk>', `"it's"&`], alt: '<b>photo</b>' });
+    const html = attentionViewHtml({
+      ...data,
+      image: 'x.png?a=1&b="2"',
+      words: ['<unk>', `"it's"&`],
+      alt: '<b>photo</b>',
+    });
     expect(html).toContain('>&lt;unk&gt;</span>');
     expect(html).toContain('>&quot;it&#39;s&quot;&amp;</span>');
     expect(html).toContain('alt="&lt;b&gt;photo&lt;/b&gt;"');
     expect(html).toContain('src="x.png?a=1&amp;b=&quot;2&quot;"');
     expect(html).not.toMatch(/<unk>|<b>/);
-    for (const s of [html, ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT]) expect(s).not.toMatch(/https?:\/\/|@import|url\(/);
+    for (const s of [html, ATTENTION_VIEW_CSS, ATTENTION_VIEW_SCRIPT])
+      expect(s).not.toMatch(/https?:\/\/|@import|url\(/);
   });
 
   it('wraps in <details> when given a summary (report.html: click to open)', () => {
     const html = attentionViewHtml(data, { summary: 'attention <map>' });
-    expect(html.startsWith('<details class="attn-details"><summary>attention &lt;map&gt;</summary><figure class="attn-view"')).toBe(true);
+    expect(
+      html.startsWith(
+        '<details class="attn-details"><summary>attention &lt;map&gt;</summary><figure class="attn-view"',
+      ),
+    ).toBe(true);
     expect(html.endsWith('</figure></details>')).toBe(true);
   });
 
@@ -56,7 +71,15 @@ describe('attentionViewHtml', () => {
 
   it('refuses rows that do not match the words or the grid', () => {
     expect(() => attentionViewHtml({ ...data, words: ['a'] })).toThrow(ModelError);
-    expect(() => attentionViewHtml({ ...data, attention: [[1, 2, 3], [1, 2, 3]] })).toThrow(/row 0 has 3 weights, grid 2x2 needs 4/);
+    expect(() =>
+      attentionViewHtml({
+        ...data,
+        attention: [
+          [1, 2, 3],
+          [1, 2, 3],
+        ],
+      }),
+    ).toThrow(/row 0 has 3 weights, grid 2x2 needs 4/);
     expect(() => attentionViewHtml({ ...data, grid: [2.5, 2] })).toThrow(ModelError);
   });
 

@@ -125,7 +125,11 @@ export function bleuFromStats(s: BleuStats): number[] {
 }
 
 /** Corpus BLEU-1..maxN (NLTK corpus_bleu, no smoothing). hyps[i] is scored against refs[i]. */
-export function corpusBleu(hyps: readonly (readonly string[])[], refs: readonly (readonly (readonly string[])[])[], maxN = 4): number[] {
+export function corpusBleu(
+  hyps: readonly (readonly string[])[],
+  refs: readonly (readonly (readonly string[])[])[],
+  maxN = 4,
+): number[] {
   if (hyps.length !== refs.length) throw new Error(`BLEU: ${hyps.length} hypotheses but ${refs.length} reference sets`);
   const c = cookAll(hyps, refs, maxN);
   const s = emptyBleuStats(maxN);

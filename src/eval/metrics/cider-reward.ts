@@ -37,9 +37,12 @@ export class CiderDReward {
     this.n = opts.n ?? 4;
     this.sigma = opts.sigma ?? 6;
     this.bleuWeight = opts.bleuWeight ?? 0;
-    if (!(Number.isInteger(this.n) && this.n >= 1)) throw new Error(`CIDEr reward: n must be a positive integer, got ${this.n}`);
-    if (!(this.sigma > 0 && Number.isFinite(this.sigma))) throw new Error(`CIDEr reward: sigma must be > 0, got ${this.sigma}`);
-    if (!(this.bleuWeight >= 0 && Number.isFinite(this.bleuWeight))) throw new Error(`CIDEr reward: bleuWeight must be >= 0, got ${this.bleuWeight}`);
+    if (!(Number.isInteger(this.n) && this.n >= 1))
+      throw new Error(`CIDEr reward: n must be a positive integer, got ${this.n}`);
+    if (!(this.sigma > 0 && Number.isFinite(this.sigma)))
+      throw new Error(`CIDEr reward: sigma must be > 0, got ${this.sigma}`);
+    if (!(this.bleuWeight >= 0 && Number.isFinite(this.bleuWeight)))
+      throw new Error(`CIDEr reward: bleuWeight must be >= 0, got ${this.bleuWeight}`);
     const all = [...references];
     let tokens = 0;
     for (const [, rs] of all) for (const r of rs) tokens += r.length;
@@ -47,7 +50,10 @@ export class CiderDReward {
     for (const [id, rs] of all) {
       if (rs.length === 0) throw new Error(`CIDEr reward: image ${id} has no references`);
       if (this.cooked.has(id)) throw new Error(`CIDEr reward: image ${id} appears twice`);
-      this.cooked.set(id, rs.map((r) => this.index.cook(r)));
+      this.cooked.set(
+        id,
+        rs.map((r) => this.index.cook(r)),
+      );
     }
     this.images = all.length;
     // ids 1..index.size are every n-gram the references hold; candidates are cooked frozen after this

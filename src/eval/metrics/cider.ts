@@ -29,23 +29,43 @@ export interface CorpusResult {
 }
 
 /** CIDEr-D of token lists. */
-export function ciderD(hyps: readonly (readonly string[])[], refs: readonly (readonly (readonly string[])[])[], opts: CiderOptions = {}): CorpusResult {
+export function ciderD(
+  hyps: readonly (readonly string[])[],
+  refs: readonly (readonly (readonly string[])[])[],
+  opts: CiderOptions = {},
+): CorpusResult {
   const n = opts.n ?? 4;
-  if (hyps.length !== refs.length) throw new Error(`CIDEr: ${hyps.length} hypotheses but ${refs.length} reference sets`);
+  if (hyps.length !== refs.length)
+    throw new Error(`CIDEr: ${hyps.length} hypotheses but ${refs.length} reference sets`);
   const c = cookAll(hyps, refs, n);
   return ciderDCooked(c.hyps, c.refs, c.index.size, opts);
 }
 
 /** CIDEr-D of cooked sentences (one shared index whose ids are 1..numIds). */
-export function ciderDCooked(hyps: readonly Cooked[], refs: readonly (readonly Cooked[])[], numIds: number, opts: CiderOptions = {}): CorpusResult {
+export function ciderDCooked(
+  hyps: readonly Cooked[],
+  refs: readonly (readonly Cooked[])[],
+  numIds: number,
+  opts: CiderOptions = {},
+): CorpusResult {
   const n = opts.n ?? 4;
   const sigma = opts.sigma ?? 6;
-  if (hyps.length !== refs.length) throw new Error(`CIDEr: ${hyps.length} hypotheses but ${refs.length} reference sets`);
+  if (hyps.length !== refs.length)
+    throw new Error(`CIDEr: ${hyps.length} hypotheses but ${refs.length} reference sets`);
   if (hyps.length === 0) return { score: 0, scores: [] };
   const idf = ciderIdf(documentFrequencies(refs, numIds, n), hyps.length);
   const scores: number[] = [];
   for (let i = 0; i < hyps.length; i++) {
-    scores.push(ciderDImage(hyps[i], refs[i], refs[i].map((r) => ciderVec(r, idf, n)), idf, n, sigma));
+    scores.push(
+      ciderDImage(
+        hyps[i],
+        refs[i],
+        refs[i].map((r) => ciderVec(r, idf, n)),
+        idf,
+        n,
+        sigma,
+      ),
+    );
   }
   return { score: mean(scores), scores };
 }
@@ -119,7 +139,14 @@ export function ciderVec(s: Cooked, idf: Idf, n = 4): CiderVec {
  * One image's CIDEr-D: hypothesis `hs` against the cooked references `refs` and their vectors `refVecs`
  * (same order): 10 * mean over orders of the mean over references of the clipped, length-penalised cosine.
  */
-export function ciderDImage(hs: Cooked, refs: readonly Cooked[], refVecs: readonly CiderVec[], idf: Idf, n = 4, sigma = 6): number {
+export function ciderDImage(
+  hs: Cooked,
+  refs: readonly Cooked[],
+  refVecs: readonly CiderVec[],
+  idf: Idf,
+  n = 4,
+  sigma = 6,
+): number {
   const h = ciderVec(hs, idf, n);
   const twoSigma2 = 2 * sigma * sigma;
   const acc = new Array<number>(n).fill(0);

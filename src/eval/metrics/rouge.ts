@@ -38,8 +38,13 @@ export function rougeL(hyp: readonly string[], refs: readonly (readonly string[]
   return ((1 + b2) * precMax * recMax) / (recMax + b2 * precMax);
 }
 
-export function corpusRougeL(hyps: readonly (readonly string[])[], refs: readonly (readonly (readonly string[])[])[], beta = 1.2): CorpusResult {
-  if (hyps.length !== refs.length) throw new Error(`ROUGE-L: ${hyps.length} hypotheses but ${refs.length} reference sets`);
+export function corpusRougeL(
+  hyps: readonly (readonly string[])[],
+  refs: readonly (readonly (readonly string[])[])[],
+  beta = 1.2,
+): CorpusResult {
+  if (hyps.length !== refs.length)
+    throw new Error(`ROUGE-L: ${hyps.length} hypotheses but ${refs.length} reference sets`);
   const scores = hyps.map((h, i) => rougeL(h, refs[i], beta));
   return { score: mean(scores), scores };
 }

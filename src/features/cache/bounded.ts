@@ -96,7 +96,15 @@ export function boundedFeatureSource(cache: FeatureCache, opts: BoundedReaderOpt
       return decodeRow(raw, dtype);
     },
     byLocation: (keys) => cache.byLocation(keys),
-    stats: () => ({ mode, budgetBytes: budget, residentBytes: resident, peakResidentBytes: peak, residentRows: held.size, hits, reads }),
+    stats: () => ({
+      mode,
+      budgetBytes: budget,
+      residentBytes: resident,
+      peakResidentBytes: peak,
+      residentRows: held.size,
+      hits,
+      reads,
+    }),
   };
 }
 
@@ -124,7 +132,8 @@ export function channelStats(
 ): ChannelStats {
   const channels = shape[shape.length - 1] ?? 1;
   const positions = rowLength(shape) / channels;
-  if (!Number.isInteger(positions) || channels * positions !== source.dim) throw new DataError(`feature statistics: shape [${shape}] does not match vectors of ${source.dim} values`);
+  if (!Number.isInteger(positions) || channels * positions !== source.dim)
+    throw new DataError(`feature statistics: shape [${shape}] does not match vectors of ${source.dim} values`);
   const unique = [...new Set(keys)];
   const order = source.byLocation ? source.byLocation(unique) : unique;
   const mean = new Float64Array(channels);
@@ -134,7 +143,8 @@ export function channelStats(
   let n = 0; // values per channel so far
   for (const key of order) {
     const v = source.get(key);
-    if (v.length !== source.dim) throw new DataError(`feature statistics: vector of ${key} has ${v.length} values, expected ${source.dim}`);
+    if (v.length !== source.dim)
+      throw new DataError(`feature statistics: vector of ${key} has ${v.length} values, expected ${source.dim}`);
     // this image's per-channel mean and sum of squared deviations (two passes over one vector)
     imMean.fill(0);
     imM2.fill(0);

@@ -6,7 +6,18 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DataError } from '../../errors.js';
 import { writeJsonAtomic } from '../../util/fsx.js';
-import { FEATURES_VERSION, MANIFEST, OWNED_RE, PART_RE, STALE_MS, V1_LOCK, V1_SHARD_RE, V1_TMP_RE, type ManifestPart, type WriterIdentity } from './format.js';
+import {
+  FEATURES_VERSION,
+  MANIFEST,
+  OWNED_RE,
+  PART_RE,
+  STALE_MS,
+  V1_LOCK,
+  V1_SHARD_RE,
+  V1_TMP_RE,
+  type ManifestPart,
+  type WriterIdentity,
+} from './format.js';
 import { readBase, readPart, type Snapshot } from './manifest.js';
 
 function alive(pid: number): boolean {
@@ -24,16 +35,23 @@ function writerGone(p: ManifestPart, mtimeMs: number, me: WriterIdentity, now: n
   if (p.closed) return true;
   const w = p.writer;
   // a pid only means something in our own PID namespace on this boot of this host
-  if (me.boot && me.pidns && w.boot === me.boot && w.pidns === me.pidns && w.host === me.host && !alive(w.pid)) return true;
+  if (me.boot && me.pidns && w.boot === me.boot && w.pidns === me.pidns && w.host === me.host && !alive(w.pid))
+    return true;
   return now - mtimeMs > STALE_MS;
 }
 
-export const mtimeOf = (file: string) => fs.stat(file).then((s) => s.mtimeMs, () => null);
+export const mtimeOf = (file: string) =>
+  fs.stat(file).then(
+    (s) => s.mtimeMs,
+    () => null,
+  );
 
 /** Delete what no fragment names and whose writer provably finished; never a running writer's files. */
 export async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdentity): Promise<void> {
   const now = Date.now();
-  const referenced = new Set([...snap.base.shards, ...[...snap.parts.values()].flatMap((p) => p.shards)].map((s) => s.file));
+  const referenced = new Set(
+    [...snap.base.shards, ...[...snap.parts.values()].flatMap((p) => p.shards)].map((s) => s.file),
+  );
   const owners = new Map<string, { name: string; part: ManifestPart }>();
   for (const [name, part] of snap.parts) owners.set(PART_RE.exec(name)![1], { name, part });
   // verdict per writer, from its fragment as it is now (it may have changed since `snap` was read)
@@ -49,7 +67,11 @@ export async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdent
       const t = await mtimeOf(file);
       const part = await readPart(file, snap.base.fingerprint).catch(() => null);
       const empty = part !== null && !part.shards.length && !part.failed.length;
-      verdicts.set(owner, { gone: t !== null && part !== null && writerGone(part, t, me, now), refs: new Set(part?.shards.map((s) => s.file)), empty });
+      verdicts.set(owner, {
+        gone: t !== null && part !== null && writerGone(part, t, me, now),
+        refs: new Set(part?.shards.map((s) => s.file)),
+        empty,
+      });
     }
     const v = verdicts.get(owner)!;
     return v.gone && !v.refs.has(name);
@@ -85,10 +107,14 @@ export async function upgradeV1(dir: string): Promise<void> {
       await (await fs.open(lock, 'wx')).close();
       break;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new DataError(`${lock}: cannot create the cache lock (${(e as NodeJS.ErrnoException).code})`);
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw new DataError(`${lock}: cannot create the cache lock (${(e as NodeJS.ErrnoException).code})`);
       const t = await mtimeOf(lock);
       if (t !== null && Date.now() - t > STALE_MS) await fs.rm(lock, { force: true });
-      else if (Date.now() > deadline) throw new DataError(`${lock}: an older captioner is writing this version 1 feature cache; wait for it to finish, or delete the lock file if none is running`);
+      else if (Date.now() > deadline)
+        throw new DataError(
+          `${lock}: an older captioner is writing this version 1 feature cache; wait for it to finish, or delete the lock file if none is running`,
+        );
       else await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
     }
   }

@@ -105,14 +105,31 @@ export interface ManifestPart {
 
 /** What a cache holds, independent of where or when it was computed. */
 export interface CacheSpec {
-  encoder: Pick<EncoderInfo, 'name' | 'fingerprint' | 'runtime' | 'detail' | 'weights' | 'weightsFingerprint' | 'layer' | 'preprocessing' | 'shape'>;
+  encoder: Pick<
+    EncoderInfo,
+    | 'name'
+    | 'fingerprint'
+    | 'runtime'
+    | 'detail'
+    | 'weights'
+    | 'weightsFingerprint'
+    | 'layer'
+    | 'preprocessing'
+    | 'shape'
+  >;
   dtype: FeatureDtype;
 }
 
 /** Fingerprint of a cache's configuration: encoder fingerprint (weights + layer) + preprocessing + dtype. */
 export function cacheFingerprint(spec: CacheSpec): string {
   const e = spec.encoder;
-  const canonical = JSON.stringify({ encoder: e.fingerprint, layer: e.layer, shape: e.shape, preprocessing: sortKeys(e.preprocessing), dtype: spec.dtype });
+  const canonical = JSON.stringify({
+    encoder: e.fingerprint,
+    layer: e.layer,
+    shape: e.shape,
+    preprocessing: sortKeys(e.preprocessing),
+    dtype: spec.dtype,
+  });
   return `sha256:${createHash('sha256').update(canonical).digest('hex')}`;
 }
 
@@ -126,7 +143,8 @@ export const rowLength = (shape: readonly number[]) => shape.reduce((a, b) => a 
 export const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 export const PART_RE = /^part-([A-Za-z0-9_]+)\.json$/;
 /** Files a writer owns, including the temp files of their atomic writes (`<name>.<...>.tmp`, or a dotted `.<name>...tmp...`). */
-export const OWNED_RE = /^(\.?)(?:shard-([A-Za-z0-9_]+)-\d+\.bin|part-([A-Za-z0-9_]+)\.json|head-([A-Za-z0-9_]+)\.json)([.~-].*tmp.*)?$/;
+export const OWNED_RE =
+  /^(\.?)(?:shard-([A-Za-z0-9_]+)-\d+\.bin|part-([A-Za-z0-9_]+)\.json|head-([A-Za-z0-9_]+)\.json)([.~-].*tmp.*)?$/;
 export const V1_SHARD_RE = /^shard-\d+-[a-z0-9]+-\d+\.bin$/;
 export const V1_TMP_RE = /^manifest\.json\..*\.tmp$/;
 

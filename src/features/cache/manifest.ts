@@ -6,7 +6,17 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DataError } from '../../errors.js';
 import { readJson } from '../../util/fsx.js';
-import { byName, FEATURES_KIND, FEATURES_VERSION, MANIFEST, PART_KIND, PART_RE, type FailedImage, type FeaturesManifest, type ManifestPart } from './format.js';
+import {
+  byName,
+  FEATURES_KIND,
+  FEATURES_VERSION,
+  MANIFEST,
+  PART_KIND,
+  PART_RE,
+  type FailedImage,
+  type FeaturesManifest,
+  type ManifestPart,
+} from './format.js';
 
 export async function readBase(dir: string): Promise<FeaturesManifest | null> {
   const file = path.join(dir, MANIFEST);
@@ -16,10 +26,18 @@ export async function readBase(dir: string): Promise<FeaturesManifest | null> {
     return null;
   }
   const m = await readJson<FeaturesManifest>(file, 'feature cache manifest');
-  if (!m || m.kind !== FEATURES_KIND) throw new DataError(`${file}: not a feature cache manifest (kind ${JSON.stringify(m?.kind)}, expected "${FEATURES_KIND}")`);
-  if (m.version !== 1 && m.version !== FEATURES_VERSION) throw new DataError(`${file}: feature cache version ${m.version} is not supported (this captioner reads versions 1 and ${FEATURES_VERSION}); recompute with \`captioner features\` into a fresh --out`);
-  if (!Array.isArray(m.shape) || (m.dtype !== 'float32' && m.dtype !== 'float16')) throw new DataError(`${file}: malformed feature cache manifest (shape or dtype missing)`);
-  if (m.version === 1 && !Array.isArray(m.shards)) throw new DataError(`${file}: malformed feature cache manifest (shards missing)`);
+  if (!m || m.kind !== FEATURES_KIND)
+    throw new DataError(
+      `${file}: not a feature cache manifest (kind ${JSON.stringify(m?.kind)}, expected "${FEATURES_KIND}")`,
+    );
+  if (m.version !== 1 && m.version !== FEATURES_VERSION)
+    throw new DataError(
+      `${file}: feature cache version ${m.version} is not supported (this captioner reads versions 1 and ${FEATURES_VERSION}); recompute with \`captioner features\` into a fresh --out`,
+    );
+  if (!Array.isArray(m.shape) || (m.dtype !== 'float32' && m.dtype !== 'float16'))
+    throw new DataError(`${file}: malformed feature cache manifest (shape or dtype missing)`);
+  if (m.version === 1 && !Array.isArray(m.shards))
+    throw new DataError(`${file}: malformed feature cache manifest (shards missing)`);
   m.shards ??= [];
   m.failed ??= [];
   return m;
@@ -27,10 +45,20 @@ export async function readBase(dir: string): Promise<FeaturesManifest | null> {
 
 export async function readPart(file: string, fingerprint: string): Promise<ManifestPart> {
   const p = await readJson<ManifestPart>(file, 'feature cache fragment');
-  if (!p || p.kind !== PART_KIND || p.version !== FEATURES_VERSION || !Array.isArray(p.shards) || !Array.isArray(p.failed) || !p.writer) {
+  if (
+    !p ||
+    p.kind !== PART_KIND ||
+    p.version !== FEATURES_VERSION ||
+    !Array.isArray(p.shards) ||
+    !Array.isArray(p.failed) ||
+    !p.writer
+  ) {
     throw new DataError(`${file}: malformed feature cache fragment; delete it (its images will be computed again)`);
   }
-  if (p.fingerprint !== fingerprint) throw new DataError(`${file}: this fragment was computed with other settings than ${MANIFEST}; delete it (its images will be computed again)`);
+  if (p.fingerprint !== fingerprint)
+    throw new DataError(
+      `${file}: this fragment was computed with other settings than ${MANIFEST}; delete it (its images will be computed again)`,
+    );
   return p;
 }
 
@@ -66,7 +94,9 @@ export function merge(snap: Snapshot): FeaturesManifest {
   const failed = new Map<string, FailedImage>();
   for (const f of snap.base.failed) failed.set(f.image, f);
   let updated = snap.base.updated;
-  for (const p of [...snap.parts.values()].sort((a, b) => byName(a.updated, b.updated) || byName(a.writer.id, b.writer.id))) {
+  for (const p of [...snap.parts.values()].sort(
+    (a, b) => byName(a.updated, b.updated) || byName(a.writer.id, b.writer.id),
+  )) {
     for (const f of p.failed) failed.set(f.image, f);
     if (p.updated > updated) updated = p.updated;
   }
@@ -81,6 +111,8 @@ export function merge(snap: Snapshot): FeaturesManifest {
   };
 }
 
-export function describeSpec(m: Pick<FeaturesManifest, 'encoder' | 'layer' | 'dtype' | 'weights' | 'preprocessing'>): string {
+export function describeSpec(
+  m: Pick<FeaturesManifest, 'encoder' | 'layer' | 'dtype' | 'weights' | 'preprocessing'>,
+): string {
   return `${m.encoder.name} ${m.layer}, weights ${m.weights === 'random' ? 'random' : path.basename(m.weights)}, ${m.dtype}, ${m.preprocessing.interpolation} resize`;
 }

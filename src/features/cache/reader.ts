@@ -38,14 +38,19 @@ export interface ExpectCache {
 /** Open a feature cache for reading. Refuses (DataError) a cache that does not match `expect`. */
 export async function openFeatureCache(dir: string, expect: ExpectCache = {}): Promise<FeatureCache> {
   const snap = await readSnapshot(dir);
-  if (!snap) throw new DataError(`${dir}: no feature cache here (${MANIFEST} missing); run \`captioner features\` first`);
+  if (!snap)
+    throw new DataError(`${dir}: no feature cache here (${MANIFEST} missing); run \`captioner features\` first`);
   const manifest = merge(snap);
   const where = path.join(dir, MANIFEST);
   if (expect.fingerprint && expect.fingerprint !== manifest.fingerprint) {
-    throw new DataError(`${where}: these features were computed with different settings (${describeSpec(manifest)}; fingerprint ${manifest.fingerprint.slice(0, 19)}…, expected ${expect.fingerprint.slice(0, 19)}…); recompute with \`captioner features\` into a fresh --out`);
+    throw new DataError(
+      `${where}: these features were computed with different settings (${describeSpec(manifest)}; fingerprint ${manifest.fingerprint.slice(0, 19)}…, expected ${expect.fingerprint.slice(0, 19)}…); recompute with \`captioner features\` into a fresh --out`,
+    );
   }
-  if (expect.layer && expect.layer !== manifest.layer) throw new DataError(`${where}: features are from layer ${manifest.layer}, expected ${expect.layer}`);
-  if (expect.shape && expect.shape.join('x') !== manifest.shape.join('x')) throw new DataError(`${where}: features have shape [${manifest.shape}], expected [${expect.shape}]`);
+  if (expect.layer && expect.layer !== manifest.layer)
+    throw new DataError(`${where}: features are from layer ${manifest.layer}, expected ${expect.layer}`);
+  if (expect.shape && expect.shape.join('x') !== manifest.shape.join('x'))
+    throw new DataError(`${where}: features have shape [${manifest.shape}], expected [${expect.shape}]`);
   const rowBytes = rowLength(manifest.shape) * bytesPer(manifest.dtype);
   // a damaged shard is tolerated only when every key it holds is also in an intact one (a rerun of
   // `features` recomputes the keys of damaged shards, so it repairs the cache)
@@ -53,14 +58,23 @@ export async function openFeatureCache(dir: string, expect: ExpectCache = {}): P
   const intact: ShardEntry[] = [];
   for (const sh of manifest.shards) {
     const file = path.join(dir, sh.file);
-    const size = await fs.stat(file).then((st) => st.size, () => -1);
+    const size = await fs.stat(file).then(
+      (st) => st.size,
+      () => -1,
+    );
     if (size >= 0 && size === sh.rows * rowBytes && sh.keys.length === sh.rows) intact.push(sh);
-    else damage ??= (size < 0 ? `${where}: shard ${sh.file} is missing` : `${file}: ${size} bytes, expected ${sh.rows} rows of ${rowBytes} bytes`);
+    else
+      damage ??=
+        size < 0
+          ? `${where}: shard ${sh.file} is missing`
+          : `${file}: ${size} bytes, expected ${sh.rows} rows of ${rowBytes} bytes`;
   }
   if (damage) {
     const have = new Set(intact.flatMap((sh) => sh.keys));
     if (manifest.shards.some((sh) => !intact.includes(sh) && sh.keys.some((k) => !have.has(k)))) {
-      throw new DataError(`${damage}; the cache is damaged, run \`captioner features\` again to recompute the lost images`);
+      throw new DataError(
+        `${damage}; the cache is damaged, run \`captioner features\` again to recompute the lost images`,
+      );
     }
   }
   manifest.shards = intact;
@@ -86,13 +100,19 @@ function openIndexed(dir: string, manifest: FeaturesManifest, rowBytes: number):
   };
   const readRaw = (key: string, into?: Uint8Array): Uint8Array => {
     const at = index.get(key);
-    if (!at) throw new DataError(`${dir}: no cached features for image "${key}"${manifest.failed.some((f) => f.image === key) ? ' (it failed to decode; see failed in the cache manifest)' : ''}`);
+    if (!at)
+      throw new DataError(
+        `${dir}: no cached features for image "${key}"${manifest.failed.some((f) => f.image === key) ? ' (it failed to decode; see failed in the cache manifest)' : ''}`,
+      );
     const buf = into ? into.subarray(0, rowBytes) : new Uint8Array(rowBytes);
     if (buf.length !== rowBytes) throw new Error(`readRaw: buffer of ${into!.length} bytes for a row of ${rowBytes}`);
     const fd = fdOf(at.shard);
     for (let done = 0; done < rowBytes; ) {
       const got = readSync(fd, buf, done, rowBytes - done, at.row * rowBytes + done);
-      if (got <= 0) throw new DataError(`${path.join(dir, manifest.shards[at.shard].file)}: short read at row ${at.row}; the shard was changed after the cache was opened, run \`captioner features\` again`);
+      if (got <= 0)
+        throw new DataError(
+          `${path.join(dir, manifest.shards[at.shard].file)}: short read at row ${at.row}; the shard was changed after the cache was opened, run \`captioner features\` again`,
+        );
       done += got;
     }
     return buf;

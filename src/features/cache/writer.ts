@@ -9,7 +9,19 @@ import { DataError, WriteError } from '../../errors.js';
 import { ensureDir, ioReason, writeFileAtomic, writeJsonAtomic } from '../../util/fsx.js';
 import { checkStageFolder } from '../../util/stagedir.js';
 import { encodeRowInto } from './codec.js';
-import { byName, bytesPer, cacheFingerprint, FEATURES_KIND, FEATURES_VERSION, HEARTBEAT_MS, MANIFEST, OWNED_RE, PART_KIND, rowLength, STALE_MS } from './format.js';
+import {
+  byName,
+  bytesPer,
+  cacheFingerprint,
+  FEATURES_KIND,
+  FEATURES_VERSION,
+  HEARTBEAT_MS,
+  MANIFEST,
+  OWNED_RE,
+  PART_KIND,
+  rowLength,
+  STALE_MS,
+} from './format.js';
 import type { CacheSpec, FailedImage, FeaturesManifest, ManifestPart, ShardEntry, WriterIdentity } from './format.js';
 import { describeSpec, merge, readSnapshot } from './manifest.js';
 import { mtimeOf, removeGarbage, upgradeV1 } from './cleanup.js';
@@ -43,7 +55,11 @@ export interface WriterOptions {
 export const DEFAULT_SHARD_BYTES = 64 * 1024 ** 2;
 
 function identity(): WriterIdentity {
-  const host = os.hostname().replace(/[^A-Za-z0-9]/g, '_').slice(0, 48) || 'host';
+  const host =
+    os
+      .hostname()
+      .replace(/[^A-Za-z0-9]/g, '_')
+      .slice(0, 48) || 'host';
   const read = (f: () => string) => {
     try {
       return f().trim() || undefined;
@@ -79,7 +95,10 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
   const dim = rowLength(spec.encoder.shape);
   const rowBytes = dim * bytesPer(spec.dtype);
   // rows per shard: as many as fit shardBytes (at least one), capped by shardSize
-  const shardRows = Math.max(1, Math.min(Math.floor((opts.shardBytes ?? DEFAULT_SHARD_BYTES) / rowBytes), opts.shardSize ?? Infinity));
+  const shardRows = Math.max(
+    1,
+    Math.min(Math.floor((opts.shardBytes ?? DEFAULT_SHARD_BYTES) / rowBytes), opts.shardSize ?? Infinity),
+  );
   const me = identity();
   const partName = `part-${me.id}.json`;
   const partFile = path.join(dir, partName);
@@ -88,7 +107,12 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
     kind: FEATURES_KIND,
     version: FEATURES_VERSION,
     fingerprint,
-    encoder: { name: spec.encoder.name, fingerprint: spec.encoder.fingerprint, runtime: spec.encoder.runtime, detail: spec.encoder.detail },
+    encoder: {
+      name: spec.encoder.name,
+      fingerprint: spec.encoder.fingerprint,
+      runtime: spec.encoder.runtime,
+      detail: spec.encoder.detail,
+    },
     weights: spec.encoder.weights,
     weightsFingerprint: spec.encoder.weightsFingerprint,
     layer: spec.encoder.layer,
@@ -108,7 +132,12 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
     const keep = new Set(committed.map((s) => s.file));
     for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
       const m = OWNED_RE.exec(name);
-      if (m && (m[2] ?? m[3] ?? m[4]) === me.id && (m[5] !== undefined || m[1] === '.' || (m[2] && !keep.has(name)) || m[4])) await fs.rm(path.join(dir, name), { force: true }).catch(() => {});
+      if (
+        m &&
+        (m[2] ?? m[3] ?? m[4]) === me.id &&
+        (m[5] !== undefined || m[1] === '.' || (m[2] && !keep.has(name)) || m[4])
+      )
+        await fs.rm(path.join(dir, name), { force: true }).catch(() => {});
     }
   };
   const writing = async <T>(file: string, fn: () => Promise<T>): Promise<T> => {
@@ -159,7 +188,10 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
   const cached = new Set<string>();
   const merged = merge(snap);
   for (const sh of merged.shards) {
-    const size = await fs.stat(path.join(dir, sh.file)).then((s) => s.size, () => -1);
+    const size = await fs.stat(path.join(dir, sh.file)).then(
+      (s) => s.size,
+      () => -1,
+    );
     if (size === sh.rows * rowBytes && sh.keys.length === sh.rows) for (const k of sh.keys) cached.add(k);
   }
   // our timestamps are later than everything we have seen, so "the latest failure wins" holds even
@@ -186,7 +218,8 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
     const job = queue.then(async () => {
       if (Date.now() - lastBeat > STALE_MS / 2) {
         // we were stopped long enough for others to think us gone: keep only shards still on disk
-        for (let i = shards.length - 1; i >= 0; i--) if ((await mtimeOf(path.join(dir, shards[i].file))) === null) shards.splice(i, 1);
+        for (let i = shards.length - 1; i >= 0; i--)
+          if ((await mtimeOf(path.join(dir, shards[i].file))) === null) shards.splice(i, 1);
       }
       const updated = new Date(tick()).toISOString();
       started ??= updated;
@@ -239,8 +272,11 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
     has: (key) => cached.has(key) || mine.has(key) || pendingKeys.has(key),
     async add(key, vector) {
       if (closed) throw new Error('cache writer used after close()');
-      if (vector.length !== dim) throw new DataError(`feature cache: vector for ${key} has ${vector.length} values, expected ${dim}`);
-      for (let i = 0; i < vector.length; i++) if (!Number.isFinite(vector[i])) throw new DataError(`feature cache: vector for ${key} has a non-finite value at ${i}; refusing to cache it`);
+      if (vector.length !== dim)
+        throw new DataError(`feature cache: vector for ${key} has ${vector.length} values, expected ${dim}`);
+      for (let i = 0; i < vector.length; i++)
+        if (!Number.isFinite(vector[i]))
+          throw new DataError(`feature cache: vector for ${key} has a non-finite value at ${i}; refusing to cache it`);
       if (cached.has(key) || mine.has(key) || pendingKeys.has(key)) return; // already cached: never store a key twice
       const at = keys.length * rowBytes;
       if (at + rowBytes > buf.length) {

@@ -15,7 +15,15 @@ import type { ImageEncoder, Preprocessing } from '../types.js';
 import { packPixels } from '../pixels.js';
 import { checkExternalLocation, externalDataFiles } from './external.js';
 import { applyPlan, planOutput, resolveInput, resolveOutput, shapeText, type OutputPlan } from './model.js';
-import { createSession, floatTensor, loadOrt, ortDetail, ortLoadError, sessionMeta, type OrtSession } from './runtime.js';
+import {
+  createSession,
+  floatTensor,
+  loadOrt,
+  ortDetail,
+  ortLoadError,
+  sessionMeta,
+  type OrtSession,
+} from './runtime.js';
 
 export interface OnnxEncoderOptions {
   /** onnxruntime intra-op threads (0: all cores). */
@@ -29,11 +37,15 @@ export async function readModelFile(file: string): Promise<Buffer> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why =
-      code === 'ENOENT' ? 'no such file'
-      : code === 'EISDIR' ? 'is a folder, not an ONNX model file'
-      : code === 'EACCES' ? 'permission denied'
-      : code === 'ERR_FS_FILE_TOO_LARGE' ? 'larger than 2 GiB; save it with its weights in external data files (onnx.save(model, path, save_as_external_data=True))'
-      : `cannot read it (${code ?? (e as Error).message})`;
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'is a folder, not an ONNX model file'
+          : code === 'EACCES'
+            ? 'permission denied'
+            : code === 'ERR_FS_FILE_TOO_LARGE'
+              ? 'larger than 2 GiB; save it with its weights in external data files (onnx.save(model, path, save_as_external_data=True))'
+              : `cannot read it (${code ?? (e as Error).message})`;
     throw new ModelError(`${file}: ${why} (encoder.onnx.path: the ONNX image model)`);
   }
 }
@@ -70,7 +82,9 @@ async function hashFile(h: Hash, p: string, file: string, loc: string): Promise<
     for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new ModelError(`${file}: its weights are in the external data file "${loc}", which cannot be read (${code === 'ENOENT' ? 'no such file' : (code ?? (e as Error).message)}); keep it next to the model file`);
+    throw new ModelError(
+      `${file}: its weights are in the external data file "${loc}", which cannot be read (${code === 'ENOENT' ? 'no such file' : (code ?? (e as Error).message)}); keep it next to the model file`,
+    );
   }
 }
 
@@ -78,9 +92,16 @@ const sha256Hex = (bytes: Uint8Array): string => createHash('sha256').update(byt
 
 export async function createOnnxEncoder(cfg: EncoderConfig, opts: OnnxEncoderOptions): Promise<ImageEncoder> {
   const o = cfg.onnx;
-  if (!o) throw new ConfigError('encoder.onnx: required when encoder.type is onnx: at least encoder.onnx.path (the model file); `captioner encoder inspect FILE` prints a block to start from');
-  if (cfg.runtime === 'tfjs') throw new ConfigError('encoder.runtime tfjs: an ONNX encoder (encoder.type onnx) runs on onnxruntime only; set encoder.runtime to auto or onnx');
-  if (o.resizeSize !== undefined && o.resize !== 'shorter') throw new ConfigError(`encoder.onnx.resizeSize: applies to resize shorter only (resize is ${o.resize}); remove it`);
+  if (!o)
+    throw new ConfigError(
+      'encoder.onnx: required when encoder.type is onnx: at least encoder.onnx.path (the model file); `captioner encoder inspect FILE` prints a block to start from',
+    );
+  if (cfg.runtime === 'tfjs')
+    throw new ConfigError(
+      'encoder.runtime tfjs: an ONNX encoder (encoder.type onnx) runs on onnxruntime only; set encoder.runtime to auto or onnx',
+    );
+  if (o.resizeSize !== undefined && o.resize !== 'shorter')
+    throw new ConfigError(`encoder.onnx.resizeSize: applies to resize shorter only (resize is ${o.resize}); remove it`);
   const file = path.resolve(o.path);
   const ort = await loadOrt();
   if (!ort) throw new ConfigError(`encoder.type onnx: onnxruntime-node cannot be loaded here (${ortLoadError()})`);
@@ -92,7 +113,10 @@ export async function createOnnxEncoder(cfg: EncoderConfig, opts: OnnxEncoderOpt
     const input = resolveInput(o.path, meta.inputs, { input: o.input, layout: o.layout, size: o.size });
     const output = resolveOutput(o.path, meta.outputs, o.output);
     const size = input.size;
-    if (o.resizeSize !== undefined && o.resizeSize < size) throw new ConfigError(`encoder.onnx.resizeSize: must be at least the image size ${size} (the centre crop is cut out of the resized image), got ${o.resizeSize}`);
+    if (o.resizeSize !== undefined && o.resizeSize < size)
+      throw new ConfigError(
+        `encoder.onnx.resizeSize: must be at least the image size ${size} (the centre crop is cut out of the resized image), got ${o.resizeSize}`,
+      );
     const shorter = o.resize === 'shorter';
     const preprocessing: Preprocessing = {
       size,
@@ -107,26 +131,44 @@ export async function createOnnxEncoder(cfg: EncoderConfig, opts: OnnxEncoderOpt
       channelOrder: o.channelOrder,
       layout: input.layout,
     };
-    const norm = { layout: input.layout, channelOrder: o.channelOrder, scale: preprocessing.scale!, mean: o.mean, std: o.std };
+    const norm = {
+      layout: input.layout,
+      channelOrder: o.channelOrder,
+      scale: preprocessing.scale!,
+      mean: o.mean,
+      std: o.std,
+    };
     const pixels = size * size;
     const dims = (n: number) => (input.layout === 'nchw' ? [n, 3, size, size] : [n, size, size, 3]);
 
     /** One model call on n images: the output's values and dims. */
     const run = async (images: Uint8Array[]): Promise<{ data: Float32Array; dims: number[] }> => {
       for (let i = 0; i < images.length; i++) {
-        if (images[i].length !== pixels * 3) throw new ModelError(`encoder: image ${i} has ${images[i].length} bytes, expected ${pixels * 3} (${size}x${size} RGB)`);
+        if (images[i].length !== pixels * 3)
+          throw new ModelError(
+            `encoder: image ${i} has ${images[i].length} bytes, expected ${pixels * 3} (${size}x${size} RGB)`,
+          );
       }
       let out;
       try {
-        out = await session!.run({ [input.name]: await floatTensor(packPixels(images, pixels, norm), dims(images.length)) }, [output.name]);
+        out = await session!.run(
+          { [input.name]: await floatTensor(packPixels(images, pixels, norm), dims(images.length)) },
+          [output.name],
+        );
       } catch (e) {
-        throw new ModelError(`${o.path}: running the model on ${images.length} ${size}x${size} image(s) failed: ${(e as Error).message.split('\n')[0]}`);
+        throw new ModelError(
+          `${o.path}: running the model on ${images.length} ${size}x${size} image(s) failed: ${(e as Error).message.split('\n')[0]}`,
+        );
       }
       const y = out[output.name];
       try {
-        if (y.type !== 'float32') throw new ModelError(`${o.path}: output "${output.name}" came back as ${y.type}, expected float32`);
+        if (y.type !== 'float32')
+          throw new ModelError(`${o.path}: output "${output.name}" came back as ${y.type}, expected float32`);
         const d = y.dims.map(Number);
-        if (d[0] !== images.length) throw new ModelError(`${o.path}: output "${output.name}" has shape ${shapeText(d)} for a batch of ${images.length}; its first dimension must be the batch`);
+        if (d[0] !== images.length)
+          throw new ModelError(
+            `${o.path}: output "${output.name}" has shape ${shapeText(d)} for a batch of ${images.length}; its first dimension must be the batch`,
+          );
         return { data: y.data as Float32Array, dims: d };
       } finally {
         y.dispose?.();
@@ -160,7 +202,9 @@ export async function createOnnxEncoder(cfg: EncoderConfig, opts: OnnxEncoderOpt
         for (const batch of batches) {
           const y = await run(batch);
           if (y.data.length !== batch.length * per) {
-            throw new ModelError(`${o.path}: output "${output.name}" has shape ${shapeText(y.dims)} for a batch of ${batch.length}; it had ${shapeText(['N', ...plan.modelShape])} when probed`);
+            throw new ModelError(
+              `${o.path}: output "${output.name}" has shape ${shapeText(y.dims)} for a batch of ${batch.length}; it had ${shapeText(['N', ...plan.modelShape])} when probed`,
+            );
           }
           for (let i = 0; i < batch.length; i++) result.push(applyPlan(plan, y.data.subarray(i * per, (i + 1) * per)));
         }

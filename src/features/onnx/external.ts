@@ -81,6 +81,8 @@ export function externalDataFiles(model: Uint8Array): string[] {
 /** Refuse a location that leaves the model's folder (onnxruntime refuses it too, less clearly). */
 export function checkExternalLocation(file: string, location: string): void {
   if (location.startsWith('/') || location.split(/[\\/]/).includes('..')) {
-    throw new ModelError(`${file}: its weights are in an external data file outside the model's folder ("${location}"); keep external data files next to the model file`);
+    throw new ModelError(
+      `${file}: its weights are in an external data file outside the model's folder ("${location}"); keep external data files next to the model file`,
+    );
   }
 }

@@ -80,12 +80,19 @@ export async function inspectOnnx(file: string, opts: InspectOptions = {}): Prom
     if (input && usable.length) {
       // one run on a blank image gives every output's real shape
       const { size, layout } = input;
-      const x = await floatTensor(new Float32Array(size * size * 3), layout === 'nchw' ? [1, 3, size, size] : [1, size, size, 3]);
+      const x = await floatTensor(
+        new Float32Array(size * size * 3),
+        layout === 'nchw' ? [1, 3, size, size] : [1, size, size, 3],
+      );
       let got: Record<string, { dims: readonly number[]; dispose?: () => void }> | null = null;
       try {
-        got = await session.run({ [input.name]: x }, usable.map((o) => o.name));
+        got = await session.run(
+          { [input.name]: x },
+          usable.map((o) => o.name),
+        );
       } catch (e) {
-        for (const o of usable) o.note = `the model failed on a blank ${size}x${size} image: ${(e as Error).message.split('\n')[0]}`;
+        for (const o of usable)
+          o.note = `the model failed on a blank ${size}x${size} image: ${(e as Error).message.split('\n')[0]}`;
       }
       for (const o of usable) {
         const y = got?.[o.name];
@@ -95,7 +102,13 @@ export async function inspectOnnx(file: string, opts: InspectOptions = {}): Prom
         try {
           if (dims[0] !== 1) throw new Error(`its first dimension is ${dims[0]} for one image, not the batch`);
           const plan = planOutput(file, o.name, dims.slice(1), 'auto');
-          Object.assign(o, { kind: plan.kind, modelShape: plan.modelShape, cached: plan.shape, ...(plan.layout ? { layout: plan.layout } : {}), decoders: decodersFor(plan.kind) });
+          Object.assign(o, {
+            kind: plan.kind,
+            modelShape: plan.modelShape,
+            cached: plan.shape,
+            ...(plan.layout ? { layout: plan.layout } : {}),
+            decoders: decodersFor(plan.kind),
+          });
         } catch (e) {
           o.modelShape = dims.slice(1);
           o.note = message(e, file);
@@ -104,15 +117,30 @@ export async function inspectOnnx(file: string, opts: InspectOptions = {}): Prom
         }
       }
     }
-    const pick = opts.output !== undefined ? outputs.find((o) => o.name === opts.output) : outputs.length === 1 ? outputs[0] : (outputs.find((o) => o.kind && !o.note) ?? outputs.find((o) => o.type === 'float32'));
-    if (opts.output !== undefined && !pick) throw new UsageError(`--output ${opts.output}: ${file} has no such output; its outputs: ${outputs.map((o) => o.name).join(', ')}`);
+    const pick =
+      opts.output !== undefined
+        ? outputs.find((o) => o.name === opts.output)
+        : outputs.length === 1
+          ? outputs[0]
+          : (outputs.find((o) => o.kind && !o.note) ?? outputs.find((o) => o.type === 'float32'));
+    if (opts.output !== undefined && !pick)
+      throw new UsageError(
+        `--output ${opts.output}: ${file} has no such output; its outputs: ${outputs.map((o) => o.name).join(', ')}`,
+      );
     const onnx: Record<string, unknown> = { path: file };
     if (meta.inputs.length === 1) onnx.input = meta.inputs[0].name;
     if (pick) onnx.output = pick.name;
     if (pick?.kind === 'grid' && (pick.note || pick.layout === undefined)) onnx.outputLayout = 'chw';
     onnx.size = input?.size ?? opts.size ?? 224;
     onnx.layout = input?.layout ?? opts.layout ?? 'nchw';
-    Object.assign(onnx, { resize: 'shorter', interpolation: 'bilinear', range: '0-1', mean: IMAGENET_MEAN, std: IMAGENET_STD, channelOrder: 'rgb' });
+    Object.assign(onnx, {
+      resize: 'shorter',
+      interpolation: 'bilinear',
+      range: '0-1',
+      mean: IMAGENET_MEAN,
+      std: IMAGENET_STD,
+      channelOrder: 'rgb',
+    });
     return {
       file,
       bytes,
@@ -132,31 +160,52 @@ export async function inspectOnnx(file: string, opts: InspectOptions = {}): Prom
 
 function decodersFor(kind: OutputPlan['kind']): string[] {
   const want = kind === 'vector' ? 'vector' : 'grid';
-  const types = Object.entries(DECODER_FEATURES as Record<string, string>).filter(([, k]) => k === want).map(([t]) => t);
+  const types = Object.entries(DECODER_FEATURES as Record<string, string>)
+    .filter(([, k]) => k === want)
+    .map(([t]) => t);
   return kind === 'vector' ? types : [...types, 'merge (mean-pooled)'];
 }
 
 /** The report as text: the model's tensors, then the config block (YAML with comments). */
 export function formatInspect(r: InspectReport): string {
   const lines: string[] = [];
-  lines.push(`${r.file}: ONNX model, ${mb(r.bytes)}${r.external.length ? ` + external data (${r.external.join(', ')})` : ''}, sha256:${r.sha256}`);
+  lines.push(
+    `${r.file}: ONNX model, ${mb(r.bytes)}${r.external.length ? ` + external data (${r.external.join(', ')})` : ''}, sha256:${r.sha256}`,
+  );
   const rows = (list: { name: string; type: string; shape: (number | string)[]; what: string }[]) => {
     const w1 = Math.max(...list.map((t) => t.name.length));
     const w2 = Math.max(...list.map((t) => t.type.length));
     const w3 = Math.max(...list.map((t) => shapeText(t.shape).length));
-    for (const t of list) lines.push(`  ${t.name.padEnd(w1)}  ${t.type.padEnd(w2)}  ${(t.shape.length ? shapeText(t.shape) : '?').padEnd(w3)}  ${t.what}`.trimEnd());
+    for (const t of list)
+      lines.push(
+        `  ${t.name.padEnd(w1)}  ${t.type.padEnd(w2)}  ${(t.shape.length ? shapeText(t.shape) : '?').padEnd(w3)}  ${t.what}`.trimEnd(),
+      );
   };
   lines.push('inputs:');
-  rows(r.inputs.map((t) => ({ ...t, what: r.input?.name === t.name ? `image input: ${r.input.layout}, ${r.input.size}x${r.input.size}${r.input.fixedBatch ? ', batch of 1' : ''}` : '' })));
+  rows(
+    r.inputs.map((t) => ({
+      ...t,
+      what:
+        r.input?.name === t.name
+          ? `image input: ${r.input.layout}, ${r.input.size}x${r.input.size}${r.input.fixedBatch ? ', batch of 1' : ''}`
+          : '',
+    })),
+  );
   if (r.inputProblem) lines.push(`  ! ${r.inputProblem}`);
   lines.push('outputs:');
   rows(r.outputs.map((o) => ({ ...o, what: describeOutput(o) })));
-  if (!r.input) lines.push(`  (not run, so what each output is stays unknown${r.config ? ': fix the input first, e.g. with --size or --layout' : ''})`);
+  if (!r.input)
+    lines.push(
+      `  (not run, so what each output is stays unknown${r.config ? ': fix the input first, e.g. with --size or --layout' : ''})`,
+    );
   if (!r.config) {
     lines.push('', '# No config block: this model cannot be used as an image encoder as it is (see above).');
     return lines.join('\n') + '\n';
   }
-  lines.push('', '# Paste into your config. Preprocessing cannot be read from an ONNX file: these are torchvision ImageNet');
+  lines.push(
+    '',
+    '# Paste into your config. Preprocessing cannot be read from an ONNX file: these are torchvision ImageNet',
+  );
   lines.push("# settings; set the model's own (CLIP: bicubic, its mean/std; see the docs).");
   lines.push(...configYaml(r));
   return lines.join('\n') + '\n';
@@ -165,7 +214,12 @@ export function formatInspect(r: InspectReport): string {
 function describeOutput(o: InspectedOutput): string {
   const parts: string[] = [];
   if (o.kind && o.cached) {
-    const what = o.kind === 'vector' ? `vector [${o.cached[0]}]` : o.kind === 'tokens' ? `tokens: ${o.cached[0]} x ${o.cached[1]}` : `grid ${o.cached[0]}x${o.cached[1]} of ${o.cached[2]} channels (${o.layout})`;
+    const what =
+      o.kind === 'vector'
+        ? `vector [${o.cached[0]}]`
+        : o.kind === 'tokens'
+          ? `tokens: ${o.cached[0]} x ${o.cached[1]}`
+          : `grid ${o.cached[0]}x${o.cached[1]} of ${o.cached[2]} channels (${o.layout})`;
     parts.push(`${what} -> ${o.decoders!.join(', ')}`);
   } else if (o.kind === 'grid') parts.push(`grid -> ${o.decoders!.join(', ')}`);
   if (o.note) parts.push(`(${o.note})`);
@@ -176,14 +230,23 @@ function configYaml(r: InspectReport): string[] {
   const o = r.config!.encoder.onnx;
   const out = r.outputs.find((x) => x.name === r.chosen);
   const others = r.outputs.filter((x) => x !== out && x.kind).map((x) => `${x.name} (${x.kind})`);
-  const v = (x: unknown) => (Array.isArray(x) ? `[${x.join(', ')}]` : typeof x === 'string' && /^[\w./-]+$/.test(x) && !/^\d/.test(x) ? x : JSON.stringify(x));
+  const v = (x: unknown) =>
+    Array.isArray(x)
+      ? `[${x.join(', ')}]`
+      : typeof x === 'string' && /^[\w./-]+$/.test(x) && !/^\d/.test(x)
+        ? x
+        : JSON.stringify(x);
   const lines = ['encoder:', '  type: onnx', '  onnx:', `    path: ${v(o.path)}`];
   if (o.input !== undefined) lines.push(`    input: ${v(o.input)}`);
-  if (o.output !== undefined) lines.push(`    output: ${v(o.output)}${others.length ? `  # or ${others.join(', ')}` : ''}`);
-  if (o.outputLayout !== undefined) lines.push(`    outputLayout: ${o.outputLayout}  # or hwc: the shape does not tell which side holds the channels`);
+  if (o.output !== undefined)
+    lines.push(`    output: ${v(o.output)}${others.length ? `  # or ${others.join(', ')}` : ''}`);
+  if (o.outputLayout !== undefined)
+    lines.push(`    outputLayout: ${o.outputLayout}  # or hwc: the shape does not tell which side holds the channels`);
   lines.push(`    size: ${o.size}${r.input ? '' : '  # the side the model was trained at'}`);
   lines.push(`    layout: ${o.layout}`);
-  lines.push(`    resize: ${o.resize}  # shorter side, then centre crop (torchvision; set resizeSize: 256 for its ImageNet models)`);
+  lines.push(
+    `    resize: ${o.resize}  # shorter side, then centre crop (torchvision; set resizeSize: 256 for its ImageNet models)`,
+  );
   lines.push(`    interpolation: ${o.interpolation}`);
   lines.push(`    range: ${JSON.stringify(o.range)}`);
   lines.push(`    mean: ${v(o.mean)}`, `    std: ${v(o.std)}`, `    channelOrder: ${o.channelOrder}`);
@@ -192,5 +255,9 @@ function configYaml(r: InspectReport): string[] {
 }
 
 function mb(n: number): string {
-  return n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} bytes`;
+  return n >= 1024 * 1024
+    ? `${(n / 1024 / 1024).toFixed(1)} MiB`
+    : n >= 1024
+      ? `${(n / 1024).toFixed(1)} KiB`
+      : `${n} bytes`;
 }

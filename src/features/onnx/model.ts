@@ -27,17 +27,27 @@ export function describeTensor(t: TensorMeta): string {
 const fixed = (d: Dim | undefined): d is number => typeof d === 'number' && d > 0;
 
 /** The one input or output named `want` (or the only one): ConfigError listing them otherwise. */
-export function pickTensor(file: string, list: readonly TensorMeta[], want: string | undefined, what: 'input' | 'output'): TensorMeta {
+export function pickTensor(
+  file: string,
+  list: readonly TensorMeta[],
+  want: string | undefined,
+  what: 'input' | 'output',
+): TensorMeta {
   const key = `encoder.onnx.${what}`;
   const all = list.map(describeTensor).join(', ');
   if (want !== undefined) {
     const t = list.find((x) => x.name === want);
-    if (!t) throw new ConfigError(`${file}: the model has no ${what} "${want}"; its ${what}s: ${all}. Set ${key} to one of these names`);
+    if (!t)
+      throw new ConfigError(
+        `${file}: the model has no ${what} "${want}"; its ${what}s: ${all}. Set ${key} to one of these names`,
+      );
     return t;
   }
   if (list.length === 1) return list[0];
   if (!list.length) throw new ModelError(`${file}: the model has no ${what}s`);
-  throw new ConfigError(`${file}: the model has ${list.length} ${what}s (${all}); set ${key} to the name of the one to use`);
+  throw new ConfigError(
+    `${file}: the model has ${list.length} ${what}s (${all}); set ${key} to the name of the one to use`,
+  );
 }
 
 export interface InputSettings {
@@ -59,7 +69,10 @@ export interface ResolvedInput {
 export function resolveInput(file: string, inputs: readonly TensorMeta[], s: InputSettings): ResolvedInput {
   if (inputs.length > 1) {
     const named = s.input !== undefined ? pickTensor(file, inputs, s.input, 'input') : null;
-    const others = inputs.filter((t) => t !== named).map(describeTensor).join(', ');
+    const others = inputs
+      .filter((t) => t !== named)
+      .map(describeTensor)
+      .join(', ');
     throw new ModelError(
       `${file}: the model has ${inputs.length} inputs (${inputs.map(describeTensor).join(', ')}), but an image encoder gets one image tensor only` +
         (named ? ` (nothing could feed ${others})` : '') +
@@ -68,11 +81,15 @@ export function resolveInput(file: string, inputs: readonly TensorMeta[], s: Inp
   }
   const t = pickTensor(file, inputs, s.input, 'input');
   if (t.type !== 'float32') {
-    throw new ModelError(`${file}: input ${describeTensor(t)} is not float32; captioner feeds float32 pixels, so export the model with a float32 image input (in PyTorch: model.float(), and a float dummy input to torch.onnx.export)`);
+    throw new ModelError(
+      `${file}: input ${describeTensor(t)} is not float32; captioner feeds float32 pixels, so export the model with a float32 image input (in PyTorch: model.float(), and a float dummy input to torch.onnx.export)`,
+    );
   }
   const dims = t.shape;
   if (dims.length && dims.length !== 4) {
-    throw new ModelError(`${file}: input ${describeTensor(t)} has ${dims.length} dimensions; an image input has 4: [N, 3, H, W] (nchw) or [N, H, W, 3] (nhwc)`);
+    throw new ModelError(
+      `${file}: input ${describeTensor(t)} has ${dims.length} dimensions; an image input has 4: [N, 3, H, W] (nchw) or [N, H, W, 3] (nhwc)`,
+    );
   }
   let layout: 'nchw' | 'nhwc';
   if (s.layout !== 'auto') {
@@ -80,27 +97,37 @@ export function resolveInput(file: string, inputs: readonly TensorMeta[], s: Inp
     const c = dims.length ? (layout === 'nchw' ? dims[1] : dims[3]) : undefined;
     if (fixed(c) && c !== 3) {
       const other = layout === 'nchw' ? 'nhwc' : 'nchw';
-      throw new ConfigError(`${file}: input ${describeTensor(t)} has ${c} channels at the ${layout} channel axis, expected 3; set encoder.onnx.layout to ${other} (or auto)`);
+      throw new ConfigError(
+        `${file}: input ${describeTensor(t)} has ${c} channels at the ${layout} channel axis, expected 3; set encoder.onnx.layout to ${other} (or auto)`,
+      );
     }
   } else {
     const first = dims[1] === 3;
     const last = dims[3] === 3;
     if (first !== last) layout = first ? 'nchw' : 'nhwc';
     else if (!first && fixed(dims[1]) && fixed(dims[3])) {
-      throw new ModelError(`${file}: input ${describeTensor(t)} has no axis of 3 channels; captioner feeds RGB images: [N, 3, H, W] (nchw) or [N, H, W, 3] (nhwc)`);
+      throw new ModelError(
+        `${file}: input ${describeTensor(t)} has no axis of 3 channels; captioner feeds RGB images: [N, 3, H, W] (nchw) or [N, H, W, 3] (nhwc)`,
+      );
     } else {
-      throw new ConfigError(`${file}: cannot tell the layout of input ${describeTensor(t)}; set encoder.onnx.layout to nchw ([N, 3, H, W], PyTorch) or nhwc ([N, H, W, 3], TensorFlow)`);
+      throw new ConfigError(
+        `${file}: cannot tell the layout of input ${describeTensor(t)}; set encoder.onnx.layout to nchw ([N, 3, H, W], PyTorch) or nhwc ([N, H, W, 3], TensorFlow)`,
+      );
     }
   }
   const [h, w] = layout === 'nchw' ? [dims[2], dims[3]] : [dims[1], dims[2]];
   if (fixed(h) && fixed(w) && h !== w) {
-    throw new ModelError(`${file}: input ${describeTensor(t)} takes ${w}x${h} images, but captioner feeds square ones; export the model with a square input (or dynamic height and width, and set encoder.onnx.size)`);
+    throw new ModelError(
+      `${file}: input ${describeTensor(t)} takes ${w}x${h} images, but captioner feeds square ones; export the model with a square input (or dynamic height and width, and set encoder.onnx.size)`,
+    );
   }
   const modelSize = fixed(h) ? h : fixed(w) ? w : undefined;
   let size: number;
   if (modelSize !== undefined) {
     if (s.size !== undefined && s.size !== modelSize) {
-      throw new ConfigError(`${file}: input ${describeTensor(t)} takes ${modelSize}x${modelSize} images, but encoder.onnx.size is ${s.size}; set it to ${modelSize} (or leave it out)`);
+      throw new ConfigError(
+        `${file}: input ${describeTensor(t)} takes ${modelSize}x${modelSize} images, but encoder.onnx.size is ${s.size}; set it to ${modelSize} (or leave it out)`,
+      );
     }
     size = modelSize;
   } else if (s.size !== undefined) size = s.size;
@@ -111,7 +138,9 @@ export function resolveInput(file: string, inputs: readonly TensorMeta[], s: Inp
   }
   const b = dims[0];
   if (fixed(b) && b > 1) {
-    throw new ModelError(`${file}: input ${describeTensor(t)} has a fixed batch of ${b}; export it with a dynamic batch dimension (torch.onnx.export(..., dynamic_axes={"${t.name}": {0: "batch"}})) or a batch of 1`);
+    throw new ModelError(
+      `${file}: input ${describeTensor(t)} has a fixed batch of ${b}; export it with a dynamic batch dimension (torch.onnx.export(..., dynamic_axes={"${t.name}": {0: "batch"}})) or a batch of 1`,
+    );
   }
   return { name: t.name, layout, size, fixedBatch: b === 1 ? 1 : null };
 }
@@ -123,7 +152,9 @@ export function resolveOutput(file: string, outputs: readonly TensorMeta[], want
     const others = outputs.filter((o) => o !== t && o.type === 'float32').map((o) => `"${o.name}"`);
     throw new ModelError(
       `${file}: output ${describeTensor(t)} is not float32; the features must be float32 values` +
-        (others.length ? `: set encoder.onnx.output to a float32 output (${others.join(', ')})` : ': export the feature layer itself as a float32 output (in PyTorch: model.float())'),
+        (others.length
+          ? `: set encoder.onnx.output to a float32 output (${others.join(', ')})`
+          : ': export the feature layer itself as a float32 output (in PyTorch: model.float())'),
     );
   }
   if (t.shape.length) checkRank(file, t.name, t.shape);
@@ -154,7 +185,12 @@ export interface OutputPlan {
 }
 
 /** What an output of per-image shape `dims` (actual sizes) is, and how it is cached. */
-export function planOutput(file: string, name: string, dims: readonly number[], outputLayout: 'auto' | 'chw' | 'hwc'): OutputPlan {
+export function planOutput(
+  file: string,
+  name: string,
+  dims: readonly number[],
+  outputLayout: 'auto' | 'chw' | 'hwc',
+): OutputPlan {
   checkRank(file, name, ['N', ...dims]);
   const modelShape = [...dims];
   if (dims.length === 1) return { kind: 'vector', modelShape, shape: [dims[0]], transpose: false };

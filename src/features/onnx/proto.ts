@@ -187,7 +187,13 @@ export function attribute(name: string, value: AttrValue): Message {
 }
 
 /** NodeProto. */
-export function node(opType: string, inputs: string[], outputs: string[], name: string, attrs: Record<string, AttrValue> = {}): Message {
+export function node(
+  opType: string,
+  inputs: string[],
+  outputs: string[],
+  name: string,
+  attrs: Record<string, AttrValue> = {},
+): Message {
   const m = new Message();
   for (const i of inputs) m.string(1, i);
   for (const o of outputs) m.string(2, o);
@@ -237,7 +243,8 @@ export function float32Bytes(data: Float32Array): LazyBytes {
 /** ValueInfoProto of a tensor; a string dim is symbolic (e.g. 'N' for a dynamic batch). */
 export function valueInfo(name: string, elemType: number, dims: (number | string)[]): Message {
   const shape = new Message();
-  for (const d of dims) shape.message(1, typeof d === 'number' ? new Message().varint(1, d) : new Message().string(2, d));
+  for (const d of dims)
+    shape.message(1, typeof d === 'number' ? new Message().varint(1, d) : new Message().string(2, d));
   const tensorType = new Message().varint(1, elemType).message(2, shape);
   const type = new Message().message(1, tensorType);
   return new Message().string(1, name).message(2, type);

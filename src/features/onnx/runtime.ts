@@ -42,7 +42,11 @@ export function loadOrt(): Promise<OrtModule | null> {
   }
   disableOrtTelemetry();
   cached ??= import('onnxruntime-node')
-    .then((m) => ((m as unknown as { default?: OrtModule }).default?.InferenceSession ? (m as unknown as { default: OrtModule }).default : (m as OrtModule)))
+    .then((m) =>
+      (m as unknown as { default?: OrtModule }).default?.InferenceSession
+        ? (m as unknown as { default: OrtModule }).default
+        : (m as OrtModule),
+    )
     .catch((e: Error) => {
       loadError = e.message.split('\n')[0];
       return null;
@@ -78,15 +82,22 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
   };
   const where = opts.where ?? (typeof model === 'string' ? model : undefined);
   const prefix = where ? `${where}: ` : '';
-  if (typeof model !== 'string' && model.length === 0) throw new ModelError(`${prefix}is not an ONNX model (the file is empty)`);
+  if (typeof model !== 'string' && model.length === 0)
+    throw new ModelError(`${prefix}is not an ONNX model (the file is empty)`);
   try {
-    return typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+    return typeof model === 'string'
+      ? await ort.InferenceSession.create(model, options)
+      : await ort.InferenceSession.create(model, options);
   } catch (e) {
     const first = (e as Error).message.split('\n')[0].replace(/^Load model from .*? failed:/, '');
     if (/protobuf parsing failed|does not have a graph|data pointer is null/i.test(first)) {
-      throw new ModelError(`${prefix}is not an ONNX model (onnxruntime cannot parse it as one); give the .onnx file written by torch.onnx.export, tf2onnx or onnx.save`);
+      throw new ModelError(
+        `${prefix}is not an ONNX model (onnxruntime cannot parse it as one); give the .onnx file written by torch.onnx.export, tf2onnx or onnx.save`,
+      );
     }
-    throw new ModelError(`${prefix}onnxruntime ${ortVersion(ort)}cannot load the model: ${first.replace(/^\/onnxruntime_src\/\S+ /, '')}`);
+    throw new ModelError(
+      `${prefix}onnxruntime ${ortVersion(ort)}cannot load the model: ${first.replace(/^\/onnxruntime_src\/\S+ /, '')}`,
+    );
   }
 }
 
@@ -100,10 +111,15 @@ export interface TensorMeta {
 
 /** The session's inputs and outputs, in order (a non-tensor value has type 'non-tensor' and no shape). */
 export function sessionMeta(s: OrtSession): { inputs: TensorMeta[]; outputs: TensorMeta[] } {
-  const meta = (names: readonly string[], md: readonly Ort.InferenceSession.ValueMetadata[] | undefined): TensorMeta[] =>
+  const meta = (
+    names: readonly string[],
+    md: readonly Ort.InferenceSession.ValueMetadata[] | undefined,
+  ): TensorMeta[] =>
     names.map((name, i) => {
       const m = md?.[i];
-      return m && m.isTensor ? { name, type: String(m.type), shape: [...m.shape] } : { name, type: m ? 'non-tensor' : 'unknown', shape: [] };
+      return m?.isTensor
+        ? { name, type: String(m.type), shape: [...m.shape] }
+        : { name, type: m ? 'non-tensor' : 'unknown', shape: [] };
     });
   return { inputs: meta(s.inputNames, s.inputMetadata), outputs: meta(s.outputNames, s.outputMetadata) };
 }

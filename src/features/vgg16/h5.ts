@@ -77,7 +77,8 @@ function readFloat32(ds: H5Dataset, file: string, where: string): Float32Array {
   const shape = ds.shape ?? [];
   const n = shape.reduce((a, b) => a * b, 1);
   const dtype = String(ds.dtype);
-  if (!/^[<>]?[fd]$/.test(dtype)) throw new ModelError(`${file}: ${where}: dtype ${dtype}, expected float32 or float64`);
+  if (!/^[<>]?[fd]$/.test(dtype))
+    throw new ModelError(`${file}: ${where}: dtype ${dtype}, expected float32 or float64`);
   const out = new Float32Array(n);
   if (n <= SLICE_VALUES || shape.length === 0) {
     const v = ds.value as ArrayLike<number>;
@@ -90,7 +91,8 @@ function readFloat32(ds: H5Dataset, file: string, where: string): Float32Array {
   for (let r = 0; r < shape[0]; r += rowsPer) {
     const end = Math.min(shape[0], r + rowsPer);
     const v = ds.slice([[r, end]]) as ArrayLike<number>;
-    if (!v || v.length !== (end - r) * rowValues) throw new ModelError(`${file}: ${where}: cannot read rows ${r}..${end}`);
+    if (!v || v.length !== (end - r) * rowValues)
+      throw new ModelError(`${file}: ${where}: cannot read rows ${r}..${end}`);
     out.set(v, r * rowValues);
   }
   return out;
@@ -112,7 +114,9 @@ export async function readKerasH5(file: string, layers: readonly Vgg16Layer[]): 
       await h.close();
     }
   } catch (e) {
-    throw new ModelError(`${file}: weights file not found (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new ModelError(
+      `${file}: weights file not found (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   // The HDF5 signature sits at 0, 512, 1024, 2048... (after an optional user block).
   if (![0, 512, 1024, 2048].some((o) => head.length >= o + 8 && head.subarray(o, o + 8).equals(HDF5_SIGNATURE))) {
@@ -146,16 +150,24 @@ export async function readKerasH5(file: string, layers: readonly Vgg16Layer[]): 
         if (!ds) throw new ModelError(`${file}: layer ${layer}: weight ${wn} is listed but not stored`);
         found.push({ name: wn, ds });
       }
-      if (found.length !== 2) throw new ModelError(`${file}: layer ${layer}: ${found.length} weights (${wnames.join(', ') || 'none'}), expected a kernel and a bias`);
+      if (found.length !== 2)
+        throw new ModelError(
+          `${file}: layer ${layer}: ${found.length} weights (${wnames.join(', ') || 'none'}), expected a kernel and a bias`,
+        );
       let kernel = found.find((w) => weightRole(w.name) === 'kernel');
       let bias = found.find((w) => weightRole(w.name) === 'bias');
       if (!kernel || !bias || kernel === bias) [kernel, bias] = found; // Keras order: kernel, bias
       const kshape = [...(kernel.ds.shape ?? [])];
       const bshape = [...(bias.ds.shape ?? [])];
       if (kshape.join() !== exp.kernel.join()) {
-        throw new ModelError(`${file}: layer ${layer}: kernel ${kernel.name} has shape ${shapeStr(kshape)}, expected ${shapeStr(exp.kernel)} (Keras VGG16, channels-last)`);
+        throw new ModelError(
+          `${file}: layer ${layer}: kernel ${kernel.name} has shape ${shapeStr(kshape)}, expected ${shapeStr(exp.kernel)} (Keras VGG16, channels-last)`,
+        );
       }
-      if (bshape.join() !== exp.bias.join()) throw new ModelError(`${file}: layer ${layer}: bias ${bias.name} has shape ${shapeStr(bshape)}, expected ${shapeStr(exp.bias)}`);
+      if (bshape.join() !== exp.bias.join())
+        throw new ModelError(
+          `${file}: layer ${layer}: bias ${bias.name} has shape ${shapeStr(bshape)}, expected ${shapeStr(exp.bias)}`,
+        );
       weights.set(layer, {
         kernel: readFloat32(kernel.ds, file, `${layer}/${kernel.name}`),
         kernelShape: kshape,

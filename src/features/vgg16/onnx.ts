@@ -8,7 +8,17 @@
 // order is kept and the Keras Dense kernels [in, out] are used as Gemm B unchanged. Conv kernels are
 // converted from Keras HWIO [kh, kw, in, out] to ONNX OIHW [out, in, kh, kw]. The batch dim is dynamic.
 import { VGG16_INPUT, VGG16_LAYERS, type LayerWeights, type Vgg16Output, type Vgg16Weights } from './spec.js';
-import { DataType, float32Bytes, int64Tensor, model, node, tensor, valueInfo, type LazyBytes, type Message } from '../onnx/proto.js';
+import {
+  DataType,
+  float32Bytes,
+  int64Tensor,
+  model,
+  node,
+  tensor,
+  valueInfo,
+  type LazyBytes,
+  type Message,
+} from '../onnx/proto.js';
 import { ModelError } from '../../errors.js';
 
 export const ONNX_INPUT_NAME = 'input';
@@ -23,7 +33,8 @@ function layersUpTo(output: string) {
 /** Keras HWIO conv kernel -> ONNX OIHW, written straight into the output buffer in little-endian float32. */
 export function hwioToOihw(w: LayerWeights, name: string): { dims: number[]; bytes: LazyBytes } {
   const [kh, kw, ci, co] = w.kernelShape;
-  if (w.kernelShape.length !== 4 || w.kernel.length !== kh * kw * ci * co) throw new ModelError(`${name}: kernel shape [${w.kernelShape}] does not match ${w.kernel.length} values`);
+  if (w.kernelShape.length !== 4 || w.kernel.length !== kh * kw * ci * co)
+    throw new ModelError(`${name}: kernel shape [${w.kernelShape}] does not match ${w.kernel.length} values`);
   const src = w.kernel;
   return {
     dims: [co, ci, kh, kw],
@@ -36,7 +47,9 @@ export function hwioToOihw(w: LayerWeights, name: string): { dims: number[]; byt
         const bytes = new Uint8Array(scratch.buffer);
         for (let o = 0; o < co; o++) {
           let k = 0;
-          for (let i = 0; i < ci; i++) for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) scratch[k++] = src[((y * kw + x) * ci + i) * co + o];
+          for (let i = 0; i < ci; i++)
+            for (let y = 0; y < kh; y++)
+              for (let x = 0; x < kw; x++) scratch[k++] = src[((y * kw + x) * ci + i) * co + o];
           writeLE(target, offset + o * per * 4, scratch, bytes);
         }
       },
@@ -55,7 +68,10 @@ function writeLE(target: Uint8Array, offset: number, values: Float32Array, bytes
 
 function get(weights: Vgg16Weights, name: string): LayerWeights {
   const w = weights.get(name);
-  if (!w) throw new ModelError(`VGG16 weights have no layer ${name}${name.startsWith('fc') ? ' (a no-top weights file cannot give fc2; use layer block5_conv3 or block5_pool)' : ''}`);
+  if (!w)
+    throw new ModelError(
+      `VGG16 weights have no layer ${name}${name.startsWith('fc') ? ' (a no-top weights file cannot give fc2; use layer block5_conv3 or block5_pool)' : ''}`,
+    );
   return w;
 }
 
@@ -76,15 +92,31 @@ export function vgg16OnnxModel(weights: Vgg16Weights, output: Vgg16Output | stri
     if (layer.kind === 'conv') {
       const w = get(weights, layer.name);
       const { dims, bytes } = hwioToOihw(w, layer.name);
-      if (dims[0] !== layer.outChannels || dims[1] !== layer.inChannels) throw new ModelError(`${layer.name}: kernel [${w.kernelShape}] does not match VGG16 (${layer.inChannels} -> ${layer.outChannels})`);
+      if (dims[0] !== layer.outChannels || dims[1] !== layer.inChannels)
+        throw new ModelError(
+          `${layer.name}: kernel [${w.kernelShape}] does not match VGG16 (${layer.inChannels} -> ${layer.outChannels})`,
+        );
       inits.push(tensor(`${layer.name}/kernel`, dims, DataType.FLOAT, bytes));
       inits.push(tensor(`${layer.name}/bias`, [w.bias.length], DataType.FLOAT, float32Bytes(w.bias)));
-      nodes.push(node('Conv', [cur, `${layer.name}/kernel`, `${layer.name}/bias`], [`${layer.name}/conv`], `${layer.name}/Conv`, { kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [1, 1] }));
+      nodes.push(
+        node(
+          'Conv',
+          [cur, `${layer.name}/kernel`, `${layer.name}/bias`],
+          [`${layer.name}/conv`],
+          `${layer.name}/Conv`,
+          { kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [1, 1] },
+        ),
+      );
       nodes.push(node('Relu', [`${layer.name}/conv`], [`${layer.name}/nchw`], `${layer.name}/Relu`));
       cur = `${layer.name}/nchw`;
       channels = layer.outChannels;
     } else if (layer.kind === 'pool') {
-      nodes.push(node('MaxPool', [cur], [`${layer.name}/nchw`], `${layer.name}/MaxPool`, { kernel_shape: [2, 2], strides: [2, 2] }));
+      nodes.push(
+        node('MaxPool', [cur], [`${layer.name}/nchw`], `${layer.name}/MaxPool`, {
+          kernel_shape: [2, 2],
+          strides: [2, 2],
+        }),
+      );
       cur = `${layer.name}/nchw`;
       side /= 2;
     } else if (layer.kind === 'flatten') {
@@ -94,11 +126,18 @@ export function vgg16OnnxModel(weights: Vgg16Weights, output: Vgg16Output | stri
       cur = 'flatten';
     } else {
       const w = get(weights, layer.name);
-      if (w.kernelShape.length !== 2 || w.kernelShape[0] !== layer.inUnits || w.kernelShape[1] !== layer.outUnits) throw new ModelError(`${layer.name}: kernel [${w.kernelShape}] does not match VGG16 [${layer.inUnits}, ${layer.outUnits}]`);
-      inits.push(tensor(`${layer.name}/kernel`, [layer.inUnits, layer.outUnits], DataType.FLOAT, float32Bytes(w.kernel)));
+      if (w.kernelShape.length !== 2 || w.kernelShape[0] !== layer.inUnits || w.kernelShape[1] !== layer.outUnits)
+        throw new ModelError(
+          `${layer.name}: kernel [${w.kernelShape}] does not match VGG16 [${layer.inUnits}, ${layer.outUnits}]`,
+        );
+      inits.push(
+        tensor(`${layer.name}/kernel`, [layer.inUnits, layer.outUnits], DataType.FLOAT, float32Bytes(w.kernel)),
+      );
       inits.push(tensor(`${layer.name}/bias`, [layer.outUnits], DataType.FLOAT, float32Bytes(w.bias)));
       const act = layer.activation === 'relu' ? 'Relu' : 'Softmax';
-      nodes.push(node('Gemm', [cur, `${layer.name}/kernel`, `${layer.name}/bias`], [`${layer.name}/gemm`], `${layer.name}/Gemm`));
+      nodes.push(
+        node('Gemm', [cur, `${layer.name}/kernel`, `${layer.name}/bias`], [`${layer.name}/gemm`], `${layer.name}/Gemm`),
+      );
       nodes.push(node(act, [`${layer.name}/gemm`], [last ? layer.name : `${layer.name}/act`], `${layer.name}/${act}`));
       cur = last ? layer.name : `${layer.name}/act`;
       if (last) outDims = ['N', layer.outUnits];
@@ -106,7 +145,8 @@ export function vgg16OnnxModel(weights: Vgg16Weights, output: Vgg16Output | stri
     if (last && (layer.kind === 'conv' || layer.kind === 'pool')) {
       nodes.push(node('Transpose', [cur], [output], `${output}/to_nhwc`, { perm: [0, 2, 3, 1] }));
       outDims = ['N', side, side, channels];
-    } else if (last && layer.kind === 'flatten') throw new ModelError('VGG16 output must be a conv, pool or dense layer');
+    } else if (last && layer.kind === 'flatten')
+      throw new ModelError('VGG16 output must be a conv, pool or dense layer');
   }
   return model(
     {

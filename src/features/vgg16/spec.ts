@@ -8,16 +8,34 @@ export type Vgg16Layer =
   | { kind: 'flatten'; name: string }
   | { kind: 'dense'; name: string; inUnits: number; outUnits: number; activation: 'relu' | 'softmax' };
 
-const conv = (name: string, inChannels: number, outChannels: number): Vgg16Layer => ({ kind: 'conv', name, inChannels, outChannels });
+const conv = (name: string, inChannels: number, outChannels: number): Vgg16Layer => ({
+  kind: 'conv',
+  name,
+  inChannels,
+  outChannels,
+});
 const pool = (name: string): Vgg16Layer => ({ kind: 'pool', name });
 
 /** In order, input 224x224x3 (channels last). Convs are 3x3, stride 1, same padding, relu; pools 2x2 stride 2. */
 export const VGG16_LAYERS: Vgg16Layer[] = [
-  conv('block1_conv1', 3, 64), conv('block1_conv2', 64, 64), pool('block1_pool'),
-  conv('block2_conv1', 64, 128), conv('block2_conv2', 128, 128), pool('block2_pool'),
-  conv('block3_conv1', 128, 256), conv('block3_conv2', 256, 256), conv('block3_conv3', 256, 256), pool('block3_pool'),
-  conv('block4_conv1', 256, 512), conv('block4_conv2', 512, 512), conv('block4_conv3', 512, 512), pool('block4_pool'),
-  conv('block5_conv1', 512, 512), conv('block5_conv2', 512, 512), conv('block5_conv3', 512, 512), pool('block5_pool'),
+  conv('block1_conv1', 3, 64),
+  conv('block1_conv2', 64, 64),
+  pool('block1_pool'),
+  conv('block2_conv1', 64, 128),
+  conv('block2_conv2', 128, 128),
+  pool('block2_pool'),
+  conv('block3_conv1', 128, 256),
+  conv('block3_conv2', 256, 256),
+  conv('block3_conv3', 256, 256),
+  pool('block3_pool'),
+  conv('block4_conv1', 256, 512),
+  conv('block4_conv2', 512, 512),
+  conv('block4_conv3', 512, 512),
+  pool('block4_pool'),
+  conv('block5_conv1', 512, 512),
+  conv('block5_conv2', 512, 512),
+  conv('block5_conv3', 512, 512),
+  pool('block5_pool'),
   { kind: 'flatten', name: 'flatten' },
   { kind: 'dense', name: 'fc1', inUnits: 25088, outUnits: 4096, activation: 'relu' },
   { kind: 'dense', name: 'fc2', inUnits: 4096, outUnits: 4096, activation: 'relu' },

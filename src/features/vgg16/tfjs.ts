@@ -27,14 +27,20 @@ type Step =
  * Build VGG16 up to `output` from Keras-layout weights. `layers` is for reduced test specs (any
  * layer name of the spec is then a valid output).
  */
-export function buildVgg16(weights: Vgg16Weights, output: Vgg16Output | (string & {}), opts: { layers?: readonly Vgg16Layer[] } = {}): Vgg16Model {
+export function buildVgg16(
+  weights: Vgg16Weights,
+  output: Vgg16Output | (string & {}),
+  opts: { layers?: readonly Vgg16Layer[] } = {},
+): Vgg16Model {
   const layers = opts.layers ?? VGG16_LAYERS;
   const end = layers.findIndex((l) => l.name === output);
   if (end < 0) throw new ModelError(`VGG16 has no layer ${output}; outputs: fc2, block5_conv3, block5_pool`);
   const { includeTop } = checkWeights(weights, 'VGG16 weights', layers);
   const used = layers.slice(0, end + 1);
   if (!includeTop && used.some((l) => l.kind === 'dense')) {
-    throw new ModelError(`VGG16 output ${output} needs the dense layers, but the weights are a no-top set; use block5_conv3 or block5_pool, or the full weights`);
+    throw new ModelError(
+      `VGG16 output ${output} needs the dense layers, but the weights are a no-top set; use block5_conv3 or block5_pool, or the full weights`,
+    );
   }
   const steps: Step[] = [];
   let paramCount = 0;
@@ -44,8 +50,21 @@ export function buildVgg16(weights: Vgg16Weights, output: Vgg16Output | (string 
         const w = weights.get(l.name)!;
         paramCount += w.kernel.length + w.bias.length;
         const bias = tf.tensor1d(w.bias, 'float32');
-        if (l.kind === 'conv') steps.push({ kind: 'conv', name: l.name, kernel: tf.tensor4d(w.kernel, w.kernelShape as [number, number, number, number], 'float32'), bias });
-        else steps.push({ kind: 'dense', name: l.name, kernel: tf.tensor2d(w.kernel, w.kernelShape as [number, number], 'float32'), bias, activation: l.activation });
+        if (l.kind === 'conv')
+          steps.push({
+            kind: 'conv',
+            name: l.name,
+            kernel: tf.tensor4d(w.kernel, w.kernelShape as [number, number, number, number], 'float32'),
+            bias,
+          });
+        else
+          steps.push({
+            kind: 'dense',
+            name: l.name,
+            kernel: tf.tensor2d(w.kernel, w.kernelShape as [number, number], 'float32'),
+            bias,
+            activation: l.activation,
+          });
       } else steps.push({ kind: l.kind, name: l.name });
     }
   } catch (e) {
@@ -58,13 +77,21 @@ export function buildVgg16(weights: Vgg16Weights, output: Vgg16Output | (string 
     output,
     predict(batch: tf.Tensor4D): Tensor {
       if (disposed) throw new ModelError('VGG16 model used after dispose()');
-      if (batch.rank !== 4 || batch.shape[3] !== 3) throw new ModelError(`VGG16 input must be [N, H, W, 3], got [${batch.shape.join(', ')}]`);
+      if (batch.rank !== 4 || batch.shape[3] !== 3)
+        throw new ModelError(`VGG16 input must be [N, H, W, 3], got [${batch.shape.join(', ')}]`);
       return tf.tidy(() => {
         let x: Tensor = batch.dtype === 'float32' ? batch : batch.toFloat();
         for (const s of steps) {
           if (s.kind === 'conv') {
             // [N, H, W, in] -> [N, H, W, out], 3x3 stride 1 same padding, relu
-            x = tf.fused.conv2d({ x: x as tf.Tensor4D, filter: s.kernel, strides: 1, pad: 'same', bias: s.bias, activation: 'relu' });
+            x = tf.fused.conv2d({
+              x: x as tf.Tensor4D,
+              filter: s.kernel,
+              strides: 1,
+              pad: 'same',
+              bias: s.bias,
+              activation: 'relu',
+            });
           } else if (s.kind === 'pool') {
             // [N, H, W, C] -> [N, H/2, W/2, C]
             x = tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid');

@@ -22,7 +22,10 @@ interface ManifestGroup {
 const BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
 
 /** Layer and role of a TF.js weight name, or null when it is no kernel/bias of a spec layer. */
-export function tfjsWeightTarget(name: string, layerNames: ReadonlySet<string>): { layer: string; role: 'kernel' | 'bias' } | null {
+export function tfjsWeightTarget(
+  name: string,
+  layerNames: ReadonlySet<string>,
+): { layer: string; role: 'kernel' | 'bias' } | null {
   const parts = name.replace(/:\d+$/, '').split('/');
   const role = parts[parts.length - 1];
   if (role !== 'kernel' && role !== 'bias') return null;
@@ -98,7 +101,10 @@ class ShardReader {
  * Read the spec's layer weights from a TF.js model.json. Returns the weights and the files the
  * fingerprint covers (model.json, then the shards in manifest order).
  */
-export async function readTfjsLayersModel(jsonFile: string, layers: readonly Vgg16Layer[]): Promise<{ weights: Vgg16Weights; files: string[] }> {
+export async function readTfjsLayersModel(
+  jsonFile: string,
+  layers: readonly Vgg16Layer[],
+): Promise<{ weights: Vgg16Weights; files: string[] }> {
   let manifest: ManifestGroup[];
   try {
     const json = JSON.parse(await fs.readFile(jsonFile, 'utf8')) as { weightsManifest?: ManifestGroup[] };
@@ -127,10 +133,14 @@ export async function readTfjsLayersModel(jsonFile: string, layers: readonly Vgg
         const exp = expected.get(target.layer)!;
         const want = target.role === 'kernel' ? exp.kernel : exp.bias;
         if (shapeStr(w.shape) !== shapeStr(want)) {
-          throw new ModelError(`${jsonFile}: layer ${target.layer}: ${target.role} ${w.name} has shape ${shapeStr(w.shape)}, expected ${shapeStr(want)} (Keras VGG16, channels-last)`);
+          throw new ModelError(
+            `${jsonFile}: layer ${target.layer}: ${target.role} ${w.name} has shape ${shapeStr(w.shape)}, expected ${shapeStr(want)} (Keras VGG16, channels-last)`,
+          );
         }
-        if (w.dtype !== 'float32') throw new ModelError(`${jsonFile}: weight ${w.name}: dtype ${w.dtype}, expected float32`);
-        if (offset + nbytes > reader.total) throw new ModelError(`${jsonFile}: weight ${w.name} lies past the end of its shards (${reader.total} bytes)`);
+        if (w.dtype !== 'float32')
+          throw new ModelError(`${jsonFile}: weight ${w.name}: dtype ${w.dtype}, expected float32`);
+        if (offset + nbytes > reader.total)
+          throw new ModelError(`${jsonFile}: weight ${w.name} lies past the end of its shards (${reader.total} bytes)`);
         const values = new Float32Array(n);
         if (stored === 'float32') {
           await reader.read(offset, new Uint8Array(values.buffer));
@@ -143,7 +153,8 @@ export async function readTfjsLayersModel(jsonFile: string, layers: readonly Vgg
           else {
             const scale = q.scale ?? 1;
             const min = q.min ?? 0;
-            for (let i = 0; i < n; i++) values[i] = (stored === 'uint8' ? raw[i] : dv.getUint16(2 * i, true)) * scale + min;
+            for (let i = 0; i < n; i++)
+              values[i] = (stored === 'uint8' ? raw[i] : dv.getUint16(2 * i, true)) * scale + min;
           }
         }
         const p = parts.get(target.layer) ?? {};
@@ -159,7 +170,10 @@ export async function readTfjsLayersModel(jsonFile: string, layers: readonly Vgg
   }
   const weights: Vgg16Weights = new Map();
   for (const [layer, p] of parts) {
-    if (!p.kernel || !p.bias) throw new ModelError(`${jsonFile}: layer ${layer} has ${p.kernel ? 'a kernel but no bias' : 'a bias but no kernel'}`);
+    if (!p.kernel || !p.bias)
+      throw new ModelError(
+        `${jsonFile}: layer ${layer} has ${p.kernel ? 'a kernel but no bias' : 'a bias but no kernel'}`,
+      );
     weights.set(layer, { kernel: p.kernel, kernelShape: p.kernelShape!, bias: p.bias });
   }
   return { weights, files };

@@ -32,7 +32,11 @@ export function specParams(layers: readonly Vgg16Layer[] = VGG16_LAYERS, include
  * (a no-top set). Shapes and array lengths must match. Returns whether the dense head is there.
  * Throws ModelError naming the layer and `source`.
  */
-export function checkWeights(weights: Vgg16Weights, source: string, layers: readonly Vgg16Layer[] = VGG16_LAYERS): { includeTop: boolean } {
+export function checkWeights(
+  weights: Vgg16Weights,
+  source: string,
+  layers: readonly Vgg16Layer[] = VGG16_LAYERS,
+): { includeTop: boolean } {
   const expected = expectedShapes(layers);
   const topNames = [...expected].filter(([, s]) => s.top).map(([n]) => n);
   const presentTop = topNames.filter((n) => weights.has(n));
@@ -40,13 +44,21 @@ export function checkWeights(weights: Vgg16Weights, source: string, layers: read
     const w = weights.get(name);
     if (!w) {
       if (exp.top && presentTop.length === 0) continue;
-      throw new ModelError(`${source}: no weights for layer ${name}${exp.top ? ` (the file has ${presentTop.join(', ')} but not all of ${topNames.join(', ')})` : ''}`);
+      throw new ModelError(
+        `${source}: no weights for layer ${name}${exp.top ? ` (the file has ${presentTop.join(', ')} but not all of ${topNames.join(', ')})` : ''}`,
+      );
     }
     if (!same(w.kernelShape, exp.kernel)) {
-      throw new ModelError(`${source}: layer ${name}: kernel shape ${shapeStr(w.kernelShape)}, expected ${shapeStr(exp.kernel)} (Keras VGG16, channels-last)`);
+      throw new ModelError(
+        `${source}: layer ${name}: kernel shape ${shapeStr(w.kernelShape)}, expected ${shapeStr(exp.kernel)} (Keras VGG16, channels-last)`,
+      );
     }
-    if (w.kernel.length !== size(exp.kernel)) throw new ModelError(`${source}: layer ${name}: kernel has ${w.kernel.length} values, expected ${size(exp.kernel)}`);
-    if (w.bias.length !== exp.bias[0]) throw new ModelError(`${source}: layer ${name}: bias has ${w.bias.length} values, expected ${exp.bias[0]}`);
+    if (w.kernel.length !== size(exp.kernel))
+      throw new ModelError(
+        `${source}: layer ${name}: kernel has ${w.kernel.length} values, expected ${size(exp.kernel)}`,
+      );
+    if (w.bias.length !== exp.bias[0])
+      throw new ModelError(`${source}: layer ${name}: bias has ${w.bias.length} values, expected ${exp.bias[0]}`);
   }
   for (const name of weights.keys()) {
     if (!expected.has(name)) throw new ModelError(`${source}: unexpected layer ${name} (not a VGG16 layer)`);
@@ -81,7 +93,10 @@ export function layerSeed(seed: number, layerIndex: number): number {
  * receptive field, as Keras computes them), zero biases. Same seed, same weights, on every machine.
  * About 1 s for the full 138M values.
  */
-export function randomVgg16Weights(seed: number, opts: { includeTop?: boolean; layers?: readonly Vgg16Layer[] } = {}): Vgg16Weights {
+export function randomVgg16Weights(
+  seed: number,
+  opts: { includeTop?: boolean; layers?: readonly Vgg16Layer[] } = {},
+): Vgg16Weights {
   const includeTop = opts.includeTop ?? true;
   const weights: Vgg16Weights = new Map();
   let index = 0;
@@ -93,7 +108,11 @@ export function randomVgg16Weights(seed: number, opts: { includeTop?: boolean; l
     const fanOut = exp.kernel[exp.kernel.length - 1] * receptive;
     const kernel = new Float32Array(size(exp.kernel));
     fillGlorot(kernel, layerSeed(seed, i), Math.sqrt(6 / (fanIn + fanOut)));
-    weights.set(name, { kernel, kernelShape: [...exp.kernel], bias: new Float32Array(exp.bias[0]) } satisfies LayerWeights);
+    weights.set(name, {
+      kernel,
+      kernelShape: [...exp.kernel],
+      bias: new Float32Array(exp.bias[0]),
+    } satisfies LayerWeights);
   }
   return weights;
 }
@@ -129,16 +148,26 @@ export async function loadVgg16Weights(spec: string, opts: LoadOptions): Promise
   const layers = opts.layers ?? VGG16_LAYERS;
   if (spec === 'random') {
     const includeTop = opts.includeTop ?? true;
-    if (opts.requireTop && !includeTop) throw new ModelError('random weights: requireTop and includeTop=false contradict each other');
-    return { weights: randomVgg16Weights(opts.seed, { includeTop, layers }), fingerprint: `random:seed=${opts.seed}`, source: 'random', includeTop };
+    if (opts.requireTop && !includeTop)
+      throw new ModelError('random weights: requireTop and includeTop=false contradict each other');
+    return {
+      weights: randomVgg16Weights(opts.seed, { includeTop, layers }),
+      fingerprint: `random:seed=${opts.seed}`,
+      source: 'random',
+      includeTop,
+    };
   }
   const cacheDir = opts.cacheDir ?? weightsCacheDir();
   const file = spec === 'auto' ? await resolveAuto(cacheDir, opts.requireTop ?? false) : await resolvePath(spec);
   const isJson = file.toLowerCase().endsWith('.json');
-  const { weights, files } = isJson ? await readTfjsLayersModel(file, layers) : { weights: await readKerasH5(file, layers), files: [file] };
+  const { weights, files } = isJson
+    ? await readTfjsLayersModel(file, layers)
+    : { weights: await readKerasH5(file, layers), files: [file] };
   const { includeTop } = checkWeights(weights, file, layers);
   if (opts.requireTop && !includeTop) {
-    throw new ModelError(`${file}: has no fc1/fc2/predictions layers (a no-top file); fc2 features need the full VGG16: run \`${WEIGHTS_COMMAND}\`, or use encoder.layer block5_conv3 / block5_pool`);
+    throw new ModelError(
+      `${file}: has no fc1/fc2/predictions layers (a no-top file); fc2 features need the full VGG16: run \`${WEIGHTS_COMMAND}\`, or use encoder.layer block5_conv3 / block5_pool`,
+    );
   }
   const digest = await fileDigest(files, sidecarFor(file, cacheDir));
   return { weights, fingerprint: `sha256:${digest.sha256}`, source: file, includeTop };
@@ -150,14 +179,18 @@ async function resolvePath(spec: string): Promise<string> {
   try {
     st = await fs.stat(file);
   } catch (e) {
-    throw new ModelError(`${spec}: weights file not found (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); encoder.weights takes auto, random, a Keras .h5 file or a TF.js model.json`);
+    throw new ModelError(
+      `${spec}: weights file not found (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); encoder.weights takes auto, random, a Keras .h5 file or a TF.js model.json`,
+    );
   }
   if (st.isDirectory()) {
     const json = path.join(file, 'model.json');
     try {
       await fs.access(json);
     } catch {
-      throw new ModelError(`${spec}: is a folder without model.json; encoder.weights takes auto, random, a Keras .h5 file or a TF.js model.json`);
+      throw new ModelError(
+        `${spec}: is a folder without model.json; encoder.weights takes auto, random, a Keras .h5 file or a TF.js model.json`,
+      );
     }
     file = json;
   }
@@ -167,11 +200,17 @@ async function resolvePath(spec: string): Promise<string> {
 async function resolveAuto(cacheDir: string, requireTop: boolean): Promise<string> {
   const full = path.join(cacheDir, KERAS_VGG16_FILES.top.name);
   const notop = path.join(cacheDir, KERAS_VGG16_FILES.notop.name);
-  const has = async (f: string) => fs.access(f).then(() => true, () => false);
+  const has = async (f: string) =>
+    fs.access(f).then(
+      () => true,
+      () => false,
+    );
   if (await has(full)) return full;
   if (await has(notop)) {
     if (!requireTop) return notop;
-    throw new ModelError(`encoder.weights auto: only the no-top VGG16 file is cached (${notop}); fc2 features need the full one: run \`${WEIGHTS_COMMAND}\` (or use encoder.layer block5_conv3 / block5_pool)`);
+    throw new ModelError(
+      `encoder.weights auto: only the no-top VGG16 file is cached (${notop}); fc2 features need the full one: run \`${WEIGHTS_COMMAND}\` (or use encoder.layer block5_conv3 / block5_pool)`,
+    );
   }
   throw new ModelError(
     `encoder.weights auto: no VGG16 weights in ${cacheDir}; run \`${WEIGHTS_COMMAND}\` to download Keras's ImageNet weights (528 MB), ` +

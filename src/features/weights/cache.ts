@@ -19,8 +19,18 @@ export interface WeightsFile {
 }
 
 export const KERAS_VGG16_FILES = {
-  top: { name: 'vgg16_weights_tf_dim_ordering_tf_kernels.h5', md5: '64373286793e3c8b2b4e3219cbf3544b', approxBytes: 553_467_096, includeTop: true },
-  notop: { name: 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5', md5: '6d6bbae143d832006294945121d1f1fc', approxBytes: 58_889_256, includeTop: false },
+  top: {
+    name: 'vgg16_weights_tf_dim_ordering_tf_kernels.h5',
+    md5: '64373286793e3c8b2b4e3219cbf3544b',
+    approxBytes: 553_467_096,
+    includeTop: true,
+  },
+  notop: {
+    name: 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5',
+    md5: '6d6bbae143d832006294945121d1f1fc',
+    approxBytes: 58_889_256,
+    includeTop: false,
+  },
 } as const satisfies Record<string, WeightsFile>;
 
 /** The captioner cache root: $CAPTIONER_CACHE, else $XDG_CACHE_HOME/captioner, else ~/.cache/captioner. */

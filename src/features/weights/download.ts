@@ -61,7 +61,8 @@ export async function downloadFile(opts: DownloadOptions): Promise<DownloadResul
       if (e instanceof Fatal || attempt >= attempts) {
         const have = await sizeOf(part);
         throw new ModelError(
-          `download of ${opts.url} failed: ${msg}` + (have > 0 ? `; ${mb(have)} kept in ${part}, run the command again to resume` : ''),
+          `download of ${opts.url} failed: ${msg}` +
+            (have > 0 ? `; ${mb(have)} kept in ${part}, run the command again to resume` : ''),
         );
       }
       log.warn(`download interrupted (${msg}); retrying in ${delay / 1000}s from ${mb(await sizeOf(part))}`);
@@ -72,7 +73,9 @@ export async function downloadFile(opts: DownloadOptions): Promise<DownloadResul
   const digest = await hashFiles([part], 'checking');
   if (opts.md5 && digest.md5 !== opts.md5.toLowerCase()) {
     await fs.rm(part, { force: true });
-    throw new ModelError(`${opts.url}: md5 ${digest.md5} does not match the expected ${opts.md5}; the download was deleted (corrupt or a different file), run the command again`);
+    throw new ModelError(
+      `${opts.url}: md5 ${digest.md5} does not match the expected ${opts.md5}; the download was deleted (corrupt or a different file), run the command again`,
+    );
   }
   await fs.rename(part, opts.dest);
   if (opts.sidecar) await recordDigest([opts.dest], opts.sidecar, digest);
@@ -93,16 +96,20 @@ function get(url: string, headers: Record<string, string>, redirects = 5): Promi
       reject(new Fatal(`unsupported URL scheme ${u.protocol}`));
       return;
     }
-    const req = (u.protocol === 'https:' ? https : http).get(u, { headers: { 'user-agent': 'captioner', ...headers } }, (res) => {
-      const loc = res.headers.location;
-      if (res.statusCode && res.statusCode >= 300 && res.statusCode < 400 && loc) {
-        res.resume();
-        if (redirects <= 0) reject(new Fatal('too many redirects'));
-        else get(new URL(loc, u).toString(), headers, redirects - 1).then(resolve, reject);
-        return;
-      }
-      resolve(res);
-    });
+    const req = (u.protocol === 'https:' ? https : http).get(
+      u,
+      { headers: { 'user-agent': 'captioner', ...headers } },
+      (res) => {
+        const loc = res.headers.location;
+        if (res.statusCode && res.statusCode >= 300 && res.statusCode < 400 && loc) {
+          res.resume();
+          if (redirects <= 0) reject(new Fatal('too many redirects'));
+          else get(new URL(loc, u).toString(), headers, redirects - 1).then(resolve, reject);
+          return;
+        }
+        resolve(res);
+      },
+    );
     req.setTimeout(60_000, () => req.destroy(new Error('no data for 60 s')));
     req.on('error', (e: NodeJS.ErrnoException) => reject(new Error(e.code ?? e.message)));
   });
@@ -140,7 +147,11 @@ async function fetchInto(url: string, part: string): Promise<void> {
     throw new Fatal(err);
   }
   const start = append ? have : 0;
-  const bar = progress(path.basename(part, '.part'), total ?? 0, '{bar} {percentage}% | {value}/{total} bytes | ETA {eta_formatted}');
+  const bar = progress(
+    path.basename(part, '.part'),
+    total ?? 0,
+    '{bar} {percentage}% | {value}/{total} bytes | ETA {eta_formatted}',
+  );
   bar.tick(start);
   let got = start;
   // Written chunk by chunk and awaited, so everything received is on disk when the connection fails.
@@ -165,7 +176,11 @@ async function fetchInto(url: string, part: string): Promise<void> {
  * Copy a local file into the cache: md5 checked (when given), written to a temporary name and renamed.
  * `digest` skips hashing when the caller already hashed `src`.
  */
-export async function importFile(src: string, dest: string, opts: { md5?: string; sidecar?: string; digest?: Digest } = {}): Promise<Digest & { bytes: number }> {
+export async function importFile(
+  src: string,
+  dest: string,
+  opts: { md5?: string; sidecar?: string; digest?: Digest } = {},
+): Promise<Digest & { bytes: number }> {
   try {
     const st = await fs.stat(src);
     if (!st.isFile()) throw new ModelError(`${src}: not a file`);

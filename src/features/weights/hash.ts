@@ -43,7 +43,9 @@ export async function hashFiles(files: readonly string[], label = 'hashing'): Pr
       }
     }
   } catch (e) {
-    throw new ModelError(`cannot read ${files.join(', ')}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new ModelError(
+      `cannot read ${files.join(', ')}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   } finally {
     bar?.stop();
   }
@@ -67,7 +69,12 @@ export async function fileDigest(files: readonly string[], sidecar: string): Pro
   const now = await stamp(files);
   try {
     const old = JSON.parse(await fs.readFile(sidecar, 'utf8')) as Sidecar;
-    if (old.version === 1 && typeof old.sha256 === 'string' && typeof old.md5 === 'string' && JSON.stringify(old.files) === JSON.stringify(now)) {
+    if (
+      old.version === 1 &&
+      typeof old.sha256 === 'string' &&
+      typeof old.md5 === 'string' &&
+      JSON.stringify(old.files) === JSON.stringify(now)
+    ) {
       return { sha256: old.sha256, md5: old.md5 };
     }
   } catch {

@@ -80,9 +80,24 @@ export async function fetchVgg16Weights(opts: FetchVgg16Options = {}): Promise<F
     }
   }
   await fs.rm(dest, { force: true });
-  const url = (opts.urlBase ? (opts.urlBase.endsWith('/') ? opts.urlBase : opts.urlBase + '/') : weightsUrlBase()) + target.name;
+  const url =
+    (opts.urlBase ? (opts.urlBase.endsWith('/') ? opts.urlBase : opts.urlBase + '/') : weightsUrlBase()) + target.name;
   log.info(`downloading ${url} (about ${Math.round(target.approxBytes / 1048576)} MB) to ${cacheDir}`);
-  const r = await downloadFile({ url, dest, md5: target.md5, attempts: opts.attempts, retryDelayMs: opts.retryDelayMs, sidecar: sidecarFor(dest, cacheDir) });
+  const r = await downloadFile({
+    url,
+    dest,
+    md5: target.md5,
+    attempts: opts.attempts,
+    retryDelayMs: opts.retryDelayMs,
+    sidecar: sidecarFor(dest, cacheDir),
+  });
   log.info(`saved ${dest}`);
-  return { file: dest, includeTop: target.includeTop, action: 'downloaded', bytes: r.bytes, md5: r.md5, sha256: r.sha256 };
+  return {
+    file: dest,
+    includeTop: target.includeTop,
+    action: 'downloaded',
+    bytes: r.bytes,
+    md5: r.md5,
+    sha256: r.sha256,
+  };
 }

@@ -29,7 +29,15 @@ import { ATTENTION_KERNEL, addonKernelReady } from '../../tf/addon.js';
 import { rng } from '../../util/random.js';
 import { computeFeatureNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
-import type { CaptionBatch, Decoder, DecoderKind, DecoderState, FeatureNorm, LossOptions, StepResult } from './types.js';
+import type {
+  CaptionBatch,
+  Decoder,
+  DecoderKind,
+  DecoderState,
+  FeatureNorm,
+  LossOptions,
+  StepResult,
+} from './types.js';
 
 export interface AttentionSpec {
   /** Vocabulary size (index 0 is <pad>). */
@@ -70,7 +78,7 @@ export interface AttentionState extends DecoderState {
 export function attentionWeightShapes(s: AttentionSpec): Record<string, number[]> {
   const { vocabSize: V, channels: C, embedDim: E, units: U, attentionDim: A } = s;
   return {
-    'embedding': [V, E],
+    embedding: [V, E],
     'init/h/kernel': [C, U],
     'init/h/bias': [U],
     'init/c/kernel': [C, U],
@@ -96,16 +104,25 @@ export function attentionWeightShapes(s: AttentionSpec): Record<string, number[]
 export function validateAttentionSpec(s: AttentionSpec): void {
   if (!s || typeof s !== 'object') throw new ModelError('model: the attention spec is missing');
   for (const k of ['vocabSize', 'positions', 'channels', 'embedDim', 'units', 'attentionDim'] as const) {
-    if (!Number.isInteger(s[k]) || s[k] <= 0) throw new ModelError(`model: ${k} must be a positive integer, got ${s[k]}`);
+    if (!Number.isInteger(s[k]) || s[k] <= 0)
+      throw new ModelError(`model: ${k} must be a positive integer, got ${s[k]}`);
   }
-  if (s.vocabSize < 4) throw new ModelError(`model: vocabulary of ${s.vocabSize} tokens is too small (needs <pad>, <unk>, start, end)`);
+  if (s.vocabSize < 4)
+    throw new ModelError(`model: vocabulary of ${s.vocabSize} tokens is too small (needs <pad>, <unk>, start, end)`);
   if (!(s.dropout >= 0 && s.dropout < 1)) throw new ModelError(`model: dropout must be in [0, 1), got ${s.dropout}`);
-  if (!(s.alphaReg >= 0 && Number.isFinite(s.alphaReg))) throw new ModelError(`model: alphaReg must be a finite number >= 0, got ${s.alphaReg}`);
+  if (!(s.alphaReg >= 0 && Number.isFinite(s.alphaReg)))
+    throw new ModelError(`model: alphaReg must be a finite number >= 0, got ${s.alphaReg}`);
 }
 
-export function attentionSpecFromConfig(m: AttentionConfig, vocabSize: number, featureShape: readonly number[]): AttentionSpec {
+export function attentionSpecFromConfig(
+  m: AttentionConfig,
+  vocabSize: number,
+  featureShape: readonly number[],
+): AttentionSpec {
   if (featureShape.length !== 2) {
-    throw new ModelError(`model: the attention decoder needs grid features [positions, channels], got shape [${featureShape.join(', ')}] (run \`captioner features\` with encoder.layer block5_conv3 or block5_pool)`);
+    throw new ModelError(
+      `model: the attention decoder needs grid features [positions, channels], got shape [${featureShape.join(', ')}] (run \`captioner features\` with encoder.layer block5_conv3 or block5_pool)`,
+    );
   }
   const s: AttentionSpec = {
     vocabSize,
@@ -156,7 +173,8 @@ export function attentionInitialWeights(s: AttentionSpec, seed: number): Record<
  */
 function attentionScores(encoded: tf.Tensor3D, att: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   // wasm with the native addon: one kernel each way (the backward pass recomputes the tanh)
-  if (addonKernelReady(ATTENTION_KERNEL)) return tf.engine().runKernel(ATTENTION_KERNEL, { enc: encoded, att, w }) as tf.Tensor2D;
+  if (addonKernelReady(ATTENTION_KERNEL))
+    return tf.engine().runKernel(ATTENTION_KERNEL, { enc: encoded, att, w }) as tf.Tensor2D;
   const [N, P, A] = encoded.shape;
   const f = tf.customGrad(((enc: tf.Tensor, at: tf.Tensor, ww: tf.Tensor, save: tf.GradSaveFunc) => {
     const y = tf.tidy(() => tf.sub(tf.mul(tf.sigmoid(tf.mul(tf.add(enc, tf.expandDims(at, 1)), 2)), 2), 1)); // [N, P, A]
@@ -197,12 +215,12 @@ function attend(alpha: tf.Tensor2D, aT: tf.Tensor3D, a?: tf.Tensor3D): tf.Tensor
     save([a]);
     return {
       value: forward(al),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.reshape(tf.matMul(saved[0], tf.reshape(dy, [N, C, 1])), [N, P]), // [N, P]
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.reshape(tf.matMul(saved[0], tf.reshape(dy, [N, C, 1])), [N, P]), // [N, P]
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(alpha) as tf.Tensor2D;
 }
-
 
 export class AttentionDecoder implements Decoder {
   readonly type = 'attention';
@@ -219,7 +237,9 @@ export class AttentionDecoder implements Decoder {
     this.spec = spec;
     this.featureShape = [spec.positions, spec.channels];
     if (norm.mean.length !== spec.channels || norm.std.length !== spec.channels) {
-      throw new ModelError(`feature normalisation has ${norm.mean.length} channels, the model expects ${spec.channels}`);
+      throw new ModelError(
+        `feature normalisation has ${norm.mean.length} channels, the model expects ${spec.channels}`,
+      );
     }
     this.weights = weightVariables(attentionWeightShapes(spec), values, 'attention');
     this.norm = norm;
@@ -263,7 +283,10 @@ export class AttentionDecoder implements Decoder {
     const mean = tf.mean(a, 1) as tf.Tensor2D; // [N, C]
     const h = tf.tanh(tf.add(tf.matMul(mean, w['init/h/kernel']), w['init/h/bias'])) as tf.Tensor2D; // [N, U]
     const c = tf.tanh(tf.add(tf.matMul(mean, w['init/c/kernel']), w['init/c/bias'])) as tf.Tensor2D; // [N, U]
-    const enc = tf.add(tf.matMul(tf.reshape(a, [N * P, C]), w['attention/encoder/kernel']), w['attention/encoder/bias']); // [N*P, A]
+    const enc = tf.add(
+      tf.matMul(tf.reshape(a, [N * P, C]), w['attention/encoder/kernel']),
+      w['attention/encoder/bias'],
+    ); // [N*P, A]
     return { h, c, encoded: tf.reshape(enc, [N, P, this.spec.attentionDim]) as tf.Tensor3D };
   }
 
@@ -278,7 +301,15 @@ export class AttentionDecoder implements Decoder {
    * [N, U]; aT [N, C, P] (and a [N, P, C] when training, for the gradient); encoded [N, P, A]; wh from
    * recurrentKernel().
    */
-  private cell(zx: tf.Tensor, h: tf.Tensor2D, c: tf.Tensor2D, aT: tf.Tensor3D, encoded: tf.Tensor3D, wh: tf.Tensor2D, a?: tf.Tensor3D) {
+  private cell(
+    zx: tf.Tensor,
+    h: tf.Tensor2D,
+    c: tf.Tensor2D,
+    aT: tf.Tensor3D,
+    encoded: tf.Tensor3D,
+    wh: tf.Tensor2D,
+    a?: tf.Tensor3D,
+  ) {
     const w = this.weights;
     const { units: U, attentionDim: A } = this.spec;
     const [rec, att, gate] = tf.split(tf.matMul(h, wh), [4 * U, A, 1], 1); // [N, 4U], [N, A], [N, 1]
@@ -347,7 +378,14 @@ export class AttentionDecoder implements Decoder {
     return tf.tidy(() => {
       const { deep, alphas } = this.unroll(batch, opts.training, opts.seed ?? 0);
       const hid = gatherRows(deep, batch.positions); // [M, E], real targets only
-      const crossEntropy = softmaxCrossEntropy(hid, this.weights['output/kernel'] as tf.Tensor2D, this.weights['output/bias'] as tf.Tensor1D, batch.targets, opts.training, opts.chunkBudget);
+      const crossEntropy = softmaxCrossEntropy(
+        hid,
+        this.weights['output/kernel'] as tf.Tensor2D,
+        this.weights['output/bias'] as tf.Tensor1D,
+        batch.targets,
+        opts.training,
+        opts.chunkBudget,
+      );
       const alphaPenalty = this.spec.alphaReg > 0 ? this.alphaPenalty(alphas, batch) : tf.scalar(0);
       return { crossEntropy, alphaPenalty };
     });
@@ -384,12 +422,18 @@ export class AttentionDecoder implements Decoder {
     return tf.tidy(() => {
       let x: tf.Tensor2D;
       if (features instanceof tf.Tensor) {
-        if (features.rank !== 2 || features.shape[1] !== D) throw new ModelError(`image features have shape [${features.shape.join(', ')}], the model expects [N, ${D}] (${this.spec.positions} positions x ${this.spec.channels} channels)`);
+        if (features.rank !== 2 || features.shape[1] !== D)
+          throw new ModelError(
+            `image features have shape [${features.shape.join(', ')}], the model expects [N, ${D}] (${this.spec.positions} positions x ${this.spec.channels} channels)`,
+          );
         x = features;
       } else {
         const flat = new Float32Array(features.length * D);
         features.forEach((v, i) => {
-          if (v.length !== D) throw new ModelError(`image feature ${i} has ${v.length} values, the model expects ${D} (${this.spec.positions} positions x ${this.spec.channels} channels)`);
+          if (v.length !== D)
+            throw new ModelError(
+              `image feature ${i} has ${v.length} values, the model expects ${D} (${this.spec.positions} positions x ${this.spec.channels} channels)`,
+            );
           flat.set(v, i * D);
         });
         x = tf.tensor2d(flat, [features.length, D]);
@@ -402,18 +446,27 @@ export class AttentionDecoder implements Decoder {
 
   step(state: DecoderState, tokens: ArrayLike<number>, opts: { attention?: boolean } = {}): StepResult {
     const st = state as AttentionState;
-    for (const k of ['h', 'c', 'annotations', 'encoded'] as const) if (!(st[k] instanceof tf.Tensor)) throw new ModelError(`step: the state has no "${k}" (not an attention decoder state)`);
+    for (const k of ['h', 'c', 'annotations', 'encoded'] as const)
+      if (!(st[k] instanceof tf.Tensor))
+        throw new ModelError(`step: the state has no "${k}" (not an attention decoder state)`);
     const n = st.h.shape[0];
     if (tokens.length !== n) throw new ModelError(`step: ${tokens.length} tokens for ${n} sequences`);
     const ids = Int32Array.from(tokens);
-    for (const t of ids) if (t < 0 || t >= this.spec.vocabSize) throw new ModelError(`step: token ${t} outside the vocabulary (0..${this.spec.vocabSize - 1})`);
+    for (const t of ids)
+      if (t < 0 || t >= this.spec.vocabSize)
+        throw new ModelError(`step: token ${t} outside the vocabulary (0..${this.spec.vocabSize - 1})`);
     return tf.tidy(() => {
       const w = this.weights;
       const emb = tf.gather(w['embedding'], tf.tensor1d(ids, 'int32')) as tf.Tensor2D; // [N, E]
       const zx = tf.add(tf.matMul(emb, w['lstm/kernel']), w['lstm/bias']); // [N, 4U]
       const r = this.cell(zx, st.h, st.c, st.annotations, st.encoded, this.recurrentKernel());
       const logits = tf.add(tf.matMul(this.deep(emb, r.h, r.z, false, 0), w['output/kernel']), w['output/bias']); // [N, V]
-      const next: AttentionState = { h: r.h, c: r.c, annotations: tf.clone(st.annotations), encoded: tf.clone(st.encoded) };
+      const next: AttentionState = {
+        h: r.h,
+        c: r.c,
+        annotations: tf.clone(st.annotations),
+        encoded: tf.clone(st.encoded),
+      };
       const out: StepResult = { logProbs: tf.logSoftmax(logits) as tf.Tensor2D, state: next };
       if (opts.attention) out.attention = r.alpha;
       return out;
@@ -423,11 +476,17 @@ export class AttentionDecoder implements Decoder {
 
 function checkBatch(b: CaptionBatch, s: AttentionSpec): void {
   const D = s.positions * s.channels;
-  if (b.images.length !== b.size * D) throw new ModelError(`batch: ${b.images.length} feature values for ${b.size} images of ${s.positions} x ${s.channels}`);
-  if (b.inputs.length !== b.size * b.steps) throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
+  if (b.images.length !== b.size * D)
+    throw new ModelError(
+      `batch: ${b.images.length} feature values for ${b.size} images of ${s.positions} x ${s.channels}`,
+    );
+  if (b.inputs.length !== b.size * b.steps)
+    throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
   if (b.positions.length !== b.targets.length) throw new ModelError('batch: positions and targets differ in length');
   if (b.targets.length === 0) throw new ModelError('batch: no target tokens');
-  for (const p of b.positions) if (!(p >= 0 && p < b.size * b.steps)) throw new ModelError(`batch: target position ${p} outside 0..${b.size * b.steps - 1}`);
+  for (const p of b.positions)
+    if (!(p >= 0 && p < b.size * b.steps))
+      throw new ModelError(`batch: target position ${p} outside 0..${b.size * b.steps - 1}`);
 }
 
 export const attentionKind: DecoderKind<AttentionSpec, AttentionConfig> = {

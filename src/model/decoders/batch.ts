@@ -41,7 +41,10 @@ export function computeFeatureNorm(vectors: Iterable<Float32Array>, channels: nu
   const sq = new Float64Array(dim);
   let n = 0;
   for (const v of vectors) {
-    if (v.length !== size) throw new ModelError(`feature vector of length ${v.length}, expected ${size}${positions > 1 ? ` (${positions} positions x ${channels} channels)` : ''}`);
+    if (v.length !== size)
+      throw new ModelError(
+        `feature vector of length ${v.length}, expected ${size}${positions > 1 ? ` (${positions} positions x ${channels} channels)` : ''}`,
+      );
     for (let p = 0, o = 0; p < positions; p++) {
       for (let i = 0; i < dim; i++, o++) {
         sum[i] += v[o];
@@ -82,11 +85,16 @@ export function decoderFeatureShape(cacheShape: readonly number[], where = 'the 
   if (ok && cacheShape.length === 1) return [cacheShape[0]];
   if (ok && cacheShape.length === 2) return [cacheShape[0], cacheShape[1]];
   if (ok && cacheShape.length === 3) return [cacheShape[0] * cacheShape[1], cacheShape[2]];
-  throw new DataError(`${where}: unsupported feature shape [${cacheShape.join(', ')}] (expected a vector [D] or a grid [H, W, C])`);
+  throw new DataError(
+    `${where}: unsupported feature shape [${cacheShape.join(', ')}] (expected a vector [D] or a grid [H, W, C])`,
+  );
 }
 
 /** Build a batch from (feature vector, token sequence [start, ..., end]) pairs; featureDim = values per image. */
-export function makeBatch(items: { features: Float32Array; tokens: ArrayLike<number> }[], featureDim: number): CaptionBatch {
+export function makeBatch(
+  items: { features: Float32Array; tokens: ArrayLike<number> }[],
+  featureDim: number,
+): CaptionBatch {
   const B = items.length;
   let maxLen = 2;
   for (const it of items) maxLen = Math.max(maxLen, it.tokens.length);
@@ -96,7 +104,8 @@ export function makeBatch(items: { features: Float32Array; tokens: ArrayLike<num
   const pos: number[] = [];
   const tgt: number[] = [];
   items.forEach((it, b) => {
-    if (it.features.length !== featureDim) throw new ModelError(`feature vector of length ${it.features.length}, expected ${featureDim}`);
+    if (it.features.length !== featureDim)
+      throw new ModelError(`feature vector of length ${it.features.length}, expected ${featureDim}`);
     images.set(it.features, b * featureDim);
     const L = it.tokens.length;
     for (let t = 0; t < L - 1; t++) {

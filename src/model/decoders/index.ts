@@ -20,8 +20,9 @@ export const DECODERS: Record<string, AnyKind> = {
 
 /** The kind registered as `type`; ModelError naming the known ones otherwise. */
 export function decoderKind(type: string): AnyKind {
-  const k = Object.prototype.hasOwnProperty.call(DECODERS, type) ? DECODERS[type] : undefined;
-  if (!k) throw new ModelError(`unknown decoder type ${JSON.stringify(type)} (known: ${Object.keys(DECODERS).join(', ')})`);
+  const k = Object.hasOwn(DECODERS, type) ? DECODERS[type] : undefined;
+  if (!k)
+    throw new ModelError(`unknown decoder type ${JSON.stringify(type)} (known: ${Object.keys(DECODERS).join(', ')})`);
   return k;
 }
 
@@ -29,7 +30,11 @@ export function decoderKind(type: string): AnyKind {
  * A validated spec for `model.type` from the model config section: the common fields (embedDim, units,
  * dropout, ...) with the kind's own section (model.<type>, e.g. model.attention) laid over them.
  */
-export function specForConfig(model: { type: string } & Record<string, unknown>, vocabSize: number, featureShape: readonly number[]): { kind: AnyKind; spec: unknown } {
+export function specForConfig(
+  model: { type: string } & Record<string, unknown>,
+  vocabSize: number,
+  featureShape: readonly number[],
+): { kind: AnyKind; spec: unknown } {
   const kind = decoderKind(model.type);
   const own = model[model.type];
   const cfg = own && typeof own === 'object' && !Array.isArray(own) ? { ...model, ...own } : model;

@@ -11,7 +11,16 @@ import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, lstmCell, lstmSequence, softmaxCrossEntropy } from '../ops.js';
 import { computeFeatureNorm, meanPool } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
-import type { CaptionBatch, Decoder, DecoderKind, DecoderState, FeatureNorm, LossOptions, LossTerms, StepResult } from './types.js';
+import type {
+  CaptionBatch,
+  Decoder,
+  DecoderKind,
+  DecoderState,
+  FeatureNorm,
+  LossOptions,
+  LossTerms,
+  StepResult,
+} from './types.js';
 
 /** What the merge decoder reads from the model config section. */
 export interface MergeConfig {
@@ -54,7 +63,7 @@ export function mergeWeightShapes(s: MergeSpec): Record<string, number[]> {
   return {
     'image/kernel': [s.featureDim, s.imageUnits],
     'image/bias': [s.imageUnits],
-    'embedding': [s.vocabSize, s.embedDim],
+    embedding: [s.vocabSize, s.embedDim],
     'lstm/kernel': [s.embedDim, 4 * s.units],
     'lstm/recurrent': [s.units, 4 * s.units],
     'lstm/bias': [4 * s.units],
@@ -68,19 +77,27 @@ export function mergeWeightShapes(s: MergeSpec): Record<string, number[]> {
 /** Check a spec; `add` needs the image branch and the LSTM to have the same width. */
 export function validateMergeSpec(s: MergeSpec): void {
   for (const k of ['vocabSize', 'featureDim', 'embedDim', 'units', 'imageUnits', 'hiddenUnits'] as const) {
-    if (!Number.isInteger(s[k]) || s[k] <= 0) throw new ModelError(`model: ${k} must be a positive integer, got ${s[k]}`);
+    if (!Number.isInteger(s[k]) || s[k] <= 0)
+      throw new ModelError(`model: ${k} must be a positive integer, got ${s[k]}`);
   }
-  if (s.vocabSize < 4) throw new ModelError(`model: vocabulary of ${s.vocabSize} tokens is too small (needs <pad>, <unk>, start, end)`);
+  if (s.vocabSize < 4)
+    throw new ModelError(`model: vocabulary of ${s.vocabSize} tokens is too small (needs <pad>, <unk>, start, end)`);
   if (s.merge === 'add' && s.imageUnits !== s.units) {
-    throw new ModelError(`model: merge "add" needs model.imageUnits (${s.imageUnits}) equal to model.units (${s.units}); set them equal or use merge "concat"`);
+    throw new ModelError(
+      `model: merge "add" needs model.imageUnits (${s.imageUnits}) equal to model.units (${s.units}); set them equal or use merge "concat"`,
+    );
   }
   if (!(s.dropout >= 0 && s.dropout < 1)) throw new ModelError(`model: dropout must be in [0, 1), got ${s.dropout}`);
-  if (s.positions !== undefined && !(Number.isInteger(s.positions) && s.positions > 0)) throw new ModelError(`model: positions must be a positive integer, got ${s.positions}`);
+  if (s.positions !== undefined && !(Number.isInteger(s.positions) && s.positions > 0))
+    throw new ModelError(`model: positions must be a positive integer, got ${s.positions}`);
 }
 
 /** The merge spec for a model config section and the decoder-side feature shape ([D], or [P, C]: pooled to C). */
 export function mergeSpecFromConfig(m: MergeConfig, vocabSize: number, featureShape: readonly number[]): MergeSpec {
-  if (featureShape.length !== 1 && featureShape.length !== 2) throw new ModelError(`model: the merge decoder needs features [D] or [positions, channels], got [${featureShape.join(', ')}]`);
+  if (featureShape.length !== 1 && featureShape.length !== 2)
+    throw new ModelError(
+      `model: the merge decoder needs features [D] or [positions, channels], got [${featureShape.join(', ')}]`,
+    );
   const s: MergeSpec = {
     vocabSize,
     featureDim: featureShape[featureShape.length - 1],
@@ -125,7 +142,6 @@ export function mergeInitialWeights(s: MergeSpec, seed: number): Record<string, 
   return out;
 }
 
-
 export class MergeDecoder implements Decoder {
   readonly type = 'merge';
   readonly spec: MergeSpec;
@@ -143,7 +159,9 @@ export class MergeDecoder implements Decoder {
     this.spec = spec;
     this.featureShape = spec.positions !== undefined ? [spec.positions, spec.featureDim] : [spec.featureDim];
     if (norm.mean.length !== spec.featureDim || norm.std.length !== spec.featureDim) {
-      throw new ModelError(`feature normalisation has ${norm.mean.length} dimensions, the model expects ${spec.featureDim}`);
+      throw new ModelError(
+        `feature normalisation has ${norm.mean.length} dimensions, the model expects ${spec.featureDim}`,
+      );
     }
     this.weights = weightVariables(mergeWeightShapes(spec), values, 'captioner');
     this.norm = norm;
@@ -188,7 +206,10 @@ export class MergeDecoder implements Decoder {
   private imageBranch(images: tf.Tensor2D, training: boolean, seed: number): tf.Tensor2D {
     const w = this.weights;
     const P = this.spec.positions;
-    const pooled = P !== undefined ? (tf.mean(tf.reshape(images, [images.shape[0], P, this.spec.featureDim]), 1) as tf.Tensor2D) : images; // [B, D]
+    const pooled =
+      P !== undefined
+        ? (tf.mean(tf.reshape(images, [images.shape[0], P, this.spec.featureDim]), 1) as tf.Tensor2D)
+        : images; // [B, D]
     let x: tf.Tensor = tf.mul(tf.sub(pooled, this.normMean), this.normScale); // [B, D]
     if (training && this.spec.dropout > 0) x = tf.dropout(x, this.spec.dropout, undefined, seed);
     return tf.relu(tf.add(tf.matMul(x as tf.Tensor2D, w['image/kernel']), w['image/bias'])) as tf.Tensor2D; // [B, I]
@@ -202,7 +223,9 @@ export class MergeDecoder implements Decoder {
   /** Merge LSTM outputs [N, U] with image projections [N, I], then Dense + relu -> [N, hiddenUnits]. */
   private head(h: tf.Tensor2D, img: tf.Tensor2D): tf.Tensor2D {
     const m = this.spec.merge === 'add' ? tf.add(h, img) : tf.concat([h, img], 1);
-    return tf.relu(tf.add(tf.matMul(m as tf.Tensor2D, this.weights['hidden/kernel']), this.weights['hidden/bias'])) as tf.Tensor2D;
+    return tf.relu(
+      tf.add(tf.matMul(m as tf.Tensor2D, this.weights['hidden/kernel']), this.weights['hidden/bias']),
+    ) as tf.Tensor2D;
   }
 
   /**
@@ -216,7 +239,14 @@ export class MergeDecoder implements Decoder {
     const img = this.imageBranch(tf.tensor2d(batch.images, [B, this.inputSize]), training, seed); // [B, I]
     let emb: tf.Tensor = gatherRows(w['embedding'] as tf.Tensor2D, batch.inputs); // [B*T, E]
     if (training && s.dropout > 0) emb = tf.dropout(emb, s.dropout, undefined, seed + 1);
-    const hAll = lstmSequence(emb as tf.Tensor2D, w['lstm/kernel'] as tf.Tensor2D, w['lstm/recurrent'] as tf.Tensor2D, w['lstm/bias'] as tf.Tensor1D, B, T); // [B*T, U]
+    const hAll = lstmSequence(
+      emb as tf.Tensor2D,
+      w['lstm/kernel'] as tf.Tensor2D,
+      w['lstm/recurrent'] as tf.Tensor2D,
+      w['lstm/bias'] as tf.Tensor1D,
+      B,
+      T,
+    ); // [B*T, U]
     // the image projection is the same at every step: repeat each image row T times -> [B*T, I]
     const imgAll = tf.reshape(tf.tile(tf.expandDims(img, 1), [1, T, 1]), [B * T, s.imageUnits]);
     if (positions) {
@@ -231,16 +261,23 @@ export class MergeDecoder implements Decoder {
    * custom fused gradient attached) call it inside tf.variableGrads.
    */
   loss(batch: CaptionBatch, opts: LossOptions): tf.Scalar {
-    checkBatch(batch, this.spec, this.inputSize);
+    checkBatch(batch, this.inputSize);
     return tf.tidy(() => {
       const hid = this.trunk(batch, opts.training, opts.seed ?? 0, batch.positions); // [P, H]
-      return softmaxCrossEntropy(hid, this.weights['output/kernel'] as tf.Tensor2D, this.weights['output/bias'] as tf.Tensor1D, batch.targets, opts.training, opts.chunkBudget);
+      return softmaxCrossEntropy(
+        hid,
+        this.weights['output/kernel'] as tf.Tensor2D,
+        this.weights['output/bias'] as tf.Tensor1D,
+        batch.targets,
+        opts.training,
+        opts.chunkBudget,
+      );
     });
   }
 
   /** Log-probabilities [B, T, V] at every input position, no dropout. For tests and small batches only. */
   logProbsAll(batch: CaptionBatch): tf.Tensor3D {
-    checkBatch(batch, this.spec, this.inputSize);
+    checkBatch(batch, this.inputSize);
     return tf.tidy(() => {
       const hid = this.trunk(batch, false, 0);
       const logits = tf.add(tf.matMul(hid, this.weights['output/kernel']), this.weights['output/bias']);
@@ -256,19 +293,25 @@ export class MergeDecoder implements Decoder {
     return tf.tidy(() => {
       let x: tf.Tensor2D;
       if (images instanceof tf.Tensor) {
-        if (images.shape[1] !== D) throw new ModelError(`image features have ${images.shape[1]} dimensions, the model expects ${D}`);
+        if (images.shape[1] !== D)
+          throw new ModelError(`image features have ${images.shape[1]} dimensions, the model expects ${D}`);
         x = images;
       } else {
         const flat = new Float32Array(images.length * D);
         images.forEach((v, i) => {
-          if (v.length !== D) throw new ModelError(`image feature ${i} has ${v.length} dimensions, the model expects ${D}`);
+          if (v.length !== D)
+            throw new ModelError(`image feature ${i} has ${v.length} dimensions, the model expects ${D}`);
           flat.set(v, i * D);
         });
         x = tf.tensor2d(flat, [images.length, D]);
       }
       const n = x.shape[0];
       const image = this.imageBranch(x, false, 0);
-      return { h: tf.zeros([n, this.spec.units]) as tf.Tensor2D, c: tf.zeros([n, this.spec.units]) as tf.Tensor2D, image };
+      return {
+        h: tf.zeros([n, this.spec.units]) as tf.Tensor2D,
+        c: tf.zeros([n, this.spec.units]) as tf.Tensor2D,
+        image,
+      };
     });
   }
 
@@ -278,11 +321,15 @@ export class MergeDecoder implements Decoder {
    */
   step(state: DecoderState, tokens: ArrayLike<number>): StepResult {
     const st = state as MergeState;
-    for (const k of ['h', 'c', 'image'] as const) if (!(st[k] instanceof tf.Tensor)) throw new ModelError(`step: the state has no "${k}" (not a merge decoder state)`);
+    for (const k of ['h', 'c', 'image'] as const)
+      if (!(st[k] instanceof tf.Tensor))
+        throw new ModelError(`step: the state has no "${k}" (not a merge decoder state)`);
     const n = st.h.shape[0];
     if (tokens.length !== n) throw new ModelError(`step: ${tokens.length} tokens for ${n} sequences`);
     const ids = Int32Array.from(tokens);
-    for (const t of ids) if (t < 0 || t >= this.spec.vocabSize) throw new ModelError(`step: token ${t} outside the vocabulary (0..${this.spec.vocabSize - 1})`);
+    for (const t of ids)
+      if (t < 0 || t >= this.spec.vocabSize)
+        throw new ModelError(`step: token ${t} outside the vocabulary (0..${this.spec.vocabSize - 1})`);
     return tf.tidy(() => {
       const w = this.weights;
       const e = tf.gather(w['embedding'], tf.tensor1d(ids, 'int32')) as tf.Tensor2D; // [N, E]
@@ -296,9 +343,11 @@ export class MergeDecoder implements Decoder {
   }
 }
 
-function checkBatch(b: CaptionBatch, s: MergeSpec, inputSize: number): void {
-  if (b.images.length !== b.size * inputSize) throw new ModelError(`batch: ${b.images.length} feature values for ${b.size} images of ${inputSize}`);
-  if (b.inputs.length !== b.size * b.steps) throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
+function checkBatch(b: CaptionBatch, inputSize: number): void {
+  if (b.images.length !== b.size * inputSize)
+    throw new ModelError(`batch: ${b.images.length} feature values for ${b.size} images of ${inputSize}`);
+  if (b.inputs.length !== b.size * b.steps)
+    throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
   if (b.positions.length !== b.targets.length) throw new ModelError('batch: positions and targets differ in length');
   if (b.targets.length === 0) throw new ModelError('batch: no target tokens');
 }
@@ -309,7 +358,8 @@ function mergeFeatureNorm(s: MergeSpec, vectors: Iterable<Float32Array>): Featur
   const P = s.positions;
   const pooled = function* () {
     for (const v of vectors) {
-      if (v.length !== P * s.featureDim) throw new ModelError(`feature vector of length ${v.length}, expected ${P * s.featureDim}`);
+      if (v.length !== P * s.featureDim)
+        throw new ModelError(`feature vector of length ${v.length}, expected ${P * s.featureDim}`);
       yield meanPool(v, P, s.featureDim);
     }
   };

@@ -33,11 +33,19 @@ export function concatStates(states: DecoderState[]): DecoderState {
   if (states.length === 0) throw new ModelError('concatStates: no states');
   const keys = Object.keys(states[0]);
   for (const s of states) {
-    if (Object.keys(s).length !== keys.length || keys.some((k) => !(k in s))) throw new ModelError('concatStates: states have different keys');
+    if (Object.keys(s).length !== keys.length || keys.some((k) => !(k in s)))
+      throw new ModelError('concatStates: states have different keys');
   }
   return tf.tidy(() => {
     const out: DecoderState = {};
-    for (const k of keys) out[k] = states.length === 1 ? tf.clone(states[0][k]) : tf.concat(states.map((s) => s[k]), 0);
+    for (const k of keys)
+      out[k] =
+        states.length === 1
+          ? tf.clone(states[0][k])
+          : tf.concat(
+              states.map((s) => s[k]),
+              0,
+            );
     return out;
   });
 }

@@ -40,7 +40,16 @@ import { glorot, normal } from '../spec.js';
 import { gatherRows, softmaxCrossEntropy } from '../ops.js';
 import { computeFeatureNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
-import type { CaptionBatch, Decoder, DecoderKind, DecoderState, FeatureNorm, LossOptions, LossTerms, StepResult } from './types.js';
+import type {
+  CaptionBatch,
+  Decoder,
+  DecoderKind,
+  DecoderState,
+  FeatureNorm,
+  LossOptions,
+  LossTerms,
+  StepResult,
+} from './types.js';
 
 export type PositionEncoding = 'sinusoidal' | 'learned';
 export type ImagePositions = 'learned' | 'none';
@@ -135,20 +144,45 @@ export function transformerWeightShapes(s: TransformerSpec): Record<string, numb
 
 export function validateTransformerSpec(s: TransformerSpec): void {
   if (!s || typeof s !== 'object') throw new ModelError('model: the transformer spec is missing');
-  for (const k of ['vocabSize', 'positions', 'channels', 'layers', 'heads', 'modelDim', 'ffnDim', 'maxLength'] as const) {
-    if (!Number.isInteger(s[k]) || s[k] <= 0) throw new ModelError(`model: ${k} must be a positive integer, got ${s[k]}`);
+  for (const k of [
+    'vocabSize',
+    'positions',
+    'channels',
+    'layers',
+    'heads',
+    'modelDim',
+    'ffnDim',
+    'maxLength',
+  ] as const) {
+    if (!Number.isInteger(s[k]) || s[k] <= 0)
+      throw new ModelError(`model: ${k} must be a positive integer, got ${s[k]}`);
   }
-  if (s.vocabSize < 4) throw new ModelError(`model: vocabulary of ${s.vocabSize} tokens is too small (needs <pad>, <unk>, start, end)`);
-  if (s.modelDim % s.heads !== 0) throw new ModelError(`model: the transformer's model size (${s.modelDim}) must be a multiple of its heads (${s.heads}); set model.transformer.modelDim or model.transformer.heads`);
+  if (s.vocabSize < 4)
+    throw new ModelError(`model: vocabulary of ${s.vocabSize} tokens is too small (needs <pad>, <unk>, start, end)`);
+  if (s.modelDim % s.heads !== 0)
+    throw new ModelError(
+      `model: the transformer's model size (${s.modelDim}) must be a multiple of its heads (${s.heads}); set model.transformer.modelDim or model.transformer.heads`,
+    );
   if (!(s.dropout >= 0 && s.dropout < 1)) throw new ModelError(`model: dropout must be in [0, 1), got ${s.dropout}`);
-  if (s.positionEncoding !== 'sinusoidal' && s.positionEncoding !== 'learned') throw new ModelError(`model: positionEncoding must be sinusoidal or learned, got ${JSON.stringify(s.positionEncoding)}`);
-  if (s.imagePositions !== 'learned' && s.imagePositions !== 'none') throw new ModelError(`model: imagePositions must be learned or none, got ${JSON.stringify(s.imagePositions)}`);
-  if (typeof s.tieEmbeddings !== 'boolean') throw new ModelError(`model: tieEmbeddings must be true or false, got ${JSON.stringify(s.tieEmbeddings)}`);
+  if (s.positionEncoding !== 'sinusoidal' && s.positionEncoding !== 'learned')
+    throw new ModelError(
+      `model: positionEncoding must be sinusoidal or learned, got ${JSON.stringify(s.positionEncoding)}`,
+    );
+  if (s.imagePositions !== 'learned' && s.imagePositions !== 'none')
+    throw new ModelError(`model: imagePositions must be learned or none, got ${JSON.stringify(s.imagePositions)}`);
+  if (typeof s.tieEmbeddings !== 'boolean')
+    throw new ModelError(`model: tieEmbeddings must be true or false, got ${JSON.stringify(s.tieEmbeddings)}`);
 }
 
-export function transformerSpecFromConfig(m: TransformerConfig, vocabSize: number, featureShape: readonly number[]): TransformerSpec {
+export function transformerSpecFromConfig(
+  m: TransformerConfig,
+  vocabSize: number,
+  featureShape: readonly number[],
+): TransformerSpec {
   if (featureShape.length !== 2) {
-    throw new ModelError(`model: the transformer decoder needs grid or token features [positions, channels], got shape [${featureShape.join(', ')}] (run \`captioner features\` with encoder.layer block5_conv3 or block5_pool)`);
+    throw new ModelError(
+      `model: the transformer decoder needs grid or token features [positions, channels], got shape [${featureShape.join(', ')}] (run \`captioner features\` with encoder.layer block5_conv3 or block5_pool)`,
+    );
   }
   const modelDim = m.modelDim ?? m.units;
   const s: TransformerSpec = {
@@ -238,7 +272,15 @@ function linear(x: tf.Tensor2D, kernel: tf.Tensor, bias: tf.Tensor): tf.Tensor2D
  * (column part * D + head * K + k), each as [N * H, S, K], heads split out. Each part multiplies by its own
  * slice of the kernel: slicing the small kernel is cheaper than splitting the large product.
  */
-function projectHeads(x: tf.Tensor2D, kernel: tf.Tensor, bias: tf.Tensor, N: number, S: number, H: number, parts: number): tf.Tensor3D[] {
+function projectHeads(
+  x: tf.Tensor2D,
+  kernel: tf.Tensor,
+  bias: tf.Tensor,
+  N: number,
+  S: number,
+  H: number,
+  parts: number,
+): tf.Tensor3D[] {
   const [I, PD] = kernel.shape as [number, number];
   const D = PD / parts;
   const K = D / H;
@@ -260,7 +302,12 @@ function mergeHeads(x: tf.Tensor3D, N: number, H: number): tf.Tensor2D {
  * Scaled dot-product attention per head: q [NH, Tq, K], k and v [NH, Tk, K], mask [Tq, Tk] (0 or -1e9,
  * added to the scores) -> outputs [NH, Tq, K] and weights [NH, Tq, Tk].
  */
-function attend(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, mask?: tf.Tensor2D): { out: tf.Tensor3D; weights: tf.Tensor3D } {
+function attend(
+  q: tf.Tensor3D,
+  k: tf.Tensor3D,
+  v: tf.Tensor3D,
+  mask?: tf.Tensor2D,
+): { out: tf.Tensor3D; weights: tf.Tensor3D } {
   const K = q.shape[2];
   let scores: tf.Tensor = tf.matMul(tf.mul(q, 1 / Math.sqrt(K)), k, false, true); // [NH, Tq, Tk]
   if (mask) scores = tf.add(scores, mask);
@@ -294,13 +341,18 @@ export class TransformerDecoder implements Decoder {
     this.spec = spec;
     this.featureShape = [spec.positions, spec.channels];
     if (norm.mean.length !== spec.channels || norm.std.length !== spec.channels) {
-      throw new ModelError(`feature normalisation has ${norm.mean.length} channels, the model expects ${spec.channels}`);
+      throw new ModelError(
+        `feature normalisation has ${norm.mean.length} channels, the model expects ${spec.channels}`,
+      );
     }
     this.weights = weightVariables(transformerWeightShapes(spec), values, 'transformer');
     this.norm = norm;
     this.normMean = tf.tensor1d(norm.mean);
     this.normScale = tf.tensor1d(norm.std.map((s) => 1 / s));
-    this.sinusoids = spec.positionEncoding === 'sinusoidal' ? tf.tensor2d(sinusoidalPositions(spec.maxLength, spec.modelDim), [spec.maxLength, spec.modelDim]) : null;
+    this.sinusoids =
+      spec.positionEncoding === 'sinusoidal'
+        ? tf.tensor2d(sinusoidalPositions(spec.maxLength, spec.modelDim), [spec.maxLength, spec.modelDim])
+        : null;
   }
 
   /** A freshly initialised model (seeded); identity normalisation unless `norm` is given. */
@@ -343,7 +395,8 @@ export class TransformerDecoder implements Decoder {
     const N = x.shape[0];
     const a = tf.mul(tf.sub(tf.reshape(x, [N * P, C]), this.normMean), this.normScale) as tf.Tensor2D; // [N*P, C]
     let m: tf.Tensor = linear(a, w['image/kernel'], w['image/bias']); // [N*P, D]
-    if (this.spec.imagePositions === 'learned') m = tf.reshape(tf.add(tf.reshape(m, [N, P, D]), w['image/position']), [N * P, D]);
+    if (this.spec.imagePositions === 'learned')
+      m = tf.reshape(tf.add(tf.reshape(m, [N, P, D]), w['image/position']), [N * P, D]);
     m = layerNorm(m as tf.Tensor2D, w['image/norm/gamma'], w['image/norm/beta']);
     return this.drop(m, training, seed) as tf.Tensor2D;
   }
@@ -351,7 +404,15 @@ export class TransformerDecoder implements Decoder {
   /** Layer l's cross-attention keys and values of the memory [N*P, D]: two [N*H, P, K]. */
   private memoryKeys(m: tf.Tensor2D, l: number, N: number): [tf.Tensor3D, tf.Tensor3D] {
     const w = this.weights;
-    const [k, v] = projectHeads(m, w[`layer${l}/cross/kv/kernel`], w[`layer${l}/cross/kv/bias`], N, this.spec.positions, this.spec.heads, 2);
+    const [k, v] = projectHeads(
+      m,
+      w[`layer${l}/cross/kv/kernel`],
+      w[`layer${l}/cross/kv/bias`],
+      N,
+      this.spec.positions,
+      this.spec.heads,
+      2,
+    );
     return [k, v];
   }
 
@@ -367,21 +428,32 @@ export class TransformerDecoder implements Decoder {
   private ffn(x: tf.Tensor2D, l: number, training: boolean, seed: number): tf.Tensor2D {
     const w = this.weights;
     const p = `layer${l}/ffn/`;
-    const h = linear(layerNorm(x, w[`${p}norm/gamma`], w[`${p}norm/beta`]) as tf.Tensor2D, w[`${p}hidden/kernel`], w[`${p}hidden/bias`]); // [M, F]
+    const h = linear(
+      layerNorm(x, w[`${p}norm/gamma`], w[`${p}norm/beta`]) as tf.Tensor2D,
+      w[`${p}hidden/kernel`],
+      w[`${p}hidden/bias`],
+    ); // [M, F]
     const f = this.drop(tf.relu(h), training, seed) as tf.Tensor2D;
     return this.drop(linear(f, w[`${p}output/kernel`], w[`${p}output/bias`]), training, seed + 1) as tf.Tensor2D; // [M, D]
   }
 
   /** The output layer's kernel [D, V]: the embedding transposed when tied. */
   private outputKernel(): tf.Tensor2D {
-    return this.spec.tieEmbeddings ? (tf.transpose(this.weights['embedding']) as tf.Tensor2D) : (this.weights['output/kernel'] as tf.Tensor2D);
+    return this.spec.tieEmbeddings
+      ? (tf.transpose(this.weights['embedding']) as tf.Tensor2D)
+      : (this.weights['output/kernel'] as tf.Tensor2D);
   }
 
   /**
    * Teacher forcing over whole captions in one pass: the last block's output x [B*T, D] (row b*T + t, before
    * LN_f) and, when asked, the last layer's cross-attention averaged over heads [B, T, P].
    */
-  private trunk(batch: CaptionBatch, training: boolean, seed: number, withAttention = false): { x: tf.Tensor2D; attention?: tf.Tensor3D } {
+  private trunk(
+    batch: CaptionBatch,
+    training: boolean,
+    seed: number,
+    withAttention = false,
+  ): { x: tf.Tensor2D; attention?: tf.Tensor3D } {
     const { size: B, steps: T } = batch;
     const { positions: P, channels: C, heads: H, layers: L } = this.spec;
     const w = this.weights;
@@ -396,14 +468,24 @@ export class TransformerDecoder implements Decoder {
       const hs = layerNorm(x, w[`${p}self/norm/gamma`], w[`${p}self/norm/beta`]) as tf.Tensor2D;
       const [q, k, v] = projectHeads(hs, w[`${p}self/qkv/kernel`], w[`${p}self/qkv/bias`], B, T, H, 3); // 3 x [B*H, T, K]
       const self = attend(q, k, v, mask).out;
-      x = tf.add(x, this.drop(linear(mergeHeads(self, B, H), w[`${p}self/output/kernel`], w[`${p}self/output/bias`]), training, s)) as tf.Tensor2D;
+      x = tf.add(
+        x,
+        this.drop(linear(mergeHeads(self, B, H), w[`${p}self/output/kernel`], w[`${p}self/output/bias`]), training, s),
+      ) as tf.Tensor2D;
       // cross-attention over the image
       const hc = layerNorm(x, w[`${p}cross/norm/gamma`], w[`${p}cross/norm/beta`]) as tf.Tensor2D;
       const [qc] = projectHeads(hc, w[`${p}cross/query/kernel`], w[`${p}cross/query/bias`], B, T, H, 1); // [B*H, T, K]
       const [mk, mv] = this.memoryKeys(mem, l, B); // [B*H, P, K] each
       const cross = attend(qc, mk, mv);
       if (withAttention && l === L - 1) attention = tf.mean(tf.reshape(cross.weights, [B, H, T, P]), 1) as tf.Tensor3D; // [B, T, P]
-      x = tf.add(x, this.drop(linear(mergeHeads(cross.out, B, H), w[`${p}cross/output/kernel`], w[`${p}cross/output/bias`]), training, s + 1)) as tf.Tensor2D;
+      x = tf.add(
+        x,
+        this.drop(
+          linear(mergeHeads(cross.out, B, H), w[`${p}cross/output/kernel`], w[`${p}cross/output/bias`]),
+          training,
+          s + 1,
+        ),
+      ) as tf.Tensor2D;
       // feed-forward
       x = tf.add(x, this.ffn(x, l, training, s + 2)) as tf.Tensor2D;
     }
@@ -433,7 +515,14 @@ export class TransformerDecoder implements Decoder {
       const { x } = this.trunk(batch, opts.training, opts.seed ?? 0);
       // only the positions with a real target go through LN_f and the (expensive) output layer
       const y = layerNorm(gatherRows(x, batch.positions), w['final/norm/gamma'], w['final/norm/beta']) as tf.Tensor2D; // [M, D]
-      return softmaxCrossEntropy(y, this.outputKernel(), w['output/bias'] as tf.Tensor1D, batch.targets, opts.training, opts.chunkBudget);
+      return softmaxCrossEntropy(
+        y,
+        this.outputKernel(),
+        w['output/bias'] as tf.Tensor1D,
+        batch.targets,
+        opts.training,
+        opts.chunkBudget,
+      );
     });
   }
 
@@ -460,12 +549,18 @@ export class TransformerDecoder implements Decoder {
     return tf.tidy(() => {
       let x: tf.Tensor2D;
       if (features instanceof tf.Tensor) {
-        if (features.rank !== 2 || features.shape[1] !== size) throw new ModelError(`image features have shape [${features.shape.join(', ')}], the model expects [N, ${size}] (${P} positions x ${C} channels)`);
+        if (features.rank !== 2 || features.shape[1] !== size)
+          throw new ModelError(
+            `image features have shape [${features.shape.join(', ')}], the model expects [N, ${size}] (${P} positions x ${C} channels)`,
+          );
         x = features;
       } else {
         const flat = new Float32Array(features.length * size);
         features.forEach((v, i) => {
-          if (v.length !== size) throw new ModelError(`image feature ${i} has ${v.length} values, the model expects ${size} (${P} positions x ${C} channels)`);
+          if (v.length !== size)
+            throw new ModelError(
+              `image feature ${i} has ${v.length} values, the model expects ${size} (${P} positions x ${C} channels)`,
+            );
           flat.set(v, i * size);
         });
         x = tf.tensor2d(flat, [features.length, size]);
@@ -490,11 +585,23 @@ export class TransformerDecoder implements Decoder {
     for (let l = 0; l < L; l++) {
       for (const part of ['k', 'v']) {
         const m = st[`memory/${l}/${part}`];
-        if (!(m instanceof tf.Tensor)) throw new ModelError(`step: the state has no "memory/${l}/${part}" (not a transformer decoder state, or one of another depth)`);
-        if (m.rank !== 4 || m.shape[1] !== H || m.shape[2] !== P || m.shape[3] !== K) throw new ModelError(`step: "memory/${l}/${part}" has shape [${m.shape.join(', ')}], expected [N, ${H}, ${P}, ${K}]`);
+        if (!(m instanceof tf.Tensor))
+          throw new ModelError(
+            `step: the state has no "memory/${l}/${part}" (not a transformer decoder state, or one of another depth)`,
+          );
+        if (m.rank !== 4 || m.shape[1] !== H || m.shape[2] !== P || m.shape[3] !== K)
+          throw new ModelError(
+            `step: "memory/${l}/${part}" has shape [${m.shape.join(', ')}], expected [N, ${H}, ${P}, ${K}]`,
+          );
         const c = st[`self/${l}/${part}`];
-        if (t === 0 ? c !== undefined : !(c instanceof tf.Tensor && c.rank === 4 && c.shape[1] === H && c.shape[2] === t && c.shape[3] === K)) {
-          throw new ModelError(`step: the state's cached keys and values disagree about the words so far ("self/${l}/${part}")`);
+        if (
+          t === 0
+            ? c !== undefined
+            : !(c instanceof tf.Tensor && c.rank === 4 && c.shape[1] === H && c.shape[2] === t && c.shape[3] === K)
+        ) {
+          throw new ModelError(
+            `step: the state's cached keys and values disagree about the words so far ("self/${l}/${part}")`,
+          );
         }
       }
     }
@@ -508,9 +615,14 @@ export class TransformerDecoder implements Decoder {
     const K = D / H;
     const N = st['memory/0/k'].shape[0];
     if (tokens.length !== N) throw new ModelError(`step: ${tokens.length} tokens for ${N} sequences`);
-    if (t >= maxLength) throw new ModelError(`step: the transformer knows ${maxLength} token positions; position ${t + 1} is past them (lower decode.maxLength)`);
+    if (t >= maxLength)
+      throw new ModelError(
+        `step: the transformer knows ${maxLength} token positions; position ${t + 1} is past them (lower decode.maxLength)`,
+      );
     const ids = Int32Array.from(tokens);
-    for (const id of ids) if (id < 0 || id >= this.spec.vocabSize) throw new ModelError(`step: token ${id} outside the vocabulary (0..${this.spec.vocabSize - 1})`);
+    for (const id of ids)
+      if (id < 0 || id >= this.spec.vocabSize)
+        throw new ModelError(`step: token ${id} outside the vocabulary (0..${this.spec.vocabSize - 1})`);
     return tf.tidy(() => {
       const w = this.weights;
       const next: TransformerState = {};
@@ -520,13 +632,22 @@ export class TransformerDecoder implements Decoder {
         const p = `layer${l}/`;
         // self-attention over the cached words and this one
         const hs = layerNorm(x, w[`${p}self/norm/gamma`], w[`${p}self/norm/beta`]) as tf.Tensor2D;
-        const [q, k, v] = projectHeads(hs, w[`${p}self/qkv/kernel`], w[`${p}self/qkv/bias`], N, 1, H, 3).map((t) => tf.reshape(t, [N, H, 1, K])); // 3 x [N, H, 1, K]
+        const [q, k, v] = projectHeads(hs, w[`${p}self/qkv/kernel`], w[`${p}self/qkv/bias`], N, 1, H, 3).map((t) =>
+          tf.reshape(t, [N, H, 1, K]),
+        ); // 3 x [N, H, 1, K]
         const keys = t === 0 ? k : tf.concat([st[`self/${l}/k`], k], 2); // [N, H, t+1, K]
         const values = t === 0 ? v : tf.concat([st[`self/${l}/v`], v], 2);
         next[`self/${l}/k`] = keys;
         next[`self/${l}/v`] = values;
-        const self = attend(tf.reshape(q, [N * H, 1, K]), tf.reshape(keys, [N * H, t + 1, K]), tf.reshape(values, [N * H, t + 1, K])).out; // [N*H, 1, K]
-        x = tf.add(x, linear(tf.reshape(self, [N, D]) as tf.Tensor2D, w[`${p}self/output/kernel`], w[`${p}self/output/bias`])) as tf.Tensor2D;
+        const self = attend(
+          tf.reshape(q, [N * H, 1, K]),
+          tf.reshape(keys, [N * H, t + 1, K]),
+          tf.reshape(values, [N * H, t + 1, K]),
+        ).out; // [N*H, 1, K]
+        x = tf.add(
+          x,
+          linear(tf.reshape(self, [N, D]) as tf.Tensor2D, w[`${p}self/output/kernel`], w[`${p}self/output/bias`]),
+        ) as tf.Tensor2D;
         // cross-attention over the image
         const hc = layerNorm(x, w[`${p}cross/norm/gamma`], w[`${p}cross/norm/beta`]) as tf.Tensor2D;
         const qc = tf.reshape(linear(hc, w[`${p}cross/query/kernel`], w[`${p}cross/query/bias`]), [N * H, 1, K]);
@@ -534,7 +655,14 @@ export class TransformerDecoder implements Decoder {
         const mv = st[`memory/${l}/v`];
         const cross = attend(qc as tf.Tensor3D, tf.reshape(mk, [N * H, P, K]), tf.reshape(mv, [N * H, P, K])); // out [N*H, 1, K], weights [N*H, 1, P]
         if (opts.attention && l === L - 1) attention = tf.mean(tf.reshape(cross.weights, [N, H, P]), 1) as tf.Tensor2D; // [N, P]
-        x = tf.add(x, linear(tf.reshape(cross.out, [N, D]) as tf.Tensor2D, w[`${p}cross/output/kernel`], w[`${p}cross/output/bias`])) as tf.Tensor2D;
+        x = tf.add(
+          x,
+          linear(
+            tf.reshape(cross.out, [N, D]) as tf.Tensor2D,
+            w[`${p}cross/output/kernel`],
+            w[`${p}cross/output/bias`],
+          ),
+        ) as tf.Tensor2D;
         next[`memory/${l}/k`] = tf.clone(mk);
         next[`memory/${l}/v`] = tf.clone(mv);
         x = tf.add(x, this.ffn(x, l, false, 0)) as tf.Tensor2D;
@@ -548,12 +676,19 @@ export class TransformerDecoder implements Decoder {
 
 function checkBatch(b: CaptionBatch, s: TransformerSpec): void {
   const D = s.positions * s.channels;
-  if (b.images.length !== b.size * D) throw new ModelError(`batch: ${b.images.length} feature values for ${b.size} images of ${s.positions} x ${s.channels}`);
-  if (b.inputs.length !== b.size * b.steps) throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
-  if (b.steps > s.maxLength) throw new ModelError(`batch: captions of ${b.steps} steps; the transformer knows ${s.maxLength} token positions`);
+  if (b.images.length !== b.size * D)
+    throw new ModelError(
+      `batch: ${b.images.length} feature values for ${b.size} images of ${s.positions} x ${s.channels}`,
+    );
+  if (b.inputs.length !== b.size * b.steps)
+    throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
+  if (b.steps > s.maxLength)
+    throw new ModelError(`batch: captions of ${b.steps} steps; the transformer knows ${s.maxLength} token positions`);
   if (b.positions.length !== b.targets.length) throw new ModelError('batch: positions and targets differ in length');
   if (b.targets.length === 0) throw new ModelError('batch: no target tokens');
-  for (const p of b.positions) if (!(p >= 0 && p < b.size * b.steps)) throw new ModelError(`batch: target position ${p} outside 0..${b.size * b.steps - 1}`);
+  for (const p of b.positions)
+    if (!(p >= 0 && p < b.size * b.steps))
+      throw new ModelError(`batch: target position ${p} outside 0..${b.size * b.steps - 1}`);
 }
 
 export const transformerKind: DecoderKind<TransformerSpec, TransformerConfig> = {

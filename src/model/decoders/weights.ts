@@ -10,12 +10,17 @@ let instance = 0;
  * before any variable is made, so a bad set leaves no tensors behind. Variable names are
  * `<prefix><n>/<name>`, unique per model.
  */
-export function weightVariables(shapes: Record<string, number[]>, values: Record<string, Float32Array>, prefix: string): Record<string, tf.Variable> {
+export function weightVariables(
+  shapes: Record<string, number[]>,
+  values: Record<string, Float32Array>,
+  prefix: string,
+): Record<string, tf.Variable> {
   for (const [name, shape] of Object.entries(shapes)) {
     const v = values[name];
     const size = shape.reduce((a, b) => a * b, 1);
     if (!v) throw new ModelError(`weights: "${name}" is missing`);
-    if (v.length !== size) throw new ModelError(`weights: "${name}" has ${v.length} values, expected ${size} (shape [${shape.join(', ')}])`);
+    if (v.length !== size)
+      throw new ModelError(`weights: "${name}" has ${v.length} values, expected ${size} (shape [${shape.join(', ')}])`);
   }
   const id = instance++;
   const out: Record<string, tf.Variable> = {};

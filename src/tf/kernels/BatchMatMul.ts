@@ -31,7 +31,11 @@ export function wasmBatchMatMul(kernelFunc: KernelFunc): KernelFunc {
     if (a.dtype !== 'float32' || b.dtype !== 'float32' || M * K * N < MIN_BATCH_WORK) return kernelFunc(args as never);
     if (batchA !== batchB && batchA !== 1 && batchB !== 1) return kernelFunc(args as never);
     const backend = args.backend;
-    const outShape = [...tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2)), M, N];
+    const outShape = [
+      ...tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2)),
+      M,
+      N,
+    ];
     const temps: TensorInfo[] = [];
     try {
       if (batchB === 1) {
@@ -39,7 +43,11 @@ export function wasmBatchMatMul(kernelFunc: KernelFunc): KernelFunc {
         const aRows = tA ? track(temps, swapLastTwo(a, backend)) : a;
         const a2: TensorInfo = { dataId: aRows.dataId, dtype: aRows.dtype, shape: [batchA * M, K] };
         const b2: TensorInfo = { dataId: b.dataId, dtype: b.dtype, shape: b.shape.slice(-2) };
-        const r = twoD({ inputs: { a: a2, b: b2 }, backend, attrs: { ...attrs, transposeA: false } } as never) as TensorInfo;
+        const r = twoD({
+          inputs: { a: a2, b: b2 },
+          backend,
+          attrs: { ...attrs, transposeA: false },
+        } as never) as TensorInfo;
         return { ...r, shape: outShape };
       }
       const batch = Math.max(batchA, batchB);
@@ -53,7 +61,10 @@ export function wasmBatchMatMul(kernelFunc: KernelFunc): KernelFunc {
           try {
             const ri = twoD({ inputs: { a: ai, b: bi }, backend, attrs } as never) as TensorInfo;
             // views after every allocation: the wasm heap may have grown
-            (backend.typedArrayFromHeap(out) as Float32Array).set(backend.typedArrayFromHeap(ri) as Float32Array, i * M * N);
+            (backend.typedArrayFromHeap(out) as Float32Array).set(
+              backend.typedArrayFromHeap(ri) as Float32Array,
+              i * M * N,
+            );
             backend.disposeData(ri.dataId);
           } finally {
             releaseView(ai, backend);

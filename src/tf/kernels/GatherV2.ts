@@ -27,10 +27,16 @@ function gatherV2({ inputs, backend, attrs }: Args): TensorInfo {
     const idx = readInts(indices, backend);
     for (let i = 0; i < nIdx; i++) {
       const v = idx[i];
-      if (!(v >= 0 && v <= axisDim - 1)) throw new Error(`GatherV2: the index value ${v} is not in [0, ${axisDim - 1}]`);
+      if (!(v >= 0 && v <= axisDim - 1))
+        throw new Error(`GatherV2: the index value ${v} is not in [0, ${axisDim - 1}]`);
     }
   }
-  const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(x as never, indices as never, axis, a.batchDims ?? 0);
+  const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(
+    x as never,
+    indices as never,
+    axis,
+    a.batchDims ?? 0,
+  );
   const { batchSize, outerSize, dimSize, sliceSize: inner } = info;
   const out = backend.makeOutput(info.outputShape, x.dtype);
   if (sizeOf(info.outputShape) === 0) return out;

@@ -15,7 +15,8 @@ function unsortedSegmentSum(args: Args): TensorInfo {
   const x = args.inputs.x!;
   const ids = args.inputs.segmentIds!;
   const numSegments = Number((args.attrs as { numSegments: number }).numSegments);
-  if (x.dtype !== 'float32' && x.dtype !== 'int32') throw new Error(`UnsortedSegmentSum on wasm: unsupported dtype ${x.dtype}`);
+  if (x.dtype !== 'float32' && x.dtype !== 'int32')
+    throw new Error(`UnsortedSegmentSum on wasm: unsupported dtype ${x.dtype}`);
   const n = sizeOf(ids.shape);
   const total = sizeOf(x.shape);
   const inner = n === 0 ? 0 : total / n;
@@ -44,5 +45,9 @@ function readIds(t: TensorInfo, backend: BackendWasm): Int32Array | Float32Array
 
 export const unsortedSegmentSumOverride: KernelOverride = {
   kernelName: 'UnsortedSegmentSum',
-  override: () => ({ kernelName: 'UnsortedSegmentSum', backendName: BACKEND, kernelFunc: unsortedSegmentSum as unknown as KernelFunc }),
+  override: () => ({
+    kernelName: 'UnsortedSegmentSum',
+    backendName: BACKEND,
+    kernelFunc: unsortedSegmentSum as unknown as KernelFunc,
+  }),
 };

@@ -18,7 +18,11 @@ export interface KernelOverride {
  * An override that runs `f` for the dtypes it `handles` (its input `x`, or `value` for Unpack) and the stock
  * kernel for the others. The stock setupFunc is kept: the fallback needs its wasm function bound.
  */
-export function heapKernel(kernelName: string, handles: (dtype: string) => boolean, f: (args: Args) => TensorInfo | TensorInfo[]): KernelOverride {
+export function heapKernel(
+  kernelName: string,
+  handles: (dtype: string) => boolean,
+  f: (args: Args) => TensorInfo | TensorInfo[],
+): KernelOverride {
   return {
     kernelName,
     override(stock) {

@@ -31,7 +31,10 @@ export function untransposed(kernelFunc: KernelFunc, allowSwap: boolean): Kernel
         // left = Bᵀ [.., N, K], right = Aᵀ [.., K, M]; result [.., N, M] -> transpose -> [.., M, N]
         const left = tB ? b : track(temps, swapLastTwo(b, backend));
         const right = tA ? a : track(temps, swapLastTwo(a, backend));
-        const ct = track(temps, kernelFunc({ inputs: { ...args.inputs, a: left, b: right }, backend, attrs: plain } as never) as TensorInfo);
+        const ct = track(
+          temps,
+          kernelFunc({ inputs: { ...args.inputs, a: left, b: right }, backend, attrs: plain } as never) as TensorInfo,
+        );
         return swapLastTwo(ct, backend);
       }
       const a2 = tA ? track(temps, swapLastTwo(a, backend)) : a;
@@ -78,4 +81,3 @@ export function swapLastTwo(x: TensorInfo, backend: BackendWasm): TensorInfo {
   if (!transpose) throw new Error('wasm Transpose kernel is not registered');
   return transpose.kernelFunc({ inputs: { x }, backend, attrs: { perm } } as never) as TensorInfo;
 }
-

@@ -33,7 +33,10 @@ export function packWeights(layout: FlatLayout, values: Record<string, Float32Ar
   layout.names.forEach((n, i) => {
     const v = values[n];
     if (!v) throw new ModelError(`weights: "${n}" is missing`);
-    if (v.length !== layout.sizes[i]) throw new ModelError(`weights: "${n}" has ${v.length} values, expected ${layout.sizes[i]} (shape [${layout.shapes[i].join(', ')}])`);
+    if (v.length !== layout.sizes[i])
+      throw new ModelError(
+        `weights: "${n}" has ${v.length} values, expected ${layout.sizes[i]} (shape [${layout.shapes[i].join(', ')}])`,
+      );
     out.set(v, layout.offsets[i]);
   });
 }

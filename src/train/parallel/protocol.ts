@@ -30,7 +30,11 @@ export interface WorkerMs {
 
 export type TrainWorkerApi = {
   /** The gradient of one batch slice into this worker's region; its weighted loss and weighted objective. */
-  grad(r: { batch: CaptionBatch; weights: SliceWeights; seed: number }): Promise<{ loss: number; total: number; ms: WorkerMs }>;
+  grad(r: {
+    batch: CaptionBatch;
+    weights: SliceWeights;
+    seed: number;
+  }): Promise<{ loss: number; total: number; ms: WorkerMs }>;
   /** Sum regions 0..parts-1 into region 0 over [from, to); the block sums of squares. */
   reduce(r: { parts: number; from: number; to: number }): { blocks: Float64Array; ms: WorkerMs };
   /** Adam's inner loop (src/train/adam.ts) with the main thread's factors over [from, to) of the shared weights and moments. */

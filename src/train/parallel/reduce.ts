@@ -13,7 +13,13 @@ import { BLOCK } from './flat.js';
  * over [from, to), and return the float64 sum of squares of each BLOCK of the result in that range (from
  * must be a block boundary).
  */
-export function reduceGradients(grads: Float32Array, total: number, parts: number, from: number, to: number): Float64Array {
+export function reduceGradients(
+  grads: Float32Array,
+  total: number,
+  parts: number,
+  from: number,
+  to: number,
+): Float64Array {
   return addonReduceBlocks(grads, total, parts, from, to, BLOCK) ?? reduceLoop(grads, total, parts, from, to);
 }
 

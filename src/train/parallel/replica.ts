@@ -48,20 +48,28 @@ export function featureSizeOf(kind: ReplicaKind, spec: ReplicaSpec): number {
   return s.positions * s.channels;
 }
 
-export function buildDecoder(kind: ReplicaKind, spec: ReplicaSpec, values: Record<string, Float32Array>, norm: FeatureNorm): TrainableDecoder {
+export function buildDecoder(
+  kind: ReplicaKind,
+  spec: ReplicaSpec,
+  values: Record<string, Float32Array>,
+  norm: FeatureNorm,
+): TrainableDecoder {
   return kindOf(kind).create(spec as never, values, norm) as unknown as TrainableDecoder;
 }
 
 /** Give every variable its range of the flat weights (new tensors: see src/tf/copy.ts on in-place writes). */
 export function loadFlat(model: TrainableDecoder, layout: FlatLayout, flat: Float32Array): void {
-  layout.names.forEach((n, i) => assignFloats(model.weights[n], flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i])));
+  layout.names.forEach((n, i) =>
+    assignFloats(model.weights[n], flat.subarray(layout.offsets[i], layout.offsets[i] + layout.sizes[i])),
+  );
 }
 
 /** Token ids must lie in the vocabulary (the wasm gather does not check). */
 export function checkTokens(b: CaptionBatch, vocab: number): void {
   for (const a of [b.inputs, b.targets]) {
     for (let i = 0; i < a.length; i++) {
-      if (!(a[i] >= 0 && a[i] < vocab)) throw new ModelError(`batch: token ${a[i]} outside the vocabulary (0..${vocab - 1})`);
+      if (!(a[i] >= 0 && a[i] < vocab))
+        throw new ModelError(`batch: token ${a[i]} outside the vocabulary (0..${vocab - 1})`);
     }
   }
 }
@@ -79,7 +87,14 @@ export interface SliceWeights {
  * objective (`total`) and its weighted cross-entropy (`loss`): the slices' values add up to the whole batch's.
  * No tensors survive the call.
  */
-export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout, slice: CaptionBatch, w: SliceWeights, seed: number, out: Float32Array): Promise<{ loss: number; total: number }> {
+export async function sliceGradient(
+  model: TrainableDecoder,
+  layout: FlatLayout,
+  slice: CaptionBatch,
+  w: SliceWeights,
+  seed: number,
+  out: Float32Array,
+): Promise<{ loss: number; total: number }> {
   checkTokens(slice, model.spec.vocabSize);
   const vars = layout.names.map((n) => model.weights[n]);
   let ce: tf.Scalar | null = null;
@@ -88,7 +103,8 @@ export async function sliceGradient(model: TrainableDecoder, layout: FlatLayout,
     const terms = model.lossTerms(slice, { training: true, seed });
     ce = tf.keep(tf.mul(terms.crossEntropy, w.tokens) as tf.Scalar);
     let total: tf.Tensor = ce;
-    for (const [name, term] of Object.entries(terms)) if (name !== 'crossEntropy') total = tf.add(total, tf.mul(term, w.rows));
+    for (const [name, term] of Object.entries(terms))
+      if (name !== 'crossEntropy') total = tf.add(total, tf.mul(term, w.rows));
     return total as tf.Scalar;
   }, vars);
   try {

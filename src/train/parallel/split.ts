@@ -48,7 +48,14 @@ export function splitBatch(b: CaptionBatch, n: number, featureSize: number): Bat
   return out;
 }
 
-function slice(b: CaptionBatch, r0: number, r1: number, featureSize: number, perRow: Int32Array, lastStep: Int32Array): CaptionBatch {
+function slice(
+  b: CaptionBatch,
+  r0: number,
+  r1: number,
+  featureSize: number,
+  perRow: Int32Array,
+  lastStep: Int32Array,
+): CaptionBatch {
   const T = b.steps;
   const rows = r1 - r0;
   let steps = 1;

@@ -17,23 +17,37 @@ import { TrainerBase, type StepResult, type Trainer, type TrainerOptions } from 
 import { flatLayout, flatMoments, packWeights, partitionRanges, unpackWeights, type FlatLayout } from './flat.js';
 import { normOf, reduceGradients } from './reduce.js';
 import type { TrainWorkerApi, WorkerInit } from './protocol.js';
-import { featureSizeOf, kindShapes, loadFlat, type SliceWeights, type ReplicaKind, type ReplicaSpec, type TrainableDecoder } from './replica.js';
+import {
+  featureSizeOf,
+  kindShapes,
+  loadFlat,
+  type SliceWeights,
+  type ReplicaKind,
+  type ReplicaSpec,
+  type TrainableDecoder,
+} from './replica.js';
 import { splitBatch } from './split.js';
 import { shareBlasThreads } from '../../tf/addon.js';
 
-export type ParallelTrainerOptions = Omit<TrainerOptions, 'model' | 'weights'> & { weights: Record<string, Float32Array> };
+export type ParallelTrainerOptions = Omit<TrainerOptions, 'model' | 'weights'> & {
+  weights: Record<string, Float32Array>;
+};
 
 /** The worker count `workers: auto | N` means on this machine. */
 export function resolveWorkers(w: number | 'auto'): number {
   if (w === 'auto') return Math.max(1, availableParallelism());
-  if (!Number.isInteger(w) || w < 1) throw new ConfigError(`train.workers: expected "auto" or a positive integer, got ${JSON.stringify(w)}`);
+  if (!Number.isInteger(w) || w < 1)
+    throw new ConfigError(`train.workers: expected "auto" or a positive integer, got ${JSON.stringify(w)}`);
   return w;
 }
 
 /** Worker threads for `workers` 2 or more (src/train/trainer.ts createTrainer picks the main thread for 1). */
 export async function createParallelTrainer(o: ParallelTrainerOptions): Promise<Trainer> {
   const n = resolveWorkers(o.workers);
-  if (n < 2) throw new ConfigError(`parallel training needs 2 or more workers, got ${n} (createTrainer trains on the main thread for 1)`);
+  if (n < 2)
+    throw new ConfigError(
+      `parallel training needs 2 or more workers, got ${n} (createTrainer trains on the main thread for 1)`,
+    );
   const layout = flatLayout(kindShapes(o.kind, o.spec));
   const shared = (floats: number) => new Float32Array(new SharedArrayBuffer(floats * 4));
   const weights = shared(layout.total);
@@ -41,14 +55,25 @@ export async function createParallelTrainer(o: ParallelTrainerOptions): Promise<
   const grads = shared(layout.total * n);
   const m = shared(layout.total);
   const v = shared(layout.total);
-  const adam = new Adam(flatMoments(layout, m, v), { learningRate: o.learningRate, clipNorm: o.clipNorm, beta1: o.beta1, beta2: o.beta2, epsilon: o.epsilon });
+  const adam = new Adam(flatMoments(layout, m, v), {
+    learningRate: o.learningRate,
+    clipNorm: o.clipNorm,
+    beta1: o.beta1,
+    beta2: o.beta2,
+    epsilon: o.epsilon,
+  });
   const engine = await workerEngine(o, n, layout, weights, grads, m, v);
   return new ParallelTrainer(n, o.update ?? 'partitioned', o.kind, o.spec, layout, adam, weights, grads, m, v, engine);
 }
 
 /** The workers: slice gradients into their regions, and range jobs of the update. */
 interface Engine {
-  grad(i: number, batch: CaptionBatch, weights: SliceWeights, seed: number): Promise<{ loss: number; total: number; load: number; compute: number; cpu: number }>;
+  grad(
+    i: number,
+    batch: CaptionBatch,
+    weights: SliceWeights,
+    seed: number,
+  ): Promise<{ loss: number; total: number; load: number; compute: number; cpu: number }>;
   reduce(i: number, parts: number, from: number, to: number): Promise<Float64Array>;
   adam(i: number, factors: AdamFactors, from: number, to: number): Promise<void>;
   dispose(): Promise<void>;
@@ -74,7 +99,9 @@ class ParallelTrainer extends TrainerBase {
   protected async update(batch: CaptionBatch, seed: number): Promise<StepResult> {
     const t0 = performance.now();
     const slices = splitBatch(batch, this.workers, this.featureSize);
-    const res = await Promise.all(slices.map((s, i) => this.engine.grad(i, s.batch, { tokens: s.weight, rows: s.rowWeight }, mixSeed(seed, i))));
+    const res = await Promise.all(
+      slices.map((s, i) => this.engine.grad(i, s.batch, { tokens: s.weight, rows: s.rowWeight }, mixSeed(seed, i))),
+    );
     let loss = 0;
     let objective = 0;
     for (const r of res) {
@@ -99,8 +126,17 @@ class ParallelTrainer extends TrainerBase {
     this.adam.stepped();
     const t2 = performance.now();
     return {
-      loss, total: objective, tokens: batch.targets.length, norm,
-      ms: { load: Math.max(...res.map((r) => r.load)), compute: Math.max(...res.map((r) => r.compute)), cpu: Math.max(...res.map((r) => r.cpu)), update: t2 - t1, total: t2 - t0 },
+      loss,
+      total: objective,
+      tokens: batch.targets.length,
+      norm,
+      ms: {
+        load: Math.max(...res.map((r) => r.load)),
+        compute: Math.max(...res.map((r) => r.compute)),
+        cpu: Math.max(...res.map((r) => r.cpu)),
+        update: t2 - t1,
+        total: t2 - t0,
+      },
     };
   }
 
@@ -118,13 +154,28 @@ class ParallelTrainer extends TrainerBase {
   }
 }
 
-async function workerEngine(o: ParallelTrainerOptions, n: number, layout: FlatLayout, weights: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array): Promise<Engine> {
+async function workerEngine(
+  o: ParallelTrainerOptions,
+  n: number,
+  layout: FlatLayout,
+  weights: Float32Array,
+  grads: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+): Promise<Engine> {
   const entry = workerEntry(import.meta.url, 'worker');
   const undoBlas = shareBlasThreads(n); // with the addon: each worker's products on its own thread (1 BLAS thread)
   const list = Array.from({ length: n }, (_, i) => {
     const data: WorkerInit = {
-      index: i, kind: o.kind, spec: o.spec, norm: o.norm, layout,
-      weights: weights.buffer as SharedArrayBuffer, grads: grads.buffer as SharedArrayBuffer, m: m.buffer as SharedArrayBuffer, v: v.buffer as SharedArrayBuffer,
+      index: i,
+      kind: o.kind,
+      spec: o.spec,
+      norm: o.norm,
+      layout,
+      weights: weights.buffer as SharedArrayBuffer,
+      grads: grads.buffer as SharedArrayBuffer,
+      m: m.buffer as SharedArrayBuffer,
+      v: v.buffer as SharedArrayBuffer,
     };
     return { entry, data, label: `parallel training: worker ${i}` };
   });

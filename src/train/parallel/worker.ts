@@ -18,7 +18,9 @@ serveRequests<TrainWorkerApi>(async (init: WorkerInit) => {
   const mine = grads.subarray(init.index * total, (init.index + 1) * total);
   await initBackend('wasm', { quiet: true });
   const values: Record<string, Float32Array> = {};
-  init.layout.names.forEach((n, i) => (values[n] = weights.slice(init.layout.offsets[i], init.layout.offsets[i] + init.layout.sizes[i])));
+  init.layout.names.forEach(
+    (n, i) => (values[n] = weights.slice(init.layout.offsets[i], init.layout.offsets[i] + init.layout.sizes[i])),
+  );
   const model = buildDecoder(init.kind, init.spec, values, init.norm);
   return {
     api: {
@@ -29,7 +31,15 @@ serveRequests<TrainWorkerApi>(async (init: WorkerInit) => {
         const t1 = performance.now();
         const { loss, total: objective } = await sliceGradient(model, init.layout, batch, sw, seed, mine);
         const c1 = threadCpuMs();
-        return { loss, total: objective, ms: { load: t1 - t0, compute: performance.now() - t1, ...(c0 !== undefined && c1 !== undefined ? { cpu: c1 - c0 } : {}) } };
+        return {
+          loss,
+          total: objective,
+          ms: {
+            load: t1 - t0,
+            compute: performance.now() - t1,
+            ...(c0 !== undefined && c1 !== undefined ? { cpu: c1 - c0 } : {}),
+          },
+        };
       },
       reduce({ parts, from, to }) {
         const t0 = performance.now();

@@ -51,13 +51,27 @@ async function writeConfig(c: Case): Promise<{ file: string; work: string; featu
         format: 'flickr8k',
         captions: path.join(data, 'captions.txt'),
         images: path.join(data, 'images'),
-        split: { method: 'files', trainFile: path.join(data, 'trainImages.txt'), valFile: path.join(data, 'valImages.txt'), testFile: path.join(data, 'testImages.txt') },
+        split: {
+          method: 'files',
+          trainFile: path.join(data, 'trainImages.txt'),
+          valFile: path.join(data, 'valImages.txt'),
+          testFile: path.join(data, 'testImages.txt'),
+        },
       },
       prep: { minCount: 1, maxLength: 20, out: path.join(dir, 'prepared') },
       // 48px pictures: shorter side to 40, centre 32x32 crop (what torchvision's Resize + CenterCrop does)
       encoder: { type: 'onnx', onnx: { path: model, output: c.output, resizeSize: 40, interpolation: 'bilinear' } },
       features: { out: features, batchSize: 5 },
-      model: { type: c.type, embedDim: 8, units: 12, imageUnits: 12, hiddenUnits: 12, dropout: 0, attention: { attentionDim: 8 }, transformer: { layers: 2, heads: 2, dropout: 0 } },
+      model: {
+        type: c.type,
+        embedDim: 8,
+        units: 12,
+        imageUnits: 12,
+        hiddenUnits: 12,
+        dropout: 0,
+        attention: { attentionDim: 8 },
+        transformer: { layers: 2, heads: 2, dropout: 0 },
+      },
       train: { epochs: 2, batchSize: 16, learningRate: 0.01, patience: 0 },
       decode: { beam: 2, maxLength: 12, workers: 1 },
     }),
@@ -81,47 +95,90 @@ afterAll(async () => {
 });
 
 describe('an ONNX encoder, end to end', () => {
-  it.each(CASES)('$type on the $output output: features, train, eval and caption', async (c) => {
-    const { file, work, features } = await writeConfig(c);
-    const f = await runCli(['features', '--config', file, '--json']);
-    expect(f.code, f.stderr).toBe(0);
-    const fr = JSON.parse(f.stdout);
-    expect(fr.cached).toBe(20);
-    const cache = JSON.parse(await fs.readFile(path.join(features, 'manifest.json'), 'utf8'));
-    expect(cache).toMatchObject({ shape: c.cached, layer: c.output, weights: model, encoder: { name: 'onnx:encoder.onnx', runtime: 'onnx' } });
-    expect(cache.preprocessing).toMatchObject({ size: 32, resize: 'shorter', resizeSize: 40, interpolation: 'bilinear', layout: 'nchw' });
+  it.each(CASES)(
+    '$type on the $output output: features, train, eval and caption',
+    async (c) => {
+      const { file, work, features } = await writeConfig(c);
+      const f = await runCli(['features', '--config', file, '--json']);
+      expect(f.code, f.stderr).toBe(0);
+      const fr = JSON.parse(f.stdout);
+      expect(fr.cached).toBe(20);
+      const cache = JSON.parse(await fs.readFile(path.join(features, 'manifest.json'), 'utf8'));
+      expect(cache).toMatchObject({
+        shape: c.cached,
+        layer: c.output,
+        weights: model,
+        encoder: { name: 'onnx:encoder.onnx', runtime: 'onnx' },
+      });
+      expect(cache.preprocessing).toMatchObject({
+        size: 32,
+        resize: 'shorter',
+        resizeSize: 40,
+        interpolation: 'bilinear',
+        layout: 'nchw',
+      });
 
-    const t = await runCli(['train', '--config', file]);
-    expect(t.code, t.stderr).toBe(0);
-    const run = path.join(work, 'model');
-    const manifest = JSON.parse(await fs.readFile(path.join(run, 'manifest.json'), 'utf8'));
-    expect(manifest).toMatchObject({ model: { type: c.type }, features: { shape: c.cached, encoder: { name: 'onnx:encoder.onnx', layer: c.output } } });
+      const t = await runCli(['train', '--config', file]);
+      expect(t.code, t.stderr).toBe(0);
+      const run = path.join(work, 'model');
+      const manifest = JSON.parse(await fs.readFile(path.join(run, 'manifest.json'), 'utf8'));
+      expect(manifest).toMatchObject({
+        model: { type: c.type },
+        features: { shape: c.cached, encoder: { name: 'onnx:encoder.onnx', layer: c.output } },
+      });
 
-    const ev = await runCli(['eval', '--config', file, '--json']);
-    expect(ev.code, ev.stderr).toBe(0);
-    const rep = JSON.parse(ev.stdout);
-    expect(rep.metrics.images).toBe(2);
-    for (const k of ['Bleu_1', 'Bleu_4', 'CIDEr', 'ROUGE_L']) expect(Number.isFinite(rep.metrics[k]), k).toBe(true);
+      const ev = await runCli(['eval', '--config', file, '--json']);
+      expect(ev.code, ev.stderr).toBe(0);
+      const rep = JSON.parse(ev.stdout);
+      expect(rep.metrics.images).toBe(2);
+      for (const k of ['Bleu_1', 'Bleu_4', 'CIDEr', 'ROUGE_L']) expect(Number.isFinite(rep.metrics[k]), k).toBe(true);
 
-    const cap = await runCli(['caption', path.join(data, 'images'), '--model', run, '--set', 'backend=cpu', '--set', 'threads=1']);
-    expect(cap.code, cap.stderr).toBe(0);
-    const lines = cap.stdout.trim().split('\n').map((l) => JSON.parse(l) as { image: string; caption?: string });
-    expect(lines).toHaveLength(20);
-    for (const l of lines) expect(typeof l.caption).toBe('string');
+      const cap = await runCli([
+        'caption',
+        path.join(data, 'images'),
+        '--model',
+        run,
+        '--set',
+        'backend=cpu',
+        '--set',
+        'threads=1',
+      ]);
+      expect(cap.code, cap.stderr).toBe(0);
+      const lines = cap.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { image: string; caption?: string });
+      expect(lines).toHaveLength(20);
+      for (const l of lines) expect(typeof l.caption).toBe('string');
 
-    // attention maps: drawn over a grid; tokens have no picture grid, which --attention-maps says
-    if (c.type === 'merge') return;
-    const maps = path.join(work, 'maps');
-    const one = path.join(data, 'images', lines[0].image.split('/').pop()!);
-    const am = await runCli(['caption', one, '--model', run, '--attention-maps', maps, '--set', 'backend=cpu', '--set', 'threads=1']);
-    if (c.output === 'grid') {
-      expect(am.code, am.stderr).toBe(0);
-      expect((await fs.readdir(maps)).filter((f) => f.endsWith('.png'))).toHaveLength(1);
-    } else {
-      expect(am.code).toBe(2);
-      expect(am.stderr).toMatch(/--attention-maps: \S+ attends over tokens \[16, 6\] of its encoder, not over an image grid/);
-    }
-  }, 300_000);
+      // attention maps: drawn over a grid; tokens have no picture grid, which --attention-maps says
+      if (c.type === 'merge') return;
+      const maps = path.join(work, 'maps');
+      const one = path.join(data, 'images', lines[0].image.split('/').pop()!);
+      const am = await runCli([
+        'caption',
+        one,
+        '--model',
+        run,
+        '--attention-maps',
+        maps,
+        '--set',
+        'backend=cpu',
+        '--set',
+        'threads=1',
+      ]);
+      if (c.output === 'grid') {
+        expect(am.code, am.stderr).toBe(0);
+        expect((await fs.readdir(maps)).filter((f) => f.endsWith('.png'))).toHaveLength(1);
+      } else {
+        expect(am.code).toBe(2);
+        expect(am.stderr).toMatch(
+          /--attention-maps: \S+ attends over tokens \[16, 6\] of its encoder, not over an image grid/,
+        );
+      }
+    },
+    300_000,
+  );
 });
 
 describe('a change of settings or model file', () => {
@@ -130,13 +187,29 @@ describe('a change of settings or model file', () => {
     const { file, features } = await writeConfig(c);
     expect((await runCli(['features', '--config', file])).code).toBe(0); // cached already (or now)
     const before = JSON.parse(await fs.readFile(path.join(features, 'manifest.json'), 'utf8'));
-    for (const set of ['encoder.onnx.interpolation=bicubic', 'encoder.onnx.resizeSize=48', 'encoder.onnx.mean=[0.5, 0.5, 0.5]', 'encoder.onnx.channelOrder=bgr']) {
+    for (const set of [
+      'encoder.onnx.interpolation=bicubic',
+      'encoder.onnx.resizeSize=48',
+      'encoder.onnx.mean=[0.5, 0.5, 0.5]',
+      'encoder.onnx.channelOrder=bgr',
+    ]) {
       const same = await runCli(['features', '--config', file, '--set', set]);
       expect(same.code, set).toBe(3);
-      expect(same.stderr).toMatch(/holds features computed with different settings .*delete the folder or choose another --out/);
+      expect(same.stderr).toMatch(
+        /holds features computed with different settings .*delete the folder or choose another --out/,
+      );
     }
     const fresh = path.join(dir, 'features-bicubic');
-    const r = await runCli(['features', '--config', file, '--set', 'encoder.onnx.interpolation=bicubic', '--out', fresh, '--json']);
+    const r = await runCli([
+      'features',
+      '--config',
+      file,
+      '--set',
+      'encoder.onnx.interpolation=bicubic',
+      '--out',
+      fresh,
+      '--json',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ alreadyCached: 0, encoded: 20 });
     const after = JSON.parse(await fs.readFile(path.join(fresh, 'manifest.json'), 'utf8'));
@@ -153,7 +226,9 @@ describe('a change of settings or model file', () => {
       const run = path.join(dir, `${c.type}-${c.output}`, 'model');
       const cap = await runCli(['caption', path.join(data, 'images'), '--model', run, '--set', 'backend=cpu']);
       expect(cap.code).toBe(4);
-      expect(cap.stderr).toMatch(/the image encoder available now is not the one this model was trained with: weights \S+encoder\.onnx have fingerprint sha256:/);
+      expect(cap.stderr).toMatch(
+        /the image encoder available now is not the one this model was trained with: weights \S+encoder\.onnx have fingerprint sha256:/,
+      );
     } finally {
       await fs.writeFile(model, saved);
     }

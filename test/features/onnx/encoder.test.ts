@@ -30,9 +30,13 @@ async function modelFile(opts: TestModelOptions, name = `m${n++}.onnx`): Promise
   return file;
 }
 
-const encoderFor = (onnx: Record<string, unknown>) => createEncoder(EncoderSchema.parse({ type: 'onnx', onnx }), { threads: 1 });
+const encoderFor = (onnx: Record<string, unknown>) =>
+  createEncoder(EncoderSchema.parse({ type: 'onnx', onnx }), { threads: 1 });
 
-async function encodeWith(onnx: Record<string, unknown>, images: Uint8Array[]): Promise<{ enc: ImageEncoder['info']; out: Float32Array[] }> {
+async function encodeWith(
+  onnx: Record<string, unknown>,
+  images: Uint8Array[],
+): Promise<{ enc: ImageEncoder['info']; out: Float32Array[] }> {
   const e = await encoderFor(onnx);
   try {
     return { enc: e.info, out: await e.encode(images) };
@@ -44,7 +48,11 @@ async function encodeWith(onnx: Record<string, unknown>, images: Uint8Array[]): 
 const images = (size: number) => [syntheticRgb(1, size), syntheticRgb(2, size), syntheticRgb(3, size)];
 
 /** The error `p` rejects with: of `type`, naming `file` first, one line. */
-async function failure(p: Promise<unknown>, type: typeof ConfigError | typeof ModelError, file: string): Promise<string> {
+async function failure(
+  p: Promise<unknown>,
+  type: typeof ConfigError | typeof ModelError,
+  file: string,
+): Promise<string> {
   const e = await p.then(
     () => null,
     (err: unknown) => err,
@@ -66,7 +74,12 @@ describe('what an output becomes in the feature cache', () => {
     expect(chw.enc.shape).toEqual([4, 4, 6]);
     expect(hwc.enc.shape).toEqual([4, 4, 6]);
     expect(tok.enc.shape).toEqual([16, 6]);
-    expect(chw.enc).toMatchObject({ name: `onnx:${path.basename(file)}`, runtime: 'onnx', layer: 'grid', weights: file });
+    expect(chw.enc).toMatchObject({
+      name: `onnx:${path.basename(file)}`,
+      runtime: 'onnx',
+      layer: 'grid',
+      weights: file,
+    });
     for (let i = 0; i < imgs.length; i++) {
       expect(chw.out[i].length).toBe(96);
       expect(chw.out[i].some((v) => v !== 0)).toBe(true);
@@ -88,7 +101,9 @@ describe('what an output becomes in the feature cache', () => {
 
   it('an ambiguous grid ([4, 4, 4]) needs outputLayout, and follows it', async () => {
     const file = await modelFile({ channels: 4, outputs: ['grid'] });
-    expect(await failure(encoderFor({ path: file }), ConfigError, file)).toMatch(/cannot tell which side of output "grid" \[4, 4, 4\] holds the channels; set encoder\.onnx\.outputLayout to chw/);
+    expect(await failure(encoderFor({ path: file }), ConfigError, file)).toMatch(
+      /cannot tell which side of output "grid" \[4, 4, 4\] holds the channels; set encoder\.onnx\.outputLayout to chw/,
+    );
     const chw = await encodeWith({ path: file, outputLayout: 'chw' }, images(32));
     const hwc = await encodeWith({ path: file, outputLayout: 'hwc' }, images(32));
     expect(chw.enc.shape).toEqual([4, 4, 4]);
@@ -111,7 +126,9 @@ describe('the input', () => {
   it('a dynamic height and width take encoder.onnx.size, and the output follows', async () => {
     const file = await modelFile({ size: 'dynamic', channels: 5, outputs: ['grid'] });
     const m = await failure(encoderFor({ path: file }), ConfigError, file);
-    expect(m).toMatch(/has a dynamic height and width, so the image size cannot be read from the model; set encoder\.onnx\.size/);
+    expect(m).toMatch(
+      /has a dynamic height and width, so the image size cannot be read from the model; set encoder\.onnx\.size/,
+    );
     const e = await encodeWith({ path: file, size: 48 }, images(48));
     expect(e.enc.shape).toEqual([6, 6, 5]);
     expect(e.enc.preprocessing.size).toBe(48);
@@ -130,10 +147,38 @@ describe('the input', () => {
 
   it('records every preprocessing setting, resolved', async () => {
     const file = await modelFile({ outputs: ['pooled'] });
-    const { enc } = await encodeWith({ path: file, resizeSize: 40, interpolation: 'bicubic', range: '0-255', mean: [1, 2, 3], std: [4, 5, 6], channelOrder: 'bgr' }, []);
-    expect(enc.preprocessing).toEqual({ size: 32, resize: 'shorter', resizeSize: 40, interpolation: 'bicubic', alpha: 'white', mode: 'normalise', scale: 1, mean: [1, 2, 3], std: [4, 5, 6], channelOrder: 'bgr', layout: 'nchw' });
+    const { enc } = await encodeWith(
+      {
+        path: file,
+        resizeSize: 40,
+        interpolation: 'bicubic',
+        range: '0-255',
+        mean: [1, 2, 3],
+        std: [4, 5, 6],
+        channelOrder: 'bgr',
+      },
+      [],
+    );
+    expect(enc.preprocessing).toEqual({
+      size: 32,
+      resize: 'shorter',
+      resizeSize: 40,
+      interpolation: 'bicubic',
+      alpha: 'white',
+      mode: 'normalise',
+      scale: 1,
+      mean: [1, 2, 3],
+      std: [4, 5, 6],
+      channelOrder: 'bgr',
+      layout: 'nchw',
+    });
     const s = await encodeWith({ path: file, resize: 'stretch' }, []);
-    expect(s.enc.preprocessing).toMatchObject({ resize: 'fill', scale: 1 / 255, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406] });
+    expect(s.enc.preprocessing).toMatchObject({
+      resize: 'fill',
+      scale: 1 / 255,
+      interpolation: 'bilinear',
+      mean: [0.485, 0.456, 0.406],
+    });
     expect(s.enc.preprocessing.resizeSize).toBeUndefined();
   });
 });
@@ -142,7 +187,8 @@ describe('the feature cache fingerprint', () => {
   it('changes with the model file content and with every preprocessing setting; not with where the file is', async () => {
     const file = await modelFile({ size: 'dynamic', outputs: ['pooled'] });
     const base = { path: file, size: 32 };
-    const fp = async (onnx: Record<string, unknown>) => cacheFingerprint({ encoder: (await encodeWith(onnx, [])).enc, dtype: 'float32' });
+    const fp = async (onnx: Record<string, unknown>) =>
+      cacheFingerprint({ encoder: (await encodeWith(onnx, [])).enc, dtype: 'float32' });
     const ref = await fp(base);
     const variants: Record<string, unknown>[] = [
       { size: 40 },
@@ -192,60 +238,90 @@ describe('a model with its weights in an external data file', () => {
     expect(other.enc.fingerprint).not.toBe(ext.enc.fingerprint);
     // a missing data file is named
     await fs.rm(path.join(sub, 'weights.bin'));
-    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(/its weights are in the external data file "weights\.bin", which cannot be read \(no such file\); keep it next to the model file/);
+    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(
+      /its weights are in the external data file "weights\.bin", which cannot be read \(no such file\); keep it next to the model file/,
+    );
   });
 });
 
 describe('models it cannot use: a clear error naming the file and the fix', () => {
   it('a wrong input name', async () => {
     const file = await modelFile({ outputs: ['pooled'] });
-    expect(await failure(encoderFor({ path: file, input: 'image' }), ConfigError, file)).toMatch(/has no input "image"; its inputs: "x" float32 \[N, 3, 32, 32\]\. Set encoder\.onnx\.input to one of these names/);
+    expect(await failure(encoderFor({ path: file, input: 'image' }), ConfigError, file)).toMatch(
+      /has no input "image"; its inputs: "x" float32 \[N, 3, 32, 32\]\. Set encoder\.onnx\.input to one of these names/,
+    );
   });
 
   it('several outputs and none named; a wrong output name', async () => {
     const file = await modelFile({ outputs: ['grid', 'pooled'] });
-    expect(await failure(encoderFor({ path: file }), ConfigError, file)).toMatch(/has 2 outputs \("grid" float32 \[N, 6, 4, 4\], "pooled" float32 \[N, 6\]\); set encoder\.onnx\.output/);
-    expect(await failure(encoderFor({ path: file, output: 'logits' }), ConfigError, file)).toMatch(/has no output "logits"; its outputs: .*Set encoder\.onnx\.output/);
+    expect(await failure(encoderFor({ path: file }), ConfigError, file)).toMatch(
+      /has 2 outputs \("grid" float32 \[N, 6, 4, 4\], "pooled" float32 \[N, 6\]\); set encoder\.onnx\.output/,
+    );
+    expect(await failure(encoderFor({ path: file, output: 'logits' }), ConfigError, file)).toMatch(
+      /has no output "logits"; its outputs: .*Set encoder\.onnx\.output/,
+    );
   });
 
   it('a non-float output', async () => {
     const file = await modelFile({ outputs: ['argmax', 'pooled'] });
-    expect(await failure(encoderFor({ path: file, output: 'argmax' }), ModelError, file)).toMatch(/output "argmax" int64 \[N, 4, 4\] is not float32; .*set encoder\.onnx\.output to a float32 output \("pooled"\)/);
+    expect(await failure(encoderFor({ path: file, output: 'argmax' }), ModelError, file)).toMatch(
+      /output "argmax" int64 \[N, 4, 4\] is not float32; .*set encoder\.onnx\.output to a float32 output \("pooled"\)/,
+    );
   });
 
   it('a non-float input', async () => {
     const file = await modelFile({ outputs: ['pooled'], inputType: 2 /* uint8 */ });
-    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(/input "x" uint8 .* is not float32; .*export the model with a float32 image input/);
+    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(
+      /input "x" uint8 .* is not float32; .*export the model with a float32 image input/,
+    );
   });
 
   it('an output of unsupported rank, even when its shape is only known by running the model', async () => {
     const file = await modelFile({ outputs: ['rank5'] });
-    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(/output "rank5" has shape \[N, 1, 6, 4, 4\], 4 dimensions after the batch/);
+    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(
+      /output "rank5" has shape \[N, 1, 6, 4, 4\], 4 dimensions after the batch/,
+    );
     const dyn = await modelFile({ size: 'dynamic', outputs: ['rank5'] });
-    expect(await failure(encoderFor({ path: dyn, size: 32 }), ModelError, dyn)).toMatch(/output "rank5" has shape \[N, 1, 6, G, G\], 4 dimensions after the batch/);
+    expect(await failure(encoderFor({ path: dyn, size: 32 }), ModelError, dyn)).toMatch(
+      /output "rank5" has shape \[N, 1, 6, G, G\], 4 dimensions after the batch/,
+    );
   });
 
   it('a second input the encoder cannot feed', async () => {
     const file = await modelFile({ outputs: ['pooled'], extraInput: true });
-    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(/has 2 inputs \("x" float32 \[N, 3, 32, 32\], "scale" float32 \[1\]\), but an image encoder gets one image tensor only; export the image part/);
+    expect(await failure(encoderFor({ path: file }), ModelError, file)).toMatch(
+      /has 2 inputs \("x" float32 \[N, 3, 32, 32\], "scale" float32 \[1\]\), but an image encoder gets one image tensor only; export the image part/,
+    );
   });
 
   it('a file that is not ONNX, an empty one, a folder, a missing one', async () => {
     const png = path.join(work, 'photo.onnx');
     await fs.writeFile(png, Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex'));
-    expect(await failure(encoderFor({ path: png }), ModelError, png)).toMatch(/is not an ONNX model \(onnxruntime cannot parse it as one\)/);
+    expect(await failure(encoderFor({ path: png }), ModelError, png)).toMatch(
+      /is not an ONNX model \(onnxruntime cannot parse it as one\)/,
+    );
     const empty = path.join(work, 'empty.onnx');
     await fs.writeFile(empty, '');
-    expect(await failure(encoderFor({ path: empty }), ModelError, empty)).toMatch(/is not an ONNX model \(the file is empty\)/);
+    expect(await failure(encoderFor({ path: empty }), ModelError, empty)).toMatch(
+      /is not an ONNX model \(the file is empty\)/,
+    );
     expect(await failure(encoderFor({ path: work }), ModelError, work)).toMatch(/is a folder, not an ONNX model file/);
     const missing = path.join(work, 'missing.onnx');
-    expect(await failure(encoderFor({ path: missing }), ModelError, missing)).toMatch(/no such file \(encoder\.onnx\.path/);
+    expect(await failure(encoderFor({ path: missing }), ModelError, missing)).toMatch(
+      /no such file \(encoder\.onnx\.path/,
+    );
   });
 
   it('a size or resizeSize that does not fit', async () => {
     const file = await modelFile({ outputs: ['pooled'] });
-    expect(await failure(encoderFor({ path: file, size: 64 }), ConfigError, file)).toMatch(/takes 32x32 images, but encoder\.onnx\.size is 64; set it to 32/);
-    await expect(encoderFor({ path: file, resizeSize: 16 })).rejects.toThrow(/encoder\.onnx\.resizeSize: must be at least the image size 32/);
-    await expect(encoderFor({ path: file, resize: 'stretch', resizeSize: 40 })).rejects.toThrow(/encoder\.onnx\.resizeSize: applies to resize shorter only/);
+    expect(await failure(encoderFor({ path: file, size: 64 }), ConfigError, file)).toMatch(
+      /takes 32x32 images, but encoder\.onnx\.size is 64; set it to 32/,
+    );
+    await expect(encoderFor({ path: file, resizeSize: 16 })).rejects.toThrow(
+      /encoder\.onnx\.resizeSize: must be at least the image size 32/,
+    );
+    await expect(encoderFor({ path: file, resize: 'stretch', resizeSize: 40 })).rejects.toThrow(
+      /encoder\.onnx\.resizeSize: applies to resize shorter only/,
+    );
   });
 });

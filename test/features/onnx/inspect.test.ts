@@ -36,13 +36,18 @@ describe('captioner encoder inspect', () => {
     expect(out).toMatch(/ {2}tokens +float32 +\[N, 16, 6\] +tokens: 16 x 6 -> attention/);
     expect(out).toMatch(/ {2}pooled +float32 +\[N, 6\] +vector \[6\] -> merge\n/);
     expect(out).toMatch(/ {2}argmax +int64 +\[N, 4, 4\] +\(int64, not float32: cannot be cached as features\)/);
-    expect(out).toMatch(/ {2}rank5 +float32 +\[N, 1, 6, 4, 4\] +\(output "rank5" has shape \[N, 1, 6, 4, 4\], 4 dimensions after the batch/);
+    expect(out).toMatch(
+      / {2}rank5 +float32 +\[N, 1, 6, 4, 4\] +\(output "rank5" has shape \[N, 1, 6, 4, 4\], 4 dimensions after the batch/,
+    );
     expect(out).toMatch(/output: grid {2}# or tokens \(tokens\), pooled \(vector\)/);
     // pasted as it is, the block is a valid config that builds this encoder
     const file = path.join(work, 'pasted.yaml');
     await fs.writeFile(file, block(out));
     const { config } = await loadConfig({ file });
-    expect(config.encoder).toMatchObject({ type: 'onnx', onnx: { path: multi, input: 'x', output: 'grid', size: 32, layout: 'nchw', resize: 'shorter', range: '0-1' } });
+    expect(config.encoder).toMatchObject({
+      type: 'onnx',
+      onnx: { path: multi, input: 'x', output: 'grid', size: 32, layout: 'nchw', resize: 'shorter', range: '0-1' },
+    });
     const enc = await createEncoder(config.encoder, { threads: 1 });
     try {
       expect(enc.info.shape).toEqual([4, 4, 6]);
@@ -54,7 +59,13 @@ describe('captioner encoder inspect', () => {
   it('is a library call too (inspectEncoder)', async () => {
     const r = await inspectEncoder(multi);
     expect(r.chosen).toBe('grid');
-    expect(r.outputs.map((o) => [o.name, o.kind ?? null])).toEqual([['grid', 'grid'], ['tokens', 'tokens'], ['pooled', 'vector'], ['argmax', null], ['rank5', null]]);
+    expect(r.outputs.map((o) => [o.name, o.kind ?? null])).toEqual([
+      ['grid', 'grid'],
+      ['tokens', 'tokens'],
+      ['pooled', 'vector'],
+      ['argmax', null],
+      ['rank5', null],
+    ]);
     expect(r.config?.encoder.onnx).toMatchObject({ path: multi, input: 'x', output: 'grid', size: 32 });
   });
 
@@ -62,10 +73,22 @@ describe('captioner encoder inspect', () => {
     const r = await runCli(['encoder', 'inspect', multi, '--json', '--output', 'pooled']);
     expect(r.code, r.stderr).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(j).toMatchObject({ file: multi, inputs: [{ name: 'x', type: 'float32', shape: ['N', 3, 32, 32] }], input: { name: 'x', layout: 'nchw', size: 32 }, chosen: 'pooled' });
+    expect(j).toMatchObject({
+      file: multi,
+      inputs: [{ name: 'x', type: 'float32', shape: ['N', 3, 32, 32] }],
+      input: { name: 'x', layout: 'nchw', size: 32 },
+      chosen: 'pooled',
+    });
     expect(j.sha256).toMatch(/^[0-9a-f]{64}$/);
     const byName = Object.fromEntries(j.outputs.map((o: { name: string }) => [o.name, o]));
-    expect(byName.grid).toMatchObject({ type: 'float32', shape: ['N', 6, 4, 4], kind: 'grid', modelShape: [6, 4, 4], cached: [4, 4, 6], layout: 'chw' });
+    expect(byName.grid).toMatchObject({
+      type: 'float32',
+      shape: ['N', 6, 4, 4],
+      kind: 'grid',
+      modelShape: [6, 4, 4],
+      cached: [4, 4, 6],
+      layout: 'chw',
+    });
     expect(byName.tokens).toMatchObject({ kind: 'tokens', cached: [16, 6] });
     expect(byName.pooled).toMatchObject({ kind: 'vector', cached: [6], decoders: ['merge'] });
     expect(byName.argmax.kind).toBeUndefined();
@@ -73,7 +96,9 @@ describe('captioner encoder inspect', () => {
     expect(j.config.encoder).toMatchObject({ type: 'onnx', onnx: { path: multi, output: 'pooled' } });
     const bad = await runCli(['encoder', 'inspect', multi, '--output', 'logits']);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/--output logits: \S*multi\.onnx has no such output; its outputs: grid, tokens, pooled, argmax, rank5/);
+    expect(bad.stderr).toMatch(
+      /--output logits: \S*multi\.onnx has no such output; its outputs: grid, tokens, pooled, argmax, rank5/,
+    );
   });
 
   it('shows symbolic dims; a dynamic size needs --size, which then shows what each output is', async () => {
@@ -81,8 +106,12 @@ describe('captioner encoder inspect', () => {
     await fs.writeFile(dyn, testImageModel({ size: 'dynamic', channels: 5, outputs: ['grid', 'tokens'] }));
     const r = await runCli(['encoder', 'inspect', dyn]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/ {2}x {2}float32 {2}\[N, 3, S, S\]\n {2}! input "x" float32 \[N, 3, S, S\] has a dynamic height and width.*set encoder\.onnx\.size/);
-    expect(r.stdout).toMatch(/ {2}grid +float32 +\[N, 5, G, G\]\n {2}tokens +float32 +\[N, T, 5\]\n {2}\(not run.*--size/);
+    expect(r.stdout).toMatch(
+      / {2}x {2}float32 {2}\[N, 3, S, S\]\n {2}! input "x" float32 \[N, 3, S, S\] has a dynamic height and width.*set encoder\.onnx\.size/,
+    );
+    expect(r.stdout).toMatch(
+      / {2}grid +float32 +\[N, 5, G, G\]\n {2}tokens +float32 +\[N, T, 5\]\n {2}\(not run.*--size/,
+    );
     expect(r.stdout).toMatch(/size: 224 {2}# the side the model was trained at/);
     const sized = await runCli(['encoder', 'inspect', dyn, '--size', '48']);
     expect(sized.stdout).toMatch(/grid +float32 +\[N, 5, G, G\] +grid 6x6 of 5 channels \(chw\)/);
@@ -104,7 +133,9 @@ describe('captioner encoder inspect', () => {
     const j = await runCli(['encoder', 'inspect', junk]);
     expect(j.code).toBe(4);
     expect(j.stdout).toBe('');
-    expect(j.stderr).toBe(`error: ${junk}: is not an ONNX model (onnxruntime cannot parse it as one); give the .onnx file written by torch.onnx.export, tf2onnx or onnx.save\n`);
+    expect(j.stderr).toBe(
+      `error: ${junk}: is not an ONNX model (onnxruntime cannot parse it as one); give the .onnx file written by torch.onnx.export, tf2onnx or onnx.save\n`,
+    );
     const missing = await runCli(['encoder', 'inspect', path.join(work, 'nope.onnx')]);
     expect(missing.code).toBe(4);
     expect(missing.stderr).toMatch(/nope\.onnx: no such file/);

@@ -29,8 +29,18 @@ describe('shapeText', () => {
 
 describe('resolveInput', () => {
   it('reads the layout from the axis of 3 channels and the size from the model', () => {
-    expect(resolveInput(F, [t('x', ['N', 3, 224, 224])], auto)).toEqual({ name: 'x', layout: 'nchw', size: 224, fixedBatch: null });
-    expect(resolveInput(F, [t('img', [1, 299, 299, 3])], auto)).toEqual({ name: 'img', layout: 'nhwc', size: 299, fixedBatch: 1 });
+    expect(resolveInput(F, [t('x', ['N', 3, 224, 224])], auto)).toEqual({
+      name: 'x',
+      layout: 'nchw',
+      size: 224,
+      fixedBatch: null,
+    });
+    expect(resolveInput(F, [t('img', [1, 299, 299, 3])], auto)).toEqual({
+      name: 'img',
+      layout: 'nhwc',
+      size: 299,
+      fixedBatch: 1,
+    });
     // an explicit layout and a matching size are accepted
     expect(resolveInput(F, [t('x', ['N', 3, 224, 224])], { layout: 'nchw', size: 224, input: 'x' }).size).toBe(224);
   });
@@ -42,18 +52,36 @@ describe('resolveInput', () => {
   });
 
   it('explains a size, a layout or a name that does not fit the model', () => {
-    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 224])], { ...auto, size: 256 }), ConfigError)).toMatch(/takes 224x224 images, but encoder\.onnx\.size is 256; set it to 224/);
-    expect(error(() => resolveInput(F, [t('x', ['N', 224, 224, 3])], { layout: 'nchw' }), ConfigError)).toMatch(/has 224 channels at the nchw channel axis, expected 3; set encoder\.onnx\.layout to nhwc/);
-    expect(error(() => resolveInput(F, [t('x', ['N', 'C', 'H', 'W'])], auto), ConfigError)).toMatch(/cannot tell the layout of input "x".*set encoder\.onnx\.layout to nchw/);
-    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 224])], { ...auto, input: 'pixels' }), ConfigError)).toMatch(/has no input "pixels"; its inputs: "x" float32 \[N, 3, 224, 224\]\. Set encoder\.onnx\.input/);
+    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 224])], { ...auto, size: 256 }), ConfigError)).toMatch(
+      /takes 224x224 images, but encoder\.onnx\.size is 256; set it to 224/,
+    );
+    expect(error(() => resolveInput(F, [t('x', ['N', 224, 224, 3])], { layout: 'nchw' }), ConfigError)).toMatch(
+      /has 224 channels at the nchw channel axis, expected 3; set encoder\.onnx\.layout to nhwc/,
+    );
+    expect(error(() => resolveInput(F, [t('x', ['N', 'C', 'H', 'W'])], auto), ConfigError)).toMatch(
+      /cannot tell the layout of input "x".*set encoder\.onnx\.layout to nchw/,
+    );
+    expect(
+      error(() => resolveInput(F, [t('x', ['N', 3, 224, 224])], { ...auto, input: 'pixels' }), ConfigError),
+    ).toMatch(/has no input "pixels"; its inputs: "x" float32 \[N, 3, 224, 224\]\. Set encoder\.onnx\.input/);
   });
 
   it('refuses inputs an image encoder cannot feed, saying how to export instead', () => {
-    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 224]), t('mask', ['N', 49])], auto), ModelError)).toMatch(/has 2 inputs \("x" .*"mask".*export the image part of the model alone/);
-    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 224], 'uint8')], auto), ModelError)).toMatch(/input "x" uint8 .* is not float32/);
-    expect(error(() => resolveInput(F, [t('x', ['N', 150528])], auto), ModelError)).toMatch(/has 2 dimensions; an image input has 4/);
-    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 320])], auto), ModelError)).toMatch(/takes 320x224 images, but captioner feeds square ones/);
-    expect(error(() => resolveInput(F, [t('x', [8, 3, 224, 224])], auto), ModelError)).toMatch(/fixed batch of 8; export it with a dynamic batch dimension/);
+    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 224]), t('mask', ['N', 49])], auto), ModelError)).toMatch(
+      /has 2 inputs \("x" .*"mask".*export the image part of the model alone/,
+    );
+    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 224], 'uint8')], auto), ModelError)).toMatch(
+      /input "x" uint8 .* is not float32/,
+    );
+    expect(error(() => resolveInput(F, [t('x', ['N', 150528])], auto), ModelError)).toMatch(
+      /has 2 dimensions; an image input has 4/,
+    );
+    expect(error(() => resolveInput(F, [t('x', ['N', 3, 224, 320])], auto), ModelError)).toMatch(
+      /takes 320x224 images, but captioner feeds square ones/,
+    );
+    expect(error(() => resolveInput(F, [t('x', [8, 3, 224, 224])], auto), ModelError)).toMatch(
+      /fixed batch of 8; export it with a dynamic batch dimension/,
+    );
     expect(error(() => resolveInput(F, [t('x', ['N', 4, 224, 5])], auto), ModelError)).toMatch(/no axis of 3 channels/);
   });
 });
@@ -65,14 +93,22 @@ describe('resolveOutput', () => {
     expect(resolveOutput(F, outs, 'grid').name).toBe('grid');
   });
   it('lists the outputs when there are several and none is named', () => {
-    expect(error(() => resolveOutput(F, outs, undefined), ConfigError)).toMatch(/has 3 outputs \("grid" float32 \[N, 2048, 7, 7\], "pooled" float32 \[N, 2048\], "label" int64 \[N\]\); set encoder\.onnx\.output/);
+    expect(error(() => resolveOutput(F, outs, undefined), ConfigError)).toMatch(
+      /has 3 outputs \("grid" float32 \[N, 2048, 7, 7\], "pooled" float32 \[N, 2048\], "label" int64 \[N\]\); set encoder\.onnx\.output/,
+    );
   });
   it('refuses a non-float output, naming the float ones', () => {
-    expect(error(() => resolveOutput(F, outs, 'label'), ModelError)).toMatch(/output "label" int64 \[N\] is not float32.*set encoder\.onnx\.output to a float32 output \("grid", "pooled"\)/);
-    expect(error(() => resolveOutput(F, [outs[2]], undefined), ModelError)).toMatch(/export the feature layer itself as a float32 output/);
+    expect(error(() => resolveOutput(F, outs, 'label'), ModelError)).toMatch(
+      /output "label" int64 \[N\] is not float32.*set encoder\.onnx\.output to a float32 output \("grid", "pooled"\)/,
+    );
+    expect(error(() => resolveOutput(F, [outs[2]], undefined), ModelError)).toMatch(
+      /export the feature layer itself as a float32 output/,
+    );
   });
   it('refuses an output of unsupported rank before running anything', () => {
-    expect(error(() => resolveOutput(F, [t('y', ['N', 1, 512, 7, 7])], undefined), ModelError)).toMatch(/output "y" has shape \[N, 1, 512, 7, 7\], 4 dimensions after the batch; captioner caches a vector \[D\], tokens \[T, D\] or a grid/);
+    expect(error(() => resolveOutput(F, [t('y', ['N', 1, 512, 7, 7])], undefined), ModelError)).toMatch(
+      /output "y" has shape \[N, 1, 512, 7, 7\], 4 dimensions after the batch; captioner caches a vector \[D\], tokens \[T, D\] or a grid/,
+    );
   });
 });
 
@@ -80,8 +116,18 @@ describe('planOutput', () => {
   it('reads vectors, tokens and grids from the per-image shape', () => {
     expect(planOutput(F, 'y', [2048], 'auto')).toMatchObject({ kind: 'vector', shape: [2048], transpose: false });
     expect(planOutput(F, 'y', [50, 768], 'auto')).toMatchObject({ kind: 'tokens', shape: [50, 768], transpose: false });
-    expect(planOutput(F, 'y', [2048, 7, 7], 'auto')).toMatchObject({ kind: 'grid', shape: [7, 7, 2048], layout: 'chw', transpose: true });
-    expect(planOutput(F, 'y', [14, 14, 512], 'auto')).toMatchObject({ kind: 'grid', shape: [14, 14, 512], layout: 'hwc', transpose: false });
+    expect(planOutput(F, 'y', [2048, 7, 7], 'auto')).toMatchObject({
+      kind: 'grid',
+      shape: [7, 7, 2048],
+      layout: 'chw',
+      transpose: true,
+    });
+    expect(planOutput(F, 'y', [14, 14, 512], 'auto')).toMatchObject({
+      kind: 'grid',
+      shape: [14, 14, 512],
+      layout: 'hwc',
+      transpose: false,
+    });
   });
   it('caches a 1x1 grid or a single token as a vector', () => {
     expect(planOutput(F, 'y', [2048, 1, 1], 'auto')).toMatchObject({ kind: 'vector', shape: [2048], transpose: false });
@@ -89,7 +135,13 @@ describe('planOutput', () => {
     expect(planOutput(F, 'y', [1, 768], 'auto')).toMatchObject({ kind: 'vector', shape: [768] });
   });
   it('asks for outputLayout when the shape does not tell, and follows it when given', () => {
-    for (const dims of [[4, 4, 4], [8, 6, 5]]) expect(error(() => planOutput(F, 'y', dims, 'auto'), ConfigError)).toMatch(/cannot tell which side of output "y" \[.*\] holds the channels; set encoder\.onnx\.outputLayout to chw/);
+    for (const dims of [
+      [4, 4, 4],
+      [8, 6, 5],
+    ])
+      expect(error(() => planOutput(F, 'y', dims, 'auto'), ConfigError)).toMatch(
+        /cannot tell which side of output "y" \[.*\] holds the channels; set encoder\.onnx\.outputLayout to chw/,
+      );
     expect(planOutput(F, 'y', [4, 4, 4], 'hwc')).toMatchObject({ shape: [4, 4, 4], transpose: false });
     expect(planOutput(F, 'y', [8, 6, 5], 'chw')).toMatchObject({ shape: [6, 5, 8], transpose: true });
   });
@@ -105,7 +157,9 @@ describe('applyPlan', () => {
     const chw = Float32Array.from({ length: C * H * W }, (_, i) => i); // value = c * 6 + y * 3 + x
     const plan = planOutput(F, 'y', [C, H, W], 'chw');
     const hwc = applyPlan(plan, chw);
-    for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) for (let c = 0; c < C; c++) expect(hwc[(y * W + x) * C + c]).toBe(c * H * W + y * W + x);
+    for (let y = 0; y < H; y++)
+      for (let x = 0; x < W; x++)
+        for (let c = 0; c < C; c++) expect(hwc[(y * W + x) * C + c]).toBe(c * H * W + y * W + x);
     const v = Float32Array.from([1, 2, 3]);
     const copy = applyPlan(planOutput(F, 'y', [3], 'auto'), v);
     expect(copy).toEqual(v);

@@ -38,7 +38,13 @@ export function miniWeights(opts: { includeTop?: boolean } = {}): Vgg16Weights {
 }
 
 /** Plain float64 forward of one channels-last image [H, W, C] through `layers` up to `output`. */
-export function referenceForward(weights: Vgg16Weights, layers: Vgg16Layer[], input: Float32Array, size: number, output: string): Float64Array {
+export function referenceForward(
+  weights: Vgg16Weights,
+  layers: Vgg16Layer[],
+  input: Float32Array,
+  size: number,
+  output: string,
+): Float64Array {
   let h = size;
   let wd = size;
   let c = 3;
@@ -57,7 +63,8 @@ export function referenceForward(weights: Vgg16Weights, layers: Vgg16Layer[], in
                 const yi = i + di - 1;
                 const xj = j + dj - 1;
                 if (yi < 0 || yi >= h || xj < 0 || xj >= wd) continue;
-                for (let ci = 0; ci < c; ci++) s += x[(yi * wd + xj) * c + ci] * kernel[((di * 3 + dj) * c + ci) * o + k];
+                for (let ci = 0; ci < c; ci++)
+                  s += x[(yi * wd + xj) * c + ci] * kernel[((di * 3 + dj) * c + ci) * o + k];
               }
             y[(i * wd + j) * o + k] = Math.max(0, s);
           }
@@ -71,7 +78,8 @@ export function referenceForward(weights: Vgg16Weights, layers: Vgg16Layer[], in
         for (let j = 0; j < w2; j++)
           for (let k = 0; k < c; k++) {
             let m = -Infinity;
-            for (let di = 0; di < 2; di++) for (let dj = 0; dj < 2; dj++) m = Math.max(m, x[((2 * i + di) * wd + 2 * j + dj) * c + k]);
+            for (let di = 0; di < 2; di++)
+              for (let dj = 0; dj < 2; dj++) m = Math.max(m, x[((2 * i + di) * wd + 2 * j + dj) * c + k]);
             y[(i * w2 + j) * c + k] = m;
           }
       x = y;

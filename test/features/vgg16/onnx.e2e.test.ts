@@ -7,9 +7,14 @@ import { VGG16_LAYERS, type Vgg16Weights } from '../../../src/features/vgg16/spe
 import { rng } from '../../../src/util/random.js';
 import { randomWeights, relMaxDiff, preprocess, syntheticRgb } from '../helpers.js';
 
-
 /** Plain-JS Keras conv 3x3 same + relu, NHWC in/out, HWIO kernel. */
-function convRelu(x: Float32Array, side: number, w: { kernel: Float32Array; bias: Float32Array }, ci: number, co: number): Float32Array {
+function convRelu(
+  x: Float32Array,
+  side: number,
+  w: { kernel: Float32Array; bias: Float32Array },
+  ci: number,
+  co: number,
+): Float32Array {
   const y = new Float32Array(side * side * co);
   for (let oy = 0; oy < side; oy++)
     for (let ox = 0; ox < side; ox++)
@@ -20,14 +25,20 @@ function convRelu(x: Float32Array, side: number, w: { kernel: Float32Array; bias
             const iy = oy + ky - 1;
             const ix = ox + kx - 1;
             if (iy < 0 || ix < 0 || iy >= side || ix >= side) continue;
-            for (let c = 0; c < ci; c++) s += x[(iy * side + ix) * ci + c] * w.kernel[((ky * 3 + kx) * ci + c) * co + o];
+            for (let c = 0; c < ci; c++)
+              s += x[(iy * side + ix) * ci + c] * w.kernel[((ky * 3 + kx) * ci + c) * co + o];
           }
         y[(oy * side + ox) * co + o] = Math.max(0, s);
       }
   return y;
 }
 
-function denseRelu(x: Float32Array, w: { kernel: Float32Array; bias: Float32Array }, inU: number, outU: number): Float32Array {
+function denseRelu(
+  x: Float32Array,
+  w: { kernel: Float32Array; bias: Float32Array },
+  inU: number,
+  outU: number,
+): Float32Array {
   const y = Float32Array.from(w.bias);
   for (let i = 0; i < inU; i++) {
     const xi = x[i];

@@ -9,7 +9,7 @@ import { createEncoder } from '../../../src/features/encoder.js';
 import type { LoadedVgg16Weights } from '../../../src/features/vgg16/weights.js';
 import { tf } from '../../../src/tf/tf.js';
 import { rng } from '../../../src/util/random.js';
-import { randomWeights, relMaxDiff, syntheticRgb, } from '../helpers.js';
+import { randomWeights, relMaxDiff, syntheticRgb } from '../helpers.js';
 
 let work: string;
 beforeAll(async () => {
@@ -29,12 +29,20 @@ describe('VGG16: onnxruntime and TensorFlow.js agree (random weights)', () => {
   }, 60_000);
 
   it('fc2 of one image: max abs diff < 1e-4 relative; same fingerprint; no tensor leaks', async () => {
-    const cfg = (runtime: 'onnx' | 'tfjs') => EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 77, layer: 'fc2' });
+    const cfg = (runtime: 'onnx' | 'tfjs') =>
+      EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 77, layer: 'fc2' });
     const img = syntheticRgb(5);
     const onnx = await createEncoder(cfg('onnx'), { threads: 0, weights: loaded });
     let a: Float32Array;
     try {
-      expect(onnx.info).toMatchObject({ name: 'vgg16', runtime: 'onnx', layer: 'fc2', shape: [4096], weights: 'random', weightsFingerprint: 'random:seed=77' });
+      expect(onnx.info).toMatchObject({
+        name: 'vgg16',
+        runtime: 'onnx',
+        layer: 'fc2',
+        shape: [4096],
+        weights: 'random',
+        weightsFingerprint: 'random:seed=77',
+      });
       [a] = await onnx.encode([img]);
     } finally {
       await onnx.dispose();
@@ -59,7 +67,8 @@ describe('VGG16: onnxruntime and TensorFlow.js agree (random weights)', () => {
   }, 180_000);
 
   it('block5_conv3 (after ReLU) and block5_pool: NHWC [positions, channels], runtimes agree, pool = 2x2 max of conv3', async () => {
-    const cfg = (runtime: 'onnx' | 'tfjs', layer: string) => EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 77, layer });
+    const cfg = (runtime: 'onnx' | 'tfjs', layer: string) =>
+      EncoderSchema.parse({ type: 'vgg16', runtime, weights: 'random', seed: 77, layer });
     const imgs = [syntheticRgb(5), syntheticRgb(8)];
     const run = async (runtime: 'onnx' | 'tfjs', layer: string, images: Uint8Array[]) => {
       const before = tf.memory().numTensors;
@@ -73,7 +82,10 @@ describe('VGG16: onnxruntime and TensorFlow.js agree (random weights)', () => {
       }
     };
     const conv = { onnx: await run('onnx', 'block5_conv3', imgs), tfjs: await run('tfjs', 'block5_conv3', imgs) };
-    const pool = { onnx: await run('onnx', 'block5_pool', imgs.slice(0, 1)), tfjs: await run('tfjs', 'block5_pool', imgs.slice(0, 1)) };
+    const pool = {
+      onnx: await run('onnx', 'block5_pool', imgs.slice(0, 1)),
+      tfjs: await run('tfjs', 'block5_pool', imgs.slice(0, 1)),
+    };
     for (const rt of ['onnx', 'tfjs'] as const) {
       for (const v of conv[rt]) {
         expect(v.length).toBe(14 * 14 * 512);
@@ -92,7 +104,8 @@ describe('VGG16: onnxruntime and TensorFlow.js agree (random weights)', () => {
         for (let x = 0; x < 7; x++)
           for (let c = 0; c < 512; c++) {
             let m = -Infinity;
-            for (let dy = 0; dy < 2; dy++) for (let dx = 0; dx < 2; dx++) m = Math.max(m, c3[((2 * y + dy) * 14 + 2 * x + dx) * 512 + c]);
+            for (let dy = 0; dy < 2; dy++)
+              for (let dx = 0; dx < 2; dx++) m = Math.max(m, c3[((2 * y + dy) * 14 + 2 * x + dx) * 512 + c]);
             worst = Math.max(worst, Math.abs(m - p[(y * 7 + x) * 512 + c]));
           }
       expect(worst).toBe(0);

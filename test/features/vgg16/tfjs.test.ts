@@ -30,7 +30,8 @@ function miniInput(n: number, seed = 1): Float32Array {
 
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, tol = 1e-4) {
   expect(actual.length).toBe(expected.length);
-  for (let i = 0; i < expected.length; i++) expect(Math.abs(actual[i] - expected[i])).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(expected[i])));
+  for (let i = 0; i < expected.length; i++)
+    expect(Math.abs(actual[i] - expected[i])).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(expected[i])));
 }
 
 describe('buildVgg16 on the mini spec', () => {
@@ -45,7 +46,9 @@ describe('buildVgg16 on the mini spec', () => {
       const got = await y.data();
       tf.dispose([x, y]);
       model.dispose();
-      const ref = [0, 1].flatMap((b) => [...referenceForward(w, MINI_LAYERS, input.subarray(b * per, (b + 1) * per), MINI_INPUT, output)]);
+      const ref = [0, 1].flatMap((b) => [
+        ...referenceForward(w, MINI_LAYERS, input.subarray(b * per, (b + 1) * per), MINI_INPUT, output),
+      ]);
       close(got, ref);
     }
   });

@@ -6,7 +6,14 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelError } from '../../../src/errors.js';
 import { VGG16_LAYERS, VGG16_PARAMS_NO_TOP, VGG16_PARAMS_WITH_TOP } from '../../../src/features/vgg16/spec.js';
-import { checkWeights, countParams, fillGlorot, loadVgg16Weights, randomVgg16Weights, specParams } from '../../../src/features/vgg16/weights.js';
+import {
+  checkWeights,
+  countParams,
+  fillGlorot,
+  loadVgg16Weights,
+  randomVgg16Weights,
+  specParams,
+} from '../../../src/features/vgg16/weights.js';
 import { weightRole } from '../../../src/features/vgg16/h5.js';
 import { tfjsWeightTarget } from '../../../src/features/vgg16/tfjsFolder.js';
 import { KERAS_VGG16_FILES, weightsCacheDir } from '../../../src/features/weights/cache.js';
@@ -28,7 +35,10 @@ function sameBytes(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
-function expectSameWeights(a: Map<string, { kernel: Float32Array; kernelShape: number[]; bias: Float32Array }>, b: typeof a) {
+function expectSameWeights(
+  a: Map<string, { kernel: Float32Array; kernelShape: number[]; bias: Float32Array }>,
+  b: typeof a,
+) {
   expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
   for (const [name, w] of a) {
     const v = b.get(name)!;
@@ -99,7 +109,9 @@ describe('checkWeights', () => {
   it('names the layer with a wrong shape or missing weights', () => {
     const w = miniWeights();
     expect(checkWeights(w, 'x', MINI_LAYERS)).toEqual({ includeTop: true });
-    expect(() => checkWeights(w, 'x.h5', VGG16_LAYERS)).toThrow(/x\.h5: layer block1_conv1: kernel shape \[3, 3, 3, 2\], expected \[3, 3, 3, 64\]/);
+    expect(() => checkWeights(w, 'x.h5', VGG16_LAYERS)).toThrow(
+      /x\.h5: layer block1_conv1: kernel shape \[3, 3, 3, 2\], expected \[3, 3, 3, 64\]/,
+    );
     const noFc2 = miniWeights();
     noFc2.delete('fc2');
     expect(() => checkWeights(noFc2, 'x.h5', MINI_LAYERS)).toThrow(/no weights for layer fc2/);
@@ -136,19 +148,25 @@ describe('Keras .h5 files', () => {
     const r = await loadVgg16Weights(fixture('mini_legacy_notop.h5'), { seed: 0, layers: MINI_LAYERS });
     expect(r.includeTop).toBe(false);
     expectSameWeights(miniWeights({ includeTop: false }), r.weights);
-    await expect(loadVgg16Weights(fixture('mini_legacy_notop.h5'), { seed: 0, layers: MINI_LAYERS, requireTop: true })).rejects.toThrow(
-      /no fc1\/fc2\/predictions.*captioner weights vgg16/,
-    );
+    await expect(
+      loadVgg16Weights(fixture('mini_legacy_notop.h5'), { seed: 0, layers: MINI_LAYERS, requireTop: true }),
+    ).rejects.toThrow(/no fc1\/fc2\/predictions.*captioner weights vgg16/);
   });
 
   it('names a missing layer and a mismatched shape', async () => {
-    await expect(loadVgg16Weights(fixture('mini_missing_conv2.h5'), { seed: 0, layers: MINI_LAYERS })).rejects.toThrow(/mini_missing_conv2\.h5: no weights for layer block1_conv2/);
+    await expect(loadVgg16Weights(fixture('mini_missing_conv2.h5'), { seed: 0, layers: MINI_LAYERS })).rejects.toThrow(
+      /mini_missing_conv2\.h5: no weights for layer block1_conv2/,
+    );
     // the real spec against the mini file: the first layer's kernel is the wrong shape
-    await expect(loadVgg16Weights(fixture('mini_keras2.h5'), { seed: 0 })).rejects.toThrow(/layer block1_conv1: kernel .* has shape \[3, 3, 3, 2\], expected \[3, 3, 3, 64\]/);
+    await expect(loadVgg16Weights(fixture('mini_keras2.h5'), { seed: 0 })).rejects.toThrow(
+      /layer block1_conv1: kernel .* has shape \[3, 3, 3, 2\], expected \[3, 3, 3, 64\]/,
+    );
   });
 
   it('gives clear errors for missing and non-HDF5 files', async () => {
-    await expect(loadVgg16Weights(path.join(tmp, 'nope.h5'), { seed: 0 })).rejects.toThrow(/nope\.h5: weights file not found/);
+    await expect(loadVgg16Weights(path.join(tmp, 'nope.h5'), { seed: 0 })).rejects.toThrow(
+      /nope\.h5: weights file not found/,
+    );
     const bad = path.join(tmp, 'bad.h5');
     await fs.writeFile(bad, 'not hdf5 at all');
     await expect(loadVgg16Weights(bad, { seed: 0 })).rejects.toThrow(/bad\.h5: not an HDF5 file/);
@@ -164,7 +182,9 @@ describe('Keras .h5 files', () => {
     expect(`sha256:${side.sha256}`).toBe(a.fingerprint);
     // a doctored sidecar is believed while size+mtime match...
     await fs.writeFile(sidecar, JSON.stringify({ ...side, sha256: 'f'.repeat(64) }));
-    expect((await loadVgg16Weights(copy, { seed: 0, layers: MINI_LAYERS })).fingerprint).toBe(`sha256:${'f'.repeat(64)}`);
+    expect((await loadVgg16Weights(copy, { seed: 0, layers: MINI_LAYERS })).fingerprint).toBe(
+      `sha256:${'f'.repeat(64)}`,
+    );
     // ...and ignored once the file changes
     const later = new Date(Date.now() + 5000);
     await fs.utimes(copy, later, later);
@@ -196,7 +216,12 @@ describe('TF.js layers-model folders', () => {
       chunks.push(Buffer.from(lw.kernel.buffer));
       if (name === 'fc2') {
         // bias (-3/4, -2/4, -1/4) quantized: min -0.75, scale 0.25
-        entries.push({ name: `vgg16/${name}/bias`, shape: [3], dtype: 'float32', quantization: { dtype: 'uint8', scale: 0.25, min: -0.75 } });
+        entries.push({
+          name: `vgg16/${name}/bias`,
+          shape: [3],
+          dtype: 'float32',
+          quantization: { dtype: 'uint8', scale: 0.25, min: -0.75 },
+        });
         chunks.push(Buffer.from([0, 1, 2]));
       } else {
         entries.push({ name: `vgg16/${name}/bias`, shape: [lw.bias.length], dtype: 'float32' });
@@ -209,7 +234,11 @@ describe('TF.js layers-model folders', () => {
     await fs.writeFile(path.join(dir, 'group1-shard2of2.bin'), all.subarray(cut));
     await fs.writeFile(
       path.join(dir, 'model.json'),
-      JSON.stringify({ format: 'layers-model', modelTopology: {}, weightsManifest: [{ paths: ['group1-shard1of2.bin', 'group1-shard2of2.bin'], weights: entries }] }),
+      JSON.stringify({
+        format: 'layers-model',
+        modelTopology: {},
+        weightsManifest: [{ paths: ['group1-shard1of2.bin', 'group1-shard2of2.bin'], weights: entries }],
+      }),
     );
   }
 
@@ -228,9 +257,13 @@ describe('TF.js layers-model folders', () => {
   it('names a layer whose shape does not fit and a shard that is missing', async () => {
     const dir = path.join(tmp, 'tfjs-bad');
     await writeMiniTfjs(dir);
-    await expect(loadVgg16Weights(dir, { seed: 0 })).rejects.toThrow(/layer block1_conv1: kernel vgg16\/block1_conv1\/kernel has shape \[3, 3, 3, 2\], expected \[3, 3, 3, 64\]/);
+    await expect(loadVgg16Weights(dir, { seed: 0 })).rejects.toThrow(
+      /layer block1_conv1: kernel vgg16\/block1_conv1\/kernel has shape \[3, 3, 3, 2\], expected \[3, 3, 3, 64\]/,
+    );
     await fs.rm(path.join(dir, 'group1-shard2of2.bin'));
-    await expect(loadVgg16Weights(dir, { seed: 0, layers: MINI_LAYERS })).rejects.toThrow(/shard group1-shard2of2\.bin not found/);
+    await expect(loadVgg16Weights(dir, { seed: 0, layers: MINI_LAYERS })).rejects.toThrow(
+      /shard group1-shard2of2\.bin not found/,
+    );
     await expect(loadVgg16Weights(tmp, { seed: 0 })).rejects.toThrow(/folder without model\.json/);
   });
 });
@@ -247,11 +280,15 @@ describe('loadVgg16Weights', () => {
   it('auto: the cached full file, else the no-top one, else the command to run', async () => {
     const cache = path.join(tmp, 'cache-auto');
     await fs.mkdir(cache, { recursive: true });
-    await expect(loadVgg16Weights('auto', { seed: 0, cacheDir: cache, layers: MINI_LAYERS })).rejects.toThrow(/run `captioner weights vgg16`/);
+    await expect(loadVgg16Weights('auto', { seed: 0, cacheDir: cache, layers: MINI_LAYERS })).rejects.toThrow(
+      /run `captioner weights vgg16`/,
+    );
     await fs.copyFile(fixture('mini_legacy_notop.h5'), path.join(cache, KERAS_VGG16_FILES.notop.name));
     const notop = await loadVgg16Weights('auto', { seed: 0, cacheDir: cache, layers: MINI_LAYERS });
     expect(notop.includeTop).toBe(false);
-    await expect(loadVgg16Weights('auto', { seed: 0, cacheDir: cache, layers: MINI_LAYERS, requireTop: true })).rejects.toThrow(/only the no-top VGG16 file is cached/);
+    await expect(
+      loadVgg16Weights('auto', { seed: 0, cacheDir: cache, layers: MINI_LAYERS, requireTop: true }),
+    ).rejects.toThrow(/only the no-top VGG16 file is cached/);
     await fs.copyFile(fixture('mini_keras2.h5'), path.join(cache, KERAS_VGG16_FILES.top.name));
     const full = await loadVgg16Weights('auto', { seed: 0, cacheDir: cache, layers: MINI_LAYERS, requireTop: true });
     expect(full.includeTop).toBe(true);
@@ -259,6 +296,8 @@ describe('loadVgg16Weights', () => {
   });
 
   it('a path that does not exist says what encoder.weights takes', async () => {
-    await expect(loadVgg16Weights(path.join(tmp, 'missing'), { seed: 0 })).rejects.toThrow(/weights file not found.*auto, random, a Keras \.h5 file or a TF\.js model\.json/);
+    await expect(loadVgg16Weights(path.join(tmp, 'missing'), { seed: 0 })).rejects.toThrow(
+      /weights file not found.*auto, random, a Keras \.h5 file or a TF\.js model\.json/,
+    );
   });
 });

@@ -7,7 +7,12 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { downloadFile, importFile } from '../../../src/features/weights/download.js';
 import { fetchVgg16Weights } from '../../../src/features/weights/vgg16.js';
-import { KERAS_VGG16_FILES, captionerCacheDir, weightsCacheDir, weightsUrlBase } from '../../../src/features/weights/cache.js';
+import {
+  KERAS_VGG16_FILES,
+  captionerCacheDir,
+  weightsCacheDir,
+  weightsUrlBase,
+} from '../../../src/features/weights/cache.js';
 import { loadVgg16Weights } from '../../../src/features/vgg16/weights.js';
 import { runCli } from '../../helpers/cli.js';
 import { md5, payload, startServer, type TestServer } from './server.js';
@@ -24,7 +29,12 @@ beforeAll(async () => {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-weights-'));
   mini = await fs.readFile(fixture('mini_legacy.h5'));
   miniNotop = await fs.readFile(fixture('mini_legacy_notop.h5'));
-  server = await startServer({ 'big.bin': BIG, 'other.bin': OTHER, [KERAS_VGG16_FILES.top.name]: mini, [KERAS_VGG16_FILES.notop.name]: miniNotop });
+  server = await startServer({
+    'big.bin': BIG,
+    'other.bin': OTHER,
+    [KERAS_VGG16_FILES.top.name]: mini,
+    [KERAS_VGG16_FILES.notop.name]: miniNotop,
+  });
 });
 afterAll(async () => {
   await server.close();
@@ -38,7 +48,11 @@ beforeEach(() => {
 
 let n = 0;
 const dest = () => path.join(tmp, `dl${n++}`, 'big.bin');
-const exists = (f: string) => fs.access(f).then(() => true, () => false);
+const exists = (f: string) =>
+  fs.access(f).then(
+    () => true,
+    () => false,
+  );
 
 describe('downloadFile', () => {
   it('downloads, checks the md5, renames into place and records the digest', async () => {
@@ -68,7 +82,9 @@ describe('downloadFile', () => {
   it('keeps the .part when out of attempts, and the next run resumes from it', async () => {
     const d = dest();
     server.cutNext(100_000);
-    await expect(downloadFile({ url: server.base + 'big.bin', dest: d, md5: md5(BIG), attempts: 1 })).rejects.toThrow(/kept in .*big\.bin\.part, run the command again to resume/);
+    await expect(downloadFile({ url: server.base + 'big.bin', dest: d, md5: md5(BIG), attempts: 1 })).rejects.toThrow(
+      /kept in .*big\.bin\.part, run the command again to resume/,
+    );
     const kept = (await fs.stat(`${d}.part`)).size;
     expect(kept).toBeGreaterThan(0);
     expect(kept).toBeLessThanOrEqual(100_000);
@@ -97,20 +113,26 @@ describe('downloadFile', () => {
 
   it('deletes a download whose md5 does not match', async () => {
     const d = dest();
-    await expect(downloadFile({ url: server.base + 'other.bin', dest: d, md5: md5(BIG) })).rejects.toThrow(/md5 [0-9a-f]{32} does not match the expected .*the download was deleted/);
+    await expect(downloadFile({ url: server.base + 'other.bin', dest: d, md5: md5(BIG) })).rejects.toThrow(
+      /md5 [0-9a-f]{32} does not match the expected .*the download was deleted/,
+    );
     expect(await exists(d)).toBe(false);
     expect(await exists(`${d}.part`)).toBe(false);
   });
 
   it('does not retry a 404', async () => {
-    await expect(downloadFile({ url: server.base + 'missing.bin', dest: dest(), attempts: 4, retryDelayMs: 0 })).rejects.toThrow(/HTTP 404/);
+    await expect(
+      downloadFile({ url: server.base + 'missing.bin', dest: dest(), attempts: 4, retryDelayMs: 0 }),
+    ).rejects.toThrow(/HTTP 404/);
     expect(server.requests.length).toBe(1);
   });
 
   it('retries a refused connection, then reports it', async () => {
     const closed = await startServer({});
     await closed.close(); // its port is now (almost certainly) refused
-    await expect(downloadFile({ url: closed.base + 'x.bin', dest: dest(), attempts: 2, retryDelayMs: 0 })).rejects.toThrow(/download of http:\/\/127\.0\.0\.1:\d+\/x\.bin failed: ECONNREFUSED/);
+    await expect(
+      downloadFile({ url: closed.base + 'x.bin', dest: dest(), attempts: 2, retryDelayMs: 0 }),
+    ).rejects.toThrow(/download of http:\/\/127\.0\.0\.1:\d+\/x\.bin failed: ECONNREFUSED/);
   });
 });
 
@@ -137,7 +159,12 @@ describe('fetchVgg16Weights', () => {
   it('downloads into the cache, then finds it cached; loadVgg16Weights auto reads it', async () => {
     const cacheDir = path.join(tmp, 'cache1');
     const r = await fetchVgg16Weights({ cacheDir, urlBase: server.base, files: files() });
-    expect(r).toMatchObject({ action: 'downloaded', includeTop: true, file: path.join(cacheDir, KERAS_VGG16_FILES.top.name), md5: md5(mini) });
+    expect(r).toMatchObject({
+      action: 'downloaded',
+      includeTop: true,
+      file: path.join(cacheDir, KERAS_VGG16_FILES.top.name),
+      md5: md5(mini),
+    });
     const again = await fetchVgg16Weights({ cacheDir, urlBase: server.base, files: files() });
     expect(again.action).toBe('cached');
     expect(server.requests.length).toBe(1);
@@ -149,8 +176,14 @@ describe('fetchVgg16Weights', () => {
   it('imports with --from, recognising the no-top file by its md5', async () => {
     const cacheDir = path.join(tmp, 'cache2');
     const r = await fetchVgg16Weights({ cacheDir, from: fixture('mini_legacy_notop.h5'), files: files() });
-    expect(r).toMatchObject({ action: 'imported', includeTop: false, file: path.join(cacheDir, KERAS_VGG16_FILES.notop.name) });
-    await expect(fetchVgg16Weights({ cacheDir, from: fixture('mini_keras2.h5'), files: files() })).rejects.toThrow(/matches neither Keras file.*set encoder\.weights to the file's path/);
+    expect(r).toMatchObject({
+      action: 'imported',
+      includeTop: false,
+      file: path.join(cacheDir, KERAS_VGG16_FILES.notop.name),
+    });
+    await expect(fetchVgg16Weights({ cacheDir, from: fixture('mini_keras2.h5'), files: files() })).rejects.toThrow(
+      /matches neither Keras file.*set encoder\.weights to the file's path/,
+    );
     expect(server.requests.length).toBe(0);
   });
 
@@ -175,9 +208,11 @@ describe('cache locations', () => {
 });
 
 describe('captioner weights vgg16 (CLI)', () => {
-  it('rejects a download whose md5 is not Keras\'s, leaving nothing behind (exit 4)', async () => {
+  it("rejects a download whose md5 is not Keras's, leaving nothing behind (exit 4)", async () => {
     const cache = path.join(tmp, 'cli-cache');
-    const r = await runCli(['weights', 'vgg16', '--no-top'], { env: { CAPTIONER_CACHE: cache, CAPTIONER_WEIGHTS_URL: server.base } });
+    const r = await runCli(['weights', 'vgg16', '--no-top'], {
+      env: { CAPTIONER_CACHE: cache, CAPTIONER_WEIGHTS_URL: server.base },
+    });
     expect(r.code).toBe(4);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/md5 [0-9a-f]{32} does not match the expected 6d6bbae143d832006294945121d1f1fc/);
@@ -185,7 +220,7 @@ describe('captioner weights vgg16 (CLI)', () => {
     expect(await fs.readdir(path.join(cache, 'weights'))).toEqual([]);
   });
 
-  it('--from a file that is not Keras\'s (exit 4), and a missing file', async () => {
+  it("--from a file that is not Keras's (exit 4), and a missing file", async () => {
     const cacheDir = path.join(tmp, 'cli-cache2');
     const r = await runCli(['weights', 'vgg16', '--from', fixture('mini_legacy.h5'), '--cache-dir', cacheDir]);
     expect(r.code).toBe(4);

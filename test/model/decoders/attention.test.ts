@@ -6,7 +6,13 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { tf } from '../../../src/tf/tf.js';
 import { initBackend } from '../../../src/tf/backend.js';
 import { makeBatch, type CaptionBatch, type FeatureNorm } from '../../../src/model/decoders/batch.js';
-import { AttentionDecoder, attentionInitialWeights, attentionKind, attentionWeightShapes, type AttentionSpec } from '../../../src/model/decoders/attention.js';
+import {
+  AttentionDecoder,
+  attentionInitialWeights,
+  attentionKind,
+  attentionWeightShapes,
+  type AttentionSpec,
+} from '../../../src/model/decoders/attention.js';
 import type { DecoderState } from '../../../src/model/decoders/types.js';
 import { disposeState, gatherState } from '../../../src/model/decoders/state.js';
 import { Adam, byWeightName } from '../../../src/train/adam.js';
@@ -23,7 +29,17 @@ afterAll(async () => {
 });
 
 function tinySpec(over: Partial<AttentionSpec> = {}): AttentionSpec {
-  return { vocabSize: 11, positions: 5, channels: 4, embedDim: 6, units: 7, attentionDim: 8, dropout: 0.3, alphaReg: 1, ...over };
+  return {
+    vocabSize: 11,
+    positions: 5,
+    channels: 4,
+    embedDim: 6,
+    units: 7,
+    attentionDim: 8,
+    dropout: 0.3,
+    alphaReg: 1,
+    ...over,
+  };
 }
 
 /** Random captions [start, words..., end] of 3..7 tokens with random (positions x channels) features. */
@@ -39,7 +55,10 @@ function randomItems(n: number, s: AttentionSpec, seed: number) {
 
 function randomNorm(s: AttentionSpec, seed: number): FeatureNorm {
   const r = rng(seed);
-  return { mean: Float32Array.from({ length: s.channels }, () => 2 + r() - 0.5), std: Float32Array.from({ length: s.channels }, () => 0.5 + r()) };
+  return {
+    mean: Float32Array.from({ length: s.channels }, () => 2 + r() - 0.5),
+    std: Float32Array.from({ length: s.channels }, () => 0.5 + r()),
+  };
 }
 
 function take<T extends tf.Tensor>(t: T): Float32Array {
@@ -71,8 +90,10 @@ describe('AttentionDecoder', () => {
         const alpha = take(out.attention!);
         items.forEach((it, b) => {
           if (t >= it.tokens.length - 1) return; // past this caption's end
-          for (let v = 0; v < V; v++) maxDiff = Math.max(maxDiff, Math.abs(lp[b * V + v] - all[(b * batch.steps + t) * V + v]));
-          for (let i = 0; i < P; i++) maxDiff = Math.max(maxDiff, Math.abs(alpha[b * P + i] - att[(b * batch.steps + t) * P + i]));
+          for (let v = 0; v < V; v++)
+            maxDiff = Math.max(maxDiff, Math.abs(lp[b * V + v] - all[(b * batch.steps + t) * V + v]));
+          for (let i = 0; i < P; i++)
+            maxDiff = Math.max(maxDiff, Math.abs(alpha[b * P + i] - att[(b * batch.steps + t) * P + i]));
           compared++;
         });
       }
@@ -108,8 +129,12 @@ describe('AttentionDecoder', () => {
       const c0 = Float32Array.from(state.c.dataSync());
       items.forEach((it, b) => {
         const mean = new Float64Array(C);
-        for (let i = 0; i < P; i++) for (let k = 0; k < C; k++) mean[k] += (it.features[i * C + k] - norm.mean[k]) / norm.std[k] / P;
-        for (const [which, got] of [['h', h0], ['c', c0]] as const) {
+        for (let i = 0; i < P; i++)
+          for (let k = 0; k < C; k++) mean[k] += (it.features[i * C + k] - norm.mean[k]) / norm.std[k] / P;
+        for (const [which, got] of [
+          ['h', h0],
+          ['c', c0],
+        ] as const) {
           const kernel = w[`init/${which}/kernel`];
           const bias = w[`init/${which}/bias`];
           for (let u = 0; u < U; u++) {
@@ -133,7 +158,16 @@ describe('AttentionDecoder', () => {
   });
 
   it('has gradients that match finite differences for every kind of weight', () => {
-    const s = tinySpec({ dropout: 0, vocabSize: 9, positions: 3, channels: 3, embedDim: 4, units: 5, attentionDim: 4, alphaReg: 1 });
+    const s = tinySpec({
+      dropout: 0,
+      vocabSize: 9,
+      positions: 3,
+      channels: 3,
+      embedDim: 4,
+      units: 5,
+      attentionDim: 4,
+      alphaReg: 1,
+    });
     const items = randomItems(3, s, 11);
     const m = AttentionDecoder.create(s, 8, randomNorm(s, 3));
     try {
@@ -144,7 +178,10 @@ describe('AttentionDecoder', () => {
         picks: 3,
         steps: [1e-2],
         tolerance: (a) => 3e-4 + 5e-3 * Math.abs(a),
-        entry: (name, _rows, cols, r) => (name === 'embedding' ? usedTokens[Math.floor(r() * usedTokens.length)] * cols + Math.floor(r() * cols) : undefined),
+        entry: (name, _rows, cols, r) =>
+          name === 'embedding'
+            ? usedTokens[Math.floor(r() * usedTokens.length)] * cols + Math.floor(r() * cols)
+            : undefined,
       });
       expect(checked).toBeGreaterThan(50);
     } finally {
@@ -240,7 +277,16 @@ describe('AttentionDecoder', () => {
     // position. The mean annotation is identical for every image, so the initial state cannot tell the
     // images apart: only the attention context can.
     const P = 4;
-    const s: AttentionSpec = { vocabSize: 4 + P, positions: P, channels: P + 1, embedDim: 8, units: 16, attentionDim: 16, dropout: 0, alphaReg: 0 };
+    const s: AttentionSpec = {
+      vocabSize: 4 + P,
+      positions: P,
+      channels: P + 1,
+      embedDim: 8,
+      units: 16,
+      attentionDim: 16,
+      dropout: 0,
+      alphaReg: 0,
+    };
     const C = s.channels;
     const r = rng(17);
     const makeItems = (n: number) =>
@@ -293,7 +339,7 @@ describe('AttentionDecoder', () => {
 });
 
 describe('AttentionDecoder across backends', () => {
-  it('gives the cpu backend\'s loss and gradients on wasm', async () => {
+  it("gives the cpu backend's loss and gradients on wasm", async () => {
     const s = tinySpec({ dropout: 0 });
     const items = randomItems(4, s, 19);
     const batch = makeBatch(items, s.positions * s.channels);
@@ -316,10 +362,23 @@ describe('AttentionDecoder across backends', () => {
 describe('attentionKind', () => {
   it('builds a spec from grid features and rejects vector features', () => {
     const s = attentionKind.specFromConfig({ embedDim: 8, units: 16, dropout: 0.5 }, 20, [196, 512]);
-    expect(s).toEqual({ vocabSize: 20, positions: 196, channels: 512, embedDim: 8, units: 16, attentionDim: 16, dropout: 0.5, alphaReg: 1 });
+    expect(s).toEqual({
+      vocabSize: 20,
+      positions: 196,
+      channels: 512,
+      embedDim: 8,
+      units: 16,
+      attentionDim: 16,
+      dropout: 0.5,
+      alphaReg: 1,
+    });
     expect(attentionKind.normDim(s)).toBe(512);
-    expect(() => attentionKind.specFromConfig({ embedDim: 8, units: 16, dropout: 0.5 }, 20, [4096])).toThrow(/grid features/);
-    expect(() => attentionKind.specFromConfig({ embedDim: 8, units: 16, dropout: 0.5, alphaReg: -1 }, 20, [4, 3])).toThrow(ModelError);
+    expect(() => attentionKind.specFromConfig({ embedDim: 8, units: 16, dropout: 0.5 }, 20, [4096])).toThrow(
+      /grid features/,
+    );
+    expect(() =>
+      attentionKind.specFromConfig({ embedDim: 8, units: 16, dropout: 0.5, alphaReg: -1 }, 20, [4, 3]),
+    ).toThrow(ModelError);
   });
 
   it('initial weights have the declared shapes and are seeded', () => {
@@ -342,8 +401,12 @@ describe('attentionKind', () => {
     const before = tf.memory().numTensors;
     const { 'gate/bias': _drop, ...missing } = values;
     expect(() => attentionKind.create(s, missing, norm)).toThrow(/"gate\/bias" is missing/);
-    expect(() => attentionKind.create(s, { ...values, 'deep/bias': new Float32Array(2) }, norm)).toThrow(/"deep\/bias" has 2 values/);
-    expect(() => attentionKind.create(s, values, { mean: new Float32Array(3), std: new Float32Array(3) })).toThrow(/normalisation/);
+    expect(() => attentionKind.create(s, { ...values, 'deep/bias': new Float32Array(2) }, norm)).toThrow(
+      /"deep\/bias" has 2 values/,
+    );
+    expect(() => attentionKind.create(s, values, { mean: new Float32Array(3), std: new Float32Array(3) })).toThrow(
+      /normalisation/,
+    );
     expect(tf.memory().numTensors).toBe(before);
     const m = attentionKind.create(s, values, norm);
     expect(m.type).toBe('attention');

@@ -14,7 +14,16 @@ beforeAll(async () => {
 });
 
 function spec(merge: 'add' | 'concat'): MergeSpec {
-  return { vocabSize: 13, featureDim: 6, embedDim: 5, units: 7, imageUnits: merge === 'add' ? 7 : 4, hiddenUnits: 9, merge, dropout: 0.3 };
+  return {
+    vocabSize: 13,
+    featureDim: 6,
+    embedDim: 5,
+    units: 7,
+    imageUnits: merge === 'add' ? 7 : 4,
+    hiddenUnits: 9,
+    merge,
+    dropout: 0.3,
+  };
 }
 
 function randomItems(n: number, s: MergeSpec, seed: number) {
@@ -32,7 +41,10 @@ describe('MergeDecoder', () => {
     it(`teacher-forced distributions equal the one-step decoder over each prefix (${merge})`, () => {
       const s = spec(merge);
       const items = randomItems(4, s, 7);
-      const norm = computeFeatureNorm(items.map((i) => i.features), s.featureDim);
+      const norm = computeFeatureNorm(
+        items.map((i) => i.features),
+        s.featureDim,
+      );
       const m = MergeDecoder.create(s, 3, norm);
       try {
         const batch = makeBatch(items, s.featureDim);
@@ -61,16 +73,33 @@ describe('MergeDecoder', () => {
 
   it('fused loss gradient equals autodiff of the plain cross-entropy', () => {
     const r = rng(5);
-    const N = 11, H = 6, V = 9;
-    const h = tf.tensor2d(Float32Array.from({ length: N * H }, () => r() - 0.5), [N, H]);
-    const w = tf.variable(tf.tensor2d(Float32Array.from({ length: H * V }, () => r() - 0.5), [H, V]));
+    const N = 11,
+      H = 6,
+      V = 9;
+    const h = tf.tensor2d(
+      Float32Array.from({ length: N * H }, () => r() - 0.5),
+      [N, H],
+    );
+    const w = tf.variable(
+      tf.tensor2d(
+        Float32Array.from({ length: H * V }, () => r() - 0.5),
+        [H, V],
+      ),
+    );
     const b = tf.variable(tf.tensor1d(Float32Array.from({ length: V }, () => r() - 0.5)));
     const targets = Int32Array.from({ length: N }, () => Math.floor(r() * V));
     const plain = tf.grads((hh: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
-      tf.losses.softmaxCrossEntropy(tf.oneHot(tf.tensor1d(targets, 'int32'), V), tf.add(tf.matMul(hh as tf.Tensor2D, ww as tf.Tensor2D), bb)));
+      tf.losses.softmaxCrossEntropy(
+        tf.oneHot(tf.tensor1d(targets, 'int32'), V),
+        tf.add(tf.matMul(hh as tf.Tensor2D, ww as tf.Tensor2D), bb),
+      ),
+    );
     const g2 = plain([h, w, b]);
-    for (const budget of [4 * V, undefined]) { // chunks of 4, 4 and 3 rows; one chunk
-      const fused = tf.grads((hh: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) => softmaxCrossEntropy(hh as tf.Tensor2D, ww as tf.Tensor2D, bb as tf.Tensor1D, targets, true, budget));
+    for (const budget of [4 * V, undefined]) {
+      // chunks of 4, 4 and 3 rows; one chunk
+      const fused = tf.grads((hh: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+        softmaxCrossEntropy(hh as tf.Tensor2D, ww as tf.Tensor2D, bb as tf.Tensor1D, targets, true, budget),
+      );
       const g1 = fused([h, w, b]);
       for (let i = 0; i < 3; i++) {
         const a = g1[i].dataSync();

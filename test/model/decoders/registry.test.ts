@@ -25,7 +25,10 @@ afterAll(async () => {
 
 const V = 12;
 const GRID = [6, 5]; // 6 positions x 5 channels
-const model = (type: string) => ConfigSchema.parse({ model: { type, embedDim: 6, units: 8, imageUnits: 8, hiddenUnits: 7, dropout: 0.2, attention: { attentionDim: 9 } } }).model;
+const model = (type: string) =>
+  ConfigSchema.parse({
+    model: { type, embedDim: 6, units: 8, imageUnits: 8, hiddenUnits: 7, dropout: 0.2, attention: { attentionDim: 9 } },
+  }).model;
 
 function items(n: number, size: number, seed: number) {
   const r = rng(seed);
@@ -38,7 +41,14 @@ function items(n: number, size: number, seed: number) {
 function build(type: string, seed = 1): Decoder {
   const { kind, spec } = specForConfig(model(type), V, GRID);
   const its = items(6, GRID[0] * GRID[1], seed);
-  return kind.create(spec, kind.initialWeights(spec, seed), kind.featureNorm(spec, its.map((i) => i.features)));
+  return kind.create(
+    spec,
+    kind.initialWeights(spec, seed),
+    kind.featureNorm(
+      spec,
+      its.map((i) => i.features),
+    ),
+  );
 }
 
 describe('decoder registry', () => {
@@ -56,12 +66,21 @@ describe('decoder registry', () => {
   });
 
   it('DECODER_FEATURES (what the schema says each type reads) matches each kind', () => {
-    for (const [type, kind] of Object.entries(DECODERS)) expect(DECODER_FEATURES[type as keyof typeof DECODER_FEATURES]).toBe(kind.features);
+    for (const [type, kind] of Object.entries(DECODERS))
+      expect(DECODER_FEATURES[type as keyof typeof DECODER_FEATURES]).toBe(kind.features);
   });
 
-  it('takes the kind\'s own config section (model.attention) over the common fields', () => {
+  it("takes the kind's own config section (model.attention) over the common fields", () => {
     const { spec } = specForConfig(model('attention'), V, GRID);
-    expect(spec).toMatchObject({ positions: 6, channels: 5, embedDim: 6, units: 8, attentionDim: 9, alphaReg: 1, dropout: 0.2 });
+    expect(spec).toMatchObject({
+      positions: 6,
+      channels: 5,
+      embedDim: 6,
+      units: 8,
+      attentionDim: 9,
+      alphaReg: 1,
+      dropout: 0.2,
+    });
     const dflt = specForConfig(ConfigSchema.parse({ model: { type: 'attention', units: 16 } }).model, V, GRID).spec;
     expect(dflt).toMatchObject({ attentionDim: 16, alphaReg: 1 });
   });
@@ -70,15 +89,59 @@ describe('decoder registry', () => {
     expect(specForConfig(model('merge'), V, [10]).spec).toMatchObject({ featureDim: 10 });
     expect(specForConfig(model('merge'), V, [10]).spec).not.toHaveProperty('positions');
     expect(specForConfig(model('merge'), V, GRID).spec).toMatchObject({ featureDim: 5, positions: 6 });
-    expect(() => specForConfig(model('attention'), V, [10])).toThrow(/needs grid features.*block5_conv3 or block5_pool/);
-    expect(() => specForConfig(model('transformer'), V, [10])).toThrow(/needs grid or token features.*block5_conv3 or block5_pool/);
+    expect(() => specForConfig(model('attention'), V, [10])).toThrow(
+      /needs grid features.*block5_conv3 or block5_pool/,
+    );
+    expect(() => specForConfig(model('transformer'), V, [10])).toThrow(
+      /needs grid or token features.*block5_conv3 or block5_pool/,
+    );
   });
 
   it('takes model.transformer over the common fields; model.units is the default model size', () => {
-    const { spec } = specForConfig(ConfigSchema.parse({ model: { type: 'transformer', units: 16, dropout: 0.5, transformer: { heads: 4, layers: 2 } } }).model, V, GRID);
-    expect(spec).toMatchObject({ positions: 6, channels: 5, modelDim: 16, ffnDim: 64, heads: 4, layers: 2, dropout: 0.1, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true });
-    const own = specForConfig(ConfigSchema.parse({ model: { type: 'transformer', transformer: { modelDim: 12, ffnDim: 20, heads: 3, dropout: 0, positionEncoding: 'learned', tieEmbeddings: false } } }).model, V, GRID).spec;
-    expect(own).toMatchObject({ modelDim: 12, ffnDim: 20, heads: 3, dropout: 0, positionEncoding: 'learned', tieEmbeddings: false });
+    const { spec } = specForConfig(
+      ConfigSchema.parse({
+        model: { type: 'transformer', units: 16, dropout: 0.5, transformer: { heads: 4, layers: 2 } },
+      }).model,
+      V,
+      GRID,
+    );
+    expect(spec).toMatchObject({
+      positions: 6,
+      channels: 5,
+      modelDim: 16,
+      ffnDim: 64,
+      heads: 4,
+      layers: 2,
+      dropout: 0.1,
+      positionEncoding: 'sinusoidal',
+      imagePositions: 'learned',
+      tieEmbeddings: true,
+    });
+    const own = specForConfig(
+      ConfigSchema.parse({
+        model: {
+          type: 'transformer',
+          transformer: {
+            modelDim: 12,
+            ffnDim: 20,
+            heads: 3,
+            dropout: 0,
+            positionEncoding: 'learned',
+            tieEmbeddings: false,
+          },
+        },
+      }).model,
+      V,
+      GRID,
+    ).spec;
+    expect(own).toMatchObject({
+      modelDim: 12,
+      ffnDim: 20,
+      heads: 3,
+      dropout: 0,
+      positionEncoding: 'learned',
+      tieEmbeddings: false,
+    });
   });
 });
 
@@ -135,7 +198,9 @@ for (const type of Object.keys(DECODERS)) {
           const tokens = its.map((_, b) => batch.inputs[b * batch.steps + t]);
           const r = m.step(state, tokens);
           const lp = r.logProbs.arraySync();
-          for (let b = 0; b < its.length; b++) if (t < its[b].tokens.length - 1) for (let v = 0; v < V; v++) expect(lp[b][v]).toBeCloseTo(allV[b][t][v], 4);
+          for (let b = 0; b < its.length; b++)
+            if (t < its[b].tokens.length - 1)
+              for (let v = 0; v < V; v++) expect(lp[b][v]).toBeCloseTo(allV[b][t][v], 4);
           r.logProbs.dispose();
           r.attention?.dispose();
           disposeState(state);

@@ -11,7 +11,11 @@ beforeAll(async () => {
 
 function sample() {
   return {
-    h: tf.tensor2d([[0, 1], [10, 11], [20, 21]]), // [3, 2]
+    h: tf.tensor2d([
+      [0, 1],
+      [10, 11],
+      [20, 21],
+    ]), // [3, 2]
     grid: tf.tensor3d([[[0]], [[1]], [[2]]]), // [3, 1, 1]
   };
 }
@@ -21,7 +25,11 @@ describe('decoder state helpers', () => {
     const s = sample();
     const before = tf.memory().numTensors;
     const g = gatherState(s, [2, 0, 0]);
-    expect(g.h.arraySync()).toEqual([[20, 21], [0, 1], [0, 1]]);
+    expect(g.h.arraySync()).toEqual([
+      [20, 21],
+      [0, 1],
+      [0, 1],
+    ]);
     expect(g.grid.arraySync()).toEqual([[[2]], [[0]], [[0]]]);
     expect(stateRows(g)).toBe(3);
     expect(s.h.isDisposed).toBe(false);
@@ -35,7 +43,12 @@ describe('decoder state helpers', () => {
     const b = gatherState(a, [1]);
     const before = tf.memory().numTensors;
     const c = concatStates([a, b]);
-    expect(c.h.arraySync()).toEqual([[0, 1], [10, 11], [20, 21], [10, 11]]);
+    expect(c.h.arraySync()).toEqual([
+      [0, 1],
+      [10, 11],
+      [20, 21],
+      [10, 11],
+    ]);
     expect(c.grid.shape).toEqual([4, 1, 1]);
     disposeState(c);
     expect(tf.memory().numTensors).toBe(before);

@@ -42,8 +42,19 @@ afterAll(async () => {
 
 function tinySpec(over: Partial<TransformerSpec> = {}): TransformerSpec {
   return {
-    vocabSize: 11, positions: 5, channels: 4, layers: 2, heads: 2, modelDim: 8, ffnDim: 12, dropout: 0.2,
-    positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true, maxLength: 200, ...over,
+    vocabSize: 11,
+    positions: 5,
+    channels: 4,
+    layers: 2,
+    heads: 2,
+    modelDim: 8,
+    ffnDim: 12,
+    dropout: 0.2,
+    positionEncoding: 'sinusoidal',
+    imagePositions: 'learned',
+    tieEmbeddings: true,
+    maxLength: 200,
+    ...over,
   };
 }
 
@@ -60,7 +71,10 @@ function randomItems(n: number, s: TransformerSpec, seed: number) {
 
 function randomNorm(s: TransformerSpec, seed: number): FeatureNorm {
   const r = rng(seed);
-  return { mean: Float32Array.from({ length: s.channels }, () => 2 + r() - 0.5), std: Float32Array.from({ length: s.channels }, () => 0.5 + r()) };
+  return {
+    mean: Float32Array.from({ length: s.channels }, () => 2 + r() - 0.5),
+    std: Float32Array.from({ length: s.channels }, () => 0.5 + r()),
+  };
 }
 
 /** Initial weights with the LayerNorm gains and shifts and the biases randomised too, so their gradients are not special cases. */
@@ -81,37 +95,96 @@ function take<T extends tf.Tensor>(t: T): Float32Array {
 }
 
 describe('transformerKind: spec and weights', () => {
-  const cfg = (over: Record<string, unknown> = {}) => ({ units: 16, dropout: 0.5, layers: 2, heads: 4, positionEncoding: 'sinusoidal' as const, imagePositions: 'learned' as const, tieEmbeddings: true, ...over });
+  const cfg = (over: Record<string, unknown> = {}) => ({
+    units: 16,
+    dropout: 0.5,
+    layers: 2,
+    heads: 4,
+    positionEncoding: 'sinusoidal' as const,
+    imagePositions: 'learned' as const,
+    tieEmbeddings: true,
+    ...over,
+  });
 
   it('builds a spec from grid or token features, model.units as the default model size', () => {
     const s = transformerKind.specFromConfig(cfg(), 20, [49, 512]);
-    expect(s).toEqual({ vocabSize: 20, positions: 49, channels: 512, layers: 2, heads: 4, modelDim: 16, ffnDim: 64, dropout: 0.5, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true, maxLength: 200 });
+    expect(s).toEqual({
+      vocabSize: 20,
+      positions: 49,
+      channels: 512,
+      layers: 2,
+      heads: 4,
+      modelDim: 16,
+      ffnDim: 64,
+      dropout: 0.5,
+      positionEncoding: 'sinusoidal',
+      imagePositions: 'learned',
+      tieEmbeddings: true,
+      maxLength: 200,
+    });
     expect(transformerKind.normDim(s)).toBe(512);
-    expect(transformerKind.specFromConfig(cfg({ modelDim: 24, ffnDim: 30, heads: 3 }), 20, [50, 768])).toMatchObject({ positions: 50, channels: 768, modelDim: 24, ffnDim: 30, heads: 3 });
+    expect(transformerKind.specFromConfig(cfg({ modelDim: 24, ffnDim: 30, heads: 3 }), 20, [50, 768])).toMatchObject({
+      positions: 50,
+      channels: 768,
+      modelDim: 24,
+      ffnDim: 30,
+      heads: 3,
+    });
   });
 
   it('refuses vector features, heads that do not divide the model size, and damaged saved specs', () => {
     expect(() => transformerKind.specFromConfig(cfg(), 20, [4096])).toThrow(/needs grid or token features/);
-    expect(() => transformerKind.specFromConfig(cfg({ heads: 3 }), 20, [4, 3])).toThrow(/model size \(16\) must be a multiple of its heads \(3\)/);
+    expect(() => transformerKind.specFromConfig(cfg({ heads: 3 }), 20, [4, 3])).toThrow(
+      /model size \(16\) must be a multiple of its heads \(3\)/,
+    );
     const good = tinySpec();
     expect(() => transformerKind.validateSpec(good)).not.toThrow();
-    for (const bad of [{ layers: 0 }, { heads: 1.5 }, { modelDim: -8 }, { ffnDim: undefined }, { vocabSize: 3 }, { dropout: 1 }, { positionEncoding: 'rotary' }, { imagePositions: 'sinusoidal' }, { tieEmbeddings: 'yes' }, { maxLength: 0 }]) {
-      expect(() => transformerKind.validateSpec({ ...good, ...bad } as unknown as TransformerSpec), JSON.stringify(bad)).toThrow(ModelError);
+    for (const bad of [
+      { layers: 0 },
+      { heads: 1.5 },
+      { modelDim: -8 },
+      { ffnDim: undefined },
+      { vocabSize: 3 },
+      { dropout: 1 },
+      { positionEncoding: 'rotary' },
+      { imagePositions: 'sinusoidal' },
+      { tieEmbeddings: 'yes' },
+      { maxLength: 0 },
+    ]) {
+      expect(
+        () => transformerKind.validateSpec({ ...good, ...bad } as unknown as TransformerSpec),
+        JSON.stringify(bad),
+      ).toThrow(ModelError);
     }
     expect(() => transformerKind.validateSpec(null as unknown as TransformerSpec)).toThrow(/spec is missing/);
   });
 
   it('the config schema gives model.transformer its defaults and checks heads against the model size', () => {
     const m = ConfigSchema.parse({ model: { type: 'transformer' } }).model;
-    expect(m.transformer).toEqual({ layers: 3, heads: 8, dropout: 0.1, positionEncoding: 'sinusoidal', imagePositions: 'learned', tieEmbeddings: true });
-    expect(specForConfig(m, 30, [49, 512]).spec).toMatchObject({ modelDim: 256, ffnDim: 1024, heads: 8, layers: 3, dropout: 0.1 });
+    expect(m.transformer).toEqual({
+      layers: 3,
+      heads: 8,
+      dropout: 0.1,
+      positionEncoding: 'sinusoidal',
+      imagePositions: 'learned',
+      tieEmbeddings: true,
+    });
+    expect(specForConfig(m, 30, [49, 512]).spec).toMatchObject({
+      modelDim: 256,
+      ffnDim: 1024,
+      heads: 8,
+      layers: 3,
+      dropout: 0.1,
+    });
     const bad = ConfigSchema.safeParse({ model: { type: 'transformer', units: 100, transformer: { heads: 8 } } });
     expect(bad.success).toBe(false);
     expect(bad.error!.issues[0].path).toEqual(['model', 'transformer', 'heads']);
     expect(bad.error!.issues[0].message).toMatch(/model size \(model.units 100\) must be a multiple of heads \(8\)/);
     // other decoder types do not care about the transformer's heads
     expect(ConfigSchema.safeParse({ model: { type: 'merge', units: 100, imageUnits: 100 } }).success).toBe(true);
-    expect(ConfigSchema.safeParse({ model: { type: 'transformer', transformer: { positionEncoding: 'rotary' } } }).success).toBe(false);
+    expect(
+      ConfigSchema.safeParse({ model: { type: 'transformer', transformer: { positionEncoding: 'rotary' } } }).success,
+    ).toBe(false);
     expect(ConfigSchema.safeParse({ model: { type: 'transformer', transformer: { layers: 49 } } }).success).toBe(false);
   });
 
@@ -131,7 +204,9 @@ describe('transformerKind: spec and weights', () => {
     expect(shapes).not.toHaveProperty('output/kernel');
     expect(shapes).not.toHaveProperty('layer2/self/qkv/kernel');
     expect(Object.keys(shapes).filter((k) => k.startsWith('layer0/'))).toHaveLength(20);
-    const other = transformerWeightShapes(tinySpec({ positionEncoding: 'learned', imagePositions: 'none', tieEmbeddings: false }));
+    const other = transformerWeightShapes(
+      tinySpec({ positionEncoding: 'learned', imagePositions: 'none', tieEmbeddings: false }),
+    );
     expect(other['position']).toEqual([200, D]);
     expect(other['output/kernel']).toEqual([D, 11]);
     expect(other).not.toHaveProperty('image/position');
@@ -179,8 +254,12 @@ describe('transformerKind: spec and weights', () => {
     const before = tf.memory().numTensors;
     const { 'layer1/cross/kv/bias': _drop, ...missing } = values;
     expect(() => transformerKind.create(s, missing, norm)).toThrow(/"layer1\/cross\/kv\/bias" is missing/);
-    expect(() => transformerKind.create(s, { ...values, 'final/norm/beta': new Float32Array(2) }, norm)).toThrow(/"final\/norm\/beta" has 2 values/);
-    expect(() => transformerKind.create(s, values, { mean: new Float32Array(3), std: new Float32Array(3) })).toThrow(/normalisation/);
+    expect(() => transformerKind.create(s, { ...values, 'final/norm/beta': new Float32Array(2) }, norm)).toThrow(
+      /"final\/norm\/beta" has 2 values/,
+    );
+    expect(() => transformerKind.create(s, values, { mean: new Float32Array(3), std: new Float32Array(3) })).toThrow(
+      /normalisation/,
+    );
     expect(tf.memory().numTensors).toBe(before);
     const m = transformerKind.create(s, values, norm);
     expect(m.type).toBe('transformer');
@@ -201,7 +280,10 @@ describe('transformerKind: spec and weights', () => {
 describe('TransformerDecoder', () => {
   for (const variant of [
     { name: 'tied, sinusoidal', over: {} },
-    { name: 'untied, learned positions, no image positions', over: { tieEmbeddings: false, positionEncoding: 'learned', imagePositions: 'none' } as Partial<TransformerSpec> },
+    {
+      name: 'untied, learned positions, no image positions',
+      over: { tieEmbeddings: false, positionEncoding: 'learned', imagePositions: 'none' } as Partial<TransformerSpec>,
+    },
   ]) {
     it(`caches keys and values: step-by-step log-probs and attention equal the teacher-forced pass (1e-5; ${variant.name})`, () => {
       const s = tinySpec(variant.over);
@@ -223,13 +305,16 @@ describe('TransformerDecoder', () => {
           disposeState(state);
           state = out.state;
           // the cache holds every word so far, in every layer
-          for (let l = 0; l < s.layers; l++) for (const part of ['k', 'v']) expect(state[`self/${l}/${part}`].shape).toEqual([4, H, t + 1, D / H]);
+          for (let l = 0; l < s.layers; l++)
+            for (const part of ['k', 'v']) expect(state[`self/${l}/${part}`].shape).toEqual([4, H, t + 1, D / H]);
           const lp = take(out.logProbs);
           const alpha = take(out.attention!);
           items.forEach((it, b) => {
             if (t >= it.tokens.length - 1) return; // past this caption's end
-            for (let v = 0; v < V; v++) maxDiff = Math.max(maxDiff, Math.abs(lp[b * V + v] - all[(b * batch.steps + t) * V + v]));
-            for (let i = 0; i < P; i++) maxDiff = Math.max(maxDiff, Math.abs(alpha[b * P + i] - att[(b * batch.steps + t) * P + i]));
+            for (let v = 0; v < V; v++)
+              maxDiff = Math.max(maxDiff, Math.abs(lp[b * V + v] - all[(b * batch.steps + t) * V + v]));
+            for (let i = 0; i < P; i++)
+              maxDiff = Math.max(maxDiff, Math.abs(alpha[b * P + i] - att[(b * batch.steps + t) * P + i]));
             compared++;
           });
         }
@@ -277,10 +362,23 @@ describe('TransformerDecoder', () => {
 
   for (const variant of [
     { name: 'tied, sinusoidal, image positions', over: {} },
-    { name: 'untied, learned positions', over: { tieEmbeddings: false, positionEncoding: 'learned' } as Partial<TransformerSpec> },
+    {
+      name: 'untied, learned positions',
+      over: { tieEmbeddings: false, positionEncoding: 'learned' } as Partial<TransformerSpec>,
+    },
   ]) {
     it(`has gradients that match finite differences for every kind of weight (${variant.name})`, () => {
-      const s = tinySpec({ dropout: 0, vocabSize: 9, positions: 3, channels: 3, modelDim: 4, heads: 2, ffnDim: 6, layers: 2, ...variant.over });
+      const s = tinySpec({
+        dropout: 0,
+        vocabSize: 9,
+        positions: 3,
+        channels: 3,
+        modelDim: 4,
+        heads: 2,
+        ffnDim: 6,
+        layers: 2,
+        ...variant.over,
+      });
       const items = randomItems(3, s, 11);
       const m = new TransformerDecoder(s, busyWeights(s, 8), randomNorm(s, 3));
       try {
@@ -293,8 +391,10 @@ describe('TransformerDecoder', () => {
           steps: [1e-2, 3e-3, 1e-3],
           tolerance: (a) => 3e-4 + 5e-3 * Math.abs(a),
           entry: (name, rows, cols, r) => {
-            if (name === 'embedding') return usedTokens[Math.floor(r() * usedTokens.length)] * cols + Math.floor(r() * cols);
-            if (name === 'position') return Math.floor(r() * Math.min(rows, batch.steps)) * cols + Math.floor(r() * cols);
+            if (name === 'embedding')
+              return usedTokens[Math.floor(r() * usedTokens.length)] * cols + Math.floor(r() * cols);
+            if (name === 'position')
+              return Math.floor(r() * Math.min(rows, batch.steps)) * cols + Math.floor(r() * cols);
             return undefined;
           },
         });
@@ -338,7 +438,12 @@ describe('TransformerDecoder', () => {
       step(1); // Adam makes its moments on the first step
       const before = tf.memory().numTensors;
       for (let i = 0; i < 3; i++) step(2 + i);
-      tf.dispose([m.logProbsAll(batch), m.attentionAll(batch), m.loss(batch, { training: false }), ...Object.values(m.lossTerms(batch, { training: false }))]);
+      tf.dispose([
+        m.logProbsAll(batch),
+        m.attentionAll(batch),
+        m.loss(batch, { training: false }),
+        ...Object.values(m.lossTerms(batch, { training: false })),
+      ]);
       expect(tf.memory().numTensors).toBe(before);
       const st = m.initState(items.map((i) => i.features));
       const out = m.step(st, [2, 2, 2, 2, 2], { attention: true });
@@ -352,8 +457,18 @@ describe('TransformerDecoder', () => {
       disposeState(out2.state);
       tf.dispose([out.logProbs, out.attention!, out2.logProbs]);
       expect(tf.memory().numTensors).toBe(before);
-      const vocab = new Vocab(['<pad>', '<unk>', '<start>', '<end>', ...Array.from({ length: s.vocabSize - 4 }, (_, i) => `w${i}`)]);
-      await decodeFeatures({ decoder: m, vocab }, items.map((i) => i.features), { beam: 3, maxLength: 6, lengthPenalty: 'none', alpha: 0.7, batchSize: 2, attention: true });
+      const vocab = new Vocab([
+        '<pad>',
+        '<unk>',
+        '<start>',
+        '<end>',
+        ...Array.from({ length: s.vocabSize - 4 }, (_, i) => `w${i}`),
+      ]);
+      await decodeFeatures(
+        { decoder: m, vocab },
+        items.map((i) => i.features),
+        { beam: 3, maxLength: 6, lengthPenalty: 'none', alpha: 0.7, batchSize: 2, attention: true },
+      );
       expect(tf.memory().numTensors).toBe(before);
     } finally {
       adam.dispose();
@@ -362,7 +477,7 @@ describe('TransformerDecoder', () => {
     expect(tf.memory().numTensors).toBe(before0);
   });
 
-  it('runs beam search: each caption\'s log-probability is the teacher-forced one, attention rows per word sum to 1', async () => {
+  it("runs beam search: each caption's log-probability is the teacher-forced one, attention rows per word sum to 1", async () => {
     const s = tinySpec({ dropout: 0, vocabSize: 12 });
     const vocab = new Vocab(['<pad>', '<unk>', '<start>', '<end>', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']);
     const w = busyWeights(s, 6);
@@ -370,8 +485,21 @@ describe('TransformerDecoder', () => {
     const m = new TransformerDecoder(s, w, randomNorm(s, 6));
     try {
       const feats = randomItems(5, s, 31).map((i) => i.features);
-      const greedy = await decodeFeatures({ decoder: m, vocab }, feats, { beam: 1, maxLength: 8, lengthPenalty: 'none', alpha: 0.7, batchSize: 5 });
-      const beam = await decodeFeatures({ decoder: m, vocab }, feats, { beam: 4, maxLength: 8, lengthPenalty: 'none', alpha: 0.7, batchSize: 2, attention: true });
+      const greedy = await decodeFeatures({ decoder: m, vocab }, feats, {
+        beam: 1,
+        maxLength: 8,
+        lengthPenalty: 'none',
+        alpha: 0.7,
+        batchSize: 5,
+      });
+      const beam = await decodeFeatures({ decoder: m, vocab }, feats, {
+        beam: 4,
+        maxLength: 8,
+        lengthPenalty: 'none',
+        alpha: 0.7,
+        batchSize: 2,
+        attention: true,
+      });
       expect(beam).toHaveLength(5);
       // greedy runs to maxLength here (the cache grows through all 8 steps); the wider beam finds better, shorter captions
       expect(greedy.some((r) => r.tokens.length === 8)).toBe(true);
@@ -408,9 +536,14 @@ describe('TransformerDecoder', () => {
         r.logProbs.dispose();
         st = r.state;
       }
-      expect(() => m.step(st, [4])).toThrow(/knows 2 token positions; position 3 is past them \(lower decode.maxLength\)/);
+      expect(() => m.step(st, [4])).toThrow(
+        /knows 2 token positions; position 3 is past them \(lower decode.maxLength\)/,
+      );
       disposeState(st);
-      const long = makeBatch([{ features: new Float32Array(s.positions * s.channels), tokens: [2, 4, 5, 3] }], s.positions * s.channels);
+      const long = makeBatch(
+        [{ features: new Float32Array(s.positions * s.channels), tokens: [2, 4, 5, 3] }],
+        s.positions * s.channels,
+      );
       expect(() => m.loss(long, { training: false })).toThrow(/captions of 3 steps; the transformer knows 2/);
     } finally {
       m.dispose();
@@ -443,7 +576,9 @@ describe('TransformerDecoder', () => {
       const index = JSON.parse(await fs.readFile(path.join(dir, 'weights.json'), 'utf8'));
       index.meta.spec.heads = 3;
       await fs.writeFile(path.join(dir, 'weights.json'), JSON.stringify(index));
-      await expect(loadDecoder(dir)).rejects.toThrow(/weights\.json: model: the transformer's model size \(8\) must be a multiple of its heads \(3\)/);
+      await expect(loadDecoder(dir)).rejects.toThrow(
+        /weights\.json: model: the transformer's model size \(8\) must be a multiple of its heads \(3\)/,
+      );
     } finally {
       m.dispose();
     }
@@ -454,7 +589,18 @@ describe('TransformerDecoder', () => {
     // position. Without image position embeddings, only attending to the marked position and reading its
     // location channels tells the word.
     const P = 4;
-    const s: TransformerSpec = { ...tinySpec(), vocabSize: 4 + P, positions: P, channels: P + 1, layers: 1, heads: 2, modelDim: 16, ffnDim: 32, dropout: 0, imagePositions: 'none' };
+    const s: TransformerSpec = {
+      ...tinySpec(),
+      vocabSize: 4 + P,
+      positions: P,
+      channels: P + 1,
+      layers: 1,
+      heads: 2,
+      modelDim: 16,
+      ffnDim: 32,
+      dropout: 0,
+      imagePositions: 'none',
+    };
     const C = s.channels;
     const r = rng(17);
     const train = Array.from({ length: 32 }, (_, k) => {
@@ -494,7 +640,7 @@ describe('TransformerDecoder', () => {
 });
 
 describe('TransformerDecoder across backends', () => {
-  it('gives the cpu backend\'s loss and gradients on wasm', async () => {
+  it("gives the cpu backend's loss and gradients on wasm", async () => {
     const s = tinySpec({ dropout: 0 });
     const items = randomItems(4, s, 19);
     const batch = makeBatch(items, s.positions * s.channels);

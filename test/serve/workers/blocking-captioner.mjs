@@ -3,7 +3,10 @@
 // compute does, until the test opens the shared gate (or `blockMs` passed, or 30 s as a safety net).
 // Shared Int32Array slots: [0] gate (0 hold, 1 open, 2 crash: open for later batches and throw an
 // uncaught error), [1] batches started, [2] captioners built (counts restarts), [3] captioners disposed.
-export const GATE = 0, STARTED = 1, LOADS = 2, DISPOSED = 3;
+export const GATE = 0,
+  STARTED = 1,
+  LOADS = 2,
+  DISPOSED = 3;
 
 export async function createBlockingCaptioner({ shared, blockMs = 0, failLoad, failReload } = {}) {
   const s = new Int32Array(shared);
@@ -29,7 +32,12 @@ export async function createBlockingCaptioner({ shared, blockMs = 0, failLoad, f
         });
         await new Promise(() => {}); // never answers: the thread dies first
       }
-      return inputs.map((i) => ({ ok: true, caption: `a ${i.bytes.length} byte image`, tokens: ['a', 'image'], logprob: -(options.beam ?? 3) }));
+      return inputs.map((i) => ({
+        ok: true,
+        caption: `a ${i.bytes.length} byte image`,
+        tokens: ['a', 'image'],
+        logprob: -(options.beam ?? 3),
+      }));
     },
     async dispose() {
       Atomics.add(s, DISPOSED, 1);

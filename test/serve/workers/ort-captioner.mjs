@@ -4,7 +4,13 @@ import { DataType, model, node, valueInfo } from '../../../dist/features/onnx/pr
 import { createSession, floatTensor } from '../../../dist/features/onnx/runtime.js';
 
 export async function createOrtCaptioner() {
-  const bytes = model({ name: 'relu', nodes: [node('Relu', ['x'], ['y'], 'r')], initializers: [], inputs: [valueInfo('x', DataType.FLOAT, ['N', 2])], outputs: [valueInfo('y', DataType.FLOAT, ['N', 2])] }).encode();
+  const bytes = model({
+    name: 'relu',
+    nodes: [node('Relu', ['x'], ['y'], 'r')],
+    initializers: [],
+    inputs: [valueInfo('x', DataType.FLOAT, ['N', 2])],
+    outputs: [valueInfo('y', DataType.FLOAT, ['N', 2])],
+  }).encode();
   const session = await createSession(bytes, { threads: 1 });
   const out = await session.run({ x: await floatTensor(new Float32Array([1, -1]), [1, 2]) });
   const y = Array.from(out.y.data);

@@ -15,7 +15,10 @@ import { addonRequired } from '../../helpers/addon.js';
 const require = createRequire(import.meta.url);
 const status = addonStatus();
 const needed = addonRequired();
-if (!status.available && !needed) console.warn(`test/train/parallel/reduce: the native addon is not available here (${status.reason}); only the fallback runs`);
+if (!status.available && !needed)
+  console.warn(
+    `test/train/parallel/reduce: the native addon is not available here (${status.reason}); only the fallback runs`,
+  );
 const withAddon = status.available || needed ? it : it.skip;
 
 const shared = (a: Float32Array) => {
@@ -25,10 +28,12 @@ const shared = (a: Float32Array) => {
 };
 
 /** Byte equality of two float arrays (vitest's toEqual walks 100,000s of elements slowly). */
-const same = (a: Float32Array | Float64Array, b: Float32Array | Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const same = (a: Float32Array | Float64Array, b: Float32Array | Float64Array) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 /** reduce.ts as it runs here (with the addon), or the reference loop, which it runs where the addon is not loaded. */
-const reduceBy = (addon: boolean, ...a: Parameters<typeof reduceGradients>) => (addon ? reduceGradients(...a) : reduceLoop(...a));
+const reduceBy = (addon: boolean, ...a: Parameters<typeof reduceGradients>) =>
+  addon ? reduceGradients(...a) : reduceLoop(...a);
 
 describe('reduce.ts', () => {
   const total = 2 * BLOCK + 123;
@@ -38,7 +43,11 @@ describe('reduce.ts', () => {
   withAddon('reduceGradients sums the regions in order and gives the blockwise squares of reduceLoop', () => {
     expect(status.available).toBe(true);
     for (const parts of [1, 2, 3]) {
-      for (const [from, to] of [[0, total], [BLOCK, total], [0, BLOCK + 7]]) {
+      for (const [from, to] of [
+        [0, total],
+        [BLOCK, total],
+        [0, BLOCK + 7],
+      ]) {
         const a = shared(regions);
         const b = shared(regions);
         const fast = reduceBy(true, a, total, parts, from, to);
@@ -76,7 +85,10 @@ describe('reduce.ts', () => {
   });
 
   withAddon('ranges outside the arrays are RangeErrors; wrong array types are TypeErrors', () => {
-    const addon = require(addonPath()) as { reduceBlocks: (...a: unknown[]) => void; adamArrays: (...a: unknown[]) => void };
+    const addon = require(addonPath()) as {
+      reduceBlocks: (...a: unknown[]) => void;
+      adamArrays: (...a: unknown[]) => void;
+    };
     const g = new Float32Array(10);
     const sums = new Float64Array(4);
     expect(() => addon.reduceBlocks(g, 5, 3, 0, 5, 4, sums)).toThrow(RangeError); // 3 regions of 5 > 10

@@ -14,7 +14,13 @@ if (process.argv[2] === 'pool') {
   const { decoder } = tinyMerge(3);
   const vocab = new Vocab(['<pad>', '<unk>', 'startseq', 'endseq', 'a', 'b', 'c', 'd', 'e', 'f', 'g']);
   const pool = await startDecoder({ decoder, vocab }, { workers: 2 });
-  const out = await pool.decode(randomFeatures(4, mergeSpec.featureDim, 1), { beam: 2, maxLength: 4, lengthPenalty: 'none', alpha: 0.7, batchSize: 2 });
+  const out = await pool.decode(randomFeatures(4, mergeSpec.featureDim, 1), {
+    beam: 2,
+    maxLength: 4,
+    lengthPenalty: 'none',
+    alpha: 0.7,
+    batchSize: 2,
+  });
   process.stdout.write(`decoded ${out.length}\n`);
 } else {
   const w = startWorker<EchoApi>({ entry: workerEntry(import.meta.url, 'echo-worker'), data: {}, label: 'idle test' });
