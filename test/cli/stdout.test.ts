@@ -1,6 +1,6 @@
 // Every write of data to stdout is checked to the end (src/util/stdout.ts): a full disk is one error line and
 // exit 3 (never exit 0 with a short file), a reader that went away is a quiet 141. Unit checks of writeOut,
-// then the built CLI's data-printing commands with stdout on /dev/full. (caption: test/caption/outputs.test.ts.)
+// then the built CLI's data-printing commands with stdout on /dev/full. (caption: test/caption/outputs.e2e.test.ts.)
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, promises as fs } from 'node:fs';
 import * as os from 'node:os';
