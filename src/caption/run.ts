@@ -45,11 +45,11 @@ export interface CaptionRunOptions {
   shard?: Shard | null;
   /** Files read and decoded concurrently (default 4). */
   readAhead?: number;
-  /** Where `-` reads paths from (tests). */
+  /** Where `-` reads paths from (default process.stdin). */
   stdin?: NodeJS.ReadableStream;
   /** Where results go without --output (default process.stdout). */
   stdout?: NodeJS.WritableStream;
-  /** Use these stages instead of loading `model` (tests). */
+  /** Use these stages (a loaded encoder and decoder) instead of loading `model`. */
   stages?: CaptionStages;
   /** Aborted (Ctrl-C): stop after the lines already written; the summary says `interrupted`. */
   signal?: AbortSignal;

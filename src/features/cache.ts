@@ -13,7 +13,6 @@ export {
   FEATURES_VERSION,
   HEARTBEAT_MS,
   MANIFEST,
-  shardBytes,
   STALE_MS,
 } from './cache/format.js';
 export type {

@@ -147,8 +147,3 @@ export const OWNED_RE =
   /^(\.?)(?:shard-([A-Za-z0-9_]+)-\d+\.bin|part-([A-Za-z0-9_]+)\.json|head-([A-Za-z0-9_]+)\.json)([.~-].*tmp.*)?$/;
 export const V1_SHARD_RE = /^shard-\d+-[a-z0-9]+-\d+\.bin$/;
 export const V1_TMP_RE = /^manifest\.json\..*\.tmp$/;
-
-/** Size check helper for tests and tools: bytes a shard of `rows` rows takes. */
-export function shardBytes(rows: number, shape: readonly number[], dtype: FeatureDtype): number {
-  return rows * rowLength(shape) * bytesPer(dtype);
-}

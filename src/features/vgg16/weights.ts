@@ -135,7 +135,7 @@ export interface LoadOptions {
   requireTop?: boolean;
   /** For 'random': generate the dense head too (default true; false saves 124M values). */
   includeTop?: boolean;
-  /** Reduced specs for tests; default the Keras VGG16. */
+  /** The layers to build (default: the Keras VGG16's; a reduced list builds a smaller network of the same kind). */
   layers?: readonly Vgg16Layer[];
 }
 

@@ -275,7 +275,7 @@ export class MergeDecoder implements Decoder {
     });
   }
 
-  /** Log-probabilities [B, T, V] at every input position, no dropout. For tests and small batches only. */
+  /** Log-probabilities [B, T, V] at every input position, no dropout (SCST's teacher-forced pass; the whole [B, T, V] at once, so small batches). */
   logProbsAll(batch: CaptionBatch): tf.Tensor3D {
     checkBatch(batch, this.inputSize);
     return tf.tidy(() => {
