@@ -77,7 +77,7 @@ describe('caption --attention-maps', () => {
     files.shift();
     expect(files).toHaveLength(3); // no temp files left, nothing for the broken image
     expect(files.filter((f) => f.startsWith('photo-'))).toHaveLength(2);
-  }, 120_000);
+  });
 
   it('--resume captions (and maps) only the images not done yet', async () => {
     const maps = path.join(dir, 'maps2');
@@ -118,7 +118,7 @@ describe('caption --attention-maps', () => {
       await fs.access(l.attention!);
     }
     expect(await pngs()).toHaveLength(3);
-  }, 120_000);
+  });
 
   it('a merge model with --attention-maps: exit 2 before any work (no output, no folder)', async () => {
     const maps = path.join(dir, 'maps-merge');
@@ -130,7 +130,7 @@ describe('caption --attention-maps', () => {
     expect(r.stdout).toBe('');
     await expect(fs.access(maps)).rejects.toThrow();
     await expect(fs.access(output)).rejects.toThrow();
-  }, 60_000);
+  });
 
   it('--attention-maps naming a file: exit 2, the file untouched; with --format text the maps are still written', async () => {
     const file = path.join(dir, 'not-a-folder');
@@ -162,7 +162,7 @@ describe('caption --attention-maps', () => {
     expect(t.code, t.stderr).toBe(0);
     expect(t.stdout).toMatch(/c\.png\t/);
     expect((await fs.readdir(maps)).sort()).toEqual(['.captioner-output', attentionMapName(path.join(imgs, 'c.png'))]);
-  }, 60_000);
+  });
 
   it('map names: base name and a hash of the absolute path', () => {
     expect(attentionMapName('/x/a/photo.jpg')).toMatch(/^photo-[0-9a-f]{10}\.png$/);

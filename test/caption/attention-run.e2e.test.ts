@@ -150,7 +150,7 @@ describe('an attention run, end to end', () => {
       .map((l) => JSON.parse(l) as { image: string; caption?: string });
     expect(out).toHaveLength(16);
     for (const o of out) expect(typeof o.caption).toBe('string');
-  }, 240_000);
+  });
 
   it('a transformer run: prep, features, train, eval (report.html with attention views) and caption --attention-maps', async () => {
     const conf = path.join(dir, 'transformer.yaml');
@@ -201,7 +201,7 @@ describe('an attention run, end to end', () => {
       const meta = await sharp(path.join(maps, path.basename(o.attention!))).metadata();
       expect(meta.format).toBe('png');
     }
-  }, 240_000);
+  });
 
   it('a merge run mean-pools the same grid; an attention config on a vector encoder says which output to use (features: exit 2, train: exit 3)', async () => {
     const conf = path.join(dir, 'merge.yaml');
@@ -237,5 +237,5 @@ describe('an attention run, end to end', () => {
     expect(r.stderr).toMatch(
       /^error: .*model\.type attention attends over a grid of image positions, but this feature cache holds one vector per image \[8\].*block5_conv3.*block5_pool/,
     );
-  }, 240_000);
+  });
 });

@@ -27,7 +27,7 @@ beforeAll(async () => {
   ({ run } = await makeRun(path.join(dir, 'model')));
   imgs = path.join(dir, 'images');
   for (let i = 0; i < 4; i++) await imageFile(path.join(imgs, `${i}.jpg`), i + 1);
-}, 60_000);
+});
 
 afterAll(async () => {
   await fs.rm(dir, { recursive: true, force: true });
@@ -61,13 +61,13 @@ describe('caption output meets the outside world', () => {
     const code = await p.done;
     expect(p.stderr()).toBe('');
     expect(code).toBe(141);
-  }, 60_000);
+  });
 
   it('reports a full disk (/dev/full) in one line naming the file, exit 3', async () => {
     const r = await runCli(['caption', imgs, ...base(), '--output', '/dev/full']);
     expect(r.code).toBe(3);
     expect(r.stderr).toBe('error: --output /dev/full: cannot write: no space left on device (ENOSPC)\n');
-  }, 60_000);
+  });
 
   it('Ctrl-C: prints the --resume hint, exits 130, the output stays valid, and --resume finishes it', async () => {
     const folder = path.join(dir, 'sigint');
@@ -91,7 +91,7 @@ describe('caption output meets the outside world', () => {
         .map((l) => path.basename(l.image))
         .sort(),
     ).toEqual(['0.jpg', '1.jpg', '2.jpg', 'hold.jpg']);
-  }, 60_000);
+  });
 
   it('--resume refuses an image given as --output (nothing written) and retries images that failed', async () => {
     const jpg = path.join(imgs, '0.jpg');
@@ -112,7 +112,7 @@ describe('caption output meets the outside world', () => {
     const got = lines(await fs.readFile(out, 'utf8'));
     expect(got.map((l) => path.basename(l.image))).toEqual(['a.jpg', 'b.jpg']); // one line per image
     expect(got.every((l) => typeof l.caption === 'string')).toBe(true);
-  }, 60_000);
+  });
 
   it("uses the run's decode settings unless --config / --set / flags override them", async () => {
     const run2 = path.join(dir, 'model', 'run-short');
@@ -139,7 +139,7 @@ describe('caption output meets the outside world', () => {
     expect(withFile.words).toBeLessThanOrEqual(3); // the file says nothing of maxLength: the run's 3 still holds
     expect((await beamOf(['--config', userCfg, '--set', 'decode.beam=3'])).beam).toBe(3);
     expect((await beamOf(['--config', userCfg, '--set', 'decode.beam=3', '--beam', '2'])).beam).toBe(2);
-  }, 120_000);
+  });
 
   it('names formats this build cannot decode, and reports the files a scan passed over', async () => {
     const sharp = (await import('sharp')).default;
@@ -177,7 +177,7 @@ describe('caption output meets the outside world', () => {
         /^BMP images cannot be decoded by this build of sharp\/libvips; convert to JPEG, PNG/,
       );
     expect(byName['y.heic'].error).toMatch(/HEIC\/HEIF images cannot be decoded by this build|damaged|corrupt/);
-  }, 60_000);
+  });
 
   it('captions a file whose name is not UTF-8 (found by a folder scan)', async () => {
     const folder = path.join(dir, 'latin1');
@@ -190,5 +190,5 @@ describe('caption output meets the outside world', () => {
     const [line] = lines(r.stdout);
     expect(line.image).toBe(`${folder}/caf\\xe9.jpg`); // the byte that is not UTF-8, escaped reversibly
     expect(line.caption).toBeTypeOf('string');
-  }, 60_000);
+  });
 });

@@ -76,7 +76,7 @@ beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-outputs-'));
   ({ run } = await makeRun(path.join(dir, 'model')));
   ({ run: attention } = await makeAttentionRun(path.join(dir, 'att')));
-}, 60_000);
+});
 
 afterAll(async () => {
   await fs.rm(dir, { recursive: true, force: true });
@@ -114,7 +114,7 @@ describe('caption: one writer per --output', () => {
         .map((l) => path.basename(l.image))
         .sort(),
     ).toEqual(['0.jpg', '1.jpg', '2.jpg', 'hold.jpg']);
-  }, 120_000);
+  });
 });
 
 describe('caption: stdout checked to the end', () => {
@@ -129,7 +129,7 @@ describe('caption: stdout checked to the end', () => {
     const viaPath = await run1(['caption', img, '--model', run, ...cpu, '--output', '/dev/stdout'], { stdout: 'full' });
     expect(viaPath.stderr).toBe('error: --output /dev/stdout: cannot write: no space left on device (ENOSPC)\n');
     expect(viaPath.code).toBe(3);
-  }, 60_000);
+  });
 
   it('a reader that goes away (| head -1, a real pipe) ends the run quietly with 141, on stdout and on --output /dev/stdout', async () => {
     const folder = path.join(dir, 'head');
@@ -171,7 +171,7 @@ describe('caption: stdout checked to the end', () => {
     );
     expect(early.stderr).toBe('');
     expect(early.code).toBe(141);
-  }, 120_000);
+  });
 });
 
 describe('caption: image identity is the raw path', () => {
@@ -215,7 +215,7 @@ describe('caption: image identity is the raw path', () => {
     expect(after.every((l) => typeof l.caption === 'string')).toBe(true);
     expect(new Set(after.map((l) => l.attention)).size).toBe(2);
     expect((await fs.readdir(maps)).filter((f) => f.endsWith('.png'))).toHaveLength(2);
-  }, 120_000);
+  });
 });
 
 describe('caption: outputs are never inputs', () => {
@@ -251,7 +251,7 @@ describe('caption: outputs are never inputs', () => {
     expect(plain.stderr).toMatch(/passed over 1 folder of captioner output \(attention maps\)/);
     // named on purpose, the maps folder is captioned
     expect(lines((await run1(['caption', maps, '--model', run, ...cpu])).stdout)).toHaveLength(2);
-  }, 120_000);
+  });
 
   it('--attention-maps "" is an error; another stage\'s folder is refused; /proc/nope fails at once (no spin); all before any work', async () => {
     const img = path.join(dir, 'm.jpg');
@@ -275,7 +275,7 @@ describe('caption: outputs are never inputs', () => {
     expect(proc.code).toBe(3); // a spinning mkdir would be killed by the timeout: code null
     expect(proc.stderr).toMatch(/^error: --attention-maps \/proc\/nope: cannot create folder: /);
     expect(proc.stdout).toBe('');
-  }, 120_000);
+  });
 });
 
 describe('caption: odd inputs are per-item failures', () => {
@@ -296,7 +296,7 @@ describe('caption: odd inputs are per-item failures', () => {
     expect(r.stderr).toMatch(
       /caption: 1 captioned, 1 failed .*1 file with other extensions passed over \(\(no extension\) 1/,
     );
-  }, 60_000);
+  });
 
   it('an empty folder named x.jpg, among the paths or on stdin, is one failed item, not the end of the run', async () => {
     const folder = path.join(dir, 'folders');
@@ -323,7 +323,7 @@ describe('caption: odd inputs are per-item failures', () => {
     const stdin = await run1(['caption', '-', '--model', run, ...cpu], { input: listed });
     expect(stdin.code).toBe(3);
     expect(lines(stdin.stdout)).toEqual(expected);
-  }, 60_000);
+  });
 
   it('an image given as --output without --resume is refused without advising --resume, and left as it is', async () => {
     const folder = path.join(dir, 'asoutput');
@@ -342,5 +342,5 @@ describe('caption: odd inputs are per-item failures', () => {
     const other = await run1(['caption', folder, '--model', run, ...cpu, '--output', csv]);
     expect(other.code).toBe(2);
     expect(other.stderr).toMatch(/already exists and is not caption output \(line 1: not a JSON line\)/);
-  }, 60_000);
+  });
 });

@@ -27,7 +27,7 @@ const session = `captioner-test-${process.pid}`;
 
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-tmux-'));
-}, 60_000);
+});
 
 afterAll(async () => {
   if (hasTmux) {

@@ -28,7 +28,7 @@ beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-caption-workers-'));
   images = path.join(dir, 'images');
   for (let i = 0; i < N; i++) await imageFile(path.join(images, `p${i}.jpg`), 100 + i);
-}, 60_000);
+});
 
 afterAll(async () => {
   await fs.rm(dir, { recursive: true, force: true });
@@ -65,7 +65,7 @@ describe('caption with decode.workers 2', () => {
     const two = await captionWith(run, 2);
     expect(two).toEqual(one);
     expect(one.map((l) => path.basename(l.image))).toEqual(Array.from({ length: N }, (_, i) => `p${i}.jpg`));
-  }, 90_000);
+  });
 
   it('an attention run: the same captions and byte-identical attention maps', async () => {
     const { run } = await makeAttentionRun(path.join(dir, 'att'));
@@ -78,7 +78,7 @@ describe('caption with decode.workers 2', () => {
       expect(path.basename(b)).toBe(path.basename(a));
       expect(Buffer.compare(await fs.readFile(a), await fs.readFile(b))).toBe(0);
     }
-  }, 90_000);
+  });
 
   it('an abort while the workers decode: interrupted, every line written is whole, no worker left', async () => {
     const { run } = await makeRun(path.join(dir, 'abort'));
@@ -98,5 +98,5 @@ describe('caption with decode.workers 2', () => {
     expect(lines.length).toBeGreaterThan(0);
     expect(lines.length).toBeLessThan(N);
     expect(threads.live.size).toBe(0);
-  }, 90_000);
+  });
 });

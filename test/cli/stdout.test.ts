@@ -108,5 +108,5 @@ describe('commands that print data, with stdout on a full disk', () => {
       expect(r.stderr).toBe(LINE);
       expect(r.code).toBe(3);
     }
-  }, 60_000);
+  });
 });

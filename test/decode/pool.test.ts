@@ -55,7 +55,7 @@ describe.each(['cpu', 'wasm'] as const)('workers 2 on %s', (backend) => {
     } finally {
       decoder.dispose();
     }
-  }, 60_000);
+  });
 
   it('an attention decoder: identical attention rows too', async () => {
     const decoder = tinyAttention(4);
@@ -74,7 +74,7 @@ describe.each(['cpu', 'wasm'] as const)('workers 2 on %s', (backend) => {
     } finally {
       decoder.dispose();
     }
-  }, 60_000);
+  });
 });
 
 describe('failures', () => {
@@ -99,7 +99,7 @@ describe('failures', () => {
       await pool.dispose();
       decoder.dispose();
     }
-  }, 60_000);
+  });
 
   it('a model error in a worker stays a ModelError (exit 4); features of mixed sizes are refused before any work', async () => {
     const { decoder } = tinyMerge(3);
@@ -116,7 +116,7 @@ describe('failures', () => {
       decoder.dispose();
     }
     expect(threads.live.size).toBe(0);
-  }, 60_000);
+  });
 
   it('an abort rejects the calls in flight with an AbortError and ends the workers at once', async () => {
     const { decoder } = tinyMerge(3);
@@ -139,7 +139,7 @@ describe('failures', () => {
       await pool.dispose();
       decoder.dispose();
     }
-  }, 60_000);
+  });
 
   it('an abort while the workers start: an AbortError, and the threads started are ended', async () => {
     const { decoder } = tinyMerge(3);
@@ -155,7 +155,7 @@ describe('failures', () => {
     } finally {
       decoder.dispose();
     }
-  }, 60_000);
+  });
 
   it('workers 1 decodes on the main thread (no worker) and leaves no tensors', async () => {
     const { decoder } = tinyMerge(3);

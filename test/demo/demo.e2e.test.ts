@@ -139,7 +139,7 @@ describe('captioner demo', () => {
     const after = await shards();
     expect(after.length).toBeGreaterThan(0);
     for (const f of after) expect(before).not.toContain(f);
-  }, 600_000);
+  });
 
   it('the model beats the image-blind baseline on test BLEU-4 (--quick: 300 images)', async () => {
     const out = path.join(work, 'quick');
@@ -157,7 +157,7 @@ describe('captioner demo', () => {
     );
     expect(j.metrics.Bleu_4).toBeGreaterThan(j.baseline.metrics.Bleu_4);
     expect(j.metrics.CIDEr).toBeGreaterThan(j.baseline.metrics.CIDEr);
-  }, 300_000);
+  });
 
   it('--set model.type=attention uses block5_pool grid features (said in the log); switching back recomputes fc2', async () => {
     const att = path.join(work, 'attention');
@@ -203,5 +203,5 @@ describe('captioner demo', () => {
     const t = await demoConfig(path.join(work, 'cfg'), { weights: 'random', sets: ['model.type=transformer'] });
     expect(t.encoder.layer).toBe('block5_pool');
     expect(t.model.transformer).toMatchObject({ layers: 2, heads: 4, modelDim: 64, ffnDim: 128, dropout: 0.1 });
-  }, 300_000);
+  });
 });

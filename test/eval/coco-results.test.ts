@@ -67,7 +67,7 @@ describe.skipIf(!hasShared)('results.json ids on real data', () => {
     const r2 = await runCli(['score', '--candidates', file, '--references', p.dir, '--json']);
     expect(r2.code, r2.stderr).toBe(0);
     expect(JSON.parse(r2.stdout).images).toBe(test.length);
-  }, 60_000);
+  });
 
   it('Karpathy Flickr8k sample and the Flickr8k token file: file names', async () => {
     const k = await prep('karpathy', {
@@ -92,5 +92,5 @@ describe.skipIf(!hasShared)('results.json ids on real data', () => {
     const res = resultsFor(f8.splits.test);
     expect(res).toHaveLength(1000);
     expect(res.every((r) => typeof r.image_id === 'string' && r.image_id.endsWith('.jpg'))).toBe(true);
-  }, 60_000);
+  });
 });

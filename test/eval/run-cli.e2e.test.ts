@@ -15,7 +15,7 @@ beforeAll(async () => {
   process.env.CAPTIONER_QUIET = '1';
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-evalcli-'));
   fx = await buildTrainedRun(path.join(work, 'run'));
-}, 60_000);
+});
 
 afterAll(async () => {
   await fs.rm(work, { recursive: true, force: true });
@@ -46,7 +46,7 @@ describe('captioner eval', () => {
       expect((await fs.stat(path.join(out, f))).size).toBeGreaterThan(0);
     const rep = JSON.parse(await fs.readFile(path.join(out, 'report.json'), 'utf8'));
     expect(rep.decode.beam).toBe(2);
-  }, 60_000);
+  });
 
   it('--json prints the metrics as one object; --split/--limit select images', async () => {
     const out = path.join(work, 'json');
@@ -74,7 +74,7 @@ describe('captioner eval', () => {
     expect(html).not.toContain('image not found');
     expect(html.match(/thumbnails off/g)).toHaveLength(1);
     expect(html).not.toContain(work);
-  }, 60_000);
+  });
 
   it('exit 3 for a feature cache of other settings; exit 4 for a folder that is not a run; exit 2 for bad flags', async () => {
     const other = path.join(work, 'other-features');
@@ -90,7 +90,7 @@ describe('captioner eval', () => {
     expect(notRun.stderr).toMatch(/manifest\.json: cannot read the model manifest/);
     expect((await runCli([...base(), '--split', 'dev'])).code).toBe(2);
     expect((await runCli([...base(), '--beam', '0'])).code).toBe(2);
-  }, 60_000);
+  });
 });
 
 describe('captioner eval decode settings', () => {
@@ -122,7 +122,7 @@ describe('captioner eval decode settings', () => {
     } finally {
       await fs.writeFile(cfgFile, original);
     }
-  }, 120_000);
+  });
 
   it('ends quietly when stdout is closed by its reader (exit 141, no stack trace)', async () => {
     const { spawn } = await import('node:child_process');
@@ -137,7 +137,7 @@ describe('captioner eval decode settings', () => {
     const code = await new Promise<number | null>((r) => child.on('close', r));
     expect(stderr).not.toMatch(/EPIPE|at .*\.js/);
     expect(code).toBe(141);
-  }, 60_000);
+  });
 
   it("checks the report folder before decoding (issue 24): /proc/nope is exit 3 at once, another stage's folder exit 2", async () => {
     const r = await runCli([...base(), '--out', '/proc/nope'], { env: { CAPTIONER_QUIET: '0' } });
@@ -151,7 +151,7 @@ describe('captioner eval decode settings', () => {
     expect(other.stderr).toContain(
       `error: ${fx.prepared}: holds a prepared dataset, not an eval report; refusing to write over it (choose another folder with --out or eval.out)`,
     );
-  }, 60_000);
+  });
 
   it('names the dataset the run recorded (or the one the user gave) when it has moved, never a default the user did not use', async () => {
     const moved = path.join(work, 'moved-run');
@@ -177,5 +177,5 @@ describe('captioner eval decode settings', () => {
       (await runCli(['eval', '--model', moved, '--set', 'backend=cpu', '--set', `prep.out=${fx.prepared}`, '--json']))
         .code,
     ).toBe(0);
-  }, 120_000);
+  });
 });

@@ -21,7 +21,7 @@ beforeAll(async () => {
   process.env.CAPTIONER_QUIET = '1';
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'captioner-eval-'));
   fx = await buildTrainedRun(path.join(work, 'run'));
-}, 60_000);
+});
 
 afterAll(async () => {
   await fs.rm(work, { recursive: true, force: true });
@@ -80,7 +80,7 @@ describe('runEval', () => {
     expect(html).not.toContain('attn-view'); // a merge model has no attention to show
     expect(html).not.toContain('captionerAttention');
     expect(html).not.toContain(work); // folders relative to the report, for a page to be mailed around
-  }, 60_000);
+  });
 
   it('an attention run: each report.html row gets its attention view (closed, summary "attention"); report.json and predictions unchanged', async () => {
     const att = await buildTrainedRun(path.join(work, 'att'), { attention: true, epochs: 12 });
@@ -113,7 +113,7 @@ describe('runEval', () => {
     }
     expect(html.match(/window\.captionerAttention/g)?.length).toBeGreaterThan(0);
     expect(html.match(/<script>/g)).toHaveLength(2); // the sort script and the attention view script, once
-  }, 90_000);
+  });
 
   it('honours split, limit, beam and out; a missing image gets a placeholder', async () => {
     await fs.rename(path.join(fx.images, imageName(10)), path.join(fx.images, 'moved.png'));
@@ -135,7 +135,7 @@ describe('runEval', () => {
     } finally {
       await fs.rename(path.join(fx.images, 'moved.png'), path.join(fx.images, imageName(10)));
     }
-  }, 30_000);
+  });
 
   it('refuses a feature cache computed with other settings', async () => {
     const other = path.join(work, 'other-features');
@@ -146,14 +146,14 @@ describe('runEval', () => {
     const err = await runEval(config, { model: fx.model }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DataError);
     expect((err as Error).message).toMatch(/computed with different settings/);
-  }, 30_000);
+  });
 
   it('refuses a cache that lacks vectors for the split', async () => {
     const fx2 = await buildTrainedRun(path.join(work, 'gap'), { epochs: 1, skipFeature: imageName(13) });
     const err = await runEval(fx2.config, { model: fx2.model }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DataError);
     expect((err as Error).message).toMatch(/no vectors for 1 of 4 test images \(e\.g\. img13\.png\)/);
-  }, 60_000);
+  });
 
   it('COCO data: results.json names images by their annotation ids (loadRes check), score reads it; an older set without ids gives file names', async () => {
     const cx = await buildTrainedRun(path.join(work, 'coco'), { epochs: 1, format: 'coco' });
@@ -185,7 +185,7 @@ describe('runEval', () => {
     const scoredOld = await runCli(['score', '--candidates', old.files.results, '--references', annFile, '--json']);
     expect(scoredOld.code, scoredOld.stderr).toBe(0);
     expect(JSON.parse(scoredOld.stdout)).toEqual(JSON.parse(scored.stdout));
-  }, 90_000);
+  });
 
   it('refuses a prepared dataset other than the one the model was trained on', async () => {
     const copy = path.join(work, 'prepared-changed');

@@ -72,7 +72,7 @@ describe('eval with decode.workers 2', () => {
         .split('\n')
         .map((l) => JSON.parse(l).image),
     ).toEqual([12, 13, 14, 15].map(imageName));
-  }, 90_000);
+  });
 
   it('an attention run: the same captions and the same attention rows', async () => {
     const fx = await buildTrainedRun(path.join(work, 'att'), { attention: true, epochs: 12 });
@@ -81,5 +81,5 @@ describe('eval with decode.workers 2', () => {
     expect(two.predictions).toBe(one.predictions);
     expect(one.attention.length).toBeGreaterThan(0);
     expect(two.attention).toEqual(one.attention);
-  }, 90_000);
+  });
 });

@@ -133,7 +133,7 @@ describe('captioner features', () => {
     expect(other.stderr).toMatch(
       /features computed with different settings .*delete the folder or choose another --out/,
     );
-  }, 60_000);
+  });
 
   it('--shard i/n processes (run at the same time into one folder) together cover everything once; --limit', async () => {
     const dir = path.join(work, 'shards');
@@ -160,7 +160,7 @@ describe('captioner features', () => {
     expect(JSON.parse(auto.stdout)).toMatchObject({ images: 4, encoded: 4 });
     const badRt = await runCli([...tinyArgs(dir), '--runtime', 'gpu']);
     expect(badRt.code).toBe(2);
-  }, 60_000);
+  });
 
   it('kill -9 mid-run leaves a readable cache; the rerun completes it without duplicates', async () => {
     const dir = path.join(work, 'kill');
@@ -212,7 +212,7 @@ describe('captioner features', () => {
       full.manifest.shards.map((s) => s.file),
     ); // crash leftovers cleaned up
     full.close();
-  }, 90_000);
+  });
 
   it('writers in different PID namespaces (unshare -p), disjoint --shard 1/2 and 2/2, then two on the same images: nothing lost, nothing orphaned', async (ctx) => {
     if (!canUnshare) {
@@ -268,7 +268,7 @@ describe('captioner features', () => {
       o.manifest.shards.map((s) => s.file),
     );
     o.close();
-  }, 120_000);
+  });
 
   it('a full disk: one line naming the file, exit 3, no temp files; the cache stays readable and a rerun completes it', async (ctx) => {
     const dir = path.join(work, 'full');
@@ -317,7 +317,7 @@ describe('captioner features', () => {
     } finally {
       spawnSync('umount', [out]);
     }
-  }, 60_000);
+  });
 
   it('Ctrl-C (SIGINT) stops after the current batch, keeps what is done, exits 130', async () => {
     const dir = path.join(work, 'sigint');
@@ -353,7 +353,7 @@ describe('captioner features', () => {
     const c = await openFeatureCache(path.join(dir, 'features'));
     expect(c.keys().length).toBe(summary.encoded); // flushed although neither shardSize nor the checkpoint was reached
     c.close();
-  }, 60_000);
+  });
 
   it('runs the real VGG16 graph (random weights, block5_pool) and records weights: random', async () => {
     const dir = path.join(work, 'vgg');
@@ -391,7 +391,7 @@ describe('captioner features', () => {
     expect(v.length).toBe(7 * 7 * 512);
     expect(v.every((x) => Number.isFinite(x) && x >= 0)).toBe(true);
     c.close();
-  }, 120_000);
+  });
 
   it('an --out that cannot be written fails before the encoder is built (issue 24): exit 3 naming the folder, not a model error', async () => {
     const dir = path.join(work, 'failfast');
@@ -404,5 +404,5 @@ describe('captioner features', () => {
     const other = await runCli(tinyArgs(dir, missing, '--out', path.join(dir, 'prepared')));
     expect(other.stderr).toMatch(/holds a prepared dataset, not a feature cache/);
     expect(other.code).toBe(2);
-  }, 60_000);
+  });
 });

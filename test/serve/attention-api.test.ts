@@ -85,5 +85,5 @@ describe('serve with an attention model', () => {
     const { body } = await ask(mergeRun);
     expect(typeof body.caption).toBe('string');
     expect(Object.keys(body).sort()).toEqual(['caption', 'logprob', 'ms']);
-  }, 60_000);
+  });
 });

@@ -182,7 +182,7 @@ describe('train: merge decoder on a grid cache', () => {
     } finally {
       m.decoder.dispose();
     }
-  }, 60_000);
+  });
 });
 
 describe('train: a run folder written in format 1', () => {
@@ -247,5 +247,5 @@ describe('train: a run folder written in format 1', () => {
       version: 2,
       model: { type: 'merge' },
     });
-  }, 60_000);
+  });
 });

@@ -144,7 +144,7 @@ describe('train', () => {
     const wa = await fs.readFile(path.join(a, 'last', 'weights.bin'));
     const wb = await fs.readFile(path.join(b, 'last', 'weights.bin'));
     expect(Buffer.compare(wa, wb)).toBe(0);
-  }, 60_000);
+  });
 
   it('refuses a feature cache that lacks images', async () => {
     const s = synthetic({ train: 8, val: 4 });

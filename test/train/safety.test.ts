@@ -149,7 +149,7 @@ describe("train --out and other stages' folders", () => {
     expect(e2).toBeInstanceOf(UsageError);
     expect(e2.message).toMatch(/holds a training run \(model\), not a feature cache/);
     await expect(loadTrainedModel(model).then((m) => m.decoder.dispose())).resolves.toBeUndefined();
-  }, 30_000);
+  });
 
   it('accepts an empty folder and the leftovers of its own interrupted first start', async () => {
     const out = fresh();
@@ -157,7 +157,7 @@ describe("train --out and other stages' folders", () => {
     await fs.writeFile(path.join(out, 'vocab.json'), '{}');
     await fs.writeFile(path.join(out, `config.yaml.${process.pid}.9.tmp`), '');
     await expect(run(out, { config: cfg({ epochs: 1 }) })).resolves.toMatchObject({ status: 'completed' });
-  }, 30_000);
+  });
 });
 
 describe('train --resume with changed settings', () => {
@@ -182,7 +182,7 @@ describe('train --resume with changed settings', () => {
     expect(YAML.parse(await fs.readFile(path.join(out, 'config.yaml'), 'utf8')).train.learningRate).toBe(0.1);
     const state = JSON.parse(await fs.readFile(path.join(out, 'last', 'state.json'), 'utf8'));
     expect(state.learningRate).toBe(0.1);
-  }, 30_000);
+  });
 
   it('refuses settings that define the run, and records nothing', async () => {
     const out = fresh();
@@ -202,7 +202,7 @@ describe('train --resume with changed settings', () => {
     await expect(run(out, { config: cfg({ epochs: 2 }), resume: true })).resolves.toMatchObject({
       status: 'completed',
     });
-  }, 30_000);
+  });
 });
 
 describe('a checkpoint swap killed half way', () => {
@@ -233,7 +233,7 @@ describe('a checkpoint swap killed half way', () => {
     const a = await fs.readFile(path.join(reference, 'last', 'weights.bin'));
     const b = await fs.readFile(path.join(out, 'last', 'weights.bin'));
     expect(Buffer.compare(a, b)).toBe(0);
-  }, 60_000);
+  });
 
   it('takes the complete new folder (.new) when there is no previous one', async () => {
     const { out, steps } = await killedRun();
@@ -243,7 +243,7 @@ describe('a checkpoint swap killed half way', () => {
     expect(text).toMatch(new RegExp(`step ${steps}`));
     expect(done.status).toBe('completed');
     expect(await fs.readdir(out)).not.toContain('last.new-4242-1');
-  }, 30_000);
+  });
 });
 
 describe('a full disk', () => {
@@ -282,7 +282,7 @@ describe('a full disk', () => {
       restore();
       if (mounted) execFileSync('umount', [mnt]);
     }
-  }, 30_000);
+  });
 });
 
 describe('no validation data', () => {
@@ -314,7 +314,7 @@ describe('no validation data', () => {
       best.dispose();
       last.dispose();
     }
-  }, 30_000);
+  });
 });
 
 describe('interrupts', () => {
@@ -328,7 +328,7 @@ describe('interrupts', () => {
     });
     expect(r.status).toBe('interrupted');
     expect(r.steps).toBeLessThanOrEqual(3); // 16 captions x 2 / batch 2 = 16 steps in the epoch
-  }, 30_000);
+  });
 
   it('in the last epoch are honoured, and --resume finishes the run', async () => {
     const out = fresh();
@@ -338,7 +338,7 @@ describe('interrupts', () => {
     expect(m.status).toBe('interrupted');
     const done = await run(out, { config: cfg({ epochs: 2 }), resume: true });
     expect(done).toMatchObject({ status: 'completed', epochs: 2, steps: 8 });
-  }, 30_000);
+  });
 });
 
 describe('non-finite weights', () => {
@@ -354,7 +354,7 @@ describe('non-finite weights', () => {
         d.dispose();
       }
     }
-  }, 30_000);
+  });
 
   it('are refused on load (ModelError, exit 4)', async () => {
     const out = fresh();
@@ -367,5 +367,5 @@ describe('non-finite weights', () => {
     expect(e).toBeInstanceOf(ModelError);
     expect(e.exitCode).toBe(4);
     expect(e.message).toMatch(/weights\.bin: tensor "[^"]+" holds NaN \(non-finite weights/);
-  }, 30_000);
+  });
 });

@@ -56,7 +56,7 @@ beforeAll(async () => {
     out: init,
     backend: 'cpu',
   });
-}, 60_000);
+});
 
 const run = (out: string, extra: Partial<Parameters<typeof trainScst>[0]> = {}, c = cfg()) =>
   trainScst({
@@ -122,7 +122,7 @@ describe('trainScst', () => {
     const prepDir = await tmp();
     await fs.writeFile(path.join(prepDir, 'manifest.json'), JSON.stringify({ kind: 'captioner.prepared' }));
     await expect(run(prepDir)).rejects.toBeInstanceOf(UsageError);
-  }, 120_000);
+  });
 
   it('resumes an interrupted run to exactly the same weights as an uninterrupted one', async () => {
     const a = path.join(await tmp(), 'a');
@@ -145,7 +145,7 @@ describe('trainScst', () => {
     const oa = await fs.readFile(path.join(a, 'last', 'optimizer.bin'));
     const ob = await fs.readFile(path.join(b, 'last', 'optimizer.bin'));
     expect(Buffer.compare(oa, ob)).toBe(0);
-  }, 120_000);
+  });
 
   it('refuses --resume of a cross-entropy run folder', async () => {
     await expect(run(path.join(await tmp(), 'none'), { resume: true })).rejects.toThrow(/no checkpoint/);
@@ -246,5 +246,5 @@ describe('captioner train --scst (built CLI)', () => {
     ]);
     expect(resumed.code).toBe(0);
     expect(Math.max(...(await epochsIn()))).toBe(done + 1);
-  }, 180_000);
+  });
 });

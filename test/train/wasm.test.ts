@@ -77,5 +77,5 @@ describe('training on wasm', () => {
       }
       expect(maxDiff, k).toBeLessThanOrEqual(1e-4 * Math.max(1, maxAbs));
     }
-  }, 30_000);
+  });
 });

@@ -148,7 +148,7 @@ describe('train.workers', () => {
     }
     expect(threads.live.size).toBe(0);
     expect(tf.memory().numTensors).toBe(before);
-  }, 120_000);
+  });
 
   it('workers 1 and 2 give the same weights to float tolerance (dropout 0)', async () => {
     const one = await tmp();
@@ -174,7 +174,7 @@ describe('train.workers', () => {
       w1.dispose();
       w2.dispose();
     }
-  }, 60_000);
+  });
 
   it('a --resume on another number of workers continues and says it is not byte-identical', async () => {
     const out = await tmp();
@@ -187,7 +187,7 @@ describe('train.workers', () => {
     const manifest = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.changes).toEqual([{ key: 'train.workers', from: 2, to: 1, epoch: 1, step: 2 }]);
     expect(threads.live.size).toBe(0);
-  }, 60_000);
+  });
 
   it('an attention model on a grid cache trains on 2 workers', async () => {
     const s = synthetic({ dim: 16, train: 16, val: 8 });
@@ -224,7 +224,7 @@ describe('train.workers', () => {
     expect(m.decoder.type).toBe('attention');
     m.decoder.dispose();
     expect(threads.live.size).toBe(0);
-  }, 60_000);
+  });
 
   it('a diverging workers-2 run stops with a ModelError, saves no NaN weights and leaves no worker', async () => {
     const out = await tmp();
@@ -236,7 +236,7 @@ describe('train.workers', () => {
       if (await fs.stat(dir).catch(() => null)) (await loadDecoder(dir)).dispose(); // throws on non-finite weights
     }
     expect(threads.live.size).toBe(0);
-  }, 60_000);
+  });
 
   it('Ctrl-C during a workers-2 CLI run saves a checkpoint and exits 130', async () => {
     const dir = await tmp();
@@ -278,5 +278,5 @@ describe('train.workers', () => {
     const state = JSON.parse(await fs.readFile(path.join(dir, 'model', 'last', 'state.json'), 'utf8'));
     expect(state).toMatchObject({ kind: 'captioner.train-state', workers: 2 });
     expect(state.step).toBeGreaterThan(0);
-  }, 120_000);
+  });
 });

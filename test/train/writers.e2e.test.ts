@@ -91,7 +91,7 @@ describe('train: one writer per run folder', () => {
     const state = JSON.parse(await fs.readFile(path.join(model, 'last', 'state.json'), 'utf8'));
     expect(state.seed).toBe(7);
     expect(await fs.readFile(path.join(model, 'config.yaml'), 'utf8')).toMatch(/\n {2}seed: 7\n/);
-  }, 180_000);
+  });
 
   it('refuses --resume with fewer epochs than the run has done, leaving config.yaml and history as they were', async () => {
     const dir = path.join(work, 'epochs');
@@ -111,7 +111,7 @@ describe('train: one writer per run folder', () => {
     expect(await fs.readFile(path.join(model, 'config.yaml'), 'utf8')).toBe(config);
     expect(await fs.readFile(path.join(model, 'manifest.json'), 'utf8')).toBe(manifest);
     expect(await epochsIn(model)).toEqual([1, 2, 3]);
-  }, 120_000);
+  });
 });
 
 describe('train --scst: the run it starts from', () => {
@@ -196,5 +196,5 @@ describe('train --scst: the run it starts from', () => {
     expect(less.stderr).toMatch(
       /has already trained 3 epochs, and train\.scst\.epochs \(--epochs\) asks for 2 in total/,
     );
-  }, 180_000);
+  });
 });

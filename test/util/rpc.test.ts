@@ -267,5 +267,5 @@ describe('the event loop', () => {
     const r = await host('pool');
     expect(r.stderr).toBe('');
     expect(r).toMatchObject({ code: 0, stdout: 'decoded 4\n' });
-  }, 60_000);
+  });
 });

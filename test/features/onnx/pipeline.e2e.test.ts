@@ -232,5 +232,5 @@ describe('a change of settings or model file', () => {
     } finally {
       await fs.writeFile(model, saved);
     }
-  }, 300_000);
+  });
 });

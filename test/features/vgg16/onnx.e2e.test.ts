@@ -57,7 +57,7 @@ describe('VGG16 as ONNX (random weights)', () => {
     weights = await randomWeights(1234);
     const r = rng(5); // Keras initialises biases to zero: make them non-zero so their layout is checked too
     for (const w of weights.values()) for (let i = 0; i < w.bias.length; i++) w.bias[i] = (r() - 0.5) * 0.2;
-  }, 60_000);
+  });
 
   it('block1_conv1 equals the Keras conv (HWIO -> OIHW, NHWC in and out, batch 2)', async () => {
     const session = await createSession(vgg16Onnx(weights, 'block1_conv1'), { threads: 0 });
@@ -74,7 +74,7 @@ describe('VGG16 as ONNX (random weights)', () => {
     } finally {
       await session.release();
     }
-  }, 60_000);
+  });
 
   it('fc2 equals Keras flatten (NHWC order) + fc1 + fc2 applied to block5_pool', async () => {
     const pool = await createSession(vgg16Onnx(weights, 'block5_pool'), { threads: 0 });
@@ -100,7 +100,7 @@ describe('VGG16 as ONNX (random weights)', () => {
     } finally {
       await fc.release();
     }
-  }, 120_000);
+  });
 
   it('refuses fc2 from no-top weights with a clear message', () => {
     const noTop: Vgg16Weights = new Map([...weights].filter(([k]) => !k.startsWith('fc') && k !== 'predictions'));
