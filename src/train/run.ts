@@ -345,9 +345,9 @@ function logEngine(workers: number, asked: number | 'auto', backend: string): vo
 
 /**
  * The log lines of logEngine. train.workers is suggested only where it can help: on wasm without the native
- * addon (one wasm thread per replica; with the addon the main thread's products already use every core). No
- * figure: how much it helps depends on the machine and on its other load, and the figure of that
- * configuration is being re-measured (the one taken before issue 23 ran on frozen forward weights).
+ * addon (one wasm thread per replica; with the addon the main thread's products already use every core):
+ * measured 1.76x with 2 workers on 2 idle cores (docs/benchmarks.md). The log gives no figure: it depends on
+ * the machine and on its other load.
  */
 export function engineNotes(o: {
   workers: number;
