@@ -27,7 +27,7 @@ import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, lstmCell, softmaxCrossEntropy } from '../ops.js';
 import { ATTENTION_KERNEL, addonKernelReady } from '../../tf/addon.js';
 import { rng } from '../../util/random.js';
-import { computeFeatureNorm } from './batch.js';
+import { checkBatch, computeFeatureNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
 import type {
   CaptionBatch,
@@ -374,7 +374,7 @@ export class AttentionDecoder implements Decoder {
    * the attention regulariser (0 when alphaReg is 0). `loss` is their sum.
    */
   lossTerms(batch: CaptionBatch, opts: LossOptions): { crossEntropy: tf.Scalar; alphaPenalty: tf.Scalar } {
-    checkBatch(batch, this.spec);
+    checkAttentionBatch(batch, this.spec);
     return tf.tidy(() => {
       const { deep, alphas } = this.unroll(batch, opts.training, opts.seed ?? 0);
       const hid = gatherRows(deep, batch.positions); // [M, E], real targets only
@@ -393,7 +393,7 @@ export class AttentionDecoder implements Decoder {
 
   /** Cross-entropy plus the attention regulariser. With `training`, call it inside tf.variableGrads. */
   loss(batch: CaptionBatch, opts: LossOptions): tf.Scalar {
-    checkBatch(batch, this.spec);
+    checkAttentionBatch(batch, this.spec);
     return tf.tidy(() => {
       const { crossEntropy, alphaPenalty } = this.lossTerms(batch, opts);
       return tf.add(crossEntropy, alphaPenalty) as tf.Scalar;
@@ -401,7 +401,7 @@ export class AttentionDecoder implements Decoder {
   }
 
   logProbsAll(batch: CaptionBatch): tf.Tensor3D {
-    checkBatch(batch, this.spec);
+    checkAttentionBatch(batch, this.spec);
     return tf.tidy(() => {
       const { deep } = this.unroll(batch, false, 0);
       const logits = tf.add(tf.matMul(deep, this.weights['output/kernel']), this.weights['output/bias']); // [B*T, V]
@@ -411,7 +411,7 @@ export class AttentionDecoder implements Decoder {
 
   /** Attention weights [B, T, P] of the teacher-forced pass (no dropout); for inspection and tests. */
   attentionAll(batch: CaptionBatch): tf.Tensor3D {
-    checkBatch(batch, this.spec);
+    checkAttentionBatch(batch, this.spec);
     return tf.tidy(() => this.unroll(batch, false, 0).alphas);
   }
 
@@ -474,19 +474,8 @@ export class AttentionDecoder implements Decoder {
   }
 }
 
-function checkBatch(b: CaptionBatch, s: AttentionSpec): void {
-  const D = s.positions * s.channels;
-  if (b.images.length !== b.size * D)
-    throw new ModelError(
-      `batch: ${b.images.length} feature values for ${b.size} images of ${s.positions} x ${s.channels}`,
-    );
-  if (b.inputs.length !== b.size * b.steps)
-    throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
-  if (b.positions.length !== b.targets.length) throw new ModelError('batch: positions and targets differ in length');
-  if (b.targets.length === 0) throw new ModelError('batch: no target tokens');
-  for (const p of b.positions)
-    if (!(p >= 0 && p < b.size * b.steps))
-      throw new ModelError(`batch: target position ${p} outside 0..${b.size * b.steps - 1}`);
+function checkAttentionBatch(b: CaptionBatch, s: AttentionSpec): void {
+  checkBatch(b, s.positions * s.channels, `${s.positions} x ${s.channels}`);
 }
 
 export const attentionKind: DecoderKind<AttentionSpec, AttentionConfig> = {

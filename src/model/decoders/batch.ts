@@ -119,3 +119,19 @@ export function makeBatch(
   });
   return { size: B, steps: T, images, inputs, positions: Int32Array.from(pos), targets: Int32Array.from(tgt) };
 }
+
+/**
+ * Check a batch against the decoder it is fed to: `perImage` feature values per image (`shape` names them
+ * in the error), one input token per step, one position per target, every position inside the batch.
+ */
+export function checkBatch(b: CaptionBatch, perImage: number, shape: string): void {
+  if (b.images.length !== b.size * perImage)
+    throw new ModelError(`batch: ${b.images.length} feature values for ${b.size} images of ${shape}`);
+  if (b.inputs.length !== b.size * b.steps)
+    throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
+  if (b.positions.length !== b.targets.length) throw new ModelError('batch: positions and targets differ in length');
+  if (b.targets.length === 0) throw new ModelError('batch: no target tokens');
+  for (const p of b.positions)
+    if (!(p >= 0 && p < b.size * b.steps))
+      throw new ModelError(`batch: target position ${p} outside 0..${b.size * b.steps - 1}`);
+}

@@ -9,7 +9,7 @@ import { ModelError } from '../../errors.js';
 import { rng } from '../../util/random.js';
 import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, lstmCell, lstmSequence, softmaxCrossEntropy } from '../ops.js';
-import { computeFeatureNorm, meanPool } from './batch.js';
+import { checkBatch, computeFeatureNorm, meanPool } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
 import type {
   CaptionBatch,
@@ -261,7 +261,7 @@ export class MergeDecoder implements Decoder {
    * custom fused gradient attached) call it inside tf.variableGrads.
    */
   loss(batch: CaptionBatch, opts: LossOptions): tf.Scalar {
-    checkBatch(batch, this.inputSize);
+    checkBatch(batch, this.inputSize, String(this.inputSize));
     return tf.tidy(() => {
       const hid = this.trunk(batch, opts.training, opts.seed ?? 0, batch.positions); // [P, H]
       return softmaxCrossEntropy(
@@ -277,7 +277,7 @@ export class MergeDecoder implements Decoder {
 
   /** Log-probabilities [B, T, V] at every input position, no dropout (SCST's teacher-forced pass; the whole [B, T, V] at once, so small batches). */
   logProbsAll(batch: CaptionBatch): tf.Tensor3D {
-    checkBatch(batch, this.inputSize);
+    checkBatch(batch, this.inputSize, String(this.inputSize));
     return tf.tidy(() => {
       const hid = this.trunk(batch, false, 0);
       const logits = tf.add(tf.matMul(hid, this.weights['output/kernel']), this.weights['output/bias']);
@@ -341,15 +341,6 @@ export class MergeDecoder implements Decoder {
       return { logProbs: tf.logSoftmax(logits) as tf.Tensor2D, state: { h, c, image } };
     });
   }
-}
-
-function checkBatch(b: CaptionBatch, inputSize: number): void {
-  if (b.images.length !== b.size * inputSize)
-    throw new ModelError(`batch: ${b.images.length} feature values for ${b.size} images of ${inputSize}`);
-  if (b.inputs.length !== b.size * b.steps)
-    throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
-  if (b.positions.length !== b.targets.length) throw new ModelError('batch: positions and targets differ in length');
-  if (b.targets.length === 0) throw new ModelError('batch: no target tokens');
 }
 
 /** Feature normalisation on the training features: per dimension of the (pooled) vector. */

@@ -38,7 +38,7 @@ import { ModelError } from '../../errors.js';
 import { rng } from '../../util/random.js';
 import { glorot, normal } from '../spec.js';
 import { gatherRows, softmaxCrossEntropy } from '../ops.js';
-import { computeFeatureNorm } from './batch.js';
+import { checkBatch, computeFeatureNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
 import type {
   CaptionBatch,
@@ -509,7 +509,7 @@ export class TransformerDecoder implements Decoder {
    * fused gradient of the output layer attached) call it inside tf.variableGrads.
    */
   loss(batch: CaptionBatch, opts: LossOptions): tf.Scalar {
-    checkBatch(batch, this.spec);
+    checkTransformerBatch(batch, this.spec);
     return tf.tidy(() => {
       const w = this.weights;
       const { x } = this.trunk(batch, opts.training, opts.seed ?? 0);
@@ -527,7 +527,7 @@ export class TransformerDecoder implements Decoder {
   }
 
   logProbsAll(batch: CaptionBatch): tf.Tensor3D {
-    checkBatch(batch, this.spec);
+    checkTransformerBatch(batch, this.spec);
     return tf.tidy(() => {
       const { x } = this.trunk(batch, false, 0);
       return tf.reshape(tf.logSoftmax(this.logits(x)), [batch.size, batch.steps, this.spec.vocabSize]) as tf.Tensor3D;
@@ -536,7 +536,7 @@ export class TransformerDecoder implements Decoder {
 
   /** The last layer's cross-attention averaged over heads [B, T, P] of the teacher-forced pass (no dropout). */
   attentionAll(batch: CaptionBatch): tf.Tensor3D {
-    checkBatch(batch, this.spec);
+    checkTransformerBatch(batch, this.spec);
     return tf.tidy(() => this.trunk(batch, false, 0, true).attention!);
   }
 
@@ -674,21 +674,10 @@ export class TransformerDecoder implements Decoder {
   }
 }
 
-function checkBatch(b: CaptionBatch, s: TransformerSpec): void {
-  const D = s.positions * s.channels;
-  if (b.images.length !== b.size * D)
-    throw new ModelError(
-      `batch: ${b.images.length} feature values for ${b.size} images of ${s.positions} x ${s.channels}`,
-    );
-  if (b.inputs.length !== b.size * b.steps)
-    throw new ModelError(`batch: ${b.inputs.length} input tokens, expected ${b.size} x ${b.steps}`);
+function checkTransformerBatch(b: CaptionBatch, s: TransformerSpec): void {
+  checkBatch(b, s.positions * s.channels, `${s.positions} x ${s.channels}`);
   if (b.steps > s.maxLength)
     throw new ModelError(`batch: captions of ${b.steps} steps; the transformer knows ${s.maxLength} token positions`);
-  if (b.positions.length !== b.targets.length) throw new ModelError('batch: positions and targets differ in length');
-  if (b.targets.length === 0) throw new ModelError('batch: no target tokens');
-  for (const p of b.positions)
-    if (!(p >= 0 && p < b.size * b.steps))
-      throw new ModelError(`batch: target position ${p} outside 0..${b.size * b.steps - 1}`);
 }
 
 export const transformerKind: DecoderKind<TransformerSpec, TransformerConfig> = {
