@@ -1,9 +1,10 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
-// Two tiers. `npm test` (project "unit"): unit and integration tests, minutes on 2 cores. `npm run test:e2e`
-// (project "e2e"): the slow end-to-end ones, named *.e2e.test.ts: the full demo, VGG16 end to end, the
-// browser tests, the PyTorch peers. .ci/run runs both.
+// Two tiers. `npm test` (project "unit"): unit and integration tests, under 4 minutes on 2 idle cores.
+// `npm run test:e2e` (project "e2e"): the slow end-to-end ones, named *.e2e.test.ts: the full demo, VGG16 end
+// to end, whole stages through the CLI, the worker-thread runs, the browser tests, the PyTorch peers.
+// .ci/run runs both.
 const E2E = 'test/**/*.e2e.test.ts';
 
 export default defineConfig({
