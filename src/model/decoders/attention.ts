@@ -27,7 +27,7 @@ import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, lstmCell, softmaxCrossEntropy } from '../ops.js';
 import { ATTENTION_KERNEL, addonKernelReady } from '../../tf/addon.js';
 import { rng } from '../../util/random.js';
-import { checkBatch, computeFeatureNorm } from './batch.js';
+import { checkBatch, computeFeatureNorm, identityNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
 import type {
   CaptionBatch,
@@ -249,7 +249,7 @@ export class AttentionDecoder implements Decoder {
 
   /** A freshly initialised model (seeded); identity normalisation unless `norm` is given. */
   static create(spec: AttentionSpec, seed: number, norm?: FeatureNorm): AttentionDecoder {
-    const n = norm ?? { mean: new Float32Array(spec.channels), std: new Float32Array(spec.channels).fill(1) };
+    const n = norm ?? identityNorm(spec.channels);
     return new AttentionDecoder(spec, attentionInitialWeights(spec, seed), n);
   }
 

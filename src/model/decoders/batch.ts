@@ -26,6 +26,11 @@ export interface CaptionBatch {
   targets: Int32Array;
 }
 
+/** The normalisation that changes nothing: mean 0, std 1 for each of `dim` channels (a fresh model's). */
+export function identityNorm(dim: number): FeatureNorm {
+  return { mean: new Float32Array(dim), std: new Float32Array(dim).fill(1) };
+}
+
 /**
  * Mean and std per channel over the training features: each vector holds `positions` x `channels`
  * floats (positions major; positions = 1 for plain vectors), and every position of every image is one

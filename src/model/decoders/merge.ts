@@ -9,7 +9,7 @@ import { ModelError } from '../../errors.js';
 import { rng } from '../../util/random.js';
 import { glorot, orthogonalRows } from '../spec.js';
 import { gatherRows, lstmCell, lstmSequence, softmaxCrossEntropy } from '../ops.js';
-import { checkBatch, computeFeatureNorm, meanPool } from './batch.js';
+import { checkBatch, computeFeatureNorm, identityNorm, meanPool } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
 import type {
   CaptionBatch,
@@ -171,7 +171,7 @@ export class MergeDecoder implements Decoder {
 
   /** A freshly initialised model (seeded). */
   static create(spec: MergeSpec, seed: number, norm?: FeatureNorm): MergeDecoder {
-    const n = norm ?? { mean: new Float32Array(spec.featureDim), std: new Float32Array(spec.featureDim).fill(1) };
+    const n = norm ?? identityNorm(spec.featureDim);
     return new MergeDecoder(spec, mergeInitialWeights(spec, seed), n);
   }
 

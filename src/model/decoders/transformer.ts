@@ -38,7 +38,7 @@ import { ModelError } from '../../errors.js';
 import { rng } from '../../util/random.js';
 import { glorot, normal } from '../spec.js';
 import { gatherRows, softmaxCrossEntropy } from '../ops.js';
-import { checkBatch, computeFeatureNorm } from './batch.js';
+import { checkBatch, computeFeatureNorm, identityNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
 import type {
   CaptionBatch,
@@ -357,7 +357,7 @@ export class TransformerDecoder implements Decoder {
 
   /** A freshly initialised model (seeded); identity normalisation unless `norm` is given. */
   static create(spec: TransformerSpec, seed: number, norm?: FeatureNorm): TransformerDecoder {
-    const n = norm ?? { mean: new Float32Array(spec.channels), std: new Float32Array(spec.channels).fill(1) };
+    const n = norm ?? identityNorm(spec.channels);
     return new TransformerDecoder(spec, transformerInitialWeights(spec, seed), n);
   }
 
