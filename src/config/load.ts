@@ -1,12 +1,14 @@
 // Resolves the effective config: schema defaults < base (e.g. the run's decode settings) < YAML file <
 // `--set key=value` < dedicated flags.
-// Every problem is reported as `file: path: message`, all at once, as a ConfigError (exit 2).
+// Every problem is reported as `file: path: message`, all at once, as a ConfigError (exit 2). Deprecated keys
+// (schema.ts DEPRECATED_KEYS) are moved to their new names first, with one warning each.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import { ConfigSchema, RENAMED_KEYS, type Config } from './schema.js';
+import { log } from '../log.js';
+import { ConfigSchema, DEPRECATED_KEYS, RENAMED_KEYS, type Config } from './schema.js';
 
 export interface ConfigSources {
   /** Settings below the file (lowest precedence above the defaults), e.g. a run folder's decode settings. */
@@ -172,14 +174,69 @@ export async function readYamlFile(file: string): Promise<Obj> {
   return value;
 }
 
+/** A copy of `o` with the value at `parts` replaced (deleted when `value` is undefined); `o` is left as it was. */
+function withValueAt(o: Obj, parts: readonly string[], value: unknown): Obj {
+  const [head, ...rest] = parts;
+  const out: Obj = { ...o };
+  if (rest.length) out[head] = withValueAt(isObj(o[head]) ? o[head] : {}, rest, value);
+  else if (value === undefined) delete out[head];
+  else out[head] = value;
+  return out;
+}
+
+const valueAt = (o: unknown, parts: readonly string[]): unknown =>
+  parts.reduce<unknown>((cur, p) => (isObj(cur) ? cur[p] : undefined), o);
+
+/**
+ * Move the deprecated keys of a raw config (DEPRECATED_KEYS in schema.ts) to their new names, before the
+ * strict schema sees them. Returns the new object (`raw` is not changed), the keys moved ([old, new]), and a
+ * `path: message` line for each key given under both names (its old name is dropped from `raw`, so the
+ * schema does not also call it unknown).
+ */
+export function renameDeprecatedKeys(raw: unknown): { raw: unknown; moved: [string, string][]; conflicts: string[] } {
+  const moved: [string, string][] = [];
+  const conflicts: string[] = [];
+  if (!isObj(raw)) return { raw, moved, conflicts };
+  let out: Obj = raw;
+  for (const [from, to] of Object.entries(DEPRECATED_KEYS)) {
+    const oldParts = from.split('.');
+    const newParts = to.split('.');
+    const value = valueAt(out, oldParts);
+    if (value === undefined) continue;
+    out = withValueAt(out, oldParts, undefined);
+    if (valueAt(out, newParts) !== undefined)
+      conflicts.push(`${from}: is the old name of ${to}, which is also given; keep only ${to}`);
+    else {
+      out = withValueAt(out, newParts, value);
+      moved.push([from, to]);
+    }
+  }
+  return { raw: out, moved, conflicts };
+}
+
+/** Deprecation warnings given so far: each once per process (a command may load its config twice). */
+const warned = new Set<string>();
+
 /** Validate a raw object against the schema; throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source: string): Config {
-  const result = ConfigSchema.safeParse(raw);
-  if (!result.success) {
-    const lines = [...new Set(formatIssues(result.error.issues))]; // a value can fail two checks with one message (1e20: not an integer, too big)
+  const renamed = renameDeprecatedKeys(raw);
+  const result = ConfigSchema.safeParse(renamed.raw);
+  if (!result.success || renamed.conflicts.length) {
+    // a bad value given under a deprecated name is reported under the name the user wrote
+    const issues = (result.success ? [] : formatIssues(result.error.issues)).map((line) => {
+      const hit = renamed.moved.find(([, to]) => line.startsWith(`${to}:`));
+      return hit ? `${hit[0]} (now ${hit[1]})${line.slice(hit[1].length)}` : line;
+    });
+    // a value can fail two checks with one message (1e20: not an integer, too big)
+    const lines = [...new Set([...renamed.conflicts, ...issues])];
     throw new ConfigError(
       `${source}: invalid config:\n${lines.map((l) => '  ' + l.replace(/\n/g, '\n  ')).join('\n')}`,
     );
+  }
+  for (const [from, to] of renamed.moved) {
+    const msg = `${source}: ${from} is deprecated: it is now ${to} (the old name still works, for now)`;
+    if (!warned.has(msg)) log.warn(msg);
+    warned.add(msg);
   }
   return result.data;
 }

@@ -255,6 +255,17 @@ export const RENAMED_KEYS: Record<string, string> = {
   'encoder.onnx.scale': 'encoder.onnx.range',
 };
 
+/**
+ * Keys renamed since earlier versions that are still accepted, with a warning (src/config/load.ts moves each
+ * to its new name before validation; giving both is an error). Kept here, next to the schema, so the list
+ * of what a config may say has one home.
+ */
+export const DEPRECATED_KEYS: Record<string, string> = {
+  // the cache's data files are "chunks" since format version 3 ("shard" is the --shard work split)
+  'features.shardBytes': 'features.chunkBytes',
+  'features.shardSize': 'features.chunkSize',
+};
+
 export const FeaturesSchema = z
   .object({
     out: str()
@@ -271,20 +282,20 @@ export const FeaturesSchema = z
       .describe(
         'Images per encoder batch (at most 128: VGG16 needs about 60 MB of activations per image, and larger batches are no faster).',
       ),
-    shardBytes: intIn(1, 1024 ** 3)
+    chunkBytes: intIn(1, 1024 ** 3)
       .default(64 * 1024 ** 2)
       .describe(
-        'Bytes per shard file (at most; a checkpoint may write a smaller one, and a vector larger than this gets a shard of its own). The writer holds one shard in memory. Default 64 MiB: 4096 fc2 vectors in float32, 327 14x14x512 grids in float16. At most 1 GiB.',
+        'Bytes per cache chunk file (at most; a checkpoint may write a smaller one, and a vector larger than this gets a chunk of its own). The writer holds one chunk in memory. Default 64 MiB: 4096 fc2 vectors in float32, 327 14x14x512 grids in float16. At most 1 GiB. Formerly features.shardBytes (still accepted, with a warning).',
       ),
-    shardSize: intIn(1, 1_000_000)
+    chunkSize: intIn(1, 1_000_000)
       .optional()
       .describe(
-        'Also cap a shard at this many vectors (absent: only shardBytes counts). Caches written with any shard size stay readable.',
+        'Also cap a cache chunk file at this many vectors (absent: only chunkBytes counts). Caches written with any chunk size stay readable. Formerly features.shardSize (still accepted, with a warning).',
       ),
     readCacheBytes: intIn(0, 1024 ** 4)
       .default(1024 ** 3)
       .describe(
-        'Memory for cached vectors while training (default 1 GiB, at most 1 TiB). When the vectors, as float32, fit, they are kept decoded; else they are kept as stored (float16 halves them) and the least recently used are dropped and read again from the shards when needed. Memory for features stays under this, whatever the dataset size.',
+        'Memory for cached vectors while training (default 1 GiB, at most 1 TiB). When the vectors, as float32, fit, they are kept decoded; else they are kept as stored (float16 halves them) and the least recently used are dropped and read again from the chunk files when needed. Memory for features stays under this, whatever the dataset size.',
       ),
     checkpointSeconds: intIn(1, 86_400)
       .default(60)

@@ -10,6 +10,7 @@ import { DataError, ModelError, UsageError } from '../errors.js';
 import { log } from '../log.js';
 import type { Config } from '../config/schema.js';
 import { ConfigSchema } from '../config/schema.js';
+import { renameDeprecatedKeys } from '../config/load.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
 import { ensureDir, exists, writeFailure, writeFileAtomic } from '../util/fsx.js';
@@ -312,8 +313,9 @@ export async function checkResumeConfig(out: string, config: Config): Promise<Se
   let before: Map<string, string>;
   try {
     const recorded = YAML.parse(text) as unknown;
-    // settings added since the run started read as their defaults (e.g. model.type of a run made before it existed)
-    const filled = ConfigSchema.safeParse(recorded);
+    // settings added since the run started read as their defaults (e.g. model.type of a run made before it
+    // existed), and keys renamed since under their new names (features.shardBytes -> features.chunkBytes)
+    const filled = ConfigSchema.safeParse(renameDeprecatedKeys(recorded).raw);
     before = leaves(filled.success ? filled.data : recorded);
   } catch (e) {
     throw new DataError(`${file}: cannot parse the run's recorded config: ${(e as Error).message}`);

@@ -2,8 +2,17 @@ import { mkdtempSync, promises as fs, readFileSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { closestKey, deepMerge, editDistance, loadConfig, parseSet, schemaKeysAt } from '../../src/config/load.js';
-import { ConfigSchema } from '../../src/config/schema.js';
+import {
+  closestKey,
+  deepMerge,
+  editDistance,
+  loadConfig,
+  parseSet,
+  renameDeprecatedKeys,
+  schemaKeysAt,
+} from '../../src/config/load.js';
+import { ConfigSchema, DEPRECATED_KEYS } from '../../src/config/schema.js';
+import { config as libraryConfig } from '../../src/index.js';
 import { configTemplate, installedSchemaPath, schemaRefFor } from '../../src/config/template.js';
 import YAML from 'yaml';
 import { ConfigError } from '../../src/errors.js';
@@ -87,7 +96,7 @@ describe('loadConfig', () => {
       'decode.batchSize': 100_000,
       'prep.maxLength': 10_000,
       'features.batchSize': 4096,
-      'features.shardSize': 1e7,
+      'features.chunkSize': 1e7,
       'model.units': 1e6,
       'train.batchSize': 1e6,
       'train.epochs': 1e7,
@@ -345,6 +354,93 @@ describe('captioner config (CLI)', () => {
   it('exits 2 on an unknown command or option', async () => {
     expect((await runCli(['bogus'])).code).toBe(2);
     expect((await runCli(['config', '--nope'])).code).toBe(2);
+  });
+});
+
+/** What `fn` writes on stderr (log.warn), with its value. */
+async function captureStderr<T>(fn: () => Promise<T> | T): Promise<{ value: T; text: string }> {
+  const orig = process.stderr.write.bind(process.stderr);
+  let text = '';
+  process.stderr.write = ((c: string | Uint8Array) => ((text += String(c)), true)) as typeof process.stderr.write;
+  try {
+    return { value: await fn(), text };
+  } finally {
+    process.stderr.write = orig;
+  }
+}
+
+describe('deprecated keys (features.shardBytes / shardSize, now chunkBytes / chunkSize)', () => {
+  it('are accepted from a file and from --set, mapped to the new keys, with one warning each naming the new key', async () => {
+    const f = write('old-keys.yaml', 'features:\n  shardBytes: 4096\n  shardSize: 16\n');
+    const { value, text } = await captureStderr(() => loadConfig({ file: f }));
+    expect(value.config.features).toMatchObject({ chunkBytes: 4096, chunkSize: 16 });
+    expect(value.config.features).not.toHaveProperty('shardBytes');
+    expect(value.config.features).not.toHaveProperty('shardSize');
+    const lines = text.trim().split('\n');
+    expect(lines).toEqual([
+      `warning: ${f}: features.shardBytes is deprecated: it is now features.chunkBytes (the old name still works, for now)`,
+      `warning: ${f}: features.shardSize is deprecated: it is now features.chunkSize (the old name still works, for now)`,
+    ]);
+    // the same config loaded again in this process (caption and eval load theirs twice): no second warning
+    expect((await captureStderr(() => loadConfig({ file: f }))).text).toBe('');
+    const set = await captureStderr(() => loadConfig({ sets: ['features.shardSize=3'] }));
+    expect(set.value.config.features.chunkSize).toBe(3);
+    expect(set.text).toMatch(/^warning: --set: features\.shardSize is deprecated: it is now features\.chunkSize/);
+    // an old name in the file, overridden by --set under the old name too: the later layer wins as usual
+    const both = await captureStderr(() => loadConfig({ file: f, sets: ['features.shardSize=5'] }));
+    expect(both.value.config.features.chunkSize).toBe(5);
+    // the library's config() takes them as well
+    expect(
+      (await captureStderr(() => libraryConfig({ features: { shardBytes: 999 } }))).value.features.chunkBytes,
+    ).toBe(999);
+  });
+
+  it('given under both names is a config error (path: message), and a bad old-named value is reported under the name written', async () => {
+    const f = write('both-keys.yaml', 'features:\n  shardSize: 16\n  chunkSize: 32\n');
+    const err = await loadConfig({ file: f }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toBe(
+      `${f}: invalid config:\n  features.shardSize: is the old name of features.chunkSize, which is also given; keep only features.chunkSize`,
+    );
+    const mixed = await loadConfig({ file: f, sets: ['features.chunkSize=8'] }).catch((e) => e);
+    expect(mixed.message).toMatch(/features\.shardSize: is the old name of features\.chunkSize/);
+    const viaSet = await loadConfig({ sets: ['features.chunkBytes=8', 'features.shardBytes=9'] }).catch((e) => e);
+    expect(viaSet.message).toContain(
+      'features.shardBytes: is the old name of features.chunkBytes, which is also given',
+    );
+    const bad = await loadConfig({ sets: ['features.shardSize=0', 'train.epochs=0'] }).catch((e) => e);
+    expect(bad).toBeInstanceOf(ConfigError);
+    expect(bad.message).toContain(
+      'features.shardSize (now features.chunkSize): expected an integer from 1 to 1000000, got 0',
+    );
+    expect(bad.message).toContain('train.epochs: expected an integer from 1 to 10000, got 0');
+  });
+
+  it('renameDeprecatedKeys leaves its input as it was; every new name is a key of the schema, every old one is not', () => {
+    const raw = { features: { shardBytes: 1, dtype: 'float16' }, train: { epochs: 2 } };
+    const copy = structuredClone(raw);
+    const out = renameDeprecatedKeys(raw);
+    expect(raw).toEqual(copy);
+    expect(out.raw).toEqual({ features: { chunkBytes: 1, dtype: 'float16' }, train: { epochs: 2 } });
+    expect(out.moved).toEqual([['features.shardBytes', 'features.chunkBytes']]);
+    expect(renameDeprecatedKeys('x').raw).toBe('x');
+    for (const [from, to] of Object.entries(DEPRECATED_KEYS)) {
+      const at = (key: string) => schemaKeysAt(key.split('.').slice(0, -1));
+      expect(at(to)).toContain(to.split('.').pop());
+      expect(at(from)).not.toContain(from.split('.').pop());
+    }
+  });
+
+  it('on the command line: old keys work with a warning, both names exit 2 without a stack trace', async () => {
+    const ok = await runCli(['config', '--set', 'features.shardSize=7', '--json']);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout).features.chunkSize).toBe(7);
+    expect(ok.stderr.match(/features\.shardSize is deprecated: it is now features\.chunkSize/g)).toHaveLength(1);
+    const clash = await runCli(['config', '--set', 'features.shardSize=7', '--set', 'features.chunkSize=8']);
+    expect(clash.code).toBe(2);
+    expect(clash.stdout).toBe('');
+    expect(clash.stderr).toContain('features.shardSize: is the old name of features.chunkSize, which is also given');
+    expect(clash.stderr).not.toMatch(/\n\s+at /);
   });
 });
 

@@ -73,7 +73,7 @@ const tinyArgs = (dir: string, m = model, ...more: string[]) => [
   '--set',
   'features.batchSize=3',
   '--set',
-  'features.shardSize=4',
+  'features.chunkSize=4',
   '--set',
   'threads=1',
   ...more,
@@ -165,7 +165,7 @@ describe('captioner features', () => {
   it('kill -9 mid-run leaves a readable cache; the rerun completes it without duplicates', async () => {
     const dir = path.join(work, 'kill');
     const keys = await makeDataset(dir, 40);
-    const args = tinyArgs(dir, slowModel, '--set', 'features.batchSize=2', '--set', 'features.shardSize=2');
+    const args = tinyArgs(dir, slowModel, '--set', 'features.batchSize=2', '--set', 'features.chunkSize=2');
     const child = spawn(process.execPath, [bin, ...args], {
       cwd: repoRoot,
       env: { ...process.env, CAPTIONER_QUIET: '1' },
@@ -223,7 +223,7 @@ describe('captioner features', () => {
     }
     const dir = path.join(work, 'pidns');
     const keys = await makeDataset(dir, 24);
-    const args = tinyArgs(dir, slowModel, '--set', 'features.batchSize=2', '--set', 'features.shardSize=2', '--json');
+    const args = tinyArgs(dir, slowModel, '--set', 'features.batchSize=2', '--set', 'features.chunkSize=2', '--json');
     // each writer in its own PID namespace, under a shell that first runs `pad` short programs, so that
     // the writers' pids differ (2 and 4) and each one's pid is meaningless, or dead, in the other's namespace
     const inNs = (pad: number, more: string[]) =>
@@ -283,7 +283,7 @@ describe('captioner features', () => {
     try {
       // leave 3 pages: the manifest, this writer's fragment and one shard fit, the next shard does not
       await fs.writeFile(path.join(out, 'filler'), new Uint8Array(200 * 1024 - 3 * 4096));
-      const args = tinyArgs(dir, model, '--set', 'features.batchSize=2', '--set', 'features.shardSize=2');
+      const args = tinyArgs(dir, model, '--set', 'features.batchSize=2', '--set', 'features.chunkSize=2');
       const r = await runCli(args);
       expect(r.code, r.stderr).toBe(3);
       const lines = r.stderr
@@ -328,7 +328,7 @@ describe('captioner features', () => {
       '--set',
       'features.batchSize=2',
       '--set',
-      'features.shardSize=1000',
+      'features.chunkSize=1000',
       '--set',
       'features.checkpointSeconds=1000',
     );

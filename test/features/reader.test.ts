@@ -96,13 +96,13 @@ describe('shards sized in bytes', () => {
     expect(await rowsOf('default', {})).toEqual([7]);
   });
 
-  it('config: shardBytes 64 MiB by default, shardSize optional, readCacheBytes 1 GiB', () => {
+  it('config: chunkBytes 64 MiB by default, chunkSize optional, readCacheBytes 1 GiB', () => {
     const f = ConfigSchema.parse({}).features;
-    expect(f.shardBytes).toBe(64 * 1024 ** 2);
-    expect(DEFAULT_SHARD_BYTES).toBe(f.shardBytes);
-    expect(f.shardSize).toBeUndefined();
+    expect(f.chunkBytes).toBe(64 * 1024 ** 2);
+    expect(DEFAULT_SHARD_BYTES).toBe(f.chunkBytes);
+    expect(f.chunkSize).toBeUndefined();
     expect(f.readCacheBytes).toBe(1024 ** 3);
-    expect(ConfigSchema.parse({ features: { shardSize: 1024 } }).features.shardSize).toBe(1024); // old configs stay valid
+    expect(ConfigSchema.parse({ features: { chunkSize: 1024 } }).features.chunkSize).toBe(1024); // features.shardSize of earlier versions: test/config/load.test.ts
   });
 });
 

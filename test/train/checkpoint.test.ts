@@ -4,9 +4,12 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
+import { ConfigSchema } from '../../src/config/schema.js';
 import { DataError, ModelError, UsageError } from '../../src/errors.js';
 import {
   checkFingerprints,
+  checkResumeConfig,
   guardWrite,
   readHistory,
   readState,
@@ -109,5 +112,24 @@ describe('history.jsonl', () => {
     );
     expect(await fs.readFile(path.join(out, 'loss.svg'), 'utf8')).toBe('<svg/>');
     expect(await readHistory(out, 1)).toEqual(h.slice(0, 2));
+  });
+});
+
+describe('checkResumeConfig', () => {
+  it('reads a config.yaml recorded before keys were renamed (features.shardBytes) with the defaults of newer keys filled in', async () => {
+    const out = await fresh();
+    const now = ConfigSchema.parse({});
+    const { chunkBytes, ...features } = now.features;
+    const { type: _type, ...model } = now.model;
+    // recorded by an older captioner: the old key name, and no model.type yet
+    const recorded = { ...now, features: { ...features, shardBytes: chunkBytes }, model };
+    await fs.writeFile(path.join(out, 'config.yaml'), YAML.stringify(recorded));
+    await expect(checkResumeConfig(out, now)).resolves.toEqual([]);
+    // a frozen setting that really changed is still refused
+    await fs.writeFile(
+      path.join(out, 'config.yaml'),
+      YAML.stringify({ ...recorded, features: { ...recorded.features, dtype: 'float16' } }),
+    );
+    await expect(checkResumeConfig(out, now)).rejects.toThrow(/features\.dtype: "float16" -> "float32" cannot change/);
   });
 });
