@@ -2,10 +2,10 @@
 """Faithfulness peer for `captioner train`: trains a PyTorch reference of our decoder on OUR artifacts.
 
 It reads the prepared dataset (prepared/vocab.json, train.jsonl, val.jsonl: token ids with start and end,
-no padding) and the feature cache (manifest.json + part-*.json fragments + shard-*.bin rows of little-
-endian float32 or float16; the first shard holding a key wins, base manifest first, then fragments by
-file name), so both sides train on exactly the same data, and trains the same model with the same
-hyper-parameters, loss and validation loss:
+no padding) and the feature cache (manifest.json + part-*.json fragments + chunk-*.bin rows of little-
+endian float32 or float16; the first chunk holding a key wins, base manifest first, then fragments by
+file name; caches of format versions 1 and 2 list their chunks under "shards"), so both sides train on
+exactly the same data, and trains the same model with the same hyper-parameters, loss and validation loss:
 
 merge (src/model/decoder.ts): features standardised per dimension (mean / population std over the unique
   training images, each std floored at the mean std) -> Dropout -> Dense(imageUnits, relu);
@@ -78,6 +78,11 @@ def examples_of(images, limit=0):
     return out
 
 
+def chunk_list(m):
+    """A manifest's or fragment's data files: "chunks" from format version 3 on, "shards" before."""
+    return (m.get("chunks") if m.get("version", 0) >= 3 else m.get("shards")) or []
+
+
 def read_feature_cache(d, keys):
     """{key: float32 vector (or [P, C] grid flattened)} for `keys`, and the per-image shape."""
     import numpy as np
@@ -86,13 +91,13 @@ def read_feature_cache(d, keys):
         base = json.load(f)
     if base.get("kind") != "captioner.features":
         raise SystemExit(f"{d}/manifest.json: not a captioner feature cache")
-    shards = list(base.get("shards") or [])
+    chunks = list(chunk_list(base))
     for name in sorted(n for n in os.listdir(d) if PART_RE.match(n)):
         with open(os.path.join(d, name), encoding="utf-8") as f:
             part = json.load(f)
         if part.get("fingerprint") != base["fingerprint"]:
             raise SystemExit(f"{d}/{name}: fragment computed with other settings than manifest.json")
-        shards.extend(part.get("shards") or [])
+        chunks.extend(chunk_list(part))
     dtype = {"float32": "<f4", "float16": "<f2"}[base["dtype"]]
     shape = base["shape"]
     dim = 1
@@ -100,15 +105,15 @@ def read_feature_cache(d, keys):
         dim *= s
     want = set(keys)
     got = {}
-    for sh in shards:
-        if not want.intersection(sh["keys"]):
+    for ch in chunks:
+        if not want.intersection(ch["keys"]):
             continue
-        rows = np.fromfile(os.path.join(d, sh["file"]), dtype=dtype)
-        if rows.size != sh["rows"] * dim:
-            continue  # a damaged shard: our reader skips it too
-        rows = rows.reshape(sh["rows"], dim).astype(np.float32)
-        for i, k in enumerate(sh["keys"]):
-            if k in want and k not in got:  # the first shard holding a key wins
+        rows = np.fromfile(os.path.join(d, ch["file"]), dtype=dtype)
+        if rows.size != ch["rows"] * dim:
+            continue  # a damaged chunk: our reader skips it too
+        rows = rows.reshape(ch["rows"], dim).astype(np.float32)
+        for i, k in enumerate(ch["keys"]):
+            if k in want and k not in got:  # the first chunk holding a key wins
                 got[k] = rows[i]
     missing = want.difference(got)
     if missing:

@@ -6,7 +6,7 @@
 //   cache/reader.ts    openFeatureCache: checked opening, reads by key
 //   cache/bounded.ts   boundedFeatureSource (memory-bounded reads for training), channelStats
 //   cache/writer.ts    openCacheWriter: the lock-free multi-writer appender
-//   cache/cleanup.ts   garbage of finished writers, version 1 upgrade
+//   cache/cleanup.ts   garbage of finished writers, upgrade of older base manifests
 export {
   cacheFingerprint,
   FEATURES_KIND,
@@ -17,11 +17,11 @@ export {
 } from './cache/format.js';
 export type {
   CacheSpec,
+  ChunkEntry,
   FailedImage,
   FeatureDtype,
   FeaturesManifest,
   ManifestPart,
-  ShardEntry,
   WriterIdentity,
 } from './cache/format.js';
 export { decodeRow, encodeRows, fromHalf, toHalf } from './cache/codec.js';
@@ -35,7 +35,7 @@ export {
   type ReaderStats,
 } from './cache/bounded.js';
 export {
-  DEFAULT_SHARD_BYTES,
+  DEFAULT_CHUNK_BYTES,
   openCacheWriter,
   prepareCacheFolder,
   type CacheWriter,

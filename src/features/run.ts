@@ -84,7 +84,7 @@ export async function runFeatures(config: Config, opts: FeaturesRunOptions = {})
     const writer = await openCacheWriter(
       dir,
       { encoder: encoder.info, dtype: fc.dtype },
-      { shardBytes: fc.chunkBytes, shardSize: fc.chunkSize },
+      { chunkBytes: fc.chunkBytes, chunkSize: fc.chunkSize },
     );
     const todo = items.filter((it) => !writer.has(it.image));
     const alreadyCached = items.length - todo.length;

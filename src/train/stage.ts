@@ -151,7 +151,7 @@ async function withTrainingData<T>(config: Config, use: (d: TrainingData) => Pro
     const backend = await initBackend(config.backend as BackendRequest, { threads: config.threads });
     const m = cache.manifest;
     // vectors are held up to features.readCacheBytes (kept decoded when the train and val images fit as
-    // float32, else as stored, least recently used dropped and read again from the shards)
+    // float32, else as stored, least recently used dropped and read again from the chunk files)
     const needed = new Set([...prepared.splits.train, ...prepared.splits.val].map((im) => im.image));
     const features = boundedFeatureSource(cache, { budgetBytes: config.features.readCacheBytes, rows: needed.size });
     return await use({

@@ -1,5 +1,5 @@
 // bench/parity-peer.py (via bench/parity.ts) reads our artifacts: a tiny prepared set written here and a
-// feature cache written by our own cache writer (float16, several shards), and trains each decoder for one
+// feature cache written by our own cache writer (float16, several chunk files), and trains each decoder for one
 // epoch. Skipped loudly without PyTorch.
 import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -79,7 +79,7 @@ async function cache(name: string, shape: number[]): Promise<string> {
     },
     dtype: 'float16',
   };
-  const w = await openCacheWriter(dir, spec, { shardSize: 3 });
+  const w = await openCacheWriter(dir, spec, { chunkSize: 3 });
   const n = shape.reduce((a, b) => a * b, 1);
   for (let i = 0; i < 12; i++) {
     const r = rng(i + 1);

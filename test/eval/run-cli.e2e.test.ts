@@ -78,7 +78,7 @@ describe('captioner eval', () => {
 
   it('exit 3 for a feature cache of other settings; exit 4 for a folder that is not a run; exit 2 for bad flags', async () => {
     const other = path.join(work, 'other-features');
-    const w = await openCacheWriter(other, fakeSpec('another-encoder'), { shardSize: 64 });
+    const w = await openCacheWriter(other, fakeSpec('another-encoder'), { chunkSize: 64 });
     for (let i = 0; i < 16; i++) await w.add(imageName(i), vectorOf(i));
     await w.close();
     const bad = await runCli([...base(), '--set', `features.out=${other}`]);

@@ -154,7 +154,7 @@ export async function buildTrainedRun(
   });
   await runPrep(config);
   const features = path.join(dir, 'features');
-  const w = await openCacheWriter(features, fakeSpec('fake-encoder', opts.attention), { shardSize: 64 });
+  const w = await openCacheWriter(features, fakeSpec('fake-encoder', opts.attention), { chunkSize: 64 });
   for (let i = 0; i < n; i++) if (imageName(i) !== opts.skipFeature) await w.add(imageName(i), vectorOf(i));
   await w.close();
   await runTrain(config);

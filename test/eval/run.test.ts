@@ -139,7 +139,7 @@ describe('runEval', () => {
 
   it('refuses a feature cache computed with other settings', async () => {
     const other = path.join(work, 'other-features');
-    const w = await openCacheWriter(other, fakeSpec('another-encoder'), { shardSize: 64 });
+    const w = await openCacheWriter(other, fakeSpec('another-encoder'), { chunkSize: 64 });
     for (let i = 0; i < 16; i++) await w.add(imageName(i), vectorOf(i));
     await w.close();
     const config = { ...fx.config, features: { ...fx.config.features, out: other } };

@@ -1,5 +1,6 @@
 // The feature cache: round trips (float32 / float16), fingerprint refusals, resumable appends, failure
-// lists, crash leftovers, concurrent and overlapping writers, version 1 caches.
+// lists, crash leftovers, concurrent and overlapping writers, caches of versions 1 and 2 (shard-*.bin
+// files listed under `shards`, from before the word became "chunk").
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -71,12 +72,12 @@ describe('float16', () => {
 });
 
 describe('feature cache', () => {
-  it('writes shards and reads every vector back (float32, exact)', async () => {
+  it('writes chunks and reads every vector back (float32, exact)', async () => {
     const dir = path.join(work, 'f32');
-    const w = await openCacheWriter(dir, spec(), { shardSize: 3 });
+    const w = await openCacheWriter(dir, spec(), { chunkSize: 3 });
     for (let i = 0; i < 7; i++) await w.add(`img${i}.jpg`, vec(i));
     const m = await w.close();
-    expect(m.shards.map((s) => s.rows)).toEqual([3, 3, 1]);
+    expect(m.chunks.map((s) => s.rows)).toEqual([3, 3, 1]);
     expect(m).toMatchObject({
       kind: 'captioner.features',
       count: 7,
@@ -97,10 +98,10 @@ describe('feature cache', () => {
 
   it('stores float16 at half the size, read back as float32', async () => {
     const dir = path.join(work, 'f16');
-    const w = await openCacheWriter(dir, spec({}, 'float16'), { shardSize: 100 });
+    const w = await openCacheWriter(dir, spec({}, 'float16'), { chunkSize: 100 });
     await w.add('a', vec(1));
     const m = await w.close();
-    expect((await fs.stat(path.join(dir, m.shards[0].file))).size).toBe(10);
+    expect((await fs.stat(path.join(dir, m.chunks[0].file))).size).toBe(10);
     const c = await openFeatureCache(dir);
     const got = c.get('a');
     vec(1).forEach((v, i) => expect(Math.abs(got[i] - v)).toBeLessThan(0.01));
@@ -128,7 +129,7 @@ describe('feature cache', () => {
     await expect(openFeatureCache(dir, { layer: 'block5_pool' })).rejects.toThrow(
       /from layer fc2, expected block5_pool/,
     );
-    await expect(openCacheWriter(dir, other, { shardSize: 3 })).rejects.toThrow(
+    await expect(openCacheWriter(dir, other, { chunkSize: 3 })).rejects.toThrow(
       /different settings .*delete the folder or choose another --out/,
     );
     await expect(openFeatureCache(path.join(work, 'none'))).rejects.toThrow(
@@ -138,17 +139,17 @@ describe('feature cache', () => {
 
   it('resumes: a second writer sees what is cached and never stores a key twice', async () => {
     const dir = path.join(work, 'resume');
-    const w1 = await openCacheWriter(dir, spec(), { shardSize: 2 });
+    const w1 = await openCacheWriter(dir, spec(), { chunkSize: 2 });
     await w1.add('a', vec(1));
     await w1.add('b', vec(2));
     await w1.add('c', vec(3)); // pending, not flushed: lost as by a crash
-    const w2 = await openCacheWriter(dir, spec(), { shardSize: 2 });
+    const w2 = await openCacheWriter(dir, spec(), { chunkSize: 2 });
     expect(w2.has('a') && w2.has('b')).toBe(true);
     expect(w2.has('c')).toBe(false);
     await w2.add('a', vec(99)); // ignored
     await w2.add('c', vec(3));
     const m = await w2.close();
-    expect(m.shards.flatMap((s) => s.keys).sort()).toEqual(['a', 'b', 'c']);
+    expect(m.chunks.flatMap((s) => s.keys).sort()).toEqual(['a', 'b', 'c']);
     const c = await openFeatureCache(dir);
     expect(c.get('a')).toEqual(vec(1));
     c.close();
@@ -156,7 +157,7 @@ describe('feature cache', () => {
 
   it('lists failures, replaces them on retry, and drops them once the image is cached', async () => {
     const dir = path.join(work, 'failed');
-    const w = await openCacheWriter(dir, spec(), { shardSize: 10 });
+    const w = await openCacheWriter(dir, spec(), { chunkSize: 10 });
     await w.add('good', vec(1));
     w.fail({ image: 'bad', file: '/x/bad.jpg', reason: 'damaged or truncated image', kind: 'corrupt' });
     w.fail({ image: 'later', file: '/x/later.jpg', reason: 'file not found', kind: 'corrupt' });
@@ -166,7 +167,7 @@ describe('feature cache', () => {
     const c = await openFeatureCache(dir);
     expect(() => c.get('bad')).toThrow(/failed to decode/);
     c.close();
-    const w2 = await openCacheWriter(dir, spec(), { shardSize: 10 });
+    const w2 = await openCacheWriter(dir, spec(), { chunkSize: 10 });
     w2.fail({ image: 'bad', file: '/x/bad.jpg', reason: 'still bad', kind: 'corrupt' });
     await w2.add('later', vec(2));
     m = await w2.close();
@@ -175,7 +176,7 @@ describe('feature cache', () => {
   });
 
   it('refuses non-finite vectors and wrong lengths', async () => {
-    const w = await openCacheWriter(path.join(work, 'nan'), spec(), { shardSize: 10 });
+    const w = await openCacheWriter(path.join(work, 'nan'), spec(), { chunkSize: 10 });
     await expect(w.add('x', new Float32Array([1, 2, NaN, 4, 5]))).rejects.toThrow(/non-finite/);
     await expect(w.add('x', new Float32Array(4))).rejects.toThrow(/4 values, expected 5/);
     await w.close();
@@ -183,25 +184,27 @@ describe('feature cache', () => {
 
   it('cleans up only provable garbage: files of finished or dead writers, never a live writer elsewhere', async () => {
     const dir = path.join(work, 'crash');
-    const w = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    const w = await openCacheWriter(dir, spec(), { chunkSize: 1 });
     await w.add('a', vec(1));
     await w.close();
     const mine = JSON.parse(await fs.readFile(path.join(dir, `part-${w.id}.json`), 'utf8'));
     expect(mine).toMatchObject({
       kind: 'captioner.features.part',
-      version: 2,
+      version: 3,
       closed: true,
-      shards: [{ keys: ['a'] }],
+      chunks: [{ keys: ['a'] }],
     });
+    expect(mine.chunks[0].file).toMatch(/^chunk-.*-0\.bin$/);
+    expect(mine).not.toHaveProperty('shards');
     const put = (name: string, data: string | Uint8Array) => fs.writeFile(path.join(dir, name), data);
-    const part = (id: string, writer: object, shards: { file: string; keys: string[] }[]) =>
+    const part = (id: string, writer: object, chunks: { file: string; keys: string[] }[]) =>
       put(
         `part-${id}.json`,
         JSON.stringify({
           ...mine,
           writer: { ...mine.writer, id, ...writer },
           closed: false,
-          shards: shards.map((s) => ({ ...s, rows: s.keys.length })),
+          chunks: chunks.map((s) => ({ ...s, rows: s.keys.length })),
           failed: [],
         }),
       );
@@ -209,32 +212,32 @@ describe('feature cache', () => {
     const age = (name: string) => fs.utimes(path.join(dir, name), hourAgo, hourAgo);
     // a killed writer on this host, in this PID namespace: its pid is gone
     const dead = `${mine.writer.host}_4206649_deadbeef`;
-    await part(dead, { pid: 4206649 }, [{ file: `shard-${dead}-0.bin`, keys: ['d'] }]);
-    await put(`shard-${dead}-0.bin`, encodeRows([vec(4)], 'float32'));
-    await put(`shard-${dead}-1.bin`, new Uint8Array(20)); // written, never named by its fragment
-    await put(`shard-${dead}-2.bin.4206649.7.tmp`, new Uint8Array(3));
+    await part(dead, { pid: 4206649 }, [{ file: `chunk-${dead}-0.bin`, keys: ['d'] }]);
+    await put(`chunk-${dead}-0.bin`, encodeRows([vec(4)], 'float32'));
+    await put(`chunk-${dead}-1.bin`, new Uint8Array(20)); // written, never named by its fragment
+    await put(`chunk-${dead}-2.bin.4206649.7.tmp`, new Uint8Array(3));
     // a writer on another host (or PID namespace) whose pid means nothing here, with a fresh heartbeat
     const remote = 'node_b_77_cafebabe';
     await part(remote, { host: 'node_b', pid: 77, pidns: 'pid:[1]' }, []);
-    await put(`shard-${remote}-0.bin`, new Uint8Array(20)); // in flight: its fragment is updated next
-    await put(`shard-${remote}-1.bin.77.0.tmp`, new Uint8Array(3));
+    await put(`chunk-${remote}-0.bin`, new Uint8Array(20)); // in flight: its fragment is updated next
+    await put(`chunk-${remote}-1.bin.77.0.tmp`, new Uint8Array(3));
     const early = 'node_c_5_00000000';
-    await put(`shard-${early}-0.bin`, new Uint8Array(20)); // before its first fragment: judged by its own age
+    await put(`chunk-${early}-0.bin`, new Uint8Array(20)); // before its first fragment: judged by its own age
     // leftovers of a version 1 writer, long ago
     for (const n of ['shard-4206649-abc-0.bin', 'manifest.json.4206649.3.tmp', 'manifest.lock']) {
       await put(n, '{');
       await age(n);
     }
-    const w2 = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    const w2 = await openCacheWriter(dir, spec(), { chunkSize: 1 });
     await w2.add('b', vec(2));
     await w2.close();
     let names = (await fs.readdir(dir)).sort();
-    expect(names.filter((n) => n.includes(dead))).toEqual([`part-${dead}.json`, `shard-${dead}-0.bin`]);
+    expect(names.filter((n) => n.includes(dead))).toEqual([`chunk-${dead}-0.bin`, `part-${dead}.json`]);
     expect(names.filter((n) => n.includes(remote) || n.includes(early))).toEqual([
+      `chunk-${remote}-0.bin`,
+      `chunk-${remote}-1.bin.77.0.tmp`,
+      `chunk-${early}-0.bin`,
       `part-${remote}.json`,
-      `shard-${remote}-0.bin`,
-      `shard-${remote}-1.bin.77.0.tmp`,
-      `shard-${early}-0.bin`,
     ]);
     expect(
       names.filter((n) => n.includes('4206649-abc') || n.startsWith('manifest.json.') || n === 'manifest.lock'),
@@ -246,8 +249,8 @@ describe('feature cache', () => {
 
     // the remote writer's heartbeat stops (and the early one never wrote a fragment): gone after STALE_MS
     await age(`part-${remote}.json`);
-    await age(`shard-${early}-0.bin`);
-    const w3 = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    await age(`chunk-${early}-0.bin`);
+    const w3 = await openCacheWriter(dir, spec(), { chunkSize: 1 });
     await w3.close();
     names = (await fs.readdir(dir)).sort();
     expect(names.filter((n) => n.includes(remote) || n.includes(early))).toEqual([]); // its fragment was empty: removed too
@@ -258,7 +261,7 @@ describe('feature cache', () => {
 
   it('two writers of the same images (overlap): no corruption, the first fragment by name wins', async () => {
     const dir = path.join(work, 'overlap');
-    const [w1, w2] = await Promise.all([0, 1].map(() => openCacheWriter(dir, spec(), { shardSize: 2 })));
+    const [w1, w2] = await Promise.all([0, 1].map(() => openCacheWriter(dir, spec(), { chunkSize: 2 })));
     await Promise.all(
       [w1, w2].map(async (w, i) => {
         for (let k = 0; k < 5; k++) await w.add(`k${k}`, vec(100 * i + k));
@@ -271,9 +274,136 @@ describe('feature cache', () => {
     expect(c.manifest.count).toBe(5);
     for (let k = 0; k < 5; k++) expect(c.get(`k${k}`)).toEqual(vec(100 * first + k));
     c.close();
-    const w3 = await openCacheWriter(dir, spec(), { shardSize: 2 });
+    const w3 = await openCacheWriter(dir, spec(), { chunkSize: 2 });
     expect(w3.has('k4')).toBe(true);
     await w3.close();
+  });
+
+  it('a version 2 cache (shard-*.bin files listed under `shards`): read, resumed, upgraded, and cleaned up like any other', async () => {
+    const dir = path.join(work, 'v2');
+    // this host's writer identity (boot id, PID namespace), from a scratch writer
+    const scratch = await openCacheWriter(path.join(work, 'v2-id'), spec(), {});
+    await scratch.add('z', vec(0));
+    await scratch.close();
+    const me = JSON.parse(await fs.readFile(path.join(work, 'v2-id', `part-${scratch.id}.json`), 'utf8')).writer;
+    await fs.mkdir(dir, { recursive: true });
+    const fp = cacheFingerprint(spec());
+    const t = new Date(Date.now() - 60_000).toISOString();
+    const base = {
+      kind: 'captioner.features',
+      version: 2,
+      fingerprint: fp,
+      encoder: { name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test' },
+      weights: 'random',
+      weightsFingerprint: 'random:seed=1',
+      layer: 'fc2',
+      preprocessing: spec().encoder.preprocessing,
+      dtype: 'float32',
+      shape: [5],
+      count: 0,
+      shards: [],
+      failed: [],
+      created: t,
+      updated: t,
+    };
+    const put = (name: string, data: string | Uint8Array) => fs.writeFile(path.join(dir, name), data);
+    const v2part = (
+      id: string,
+      writer: object,
+      closed: boolean,
+      shards: { file: string; keys: string[] }[],
+      failed: object[] = [],
+    ) =>
+      put(
+        `part-${id}.json`,
+        JSON.stringify({
+          kind: 'captioner.features.part',
+          version: 2,
+          fingerprint: fp,
+          writer: { ...me, id, ...writer },
+          closed,
+          shards: shards.map((s) => ({ ...s, rows: s.keys.length })),
+          failed,
+          started: t,
+          updated: t,
+        }),
+      );
+    await put('manifest.json', JSON.stringify(base));
+    // a finished version 2 writer
+    const done = `${me.host}_4206650_0000aaaa`;
+    await v2part(
+      done,
+      { pid: 4206650 },
+      true,
+      [{ file: `shard-${done}-0.bin`, keys: ['a', 'b'] }],
+      [{ image: 'bad', file: '/x/bad.jpg', reason: 'damaged or truncated image' }],
+    );
+    await put(`shard-${done}-0.bin`, encodeRows([vec(1), vec(2)], 'float32'));
+    // a killed version 2 writer on this host: one named shard, one written but never named, a temp file
+    const dead = `${me.host}_4206651_0000bbbb`;
+    await v2part(dead, { pid: 4206651 }, false, [{ file: `shard-${dead}-0.bin`, keys: ['c'] }]);
+    await put(`shard-${dead}-0.bin`, encodeRows([vec(3)], 'float32'));
+    await put(`shard-${dead}-1.bin`, new Uint8Array(20));
+    await put(`shard-${dead}-2.bin.4206651.7.tmp`, new Uint8Array(3));
+    // an older captioner still running on another host: its shard in flight must survive
+    const remote = 'node_v2_88_0000cccc';
+    await v2part(remote, { host: 'node_v2', pid: 88, pidns: 'pid:[1]' }, false, []);
+    await put(`shard-${remote}-0.bin`, new Uint8Array(20));
+    const oldParts = new Map<string, string>();
+    for (const id of [done, dead, remote])
+      oldParts.set(id, await fs.readFile(path.join(dir, `part-${id}.json`), 'utf8'));
+
+    // read (and verified: sizes checked against the rows) as it is, without writing anything
+    let c = await openFeatureCache(dir, { fingerprint: fp });
+    expect(c.keys()).toEqual(['a', 'b', 'c']);
+    expect(c.get('b')).toEqual(vec(2));
+    expect(c.get('c')).toEqual(vec(3));
+    expect(c.manifest).toMatchObject({ version: 3, count: 3, failed: [{ image: 'bad' }] });
+    expect(c.manifest.chunks.map((ch) => ch.file)).toEqual([`shard-${done}-0.bin`, `shard-${dead}-0.bin`]);
+    expect(c.manifest).not.toHaveProperty('shards');
+    c.close();
+    expect(JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')).version).toBe(2);
+    // a damaged version 2 shard is reported like a damaged chunk
+    await fs.truncate(path.join(dir, `shard-${dead}-0.bin`), 7);
+    await expect(openFeatureCache(dir)).rejects.toThrow(/shard-.*-0\.bin: 7 bytes, expected 1 rows of 20 bytes/);
+    await put(`shard-${dead}-0.bin`, encodeRows([vec(3)], 'float32'));
+
+    // resumed: what is cached is skipped, new rows go to chunk-*.bin, the base is upgraded to version 3
+    const w = await openCacheWriter(dir, spec(), { chunkSize: 2 });
+    expect(['a', 'b', 'c'].every((k) => w.has(k))).toBe(true);
+    expect(w.has('bad')).toBe(false);
+    await w.add('a', vec(99)); // already cached: ignored
+    await w.add('bad', vec(4));
+    await w.add('e', vec(5));
+    const m = await w.close();
+    expect(m).toMatchObject({ version: 3, count: 5, failed: [] });
+    const onDisk = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
+    expect(onDisk).toMatchObject({ version: 3, chunks: [] });
+    expect(onDisk).not.toHaveProperty('shards');
+    const mine = JSON.parse(await fs.readFile(path.join(dir, `part-${w.id}.json`), 'utf8'));
+    expect(mine).toMatchObject({ version: 3, chunks: [{ file: `chunk-${w.id}-0.bin`, keys: ['bad', 'e'] }] });
+    // the older writers' fragments are never rewritten; only provable garbage went
+    for (const [id, text] of oldParts) expect(await fs.readFile(path.join(dir, `part-${id}.json`), 'utf8')).toBe(text);
+    let names = (await fs.readdir(dir)).filter((n) => n.endsWith('.bin') || n.includes('.tmp')).sort();
+    expect(names).toEqual(
+      [`chunk-${w.id}-0.bin`, `shard-${dead}-0.bin`, `shard-${done}-0.bin`, `shard-${remote}-0.bin`].sort(),
+    );
+    c = await openFeatureCache(dir, { fingerprint: fp });
+    expect(c.keys()).toEqual(['a', 'b', 'bad', 'c', 'e']);
+    expect(c.get('a')).toEqual(vec(1));
+    expect(c.get('e')).toEqual(vec(5));
+    c.close();
+
+    // the older remote writer stops: its unnamed shard and empty fragment go, named shards stay
+    const hourAgo = new Date(Date.now() - 3600_000);
+    await fs.utimes(path.join(dir, `part-${remote}.json`), hourAgo, hourAgo);
+    await (await openCacheWriter(dir, spec(), {})).close();
+    names = (await fs.readdir(dir)).sort();
+    expect(names.filter((n) => n.includes(remote))).toEqual([]);
+    expect(names.filter((n) => n.startsWith('shard-'))).toEqual([`shard-${dead}-0.bin`, `shard-${done}-0.bin`].sort());
+    c = await openFeatureCache(dir);
+    expect(c.keys()).toEqual(['a', 'b', 'bad', 'c', 'e']);
+    c.close();
   });
 
   it('reads a version 1 cache and upgrades it in place on the next write', async () => {
@@ -303,35 +433,40 @@ describe('feature cache', () => {
     expect(c.keys()).toEqual(['a', 'b']);
     expect(c.get('b')).toEqual(vec(2));
     c.close();
-    const w = await openCacheWriter(dir, spec(), { shardSize: 2 });
+    const w = await openCacheWriter(dir, spec(), { chunkSize: 2 });
     expect(w.has('a')).toBe(true);
     await w.add('x', vec(3));
     const m = await w.close();
-    expect(JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')).version).toBe(2);
-    expect(m).toMatchObject({ version: 2, count: 3, failed: [] });
+    // upgraded straight to version 3: the same chunk entries, listed under `chunks`; the file keeps its name
+    const base = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
+    expect(base).toMatchObject({ version: 3, chunks: v1.shards });
+    expect(base).not.toHaveProperty('shards');
+    expect(m).toMatchObject({ version: 3, count: 3, failed: [] });
+    expect(m.chunks[0].file).toBe('shard-123-abc-0.bin');
     c = await openFeatureCache(dir);
     expect(c.keys()).toEqual(['a', 'b', 'x']);
+    expect(c.get('a')).toEqual(vec(1));
     c.close();
-    await fs.writeFile(path.join(dir, 'manifest.json'), JSON.stringify({ ...v1, version: 3 }));
+    await fs.writeFile(path.join(dir, 'manifest.json'), JSON.stringify({ ...v1, version: 4 }));
     await expect(openFeatureCache(dir)).rejects.toThrow(
-      /feature cache version 3 is not supported \(this captioner reads versions 1 and 2\)/,
+      /feature cache version 4 is not supported \(this captioner reads versions 1 to 3\)/,
     );
   });
 
-  it('reports a damaged cache (missing or short shard) clearly', async () => {
+  it('reports a damaged cache (missing or short chunk) clearly', async () => {
     const dir = path.join(work, 'damaged');
-    const w = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    const w = await openCacheWriter(dir, spec(), { chunkSize: 1 });
     await w.add('a', vec(1));
     await w.add('b', vec(2));
     const m = await w.close();
-    await fs.truncate(path.join(dir, m.shards[1].file), 7);
+    await fs.truncate(path.join(dir, m.chunks[1].file), 7);
     await expect(openFeatureCache(dir)).rejects.toThrow(/7 bytes, expected 1 rows of 20 bytes/);
-    await fs.rm(path.join(dir, m.shards[0].file));
+    await fs.rm(path.join(dir, m.chunks[0].file));
     await expect(openFeatureCache(dir)).rejects.toThrow(
-      /shard .* is missing; the cache is damaged, run `captioner features` again/,
+      /chunk .* is missing; the cache is damaged, run `captioner features` again/,
     );
-    // a rerun of the writer recomputes what the damaged shards held, which repairs the cache
-    const w2 = await openCacheWriter(dir, spec(), { shardSize: 1 });
+    // a rerun of the writer recomputes what the damaged chunks held, which repairs the cache
+    const w2 = await openCacheWriter(dir, spec(), { chunkSize: 1 });
     expect(w2.has('a') || w2.has('b')).toBe(false);
     await w2.add('a', vec(1));
     await w2.add('b', vec(2));
@@ -343,7 +478,7 @@ describe('feature cache', () => {
 
   it('merges concurrent writers into one manifest', async () => {
     const dir = path.join(work, 'concurrent');
-    const writers = await Promise.all([0, 1, 2].map(() => openCacheWriter(dir, spec(), { shardSize: 1 })));
+    const writers = await Promise.all([0, 1, 2].map(() => openCacheWriter(dir, spec(), { chunkSize: 1 })));
     await Promise.all(
       writers.map(async (w, i) => {
         for (let k = 0; k < 4; k++) await w.add(`w${i}-${k}`, vec(i * 10 + k));

@@ -1,5 +1,6 @@
 // `captioner features` end to end through the built CLI: a prepared dataset of generated images (plus
-// a damaged and a missing one), a tiny ONNX encoder written by our writer, resume, shards, refusals,
+// a damaged and a missing one), a tiny ONNX encoder written by our writer, resume (also of a cache in the
+// older shard-*.bin naming), --shard, refusals,
 // kill -9 mid-run, and one run of the real VGG16 graph with random weights.
 import { spawn, spawnSync } from 'node:child_process';
 import { promises as fs, existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -32,10 +33,10 @@ function runIn(cmd: string, args: string[]): Promise<{ code: number; stdout: str
   });
 }
 
-/** The cache folder holds only named shards, fragments and the manifest: no orphans, temps or locks. */
-async function expectNoLitter(dir: string, shards: string[]): Promise<void> {
+/** The cache folder holds only named chunks, fragments and the manifest: no orphans, temps or locks. */
+async function expectNoLitter(dir: string, chunks: string[]): Promise<void> {
   const names = await fs.readdir(dir);
-  expect(names.filter((n) => n.endsWith('.bin')).sort()).toEqual([...shards].sort());
+  expect(names.filter((n) => n.endsWith('.bin')).sort()).toEqual([...chunks].sort());
   expect(names.filter((n) => n.includes('.tmp') || n.endsWith('.lock') || n.startsWith('head-'))).toEqual([]);
 }
 let model: string;
@@ -116,7 +117,7 @@ describe('captioner features', () => {
       dtype: 'float32',
       encoder: { name: 'onnx:tiny.onnx', runtime: 'onnx' },
     });
-    expect(c.manifest.shards.every((s) => s.rows <= 4)).toBe(true);
+    expect(c.manifest.chunks.every((s) => s.rows <= 4)).toBe(true);
     const first = c.get('img003.jpg');
     c.close();
 
@@ -124,7 +125,7 @@ describe('captioner features', () => {
     expect(again.code).toBe(3);
     expect(JSON.parse(again.stdout)).toMatchObject({ images: 12, alreadyCached: 10, encoded: 0, cached: 10 });
     const c2 = await openFeatureCache(path.join(dir, 'features'));
-    expect(c2.manifest.shards.flatMap((s) => s.keys).length).toBe(10);
+    expect(c2.manifest.chunks.flatMap((s) => s.keys).length).toBe(10);
     expect(c2.get('img003.jpg')).toEqual(first);
     c2.close();
 
@@ -135,6 +136,52 @@ describe('captioner features', () => {
     );
   });
 
+  it('new caches write chunk-*.bin; a cache written before the rename (version 2: shard-*.bin under `shards`) and a config with features.shardSize resume it, orphaning nothing', async () => {
+    const dir = path.join(work, 'v2');
+    const keys = await makeDataset(dir, 9);
+    const cacheDir = path.join(dir, 'features');
+    const first = await runCli([...tinyArgs(dir), '--limit', '5', '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const names = await fs.readdir(cacheDir);
+    expect(names.filter((n) => n.endsWith('.bin')).every((n) => /^chunk-\w+-\d+\.bin$/.test(n))).toBe(true);
+    expect(names.filter((n) => n.endsWith('.bin')).length).toBe(2); // 5 rows, at most 4 a chunk
+    const before = await openFeatureCache(cacheDir);
+    const vectors = new Map(before.keys().map((k) => [k, before.get(k)]));
+    before.close();
+    // rewrite it as an older captioner wrote it: version 2, shard-*.bin listed under `shards`
+    const rewrite = async (file: string) => {
+      const j = JSON.parse(await fs.readFile(file, 'utf8'));
+      const { chunks, ...rest } = j;
+      const shards = chunks.map((c: { file: string }) => ({ ...c, file: c.file.replace(/^chunk-/, 'shard-') }));
+      await fs.writeFile(file, JSON.stringify({ ...rest, version: 2, shards }));
+    };
+    for (const n of names) {
+      if (n.endsWith('.bin'))
+        await fs.rename(path.join(cacheDir, n), path.join(cacheDir, n.replace(/^chunk-/, 'shard-')));
+      else if (n.endsWith('.json')) await rewrite(path.join(cacheDir, n));
+    }
+    const old = (await fs.readdir(cacheDir)).filter((n) => n.endsWith('.bin')).sort();
+    expect(old.every((n) => n.startsWith('shard-'))).toBe(true);
+
+    // the rerun, with the old config key: a warning, the cached five skipped, the rest in new chunk files
+    const args = tinyArgs(dir).filter(
+      (a, i, all) => a !== 'features.chunkSize=4' && all[i + 1] !== 'features.chunkSize=4',
+    );
+    const r = await runCli([...args, '--set', 'features.shardSize=2', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.match(/features\.shardSize is deprecated: it is now features\.chunkSize/g)).toHaveLength(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({ images: 9, alreadyCached: 5, encoded: 4, cached: 9 });
+    const c = await openFeatureCache(cacheDir);
+    expect(c.keys()).toEqual(keys);
+    for (const [k, v] of vectors) expect(c.get(k)).toEqual(v);
+    const files = c.manifest.chunks.map((ch) => ch.file);
+    expect(files.filter((f) => f.startsWith('shard-')).sort()).toEqual(old);
+    expect(files.filter((f) => f.startsWith('chunk-')).length).toBe(2); // 4 rows, 2 a chunk
+    c.close();
+    expect(JSON.parse(await fs.readFile(path.join(cacheDir, 'manifest.json'), 'utf8')).version).toBe(3);
+    await expectNoLitter(cacheDir, files);
+  });
+
   it('--shard i/n processes (run at the same time into one folder) together cover everything once; --limit', async () => {
     const dir = path.join(work, 'shards');
     const keys = await makeDataset(dir, 11);
@@ -143,7 +190,7 @@ describe('captioner features', () => {
     expect(runs.map((r) => JSON.parse(r.stdout).images)).toEqual([4, 4, 3]);
     const c = await openFeatureCache(path.join(dir, 'features'));
     expect(c.keys()).toEqual(keys);
-    expect(c.manifest.shards.flatMap((s) => s.keys).length).toBe(11);
+    expect(c.manifest.chunks.flatMap((s) => s.keys).length).toBe(11);
     c.close();
 
     const lim = await runCli([...tinyArgs(dir), '--out', path.join(dir, 'lim'), '--limit', '4', '--json']);
@@ -178,7 +225,7 @@ describe('captioner features', () => {
       await new Promise((r) => setTimeout(r, 10));
       for (const part of existsSync(cacheDir) ? readdirSync(cacheDir).filter((n) => n.startsWith('part-')) : []) {
         try {
-          const rows = JSON.parse(readFileSync(path.join(cacheDir, part), 'utf8')).shards.reduce(
+          const rows = JSON.parse(readFileSync(path.join(cacheDir, part), 'utf8')).chunks.reduce(
             (a: number, s: { rows: number }) => a + s.rows,
             0,
           );
@@ -204,12 +251,12 @@ describe('captioner features', () => {
     expect(JSON.parse(r.stdout).alreadyCached).toBe(have.length);
     const full = await openFeatureCache(path.join(dir, 'features'));
     expect(full.keys()).toEqual(keys);
-    const all = full.manifest.shards.flatMap((s) => s.keys);
+    const all = full.manifest.chunks.flatMap((s) => s.keys);
     expect(all.length).toBe(40);
     expect(new Set(all).size).toBe(40);
     await expectNoLitter(
       path.join(dir, 'features'),
-      full.manifest.shards.map((s) => s.file),
+      full.manifest.chunks.map((s) => s.file),
     ); // crash leftovers cleaned up
     full.close();
   });
@@ -244,14 +291,14 @@ describe('captioner features', () => {
     for (const r of runs) expect(r.code, r.stderr).toBe(0);
     const c = await openFeatureCache(path.join(dir, 'features'));
     expect(c.keys()).toEqual(keys);
-    expect(c.manifest.shards.flatMap((s) => s.keys).length).toBe(24);
+    expect(c.manifest.chunks.flatMap((s) => s.keys).length).toBe(24);
     const pids = c.manifest
       .parts!.map((p) => JSON.parse(readFileSync(path.join(dir, 'features', p), 'utf8')).writer.pid)
       .sort();
     expect(pids).toEqual([2, 4]); // really in their own PID namespaces
     await expectNoLitter(
       path.join(dir, 'features'),
-      c.manifest.shards.map((s) => s.file),
+      c.manifest.chunks.map((s) => s.file),
     );
     c.close();
 
@@ -265,7 +312,7 @@ describe('captioner features', () => {
     for (const k of keys) expect(o.get(k)).toEqual(c.get(k));
     await expectNoLitter(
       out,
-      o.manifest.shards.map((s) => s.file),
+      o.manifest.chunks.map((s) => s.file),
     );
     o.close();
   });
@@ -281,7 +328,7 @@ describe('captioner features', () => {
       ctx.skip();
     }
     try {
-      // leave 3 pages: the manifest, this writer's fragment and one shard fit, the next shard does not
+      // leave 3 pages: the manifest, this writer's fragment and one chunk fit, the next chunk does not
       await fs.writeFile(path.join(out, 'filler'), new Uint8Array(200 * 1024 - 3 * 4096));
       const args = tinyArgs(dir, model, '--set', 'features.batchSize=2', '--set', 'features.chunkSize=2');
       const r = await runCli(args);
@@ -293,7 +340,7 @@ describe('captioner features', () => {
       expect(lines.length, r.stderr).toBe(1);
       expect(lines[0]).toMatch(
         new RegExp(
-          `${out.replace(/[/.]/g, '\\$&')}/(manifest\\.json|part-\\S+\\.json|shard-\\S+\\.bin): cannot write( the feature cache)?: no space left on device \\(ENOSPC\\)`,
+          `${out.replace(/[/.]/g, '\\$&')}/(manifest\\.json|part-\\S+\\.json|chunk-\\S+\\.bin): cannot write( the feature cache)?: no space left on device \\(ENOSPC\\)`,
         ),
       );
       expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
@@ -311,7 +358,7 @@ describe('captioner features', () => {
       expect(full.keys()).toEqual(keys);
       await expectNoLitter(
         out,
-        full.manifest.shards.map((s) => s.file),
+        full.manifest.chunks.map((s) => s.file),
       );
       full.close();
     } finally {
@@ -351,7 +398,7 @@ describe('captioner features', () => {
     expect(summary.encoded).toBeGreaterThan(0);
     expect(summary.encoded).toBeLessThan(40);
     const c = await openFeatureCache(path.join(dir, 'features'));
-    expect(c.keys().length).toBe(summary.encoded); // flushed although neither shardSize nor the checkpoint was reached
+    expect(c.keys().length).toBe(summary.encoded); // flushed although neither chunkSize nor the checkpoint was reached
     c.close();
   });
 

@@ -1,4 +1,4 @@
-// Reading the feature cache at scale: shards sized in bytes, the bounded reader training uses (the bytes
+// Reading the feature cache at scale: chunks sized in bytes, the bounded reader training uses (the bytes
 // it holds never exceed its budget, whatever the cache size), float16 decoding, and per-channel
 // statistics of grid features ([positions, channels], channels last).
 import { promises as fs } from 'node:fs';
@@ -11,7 +11,7 @@ import {
   boundedFeatureSource,
   channelStats,
   decodeRow,
-  DEFAULT_SHARD_BYTES,
+  DEFAULT_CHUNK_BYTES,
   fromHalf,
   openCacheWriter,
   openFeatureCache,
@@ -66,7 +66,7 @@ async function makeCache(
   shape: number[],
   dtype: CacheSpec['dtype'],
   n: number,
-  opts: { shardBytes?: number; shardSize?: number } = {},
+  opts: { chunkBytes?: number; chunkSize?: number } = {},
   offset = 0,
 ): Promise<string> {
   const dir = path.join(work, name);
@@ -76,30 +76,30 @@ async function makeCache(
   return dir;
 }
 
-describe('shards sized in bytes', () => {
-  it('a shard holds as many rows as fit shardBytes, shardSize caps it, a row over the budget gets a shard of its own', async () => {
+describe('chunks sized in bytes', () => {
+  it('a chunk holds as many rows as fit chunkBytes, chunkSize caps it, a row over the budget gets a chunk of its own', async () => {
     const shape = [2, 2, 4]; // 16 values: 32 bytes a row in float16
-    const rowsOf = async (name: string, opts: { shardBytes?: number; shardSize?: number }) => {
+    const rowsOf = async (name: string, opts: { chunkBytes?: number; chunkSize?: number }) => {
       const dir = await makeCache(name, shape, 'float16', 7, opts);
       const c = await openFeatureCache(dir);
       try {
-        for (const sh of c.manifest.shards) expect((await fs.stat(path.join(dir, sh.file))).size).toBe(sh.rows * 32);
+        for (const ch of c.manifest.chunks) expect((await fs.stat(path.join(dir, ch.file))).size).toBe(ch.rows * 32);
         for (let i = 0; i < 7; i++) expect(c.get(key(i))).toEqual(decodeRow(c.readRaw(key(i)), 'float16'));
-        return c.manifest.shards.map((s) => s.rows);
+        return c.manifest.chunks.map((s) => s.rows);
       } finally {
         c.close();
       }
     };
-    expect(await rowsOf('b100', { shardBytes: 100 })).toEqual([3, 3, 1]);
-    expect(await rowsOf('b10', { shardBytes: 10 })).toEqual([1, 1, 1, 1, 1, 1, 1]);
-    expect(await rowsOf('b1000s2', { shardBytes: 1000, shardSize: 2 })).toEqual([2, 2, 2, 1]);
+    expect(await rowsOf('b100', { chunkBytes: 100 })).toEqual([3, 3, 1]);
+    expect(await rowsOf('b10', { chunkBytes: 10 })).toEqual([1, 1, 1, 1, 1, 1, 1]);
+    expect(await rowsOf('b1000s2', { chunkBytes: 1000, chunkSize: 2 })).toEqual([2, 2, 2, 1]);
     expect(await rowsOf('default', {})).toEqual([7]);
   });
 
   it('config: chunkBytes 64 MiB by default, chunkSize optional, readCacheBytes 1 GiB', () => {
     const f = ConfigSchema.parse({}).features;
     expect(f.chunkBytes).toBe(64 * 1024 ** 2);
-    expect(DEFAULT_SHARD_BYTES).toBe(f.chunkBytes);
+    expect(DEFAULT_CHUNK_BYTES).toBe(f.chunkBytes);
     expect(f.chunkSize).toBeUndefined();
     expect(f.readCacheBytes).toBe(1024 ** 3);
     expect(ConfigSchema.parse({ features: { chunkSize: 1024 } }).features.chunkSize).toBe(1024); // features.shardSize of earlier versions: test/config/load.test.ts
@@ -136,8 +136,8 @@ describe('boundedFeatureSource', () => {
   let f16: string;
   let f32: string;
   beforeAll(async () => {
-    f16 = await makeCache('grid16', shape, 'float16', n, { shardBytes: 8 * 1024 });
-    f32 = await makeCache('grid32', shape, 'float32', n, { shardBytes: 8 * 1024 });
+    f16 = await makeCache('grid16', shape, 'float16', n, { chunkBytes: 8 * 1024 });
+    f32 = await makeCache('grid32', shape, 'float32', n, { chunkBytes: 8 * 1024 });
   });
 
   /** Epochs of shuffled batches (5 captions an image, as Flickr), checking every vector and the reader's bytes after each get. */
@@ -240,7 +240,7 @@ describe('channelStats', () => {
 
   it('matches a direct computation over positions and images: grid float16, through a tiny bounded reader', async () => {
     const shape = [4, 4, 8];
-    const dir = await makeCache('stats16', shape, 'float16', 30, { shardBytes: 1000 });
+    const dir = await makeCache('stats16', shape, 'float16', 30, { chunkBytes: 1000 });
     const c = await openFeatureCache(dir);
     try {
       const train = Array.from({ length: 20 }, (_, i) => key(i + 5)); // a split: not every cached image
@@ -255,7 +255,7 @@ describe('channelStats', () => {
       close(got.mean, want.mean);
       close(got.std, want.std);
       expect(src.stats().peakResidentBytes).toBeLessThanOrEqual(2 * c.rowBytes);
-      // straight from the cache (rows read in shard order) gives the same
+      // straight from the cache (rows read in chunk order) gives the same
       const again = channelStats(c, train.slice().reverse(), shape);
       close(again.mean, want.mean);
       close(again.std, want.std);

@@ -43,7 +43,7 @@ export async function writeFixture(dir: string, dropKey?: string, grid?: [number
     },
     dtype: 'float32',
   } as unknown as CacheSpec;
-  const w = await openCacheWriter(path.join(dir, 'features'), spec, { shardSize: 64 });
+  const w = await openCacheWriter(path.join(dir, 'features'), spec, { chunkSize: 64 });
   for (const [k, v] of s.features.map) if (k !== dropKey) await w.add(k, v);
   await w.close();
 }

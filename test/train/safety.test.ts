@@ -117,7 +117,7 @@ describe("train --out and other stages' folders", () => {
       },
       dtype: 'float32',
     } as unknown as CacheSpec;
-    const w = await openCacheWriter(features, spec, { shardSize: 8 });
+    const w = await openCacheWriter(features, spec, { chunkSize: 8 });
     await w.add('train_0000.jpg', s.features.get('train_0000.jpg'));
     await w.close();
     const photos = fresh();
@@ -145,7 +145,7 @@ describe("train --out and other stages' folders", () => {
     }).catch((x) => x);
     expect(e1).toBeInstanceOf(UsageError);
     expect(e1.message).toMatch(/holds a training run \(model\), not a prepared dataset/);
-    const e2 = await openCacheWriter(model, spec, { shardSize: 8 }).catch((x) => x);
+    const e2 = await openCacheWriter(model, spec, { chunkSize: 8 }).catch((x) => x);
     expect(e2).toBeInstanceOf(UsageError);
     expect(e2.message).toMatch(/holds a training run \(model\), not a feature cache/);
     await expect(loadTrainedModel(model).then((m) => m.decoder.dispose())).resolves.toBeUndefined();

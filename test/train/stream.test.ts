@@ -54,7 +54,7 @@ describe('training from the feature cache', () => {
       dtype: 'float16',
     };
     const dir = path.join(work, 'features');
-    const w = await openCacheWriter(dir, spec, { shardBytes: 200 });
+    const w = await openCacheWriter(dir, spec, { chunkBytes: 200 });
     for (const [k, v] of s.features.map) await w.add(k, v);
     await w.close();
     const cache = await openFeatureCache(dir);

@@ -19,7 +19,7 @@ export interface ReaderStats {
   /** Vectors held now. */
   residentRows: number;
   hits: number;
-  /** Rows read from the shards (first reads and re-reads after eviction). */
+  /** Rows read from the chunk files (first reads and re-reads after eviction). */
   reads: number;
 }
 
@@ -37,7 +37,7 @@ export interface BoundedFeatureSource {
 }
 
 export interface BoundedReaderOptions {
-  /** Most bytes of vectors held at once (0: hold none, read each get from the shards). */
+  /** Most bytes of vectors held at once (0: hold none, read each get from the chunk files). */
   budgetBytes: number;
   /** How many distinct images will be asked for (default: all the cache holds); picks the mode. */
   rows?: number;
@@ -45,7 +45,7 @@ export interface BoundedReaderOptions {
 
 /**
  * Wrap `cache` for training: vectors are kept in memory up to `budgetBytes` (see ReaderStats.mode) and
- * read again from the shards (positioned reads) when they were dropped. Memory for vectors is bounded
+ * read again from the chunk files (positioned reads) when they were dropped. Memory for vectors is bounded
  * by the budget, whatever the dataset size; besides it, only the key index (a few dozen bytes per image)
  * and the arrays handed out by get (one per call, owned by the caller) exist.
  */
@@ -123,7 +123,7 @@ export interface ChannelStats {
  * positions-major (NHWC flattened: [positions, channels]); `channels` is the shape's last axis (for fc2
  * [4096], each unit is a channel). Per-image moments are merged with Chan's formula in float64, so a
  * large mean does not cancel the variance. With a FeatureCache (or a source with byLocation) the rows
- * are read in shard order.
+ * are read in chunk order.
  */
 export function channelStats(
   source: { dim: number; get(key: string): Float32Array; byLocation?(keys: Iterable<string>): string[] },

@@ -1,5 +1,5 @@
 // The feature cache's housekeeping when a writer opens: deleting what finished writers left behind, and
-// upgrading a version 1 manifest in place (under the version 1 writers' lock file).
+// upgrading an older base manifest (version 1 or 2) in place (under the version 1 writers' lock file).
 // Part of src/features/cache/, the one module that writes, reads and versions the feature cache (entry:
 // src/features/cache.ts).
 import { promises as fs } from 'node:fs';
@@ -12,8 +12,8 @@ import {
   OWNED_RE,
   PART_RE,
   STALE_MS,
-  V1_LOCK,
-  V1_SHARD_RE,
+  UPGRADE_LOCK,
+  V1_CHUNK_RE,
   V1_TMP_RE,
   type ManifestPart,
   type WriterIdentity,
@@ -50,7 +50,7 @@ export const mtimeOf = (file: string) =>
 export async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdentity): Promise<void> {
   const now = Date.now();
   const referenced = new Set(
-    [...snap.base.shards, ...[...snap.parts.values()].flatMap((p) => p.shards)].map((s) => s.file),
+    [...snap.base.chunks, ...[...snap.parts.values()].flatMap((p) => p.chunks)].map((s) => s.file),
   );
   const owners = new Map<string, { name: string; part: ManifestPart }>();
   for (const [name, part] of snap.parts) owners.set(PART_RE.exec(name)![1], { name, part });
@@ -66,10 +66,10 @@ export async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdent
       const file = path.join(dir, o.name);
       const t = await mtimeOf(file);
       const part = await readPart(file, snap.base.fingerprint).catch(() => null);
-      const empty = part !== null && !part.shards.length && !part.failed.length;
+      const empty = part !== null && !part.chunks.length && !part.failed.length;
       verdicts.set(owner, {
         gone: t !== null && part !== null && writerGone(part, t, me, now),
-        refs: new Set(part?.shards.map((s) => s.file)),
+        refs: new Set(part?.chunks.map((s) => s.file)),
         empty,
       });
     }
@@ -90,7 +90,7 @@ export async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdent
         remove = snap.parts.has(name) && (await gone(owner, name)) && verdicts.get(owner)!.empty;
       } else if (m[2] && !tmp && referenced.has(name)) remove = false;
       else remove = await gone(owner, name);
-    } else if ((V1_SHARD_RE.test(name) && !referenced.has(name)) || V1_TMP_RE.test(name) || name === V1_LOCK) {
+    } else if ((V1_CHUNK_RE.test(name) && !referenced.has(name)) || V1_TMP_RE.test(name) || name === UPGRADE_LOCK) {
       const t = await mtimeOf(path.join(dir, name)); // left by a version 1 writer
       remove = t !== null && now - t > STALE_MS;
     }
@@ -98,9 +98,13 @@ export async function removeGarbage(dir: string, snap: Snapshot, me: WriterIdent
   }
 }
 
-/** Rewrite a version 1 manifest as version 2 (same shards), excluding version 1 writers by their lock. */
-export async function upgradeV1(dir: string): Promise<void> {
-  const lock = path.join(dir, V1_LOCK);
+/**
+ * Rewrite an older base manifest (version 1 or 2) as the current version, in place: the same chunks and
+ * files (readBase has read the older `shards` list as `chunks`). Version 1 writers, and other upgrades, are
+ * excluded by the version 1 writers' lock; the manifest is re-read under it, so a second upgrade is a no-op.
+ */
+export async function upgradeBase(dir: string): Promise<void> {
+  const lock = path.join(dir, UPGRADE_LOCK);
   const deadline = Date.now() + 120_000;
   for (;;) {
     try {
@@ -113,14 +117,15 @@ export async function upgradeV1(dir: string): Promise<void> {
       if (t !== null && Date.now() - t > STALE_MS) await fs.rm(lock, { force: true });
       else if (Date.now() > deadline)
         throw new DataError(
-          `${lock}: an older captioner is writing this version 1 feature cache; wait for it to finish, or delete the lock file if none is running`,
+          `${lock}: another captioner holds this feature cache's lock (an older one writing a version 1 cache, or one upgrading it); wait for it to finish, or delete the lock file if none is running`,
         );
       else await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
     }
   }
   try {
     const m = await readBase(dir);
-    if (m && m.version === 1) await writeJsonAtomic(path.join(dir, MANIFEST), { ...m, version: FEATURES_VERSION });
+    if (m && m.version < FEATURES_VERSION)
+      await writeJsonAtomic(path.join(dir, MANIFEST), { ...m, version: FEATURES_VERSION });
   } finally {
     await fs.rm(lock, { force: true });
   }

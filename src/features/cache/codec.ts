@@ -1,4 +1,4 @@
-// The feature cache's shard codec: rows of float32 values <-> little-endian float32 or float16 bytes.
+// The feature cache's chunk codec: rows of float32 values <-> little-endian float32 or float16 bytes.
 // Part of src/features/cache/, the one module that writes, reads and versions the feature cache (entry:
 // src/features/cache.ts).
 import { bytesPer, type FeatureDtype } from './format.js';

@@ -1,23 +1,34 @@
-// The feature cache's on-disk format: a folder of immutable binary shards, a base manifest and one
+// The feature cache's on-disk format: a folder of immutable binary chunk files, a base manifest and one
 // manifest fragment per writer. Nothing a writer wrote is ever rewritten by another writer, so no lock is needed and writers may
 // run on different hosts or in different PID namespaces (Slurm nodes, Kubernetes pods) on a shared folder.
 //
-//   <dir>/manifest.json            kind 'captioner.features', version 2: what computed the vectors (encoder
+//   <dir>/manifest.json            kind 'captioner.features', version 3: what computed the vectors (encoder
 //                                  info, weights fingerprint, preprocessing, layer), dtype, per-image shape and a
 //                                  `fingerprint` of all that. Created once (atomic create-if-absent) by the
-//                                  first writer, never rewritten (a version 1 cache keeps its shards here).
-//   <dir>/part-<writer>.json       one writer's fragment: its shards (file, rows, keys in row order) and its
+//                                  first writer, never rewritten but to upgrade an older version in place
+//                                  (a version 1 cache keeps its chunks here).
+//   <dir>/part-<writer>.json       one writer's fragment: its chunks (file, rows, keys in row order) and its
 //                                  failed images. Rewritten atomically (temp + fsync + rename) only by its own
-//                                  writer, after each shard and as a heartbeat; `closed` once the writer finished.
-//   <dir>/shard-<writer>-<n>.bin   rows of little-endian float32 or float16, row-major, no header.
+//                                  writer, after each chunk and as a heartbeat; `closed` once the writer finished.
+//   <dir>/chunk-<writer>-<n>.bin   rows of little-endian float32 or float16, row-major, no header.
 //
 // <writer> is hostname_pid_random, unique across hosts and PID namespaces. Readers merge the base and
-// all fragments (sorted by name): the first shard holding a key wins, so overlapping writers (two
+// all fragments (sorted by name): the first chunk holding a key wins, so overlapping writers (two
 // processes on the same --shard) only cost disk, and the result is deterministic. A writer writes its
-// shard, then its fragment, so a crash (even kill -9) leaves fragments that only name complete shards.
+// chunk, then its fragment, so a crash (even kill -9) leaves fragments that only name complete chunks.
 // Clean-up (when a writer opens) deletes only files no fragment names whose writer provably finished:
 // its fragment says closed, or it ran on this host in this PID namespace and its pid is gone, or its
 // heartbeat is older than STALE_MS (other hosts / namespaces).
+//
+// Older versions, still read (never rewritten but the base manifest's upgrade): versions 1 and 2 called the
+// data files shards (`shard-<writer>-<n>.bin`, version 1 `shard-<pid>-<random>-<n>.bin`) and listed them under
+// `shards` in the manifest and fragments. Version 3 only renamed them (one word per meaning: "shard" is the
+// --shard work split); the bytes are the same. Readers take either list (manifest.ts), clean-up owns either
+// file name (OWNED_RE), and a writer opening an older cache upgrades its base manifest to version 3
+// (cleanup.ts), as version 2 writers upgraded version 1: an older captioner then refuses the folder with
+// "version 3 is not supported" rather than calling the new fragments malformed (an older writer still
+// running at that moment fails at its close, its rows already committed). Files are never renamed on disk:
+// another process may be reading them, and an older writer still names them in its fragment.
 //
 // This file: kinds, versions, file names, manifest and fragment types, the configuration fingerprint.
 // Part of src/features/cache/, the one module that writes, reads and versions the feature cache (entry:
@@ -27,11 +38,12 @@ import type { ImageErrorKind } from '../image.js';
 import type { EncoderInfo, Preprocessing } from '../types.js';
 
 export const FEATURES_KIND = 'captioner.features';
-export const FEATURES_VERSION = 2;
+export const FEATURES_VERSION = 3;
 export const MANIFEST = 'manifest.json';
 export const PART_KIND = 'captioner.features.part';
-/** Lock file of version 1 writers: taken only to upgrade a version 1 manifest in place. */
-export const V1_LOCK = 'manifest.lock';
+/** Lock file of version 1 writers (who rewrote manifest.json under it); later writers take it only to
+ *  upgrade an older base manifest in place, so two upgrades, or an upgrade and a version 1 writer, never interleave. */
+export const UPGRADE_LOCK = 'manifest.lock';
 /** A writer rewrites its fragment at least this often while open. */
 export const HEARTBEAT_MS = 30_000;
 /** A writer whose fragment (or, before it has one, whose files) did not change for this long is gone. */
@@ -39,7 +51,8 @@ export const STALE_MS = 10 * 60_000;
 
 export type FeatureDtype = 'float32' | 'float16';
 
-export interface ShardEntry {
+/** One data file (chunk-<writer>-<n>.bin, or shard-... in caches of versions 1 and 2). */
+export interface ChunkEntry {
   file: string;
   rows: number;
   /** Image keys in row order. */
@@ -71,7 +84,7 @@ export interface FeaturesManifest {
   shape: number[];
   /** Number of cached images. */
   count: number;
-  shards: ShardEntry[];
+  chunks: ChunkEntry[];
   failed: FailedImage[];
   created: string;
   updated: string;
@@ -97,7 +110,7 @@ export interface ManifestPart {
   writer: WriterIdentity;
   /** True once the writer finished (its unreferenced files, if any, are garbage). */
   closed: boolean;
-  shards: ShardEntry[];
+  chunks: ChunkEntry[];
   failed: FailedImage[];
   started: string;
   updated: string;
@@ -142,8 +155,14 @@ export const rowLength = (shape: readonly number[]) => shape.reduce((a, b) => a 
 
 export const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 export const PART_RE = /^part-([A-Za-z0-9_]+)\.json$/;
-/** Files a writer owns, including the temp files of their atomic writes (`<name>.<...>.tmp`, or a dotted `.<name>...tmp...`). */
+/**
+ * Files a writer owns, including the temp files of their atomic writes (`<name>.<...>.tmp`, or a dotted `.<name>...tmp...`).
+ * Groups: 1 the leading dot, 2 a data file's writer, 3 a fragment's, 4 a head's, 5 a temp suffix. Data files are
+ * `chunk-` (version 3) or `shard-` (version 2, written by older captioners that may still run beside this one):
+ * both are owned, so clean-up judges an older writer's files like any other writer's and never orphans them.
+ */
 export const OWNED_RE =
-  /^(\.?)(?:shard-([A-Za-z0-9_]+)-\d+\.bin|part-([A-Za-z0-9_]+)\.json|head-([A-Za-z0-9_]+)\.json)([.~-].*tmp.*)?$/;
-export const V1_SHARD_RE = /^shard-\d+-[a-z0-9]+-\d+\.bin$/;
+  /^(\.?)(?:(?:chunk|shard)-([A-Za-z0-9_]+)-\d+\.bin|part-([A-Za-z0-9_]+)\.json|head-([A-Za-z0-9_]+)\.json)([.~-].*tmp.*)?$/;
+/** Data files of version 1 writers (who only ever called them shards). */
+export const V1_CHUNK_RE = /^shard-\d+-[a-z0-9]+-\d+\.bin$/;
 export const V1_TMP_RE = /^manifest\.json\..*\.tmp$/;

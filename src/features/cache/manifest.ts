@@ -13,6 +13,7 @@ import {
   MANIFEST,
   PART_KIND,
   PART_RE,
+  type ChunkEntry,
   type FailedImage,
   type FeaturesManifest,
   type ManifestPart,
@@ -30,31 +31,39 @@ export async function readBase(dir: string): Promise<FeaturesManifest | null> {
     throw new DataError(
       `${file}: not a feature cache manifest (kind ${JSON.stringify(m?.kind)}, expected "${FEATURES_KIND}")`,
     );
-  if (m.version !== 1 && m.version !== FEATURES_VERSION)
+  if (m.version !== 1 && m.version !== 2 && m.version !== FEATURES_VERSION)
     throw new DataError(
-      `${file}: feature cache version ${m.version} is not supported (this captioner reads versions 1 and ${FEATURES_VERSION}); recompute with \`captioner features\` into a fresh --out`,
+      `${file}: feature cache version ${m.version} is not supported (this captioner reads versions 1 to ${FEATURES_VERSION}); recompute with \`captioner features\` into a fresh --out`,
     );
   if (!Array.isArray(m.shape) || (m.dtype !== 'float32' && m.dtype !== 'float16'))
     throw new DataError(`${file}: malformed feature cache manifest (shape or dtype missing)`);
-  if (m.version === 1 && !Array.isArray(m.shards))
+  const chunks = chunkList(m);
+  if (m.version === 1 && !Array.isArray(chunks))
     throw new DataError(`${file}: malformed feature cache manifest (shards missing)`);
-  m.shards ??= [];
+  m.chunks = chunks ?? [];
   m.failed ??= [];
   return m;
 }
 
+/**
+ * The chunk list of a manifest or fragment as written: `chunks` from version 3 on, `shards` before (the
+ * same entries; version 3 only renamed the word). Both are read so that caches written by earlier
+ * captioners keep working; the older key is removed from the object, so the rest of the code sees `chunks` only.
+ */
+function chunkList(o: FeaturesManifest | ManifestPart): ChunkEntry[] | undefined {
+  const old = o as { shards?: ChunkEntry[] };
+  const list = o.version < 3 ? old.shards : o.chunks;
+  delete old.shards;
+  return list;
+}
+
 export async function readPart(file: string, fingerprint: string): Promise<ManifestPart> {
   const p = await readJson<ManifestPart>(file, 'feature cache fragment');
-  if (
-    !p ||
-    p.kind !== PART_KIND ||
-    p.version !== FEATURES_VERSION ||
-    !Array.isArray(p.shards) ||
-    !Array.isArray(p.failed) ||
-    !p.writer
-  ) {
+  const chunks = p && (p.version === 2 || p.version === FEATURES_VERSION) ? chunkList(p) : undefined;
+  if (!p || p.kind !== PART_KIND || !Array.isArray(chunks) || !Array.isArray(p.failed) || !p.writer) {
     throw new DataError(`${file}: malformed feature cache fragment; delete it (its images will be computed again)`);
   }
+  p.chunks = chunks;
   if (p.fingerprint !== fingerprint)
     throw new DataError(
       `${file}: this fragment was computed with other settings than ${MANIFEST}; delete it (its images will be computed again)`,
@@ -85,11 +94,11 @@ export async function readSnapshot(dir: string): Promise<Snapshot | null> {
   return { base, parts };
 }
 
-/** The merged view: base shards, then each fragment's (by name); failures minus anything cached. */
+/** The merged view: base chunks, then each fragment's (by name); failures minus anything cached. */
 export function merge(snap: Snapshot): FeaturesManifest {
-  // shards: base first, then each fragment's, fragments by file name (the first copy of a key wins)
-  const shards = [...snap.base.shards, ...[...snap.parts.values()].flatMap((p) => p.shards)];
-  const cached = new Set(shards.flatMap((s) => s.keys));
+  // chunks: base first, then each fragment's, fragments by file name (the first copy of a key wins)
+  const chunks = [...snap.base.chunks, ...[...snap.parts.values()].flatMap((p) => p.chunks)];
+  const cached = new Set(chunks.flatMap((s) => s.keys));
   // failures: the latest attempt per image wins (writers keep their timestamps after all they saw)
   const failed = new Map<string, FailedImage>();
   for (const f of snap.base.failed) failed.set(f.image, f);
@@ -104,7 +113,7 @@ export function merge(snap: Snapshot): FeaturesManifest {
     ...snap.base,
     version: FEATURES_VERSION,
     count: cached.size,
-    shards,
+    chunks,
     failed: [...failed.values()].filter((f) => !cached.has(f.image)).sort((a, b) => byName(a.image, b.image)),
     updated,
     parts: [...snap.parts.keys()],

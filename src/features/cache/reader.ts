@@ -5,7 +5,7 @@ import { closeSync, openSync, readSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DataError } from '../../errors.js';
 import { decodeRow } from './codec.js';
-import { byName, bytesPer, MANIFEST, rowLength, type FeaturesManifest, type ShardEntry } from './format.js';
+import { byName, bytesPer, MANIFEST, rowLength, type ChunkEntry, type FeaturesManifest } from './format.js';
 import { describeSpec, merge, readSnapshot } from './manifest.js';
 
 export interface FeatureCache {
@@ -17,13 +17,13 @@ export interface FeatureCache {
   /** Bytes of one stored row (dim x 2 for float16, dim x 4 for float32). */
   rowBytes: number;
   has(key: string): boolean;
-  /** The cached vector of `key` as float32, a new array read from its shard (DataError when absent). */
+  /** The cached vector of `key` as float32, a new array read from its chunk file (DataError when absent). */
   get(key: string): Float32Array;
   /** The stored bytes of `key`'s row (manifest.dtype, little-endian), read into `into` when given. */
   readRaw(key: string, into?: Uint8Array): Uint8Array;
   /** Cached image keys, sorted. */
   keys(): string[];
-  /** `keys` reordered by where their rows lie (shard, then row), for sequential reads. Unknown keys last. */
+  /** `keys` reordered by where their rows lie (chunk, then row), for sequential reads. Unknown keys last. */
   byLocation(keys: Iterable<string>): string[];
   close(): void;
 }
@@ -52,48 +52,48 @@ export async function openFeatureCache(dir: string, expect: ExpectCache = {}): P
   if (expect.shape && expect.shape.join('x') !== manifest.shape.join('x'))
     throw new DataError(`${where}: features have shape [${manifest.shape}], expected [${expect.shape}]`);
   const rowBytes = rowLength(manifest.shape) * bytesPer(manifest.dtype);
-  // a damaged shard is tolerated only when every key it holds is also in an intact one (a rerun of
-  // `features` recomputes the keys of damaged shards, so it repairs the cache)
+  // a damaged chunk is tolerated only when every key it holds is also in an intact one (a rerun of
+  // `features` recomputes the keys of damaged chunks, so it repairs the cache)
   let damage: string | null = null;
-  const intact: ShardEntry[] = [];
-  for (const sh of manifest.shards) {
-    const file = path.join(dir, sh.file);
+  const intact: ChunkEntry[] = [];
+  for (const ch of manifest.chunks) {
+    const file = path.join(dir, ch.file);
     const size = await fs.stat(file).then(
       (st) => st.size,
       () => -1,
     );
-    if (size >= 0 && size === sh.rows * rowBytes && sh.keys.length === sh.rows) intact.push(sh);
+    if (size >= 0 && size === ch.rows * rowBytes && ch.keys.length === ch.rows) intact.push(ch);
     else
       damage ??=
         size < 0
-          ? `${where}: shard ${sh.file} is missing`
-          : `${file}: ${size} bytes, expected ${sh.rows} rows of ${rowBytes} bytes`;
+          ? `${where}: chunk ${ch.file} is missing`
+          : `${file}: ${size} bytes, expected ${ch.rows} rows of ${rowBytes} bytes`;
   }
   if (damage) {
-    const have = new Set(intact.flatMap((sh) => sh.keys));
-    if (manifest.shards.some((sh) => !intact.includes(sh) && sh.keys.some((k) => !have.has(k)))) {
+    const have = new Set(intact.flatMap((ch) => ch.keys));
+    if (manifest.chunks.some((ch) => !intact.includes(ch) && ch.keys.some((k) => !have.has(k)))) {
       throw new DataError(
         `${damage}; the cache is damaged, run \`captioner features\` again to recompute the lost images`,
       );
     }
   }
-  manifest.shards = intact;
+  manifest.chunks = intact;
   return openIndexed(dir, manifest, rowBytes);
 }
 
 function openIndexed(dir: string, manifest: FeaturesManifest, rowBytes: number): FeatureCache {
   const dim = rowLength(manifest.shape);
-  const index = new Map<string, { shard: number; row: number }>();
-  manifest.shards.forEach((sh, s) => {
-    sh.keys.forEach((k, row) => {
-      if (!index.has(k)) index.set(k, { shard: s, row });
+  const index = new Map<string, { chunk: number; row: number }>();
+  manifest.chunks.forEach((ch, s) => {
+    ch.keys.forEach((k, row) => {
+      if (!index.has(k)) index.set(k, { chunk: s, row });
     });
   });
   const fds = new Map<number, number>();
   const fdOf = (s: number) => {
     let fd = fds.get(s);
     if (fd === undefined) {
-      fd = openSync(path.join(dir, manifest.shards[s].file), 'r');
+      fd = openSync(path.join(dir, manifest.chunks[s].file), 'r');
       fds.set(s, fd);
     }
     return fd;
@@ -106,12 +106,12 @@ function openIndexed(dir: string, manifest: FeaturesManifest, rowBytes: number):
       );
     const buf = into ? into.subarray(0, rowBytes) : new Uint8Array(rowBytes);
     if (buf.length !== rowBytes) throw new Error(`readRaw: buffer of ${into!.length} bytes for a row of ${rowBytes}`);
-    const fd = fdOf(at.shard);
+    const fd = fdOf(at.chunk);
     for (let done = 0; done < rowBytes; ) {
       const got = readSync(fd, buf, done, rowBytes - done, at.row * rowBytes + done);
       if (got <= 0)
         throw new DataError(
-          `${path.join(dir, manifest.shards[at.shard].file)}: short read at row ${at.row}; the shard was changed after the cache was opened, run \`captioner features\` again`,
+          `${path.join(dir, manifest.chunks[at.chunk].file)}: short read at row ${at.row}; the chunk file was changed after the cache was opened, run \`captioner features\` again`,
         );
       done += got;
     }
@@ -127,11 +127,11 @@ function openIndexed(dir: string, manifest: FeaturesManifest, rowBytes: number):
     readRaw,
     keys: () => [...index.keys()].sort(),
     byLocation(keys) {
-      const at = (k: string) => index.get(k) ?? { shard: Infinity, row: 0 };
+      const at = (k: string) => index.get(k) ?? { chunk: Infinity, row: 0 };
       return [...keys].sort((a, b) => {
         const x = at(a);
         const y = at(b);
-        return x.shard - y.shard || x.row - y.row || (x.shard === Infinity ? byName(a, b) : 0);
+        return x.chunk - y.chunk || x.row - y.row || (x.chunk === Infinity ? byName(a, b) : 0);
       });
     },
     close() {

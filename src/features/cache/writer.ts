@@ -1,4 +1,4 @@
-// The feature cache's writer: appends shards and rewrites only its own fragment (no lock; see format.ts).
+// The feature cache's writer: appends chunk files and rewrites only its own fragment (no lock; see format.ts).
 // Part of src/features/cache/, the one module that writes, reads and versions the feature cache (entry:
 // src/features/cache.ts).
 import { readFileSync, readlinkSync, promises as fs } from 'node:fs';
@@ -22,22 +22,22 @@ import {
   rowLength,
   STALE_MS,
 } from './format.js';
-import type { CacheSpec, FailedImage, FeaturesManifest, ManifestPart, ShardEntry, WriterIdentity } from './format.js';
+import type { CacheSpec, ChunkEntry, FailedImage, FeaturesManifest, ManifestPart, WriterIdentity } from './format.js';
 import { describeSpec, merge, readSnapshot } from './manifest.js';
-import { mtimeOf, removeGarbage, upgradeV1 } from './cleanup.js';
+import { mtimeOf, removeGarbage, upgradeBase } from './cleanup.js';
 
 export interface CacheWriter {
   readonly dir: string;
   readonly fingerprint: string;
-  /** This writer's id (names its fragment part-<id>.json and its shards shard-<id>-<n>.bin). */
+  /** This writer's id (names its fragment part-<id>.json and its chunks chunk-<id>-<n>.bin). */
   readonly id: string;
   /** Whether `key` is cached (by any writer, as of opening, or by this one). */
   has(key: string): boolean;
-  /** Buffer one vector (encoded in the cache's dtype at once); writes a shard when it is full (shardBytes / shardSize). */
+  /** Buffer one vector (encoded in the cache's dtype at once); writes a chunk when it is full (chunkBytes / chunkSize). */
   add(key: string, vector: Float32Array): Promise<void>;
   /** Record an image that could not be encoded (written with the next flush). */
   fail(entry: FailedImage): void;
-  /** Write pending rows as a shard (if any) and pending failures into this writer's fragment. */
+  /** Write pending rows as a chunk (if any) and pending failures into this writer's fragment. */
   flush(): Promise<void>;
   /** Rows waiting to be flushed. */
   pending(): number;
@@ -46,13 +46,13 @@ export interface CacheWriter {
 }
 
 export interface WriterOptions {
-  /** Bytes per shard file, at most (default DEFAULT_SHARD_BYTES); a row larger than this gets a shard of its own. */
-  shardBytes?: number;
-  /** Rows per shard file, at most (default: no limit but shardBytes). */
-  shardSize?: number;
+  /** Bytes per chunk file, at most (default DEFAULT_CHUNK_BYTES); a row larger than this gets a chunk of its own. */
+  chunkBytes?: number;
+  /** Rows per chunk file, at most (default: no limit but chunkBytes). */
+  chunkSize?: number;
 }
 
-export const DEFAULT_SHARD_BYTES = 64 * 1024 ** 2;
+export const DEFAULT_CHUNK_BYTES = 64 * 1024 ** 2;
 
 function identity(): WriterIdentity {
   const host =
@@ -94,10 +94,10 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
   const fingerprint = cacheFingerprint(spec);
   const dim = rowLength(spec.encoder.shape);
   const rowBytes = dim * bytesPer(spec.dtype);
-  // rows per shard: as many as fit shardBytes (at least one), capped by shardSize
-  const shardRows = Math.max(
+  // rows per chunk: as many as fit chunkBytes (at least one), capped by chunkSize
+  const chunkRows = Math.max(
     1,
-    Math.min(Math.floor((opts.shardBytes ?? DEFAULT_SHARD_BYTES) / rowBytes), opts.shardSize ?? Infinity),
+    Math.min(Math.floor((opts.chunkBytes ?? DEFAULT_CHUNK_BYTES) / rowBytes), opts.chunkSize ?? Infinity),
   );
   const me = identity();
   const partName = `part-${me.id}.json`;
@@ -120,14 +120,14 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
     dtype: spec.dtype,
     shape: [...spec.encoder.shape],
     count: 0,
-    shards: [],
+    chunks: [],
     failed: [],
     created: now(),
     updated: now(),
   });
 
-  /** Remove this writer's temp files and the shards its fragment does not name (after a failed write). */
-  let committed: ShardEntry[] = [];
+  /** Remove this writer's temp files and the chunks its fragment does not name (after a failed write). */
+  let committed: ChunkEntry[] = [];
   const removeOwnLitter = async () => {
     const keep = new Set(committed.map((s) => s.file));
     for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
@@ -179,31 +179,31 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
         'delete the folder or choose another --out',
     );
   }
-  if (snap.base.version === 1) {
-    await upgradeV1(dir);
+  if (snap.base.version < FEATURES_VERSION) {
+    await upgradeBase(dir);
     snap = (await readSnapshot(dir))!;
   }
   await removeGarbage(dir, snap, me);
-  // what is cached: keys of intact shards (a damaged shard's keys are computed again)
+  // what is cached: keys of intact chunks (a damaged chunk's keys are computed again)
   const cached = new Set<string>();
   const merged = merge(snap);
-  for (const sh of merged.shards) {
-    const size = await fs.stat(path.join(dir, sh.file)).then(
+  for (const ch of merged.chunks) {
+    const size = await fs.stat(path.join(dir, ch.file)).then(
       (s) => s.size,
       () => -1,
     );
-    if (size === sh.rows * rowBytes && sh.keys.length === sh.rows) for (const k of sh.keys) cached.add(k);
+    if (size === ch.rows * rowBytes && ch.keys.length === ch.rows) for (const k of ch.keys) cached.add(k);
   }
   // our timestamps are later than everything we have seen, so "the latest failure wins" holds even
   // when clocks of two hosts disagree a little
   let clock = Math.max(Date.now(), Date.parse(merged.updated) + 1 || 0);
   const tick = () => (clock = Math.max(clock + 1, Date.now()));
 
-  // pending rows, already encoded: the writer holds at most one shard (shardRows * rowBytes bytes)
+  // pending rows, already encoded: the writer holds at most one chunk (chunkRows * rowBytes bytes)
   let buf = new Uint8Array(0);
   let keys: string[] = [];
   let pendingKeys = new Set<string>();
-  const shards: ShardEntry[] = [];
+  const chunks: ChunkEntry[] = [];
   const failures = new Map<string, FailedImage>();
   const mine = new Set<string>();
   let dirty = false;
@@ -217,9 +217,9 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
   const commit = (finished: boolean, heartbeat = false): Promise<void> => {
     const job = queue.then(async () => {
       if (Date.now() - lastBeat > STALE_MS / 2) {
-        // we were stopped long enough for others to think us gone: keep only shards still on disk
-        for (let i = shards.length - 1; i >= 0; i--)
-          if ((await mtimeOf(path.join(dir, shards[i].file))) === null) shards.splice(i, 1);
+        // we were stopped long enough for others to think us gone: keep only chunks still on disk
+        for (let i = chunks.length - 1; i >= 0; i--)
+          if ((await mtimeOf(path.join(dir, chunks[i].file))) === null) chunks.splice(i, 1);
       }
       const updated = new Date(tick()).toISOString();
       started ??= updated;
@@ -229,7 +229,7 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
         fingerprint,
         writer: me,
         closed: finished,
-        shards: [...shards],
+        chunks: [...chunks],
         failed: [...failures.values()].filter((f) => !mine.has(f.image)).sort((a, b) => byName(a.image, b.image)),
         started,
         updated,
@@ -237,7 +237,7 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
       // a failed heartbeat only leaves the previous fragment in place; the next flush reports the disk
       if (heartbeat) await writeJsonAtomic(partFile, part);
       else await writing(partFile, () => writeJsonAtomic(partFile, part));
-      committed = part.shards;
+      committed = part.chunks;
       lastBeat = Date.now();
     });
     queue = job.catch(() => {});
@@ -251,11 +251,11 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
   const flush = async (): Promise<void> => {
     if (!keys.length && !dirty) return;
     if (keys.length) {
-      if (!started) await commit(false); // claim our files before the first shard exists
-      const file = `shard-${me.id}-${seq++}.bin`;
+      if (!started) await commit(false); // claim our files before the first chunk exists
+      const file = `chunk-${me.id}-${seq++}.bin`;
       const bytes = buf.subarray(0, keys.length * rowBytes);
       await writing(path.join(dir, file), () => writeFileAtomic(path.join(dir, file), bytes));
-      shards.push({ file, rows: keys.length, keys });
+      chunks.push({ file, rows: keys.length, keys });
       for (const k of keys) mine.add(k);
       keys = [];
       pendingKeys = new Set();
@@ -280,8 +280,8 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
       if (cached.has(key) || mine.has(key) || pendingKeys.has(key)) return; // already cached: never store a key twice
       const at = keys.length * rowBytes;
       if (at + rowBytes > buf.length) {
-        // grow by doubling up to one full shard (small runs never allocate a whole shard)
-        const grown = new Uint8Array(Math.min(shardRows, Math.max(2 * keys.length, 1)) * rowBytes);
+        // grow by doubling up to one full chunk (small runs never allocate a whole chunk)
+        const grown = new Uint8Array(Math.min(chunkRows, Math.max(2 * keys.length, 1)) * rowBytes);
         grown.set(buf.subarray(0, at));
         buf = grown;
       }
@@ -289,7 +289,7 @@ export async function openCacheWriter(dir: string, spec: CacheSpec, opts: Writer
       keys.push(key);
       pendingKeys.add(key);
       if (failures.delete(key)) dirty = true;
-      if (keys.length >= shardRows) await flush();
+      if (keys.length >= chunkRows) await flush();
     },
     fail(entry) {
       failures.set(entry.image, entry);
