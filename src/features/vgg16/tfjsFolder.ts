@@ -2,6 +2,7 @@
 // tensorflowjs_converter or tf.LayersModel.save('file://...')) without tfjs-node: parses the
 // weightsManifest and reads each weight's byte range straight from the shards. Weights are mapped to
 // layers by name (".../block1_conv1/kernel", ".../fc1/bias"); weights of other layers are skipped.
+// "Shard" here is TF.js's own word for its weight files (group1-shard1of1.bin), kept as that format names them.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { ModelError } from '../../errors.js';

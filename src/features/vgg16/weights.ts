@@ -119,7 +119,7 @@ export function randomVgg16Weights(
 
 export interface LoadedVgg16Weights {
   weights: Vgg16Weights;
-  /** `random:seed=N`, or `sha256:<hex>` of the file (for a TF.js folder: of model.json then its shards, in manifest order). */
+  /** `random:seed=N`, or `sha256:<hex>` of the file (for a TF.js folder: of model.json then its TF.js weight shards, in manifest order). */
   fingerprint: string;
   /** 'random' or the absolute path that was read. */
   source: string;
