@@ -19,6 +19,7 @@ export const GROUPS = [
   'serve',
   'demo',
   'parity',
+  'recipe',
 ];
 
 export function formatTable(rows: BenchRow[]): string {

@@ -25,6 +25,11 @@ shuffled every epoch, no early stopping and no learning-rate decay (the bench tu
 too). The LSTM has one bias per gate, as ours (Keras) has: torch's second bias (bias_hh) is held at 0 and
 not trained, else Adam would move the gate biases twice as fast as ours.
 
+The recipe follows ours (src/config/schema.ts): --init-scheme (model.init: keras as described above, or
+torch: PyTorch's own layer defaults, the LSTM's two biases summed into the one kept, as
+src/model/spec.ts draws them), --label-smoothing (train.labelSmoothing: CrossEntropyLoss(label_smoothing)
+on the training loss only) and --warmup-steps (train.warmupSteps: lr x min(1, step / W), step from 1).
+
 Exact mode (--init and --order, with --dropout 0): the model starts from OUR initial weights (a run
 folder's weights.json + weights.bin, e.g. last/ of a run interrupted before its first step) and trains on
 the batches in the order our trainer drew them (a JSON file the bench computes with src/train/data.ts's
@@ -136,6 +141,14 @@ def feature_norm(vectors, channels):
 # ------------------------------------------------------------------------------------------ models
 
 
+def torch_lstm_bias(torch, bias_ih, bias_hh):
+    """--init-scheme torch: PyTorch's own LSTM init, its two biases summed into bias_ih (ours has one per gate)."""
+    with torch.no_grad():
+        bias_ih.add_(bias_hh)
+        bias_hh.zero_()
+    bias_hh.requires_grad_(False)
+
+
 def keras_lstm_init(torch, lstm, units):
     """Ours: glorot-uniform input kernel [E, 4U], orthogonal recurrent kernel with orthonormal rows [U, 4U],
     zero bias except forget gate 1. PyTorch keeps the transposes ([4U, E], [4U, U]) and two biases."""
@@ -150,10 +163,12 @@ def keras_lstm_init(torch, lstm, units):
     lstm.bias_hh_l0.requires_grad_(False)  # one bias per gate, as ours
 
 
-def dense(torch, fan_in, fan_out):
+def dense(torch, fan_in, fan_out, scheme="keras"):
     from torch import nn
 
     d = nn.Linear(fan_in, fan_out)
+    if scheme == "torch":  # nn.Linear's default: weight and bias uniform in +-1/sqrt(fan_in)
+        return d
     nn.init.xavier_uniform_(d.weight)
     nn.init.zeros_(d.bias)
     return d
@@ -168,14 +183,19 @@ def build_merge(torch, a, vocab, feat_dim, mean, std):
             self.register_buffer("mean", torch.from_numpy(mean))
             self.register_buffer("scale", torch.from_numpy(1.0 / std))
             self.drop = nn.Dropout(a.dropout)
-            self.img = dense(torch, feat_dim, a.image_units)
-            self.emb = nn.Embedding(vocab, a.embed)
-            nn.init.uniform_(self.emb.weight, -0.05, 0.05)
+            keras = a.init_scheme == "keras"
+            self.img = dense(torch, feat_dim, a.image_units, a.init_scheme)
+            self.emb = nn.Embedding(vocab, a.embed)  # torch: N(0, 1)
+            if keras:
+                nn.init.uniform_(self.emb.weight, -0.05, 0.05)
             self.lstm = nn.LSTM(a.embed, a.units, batch_first=True)
-            keras_lstm_init(torch, self.lstm, a.units)
+            if keras:
+                keras_lstm_init(torch, self.lstm, a.units)
+            else:
+                torch_lstm_bias(torch, self.lstm.bias_ih_l0, self.lstm.bias_hh_l0)
             merge_dim = a.units if a.merge == "add" else a.units + a.image_units
-            self.hidden = dense(torch, merge_dim, a.hidden_units)
-            self.out = dense(torch, a.hidden_units, vocab)
+            self.hidden = dense(torch, merge_dim, a.hidden_units, a.init_scheme)
+            self.out = dense(torch, a.hidden_units, vocab, a.init_scheme)
 
         def forward(self, feats, inputs, mask):
             """feats [B, D] raw, inputs [B, T], mask [B, T] (real target) -> (logits [P, V], aux loss)."""
@@ -202,33 +222,38 @@ def build_attention(torch, a, vocab, shape, mean, std):
             super().__init__()
             self.register_buffer("mean", torch.from_numpy(mean))
             self.register_buffer("scale", torch.from_numpy(1.0 / std))
-            self.emb = nn.Embedding(vocab, a.embed)
-            nn.init.uniform_(self.emb.weight, -0.05, 0.05)
-            self.init_h = dense(torch, C, a.units)
-            self.init_c = dense(torch, C, a.units)
-            self.enc = dense(torch, C, a.attention_dim)
+            keras, sch = a.init_scheme == "keras", a.init_scheme
+            self.emb = nn.Embedding(vocab, a.embed)  # torch: N(0, 1)
+            if keras:
+                nn.init.uniform_(self.emb.weight, -0.05, 0.05)
+            self.init_h = dense(torch, C, a.units, sch)
+            self.init_c = dense(torch, C, a.units, sch)
+            self.enc = dense(torch, C, a.attention_dim, sch)
             self.dec = nn.Linear(a.units, a.attention_dim, bias=False)
-            nn.init.xavier_uniform_(self.dec.weight)
             self.score = nn.Linear(a.attention_dim, 1, bias=False)
-            nn.init.xavier_uniform_(self.score.weight)
-            self.beta = dense(torch, a.units, 1)
+            self.beta = dense(torch, a.units, 1, sch)
             self.cell = nn.LSTMCell(a.embed + C, a.units)
-            with torch.no_grad():  # ours: two glorot kernels, lstm/kernel [E, 4U] and lstm/context [C, 4U]
-                nn.init.xavier_uniform_(self.cell.weight_ih[:, :a.embed])
-                nn.init.xavier_uniform_(self.cell.weight_ih[:, a.embed:])
-            nn.init.orthogonal_(self.cell.weight_hh)
-            with torch.no_grad():
-                self.cell.bias_ih.zero_()
-                self.cell.bias_hh.zero_()
-                self.cell.bias_ih[a.units:2 * a.units] = 1.0
-            self.cell.bias_hh.requires_grad_(False)  # one bias per gate, as ours
             self.l_h = nn.Linear(a.units, a.embed, bias=False)
             self.l_z = nn.Linear(C, a.embed, bias=True)
-            nn.init.xavier_uniform_(self.l_h.weight)
-            nn.init.xavier_uniform_(self.l_z.weight)
-            nn.init.zeros_(self.l_z.bias)
+            if keras:
+                nn.init.xavier_uniform_(self.dec.weight)
+                nn.init.xavier_uniform_(self.score.weight)
+                with torch.no_grad():  # ours: two glorot kernels, lstm/kernel [E, 4U] and lstm/context [C, 4U]
+                    nn.init.xavier_uniform_(self.cell.weight_ih[:, :a.embed])
+                    nn.init.xavier_uniform_(self.cell.weight_ih[:, a.embed:])
+                nn.init.orthogonal_(self.cell.weight_hh)
+                with torch.no_grad():
+                    self.cell.bias_ih.zero_()
+                    self.cell.bias_hh.zero_()
+                    self.cell.bias_ih[a.units:2 * a.units] = 1.0
+                self.cell.bias_hh.requires_grad_(False)  # one bias per gate, as ours
+                nn.init.xavier_uniform_(self.l_h.weight)
+                nn.init.xavier_uniform_(self.l_z.weight)
+                nn.init.zeros_(self.l_z.bias)
+            else:
+                torch_lstm_bias(torch, self.cell.bias_ih, self.cell.bias_hh)
             self.drop = nn.Dropout(a.dropout)
-            self.out = dense(torch, a.embed, vocab)
+            self.out = dense(torch, a.embed, vocab, sch)
 
         def forward(self, feats, inputs, mask):
             B, T = inputs.shape
@@ -282,6 +307,8 @@ def build_transformer(torch, a, vocab, shape, mean, std):
 
     def linear(fan_in, fan_out, parts=1):
         d = nn.Linear(fan_in, fan_out)
+        if a.init_scheme == "torch":  # nn.Linear's default, as ours: weight and bias uniform in +-1/sqrt(fan_in)
+            return d
         bound = math.sqrt(6.0 / (fan_in + fan_out // parts))
         nn.init.uniform_(d.weight, -bound, bound)
         nn.init.zeros_(d.bias)
@@ -315,6 +342,8 @@ def build_transformer(torch, a, vocab, shape, mean, std):
             self.final_norm = norm()
             if a.tie_embeddings:
                 self.out_bias = nn.Parameter(torch.zeros(vocab))
+                if a.init_scheme == "torch":  # ours: as a Linear of fan-in D
+                    nn.init.uniform_(self.out_bias, -1.0 / math.sqrt(D), 1.0 / math.sqrt(D))
             else:
                 self.out = linear(D, vocab)
             self.drop = nn.Dropout(a.dropout)
@@ -538,6 +567,10 @@ def main() -> int:
     p.add_argument("--position-encoding", choices=["sinusoidal", "learned"], default="sinusoidal", help="transformer: word positions")
     p.add_argument("--image-positions", choices=["learned", "none"], default="learned", help="transformer: image position embeddings")
     p.add_argument("--tie-embeddings", choices=["true", "false"], default="true", help="transformer: output layer = embedding^T")
+    p.add_argument("--init-scheme", choices=["keras", "torch"], default="keras",
+                   help="model.init: how weights are drawn without --init (keras: the seed's defaults; torch: PyTorch's layer defaults)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="train.labelSmoothing (training loss only)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="train.warmupSteps: lr x min(1, step / W), step from 1")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="exact mode: start from these weights of ours (a run folder's last/ or best/)")
@@ -597,6 +630,8 @@ def main() -> int:
     else:
         opt = OursAdam(torch, params, a.lr, a.epsilon)
     ce_sum = torch.nn.CrossEntropyLoss(reduction="sum")
+    ce_train = torch.nn.CrossEntropyLoss(reduction="sum", label_smoothing=a.label_smoothing)
+    step = 0
     rng = np.random.default_rng(a.seed)
 
     def val_loss():
@@ -624,7 +659,15 @@ def main() -> int:
             batch = [train_ex[j] for j in ids]
             x, inp, mask, tg = make_batch(torch, np, batch, feats)
             logits, reg = model(x, inp, mask)
-            ce = ce_sum(logits, tg) / tg.numel()  # mean over the batch's real target tokens
+            ce = ce_train(logits, tg) / tg.numel()  # mean over the batch's real target tokens
+            step += 1
+            if a.warmup_steps > 0:
+                lr = a.lr * min(1.0, step / a.warmup_steps)
+                if a.adam == "torch":
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                else:
+                    opt.lr = lr
             loss = ce + reg if reg is not None else ce
             opt.zero_grad(set_to_none=True)
             loss.backward()

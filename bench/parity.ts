@@ -77,6 +77,10 @@ export function peerArgs(config: Config, model: ParityModel, spec: Record<string
     ['--units', spec.units],
     ['--dropout', spec.dropout],
     ['--limit', t.limit],
+    // the recipe (model.init only matters without --init: exact mode loads our weights)
+    ['--init-scheme', config.model.init],
+    ['--label-smoothing', t.labelSmoothing],
+    ['--warmup-steps', t.warmupSteps],
   ];
   if (model === 'merge')
     args.push(['--image-units', spec.imageUnits], ['--hidden-units', spec.hiddenUnits], ['--merge', spec.merge]);

@@ -328,6 +328,12 @@ export const ModelSchema = z
     imageUnits: intIn(1, 4096).default(256).describe('Dense units applied to the image vector.'),
     hiddenUnits: intIn(1, 4096).default(256).describe('Dense units after the merge.'),
     merge: z.enum(['add', 'concat']).default('add').describe('How image and caption branches are merged.'),
+    init: z
+      .enum(['keras', 'torch'])
+      .default('keras')
+      .describe(
+        "How a new model's weights are drawn. keras: the Keras defaults the original model used (glorot-uniform kernels, orthogonal recurrent kernels, zero biases, LSTM forget bias 1, embeddings uniform in +-0.05). torch: PyTorch's layer defaults (kernels and biases uniform in +-1/sqrt(fan-in), embeddings N(0, 1); the transformer keeps its N(0, 1/D) embedding). Only a new run reads it: --resume continues the run's own weights. See docs/models.md for the measurement behind the default.",
+      ),
     dropout: numIn(0, 0.9)
       .default(0.5)
       .describe(
@@ -432,6 +438,16 @@ export const TrainSchema = z
       .default(5)
       .describe('Global gradient norm clip (above 0, at most 1000000).'),
     seed: seedInt().default(42).describe('Seed for initialisation and shuffling (0 to 2^32 - 1).'),
+    labelSmoothing: numIn(0, 0.5)
+      .default(0)
+      .describe(
+        "Label smoothing of the cross-entropy training loss: the target is (1 - e) one-hot + e / vocabulary size, as PyTorch's CrossEntropyLoss(label_smoothing). 0: off; at most 0.5. The training loss shown includes it; the validation loss (early stopping, best/) never does. Self-critical training ignores it.",
+      ),
+    warmupSteps: intIn(0, 1_000_000)
+      .default(0)
+      .describe(
+        'Linear learning-rate warm-up: step s (from 1) uses learningRate x min(1, s / warmupSteps). 0: off; at most 1000000. Counted over the whole run, so --resume continues it. Self-critical training ignores it.',
+      ),
     patience: intIn(0, 10_000)
       .default(3)
       .describe('Early stopping: epochs without validation improvement (0 disables; at most 10000).'),

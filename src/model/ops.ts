@@ -158,19 +158,16 @@ export function gatherRows(x: tf.Tensor2D, ids: Int32Array): tf.Tensor2D {
 }
 
 /**
- * The native CaptionerSoftmaxXent kernel on one chunk: hidden [m, H] x w [H, V] (+ b) against targets [m]:
+ * The native CaptionerSoftmaxXent kernel on one chunk: logits z [m, V] (hidden x w, before the bias) + b against targets [m]:
  * loss = summed cross-entropy (a scalar), d = scale (softmax - onehot) [m, V], db = column sums of d [V].
  */
 function fusedXent(
-  h: tf.Tensor2D,
-  w: tf.Tensor2D,
+  z: tf.Tensor2D,
   b: tf.Tensor1D,
   targets: tf.Tensor1D,
   scale: number,
 ): { loss: tf.Scalar; d: tf.Tensor2D; db: tf.Tensor1D } {
-  const z = tf.matMul(h, w); // [m, V]
   const [loss, d, db] = tf.engine().runKernel(XENT_KERNEL, { logits: z, bias: b, targets }, { scale }) as tf.Tensor[];
-  z.dispose();
   return { loss: loss as tf.Scalar, d: d as tf.Tensor2D, db: db as tf.Tensor1D };
 }
 
@@ -185,9 +182,31 @@ export function chunkRows(n: number, vocab: number, budget = 1 << 24): number {
 }
 
 /**
+ * Label smoothing's part of one chunk (see softmaxCrossEntropy): with q = (1 - e) onehot + e / V the
+ * cross-entropy of a row is lse - z_t + e (z_t - mean z), and its gradient softmax - q = (softmax - onehot)
+ * + e (onehot - 1 / V). Returns the summed loss term e sum_rows (z_t - mean z) and the gradient term
+ * scale e (onehot - 1 / V) [m, V]. logits [m, V] with the bias, onehot [m, V].
+ */
+function smoothingTerms(
+  logits: tf.Tensor2D,
+  onehot: tf.Tensor2D,
+  e: number,
+  scale: number,
+): { loss: tf.Scalar; d: tf.Tensor2D } {
+  const vocab = logits.shape[1];
+  const picked = tf.sum(tf.mul(logits, onehot), 1); // [m]
+  const loss = tf.mul(tf.sum(tf.sub(picked, tf.mean(logits, 1))), e) as tf.Scalar;
+  const d = tf.mul(tf.sub(onehot, 1 / vocab), scale * e) as tf.Tensor2D; // [m, V]
+  return { loss, d };
+}
+
+/**
  * Mean cross-entropy of softmax(hidden W + b) against `targets` (one per row of `hidden`).
  * hidden [N, H], w [H, V], b [V]. With `withGrad` the value carries a custom gradient computed during the
  * forward pass (dlogits = (softmax - onehot) / N, chunk by chunk), so backprop never revisits the logits.
+ * `smoothing` e (label smoothing, with `withGrad` only: validation figures stay plain cross-entropy) makes the
+ * target distribution (1 - e) onehot + e / V over the whole vocabulary, as torch.nn.CrossEntropyLoss's
+ * label_smoothing does.
  */
 export function softmaxCrossEntropy(
   hidden: tf.Tensor2D,
@@ -196,10 +215,14 @@ export function softmaxCrossEntropy(
   targets: Int32Array,
   withGrad: boolean,
   budget?: number,
+  smoothing = 0,
 ): tf.Scalar {
   const n = hidden.shape[0];
   const vocab = w.shape[1];
   if (targets.length !== n) throw new Error(`softmaxCrossEntropy: ${targets.length} targets for ${n} rows`);
+  if (!(smoothing >= 0 && smoothing < 1))
+    throw new Error(`softmaxCrossEntropy: label smoothing must be in [0, 1), got ${smoothing}`);
+  const e = withGrad ? smoothing : 0;
   const step = chunkRows(n, vocab, budget);
   const tgt = tf.tensor1d(targets, 'int32');
   const fused = addonKernelReady(XENT_KERNEL); // the one-pass native kernel (wasm with the addon); same maths
@@ -210,7 +233,8 @@ export function softmaxCrossEntropy(
         for (let r0 = 0; r0 < n; r0 += step) {
           const m = Math.min(step, n - r0);
           const part = tf.tidy(() => {
-            if (fused) return fusedXent(tf.slice(hidden, [r0, 0], [m, -1]), w, b, tf.slice(tgt, [r0], [m]), 1).loss;
+            if (fused)
+              return fusedXent(tf.matMul(tf.slice(hidden, [r0, 0], [m, -1]), w), b, tf.slice(tgt, [r0], [m]), 1).loss;
             const logits = tf.add(tf.matMul(tf.slice(hidden, [r0, 0], [m, -1]), w), b); // [m, V]
             const lse = tf.logSumExp(logits, 1); // [m]
             const picked = tf.sum(tf.mul(logits, tf.oneHot(tf.slice(tgt, [r0], [m]), vocab)), 1); // [m]
@@ -236,16 +260,34 @@ export function softmaxCrossEntropy(
         const m = Math.min(step, n - r0);
         const [part, dHc, dWc, dbc] = tf.tidy(() => {
           const hc = tf.slice(h2, [r0, 0], [m, -1]); // [m, H]
+          const tc = tf.slice(tgt, [r0], [m]); // [m]
           if (fused) {
-            const { loss, d, db } = fusedXent(hc, w2, bb as tf.Tensor1D, tf.slice(tgt, [r0], [m]), 1 / n); // d [m, V]
+            const z = tf.matMul(hc, w2) as tf.Tensor2D; // [m, V]
+            const { loss, d, db } = fusedXent(z, bb as tf.Tensor1D, tc, 1 / n); // d [m, V]
+            if (e > 0) {
+              const logits = tf.add(z, bb) as tf.Tensor2D; // [m, V]
+              const s = smoothingTerms(logits, tf.oneHot(tc, vocab) as tf.Tensor2D, e, 1 / n);
+              const ds = tf.add(d, s.d); // [m, V]
+              return [
+                tf.add(loss, s.loss),
+                tf.matMul(ds, w2, false, true),
+                tf.matMul(hc, ds, true, false),
+                tf.sum(ds, 0),
+              ];
+            }
             return [loss, tf.matMul(d, w2, false, true), tf.matMul(hc, d, true, false), db];
           }
-          const logits = tf.add(tf.matMul(hc, w2), bb); // [m, V]
+          const logits = tf.add(tf.matMul(hc, w2), bb) as tf.Tensor2D; // [m, V]
           const lse = tf.logSumExp(logits, 1, true); // [m, 1]
-          const onehot = tf.oneHot(tf.slice(tgt, [r0], [m]), vocab); // [m, V]
+          const onehot = tf.oneHot(tc, vocab) as tf.Tensor2D; // [m, V]
           const picked = tf.sum(tf.mul(logits, onehot), 1); // [m]
-          const loss = tf.sum(tf.sub(tf.reshape(lse, [m]), picked));
-          const dlog = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), n); // [m, V]
+          let loss = tf.sum(tf.sub(tf.reshape(lse, [m]), picked));
+          let dlog = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), n); // [m, V]
+          if (e > 0) {
+            const s = smoothingTerms(logits, onehot, e, 1 / n);
+            loss = tf.add(loss, s.loss);
+            dlog = tf.add(dlog, s.d);
+          }
           return [loss, tf.matMul(dlog, w2, false, true), tf.matMul(hc, dlog, true, false), tf.sum(dlog, 0)];
         });
         dHs.push(dHc);

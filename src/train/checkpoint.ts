@@ -280,6 +280,27 @@ const FROZEN = [
   'train.limit',
 ];
 const MOVABLE = ['prep.out', 'features.out'];
+/** Settings only a new run reads (how the weights were drawn): --resume keeps the run's own, whatever the config says. */
+const CREATION_ONLY = ['model.init'];
+/**
+ * Settings added after runs were first recorded, with the value such a run really had when it differs from
+ * today's default: an older run's config.yaml without them reads as these, not as the defaults.
+ */
+const LEGACY: Record<string, unknown> = { 'model.init': 'keras', 'train.labelSmoothing': 0, 'train.warmupSteps': 0 };
+
+/** `recorded` with each LEGACY setting it lacks filled in (a copy; non-objects are returned as they are). */
+function withLegacy(recorded: unknown): unknown {
+  if (!recorded || typeof recorded !== 'object' || Array.isArray(recorded)) return recorded;
+  const out = structuredClone(recorded) as Record<string, unknown>;
+  for (const [key, value] of Object.entries(LEGACY)) {
+    const [section, name] = key.split('.');
+    const s = out[section];
+    if (s === undefined) out[section] = { [name]: value };
+    else if (s && typeof s === 'object' && !Array.isArray(s) && !(name in s))
+      (s as Record<string, unknown>)[name] = value;
+  }
+  return out;
+}
 /** Training settings that --resume applies (and logs) when they change. */
 const APPLIED = [
   'train.epochs',
@@ -288,6 +309,8 @@ const APPLIED = [
   'train.patience',
   'train.lrDecay.',
   'train.workers',
+  'train.labelSmoothing',
+  'train.warmupSteps',
 ];
 
 function leaves(v: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
@@ -300,22 +323,28 @@ function leaves(v: unknown, prefix = '', out = new Map<string, string>()): Map<s
 /**
  * Compare the config of a resumed cross-entropy run with the one it recorded (config.yaml): refuses changes
  * to FROZEN settings, returns the changed APPLIED ones (other keys, such as eval or serve settings, do not
- * affect training and are recorded as given).
+ * affect training and are recorded as given) in `changes`, and the run's own model.init in `init` (a
+ * CREATION_ONLY setting: the caller records that one, not the config's).
  */
-export async function checkResumeConfig(out: string, config: Config): Promise<SettingChange[]> {
+export async function checkResumeConfig(
+  out: string,
+  config: Config,
+): Promise<{ changes: SettingChange[]; init: Config['model']['init'] }> {
   const file = path.join(out, 'config.yaml');
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
   } catch {
-    return []; // no recorded config: nothing to compare with
+    // no recorded config (runs made before config.yaml was kept, all of them drawn the keras way): nothing to compare
+    return { changes: [], init: 'keras' };
   }
   let before: Map<string, string>;
   try {
-    const recorded = YAML.parse(text) as unknown;
-    // settings added since the run started read as their defaults (e.g. model.type of a run made before it
-    // existed), and keys renamed since under their new names (features.shardBytes -> features.chunkBytes)
-    const filled = ConfigSchema.safeParse(renameDeprecatedKeys(recorded).raw);
+    // settings added since the run started read as what the run had (LEGACY), others as their defaults (e.g.
+    // model.type of a run made before it existed); keys renamed since as their new names (features.shardBytes
+    // -> features.chunkBytes)
+    const recorded = withLegacy(renameDeprecatedKeys(YAML.parse(text) as unknown).raw);
+    const filled = ConfigSchema.safeParse(recorded);
     before = leaves(filled.success ? filled.data : recorded);
   } catch (e) {
     throw new DataError(`${file}: cannot parse the run's recorded config: ${(e as Error).message}`);
@@ -329,7 +358,10 @@ export async function checkResumeConfig(out: string, config: Config): Promise<Se
     .map((t) => `model.${t}.`);
   const frozen = keys.filter(
     (k) =>
-      FROZEN.some((f) => k === f || k.startsWith(f)) && !MOVABLE.includes(k) && !unused.some((u) => k.startsWith(u)),
+      FROZEN.some((f) => k === f || k.startsWith(f)) &&
+      !MOVABLE.includes(k) &&
+      !CREATION_ONLY.includes(k) &&
+      !unused.some((u) => k.startsWith(u)),
   );
   if (frozen.length) {
     const list = frozen.map((k) => `${k}: ${show(before.get(k))} -> ${show(now.get(k))}`).join(', ');
@@ -337,7 +369,7 @@ export async function checkResumeConfig(out: string, config: Config): Promise<Se
       `--resume: ${list} cannot change during a run (see ${file}); restore the setting, or start a new run in another folder`,
     );
   }
-  return keys
+  const changes = keys
     .filter((k) => APPLIED.some((a) => k === a || k.startsWith(a)))
     .map((k) => ({
       key: k,
@@ -346,6 +378,8 @@ export async function checkResumeConfig(out: string, config: Config): Promise<Se
       epoch: 0,
       step: 0,
     }));
+  const init = JSON.parse(before.get('model.init') ?? '"keras"') as Config['model']['init'];
+  return { changes, init };
 }
 
 /**

@@ -45,7 +45,7 @@ import {
   type RunState,
   type SettingChange,
 } from './checkpoint.js';
-import { isImprovement } from './schedule.js';
+import { isImprovement, warmupFactor } from './schedule.js';
 import { runEpochs, yieldToEvents, type TrainingMode } from './loop.js';
 import { createTrainer, type Trainer } from './trainer.js';
 import { resolveWorkers } from './parallel/trainer.js';
@@ -117,7 +117,8 @@ export interface TrainResult {
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
-  const { config, prepared, features, out } = o;
+  const { prepared, features, out } = o;
+  let config = o.config;
   const tc = config.train;
   const dsFp = prepared.manifest.fingerprint;
   if (o.featureInfo.datasetFingerprint && o.featureInfo.datasetFingerprint !== dsFp) {
@@ -147,7 +148,14 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   let history: EpochRecord[] = [];
   let changed: SettingChange[] = [];
   if (o.resume) {
-    changed = await checkResumeConfig(out, config);
+    const recorded = await checkResumeConfig(out, config);
+    changed = recorded.changes;
+    if (recorded.init !== config.model.init) {
+      log.info(
+        `resume: model.init ${config.model.init} only applies to a new run; this run's weights were drawn the ${recorded.init} way, and config.yaml keeps saying so`,
+      );
+      config = { ...config, model: { ...config.model, init: recorded.init } };
+    }
     ({ state, model, history } = await loadCheckpoint<EpochRecord>(
       out,
       kind.type,
@@ -175,7 +183,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         for (const k of trainImages) yield features.get(k);
       })(),
     );
-    model = kind.create(spec, kind.initialWeights(spec, tc.seed), norm);
+    model = kind.create(spec, kind.initialWeights(spec, tc.seed, config.model.init), norm);
     state = {
       kind: 'captioner.train-state',
       epoch: 0,
@@ -213,8 +221,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       norm: model.norm,
       model,
       workers,
-      learningRate: state.learningRate,
+      learningRate: state.learningRate * warmupFactor(state.step + 1, tc.warmupSteps),
       clipNorm: tc.clipNorm,
+      labelSmoothing: tc.labelSmoothing,
     });
     logEngine(workers, tc.workers, o.backend);
     if (o.resume) {
@@ -254,6 +263,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       batches: (epoch) => batchesOf(trainEx, batchSize, rng(mixSeed(state.seed, epoch))),
       async step(examples, epoch) {
         const batch = buildBatch(examples, features);
+        t.learningRate = state.learningRate * warmupFactor(state.step + 1, tc.warmupSteps);
         const r = await t.step(batch, mixSeed(state.seed, state.step, 17));
         const loss = Number.isFinite(r.total) ? r.loss : r.total;
         if (!Number.isFinite(loss))

@@ -82,3 +82,11 @@ export function nextStep(
   }
   return { stop: false, decayed };
 }
+
+/**
+ * Linear learning-rate warm-up (train.warmupSteps): the factor for step `step` (counted from 1 over the
+ * whole run) is min(1, step / warmupSteps); 1 when warm-up is off (0).
+ */
+export function warmupFactor(step: number, warmupSteps: number): number {
+  return warmupSteps > 0 ? Math.min(1, step / warmupSteps) : 1;
+}

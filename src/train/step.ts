@@ -22,6 +22,8 @@ export interface TrainerOptions {
   beta1?: number;
   beta2?: number;
   epsilon?: number;
+  /** Label smoothing of the cross-entropy (train.labelSmoothing; 0 or absent: none). */
+  labelSmoothing?: number;
   /** workers 1: train this decoder's own variables (its weights are `weights`) instead of a new replica. */
   model?: TrainableDecoder;
   /**

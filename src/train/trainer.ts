@@ -38,6 +38,7 @@ class MainThreadTrainer extends TrainerBase {
   readonly workers = 1;
   private readonly model: TrainableDecoder;
   private readonly owned: boolean;
+  private readonly labelSmoothing: number;
 
   constructor(o: TrainerOptions) {
     if (!o.model && !o.weights) throw new Error('createTrainer: give the initial weights or the model');
@@ -55,6 +56,7 @@ class MainThreadTrainer extends TrainerBase {
     );
     this.model = model;
     this.owned = !o.model;
+    this.labelSmoothing = o.labelSmoothing ?? 0;
   }
 
   protected override checkBatch(batch: CaptionBatch): void {
@@ -68,7 +70,7 @@ class MainThreadTrainer extends TrainerBase {
     let ce: tf.Scalar | null = null;
     let norm: tf.Scalar | null = null;
     const { value, grads } = tf.variableGrads(() => {
-      const terms = model.lossTerms(batch, { training: true, seed });
+      const terms = model.lossTerms(batch, { training: true, seed, labelSmoothing: this.labelSmoothing });
       const rest = Object.entries(terms)
         .filter(([k]) => k !== 'crossEntropy')
         .map(([, t]) => t);

@@ -15,6 +15,7 @@ import { saveDecoder } from '../../src/model/runfolder.js';
 import { Adam, byWeightName } from '../../src/train/adam.js';
 import { batchesOf, buildBatch, examplesOf, mixSeed } from '../../src/train/data.js';
 import { evaluateLoss } from '../../src/train/run.js';
+import { warmupFactor } from '../../src/train/schedule.js';
 import type { PreparedImage } from '../../src/prep/prepared.js';
 import { runParityPeer } from '../../bench/parity.js';
 
@@ -189,6 +190,14 @@ describe('parity peer', () => {
 
   // exact mode: our initial weights (as a run folder saves them) and our batch order, dropout 0, our Adam
   // update in the peer: the validation loss of every epoch agrees to float rounding
+  type Case = {
+    kind: string;
+    shape: number[];
+    model: Record<string, unknown>;
+    flags: string[];
+    /** model.init, train.labelSmoothing and train.warmupSteps other than the defaults */
+    recipe?: { init: 'keras' | 'torch'; smoothing: number; warmup: number };
+  };
   for (const c of [
     {
       kind: 'merge',
@@ -262,11 +271,50 @@ describe('parity peer', () => {
         'false',
       ],
     },
-  ]) {
+    {
+      kind: 'merge',
+      shape: [16],
+      model: { embedDim: 8, units: 8, imageUnits: 8, hiddenUnits: 8, merge: 'add', dropout: 0 },
+      flags: ['--image-units', '8', '--hidden-units', '8'],
+      recipe: { init: 'torch', smoothing: 0.1, warmup: 3 },
+    },
+    {
+      kind: 'transformer',
+      shape: [2, 2, 4],
+      model: {
+        units: 8,
+        dropout: 0,
+        layers: 2,
+        heads: 2,
+        ffnDim: 12,
+        positionEncoding: 'learned',
+        imagePositions: 'learned',
+        tieEmbeddings: true,
+      },
+      flags: [
+        '--layers',
+        '2',
+        '--heads',
+        '2',
+        '--model-dim',
+        '8',
+        '--ffn-dim',
+        '12',
+        '--position-encoding',
+        'learned',
+        '--image-positions',
+        'learned',
+        '--tie-embeddings',
+        'true',
+      ],
+      recipe: { init: 'torch', smoothing: 0.1, warmup: 3 },
+    },
+  ] as Case[]) {
     it.skipIf(!torchOk)(
-      `exact mode (${c.kind}, features [${c.shape.join(', ')}]): from our initial weights and batch order, the peer's validation losses match ours`,
+      `exact mode (${c.kind}, features [${c.shape.join(', ')}]${c.recipe ? `, init ${c.recipe.init}, label smoothing ${c.recipe.smoothing}, warm-up ${c.recipe.warmup} steps` : ''}): from our initial weights and batch order, the peer's validation losses match ours`,
       async () => {
-        const dir = await cache(`exact-${c.kind}-${c.shape.length}`, c.shape);
+        const tag = `${c.kind}-${c.shape.length}${c.recipe ? '-recipe' : ''}`;
+        const dir = await cache(`exact-${tag}`, c.shape);
         const read = async (f: string) =>
           (await fs.readFile(path.join(work, 'prepared', f), 'utf8'))
             .trim()
@@ -282,7 +330,7 @@ describe('parity peer', () => {
           spec,
           [...new Set(trainEx.map((e) => e.image))].map((k) => features.get(k)),
         );
-        const model = kind.create(spec, kind.initialWeights(spec, 5), norm);
+        const model = kind.create(spec, kind.initialWeights(spec, 5, c.recipe?.init), norm);
         const adam = new Adam(model.weights, { learningRate: 0.01, clipNorm: 5 });
         const epochs = 2;
         const ids = trainEx.map((_, i) => i);
@@ -290,14 +338,16 @@ describe('parity peer', () => {
           examples: trainEx.map((e) => e.image),
           epochs: Array.from({ length: epochs }, (_, e) => batchesOf(ids, 4, rng(mixSeed(5, e + 1)))),
         };
-        const orderFile = path.join(work, `order-${c.kind}-${c.shape.length}.json`);
+        const orderFile = path.join(work, `order-${tag}.json`);
         await fs.writeFile(orderFile, JSON.stringify(order));
-        const init = path.join(work, `init-${c.kind}-${c.shape.length}`);
+        const init = path.join(work, `init-${tag}`);
+        let step = 0;
         const ours: number[] = [];
         try {
           await saveDecoder(init, model);
           for (const batches of order.epochs) {
             for (const b of batches) {
+              adam.learningRate = 0.01 * warmupFactor(++step, c.recipe?.warmup ?? 0);
               const { value, grads } = tf.variableGrads(
                 () =>
                   model.loss(
@@ -305,7 +355,7 @@ describe('parity peer', () => {
                       b.map((i) => trainEx[i]),
                       features,
                     ),
-                    { training: true },
+                    { training: true, labelSmoothing: c.recipe?.smoothing },
                   ),
                 model.variables,
               );
@@ -335,6 +385,16 @@ describe('parity peer', () => {
           '--units',
           '8',
           ...c.flags,
+          ...(c.recipe
+            ? [
+                '--init-scheme',
+                c.recipe.init,
+                '--label-smoothing',
+                String(c.recipe.smoothing),
+                '--warmup-steps',
+                String(c.recipe.warmup),
+              ]
+            : []),
           '--init',
           init,
           '--order',

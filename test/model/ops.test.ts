@@ -1,11 +1,12 @@
 // The decoder's custom-gradient building blocks (src/model/ops.ts): lstmSequence's hand-written backward
 // pass gives autograd's gradients through T lstmCell steps, lstmCellGrad is lstmCell's derivative, and
-// chunkRows splits rows into even chunks within the budget. On the cpu backend (the tfjs-ops path every
+// chunkRows splits rows into even chunks within the budget, and softmaxCrossEntropy's label smoothing gives
+// autograd's value and gradients of the smoothed loss written out. On the cpu backend (the tfjs-ops path every
 // backend can run) and on wasm (with the native addon's cell kernels where it loads).
 import { afterAll, describe, expect, it } from 'vitest';
 import { tf } from '../../src/tf/tf.js';
 import { initBackend } from '../../src/tf/backend.js';
-import { chunkRows, lstmCell, lstmCellGrad, lstmSequence } from '../../src/model/ops.js';
+import { chunkRows, lstmCell, lstmCellGrad, lstmSequence, softmaxCrossEntropy } from '../../src/model/ops.js';
 import { rng } from '../../src/util/random.js';
 import { expectClose, randArray } from '../helpers/arrays.js';
 
@@ -109,6 +110,55 @@ describe.each(['cpu', 'wasm'] as const)('on the %s backend', (backend) => {
       tf.dispose([c2, dz, dc, ...g]);
     } finally {
       tf.dispose([zx, rec, c, dh, dc2]);
+    }
+  });
+});
+
+/** The smoothed cross-entropy written out with tfjs ops: mean over rows of -sum_j q_j log softmax_j, q = (1 - e) onehot + e / V. */
+function smoothedReference(h: tf.Tensor, w: tf.Tensor, b: tf.Tensor, targets: Int32Array, e: number): tf.Scalar {
+  const V = w.shape[1] as number;
+  const logp = tf.logSoftmax(tf.add(tf.matMul(h as tf.Tensor2D, w as tf.Tensor2D), b)); // [N, V]
+  const q = tf.add(tf.mul(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 1 - e), e / V); // [N, V]
+  return tf.neg(tf.mean(tf.sum(tf.mul(q, logp), 1))) as tf.Scalar;
+}
+
+describe.each(['cpu', 'wasm'] as const)('label smoothing on the %s backend', (backend) => {
+  it("gives autograd's value and gradients of the smoothed loss, chunked or not; validation (no grad) stays plain", async () => {
+    await initBackend(backend, { quiet: true });
+    const r = rng(21);
+    const N = 13;
+    const H = 7;
+    const V = 11;
+    const h = tf.tensor2d(randArray(r, N * H), [N, H]);
+    const w = tf.tensor2d(randArray(r, H * V), [H, V]);
+    const b = tf.tensor1d(randArray(r, V));
+    const targets = Int32Array.from({ length: N }, () => Math.floor(r() * V));
+    try {
+      for (const e of [0, 0.1, 0.3]) {
+        const ref = tf.valueAndGrads((hh: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+          smoothedReference(hh, ww, bb, targets, e),
+        )([h, w, b]);
+        for (const budget of [4 * V, undefined]) {
+          const before = tf.memory().numTensors;
+          const ours = tf.valueAndGrads((hh: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+            softmaxCrossEntropy(hh as tf.Tensor2D, ww as tf.Tensor2D, bb as tf.Tensor1D, targets, true, budget, e),
+          )([h, w, b]);
+          expect(ours.value.dataSync()[0]).toBeCloseTo(ref.value.dataSync()[0], 5);
+          for (let i = 0; i < 3; i++) expectClose(ours.grads[i].dataSync(), ref.grads[i].dataSync(), 1e-5);
+          tf.dispose([ours.value, ...ours.grads]);
+          expect(tf.memory().numTensors).toBe(before);
+        }
+        tf.dispose([ref.value, ...ref.grads]);
+      }
+      // without the gradient (validation) the loss is the plain cross-entropy whatever the smoothing
+      const plain = tf.tidy(() => softmaxCrossEntropy(h, w, b, targets, false, undefined, 0).dataSync()[0]);
+      const smoothedVal = tf.tidy(() => softmaxCrossEntropy(h, w, b, targets, false, undefined, 0.3).dataSync()[0]);
+      expect(smoothedVal).toBe(plain);
+      const withSmoothing = tf.tidy(() => smoothedReference(h, w, b, targets, 0.3).dataSync()[0]);
+      expect(Math.abs(withSmoothing - plain)).toBeGreaterThan(1e-3);
+      expect(() => tf.tidy(() => softmaxCrossEntropy(h, w, b, targets, true, undefined, 1))).toThrow(/\[0, 1\)/);
+    } finally {
+      tf.dispose([h, w, b]);
     }
   });
 });

@@ -142,6 +142,16 @@ describe('parallel trainer', () => {
     expect(maxDiff(one.weights, three.weights)).toBeLessThan(1e-4);
   });
 
+  it('label smoothing reaches the workers: workers 1 and 2 agree with it, and it changes the training', async () => {
+    const one = await train(opts(1, { labelSmoothing: 0.2 }));
+    const two = await train(opts(2, { labelSmoothing: 0.2 }));
+    expect(maxDiff(one.weights, two.weights)).toBeLessThan(1e-4);
+    two.losses.forEach((l, i) => expect(l).toBeCloseTo(one.losses[i], 4));
+    const plain = await train(opts(2));
+    expect(maxDiff(plain.weights, two.weights)).toBeGreaterThan(1e-4);
+    expect(two.losses[0]).not.toBeCloseTo(plain.losses[0], 3); // the smoothed objective, not the plain one
+  });
+
   it('same seed and workers 2 are byte-identical, with dropout, and the partitioned update gives the same bytes', async () => {
     const d = { ...spec, dropout: 0.3 };
     const a = await train(opts(2, { spec: d, update: 'main' }));

@@ -146,6 +146,113 @@ describe('train', () => {
     expect(Buffer.compare(wa, wb)).toBe(0);
   });
 
+  it('records the recipe (model.init, labelSmoothing, warmupSteps), and resumes mid-warm-up to the same weights', async () => {
+    const s = synthetic({ train: 24, val: 8 });
+    const recipe = ConfigSchema.parse({
+      model: { embedDim: 16, units: 24, imageUnits: 24, hiddenUnits: 24, dropout: 0.1, init: 'torch' },
+      train: {
+        epochs: 3,
+        batchSize: 16,
+        learningRate: 0.01,
+        patience: 0,
+        seed: 7,
+        labelSmoothing: 0.1,
+        warmupSteps: 5,
+      },
+    });
+    const run = (config: Config, out: string, extra: Partial<Parameters<typeof train>[0]> = {}) =>
+      train({ config, prepared: s.prepared, features: s.features, featureInfo: info(), out, backend: 'cpu', ...extra });
+    const a = await tmp();
+    const b = await tmp();
+    const plain = await tmp();
+    await run(recipe, a);
+    const ctl = new AbortController();
+    const part = await run(recipe, b, { signal: ctl.signal, onStep: (n) => n >= 3 && ctl.abort() });
+    expect(part.steps).toBe(3); // inside the 5 warm-up steps
+    const done = await run(recipe, b, { resume: true });
+    expect(done.status).toBe('completed');
+    const wa = await fs.readFile(path.join(a, 'last', 'weights.bin'));
+    expect(Buffer.compare(wa, await fs.readFile(path.join(b, 'last', 'weights.bin')))).toBe(0);
+    const yaml = await fs.readFile(path.join(b, 'config.yaml'), 'utf8');
+    expect(yaml).toMatch(/init: torch/);
+    expect(yaml).toMatch(/labelSmoothing: 0\.1/);
+    expect(yaml).toMatch(/warmupSteps: 5/);
+    // each part of the recipe changes the weights: the plain (keras, no smoothing, no warm-up) run ends elsewhere
+    await run(cfg({ epochs: 3 }), plain);
+    expect(Buffer.compare(wa, await fs.readFile(path.join(plain, 'last', 'weights.bin')))).not.toBe(0);
+  });
+
+  it('warm-up scales the first steps: with warmupSteps far beyond the run the weights barely move', async () => {
+    const s = synthetic({ train: 24, val: 8 });
+    const run = async (over: Record<string, unknown>, abort = false) => {
+      const out = await tmp();
+      const ctl = new AbortController();
+      if (abort) ctl.abort(); // stopped before its first step: last/ holds the initial weights
+      await train({
+        config: cfg({ epochs: 1, ...over }),
+        prepared: s.prepared,
+        features: s.features,
+        featureInfo: info(),
+        out,
+        backend: 'cpu',
+        signal: ctl.signal,
+      });
+      const buf = await fs.readFile(path.join(out, 'last', 'weights.bin'));
+      return new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+    };
+    const start = await run({}, true);
+    const moved = (w: Float32Array) => Math.max(...w.map((v, i) => Math.abs(v - start[i])));
+    expect(moved(await run({}))).toBeGreaterThan(1e-3);
+    // 2 steps at learningRate 0.01 x (1 or 2) / 1e6: Adam moves each weight by about that much per step
+    expect(moved(await run({ warmupSteps: 1_000_000 }))).toBeLessThan(1e-6);
+  });
+
+  it('--resume of a run recorded before the recipe settings existed: it had keras init, no smoothing, no warm-up', async () => {
+    const s = synthetic({ train: 24, val: 8 });
+    const out = await tmp();
+    const c = cfg({ epochs: 2 });
+    const ctl = new AbortController();
+    await train({
+      config: c,
+      prepared: s.prepared,
+      features: s.features,
+      featureInfo: info(),
+      out,
+      backend: 'cpu',
+      signal: ctl.signal,
+      onStep: (n) => n >= 1 && ctl.abort(),
+    });
+    // an older run's config.yaml: none of the three keys
+    const file = path.join(out, 'config.yaml');
+    const old = (await fs.readFile(file, 'utf8'))
+      .split('\n')
+      .filter((l) => !/^\s*(init|labelSmoothing|warmupSteps):/.test(l))
+      .join('\n');
+    await fs.writeFile(file, old);
+    const now = ConfigSchema.parse({
+      model: { ...c.model, init: 'torch' },
+      train: { ...c.train, labelSmoothing: 0.1 },
+    });
+    const done = await train({
+      config: now,
+      prepared: s.prepared,
+      features: s.features,
+      featureInfo: info(),
+      out,
+      backend: 'cpu',
+      resume: true,
+    });
+    expect(done.status).toBe('completed');
+    const manifest = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8'));
+    // smoothing is applied from the resumed step on and logged as a change; init only applies to a new run
+    expect(manifest.changes.map((ch: { key: string; from: unknown; to: unknown }) => [ch.key, ch.from, ch.to])).toEqual(
+      [['train.labelSmoothing', 0, 0.1]],
+    );
+    const yaml = await fs.readFile(file, 'utf8');
+    expect(yaml).toMatch(/init: keras/);
+    expect(yaml).toMatch(/labelSmoothing: 0\.1/);
+  });
+
   it('refuses a feature cache that lacks images', async () => {
     const s = synthetic({ train: 8, val: 4 });
     s.features.map.delete('val_0001.jpg');

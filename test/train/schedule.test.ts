@@ -2,7 +2,7 @@
 // on a plateau (factor, floor, counted again after a decay), and the epoch bookkeeping.
 import { describe, expect, it } from 'vitest';
 import type { RunState } from '../../src/train/checkpoint.js';
-import { closeEpoch, isImprovement, nextStep, patienceRanOut } from '../../src/train/schedule.js';
+import { closeEpoch, isImprovement, nextStep, patienceRanOut, warmupFactor } from '../../src/train/schedule.js';
 
 const state = (over: Partial<RunState> = {}): RunState => ({
   kind: 'captioner.train-state',
@@ -93,5 +93,13 @@ describe('schedule', () => {
     expect(nextStep(t, false, tc(0, { patience: 2, factor: 1, min: 0 }))).toEqual({ stop: false, decayed: null });
     expect(nextStep(t, false, tc(0, { patience: 0, factor: 0.5, min: 0 }))).toEqual({ stop: false, decayed: null });
     expect(t.sinceDecay).toBe(5);
+  });
+});
+
+describe('warmupFactor', () => {
+  it('rises linearly to 1 over warmupSteps, counted from step 1, and is 1 when warm-up is off', () => {
+    expect([1, 2, 3, 4, 5, 6, 100].map((s) => warmupFactor(s, 4))).toEqual([0.25, 0.5, 0.75, 1, 1, 1, 1]);
+    expect(warmupFactor(1, 0)).toBe(1);
+    expect(warmupFactor(1, 1)).toBe(1);
   });
 });

@@ -23,7 +23,7 @@
 // E embedDim, V vocabSize.
 import { tf } from '../../tf/tf.js';
 import { ModelError } from '../../errors.js';
-import { glorot, orthogonalRows } from '../spec.js';
+import { glorot, orthogonalRows, torchRecurrentWeights, type InitScheme } from '../spec.js';
 import { gatherRows, lstmCell, softmaxCrossEntropy } from '../ops.js';
 import { ATTENTION_KERNEL, addonKernelReady } from '../../tf/addon.js';
 import { rng } from '../../util/random.js';
@@ -139,11 +139,19 @@ export function attentionSpecFromConfig(
 }
 
 /**
- * Seeded initial values: glorot-uniform kernels, orthogonal recurrent kernel, uniform(-0.05, 0.05)
- * embeddings, zero biases except the LSTM forget gate (1).
+ * Seeded initial values. 'keras': glorot-uniform kernels, orthogonal recurrent kernel, uniform(-0.05, 0.05)
+ * embeddings, zero biases except the LSTM forget gate (1). 'torch': PyTorch's layer defaults (spec.ts
+ * torchRecurrentWeights; the LSTM cell's input kernel is lstm/kernel and lstm/context together, deep/bias
+ * is the bias of the deep output's image-context layer, as in bench/parity-peer.py).
  */
-export function attentionInitialWeights(s: AttentionSpec, seed: number): Record<string, Float32Array> {
+export function attentionInitialWeights(
+  s: AttentionSpec,
+  seed: number,
+  init: InitScheme = 'keras',
+): Record<string, Float32Array> {
   const r = rng(seed);
+  if (init === 'torch')
+    return torchRecurrentWeights(attentionWeightShapes(s), r, s.units, { 'deep/bias': 'deep/z/kernel' });
   const out: Record<string, Float32Array> = {};
   for (const [name, shape] of Object.entries(attentionWeightShapes(s))) {
     const n = shape.reduce((a, b) => a * b, 1);
@@ -385,6 +393,7 @@ export class AttentionDecoder implements Decoder {
         batch.targets,
         opts.training,
         opts.chunkBudget,
+        opts.labelSmoothing,
       );
       const alphaPenalty = this.spec.alphaReg > 0 ? this.alphaPenalty(alphas, batch) : tf.scalar(0);
       return { crossEntropy, alphaPenalty };

@@ -41,5 +41,5 @@ export function specForConfig(
   return { kind, spec: kind.specFromConfig(cfg, vocabSize, featureShape) };
 }
 
-export type { Decoder, DecoderKind, DecoderState, StepResult, LossTerms } from './types.js';
+export type { Decoder, DecoderKind, DecoderState, StepResult, LossOptions, LossTerms } from './types.js';
 export type { CaptionBatch, FeatureNorm } from './batch.js';

@@ -7,7 +7,7 @@
 import { tf } from '../../tf/tf.js';
 import { ModelError } from '../../errors.js';
 import { rng } from '../../util/random.js';
-import { glorot, orthogonalRows } from '../spec.js';
+import { glorot, orthogonalRows, torchRecurrentWeights, type InitScheme } from '../spec.js';
 import { gatherRows, lstmCell, lstmSequence, softmaxCrossEntropy } from '../ops.js';
 import { checkBatch, computeFeatureNorm, identityNorm, meanPool } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
@@ -114,13 +114,19 @@ export function mergeSpecFromConfig(m: MergeConfig, vocabSize: number, featureSh
 }
 
 /**
- * Keras-like initial values from a seed: glorot-uniform kernels, orthogonal recurrent kernel,
- * uniform(-0.05, 0.05) embeddings, zero biases except the LSTM forget gate (1, "unit forget bias").
- * LSTM gate order along the 4U axis: input, forget, cell, output.
+ * Initial values from a seed. 'keras' (the seed's Keras model): glorot-uniform kernels, orthogonal recurrent
+ * kernel, uniform(-0.05, 0.05) embeddings, zero biases except the LSTM forget gate (1, "unit forget bias").
+ * 'torch': PyTorch's layer defaults (spec.ts torchRecurrentWeights). LSTM gate order along the 4U axis:
+ * input, forget, cell, output.
  */
-export function mergeInitialWeights(s: MergeSpec, seed: number): Record<string, Float32Array> {
+export function mergeInitialWeights(
+  s: MergeSpec,
+  seed: number,
+  init: InitScheme = 'keras',
+): Record<string, Float32Array> {
   const r = rng(seed);
   const shapes = mergeWeightShapes(s);
+  if (init === 'torch') return torchRecurrentWeights(shapes, r, s.units);
   const out: Record<string, Float32Array> = {};
   for (const [name, shape] of Object.entries(shapes)) {
     const n = shape.reduce((a, b) => a * b, 1);
@@ -271,6 +277,7 @@ export class MergeDecoder implements Decoder {
         batch.targets,
         opts.training,
         opts.chunkBudget,
+        opts.labelSmoothing,
       );
     });
   }

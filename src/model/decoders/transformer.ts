@@ -36,7 +36,7 @@
 import { tf } from '../../tf/tf.js';
 import { ModelError } from '../../errors.js';
 import { rng } from '../../util/random.js';
-import { glorot, normal } from '../spec.js';
+import { glorot, normal, torchLinear, type InitScheme } from '../spec.js';
 import { gatherRows, softmaxCrossEntropy } from '../ops.js';
 import { checkBatch, computeFeatureNorm, identityNorm } from './batch.js';
 import { readVariables, weightVariables } from './weights.js';
@@ -204,21 +204,33 @@ export function transformerSpecFromConfig(
 }
 
 /**
- * Seeded initial values: glorot-uniform kernels (the fused query/key/value kernels drawn as their [D, D]
- * parts would be), zero biases, LayerNorm gain 1 and shift 0; the word embedding from N(0, 1/D), so that
- * sqrt(D) E y has unit variance and tied output logits start near unit scale; learned position tables
- * (words and image) from N(0, 1/2), the sinusoids' mean square.
+ * Seeded initial values. Both schemes: LayerNorm gain 1 and shift 0; the word embedding from N(0, 1/D), so
+ * that sqrt(D) E y has unit variance and tied output logits start near unit scale; learned position tables
+ * (words and image) from N(0, 1/2), the sinusoids' mean square. 'keras': glorot-uniform kernels (the fused
+ * query/key/value kernels drawn as their [D, D] parts would be), zero biases. 'torch': every kernel and bias
+ * as nn.Linear's default, uniform in +-1/sqrt(fan-in) (the embedding keeps its scale: PyTorch's N(0, 1)
+ * times sqrt(D) would start the residual stream, and tied logits, sqrt(D) times too large).
  */
-export function transformerInitialWeights(s: TransformerSpec, seed: number): Record<string, Float32Array> {
+export function transformerInitialWeights(
+  s: TransformerSpec,
+  seed: number,
+  init: InitScheme = 'keras',
+): Record<string, Float32Array> {
   const r = rng(seed);
   const D = s.modelDim;
+  const shapes = transformerWeightShapes(s);
   const out: Record<string, Float32Array> = {};
-  for (const [name, shape] of Object.entries(transformerWeightShapes(s))) {
+  for (const [name, shape] of Object.entries(shapes)) {
     const n = shape.reduce((a, b) => a * b, 1);
     if (name.endsWith('/gamma')) out[name] = new Float32Array(n).fill(1);
-    else if (name.endsWith('bias') || name.endsWith('/beta')) out[name] = new Float32Array(n);
+    else if (name.endsWith('/beta')) out[name] = new Float32Array(n);
     else if (name === 'embedding') out[name] = normal(r, 1 / Math.sqrt(D), n);
     else if (name === 'position' || name === 'image/position') out[name] = normal(r, Math.SQRT1_2, n);
+    else if (init === 'torch') {
+      // a bias's fan-in is its kernel's (the tied output layer's: D)
+      const fanIn = name.endsWith('bias') ? (shapes[name.replace(/bias$/, 'kernel')]?.[0] ?? D) : shape[0];
+      out[name] = torchLinear(r, fanIn, n);
+    } else if (name.endsWith('bias')) out[name] = new Float32Array(n);
     else if (name.endsWith('qkv/kernel') || name.endsWith('kv/kernel')) out[name] = glorot(r, D, D, n);
     else out[name] = glorot(r, shape[0], shape[1], n);
   }
@@ -522,6 +534,7 @@ export class TransformerDecoder implements Decoder {
         batch.targets,
         opts.training,
         opts.chunkBudget,
+        opts.labelSmoothing,
       );
     });
   }

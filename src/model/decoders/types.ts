@@ -5,6 +5,7 @@
 // hypotheses with the generic gatherState/disposeState of ./state.ts.
 import type { tf } from '../../tf/tf.js';
 import type { CaptionBatch, FeatureNorm } from './batch.js';
+import type { InitScheme } from '../spec.js';
 
 export type { CaptionBatch, FeatureNorm };
 
@@ -33,6 +34,11 @@ export interface LossOptions {
   seed?: number;
   /** Floats per chunk of output logits (see ops.ts chunkRows). */
   chunkBudget?: number;
+  /**
+   * Label smoothing of the training cross-entropy (train.labelSmoothing; 0 or absent: none): with `training`
+   * the target distribution is (1 - e) one-hot + e / V. Validation (training false) is always plain.
+   */
+  labelSmoothing?: number;
 }
 
 /** The parts of the training objective; `crossEntropy` is what validation, early stopping and reports use. */
@@ -76,8 +82,8 @@ export interface DecoderKind<S, M = unknown> {
   validateSpec(spec: S): void;
   /** Every weight with its shape, in save order. */
   weightShapes(spec: S): Record<string, number[]>;
-  /** Seeded initial values for every weight. */
-  initialWeights(spec: S, seed: number): Record<string, Float32Array>;
+  /** Seeded initial values for every weight, drawn by `init` (model.init; default 'keras'). */
+  initialWeights(spec: S, seed: number, init?: InitScheme): Record<string, Float32Array>;
   /** Length of the FeatureNorm mean/std vectors. */
   normDim(spec: S): number;
   /** The feature normalisation computed on the training features (raw, prod(featureShape) floats each). */

@@ -11,6 +11,8 @@ export interface WorkerInit {
   kind: ReplicaKind;
   spec: ReplicaSpec;
   norm: FeatureNorm;
+  /** train.labelSmoothing (0: none). */
+  labelSmoothing: number;
   layout: FlatLayout;
   /** [total] weights. */
   weights: SharedArrayBuffer;

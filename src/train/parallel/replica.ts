@@ -5,7 +5,7 @@ import { tf } from '../../tf/tf.js';
 import { assignFloats, copyInto } from '../../tf/copy.js';
 import { ModelError } from '../../errors.js';
 import type { CaptionBatch, FeatureNorm } from '../../model/decoders/batch.js';
-import { decoderKind, type LossTerms } from '../../model/decoders/index.js';
+import { decoderKind, type LossOptions, type LossTerms } from '../../model/decoders/index.js';
 import type { MergeSpec } from '../../model/decoders/merge.js';
 import type { AttentionSpec } from '../../model/decoders/attention.js';
 import type { TransformerSpec } from '../../model/decoders/transformer.js';
@@ -20,9 +20,9 @@ export interface TrainableDecoder {
   readonly weights: Record<string, tf.Variable>;
   readonly variables: tf.Variable[];
   readonly spec: { readonly vocabSize: number };
-  loss(batch: CaptionBatch, opts: { training: boolean; seed?: number; chunkBudget?: number }): tf.Scalar;
+  loss(batch: CaptionBatch, opts: LossOptions): tf.Scalar;
   /** The loss's parts: crossEntropy (a mean over target tokens) and any per-caption terms (attention's regulariser). */
-  lossTerms(batch: CaptionBatch, opts: { training: boolean; seed?: number }): LossTerms;
+  lossTerms(batch: CaptionBatch, opts: LossOptions): LossTerms;
   dispose(): void;
 }
 
@@ -94,13 +94,14 @@ export async function sliceGradient(
   w: SliceWeights,
   seed: number,
   out: Float32Array,
+  labelSmoothing = 0,
 ): Promise<{ loss: number; total: number }> {
   checkTokens(slice, model.spec.vocabSize);
   const vars = layout.names.map((n) => model.weights[n]);
   let ce: tf.Scalar | null = null;
   const { value, grads } = tf.variableGrads(() => {
     // cross-entropy is a mean over target tokens; every other term (the attention regulariser) a mean over captions
-    const terms = model.lossTerms(slice, { training: true, seed });
+    const terms = model.lossTerms(slice, { training: true, seed, labelSmoothing });
     ce = tf.keep(tf.mul(terms.crossEntropy, w.tokens) as tf.Scalar);
     let total: tf.Tensor = ce;
     for (const [name, term] of Object.entries(terms))

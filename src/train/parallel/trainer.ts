@@ -171,6 +171,7 @@ async function workerEngine(
       kind: o.kind,
       spec: o.spec,
       norm: o.norm,
+      labelSmoothing: o.labelSmoothing ?? 0,
       layout,
       weights: weights.buffer as SharedArrayBuffer,
       grads: grads.buffer as SharedArrayBuffer,

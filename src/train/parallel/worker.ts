@@ -29,7 +29,15 @@ serveRequests<TrainWorkerApi>(async (init: WorkerInit) => {
         const t0 = performance.now();
         loadFlat(model, init.layout, weights);
         const t1 = performance.now();
-        const { loss, total: objective } = await sliceGradient(model, init.layout, batch, sw, seed, mine);
+        const { loss, total: objective } = await sliceGradient(
+          model,
+          init.layout,
+          batch,
+          sw,
+          seed,
+          mine,
+          init.labelSmoothing,
+        );
         const c1 = threadCpuMs();
         return {
           loss,
