@@ -54,6 +54,25 @@ const vec = (seed: number, n = 5) => {
   return Float32Array.from({ length: n }, () => r() * 10 - 5);
 };
 
+/** manifest.json of spec() as captioner versions 1 and 2 wrote it: the data files listed under `shards`. */
+const olderManifest = (version: 1 | 2, shards: { file: string; rows: number; keys: string[] }[]) => ({
+  kind: 'captioner.features',
+  version,
+  fingerprint: cacheFingerprint(spec()),
+  encoder: { name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test' },
+  weights: 'random',
+  weightsFingerprint: 'random:seed=1',
+  layer: 'fc2',
+  preprocessing: spec().encoder.preprocessing,
+  dtype: 'float32',
+  shape: [5],
+  count: shards.reduce((n, s) => n + s.rows, 0),
+  shards,
+  failed: [] as object[],
+  created: 't',
+  updated: 't',
+});
+
 describe('float16', () => {
   it('round-trips exactly representable values and rounds to nearest', () => {
     for (const v of [0, 1, -1, 0.5, 65504, -65504, 2 ** -14, 2 ** -24, 1.5, 1024 + 1])
@@ -289,23 +308,7 @@ describe('feature cache', () => {
     await fs.mkdir(dir, { recursive: true });
     const fp = cacheFingerprint(spec());
     const t = new Date(Date.now() - 60_000).toISOString();
-    const base = {
-      kind: 'captioner.features',
-      version: 2,
-      fingerprint: fp,
-      encoder: { name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test' },
-      weights: 'random',
-      weightsFingerprint: 'random:seed=1',
-      layer: 'fc2',
-      preprocessing: spec().encoder.preprocessing,
-      dtype: 'float32',
-      shape: [5],
-      count: 0,
-      shards: [],
-      failed: [],
-      created: t,
-      updated: t,
-    };
+    const base = { ...olderManifest(2, []), count: 0, created: t, updated: t };
     const put = (name: string, data: string | Uint8Array) => fs.writeFile(path.join(dir, name), data);
     const v2part = (
       id: string,
@@ -411,21 +414,8 @@ describe('feature cache', () => {
     await fs.mkdir(dir, { recursive: true });
     const fp = cacheFingerprint(spec());
     const v1 = {
-      kind: 'captioner.features',
-      version: 1,
-      fingerprint: fp,
-      encoder: { name: 'vgg16', fingerprint: 'sha256:enc', runtime: 'onnx', detail: 'test' },
-      weights: 'random',
-      weightsFingerprint: 'random:seed=1',
-      layer: 'fc2',
-      preprocessing: spec().encoder.preprocessing,
-      dtype: 'float32',
-      shape: [5],
-      count: 2,
-      shards: [{ file: 'shard-123-abc-0.bin', rows: 2, keys: ['a', 'b'] }],
+      ...olderManifest(1, [{ file: 'shard-123-abc-0.bin', rows: 2, keys: ['a', 'b'] }]),
       failed: [{ image: 'x', file: '/x', reason: 'bad' }],
-      created: 't',
-      updated: 't',
     };
     await fs.writeFile(path.join(dir, 'manifest.json'), JSON.stringify(v1));
     await fs.writeFile(path.join(dir, 'shard-123-abc-0.bin'), encodeRows([vec(1), vec(2)], 'float32'));
