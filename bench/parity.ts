@@ -27,6 +27,7 @@ import { runPrep } from '#dist/prep/run.js';
 import { runFeatures } from '#dist/features/run.js';
 import { runTrain } from '#dist/train/stage.js';
 import { ModelSchema } from '#dist/config/schema.js';
+import { resolveInit } from '#dist/model/decoders/index.js';
 import { stagePaths } from '#dist/config/load.js';
 import { readRunManifest } from '#dist/model/runfolder.js';
 import { loadPrepared } from '#dist/prep/prepared.js';
@@ -78,7 +79,7 @@ export function peerArgs(config: Config, model: ParityModel, spec: Record<string
     ['--dropout', spec.dropout],
     ['--limit', t.limit],
     // the recipe (model.init only matters without --init: exact mode loads our weights)
-    ['--init-scheme', config.model.init],
+    ['--init-scheme', resolveInit(config.model)],
     ['--label-smoothing', t.labelSmoothing],
     ['--warmup-steps', t.warmupSteps],
   ];

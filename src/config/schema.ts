@@ -329,10 +329,10 @@ export const ModelSchema = z
     hiddenUnits: intIn(1, 4096).default(256).describe('Dense units after the merge.'),
     merge: z.enum(['add', 'concat']).default('add').describe('How image and caption branches are merged.'),
     init: z
-      .enum(['keras', 'torch'])
-      .default('keras')
+      .enum(['auto', 'keras', 'torch'])
+      .default('auto')
       .describe(
-        "How a new model's weights are drawn. keras: the Keras defaults the original model used (glorot-uniform kernels, orthogonal recurrent kernels, zero biases, LSTM forget bias 1, embeddings uniform in +-0.05). torch: PyTorch's layer defaults (kernels and biases uniform in +-1/sqrt(fan-in), embeddings N(0, 1); the transformer keeps its N(0, 1/D) embedding). Only a new run reads it: --resume continues the run's own weights. See docs/models.md for the measurement behind the default.",
+        "How a new model's weights are drawn. keras: the Keras defaults the original model used (glorot-uniform kernels, orthogonal recurrent kernels, zero biases, LSTM forget bias 1, embeddings uniform in +-0.05). torch: PyTorch's layer defaults (kernels and biases uniform in +-1/sqrt(fan-in), embeddings N(0, 1); the transformer keeps its N(0, 1/D) embedding). auto: the one that trained each decoder best when measured (merge: torch; attention and transformer: keras; see docs/models.md#the-training-recipe). The run's config.yaml records the scheme used, never auto. Only a new run reads it: --resume continues the run's own weights.",
       ),
     dropout: numIn(0, 0.9)
       .default(0.5)

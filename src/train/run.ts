@@ -25,7 +25,8 @@ import type { Prepared } from '../prep/prepared.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
 import { decoderFeatureShape } from '../model/decoders/batch.js';
-import { decoderKind, specForConfig, type Decoder } from '../model/decoders/index.js';
+import { decoderKind, resolveInit, specForConfig, type Decoder } from '../model/decoders/index.js';
+import type { InitScheme } from '../model/spec.js';
 import { RUN_KIND, RUN_NAMES } from '../model/runfolder.js';
 import { defaultBlasThreads, addonActive } from '../tf/addon.js';
 import {
@@ -151,9 +152,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     const recorded = await checkResumeConfig(out, config);
     changed = recorded.changes;
     if (recorded.init !== config.model.init) {
-      log.info(
-        `resume: model.init ${config.model.init} only applies to a new run; this run's weights were drawn the ${recorded.init} way, and config.yaml keeps saying so`,
-      );
+      if (config.model.init !== 'auto' || resolveInit(config.model) !== recorded.init)
+        log.info(
+          `resume: model.init ${config.model.init} only applies to a new run; this run's weights were drawn the ${recorded.init} way, and config.yaml keeps saying so`,
+        );
       config = { ...config, model: { ...config.model, init: recorded.init } };
     }
     ({ state, model, history } = await loadCheckpoint<EpochRecord>(
@@ -183,7 +185,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         for (const k of trainImages) yield features.get(k);
       })(),
     );
-    model = kind.create(spec, kind.initialWeights(spec, tc.seed, config.model.init), norm);
+    // the scheme used is what config.yaml records ('auto' resolved: a later default cannot change its meaning)
+    config = { ...config, model: { ...config.model, init: resolveInit(config.model) } };
+    model = kind.create(spec, kind.initialWeights(spec, tc.seed, config.model.init as InitScheme), norm);
     state = {
       kind: 'captioner.train-state',
       epoch: 0,
@@ -251,7 +255,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         `${prepared.dir}: the validation split is empty: no validation loss, so early stopping, learning-rate decay and best-model selection are off; best/ will hold the last epoch's weights`,
       );
     log.info(
-      `train: ${kind.type} decoder; ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}`,
+      `train: ${kind.type} decoder; ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}; init ${config.model.init}${tc.labelSmoothing > 0 ? `, label smoothing ${tc.labelSmoothing}` : ''}${tc.warmupSteps > 0 ? `, warm-up ${tc.warmupSteps} steps` : ''}`,
     );
     await writeManifest('running');
 

@@ -3,7 +3,7 @@
 // name, and both are seeded. Pure: no TF.
 import { describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../src/config/schema.js';
-import { DECODERS, specForConfig } from '../../src/model/decoders/index.js';
+import { DECODERS, resolveInit, specForConfig } from '../../src/model/decoders/index.js';
 import { mergeInitialWeights, type MergeSpec } from '../../src/model/decoders/merge.js';
 import { torchLinear, torchLstmBias, torchRecurrentWeights, uniform } from '../../src/model/spec.js';
 import { rng } from '../../src/util/random.js';
@@ -55,8 +55,16 @@ describe('initialisers', () => {
 });
 
 describe('model.init', () => {
-  it('defaults to keras in the schema, and a kind without the argument draws the keras way', () => {
-    expect(ConfigSchema.parse({}).model.init).toBe('keras');
+  it("defaults to auto, each decoder's measured scheme; a kind without the argument draws the keras way", () => {
+    expect(ConfigSchema.parse({}).model.init).toBe('auto');
+    const auto = (type: string) => resolveInit(ConfigSchema.parse({ model: { type } }).model);
+    expect(Object.fromEntries(Object.keys(DECODERS).map((t) => [t, auto(t)]))).toEqual({
+      merge: 'torch',
+      attention: 'keras',
+      transformer: 'keras',
+    });
+    expect(resolveInit({ type: 'attention', init: 'torch' })).toBe('torch');
+    expect(() => ConfigSchema.parse({ model: { init: 'xavier' } })).toThrow();
     expect(mergeInitialWeights(merge, 7)).toEqual(mergeInitialWeights(merge, 7, 'keras'));
     const keras = mergeInitialWeights(merge, 7, 'keras');
     expect(stats(keras.embedding).max).toBeLessThanOrEqual(0.05);

@@ -177,9 +177,11 @@ describe('train', () => {
     expect(yaml).toMatch(/init: torch/);
     expect(yaml).toMatch(/labelSmoothing: 0\.1/);
     expect(yaml).toMatch(/warmupSteps: 5/);
-    // each part of the recipe changes the weights: the plain (keras, no smoothing, no warm-up) run ends elsewhere
+    // the recipe changes the weights: a run without smoothing and warm-up ends elsewhere
     await run(cfg({ epochs: 3 }), plain);
     expect(Buffer.compare(wa, await fs.readFile(path.join(plain, 'last', 'weights.bin')))).not.toBe(0);
+    // model.init auto (the default) is recorded as the scheme it resolved to: the merge decoder's torch
+    expect(await fs.readFile(path.join(plain, 'config.yaml'), 'utf8')).toMatch(/init: torch/);
   });
 
   it('warm-up scales the first steps: with warmupSteps far beyond the run the weights barely move', async () => {

@@ -7,6 +7,7 @@ import { attentionKind } from './attention.js';
 import { mergeKind } from './merge.js';
 import { transformerKind } from './transformer.js';
 import type { DecoderKind } from './types.js';
+import type { InitScheme } from '../spec.js';
 
 /** A kind of any spec and config type (the registry is keyed by name, read at run time). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -39,6 +40,11 @@ export function specForConfig(
   const own = model[model.type];
   const cfg = own && typeof own === 'object' && !Array.isArray(own) ? { ...model, ...own } : model;
   return { kind, spec: kind.specFromConfig(cfg, vocabSize, featureShape) };
+}
+
+/** The initialisation a model config asks for: model.init, with 'auto' resolved to the decoder's measured default. */
+export function resolveInit(model: { type: string; init: InitScheme | 'auto' }): InitScheme {
+  return model.init === 'auto' ? decoderKind(model.type).defaultInit : model.init;
 }
 
 export type { Decoder, DecoderKind, DecoderState, StepResult, LossOptions, LossTerms } from './types.js';

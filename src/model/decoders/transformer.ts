@@ -696,6 +696,7 @@ function checkTransformerBatch(b: CaptionBatch, s: TransformerSpec): void {
 export const transformerKind: DecoderKind<TransformerSpec, TransformerConfig> = {
   type: 'transformer',
   features: 'grid',
+  defaultInit: 'keras',
   specFromConfig: transformerSpecFromConfig,
   validateSpec: validateTransformerSpec,
   weightShapes: transformerWeightShapes,

@@ -82,6 +82,11 @@ export interface DecoderKind<S, M = unknown> {
   validateSpec(spec: S): void;
   /** Every weight with its shape, in save order. */
   weightShapes(spec: S): Record<string, number[]>;
+  /**
+   * The initialisation model.init 'auto' means for this decoder: the scheme that trained it best in the
+   * recipe measurement (`npm run bench -- recipe`, docs/models.md#the-training-recipe).
+   */
+  readonly defaultInit: InitScheme;
   /** Seeded initial values for every weight, drawn by `init` (model.init; default 'keras'). */
   initialWeights(spec: S, seed: number, init?: InitScheme): Record<string, Float32Array>;
   /** Length of the FeatureNorm mean/std vectors. */
