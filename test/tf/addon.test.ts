@@ -433,7 +433,7 @@ describe('guards and threads', () => {
 describe('results promised byte-identical', () => {
   // A rerun, a --resume and the same worker count give the same bytes (README: backends & performance), so
   // each kernel's result must be a function of its inputs alone: not of where the operands lie on the wasm
-  // heap (that changes between runs and on resume), not of how a range is split (the sharded update of
+  // heap (that changes between runs and on resume), not of how a range is split (the partitioned update of
   // data-parallel training), not of OpenBLAS's thread count (main thread vs decoding workers).
   type Addon = Record<string, (...a: unknown[]) => unknown>;
   const HEAP = 1 << 20;
