@@ -27,7 +27,7 @@ import { runPrep } from '#dist/prep/run.js';
 import { runFeatures } from '#dist/features/run.js';
 import { runTrain } from '#dist/train/stage.js';
 import { ModelSchema } from '#dist/config/schema.js';
-import { resolveInit } from '#dist/model/decoders/index.js';
+import { resolveRecipe } from '#dist/model/decoders/index.js';
 import { stagePaths } from '#dist/config/load.js';
 import { readRunManifest } from '#dist/model/runfolder.js';
 import { loadPrepared } from '#dist/prep/prepared.js';
@@ -68,6 +68,7 @@ export interface ParityPeerResult {
  */
 export function peerArgs(config: Config, model: ParityModel, spec: Record<string, unknown>): string[] {
   const t = config.train;
+  const recipe = resolveRecipe({ ...config.model, type: model }, t);
   const args: [string, unknown][] = [
     ['--model', model],
     ['--epochs', t.epochs],
@@ -78,10 +79,10 @@ export function peerArgs(config: Config, model: ParityModel, spec: Record<string
     ['--units', spec.units],
     ['--dropout', spec.dropout],
     ['--limit', t.limit],
-    // the recipe (model.init only matters without --init: exact mode loads our weights)
-    ['--init-scheme', resolveInit(config.model)],
-    ['--label-smoothing', t.labelSmoothing],
-    ['--warmup-steps', t.warmupSteps],
+    // the recipe, 'auto' resolved as our trainer does (model.init only matters without --init: exact mode loads our weights)
+    ['--init-scheme', recipe.init],
+    ['--label-smoothing', recipe.labelSmoothing],
+    ['--warmup-steps', recipe.warmupSteps],
   ];
   if (model === 'merge')
     args.push(['--image-units', spec.imageUnits], ['--hidden-units', spec.hiddenUnits], ['--merge', spec.merge]);

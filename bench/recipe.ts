@@ -25,12 +25,13 @@ import { inScratch } from './scratch.js';
 import type { BenchModule, BenchOptions, BenchRow } from './types.js';
 
 /** The recipes compared: a name and the config settings that make it. */
+const plain = ['train.labelSmoothing=0', 'train.warmupSteps=0'];
 export const RECIPES: { name: string; sets: string[] }[] = [
-  { name: 'keras', sets: ['model.init=keras'] },
-  { name: 'torch', sets: ['model.init=torch'] },
-  // on top of each decoder's default initialisation (model.init auto: merge torch, attention and transformer keras)
-  { name: 'auto + smoothing 0.1', sets: ['model.init=auto', 'train.labelSmoothing=0.1'] },
-  { name: 'auto + warm-up 50', sets: ['model.init=auto', 'train.warmupSteps=50'] },
+  { name: 'keras', sets: ['model.init=keras', ...plain] },
+  { name: 'torch', sets: ['model.init=torch', ...plain] },
+  // on top of each decoder's own initialisation (model.init auto: merge torch, attention and transformer keras)
+  { name: 'auto + smoothing 0.1', sets: ['model.init=auto', 'train.labelSmoothing=0.1', 'train.warmupSteps=0'] },
+  { name: 'auto + warm-up 50', sets: ['model.init=auto', 'train.labelSmoothing=0', 'train.warmupSteps=50'] },
 ];
 
 const DECODERS = ['merge', 'attention', 'transformer'] as const;

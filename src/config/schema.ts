@@ -438,15 +438,21 @@ export const TrainSchema = z
       .default(5)
       .describe('Global gradient norm clip (above 0, at most 1000000).'),
     seed: seedInt().default(42).describe('Seed for initialisation and shuffling (0 to 2^32 - 1).'),
-    labelSmoothing: numIn(0, 0.5)
-      .default(0)
+    labelSmoothing: z
+      .union([z.literal('auto'), numIn(0, 0.5)], {
+        error: (i) => expected('"auto" or a number from 0 to 0.5', i.input),
+      })
+      .default('auto')
       .describe(
-        "Label smoothing of the cross-entropy training loss: the target is (1 - e) one-hot + e / vocabulary size, as PyTorch's CrossEntropyLoss(label_smoothing). 0: off; at most 0.5. The training loss shown includes it; the validation loss (early stopping, best/) never does. Self-critical training ignores it.",
+        "Label smoothing of the cross-entropy training loss: the target is (1 - e) one-hot + e / vocabulary size, as PyTorch's CrossEntropyLoss(label_smoothing). 0: off; at most 0.5. auto: the decoder's measured value (attention 0.1; merge and transformer 0). The training loss shown includes it; the validation loss (early stopping, best/) never does. The run's config.yaml records the number; --resume keeps the run's unless a number is given. Self-critical training ignores it.",
       ),
-    warmupSteps: intIn(0, 1_000_000)
-      .default(0)
+    warmupSteps: z
+      .union([z.literal('auto'), intIn(0, 1_000_000)], {
+        error: (i) => expected('"auto" or an integer from 0 to 1000000', i.input),
+      })
+      .default('auto')
       .describe(
-        'Linear learning-rate warm-up: step s (from 1) uses learningRate x min(1, s / warmupSteps). 0: off; at most 1000000. Counted over the whole run, so --resume continues it. Self-critical training ignores it.',
+        "Linear learning-rate warm-up: step s (from 1) uses learningRate x min(1, s / warmupSteps). 0: off; at most 1000000. auto: the decoder's measured value (merge 50; attention and transformer 0). Counted over the whole run, so --resume continues it; the run's config.yaml records the number, and --resume keeps the run's unless a number is given. Self-critical training ignores it.",
       ),
     patience: intIn(0, 10_000)
       .default(3)

@@ -14,7 +14,7 @@ import { renameDeprecatedKeys } from '../config/load.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
 import { ensureDir, exists, writeFailure, writeFileAtomic } from '../util/fsx.js';
-import { DECODERS, type Decoder } from '../model/decoders/index.js';
+import { DECODERS, type Decoder, type Recipe } from '../model/decoders/index.js';
 import { encodeTensors, readTensors, recoverDir, type NamedArray } from '../model/io.js';
 import {
   loadDecoder,
@@ -321,22 +321,45 @@ function leaves(v: unknown, prefix = '', out = new Map<string, string>()): Map<s
 }
 
 /**
+ * The recipe a run recorded in its config.yaml (model.init, train.labelSmoothing, train.warmupSteps), a run
+ * recorded before these settings existed reading as what it had (LEGACY: keras, 0, 0), as does a run without
+ * config.yaml (runs made before it was kept). 'auto' (a hand-edited file) reads as that too.
+ */
+export async function recordedRecipe(out: string): Promise<Recipe> {
+  const file = path.join(out, 'config.yaml');
+  let recorded: unknown;
+  try {
+    recorded = withLegacy(YAML.parse(await fs.readFile(file, 'utf8')) as unknown);
+  } catch {
+    recorded = undefined; // unreadable or unparsable: checkResumeConfig reports it
+  }
+  const r = (recorded ?? {}) as {
+    model?: { init?: unknown };
+    train?: { labelSmoothing?: unknown; warmupSteps?: unknown };
+  };
+  const init = r.model?.init;
+  const ls = r.train?.labelSmoothing;
+  const wu = r.train?.warmupSteps;
+  return {
+    init: init === 'torch' || init === 'keras' ? init : 'keras',
+    labelSmoothing: typeof ls === 'number' && ls >= 0 && ls <= 0.5 ? ls : 0,
+    warmupSteps: typeof wu === 'number' && Number.isInteger(wu) && wu >= 0 ? wu : 0,
+  };
+}
+
+/**
  * Compare the config of a resumed cross-entropy run with the one it recorded (config.yaml): refuses changes
  * to FROZEN settings, returns the changed APPLIED ones (other keys, such as eval or serve settings, do not
- * affect training and are recorded as given) in `changes`, and the run's own model.init in `init` (a
- * CREATION_ONLY setting: the caller records that one, not the config's).
+ * affect training and are recorded as given). CREATION_ONLY settings are never refused: the caller puts the
+ * run's own (recordedRecipe) in `config`.
  */
-export async function checkResumeConfig(
-  out: string,
-  config: Config,
-): Promise<{ changes: SettingChange[]; init: Config['model']['init'] }> {
+export async function checkResumeConfig(out: string, config: Config): Promise<SettingChange[]> {
   const file = path.join(out, 'config.yaml');
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
   } catch {
-    // no recorded config (runs made before config.yaml was kept, all of them drawn the keras way): nothing to compare
-    return { changes: [], init: 'keras' };
+    return []; // no recorded config: nothing to compare with
   }
   let before: Map<string, string>;
   try {
@@ -378,8 +401,7 @@ export async function checkResumeConfig(
       epoch: 0,
       step: 0,
     }));
-  const init = JSON.parse(before.get('model.init') ?? '"keras"') as Config['model']['init'];
-  return { changes, init };
+  return changes;
 }
 
 /**

@@ -25,8 +25,7 @@ import type { Prepared } from '../prep/prepared.js';
 import { checkStageFolder } from '../util/stagedir.js';
 import { rng } from '../util/random.js';
 import { decoderFeatureShape } from '../model/decoders/batch.js';
-import { decoderKind, resolveInit, specForConfig, type Decoder } from '../model/decoders/index.js';
-import type { InitScheme } from '../model/spec.js';
+import { decoderKind, resolveRecipe, specForConfig, type Decoder, type Recipe } from '../model/decoders/index.js';
 import { RUN_KIND, RUN_NAMES } from '../model/runfolder.js';
 import { defaultBlasThreads, addonActive } from '../tf/addon.js';
 import {
@@ -34,6 +33,7 @@ import {
   finiteOrNull,
   loadCheckpoint,
   readOptimizer,
+  recordedRecipe,
   recoverCheckpoints,
   refuseExistingRun,
   saveBest,
@@ -148,16 +148,17 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   let model: Decoder;
   let history: EpochRecord[] = [];
   let changed: SettingChange[] = [];
+  let recipe: Recipe;
   if (o.resume) {
-    const recorded = await checkResumeConfig(out, config);
-    changed = recorded.changes;
-    if (recorded.init !== config.model.init) {
-      if (config.model.init !== 'auto' || resolveInit(config.model) !== recorded.init)
-        log.info(
-          `resume: model.init ${config.model.init} only applies to a new run; this run's weights were drawn the ${recorded.init} way, and config.yaml keeps saying so`,
-        );
-      config = { ...config, model: { ...config.model, init: recorded.init } };
-    }
+    // the run's own recipe: its init always (the weights exist), its smoothing and warm-up where the config says auto
+    const own = await recordedRecipe(out);
+    if (config.model.init !== 'auto' && config.model.init !== own.init)
+      log.info(
+        `resume: model.init ${config.model.init} only applies to a new run; this run's weights were drawn the ${own.init} way, and config.yaml keeps saying so`,
+      );
+    recipe = { ...resolveRecipe(config.model, config.train, own), init: own.init };
+    config = withRecipe(config, recipe);
+    changed = await checkResumeConfig(out, config);
     ({ state, model, history } = await loadCheckpoint<EpochRecord>(
       out,
       kind.type,
@@ -185,9 +186,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         for (const k of trainImages) yield features.get(k);
       })(),
     );
-    // the scheme used is what config.yaml records ('auto' resolved: a later default cannot change its meaning)
-    config = { ...config, model: { ...config.model, init: resolveInit(config.model) } };
-    model = kind.create(spec, kind.initialWeights(spec, tc.seed, config.model.init as InitScheme), norm);
+    // config.yaml records the recipe used ('auto' resolved: a later default cannot change what this run was)
+    recipe = resolveRecipe(config.model, config.train);
+    config = withRecipe(config, recipe);
+    model = kind.create(spec, kind.initialWeights(spec, tc.seed, recipe.init), norm);
     state = {
       kind: 'captioner.train-state',
       epoch: 0,
@@ -225,9 +227,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       norm: model.norm,
       model,
       workers,
-      learningRate: state.learningRate * warmupFactor(state.step + 1, tc.warmupSteps),
+      learningRate: state.learningRate * warmupFactor(state.step + 1, recipe.warmupSteps),
       clipNorm: tc.clipNorm,
-      labelSmoothing: tc.labelSmoothing,
+      labelSmoothing: recipe.labelSmoothing,
     });
     logEngine(workers, tc.workers, o.backend);
     if (o.resume) {
@@ -255,7 +257,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         `${prepared.dir}: the validation split is empty: no validation loss, so early stopping, learning-rate decay and best-model selection are off; best/ will hold the last epoch's weights`,
       );
     log.info(
-      `train: ${kind.type} decoder; ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}; init ${config.model.init}${tc.labelSmoothing > 0 ? `, label smoothing ${tc.labelSmoothing}` : ''}${tc.warmupSteps > 0 ? `, warm-up ${tc.warmupSteps} steps` : ''}`,
+      `train: ${kind.type} decoder; ${trainEx.length} captions (${uniqueImages(trainEx).length} images), val ${valEx.length} captions; vocabulary ${spec.vocabSize}; batch ${batchSize}; epochs ${state.epoch + 1}..${tc.epochs}; init ${recipe.init}${recipe.labelSmoothing > 0 ? `, label smoothing ${recipe.labelSmoothing}` : ''}${recipe.warmupSteps > 0 ? `, warm-up ${recipe.warmupSteps} steps` : ''}`,
     );
     await writeManifest('running');
 
@@ -267,7 +269,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       batches: (epoch) => batchesOf(trainEx, batchSize, rng(mixSeed(state.seed, epoch))),
       async step(examples, epoch) {
         const batch = buildBatch(examples, features);
-        t.learningRate = state.learningRate * warmupFactor(state.step + 1, tc.warmupSteps);
+        t.learningRate = state.learningRate * warmupFactor(state.step + 1, recipe.warmupSteps);
         const r = await t.step(batch, mixSeed(state.seed, state.step, 17));
         const loss = Number.isFinite(r.total) ? r.loss : r.total;
         if (!Number.isFinite(loss))
@@ -492,5 +494,14 @@ function manifestParts(
       learningRate: state.learningRate,
       tokensPerSecond: last ? last.tokensPerSecond : null,
     },
+  };
+}
+
+/** `config` with its recipe settings replaced by `r` (what config.yaml records: never 'auto'). */
+function withRecipe(config: Config, r: Recipe): Config {
+  return {
+    ...config,
+    model: { ...config.model, init: r.init },
+    train: { ...config.train, labelSmoothing: r.labelSmoothing, warmupSteps: r.warmupSteps },
   };
 }

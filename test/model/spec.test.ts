@@ -3,7 +3,7 @@
 // name, and both are seeded. Pure: no TF.
 import { describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../src/config/schema.js';
-import { DECODERS, resolveInit, specForConfig } from '../../src/model/decoders/index.js';
+import { DECODERS, resolveRecipe, specForConfig } from '../../src/model/decoders/index.js';
 import { mergeInitialWeights, type MergeSpec } from '../../src/model/decoders/merge.js';
 import { torchLinear, torchLstmBias, torchRecurrentWeights, uniform } from '../../src/model/spec.js';
 import { rng } from '../../src/util/random.js';
@@ -55,16 +55,31 @@ describe('initialisers', () => {
 });
 
 describe('model.init', () => {
-  it("defaults to auto, each decoder's measured scheme; a kind without the argument draws the keras way", () => {
-    expect(ConfigSchema.parse({}).model.init).toBe('auto');
-    const auto = (type: string) => resolveInit(ConfigSchema.parse({ model: { type } }).model);
+  it("defaults to auto, each decoder's measured recipe; a kind without the argument draws the keras way", () => {
+    const c = ConfigSchema.parse({});
+    expect([c.model.init, c.train.labelSmoothing, c.train.warmupSteps]).toEqual(['auto', 'auto', 'auto']);
+    const auto = (type: string) => {
+      const d = ConfigSchema.parse({ model: { type } });
+      return resolveRecipe(d.model, d.train);
+    };
     expect(Object.fromEntries(Object.keys(DECODERS).map((t) => [t, auto(t)]))).toEqual({
-      merge: 'torch',
-      attention: 'keras',
-      transformer: 'keras',
+      merge: { init: 'torch', labelSmoothing: 0, warmupSteps: 50 },
+      attention: { init: 'keras', labelSmoothing: 0.1, warmupSteps: 0 },
+      transformer: { init: 'keras', labelSmoothing: 0, warmupSteps: 0 },
     });
-    expect(resolveInit({ type: 'attention', init: 'torch' })).toBe('torch');
+    // a value given wins; 'auto' takes the base handed in (a resumed run's own)
+    expect(resolveRecipe({ type: 'attention', init: 'torch' }, { labelSmoothing: 0, warmupSteps: 'auto' })).toEqual({
+      init: 'torch',
+      labelSmoothing: 0,
+      warmupSteps: 0,
+    });
+    const base = { init: 'keras', labelSmoothing: 0.2, warmupSteps: 7 } as const;
+    expect(
+      resolveRecipe({ type: 'merge', init: 'auto' }, { labelSmoothing: 'auto', warmupSteps: 'auto' }, base),
+    ).toEqual(base);
     expect(() => ConfigSchema.parse({ model: { init: 'xavier' } })).toThrow();
+    expect(() => ConfigSchema.parse({ train: { labelSmoothing: 0.6 } })).toThrow(/0.5/);
+    expect(() => ConfigSchema.parse({ train: { warmupSteps: 'soon' } })).toThrow();
     expect(mergeInitialWeights(merge, 7)).toEqual(mergeInitialWeights(merge, 7, 'keras'));
     const keras = mergeInitialWeights(merge, 7, 'keras');
     expect(stats(keras.embedding).max).toBeLessThanOrEqual(0.05);

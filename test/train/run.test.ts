@@ -180,8 +180,17 @@ describe('train', () => {
     // the recipe changes the weights: a run without smoothing and warm-up ends elsewhere
     await run(cfg({ epochs: 3 }), plain);
     expect(Buffer.compare(wa, await fs.readFile(path.join(plain, 'last', 'weights.bin')))).not.toBe(0);
-    // model.init auto (the default) is recorded as the scheme it resolved to: the merge decoder's torch
-    expect(await fs.readFile(path.join(plain, 'config.yaml'), 'utf8')).toMatch(/init: torch/);
+    // the recipe's auto defaults are recorded as what they resolved to: the merge decoder's torch and 50 steps
+    const plainYaml = await fs.readFile(path.join(plain, 'config.yaml'), 'utf8');
+    expect(plainYaml).toMatch(/init: torch/);
+    expect(plainYaml).toMatch(/labelSmoothing: 0\n/);
+    expect(plainYaml).toMatch(/warmupSteps: 50\n/);
+    // --resume with auto keeps the run's own recipe: nothing logged as changed
+    const more = await run(cfg({ epochs: 4 }), plain, { resume: true });
+    expect(more.status).toBe('completed');
+    const changes = JSON.parse(await fs.readFile(path.join(plain, 'manifest.json'), 'utf8')).changes;
+    expect(changes.map((ch: { key: string }) => ch.key)).toEqual(['train.epochs']);
+    expect(await fs.readFile(path.join(plain, 'config.yaml'), 'utf8')).toMatch(/warmupSteps: 50\n/);
   });
 
   it('warm-up scales the first steps: with warmupSteps far beyond the run the weights barely move', async () => {

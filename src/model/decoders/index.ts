@@ -6,7 +6,7 @@ import { ModelError } from '../../errors.js';
 import { attentionKind } from './attention.js';
 import { mergeKind } from './merge.js';
 import { transformerKind } from './transformer.js';
-import type { DecoderKind } from './types.js';
+import type { DecoderKind, Recipe } from './types.js';
 import type { InitScheme } from '../spec.js';
 
 /** A kind of any spec and config type (the registry is keyed by name, read at run time). */
@@ -42,10 +42,22 @@ export function specForConfig(
   return { kind, spec: kind.specFromConfig(cfg, vocabSize, featureShape) };
 }
 
-/** The initialisation a model config asks for: model.init, with 'auto' resolved to the decoder's measured default. */
-export function resolveInit(model: { type: string; init: InitScheme | 'auto' }): InitScheme {
-  return model.init === 'auto' ? decoderKind(model.type).defaultInit : model.init;
+/**
+ * The recipe a config asks for: model.init, train.labelSmoothing and train.warmupSteps, each 'auto' taken
+ * from `base` (by default the decoder's measured recipe; a resumed run passes its own recorded one).
+ */
+export function resolveRecipe(
+  model: { type: string; init: InitScheme | 'auto' },
+  train: { labelSmoothing: number | 'auto'; warmupSteps: number | 'auto' },
+  base: Recipe = decoderKind(model.type).recipe,
+): Recipe {
+  return {
+    init: model.init === 'auto' ? base.init : model.init,
+    labelSmoothing: train.labelSmoothing === 'auto' ? base.labelSmoothing : train.labelSmoothing,
+    warmupSteps: train.warmupSteps === 'auto' ? base.warmupSteps : train.warmupSteps,
+  };
 }
 
+export type { Recipe } from './types.js';
 export type { Decoder, DecoderKind, DecoderState, StepResult, LossOptions, LossTerms } from './types.js';
 export type { CaptionBatch, FeatureNorm } from './batch.js';

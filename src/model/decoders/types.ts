@@ -72,6 +72,13 @@ export interface Decoder {
   dispose(): void;
 }
 
+/** A training recipe: how the weights start, and the cross-entropy's label smoothing and learning-rate warm-up. */
+export interface Recipe {
+  init: InitScheme;
+  labelSmoothing: number;
+  warmupSteps: number;
+}
+
 /** Per-kind factory: the pure parts (spec, shapes, initial values) and the constructor. */
 export interface DecoderKind<S, M = unknown> {
   readonly type: string;
@@ -83,10 +90,10 @@ export interface DecoderKind<S, M = unknown> {
   /** Every weight with its shape, in save order. */
   weightShapes(spec: S): Record<string, number[]>;
   /**
-   * The initialisation model.init 'auto' means for this decoder: the scheme that trained it best in the
-   * recipe measurement (`npm run bench -- recipe`, docs/models.md#the-training-recipe).
+   * What 'auto' means for this decoder in model.init, train.labelSmoothing and train.warmupSteps: the recipe
+   * that trained it best when measured (`npm run bench -- recipe`, docs/models.md#the-training-recipe).
    */
-  readonly defaultInit: InitScheme;
+  readonly recipe: Recipe;
   /** Seeded initial values for every weight, drawn by `init` (model.init; default 'keras'). */
   initialWeights(spec: S, seed: number, init?: InitScheme): Record<string, Float32Array>;
   /** Length of the FeatureNorm mean/std vectors. */
