@@ -452,7 +452,7 @@ export const TrainSchema = z
       })
       .default('auto')
       .describe(
-        "Linear learning-rate warm-up: step s (from 1) uses learningRate x min(1, s / warmupSteps). 0: off; at most 1000000. auto: the decoder's measured value (merge 50; attention and transformer 0). Counted over the whole run, so --resume continues it; the run's config.yaml records the number, and --resume keeps the run's unless a number is given. Self-critical training ignores it.",
+        "Linear learning-rate warm-up: step s (from 1) uses learningRate x min(1, s / warmupSteps). 0: off; at most 1000000. auto: the decoder's measured value (0 for every decoder today; see docs/models.md#the-training-recipe). Counted over the whole run, so --resume continues it; the run's config.yaml records the number, and --resume keeps the run's unless a number is given. Self-critical training ignores it.",
       ),
     patience: intIn(0, 10_000)
       .default(3)

@@ -63,7 +63,7 @@ describe('model.init', () => {
       return resolveRecipe(d.model, d.train);
     };
     expect(Object.fromEntries(Object.keys(DECODERS).map((t) => [t, auto(t)]))).toEqual({
-      merge: { init: 'torch', labelSmoothing: 0, warmupSteps: 50 },
+      merge: { init: 'torch', labelSmoothing: 0, warmupSteps: 0 },
       attention: { init: 'keras', labelSmoothing: 0.1, warmupSteps: 0 },
       transformer: { init: 'keras', labelSmoothing: 0, warmupSteps: 0 },
     });

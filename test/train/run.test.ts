@@ -180,17 +180,19 @@ describe('train', () => {
     // the recipe changes the weights: a run without smoothing and warm-up ends elsewhere
     await run(cfg({ epochs: 3 }), plain);
     expect(Buffer.compare(wa, await fs.readFile(path.join(plain, 'last', 'weights.bin')))).not.toBe(0);
-    // the recipe's auto defaults are recorded as what they resolved to: the merge decoder's torch and 50 steps
+    // the recipe's auto defaults are recorded as what they resolved to: the merge decoder's torch, 0, 0
     const plainYaml = await fs.readFile(path.join(plain, 'config.yaml'), 'utf8');
     expect(plainYaml).toMatch(/init: torch/);
     expect(plainYaml).toMatch(/labelSmoothing: 0\n/);
-    expect(plainYaml).toMatch(/warmupSteps: 50\n/);
-    // --resume with auto keeps the run's own recipe: nothing logged as changed
-    const more = await run(cfg({ epochs: 4 }), plain, { resume: true });
+    expect(plainYaml).toMatch(/warmupSteps: 0\n/);
+    // --resume with a config that says auto keeps the run's own smoothing and warm-up: nothing logged but epochs
+    const more = await run(cfg({ epochs: 4 }), b, { resume: true });
     expect(more.status).toBe('completed');
-    const changes = JSON.parse(await fs.readFile(path.join(plain, 'manifest.json'), 'utf8')).changes;
+    const changes = JSON.parse(await fs.readFile(path.join(b, 'manifest.json'), 'utf8')).changes;
     expect(changes.map((ch: { key: string }) => ch.key)).toEqual(['train.epochs']);
-    expect(await fs.readFile(path.join(plain, 'config.yaml'), 'utf8')).toMatch(/warmupSteps: 50\n/);
+    const after = await fs.readFile(path.join(b, 'config.yaml'), 'utf8');
+    expect(after).toMatch(/labelSmoothing: 0\.1/);
+    expect(after).toMatch(/warmupSteps: 5\n/);
   });
 
   it('warm-up scales the first steps: with warmupSteps far beyond the run the weights barely move', async () => {
