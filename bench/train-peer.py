@@ -94,7 +94,7 @@ def main() -> int:
         import numpy as np
 
         F = a.positions * a.channels
-        ns = types.SimpleNamespace(embed=U, units=U, attention_dim=a.attention_dim or U, alpha_reg=1.0, dropout=0.5)
+        ns = types.SimpleNamespace(embed=U, units=U, attention_dim=a.attention_dim or U, alpha_reg=1.0, dropout=0.5, init_scheme="keras")
         model = parity_peer().build_attention(torch, ns, V, [a.positions, a.channels],
                                               np.zeros(a.channels, np.float32), np.ones(a.channels, np.float32))
         a.packed = True  # it computes the output layer on real tokens only
@@ -103,7 +103,7 @@ def main() -> int:
 
         F = a.positions * a.channels
         ns = types.SimpleNamespace(model_dim=U, heads=a.heads, ffn_dim=a.ffn_dim or 4 * U, layers=a.layers, dropout=0.1,
-                                   position_encoding="sinusoidal", image_positions="learned", tie_embeddings=True)
+                                   position_encoding="sinusoidal", image_positions="learned", tie_embeddings=True, init_scheme="keras")
         model = parity_peer().build_transformer(torch, ns, V, [a.positions, a.channels],
                                                 np.zeros(a.channels, np.float32), np.ones(a.channels, np.float32))
         a.packed = True  # it computes LN_f and the output layer on real tokens only
