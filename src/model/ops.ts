@@ -185,16 +185,16 @@ export function chunkRows(n: number, vocab: number, budget = 1 << 24): number {
  * Label smoothing's part of one chunk (see softmaxCrossEntropy): with q = (1 - e) onehot + e / V the
  * cross-entropy of a row is lse - z_t + e (z_t - mean z), and its gradient softmax - q = (softmax - onehot)
  * + e (onehot - 1 / V). Returns the summed loss term e sum_rows (z_t - mean z) and the gradient term
- * scale e (onehot - 1 / V) [m, V]. logits [m, V] with the bias, onehot [m, V].
+ * scale e (onehot - 1 / V) [m, V]. logits [m, V] with the bias, onehot [m, V], picked = z_t [m].
  */
 function smoothingTerms(
   logits: tf.Tensor2D,
   onehot: tf.Tensor2D,
+  picked: tf.Tensor1D,
   e: number,
   scale: number,
 ): { loss: tf.Scalar; d: tf.Tensor2D } {
   const vocab = logits.shape[1];
-  const picked = tf.sum(tf.mul(logits, onehot), 1); // [m]
   const loss = tf.mul(tf.sum(tf.sub(picked, tf.mean(logits, 1))), e) as tf.Scalar;
   const d = tf.mul(tf.sub(onehot, 1 / vocab), scale * e) as tf.Tensor2D; // [m, V]
   return { loss, d };
@@ -266,7 +266,9 @@ export function softmaxCrossEntropy(
             const { loss, d, db } = fusedXent(z, bb as tf.Tensor1D, tc, 1 / n); // d [m, V]
             if (e > 0) {
               const logits = tf.add(z, bb) as tf.Tensor2D; // [m, V]
-              const s = smoothingTerms(logits, tf.oneHot(tc, vocab) as tf.Tensor2D, e, 1 / n);
+              const onehot = tf.oneHot(tc, vocab) as tf.Tensor2D; // [m, V]
+              const picked = tf.sum(tf.mul(logits, onehot), 1) as tf.Tensor1D; // [m]
+              const s = smoothingTerms(logits, onehot, picked, e, 1 / n);
               const ds = tf.add(d, s.d); // [m, V]
               return [
                 tf.add(loss, s.loss),
@@ -280,11 +282,11 @@ export function softmaxCrossEntropy(
           const logits = tf.add(tf.matMul(hc, w2), bb) as tf.Tensor2D; // [m, V]
           const lse = tf.logSumExp(logits, 1, true); // [m, 1]
           const onehot = tf.oneHot(tc, vocab) as tf.Tensor2D; // [m, V]
-          const picked = tf.sum(tf.mul(logits, onehot), 1); // [m]
+          const picked = tf.sum(tf.mul(logits, onehot), 1) as tf.Tensor1D; // [m]
           let loss = tf.sum(tf.sub(tf.reshape(lse, [m]), picked));
           let dlog = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), n); // [m, V]
           if (e > 0) {
-            const s = smoothingTerms(logits, onehot, e, 1 / n);
+            const s = smoothingTerms(logits, onehot, picked, e, 1 / n);
             loss = tf.add(loss, s.loss);
             dlog = tf.add(dlog, s.d);
           }

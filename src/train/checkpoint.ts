@@ -9,7 +9,7 @@ import YAML from 'yaml';
 import { DataError, ModelError, UsageError } from '../errors.js';
 import { log } from '../log.js';
 import type { Config } from '../config/schema.js';
-import { ConfigSchema } from '../config/schema.js';
+import { ConfigSchema, ModelSchema, TrainSchema } from '../config/schema.js';
 import { renameDeprecatedKeys } from '../config/load.js';
 import type { Prepared } from '../prep/prepared.js';
 import { serializeVocab } from '../prep/prepared.js';
@@ -321,29 +321,46 @@ function leaves(v: unknown, prefix = '', out = new Map<string, string>()): Map<s
 }
 
 /**
- * The recipe a run recorded in its config.yaml (model.init, train.labelSmoothing, train.warmupSteps), a run
- * recorded before these settings existed reading as what it had (LEGACY: keras, 0, 0), as does a run without
- * config.yaml (runs made before it was kept). 'auto' (a hand-edited file) reads as that too.
+ * A run's recorded config.yaml as today's schema reads it: keys renamed since under their new names
+ * (features.shardBytes -> features.chunkBytes), settings added since as what the run had (LEGACY) or their
+ * defaults (e.g. model.type of a run made before it existed). `config` is the schema's parse, or the raw
+ * object where today's schema refuses it. null when the run has no config.yaml.
+ */
+async function readRecordedConfig(out: string): Promise<{ file: string; config: unknown } | null> {
+  const file = path.join(out, 'config.yaml');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    const recorded = withLegacy(renameDeprecatedKeys(YAML.parse(text) as unknown).raw);
+    const filled = ConfigSchema.safeParse(recorded);
+    return { file, config: filled.success ? filled.data : recorded };
+  } catch (e) {
+    throw new DataError(`${file}: cannot parse the run's recorded config: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * The recipe a run recorded in its config.yaml (model.init, train.labelSmoothing, train.warmupSteps), each
+ * value as the schema accepts it; a run recorded before these settings existed, a run without config.yaml
+ * (made before it was kept) and a value the schema refuses or 'auto' (a hand-edited file) read as what such
+ * a run had (LEGACY: keras, 0, 0).
  */
 export async function recordedRecipe(out: string): Promise<Recipe> {
-  const file = path.join(out, 'config.yaml');
-  let recorded: unknown;
-  try {
-    recorded = withLegacy(YAML.parse(await fs.readFile(file, 'utf8')) as unknown);
-  } catch {
-    recorded = undefined; // unreadable or unparsable: checkResumeConfig reports it
-  }
-  const r = (recorded ?? {}) as {
-    model?: { init?: unknown };
-    train?: { labelSmoothing?: unknown; warmupSteps?: unknown };
+  const c = (await readRecordedConfig(out))?.config as
+    | { model?: { init?: unknown }; train?: { labelSmoothing?: unknown; warmupSteps?: unknown } }
+    | undefined;
+  const read = <T>(schema: { safeParse(v: unknown): { success: boolean; data?: T } }, v: unknown, legacy: unknown) => {
+    const r = schema.safeParse(v);
+    return (r.success && r.data !== 'auto' ? r.data : legacy) as Exclude<T, 'auto'>;
   };
-  const init = r.model?.init;
-  const ls = r.train?.labelSmoothing;
-  const wu = r.train?.warmupSteps;
   return {
-    init: init === 'torch' || init === 'keras' ? init : 'keras',
-    labelSmoothing: typeof ls === 'number' && ls >= 0 && ls <= 0.5 ? ls : 0,
-    warmupSteps: typeof wu === 'number' && Number.isInteger(wu) && wu >= 0 ? wu : 0,
+    init: read(ModelSchema.shape.init, c?.model?.init, LEGACY['model.init']),
+    labelSmoothing: read(TrainSchema.shape.labelSmoothing, c?.train?.labelSmoothing, LEGACY['train.labelSmoothing']),
+    warmupSteps: read(TrainSchema.shape.warmupSteps, c?.train?.warmupSteps, LEGACY['train.warmupSteps']),
   };
 }
 
@@ -354,24 +371,10 @@ export async function recordedRecipe(out: string): Promise<Recipe> {
  * run's own (recordedRecipe) in `config`.
  */
 export async function checkResumeConfig(out: string, config: Config): Promise<SettingChange[]> {
-  const file = path.join(out, 'config.yaml');
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch {
-    return []; // no recorded config: nothing to compare with
-  }
-  let before: Map<string, string>;
-  try {
-    // settings added since the run started read as what the run had (LEGACY), others as their defaults (e.g.
-    // model.type of a run made before it existed); keys renamed since as their new names (features.shardBytes
-    // -> features.chunkBytes)
-    const recorded = withLegacy(renameDeprecatedKeys(YAML.parse(text) as unknown).raw);
-    const filled = ConfigSchema.safeParse(recorded);
-    before = leaves(filled.success ? filled.data : recorded);
-  } catch (e) {
-    throw new DataError(`${file}: cannot parse the run's recorded config: ${(e as Error).message}`);
-  }
+  const recorded = await readRecordedConfig(out);
+  if (!recorded) return []; // no recorded config: nothing to compare with
+  const { file } = recorded;
+  const before = leaves(recorded.config);
   const now = leaves(config);
   const keys = [...new Set([...before.keys(), ...now.keys()])].filter((k) => before.get(k) !== now.get(k)).sort();
   const show = (v: string | undefined) => (v === undefined ? '(unset)' : v);
@@ -392,7 +395,7 @@ export async function checkResumeConfig(out: string, config: Config): Promise<Se
       `--resume: ${list} cannot change during a run (see ${file}); restore the setting, or start a new run in another folder`,
     );
   }
-  const changes = keys
+  return keys
     .filter((k) => APPLIED.some((a) => k === a || k.startsWith(a)))
     .map((k) => ({
       key: k,
@@ -401,7 +404,6 @@ export async function checkResumeConfig(out: string, config: Config): Promise<Se
       epoch: 0,
       step: 0,
     }));
-  return changes;
 }
 
 /**

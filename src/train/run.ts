@@ -227,7 +227,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       norm: model.norm,
       model,
       workers,
-      learningRate: state.learningRate * warmupFactor(state.step + 1, recipe.warmupSteps),
+      learningRate: state.learningRate, // each step applies the warm-up factor (mode.step)
       clipNorm: tc.clipNorm,
       labelSmoothing: recipe.labelSmoothing,
     });
