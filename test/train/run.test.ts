@@ -32,6 +32,14 @@ const info = (fp = 'c'.repeat(64)): FeatureInfo => ({
   dtype: 'float32',
 });
 
+/** train() on the synthetic set `s` on cpu, writing `out`; `extra` adds options (resume, signal, onStep). */
+const trainOn = (
+  s: ReturnType<typeof synthetic>,
+  config: Config,
+  out: string,
+  extra: Partial<Parameters<typeof train>[0]> = {},
+) => train({ config, prepared: s.prepared, features: s.features, featureInfo: info(), out, backend: 'cpu', ...extra });
+
 async function tmp(): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), 'captioner-train-'));
 }
@@ -160,16 +168,14 @@ describe('train', () => {
         warmupSteps: 5,
       },
     });
-    const run = (config: Config, out: string, extra: Partial<Parameters<typeof train>[0]> = {}) =>
-      train({ config, prepared: s.prepared, features: s.features, featureInfo: info(), out, backend: 'cpu', ...extra });
     const a = await tmp();
     const b = await tmp();
     const plain = await tmp();
-    await run(recipe, a);
+    await trainOn(s, recipe, a);
     const ctl = new AbortController();
-    const part = await run(recipe, b, { signal: ctl.signal, onStep: (n) => n >= 3 && ctl.abort() });
+    const part = await trainOn(s, recipe, b, { signal: ctl.signal, onStep: (n) => n >= 3 && ctl.abort() });
     expect(part.steps).toBe(3); // inside the 5 warm-up steps
-    const done = await run(recipe, b, { resume: true });
+    const done = await trainOn(s, recipe, b, { resume: true });
     expect(done.status).toBe('completed');
     const wa = await fs.readFile(path.join(a, 'last', 'weights.bin'));
     expect(Buffer.compare(wa, await fs.readFile(path.join(b, 'last', 'weights.bin')))).toBe(0);
@@ -178,7 +184,7 @@ describe('train', () => {
     expect(yaml).toMatch(/labelSmoothing: 0\.1/);
     expect(yaml).toMatch(/warmupSteps: 5/);
     // the recipe changes the weights: a run without smoothing and warm-up ends elsewhere
-    await run(cfg({ epochs: 3 }), plain);
+    await trainOn(s, cfg({ epochs: 3 }), plain);
     expect(Buffer.compare(wa, await fs.readFile(path.join(plain, 'last', 'weights.bin')))).not.toBe(0);
     // the recipe's auto defaults are recorded as what they resolved to: the merge decoder's torch, 0, 0
     const plainYaml = await fs.readFile(path.join(plain, 'config.yaml'), 'utf8');
@@ -186,7 +192,7 @@ describe('train', () => {
     expect(plainYaml).toMatch(/labelSmoothing: 0\n/);
     expect(plainYaml).toMatch(/warmupSteps: 0\n/);
     // --resume with a config that says auto keeps the run's own smoothing and warm-up: nothing logged but epochs
-    const more = await run(cfg({ epochs: 4 }), b, { resume: true });
+    const more = await trainOn(s, cfg({ epochs: 4 }), b, { resume: true });
     expect(more.status).toBe('completed');
     const changes = JSON.parse(await fs.readFile(path.join(b, 'manifest.json'), 'utf8')).changes;
     expect(changes.map((ch: { key: string }) => ch.key)).toEqual(['train.epochs']);
@@ -201,15 +207,7 @@ describe('train', () => {
       const out = await tmp();
       const ctl = new AbortController();
       if (abort) ctl.abort(); // stopped before its first step: last/ holds the initial weights
-      await train({
-        config: cfg({ epochs: 1, ...over }),
-        prepared: s.prepared,
-        features: s.features,
-        featureInfo: info(),
-        out,
-        backend: 'cpu',
-        signal: ctl.signal,
-      });
+      await trainOn(s, cfg({ epochs: 1, ...over }), out, { signal: ctl.signal });
       const buf = await fs.readFile(path.join(out, 'last', 'weights.bin'));
       return new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
     };
@@ -225,16 +223,7 @@ describe('train', () => {
     const out = await tmp();
     const c = cfg({ epochs: 2 });
     const ctl = new AbortController();
-    await train({
-      config: c,
-      prepared: s.prepared,
-      features: s.features,
-      featureInfo: info(),
-      out,
-      backend: 'cpu',
-      signal: ctl.signal,
-      onStep: (n) => n >= 1 && ctl.abort(),
-    });
+    await trainOn(s, c, out, { signal: ctl.signal, onStep: (n) => n >= 1 && ctl.abort() });
     // an older run's config.yaml: none of the three keys
     const file = path.join(out, 'config.yaml');
     const old = (await fs.readFile(file, 'utf8'))
@@ -246,15 +235,7 @@ describe('train', () => {
       model: { ...c.model, init: 'torch' },
       train: { ...c.train, labelSmoothing: 0.1 },
     });
-    const done = await train({
-      config: now,
-      prepared: s.prepared,
-      features: s.features,
-      featureInfo: info(),
-      out,
-      backend: 'cpu',
-      resume: true,
-    });
+    const done = await trainOn(s, now, out, { resume: true });
     expect(done.status).toBe('completed');
     const manifest = JSON.parse(await fs.readFile(path.join(out, 'manifest.json'), 'utf8'));
     // smoothing is applied from the resumed step on and logged as a change; init only applies to a new run
